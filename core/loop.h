@@ -1,0 +1,63 @@
+/* loop.h — the one event loop: fds (epoll), timers (min-heap, epoll timeout), signals (signalfd),
+ * child exits (SIGCHLD reaping as a child subreaper, pidfd for processes that are not our children),
+ * and deferred callbacks. Single-threaded; every callback runs on the loop thread.
+ *
+ * Handles returned here stay owned by the loop. A cancel is always safe, also from inside the
+ * handle's own callback; after cancel (or after a one-shot fired) the handle must not be used. */
+#ifndef RK_LOOP_H
+#define RK_LOOP_H
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/epoll.h>
+#include "rk.h"
+
+typedef struct rk_loop rk_loop;
+typedef struct rk_watch rk_watch;
+typedef struct rk_timer rk_timer;
+
+typedef void (*rk_fd_cb)(void *ud, int fd, uint32_t events);
+typedef void (*rk_timer_cb)(void *ud);
+/* wstatus is a waitpid() status, or -1 when the process was not our child (exit code unknown). */
+typedef void (*rk_child_cb)(void *ud, pid_t pid, int wstatus);
+typedef void (*rk_signal_cb)(void *ud, int signo);
+typedef void (*rk_defer_cb)(void *ud);
+
+/* Creates the loop, blocks SIGCHLD/SIGINT/SIGTERM/SIGHUP/SIGPIPE for signalfd and makes this
+ * process a child subreaper (orphaned container processes are reparented to us). */
+rk_loop *rk_loop_new(rk_err *e);
+void rk_loop_free(rk_loop *l);
+
+/* Watch fd for events (EPOLLIN, EPOLLOUT, ...; level-triggered). */
+rk_watch *rk_loop_watch_fd(rk_loop *l, int fd, uint32_t events, rk_fd_cb cb, void *ud, rk_err *e);
+int rk_watch_modify(rk_watch *w, uint32_t events, rk_err *e);
+void rk_watch_cancel(rk_watch *w);
+
+/* One-shot timer after ms milliseconds. */
+rk_timer *rk_loop_timer(rk_loop *l, uint64_t ms, rk_timer_cb cb, void *ud);
+void rk_timer_cancel(rk_timer *t);
+
+/* Call cb(ud) once the current dispatch round is over (never re-entrantly). */
+void rk_loop_defer(rk_loop *l, rk_defer_cb cb, void *ud);
+
+/* Be told once when pid exits. Our children are reaped by the loop (SIGCHLD) and give a status;
+ * any other process is watched through a pidfd and gives -1. If the child already exited and was
+ * reaped before the watch was added, cb still fires (on the next round) with its status.
+ * Returns < 0 if the process does not exist (ESRCH) or cannot be watched. */
+int rk_loop_watch_child(rk_loop *l, pid_t pid, rk_child_cb cb, void *ud, rk_err *e);
+/* Drop the watch on pid (cb will not fire). */
+void rk_loop_unwatch_child(rk_loop *l, pid_t pid);
+
+/* Handle signo (SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2) on the loop. One callback per signal. */
+int rk_loop_on_signal(rk_loop *l, int signo, rk_signal_cb cb, void *ud, rk_err *e);
+
+/* Monotonic milliseconds. */
+uint64_t rk_now_ms(void);
+/* Wall clock seconds (for records). */
+double rk_wall_time(void);
+
+/* Run until rk_loop_stop(); returns the code given to stop. */
+int rk_loop_run(rk_loop *l);
+void rk_loop_stop(rk_loop *l, int code);
+
+#endif

@@ -1,0 +1,280 @@
+/* rk.c — errors, logging and small filesystem helpers shared by all core/ modules. */
+#include "rk.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <time.h>
+
+int rk_errf(rk_err *e, int code, const char *fmt, ...)
+{
+	if (!e)
+		return -1;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+	va_end(ap);
+	e->code = code ? code : -1;
+	return -1;
+}
+
+int rk_err_prefix(rk_err *e, const char *fmt, ...)
+{
+	if (!e)
+		return -1;
+	char pre[512], old[sizeof e->msg];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(pre, sizeof pre, fmt, ap);
+	va_end(ap);
+	memcpy(old, e->msg, sizeof old);
+	snprintf(e->msg, sizeof e->msg, "%s: %s", pre, old);
+	return -1;
+}
+
+/* ---- logging ---- */
+static int log_level = RK_LOG_INFO, log_json;
+static const char *level_names[] = {"error", "warn", "info", "debug"};
+
+void rk_log_setup(int level, int json)
+{
+	log_level = level;
+	log_json = json;
+}
+
+int rk_log_level(void) { return log_level; }
+
+int rk_log_parse_level(const char *s)
+{
+	for (int i = 0; i < 4; i++)
+		if (!strcmp(s, level_names[i]))
+			return i;
+	if (!strcmp(s, "warning"))
+		return RK_LOG_WARN;
+	return -1;
+}
+
+static void json_escape(FILE *f, const char *s)
+{
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			fprintf(f, "\\%c", c);
+		else if (c < 0x20)
+			fprintf(f, "\\u%04x", c);
+		else
+			fputc(c, f);
+	}
+}
+
+void rk_logv(int level, const char *subsys, const char *fmt, va_list ap)
+{
+	if (level > log_level)
+		return;
+	char msg[4096];
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	struct tm tm;
+	gmtime_r(&ts.tv_sec, &tm);
+	char when[64];
+	snprintf(when, sizeof when, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
+		 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+	if (level < 0)
+		level = 0;
+	if (level > 3)
+		level = 3;
+	if (log_json) {
+		fprintf(stderr, "{\"ts\":\"%s\",\"level\":\"%s\",\"subsys\":\"", when, level_names[level]);
+		json_escape(stderr, subsys ? subsys : "riklet");
+		fputs("\",\"msg\":\"", stderr);
+		json_escape(stderr, msg);
+		fputs("\"}\n", stderr);
+	} else {
+		fprintf(stderr, "%s %-5s [%s] %s\n", when, level_names[level], subsys ? subsys : "riklet", msg);
+	}
+	fflush(stderr);
+}
+
+void rk_log(int level, const char *subsys, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	rk_logv(level, subsys, fmt, ap);
+	va_end(ap);
+}
+
+/* ---- files ---- */
+int rk_read_file(const char *path, size_t max, char **out, size_t *len, rk_err *e)
+{
+	RK_AUTOCLOSE int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return rk_errf(e, errno, "cannot open %s: %s", path, strerror(errno));
+	size_t cap = 4096, n = 0;
+	char *buf = malloc(cap + 1);
+	if (!buf)
+		return rk_errf(e, ENOMEM, "out of memory reading %s", path);
+	for (;;) {
+		if (n == cap) {
+			if (cap >= max) {
+				free(buf);
+				return rk_errf(e, EFBIG, "%s is larger than %zu bytes", path, max);
+			}
+			cap *= 2;
+			char *nb = realloc(buf, cap + 1);
+			if (!nb) {
+				free(buf);
+				return rk_errf(e, ENOMEM, "out of memory reading %s", path);
+			}
+			buf = nb;
+		}
+		ssize_t r = read(fd, buf + n, cap - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			int err = errno;
+			free(buf);
+			return rk_errf(e, err, "cannot read %s: %s", path, strerror(err));
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+		if (n > max) {
+			free(buf);
+			return rk_errf(e, EFBIG, "%s is larger than %zu bytes", path, max);
+		}
+	}
+	buf[n] = 0;
+	*out = buf;
+	if (len)
+		*len = n;
+	return 0;
+}
+
+int rk_write_file_atomic(const char *path, const void *buf, size_t len, int mode, rk_err *e)
+{
+	char tmp[4096];
+	if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof tmp)
+		return rk_errf(e, ENAMETOOLONG, "path too long: %s", path);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	if (fd < 0)
+		return rk_errf(e, errno, "cannot create %s: %s", tmp, strerror(errno));
+	const char *p = buf;
+	size_t left = len;
+	while (left) {
+		ssize_t w = write(fd, p, left);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0) {
+			int err = errno;
+			close(fd);
+			unlink(tmp);
+			return rk_errf(e, err, "cannot write %s: %s", tmp, strerror(err));
+		}
+		p += w;
+		left -= (size_t)w;
+	}
+	if (fsync(fd) < 0 || close(fd) < 0) {
+		int err = errno;
+		unlink(tmp);
+		return rk_errf(e, err, "cannot flush %s: %s", tmp, strerror(err));
+	}
+	if (rename(tmp, path) < 0) {
+		int err = errno;
+		unlink(tmp);
+		return rk_errf(e, err, "cannot rename %s to %s: %s", tmp, path, strerror(err));
+	}
+	char dir[4096];
+	snprintf(dir, sizeof dir, "%s", path);
+	RK_AUTOCLOSE int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0)
+		fsync(dfd);
+	return 0;
+}
+
+int rk_mkdir_p(const char *path, int mode, rk_err *e)
+{
+	char buf[4096];
+	if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+		return rk_errf(e, ENAMETOOLONG, "path too long: %s", path);
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = 0;
+		if (mkdir(buf, mode) < 0 && errno != EEXIST)
+			return rk_errf(e, errno, "cannot create directory %s: %s", buf, strerror(errno));
+		*p = '/';
+	}
+	if (mkdir(buf, mode) < 0 && errno != EEXIST)
+		return rk_errf(e, errno, "cannot create directory %s: %s", buf, strerror(errno));
+	return 0;
+}
+
+static int rm_at(int dirfd, const char *name, dev_t dev, rk_err *e)
+{
+	struct stat st;
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 0 : rk_errf(e, errno, "cannot stat %s: %s", name, strerror(errno));
+	if (S_ISDIR(st.st_mode)) {
+		if (st.st_dev != dev)
+			return rk_errf(e, EBUSY, "refusing to remove %s: a filesystem is mounted there", name);
+		int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			return rk_errf(e, errno, "cannot open directory %s: %s", name, strerror(errno));
+		DIR *d = fdopendir(fd);
+		if (!d) {
+			close(fd);
+			return rk_errf(e, errno, "cannot read directory %s: %s", name, strerror(errno));
+		}
+		struct dirent *de;
+		int rc = 0;
+		while ((de = readdir(d))) {
+			if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+				continue;
+			if (rm_at(dirfd(d), de->d_name, dev, e) < 0) {
+				rc = -1;
+				break;
+			}
+		}
+		closedir(d);
+		if (rc < 0)
+			return rc;
+		if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+			return rk_errf(e, errno, "cannot remove directory %s: %s", name, strerror(errno));
+		return 0;
+	}
+	if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
+		return rk_errf(e, errno, "cannot remove %s: %s", name, strerror(errno));
+	return 0;
+}
+
+int rk_rm_rf(const char *path, rk_err *e)
+{
+	struct stat st;
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : rk_errf(e, errno, "cannot stat %s: %s", path, strerror(errno));
+	if (rm_at(AT_FDCWD, path, st.st_dev, e) < 0)
+		return rk_err_prefix(e, "while removing %s", path);
+	return 0;
+}
+
+int rk_safe_name(const char *s, size_t max)
+{
+	size_t n = 0;
+	if (!s || !*s)
+		return 0;
+	for (const char *p = s; *p; p++, n++) {
+		char c = *p;
+		if (n >= max)
+			return 0;
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+		      c == '_' || c == '-'))
+			return 0;
+	}
+	return strcmp(s, ".") && strcmp(s, "..");
+}

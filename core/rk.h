@@ -1,0 +1,52 @@
+/* rk.h — conventions shared by every core/ module: the error struct, cleanup helpers, logging.
+ * core/ never includes Lua headers. */
+#ifndef RK_H
+#define RK_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+/* Fallible functions return < 0 and fill an rk_err (crun's libcrun_error_t habit).
+ * code is an errno value where one applies, else -1. msg says what failed, on what, and why. */
+typedef struct rk_err {
+	int code;
+	char msg[1024];
+} rk_err;
+
+/* Fill e (if non-NULL) and return -1: `return rk_errf(e, errno, "open %s: %s", p, strerror(errno));` */
+int rk_errf(rk_err *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Prefix an existing message: "while X: <old message>". Returns -1. */
+int rk_err_prefix(rk_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static inline void rk_freep(void *p) { free(*(void **)p); }
+static inline void rk_closep(int *fd) { if (*fd >= 0) close(*fd); }
+#define RK_AUTOFREE __attribute__((cleanup(rk_freep)))
+#define RK_AUTOCLOSE __attribute__((cleanup(rk_closep)))
+
+/* Logging: one line per event, text or JSON, to stderr. */
+enum rk_log_level { RK_LOG_ERROR = 0, RK_LOG_WARN, RK_LOG_INFO, RK_LOG_DEBUG };
+void rk_log_setup(int level, int json);
+int rk_log_level(void);
+int rk_log_parse_level(const char *s); /* "error".."debug" → level, -1 if unknown */
+void rk_log(int level, const char *subsys, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void rk_logv(int level, const char *subsys, const char *fmt, va_list ap);
+#define rk_error(sub, ...) rk_log(RK_LOG_ERROR, sub, __VA_ARGS__)
+#define rk_warn(sub, ...) rk_log(RK_LOG_WARN, sub, __VA_ARGS__)
+#define rk_info(sub, ...) rk_log(RK_LOG_INFO, sub, __VA_ARGS__)
+#define rk_debug(sub, ...) rk_log(RK_LOG_DEBUG, sub, __VA_ARGS__)
+
+/* Small file helpers used across modules. */
+/* Read a whole file (NUL-terminated) into *out; max caps the size. */
+int rk_read_file(const char *path, size_t max, char **out, size_t *len, rk_err *e);
+/* Write atomically: tmp file in the same dir, fsync, rename, fsync dir. */
+int rk_write_file_atomic(const char *path, const void *buf, size_t len, int mode, rk_err *e);
+/* mkdir -p */
+int rk_mkdir_p(const char *path, int mode, rk_err *e);
+/* rm -rf that never crosses a mount point (refuses to descend into another filesystem). */
+int rk_rm_rf(const char *path, rk_err *e);
+/* A name safe to use as one path component: [A-Za-z0-9._-], 1..max chars, not "." or "..". */
+int rk_safe_name(const char *s, size_t max);
+
+#endif
