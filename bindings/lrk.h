@@ -17,7 +17,7 @@
 #include <lualib.h>
 #include "loop.h"
 
-/* Register a Lua module from any bindings/*.c file, no central list to edit:
+/* Register a Lua module from any file in bindings/, no central list to edit:
  *   static int open_net(lua_State *L) { luaL_register-like...; return 1; }
  *   LRK_MODULE("riklet.net", open_net)
  * Modules are put in package.preload, so Lua does `local net = require "riklet.net"`. */
@@ -31,6 +31,9 @@ void lrk_module_add(struct lrk_module *m);
 void lrk_setfuncs(lua_State *L, const luaL_Reg *fns);
 /* Create a metatable named tname with methods (as __index) and optional __gc. Leaves nothing. */
 void lrk_newclass(lua_State *L, const char *tname, const luaL_Reg *methods, lua_CFunction gc);
+
+/* The main Lua state (never a coroutine): use it for work done from loop callbacks. */
+lua_State *lrk_main(void);
 
 /* The event loop of this Lua state. */
 rk_loop *lrk_loop(lua_State *L);

@@ -215,15 +215,15 @@ int rk_mkdir_p(const char *path, int mode, rk_err *e)
 	return 0;
 }
 
-static int rm_at(int dirfd, const char *name, dev_t dev, rk_err *e)
+static int rm_at(int dfd, const char *name, dev_t dev, rk_err *e)
 {
 	struct stat st;
-	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return errno == ENOENT ? 0 : rk_errf(e, errno, "cannot stat %s: %s", name, strerror(errno));
 	if (S_ISDIR(st.st_mode)) {
 		if (st.st_dev != dev)
 			return rk_errf(e, EBUSY, "refusing to remove %s: a filesystem is mounted there", name);
-		int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (fd < 0)
 			return rk_errf(e, errno, "cannot open directory %s: %s", name, strerror(errno));
 		DIR *d = fdopendir(fd);
@@ -244,11 +244,11 @@ static int rm_at(int dirfd, const char *name, dev_t dev, rk_err *e)
 		closedir(d);
 		if (rc < 0)
 			return rc;
-		if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+		if (unlinkat(dfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
 			return rk_errf(e, errno, "cannot remove directory %s: %s", name, strerror(errno));
 		return 0;
 	}
-	if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
+	if (unlinkat(dfd, name, 0) < 0 && errno != ENOENT)
 		return rk_errf(e, errno, "cannot remove %s: %s", name, strerror(errno));
 	return 0;
 }

@@ -1,0 +1,306 @@
+/* lfs.c — `riklet.fs`: the filesystem operations the agent needs, over core/rk.h and dirwatch.
+ * All return value | nil, err on expected failure.
+ *
+ *   fs.read(path[, max=16 MiB]) -> string        fs.write_atomic(path, data[, mode=0644]) -> true
+ *   fs.append(path, data) -> true                fs.mkdir_p(path[, mode=0755]) -> true
+ *   fs.rm_rf(path) -> true (never crosses a mount) fs.unlink(path) -> true (absent is fine)
+ *   fs.exists(path) -> boolean                   fs.stat(path) -> {type=, size=, mtime=, ino=, dev=}
+ *   fs.list(dir) -> sorted array of names        fs.safe_name(s[, max=128]) -> boolean
+ *   fs.rename(a, b) -> true                      fs.tail(path, max_bytes) -> last bytes of a file
+ *   fs.watch_dir(dir) -> watcher; watcher:read() -> array of {kind="written"|"removed"|"overflow"|"gone", name=}
+ *                       (yields until events); watcher:close() */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "dirwatch.h"
+#include "lrk.h"
+
+#define WATCH_MT "riklet.fs.watcher"
+
+static int l_read(lua_State *L)
+{
+	const char *p = luaL_checkstring(L, 1);
+	size_t max = (size_t)luaL_optnumber(L, 2, 16 << 20);
+	char *buf;
+	size_t len;
+	rk_err e = {0};
+	if (rk_read_file(p, max, &buf, &len, &e) < 0)
+		return lrk_fail_err(L, &e);
+	lua_pushlstring(L, buf, len);
+	free(buf);
+	return 1;
+}
+
+static int l_write_atomic(lua_State *L)
+{
+	size_t len;
+	const char *p = luaL_checkstring(L, 1), *d = luaL_checklstring(L, 2, &len);
+	rk_err e = {0};
+	if (rk_write_file_atomic(p, d, len, (int)luaL_optinteger(L, 3, 0644), &e) < 0)
+		return lrk_fail_err(L, &e);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int l_append(lua_State *L)
+{
+	size_t len;
+	const char *p = luaL_checkstring(L, 1), *d = luaL_checklstring(L, 2, &len);
+	int fd = open(p, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return lrk_fail(L, "cannot open %s: %s", p, strerror(errno));
+	ssize_t w = write(fd, d, len);
+	int err = errno;
+	close(fd);
+	if (w != (ssize_t)len)
+		return lrk_fail(L, "cannot write %s: %s", p, strerror(err));
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int l_mkdir_p(lua_State *L)
+{
+	rk_err e = {0};
+	if (rk_mkdir_p(luaL_checkstring(L, 1), (int)luaL_optinteger(L, 2, 0755), &e) < 0)
+		return lrk_fail_err(L, &e);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int l_rm_rf(lua_State *L)
+{
+	rk_err e = {0};
+	if (rk_rm_rf(luaL_checkstring(L, 1), &e) < 0)
+		return lrk_fail_err(L, &e);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int l_unlink(lua_State *L)
+{
+	const char *p = luaL_checkstring(L, 1);
+	if (unlink(p) < 0 && errno != ENOENT)
+		return lrk_fail(L, "cannot remove %s: %s", p, strerror(errno));
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int l_rename(lua_State *L)
+{
+	const char *a = luaL_checkstring(L, 1), *b = luaL_checkstring(L, 2);
+	if (rename(a, b) < 0)
+		return lrk_fail(L, "cannot rename %s to %s: %s", a, b, strerror(errno));
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int l_exists(lua_State *L)
+{
+	struct stat st;
+	lua_pushboolean(L, lstat(luaL_checkstring(L, 1), &st) == 0);
+	return 1;
+}
+
+static int l_stat(lua_State *L)
+{
+	const char *p = luaL_checkstring(L, 1);
+	struct stat st;
+	if (lstat(p, &st) < 0)
+		return lrk_fail(L, "cannot stat %s: %s", p, strerror(errno));
+	lua_createtable(L, 0, 5);
+	lua_pushstring(L, S_ISDIR(st.st_mode) ? "dir" : S_ISREG(st.st_mode) ? "file" : S_ISLNK(st.st_mode) ? "link" : "other");
+	lua_setfield(L, -2, "type");
+	lua_pushnumber(L, (double)st.st_size);
+	lua_setfield(L, -2, "size");
+	lua_pushnumber(L, (double)st.st_mtim.tv_sec + st.st_mtim.tv_nsec / 1e9);
+	lua_setfield(L, -2, "mtime");
+	lua_pushnumber(L, (double)st.st_ino);
+	lua_setfield(L, -2, "ino");
+	lua_pushnumber(L, (double)st.st_dev);
+	lua_setfield(L, -2, "dev");
+	return 1;
+}
+
+static int cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int l_list(lua_State *L)
+{
+	const char *p = luaL_checkstring(L, 1);
+	DIR *d = opendir(p);
+	if (!d)
+		return lrk_fail(L, "cannot read directory %s: %s", p, strerror(errno));
+	size_t n = 0, cap = 16;
+	char **names = malloc(cap * sizeof *names);
+	struct dirent *de;
+	while (names && (de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (n == cap) {
+			char **nn = realloc(names, (cap *= 2) * sizeof *names);
+			if (!nn)
+				break;
+			names = nn;
+		}
+		names[n++] = strdup(de->d_name);
+	}
+	closedir(d);
+	if (!names)
+		return luaL_error(L, "out of memory");
+	qsort(names, n, sizeof *names, cmp);
+	lua_createtable(L, (int)n, 0);
+	for (size_t i = 0; i < n; i++) {
+		lua_pushstring(L, names[i]);
+		lua_rawseti(L, -2, (int)i + 1);
+		free(names[i]);
+	}
+	free(names);
+	return 1;
+}
+
+static int l_safe_name(lua_State *L)
+{
+	lua_pushboolean(L, lua_type(L, 1) == LUA_TSTRING &&
+				   rk_safe_name(lua_tostring(L, 1), (size_t)luaL_optinteger(L, 2, 128)));
+	return 1;
+}
+
+/* fs.tail(path, max) -> the last max bytes of the file (whole file if smaller) */
+static int l_tail(lua_State *L)
+{
+	const char *p = luaL_checkstring(L, 1);
+	off_t max = (off_t)luaL_optnumber(L, 2, 65536);
+	int fd = open(p, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return lrk_fail(L, "cannot open %s: %s", p, strerror(errno));
+	struct stat st;
+	fstat(fd, &st);
+	off_t off = st.st_size > max ? st.st_size - max : 0;
+	size_t want = (size_t)(st.st_size - off);
+	char *buf = malloc(want + 1);
+	ssize_t r = buf ? pread(fd, buf, want, off) : -1;
+	close(fd);
+	if (r < 0) {
+		free(buf);
+		return lrk_fail(L, "cannot read %s", p);
+	}
+	lua_pushlstring(L, buf, (size_t)r);
+	free(buf);
+	return 1;
+}
+
+/* ---- directory watcher ---- */
+struct watcher {
+	int fd;
+	rk_watch *w;
+	int waiting;
+	lrk_wait wt;
+	int pending; /* events arrived while nobody was waiting */
+};
+
+static struct watcher *check_watcher(lua_State *L)
+{
+	struct watcher *w = luaL_checkudata(L, 1, WATCH_MT);
+	if (w->fd < 0)
+		luaL_error(L, "directory watcher is closed");
+	return w;
+}
+
+struct collect {
+	lua_State *L;
+	int n;
+};
+
+static void collect_cb(void *ud, int kind, const char *name)
+{
+	struct collect *c = ud;
+	static const char *kinds[] = {"", "written", "removed", "overflow", "gone"};
+	lua_createtable(c->L, 0, 2);
+	lua_pushstring(c->L, kinds[kind]);
+	lua_setfield(c->L, -2, "kind");
+	lua_pushstring(c->L, name);
+	lua_setfield(c->L, -2, "name");
+	lua_rawseti(c->L, -2, ++c->n);
+}
+
+static void watch_ready(void *ud, int fd, uint32_t ev)
+{
+	struct watcher *w = ud;
+	if (!w->waiting) {
+		w->pending = 1;
+		rk_watch_modify(w->w, 0, NULL); /* stop level-triggered wakeups until someone reads */
+		return;
+	}
+	lua_State *co = lrk_wake_begin(w->wt);
+	w->waiting = 0;
+	if (!co)
+		return;
+	lua_newtable(co);
+	struct collect c = {co, 0};
+	rk_err e = {0};
+	rk_dirwatch_read(fd, collect_cb, &c, &e);
+	lrk_wake_end(w->wt, 1);
+}
+
+static int l_watch_dir(lua_State *L)
+{
+	const char *dir = luaL_checkstring(L, 1);
+	rk_err e = {0};
+	int fd = rk_dirwatch_open(dir, &e);
+	if (fd < 0)
+		return lrk_fail_err(L, &e);
+	struct watcher *w = lua_newuserdata(L, sizeof *w);
+	*w = (struct watcher){.fd = fd};
+	luaL_getmetatable(L, WATCH_MT);
+	lua_setmetatable(L, -2);
+	w->w = rk_loop_watch_fd(lrk_loop(L), fd, EPOLLIN, watch_ready, w, &e);
+	if (!w->w) {
+		close(fd);
+		w->fd = -1;
+		return lrk_fail_err(L, &e);
+	}
+	return 1;
+}
+
+static int l_watcher_read(lua_State *L)
+{
+	struct watcher *w = check_watcher(L);
+	if (w->waiting)
+		return luaL_error(L, "another task is already reading this directory watcher");
+	if (w->pending) {
+		w->pending = 0;
+		rk_watch_modify(w->w, EPOLLIN, NULL);
+	}
+	w->wt = lrk_wait_begin(L);
+	w->waiting = 1;
+	return lua_yield(L, 0);
+}
+
+static int l_watcher_close(lua_State *L)
+{
+	struct watcher *w = luaL_checkudata(L, 1, WATCH_MT);
+	if (w->fd >= 0) {
+		rk_watch_cancel(w->w);
+		close(w->fd);
+		w->fd = -1;
+	}
+	return 0;
+}
+
+static int open_fs(lua_State *L)
+{
+	static const luaL_Reg wm[] = {{"read", l_watcher_read}, {"close", l_watcher_close}, {NULL, NULL}};
+	lrk_newclass(L, WATCH_MT, wm, l_watcher_close);
+	static const luaL_Reg fns[] = {{"read", l_read},	 {"write_atomic", l_write_atomic}, {"append", l_append},
+				       {"mkdir_p", l_mkdir_p},	 {"rm_rf", l_rm_rf},		   {"unlink", l_unlink},
+				       {"rename", l_rename},	 {"exists", l_exists},		   {"stat", l_stat},
+				       {"list", l_list},	 {"safe_name", l_safe_name},	   {"tail", l_tail},
+				       {"watch_dir", l_watch_dir}, {NULL, NULL}};
+	lua_newtable(L);
+	lrk_setfuncs(L, fns);
+	return 1;
+}
+LRK_MODULE("riklet.fs", open_fs)

@@ -1,0 +1,135 @@
+/* limage.c — `riklet.image.c`: the exact parts of image handling, over core/image.h. Synchronous
+ * (no waits). lua/riklet/image.lua (`riklet.image`) builds pull/unpack on top and re-exports these.
+ * Misuse raises; expected failures return nil, message.
+ *
+ *   c.parse_ref(s) -> {registry=, repository=, tag=, digest=, layout=, canonical=, transport=, key=}
+ *                     (strings; "" when absent; layout set only for "oci:/dir[:tag]" sources)
+ *   c.layout_lookup(layout_dir, ref_name) -> "sha256:<hex>" | nil, err, missing:boolean
+ *                     (missing is true when the layout or the tag is absent, false when damaged)
+ *   c.digest_key(digest) -> "sha256_<hex>" | nil, err
+ *   c.digest_valid(s) -> boolean
+ *   c.overlay_mount(lower, upper, work, target) -> true | nil, err
+ *   c.overlay_umount(target) -> true | nil, err          (not mounted is success; busy detaches)
+ *   c.is_mountpoint(path) -> boolean | nil, err */
+#include <errno.h>
+#include <string.h>
+
+#include "image.h"
+#include "lrk.h"
+
+static void setstr(lua_State *L, const char *k, const char *v)
+{
+	lua_pushstring(L, v);
+	lua_setfield(L, -2, k);
+}
+
+/* c.parse_ref(s) -> table | nil, err */
+static int l_parse_ref(lua_State *L)
+{
+	const char *s = luaL_checkstring(L, 1);
+	if (strlen(s) != lua_objlen(L, 1))
+		return lrk_fail(L, "image reference contains a NUL byte");
+	rk_image_ref r;
+	rk_err e = {0};
+	if (rk_image_ref_parse(s, &r, &e) < 0)
+		return lrk_fail_err(L, &e);
+	char buf[4096], key[512];
+	if (rk_image_ref_key(&r, key, sizeof key, &e) < 0)
+		return lrk_fail_err(L, &e);
+	lua_createtable(L, 0, 8);
+	setstr(L, "registry", r.registry);
+	setstr(L, "repository", r.repository);
+	setstr(L, "tag", r.tag);
+	setstr(L, "digest", r.digest);
+	setstr(L, "layout", r.layout);
+	rk_image_ref_format(&r, buf, sizeof buf);
+	setstr(L, "canonical", buf);
+	rk_image_ref_transport(&r, buf, sizeof buf);
+	setstr(L, "transport", buf);
+	setstr(L, "key", key);
+	return 1;
+}
+
+/* c.layout_lookup(layout_dir, ref_name) -> digest | nil, err, missing */
+static int l_layout_lookup(lua_State *L)
+{
+	const char *layout = luaL_checkstring(L, 1), *ref = luaL_checkstring(L, 2);
+	char d[80];
+	rk_err e = {0};
+	if (rk_image_layout_lookup(layout, ref, d, sizeof d, &e) < 0) {
+		lua_pushnil(L);
+		lua_pushstring(L, e.msg);
+		lua_pushboolean(L, e.code == ENOENT);
+		return 3;
+	}
+	lua_pushstring(L, d);
+	return 1;
+}
+
+/* c.digest_key(digest) -> "sha256_<hex>" | nil, err */
+static int l_digest_key(lua_State *L)
+{
+	char out[80];
+	rk_err e = {0};
+	if (rk_image_digest_key(luaL_checkstring(L, 1), out, sizeof out, &e) < 0)
+		return lrk_fail_err(L, &e);
+	lua_pushstring(L, out);
+	return 1;
+}
+
+/* c.digest_valid(s) -> boolean */
+static int l_digest_valid(lua_State *L)
+{
+	lua_pushboolean(L, lua_type(L, 1) == LUA_TSTRING && rk_image_digest_valid(lua_tostring(L, 1)));
+	return 1;
+}
+
+/* c.overlay_mount(lower, upper, work, target) -> true | nil, err */
+static int l_overlay_mount(lua_State *L)
+{
+	rk_err e = {0};
+	if (rk_image_overlay_mount(luaL_checkstring(L, 1), luaL_checkstring(L, 2), luaL_checkstring(L, 3),
+				   luaL_checkstring(L, 4), &e) < 0)
+		return lrk_fail_err(L, &e);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* c.overlay_umount(target) -> true | nil, err */
+static int l_overlay_umount(lua_State *L)
+{
+	rk_err e = {0};
+	if (rk_image_overlay_umount(luaL_checkstring(L, 1), &e) < 0)
+		return lrk_fail_err(L, &e);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* c.is_mountpoint(path) -> boolean | nil, err */
+static int l_is_mountpoint(lua_State *L)
+{
+	rk_err e = {0};
+	int r = rk_image_is_mountpoint(luaL_checkstring(L, 1), &e);
+	if (r < 0)
+		return lrk_fail_err(L, &e);
+	lua_pushboolean(L, r);
+	return 1;
+}
+
+static int open_image_c(lua_State *L)
+{
+	static const luaL_Reg fns[] = {
+		{"parse_ref", l_parse_ref},
+		{"layout_lookup", l_layout_lookup},
+		{"digest_key", l_digest_key},
+		{"digest_valid", l_digest_valid},
+		{"overlay_mount", l_overlay_mount},
+		{"overlay_umount", l_overlay_umount},
+		{"is_mountpoint", l_is_mountpoint},
+		{NULL, NULL},
+	};
+	lua_newtable(L);
+	lrk_setfuncs(L, fns);
+	return 1;
+}
+LRK_MODULE("riklet.image.c", open_image_c)

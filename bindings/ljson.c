@@ -1,0 +1,253 @@
+/* ljson.c — `riklet.json`: cJSON <-> Lua tables.
+ *
+ *   json.decode(str) -> value | nil, err      objects and arrays become tables; arrays carry the
+ *                                             metatable json.array_mt, objects json.object_mt, so
+ *                                             an empty one round-trips; null is json.null
+ *   json.encode(value[, pretty]) -> str | nil, err
+ *                                             a table is an array when it has array_mt, or when its
+ *                                             keys are exactly 1..n with n > 0; else an object
+ *                                             (keys must be strings or numbers)
+ *   json.null, json.array_mt, json.object_mt, json.array(t) (marks t as an array, returns it) */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <string.h>
+
+#include "lrk.h"
+
+#define MAX_DEPTH 200
+static const char NULL_KEY = 0, ARR_KEY = 0, OBJ_KEY = 0;
+
+static void push_reg(lua_State *L, const void *k)
+{
+	lua_pushlightuserdata(L, (void *)k);
+	lua_rawget(L, LUA_REGISTRYINDEX);
+}
+
+static int push_value(lua_State *L, const cJSON *v, int depth)
+{
+	if (depth > MAX_DEPTH)
+		return -1;
+	luaL_checkstack(L, 4, "json nesting");
+	if (cJSON_IsNull(v))
+		push_reg(L, &NULL_KEY);
+	else if (cJSON_IsBool(v))
+		lua_pushboolean(L, cJSON_IsTrue(v));
+	else if (cJSON_IsNumber(v))
+		lua_pushnumber(L, v->valuedouble);
+	else if (cJSON_IsString(v))
+		lua_pushstring(L, v->valuestring);
+	else if (cJSON_IsArray(v)) {
+		lua_createtable(L, cJSON_GetArraySize(v), 0);
+		int i = 1;
+		for (const cJSON *c = v->child; c; c = c->next) {
+			if (push_value(L, c, depth + 1) < 0)
+				return -1;
+			lua_rawseti(L, -2, i++);
+		}
+		push_reg(L, &ARR_KEY);
+		lua_setmetatable(L, -2);
+	} else if (cJSON_IsObject(v)) {
+		lua_newtable(L);
+		for (const cJSON *c = v->child; c; c = c->next) {
+			if (push_value(L, c, depth + 1) < 0)
+				return -1;
+			lua_setfield(L, -2, c->string);
+		}
+		push_reg(L, &OBJ_KEY);
+		lua_setmetatable(L, -2);
+	} else
+		lua_pushnil(L);
+	return 0;
+}
+
+/* json.decode(str) -> value | nil, err */
+static int l_decode(lua_State *L)
+{
+	size_t len;
+	const char *s = luaL_checklstring(L, 1, &len);
+	const char *end = NULL;
+	cJSON *root = cJSON_ParseWithLengthOpts(s, len, &end, 1);
+	if (!root) {
+		size_t off = end ? (size_t)(end - s) : 0;
+		if (!end || off > len) {
+			const char *ep = cJSON_GetErrorPtr();
+			off = ep && ep >= s && ep <= s + len ? (size_t)(ep - s) : 0;
+		}
+		return lrk_fail(L, "invalid JSON near byte %zu%s", off, len == 0 ? " (the input is empty)" : "");
+	}
+	int top = lua_gettop(L);
+	if (push_value(L, root, 0) < 0) {
+		cJSON_Delete(root);
+		lua_settop(L, top);
+		return lrk_fail(L, "invalid JSON: nested deeper than %d levels", MAX_DEPTH);
+	}
+	cJSON_Delete(root);
+	return 1;
+}
+
+static cJSON *to_json(lua_State *L, int idx, int depth, char *err, size_t errlen);
+
+static int is_array(lua_State *L, int idx)
+{
+	if (lua_getmetatable(L, idx)) {
+		push_reg(L, &ARR_KEY);
+		int a = lua_rawequal(L, -1, -2);
+		push_reg(L, &OBJ_KEY);
+		int o = lua_rawequal(L, -1, -3);
+		lua_pop(L, 3);
+		if (a)
+			return 1;
+		if (o)
+			return 0;
+	}
+	size_t n = lua_objlen(L, idx), count = 0;
+	if (n == 0)
+		return 0;
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		lua_pop(L, 1);
+		if (lua_type(L, -1) != LUA_TNUMBER) {
+			lua_pop(L, 1);
+			return 0;
+		}
+		count++;
+	}
+	return count == n;
+}
+
+static cJSON *to_json(lua_State *L, int idx, int depth, char *err, size_t errlen)
+{
+	if (depth > MAX_DEPTH) {
+		snprintf(err, errlen, "value nested deeper than %d levels (a cycle?)", MAX_DEPTH);
+		return NULL;
+	}
+	if (idx < 0)
+		idx = lua_gettop(L) + idx + 1;
+	switch (lua_type(L, idx)) {
+	case LUA_TNIL:
+		return cJSON_CreateNull();
+	case LUA_TBOOLEAN:
+		return cJSON_CreateBool(lua_toboolean(L, idx));
+	case LUA_TNUMBER: {
+		double d = lua_tonumber(L, idx);
+		if (!isfinite(d)) {
+			snprintf(err, errlen, "cannot encode %g as JSON", d);
+			return NULL;
+		}
+		return cJSON_CreateNumber(d);
+	}
+	case LUA_TSTRING:
+		return cJSON_CreateString(lua_tostring(L, idx));
+	case LUA_TLIGHTUSERDATA:
+		push_reg(L, &NULL_KEY);
+		if (lua_rawequal(L, -1, idx)) {
+			lua_pop(L, 1);
+			return cJSON_CreateNull();
+		}
+		lua_pop(L, 1);
+		break;
+	case LUA_TTABLE: {
+		luaL_checkstack(L, 6, "json nesting");
+		if (is_array(L, idx)) {
+			cJSON *a = cJSON_CreateArray();
+			size_t n = lua_objlen(L, idx);
+			for (size_t i = 1; i <= n; i++) {
+				lua_rawgeti(L, idx, (int)i);
+				cJSON *c = to_json(L, -1, depth + 1, err, errlen);
+				lua_pop(L, 1);
+				if (!c) {
+					cJSON_Delete(a);
+					return NULL;
+				}
+				cJSON_AddItemToArray(a, c);
+			}
+			return a;
+		}
+		cJSON *o = cJSON_CreateObject();
+		lua_pushnil(L);
+		while (lua_next(L, idx)) {
+			char kbuf[64];
+			const char *k;
+			if (lua_type(L, -2) == LUA_TSTRING)
+				k = lua_tostring(L, -2);
+			else if (lua_type(L, -2) == LUA_TNUMBER) {
+				snprintf(kbuf, sizeof kbuf, "%.14g", lua_tonumber(L, -2));
+				k = kbuf;
+			} else {
+				lua_pop(L, 2);
+				cJSON_Delete(o);
+				snprintf(err, errlen, "cannot encode a table key of type %s", luaL_typename(L, -2));
+				return NULL;
+			}
+			cJSON *c = to_json(L, -1, depth + 1, err, errlen);
+			lua_pop(L, 1);
+			if (!c) {
+				lua_pop(L, 1);
+				cJSON_Delete(o);
+				return NULL;
+			}
+			cJSON_AddItemToObject(o, k, c);
+		}
+		return o;
+	}
+	}
+	snprintf(err, errlen, "cannot encode a %s as JSON", luaL_typename(L, idx));
+	return NULL;
+}
+
+/* json.encode(value[, pretty]) -> string | nil, err */
+static int l_encode(lua_State *L)
+{
+	luaL_checkany(L, 1);
+	char err[256] = "";
+	cJSON *j = to_json(L, 1, 0, err, sizeof err);
+	if (!j)
+		return lrk_fail(L, "%s", err);
+	char *s = lua_toboolean(L, 2) ? cJSON_Print(j) : cJSON_PrintUnformatted(j);
+	cJSON_Delete(j);
+	if (!s)
+		return lrk_fail(L, "out of memory encoding JSON");
+	lua_pushstring(L, s);
+	cJSON_free(s);
+	return 1;
+}
+
+/* json.array(t) -> t, marked as an array */
+static int l_array(lua_State *L)
+{
+	if (lua_isnoneornil(L, 1))
+		lua_newtable(L);
+	luaL_checktype(L, 1, LUA_TTABLE);
+	lua_settop(L, 1);
+	push_reg(L, &ARR_KEY);
+	lua_setmetatable(L, 1);
+	return 1;
+}
+
+static int open_json(lua_State *L)
+{
+	lua_pushlightuserdata(L, (void *)&NULL_KEY);
+	lua_pushlightuserdata(L, (void *)&NULL_KEY); /* json.null is this unique light userdata */
+	lua_rawset(L, LUA_REGISTRYINDEX);
+	lua_pushlightuserdata(L, (void *)&ARR_KEY);
+	lua_newtable(L);
+	lua_pushstring(L, "array");
+	lua_setfield(L, -2, "__jsontype");
+	lua_rawset(L, LUA_REGISTRYINDEX);
+	lua_pushlightuserdata(L, (void *)&OBJ_KEY);
+	lua_newtable(L);
+	lua_pushstring(L, "object");
+	lua_setfield(L, -2, "__jsontype");
+	lua_rawset(L, LUA_REGISTRYINDEX);
+	static const luaL_Reg fns[] = {{"decode", l_decode}, {"encode", l_encode}, {"array", l_array}, {NULL, NULL}};
+	lua_newtable(L);
+	lrk_setfuncs(L, fns);
+	push_reg(L, &NULL_KEY);
+	lua_setfield(L, -2, "null");
+	push_reg(L, &ARR_KEY);
+	lua_setfield(L, -2, "array_mt");
+	push_reg(L, &OBJ_KEY);
+	lua_setfield(L, -2, "object_mt");
+	return 1;
+}
+LRK_MODULE("riklet.json", open_json)

@@ -1,0 +1,427 @@
+/* lrk.c — the bindings framework: module registry, task coroutines, and wait/wake by yielding.
+ *
+ * Every task is a Lua coroutine held in a slot. A binding that waits takes a token (slot + a
+ * globally unique sequence number) and yields; whoever completes the wait presents the token,
+ * and a stale token (the task was already woken, e.g. by its timeout, or it ended) does nothing.
+ * So a timer and an I/O completion can race for the same wait without use-after-free. */
+#include "lrk.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static struct lrk_module *modules;
+void lrk_module_add(struct lrk_module *m)
+{
+	m->next = modules;
+	modules = m;
+}
+
+struct lrk_task {
+	lua_State *co;
+	int ref;	  /* registry ref keeping the coroutine alive */
+	uint64_t seq;	  /* the wait in progress (0: not waiting) */
+	int in_use;
+	uint32_t next_free;
+};
+
+static struct {
+	lua_State *L; /* main state */
+	rk_loop *loop;
+	struct lrk_task *tasks;
+	uint32_t ntasks, cap, free_head; /* free list through next_free; UINT32_MAX = empty */
+	uint64_t seq;
+} G = {.free_head = UINT32_MAX};
+
+static const char TASKMAP_KEY = 0; /* registry[&TASKMAP_KEY] = { [thread] = slot } */
+
+rk_loop *lrk_loop(lua_State *L) { return G.loop; }
+lua_State *lrk_main(void) { return G.L; }
+
+void lrk_setfuncs(lua_State *L, const luaL_Reg *fns)
+{
+	for (; fns && fns->name; fns++) {
+		lua_pushcfunction(L, fns->func);
+		lua_setfield(L, -2, fns->name);
+	}
+}
+
+void lrk_newclass(lua_State *L, const char *tname, const luaL_Reg *methods, lua_CFunction gc)
+{
+	luaL_newmetatable(L, tname);
+	lua_newtable(L);
+	lrk_setfuncs(L, methods);
+	lua_setfield(L, -2, "__index");
+	if (gc) {
+		lua_pushcfunction(L, gc);
+		lua_setfield(L, -2, "__gc");
+	}
+	lua_pushstring(L, tname);
+	lua_setfield(L, -2, "__name");
+	lua_pop(L, 1);
+}
+
+int lrk_fail(lua_State *L, const char *fmt, ...)
+{
+	char buf[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	lua_pushnil(L);
+	lua_pushstring(L, buf);
+	return 2;
+}
+
+int lrk_fail_err(lua_State *L, const rk_err *e)
+{
+	lua_pushnil(L);
+	lua_pushstring(L, e->msg[0] ? e->msg : "unknown error");
+	return 2;
+}
+
+static int traceback(lua_State *L)
+{
+	const char *msg = lua_tostring(L, 1);
+	luaL_traceback(L, L, msg ? msg : "(error object is not a string)", 1);
+	return 1;
+}
+
+int lrk_pcall(lua_State *L, int nargs, int nresults, const char *what)
+{
+	int base = lua_gettop(L) - nargs;
+	lua_pushcfunction(L, traceback);
+	lua_insert(L, base);
+	int rc = lua_pcall(L, nargs, nresults, base);
+	lua_remove(L, base);
+	if (rc)
+		rk_error("lua", "%s failed: %s", what ? what : "Lua callback", lua_tostring(L, -1));
+	return rc;
+}
+
+char **lrk_check_argv(lua_State *L, int idx)
+{
+	luaL_checktype(L, idx, LUA_TTABLE);
+	size_t n = lua_objlen(L, idx);
+	if (n == 0)
+		luaL_argerror(L, idx, "argv must not be empty");
+	char **argv = calloc(n + 1, sizeof *argv);
+	if (!argv)
+		luaL_error(L, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		lua_rawgeti(L, idx, (int)i + 1);
+		const char *s = lua_tostring(L, -1);
+		if (!s || lua_type(L, -1) != LUA_TSTRING) {
+			lrk_free_argv(argv);
+			luaL_error(L, "argv[%d] is not a string", (int)i + 1);
+		}
+		argv[i] = strdup(s);
+		lua_pop(L, 1);
+	}
+	return argv;
+}
+
+void lrk_free_argv(char **argv)
+{
+	if (!argv)
+		return;
+	for (char **p = argv; *p; p++)
+		free(*p);
+	free(argv);
+}
+
+/* ---- tasks ---- */
+static int slot_of(lua_State *L, lua_State *co)
+{
+	lua_pushlightuserdata(L, (void *)&TASKMAP_KEY);
+	lua_rawget(L, LUA_REGISTRYINDEX);
+	lua_pushlightuserdata(L, co);
+	lua_rawget(L, -2);
+	int slot = lua_isnumber(L, -1) ? (int)lua_tointeger(L, -1) : -1;
+	lua_pop(L, 2);
+	return slot;
+}
+
+static void taskmap_set(lua_State *co, int slot)
+{
+	lua_State *L = G.L;
+	lua_pushlightuserdata(L, (void *)&TASKMAP_KEY);
+	lua_rawget(L, LUA_REGISTRYINDEX);
+	lua_pushlightuserdata(L, co);
+	if (slot >= 0)
+		lua_pushinteger(L, slot);
+	else
+		lua_pushnil(L);
+	lua_rawset(L, -3);
+	lua_pop(L, 1);
+}
+
+int lrk_in_task(lua_State *L) { return slot_of(L, L) >= 0; }
+
+static void release(uint32_t slot)
+{
+	struct lrk_task *t = &G.tasks[slot];
+	taskmap_set(t->co, -1);
+	luaL_unref(G.L, LUA_REGISTRYINDEX, t->ref);
+	t->co = NULL;
+	t->in_use = 0;
+	t->seq = 0;
+	t->next_free = G.free_head;
+	G.free_head = slot;
+}
+
+static void resume_task(uint32_t slot, int nargs);
+
+/* A task that yields by itself (plain coroutine.yield) is resumed on the next loop round. */
+struct requeue {
+	uint32_t slot;
+	uint64_t seq;
+};
+
+static void requeue_cb(void *ud)
+{
+	struct requeue *r = ud;
+	lrk_wait w = {r->slot, r->seq};
+	free(r);
+	if (lrk_wake_begin(w))
+		lrk_wake_end(w, 0);
+}
+
+static void resume_task(uint32_t slot, int nargs)
+{
+	struct lrk_task *t = &G.tasks[slot];
+	lua_State *co = t->co;
+	int rc = lua_resume(co, nargs);
+	if (rc == LUA_YIELD) {
+		t = &G.tasks[slot]; /* the array may have grown */
+		if (t->seq == 0) {
+			lua_settop(co, 0);
+			struct requeue *r = malloc(sizeof *r);
+			t->seq = ++G.seq;
+			if (r) {
+				*r = (struct requeue){slot, t->seq};
+				rk_loop_defer(G.loop, requeue_cb, r);
+			}
+		}
+		return;
+	}
+	if (rc != 0) {
+		const char *msg = lua_tostring(co, -1);
+		luaL_traceback(G.L, co, msg ? msg : "(error object is not a string)", 0);
+		rk_error("lua", "task failed: %s", lua_tostring(G.L, -1));
+		lua_pop(G.L, 1);
+	}
+	release(slot);
+}
+
+static uint32_t alloc_slot(void)
+{
+	if (G.free_head != UINT32_MAX) {
+		uint32_t s = G.free_head;
+		G.free_head = G.tasks[s].next_free;
+		return s;
+	}
+	if (G.ntasks == G.cap) {
+		uint32_t nc = G.cap ? G.cap * 2 : 64;
+		struct lrk_task *nt = realloc(G.tasks, nc * sizeof *nt);
+		if (!nt)
+			return UINT32_MAX;
+		G.tasks = nt;
+		G.cap = nc;
+	}
+	return G.ntasks++;
+}
+
+void lrk_spawn(lua_State *L, int nargs)
+{
+	uint32_t slot = alloc_slot();
+	if (slot == UINT32_MAX)
+		luaL_error(L, "out of memory starting a task");
+	lua_State *co = lua_newthread(L);
+	int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	lua_xmove(L, co, nargs + 1);
+	G.tasks[slot] = (struct lrk_task){.co = co, .ref = ref, .in_use = 1};
+	taskmap_set(co, (int)slot);
+	resume_task(slot, nargs);
+}
+
+lrk_wait lrk_wait_begin(lua_State *L)
+{
+	int slot = slot_of(L, L);
+	if (slot < 0)
+		luaL_error(L, "this call waits, so it must run inside a riklet task (task.spawn), "
+			      "not in the main chunk or a plain coroutine");
+	G.tasks[slot].seq = ++G.seq;
+	return (lrk_wait){(uint32_t)slot, G.tasks[slot].seq};
+}
+
+lua_State *lrk_wake_begin(lrk_wait w)
+{
+	if (w.slot >= G.ntasks || !G.tasks[w.slot].in_use || G.tasks[w.slot].seq != w.seq || !w.seq)
+		return NULL;
+	return G.tasks[w.slot].co;
+}
+
+void lrk_wake_end(lrk_wait w, int nresults)
+{
+	G.tasks[w.slot].seq = 0;
+	resume_task(w.slot, nresults);
+}
+
+/* ---- riklet.task core: the primitives lua/riklet/task.lua builds on ----
+ * Lua tokens are numbers: seq * 65536 + slot (exact for 2^37 waits and 65536 live tasks). */
+static lrk_wait tok_check(lua_State *L, int idx)
+{
+	double d = luaL_checknumber(L, idx);
+	uint64_t v = (uint64_t)d;
+	return (lrk_wait){(uint32_t)(v & 0xffff), v >> 16};
+}
+
+/* task_core.spawn(fn, ...) -> nothing. Runs fn as a new task now, until it first waits. */
+static int l_spawn(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TFUNCTION);
+	lrk_spawn(L, lua_gettop(L) - 1);
+	return 0;
+}
+
+/* task_core.prepare() -> token. The running task will wait (see suspend); any earlier token of it
+ * becomes stale. */
+static int l_prepare(lua_State *L)
+{
+	lrk_wait w = lrk_wait_begin(L);
+	if (w.slot > 0xffff)
+		return luaL_error(L, "too many live tasks (more than 65536)");
+	lua_pushnumber(L, (double)(w.seq * 65536 + w.slot));
+	return 1;
+}
+
+/* task_core.suspend(token) -> values given to wake. Yields the running task. */
+static int l_suspend(lua_State *L)
+{
+	lrk_wait w = tok_check(L, 1);
+	if (!lrk_wake_begin(w) || G.tasks[w.slot].co != L)
+		return luaL_error(L, "suspend: the token is not this task's current wait");
+	lua_settop(L, 0);
+	return lua_yield(L, 0);
+}
+
+struct pending_wake {
+	lrk_wait w;
+	int nargs;
+};
+
+static void deferred_resume(void *ud)
+{
+	struct pending_wake *p = ud;
+	lrk_wait w = p->w;
+	int n = p->nargs;
+	free(p);
+	if (w.slot < G.ntasks && G.tasks[w.slot].in_use)
+		resume_task(w.slot, n);
+}
+
+/* Claim the wait now (so no other waker can take it) and resume on the next loop round. */
+static int wake_now(lua_State *L, lrk_wait w, int first, int nargs)
+{
+	lua_State *co = lrk_wake_begin(w);
+	if (!co)
+		return 0;
+	struct pending_wake *p = malloc(sizeof *p);
+	if (!p)
+		return luaL_error(L, "out of memory");
+	G.tasks[w.slot].seq = 0;
+	for (int i = 0; i < nargs; i++)
+		lua_pushvalue(L, first + i);
+	lua_xmove(L, co, nargs);
+	*p = (struct pending_wake){w, nargs};
+	rk_loop_defer(G.loop, deferred_resume, p);
+	return 1;
+}
+
+/* task_core.wake(token, ...) -> true if that wait was still pending (it will resume with ...). */
+static int l_wake(lua_State *L)
+{
+	lrk_wait w = tok_check(L, 1);
+	lua_pushboolean(L, wake_now(L, w, 2, lua_gettop(L) - 1));
+	return 1;
+}
+
+struct timed_wake {
+	lrk_wait w;
+	int ref; /* table of values */
+};
+
+static void timed_cb(void *ud)
+{
+	struct timed_wake *t = ud;
+	lua_State *L = G.L;
+	lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+	int tbl = lua_gettop(L);
+	int n = (int)lua_objlen(L, tbl);
+	for (int i = 1; i <= n; i++)
+		lua_rawgeti(L, tbl, i);
+	wake_now(L, t->w, tbl + 1, n);
+	lua_settop(L, tbl - 1);
+	luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
+	free(t);
+}
+
+/* task_core.wake_after(token, ms, ...) -> nothing. Wakes with ... after ms unless woken before. */
+static int l_wake_after(lua_State *L)
+{
+	lrk_wait w = tok_check(L, 1);
+	double ms = luaL_checknumber(L, 2);
+	int n = lua_gettop(L) - 2;
+	lua_createtable(L, n, 0);
+	for (int i = 1; i <= n; i++) {
+		lua_pushvalue(L, 2 + i);
+		lua_rawseti(L, -2, i);
+	}
+	struct timed_wake *t = malloc(sizeof *t);
+	if (!t)
+		return luaL_error(L, "out of memory");
+	t->w = w;
+	t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	if (!rk_loop_timer(G.loop, ms < 0 ? 0 : (uint64_t)ms, timed_cb, t)) {
+		luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
+		free(t);
+		return luaL_error(L, "out of memory arming a timer");
+	}
+	return 0;
+}
+
+/* task_core.in_task() -> boolean */
+static int l_in_task(lua_State *L)
+{
+	lua_pushboolean(L, lrk_in_task(L));
+	return 1;
+}
+
+static int open_task_core(lua_State *L)
+{
+	static const luaL_Reg fns[] = {{"spawn", l_spawn},	     {"prepare", l_prepare}, {"suspend", l_suspend},
+				       {"wake", l_wake},	     {"wake_after", l_wake_after},
+				       {"in_task", l_in_task}, {NULL, NULL}};
+	lua_newtable(L);
+	lrk_setfuncs(L, fns);
+	return 1;
+}
+LRK_MODULE("riklet.task_core", open_task_core)
+
+/* Called by main: remember the state and loop, create the task map, preload every module. */
+void lrk_init(lua_State *L, rk_loop *loop);
+void lrk_init(lua_State *L, rk_loop *loop)
+{
+	G.L = L;
+	G.loop = loop;
+	lua_pushlightuserdata(L, (void *)&TASKMAP_KEY);
+	lua_newtable(L);
+	lua_rawset(L, LUA_REGISTRYINDEX);
+	lua_getglobal(L, "package");
+	lua_getfield(L, -1, "preload");
+	for (struct lrk_module *m = modules; m; m = m->next) {
+		lua_pushcfunction(L, m->open);
+		lua_setfield(L, -2, m->name);
+	}
+	lua_pop(L, 2);
+}

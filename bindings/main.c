@@ -1,0 +1,93 @@
+/* main.c — riklet's entry point: create the loop and the Lua state, find the Lua tree, and run
+ * riklet.main in the first task. Everything that decides anything is in lua/. */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "lrk.h"
+
+void lrk_init(lua_State *L, rk_loop *loop);
+void lrk_core_set_paths(const char *lua_dir, const char *policy_dir, int argc, char **argv);
+
+static int is_dir(const char *p)
+{
+	struct stat st;
+	return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* The Lua tree: $RIKLET_LUA_DIR, else the source tree when this binary lives in the build dir it
+ * was built in, else the installed data dir. */
+static void find_tree(char *lua_dir, char *pol_dir, size_t n)
+{
+	const char *env = getenv("RIKLET_LUA_DIR");
+	char exe[PATH_MAX] = "";
+	ssize_t r = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	exe[r > 0 ? r : 0] = 0;
+	const char *base;
+	if (env && *env) {
+		snprintf(lua_dir, n, "%s", env);
+		snprintf(pol_dir, n, "%s/../policies", env);
+		return;
+	}
+	size_t bl = strlen(RIKLET_BUILD_DIR);
+	if (!strncmp(exe, RIKLET_BUILD_DIR, bl) && exe[bl] == '/' && is_dir(RIKLET_SRC_DIR "/lua"))
+		base = RIKLET_SRC_DIR;
+	else
+		base = RIKLET_DATA_DIR;
+	snprintf(lua_dir, n, "%s/lua", base);
+	snprintf(pol_dir, n, "%s/policies", base);
+}
+
+int main(int argc, char **argv)
+{
+	rk_err e = {0};
+	const char *lvl = getenv("RIKLET_LOG_LEVEL");
+	rk_log_setup(lvl && rk_log_parse_level(lvl) >= 0 ? rk_log_parse_level(lvl) : RK_LOG_INFO, 0);
+	rk_loop *loop = rk_loop_new(&e);
+	if (!loop) {
+		fprintf(stderr, "riklet: cannot start the event loop: %s\n", e.msg);
+		return 1;
+	}
+	char lua_dir[PATH_MAX], pol_dir[PATH_MAX];
+	find_tree(lua_dir, pol_dir, sizeof lua_dir);
+	if (!is_dir(lua_dir)) {
+		fprintf(stderr,
+			"riklet: cannot find its Lua scripts in %s.\n"
+			"Install riklet with `cmake --install build`, run it from its build directory, or set "
+			"RIKLET_LUA_DIR to the lua/ directory of the source tree.\n",
+			lua_dir);
+		return 1;
+	}
+	lua_State *L = luaL_newstate();
+	if (!L) {
+		fprintf(stderr, "riklet: cannot create the Lua state (out of memory)\n");
+		return 1;
+	}
+	luaL_openlibs(L);
+	lua_getglobal(L, "package");
+	lua_pushfstring(L, "%s/?.lua;%s/?/init.lua", lua_dir, lua_dir);
+	lua_setfield(L, -2, "path");
+	lua_pushstring(L, "");
+	lua_setfield(L, -2, "cpath"); /* no C modules from disk: everything is built in */
+	lua_pop(L, 1);
+	lrk_core_set_paths(lua_dir, pol_dir, argc, argv);
+	lrk_init(L, loop);
+
+	/* The first task: require("riklet.main").main(). It ends the loop with core.exit(code). */
+	lua_getglobal(L, "require");
+	lua_pushstring(L, "riklet.main");
+	if (lrk_pcall(L, 1, 1, "loading riklet.main")) {
+		fprintf(stderr, "riklet: cannot load its main script: %s\n", lua_tostring(L, -1));
+		return 1;
+	}
+	lua_getfield(L, -1, "main");
+	lrk_spawn(L, 0);
+	int code = rk_loop_run(loop);
+	fflush(stdout);
+	/* Workloads outlive riklet by design: nothing to tear down here but our own memory. */
+	lua_close(L);
+	rk_loop_free(loop);
+	return code;
+}

@@ -1,0 +1,525 @@
+/* loop.c — the one event loop (see loop.h): epoll for fds, a min-heap of timers driving the epoll
+ * timeout, signalfd for signals, SIGCHLD reaping (we are a child subreaper) dispatched by pid,
+ * pidfd for processes that are not our children, and a deferred-callback queue. */
+#include "loop.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+
+struct rk_watch {
+	rk_loop *loop;
+	int fd;
+	rk_fd_cb cb;
+	void *ud;
+	int dead;
+	struct rk_watch *next_dead;
+};
+
+struct rk_timer {
+	uint64_t due;
+	uint64_t order; /* FIFO among equal due times */
+	rk_timer_cb cb;
+	void *ud;
+	int cancelled;
+};
+
+struct child {
+	pid_t pid;
+	rk_child_cb cb;
+	void *ud;
+	int pidfd;	  /* >= 0 when watched through a pidfd (not our child) */
+	rk_watch *watch;
+	struct child *next;
+};
+
+/* Exits reaped before anyone watched them (e.g. a container's init that died right after start). */
+#define UNCLAIMED_MAX 256
+struct unclaimed {
+	pid_t pid;
+	int status;
+};
+
+struct deferred {
+	rk_defer_cb cb;
+	void *ud;
+	struct deferred *next;
+};
+
+struct rk_loop {
+	int epfd;
+	int sigfd;
+	sigset_t sigs;
+	rk_signal_cb sig_cb[65];
+	void *sig_ud[65];
+	rk_timer **heap;
+	size_t nheap, capheap;
+	uint64_t timer_order;
+	struct child *children;
+	struct unclaimed unclaimed[UNCLAIMED_MAX];
+	size_t nunclaimed;
+	struct deferred *dq_head, *dq_tail;
+	struct rk_watch *dead_watches;
+	int stopped, stop_code;
+};
+
+uint64_t rk_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+double rk_wall_time(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- timers: binary min-heap on (due, order) ---- */
+static int tless(rk_timer *a, rk_timer *b)
+{
+	return a->due < b->due || (a->due == b->due && a->order < b->order);
+}
+
+static void heap_up(rk_loop *l, size_t i)
+{
+	while (i > 0) {
+		size_t p = (i - 1) / 2;
+		if (!tless(l->heap[i], l->heap[p]))
+			break;
+		rk_timer *t = l->heap[i];
+		l->heap[i] = l->heap[p];
+		l->heap[p] = t;
+		i = p;
+	}
+}
+
+static void heap_down(rk_loop *l, size_t i)
+{
+	for (;;) {
+		size_t a = 2 * i + 1, b = a + 1, m = i;
+		if (a < l->nheap && tless(l->heap[a], l->heap[m]))
+			m = a;
+		if (b < l->nheap && tless(l->heap[b], l->heap[m]))
+			m = b;
+		if (m == i)
+			break;
+		rk_timer *t = l->heap[i];
+		l->heap[i] = l->heap[m];
+		l->heap[m] = t;
+		i = m;
+	}
+}
+
+static rk_timer *heap_pop(rk_loop *l)
+{
+	rk_timer *top = l->heap[0];
+	l->heap[0] = l->heap[--l->nheap];
+	if (l->nheap)
+		heap_down(l, 0);
+	return top;
+}
+
+rk_timer *rk_loop_timer(rk_loop *l, uint64_t ms, rk_timer_cb cb, void *ud)
+{
+	if (l->nheap == l->capheap) {
+		size_t nc = l->capheap ? l->capheap * 2 : 64;
+		rk_timer **nh = realloc(l->heap, nc * sizeof *nh);
+		if (!nh)
+			return NULL;
+		l->heap = nh;
+		l->capheap = nc;
+	}
+	rk_timer *t = calloc(1, sizeof *t);
+	if (!t)
+		return NULL;
+	t->due = rk_now_ms() + ms;
+	t->order = l->timer_order++;
+	t->cb = cb;
+	t->ud = ud;
+	l->heap[l->nheap++] = t;
+	heap_up(l, l->nheap - 1);
+	return t;
+}
+
+void rk_timer_cancel(rk_timer *t)
+{
+	if (t)
+		t->cancelled = 1; /* freed lazily when it reaches the top of the heap */
+}
+
+/* ---- deferred ---- */
+void rk_loop_defer(rk_loop *l, rk_defer_cb cb, void *ud)
+{
+	struct deferred *d = malloc(sizeof *d);
+	if (!d) {
+		rk_error("loop", "out of memory queueing a deferred callback");
+		return;
+	}
+	d->cb = cb;
+	d->ud = ud;
+	d->next = NULL;
+	if (l->dq_tail)
+		l->dq_tail->next = d;
+	else
+		l->dq_head = d;
+	l->dq_tail = d;
+}
+
+/* ---- fd watches ---- */
+rk_watch *rk_loop_watch_fd(rk_loop *l, int fd, uint32_t events, rk_fd_cb cb, void *ud, rk_err *e)
+{
+	rk_watch *w = calloc(1, sizeof *w);
+	if (!w) {
+		rk_errf(e, ENOMEM, "out of memory");
+		return NULL;
+	}
+	w->loop = l;
+	w->fd = fd;
+	w->cb = cb;
+	w->ud = ud;
+	struct epoll_event ev = {.events = events, .data.ptr = w};
+	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		rk_errf(e, errno, "cannot watch fd %d: %s", fd, strerror(errno));
+		free(w);
+		return NULL;
+	}
+	return w;
+}
+
+int rk_watch_modify(rk_watch *w, uint32_t events, rk_err *e)
+{
+	struct epoll_event ev = {.events = events, .data.ptr = w};
+	if (epoll_ctl(w->loop->epfd, EPOLL_CTL_MOD, w->fd, &ev) < 0)
+		return rk_errf(e, errno, "cannot change the watch on fd %d: %s", w->fd, strerror(errno));
+	return 0;
+}
+
+void rk_watch_cancel(rk_watch *w)
+{
+	if (!w || w->dead)
+		return;
+	/* The fd may already be closed by its owner; EBADF/ENOENT are fine then. */
+	epoll_ctl(w->loop->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+	w->dead = 1;
+	w->next_dead = w->loop->dead_watches; /* freed after the current dispatch round */
+	w->loop->dead_watches = w;
+}
+
+/* ---- children ---- */
+static struct child **child_find(rk_loop *l, pid_t pid)
+{
+	for (struct child **pc = &l->children; *pc; pc = &(*pc)->next)
+		if ((*pc)->pid == pid)
+			return pc;
+	return NULL;
+}
+
+static void child_free(struct child *c)
+{
+	if (c->watch)
+		rk_watch_cancel(c->watch);
+	if (c->pidfd >= 0)
+		close(c->pidfd);
+	free(c);
+}
+
+static void child_fire(rk_loop *l, pid_t pid, int status)
+{
+	struct child **pc = child_find(l, pid);
+	if (!pc) {
+		/* Nobody watches it (yet): remember the status for a watch added later. */
+		if (l->nunclaimed == UNCLAIMED_MAX) {
+			memmove(l->unclaimed, l->unclaimed + 1, (UNCLAIMED_MAX - 1) * sizeof l->unclaimed[0]);
+			l->nunclaimed--;
+		}
+		l->unclaimed[l->nunclaimed++] = (struct unclaimed){pid, status};
+		return;
+	}
+	struct child *c = *pc;
+	*pc = c->next;
+	rk_child_cb cb = c->cb;
+	void *ud = c->ud;
+	child_free(c);
+	cb(ud, pid, status);
+}
+
+static void reap_all(rk_loop *l)
+{
+	for (;;) {
+		int st;
+		pid_t pid = waitpid(-1, &st, WNOHANG | __WALL);
+		if (pid <= 0)
+			break;
+		child_fire(l, pid, st);
+	}
+}
+
+static void pidfd_ready(void *ud, int fd, uint32_t events)
+{
+	struct child *c = ud;
+	rk_loop *l = c->watch->loop;
+	pid_t pid = c->pid;
+	/* It may have become our child meanwhile (reparented to us): then reap for a real status. */
+	int st;
+	pid_t r = waitpid(pid, &st, WNOHANG | __WALL);
+	child_fire(l, pid, r == pid ? st : -1);
+}
+
+struct late_exit {
+	rk_loop *loop;
+	pid_t pid;
+	int status;
+};
+
+static void fire_late(void *ud)
+{
+	struct late_exit *le = ud;
+	child_fire(le->loop, le->pid, le->status);
+	free(le);
+}
+
+int rk_loop_watch_child(rk_loop *l, pid_t pid, rk_child_cb cb, void *ud, rk_err *e)
+{
+	if (pid <= 0)
+		return rk_errf(e, EINVAL, "cannot watch pid %d", (int)pid);
+	if (child_find(l, pid))
+		return rk_errf(e, EEXIST, "pid %d is already watched", (int)pid);
+	struct child *c = calloc(1, sizeof *c);
+	if (!c)
+		return rk_errf(e, ENOMEM, "out of memory");
+	c->pid = pid;
+	c->cb = cb;
+	c->ud = ud;
+	c->pidfd = -1;
+	for (size_t i = 0; i < l->nunclaimed; i++) {
+		if (l->unclaimed[i].pid != pid)
+			continue;
+		struct late_exit *le = malloc(sizeof *le);
+		if (!le) {
+			free(c);
+			return rk_errf(e, ENOMEM, "out of memory");
+		}
+		*le = (struct late_exit){l, pid, l->unclaimed[i].status};
+		memmove(l->unclaimed + i, l->unclaimed + i + 1, (l->nunclaimed - i - 1) * sizeof l->unclaimed[0]);
+		l->nunclaimed--;
+		c->next = l->children;
+		l->children = c;
+		rk_loop_defer(l, fire_late, le);
+		return 0;
+	}
+	siginfo_t si = {0};
+	int is_child = waitid(P_PID, pid, &si, WEXITED | WNOHANG | WNOWAIT | __WALL) == 0;
+	if (!is_child) {
+		int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+		if (fd < 0) {
+			int err = errno;
+			free(c);
+			return rk_errf(e, err, "cannot watch process %d: %s", (int)pid,
+				       err == ESRCH ? "no such process (it has already exited)" : strerror(err));
+		}
+		c->pidfd = fd;
+		c->watch = rk_loop_watch_fd(l, fd, EPOLLIN, pidfd_ready, c, e);
+		if (!c->watch) {
+			close(fd);
+			free(c);
+			return -1;
+		}
+	}
+	c->next = l->children;
+	l->children = c;
+	if (is_child && si.si_pid == pid)
+		reap_all(l); /* already a zombie: reaping now fires the callback */
+	return 0;
+}
+
+void rk_loop_unwatch_child(rk_loop *l, pid_t pid)
+{
+	struct child **pc = child_find(l, pid);
+	if (!pc)
+		return;
+	struct child *c = *pc;
+	*pc = c->next;
+	child_free(c);
+}
+
+/* ---- signals ---- */
+int rk_loop_on_signal(rk_loop *l, int signo, rk_signal_cb cb, void *ud, rk_err *e)
+{
+	if (signo <= 0 || signo > 64 || signo == SIGCHLD)
+		return rk_errf(e, EINVAL, "cannot handle signal %d on the loop", signo);
+	if (!sigismember(&l->sigs, signo)) {
+		sigaddset(&l->sigs, signo);
+		if (sigprocmask(SIG_BLOCK, &l->sigs, NULL) < 0 || signalfd(l->sigfd, &l->sigs, SFD_CLOEXEC) < 0)
+			return rk_errf(e, errno, "cannot route signal %d to the loop: %s", signo, strerror(errno));
+	}
+	l->sig_cb[signo] = cb;
+	l->sig_ud[signo] = ud;
+	return 0;
+}
+
+static void signal_ready(void *ud, int fd, uint32_t events)
+{
+	rk_loop *l = ud;
+	struct signalfd_siginfo si;
+	while (read(fd, &si, sizeof si) == (ssize_t)sizeof si) {
+		int s = (int)si.ssi_signo;
+		if (s == SIGCHLD)
+			reap_all(l);
+		else if (s > 0 && s <= 64 && l->sig_cb[s])
+			l->sig_cb[s](l->sig_ud[s], s);
+		else if (s == SIGINT || s == SIGTERM)
+			rk_loop_stop(l, 128 + s);
+	}
+}
+
+rk_loop *rk_loop_new(rk_err *e)
+{
+	rk_loop *l = calloc(1, sizeof *l);
+	if (!l) {
+		rk_errf(e, ENOMEM, "out of memory");
+		return NULL;
+	}
+	l->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (l->epfd < 0) {
+		rk_errf(e, errno, "epoll_create1: %s", strerror(errno));
+		free(l);
+		return NULL;
+	}
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
+		rk_warn("loop", "cannot become a child subreaper (%s): exits of detached containers will be "
+				"seen through pidfds without an exit code", strerror(errno));
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&l->sigs);
+	sigaddset(&l->sigs, SIGCHLD);
+	sigaddset(&l->sigs, SIGINT);
+	sigaddset(&l->sigs, SIGTERM);
+	sigaddset(&l->sigs, SIGHUP);
+	if (sigprocmask(SIG_BLOCK, &l->sigs, NULL) < 0 ||
+	    (l->sigfd = signalfd(-1, &l->sigs, SFD_NONBLOCK | SFD_CLOEXEC)) < 0) {
+		rk_errf(e, errno, "signalfd: %s", strerror(errno));
+		close(l->epfd);
+		free(l);
+		return NULL;
+	}
+	if (!rk_loop_watch_fd(l, l->sigfd, EPOLLIN, signal_ready, l, e)) {
+		close(l->sigfd);
+		close(l->epfd);
+		free(l);
+		return NULL;
+	}
+	return l;
+}
+
+static void free_dead(rk_loop *l)
+{
+	while (l->dead_watches) {
+		rk_watch *w = l->dead_watches;
+		l->dead_watches = w->next_dead;
+		free(w);
+	}
+}
+
+static int run_deferred(rk_loop *l)
+{
+	/* Only what was queued before this round; callbacks may queue more for the next round. */
+	struct deferred *d = l->dq_head;
+	l->dq_head = l->dq_tail = NULL;
+	int n = 0;
+	while (d) {
+		struct deferred *next = d->next;
+		d->cb(d->ud);
+		free(d);
+		d = next;
+		n++;
+	}
+	return n;
+}
+
+static void run_timers(rk_loop *l)
+{
+	uint64_t now = rk_now_ms();
+	while (l->nheap && l->heap[0]->due <= now) {
+		rk_timer *t = heap_pop(l);
+		if (!t->cancelled)
+			t->cb(t->ud);
+		free(t);
+		if (l->stopped)
+			break;
+	}
+}
+
+int rk_loop_run(rk_loop *l)
+{
+	struct epoll_event evs[64];
+	l->stopped = 0;
+	while (!l->stopped) {
+		run_deferred(l);
+		if (l->stopped)
+			break;
+		while (l->nheap && l->heap[0]->cancelled)
+			free(heap_pop(l));
+		int timeout = -1;
+		if (l->dq_head)
+			timeout = 0;
+		else if (l->nheap) {
+			uint64_t now = rk_now_ms(), due = l->heap[0]->due;
+			timeout = due <= now ? 0 : (due - now > 60000 ? 60000 : (int)(due - now));
+		}
+		int n = epoll_wait(l->epfd, evs, 64, timeout);
+		if (n < 0 && errno != EINTR) {
+			rk_error("loop", "epoll_wait failed: %s", strerror(errno));
+			return -1;
+		}
+		for (int i = 0; i < n && !l->stopped; i++) {
+			rk_watch *w = evs[i].data.ptr;
+			if (!w->dead)
+				w->cb(w->ud, w->fd, evs[i].events);
+		}
+		free_dead(l);
+		if (!l->stopped)
+			run_timers(l);
+	}
+	free_dead(l);
+	return l->stop_code;
+}
+
+void rk_loop_stop(rk_loop *l, int code)
+{
+	l->stopped = 1;
+	l->stop_code = code;
+}
+
+void rk_loop_free(rk_loop *l)
+{
+	if (!l)
+		return;
+	while (l->children) {
+		struct child *c = l->children;
+		l->children = c->next;
+		child_free(c);
+	}
+	free_dead(l);
+	while (l->nheap)
+		free(heap_pop(l));
+	free(l->heap);
+	while (l->dq_head) {
+		struct deferred *d = l->dq_head;
+		l->dq_head = d->next;
+		free(d);
+	}
+	close(l->sigfd);
+	close(l->epfd);
+	free(l);
+}

@@ -1,0 +1,81 @@
+/* proc.c — posix_spawn wrapper: argv only, explicit stdio, clean signal state in the child. */
+#include "proc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+
+extern char **environ;
+
+pid_t rk_proc_spawn(char *const *argv, const struct rk_proc_opts *o, rk_err *e)
+{
+	static const struct rk_proc_opts defaults = RK_PROC_OPTS_INIT;
+	if (!o)
+		o = &defaults;
+	if (!argv || !argv[0] || !argv[0][0]) {
+		rk_errf(e, EINVAL, "cannot spawn an empty command");
+		return -1;
+	}
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t at;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawnattr_init(&at);
+
+	if (o->stdin_fd >= 0)
+		posix_spawn_file_actions_adddup2(&fa, o->stdin_fd, 0);
+	else
+		posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	if (o->stdout_fd >= 0)
+		posix_spawn_file_actions_adddup2(&fa, o->stdout_fd, 1);
+	else
+		posix_spawn_file_actions_addopen(&fa, 1, o->stdout_path ? o->stdout_path : "/dev/null",
+						 O_WRONLY | O_CREAT | O_APPEND, 0640);
+	if (o->stderr_fd >= 0)
+		posix_spawn_file_actions_adddup2(&fa, o->stderr_fd, 2);
+	else if (o->stderr_to_stdout)
+		posix_spawn_file_actions_adddup2(&fa, 1, 2);
+	else
+		posix_spawn_file_actions_addopen(&fa, 2, o->stderr_path ? o->stderr_path : "/dev/null",
+						 O_WRONLY | O_CREAT | O_APPEND, 0640);
+	if (o->cwd)
+		posix_spawn_file_actions_addchdir_np(&fa, o->cwd);
+
+	sigset_t none, all;
+	sigemptyset(&none);
+	sigfillset(&all);
+	sigdelset(&all, SIGKILL);
+	sigdelset(&all, SIGSTOP);
+	posix_spawnattr_setsigmask(&at, &none);
+	posix_spawnattr_setsigdefault(&at, &all);
+	short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+	if (o->new_session)
+		flags |= POSIX_SPAWN_SETSID;
+	posix_spawnattr_setflags(&at, flags);
+
+	pid_t pid;
+	int rc = posix_spawnp(&pid, argv[0], &fa, &at, argv, o->env ? o->env : environ);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&at);
+	if (rc != 0) {
+		rk_errf(e, rc, "cannot run %s: %s%s", argv[0], strerror(rc),
+			rc == ENOENT ? " (is it installed and on PATH?)" : "");
+		return -1;
+	}
+	return pid;
+}
+
+void rk_proc_describe(int st, char *buf, size_t len)
+{
+	if (st < 0)
+		snprintf(buf, len, "exited (exit code unknown: it was not riklet's child)");
+	else if (WIFEXITED(st))
+		snprintf(buf, len, "exited with code %d", WEXITSTATUS(st));
+	else if (WIFSIGNALED(st))
+		snprintf(buf, len, "killed by signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
+	else
+		snprintf(buf, len, "stopped (status 0x%x)", st);
+}

@@ -1,0 +1,27 @@
+/* proc.h — spawn an argv (never through a shell) with env, cwd and stdio wired to files or fds.
+ * Waiting is the loop's business: rk_loop_watch_child(pid, ...). */
+#ifndef RK_PROC_H
+#define RK_PROC_H
+
+#include <sys/types.h>
+#include "rk.h"
+
+struct rk_proc_opts {
+	char *const *env;	 /* NULL: inherit riklet's environment */
+	const char *cwd;	 /* NULL: riklet's cwd */
+	const char *stdout_path; /* appended to, created 0640; NULL: /dev/null */
+	const char *stderr_path; /* as stdout_path; ignored when stderr_to_stdout */
+	int stderr_to_stdout;
+	int stdin_fd, stdout_fd, stderr_fd; /* >= 0: dup'ed onto 0/1/2, overriding the paths */
+	int new_session;		    /* setsid() in the child */
+};
+#define RK_PROC_OPTS_INIT {.stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1}
+
+/* Returns the pid (> 0) or -1 with e set ("cannot run runc: No such file or directory"). The child
+ * starts with an empty signal mask and default dispositions, whatever the loop blocked. */
+pid_t rk_proc_spawn(char *const *argv, const struct rk_proc_opts *o, rk_err *e);
+
+/* Describe a waitpid status for humans: "exited with code 3", "killed by signal 9 (SIGKILL)". */
+void rk_proc_describe(int wstatus, char *buf, size_t len);
+
+#endif

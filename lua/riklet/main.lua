@@ -1,0 +1,43 @@
+-- riklet.main — the entry point run as the first task: parse the command line and dispatch.
+local core = require "riklet.core"
+
+local M = {}
+
+local function run_test(file)
+  local T = require "riklet.testlib"
+  local chunk, err = loadfile(file)
+  if not chunk then
+    io.stderr:write("riklet test: cannot load ", file, ": ", err, "\n")
+    return 1
+  end
+  local ok, e = xpcall(chunk, function(m)
+    if type(m) == "table" and m.skip_all then return m end
+    return debug.traceback(tostring(m), 2)
+  end)
+  if not ok then
+    if type(e) == "table" and e.skip_all then return 77 end
+    io.stdout:write("not ok - test script died: ", tostring(e):gsub("\n", "\n# "), "\n")
+    T.done()
+    return 1
+  end
+  return T.done() and 0 or 1
+end
+
+function M.main()
+  local args = core.args()
+  local code
+  if args[1] == "test" then
+    if not args[2] then
+      io.stderr:write("usage: riklet test FILE.lua\n")
+      code = 2
+    else
+      code = run_test(args[2])
+    end
+  else
+    local cli = require "riklet.cli"
+    code = cli.main(args)
+  end
+  if code ~= nil then core.exit(code) end
+end
+
+return M

@@ -1,0 +1,108 @@
+-- riklet.task — cooperative tasks on the event loop: spawn, sleep, queues, events.
+-- Every wait yields the calling task; the loop resumes it. Errors in a task are logged with a
+-- traceback and never stop the agent.
+local core = require "riklet.task_core"
+
+local task = {}
+
+-- task.spawn(fn, ...) — run fn(...) as a new task (now, until it first waits).
+task.spawn = core.spawn
+
+-- task.in_task() -> boolean
+task.in_task = core.in_task
+
+-- task.sleep(seconds)
+function task.sleep(s)
+  local tok = core.prepare()
+  core.wake_after(tok, (s or 0) * 1000)
+  core.suspend(tok)
+end
+
+-- task.yield() — let other ready work run first.
+function task.yield()
+  task.sleep(0)
+end
+
+-- A FIFO queue between tasks. q:put(v) never waits; q:get([timeout]) waits for an item and
+-- returns it, or nil, "timeout".
+local Queue = {}
+Queue.__index = Queue
+
+function task.queue()
+  return setmetatable({ items = {}, head = 1, tail = 0, waiters = {} }, Queue)
+end
+
+function Queue:put(v)
+  assert(v ~= nil, "queue: cannot put nil")
+  while #self.waiters > 0 do
+    local tok = table.remove(self.waiters, 1)
+    if core.wake(tok, v) then return end
+  end
+  self.tail = self.tail + 1
+  self.items[self.tail] = v
+end
+
+function Queue:len()
+  return self.tail - self.head + 1
+end
+
+function Queue:get(timeout)
+  if self.head <= self.tail then
+    local v = self.items[self.head]
+    self.items[self.head] = nil
+    self.head = self.head + 1
+    return v
+  end
+  local tok = core.prepare()
+  self.waiters[#self.waiters + 1] = tok
+  if timeout then core.wake_after(tok, timeout * 1000, nil, "timeout") end
+  local v, err = core.suspend(tok)
+  for i, t in ipairs(self.waiters) do
+    if t == tok then table.remove(self.waiters, i) break end
+  end
+  return v, err
+end
+
+-- An event: set once, waited for by any number of tasks. ev:wait([timeout]) -> value | nil, "timeout"
+local Event = {}
+Event.__index = Event
+
+function task.event()
+  return setmetatable({ waiters = {}, is_set = false }, Event)
+end
+
+function Event:set(v)
+  if self.is_set then return end
+  self.is_set, self.value = true, (v == nil and true or v)
+  for _, tok in ipairs(self.waiters) do core.wake(tok, self.value) end
+  self.waiters = {}
+end
+
+function Event:wait(timeout)
+  if self.is_set then return self.value end
+  local tok = core.prepare()
+  self.waiters[#self.waiters + 1] = tok
+  if timeout then core.wake_after(tok, timeout * 1000, nil, "timeout") end
+  local v, err = core.suspend(tok)
+  for i, t in ipairs(self.waiters) do
+    if t == tok then table.remove(self.waiters, i) break end
+  end
+  return v, err
+end
+
+-- A mutex keyed by name: task.with_lock(key, fn, ...) runs fn while holding the lock, so that
+-- concurrent work on the same key (an image digest, an instance id) is serialised.
+local locks = {}
+local function pack(...) return { n = select("#", ...), ... } end
+function task.with_lock(key, fn, ...)
+  while locks[key] do locks[key]:wait() end
+  local ev = task.event()
+  locks[key] = ev
+  local res = pack(pcall(fn, ...))
+  locks[key] = nil
+  ev:set()
+  if not res[1] then error(res[2], 0) end
+  return unpack(res, 2, res.n)
+end
+
+return task

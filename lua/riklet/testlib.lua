@@ -1,0 +1,71 @@
+-- riklet.testlib — TAP helpers for Lua tests run inside the real binary (`riklet test FILE.lua`).
+-- A test file is a chunk run as a task; it may wait (sleep, run processes) like the agent does.
+local T = { n = 0, failed = 0, skipped = 0 }
+
+local function out(s) io.stdout:write(s, "\n") io.stdout:flush() end
+
+function T.ok(cond, msg)
+  T.n = T.n + 1
+  if cond then out(("ok %d - %s"):format(T.n, msg or ""))
+  else
+    T.failed = T.failed + 1
+    out(("not ok %d - %s"):format(T.n, msg or ""))
+    out("#   " .. debug.traceback("", 2):gsub("\n", "\n#   "))
+  end
+  return cond
+end
+
+local function show(v)
+  if type(v) == "string" then return ("%q"):format(v) end
+  return tostring(v)
+end
+
+function T.is(got, want, msg)
+  local good = got == want
+  T.ok(good, msg)
+  if not good then out("#   got " .. show(got) .. ", expected " .. show(want)) end
+  return good
+end
+
+function T.like(got, pattern, msg)
+  local good = type(got) == "string" and got:find(pattern) ~= nil
+  T.ok(good, msg)
+  if not good then out("#   " .. show(got) .. " does not match " .. show(pattern)) end
+  return good
+end
+
+function T.diag(msg) out("# " .. tostring(msg)) end
+
+-- Skip the whole file: counted as skipped (exit 77).
+function T.skip_all(reason)
+  out("1..0 # SKIP " .. reason)
+  error({ skip_all = true }, 0)
+end
+
+function T.skip(reason, n)
+  for _ = 1, n or 1 do
+    T.n = T.n + 1
+    T.skipped = T.skipped + 1
+    out(("ok %d # SKIP %s"):format(T.n, reason))
+  end
+end
+
+-- Wait until fn() is truthy, polling every `step` seconds up to `timeout`. Returns fn's value.
+function T.wait_for(timeout, fn, step)
+  local task = require "riklet.task"
+  local core = require "riklet.core"
+  local deadline = core.now() + timeout
+  repeat
+    local v = fn()
+    if v then return v end
+    task.sleep(step or 0.1)
+  until core.now() > deadline
+  return fn()
+end
+
+function T.done()
+  out(("1..%d"):format(T.n))
+  return T.failed == 0
+end
+
+return T
