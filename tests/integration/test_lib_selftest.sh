@@ -1,0 +1,106 @@
+# test_lib_selftest.sh — the shared test helpers (tests/lib/) work for real: TAP helpers and the
+# cleanup stack, a loopback docker-registry, the offline busybox image built with umoci, pushed
+# and pulled back with skopeo, and run with runc. Also checks the examples/ manifests parse.
+source "$(dirname "$0")/../lib/registry.sh"
+source "$(dirname "$0")/../lib/mkimage.sh"
+need_cmd docker-registry umoci skopeo jq curl busybox
+
+# --- common.sh ---------------------------------------------------------------------------------
+is "$(printf 'a\nb' | wc -l)" 1 "is compares strings"
+like "hello from busybox" '^hello .* busybox$' "like matches a regex"
+nok "false" "nok passes on a failing command"
+wait_for 0.3 false
+is $? 1 "wait_for gives 1 when the time runs out"
+( sleep 0.3; touch "$TEST_TMP/flag" ) &
+ok "wait_for 5 test -e '$TEST_TMP/flag'" "wait_for gives 0 once the command succeeds"
+p1=$(free_port) p2=$(free_port)
+like "$p1" '^[0-9]+$' "free_port prints a port number"
+isnt "$p1" "$p2" "free_port never hands out a port twice"
+
+# The cleanup stack runs last-in first-out, on failure too, and removes the temp dir.
+out=$(bash -c '
+	source "$1/tests/lib/common.sh"
+	echo "$TEST_TMP" >"$2/child-tmp"
+	on_exit "echo first-pushed >>$2/order"
+	on_exit "echo second-pushed >>$2/order; false"
+	exit 3' _ "$RIKLET_SRC_DIR" "$TEST_TMP" 2>&1)
+rc=$?
+is "$rc" 3 "a test's exit code survives the cleanup"
+is "$(tr '\n' ' ' <"$TEST_TMP/order")" "second-pushed first-pushed " "cleanups run last-in first-out"
+nok "test -e '$(cat "$TEST_TMP/child-tmp")'" "the child's TEST_TMP is gone"
+# skip_all exits 77, which ctest counts as skipped.
+out=$(bash -c 'source "$1/tests/lib/common.sh"; skip_all "no frobnicator"' _ "$RIKLET_SRC_DIR")
+rc=$?
+is "$rc/$out" "77/1..0 # SKIP no frobnicator" "skip_all prints the SKIP plan and exits 77"
+
+# --- registry.sh ------------------------------------------------------------------------------
+registry_start || bail_out "docker-registry did not start"
+like "$REGISTRY" '^127\.0\.0\.1:[0-9]+$' "REGISTRY is a loopback address"
+is "$(curl -s "http://$REGISTRY/v2/")" "{}" "the registry answers /v2/ without auth"
+
+# --- mkimage.sh -------------------------------------------------------------------------------
+layout=$TEST_TMP/images/busybox
+ok "mkimage --env GREETING=selftest '$layout:latest'" "mkimage builds a layout from busybox-static"
+ok "umoci stat --image '$layout:latest'" "umoci reads the built image"
+size=$(du -sk "$layout" | cut -f1)
+ok "((size < 5 * 1024))" "the image is small (${size} KiB)"
+stamp=$(cat "$layout/.mkimage-latest")
+t0=${EPOCHREALTIME/./}
+mkimage --env GREETING=selftest "$layout:latest"
+ms=$(((${EPOCHREALTIME/./} - t0) / 1000))
+is "$(cat "$layout/.mkimage-latest")" "$stamp" "same inputs reuse the built tag (${ms} ms)"
+ok "mkimage --cmd '[\"sh\",\"-c\",\"echo two\"]' '$layout:two'" "a second tag in the same layout"
+is "$(umoci ls --layout "$layout" | sort | tr '\n' ' ')" "latest two " "both tags are listed"
+nok "mkimage --cmd 'not json' '$layout:bad' 2>/dev/null" "mkimage rejects a --cmd that is not a JSON array"
+
+# --- push, inspect, pull back -----------------------------------------------------------------
+ok "mkimage_push '$layout:latest' '$REGISTRY/busybox:latest'" "skopeo pushes the image to the registry"
+inspect=$(skopeo inspect --tls-verify=false "docker://$REGISTRY/busybox:latest")
+is "$(jq -r '.RepoTags | join(",")' <<<"$inspect")" latest "skopeo inspect sees the tag"
+is "$(jq -r '.Os + "/" + .Architecture' <<<"$inspect")" "linux/$(dpkg --print-architecture)" "os/arch set"
+ok "jq -e '.Env | index(\"GREETING=selftest\")' <<<'$inspect' >/dev/null" "the image env carries GREETING"
+is "$(curl -s "http://$REGISTRY/v2/_catalog" | jq -c .repositories)" '["busybox"]' "the catalog lists busybox"
+pulled=$TEST_TMP/pulled
+ok "skopeo --insecure-policy copy -q --src-tls-verify=false docker://$REGISTRY/busybox:latest oci:$pulled:latest" \
+	"skopeo pulls it back into an OCI layout"
+is "$(umoci stat --image "$pulled:latest" --json | jq -r '.history | length')" \
+	"$(umoci stat --image "$layout:latest" --json | jq -r '.history | length')" "the pulled image has the same history"
+
+# --- run it with runc -------------------------------------------------------------------------
+if [[ $(id -u) == 0 ]] && command -v runc >/dev/null; then
+	bundle=$TEST_TMP/bundle
+	umoci unpack --image "$pulled:latest" "$bundle" >/dev/null
+	ok "test -x '$bundle/rootfs/bin/busybox' && test -L '$bundle/rootfs/bin/sh'" "rootfs has busybox and its applets"
+	jq '.process.terminal = false
+	    | .process.args = ["sh", "-c", "echo hello from busybox $GREETING; wget --help >/dev/null 2>&1; echo rc=$?"]' \
+		"$bundle/config.json" >"$bundle/config.json.new" && mv "$bundle/config.json.new" "$bundle/config.json"
+	id=rk-selftest-$$
+	on_exit "runc delete -f $id 2>/dev/null"
+	out=$(timeout 60 runc run --bundle "$bundle" "$id" </dev/null 2>&1)
+	like "$out" "hello from busybox selftest" "runc runs the image and its env applies"
+	like "$out" "rc=[01]" "busybox applets like wget are there"
+	nok "runc state $id >/dev/null 2>&1" "the runc container is gone after it exits"
+else
+	skip "runc run needs root and runc"
+	skip "runc run needs root and runc"
+	skip "runc run needs root and runc"
+	skip "runc run needs root and runc"
+fi
+
+# --- examples ---------------------------------------------------------------------------------
+for f in "$RIKLET_SRC_DIR"/examples/*.json "$RIKLET_SRC_DIR"/examples/standalone/*.json; do
+	[[ -e $f ]] || continue
+	ok "jq -e '.apiVersion == \"v1\" and (.kind == \"Pod\" or .kind == \"Function\") and (.name | type == \"string\")' '$f' >/dev/null" \
+		"examples/${f#"$RIKLET_SRC_DIR"/examples/} is a RIK workload"
+done
+if [[ -e $RIKLET_SRC_DIR/examples/standalone/busybox.json ]]; then
+	ok "cmp '$RIKLET_SRC_DIR/examples/busybox.json' '$RIKLET_SRC_DIR/examples/standalone/busybox.json'" \
+		"examples/standalone/ holds the same busybox manifest"
+fi
+
+# --- stop -------------------------------------------------------------------------------------
+addr=$REGISTRY
+registry_stop
+nok "curl -s --max-time 2 'http://$addr/v2/'" "registry_stop stops it"
+
+done_testing
