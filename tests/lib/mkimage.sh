@@ -6,7 +6,9 @@
 #   mkimage [OPTIONS] LAYOUT[:TAG]        build (or rebuild) TAG (default latest) in the OCI layout
 #                                         directory LAYOUT (created if missing). Options:
 #       --cmd JSON          image cmd, a JSON array of strings
-#                           (default ["sh","-c","echo hello from busybox; sleep 3600"])
+#                           (default ["sh","-c","trap 'exit 0' TERM INT; echo hello from busybox;
+#                           sleep 3600 & wait $!"]: prints a line, then idles, and exits 0 at once on
+#                           SIGTERM; a shell as a container's pid 1 ignores SIGTERM without a trap)
 #       --entrypoint JSON   image entrypoint (default: none)
 #       --env K=V           an image env entry, repeatable (PATH is always set)
 #       --workdir DIR       working directory (default /)
@@ -39,7 +41,7 @@ rk__split_ref() {
 
 mkimage() (
 	set -euo pipefail
-	local cmd='["sh","-c","echo hello from busybox; sleep 3600"]' entrypoint= workdir=/ force=
+	local cmd='["sh","-c","trap '"'exit 0'"' TERM INT; echo hello from busybox; sleep 3600 & wait $!"]' entrypoint= workdir=/ force=
 	local -a envs=(PATH=/usr/sbin:/usr/bin:/sbin:/bin) adds=()
 	while (($#)); do
 		case $1 in
