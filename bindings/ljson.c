@@ -66,7 +66,15 @@ static int l_decode(lua_State *L)
 	size_t len;
 	const char *s = luaL_checklstring(L, 1, &len);
 	const char *end = NULL;
-	cJSON *root = cJSON_ParseWithLengthOpts(s, len, &end, 1);
+	cJSON *root = cJSON_ParseWithLengthOpts(s, len, &end, 0);
+	if (root && end) { /* only whitespace may follow the value */
+		while (end < s + len && (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t'))
+			end++;
+		if (end != s + len) {
+			cJSON_Delete(root);
+			return lrk_fail(L, "invalid JSON: unexpected data after the value at byte %zu", (size_t)(end - s));
+		}
+	}
 	if (!root) {
 		size_t off = end ? (size_t)(end - s) : 0;
 		if (!end || off > len) {
