@@ -32,6 +32,13 @@ nok "test -e '$(cat "$TEST_TMP/child-tmp")'" "the child's TEST_TMP is gone"
 out=$(bash -c 'source "$1/tests/lib/common.sh"; skip_all "no frobnicator"' _ "$RIKLET_SRC_DIR")
 rc=$?
 is "$rc/$out" "77/1..0 # SKIP no frobnicator" "skip_all prints the SKIP plan and exits 77"
+out=$(bash -c 'source "$1/tests/lib/common.sh"; need_py no_such_module_xyz' _ "$RIKLET_SRC_DIR")
+is "$?/$out" "77/1..0 # SKIP needs python module no_such_module_xyz" "need_py skips on a missing module"
+if "$PYTHON" -c 'import grpc' 2>/dev/null; then
+	pass "PYTHON ($PYTHON) imports grpc"
+else
+	skip "python3-grpcio is not installed"
+fi
 
 # --- registry.sh ------------------------------------------------------------------------------
 registry_start || bail_out "docker-registry did not start"

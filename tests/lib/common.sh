@@ -18,6 +18,8 @@
 #   done_testing           print the plan "1..N"; exit 1 if any test failed, else 0
 #   wait_for TIMEOUT_S CMD [ARG...]   run CMD every 0.1 s until it succeeds (0) or time runs out (1)
 #   need_root, need_cmd CMD...        skip_all unless root / unless each CMD is on PATH
+#   PYTHON                 Debian's /usr/bin/python3 (a python3 earlier on PATH, e.g. pyenv's,
+#                          lacks Debian's grpcio); need_py MODULE...  skip_all unless importable
 #   on_exit CMD            push a shell command string onto the cleanup stack; at exit (normal,
 #                          failure, ctest timeout's SIGTERM, Ctrl-C) the stack runs last-in first-out,
 #                          each command's failure ignored, then mounts under TEST_TMP are detached
@@ -130,6 +132,17 @@ declare -A RK_CMD_PKG=(
 	[busybox]=busybox-static [jq]=jq [curl]=curl [ip]=iproute2 [iptables]=iptables
 	[python3]=python3 [luajit]=luajit [ss]=iproute2 [unshare]=util-linux [nsenter]=util-linux
 )
+PYTHON=${PYTHON:-/usr/bin/python3}
+export PYTHON
+declare -A RK_PY_PKG=([grpc]=python3-grpcio [google.protobuf]=python3-protobuf [grpc_tools]=python3-grpc-tools)
+need_py() {
+	local m
+	[[ -x $PYTHON ]] || skip_all "needs $PYTHON (apt-get install python3)"
+	for m in "$@"; do
+		"$PYTHON" -c "import $m" 2>/dev/null ||
+			skip_all "needs python module $m${RK_PY_PKG[$m]:+ (apt-get install ${RK_PY_PKG[$m]})}"
+	done
+}
 need_cmd() {
 	local c
 	for c in "$@"; do
