@@ -33,8 +33,10 @@ HINT
 trap ':' INT TERM
 rc=0
 build/riklet --standalone examples/standalone "$@" || rc=$?
+echo
+# 130/143: stopped by Ctrl-C or SIGTERM; anything else is riklet's own failure, shown above.
+[[ $rc == 0 || $rc == 130 || $rc == 143 ]] || echo "riklet exited with status $rc"
 cat <<HINT
-
 riklet stopped; the example workload keeps running by design. To remove it, either
   rm examples/standalone/busybox.json and start riklet again (it destroys what has no manifest),
   or run:  build/riklet cleanup
