@@ -558,7 +558,10 @@ static int route_op(const char *dst, const char *via, const char *dev, int add, 
 		rtnl_route_set_protocol(rt, RTPROT_BOOT);
 		rtnl_route_set_scope(rt, via ? RT_SCOPE_UNIVERSE : RT_SCOPE_LINK);
 	} else {
-		rtnl_route_set_scope(rt, RT_SCOPE_NOWHERE); /* wildcard for delete */
+		/* wildcards for delete: libnl defaults protocol to static, which would only match
+		 * routes added as static */
+		rtnl_route_set_scope(rt, RT_SCOPE_NOWHERE);
+		rtnl_route_set_protocol(rt, RTPROT_UNSPEC);
 	}
 	if (via || idx) {
 		struct rtnl_nexthop *nh = rtnl_route_nh_alloc();

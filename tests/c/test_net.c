@@ -1,0 +1,213 @@
+/* test_net.c — core/net against the real kernel, inside a network and mount namespace this test
+ * creates (the host's links are never touched). Checks with netlink and with `ip -j`. */
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "net.h"
+#include "tap.h"
+
+static char nsdir[256];
+
+/* Run a shell command, capture stdout (NUL-terminated, static buffer). */
+static const char *run(const char *fmt, ...)
+{
+	static char out[65536];
+	char cmd[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof cmd, fmt, ap);
+	va_end(ap);
+	out[0] = 0;
+	FILE *p = popen(cmd, "r");
+	if (!p)
+		return out;
+	size_t n = fread(out, 1, sizeof out - 1, p);
+	out[n] = 0;
+	pclose(p);
+	return out;
+}
+
+static int has(const char *hay, const char *needle) { return hay && strstr(hay, needle) != NULL; }
+
+static void setup_namespaces(void)
+{
+	if (geteuid() != 0)
+		tap_skip_all("needs root (creates network namespaces and links)");
+	if (unshare(CLONE_NEWNET | CLONE_NEWNS) < 0)
+		tap_skip_all("unshare(CLONE_NEWNET|CLONE_NEWNS) failed: %s", strerror(errno));
+	if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		tap_skip_all("cannot make / private in the test mount namespace: %s", strerror(errno));
+	snprintf(nsdir, sizeof nsdir, "/tmp/rk-test-net-%d", (int)getpid());
+	mkdir(nsdir, 0755);
+	/* a tmpfs so nothing we mount there can outlive the test's mount namespace */
+	if (mount("tmpfs", nsdir, "tmpfs", 0, "size=1m") < 0)
+		tap_skip_all("mount tmpfs on %s: %s", nsdir, strerror(errno));
+	strcat(nsdir, "/netns");
+}
+
+int main(void)
+{
+	setup_namespaces();
+	rk_err e = {0};
+	rk_net_link l;
+
+	/* --- validation: hostile names never reach the kernel or the filesystem --- */
+	ok(rk_net_valid_ifname("eth0") && rk_net_valid_ifname("rkv-0123456789a"), "valid link names accepted");
+	const char *bad[] = {"", "0123456789abcdef", "a/b", "..", ".", "a b", "x;rm", "$(id)", "a\nb", "ab:c"};
+	int all_bad = 1;
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		if (rk_net_valid_ifname(bad[i]))
+			all_bad = 0;
+	ok(all_bad, "bad link names rejected (empty, 16 chars, /, .., spaces, shell chars)");
+	ok(rk_net_bridge_add("../x", &e) < 0 && has(e.msg, "invalid link name"), "bridge_add('../x') refused: %s", e.msg);
+	char path[512];
+	ok(rk_netns_path(nsdir, "../etc", path, sizeof path, &e) < 0 && has(e.msg, "invalid netns name"),
+	   "netns name '../etc' refused: %s", e.msg);
+	ok(rk_netns_path("relative/dir", "x", path, sizeof path, &e) < 0, "relative netns dir refused");
+	ok(rk_netns_path("/run/../etc", "x", path, sizeof path, &e) < 0, "netns dir with .. refused");
+	unsigned a;
+	int plen;
+	ok(rk_net_parse_cidr("10.89.0.2/16", &a, &plen, &e) == 0 && plen == 16, "parse CIDR");
+	ok(rk_net_parse_cidr("10.89.0.2/33", &a, &plen, &e) < 0, "prefix 33 refused");
+	ok(rk_net_parse_cidr("10.89.0/8", &a, &plen, &e) < 0, "short address refused");
+
+	/* --- bridge --- */
+	is_int(rk_net_bridge_add("rktest0", &e), 0, "bridge created");
+	is_int(rk_net_bridge_add("rktest0", &e), 1, "bridge add again: already there (idempotent)");
+	is_int(rk_net_link_get("rktest0", &l, &e), 1, "bridge found by netlink");
+	is_str(l.kind, "bridge", "its kind is bridge");
+	int br_index = l.index;
+	ok(has(run("ip -j -d link show rktest0"), "\"info_kind\":\"bridge\""), "ip -j -d link shows a bridge");
+	is_int(rk_net_link_set_up("rktest0", 1, &e), 0, "bridge up");
+	rk_net_link_get("rktest0", &l, &e);
+	ok(l.up, "bridge is up");
+	run("ip link add rkdummy type veth peer name rkdummyp");
+	ok(rk_net_bridge_add("rkdummy", &e) < 0 && has(e.msg, "not a bridge"), "a non-bridge with the name is reported: %s",
+	   e.msg);
+
+	/* --- netns --- */
+	is_int(rk_netns_add(nsdir, "pod1", &e), 0, "netns pod1 created");
+	is_int(rk_netns_add(nsdir, "pod1", &e), 1, "netns pod1 add again: already there");
+	is_int(rk_netns_exists(nsdir, "pod1", &e), 1, "netns pod1 exists (nsfs mounted)");
+	char **names;
+	size_t nn;
+	ok(rk_netns_list(nsdir, &names, &nn, &e) == 0 && nn == 1 && !strcmp(names[0], "pod1"), "netns list = {pod1}");
+	free(names);
+	/* a file without a namespace on it (a crash between create and mount) is repaired */
+	char stale[600];
+	snprintf(stale, sizeof stale, "%s/stale", nsdir);
+	close(open(stale, O_CREAT | O_WRONLY, 0444));
+	is_int(rk_netns_exists(nsdir, "stale", &e), 0, "a plain file is not a live netns");
+	is_int(rk_netns_add(nsdir, "stale", &e), 0, "netns add over a stale file repairs it");
+	is_int(rk_netns_exists(nsdir, "stale", &e), 1, "and it is now a live netns");
+	is_int(rk_netns_del(nsdir, "stale", &e), 0, "stale netns deleted");
+
+	/* --- veth into the netns --- */
+	char pod1[600];
+	rk_netns_path(nsdir, "pod1", pod1, sizeof pod1, &e);
+	int nsfd = open(pod1, O_RDONLY | O_CLOEXEC);
+	ok(nsfd >= 0, "open netns file");
+	is_int(rk_net_veth_add("rkvtest1", "eth0", nsfd, &e), 0, "veth rkvtest1 created with peer eth0 in pod1");
+	is_int(rk_net_veth_add("rkvtest1", "eth0", nsfd, &e), 1, "veth add again: already there");
+	close(nsfd);
+	ok(rk_net_link_get("rkvtest1", &l, &e) == 1 && !strcmp(l.kind, "veth"), "host end is a veth");
+	is_int(rk_net_link_get("eth0", &l, &e), 0, "peer eth0 is not in the host namespace");
+	ok(has(run("nsenter --net=%s ip -j link show eth0", pod1), "\"ifname\":\"eth0\""), "ip -j in pod1 shows eth0");
+	is_int(rk_net_link_set_master("rkvtest1", "rktest0", &e), 0, "veth attached to the bridge");
+	is_int(rk_net_link_set_master("rkvtest1", "rktest0", &e), 0, "attach again: fine");
+	ok(rk_net_link_get("rkvtest1", &l, &e) == 1 && l.master == br_index, "veth's master is the bridge");
+	ok(has(run("ip -j link show rkvtest1"), "\"master\":\"rktest0\""), "ip -j shows master rktest0");
+	ok(rk_net_link_set_master("rkvtest1", "rkdummy", &e) < 0 && has(e.msg, "not a bridge"),
+	   "attaching to a non-bridge refused: %s", e.msg);
+	is_int(rk_net_link_set_up("rkvtest1", 1, &e), 0, "veth host end up");
+
+	/* --- addresses --- */
+	is_int(rk_net_addr_add("rktest0", "10.89.0.1/16", &e), 0, "bridge address added");
+	is_int(rk_net_addr_add("rktest0", "10.89.0.1/16", &e), 1, "added again: already there");
+	char **addrs;
+	size_t na;
+	ok(rk_net_addr_list("rktest0", &addrs, &na, &e) == 0 && na == 1 && !strcmp(addrs[0], "10.89.0.1/16"),
+	   "addr list = {10.89.0.1/16}");
+	free(addrs);
+	ok(has(run("ip -j addr show rktest0"), "\"local\":\"10.89.0.1\",\"prefixlen\":16"), "ip -j addr shows it");
+	ok(rk_net_addr_add("rktest0", "10.89.0.1/40", &e) < 0, "bad prefix refused: %s", e.msg);
+	ok(rk_net_addr_add("nosuchlink", "10.1.1.1/24", &e) < 0 && has(e.msg, "no link named nosuchlink"),
+	   "address on a missing link: %s", e.msg);
+
+	/* --- inside the pod netns: address, up, default route --- */
+	int saved = rk_netns_enter(pod1, &e);
+	ok(saved >= 0, "entered pod1");
+	ok(rk_net_link_get("eth0", &l, &e) == 1 && !strcmp(l.kind, "veth"), "eth0 visible inside pod1");
+	is_int(rk_net_addr_add("eth0", "10.89.0.2/16", &e), 0, "pod address added");
+	is_int(rk_net_link_set_up("eth0", 1, &e), 0, "eth0 up");
+	is_int(rk_net_link_set_up("lo", 1, &e), 0, "lo up");
+	is_int(rk_net_route_add("default", "10.89.0.1", NULL, &e), 0, "default route via the bridge");
+	is_int(rk_net_route_add("default", "10.89.0.1", NULL, &e), 0, "default route again: replaced, no error");
+	is_int(rk_net_route_add("10.77.0.0/24", NULL, "eth0", &e), 0, "a device route");
+	char v[32];
+	is_int(rk_net_sysctl_set("net.ipv4.conf.eth0.rp_filter", "0", &e), 0, "sysctl in pod1 (per netns)");
+	is_int(rk_netns_leave(saved, &e), 0, "left pod1");
+	const char *routes = run("nsenter --net=%s ip -j route show", pod1);
+	ok(has(routes, "\"dst\":\"default\",\"gateway\":\"10.89.0.1\""), "ip -j route in pod1 shows the default route");
+	ok(has(routes, "\"dst\":\"10.77.0.0/24\""), "and the device route");
+	ok(!has(run("ip -j route show"), "10.77.0.0"), "the host namespace got no route");
+	const char *png = run("nsenter --net=%s busybox ping -c1 -W3 10.89.0.1 2>&1", pod1);
+	ok(has(png, " 0% packet loss"), "pod1 reaches the bridge address over the veth (real traffic)");
+	if (!has(png, " 0% packet loss"))
+		printf("# %s\n", png);
+
+	/* --- TAP --- */
+	is_int(rk_net_tap_add("rktaptest", -1, &e), 0, "TAP created");
+	is_int(rk_net_tap_add("rktaptest", -1, &e), 1, "TAP add again: already there");
+	ok(rk_net_link_get("rktaptest", &l, &e) == 1 && !strcmp(l.kind, "tun"), "TAP kind is tun (kind='%s')", l.kind);
+	ok(has(run("ip -j -d link show rktaptest"), "\"type\":\"tap\""), "ip -j -d shows a persistent tap");
+	is_int(rk_net_addr_add("rktaptest", "10.90.0.2/30", &e), 0, "TAP address");
+	ok(rk_net_tap_add("rkdummy", -1, &e) < 0 && has(e.msg, "not a TAP"), "TAP over a dummy refused: %s", e.msg);
+
+	/* --- sysctls --- */
+	is_int(rk_net_set_ip_forward(1, &e), 0, "ip_forward on");
+	ok(rk_net_sysctl_get("net.ipv4.ip_forward", v, sizeof v, &e) == 0 && !strcmp(v, "1"), "ip_forward reads 1");
+	is_int(rk_net_set_route_localnet("rktest0", 1, &e), 0, "route_localnet on the bridge");
+	ok(rk_net_sysctl_get("net.ipv4.conf.rktest0.route_localnet", v, sizeof v, &e) == 0 && !strcmp(v, "1"),
+	   "route_localnet reads 1");
+	ok(rk_net_sysctl_set("kernel.hostname", "x", &e) < 0, "non-net sysctl refused: %s", e.msg);
+	ok(rk_net_sysctl_set("net.ipv4/../../x", "1", &e) < 0, "sysctl key with / refused: %s", e.msg);
+	ok(rk_net_sysctl_set("net..ipv4", "1", &e) < 0, "sysctl key with empty part refused");
+	ok(rk_net_set_route_localnet("../../x", 1, &e) < 0, "route_localnet on a hostile name refused");
+
+	/* --- teardown, twice --- */
+	is_int(rk_net_addr_del("rktest0", "10.89.0.1/16", &e), 0, "bridge address removed");
+	is_int(rk_net_addr_del("rktest0", "10.89.0.1/16", &e), 0, "removed again: fine");
+	ok(!has(run("ip -j addr show rktest0"), "10.89.0.1"), "ip -j addr no longer shows it");
+	saved = rk_netns_enter(pod1, &e);
+	is_int(rk_net_route_del("default", NULL, NULL, &e), 0, "default route deleted in pod1");
+	is_int(rk_net_route_del("default", NULL, NULL, &e), 0, "deleted again: fine");
+	rk_netns_leave(saved, &e);
+	ok(!has(run("nsenter --net=%s ip -j route show", pod1), "\"dst\":\"default\""), "no default route left in pod1");
+	is_int(rk_net_link_del("rkvtest1", &e), 0, "veth deleted");
+	is_int(rk_net_link_del("rkvtest1", &e), 0, "deleted again: fine");
+	is_int(rk_net_link_get("rkvtest1", NULL, &e), 0, "veth gone");
+	ok(!has(run("nsenter --net=%s ip -j link", pod1), "eth0"), "its peer in pod1 went with it");
+	is_int(rk_net_link_del("rktaptest", &e), 0, "TAP deleted");
+	is_int(rk_net_link_get("rktaptest", NULL, &e), 0, "TAP gone");
+	is_int(rk_net_link_del("rktest0", &e), 0, "bridge deleted");
+	ok(!has(run("ip -j link"), "rktest0"), "ip -j link: no bridge left");
+	is_int(rk_netns_del(nsdir, "pod1", &e), 0, "netns deleted");
+	is_int(rk_netns_del(nsdir, "pod1", &e), 0, "deleted again: fine");
+	is_int(rk_netns_exists(nsdir, "pod1", &e), 0, "netns gone");
+	ok(access(pod1, F_OK) < 0, "its file is gone");
+	saved = rk_netns_enter(pod1, &e);
+	ok(saved < 0 && has(e.msg, "entering netns"), "entering a deleted netns fails clearly: %s", e.msg);
+
+	rk_net_link *ls;
+	ok(rk_net_link_list(&ls, &nn, &e) == 0 && nn >= 2, "link list has lo and rkdummy (%zu links)", nn);
+	free(ls);
+	tap_done();
+}
