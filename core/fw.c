@@ -7,7 +7,9 @@
  *   match  comment   rev 0  struct xt_comment_info            (-m comment --comment "...")
  *   match  addrtype  rev 1  struct xt_addrtype_info_v1        (-m addrtype --dst-type LOCAL)
  *   match  conntrack rev 3  struct xt_conntrack_mtinfo3       (-m conntrack --ctstate ...)
- *   target DNAT       rev 0 struct nf_nat_ipv4_multi_range_compat (read back: rev 0, 1, 2)
+ *   target DNAT       rev 2 struct nf_nat_range2 (the CLI's choice: `iptables -S` prints other
+ *                     revisions as "[unsupported revision]"); rev 1 / rev 0 (compat) on kernels
+ *                     without it, asked with IPT_SO_GET_REVISION_TARGET like the CLI does
  *   target MASQUERADE rev 0 struct nf_nat_ipv4_multi_range_compat
  *   ACCEPT / DROP / RETURN / jumps: struct xt_standard_target, resolved by libiptc. */
 #include "fw.h"
@@ -18,6 +20,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
 #include <time.h>
 
 #include <libiptc/libiptc.h>
@@ -324,6 +328,33 @@ static void *add_target(struct blob *bl, unsigned *off, const char *name, int re
 	return t->data;
 }
 
+/* Highest DNAT revision (<= 2) the kernel has, asked once like iptables does. */
+static int dnat_revision(void)
+{
+	static int rev = -1;
+	if (rev >= 0)
+		return rev;
+	rev = 2;
+	int fd = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
+	if (fd < 0)
+		return rev;
+	for (int r = 2; r >= 0; r--) {
+		struct xt_get_revision q;
+		memset(&q, 0, sizeof q);
+		strcpy(q.name, "DNAT");
+		q.revision = r;
+		socklen_t len = sizeof q;
+		if (getsockopt(fd, IPPROTO_IP, IPT_SO_GET_REVISION_TARGET, &q, &len) == 0) {
+			rev = r;
+			break;
+		}
+		if (errno != EPROTONOSUPPORT)
+			break; /* the module is not loaded yet (ENOENT): the kernel will load it; keep 2 */
+	}
+	close(fd);
+	return rev;
+}
+
 /* Build the entry for a validated rule (+ addrtype for jumps). */
 static int encode(const rk_fw_rule *r, int dst_local, struct blob *bl, rk_err *e)
 {
@@ -377,21 +408,30 @@ static int encode(const rk_fw_rule *r, int dst_local, struct blob *bl, rk_err *e
 		snprintf(c->comment, sizeof c->comment, "%s", r->comment);
 	}
 	en->target_offset = off;
-	if (!strcmp(r->target, "DNAT") || !strcmp(r->target, "MASQUERADE")) {
-		struct nf_nat_ipv4_multi_range_compat *m = add_target(bl, &off, r->target, 0, sizeof *m);
-		m->rangesize = 1;
-		if (!strcmp(r->target, "DNAT")) {
-			uint32_t ip;
-			uint16_t port;
-			if (parse_to(r, &ip, &port, e) < 0)
-				return -1;
-			m->range[0].flags = NF_NAT_RANGE_MAP_IPS;
+	if (!strcmp(r->target, "DNAT")) {
+		uint32_t ip;
+		uint16_t port;
+		if (parse_to(r, &ip, &port, e) < 0)
+			return -1;
+		unsigned flags = NF_NAT_RANGE_MAP_IPS | (port ? NF_NAT_RANGE_PROTO_SPECIFIED : 0);
+		int rev = dnat_revision();
+		if (rev == 0) {
+			struct nf_nat_ipv4_multi_range_compat *m = add_target(bl, &off, "DNAT", 0, sizeof *m);
+			m->rangesize = 1;
+			m->range[0].flags = flags;
 			m->range[0].min_ip = m->range[0].max_ip = ip;
-			if (port) {
-				m->range[0].flags |= NF_NAT_RANGE_PROTO_SPECIFIED;
-				m->range[0].min.all = m->range[0].max.all = htons(port);
-			}
+			m->range[0].min.all = m->range[0].max.all = htons(port);
+		} else {
+			/* nf_nat_range2 starts with nf_nat_range: fill the common part */
+			struct nf_nat_range *m = add_target(bl, &off, "DNAT", rev,
+							    rev == 2 ? sizeof(struct nf_nat_range2) : sizeof(struct nf_nat_range));
+			m->flags = flags;
+			m->min_addr.ip = m->max_addr.ip = ip;
+			m->min_proto.all = m->max_proto.all = htons(port);
 		}
+	} else if (!strcmp(r->target, "MASQUERADE")) {
+		struct nf_nat_ipv4_multi_range_compat *m = add_target(bl, &off, "MASQUERADE", 0, sizeof *m);
+		m->rangesize = 1;
 	} else {
 		/* ACCEPT, DROP, RETURN or a chain: a standard target that libiptc resolves */
 		add_target(bl, &off, r->target, 0, sizeof(int));
