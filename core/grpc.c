@@ -1,0 +1,968 @@
+/* grpc.c — gRPC over HTTP/2 with libcurl multi inside the rk_loop (see grpc.h).
+ *
+ * libcurl callbacks only record facts (bytes read, frames parsed, headers seen); user callbacks run
+ * afterwards from ch_process(), outside libcurl, so user code may call anything (libcurl refuses
+ * most multi calls from inside its own callbacks). */
+#include "grpc.h"
+
+#include <ctype.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#define SUB "grpc"
+
+struct sockinfo {
+	curl_socket_t fd;
+	rk_watch *w;
+	struct rk_grpc_channel *ch;
+	struct sockinfo *next;
+};
+
+struct rxmsg {
+	ProtobufCMessage *msg; /* decoded, or NULL with raw bytes */
+	uint8_t *raw;
+	size_t len;
+	struct rxmsg *next;
+};
+
+struct rk_grpc_call {
+	struct rk_grpc_channel *ch;
+	struct rk_grpc_call *prev, *next; /* channel's list */
+	int refs;
+	CURL *easy;
+	struct curl_slist *hdrs;
+	char *path;
+	const ProtobufCMessageDescriptor *resp;
+	rk_grpc_call_cbs cbs;
+	void *ud;
+	rk_timer *deadline;
+	char errbuf[CURL_ERROR_SIZE];
+
+	/* send side */
+	uint8_t *tx;
+	size_t tx_len, tx_off, tx_cap;
+	int send_closed;  /* close_send() called */
+	int paused;       /* read callback returned PAUSE */
+	int want_unpause; /* data or EOF queued while paused */
+
+	/* receive side */
+	uint8_t *rx;
+	size_t rx_len, rx_cap;
+	struct rxmsg *rxq_head, *rxq_tail;
+	int http_status;
+	int hdr_block_done; /* first header block finished */
+	int headers_pending; /* on_headers to deliver */
+	int headers_seen;
+	int grpc_status;    /* -1 = not seen */
+	char *grpc_message;
+
+	/* end */
+	int local_status;   /* -1, or a status decided here (bad frame, too big) */
+	char local_msg[1100];
+	int curl_done;
+	CURLcode curl_result;
+	int finished;
+	int cancelled;
+};
+
+struct rk_grpc_channel {
+	rk_loop *loop;
+	CURLM *multi;
+	char *url; /* without trailing slash */
+	int tls;
+	rk_grpc_opts o;
+	char *ca_file, *cert_file, *key_file, *user_agent;
+	rk_timer *timer;
+	struct sockinfo *socks;
+	struct rk_grpc_call *calls;
+	int in_curl;    /* inside curl_multi_socket_action */
+	int processing; /* inside ch_process */
+	int closing;    /* free requested while processing */
+	int unpause_pending;
+	int h2c_reuse_bug; /* libcurl < 7.89.0 */
+};
+
+/* Is some call on ch streaming over an established HTTP/2 connection right now? */
+static int ch_has_live_stream(struct rk_grpc_channel *ch)
+{
+	for (struct rk_grpc_call *c = ch->calls; c; c = c->next)
+		if (c->hdr_block_done && c->http_status == 200 && !c->curl_done && !c->finished &&
+		    c->local_status < 0)
+			return 1;
+	return 0;
+}
+
+static const char *status_names[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT",
+	"DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+	"FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE",
+	"DATA_LOSS", "UNAUTHENTICATED"};
+
+const char *rk_grpc_status_name(int code)
+{
+	if (code >= 0 && code < (int)(sizeof status_names / sizeof *status_names))
+		return status_names[code];
+	return "UNKNOWN_STATUS";
+}
+
+/* ---- framing ---------------------------------------------------------------------------------- */
+
+void rk_grpc_frame_header(uint8_t out[5], uint32_t len)
+{
+	out[0] = 0;
+	out[1] = (uint8_t)(len >> 24);
+	out[2] = (uint8_t)(len >> 16);
+	out[3] = (uint8_t)(len >> 8);
+	out[4] = (uint8_t)len;
+}
+
+int rk_grpc_frame_parse(const uint8_t *buf, size_t len, size_t max, const uint8_t **msg,
+                        size_t *msg_len, size_t *consumed, int *status, rk_err *e)
+{
+	if (len < 5)
+		return 0;
+	uint32_t n = (uint32_t)buf[1] << 24 | (uint32_t)buf[2] << 16 | (uint32_t)buf[3] << 8 | buf[4];
+	if (buf[0] & 1) {
+		*status = RK_GRPC_INTERNAL;
+		return rk_errf(e, EPROTO, "server sent a compressed message (flag 0x%02x) but this client "
+		               "never offered compression", buf[0]);
+	}
+	if (buf[0] != 0) {
+		*status = RK_GRPC_INTERNAL;
+		return rk_errf(e, EPROTO, "malformed gRPC frame: reserved flag bits set (0x%02x); the peer "
+		               "is not speaking gRPC framing", buf[0]);
+	}
+	if (n > max) {
+		*status = RK_GRPC_RESOURCE_EXHAUSTED;
+		return rk_errf(e, EMSGSIZE, "received message larger than max (%" PRIu32 " vs. %zu bytes)",
+		               n, max);
+	}
+	if (len - 5 < n)
+		return 0;
+	*msg = buf + 5;
+	*msg_len = n;
+	*consumed = 5 + (size_t)n;
+	return 1;
+}
+
+static int hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c = tolower(c);
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+void rk_grpc_percent_decode(const char *in, size_t n, char *out, size_t outsz)
+{
+	size_t o = 0;
+	if (!outsz)
+		return;
+	for (size_t i = 0; i < n && o + 1 < outsz; i++) {
+		int h, l;
+		if (in[i] == '%' && i + 2 < n && (h = hexval((unsigned char)in[i + 1])) >= 0 &&
+		    (l = hexval((unsigned char)in[i + 2])) >= 0) {
+			out[o++] = (char)(h << 4 | l);
+			i += 2;
+		} else {
+			out[o++] = in[i];
+		}
+	}
+	out[o] = 0;
+}
+
+void rk_grpc_timeout_str(uint64_t ms, char out[16])
+{
+	if (ms <= 99999999ull)
+		snprintf(out, 16, "%" PRIu64 "m", ms);
+	else if (ms / 1000 <= 99999999ull)
+		snprintf(out, 16, "%" PRIu64 "S", (ms + 999) / 1000);
+	else
+		snprintf(out, 16, "%" PRIu64 "H", ms / 3600000 > 99999999ull ? (uint64_t)99999999 : ms / 3600000);
+}
+
+/* ---- buffers ------------------------------------------------------------------------------- */
+
+static int buf_reserve(uint8_t **b, size_t *cap, size_t need)
+{
+	if (need <= *cap)
+		return 0;
+	size_t nc = *cap ? *cap : 256;
+	while (nc < need)
+		nc *= 2;
+	uint8_t *nb = realloc(*b, nc);
+	if (!nb)
+		return -1;
+	*b = nb;
+	*cap = nc;
+	return 0;
+}
+
+/* ---- calls ----------------------------------------------------------------------------------- */
+
+static void ch_process(struct rk_grpc_channel *ch);
+static void ch_free_now(struct rk_grpc_channel *ch);
+
+static void call_unref(rk_grpc_call *c)
+{
+	if (--c->refs > 0)
+		return;
+	struct rxmsg *m = c->rxq_head;
+	while (m) {
+		struct rxmsg *n = m->next;
+		if (m->msg)
+			protobuf_c_message_free_unpacked(m->msg, NULL);
+		free(m->raw);
+		free(m);
+		m = n;
+	}
+	free(c->tx);
+	free(c->rx);
+	free(c->path);
+	free(c->grpc_message);
+	free(c);
+}
+
+/* Detach from curl and the channel list; idempotent. Never called from inside libcurl. */
+static void call_detach(rk_grpc_call *c)
+{
+	if (c->deadline) {
+		rk_timer_cancel(c->deadline);
+		c->deadline = NULL;
+	}
+	if (c->easy) {
+		/* Ended here (cancel, deadline, bad frame) while the server may still think the stream is
+		 * open: libcurl 7.88 queues an RST_STREAM it may never flush on an idle connection, so do
+		 * not keep that connection; the server then sees it close. */
+		if (!c->curl_done || c->local_status >= 0)
+			curl_easy_setopt(c->easy, CURLOPT_FORBID_REUSE, 1L);
+		curl_multi_remove_handle(c->ch->multi, c->easy);
+		curl_easy_cleanup(c->easy);
+		c->easy = NULL;
+	}
+	if (c->hdrs) {
+		curl_slist_free_all(c->hdrs);
+		c->hdrs = NULL;
+	}
+	if (c->ch) {
+		if (c->prev)
+			c->prev->next = c->next;
+		else if (c->ch->calls == c)
+			c->ch->calls = c->next;
+		if (c->next)
+			c->next->prev = c->prev;
+		c->prev = c->next = NULL;
+	}
+}
+
+static void call_finish(rk_grpc_call *c, int status, const char *msg)
+{
+	if (c->finished)
+		return;
+	c->finished = 1;
+	call_detach(c);
+	if (!c->cancelled && c->cbs.on_done)
+		c->cbs.on_done(c->ud, status, msg ? msg : "");
+	call_unref(c); /* the reference held while the call is open */
+}
+
+static size_t hdr_cb(char *b, size_t size, size_t n, void *ud)
+{
+	rk_grpc_call *c = ud;
+	size_t len = size * n, l = len;
+	while (l && (b[l - 1] == '\r' || b[l - 1] == '\n'))
+		l--;
+	if (l == 0) {
+		if (!c->hdr_block_done) {
+			c->hdr_block_done = 1;
+			/* a trailers-only reply carries grpc-status in this very block */
+			if (c->http_status == 200 && c->grpc_status < 0)
+				c->headers_pending = 1;
+		}
+		return len;
+	}
+	if (l > 5 && !strncasecmp(b, "HTTP/", 5)) {
+		const char *sp = memchr(b, ' ', l);
+		if (sp)
+			c->http_status = atoi(sp + 1);
+		return len;
+	}
+	const char *colon = memchr(b, ':', l);
+	if (!colon)
+		return len;
+	size_t kl = (size_t)(colon - b);
+	const char *v = colon + 1;
+	while (v < b + l && (*v == ' ' || *v == '\t'))
+		v++;
+	size_t vl = (size_t)(b + l - v);
+	if (kl == 11 && !strncasecmp(b, "grpc-status", 11)) {
+		char tmp[16];
+		size_t k = vl < sizeof tmp - 1 ? vl : sizeof tmp - 1;
+		memcpy(tmp, v, k);
+		tmp[k] = 0;
+		char *end;
+		long s = strtol(tmp, &end, 10);
+		c->grpc_status = (end != tmp && s >= 0 && s <= 0xffff) ? (int)s : RK_GRPC_UNKNOWN;
+	} else if (kl == 12 && !strncasecmp(b, "grpc-message", 12)) {
+		free(c->grpc_message);
+		c->grpc_message = malloc(vl + 1);
+		if (c->grpc_message)
+			rk_grpc_percent_decode(v, vl, c->grpc_message, vl + 1);
+	}
+	return len;
+}
+
+static void rxq_push(rk_grpc_call *c, struct rxmsg *m)
+{
+	if (c->rxq_tail)
+		c->rxq_tail->next = m;
+	else
+		c->rxq_head = m;
+	c->rxq_tail = m;
+}
+
+/* The write callback refuses the rest of a response: make libcurl drop (not cache) the
+ * connection so the server sees the stream end (see call_detach). Only sets a flag. */
+static size_t write_fail(rk_grpc_call *c)
+{
+	curl_easy_setopt(c->easy, CURLOPT_FORBID_REUSE, 1L);
+	return 0;
+}
+
+static size_t write_cb(char *b, size_t size, size_t n, void *ud)
+{
+	rk_grpc_call *c = ud;
+	size_t len = size * n;
+	if (c->local_status >= 0)
+		return write_fail(c); /* already failing */
+	if (buf_reserve(&c->rx, &c->rx_cap, c->rx_len + len) < 0) {
+		c->local_status = RK_GRPC_RESOURCE_EXHAUSTED;
+		snprintf(c->local_msg, sizeof c->local_msg, "out of memory buffering a response");
+		return write_fail(c);
+	}
+	memcpy(c->rx + c->rx_len, b, len);
+	c->rx_len += len;
+	size_t off = 0;
+	for (;;) {
+		const uint8_t *msg;
+		size_t ml, used;
+		int st = RK_GRPC_INTERNAL;
+		rk_err e;
+		int r = rk_grpc_frame_parse(c->rx + off, c->rx_len - off, c->ch->o.max_recv, &msg, &ml,
+		                            &used, &st, &e);
+		if (r == 0)
+			break;
+		if (r < 0) {
+			c->local_status = st;
+			snprintf(c->local_msg, sizeof c->local_msg, "%s", e.msg);
+			return write_fail(c);
+		}
+		struct rxmsg *m = calloc(1, sizeof *m);
+		if (!m) {
+			c->local_status = RK_GRPC_RESOURCE_EXHAUSTED;
+			snprintf(c->local_msg, sizeof c->local_msg, "out of memory");
+			return write_fail(c);
+		}
+		if (c->resp) {
+			m->msg = protobuf_c_message_unpack(c->resp, NULL, ml, msg);
+			if (!m->msg) {
+				free(m);
+				c->local_status = RK_GRPC_INTERNAL;
+				snprintf(c->local_msg, sizeof c->local_msg,
+				         "cannot decode a %zu-byte response as %s: not valid protobuf for that "
+				         "type (is the server speaking the same .proto?)", ml, c->resp->name);
+				return write_fail(c);
+			}
+		} else {
+			m->raw = malloc(ml ? ml : 1);
+			if (!m->raw) {
+				free(m);
+				c->local_status = RK_GRPC_RESOURCE_EXHAUSTED;
+				snprintf(c->local_msg, sizeof c->local_msg, "out of memory");
+				return write_fail(c);
+			}
+			memcpy(m->raw, msg, ml);
+			m->len = ml;
+		}
+		rxq_push(c, m);
+		off += used;
+	}
+	if (off) {
+		memmove(c->rx, c->rx + off, c->rx_len - off);
+		c->rx_len -= off;
+	}
+	return len;
+}
+
+static size_t read_cb(char *b, size_t size, size_t n, void *ud)
+{
+	rk_grpc_call *c = ud;
+	size_t room = size * n, avail = c->tx_len - c->tx_off;
+	if (avail) {
+		size_t k = avail < room ? avail : room;
+		memcpy(b, c->tx + c->tx_off, k);
+		c->tx_off += k;
+		if (c->tx_off == c->tx_len)
+			c->tx_off = c->tx_len = 0;
+		return k;
+	}
+	if (c->send_closed)
+		return 0;
+	c->paused = 1;
+	return CURL_READFUNC_PAUSE;
+}
+
+static void call_unpause(rk_grpc_call *c)
+{
+	if (!c->paused || !c->easy || c->finished)
+		return;
+	if (c->ch->in_curl) {
+		c->want_unpause = 1;
+		c->ch->unpause_pending = 1;
+		return;
+	}
+	c->paused = 0;
+	c->want_unpause = 0;
+	curl_easy_pause(c->easy, CURLPAUSE_CONT);
+}
+
+static void deadline_cb(void *ud)
+{
+	rk_grpc_call *c = ud;
+	struct rk_grpc_channel *ch = c->ch;
+	c->deadline = NULL;
+	ch->processing++;
+	call_finish(c, RK_GRPC_DEADLINE_EXCEEDED, "deadline exceeded before the server answered");
+	ch->processing--;
+	if (!ch->processing && ch->closing)
+		ch_free_now(ch);
+}
+
+rk_grpc_call *rk_grpc_call_start(rk_grpc_channel *ch, const char *path, uint64_t deadline_ms,
+                                 const ProtobufCMessageDescriptor *resp, const rk_grpc_call_cbs *cbs,
+                                 void *ud, rk_err *e)
+{
+	if (ch->closing) {
+		rk_errf(e, EBADF, "gRPC channel %s is closed", ch->url);
+		return NULL;
+	}
+	if (!path || path[0] != '/') {
+		rk_errf(e, EINVAL, "gRPC method path must look like /package.Service/Method, got '%s'",
+		        path ? path : "(null)");
+		return NULL;
+	}
+	rk_grpc_call *c = calloc(1, sizeof *c);
+	if (!c) {
+		rk_errf(e, ENOMEM, "out of memory");
+		return NULL;
+	}
+	c->ch = ch;
+	c->refs = 1;
+	c->resp = resp;
+	c->cbs = *cbs;
+	c->ud = ud;
+	c->grpc_status = -1;
+	c->local_status = -1;
+	c->path = strdup(path);
+	size_t ul = strlen(ch->url) + strlen(path) + 1;
+	char *url = malloc(ul);
+	c->easy = curl_easy_init();
+	if (!c->path || !url || !c->easy) {
+		free(url);
+		if (c->easy)
+			curl_easy_cleanup(c->easy);
+		c->easy = NULL;
+		call_unref(c);
+		rk_errf(e, ENOMEM, "out of memory starting gRPC call %s", path);
+		return NULL;
+	}
+	snprintf(url, ul, "%s%s", ch->url, path);
+
+	struct curl_slist *h = NULL;
+	h = curl_slist_append(h, "content-type: application/grpc");
+	h = curl_slist_append(h, "te: trailers");
+	h = curl_slist_append(h, "Expect:");
+	h = curl_slist_append(h, "Accept:");
+	if (deadline_ms) {
+		char t[16], line[40];
+		rk_grpc_timeout_str(deadline_ms, t);
+		snprintf(line, sizeof line, "grpc-timeout: %s", t);
+		h = curl_slist_append(h, line);
+	}
+	c->hdrs = h;
+
+	CURL *ez = c->easy;
+	curl_easy_setopt(ez, CURLOPT_URL, url);
+	free(url);
+	curl_easy_setopt(ez, CURLOPT_PRIVATE, c);
+	curl_easy_setopt(ez, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(ez, CURLOPT_POST, 1L);
+	curl_easy_setopt(ez, CURLOPT_HTTPHEADER, h);
+	curl_easy_setopt(ez, CURLOPT_READFUNCTION, read_cb);
+	curl_easy_setopt(ez, CURLOPT_READDATA, c);
+	curl_easy_setopt(ez, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(ez, CURLOPT_WRITEDATA, c);
+	curl_easy_setopt(ez, CURLOPT_HEADERFUNCTION, hdr_cb);
+	curl_easy_setopt(ez, CURLOPT_HEADERDATA, c);
+	curl_easy_setopt(ez, CURLOPT_ERRORBUFFER, c->errbuf);
+	curl_easy_setopt(ez, CURLOPT_PIPEWAIT, 1L);
+	if (ch->tls) {
+		curl_easy_setopt(ez, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+	} else if (!ch->h2c_reuse_bug || !ch_has_live_stream(ch)) {
+		curl_easy_setopt(ez, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+		/* libcurl 7.88 re-runs the prior-knowledge switch on a reused connection and breaks it
+		 * ("Error in the HTTP2 framing layer", curl issue 10634, fixed in 7.89.0) */
+		if (ch->h2c_reuse_bug)
+			curl_easy_setopt(ez, CURLOPT_FRESH_CONNECT, 1L);
+	} else {
+		/* an h2c connection is up and in use: plain "HTTP/2" reuses it without the broken switch */
+		curl_easy_setopt(ez, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2_0);
+	}
+	curl_easy_setopt(ez, CURLOPT_CONNECTTIMEOUT_MS, ch->o.connect_timeout_ms);
+	curl_easy_setopt(ez, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(ez, CURLOPT_TCP_KEEPIDLE, ch->o.keepalive_idle_s);
+	curl_easy_setopt(ez, CURLOPT_TCP_KEEPINTVL, ch->o.keepalive_intvl_s);
+	curl_easy_setopt(ez, CURLOPT_TCP_NODELAY, 1L);
+	curl_easy_setopt(ez, CURLOPT_USERAGENT, ch->user_agent);
+	curl_easy_setopt(ez, CURLOPT_PROTOCOLS_STR, ch->tls ? "https" : "http");
+	if (ch->tls) {
+		if (ch->ca_file)
+			curl_easy_setopt(ez, CURLOPT_CAINFO, ch->ca_file);
+		if (ch->cert_file)
+			curl_easy_setopt(ez, CURLOPT_SSLCERT, ch->cert_file);
+		if (ch->key_file)
+			curl_easy_setopt(ez, CURLOPT_SSLKEY, ch->key_file);
+	}
+	if (getenv("RIKLET_CURL_VERBOSE"))
+		curl_easy_setopt(ez, CURLOPT_VERBOSE, 1L);
+
+	/* link before add: add_handle may run the timer callback */
+	c->next = ch->calls;
+	if (ch->calls)
+		ch->calls->prev = c;
+	ch->calls = c;
+	CURLMcode mc = curl_multi_add_handle(ch->multi, ez);
+	if (mc != CURLM_OK) {
+		rk_errf(e, EIO, "cannot start gRPC call %s on %s: %s", path, ch->url, curl_multi_strerror(mc));
+		c->finished = 1;
+		call_detach(c);
+		call_unref(c);
+		return NULL;
+	}
+	if (deadline_ms)
+		c->deadline = rk_loop_timer(ch->loop, deadline_ms, deadline_cb, c);
+	return c;
+}
+
+int rk_grpc_call_send_raw(rk_grpc_call *c, const void *buf, size_t len, rk_err *e)
+{
+	if (c->finished)
+		return rk_errf(e, EPIPE, "gRPC call %s already ended", c->path);
+	if (c->send_closed)
+		return rk_errf(e, EPIPE, "gRPC call %s: send after close_send", c->path);
+	if (len > UINT32_MAX)
+		return rk_errf(e, EMSGSIZE, "message of %zu bytes cannot be framed", len);
+	if (c->tx_off && c->tx_off == c->tx_len)
+		c->tx_off = c->tx_len = 0;
+	if (buf_reserve(&c->tx, &c->tx_cap, c->tx_len + 5 + len) < 0)
+		return rk_errf(e, ENOMEM, "out of memory queueing a %zu-byte message", len);
+	rk_grpc_frame_header(c->tx + c->tx_len, (uint32_t)len);
+	if (len)
+		memcpy(c->tx + c->tx_len + 5, buf, len);
+	c->tx_len += 5 + len;
+	call_unpause(c);
+	return 0;
+}
+
+int rk_grpc_call_send(rk_grpc_call *c, const ProtobufCMessage *m, rk_err *e)
+{
+	size_t n = protobuf_c_message_get_packed_size(m);
+	uint8_t stackbuf[512];
+	uint8_t *b = n <= sizeof stackbuf ? stackbuf : malloc(n);
+	if (!b)
+		return rk_errf(e, ENOMEM, "out of memory packing a %zu-byte message", n);
+	protobuf_c_message_pack(m, b);
+	int r = rk_grpc_call_send_raw(c, b, n, e);
+	if (b != stackbuf)
+		free(b);
+	return r;
+}
+
+void rk_grpc_call_close_send(rk_grpc_call *c)
+{
+	if (c->send_closed || c->finished)
+		return;
+	c->send_closed = 1;
+	call_unpause(c);
+}
+
+void rk_grpc_call_cancel(rk_grpc_call *c)
+{
+	if (!c || c->cancelled)
+		return;
+	c->cancelled = 1;
+	if (c->finished)
+		return;
+	struct rk_grpc_channel *ch = c->ch;
+	if (ch->in_curl) { /* cannot happen through our callbacks; be safe anyway */
+		c->local_status = RK_GRPC_CANCELLED;
+		return;
+	}
+	call_finish(c, RK_GRPC_CANCELLED, "cancelled");
+}
+
+size_t rk_grpc_call_pending(const rk_grpc_call *c) { return c->tx_len - c->tx_off; }
+
+/* ---- curl multi <-> loop ------------------------------------------------------------------- */
+
+static void ch_drive(struct rk_grpc_channel *ch, curl_socket_t s, int ev)
+{
+	int running;
+	ch->in_curl++;
+	curl_multi_socket_action(ch->multi, s, ev, &running);
+	ch->in_curl--;
+	ch_process(ch);
+}
+
+static void fd_cb(void *ud, int fd, uint32_t events)
+{
+	struct sockinfo *si = ud;
+	int ev = 0;
+	if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP))
+		ev |= CURL_CSELECT_IN;
+	if (events & EPOLLOUT)
+		ev |= CURL_CSELECT_OUT;
+	if (events & EPOLLERR)
+		ev |= CURL_CSELECT_ERR;
+	ch_drive(si->ch, fd, ev);
+}
+
+static int sock_cb(CURL *ez, curl_socket_t s, int what, void *userp, void *socketp)
+{
+	struct rk_grpc_channel *ch = userp;
+	struct sockinfo *si = socketp;
+	if (what == CURL_POLL_REMOVE) {
+		if (si) {
+			rk_watch_cancel(si->w);
+			struct sockinfo **pp = &ch->socks;
+			while (*pp && *pp != si)
+				pp = &(*pp)->next;
+			if (*pp)
+				*pp = si->next;
+			free(si);
+			curl_multi_assign(ch->multi, s, NULL);
+		}
+		return 0;
+	}
+	uint32_t ev = 0;
+	if (what & CURL_POLL_IN)
+		ev |= EPOLLIN;
+	if (what & CURL_POLL_OUT)
+		ev |= EPOLLOUT;
+	rk_err e;
+	if (si) {
+		if (rk_watch_modify(si->w, ev, &e) < 0)
+			rk_error(SUB, "watching socket %d for %s: %s", (int)s, ch->url, e.msg);
+		return 0;
+	}
+	si = calloc(1, sizeof *si);
+	if (!si)
+		return -1;
+	si->fd = s;
+	si->ch = ch;
+	si->w = rk_loop_watch_fd(ch->loop, s, ev, fd_cb, si, &e);
+	if (!si->w) {
+		rk_error(SUB, "watching socket %d for %s: %s", (int)s, ch->url, e.msg);
+		free(si);
+		return -1;
+	}
+	si->next = ch->socks;
+	ch->socks = si;
+	curl_multi_assign(ch->multi, s, si);
+	return 0;
+}
+
+static void timer_fired(void *ud)
+{
+	struct rk_grpc_channel *ch = ud;
+	ch->timer = NULL;
+	ch_drive(ch, CURL_SOCKET_TIMEOUT, 0);
+}
+
+static int timer_cb(CURLM *m, long timeout_ms, void *userp)
+{
+	struct rk_grpc_channel *ch = userp;
+	if (ch->timer) {
+		rk_timer_cancel(ch->timer);
+		ch->timer = NULL;
+	}
+	if (timeout_ms >= 0)
+		ch->timer = rk_loop_timer(ch->loop, (uint64_t)timeout_ms, timer_fired, ch);
+	return 0;
+}
+
+static int curl_to_status(CURLcode r)
+{
+	switch (r) {
+	case CURLE_OPERATION_TIMEDOUT:
+		return RK_GRPC_UNAVAILABLE;
+	case CURLE_OUT_OF_MEMORY:
+		return RK_GRPC_RESOURCE_EXHAUSTED;
+	case CURLE_UNSUPPORTED_PROTOCOL:
+	case CURLE_URL_MALFORMAT:
+		return RK_GRPC_INVALID_ARGUMENT;
+	default:
+		return RK_GRPC_UNAVAILABLE;
+	}
+}
+
+static int http_to_status(int http)
+{
+	switch (http) {
+	case 400: return RK_GRPC_INTERNAL;
+	case 401: return RK_GRPC_UNAUTHENTICATED;
+	case 403: return RK_GRPC_PERMISSION_DENIED;
+	case 404: return RK_GRPC_UNIMPLEMENTED;
+	case 429: case 502: case 503: case 504: return RK_GRPC_UNAVAILABLE;
+	default: return RK_GRPC_UNKNOWN;
+	}
+}
+
+/* Decide how a transfer that curl reported done ended. */
+static void call_complete(rk_grpc_call *c)
+{
+	char msg[1200];
+	struct rk_grpc_channel *ch = c->ch;
+	if (c->local_status >= 0) {
+		snprintf(msg, sizeof msg, "%s %s: %s", ch->url, c->path, c->local_msg);
+		call_finish(c, c->local_status, msg);
+		return;
+	}
+	if (c->grpc_status >= 0) {
+		/* the server said how it ended; a stream reset after the trailers does not change that */
+		if (c->grpc_status == RK_GRPC_OK && c->rx_len) {
+			snprintf(msg, sizeof msg, "%s %s: stream ended inside a message (%zu bytes of a "
+			         "truncated frame left over)", ch->url, c->path, c->rx_len);
+			call_finish(c, RK_GRPC_INTERNAL, msg);
+			return;
+		}
+		call_finish(c, c->grpc_status, c->grpc_message ? c->grpc_message : "");
+		return;
+	}
+	if (c->curl_result != CURLE_OK) {
+		snprintf(msg, sizeof msg, "%s %s: %s%s%s", ch->url, c->path,
+		         curl_easy_strerror(c->curl_result), c->errbuf[0] ? ": " : "", c->errbuf);
+		call_finish(c, curl_to_status(c->curl_result), msg);
+		return;
+	}
+	if (c->http_status != 200) {
+		snprintf(msg, sizeof msg, "%s %s: HTTP status %d and no grpc-status (is this a gRPC "
+		         "server?)", ch->url, c->path, c->http_status);
+		call_finish(c, http_to_status(c->http_status), msg);
+		return;
+	}
+	if (c->rx_len) {
+		snprintf(msg, sizeof msg, "%s %s: stream ended inside a message (%zu bytes of a truncated "
+		         "frame left over)", ch->url, c->path, c->rx_len);
+		call_finish(c, RK_GRPC_INTERNAL, msg);
+		return;
+	}
+	snprintf(msg, sizeof msg, "%s %s: the server closed the stream without a grpc-status",
+	         ch->url, c->path);
+	call_finish(c, RK_GRPC_INTERNAL, msg);
+}
+
+static void ch_process(struct rk_grpc_channel *ch)
+{
+	CURLMsg *m;
+	int left;
+	ch->processing++;
+	while ((m = curl_multi_info_read(ch->multi, &left))) {
+		if (m->msg != CURLMSG_DONE)
+			continue;
+		rk_grpc_call *c = NULL;
+		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&c);
+		if (c) {
+			c->curl_done = 1;
+			c->curl_result = m->data.result;
+		}
+	}
+	/* snapshot the open calls: callbacks may add or remove calls */
+	size_t n = 0, cap = 16;
+	rk_grpc_call *stackarr[16], **arr = stackarr;
+	for (rk_grpc_call *c = ch->calls; c; c = c->next) {
+		if (!c->rxq_head && !c->curl_done && !c->headers_pending && !c->want_unpause &&
+		    c->local_status < 0)
+			continue;
+		if (n == cap) {
+			rk_grpc_call **na = malloc(sizeof *na * cap * 2);
+			if (!na)
+				break;
+			memcpy(na, arr, sizeof *na * n);
+			if (arr != stackarr)
+				free(arr);
+			arr = na;
+			cap *= 2;
+		}
+		c->refs++;
+		arr[n++] = c;
+	}
+	for (size_t i = 0; i < n; i++) {
+		rk_grpc_call *c = arr[i];
+		if (c->headers_pending && !c->finished) {
+			c->headers_pending = 0;
+			c->headers_seen = 1;
+			if (c->cbs.on_headers && !c->cancelled)
+				c->cbs.on_headers(c->ud);
+		}
+		while (c->rxq_head && !c->finished && !c->cancelled) {
+			struct rxmsg *r = c->rxq_head;
+			c->rxq_head = r->next;
+			if (!c->rxq_head)
+				c->rxq_tail = NULL;
+			if (c->cbs.on_message) {
+				c->cbs.on_message(c->ud, r->msg, r->raw, r->len);
+			} else if (r->msg) {
+				protobuf_c_message_free_unpacked(r->msg, NULL);
+			}
+			free(r->raw);
+			free(r);
+		}
+		if (c->curl_done && !c->finished)
+			call_complete(c);
+		else if (c->local_status == RK_GRPC_CANCELLED && c->cancelled && !c->finished)
+			call_finish(c, RK_GRPC_CANCELLED, "cancelled");
+		call_unref(c);
+	}
+	if (arr != stackarr)
+		free(arr);
+	if (ch->unpause_pending) {
+		ch->unpause_pending = 0;
+		for (rk_grpc_call *c = ch->calls; c; c = c->next)
+			if (c->want_unpause)
+				call_unpause(c);
+	}
+	ch->processing--;
+	if (!ch->processing && ch->closing)
+		ch_free_now(ch);
+}
+
+/* ---- channel ------------------------------------------------------------------------------- */
+
+rk_grpc_channel *rk_grpc_channel_new(rk_loop *l, const char *url, const rk_grpc_opts *o, rk_err *e)
+{
+	static int curl_inited;
+	if (!curl_inited) {
+		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+			rk_errf(e, EIO, "libcurl initialisation failed");
+			return NULL;
+		}
+		curl_inited = 1;
+	}
+	int tls;
+	if (!strncmp(url, "http://", 7))
+		tls = 0;
+	else if (!strncmp(url, "https://", 8))
+		tls = 1;
+	else {
+		rk_errf(e, EINVAL, "gRPC address '%s' must start with http:// (h2c) or https:// (TLS)", url);
+		return NULL;
+	}
+	curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
+	if (!(vi->features & CURL_VERSION_HTTP2)) {
+		rk_errf(e, ENOTSUP, "this libcurl (%s) has no HTTP/2 support; gRPC needs it (install "
+		        "libcurl4 built with nghttp2)", vi->version);
+		return NULL;
+	}
+	struct rk_grpc_channel *ch = calloc(1, sizeof *ch);
+	if (!ch) {
+		rk_errf(e, ENOMEM, "out of memory");
+		return NULL;
+	}
+	ch->loop = l;
+	ch->tls = tls;
+	ch->h2c_reuse_bug = vi->version_num < 0x075900;
+	if (o)
+		ch->o = *o;
+	if (!ch->o.max_recv)
+		ch->o.max_recv = RK_GRPC_DEFAULT_MAX_RECV;
+	if (ch->o.connect_timeout_ms <= 0)
+		ch->o.connect_timeout_ms = 10000;
+	if (ch->o.keepalive_idle_s <= 0)
+		ch->o.keepalive_idle_s = 30;
+	if (ch->o.keepalive_intvl_s <= 0)
+		ch->o.keepalive_intvl_s = 10;
+	ch->url = strdup(url);
+	if (ch->url) {
+		size_t n = strlen(ch->url);
+		while (n > 0 && ch->url[n - 1] == '/')
+			ch->url[--n] = 0;
+	}
+	char ua[64];
+	snprintf(ua, sizeof ua, "riklet-grpc/%s", vi->version);
+	ch->user_agent = strdup(ch->o.user_agent ? ch->o.user_agent : ua);
+	ch->ca_file = ch->o.ca_file ? strdup(ch->o.ca_file) : NULL;
+	ch->cert_file = ch->o.cert_file ? strdup(ch->o.cert_file) : NULL;
+	ch->key_file = ch->o.key_file ? strdup(ch->o.key_file) : NULL;
+	ch->o.ca_file = ch->o.cert_file = ch->o.key_file = ch->o.user_agent = NULL;
+	ch->multi = curl_multi_init();
+	if (!ch->url || !ch->user_agent || !ch->multi) {
+		rk_errf(e, ENOMEM, "out of memory creating gRPC channel to %s", url);
+		ch_free_now(ch);
+		return NULL;
+	}
+	curl_multi_setopt(ch->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+	curl_multi_setopt(ch->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
+	curl_multi_setopt(ch->multi, CURLMOPT_SOCKETDATA, ch);
+	curl_multi_setopt(ch->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+	curl_multi_setopt(ch->multi, CURLMOPT_TIMERDATA, ch);
+	return ch;
+}
+
+const char *rk_grpc_channel_url(const rk_grpc_channel *ch) { return ch->url; }
+
+static void ch_free_now(struct rk_grpc_channel *ch)
+{
+	while (ch->calls) {
+		rk_grpc_call *c = ch->calls;
+		c->cancelled = 1;
+		call_finish(c, RK_GRPC_CANCELLED, "channel closed");
+	}
+	while (ch->socks) {
+		struct sockinfo *si = ch->socks;
+		ch->socks = si->next;
+		rk_watch_cancel(si->w);
+		if (ch->multi)
+			curl_multi_assign(ch->multi, si->fd, NULL);
+		free(si);
+	}
+	if (ch->multi) {
+		/* stop curl from calling back into a half-freed channel */
+		curl_multi_setopt(ch->multi, CURLMOPT_SOCKETFUNCTION, NULL);
+		curl_multi_setopt(ch->multi, CURLMOPT_TIMERFUNCTION, NULL);
+		curl_multi_cleanup(ch->multi);
+	}
+	if (ch->timer)
+		rk_timer_cancel(ch->timer);
+	free(ch->url);
+	free(ch->user_agent);
+	free(ch->ca_file);
+	free(ch->cert_file);
+	free(ch->key_file);
+	free(ch);
+}
+
+void rk_grpc_channel_free(rk_grpc_channel *ch)
+{
+	if (!ch || ch->closing)
+		return;
+	ch->closing = 1;
+	if (ch->processing || ch->in_curl)
+		return; /* freed when the current dispatch ends */
+	ch_free_now(ch);
+}
