@@ -1,0 +1,327 @@
+-- riklet.image — container images: pull with skopeo into an OCI layout under <state>/images/,
+-- unpack once per manifest digest with umoci under <state>/rootfs/, and give each container
+-- instance its own writable overlayfs on top of the shared read-only rootfs.
+--
+--   image.init(cfg) -> true | nil, err
+--       cfg: the agent config (paths.images, paths.rootfs, skopeo, umoci, insecure_registries,
+--       pull_timeout), or a plain {state_dir=} for tests.
+--   image.ensure(ref, opts) -> {digest=, rootfs=, config=, bundle=, ref=} | nil, err
+--       ref: "name[:tag]", "host:port/path/name[:tag]", "name@sha256:<hex>", "oci:/abs/layout[:tag]"
+--       opts: timeout (seconds), insecure_registries (list of host[:port]), pull = "missing"
+--       (default: use the local copy of a tag when there is one) | "always".
+--       rootfs = the unpacked root filesystem (shared, never written), config = the config.json
+--       umoci generated (a template for riklet.oci.edit_config), bundle = their directory.
+--       Concurrent ensures of one image coalesce: the later callers wait for the first.
+--   image.mount_rootfs(instance_dir, img) -> rootfs_path | nil, err
+--       img: a table from ensure, or the unpacked rootfs path. Mounts <dir>/rootfs as an overlay
+--       (upper <dir>/upper, work <dir>/work). Already mounted is success.
+--   image.umount_rootfs(instance_dir) -> true | nil, err     (not mounted is success)
+--   image.parse_ref, image.layout_lookup, image.digest_key, image.is_mountpoint: from riklet.image.c
+local c = require "riklet.image.c"
+local core = require "riklet.core"
+local fs = require "riklet.fs"
+local proc = require "riklet.proc"
+local task = require "riklet.task"
+
+local M = {}
+M.parse_ref = c.parse_ref
+M.layout_lookup = c.layout_lookup
+M.digest_key = c.digest_key
+M.digest_valid = c.digest_valid
+M.is_mountpoint = c.is_mountpoint
+
+local LAYOUT_REF = "image" -- the ref name of the one image in each of our layouts
+
+local cfg = {
+  skopeo = "skopeo", umoci = "umoci", insecure = {}, pull_timeout = 600, unpack_timeout = 600,
+}
+M.stats = { pulls = 0, unpacks = 0 } -- counters, for tests and metrics
+
+local function log(level, fmt, ...) core.log(level, "image", fmt:format(...)) end
+
+function M.init(config)
+  config = config or {}
+  local paths = config.paths
+  if not paths then
+    local s = config.state_dir or "/var/lib/riklet"
+    paths = { images = s .. "/images", rootfs = s .. "/rootfs" }
+  end
+  cfg.images, cfg.rootfs = paths.images, paths.rootfs
+  cfg.skopeo = config.skopeo or cfg.skopeo
+  cfg.umoci = config.umoci or cfg.umoci
+  cfg.insecure = config.insecure_registries or {}
+  cfg.pull_timeout = config.pull_timeout or cfg.pull_timeout
+  cfg.authfile = config.registry_authfile
+  for _, d in ipairs({ cfg.images, cfg.rootfs }) do
+    if d:sub(1, 1) ~= "/" or d:find("[,:\\]") then
+      return nil, ("image directory %q must be an absolute path without ',' ':' or '\\'"):format(d)
+    end
+    local ok, err = fs.mkdir_p(d, 0700)
+    if not ok then return nil, "cannot create the image cache: " .. err end
+  end
+  -- A crash during an unpack or a first pull leaves a ".tmp-*" directory: never used, remove it.
+  for _, d in ipairs({ cfg.images, cfg.rootfs }) do
+    for _, name in ipairs(fs.list(d) or {}) do
+      if name:sub(1, 5) == ".tmp-" then
+        local ok, err = fs.rm_rf(d .. "/" .. name)
+        if ok then log("info", "removed %s/%s left by an interrupted pull or unpack", d, name)
+        else log("warn", "cannot remove leftover %s/%s: %s", d, name, err) end
+      end
+    end
+  end
+  cfg.ready = true
+  return true
+end
+
+-- ---- helpers ------------------------------------------------------------------------------
+
+-- The useful part of a tool's stderr: logrus lines (`time=… level=fatal msg="…"`) reduced to msg.
+local function last_lines(s, max)
+  local msgs = {}
+  for line in (s or ""):gmatch("[^\n]+") do
+    local m = line:match('level=%a+ msg="(.*)"%s*$')
+    msgs[#msgs + 1] = m and m:gsub('\\"', '"') or line
+  end
+  s = table.concat(msgs, "; "):gsub("%s+$", "")
+  if #s > (max or 600) then s = "..." .. s:sub(-(max or 600)) end
+  return s
+end
+
+local function is_insecure(registry, opts)
+  for _, r in ipairs(opts.insecure_registries or cfg.insecure) do
+    if r == registry then return true end
+  end
+  return false
+end
+
+local tmp_seq = 0
+local function tmp_name(dir, what)
+  tmp_seq = tmp_seq + 1
+  return ("%s/.tmp-%s-%d-%d"):format(dir, what, core.getpid(), tmp_seq)
+end
+
+local function tool_missing(r, tool, pkg)
+  if r == nil then return ("%s could not be started; install it (apt-get install %s) or set --%s"):format(tool, pkg, pkg) end
+end
+
+-- Turn skopeo's stderr into what an operator needs to read.
+local function explain_pull(ref, registry, res, timeout, layout_dir)
+  local e = res.stderr or ""
+  local low = e:lower()
+  local tail = last_lines(e, 400)
+  if res.timed_out then
+    return ("pulling %s timed out after %gs (registry %s slow or unreachable; raise --pull-timeout)"):format(ref, timeout, registry)
+  end
+  if low:find("manifest unknown", 1, true) or low:find("name unknown", 1, true)
+      or low:find("not found", 1, true) or low:find("does not exist", 1, true) then
+    return ("image %s not found in registry %s (check the repository name and tag): %s"):format(ref, registry, tail)
+  end
+  if low:find("server gave http response to https client", 1, true) then
+    return ("registry %s speaks plain HTTP: add it to --insecure-registries to pull %s"):format(registry, ref)
+  end
+  if low:find("x509", 1, true) or low:find("certificate", 1, true) or low:find("tls:", 1, true) then
+    return ("TLS verification of registry %s failed while pulling %s (install its CA, or list it in --insecure-registries): %s"):format(registry, ref, tail)
+  end
+  if low:find("unauthorized", 1, true) or low:find("authentication required", 1, true)
+      or low:find("denied", 1, true) or low:find("401", 1, true) or low:find("403", 1, true) then
+    return ("registry %s refused access to %s (authentication required, or the repository does not exist): %s"):format(registry, ref, tail)
+  end
+  if low:find("no space left", 1, true) or low:find("quota", 1, true) then
+    return ("no space left on the disk holding %s while pulling %s: free space or move --state-dir"):format(layout_dir, ref)
+  end
+  if low:find("connection refused", 1, true) or low:find("no such host", 1, true) or low:find("i/o timeout", 1, true)
+      or low:find("network is unreachable", 1, true) or low:find("dial tcp", 1, true)
+      or low:find("connection reset", 1, true) or low:find("eof", 1, true) then
+    return ("registry %s is unreachable while pulling %s (check that it runs and that this node can reach it): %s"):format(registry, ref, tail)
+  end
+  return ("pulling %s failed (%s): %s"):format(ref, proc.describe(res.code, res.signal), tail)
+end
+
+-- Run fn once per key at a time; later callers for the same key wait and share its result.
+local inflight = {}
+local function coalesce(key, fn, ...)
+  local w = inflight[key]
+  if w then
+    w.waiters = w.waiters + 1
+    local res = w.done:wait()
+    return res[1], res[2]
+  end
+  w = { done = task.event(), waiters = 0 }
+  inflight[key] = w
+  local ok, a, b = pcall(fn, ...)
+  inflight[key] = nil
+  if not ok then a, b = nil, "internal error: " .. tostring(a) end
+  w.done:set({ a, b })
+  if not ok then error(b, 0) end
+  return a, b
+end
+
+-- ---- pull ----------------------------------------------------------------------------------
+
+-- skopeo copy REF → <images>/<key> (a layout holding the one image, ref name "image").
+local function pull(r, opts)
+  local layout = cfg.images .. "/" .. r.key
+  if not fs.safe_name(r.key, 255) then return nil, "internal error: unsafe image key " .. r.key end
+  local fresh = not fs.exists(layout .. "/index.json")
+  if not fresh and opts.pull ~= "always" then
+    local d = c.layout_lookup(layout, LAYOUT_REF)
+    if d then return layout, d end
+  end
+  local target = layout
+  if fresh then
+    -- first pull: into a temporary layout renamed at the end, so a failure leaves nothing behind
+    fs.rm_rf(layout)
+    target = tmp_name(cfg.images, r.key:sub(1, 64))
+  end
+  local argv = { cfg.skopeo }
+  if not fs.exists("/etc/containers/policy.json") then argv[#argv + 1] = "--insecure-policy" end
+  argv[#argv + 1] = "copy"
+  argv[#argv + 1] = "--quiet"
+  if is_insecure(r.registry, opts) then argv[#argv + 1] = "--src-tls-verify=false" end
+  if cfg.authfile then argv[#argv + 1] = "--src-authfile=" .. cfg.authfile end
+  argv[#argv + 1] = r.transport
+  argv[#argv + 1] = "oci:" .. target .. ":" .. LAYOUT_REF
+  local timeout = opts.timeout or cfg.pull_timeout
+  log("info", "pulling %s", r.canonical)
+  local t0 = core.now()
+  local res, err = proc.run(argv, { timeout = timeout })
+  local msg = tool_missing(res, "skopeo", "skopeo")
+  if msg then
+    if fresh then fs.rm_rf(target) end
+    return nil, msg .. ": " .. tostring(err)
+  end
+  if res.code ~= 0 then
+    if fresh then fs.rm_rf(target) end
+    return nil, explain_pull(r.canonical, r.registry, res, timeout, cfg.images)
+  end
+  M.stats.pulls = M.stats.pulls + 1
+  if fresh then
+    local ok, rerr = fs.rename(target, layout)
+    if not ok then
+      fs.rm_rf(target)
+      return nil, ("cannot move the pulled image into place: %s"):format(rerr)
+    end
+  end
+  local d, lerr = c.layout_lookup(layout, LAYOUT_REF)
+  if not d then return nil, ("pulled %s but cannot read it back: %s"):format(r.canonical, lerr) end
+  log("info", "pulled %s (%s) in %.1fs", r.canonical, d, core.now() - t0)
+  return layout, d
+end
+
+-- ---- unpack --------------------------------------------------------------------------------
+
+local function cached(dest, digest, canonical)
+  if fs.exists(dest .. "/rootfs") and fs.exists(dest .. "/config.json") then
+    return { digest = digest, rootfs = dest .. "/rootfs", config = dest .. "/config.json", bundle = dest, ref = canonical }
+  end
+end
+
+-- umoci unpack LAYOUT:REF → <rootfs>/sha256_<hex>, via a temporary directory and a rename.
+local function unpack(layout, refname, digest, canonical, opts)
+  local dkey, kerr = c.digest_key(digest)
+  if not dkey then return nil, kerr end
+  local dest = cfg.rootfs .. "/" .. dkey
+  local hit = cached(dest, digest, canonical)
+  if hit then return hit end
+  if fs.exists(dest) then
+    log("warn", "%s is incomplete (no rootfs or config.json): unpacking it again", dest)
+    local ok, err = fs.rm_rf(dest)
+    if not ok then return nil, "cannot remove the damaged unpacked image: " .. err end
+  end
+  local tmp = tmp_name(cfg.rootfs, dkey)
+  local argv = { cfg.umoci, "unpack" }
+  if core.getuid() ~= 0 then argv[#argv + 1] = "--rootless" end
+  argv[#argv + 1] = "--image"
+  argv[#argv + 1] = layout .. ":" .. refname
+  argv[#argv + 1] = tmp
+  log("info", "unpacking %s (%s)", canonical, digest)
+  local t0 = core.now()
+  local res, err = proc.run(argv, { timeout = opts.unpack_timeout or cfg.unpack_timeout })
+  local msg = tool_missing(res, "umoci", "umoci")
+  if msg then return nil, msg .. ": " .. tostring(err) end
+  if res.code ~= 0 then
+    fs.rm_rf(tmp)
+    local e = res.stderr or ""
+    if res.timed_out then
+      return nil, ("unpacking %s timed out (disk too slow or image too large)"):format(canonical)
+    end
+    if e:lower():find("no space left", 1, true) then
+      return nil, ("no space left on the disk holding %s while unpacking %s: free space or move --state-dir"):format(cfg.rootfs, canonical)
+    end
+    return nil, ("unpacking %s with umoci failed (%s): %s"):format(canonical, proc.describe(res.code, res.signal), last_lines(e, 400))
+  end
+  if not fs.exists(tmp .. "/rootfs") or not fs.exists(tmp .. "/config.json") then
+    fs.rm_rf(tmp)
+    return nil, ("umoci unpacked %s without a rootfs or config.json"):format(canonical)
+  end
+  local ok, rerr = fs.rename(tmp, dest)
+  if not ok then
+    fs.rm_rf(tmp)
+    hit = cached(dest, digest, canonical) -- another ref with the same digest got there first
+    if hit then return hit end
+    return nil, ("cannot move the unpacked image into %s: %s"):format(dest, rerr)
+  end
+  M.stats.unpacks = M.stats.unpacks + 1
+  log("info", "unpacked %s in %.1fs", canonical, core.now() - t0)
+  return cached(dest, digest, canonical)
+end
+
+local function ensure(r, opts)
+  local layout, refname, digest
+  if r.layout ~= "" then
+    layout, refname = r.layout, r.tag
+    local d, err, missing = c.layout_lookup(layout, refname)
+    if not d then
+      if not fs.exists(layout .. "/index.json") then
+        return nil, ("image %s: there is no OCI layout at %s (no index.json)"):format(r.canonical, layout)
+      end
+      if missing then return nil, ("image %s: %s"):format(r.canonical, err) end
+      return nil, err
+    end
+    digest = d
+  else
+    local d
+    layout, d = pull(r, opts)
+    if not layout then return nil, d end
+    refname, digest = LAYOUT_REF, d
+  end
+  return coalesce("unpack " .. digest, unpack, layout, refname, digest, r.canonical, opts)
+end
+
+function M.ensure(ref, opts)
+  opts = opts or {}
+  if not cfg.ready then return nil, "riklet.image is not initialised (image.init)" end
+  if type(ref) ~= "string" then return nil, "image reference must be a string" end
+  local r, err = c.parse_ref(ref)
+  if not r then return nil, "invalid image reference: " .. err end
+  return coalesce("ensure " .. r.canonical, ensure, r, opts)
+end
+
+-- ---- per-instance rootfs -------------------------------------------------------------------
+
+local function check_dir(dir)
+  if type(dir) ~= "string" or dir:sub(1, 1) ~= "/" or dir:find("[,:\\]") or dir:find("/%.%.?/") or dir:find("/%.%.?$") then
+    return nil, ("instance directory %q must be an absolute path without ',' ':' '\\' or '..'"):format(tostring(dir))
+  end
+  return true
+end
+
+function M.mount_rootfs(dir, img)
+  local ok, err = check_dir(dir)
+  if not ok then return nil, err end
+  local lower = type(img) == "table" and img.rootfs or img
+  if type(lower) ~= "string" then return nil, "mount_rootfs: no unpacked rootfs given" end
+  local target = dir .. "/rootfs"
+  if c.is_mountpoint(target) then return target end
+  ok, err = c.overlay_mount(lower, dir .. "/upper", dir .. "/work", target)
+  if not ok then return nil, err end
+  return target
+end
+
+function M.umount_rootfs(dir)
+  local ok, err = check_dir(dir)
+  if not ok then return nil, err end
+  return c.overlay_umount(dir .. "/rootfs")
+end
+
+return M

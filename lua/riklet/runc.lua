@@ -1,0 +1,216 @@
+-- riklet.runc — the runc CLI, driven over riklet.proc (every call yields, never blocks the loop).
+-- Every function returns a value (true, a table) or nil, err where err names the command, the
+-- container and what runc said.
+--
+--   runc.init(cfg) -> true | nil, err        cfg.runc (binary), cfg.runc_root (--root directory)
+--   runc.create(id, bundle, {pid_file=, log=, timeout=}) -> true | nil, err
+--       `runc create --bundle B --pid-file P ID`; the container's stdout and stderr go to the
+--       file `log` (appended; /dev/null when nil), stdin is /dev/null, no terminal. runc's own
+--       messages go to <bundle>/runc.log (JSON lines) as well.
+--   runc.start(id) -> true | nil, err
+--   runc.state(id) -> {id=, pid=, status=, bundle=, created=} | nil, err, missing:boolean
+--   runc.kill(id, signal="TERM", {all=bool}) -> true | nil, err   (a stopped container: true, "not running")
+--   runc.delete(id, {force=bool}) -> true | nil, err             (an absent container: true, "absent")
+--   runc.list() -> array of {id=, pid=, status=, bundle=, created=} | nil, err
+--   runc.valid_id(id) -> boolean
+local core = require "riklet.core"
+local fs = require "riklet.fs"
+local json = require "riklet.json"
+local oci = require "riklet.oci"
+local proc = require "riklet.proc"
+local task = require "riklet.task"
+
+local M = {}
+local cfg = { runc = "runc", root = "/run/riklet/runc", timeout = 60 }
+
+function M.init(config)
+  config = config or {}
+  cfg.runc = config.runc or cfg.runc
+  cfg.root = config.runc_root or config.root or cfg.root
+  if cfg.root:sub(1, 1) ~= "/" then return nil, ("runc root %q must be an absolute path"):format(cfg.root) end
+  local ok, err = fs.mkdir_p(cfg.root, 0700)
+  if not ok then return nil, "cannot create the runc state directory: " .. err end
+  local r, rerr = proc.run({ cfg.runc, "--version" }, { timeout = 10 })
+  if not r then
+    return nil, ("runc (%s) could not be started: %s; install it (apt-get install runc) or set --runc"):format(cfg.runc, tostring(rerr))
+  end
+  if r.code ~= 0 then
+    return nil, ("%s --version failed (%s): %s"):format(cfg.runc, proc.describe(r.code, r.signal), r.stderr or "")
+  end
+  cfg.version = (r.stdout or ""):match("runc version (%S+)")
+  return true
+end
+
+-- runc ids: what runc itself accepts, bounded; they come from instance ids and container names.
+function M.valid_id(id)
+  return type(id) == "string" and #id <= 1024 and fs.safe_name(id, 1024) and id:sub(1, 1) ~= "." and true or false
+end
+
+local function check_id(id, what)
+  if not M.valid_id(id) then
+    return nil, ("runc %s: invalid container id %q (allowed: letters, digits, '.', '_', '-')"):format(what, tostring(id))
+  end
+  return true
+end
+
+-- runc writes `time="…" level=error msg="…"`: keep the messages.
+local function runc_msg(s)
+  s = s or ""
+  local msgs = {}
+  for line in s:gmatch("[^\n]+") do
+    local m = line:match('msg="(.-)"%s*$') or line:match('msg="(.-)"')
+    if not m then
+      local ok, j = pcall(json.decode, line)
+      if ok and type(j) == "table" and j.msg then m = j.msg end
+    end
+    msgs[#msgs + 1] = (m or line):gsub('\\"', '"')
+  end
+  local out = table.concat(msgs, "; ")
+  if #out > 800 then out = "..." .. out:sub(-800) end
+  return out
+end
+
+local function run(args, what, id, timeout)
+  local argv = { cfg.runc, "--root", cfg.root }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  local r, err = proc.run(argv, { timeout = timeout or cfg.timeout })
+  if not r then
+    return nil, ("runc %s %s: runc (%s) could not be started: %s"):format(what, id or "", cfg.runc, tostring(err))
+  end
+  if r.timed_out then
+    return nil, ("runc %s %s did not finish within %gs (killed)"):format(what, id or "", timeout or cfg.timeout), r
+  end
+  if r.code ~= 0 then
+    return nil, ("runc %s %s failed (%s): %s"):format(what, id or "", proc.describe(r.code, r.signal), runc_msg(r.stderr)), r
+  end
+  return r
+end
+
+function M.create(id, bundle, opts)
+  opts = opts or {}
+  local ok, err = check_id(id, "create")
+  if not ok then return nil, err end
+  if type(bundle) ~= "string" or bundle:sub(1, 1) ~= "/" then
+    return nil, ("runc create %s: bundle %q must be an absolute path"):format(id, tostring(bundle))
+  end
+  if not fs.exists(bundle .. "/config.json") then
+    return nil, ("runc create %s: %s/config.json does not exist"):format(id, bundle)
+  end
+  local runc_log = bundle .. "/runc.log"
+  local argv = { cfg.runc, "--root", cfg.root, "--log", runc_log, "--log-format", "json", "create", "--bundle", bundle }
+  if opts.pid_file then
+    argv[#argv + 1] = "--pid-file"
+    argv[#argv + 1] = opts.pid_file
+  end
+  argv[#argv + 1] = id
+  -- The container inherits runc's stdio: they must be the log file, not a pipe we read
+  -- (a pipe would stay open as long as the container lives).
+  local p, serr = proc.spawn(argv, { stdout = opts.log, stderr = opts.log })
+  if not p then
+    return nil, ("runc create %s: runc (%s) could not be started: %s"):format(id, cfg.runc, tostring(serr))
+  end
+  local timeout = opts.timeout or cfg.timeout
+  local timed_out, done = false, task.event()
+  task.spawn(function()
+    if not done:wait(timeout) and not p:exited() then
+      timed_out = true
+      p:kill(9)
+    end
+  end)
+  local code, sig = p:wait()
+  done:set()
+  if code == 0 then return true end
+  -- runc's own account of the failure, from the end of its log
+  local tail = fs.tail(runc_log, 4096) or ""
+  local last
+  for line in tail:gmatch("[^\n]+") do
+    local okj, j = pcall(json.decode, line)
+    if okj and type(j) == "table" and j.level == "error" and j.msg then last = j.msg end
+  end
+  if timed_out then
+    return nil, ("runc create %s did not finish within %gs (killed)%s"):format(id, timeout, last and (": " .. last) or "")
+  end
+  return nil, ("runc create %s failed (%s): %s"):format(id, proc.describe(code, sig), last or ("see " .. runc_log))
+end
+
+function M.start(id)
+  local ok, err = check_id(id, "start")
+  if not ok then return nil, err end
+  local r, rerr = run({ "start", id }, "start", id)
+  if not r then return nil, rerr end
+  return true
+end
+
+function M.state(id)
+  local ok, err = check_id(id, "state")
+  if not ok then return nil, err end
+  local r, rerr, raw = run({ "state", id }, "state", id, 30)
+  if not r then
+    local missing = raw and (raw.stderr or ""):find("does not exist", 1, true) ~= nil
+    if missing then return nil, ("container %s does not exist in runc (root %s)"):format(id, cfg.root), true end
+    return nil, rerr, false
+  end
+  local st, perr = oci.parse_state(r.stdout or "")
+  if not st then return nil, ("runc state %s: %s"):format(id, perr), false end
+  return st
+end
+
+local function signame(sig)
+  if sig == nil then return "TERM" end
+  if type(sig) == "number" then return tostring(math.floor(sig)) end
+  sig = tostring(sig):upper():gsub("^SIG", "")
+  if not sig:match("^[A-Z0-9+-]+$") then return nil end
+  return sig
+end
+
+function M.kill(id, signal, opts)
+  local ok, err = check_id(id, "kill")
+  if not ok then return nil, err end
+  local sig = signame(signal)
+  if not sig then return nil, ("runc kill %s: invalid signal %q"):format(id, tostring(signal)) end
+  local args = { "kill" }
+  if opts and opts.all then args[#args + 1] = "--all" end
+  args[#args + 1] = id
+  args[#args + 1] = sig
+  local r, rerr, raw = run(args, "kill", id, 30)
+  if not r then
+    local e = raw and raw.stderr or ""
+    if e:find("not running", 1, true) or e:find("process already finished", 1, true) then
+      return true, "not running"
+    end
+    return nil, rerr
+  end
+  return true
+end
+
+function M.delete(id, opts)
+  local ok, err = check_id(id, "delete")
+  if not ok then return nil, err end
+  local args = { "delete" }
+  if opts and opts.force then args[#args + 1] = "--force" end
+  args[#args + 1] = id
+  local r, rerr, raw = run(args, "delete", id, 60)
+  if not r then
+    if raw and (raw.stderr or ""):find("does not exist", 1, true) then return true, "absent" end
+    return nil, rerr
+  end
+  return true
+end
+
+function M.list()
+  local r, err = run({ "list", "--format", "json" }, "list", nil, 30)
+  if not r then return nil, err end
+  local out = (r.stdout or ""):gsub("%s+$", "")
+  if out == "" or out == "null" then return {} end
+  local arr, derr = json.decode(out)
+  if type(arr) ~= "table" then return nil, "runc list: cannot parse its output: " .. tostring(derr) end
+  local res = {}
+  for _, s in ipairs(arr) do
+    res[#res + 1] = { id = s.id, pid = s.pid, status = s.status, bundle = s.bundle, created = s.created }
+  end
+  return res
+end
+
+function M.root() return cfg.root end
+
+return M
