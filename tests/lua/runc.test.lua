@@ -1,0 +1,118 @@
+-- riklet.runc + riklet.oci + riklet.image end to end, offline: a busybox image built with
+-- tests/lib/mkimage.sh, unpacked from its oci: layout, an overlay per instance, and a real runc
+-- container created, started, inspected, signalled and deleted; its output lands in the log file.
+local T = require "riklet.testlib"
+local proc = require "riklet.proc"
+local fs = require "riklet.fs"
+local core = require "riklet.core"
+
+local function which(cmd)
+  for dir in (os.getenv("PATH") or "/usr/sbin:/usr/bin:/sbin:/bin"):gmatch("[^:]+") do
+    if fs.exists(dir .. "/" .. cmd) then return dir .. "/" .. cmd end
+  end
+end
+
+if core.getuid() ~= 0 then T.skip_all("needs root (runc, overlay mounts)") end
+for cmd, pkg in pairs({ runc = "runc", umoci = "umoci", busybox = "busybox-static", jq = "jq", flock = "util-linux" }) do
+  if not which(cmd) then T.skip_all(("needs %s (apt-get install %s)"):format(cmd, pkg)) end
+end
+
+local src = debug.getinfo(1, "S").source:match("^@(.*)/tests/lua/[^/]+$") or "."
+local tmp = ("/tmp/riklet-runc-test-%d"):format(core.getpid())
+fs.rm_rf(tmp)
+assert(fs.mkdir_p(tmp, 0700))
+
+local r = proc.run({ "bash", src .. "/tests/lib/mkimage.sh",
+  "--cmd", '["sh","-c","echo image default cmd"]', tmp .. "/layout:t" }, { timeout = 120 })
+if not (r and r.code == 0) then
+  T.diag(r and r.stderr or "mkimage did not start")
+  T.ok(false, "mkimage built the busybox image")
+  fs.rm_rf(tmp)
+  return
+end
+T.ok(true, "mkimage built the busybox image")
+
+local image = require "riklet.image"
+local oci = require "riklet.oci"
+local runc = require "riklet.runc"
+T.ok(image.init({ state_dir = tmp .. "/state" }), "image.init")
+local ok, err = runc.init({ runc_root = tmp .. "/runc" })
+T.ok(ok, "runc.init: " .. tostring(err))
+local img, ierr = image.ensure("oci:" .. tmp .. "/layout:t")
+T.ok(img, "ensure oci: layout: " .. tostring(ierr))
+if not img then fs.rm_rf(tmp) return end
+
+local id = ("rk-test-%d"):format(core.getpid())
+local bundle = tmp .. "/inst/" .. id
+local log = bundle .. "/output.log"
+T.ok(image.mount_rootfs(bundle, img), "overlay for the container")
+
+-- 1. config from the image's template: the image's command kept unless overridden
+ok, err = oci.edit_config(img.config, bundle .. "/config.json", { root_path = bundle .. "/rootfs", hostname = "tester" })
+T.ok(ok, "edit_config with the image command: " .. tostring(err))
+local cfgjson = require("riklet.json").decode(fs.read(bundle .. "/config.json"))
+T.is(cfgjson.process.args[3], "echo image default cmd", "the image's cmd is kept")
+T.is(cfgjson.process.terminal, false, "no terminal")
+
+-- 2. now override: a workload that prints, writes to stderr, and exits on SIGTERM
+ok, err = oci.edit_config(img.config, bundle .. "/config.json", {
+  args = { "sh", "-c", 'trap "echo got TERM; exit 0" TERM; echo "hello $WHO from $(hostname)"; echo to-stderr >&2; while :; do sleep 0.1; done' },
+  env = { "WHO=riklet" }, hostname = "tester", root_path = bundle .. "/rootfs",
+})
+T.ok(ok, "edit_config with args/env: " .. tostring(err))
+local t0 = core.now()
+ok, err = runc.create(id, bundle, { pid_file = bundle .. "/init.pid", log = log })
+T.ok(ok, "runc create: " .. tostring(err))
+local st = runc.state(id)
+T.is(st and st.status, "created", "state: created")
+local pid = tonumber((fs.read(bundle .. "/init.pid") or ""):match("%d+"))
+T.ok(pid and st and pid == st.pid, "pid file matches runc state: " .. tostring(pid))
+ok, err = runc.start(id)
+T.ok(ok, "runc start: " .. tostring(err))
+T.diag(("create+start took %.0f ms"):format((core.now() - t0) * 1000))
+T.ok(T.wait_for(10, function() return (fs.read(log) or ""):find("hello riklet from tester", 1, true) end),
+  "container stdout lands in the log file")
+T.ok(T.wait_for(5, function() return (fs.read(log) or ""):find("to-stderr", 1, true) end), "and its stderr too")
+st = runc.state(id)
+T.is(st and st.status, "running", "state: running")
+T.is(st and st.bundle, bundle, "state: bundle")
+local found = false
+for _, c in ipairs(runc.list() or {}) do found = found or c.id == id end
+T.ok(found, "runc.list shows it")
+
+-- 3. stop with TERM, the container's own handler runs
+ok, err = runc.kill(id, "TERM")
+T.ok(ok, "runc kill TERM: " .. tostring(err))
+T.ok(T.wait_for(10, function() local s = runc.state(id) return s and s.status == "stopped" end), "stopped after TERM")
+T.ok((fs.read(log) or ""):find("got TERM", 1, true), "the container saw SIGTERM")
+local k, note = runc.kill(id, "KILL")
+T.ok(k and note == "not running", "kill of a stopped container: true, not running")
+ok, err = runc.delete(id, { force = true })
+T.ok(ok, "runc delete: " .. tostring(err))
+local gone, gerr, missing = runc.state(id)
+T.ok(gone == nil and missing == true and gerr:find("does not exist"), "state after delete: " .. tostring(gerr))
+local d2, why = runc.delete(id)
+T.ok(d2 and why == "absent", "delete again: true, absent")
+
+-- 4. failures carry runc's reason
+ok, err = oci.edit_config(img.config, bundle .. "/config.json", { args = { "/no/such/binary" }, root_path = bundle .. "/rootfs" })
+ok, err = runc.create(id .. "-bad", bundle, { pid_file = bundle .. "/bad.pid", log = log })
+if ok then ok, err = runc.start(id .. "-bad") end
+T.ok(not ok and err:find("no such file", 1, true), "missing executable: " .. tostring(err))
+runc.delete(id .. "-bad", { force = true })
+ok, err = runc.create("../evil", bundle, {})
+T.ok(not ok and err:find("invalid container id"), "hostile id refused: " .. tostring(err))
+ok, err = runc.create(id, tmp .. "/nowhere", {})
+T.ok(not ok and err:find("config.json does not exist"), "missing bundle: " .. tostring(err))
+ok, err = runc.start("nope-" .. id)
+T.ok(not ok and err:find("runc start nope%-") and err:find("does not exist"), "start of an unknown container: " .. tostring(err))
+ok, err = runc.kill(id, "NOT A SIGNAL")
+T.ok(not ok and err:find("invalid signal"), "bad signal refused: " .. tostring(err))
+
+-- 5. nothing left behind
+T.ok(image.umount_rootfs(bundle), "umount the overlay")
+local leftover = false
+for _, c in ipairs(runc.list() or {}) do leftover = leftover or c.id:find(id, 1, true) ~= nil end
+T.ok(not leftover, "no container left in runc")
+ok, err = fs.rm_rf(tmp)
+T.ok(ok, "cleanup " .. tostring(err))
