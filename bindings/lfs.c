@@ -7,6 +7,8 @@
  *   fs.exists(path) -> boolean                   fs.stat(path) -> {type=, size=, mtime=, ino=, dev=}
  *   fs.list(dir) -> sorted array of names        fs.safe_name(s[, max=128]) -> boolean
  *   fs.rename(a, b) -> true                      fs.tail(path, max_bytes) -> last bytes of a file
+ *   fs.read_from(path, offset[, max]) -> data, next_offset
+ *   fs.lock(path) -> lock (exclusive flock, not waiting; lock:close()) | nil, "locked by pid N"
  *   fs.watch_dir(dir) -> watcher; watcher:read() -> array of {kind="written"|"removed"|"overflow"|"gone", name=}
  *                       (yields until events); watcher:close() */
 #include <dirent.h>
@@ -14,6 +16,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 
 #include "dirwatch.h"
@@ -192,6 +195,68 @@ static int l_tail(lua_State *L)
 	return 1;
 }
 
+/* fs.read_from(path, offset[, max=65536]) -> data, new_offset (data "" at end of file) */
+static int l_read_from(lua_State *L)
+{
+	const char *p = luaL_checkstring(L, 1);
+	off_t off = (off_t)luaL_checknumber(L, 2);
+	size_t max = (size_t)luaL_optnumber(L, 3, 65536);
+	int fd = open(p, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return lrk_fail(L, "cannot open %s: %s", p, strerror(errno));
+	char *buf = malloc(max ? max : 1);
+	ssize_t r = buf ? pread(fd, buf, max, off) : -1;
+	close(fd);
+	if (r < 0) {
+		free(buf);
+		return lrk_fail(L, "cannot read %s: %s", p, strerror(errno));
+	}
+	lua_pushlstring(L, buf, (size_t)r);
+	lua_pushnumber(L, (double)(off + r));
+	free(buf);
+	return 2;
+}
+
+/* fs.lock(path) -> lock | nil, err — an exclusive flock held until lock:close() or exit.
+ * Fails at once (does not wait) when another process holds it. */
+#define LOCK_MT "riklet.fs.lock"
+static int l_lock(lua_State *L)
+{
+	const char *p = luaL_checkstring(L, 1);
+	int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return lrk_fail(L, "cannot open lock file %s: %s", p, strerror(errno));
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int err = errno;
+		char pid[32] = "";
+		ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+		pid[n > 0 ? n : 0] = 0;
+		close(fd);
+		if (err == EWOULDBLOCK)
+			return lrk_fail(L, "%s is locked by another riklet (pid %s)", p, pid[0] ? pid : "unknown");
+		return lrk_fail(L, "cannot lock %s: %s", p, strerror(err));
+	}
+	char pid[32];
+	int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+	if (ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)n, 0) < 0)
+		rk_warn("fs", "cannot write pid into %s", p);
+	int *u = lua_newuserdata(L, sizeof *u);
+	*u = fd;
+	luaL_getmetatable(L, LOCK_MT);
+	lua_setmetatable(L, -2);
+	return 1;
+}
+
+static int l_lock_close(lua_State *L)
+{
+	int *u = luaL_checkudata(L, 1, LOCK_MT);
+	if (*u >= 0) {
+		close(*u);
+		*u = -1;
+	}
+	return 0;
+}
+
 /* ---- directory watcher ---- */
 struct watcher {
 	int fd;
@@ -294,11 +359,14 @@ static int open_fs(lua_State *L)
 {
 	static const luaL_Reg wm[] = {{"read", l_watcher_read}, {"close", l_watcher_close}, {NULL, NULL}};
 	lrk_newclass(L, WATCH_MT, wm, l_watcher_close);
+	static const luaL_Reg lm[] = {{"close", l_lock_close}, {NULL, NULL}};
+	lrk_newclass(L, LOCK_MT, lm, l_lock_close);
 	static const luaL_Reg fns[] = {{"read", l_read},	 {"write_atomic", l_write_atomic}, {"append", l_append},
 				       {"mkdir_p", l_mkdir_p},	 {"rm_rf", l_rm_rf},		   {"unlink", l_unlink},
 				       {"rename", l_rename},	 {"exists", l_exists},		   {"stat", l_stat},
 				       {"list", l_list},	 {"safe_name", l_safe_name},	   {"tail", l_tail},
-				       {"watch_dir", l_watch_dir}, {NULL, NULL}};
+				       {"watch_dir", l_watch_dir}, {"read_from", l_read_from}, {"lock", l_lock},
+				       {NULL, NULL}};
 	lua_newtable(L);
 	lrk_setfuncs(L, fns);
 	return 1;

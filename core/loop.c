@@ -463,7 +463,7 @@ static void run_timers(rk_loop *l)
 int rk_loop_run(rk_loop *l)
 {
 	struct epoll_event evs[64];
-	l->stopped = 0;
+	/* a stop requested before the loop ran (a command that finished at once) is honoured */
 	while (!l->stopped) {
 		run_deferred(l);
 		if (l->stopped)
