@@ -33,9 +33,11 @@ static int check_hostname(const char *h, rk_err *e)
 		return rk_errf(e, EINVAL, "hostname '%.80s' must be 1..63 characters", h);
 	for (size_t i = 0; i < n; i++) {
 		char c = h[i];
+		/* Linux takes any byte; keep to what every resolver and tool prints safely */
 		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-		      c == '.'))
-			return rk_errf(e, EINVAL, "hostname '%.80s' contains '%c' (allowed: letters, digits, '-', '.')", h, c);
+		      c == '.' || c == '_'))
+			return rk_errf(e, EINVAL, "hostname '%.80s' contains '%c' (allowed: letters, digits, '-', '.', '_')",
+				       h, c);
 	}
 	return 0;
 }

@@ -16,6 +16,8 @@
 --       img: a table from ensure, or the unpacked rootfs path. Mounts <dir>/rootfs as an overlay
 --       (upper <dir>/upper, work <dir>/work). Already mounted is success.
 --   image.umount_rootfs(instance_dir) -> true | nil, err     (not mounted is success)
+--   image.prune(keep_digests_set, {layouts=bool}) -> removed dirs | nil, err
+--       remove unpacked images neither kept nor under a mounted overlay (and unused layouts)
 --   image.parse_ref, image.layout_lookup, image.digest_key, image.is_mountpoint: from riklet.image.c
 local c = require "riklet.image.c"
 local core = require "riklet.core"
@@ -125,6 +127,9 @@ local function explain_pull(ref, registry, res, timeout, layout_dir)
   if low:find("unauthorized", 1, true) or low:find("authentication required", 1, true)
       or low:find("denied", 1, true) or low:find("401", 1, true) or low:find("403", 1, true) then
     return ("registry %s refused access to %s (authentication required, or the repository does not exist): %s"):format(registry, ref, tail)
+  end
+  if low:find("rejected", 1, true) and low:find("polic", 1, true) then
+    return ("the signature policy (/etc/containers/policy.json) rejected %s: %s"):format(ref, tail)
   end
   if low:find("no space left", 1, true) or low:find("quota", 1, true) then
     return ("no space left on the disk holding %s while pulling %s: free space or move --state-dir"):format(layout_dir, ref)
@@ -292,9 +297,66 @@ function M.ensure(ref, opts)
   opts = opts or {}
   if not cfg.ready then return nil, "riklet.image is not initialised (image.init)" end
   if type(ref) ~= "string" then return nil, "image reference must be a string" end
+  if opts.pull ~= nil and opts.pull ~= "missing" and opts.pull ~= "always" then
+    return nil, ("image pull policy %q is not one of: missing, always"):format(tostring(opts.pull))
+  end
   local r, err = c.parse_ref(ref)
   if not r then return nil, "invalid image reference: " .. err end
   return coalesce("ensure " .. r.canonical, ensure, r, opts)
+end
+
+-- ---- cache pruning -------------------------------------------------------------------------
+
+-- Lower directories of the overlays mounted now (an unpacked rootfs in use by any instance).
+local function mounted_lowers()
+  local set = {}
+  local text = fs.read("/proc/self/mountinfo", 64 * 1024 * 1024) or ""
+  for opts in text:gmatch(" %- overlay %S+ (%S+)") do
+    for lower in (opts:match("lowerdir=([^,]+)") or ""):gmatch("[^:]+") do
+      set[(lower:gsub("\\(%d%d%d)", function(o) return string.char(tonumber(o, 8)) end))] = true
+    end
+  end
+  return set
+end
+
+-- image.prune(keep) -> array of removed directories | nil, err
+--   keep: {[digest]=true} for images that must stay (those of known instances). An unpacked
+--   rootfs is removed when it is neither kept nor the lower layer of a mounted overlay. With
+--   opts.layouts, pulled layouts whose image is not kept go as well (they are only a pull cache).
+function M.prune(keep, opts)
+  if not cfg.ready then return nil, "riklet.image is not initialised (image.init)" end
+  keep, opts = keep or {}, opts or {}
+  local lowers, removed, errs = mounted_lowers(), {}, {}
+  local keep_keys = {}
+  for d in pairs(keep) do
+    local k = c.digest_key(d)
+    if k then keep_keys[k] = true end
+  end
+  for _, name in ipairs(fs.list(cfg.rootfs) or {}) do
+    local dir = cfg.rootfs .. "/" .. name
+    if name:match("^sha256_%x+$") and not keep_keys[name] and not lowers[dir .. "/rootfs"]
+        and not inflight["unpack sha256:" .. name:sub(8)] then
+      local ok, err = fs.rm_rf(dir)
+      if ok then removed[#removed + 1] = dir else errs[#errs + 1] = err end
+    end
+  end
+  if opts.layouts then
+    for _, name in ipairs(fs.list(cfg.images) or {}) do
+      local dir = cfg.images .. "/" .. name
+      local d = name:sub(1, 1) ~= "." and c.layout_lookup(dir, LAYOUT_REF)
+      if d and not keep[d] then
+        local busy = false
+        for k in pairs(inflight) do busy = busy or k:sub(1, 7) == "ensure " end
+        if not busy then
+          local ok, err = fs.rm_rf(dir)
+          if ok then removed[#removed + 1] = dir else errs[#errs + 1] = err end
+        end
+      end
+    end
+  end
+  for _, dir in ipairs(removed) do log("info", "pruned %s", dir) end
+  if #errs > 0 then return nil, table.concat(errs, "; ") end
+  return removed
 end
 
 -- ---- per-instance rootfs -------------------------------------------------------------------

@@ -159,17 +159,32 @@ T.is(image.mount_rootfs(inst, img), inst .. "/rootfs", "mounting again is a no-o
 local inst2 = tmp .. "/instances/i2/c1"
 T.ok(image.mount_rootfs(inst2, img.rootfs), "a second instance on the same image")
 T.ok(not fs.exists(inst2 .. "/rootfs/written"), "instances do not share writes")
+-- 9. pruning: the rootfs under a mounted overlay stays, an unused one goes, and comes back
+local v3 = got[1] and got[1].r or {}
+local removed, perr = image.prune({})
+T.ok(removed, "prune: " .. tostring(perr))
+T.ok(fs.exists(img.rootfs), "prune keeps a rootfs that is the lower layer of a mounted overlay")
+T.ok(v3.bundle and not fs.exists(v3.bundle), "prune removed the unused v3 rootfs")
+local unpacks1 = image.stats.unpacks
+local v3b = image.ensure(registry .. "/riklet/bb:v3")
+T.ok(v3b and fs.exists(v3b.rootfs .. "/bin/busybox") and image.stats.unpacks == unpacks1 + 1, "v3 unpacked again after prune")
 T.ok(image.umount_rootfs(inst), "umount i1")
 T.ok(image.umount_rootfs(inst2), "umount i2")
 T.ok(not image.is_mountpoint(inst .. "/rootfs"), "no longer mounted")
 T.ok(image.umount_rootfs(inst), "umount again is fine")
+local kept = {}
+kept[img.digest] = true
+removed = image.prune(kept, { layouts = true })
+T.ok(removed and fs.exists(img.rootfs) and not fs.exists(v3b.bundle), "prune(keep) keeps the kept digest only")
+T.ok(#(fs.list(state .. "/images") or {}) == 2, "prune with layouts keeps the v1 and v2 layouts (same digest): " ..
+  table.concat(fs.list(state .. "/images") or {}, " "))
 local r, e = image.mount_rootfs("relative/dir", img)
 T.ok(r == nil and e:find("absolute"), "relative instance dir refused: " .. tostring(e))
 r, e = image.mount_rootfs(tmp .. "/a,lowerdir=/etc", img)
 T.ok(r == nil and e:find("','"), "option injection refused: " .. tostring(e))
 
 fixture_stop()
--- 9. registry stopped: a cached image still works offline, a new one fails clearly
+-- 10. registry stopped: a cached image still works offline, a new one fails clearly
 local c1 = image.ensure(registry .. "/riklet/bb:v1")
 T.ok(c1 and c1.rootfs == img.rootfs, "cached image works with the registry down")
 fails(registry .. "/riklet/bb:v9", "unreachable", "registry stopped")
