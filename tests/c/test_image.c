@@ -158,6 +158,33 @@ int main(void)
 		ok(rk_image_digest_key("sha512:aa", out, sizeof out, &e) < 0, "digest key refuses other algorithms");
 	}
 
+	/* random hostile input: never crashes; whatever is accepted yields safe names and paths */
+	{
+		static const char cs[] = "aZ09._-/:@\\$;|&`'\" \n\t%*?~!#^()[]{}<>=+,sha256\x01\xff";
+		unsigned seed = 12345;
+		int accepted = 0, unsafe = 0;
+		for (int i = 0; i < 200000; i++) {
+			char in[64];
+			int n = (int)((seed = seed * 1103515245u + 12345u) >> 16) % 40;
+			for (int j = 0; j < n; j++)
+				in[j] = cs[((seed = seed * 1103515245u + 12345u) >> 16) % (sizeof cs - 1)];
+			in[n] = 0;
+			if (i % 3 == 0 && n > 2)
+				memcpy(in, "oci:/", n > 5 ? 5 : (size_t)n);
+			rk_image_ref r;
+			rk_err e2;
+			if (rk_image_ref_parse(in, &r, &e2) < 0)
+				continue;
+			accepted++;
+			char k[512];
+			if (rk_image_ref_key(&r, k, sizeof k, &e2) < 0 || !rk_safe_name(k, 255) || strstr(r.repository, "..") ||
+			    strchr(r.registry, '/') || strstr(r.layout, "/../") || strstr(r.layout, "/./") ||
+			    strpbrk(r.layout, ",:\\ "))
+				unsafe++, printf("# unsafe: '%s'\n", in);
+		}
+		ok(unsafe == 0, "200000 random references: %d accepted, none unsafe", accepted);
+	}
+
 	/* index.json lookup */
 	char tmp[] = "/tmp/rk-test-image-XXXXXX";
 	ok(mkdtemp(tmp) != NULL, "tmp dir %s", tmp);
