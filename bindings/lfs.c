@@ -231,6 +231,9 @@ static int l_lock(lua_State *L)
 		char pid[32] = "";
 		ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
 		pid[n > 0 ? n : 0] = 0;
+		for (char *q = pid; *q; q++)
+			if (*q == '\n')
+				*q = 0;
 		close(fd);
 		if (err == EWOULDBLOCK)
 			return lrk_fail(L, "%s is locked by another riklet (pid %s)", p, pid[0] ? pid : "unknown");

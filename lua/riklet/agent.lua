@@ -145,6 +145,7 @@ local function do_destroy(inst)
   if not ok then
     set_status(inst, "FAILED", "could not clean up: " .. tostring(err))
   else
+    inst.rec.destroyed = true
     set_status(inst, "TERMINATED", inst.rec.status == "DESTROYING" and "destroyed" or inst.rec.reason)
   end
   inst.gone:set(true)
@@ -207,6 +208,10 @@ local function lifecycle(inst, mode)
       end
     elseif st == "DESTROYING" then
       inst.mailbox:put({ type = "destroy" })
+    elseif inst.rec.destroyed then
+      inst.released = true
+      inst.gone:set(true)
+      return
     else
       inst.released = true
     end
