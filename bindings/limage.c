@@ -6,6 +6,7 @@
  *                     (strings; "" when absent; layout set only for "oci:/dir[:tag]" sources)
  *   c.layout_lookup(layout_dir, ref_name) -> "sha256:<hex>" | nil, err, missing:boolean
  *                     (missing is true when the layout or the tag is absent, false when damaged)
+ *   c.layout_drop_untagged(layout_dir) -> number of untagged descriptors dropped | nil, err
  *   c.digest_key(digest) -> "sha256_<hex>" | nil, err
  *   c.digest_valid(s) -> boolean
  *   c.overlay_mount(lower, upper, work, target) -> true | nil, err
@@ -66,6 +67,17 @@ static int l_layout_lookup(lua_State *L)
 	return 1;
 }
 
+/* c.layout_drop_untagged(layout_dir) -> number dropped | nil, err */
+static int l_layout_drop_untagged(lua_State *L)
+{
+	int n = 0;
+	rk_err e = {0};
+	if (rk_image_layout_drop_untagged(luaL_checkstring(L, 1), &n, &e) < 0)
+		return lrk_fail_err(L, &e);
+	lua_pushinteger(L, n);
+	return 1;
+}
+
 /* c.digest_key(digest) -> "sha256_<hex>" | nil, err */
 static int l_digest_key(lua_State *L)
 {
@@ -121,6 +133,7 @@ static int open_image_c(lua_State *L)
 	static const luaL_Reg fns[] = {
 		{"parse_ref", l_parse_ref},
 		{"layout_lookup", l_layout_lookup},
+		{"layout_drop_untagged", l_layout_drop_untagged},
 		{"digest_key", l_digest_key},
 		{"digest_valid", l_digest_valid},
 		{"overlay_mount", l_overlay_mount},

@@ -271,7 +271,10 @@ int rk_image_ref_parse(const char *s, rk_image_ref *r, rk_err *e)
 	if (total > RK_IMAGE_NAME_MAX)
 		return rk_errf(e, EINVAL, "image '%.200s': name is %zu characters long (max %d)", s, total,
 			       RK_IMAGE_NAME_MAX);
-	snprintf(r->repository, sizeof r->repository, "%s%.*s", library ? "library/" : "", RK_IMAGE_NAME_MAX, repo);
+	/* fits: total <= RK_IMAGE_NAME_MAX was checked above */
+	size_t off = library ? 8 : 0;
+	memcpy(r->repository, "library/", off);
+	memcpy(r->repository + off, repo, strlen(repo) + 1);
 	if (!r->tag[0] && !r->digest[0])
 		snprintf(r->tag, sizeof r->tag, "latest");
 	return 0;
@@ -383,6 +386,44 @@ int rk_image_layout_lookup(const char *layout, const char *ref_name, char *diges
 	}
 out:
 	cJSON_Delete(root);
+	return rc;
+}
+
+int rk_image_layout_drop_untagged(const char *layout, int *removed, rk_err *e)
+{
+	char path[4096];
+	if (removed)
+		*removed = 0;
+	if (snprintf(path, sizeof path, "%s/index.json", layout) >= (int)sizeof path)
+		return rk_errf(e, ENAMETOOLONG, "layout path too long: %s", layout);
+	RK_AUTOFREE char *text = NULL;
+	if (rk_read_file(path, 16 << 20, &text, NULL, e) < 0)
+		return -1;
+	cJSON *root = cJSON_Parse(text);
+	cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "manifests");
+	if (!cJSON_IsArray(m)) {
+		cJSON_Delete(root);
+		return rk_errf(e, EBADMSG, "%s is not a valid OCI index (damaged layout; remove %s to pull again)", path,
+			       layout);
+	}
+	int n = 0;
+	for (int i = cJSON_GetArraySize(m) - 1; i >= 0; i--) {
+		cJSON *ann = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(m, i), "annotations");
+		if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(ann, "org.opencontainers.image.ref.name"))) {
+			cJSON_DeleteItemFromArray(m, i);
+			n++;
+		}
+	}
+	int rc = 0;
+	if (n) {
+		char *out = cJSON_PrintUnformatted(root);
+		rc = out ? rk_write_file_atomic(path, out, strlen(out), 0644, e)
+			 : rk_errf(e, ENOMEM, "out of memory printing %s", path);
+		free(out);
+	}
+	cJSON_Delete(root);
+	if (rc == 0 && removed)
+		*removed = n;
 	return rc;
 }
 

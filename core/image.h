@@ -48,6 +48,11 @@ int rk_image_ref_key(const rk_image_ref *r, char *buf, size_t n, rk_err *e);
  * is absent, so callers can tell "not pulled yet" from a damaged layout). */
 int rk_image_layout_lookup(const char *layout, const char *ref_name, char *digest, size_t n, rk_err *e);
 
+/* Rewrite <layout>/index.json (atomically) without the descriptors that carry no
+ * "org.opencontainers.image.ref.name": skopeo keeps a replaced image there, untagged, which keeps
+ * its blobs alive through `umoci gc`. *removed (may be NULL) gets how many were dropped. */
+int rk_image_layout_drop_untagged(const char *layout, int *removed, rk_err *e);
+
 /* "sha256:<64 hex>" → "sha256_<64 hex>" (a path component). Anything else is refused. */
 int rk_image_digest_key(const char *digest, char *out, size_t n, rk_err *e);
 /* Is digest a well-formed "sha256:<64 lowercase hex>"? */

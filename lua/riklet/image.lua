@@ -168,9 +168,10 @@ local function pull(r, opts)
   local layout = cfg.images .. "/" .. r.key
   if not fs.safe_name(r.key, 255) then return nil, "internal error: unsafe image key " .. r.key end
   local fresh = not fs.exists(layout .. "/index.json")
-  if not fresh and opts.pull ~= "always" then
-    local d = c.layout_lookup(layout, LAYOUT_REF)
-    if d then return layout, d end
+  local old_digest
+  if not fresh then
+    old_digest = c.layout_lookup(layout, LAYOUT_REF)
+    if old_digest and opts.pull ~= "always" then return layout, old_digest end
   end
   local target = layout
   if fresh then
@@ -209,6 +210,15 @@ local function pull(r, opts)
   end
   local d, lerr = c.layout_lookup(layout, LAYOUT_REF)
   if not d then return nil, ("pulled %s but cannot read it back: %s"):format(r.canonical, lerr) end
+  if not fresh and d ~= old_digest then
+    -- the tag moved: drop the blobs only the old image used (best effort)
+    local dropped, derr = c.layout_drop_untagged(layout)
+    if not dropped then log("warn", "cannot tidy %s: %s", layout, derr) end
+    local g = proc.run({ cfg.umoci, "gc", "--layout", layout }, { timeout = 120 })
+    if not (g and g.code == 0) then
+      log("warn", "umoci gc of %s failed: %s", layout, g and last_lines(g.stderr, 300) or "umoci did not start")
+    end
+  end
   log("info", "pulled %s (%s) in %.1fs", r.canonical, d, core.now() - t0)
   return layout, d
 end

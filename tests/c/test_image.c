@@ -208,7 +208,20 @@ int main(void)
 		   "missing tag: ENOENT (%s)", e.msg);
 		ok(rk_image_layout_lookup(tmp, "evil", d, sizeof d, &e) < 0 && e.code == EBADMSG,
 		   "a hostile digest in index.json is refused (%s)", e.msg);
+		int dropped = -1;
+		snprintf(buf, sizeof buf,
+			 "{\"schemaVersion\":2,\"manifests\":[{\"digest\":\"sha256:%s\",\"size\":1},"
+			 "{\"digest\":\"%s\",\"size\":2,\"annotations\":{\"org.opencontainers.image.ref.name\":\"t\"}},"
+			 "{\"digest\":\"sha256:%s\",\"size\":3,\"annotations\":{\"other\":\"x\"}}]}",
+			 H64, dig, H64);
+		write_file(path, buf);
+		ok(rk_image_layout_drop_untagged(tmp, &dropped, &e) == 0 && dropped == 2, "drop 2 untagged descriptors (%s)",
+		   e.msg);
+		ok(rk_image_layout_lookup(tmp, "t", d, sizeof d, &e) == 0 && !strcmp(d, dig), "the tagged one stays");
+		ok(rk_image_layout_drop_untagged(tmp, &dropped, &e) == 0 && dropped == 0, "again: nothing to drop");
 		write_file(path, "{not json");
+		ok(rk_image_layout_drop_untagged(tmp, &dropped, &e) < 0 && strstr(e.msg, "damaged"), "drop on a damaged index: %s",
+		   e.msg);
 		ok(rk_image_layout_lookup(tmp, "t", d, sizeof d, &e) < 0 && e.code == EBADMSG && strstr(e.msg, "damaged"),
 		   "corrupt index.json (%s)", e.msg);
 		write_file(path, "{\"manifests\":3}");

@@ -129,6 +129,23 @@ T.is(image.stats.unpacks - unpacks0, 1, "pull=always did not unpack")
 local o, oerr = image.ensure("oci:" .. tmp .. "/layout:v3")
 T.ok(o and image.digest_valid(o.digest) and fs.exists(o.rootfs .. "/bin/busybox"), "oci: source: " .. tostring(oerr))
 
+-- 6b. a tag that moves: pull=always follows it, and the old image's blobs leave the layout
+local function push(tag, as)
+  local res = proc.run({ "skopeo", "--insecure-policy", "copy", "-q", "--dest-tls-verify=false",
+    "oci:" .. tmp .. "/layout:" .. tag, "docker://" .. registry .. "/riklet/bb:" .. as }, { timeout = 60 })
+  return res and res.code == 0
+end
+T.ok(push("v1", "moving"), "push v1 as :moving")
+local m1 = image.ensure(registry .. "/riklet/bb:moving") or {}
+T.ok(push("v3", "moving"), "push v3 over :moving")
+local m2 = image.ensure(registry .. "/riklet/bb:moving") or {}
+T.is(m2.digest, m1.digest, "pull=missing keeps the local copy of a moved tag")
+m2 = image.ensure(registry .. "/riklet/bb:moving", { pull = "always" }) or {}
+T.is(m2.digest, got[1] and got[1].r and got[1].r.digest, "pull=always follows the moved tag")
+local mkey = image.parse_ref(registry .. "/riklet/bb:moving").key
+T.ok(m1.digest and not fs.exists(state .. "/images/" .. mkey .. "/blobs/sha256/" .. m1.digest:sub(8)),
+  "the old manifest was garbage-collected from the layout")
+
 -- 7. failures: clear messages, nothing left behind
 local before_images, before_rootfs = listing(state .. "/images"), listing(state .. "/rootfs")
 local function fails(ref, pattern, what, opts)
