@@ -492,6 +492,7 @@ int rk_loop_run(rk_loop *l)
 			run_timers(l);
 	}
 	free_dead(l);
+	l->stopped = 0; /* the loop can be run again */
 	return l->stop_code;
 }
 

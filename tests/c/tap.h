@@ -5,9 +5,18 @@
 #include <stdlib.h>
 #include <string.h>
 static int tap_n, tap_failed;
-#define ok(cond, ...) do { ++tap_n; int c_ = !!(cond); if (!c_) tap_failed++; \
-	printf("%s %d - ", c_ ? "ok" : "not ok", tap_n); printf(__VA_ARGS__); printf("\n"); \
-	if (!c_) printf("#   at %s:%d: %s\n", __FILE__, __LINE__, #cond); fflush(stdout); } while (0)
+#define ok(cond, ...) do { \
+		++tap_n; \
+		int c_ = !!(cond); \
+		if (!c_) \
+			tap_failed++; \
+		printf("%s %d - ", c_ ? "ok" : "not ok", tap_n); \
+		printf(__VA_ARGS__); \
+		printf("\n"); \
+		if (!c_) \
+			printf("#   at %s:%d: %s\n", __FILE__, __LINE__, #cond); \
+		fflush(stdout); \
+	} while (0)
 #define is_int(a, b, ...) do { long long a_ = (a), b_ = (b); ok(a_ == b_, __VA_ARGS__); \
 	if (a_ != b_) printf("#   got %lld, expected %lld\n", a_, b_); } while (0)
 #define is_str(a, b, ...) do { const char *a_ = (a), *b_ = (b); int e_ = a_ && b_ && !strcmp(a_, b_); \
