@@ -926,6 +926,22 @@ rk_grpc_channel *rk_grpc_channel_new(rk_loop *l, const char *url, const rk_grpc_
 
 const char *rk_grpc_channel_url(const rk_grpc_channel *ch) { return ch->url; }
 
+size_t rk_grpc_channel_sockets(const rk_grpc_channel *ch)
+{
+	size_t n = 0;
+	for (const struct sockinfo *si = ch->socks; si; si = si->next)
+		n++;
+	return n;
+}
+
+size_t rk_grpc_channel_calls(const rk_grpc_channel *ch)
+{
+	size_t n = 0;
+	for (const struct rk_grpc_call *c = ch->calls; c; c = c->next)
+		n++;
+	return n;
+}
+
 static void ch_free_now(struct rk_grpc_channel *ch)
 {
 	while (ch->calls) {

@@ -74,6 +74,9 @@ rk_grpc_channel *rk_grpc_channel_new(rk_loop *l, const char *url, const rk_grpc_
 /* Cancels every call still open (their callbacks do not fire) and closes the connection. */
 void rk_grpc_channel_free(rk_grpc_channel *ch);
 const char *rk_grpc_channel_url(const rk_grpc_channel *ch);
+/* Sockets (connections) the channel is watching right now, and calls open on it: diagnostics. */
+size_t rk_grpc_channel_sockets(const rk_grpc_channel *ch);
+size_t rk_grpc_channel_calls(const rk_grpc_channel *ch);
 
 /* Start a call on path ("/worker.Worker/Register"). deadline_ms: 0 = none, else the call ends with
  * DEADLINE_EXCEEDED after that long (also sent to the server as grpc-timeout). resp may be NULL

@@ -347,6 +347,43 @@ static void live_tests(void)
 	}
 	ok(alldone, "%d concurrent one-message SendStatusUpdates calls all OK", NC);
 
+	/* multiplexing: with node-a's stream live, more calls share its one connection */
+	{
+		static struct rec rm[20];
+		size_t maxsock = 0;
+		for (int i = 0; i < 20; i++) {
+			memset(&rm[i], 0, sizeof rm[i]);
+			rk_grpc_call *c = rk_grpc_call_start(ch, "/worker.Worker/SendStatusUpdates", 10000,
+			                                     &google__protobuf__empty__descriptor, &rec_cbs, &rm[i], &e);
+			rk_grpc_call_send(c, &ws.base, &e);
+			rk_grpc_call_close_send(c);
+		}
+		int alld = 0;
+		uint64_t end2 = rk_now_ms() + 10000;
+		while (!alld && rk_now_ms() < end2) {
+			run_for(20);
+			size_t ns = rk_grpc_channel_sockets(ch);
+			if (ns > maxsock)
+				maxsock = ns;
+			alld = 1;
+			for (int i = 0; i < 20; i++)
+				alld &= rm[i].done && rm[i].status == 0;
+		}
+		ok(alld && maxsock == 1, "20 calls next to a live stream: all OK over %zu connection(s)", maxsock);
+		/* cancelling a multiplexed stream frees it on the server too */
+		struct rec rmx;
+		rk_grpc_call *cm = start_register(ch, "node-mux", 0, &rmx);
+		rmx.stop_on_headers = 1;
+		run_for(5000);
+		ok(rmx.headers && rk_grpc_channel_sockets(ch) == 1, "a second Register shares the connection");
+		rk_grpc_call_cancel(cm);
+		wait_closed(&s, "node-mux");
+		struct membuf b;
+		control(&s, "/state", NULL, &b);
+		ok(strstr(b.b, "\"node-mux\": {\"open\": false") != NULL, "cancelled multiplexed stream seen closed by the server");
+		ok(!r1.done, "... and node-a's stream on the same connection lives on");
+	}
+
 	/* deadline on an open stream */
 	struct rec r5;
 	start_register(ch, "node-deadline", 300, &r5);
