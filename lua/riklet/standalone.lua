@@ -4,7 +4,6 @@
 -- hash of the real name keeps ids distinct).
 local core = require "riklet.core"
 local fs = require "riklet.fs"
-local task = require "riklet.task"
 local agent = require "riklet.agent"
 local bit = require "bit"
 
