@@ -61,7 +61,7 @@ end
 local function prune()
   local ended = {}
   for id, inst in pairs(instances) do
-    if ENDED[inst.rec.status] and inst.gone then ended[#ended + 1] = inst end
+    if ENDED[inst.rec.status] and inst.gone.is_set then ended[#ended + 1] = inst end
   end
   if #ended <= cfg.keep_records then return end
   table.sort(ended, function(a, b) return (a.rec.ended_at or 0) < (b.rec.ended_at or 0) end)
@@ -185,9 +185,18 @@ local function lifecycle(inst, mode)
       set_status(inst, "RUNNING")
     end
   elseif mode == "adopt" then
-    local w = decode_and_admit(inst.rec.definition)
+    local w, aerr = decode_and_admit(inst.rec.definition)
     inst.workload = w
-    inst.driver = w and drivers[w.kind]
+    -- the record lists the resources, so the driver can free them even without a workload
+    inst.driver = drivers[w and w.kind or inst.rec.kind or "Pod"]
+    if (not w or not inst.driver) and not ENDED[inst.rec.status] then
+      -- cannot drive it any more (definition refused by a changed policy, driver gone)
+      if inst.rec.status == "RUNNING" then
+        set_status(inst, "FAILED", "cannot be re-adopted: " .. tostring(aerr or ("no " .. tostring(inst.rec.kind) .. " driver")))
+        teardown(inst, "release")
+        inst.released = true
+      end
+    end
     local st = inst.rec.status
     if st == "CREATING" then
       -- interrupted half-way: roll back and create again from the stored definition
@@ -196,7 +205,7 @@ local function lifecycle(inst, mode)
       inst.rec.containers, inst.rec.network = {}, nil
       return lifecycle(inst, "create")
     elseif st == "RUNNING" then
-      local ok, res, aerr = xpcall(inst.driver and inst.driver.adopt or error, traceback, inst)
+      local ok, res, aerr = xpcall(inst.driver.adopt, traceback, inst)
       if ok and res then
         log("info", "instance %s re-adopted: %s", inst.id, res == true and "running" or tostring(res))
         notify(inst.id, "RUNNING", "")
