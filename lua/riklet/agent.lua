@@ -205,12 +205,12 @@ local function lifecycle(inst, mode)
       inst.rec.containers, inst.rec.network = {}, nil
       return lifecycle(inst, "create")
     elseif st == "RUNNING" then
-      local ok, res, aerr = xpcall(inst.driver.adopt, traceback, inst)
+      local ok, res, adopt_err = xpcall(inst.driver.adopt, traceback, inst)
       if ok and res then
         log("info", "instance %s re-adopted: %s", inst.id, res == true and "running" or tostring(res))
         notify(inst.id, "RUNNING", "")
       else
-        local reason = ok and aerr or res
+        local reason = ok and adopt_err or res
         set_status(inst, "FAILED", "lost while riklet was not running: " .. tostring(reason))
         teardown(inst, "release")
         inst.released = true
