@@ -1,0 +1,522 @@
+-- riklet.netctl — the Pod and Function networks, decided here, programmed through riklet.net and
+-- riklet.fw.
+--
+-- Pods: one network namespace per Pod instance (<netns_dir>/<instance-id>), a veth joining it to
+-- the bridge (riklet0), an IPv4 address from the pod CIDR (bridge takes the first), a default
+-- route via the bridge, and the exposed ports as DNAT rules decided by policies/network.lua.
+-- Functions: a /30 per instance from the function CIDR (guest .1, TAP .2, as upstream), a TAP.
+-- Allocations live in <state_dir>/network.json, written atomically before anything is created,
+-- so a crash at any point leaves a record that teardown/reconcile can clean.
+--
+--   netctl.init(cfg) -> true | nil, err      cfg: pod_cidr, function_cidr, bridge, state_dir
+--                                            (or paths.state), netns_dir (default /run/riklet/netns)
+--   netctl.setup(id, workload) -> net | nil, err   (rolls back what it created on failure)
+--       Pod:      net = { kind, netns, ip, address = "ip/len", gateway, host_if, ports }
+--       Function: net = { kind, tap, guest_ip, tap_ip, netmask, address, kernel_ip, ports }
+--   netctl.teardown(id) -> true | nil, err   (idempotent; an unknown id is fine)
+--   netctl.adopt(id, workload, net) -> true | nil, err   (after a riklet restart: repair drift)
+--   netctl.reconcile(live_ids) -> summary | nil, err     (boot: remove what dead instances left)
+--   netctl.cleanup_all([cfg]) -> true | nil, err         (riklet cleanup: remove everything)
+--   netctl.exposed() -> { ["tcp/8080"] = id, ... }       netctl.state() -> the allocation table
+local net = require "riklet.net"
+local fw = require "riklet.fw"
+local fs = require "riklet.fs"
+local json = require "riklet.json"
+local core = require "riklet.core"
+
+local M = {}
+local C -- the configuration, set by init
+local S -- the persisted state: { version, pod_cidr, function_cidr, instances = { [id] = rec } }
+
+local INFRA = "riklet:infra"
+local VETH_PREFIX, TAP_PREFIX = "rkv", "rkt"
+
+local function log(level, fmt, ...) core.log(level, "net", fmt:format(...)) end
+local function owner(id) return "riklet:" .. id end
+
+-- ---- the policy (through the sandbox loader when present) ----------------------------------
+local policy_ok, policy = pcall(require, "riklet.policy")
+local function call_policy(fname, ...)
+  if policy_ok and policy.call then return policy.call("network", fname, ...) end
+  -- fallback: load the default policy file directly
+  local path = core.paths and core.paths().policies .. "/network.lua" or "policies/network.lua"
+  local mod = assert(loadfile(path))()
+  return mod[fname](...)
+end
+
+-- ---- addresses ------------------------------------------------------------------------------
+local function parse_cidr(cidr, what)
+  local n, len = net.parse_cidr(cidr)
+  if not n then return nil, ("%s '%s': %s"):format(what, tostring(cidr), tostring(len)) end
+  local size = 2 ^ (32 - len)
+  local base = n - n % size
+  return { base = base, len = len, size = size, cidr = net.ip4str(base) .. "/" .. len }
+end
+
+local function valid_id(id)
+  return type(id) == "string" and #id >= 1 and #id <= 64 and id:match("^[A-Za-z0-9._-]+$") ~= nil
+    and id ~= "." and id ~= ".."
+end
+
+-- FNV-1a over the id → 8 hex chars, for link names (IFNAMSIZ leaves 15 characters). The
+-- multiply is split in 16-bit halves so doubles keep it exact.
+local function hash8(s)
+  local function mul32(a, b)
+    local alo, ahi = a % 65536, math.floor(a / 65536) % 65536
+    return (alo * b + (ahi * b % 65536) * 65536) % 4294967296
+  end
+  local h = 2166136261
+  for i = 1, #s do
+    h = bit.bxor(h, s:byte(i)) % 4294967296
+    h = mul32(h, 16777619)
+  end
+  return bit.tohex(h, 8)
+end
+
+local function link_name(prefix, id, taken)
+  for k = 0, 99 do
+    local name = prefix .. hash8(k == 0 and id or (id .. "#" .. k))
+    if not taken[name] then return name end
+  end
+  error("no free link name for " .. id)
+end
+
+-- ---- state ----------------------------------------------------------------------------------
+local function state_path() return C.state_dir .. "/network.json" end
+
+local function save()
+  local s, err = json.encode(S, true)
+  if not s then return nil, "encoding the network state: " .. tostring(err) end
+  local ok, werr = fs.write_atomic(state_path(), s, 0600)
+  if not ok then return nil, "saving the network state: " .. tostring(werr) end
+  return true
+end
+
+local function load()
+  local p = state_path()
+  if not fs.exists(p) then
+    S = { version = 1, instances = {} }
+    return true
+  end
+  local data, err = fs.read(p)
+  if not data then return nil, err end
+  local t, derr = json.decode(data)
+  if type(t) ~= "table" then
+    return nil, ("the network state %s is not valid JSON (%s); move it away to start afresh, then run riklet cleanup"):format(p, tostring(derr))
+  end
+  t.instances = type(t.instances) == "table" and t.instances or {}
+  S = t
+  return true
+end
+
+local function used(kind)
+  local u, names = {}, {}
+  for _, r in pairs(S.instances) do
+    if kind == "Pod" and r.kind == "Pod" and r.ip then u[net.ip4(r.ip)] = true end
+    if kind == "Function" and r.kind == "Function" and r.slot then u[r.slot] = true end
+    if r.host_if then names[r.host_if] = true end
+  end
+  return u, names
+end
+
+local function alloc_pod_ip()
+  local u = used("Pod")
+  local p = C.pod
+  for n = p.base + 2, p.base + p.size - 2 do
+    if not u[n] then return net.ip4str(n) end
+  end
+  return nil, ("the pod CIDR %s is exhausted (%d addresses in use); give a larger --pod-cidr"):format(p.cidr, p.size - 3)
+end
+
+local function alloc_fn_slot()
+  local u = used("Function")
+  local slots = C.fn.size / 4
+  for k = 0, slots - 1 do
+    if not u[k] then return k end
+  end
+  return nil, ("the function CIDR %s is exhausted (%d /30 blocks in use); give a larger --function-cidr"):format(C.fn.cidr, slots)
+end
+
+-- ---- node infrastructure -----------------------------------------------------------------------
+local infra_ready = false
+
+local function desired_all()
+  local rules = {}
+  local infra, err = call_policy("infra", {
+    bridge = C.bridge, pod_cidr = C.pod.cidr, function_cidr = C.fn.cidr, tap_prefix = TAP_PREFIX, comment = INFRA,
+  })
+  if not infra then return nil, err end
+  for _, r in ipairs(infra) do rules[#rules + 1] = r end
+  for _, rec in pairs(S.instances) do
+    for _, r in ipairs(rec.rules or {}) do rules[#rules + 1] = r end
+  end
+  return rules
+end
+
+local function ensure_infra()
+  if infra_ready then return true end
+  local ok, err = net.bridge_add(C.bridge)
+  if not ok then return nil, err end
+  ok, err = net.addr_add(C.bridge, C.bridge_ip .. "/" .. C.pod.len)
+  if not ok then return nil, err end
+  ok, err = net.link_up(C.bridge)
+  if not ok then return nil, err end
+  ok, err = net.ip_forward(true)
+  if not ok then return nil, err end
+  -- DNAT of 127.0.0.1:PORT to a pod needs local-net addresses routable out of the bridge
+  ok, err = net.route_localnet(C.bridge, true)
+  if not ok then return nil, err end
+  local rules
+  rules, err = call_policy("infra", {
+    bridge = C.bridge, pod_cidr = C.pod.cidr, function_cidr = C.fn.cidr, tap_prefix = TAP_PREFIX, comment = INFRA,
+  })
+  if not rules then return nil, err end
+  local st
+  st, err = fw.apply(rules, { owner = INFRA })
+  if not st then return nil, err end
+  infra_ready = true
+  return true
+end
+
+-- ---- init -----------------------------------------------------------------------------------
+function M.init(cfg)
+  cfg = cfg or {}
+  local pod, err = parse_cidr(cfg.pod_cidr or "10.89.0.0/16", "--pod-cidr")
+  if not pod then return nil, err end
+  local fn
+  fn, err = parse_cidr(cfg.function_cidr or "10.90.0.0/16", "--function-cidr")
+  if not fn then return nil, err end
+  if pod.len > 30 then return nil, "--pod-cidr " .. pod.cidr .. " is too small (at most /30)" end
+  if fn.len > 30 then return nil, "--function-cidr " .. fn.cidr .. " is too small (at most /30)" end
+  if (pod.base < fn.base + fn.size) and (fn.base < pod.base + pod.size) then
+    return nil, ("--pod-cidr %s and --function-cidr %s overlap; give them disjoint ranges"):format(pod.cidr, fn.cidr)
+  end
+  local bridge = cfg.bridge or "riklet0"
+  if not net.valid_ifname(bridge) then return nil, ("--bridge '%s' is not a valid link name (1..15 of [A-Za-z0-9_.-])"):format(tostring(bridge)) end
+  local state_dir = cfg.state_dir or (cfg.paths and cfg.paths.state) or "/var/lib/riklet"
+  C = {
+    pod = pod, fn = fn, bridge = bridge, bridge_ip = net.ip4str(pod.base + 1),
+    state_dir = state_dir, netns_dir = cfg.netns_dir or "/run/riklet/netns",
+  }
+  local ok
+  ok, err = fs.mkdir_p(state_dir, 0700)
+  if not ok then return nil, err end
+  ok, err = load()
+  if not ok then return nil, err end
+  if S.pod_cidr and S.pod_cidr ~= pod.cidr and next(S.instances) then
+    log("warn", "the pod CIDR changed from %s to %s; running Pods keep their old addresses until they are recreated",
+      S.pod_cidr, pod.cidr)
+  end
+  S.pod_cidr, S.function_cidr = pod.cidr, fn.cidr
+  infra_ready = false
+  return true
+end
+
+local function need_init()
+  if not C then return nil, "riklet.netctl is not initialised (netctl.init(cfg) first)" end
+  return true
+end
+
+function M.state() return S end
+function M.config() return C end
+
+function M.exposed(except)
+  local out = {}
+  for id, rec in pairs(S and S.instances or {}) do
+    if id ~= except then
+      for _, p in ipairs(rec.ports or {}) do out[p] = id end
+    end
+  end
+  return out
+end
+
+local function ports_of(rules)
+  local ports = {}
+  for _, r in ipairs(rules) do
+    if r.chain == "RIKLET" and r.dport then ports[#ports + 1] = (r.proto or "tcp") .. "/" .. r.dport end
+  end
+  return ports
+end
+
+-- ---- rules of one instance ------------------------------------------------------------------
+local function instance_rules(id, w, rec)
+  local rules, err = call_policy("rules", w, {
+    instance_id = id, kind = rec.kind, comment = owner(id), address = rec.ip or rec.guest_ip,
+    host_if = rec.host_if, bridge = C.bridge, exposed = M.exposed(id), null = json.null,
+  })
+  if not rules then return nil, err end
+  if type(rules) ~= "table" then return nil, "policy network.rules returned a " .. type(rules) .. ", not an array of rules" end
+  for i, r in ipairs(rules) do
+    if type(r) ~= "table" then return nil, ("policy network.rules: rule %d is not a table"):format(i) end
+    if r.comment ~= owner(id) then
+      return nil, ("policy network.rules: rule %d has comment %s; every rule of an instance must carry ctx.comment (%s)")
+        :format(i, tostring(r.comment), owner(id))
+    end
+  end
+  return rules
+end
+
+-- Remove what an instance record names; errors are collected, nothing stops half-way.
+local function remove_instance(id, rec)
+  local errs = {}
+  local st, err = fw.apply({}, { owner = owner(id) })
+  if not st then errs[#errs + 1] = err end
+  if rec and rec.host_if then
+    local ok, lerr = net.link_del(rec.host_if)
+    if not ok then errs[#errs + 1] = lerr end
+  end
+  if rec == nil or rec.kind == "Pod" then
+    local ok, nerr = net.netns_del(C.netns_dir, id)
+    if not ok then errs[#errs + 1] = nerr end
+  end
+  if #errs > 0 then return nil, table.concat(errs, "; ") end
+  return true
+end
+
+local function result(id, rec)
+  if rec.kind == "Pod" then
+    return {
+      kind = "Pod", netns = rec.netns, ip = rec.ip, address = rec.ip .. "/" .. rec.prefix, gateway = C.bridge_ip,
+      host_if = rec.host_if, ports = rec.ports,
+    }
+  end
+  return {
+    kind = "Function", tap = rec.host_if, guest_ip = rec.guest_ip, tap_ip = rec.tap_ip, netmask = "255.255.255.252",
+    address = rec.guest_ip .. "/30", ports = rec.ports,
+    kernel_ip = ("ip=%s::%s:255.255.255.252::eth0:off"):format(rec.guest_ip, rec.tap_ip),
+  }
+end
+
+-- Bring the kernel to what rec says (creating is idempotent, so this also repairs drift).
+local function converge_pod(id, rec)
+  local path, err = net.netns_add(C.netns_dir, id)
+  if not path then return nil, err end
+  rec.netns = path
+  local ok
+  ok, err = net.veth_add(rec.host_if, "eth0", path)
+  if not ok then return nil, err end
+  ok, err = net.link_set_master(rec.host_if, C.bridge)
+  if not ok then return nil, err end
+  ok, err = net.link_up(rec.host_if)
+  if not ok then return nil, err end
+  local inns = { netns = path }
+  ok, err = net.addr_add("eth0", rec.ip .. "/" .. rec.prefix, inns)
+  if not ok then return nil, err end
+  ok, err = net.link_up("eth0", inns)
+  if not ok then return nil, err end
+  ok, err = net.link_up("lo", inns)
+  if not ok then return nil, err end
+  ok, err = net.route_add("default", { via = C.bridge_ip, netns = path })
+  if not ok then return nil, err end
+  return true
+end
+
+local function converge_function(id, rec)
+  local ok, err = net.tap_add(rec.host_if)
+  if not ok then return nil, err end
+  ok, err = net.addr_add(rec.host_if, rec.tap_ip .. "/30")
+  if not ok then return nil, err end
+  ok, err = net.link_up(rec.host_if)
+  if not ok then return nil, err end
+  ok, err = net.route_localnet(rec.host_if, true)
+  if not ok then return nil, err end
+  return true
+end
+
+-- ---- setup / teardown -----------------------------------------------------------------------
+function M.setup(id, w)
+  local ok, err = need_init()
+  if not ok then return nil, err end
+  if not valid_id(id) then
+    return nil, ("instance id '%s' cannot name a network namespace: use 1 to 64 characters of [A-Za-z0-9._-]"):format(tostring(id))
+  end
+  if type(w) ~= "table" then return nil, "setup needs the workload table" end
+  local kind = w.kind == "Function" and "Function" or "Pod"
+  ok, err = ensure_infra()
+  if not ok then return nil, "preparing the node network: " .. err end
+
+  local rec = S.instances[id]
+  local fresh = rec == nil
+  if fresh then
+    local _, names = used(kind)
+    if kind == "Pod" then
+      local ip, aerr = alloc_pod_ip()
+      if not ip then return nil, aerr end
+      rec = { kind = "Pod", ip = ip, prefix = C.pod.len, host_if = link_name(VETH_PREFIX, id, names) }
+    else
+      local slot, serr = alloc_fn_slot()
+      if not slot then return nil, serr end
+      local b = C.fn.base + 4 * slot
+      rec = { kind = "Function", slot = slot, guest_ip = net.ip4str(b + 1), tap_ip = net.ip4str(b + 2),
+        host_if = link_name(TAP_PREFIX, id, names) }
+    end
+    rec.created_at = os.time()
+    S.instances[id] = rec
+    -- persist the allocation before creating anything: a crash now leaves a record to clean
+    ok, err = save()
+    if not ok then S.instances[id] = nil return nil, err end
+  end
+
+  local function fail(msg)
+    if fresh then
+      local rok, rerr = remove_instance(id, rec)
+      if not rok then log("warn", "instance %s: rolling back its network left: %s", id, rerr) end
+      S.instances[id] = nil
+      save()
+    end
+    return nil, msg
+  end
+
+  if kind == "Pod" then ok, err = converge_pod(id, rec) else ok, err = converge_function(id, rec) end
+  if not ok then return fail(("network of instance %s: %s"):format(id, err)) end
+  local rules
+  rules, err = instance_rules(id, w, rec)
+  if not rules then return fail(err) end
+  local st
+  st, err = fw.apply(rules, { owner = owner(id) })
+  if not st then return fail(("ports of instance %s: %s"):format(id, err)) end
+  rec.rules, rec.ports = rules, ports_of(rules)
+  ok, err = save()
+  if not ok then return fail(err) end
+  log("info", "instance %s: %s %s on %s%s", id, kind, rec.ip or rec.guest_ip, rec.host_if,
+    #rec.ports > 0 and (", exposing " .. table.concat(rec.ports, " ")) or "")
+  return result(id, rec)
+end
+
+function M.teardown(id)
+  local ok, err = need_init()
+  if not ok then return nil, err end
+  if not valid_id(id) then return nil, ("instance id '%s' is not valid"):format(tostring(id)) end
+  local rec = S.instances[id]
+  ok, err = remove_instance(id, rec)
+  if not ok then return nil, ("removing the network of instance %s: %s"):format(id, err) end
+  if rec then
+    S.instances[id] = nil
+    return save()
+  end
+  return true
+end
+
+-- After a restart: the record is the truth; put the kernel back in line with it.
+function M.adopt(id, w, netrec)
+  local ok, err = need_init()
+  if not ok then return nil, err end
+  if not valid_id(id) then return nil, ("instance id '%s' is not valid"):format(tostring(id)) end
+  local rec = S.instances[id]
+  if not rec then
+    -- the network state was lost but the instance record remembers its network
+    if type(netrec) ~= "table" or not (netrec.ip or netrec.guest_ip) then
+      return nil, ("instance %s has no network record to adopt"):format(id)
+    end
+    if netrec.kind == "Function" then
+      local g = net.ip4(netrec.guest_ip)
+      rec = { kind = "Function", slot = (g - 1 - C.fn.base) / 4, guest_ip = netrec.guest_ip, tap_ip = netrec.tap_ip,
+        host_if = netrec.tap }
+    else
+      rec = { kind = "Pod", ip = netrec.ip, prefix = C.pod.len, host_if = netrec.host_if }
+    end
+    S.instances[id] = rec
+  end
+  ok, err = ensure_infra()
+  if not ok then return nil, "preparing the node network: " .. err end
+  if rec.kind == "Pod" and not net.netns_exists(C.netns_dir, id) then
+    return nil, ("the network namespace of instance %s is gone (%s/%s); the instance must be recreated"):format(id, C.netns_dir, id)
+  end
+  if rec.kind == "Pod" then ok, err = converge_pod(id, rec) else ok, err = converge_function(id, rec) end
+  if not ok then return nil, err end
+  if w then
+    local rules, rerr = instance_rules(id, w, rec)
+    if not rules then return nil, rerr end
+    rec.rules, rec.ports = rules, ports_of(rules)
+  end
+  local st
+  st, err = fw.apply(rec.rules or {}, { owner = owner(id) })
+  if not st then return nil, err end
+  return save()
+end
+
+-- Boot: everything that does not belong to a live instance goes (rules, links, namespaces,
+-- allocations); everything live is converged.
+function M.reconcile(live_ids)
+  local ok, err = need_init()
+  if not ok then return nil, err end
+  local live = {}
+  for _, id in ipairs(live_ids or {}) do live[id] = true end
+  local summary = { instances_removed = 0, links_removed = 0, netns_removed = 0, rules_removed = 0 }
+  local errs = {}
+  for id, rec in pairs(S.instances) do
+    if not live[id] then
+      local rok, rerr = remove_instance(id, rec)
+      if rok then S.instances[id] = nil summary.instances_removed = summary.instances_removed + 1
+      else errs[#errs + 1] = rerr end
+    end
+  end
+  ok, err = save()
+  if not ok then return nil, err end
+  ok, err = ensure_infra()
+  if not ok then return nil, err end
+  -- the whole rule set in one commit: rules of unknown owners disappear
+  local rules
+  rules, err = desired_all()
+  if not rules then return nil, err end
+  local st
+  st, err = fw.apply(rules)
+  if not st then return nil, err end
+  summary.rules_removed = st.deleted
+  -- links riklet names that no instance owns
+  local mine = {}
+  for _, rec in pairs(S.instances) do if rec.host_if then mine[rec.host_if] = true end end
+  for _, l in ipairs(net.links() or {}) do
+    local p = l.name:sub(1, 3)
+    if (p == VETH_PREFIX or p == TAP_PREFIX) and #l.name == 11 and not mine[l.name] then
+      local lok, lerr = net.link_del(l.name)
+      if lok then summary.links_removed = summary.links_removed + 1 else errs[#errs + 1] = lerr end
+    end
+  end
+  for _, name in ipairs(net.netns_list(C.netns_dir) or {}) do
+    if not (S.instances[name] and S.instances[name].kind == "Pod") then
+      local nok, nerr = net.netns_del(C.netns_dir, name)
+      if nok then summary.netns_removed = summary.netns_removed + 1 else errs[#errs + 1] = nerr end
+    end
+  end
+  if #errs > 0 then return nil, "reconciling the network: " .. table.concat(errs, "; ") end
+  log("info", "network reconciled: %d instance(s), %d link(s), %d namespace(s), %d rule(s) removed",
+    summary.instances_removed, summary.links_removed, summary.netns_removed, summary.rules_removed)
+  return summary
+end
+
+-- riklet cleanup: everything riklet owns, whether or not the state knows it.
+function M.cleanup_all(cfg)
+  if not C then
+    local ok, err = M.init(cfg)
+    if not ok then return nil, err end
+  end
+  local errs = {}
+  for id, rec in pairs(S.instances) do
+    local ok, err = remove_instance(id, rec)
+    if not ok then errs[#errs + 1] = err end
+  end
+  for _, l in ipairs(net.links() or {}) do
+    local p = l.name:sub(1, 3)
+    if (p == VETH_PREFIX or p == TAP_PREFIX) and #l.name == 11 then
+      local ok, err = net.link_del(l.name)
+      if not ok then errs[#errs + 1] = err end
+    end
+  end
+  for _, name in ipairs(net.netns_list(C.netns_dir) or {}) do
+    local ok, err = net.netns_del(C.netns_dir, name)
+    if not ok then errs[#errs + 1] = err end
+  end
+  local ok, err = fw.flush_all()
+  if not ok then errs[#errs + 1] = err end
+  ok, err = net.link_del(C.bridge)
+  if not ok then errs[#errs + 1] = err end
+  S.instances = {}
+  ok, err = save()
+  if not ok then errs[#errs + 1] = err end
+  infra_ready = false
+  if #errs > 0 then return nil, table.concat(errs, "; ") end
+  return true
+end
+
+return M

@@ -1,0 +1,90 @@
+-- net_pod.lua — driven by test_net_pod.sh, one step per `riklet test` run (NET_STEP), so that
+-- every step starts from what the previous process left: the persisted state and the kernel.
+local T = require "riklet.testlib"
+local netctl = require "riklet.netctl"
+local fw = require "riklet.fw"
+local net = require "riklet.net"
+local json = require "riklet.json"
+local fs = require "riklet.fs"
+
+local step = os.getenv("NET_STEP")
+local tmp = assert(os.getenv("NET_TMP"), "NET_TMP")
+local out = tmp .. "/" .. step .. ".json"
+
+local cfg = { state_dir = tmp .. "/state", netns_dir = tmp .. "/netns", pod_cidr = "10.89.0.0/16",
+  function_cidr = "10.90.0.0/16", bridge = "riklet0" }
+T.ok(netctl.init(cfg), "netctl.init")
+
+local function pod(name, port, target, proto)
+  return { apiVersion = "v1", kind = "Pod", name = name, spec = { containers = {
+    { name = "web", image = "busybox:latest", env = json.null,
+      ports = port and { port = port, target_port = target, protocol = proto or "TCP", type = json.null } or json.null } } } }
+end
+
+local results = {}
+
+if step == "setup" then
+  local a, err = netctl.setup("pod-a", pod("a", 8080, 80))
+  T.ok(a, "pod-a set up: " .. tostring(err))
+  T.is(a and a.ip, "10.89.0.2", "pod-a got the first free address")
+  T.is(a and a.gateway, "10.89.0.1", "its gateway is the bridge")
+  results.a = a
+  local b
+  b, err = netctl.setup("pod-b", pod("b", 9090, 8000))
+  T.ok(b, "pod-b set up: " .. tostring(err))
+  T.is(b and b.ip, "10.89.0.3", "pod-b got the next address")
+  results.b = b
+  local c
+  c, err = netctl.setup("pod-c", pod("c", 8080, 81))
+  T.ok(c == nil, "pod-c exposing 8080 again is refused")
+  T.like(err, "port 8080/tcp is already exposed on this node by instance pod%-a", "with a clear reason: " .. tostring(err))
+  T.ok(not net.netns_exists(cfg.netns_dir, "pod-c"), "the refused pod's namespace was rolled back")
+  T.ok(netctl.state().instances["pod-c"] == nil, "and its address freed")
+  local again
+  again, err = netctl.setup("pod-d", pod("d", 8080, 80, "UDP"))
+  T.ok(again, "the same port number over UDP is another port: " .. tostring(err))
+  T.is(again and again.ip, "10.89.0.4", "pod-c's address was freed: pod-d gets .4")
+  results.d = again
+  local f
+  f, err = netctl.setup("fn-1", { kind = "Function", name = "f", spec = { ["function"] = {
+    execution = { rootfs = "http://x/r.ext4" }, exposure = { port = 45000, targetPort = 8080, type = "NodePort" } } } })
+  T.ok(f, "function fn-1 set up: " .. tostring(err))
+  T.is(f and f.guest_ip, "10.90.0.1", "guest .1 of the first /30")
+  T.is(f and f.tap_ip, "10.90.0.2", "TAP .2")
+  T.is(f and f.kernel_ip, "ip=10.90.0.1::10.90.0.2:255.255.255.252::eth0:off", "kernel ip= argument as upstream")
+  results.f = f
+  local bad
+  bad, err = netctl.setup("../etc", pod("x"))
+  T.ok(bad == nil and err:find("cannot name a network namespace"), "a hostile instance id is refused: " .. tostring(err))
+  bad, err = netctl.setup("pod-e", pod("e", 70000, 80))
+  T.ok(bad == nil and err:find("a port is a whole number"), "port 70000 refused by the policy: " .. tostring(err))
+  -- the setup is idempotent: calling it again converges, nothing duplicated
+  local a2 = netctl.setup("pod-a", pod("a", 8080, 80))
+  T.is(a2 and a2.ip, "10.89.0.2", "setup of pod-a again keeps its address")
+elseif step == "reconcile" then
+  -- riklet was killed; pod-b died meanwhile. Boot with pod-a, pod-d and fn-1 alive.
+  local s, err = netctl.reconcile({ "pod-a", "pod-d", "fn-1" })
+  T.ok(s, "reconcile: " .. tostring(err))
+  T.is(s and s.instances_removed, 1, "pod-b's allocation removed")
+  T.ok(s and s.rules_removed >= 2, "pod-b's rule and the stray rule removed (" .. tostring(s and s.rules_removed) .. ")")
+  T.ok(s and s.links_removed >= 1, "the stray link removed (" .. tostring(s and s.links_removed) .. ")")
+  T.ok(s and s.netns_removed >= 1, "the stray namespace removed (" .. tostring(s and s.netns_removed) .. ")")
+  local ok
+  ok, err = netctl.adopt("pod-a", pod("a", 8080, 80), netctl.state().instances["pod-a"])
+  T.ok(ok, "pod-a adopted: " .. tostring(err))
+  results.exposed = netctl.exposed()
+elseif step == "teardown" then
+  for _, id in ipairs({ "pod-a", "pod-d", "fn-1", "never-existed" }) do
+    local ok, err = netctl.teardown(id)
+    T.ok(ok, "teardown " .. id .. ": " .. tostring(err))
+  end
+  T.ok(netctl.teardown("pod-a"), "teardown twice is fine")
+  T.ok(next(netctl.state().instances) == nil, "no allocation left")
+  local ok, err = netctl.cleanup_all()
+  T.ok(ok, "cleanup_all: " .. tostring(err))
+  T.ok(not net.link("riklet0"), "the bridge is gone")
+  local left = fw.list()
+  T.is(left and #left, 0, "fw.list is empty")
+end
+
+fs.write_atomic(out, json.encode(results) or "{}")
