@@ -83,18 +83,10 @@ struct rk_grpc_channel {
 	int processing; /* inside ch_process */
 	int closing;    /* free requested while processing */
 	int unpause_pending;
-	int h2c_reuse_bug; /* libcurl < 7.89.0 */
+	int multiplex; /* calls share one connection (not h2c on libcurl < 7.89.0) */
 };
 
-/* Is some call on ch streaming over an established HTTP/2 connection right now? */
-static int ch_has_live_stream(struct rk_grpc_channel *ch)
-{
-	for (struct rk_grpc_call *c = ch->calls; c; c = c->next)
-		if (c->hdr_block_done && c->http_status == 200 && !c->curl_done && !c->finished &&
-		    c->local_status < 0)
-			return 1;
-	return 0;
-}
+
 
 static const char *status_names[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT",
 	"DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
@@ -511,17 +503,14 @@ rk_grpc_call *rk_grpc_call_start(rk_grpc_channel *ch, const char *path, uint64_t
 	curl_easy_setopt(ez, CURLOPT_HEADERDATA, c);
 	curl_easy_setopt(ez, CURLOPT_ERRORBUFFER, c->errbuf);
 	curl_easy_setopt(ez, CURLOPT_PIPEWAIT, 1L);
-	if (ch->tls) {
-		curl_easy_setopt(ez, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-	} else if (!ch->h2c_reuse_bug || !ch_has_live_stream(ch)) {
-		curl_easy_setopt(ez, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
-		/* libcurl 7.88 re-runs the prior-knowledge switch on a reused connection and breaks it
-		 * ("Error in the HTTP2 framing layer", curl issue 10634, fixed in 7.89.0) */
-		if (ch->h2c_reuse_bug)
-			curl_easy_setopt(ez, CURLOPT_FRESH_CONNECT, 1L);
-	} else {
-		/* an h2c connection is up and in use: plain "HTTP/2" reuses it without the broken switch */
-		curl_easy_setopt(ez, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2_0);
+	curl_easy_setopt(ez, CURLOPT_HTTP_VERSION,
+	                 ch->tls ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+	if (!ch->multiplex) {
+		/* libcurl < 7.89 re-runs the prior-knowledge switch on a reused h2c connection and breaks
+		 * it ("Error in the HTTP2 framing layer", curl issue 10634, fixed in 7.89.0): there, each
+		 * h2c call gets a connection of its own, closed when the call ends. */
+		curl_easy_setopt(ez, CURLOPT_FRESH_CONNECT, 1L);
+		curl_easy_setopt(ez, CURLOPT_FORBID_REUSE, 1L);
 	}
 	curl_easy_setopt(ez, CURLOPT_CONNECTTIMEOUT_MS, ch->o.connect_timeout_ms);
 	curl_easy_setopt(ez, CURLOPT_TCP_KEEPALIVE, 1L);
@@ -886,7 +875,7 @@ rk_grpc_channel *rk_grpc_channel_new(rk_loop *l, const char *url, const rk_grpc_
 	}
 	ch->loop = l;
 	ch->tls = tls;
-	ch->h2c_reuse_bug = vi->version_num < 0x075900;
+	ch->multiplex = tls || vi->version_num >= 0x075900;
 	if (o)
 		ch->o = *o;
 	if (!ch->o.max_recv)
@@ -925,6 +914,8 @@ rk_grpc_channel *rk_grpc_channel_new(rk_loop *l, const char *url, const rk_grpc_
 }
 
 const char *rk_grpc_channel_url(const rk_grpc_channel *ch) { return ch->url; }
+
+int rk_grpc_channel_multiplexed(const rk_grpc_channel *ch) { return ch->multiplex; }
 
 size_t rk_grpc_channel_sockets(const rk_grpc_channel *ch)
 {

@@ -4,6 +4,7 @@
  * TLS) and one curl multi handle; calls on it are multiplexed over one connection. Every call is
  * the same bidirectional shape at this level: unary = send one message + close_send, server
  * streaming = the same with many replies, client streaming = many sends then close_send.
+ * Set RIKLET_CURL_VERBOSE=1 to have libcurl trace every call on stderr.
  *
  * Callbacks (on_headers, on_message, on_done) only ever run from loop callbacks, never from inside
  * a libcurl callback and never re-entrantly from an rk_grpc_* call, so they may start, send on or
@@ -77,6 +78,9 @@ const char *rk_grpc_channel_url(const rk_grpc_channel *ch);
 /* Sockets (connections) the channel is watching right now, and calls open on it: diagnostics. */
 size_t rk_grpc_channel_sockets(const rk_grpc_channel *ch);
 size_t rk_grpc_channel_calls(const rk_grpc_channel *ch);
+/* Do calls share one connection? Yes for https://, and for http:// with libcurl >= 7.89 (older
+ * libcurl breaks a reused prior-knowledge h2c connection, so each call gets its own there). */
+int rk_grpc_channel_multiplexed(const rk_grpc_channel *ch);
 
 /* Start a call on path ("/worker.Worker/Register"). deadline_ms: 0 = none, else the call ends with
  * DEADLINE_EXCEEDED after that long (also sent to the server as grpc-timeout). resp may be NULL

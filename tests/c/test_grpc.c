@@ -369,19 +369,22 @@ static void live_tests(void)
 			for (int i = 0; i < 20; i++)
 				alld &= rm[i].done && rm[i].status == 0;
 		}
-		ok(alld && maxsock == 1, "20 calls next to a live stream: all OK over %zu connection(s)", maxsock);
+		if (rk_grpc_channel_multiplexed(ch))
+			ok(alld && maxsock == 1, "20 calls next to a live stream: all OK over %zu connection(s)", maxsock);
+		else
+			ok(alld, "20 calls next to a live stream: all OK (libcurl < 7.89: a connection per h2c call, at most %zu at once)", maxsock);
 		/* cancelling a multiplexed stream frees it on the server too */
 		struct rec rmx;
 		rk_grpc_call *cm = start_register(ch, "node-mux", 0, &rmx);
 		rmx.stop_on_headers = 1;
 		run_for(5000);
-		ok(rmx.headers && rk_grpc_channel_sockets(ch) == 1, "a second Register shares the connection");
+		ok(rmx.headers && (!rk_grpc_channel_multiplexed(ch) || rk_grpc_channel_sockets(ch) == 1), "a second Register is accepted (sharing the connection when multiplexing)");
 		rk_grpc_call_cancel(cm);
 		wait_closed(&s, "node-mux");
 		struct membuf b;
 		control(&s, "/state", NULL, &b);
 		ok(strstr(b.b, "\"node-mux\": {\"open\": false") != NULL, "cancelled multiplexed stream seen closed by the server");
-		ok(!r1.done, "... and node-a's stream on the same connection lives on");
+		ok(!r1.done, "... and node-a's stream lives on");
 	}
 
 	/* deadline on an open stream */
@@ -514,6 +517,12 @@ static void tls_tests(void)
 	r.stop_on_headers = 1;
 	run_for(5000);
 	ok(r.headers && !r.done, "TLS (https://, CA file): Register accepted (%s)", r.msg);
+	struct rec rt2;
+	start_register(ch, "tls-node-b", 0, &rt2);
+	rt2.stop_on_headers = 1;
+	run_for(5000);
+	ok(rt2.headers && rk_grpc_channel_multiplexed(ch) && rk_grpc_channel_sockets(ch) == 1,
+	   "TLS: a second stream is multiplexed on the same connection (%zu socket(s))", rk_grpc_channel_sockets(ch));
 	rk_grpc_channel_free(ch);
 
 	rk_grpc_channel *ch2 = rk_grpc_channel_new(L, url, NULL, &e);

@@ -1,0 +1,287 @@
+-- riklet.scheduler — the RIK scheduler front-end (shared/PROTOCOL.md).
+--
+-- Registers with `worker.Worker/Register` and keeps that server stream for the node's lifetime:
+-- every InstanceScheduling on it is handed to the agent (CREATE -> agent.create, DESTROY ->
+-- agent.destroy). Every instance transition the agent reports goes back as
+-- WorkerStatus{identifier = hostname, instance = {instance_id, status, metrics = message}} on one
+-- long-lived `SendStatusUpdates` client stream; node metrics go the same way right after
+-- registering and every `metrics_interval` seconds.
+--
+-- When the scheduler is down, refuses us (ALREADY_EXISTS while our previous stream lingers), or
+-- a stream ends or breaks, workloads keep running: we reconnect with backoff (1 s, x1.6, +-20 %
+-- jitter, capped at 120 s, reset after a healthy period) and, once registered again, re-send the
+-- current status of every instance. Updates made while disconnected wait in an outbox that keeps
+-- the latest status per instance, in order.
+--
+--   scheduler.run(cfg[, agent]) -- never returns while riklet runs; nil, err on a bad configuration
+--     cfg.scheduler         "http://host:port" | "https://host:port"
+--     cfg.hostname          the name this node registers with (non-empty)
+--     cfg.metrics_interval  seconds between node metric reports (default 15)
+--     cfg.tls_ca, cfg.tls_cert, cfg.tls_key   for https://
+--     cfg.reconnect_initial, cfg.reconnect_max, cfg.reconnect_healthy (seconds; default 1, 120, 60)
+--   scheduler.stats() -> counters for tests and benchmarks
+--   scheduler.backoff(initial, factor, jitter, max) -> b; b:next() -> seconds; b:reset()
+local core = require "riklet.core"
+local task = require "riklet.task"
+local grpc = require "riklet.grpc"
+local metrics = require "riklet.metrics"
+
+local M = {}
+
+local REGISTER = "/worker.Worker/Register"
+local SEND_STATUS = "/worker.Worker/SendStatusUpdates"
+
+local STATUSES = {
+  UNKNOWN = true, PENDING = true, RUNNING = true, FAILED = true, TERMINATED = true,
+  CREATING = true, DESTROYING = true,
+}
+
+local function log(level, fmt, ...) core.log(level, "scheduler", fmt:format(...)) end
+
+local stats = {
+  sessions = 0, registered = 0, instructions = 0, statuses_sent = 0, metrics_sent = 0,
+  reconnects = 0, last_error = nil,
+}
+function M.stats() return stats end
+
+-- ---- backoff ---------------------------------------------------------------------------------
+local Backoff = {}
+Backoff.__index = Backoff
+
+function M.backoff(initial, factor, jitter, max)
+  return setmetatable({ initial = initial or 1, factor = factor or 1.6, jitter = jitter or 0.2,
+    max = max or 120, cur = nil }, Backoff)
+end
+
+-- The next delay: initial, then x factor each time, capped, each with +-jitter.
+function Backoff:next()
+  self.cur = self.cur and math.min(self.cur * self.factor, self.max) or self.initial
+  local j = 1 + self.jitter * (2 * math.random() - 1)
+  return self.cur * j
+end
+
+function Backoff:reset() self.cur = nil end
+
+-- ---- outbox: latest status per instance, in order ----------------------------------------------
+local function new_outbox()
+  return { order = {}, entries = {}, kick = task.queue(), kicked = false }
+end
+
+local function outbox_kick(ob)
+  if not ob.kicked then
+    ob.kicked = true
+    ob.kick:put(true)
+  end
+end
+
+local function outbox_put(ob, id, status, message)
+  if not STATUSES[status] then
+    log("warn", "instance %s: status %q is not a RIK status; reporting UNKNOWN", id, tostring(status))
+    status = "UNKNOWN"
+  end
+  if ob.entries[id] == nil then ob.order[#ob.order + 1] = id end
+  ob.entries[id] = { status = status, message = message or "" }
+  outbox_kick(ob)
+end
+
+local function outbox_len(ob)
+  local n = 0
+  for _ in pairs(ob.entries) do n = n + 1 end
+  return n
+end
+
+-- ---- the front-end ---------------------------------------------------------------------------
+function M.run(cfg, agent)
+  agent = agent or require "riklet.agent"
+  local url = cfg.scheduler
+  if type(url) ~= "string" or not (url:match("^http://") or url:match("^https://")) then
+    return nil, ("the scheduler address %q must be http://HOST:PORT or https://HOST:PORT (or give "
+      .. "--master-ip HOST:PORT)"):format(tostring(url))
+  end
+  local hostname = cfg.hostname
+  if type(hostname) ~= "string" or hostname == "" then
+    return nil, "this node has no hostname to register with: set --hostname NAME"
+  end
+  local interval = tonumber(cfg.metrics_interval) or 15
+  if interval <= 0 then return nil, "--metrics-interval must be a positive number of seconds" end
+  local healthy_after = tonumber(cfg.reconnect_healthy) or 60
+  local backoff = M.backoff(tonumber(cfg.reconnect_initial) or 1, 1.6, 0.2, tonumber(cfg.reconnect_max) or 120)
+  local chopts = {
+    ca_file = cfg.tls_ca, cert_file = cfg.tls_cert, key_file = cfg.tls_key,
+  }
+  math.randomseed(core.getpid and core.getpid() or os.time())
+
+  local ob = new_outbox()
+  local sess -- the current session: {ch, reg, st, alive}
+
+  agent.subscribe(function(id, status, message)
+    outbox_put(ob, id, status, message)
+  end)
+
+  local function instance_msg(id, e)
+    return { identifier = hostname,
+      instance = { instance_id = id, status = e.status, metrics = e.message } }
+  end
+
+  -- Open (or reopen) the status stream of session s and watch it: if it ends while the session
+  -- lives, reopen it and re-send every instance's status.
+  local function resync()
+    for _, inst in ipairs(agent.list()) do
+      if inst.status and not inst.gone then outbox_put(ob, inst.id, inst.status, inst.message) end
+    end
+    outbox_kick(ob) -- also delivers what waited while we were disconnected
+  end
+
+  local open_status_stream
+  open_status_stream = function(s)
+    local st, err = s.ch:client_stream(SEND_STATUS, "common.WorkerStatus", "google.protobuf.Empty")
+    if not st then
+      log("error", "cannot open SendStatusUpdates on %s: %s", url, err)
+      return nil
+    end
+    s.st = st
+    task.spawn(function()
+      local _, rerr, code = st:recv()
+      if s.st ~= st or not s.alive then return end
+      s.st = nil
+      log("warn", "the scheduler ended the status stream (%s: %s); reopening it and re-sending every "
+        .. "instance's status", grpc.status_name(code or 2), tostring(rerr))
+      task.sleep(1)
+      if s.alive then
+        if open_status_stream(s) then resync() end
+      end
+    end)
+    return st
+  end
+
+  -- The sender: drains the outbox into the current status stream, in order.
+  task.spawn(function()
+    while true do
+      ob.kick:get()
+      ob.kicked = false
+      local s = sess
+      local st = s and s.alive and s.st
+      if st then
+        local keep = {}
+        local broken = false
+        for _, id in ipairs(ob.order) do
+          local e = ob.entries[id]
+          if e then
+            if not broken then
+              local ok, err = st:send(instance_msg(id, e))
+              if ok then
+                ob.entries[id] = nil
+                stats.statuses_sent = stats.statuses_sent + 1
+                log("debug", "status %s %s sent%s", id, e.status, e.message ~= "" and (": " .. e.message) or "")
+              else
+                broken = true
+                log("warn", "cannot send the status of %s: %s (kept for the next connection)", id, err)
+              end
+            end
+            if ob.entries[id] then keep[#keep + 1] = id end
+          end
+        end
+        ob.order = keep
+      end
+    end
+  end)
+
+  local function send_metrics(s)
+    local js, err = metrics.node_json()
+    if not js then
+      log("error", "cannot measure node metrics: %s", err)
+      return
+    end
+    local st = s.st
+    if not st then return end
+    local ok, serr = st:send({ identifier = hostname, worker = { status = "RUNNING", metrics = js } })
+    if ok then stats.metrics_sent = stats.metrics_sent + 1
+    else log("warn", "cannot send node metrics: %s", serr) end
+  end
+
+  local function handle(msg)
+    stats.instructions = stats.instructions + 1
+    local id, action = msg.instance_id, msg.action
+    if action == "CREATE" or action == 0 then
+      log("info", "CREATE %s from the scheduler", id)
+      agent.create(id, msg.definition, "scheduler")
+    elseif action == "DESTROY" or action == 1 then
+      log("info", "DESTROY %s from the scheduler", id)
+      agent.destroy(id)
+    else
+      log("warn", "instruction for %s has an unknown action %s: ignored", id, tostring(action))
+    end
+  end
+
+  while true do
+    stats.sessions = stats.sessions + 1
+    local ch, err = grpc.channel(url, chopts)
+    if not ch then return nil, ("cannot use the scheduler address %s: %s"):format(url, err) end
+    local reg
+    reg, err = ch:server_stream(REGISTER, "common.WorkerRegistration", { hostname = hostname },
+      "worker.InstanceScheduling")
+    local ok, code
+    if reg then ok, err, code = reg:headers() end
+    if not ok then
+      local delay = backoff:next()
+      stats.last_error = err
+      if code == grpc.codes.ALREADY_EXISTS then
+        log("warn", "the scheduler at %s still holds an open registration for %q (a previous "
+          .. "connection it has not seen close yet): retrying in %.1f s", url, hostname, delay)
+      elseif code == grpc.codes.FAILED_PRECONDITION then
+        log("error", "the scheduler at %s refused to register %q: %s; retrying in %.1f s (check "
+          .. "--hostname)", url, hostname, tostring(err), delay)
+      else
+        log("warn", "cannot register with the scheduler at %s: %s (%s); workloads keep running; "
+          .. "retrying in %.1f s", url, tostring(err), grpc.status_name(code or 14), delay)
+      end
+      ch:close()
+      stats.reconnects = stats.reconnects + 1
+      task.sleep(delay)
+    else
+      stats.registered = stats.registered + 1
+      local started = core.now()
+      log("info", "registered with the scheduler at %s as %q", url, hostname)
+      local s = { ch = ch, reg = reg, alive = true }
+      sess = s
+      open_status_stream(s)
+      send_metrics(s)
+      resync()
+      task.spawn(function()
+        while s.alive do
+          task.sleep(interval)
+          if s.alive then send_metrics(s) end
+        end
+      end)
+      while true do
+        local msg, rerr, rcode = reg:recv()
+        if not msg then
+          err, code = rerr, rcode
+          break
+        end
+        task.spawn(handle, msg)
+      end
+      s.alive = false
+      sess = nil
+      if s.st then s.st:close() end
+      ch:close()
+      stats.last_error = err
+      local lived = core.now() - started
+      if lived >= healthy_after then backoff:reset() end
+      local delay = backoff:next()
+      if code == 0 then
+        log("warn", "the scheduler at %s ended our registration stream after %.0f s; workloads keep "
+          .. "running; registering again in %.1f s (%d status update(s) waiting)", url, lived, delay,
+          outbox_len(ob))
+      else
+        log("warn", "lost the scheduler at %s after %.0f s: %s (%s); workloads keep running; "
+          .. "registering again in %.1f s (%d status update(s) waiting)", url, lived, tostring(err),
+          grpc.status_name(code or 14), delay, outbox_len(ob))
+      end
+      stats.reconnects = stats.reconnects + 1
+      task.sleep(delay)
+    end
+  end
+end
+
+return M

@@ -1,0 +1,123 @@
+-- riklet.pb and riklet.grpc inside the real binary: descriptor-driven tables, then real calls
+-- against tests/sched/scheduler.py (Debian's grpcio).
+local T = require "riklet.testlib"
+local task = require "riklet.task"
+local proc = require "riklet.proc"
+local core = require "riklet.core"
+local pb = require "riklet.pb"
+local grpc = require "riklet.grpc"
+local json = require "riklet.json"
+local fs = require "riklet.fs"
+
+-- ---- riklet.pb ----
+local bytes = pb.encode("common.WorkerStatus", { identifier = "n1",
+  instance = { instance_id = "i1", status = "RUNNING", metrics = "ok" } })
+local t = pb.decode("common.WorkerStatus", bytes)
+T.is(t.identifier, "n1", "pb: string round trip")
+T.is(t.instance.status, "RUNNING", "pb: enum as name")
+T.is(t.instance.instance_id, "i1", "pb: nested message")
+T.is(t.worker, nil, "pb: the other oneof member is absent")
+T.is(t.host_address, nil, "pb: unset optional host_address is absent")
+local t2 = pb.decode("common.WorkerStatus", pb.encode("common.WorkerStatus", { identifier = "n", host_address = "" }))
+T.is(t2.host_address, "", "pb: host_address set to '' keeps its presence")
+T.is(pb.decode("common.WorkerStatus", bytes, { enums = "number" }).instance.status, 2, "pb: enums as numbers on request")
+T.is(pb.decode("worker.InstanceScheduling", pb.encode("worker.InstanceScheduling", { action = 1 })).action, "DESTROY", "pb: enum number accepted on input")
+T.is(pb.decode("worker.InstanceScheduling", "").action, "CREATE", "pb: proto3 default scalar comes out (CREATE = 0)")
+T.is(pb.decode("worker.InstanceScheduling", "").instance_id, "", "pb: proto3 default string is ''")
+local ok, err = pcall(pb.encode, "common.WorkerStatus", { identifer = "typo" })
+T.ok(not ok and err:find("no field 'identifer'"), "pb: an unknown field raises, naming it: " .. tostring(err))
+ok, err = pcall(pb.encode, "common.WorkerStatus", { instance = { status = "BOGUS" } })
+T.ok(not ok and err:find("not a common.ResourceStatus") and err:find("CREATING"), "pb: a bad enum name raises, listing the names")
+ok, err = pcall(pb.encode, "common.WorkerStatus", { instance = {}, worker = {} })
+T.ok(not ok and err:find("same oneof"), "pb: two members of a oneof raise")
+ok, err = pcall(pb.encode, "common.WorkerStatus", { instance = { instance_id = {} } })
+T.ok(not ok and err:find("common.WorkerStatus.instance.instance_id"), "pb: a wrong type raises with the field path")
+ok, err = pcall(pb.encode, "nope.Nope", {})
+T.ok(not ok and err:find("unknown protobuf message type"), "pb: unknown type raises")
+local v, derr = pb.decode("common.WorkerStatus", "\255\255\255")
+T.ok(v == nil and derr:find("cannot decode"), "pb: undecodable bytes give nil, err")
+T.is(grpc.codes.ALREADY_EXISTS, 6, "grpc.codes")
+T.is(grpc.status_name(14), "UNAVAILABLE", "grpc.status_name")
+
+-- ---- riklet.grpc against the scheduler stand-in ----
+local py = "/usr/bin/python3"
+local probe = proc.run({ py, "-c", "import grpc, google.protobuf" })
+if not probe or probe.code ~= 0 or not proc.run({ "sh", "-c", "command -v protoc" }) then
+  T.skip("no grpcio under /usr/bin/python3 or no protoc", 1)
+  return T.done()
+end
+local src = os.getenv("RIKLET_SRC_DIR") or debug.getinfo(1, "S").source:match("^@(.*)/tests/lua/") or "."
+local tmp = os.tmpname()
+os.remove(tmp)
+local portfile = tmp .. ".ports"
+local sched = proc.spawn({ py, src .. "/tests/sched/scheduler.py", "--port-file", portfile },
+  { stderr = tmp .. ".log" })
+T.ok(T.wait_for(15, function() return fs.read(portfile, 4096) end), "scheduler.py is up")
+local ports = json.decode(fs.read(portfile, 4096))
+local url = "http://127.0.0.1:" .. ports.grpc
+local function control(path, body)
+  return proc.run({ "curl", "-sf", "-X", body and "POST" or "GET", body and "-d" or "-G", body or "",
+    "http://127.0.0.1:" .. ports.control .. path })
+end
+
+local ch = assert(grpc.channel(url))
+T.is(ch.url, url, "channel url")
+local reg = ch:server_stream("/worker.Worker/Register", "common.WorkerRegistration", { hostname = "lua-node" },
+  "worker.InstanceScheduling")
+T.ok(reg:headers(), "Register accepted (headers)")
+control("/instruct", json.encode({ instance_id = "x1", definition = "{}", action = "CREATE" }))
+local m = reg:recv()
+T.ok(m and m.instance_id == "x1" and m.action == "CREATE", "recv yields until an InstanceScheduling arrives")
+
+-- a second task waits too: ALREADY_EXISTS through the same channel
+local r2 = ch:server_stream("/worker.Worker/Register", "common.WorkerRegistration", { hostname = "lua-node" },
+  "worker.InstanceScheduling")
+local h, herr, hcode = r2:headers()
+T.ok(h == nil and hcode == grpc.codes.ALREADY_EXISTS, "duplicate Register: nil, err, ALREADY_EXISTS (" .. tostring(herr) .. ")")
+local e1, e2, e3 = r2:recv()
+T.ok(e1 == nil and e3 == 6, "recv after the end returns the same status")
+
+-- client streaming over time, and unary-shaped one-message call
+local st = ch:client_stream("/worker.Worker/SendStatusUpdates", "common.WorkerStatus", "google.protobuf.Empty")
+for i = 1, 5 do
+  T.ok(st:send({ identifier = "lua-node", instance = { instance_id = "s" .. i, status = "CREATING" } }), "send " .. i)
+  task.sleep(0.05)
+end
+local resp, ferr = st:finish()
+T.ok(resp ~= nil and next(resp) == nil, "finish: Empty response as {} (" .. tostring(ferr) .. ")")
+local u, uerr = ch:unary("/worker.Worker/SendStatusUpdates", "common.WorkerStatus",
+  { identifier = "lua-node", worker = { status = "RUNNING", metrics = "{}" } }, "google.protobuf.Empty", { timeout = 5 })
+T.ok(u ~= nil, "unary call: response (" .. tostring(uerr) .. ")")
+local evs = control("/events?since=0").stdout
+local n = 0
+for _ in evs:gmatch('"instance_id": "s%d"') do n = n + 1 end
+T.is(n, 5, "the scheduler got the 5 streamed statuses")
+
+-- deadline
+local r3 = ch:server_stream("/worker.Worker/Register", "common.WorkerRegistration", { hostname = "slow" },
+  "worker.InstanceScheduling", { timeout = 0.3 })
+local t0 = core.now()
+local x, xerr, xcode = r3:recv()
+T.ok(x == nil and xcode == grpc.codes.DEADLINE_EXCEEDED and core.now() - t0 < 2, "timeout 0.3 s: DEADLINE_EXCEEDED (" .. tostring(xerr) .. ")")
+
+-- close from another task wakes the waiter
+task.spawn(function() task.sleep(0.1) reg:close() end)
+local y, yerr, ycode = reg:recv()
+T.ok(y == nil and ycode == grpc.codes.CANCELLED, "close() from another task: the waiting recv gets CANCELLED (" .. tostring(yerr) .. ")")
+
+-- a bad request table raises before anything is sent
+ok, err = pcall(ch.unary, ch, "/worker.Worker/SendStatusUpdates", "common.WorkerStatus", { bogus = 1 }, "google.protobuf.Empty")
+T.ok(not ok and err:find("no field 'bogus'"), "unary with a bad table raises")
+
+-- the scheduler goes away: errors, not crashes
+sched:kill(9)
+sched:wait()
+local z, zerr, zcode = ch:unary("/worker.Worker/SendStatusUpdates", "common.WorkerStatus",
+  { identifier = "n" }, "google.protobuf.Empty", { timeout = 5 })
+T.ok(z == nil and zcode == grpc.codes.UNAVAILABLE, "scheduler gone: UNAVAILABLE (" .. tostring(zerr) .. ")")
+ch:close()
+ch:close()
+T.ok(not pcall(ch.unary, ch, "/x/y", "common.WorkerStatus", {}, "google.protobuf.Empty"), "a closed channel raises on use")
+os.remove(portfile)
+os.remove(tmp .. ".log")
+T.done()
