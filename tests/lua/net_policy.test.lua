@@ -70,7 +70,7 @@ T.ok(rules == nil and err:find("use TCP or UDP"), "protocol SCTP refused: " .. t
 -- a Function: exposure is camelCase; its TAP gets forward accepts
 local fn = json.decode([[{"kind":"Function","name":"f","spec":{"containers":null,"function":{
   "execution":{"rootfs":"http://x/r.ext4"},"exposure":{"port":45001,"targetPort":8080,"type":"NodePort"}}}}]])
-rules, err = policy.call("network", "rules", fn, ctx({ kind = "Function", address = "10.90.0.1", host_if = "rkt00000001" }))
+rules = policy.call("network", "rules", fn, ctx({ kind = "Function", address = "10.90.0.1", host_if = "rkt00000001" }))
 T.is(texts(rules), '-A RIKLET -p tcp -m tcp --dport 45001 -m comment --comment "riklet:inst1" -j DNAT --to-destination 10.90.0.1:8080\n' ..
   '-A RIKLET-FORWARD -o rkt00000001 -m conntrack --ctstate RELATED,ESTABLISHED,DNAT -m comment --comment "riklet:inst1" -j ACCEPT\n' ..
   '-A RIKLET-FORWARD -i rkt00000001 -m comment --comment "riklet:inst1" -j ACCEPT',
