@@ -117,7 +117,7 @@ static int l_edit_config(lua_State *L)
 	struct edit_bufs b = {0};
 	if (!lua_isnil(L, ai))
 		b.args = lrk_check_argv(L, ai); /* may raise: nothing allocated yet */
-	if (!lua_isnil(L, ei)) {
+	if (!lua_isnil(L, ei) && lua_objlen(L, ei) > 0) { /* an empty env list changes nothing */
 		/* may raise: free args first if it would — check element types by hand */
 		size_t n = lua_objlen(L, ei);
 		for (size_t i = 1; i <= n; i++) {
