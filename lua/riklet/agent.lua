@@ -203,6 +203,7 @@ local function lifecycle(inst, mode)
       log("info", "instance %s was being created when riklet stopped: rolling back and creating it again", inst.id)
       teardown(inst, "destroy")
       inst.rec.containers, inst.rec.network = {}, nil
+      inst.adopted:set(true)
       return lifecycle(inst, "create")
     elseif st == "RUNNING" then
       local ok, res, adopt_err = xpcall(inst.driver.adopt, traceback, inst)
@@ -220,10 +221,12 @@ local function lifecycle(inst, mode)
     elseif inst.rec.destroyed then
       inst.released = true
       inst.gone:set(true)
+      inst.adopted:set(true)
       return
     else
       inst.released = true
     end
+    inst.adopted:set(true)
   end
   while true do
     local msg = inst.mailbox:get()
@@ -243,7 +246,7 @@ local function new_instance(id, definition, source, rec)
     containers = {}, status = nil, reason = "",
   }
   return {
-    id = id, rec = rec, mailbox = task.queue(), gone = task.event(),
+    id = id, rec = rec, mailbox = task.queue(), gone = task.event(), adopted = task.event(),
   }
 end
 
@@ -266,12 +269,28 @@ function agent.init(config)
   end
   local recs, bad = store.list()
   for _, b in ipairs(bad or {}) do log("error", "%s (ignored)", b) end
+  local adopting = {}
   for _, rec in ipairs(recs or {}) do
     local inst = new_instance(rec.id, rec.definition, rec.source, rec)
     rec.containers = rec.containers or {}
     instances[rec.id] = inst
+    adopting[#adopting + 1] = inst
     task.spawn(lifecycle, inst, "adopt")
   end
+  -- once every record is adopted, drivers remove what dead instances left behind (links, rules)
+  task.spawn(function()
+    for _, inst in ipairs(adopting) do inst.adopted:wait() end
+    local live = {}
+    for id, inst in pairs(instances) do
+      if not inst.gone.is_set then live[#live + 1] = id end
+    end
+    for kind, drv in pairs(drivers) do
+      if drv.reconcile then
+        local rok, rerr = pcall(drv.reconcile, live)
+        if not rok then log("error", "%s driver: reconciling leftovers failed: %s", kind, tostring(rerr)) end
+      end
+    end
+  end)
   return true
 end
 

@@ -139,6 +139,13 @@ function P.create(inst, w)
     if not ok then return nil, ("container %s: %s"):format(c.name, err) end
     crec.mounted = true
     save(inst)
+    if runc.state(crec.runc_id) then
+      -- never ours to delete on rollback: another riklet shares this runc root, or a leftover
+      crec.state = "foreign"
+      return nil, ("container %s: runc already has a container %s (in %s); is another riklet using the same "
+        .. "--runc-root? Remove it with `runc --root %s delete -f %s` if it is a leftover")
+        :format(c.name, crec.runc_id, runc.root(), runc.root(), crec.runc_id)
+    end
     ok, err = oci.edit_config(imgs[i].config, cdir .. "/config.json", {
       env = env_list(c.env), hostname = w.name, root_path = cdir .. "/rootfs", netns_path = netns,
     })
@@ -201,7 +208,7 @@ local function free_resources(inst, keep_logs)
   local done = task.queue()
   local n = 0
   for _, c in ipairs(rec.containers or {}) do
-    if c.state ~= "deleted" then
+    if c.state ~= "deleted" and c.state ~= "foreign" then
       n = n + 1
       task.spawn(function()
         local ok, err = stop_container(inst, c)
@@ -284,6 +291,14 @@ function P.restart(inst, name)
     end
   end
   return nil, "no container " .. name
+end
+
+-- Boot: remove what instances that no longer exist left in the kernel (links, rules, netns).
+function P.reconcile(live_ids)
+  if not netctl then return true end
+  local summary, err = netctl.reconcile(live_ids)
+  if not summary then log("error", "network reconcile: %s", tostring(err)) return nil, err end
+  return true
 end
 
 -- Paths of the logs of an instance (for `riklet logs`), from its record.
