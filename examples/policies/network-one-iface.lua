@@ -1,124 +1,17 @@
--- network-one-iface — the default network policy, but exposed ports answer only on one interface.
--- Use: copy to <policy-dir>/network.lua, set ONLY_IIF below, start riklet with --policy-dir.
--- Traffic arriving on other interfaces (and connections from the node itself, which come in on
--- no interface) is not translated: the port stays closed there.
--- Functions and ctx are as in policies/network.lua (rules(w, ctx), infra(ctx)).
+-- network-one-iface — exposed ports answer only on one interface (the public one); traffic coming
+-- in elsewhere is not translated. Use: copy to <policy-dir>/network.lua, set ONLY_IIF, start riklet
+-- with --policy-dir. `base` is riklet's default network policy (policies/network.lua).
+local ONLY_IIF = "eth0" -- "eth+" would match every eth*
 
-local N = {}
-
--- Expose ports only to this source CIDR (nil: anyone) and only on this interface (nil: any).
-local ALLOW_SRC = nil
-local ONLY_IIF = "eth0" -- the public interface; "eth+" would match every eth*
-
-local function is_null(v, ctx) return v == nil or v == ctx.null end
-
-local function port_number(v, where)
-  if type(v) == "string" and v:match("^%d+$") then v = tonumber(v) end
-  if type(v) ~= "number" or v ~= math.floor(v) or v < 1 or v > 65535 then
-    return nil, ("%s is %s: a port is a whole number from 1 to 65535"):format(where, tostring(v))
-  end
-  return v
-end
-
--- The exposures of a workload: array of { port, target, proto, where }.
-local function exposures(w, ctx)
-  local out = {}
-  local function add(e, where, target_key)
-    if type(e) ~= "table" then return nil, where .. " must be an object" end
-    local port, err = port_number(e.port, where .. ".port")
-    if not port then return nil, err end
-    local target = e[target_key]
-    if is_null(target, ctx) then target = port end
-    target, err = port_number(target, where .. "." .. target_key)
-    if not target then return nil, err end
-    local proto = e.protocol
-    if is_null(proto, ctx) then proto = "tcp" end
-    if type(proto) ~= "string" or not (proto:lower() == "tcp" or proto:lower() == "udp") then
-      return nil, ("%s.protocol is %s: use TCP or UDP"):format(where, tostring(proto))
-    end
-    out[#out + 1] = { port = port, target = target, proto = proto:lower(), where = where }
-    return true
-  end
-
-  local kind = ctx.kind or w.kind
-  if kind == "Function" then
-    local fn = w["function"] or (type(w.spec) == "table" and w.spec["function"]) or nil
-    if type(fn) == "table" and not is_null(fn.exposure, ctx) then
-      local e = fn.exposure
-      local key = (type(e) == "table" and is_null(e.targetPort, ctx) and not is_null(e.target_port, ctx))
-        and "target_port" or "targetPort"
-      local ok, err = add(e, "spec.function.exposure", key)
-      if not ok then return nil, err end
-    end
-    return out
-  end
-
-  local cs = w.containers or (type(w.spec) == "table" and w.spec.containers) or {}
-  if type(cs) ~= "table" then return nil, "spec.containers must be an array" end
-  for i, c in ipairs(cs) do
-    local p = type(c) == "table" and c.ports or nil
-    if not is_null(p, ctx) then
-      if type(p) ~= "table" then return nil, ("spec.containers[%d].ports must be an object"):format(i) end
-      local list = p[1] and p or { p }
-      for j, e in ipairs(list) do
-        local where = p[1] and ("spec.containers[%d].ports[%d]"):format(i, j) or ("spec.containers[%d].ports"):format(i)
-        local key = (type(e) == "table" and is_null(e.target_port, ctx) and not is_null(e.targetPort, ctx))
-          and "targetPort" or "target_port"
-        local ok, err = add(e, where, key)
-        if not ok then return nil, err end
-      end
-    end
-  end
-  return out
-end
+local N = setmetatable({}, { __index = base })
 
 function N.rules(w, ctx)
-  if type(w) ~= "table" then return nil, "the workload must be a table" end
-  if type(ctx.address) ~= "string" then return nil, "no address was allocated for this instance" end
-  local exps, err = exposures(w, ctx)
-  if not exps then return nil, err end
-  local rules, mine = {}, {}
-  for _, x in ipairs(exps) do
-    local key = x.proto .. "/" .. x.port
-    local other = ctx.exposed and ctx.exposed[key]
-    if other and other ~= ctx.instance_id then
-      return nil, ("%s: port %d/%s is already exposed on this node by instance %s; pick another port or destroy that instance first")
-        :format(x.where, x.port, x.proto, tostring(other))
-    end
-    if mine[key] then
-      return nil, ("%s: port %d/%s is exposed twice by this workload (also at %s)"):format(x.where, x.port, x.proto, mine[key])
-    end
-    mine[key] = x.where
-    rules[#rules + 1] = {
-      chain = "RIKLET", proto = x.proto, dport = x.port, to = ctx.address .. ":" .. x.target,
-      src = ALLOW_SRC, iif = ONLY_IIF, comment = ctx.comment,
-    }
-  end
-  -- A microVM's TAP is its own link (pods share the bridge, covered by infra): forward for it.
-  if (ctx.kind or w.kind) == "Function" and ctx.host_if then
-    rules[#rules + 1] = { chain = "RIKLET-FORWARD", oif = ctx.host_if, ctstate = "RELATED,ESTABLISHED,DNAT", comment = ctx.comment }
-    rules[#rules + 1] = { chain = "RIKLET-FORWARD", iif = ctx.host_if, comment = ctx.comment }
+  local rules, err = base.rules(w, ctx)
+  if not rules then return nil, err end
+  for _, r in ipairs(rules) do
+    if r.chain == "RIKLET" then r.iif = ONLY_IIF end
   end
   return rules
-end
-
-function N.infra(ctx)
-  local r = {}
-  if ctx.pod_cidr then
-    -- pods reach the outside with the node's address; pod-to-pod stays unmasqueraded
-    r[#r + 1] = { chain = "RIKLET-POSTROUTING", src = ctx.pod_cidr, dst = "!" .. ctx.pod_cidr, comment = ctx.comment }
-    -- node-local clients of an exposed port (127.0.0.1:PORT) need a source the pod can answer
-    r[#r + 1] = { chain = "RIKLET-POSTROUTING", src = "127.0.0.0/8", oif = ctx.bridge, comment = ctx.comment }
-    r[#r + 1] = { chain = "RIKLET-FORWARD", oif = ctx.bridge, ctstate = "RELATED,ESTABLISHED,DNAT", comment = ctx.comment }
-    r[#r + 1] = { chain = "RIKLET-FORWARD", iif = ctx.bridge, comment = ctx.comment }
-  end
-  if ctx.function_cidr then
-    r[#r + 1] = { chain = "RIKLET-POSTROUTING", src = ctx.function_cidr, dst = "!" .. ctx.function_cidr, comment = ctx.comment }
-    if ctx.tap_prefix then
-      r[#r + 1] = { chain = "RIKLET-POSTROUTING", src = "127.0.0.0/8", oif = ctx.tap_prefix .. "+", comment = ctx.comment }
-    end
-  end
-  return r
 end
 
 return N

@@ -3,7 +3,8 @@
 -- A policy file is a chunk returning a table of functions. It runs with an allowlist of globals
 -- (no io, os.execute, ffi, require, debug, load*, setfenv), JIT off and an instruction budget so
 -- a runaway loop fails the call instead of hanging the agent. A policy in --policy-dir replaces
--- the default of the same name. policy.call(name, fn, ...) returns the function's results, or
+-- the default of the same name (and sees that default as the global `base`, to wrap it).
+-- policy.call(name, fn, ...) returns the function's results, or
 -- nil, "policy NAME.FN failed: <message + traceback>"; it never raises.
 local core = require "riklet.core"
 
@@ -37,30 +38,42 @@ local function sandbox_env()
   return env
 end
 
-local function find(name)
-  for _, d in ipairs(dirs) do
-    local path = d .. "/" .. name .. ".lua"
+local function find(name, from)
+  for i = from or 1, #dirs do
+    local path = dirs[i] .. "/" .. name .. ".lua"
     local f = io.open(path, "r")
-    if f then f:close() return path end
+    if f then f:close() return path, i end
   end
 end
 
--- policy.load(name) -> table of functions | nil, err
-function M.load(name)
-  if cache[name] then return cache[name] end
-  local path = find(name)
+local load_from
+
+-- Load policy `name` from the first of dirs[from..] that has it. An operator's policy sees the
+-- default it replaces as the global `base`, so it can wrap it instead of copying it.
+function load_from(name, from)
+  local path, at = find(name, from)
   if not path then
-    return nil, ("no policy '%s' in %s"):format(name, table.concat(dirs, " or "))
+    return nil, ("no policy '%s' in %s"):format(name, table.concat(dirs, " or ", from or 1))
   end
   local chunk, err = loadfile(path)
   if not chunk then return nil, ("policy %s does not compile: %s"):format(path, err) end
-  setfenv(chunk, sandbox_env())
+  local env = sandbox_env()
+  if at < #dirs then env.base = load_from(name, at + 1) end
+  setfenv(chunk, env)
   jit.off(chunk, true)
   local ok, mod = pcall(chunk)
   if not ok then return nil, ("policy %s failed while loading: %s"):format(path, tostring(mod)) end
   if type(mod) ~= "table" then
     return nil, ("policy %s must return a table of functions, it returned a %s"):format(path, type(mod))
   end
+  return mod
+end
+
+-- policy.load(name) -> table of functions | nil, err
+function M.load(name)
+  if cache[name] then return cache[name] end
+  local mod, err = load_from(name, 1)
+  if not mod then return nil, err end
   cache[name] = mod
   return mod
 end
