@@ -139,7 +139,7 @@ function P.create(inst, w)
     if not ok then return nil, ("container %s: %s"):format(c.name, err) end
     crec.mounted = true
     save(inst)
-    if runc.state(crec.runc_id) then
+    if runc.exists(crec.runc_id) then
       -- never ours to delete on rollback: another riklet shares this runc root, or a leftover
       crec.state = "foreign"
       return nil, ("container %s: runc already has a container %s (in %s); is another riklet using the same "

@@ -12,6 +12,8 @@
 --   runc.kill(id, signal="TERM", {all=bool}) -> true | nil, err   (a stopped container: true, "not running")
 --   runc.delete(id, {force=bool}) -> true | nil, err             (an absent container: true, "absent")
 --   runc.list() -> array of {id=, pid=, status=, bundle=, created=} | nil, err
+--   runc.exists(id) -> boolean   runc has a container ID in its root (its state directory is
+--       there: what makes `runc create ID` refuse); no runc process, so cheap on a start's path
 --   runc.valid_id(id) -> boolean
 local core = require "riklet.core"
 local fs = require "riklet.fs"
@@ -153,6 +155,11 @@ function M.state(id)
   local st, perr = oci.parse_state(r.stdout or "")
   if not st then return nil, ("runc state %s: %s"):format(id, perr), false end
   return st
+end
+
+function M.exists(id)
+  if not M.valid_id(id) then return false end
+  return fs.exists(cfg.root .. "/" .. id)
 end
 
 local function signame(sig)
