@@ -44,6 +44,8 @@ function M.init(config)
 end
 
 -- runc ids: what runc itself accepts, bounded; they come from instance ids and container names.
+-- An id may start with '-' (a manifest named --help.json): every command passes "--" before it,
+-- so runc never takes an id for an option.
 function M.valid_id(id)
   return type(id) == "string" and #id <= 1024 and fs.safe_name(id, 1024) and id:sub(1, 1) ~= "." and true or false
 end
@@ -104,6 +106,7 @@ function M.create(id, bundle, opts)
     argv[#argv + 1] = "--pid-file"
     argv[#argv + 1] = opts.pid_file
   end
+  argv[#argv + 1] = "--"
   argv[#argv + 1] = id
   -- The container inherits runc's stdio: they must be the log file, not a pipe we read
   -- (a pipe would stay open as long as the container lives).
@@ -138,7 +141,7 @@ end
 function M.start(id)
   local ok, err = check_id(id, "start")
   if not ok then return nil, err end
-  local r, rerr = run({ "start", id }, "start", id)
+  local r, rerr = run({ "start", "--", id }, "start", id)
   if not r then return nil, rerr end
   return true
 end
@@ -146,7 +149,7 @@ end
 function M.state(id)
   local ok, err = check_id(id, "state")
   if not ok then return nil, err end
-  local r, rerr, raw = run({ "state", id }, "state", id, 30)
+  local r, rerr, raw = run({ "state", "--", id }, "state", id, 30)
   if not r then
     local missing = raw and (raw.stderr or ""):find("does not exist", 1, true) ~= nil
     if missing then return nil, ("container %s does not exist in runc (root %s)"):format(id, cfg.root), true end
@@ -177,6 +180,7 @@ function M.kill(id, signal, opts)
   if not sig then return nil, ("runc kill %s: invalid signal %q"):format(id, tostring(signal)) end
   local args = { "kill" }
   if opts and opts.all then args[#args + 1] = "--all" end
+  args[#args + 1] = "--"
   args[#args + 1] = id
   args[#args + 1] = sig
   local r, rerr, raw = run(args, "kill", id, 30)
@@ -195,6 +199,7 @@ function M.delete(id, opts)
   if not ok then return nil, err end
   local args = { "delete" }
   if opts and opts.force then args[#args + 1] = "--force" end
+  args[#args + 1] = "--"
   args[#args + 1] = id
   local r, rerr, raw = run(args, "delete", id, 60)
   if not r then
