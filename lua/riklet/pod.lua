@@ -137,8 +137,8 @@ function P.create(inst, w)
     if not ok then return nil, err end
     ok, err = image.mount_rootfs(cdir, imgs[i])
     if not ok then return nil, ("container %s: %s"):format(c.name, err) end
+    -- not stored on its own: a rollback unmounts whatever rootfs it finds in the container's dir
     crec.mounted = true
-    save(inst)
     if runc.exists(crec.runc_id) then
       -- never ours to delete on rollback: another riklet shares this runc root, or a leftover
       crec.state = "foreign"
@@ -152,12 +152,10 @@ function P.create(inst, w)
     if not ok then return nil, ("container %s: cannot write its OCI config: %s"):format(c.name, err) end
     ok, err = runc.create(crec.runc_id, cdir, { pid_file = cdir .. "/init.pid", log = crec.log })
     crec.state = "created"
+    if ok then crec.pid = tonumber((fs.read(cdir .. "/init.pid") or ""):match("%d+")) end
     save(inst)
     if not ok then return nil, ("container %s: %s"):format(c.name, err) end
-    local pid = tonumber((fs.read(cdir .. "/init.pid") or ""):match("%d+"))
-    if not pid then return nil, ("container %s: runc did not write its pid file"):format(c.name) end
-    crec.pid = pid
-    save(inst)
+    if not crec.pid then return nil, ("container %s: runc did not write its pid file"):format(c.name) end
   end
   for _, crec in ipairs(rec.containers) do
     ok, err = check_cancel(inst)
@@ -167,8 +165,9 @@ function P.create(inst, w)
     if not ok then return nil, ("container %s: %s"):format(crec.name, err) end
     crec.state = "running"
     crec.started_at = core.time()
-    save(inst)
   end
+  -- not stored here: the agent stores the record with RUNNING as soon as this returns (a crash
+  -- before that leaves CREATING, which a restarted riklet rolls back and creates again)
   return true
 end
 
