@@ -8,6 +8,8 @@
  *   fs.list(dir) -> sorted array of names        fs.safe_name(s[, max=128]) -> boolean
  *   fs.rename(a, b) -> true                      fs.tail(path, max_bytes) -> last bytes of a file
  *   fs.read_from(path, offset[, max]) -> data, next_offset
+ *   fs.open_read(path) -> reader; reader:read([max=65536]) -> data ("" at end of file, more later
+ *                       if the file grows; still readable after the file is unlinked); reader:close()
  *   fs.lock(path) -> lock (exclusive flock, not waiting; lock:close()) | nil, "locked by pid N"
  *   fs.watch_dir(dir) -> watcher; watcher:read() -> array of {kind="written"|"removed"|"overflow"|"gone", name=}
  *                       (yields until events); watcher:close() */
@@ -260,6 +262,61 @@ static int l_lock_close(lua_State *L)
 	return 0;
 }
 
+/* ---- reader: an open file read sequentially ----
+ * Holding the fd keeps the bytes reachable after the file is removed: `riklet run` follows a
+ * container's log while the instance is destroyed (its directory removed) and still prints the
+ * container's last words. */
+#define READER_MT "riklet.fs.reader"
+
+/* fs.open_read(path) -> reader | nil, err */
+static int l_open_read(lua_State *L)
+{
+	const char *p = luaL_checkstring(L, 1);
+	int *u = lua_newuserdata(L, sizeof *u);
+	*u = -1;
+	luaL_getmetatable(L, READER_MT);
+	lua_setmetatable(L, -2);
+	*u = open(p, O_RDONLY | O_CLOEXEC);
+	if (*u < 0)
+		return lrk_fail(L, "cannot open %s: %s", p, strerror(errno));
+	return 1;
+}
+
+/* reader:read([max=65536]) -> data ("" at end of file) | nil, err */
+static int l_reader_read(lua_State *L)
+{
+	int *u = luaL_checkudata(L, 1, READER_MT);
+	size_t max = (size_t)luaL_optnumber(L, 2, 65536);
+	if (*u < 0)
+		return luaL_error(L, "reader:read: the reader is closed");
+	char *buf = malloc(max ? max : 1);
+	if (!buf)
+		return lrk_fail(L, "out of memory");
+	ssize_t r;
+	do
+		r = read(*u, buf, max);
+	while (r < 0 && errno == EINTR);
+	if (r < 0) {
+		int err = errno;
+		free(buf);
+		return lrk_fail(L, "cannot read: %s", strerror(err));
+	}
+	lua_pushlstring(L, buf, (size_t)r);
+	free(buf);
+	return 1;
+}
+
+/* reader:close() — idempotent */
+static int l_reader_close(lua_State *L)
+{
+	int *u = luaL_checkudata(L, 1, READER_MT);
+	if (*u >= 0) {
+		close(*u);
+		*u = -1;
+	}
+	return 0;
+}
+
 /* ---- directory watcher ---- */
 struct watcher {
 	int fd;
@@ -364,12 +421,14 @@ static int open_fs(lua_State *L)
 	lrk_newclass(L, WATCH_MT, wm, l_watcher_close);
 	static const luaL_Reg lm[] = {{"close", l_lock_close}, {NULL, NULL}};
 	lrk_newclass(L, LOCK_MT, lm, l_lock_close);
+	static const luaL_Reg rm[] = {{"read", l_reader_read}, {"close", l_reader_close}, {NULL, NULL}};
+	lrk_newclass(L, READER_MT, rm, l_reader_close);
 	static const luaL_Reg fns[] = {{"read", l_read},	 {"write_atomic", l_write_atomic}, {"append", l_append},
 				       {"mkdir_p", l_mkdir_p},	 {"rm_rf", l_rm_rf},		   {"unlink", l_unlink},
 				       {"rename", l_rename},	 {"exists", l_exists},		   {"stat", l_stat},
 				       {"list", l_list},	 {"safe_name", l_safe_name},	   {"tail", l_tail},
 				       {"watch_dir", l_watch_dir}, {"read_from", l_read_from}, {"lock", l_lock},
-				       {NULL, NULL}};
+				       {"open_read", l_open_read}, {NULL, NULL}};
 	lua_newtable(L);
 	lrk_setfuncs(L, fns);
 	return 1;

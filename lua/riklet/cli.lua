@@ -137,16 +137,22 @@ local function run_one(cfg, file)
   local cur = agent.get(id)
   if cur and not cur.gone then agent.replace(id, def, "run:" .. file)
   else agent.create(id, def, "run:" .. file) end
-  -- follow the containers' output on stdout until the instance ends
-  local offsets = {}
+  -- follow the containers' output on stdout until the instance ends. Each log is held open, so
+  -- what a container prints while it is being destroyed (its directory removed) still shows.
+  local readers = {}
   local function pump()
     local inst = agent.instance(id)
     for _, c in ipairs(inst and inst.rec.containers or {}) do
-      if c.log and fs.exists(c.log) then
-        local data, nxt = fs.read_from(c.log, offsets[c.log] or 0)
-        if data and #data > 0 then io.stdout:write(data) io.stdout:flush() offsets[c.log] = nxt end
+      if c.log and not readers[c.log] and fs.exists(c.log) then readers[c.log] = fs.open_read(c.log) end
+    end
+    for _, r in pairs(readers) do
+      local data = r:read(1024 * 1024)
+      while data and #data > 0 do
+        io.stdout:write(data)
+        data = r:read(1024 * 1024)
       end
     end
+    io.stdout:flush()
   end
   while not ended.is_set do
     pump()
@@ -156,6 +162,8 @@ local function run_one(cfg, file)
   local final = ended.value
   if not interrupted then agent.destroy(id) end
   agent.wait_gone(id, cfg.stop_grace + 30)
+  pump()
+  for _, r in pairs(readers) do r:close() end
   return final == "TERMINATED" and not interrupted and 0 or (interrupted and 130 or 1)
 end
 

@@ -79,6 +79,21 @@ T.is(fs.read(f), "one", "write_atomic then read")
 T.ok(fs.safe_name("abc-1.2_x") and not fs.safe_name("../x") and not fs.safe_name("..")
   and not fs.safe_name(("a"):rep(200)) and not fs.safe_name("a b") and not fs.safe_name("a;rm"),
   "safe_name accepts plain names and refuses hostile ones")
+-- a reader follows a growing file and keeps reading it after it is unlinked
+local lf = dir .. "/follow.log"
+assert(fs.append(lf, "one\n"))
+local rd = assert(fs.open_read(lf))
+T.is(rd:read(), "one\n", "reader reads what is there")
+T.is(rd:read(), "", "reader gives \"\" at the end of the file")
+assert(fs.append(lf, "two\n"))
+T.is(rd:read(2), "tw", "reader reads what was appended since, at most max bytes")
+assert(fs.append(lf, "three\n"))
+fs.unlink(lf)
+T.is(rd:read(), "o\nthree\n", "reader still reads after the file is unlinked")
+rd:close() rd:close()
+T.ok(not pcall(rd.read, rd), "reading a closed reader raises")
+local nr, nerr = fs.open_read(dir .. "/missing")
+T.ok(nr == nil and nerr:find("cannot open", 1, true), "open_read of a missing file: nil, err")
 local w = assert(fs.watch_dir(dir))
 task.spawn(function() task.sleep(0.02) fs.write_atomic(dir .. "/new.json", "{}") fs.unlink(f) end)
 local seen = {}
