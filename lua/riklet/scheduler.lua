@@ -18,7 +18,8 @@
 --     cfg.hostname          the name this node registers with (non-empty)
 --     cfg.metrics_interval  seconds between node metric reports (default 15)
 --     cfg.tls_ca, cfg.tls_cert, cfg.tls_key   for https://
---     cfg.reconnect_initial, cfg.reconnect_max, cfg.reconnect_healthy (seconds; default 1, 120, 60)
+--     cfg.reconnect_initial, cfg.reconnect_max, cfg.reconnect_healthy (seconds; default 1, 120, 60;
+--       also from RIKLET_RECONNECT_INITIAL / _MAX / _HEALTHY)
 --   scheduler.stats() -> counters for tests and benchmarks
 --   scheduler.backoff(initial, factor, jitter, max) -> b; b:next() -> seconds; b:reset()
 local core = require "riklet.core"
@@ -104,8 +105,12 @@ function M.run(cfg, agent)
   end
   local interval = tonumber(cfg.metrics_interval) or 15
   if interval <= 0 then return nil, "--metrics-interval must be a positive number of seconds" end
-  local healthy_after = tonumber(cfg.reconnect_healthy) or 60
-  local backoff = M.backoff(tonumber(cfg.reconnect_initial) or 1, 1.6, 0.2, tonumber(cfg.reconnect_max) or 120)
+  -- reconnect tuning: cfg keys, else RIKLET_RECONNECT_{INITIAL,MAX,HEALTHY} (seconds)
+  local function knob(k, dflt)
+    return tonumber(cfg["reconnect_" .. k]) or tonumber(os.getenv("RIKLET_RECONNECT_" .. k:upper())) or dflt
+  end
+  local healthy_after = knob("healthy", 60)
+  local backoff = M.backoff(knob("initial", 1), 1.6, 0.2, knob("max", 120))
   local chopts = {
     ca_file = cfg.tls_ca, cert_file = cfg.tls_cert, key_file = cfg.tls_key,
   }
