@@ -13,7 +13,8 @@ The test drives it through a small HTTP control port on 127.0.0.1 (JSON in, JSON
   POST /misbehave  {"worker": host|null, "mode": "garbage"|"oversized"|"end"|"abort"}
   GET  /state      {"workers": {host: {"open", "registrations"}}, "events": n, "status_calls": n}
   GET  /events?since=N   JSON lines of received statuses with seq > N
-Every received status is also appended to --events FILE as one JSON line.
+Every received status is also appended to --events FILE as one JSON line, as is every instruction
+the moment it is handed to the stream (kind "sent"), so latencies can be measured on one clock.
 
 --raw MODE runs a hand-rolled HTTP/2 server instead that answers every call with a broken gRPC
 response (MODE: truncated | compressed | badflag | nostatus | http500), for the client's error paths.
@@ -124,6 +125,8 @@ def serve_grpc(args, st):
                 elif mode == "abort":
                     ctx.abort(grpc.StatusCode.INTERNAL, "scheduler aborted the stream on request")
                 continue
+            st.record({"kind": "sent", "identifier": host, "instance_id": item.instance_id,
+                       "action": common_pb2.WorkloadRequestKind.Name(item.action)})
             yield item
 
     def send_status_updates(it, ctx):
