@@ -11,7 +11,7 @@
 -- a stream ends or breaks, workloads keep running: we reconnect with backoff (1 s, x1.6, +-20 %
 -- jitter, capped at 120 s, reset after a healthy period) and, once registered again, re-send the
 -- current status of every instance. Updates made while disconnected wait in an outbox that keeps
--- the latest status per instance, in order.
+-- the latest status per instance, in order; while connected every transition is sent, in order.
 --
 --   scheduler.run(cfg[, agent]) -- never returns while riklet runs; nil, err on a bad configuration
 --     cfg.scheduler         "http://host:port" | "https://host:port"
@@ -63,9 +63,9 @@ end
 
 function Backoff:reset() self.cur = nil end
 
--- ---- outbox: latest status per instance, in order ----------------------------------------------
+-- ---- outbox: every transition in order; while disconnected, only the latest per instance -------
 local function new_outbox()
-  return { order = {}, entries = {}, kick = task.queue(), kicked = false }
+  return { q = {}, by_id = {}, kick = task.queue(), kicked = false, connected = false }
 end
 
 local function outbox_kick(ob)
@@ -80,16 +80,19 @@ local function outbox_put(ob, id, status, message)
     log("warn", "instance %s: status %q is not a RIK status; reporting UNKNOWN", id, tostring(status))
     status = "UNKNOWN"
   end
-  if ob.entries[id] == nil then ob.order[#ob.order + 1] = id end
-  ob.entries[id] = { status = status, message = message or "" }
+  local rec = ob.by_id[id]
+  if rec and not ob.connected then
+    -- disconnected: the scheduler only needs the latest, in the place of the first
+    rec.status, rec.message = status, message or ""
+  else
+    rec = { id = id, status = status, message = message or "" }
+    ob.q[#ob.q + 1] = rec
+    ob.by_id[id] = rec
+  end
   outbox_kick(ob)
 end
 
-local function outbox_len(ob)
-  local n = 0
-  for _ in pairs(ob.entries) do n = n + 1 end
-  return n
-end
+local function outbox_len(ob) return #ob.q end
 
 -- ---- the front-end ---------------------------------------------------------------------------
 function M.run(cfg, agent)
@@ -145,10 +148,12 @@ function M.run(cfg, agent)
       return nil
     end
     s.st = st
+    ob.connected = true
     task.spawn(function()
       local _, rerr, code = st:recv()
       if s.st ~= st or not s.alive then return end
       s.st = nil
+      ob.connected = false
       log("warn", "the scheduler ended the status stream (%s: %s); reopening it and re-sending every "
         .. "instance's status", grpc.status_name(code or 2), tostring(rerr))
       task.sleep(1)
@@ -169,24 +174,22 @@ function M.run(cfg, agent)
       if st then
         local keep = {}
         local broken = false
-        for _, id in ipairs(ob.order) do
-          local e = ob.entries[id]
-          if e then
-            if not broken then
-              local ok, err = st:send(instance_msg(id, e))
-              if ok then
-                ob.entries[id] = nil
-                stats.statuses_sent = stats.statuses_sent + 1
-                log("debug", "status %s %s sent%s", id, e.status, e.message ~= "" and (": " .. e.message) or "")
-              else
-                broken = true
-                log("warn", "cannot send the status of %s: %s (kept for the next connection)", id, err)
-              end
+        for _, rec in ipairs(ob.q) do
+          if not broken then
+            local ok, err = st:send(instance_msg(rec.id, rec))
+            if ok then
+              if ob.by_id[rec.id] == rec then ob.by_id[rec.id] = nil end
+              stats.statuses_sent = stats.statuses_sent + 1
+              log("debug", "status %s %s sent%s", rec.id, rec.status,
+                rec.message ~= "" and (": " .. rec.message) or "")
+            else
+              broken = true
+              log("warn", "cannot send the status of %s: %s (kept for the next connection)", rec.id, err)
             end
-            if ob.entries[id] then keep[#keep + 1] = id end
           end
+          if broken then keep[#keep + 1] = rec end
         end
-        ob.order = keep
+        ob.q = keep
       end
     end
   end)
@@ -268,6 +271,7 @@ function M.run(cfg, agent)
       end
       s.alive = false
       sess = nil
+      ob.connected = false
       if s.st then s.st:close() end
       ch:close()
       stats.last_error = err

@@ -35,6 +35,12 @@ done
 lat=($(jq -s -r '(map(select(.kind == "sent")) | map({key: .instance_id, value: .t}) | from_entries) as $sent
 	| map(select(.kind == "instance" and .status == "CREATING" and $sent[.instance_id] != null))
 	| group_by(.instance_id) | map(.[0]) | .[] | ((.t - $sent[.instance_id]) * 1000)' "$TEST_TMP/ev.jsonl"))
+if ((${#lat[@]} == 0)); then
+	echo "no CREATING arrived; scheduler events and riklet log follow" >&2
+	grep -v '"identifier": "bench"' "$TEST_TMP/ev.jsonl" | tail -n 5 >&2
+	tail -n 20 "$RK_LOG" >&2
+	exit 1
+fi
 stats=$(printf '%s\n' "${lat[@]}" | sort -g | awk '{a[NR]=$1; s+=$1} END {printf "%.2f\t%.2f\t%.2f", a[int((NR+1)/2)], a[int(NR*0.95+0.5)], s/NR}')
 
 printf '%-44s %14s %s\n' "benchmark" "value" "unit"
