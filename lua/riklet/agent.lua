@@ -7,7 +7,9 @@
 --
 -- Front-end interface:
 --   agent.create(id, definition_json, source) -> true | nil, err   (returns at once)
---   agent.replace(id, definition_json, source)                     (destroy, then create)
+--   agent.replace(id, definition_json, source)                     (destroy, then create; while one
+--                            is in flight, later creates/replaces only change what it creates and
+--                            a destroy cancels it)
 --   agent.destroy(id)                                              (returns at once)
 --   agent.wait_gone(id[, timeout])                                 (waits for a destroy to finish)
 --   agent.subscribe(fn)      fn(id, status, message) on every transition
@@ -304,7 +306,17 @@ function agent.post(id, msg)
   if inst then inst.mailbox:put(msg) end
 end
 
+-- Replacements in flight, by id: the latest definition wanted once the old instance is gone
+-- ({definition=, source=, preset_error=}), or false when a destroy cancelled it. One replacer task
+-- per id; creates and replaces that arrive meanwhile only update what it will create, so quick
+-- successive edits end with the last one and a destroy is never undone by a late create.
+local replacing = {}
+
 function agent.create(id, definition, source, preset_error)
+  if replacing[id] ~= nil then
+    replacing[id] = { definition = definition, source = source, preset_error = preset_error }
+    return true
+  end
   if not agent.valid_id(id) then
     local shown = type(id) == "string" and (#id > 60 and (id:sub(1, 40) .. "...") or id) or tostring(id)
     local msg = ("instance id %q is not valid: use 1 to %d characters of letters, digits, '.', '_' and '-'"):format(shown, ID_MAX)
@@ -330,6 +342,7 @@ function agent.create(id, definition, source, preset_error)
 end
 
 function agent.destroy(id)
+  if replacing[id] then replacing[id] = false end
   local inst = instances[id]
   if not inst or inst.gone.is_set then
     log("info", "DESTROY for unknown instance %s: nothing to do, reporting TERMINATED", tostring(id))
@@ -350,11 +363,20 @@ function agent.wait_gone(id, timeout)
 end
 
 function agent.replace(id, definition, source, preset_error)
+  local inflight = replacing[id] ~= nil
+  replacing[id] = { definition = definition, source = source, preset_error = preset_error }
+  if inflight then return true end
   task.spawn(function()
-    agent.destroy(id)
+    local inst = instances[id]
+    if inst and not inst.gone.is_set and not inst.destroy_requested then
+      inst.destroy_requested = true
+      inst.mailbox:put({ type = "destroy" })
+    end
     agent.wait_gone(id)
     if instances[id] and instances[id].gone.is_set then instances[id] = nil end
-    agent.create(id, definition, source, preset_error)
+    local want = replacing[id]
+    replacing[id] = nil
+    if want then agent.create(id, want.definition, want.source, want.preset_error) end
   end)
   return true
 end
