@@ -1,0 +1,117 @@
+# riklet.sh — run the real riklet in an integration test, in a private corner of the machine:
+# its own --state-dir and --runc-root under TEST_TMP, --network none (no host network changes).
+#
+#   rk_init                 set STATE, RUNC_ROOT, MANIFESTS (created) and RK_OPTS (the common
+#                           flags); register rk_teardown on the cleanup stack.
+#   rk_start_standalone [FLAG...]   riklet --standalone $MANIFESTS "${RK_OPTS[@]}" FLAG... in the
+#                           background, output appended to $RK_LOG; sets RK_PID; waits for
+#                           "started" in the log (returns 1 with the log on stderr when it dies).
+#   rk_stop [SIGNAL]        signal RK_PID (TERM by default) and wait; prints nothing, returns its
+#                           exit status (128+N when killed by signal N).
+#   rk_ps_json              riklet ps --json for STATE
+#   rk_status ID / rk_reason ID     the instance's status / reason ("" when unknown)
+#   rk_wait_status T ID STATUS...   wait up to T s until ID has one of STATUS (0) or not (1)
+#   rk_runc_ids             ids of the containers in RUNC_ROOT, one a line
+#   rk_runc_pid RUNC_ID / rk_runc_created RUNC_ID   from `runc --root RUNC_ROOT list`
+#   rk_mounts_under DIR     mount points at or below DIR (decoded), one a line
+#   rk_nothing_left ID      succeeds when the instance ID has no runc container, no mount and no
+#                           directory left (and says what is left on stderr otherwise)
+#   rk_teardown             kill every riklet this test started, delete every container in
+#                           RUNC_ROOT (the mounts under TEST_TMP are detached by common.sh)
+
+# shellcheck source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+RK_PIDS=()
+
+rk_init() {
+	need_root
+	need_cmd runc jq
+	[[ -x $RIKLET ]] || bail_out "riklet binary not found at '$RIKLET'"
+	STATE=$TEST_TMP/state
+	RUNC_ROOT=$TEST_TMP/runc
+	MANIFESTS=$TEST_TMP/manifests
+	RK_LOG=$TEST_TMP/riklet.log
+	mkdir -p "$MANIFESTS"
+	RK_OPTS=(--state-dir "$STATE" --runc-root "$RUNC_ROOT" --network none --stop-grace 3 --log-level debug)
+	on_exit rk_teardown
+}
+
+rk_start_standalone() {
+	local before=0
+	[[ -f $RK_LOG ]] && before=$(grep -c 'riklet .* started' "$RK_LOG")
+	"$RIKLET" --standalone "$MANIFESTS" "${RK_OPTS[@]}" "$@" >>"$RK_LOG" 2>&1 </dev/null &
+	RK_PID=$!
+	RK_PIDS+=("$RK_PID")
+	if ! wait_for 20 rk__started_or_dead "$before" || ! kill -0 "$RK_PID" 2>/dev/null; then
+		echo "riklet did not start:" >&2
+		tail -n 30 "$RK_LOG" | sed 's/^/  /' >&2
+		return 1
+	fi
+}
+rk__started_or_dead() {
+	! kill -0 "$RK_PID" 2>/dev/null || (($(grep -c 'riklet .* started' "$RK_LOG") > $1))
+}
+
+rk_stop() {
+	local sig=${1:-TERM} rc
+	kill -"$sig" "$RK_PID" 2>/dev/null
+	wait "$RK_PID" 2>/dev/null
+	rc=$?
+	return "$rc"
+}
+
+rk_ps_json() { "$RIKLET" ps --json --state-dir "$STATE" 2>/dev/null; }
+rk_status() { rk_ps_json | jq -r --arg id "$1" '.[] | select(.id == $id) | .status'; }
+rk_reason() { rk_ps_json | jq -r --arg id "$1" '.[] | select(.id == $id) | .reason'; }
+
+rk__has_status() {
+	local id=$1 s cur
+	shift
+	cur=$(rk_status "$id")
+	for s in "$@"; do [[ $cur == "$s" ]] && return 0; done
+	return 1
+}
+rk_wait_status() {
+	local t=$1
+	shift
+	wait_for "$t" rk__has_status "$@"
+}
+
+rk_runc_ids() { runc --root "$RUNC_ROOT" list -q 2>/dev/null; }
+rk_runc_pid() { runc --root "$RUNC_ROOT" list --format json 2>/dev/null | jq -r --arg id "$1" '.[]? | select(.id == $id) | .pid'; }
+rk_runc_created() { runc --root "$RUNC_ROOT" list --format json 2>/dev/null | jq -r --arg id "$1" '.[]? | select(.id == $id) | .created'; }
+
+rk_mounts_under() {
+	local d=$1 mp
+	awk '{ print $5 }' /proc/self/mountinfo | while IFS= read -r mp; do
+		mp=$(printf '%b' "$mp")
+		[[ $mp == "$d" || $mp == "$d"/* ]] && printf '%s\n' "$mp"
+	done
+	return 0
+}
+
+rk_nothing_left() {
+	local id=$1 left=0 c m
+	while IFS= read -r c; do
+		[[ $c == "${id}_"* ]] && { echo "left: runc container $c" >&2; left=1; }
+	done < <(rk_runc_ids)
+	while IFS= read -r m; do
+		[[ -n $m ]] && { echo "left: mount $m" >&2; left=1; }
+	done < <(rk_mounts_under "$STATE/instances/$id")
+	[[ -e $STATE/instances/$id ]] && { echo "left: directory $STATE/instances/$id" >&2; left=1; }
+	return "$left"
+}
+
+rk_teardown() {
+	local p c
+	for p in "${RK_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+	for p in "${RK_PIDS[@]}"; do wait "$p" 2>/dev/null; done
+	if [[ -n ${RUNC_ROOT:-} && -d $RUNC_ROOT ]]; then
+		while IFS= read -r c; do
+			[[ -n $c ]] && runc --root "$RUNC_ROOT" delete --force "$c" >/dev/null 2>&1
+		done < <(rk_runc_ids)
+	fi
+	if [[ -n ${KEEP_TMP:-} && -f ${RK_LOG:-} ]]; then echo "# riklet log: $RK_LOG" >&2; fi
+	return 0
+}
