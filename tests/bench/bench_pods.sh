@@ -1,0 +1,269 @@
+#!/usr/bin/env bash
+# bench_pods.sh — riklet's Pod start latency and memory, side by side with bare runc (a benchmark,
+# not a test: it prints numbers and a table, and fails only when it cannot measure).
+#
+#   sudo tests/bench/bench_pods.sh [RIKLET]     RIKLET defaults to $RIKLET or build-bench/riklet
+#
+# Environment: RUNS (default 20) start measurements; PODS (default 50) Pods for the RSS measure;
+# KEEP_TMP=1 keeps the temporary directory; BENCH_QUIET=1 hides the per-run lines.
+#
+# What it measures, all in one run:
+#  1. manifest -> RUNNING for a cached image: a manifest is written next to the standalone dir,
+#     then a helper process (python3, kept running) takes the time right before its rename(2)
+#     into the dir (so no fork/exec of `mv` is counted; `mv` and EPOCHREALTIME without python3),
+#     and the latency is riklet's own log timestamp of "-> RUNNING" (text log, millisecond
+#     resolution, so +-1 ms) minus that time. The image was pulled and unpacked by a warm-up instance first. Before each
+#     run the previous instance is destroyed (manifest removed, TERMINATED waited for; not timed).
+#  2. bare runc on the same image (umoci unpack into a prepared bundle, process not on a terminal):
+#     `runc run --detach` and `runc create` + `runc start`, wall time of the commands, with
+#     `runc delete -f` between runs (not timed). Runs are interleaved with riklet's.
+#  3. riklet's VmRSS (and VmHWM) from /proc/PID/status: idle after start, and with PODS running
+#     Pods (busybox sleeping), and idle again after they are destroyed. For the why, also RssAnon
+#     (riklet's own heap and library data) and Pss (shared library pages divided among their
+#     users), and the RSS of a do-nothing C program linked with riklet's libraries (`ldd`), when
+#     a C compiler is there: the floor that dynamic loading alone costs.
+# Targets (issue 2): start <= 1.5x bare runc run; idle RSS <= 8 MiB; <= 16 MiB with 50 Pods.
+
+set -uo pipefail
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SRC_DIR=$(cd "$BENCH_DIR/../.." && pwd)
+: "${RIKLET_BUILD_DIR:=$SRC_DIR/build-bench}"
+export RIKLET_BUILD_DIR
+# common.sh: TEST_TMP, on_exit (cleanup stack, also on Ctrl-C), wait_for, need_root, need_cmd
+source "$SRC_DIR/tests/lib/common.sh" "${1:-${RIKLET:-$RIKLET_BUILD_DIR/riklet}}"
+source "$SRC_DIR/tests/lib/mkimage.sh"
+
+RUNS=${RUNS:-20}
+PODS=${PODS:-50}
+
+say() { printf '%s\n' "$*" >&2; }
+die() { say "bench_pods: $*"; exit 1; }
+
+[[ $(id -u) == 0 ]] || die "needs root (runc, overlay mounts)"
+for c in runc umoci jq awk date; do command -v "$c" >/dev/null || die "needs $c"; done
+[[ -x $RIKLET ]] || die "no riklet binary at $RIKLET (build: cmake -S . -B build-bench && cmake --build build-bench -j2)"
+
+T=$TEST_TMP
+MAN=$T/manifests STAGE=$T/stage STATE=$T/state RROOT=$T/runc-riklet BROOT=$T/runc-bare
+LOG=$T/riklet.log
+mkdir -p "$MAN" "$STAGE" "$STATE" "$RROOT" "$BROOT"
+
+# --- image and bare bundle ---------------------------------------------------------------------
+say "# building the busybox image (offline, umoci)"
+IMG=$T/img
+mkimage "$IMG:bench" >&2 || die "mkimage failed"
+IMAGE_REF=oci:$IMG:bench
+
+BUNDLE=$T/bundle
+umoci unpack --image "$IMG:bench" "$BUNDLE" >/dev/null || die "umoci unpack failed"
+# the same process riklet runs (the image's cmd: a shell that sleeps), never on a terminal
+jq '.process.terminal = false' "$BUNDLE/config.json" >"$BUNDLE/config.json.new" &&
+	mv "$BUNDLE/config.json.new" "$BUNDLE/config.json" || die "cannot edit the bundle config"
+
+# --- riklet ------------------------------------------------------------------------------------
+# manifest NAME: a sleeping busybox Pod named NAME
+manifest() {
+	printf '{"apiVersion":"v1","kind":"Pod","name":"%s","spec":{"containers":[{"name":"main","image":"%s"}]}}\n' \
+		"$1" "$IMAGE_REF"
+}
+
+"$RIKLET" --standalone "$MAN" --state-dir "$STATE" --runc-root "$RROOT" --network none \
+	--log-format text --stop-grace 5 >"$LOG" 2>&1 </dev/null &
+RPID=$!
+# the cleanup stack runs last-in first-out: riklet destroys its Pods and stops, then leftovers go
+on_exit "bench_cleanup_runc"
+on_exit "bench_stop_riklet"
+
+bench_cleanup_runc() {
+	local root id
+	for root in "$RROOT" "$BROOT"; do
+		[[ -d $root ]] || continue
+		for id in $(runc --root "$root" list -q 2>/dev/null); do runc --root "$root" delete -f "$id" >/dev/null 2>&1; done
+	done
+}
+
+# state_line ID STATUS: the log line of ID's transition to STATUS (the last one), if any. Text
+# log lines: "2026-11-22T00:32:08.057Z info  [agent] instance ID (Pod NAME): CREATING -> RUNNING"
+# (the JSON log format writes escaped strings a character at a time: not on a timed path)
+state_line() { grep -F "] instance $1 (" "$LOG" | grep -F -- "-> $2" | tail -n 1; }
+has_state() { [[ -n $(state_line "$1" "$2") ]]; }
+failed_line() { state_line "$1" FAILED; }
+has_state_or_failed() { has_state "$1" "$2" || { [[ $2 != TERMINATED ]] && has_state "$1" FAILED; }; }
+
+# wait_state ID STATUS TIMEOUT: dies with the log when ID fails or times out
+wait_state() {
+	local id=$1 st=$2 t=$3
+	wait_for "$t" has_state_or_failed "$id" "$st"
+	has_state "$id" "$st" && return 0
+	diag_file "$LOG" 20 >&2
+	[[ -n $(failed_line "$id") ]] && die "instance $id FAILED: $(failed_line "$id")"
+	die "instance $id did not reach $st within ${t}s"
+}
+
+# to epoch seconds (with fraction) from a log line's "ts"
+line_epoch() { date -u -d "${1%% *}" +%s.%N; }
+
+rss_kib() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
+pss_kib() { awk '$1 == "Pss:" { print $2 }' "/proc/$1/smaps_rollup"; }
+
+bench_stop_riklet() {
+	[[ -n ${RPID:-} ]] && kill -0 "$RPID" 2>/dev/null || return 0
+	# destroy what is still there first (riklet's stop leaves workloads running by design)
+	local f ids=()
+	for f in "$MAN"/*.json; do [[ -e $f ]] && ids+=("$(basename "$f" .json)") && rm -f -- "$f"; done
+	for f in "${ids[@]}"; do wait_for 30 has_state "$f" TERMINATED; done
+	kill -TERM "$RPID"
+	wait_for 10 bash -c "! kill -0 $RPID 2>/dev/null" || kill -KILL "$RPID"
+	wait "$RPID" 2>/dev/null
+	RPID=
+}
+
+wait_for 10 grep -q "watching" "$LOG" || { diag_file "$LOG" >&2; die "riklet did not start"; }
+kill -0 "$RPID" 2>/dev/null || { diag_file "$LOG" >&2; die "riklet exited"; }
+sleep 1
+IDLE_RSS=$(rss_kib "$RPID" VmRSS)
+IDLE_ANON=$(rss_kib "$RPID" RssAnon)
+IDLE_PSS=$(pss_kib "$RPID")
+say "# riklet pid $RPID idle: VmRSS $IDLE_RSS KiB"
+
+# The renamer: reads "SRC<TAB>DST" lines, prints the time right before each rename(2).
+RENAMER=
+if [[ -x $PYTHON ]]; then
+	coproc REN { exec "$PYTHON" -u -c '
+import os, sys, time
+for line in sys.stdin:
+    src, dst = line.rstrip("\n").split("\t")
+    t = time.time()
+    os.rename(src, dst)
+    print("%.6f" % t, flush=True)
+'; }
+	RENAMER=python3
+	on_exit "exec {REN[1]}>&- 2>/dev/null"
+fi
+# create ID: rename its manifest into the dir; prints the time taken right before the rename
+create() {
+	manifest "$1" >"$STAGE/$1.json"
+	if [[ -n $RENAMER ]]; then
+		printf '%s\t%s\n' "$STAGE/$1.json" "$MAN/$1.json" >&"${REN[1]}"
+		local t0
+		read -r t0 <&"${REN[0]}" || die "the renamer died"
+		printf '%s\n' "$t0"
+	else
+		local t0=$EPOCHREALTIME
+		mv -T -- "$STAGE/$1.json" "$MAN/$1.json"
+		printf '%s\n' "$t0"
+	fi
+}
+destroy() { rm -f -- "$MAN/$1.json"; wait_state "$1" TERMINATED 60; }
+
+# warm-up: pull (oci: layout lookup) and unpack the image once
+say "# warm-up instance"
+create warm >/dev/null
+wait_state warm RUNNING 120
+destroy warm
+
+# --- timed runs, interleaved ---------------------------------------------------------------------
+declare -a R_MS=() RUN_MS=() CS_MS=()
+ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b - a) * 1000 }'; }
+for ((i = 1; i <= RUNS; i++)); do
+	id=$(printf 'bench-%02d' "$i")
+	# riklet
+	t0=$(create "$id")
+	wait_state "$id" RUNNING 60
+	t1=$(line_epoch "$(state_line "$id" RUNNING)")
+	R_MS+=("$(ms "$t0" "$t1")")
+	destroy "$id"
+	# bare runc run --detach
+	b=bare-$i
+	a=$EPOCHREALTIME
+	runc --root "$BROOT" run --detach --bundle "$BUNDLE" "$b" >"$T/bare.out" 2>&1 </dev/null ||
+		{ cat "$T/bare.out" >&2; die "runc run failed"; }
+	z=$EPOCHREALTIME
+	RUN_MS+=("$(ms "$a" "$z")")
+	runc --root "$BROOT" delete -f "$b" >/dev/null 2>&1 || die "runc delete -f $b failed"
+	# bare runc create + start
+	b=barecs-$i
+	a=$EPOCHREALTIME
+	runc --root "$BROOT" create --bundle "$BUNDLE" "$b" >"$T/bare.out" 2>&1 </dev/null &&
+		runc --root "$BROOT" start "$b" >>"$T/bare.out" 2>&1 </dev/null ||
+		{ cat "$T/bare.out" >&2; die "runc create/start failed"; }
+	z=$EPOCHREALTIME
+	CS_MS+=("$(ms "$a" "$z")")
+	runc --root "$BROOT" delete -f "$b" >/dev/null 2>&1 || die "runc delete -f $b failed"
+	[[ -n ${BENCH_QUIET:-} ]] || say "# run $i: riklet ${R_MS[-1]} ms, runc run ${RUN_MS[-1]} ms, runc create+start ${CS_MS[-1]} ms"
+done
+
+# stats V...: "median p90 min" (nearest-rank p90)
+stats() {
+	printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+		n = NR; med = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+		p = int(0.9 * n + 0.999999); if (p < 1) p = 1
+		printf "%.1f %.1f %.1f\n", med, v[p], v[1] }'
+}
+read -r R_MED R_P90 R_MIN < <(stats "${R_MS[@]}")
+read -r RUN_MED RUN_P90 RUN_MIN < <(stats "${RUN_MS[@]}")
+read -r CS_MED CS_P90 CS_MIN < <(stats "${CS_MS[@]}")
+
+# --- RSS with PODS Pods --------------------------------------------------------------------------
+say "# starting $PODS Pods"
+for ((i = 1; i <= PODS; i++)); do create "$(printf 'pod-%02d' "$i")" >/dev/null; done
+for ((i = 1; i <= PODS; i++)); do wait_state "$(printf 'pod-%02d' "$i")" RUNNING 180; done
+running=$(runc --root "$RROOT" list -q | grep -c '^pod-')
+[[ $running == "$PODS" ]] || die "runc lists $running pod containers, expected $PODS"
+sleep 2
+PODS_RSS=$(rss_kib "$RPID" VmRSS)
+PODS_HWM=$(rss_kib "$RPID" VmHWM)
+PODS_ANON=$(rss_kib "$RPID" RssAnon)
+PODS_PSS=$(pss_kib "$RPID")
+say "# with $PODS Pods: VmRSS $PODS_RSS KiB, VmHWM $PODS_HWM KiB"
+say "# destroying the $PODS Pods"
+for ((i = 1; i <= PODS; i++)); do rm -f -- "$MAN/$(printf 'pod-%02d' "$i").json"; done
+for ((i = 1; i <= PODS; i++)); do wait_state "$(printf 'pod-%02d' "$i")" TERMINATED 120; done
+sleep 1
+AFTER_RSS=$(rss_kib "$RPID" VmRSS)
+
+# The floor: a C program that does nothing, linked with riklet's direct libraries (as-needed off).
+FLOOR_RSS= FLOOR_NOCURL=
+if command -v cc >/dev/null; then
+	mapfile -t LIBS < <(objdump -p "$RIKLET" 2>/dev/null | awk '$1 == "NEEDED" { sub(/^lib/, "", $2); sub(/\.so.*/, "", $2); print $2 }')
+	printf '#include <stdio.h>\n#include <unistd.h>\nint main(void) { char b[64]; FILE *f = fopen("/proc/self/status", "r");\n while (fgets(b, sizeof b, f)) if (!strncmp(b, "VmRSS:", 6)) fputs(b + 6, stdout); return 0; }\n' |
+		sed '1i #include <string.h>' >"$T/floor.c"
+	floor() { # floor LIB... -> VmRSS kB of the do-nothing program linked with LIBs
+		cc -O2 -o "$T/floor" "$T/floor.c" -Wl,--no-as-needed "${@/#/-l}" 2>/dev/null && "$T/floor" | awk '{ print $1 }'
+	}
+	FLOOR_RSS=$(floor "${LIBS[@]}")
+	FLOOR_NOCURL=$(floor $(printf '%s\n' "${LIBS[@]}" | grep -vx curl))
+fi
+
+# --- table ---------------------------------------------------------------------------------------
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
+verdict() { awk -v v="$1" -v t="$2" 'BEGIN { print (v <= t) ? "ok" : "MISSED" }'; }
+R_RATIO=$(awk -v a="$R_MED" -v b="$RUN_MED" 'BEGIN { printf "%.2f", a / b }')
+
+printf '\n%s, runc %s, %d runs, %d Pods, %s\n\n' \
+	"$("$RIKLET" version 2>/dev/null | head -n 1)" "$(runc --version | awk 'NR == 1 { print $3 }')" \
+	"$RUNS" "$PODS" "$(uname -r)"
+fmt='| %-44s | %-22s | %-22s | %-30s |\n'
+printf "$fmt" metric riklet "baseline (bare runc)" "ratio / target"
+printf "$fmt" "$(printf -- '-%.0s' {1..44})" "$(printf -- '-%.0s' {1..22})" "$(printf -- '-%.0s' {1..22})" "$(printf -- '-%.0s' {1..30})"
+printf "$fmt" "start, cached image: median (ms)" "$R_MED" "run --detach: $RUN_MED" \
+	"${R_RATIO}x / <= 1.5x $(verdict "$R_RATIO" 1.5)"
+printf "$fmt" "start: p90 (ms)" "$R_P90" "run --detach: $RUN_P90" "$(ratio "$R_P90" "$RUN_P90")"
+printf "$fmt" "start: min (ms)" "$R_MIN" "run --detach: $RUN_MIN" "$(ratio "$R_MIN" "$RUN_MIN")"
+printf "$fmt" "start: median vs runc create+start (ms)" "$R_MED" "create+start: $CS_MED" "$(ratio "$R_MED" "$CS_MED") (p90 $CS_P90, min $CS_MIN)"
+printf "$fmt" "RSS idle, after start" "$(mib "$IDLE_RSS")" "-" "<= 8 MiB $(verdict "$IDLE_RSS" 8192)"
+printf "$fmt" "  of which anon / Pss" "$(mib "$IDLE_ANON") / $(mib "$IDLE_PSS")" "-" ""
+printf "$fmt" "RSS with $PODS running Pods" "$(mib "$PODS_RSS")" "-" "<= 16 MiB $(verdict "$PODS_RSS" 16384)"
+printf "$fmt" "  of which anon / Pss" "$(mib "$PODS_ANON") / $(mib "$PODS_PSS")" "-" ""
+printf "$fmt" "peak RSS (VmHWM) during the Pods" "$(mib "$PODS_HWM")" "-" ""
+printf "$fmt" "RSS idle again, Pods destroyed" "$(mib "$AFTER_RSS")" "-" ""
+if [[ -n $FLOOR_RSS ]]; then
+	printf "$fmt" "RSS of an empty main() with riklet's libs" "-" "$(mib "$FLOOR_RSS")" "riklet idle - floor: $(mib $((IDLE_RSS - FLOOR_RSS)))"
+	printf "$fmt" "  the same without libcurl" "-" "$(mib "$FLOOR_NOCURL")" "libcurl alone: $(mib $((FLOOR_RSS - FLOOR_NOCURL)))"
+fi
+printf '\n'
+
+# cleanup: the on_exit stack (riklet stopped after its instances are destroyed, runc leftovers
+# deleted in both roots), then common.sh unmounts and removes TEST_TMP
+exit 0
