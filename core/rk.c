@@ -33,7 +33,13 @@ int rk_err_prefix(rk_err *e, const char *fmt, ...)
 	vsnprintf(pre, sizeof pre, fmt, ap);
 	va_end(ap);
 	memcpy(old, e->msg, sizeof old);
-	snprintf(e->msg, sizeof e->msg, "%s: %s", pre, old);
+	/* the prefix goes first; the old message is cut if the whole does not fit */
+	size_t n = strlen(pre);
+	if (n > sizeof e->msg - 3)
+		n = sizeof e->msg - 3;
+	memcpy(e->msg, pre, n);
+	memcpy(e->msg + n, ": ", 2);
+	snprintf(e->msg + n + 2, sizeof e->msg - n - 2, "%s", old);
 	return -1;
 }
 
