@@ -39,7 +39,9 @@ int rk_err_prefix(rk_err *e, const char *fmt, ...)
 		n = sizeof e->msg - 3;
 	memcpy(e->msg, pre, n);
 	memcpy(e->msg + n, ": ", 2);
-	snprintf(e->msg + n + 2, sizeof e->msg - n - 2, "%s", old);
+	size_t room = sizeof e->msg - n - 3, m = strnlen(old, room);
+	memcpy(e->msg + n + 2, old, m);
+	e->msg[n + 2 + m] = 0;
 	return -1;
 }
 
