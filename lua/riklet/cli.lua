@@ -50,7 +50,7 @@ local function setup(cfg)
   local ok, err = core.log_setup(cfg.log_level, cfg.log_format == "json")
   if not ok then return nil, err end
   cfg.paths = config.paths(cfg)
-  ok, err = fs.mkdir_p(cfg.state_dir, 0700)
+  ok, err = fs.mkdir_p(cfg.state_dir, "0700")
   if not ok then return nil, ("cannot use the state directory: %s"):format(err) end
   local lock
   lock, err = fs.lock(cfg.paths.lock)
@@ -219,6 +219,13 @@ local function logs(cfg, id)
   local cs = rec.containers or {}
   if #cs == 0 then
     io.stderr:write("riklet: instance ", id, " has no containers", rec.reason and rec.reason ~= "" and (" (" .. rec.status .. ": " .. rec.reason .. ")") or "", "\n")
+    return 1
+  end
+  local present = false
+  for _, c in ipairs(cs) do present = present or (c.log and fs.exists(c.log)) or false end
+  if not present and (rec.destroyed or rec.status == "TERMINATED" and not fs.exists(rec.dir or "/nonexistent")) then
+    io.stderr:write("riklet: instance ", id, " was destroyed (", rec.status or "?",
+      rec.reason and rec.reason ~= "" and (": " .. rec.reason) or "", "); its output was removed with it\n")
     return 1
   end
   local offsets = {}
