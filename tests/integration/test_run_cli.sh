@@ -143,6 +143,8 @@ is "$("$RIKLET" ps --json --state-dir "$STATE" | jq -r '.[] | select(.id == "run
 
 # logs of an ended instance whose directory is gone: a clear message, not a crash.
 out=$("$RIKLET" logs run-long --state-dir "$STATE" 2>&1)
+isnt "$?" 0 "riklet logs of a destroyed instance fails"
+like "$out" "run-long was destroyed" "and says the instance was destroyed"
 unlike "$out" 'stack traceback|attempt to' "riklet logs of a destroyed instance does not crash"
 
 # One riklet per state dir: a second one is refused with a clear message.

@@ -38,6 +38,7 @@ manifest() {
 logs() { "$RIKLET" logs "$1" --state-dir "$STATE" 2>&1; }
 logs_has() { [[ $(logs "$1") == *"$2"* ]]; }
 runc_has() { rk_runc_ids | grep -qx -- "$1"; }
+unlisted() { ! runc_has "$1"; }
 # alive PID: the process exists and is not a zombie (a container orphaned by a killed riklet is
 # reaped by pid 1, which may take its time)
 alive() { [[ -r /proc/$1/stat && $(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) != Z ]]; }
@@ -108,13 +109,39 @@ ended_gone() { rk_nothing_left done0 2>/dev/null && rk_nothing_left done3 2>/dev
 ok "wait_for 20 ended_gone && rk_nothing_left done0 && rk_nothing_left done3" \
 	"removing the manifests of ended instances removes their directories"
 
+# --- a container killed behind riklet's back -------------------------------------------------
+manifest killed.json killed c:GREETING=to-be-killed
+rk_wait_status 60 killed RUNNING
+is "$(rk_status killed)" RUNNING "killed.json reaches RUNNING"
+runc --root "$RUNC_ROOT" kill killed_c KILL
+rk_wait_status 20 killed FAILED TERMINATED
+is "$(rk_status killed)" FAILED "a container killed with SIGKILL makes its instance FAILED"
+like "$(rk_reason killed)" 'signal 9' "the reason names the signal ($(rk_reason killed))"
+ok "wait_for 10 unlisted killed_c" "no runc container left for it"
+is "$(rk_mounts_under "$STATE/instances/killed")" "" "no mount left for it"
+rm -- "$MANIFESTS/killed.json"
+ok "wait_for 20 rk_nothing_left killed" "removing its manifest removes what is left"
+
 # --- kill -9 and restart: the running container is re-adopted, not restarted ----------------
+manifest lost.json lost c:GREETING=lost
+rk_wait_status 60 lost RUNNING
+is "$(rk_status lost)" RUNNING "lost.json reaches RUNNING"
 pid_before=$(rk_runc_pid web_c1)
 rk_stop KILL
 is "$?" 137 "riklet killed with SIGKILL"
 is "$(rk_runc_pid web_c1)" "$pid_before" "web_c1 keeps running while riklet is gone"
+# lost_c dies while no riklet watches it
+runc --root "$RUNC_ROOT" kill lost_c KILL
+wait_for 10 bash -c "runc --root '$RUNC_ROOT' state lost_c | grep -q '\"stopped\"'"
 rk_start_standalone --insecure-registries "$REGISTRY" || bail_out "riklet did not restart"
 ok "wait_for 15 grep -q 'instance web re-adopted' '$RK_LOG'" "the restarted riklet re-adopts web"
+rk_wait_status 15 lost FAILED TERMINATED
+is "$(rk_status lost)" FAILED "a container that died while riklet was down: FAILED after the restart"
+like "$(rk_reason lost)" 'while riklet was not running' "the reason says it was lost while riklet was down"
+ok "wait_for 10 unlisted lost_c" "its stopped runc container is deleted"
+is "$(rk_mounts_under "$STATE/instances/lost")" "" "its overlay is unmounted"
+rm -- "$MANIFESTS/lost.json"
+ok "wait_for 20 rk_nothing_left lost" "removing its manifest removes what is left"
 sleep 1
 is "$(rk_status web)" RUNNING "web is RUNNING after the restart"
 is "$(rk_runc_pid web_c1)" "$pid_before" "web_c1 has the same pid: it was not restarted"
