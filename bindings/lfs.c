@@ -1,8 +1,9 @@
 /* lfs.c — `riklet.fs`: the filesystem operations the agent needs, over core/rk.h and dirwatch.
  * All return value | nil, err on expected failure.
  *
- *   fs.read(path[, max=16 MiB]) -> string        fs.write_atomic(path, data[, mode=0644]) -> true
- *   fs.append(path, data) -> true                fs.mkdir_p(path[, mode=0755]) -> true
+ *   fs.read(path[, max=16 MiB]) -> string        fs.write_atomic(path, data[, mode="0644"]) -> true
+ *   fs.append(path, data) -> true                fs.mkdir_p(path[, mode="0755"]) -> true
+ *   (modes are octal strings: Lua has no octal literals, so a number is refused)
  *   fs.rm_rf(path) -> true (never crosses a mount) fs.unlink(path) -> true (absent is fine)
  *   fs.exists(path) -> boolean                   fs.stat(path) -> {type=, size=, mtime=, ino=, dev=}
  *   fs.list(dir) -> sorted array of names        fs.safe_name(s[, max=128]) -> boolean
@@ -26,6 +27,22 @@
 
 #define WATCH_MT "riklet.fs.watcher"
 
+/* File modes are octal strings ("0700"): Lua has no octal literals, and 0700 in Lua is seven
+ * hundred. A number is refused so that mistake cannot happen silently. */
+static int check_mode(lua_State *L, int idx, int dflt)
+{
+	if (lua_isnoneornil(L, idx))
+		return dflt;
+	if (lua_type(L, idx) != LUA_TSTRING)
+		return luaL_argerror(L, idx, "the mode must be an octal string such as \"0700\" (Lua has no octal literals)");
+	const char *s = lua_tostring(L, idx);
+	char *end;
+	long m = strtol(s, &end, 8);
+	if (!*s || *end || m < 0 || m > 07777)
+		return luaL_argerror(L, idx, "the mode must be an octal string such as \"0700\"");
+	return (int)m;
+}
+
 static int l_read(lua_State *L)
 {
 	const char *p = luaL_checkstring(L, 1);
@@ -45,7 +62,7 @@ static int l_write_atomic(lua_State *L)
 	size_t len;
 	const char *p = luaL_checkstring(L, 1), *d = luaL_checklstring(L, 2, &len);
 	rk_err e = {0};
-	if (rk_write_file_atomic(p, d, len, (int)luaL_optinteger(L, 3, 0644), &e) < 0)
+	if (rk_write_file_atomic(p, d, len, check_mode(L, 3, 0644), &e) < 0)
 		return lrk_fail_err(L, &e);
 	lua_pushboolean(L, 1);
 	return 1;
@@ -70,7 +87,7 @@ static int l_append(lua_State *L)
 static int l_mkdir_p(lua_State *L)
 {
 	rk_err e = {0};
-	if (rk_mkdir_p(luaL_checkstring(L, 1), (int)luaL_optinteger(L, 2, 0755), &e) < 0)
+	if (rk_mkdir_p(luaL_checkstring(L, 1), check_mode(L, 2, 0755), &e) < 0)
 		return lrk_fail_err(L, &e);
 	lua_pushboolean(L, 1);
 	return 1;

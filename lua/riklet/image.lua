@@ -58,7 +58,7 @@ function M.init(config)
     if d:sub(1, 1) ~= "/" or d:find("[,:\\]") then
       return nil, ("image directory %q must be an absolute path without ',' ':' or '\\'"):format(d)
     end
-    local ok, err = fs.mkdir_p(d, 0700)
+    local ok, err = fs.mkdir_p(d, "0700")
     if not ok then return nil, "cannot create the image cache: " .. err end
   end
   -- A crash during an unpack or a first pull leaves a ".tmp-*" directory: never used, remove it.

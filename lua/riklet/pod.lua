@@ -41,7 +41,7 @@ function P.init(config, ag)
       return nil, "pod networking was asked for (--network bridge) but riklet.netctl is not available: " .. tostring(mod)
     end
   end
-  return fs.mkdir_p(config.paths.instances, 0700)
+  return fs.mkdir_p(config.paths.instances, "0700")
 end
 
 -- Runtime state that is not persisted: per container, an event set when its process exits.
@@ -95,7 +95,7 @@ function P.create(inst, w)
   local dir = cfg.paths.instances .. "/" .. inst.id
   rec.dir = dir
   rec.containers = {}
-  local ok, err = fs.mkdir_p(dir, 0700)
+  local ok, err = fs.mkdir_p(dir, "0700")
   if not ok then return nil, err end
   save(inst)
 
@@ -133,7 +133,7 @@ function P.create(inst, w)
     }
     rec.containers[i] = crec
     save(inst)
-    ok, err = fs.mkdir_p(cdir, 0700)
+    ok, err = fs.mkdir_p(cdir, "0700")
     if not ok then return nil, err end
     ok, err = image.mount_rootfs(cdir, imgs[i])
     if not ok then return nil, ("container %s: %s"):format(c.name, err) end

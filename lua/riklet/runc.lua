@@ -30,7 +30,7 @@ function M.init(config)
   cfg.runc = config.runc or cfg.runc
   cfg.root = config.runc_root or config.root or cfg.root
   if cfg.root:sub(1, 1) ~= "/" then return nil, ("runc root %q must be an absolute path"):format(cfg.root) end
-  local ok, err = fs.mkdir_p(cfg.root, 0700)
+  local ok, err = fs.mkdir_p(cfg.root, "0700")
   if not ok then return nil, "cannot create the runc state directory: " .. err end
   local r, rerr = proc.run({ cfg.runc, "--version" }, { timeout = 10 })
   if not r then

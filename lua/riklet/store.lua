@@ -9,7 +9,7 @@ local M = {}
 local dir
 
 function M.open(records_dir)
-  local ok, err = fs.mkdir_p(records_dir, 0700)
+  local ok, err = fs.mkdir_p(records_dir, "0700")
   if not ok then return nil, err end
   dir = records_dir
   return true
@@ -24,7 +24,7 @@ function M.save(rec)
   rec.updated_at = core.time()
   local s, err = json.encode(rec, true)
   if not s then return nil, "cannot encode the record of " .. rec.id .. ": " .. err end
-  return fs.write_atomic(path(rec.id), s .. "\n", 0600)
+  return fs.write_atomic(path(rec.id), s .. "\n", "0600")
 end
 
 function M.load(id)

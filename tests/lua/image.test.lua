@@ -24,7 +24,7 @@ local src = debug.getinfo(1, "S").source:match("^@(.*)/tests/lua/[^/]+$") or "."
 local lib = src .. "/tests/lib"
 local tmp = ("/tmp/riklet-image-test-%d"):format(core.getpid())
 fs.rm_rf(tmp)
-assert(fs.mkdir_p(tmp, 0700))
+assert(fs.mkdir_p(tmp, "0700"))
 
 -- The fixture: a bash that starts the registry, builds and pushes two images, prints READY and
 -- waits; SIGTERM runs its cleanup stack (registry stopped, its storage removed).
@@ -66,7 +66,7 @@ T.ok(true, "fixture: registry on " .. registry .. " with riklet/bb:v1, v2 (same 
 local image = require "riklet.image"
 local state = tmp .. "/state"
 -- a leftover from a "crash" during an unpack must be swept by init
-assert(fs.mkdir_p(state .. "/rootfs/.tmp-sha256_dead-1-1/rootfs", 0700))
+assert(fs.mkdir_p(state .. "/rootfs/.tmp-sha256_dead-1-1/rootfs", "0700"))
 T.ok(image.init({ state_dir = state, insecure_registries = { registry } }), "image.init")
 T.ok(not fs.exists(state .. "/rootfs/.tmp-sha256_dead-1-1"), "init removed a half-unpacked leftover")
 

@@ -20,7 +20,7 @@ end
 local src = debug.getinfo(1, "S").source:match("^@(.*)/tests/lua/[^/]+$") or "."
 local tmp = ("/tmp/riklet-runc-test-%d"):format(core.getpid())
 fs.rm_rf(tmp)
-assert(fs.mkdir_p(tmp, 0700))
+assert(fs.mkdir_p(tmp, "0700"))
 
 local r = proc.run({ "bash", src .. "/tests/lib/mkimage.sh",
   "--cmd", '["sh","-c","echo image default cmd"]', tmp .. "/layout:t" }, { timeout = 120 })
