@@ -67,24 +67,29 @@ int rk_log_parse_level(const char *s)
 	return -1;
 }
 
-static void json_escape(FILE *f, const char *s)
+/* Append s JSON-escaped to buf at *n (bounded by cap; cut when full). */
+static void json_escape(char *buf, size_t *n, size_t cap, const char *s)
 {
-	for (; *s; s++) {
+	for (; *s && *n + 7 < cap; s++) {
 		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\')
-			fprintf(f, "\\%c", c);
-		else if (c < 0x20)
-			fprintf(f, "\\u%04x", c);
-		else
-			fputc(c, f);
+		if (c == '"' || c == '\\') {
+			buf[(*n)++] = '\\';
+			buf[(*n)++] = (char)c;
+		} else if (c < 0x20) {
+			*n += (size_t)snprintf(buf + *n, cap - *n, "\\u%04x", c);
+		} else {
+			buf[(*n)++] = (char)c;
+		}
 	}
 }
 
+/* One line, built in a buffer and written with one write(2): lines from riklet never interleave
+ * and a log line costs one system call. */
 void rk_logv(int level, const char *subsys, const char *fmt, va_list ap)
 {
 	if (level > log_level)
 		return;
-	char msg[4096];
+	char msg[4096], line[8192];
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -97,16 +102,30 @@ void rk_logv(int level, const char *subsys, const char *fmt, va_list ap)
 		level = 0;
 	if (level > 3)
 		level = 3;
+	size_t n;
 	if (log_json) {
-		fprintf(stderr, "{\"ts\":\"%s\",\"level\":\"%s\",\"subsys\":\"", when, level_names[level]);
-		json_escape(stderr, subsys ? subsys : "riklet");
-		fputs("\",\"msg\":\"", stderr);
-		json_escape(stderr, msg);
-		fputs("\"}\n", stderr);
+		n = (size_t)snprintf(line, sizeof line, "{\"ts\":\"%s\",\"level\":\"%s\",\"subsys\":\"", when,
+				     level_names[level]);
+		json_escape(line, &n, sizeof line, subsys ? subsys : "riklet");
+		n += (size_t)snprintf(line + n, sizeof line - n, "\",\"msg\":\"");
+		json_escape(line, &n, sizeof line, msg);
+		n += (size_t)snprintf(line + n, sizeof line - n, "\"}\n");
 	} else {
-		fprintf(stderr, "%s %-5s [%s] %s\n", when, level_names[level], subsys ? subsys : "riklet", msg);
+		n = (size_t)snprintf(line, sizeof line, "%s %-5s [%s] %s\n", when, level_names[level],
+				     subsys ? subsys : "riklet", msg);
 	}
-	fflush(stderr);
+	if (n >= sizeof line) { /* cut: keep the newline */
+		n = sizeof line - 1;
+		line[n - 1] = '\n';
+	}
+	for (size_t off = 0; off < n;) {
+		ssize_t w = write(2, line + off, n - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			break;
+		off += (size_t)w;
+	}
 }
 
 void rk_log(int level, const char *subsys, const char *fmt, ...)
