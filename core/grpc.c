@@ -6,7 +6,7 @@
 #include "grpc.h"
 
 #include <ctype.h>
-#include <curl/curl.h>
+#include "curl_lazy.h"
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -845,14 +845,8 @@ static void ch_process(struct rk_grpc_channel *ch)
 
 rk_grpc_channel *rk_grpc_channel_new(rk_loop *l, const char *url, const rk_grpc_opts *o, rk_err *e)
 {
-	static int curl_inited;
-	if (!curl_inited) {
-		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-			rk_errf(e, EIO, "libcurl initialisation failed");
-			return NULL;
-		}
-		curl_inited = 1;
-	}
+	if (rk_curl_load(e) < 0)
+		return NULL;
 	int tls;
 	if (!strncmp(url, "http://", 7))
 		tls = 0;
