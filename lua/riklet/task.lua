@@ -23,6 +23,18 @@ function task.yield()
   task.sleep(0)
 end
 
+-- Wait in a list of waiters until woken (-> the value) or timeout seconds pass (-> nil, "timeout").
+local function wait_in(waiters, timeout)
+  local tok = core.prepare()
+  waiters[#waiters + 1] = tok
+  if timeout then core.wake_after(tok, timeout * 1000, nil, "timeout") end
+  local v, err = core.suspend(tok)
+  for i, t in ipairs(waiters) do
+    if t == tok then table.remove(waiters, i) break end
+  end
+  return v, err
+end
+
 -- A FIFO queue between tasks. q:put(v) never waits; q:get([timeout]) waits for an item and
 -- returns it, or nil, "timeout".
 local Queue = {}
@@ -53,14 +65,7 @@ function Queue:get(timeout)
     self.head = self.head + 1
     return v
   end
-  local tok = core.prepare()
-  self.waiters[#self.waiters + 1] = tok
-  if timeout then core.wake_after(tok, timeout * 1000, nil, "timeout") end
-  local v, err = core.suspend(tok)
-  for i, t in ipairs(self.waiters) do
-    if t == tok then table.remove(self.waiters, i) break end
-  end
-  return v, err
+  return wait_in(self.waiters, timeout)
 end
 
 -- An event: set once, waited for by any number of tasks. ev:wait([timeout]) -> value | nil, "timeout"
@@ -80,14 +85,7 @@ end
 
 function Event:wait(timeout)
   if self.is_set then return self.value end
-  local tok = core.prepare()
-  self.waiters[#self.waiters + 1] = tok
-  if timeout then core.wake_after(tok, timeout * 1000, nil, "timeout") end
-  local v, err = core.suspend(tok)
-  for i, t in ipairs(self.waiters) do
-    if t == tok then table.remove(self.waiters, i) break end
-  end
-  return v, err
+  return wait_in(self.waiters, timeout)
 end
 
 -- A mutex keyed by name: task.with_lock(key, fn, ...) runs fn while holding the lock, so that
