@@ -11,24 +11,6 @@
 #include "fw.h"
 #include "tap.h"
 
-static const char *run(const char *fmt, ...)
-{
-	static char out[1 << 20];
-	char cmd[2048];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof cmd, fmt, ap);
-	va_end(ap);
-	out[0] = 0;
-	FILE *p = popen(cmd, "r");
-	if (!p)
-		return out;
-	size_t n = fread(out, 1, sizeof out - 1, p);
-	out[n] = 0;
-	pclose(p);
-	return out;
-}
-
 static int count(const char *hay, const char *needle)
 {
 	int n = 0;

@@ -16,24 +16,6 @@
 static char nsdir[256];
 
 /* Run a shell command, capture stdout (NUL-terminated, static buffer). */
-static const char *run(const char *fmt, ...)
-{
-	static char out[65536];
-	char cmd[1024];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof cmd, fmt, ap);
-	va_end(ap);
-	out[0] = 0;
-	FILE *p = popen(cmd, "r");
-	if (!p)
-		return out;
-	size_t n = fread(out, 1, sizeof out - 1, p);
-	out[n] = 0;
-	pclose(p);
-	return out;
-}
-
 static int has(const char *hay, const char *needle) { return hay && strstr(hay, needle) != NULL; }
 
 static void setup_namespaces(void)
