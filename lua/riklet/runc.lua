@@ -15,7 +15,6 @@
 --   runc.exists(id) -> boolean   runc has a container ID in its root (its state directory is
 --       there: what makes `runc create ID` refuse); no runc process, so cheap on a start's path
 --   runc.valid_id(id) -> boolean
-local core = require "riklet.core"
 local fs = require "riklet.fs"
 local json = require "riklet.json"
 local oci = require "riklet.oci"

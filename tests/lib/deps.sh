@@ -15,6 +15,7 @@ RK_DEPS_RUN=(
 	docker-registry busybox-static
 	python3 python3-grpcio python3-protobuf protobuf-compiler python3-grpc-tools
 	jq curl ca-certificates
+	lua-check clang-format
 )
 
 # deps_missing [PKG...]: print the packages (default: all of riklet's) that are not installed.

@@ -95,7 +95,7 @@ local d2, why = runc.delete(id)
 T.ok(d2 and why == "absent", "delete again: true, absent")
 
 -- 4. failures carry runc's reason
-ok, err = oci.edit_config(img.config, bundle .. "/config.json", { args = { "/no/such/binary" }, root_path = bundle .. "/rootfs" })
+assert(oci.edit_config(img.config, bundle .. "/config.json", { args = { "/no/such/binary" }, root_path = bundle .. "/rootfs" }))
 ok, err = runc.create(id .. "-bad", bundle, { pid_file = bundle .. "/bad.pid", log = log })
 if ok then ok, err = runc.start(id .. "-bad") end
 T.ok(not ok and err:find("no such file", 1, true), "missing executable: " .. tostring(err))
