@@ -25,6 +25,7 @@
  *   net.addr_add(ifname, cidr[, opts]) -> true, "created"|"exists"
  *   net.addr_del(ifname, cidr[, opts]) -> true    (also when absent)
  *   net.addrs(ifname[, opts]) -> {"a.b.c.d/len", ...}
+ *   net.neigh_del(ifname, ip[, opts]) -> true      (forget an ARP entry; also when absent)
  *   net.route_add(dst, {via=, dev=, netns=}) -> true      (dst "default" or CIDR; replaces)
  *   net.route_del(dst[, {via=, dev=, netns=}]) -> true    (also when absent)
  *   net.sysctl_set(key, value[, opts]) -> true    net.sysctl_get(key[, opts]) -> string
@@ -392,6 +393,16 @@ static int l_addr_del(lua_State *L)
 	return push_true(L);
 }
 
+/* net.neigh_del(ifname, ip[, opts]) -> true */
+static int l_neigh_del(lua_State *L)
+{
+	const char *ifn = luaL_checkstring(L, 1), *ip = luaL_checkstring(L, 2);
+	rk_err e = {0};
+	if (IN_NS(L, 3, e, rk_net_neigh_del(ifn, ip, &e)) < 0)
+		return lrk_fail_err(L, &e);
+	return push_true(L);
+}
+
 /* net.addrs(ifname[, opts]) -> {"a.b.c.d/len", ...} */
 static int l_addrs(lua_State *L)
 {
@@ -504,6 +515,7 @@ static int open_net(lua_State *L)
 		{"addr_add", l_addr_add},
 		{"addr_del", l_addr_del},
 		{"addrs", l_addrs},
+		{"neigh_del", l_neigh_del},
 		{"route_add", l_route_add},
 		{"route_del", l_route_del},
 		{"sysctl_set", l_sysctl_set},

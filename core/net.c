@@ -26,6 +26,7 @@
 #include <netlink/route/link/bridge.h>
 #include <netlink/route/addr.h>
 #include <netlink/route/route.h>
+#include <netlink/route/neighbour.h>
 
 #ifndef NSFS_MAGIC
 #define NSFS_MAGIC 0x6e736673
@@ -508,6 +509,41 @@ int rk_net_addr_list(const char *ifname, char ***out, size_t *n, rk_err *e)
 	v[k] = NULL;
 	*out = v;
 	*n = k;
+	return 0;
+}
+
+/* ---- neighbours ---------------------------------------------------------------------------- */
+
+int rk_net_neigh_del(const char *ifname, const char *ip, rk_err *e)
+{
+	if (check_ifname(ifname, e) < 0)
+		return -1;
+	char what[96];
+	snprintf(what, sizeof what, "forgetting the neighbour %s on %s", ip ? ip : "(null)", ifname);
+	struct in_addr a;
+	if (!ip || inet_pton(AF_INET, ip, &a) != 1)
+		return rk_errf(e, EINVAL, "%s: not an IPv4 address", what);
+	AUTO_SOCK *s = nl_open(e);
+	if (!s)
+		return -1;
+	int idx = ifindex_of(s, ifname, what, 0, e);
+	if (idx <= 0)
+		return idx; /* error, or the link (and its neighbours) is gone */
+	AUTO_NLADDR *dst = nl_addr_build(AF_INET, &a, 4);
+	if (!dst)
+		return rk_errf(e, ENOMEM, "%s: out of memory", what);
+	struct rtnl_neigh *n = rtnl_neigh_alloc();
+	if (!n)
+		return rk_errf(e, ENOMEM, "%s: out of memory", what);
+	rtnl_neigh_set_ifindex(n, idx);
+	rtnl_neigh_set_family(n, AF_INET);
+	rtnl_neigh_set_dst(n, dst);
+	int r = rtnl_neigh_delete(s, n, 0);
+	rtnl_neigh_put(n);
+	if (r == -NLE_OBJ_NOTFOUND || r == -NLE_NOADDR || r == -NLE_NODEV)
+		return 0;
+	if (r < 0)
+		return nl_fail(e, r, "%s", what);
 	return 0;
 }
 

@@ -91,6 +91,12 @@ int rk_net_route_add(const char *dst, const char *via, const char *dev, rk_err *
 /* Delete a route to dst (and via/dev if given): 0 also when absent. */
 int rk_net_route_del(const char *dst, const char *via, const char *dev, rk_err *e);
 
+/* Forget the neighbour (ARP) entry of IPv4 ip on link ifname: 0, also when there is none or the
+ * link is gone. An address handed to a new interface (a freed pod address given to the next Pod,
+ * whose veth has a new MAC) is unreachable until a stale entry for it expires; dropping the entry
+ * makes the node resolve it again at once. */
+int rk_net_neigh_del(const char *ifname, const char *ip, rk_err *e);
+
 /* ---- sysctls (of the current namespace, through /proc/sys) ------------------------------- */
 /* key in dotted form under net., e.g. "net.ipv4.ip_forward". Components [A-Za-z0-9_-]. */
 int rk_net_sysctl_set(const char *key, const char *value, rk_err *e);

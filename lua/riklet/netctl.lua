@@ -87,7 +87,7 @@ local function state_path() return C.state_dir .. "/network.json" end
 local function save()
   local s, err = json.encode(S, true)
   if not s then return nil, "encoding the network state: " .. tostring(err) end
-  local ok, werr = fs.write_atomic(state_path(), s, 0600)
+  local ok, werr = fs.write_atomic(state_path(), s, "0600")
   if not ok then return nil, "saving the network state: " .. tostring(werr) end
   return true
 end
@@ -199,7 +199,7 @@ function M.init(cfg)
     state_dir = state_dir, netns_dir = cfg.netns_dir or "/run/riklet/netns",
   }
   local ok
-  ok, err = fs.mkdir_p(state_dir, 0700)
+  ok, err = fs.mkdir_p(state_dir, "0700")
   if not ok then return nil, err end
   ok, err = load()
   if not ok then return nil, err end
@@ -265,6 +265,11 @@ local function remove_instance(id, rec)
     local ok, lerr = net.link_del(rec.host_if)
     if not ok then errs[#errs + 1] = lerr end
   end
+  if rec and rec.kind == "Pod" and rec.ip then
+    -- the address goes back to the pool: the node must not keep mapping it to this veth's MAC
+    local ok, nerr = net.neigh_del(C.bridge, rec.ip)
+    if not ok then errs[#errs + 1] = nerr end
+  end
   if rec == nil or rec.kind == "Pod" then
     local ok, nerr = net.netns_del(C.netns_dir, id)
     if not ok then errs[#errs + 1] = nerr end
@@ -292,13 +297,19 @@ local function converge_pod(id, rec)
   local path, err = net.netns_add(C.netns_dir, id)
   if not path then return nil, err end
   rec.netns = path
-  local ok
-  ok, err = net.veth_add(rec.host_if, "eth0", path)
-  if not ok then return nil, err end
+  local ok, how = net.veth_add(rec.host_if, "eth0", path)
+  if not ok then return nil, how end
   ok, err = net.link_set_master(rec.host_if, C.bridge)
   if not ok then return nil, err end
   ok, err = net.link_up(rec.host_if)
   if not ok then return nil, err end
+  if how == "created" then
+    -- a new veth, a new MAC: the node may still map this address to the MAC of the veth that had it
+    -- before (a freed address given to a new Pod, a veth recreated after drift), and would send
+    -- the Pod's traffic there until that ARP entry expires
+    ok, err = net.neigh_del(C.bridge, rec.ip)
+    if not ok then return nil, err end
+  end
   local inns = { netns = path }
   ok, err = net.addr_add("eth0", rec.ip .. "/" .. rec.prefix, inns)
   if not ok then return nil, err end

@@ -164,6 +164,16 @@ int main(void)
 	ok(rk_net_sysctl_set("net..ipv4", "1", &e) < 0, "sysctl key with empty part refused");
 	ok(rk_net_set_route_localnet("../../x", 1, &e) < 0, "route_localnet on a hostile name refused");
 
+	/* --- neighbours --- */
+	run("ip neigh replace 10.89.0.77 lladdr 02:00:00:00:00:77 dev rktest0 nud stale");
+	ok(has(run("ip neigh show dev rktest0"), "10.89.0.77 lladdr 02:00:00:00:00:77"), "a neighbour entry to forget");
+	is_int(rk_net_neigh_del("rktest0", "10.89.0.77", &e), 0, "neighbour forgotten");
+	ok(!has(run("ip neigh show dev rktest0"), "10.89.0.77"), "ip neigh no longer shows it");
+	is_int(rk_net_neigh_del("rktest0", "10.89.0.77", &e), 0, "forgotten again: fine");
+	is_int(rk_net_neigh_del("rknolink", "10.89.0.77", &e), 0, "on a link that is gone: fine");
+	ok(rk_net_neigh_del("rktest0", "10.89.0.777", &e) < 0 && has(e.msg, "not an IPv4"),
+	   "a bad address is refused: %s", e.msg);
+
 	/* --- teardown, twice --- */
 	is_int(rk_net_addr_del("rktest0", "10.89.0.1/16", &e), 0, "bridge address removed");
 	is_int(rk_net_addr_del("rktest0", "10.89.0.1/16", &e), 0, "removed again: fine");
