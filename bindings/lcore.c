@@ -157,10 +157,18 @@ static int l_on_signal(lua_State *L)
 
 static int open_core(lua_State *L)
 {
-	static const luaL_Reg fns[] = {{"log", l_log},		 {"log_setup", l_log_setup}, {"log_enabled", l_log_enabled},
-				       {"exit", l_exit},	 {"now", l_now},	     {"time", l_time},
-				       {"args", l_args},	 {"paths", l_paths},	     {"hostname", l_hostname},
-				       {"getpid", l_getpid}, {"getuid", l_getuid},	     {"on_signal", l_on_signal},
+	static const luaL_Reg fns[] = {{"log", l_log},
+				       {"log_setup", l_log_setup},
+				       {"log_enabled", l_log_enabled},
+				       {"exit", l_exit},
+				       {"now", l_now},
+				       {"time", l_time},
+				       {"args", l_args},
+				       {"paths", l_paths},
+				       {"hostname", l_hostname},
+				       {"getpid", l_getpid},
+				       {"getuid", l_getuid},
+				       {"on_signal", l_on_signal},
 				       {NULL, NULL}};
 	lua_newtable(L);
 	lrk_setfuncs(L, fns);

@@ -34,7 +34,8 @@ static int check_mode(lua_State *L, int idx, int dflt)
 	if (lua_isnoneornil(L, idx))
 		return dflt;
 	if (lua_type(L, idx) != LUA_TSTRING)
-		return luaL_argerror(L, idx, "the mode must be an octal string such as \"0700\" (Lua has no octal literals)");
+		return luaL_argerror(L, idx,
+				     "the mode must be an octal string such as \"0700\" (Lua has no octal literals)");
 	const char *s = lua_tostring(L, idx);
 	char *end;
 	long m = strtol(s, &end, 8);
@@ -134,7 +135,11 @@ static int l_stat(lua_State *L)
 	if (lstat(p, &st) < 0)
 		return lrk_fail(L, "cannot stat %s: %s", p, strerror(errno));
 	lua_createtable(L, 0, 5);
-	lua_pushstring(L, S_ISDIR(st.st_mode) ? "dir" : S_ISREG(st.st_mode) ? "file" : S_ISLNK(st.st_mode) ? "link" : "other");
+	lua_pushstring(L,
+		       S_ISDIR(st.st_mode)	     ? "dir"
+			       : S_ISREG(st.st_mode) ? "file"
+			       : S_ISLNK(st.st_mode) ? "link"
+						     : "other");
 	lua_setfield(L, -2, "type");
 	lua_pushnumber(L, (double)st.st_size);
 	lua_setfield(L, -2, "size");
@@ -147,7 +152,10 @@ static int l_stat(lua_State *L)
 	return 1;
 }
 
-static int cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+static int cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
 
 static int l_list(lua_State *L)
 {
@@ -185,8 +193,9 @@ static int l_list(lua_State *L)
 
 static int l_safe_name(lua_State *L)
 {
-	lua_pushboolean(L, lua_type(L, 1) == LUA_TSTRING &&
-				   rk_safe_name(lua_tostring(L, 1), (size_t)luaL_optinteger(L, 2, 128)));
+	lua_pushboolean(L,
+			lua_type(L, 1) == LUA_TSTRING &&
+				rk_safe_name(lua_tostring(L, 1), (size_t)luaL_optinteger(L, 2, 128)));
 	return 1;
 }
 
@@ -440,12 +449,23 @@ static int open_fs(lua_State *L)
 	lrk_newclass(L, LOCK_MT, lm, l_lock_close);
 	static const luaL_Reg rm[] = {{"read", l_reader_read}, {"close", l_reader_close}, {NULL, NULL}};
 	lrk_newclass(L, READER_MT, rm, l_reader_close);
-	static const luaL_Reg fns[] = {{"read", l_read},	 {"write_atomic", l_write_atomic}, {"append", l_append},
-				       {"mkdir_p", l_mkdir_p},	 {"rm_rf", l_rm_rf},		   {"unlink", l_unlink},
-				       {"rename", l_rename},	 {"exists", l_exists},		   {"stat", l_stat},
-				       {"list", l_list},	 {"safe_name", l_safe_name},	   {"tail", l_tail},
-				       {"watch_dir", l_watch_dir}, {"read_from", l_read_from}, {"lock", l_lock},
-				       {"open_read", l_open_read}, {NULL, NULL}};
+	static const luaL_Reg fns[] = {{"read", l_read},
+				       {"write_atomic", l_write_atomic},
+				       {"append", l_append},
+				       {"mkdir_p", l_mkdir_p},
+				       {"rm_rf", l_rm_rf},
+				       {"unlink", l_unlink},
+				       {"rename", l_rename},
+				       {"exists", l_exists},
+				       {"stat", l_stat},
+				       {"list", l_list},
+				       {"safe_name", l_safe_name},
+				       {"tail", l_tail},
+				       {"watch_dir", l_watch_dir},
+				       {"read_from", l_read_from},
+				       {"lock", l_lock},
+				       {"open_read", l_open_read},
+				       {NULL, NULL}};
 	lua_newtable(L);
 	lrk_setfuncs(L, fns);
 	return 1;

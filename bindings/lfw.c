@@ -30,8 +30,8 @@
 #include "fw.h"
 #include "lrk.h"
 
-static const char *KEYS[] = {"chain", "table", "target", "proto", "dport", "to", "src", "dst",
-			     "iif", "oif", "ctstate", "comment", "text", "foreign", NULL};
+static const char *KEYS[] = {"chain", "table", "target",  "proto",   "dport", "to",	 "src", "dst",
+			     "iif",   "oif",   "ctstate", "comment", "text",  "foreign", NULL};
 
 static int copy_field(lua_State *L, int idx, const char *k, char *dst, size_t cap, int n, char *err, size_t errlen)
 {
@@ -77,9 +77,10 @@ static int to_rule(lua_State *L, int idx, int n, rk_fw_rule *r, char *err, size_
 				if (!strcmp(*k, lua_tostring(L, -1)))
 					known = 1;
 		if (!known) {
-			snprintf(err, errlen, "rule %d: unknown key '%s' (known: chain, table, target, proto, dport, to, src, "
-				 "dst, iif, oif, ctstate, comment)", n,
-				 lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1));
+			snprintf(err, errlen,
+				 "rule %d: unknown key '%s' (known: chain, table, target, proto, dport, to, src, "
+				 "dst, iif, oif, ctstate, comment)",
+				 n, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1));
 			lua_pop(L, 1);
 			return -1;
 		}
@@ -115,9 +116,10 @@ static int to_rule(lua_State *L, int idx, int n, rk_fw_rule *r, char *err, size_
 	if (!r->table[0])
 		strcpy(r->table, table);
 	if (!r->target[0])
-		strcpy(r->target, !strcmp(r->chain, RK_FW_CHAIN_DNAT)   ? "DNAT"
-				  : !strcmp(r->chain, RK_FW_CHAIN_POST) ? "MASQUERADE"
-									: "ACCEPT");
+		strcpy(r->target,
+		       !strcmp(r->chain, RK_FW_CHAIN_DNAT)	     ? "DNAT"
+			       : !strcmp(r->chain, RK_FW_CHAIN_POST) ? "MASQUERADE"
+								     : "ACCEPT");
 	return 0;
 }
 
@@ -267,7 +269,7 @@ static int l_validate(lua_State *L)
 static int open_fw(lua_State *L)
 {
 	static const luaL_Reg fns[] = {
-		{"apply", l_apply},   {"list", l_list},	    {"ensure", l_ensure}, {"flush_all", l_flush_all},
+		{"apply", l_apply},   {"list", l_list},		{"ensure", l_ensure}, {"flush_all", l_flush_all},
 		{"format", l_format}, {"validate", l_validate}, {NULL, NULL},
 	};
 	lua_newtable(L);

@@ -215,7 +215,10 @@ static struct lchan *check_chan(lua_State *L, int idx)
 	return c;
 }
 
-static struct lcall *check_call(lua_State *L, int idx) { return luaL_checkudata(L, idx, CALL_MT); }
+static struct lcall *check_call(lua_State *L, int idx)
+{
+	return luaL_checkudata(L, idx, CALL_MT);
+}
 
 static uint64_t opt_timeout_ms(lua_State *L, int idx)
 {
@@ -230,8 +233,8 @@ static uint64_t opt_timeout_ms(lua_State *L, int idx)
 /* Create the call userdata (left on the stack) and start the core call. Returns NULL and pushes
  * nil, err on failure (2 values above the userdata's slot are NOT left: the stack is nil, err). */
 static struct lcall *start_call(lua_State *L, struct lchan *lch, int chan_idx, const char *path,
-                                const ProtobufCMessageDescriptor *req,
-                                const ProtobufCMessageDescriptor *resp, uint64_t deadline_ms)
+				const ProtobufCMessageDescriptor *req, const ProtobufCMessageDescriptor *resp,
+				uint64_t deadline_ms)
 {
 	struct lcall *lc = lua_newuserdata(L, sizeof *lc);
 	memset(lc, 0, sizeof *lc);
@@ -572,11 +575,14 @@ static int l_status_name(lua_State *L)
 
 static int open_grpc(lua_State *L)
 {
-	static const luaL_Reg chan_methods[] = {
-		{"unary", l_unary}, {"server_stream", l_server_stream}, {"client_stream", l_client_stream},
-		{"close", l_chan_close}, {"stats", l_chan_stats}, {NULL, NULL}};
+	static const luaL_Reg chan_methods[] = {{"unary", l_unary},
+						{"server_stream", l_server_stream},
+						{"client_stream", l_client_stream},
+						{"close", l_chan_close},
+						{"stats", l_chan_stats},
+						{NULL, NULL}};
 	static const luaL_Reg call_methods[] = {
-		{"recv", l_recv}, {"headers", l_headers}, {"send", l_send}, {"close_send", l_close_send},
+		{"recv", l_recv},     {"headers", l_headers}, {"send", l_send},	    {"close_send", l_close_send},
 		{"finish", l_finish}, {"pending", l_pending}, {"status", l_status}, {"close", l_call_close},
 		{NULL, NULL}};
 	lrk_newclass(L, CALL_MT, call_methods, l_call_gc);

@@ -72,7 +72,8 @@ static int l_decode(lua_State *L)
 			end++;
 		if (end != s + len) {
 			cJSON_Delete(root);
-			return lrk_fail(L, "invalid JSON: unexpected data after the value at byte %zu", (size_t)(end - s));
+			return lrk_fail(L, "invalid JSON: unexpected data after the value at byte %zu",
+					(size_t)(end - s));
 		}
 	}
 	if (!root) {

@@ -83,8 +83,8 @@ static int l_disks(lua_State *L)
 
 static int open_metrics(lua_State *L)
 {
-	static const luaL_Reg fns[] = {{"node_json", l_node_json}, {"cpu", l_cpu}, {"memory", l_memory},
-	                               {"disks", l_disks}, {NULL, NULL}};
+	static const luaL_Reg fns[] = {
+		{"node_json", l_node_json}, {"cpu", l_cpu}, {"memory", l_memory}, {"disks", l_disks}, {NULL, NULL}};
 	lua_newtable(L);
 	lrk_setfuncs(L, fns);
 	return 1;

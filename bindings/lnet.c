@@ -62,15 +62,15 @@ static void ns_leave(int saved)
 		rk_netns_leave(saved, NULL);
 }
 
-#define IN_NS(L, optidx, e, call)                                                                  \
-	({                                                                                         \
-		int saved_ = ns_enter_opt(L, optidx, &(e));                                        \
-		int r_ = -1;                                                                       \
-		if (saved_ != -2) {                                                                \
-			r_ = (call);                                                               \
-			ns_leave(saved_);                                                          \
-		}                                                                                  \
-		r_;                                                                                \
+#define IN_NS(L, optidx, e, call)                                                                                      \
+	({                                                                                                             \
+		int saved_ = ns_enter_opt(L, optidx, &(e));                                                            \
+		int r_ = -1;                                                                                           \
+		if (saved_ != -2) {                                                                                    \
+			r_ = (call);                                                                                   \
+			ns_leave(saved_);                                                                              \
+		}                                                                                                      \
+		r_;                                                                                                    \
 	})
 
 static int created(lua_State *L, int r)
@@ -282,9 +282,15 @@ static int link_updown(lua_State *L, int up)
 	return push_true(L);
 }
 /* net.link_up(name[, opts]) -> true */
-static int l_link_up(lua_State *L) { return link_updown(L, 1); }
+static int l_link_up(lua_State *L)
+{
+	return link_updown(L, 1);
+}
 /* net.link_down(name[, opts]) -> true */
-static int l_link_down(lua_State *L) { return link_updown(L, 0); }
+static int l_link_down(lua_State *L)
+{
+	return link_updown(L, 0);
+}
 
 /* net.link_set_master(name, bridge|nil[, opts]) -> true */
 static int l_link_set_master(lua_State *L)
@@ -341,7 +347,8 @@ static int l_veth_add(lua_State *L)
 	if (ns) {
 		fd = open(ns, O_RDONLY | O_CLOEXEC);
 		if (fd < 0)
-			return lrk_fail(L, "creating veth %s: opening the peer's netns %s: %s", name, ns, strerror(errno));
+			return lrk_fail(L, "creating veth %s: opening the peer's netns %s: %s", name, ns,
+					strerror(errno));
 	}
 	rk_err e = {0};
 	int r = IN_NS(L, 4, e, rk_net_veth_add(name, peer, fd, &e));

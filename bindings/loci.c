@@ -14,9 +14,8 @@
 #include "lrk.h"
 #include "oci.h"
 
-static const char *const known_opts[] = {"args",     "env",	    "hostname",	    "root_path",
-					 "netns_path", "cgroups_path", "cwd",	    "mounts",
-					 "memory_limit", "cpu_quota", "cpu_period", NULL};
+static const char *const known_opts[] = {"args", "env",	   "hostname",	   "root_path", "netns_path", "cgroups_path",
+					 "cwd",	 "mounts", "memory_limit", "cpu_quota", "cpu_period", NULL};
 
 static const char *opt_str(lua_State *L, int idx, const char *k)
 {
@@ -100,8 +99,9 @@ static int l_edit_config(lua_State *L)
 			lua_getfield(L, -1, "source");
 			lua_getfield(L, -2, "destination");
 			if (lua_type(L, -1) != LUA_TSTRING || lua_type(L, -2) != LUA_TSTRING)
-				return luaL_error(L, "oci.edit_config: opts.mounts[%d] needs string source and destination",
-						  (int)i);
+				return luaL_error(
+					L, "oci.edit_config: opts.mounts[%d] needs string source and destination",
+					(int)i);
 			lua_pop(L, 3);
 		}
 	}
@@ -116,7 +116,7 @@ static int l_edit_config(lua_State *L)
 
 	struct edit_bufs b = {0};
 	if (!lua_isnil(L, ai))
-		b.args = lrk_check_argv(L, ai); /* may raise: nothing allocated yet */
+		b.args = lrk_check_argv(L, ai);		  /* may raise: nothing allocated yet */
 	if (!lua_isnil(L, ei) && lua_objlen(L, ei) > 0) { /* an empty env list changes nothing */
 		/* may raise: free args first if it would — check element types by hand */
 		size_t n = lua_objlen(L, ei);

@@ -34,12 +34,9 @@ ProtobufCMessage *lpb_check(lua_State *L, int idx, const ProtobufCMessageDescrip
 
 /* Every top-level message riklet speaks; nested types are reached through their fields. */
 static const ProtobufCMessageDescriptor *const known[] = {
-	&common__worker_registration__descriptor,
-	&common__worker_metric__descriptor,
-	&common__instance_metric__descriptor,
-	&common__worker_status__descriptor,
-	&worker__instance_scheduling__descriptor,
-	&google__protobuf__empty__descriptor,
+	&common__worker_registration__descriptor, &common__worker_metric__descriptor,
+	&common__instance_metric__descriptor,	  &common__worker_status__descriptor,
+	&worker__instance_scheduling__descriptor, &google__protobuf__empty__descriptor,
 };
 
 const ProtobufCMessageDescriptor *lpb_find(const char *name)
@@ -55,9 +52,11 @@ const ProtobufCMessageDescriptor *lpb_checktype(lua_State *L, int idx)
 	const char *name = luaL_checkstring(L, idx);
 	const ProtobufCMessageDescriptor *d = lpb_find(name);
 	if (!d)
-		luaL_error(L, "unknown protobuf message type '%s' (known: common.WorkerRegistration, "
-		           "common.WorkerStatus, common.WorkerMetric, common.InstanceMetric, "
-		           "worker.InstanceScheduling, google.protobuf.Empty)", name);
+		luaL_error(L,
+			   "unknown protobuf message type '%s' (known: common.WorkerRegistration, "
+			   "common.WorkerStatus, common.WorkerMetric, common.InstanceMetric, "
+			   "worker.InstanceScheduling, google.protobuf.Empty)",
+			   name);
 	return d;
 }
 
@@ -129,12 +128,20 @@ static void push_value(lua_State *L, const ProtobufCFieldDescriptor *f, const vo
 static size_t elem_size(ProtobufCType t)
 {
 	switch (t) {
-	case PROTOBUF_C_TYPE_INT32: case PROTOBUF_C_TYPE_SINT32: case PROTOBUF_C_TYPE_SFIXED32:
-	case PROTOBUF_C_TYPE_UINT32: case PROTOBUF_C_TYPE_FIXED32: case PROTOBUF_C_TYPE_FLOAT:
+	case PROTOBUF_C_TYPE_INT32:
+	case PROTOBUF_C_TYPE_SINT32:
+	case PROTOBUF_C_TYPE_SFIXED32:
+	case PROTOBUF_C_TYPE_UINT32:
+	case PROTOBUF_C_TYPE_FIXED32:
+	case PROTOBUF_C_TYPE_FLOAT:
 	case PROTOBUF_C_TYPE_ENUM:
 		return 4;
-	case PROTOBUF_C_TYPE_INT64: case PROTOBUF_C_TYPE_SINT64: case PROTOBUF_C_TYPE_SFIXED64:
-	case PROTOBUF_C_TYPE_UINT64: case PROTOBUF_C_TYPE_FIXED64: case PROTOBUF_C_TYPE_DOUBLE:
+	case PROTOBUF_C_TYPE_INT64:
+	case PROTOBUF_C_TYPE_SINT64:
+	case PROTOBUF_C_TYPE_SFIXED64:
+	case PROTOBUF_C_TYPE_UINT64:
+	case PROTOBUF_C_TYPE_FIXED64:
+	case PROTOBUF_C_TYPE_DOUBLE:
 		return 8;
 	case PROTOBUF_C_TYPE_BOOL:
 		return sizeof(protobuf_c_boolean);
@@ -181,7 +188,7 @@ void lpb_push(lua_State *L, const ProtobufCMessage *m, int enums_num)
 				if (!*(void *const *)p)
 					continue;
 			} else if (f->quantifier_offset &&
-			           !*(const protobuf_c_boolean *)(base + f->quantifier_offset)) {
+				   !*(const protobuf_c_boolean *)(base + f->quantifier_offset)) {
 				continue;
 			}
 		}
@@ -212,7 +219,7 @@ static void *b_alloc(struct build *b, size_t n)
 static int b_fail(struct build *b, const ProtobufCFieldDescriptor *f, const char *want, int vidx)
 {
 	return luaL_error(b->L, "protobuf field %s.%s: expected %s, got %s", b->path, f->name, want,
-	                  luaL_typename(b->L, vidx));
+			  luaL_typename(b->L, vidx));
 }
 
 static double b_number(struct build *b, const ProtobufCFieldDescriptor *f, int v)
@@ -234,8 +241,7 @@ static double b_number(struct build *b, const ProtobufCFieldDescriptor *f, int v
 static void b_int_check(struct build *b, const ProtobufCFieldDescriptor *f, double d, double lo, double hi)
 {
 	if (d != (double)(long long)d || d < lo || d > hi)
-		luaL_error(b->L, "protobuf field %s.%s: %g is not an integer in [%g, %g]", b->path, f->name,
-		           d, lo, hi);
+		luaL_error(b->L, "protobuf field %s.%s: %g is not an integer in [%g, %g]", b->path, f->name, d, lo, hi);
 }
 
 static ProtobufCMessage *build_msg(struct build *b, int idx, const ProtobufCMessageDescriptor *d);
@@ -317,7 +323,7 @@ static void b_value(struct build *b, const ProtobufCFieldDescriptor *f, int v, v
 				}
 				luaL_pushresult(&lb);
 				luaL_error(L, "protobuf field %s.%s: '%s' is not a %s (one of: %s)", b->path, f->name,
-				           lua_tostring(L, v), ed->name, lua_tostring(L, -1));
+					   lua_tostring(L, v), ed->name, lua_tostring(L, -1));
 			}
 			*(int *)p = ev->value;
 		} else if (lua_type(L, v) == LUA_TNUMBER) {
@@ -336,8 +342,8 @@ static void b_value(struct build *b, const ProtobufCFieldDescriptor *f, int v, v
 		lua_pushvalue(L, v);
 		const char *s = lua_tolstring(L, -1, &n);
 		if (strlen(s) != n)
-			luaL_error(L, "protobuf field %s.%s: a string field cannot hold NUL bytes (use bytes)",
-			           b->path, f->name);
+			luaL_error(L, "protobuf field %s.%s: a string field cannot hold NUL bytes (use bytes)", b->path,
+				   f->name);
 		lua_rawseti(L, b->anchor, ++b->nanch); /* keeps s alive */
 		*(const char **)p = s;
 		break;
@@ -380,7 +386,7 @@ static ProtobufCMessage *build_msg(struct build *b, int idx, const ProtobufCMess
 		int v = lua_gettop(L);
 		if (lua_type(L, -2) != LUA_TSTRING)
 			luaL_error(L, "protobuf message %s: keys must be field names, got a %s key", b->path,
-			           luaL_typename(L, -2));
+				   luaL_typename(L, -2));
 		const char *key = lua_tostring(L, -2);
 		const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(d, key);
 		if (!f)
@@ -403,13 +409,17 @@ static ProtobufCMessage *build_msg(struct build *b, int idx, const ProtobufCMess
 			if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
 				uint32_t *cs = (uint32_t *)(m + f->quantifier_offset);
 				if (*cs && *cs != f->id) {
-					const ProtobufCFieldDescriptor *o = protobuf_c_message_descriptor_get_field(d, *cs);
-					luaL_error(L, "protobuf message %s: fields '%s' and '%s' are in the same oneof; set "
-					           "only one", b->path, o ? o->name : "?", f->name);
+					const ProtobufCFieldDescriptor *o =
+						protobuf_c_message_descriptor_get_field(d, *cs);
+					luaL_error(
+						L,
+						"protobuf message %s: fields '%s' and '%s' are in the same oneof; set "
+						"only one",
+						b->path, o ? o->name : "?", f->name);
 				}
 				*cs = f->id;
 			} else if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->quantifier_offset &&
-			           !is_pointer_type(f->type)) {
+				   !is_pointer_type(f->type)) {
 				*(protobuf_c_boolean *)(m + f->quantifier_offset) = 1;
 			}
 		}
@@ -479,7 +489,7 @@ static int l_enum(lua_State *L)
 {
 	const char *name = luaL_checkstring(L, 1);
 	const ProtobufCEnumDescriptor *eds[] = {&common__resource_status__descriptor,
-	                                        &common__workload_request_kind__descriptor};
+						&common__workload_request_kind__descriptor};
 	for (size_t i = 0; i < sizeof eds / sizeof *eds; i++) {
 		if (strcmp(eds[i]->name, name))
 			continue;

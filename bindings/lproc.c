@@ -268,8 +268,14 @@ static void run_read(struct run *r, int which)
 	run_maybe_done(r);
 }
 
-static void run_out_cb(void *ud, int fd, uint32_t ev) { run_read(ud, 0); }
-static void run_err_cb(void *ud, int fd, uint32_t ev) { run_read(ud, 1); }
+static void run_out_cb(void *ud, int fd, uint32_t ev)
+{
+	run_read(ud, 0);
+}
+static void run_err_cb(void *ud, int fd, uint32_t ev)
+{
+	run_read(ud, 1);
+}
 
 static void run_in_cb(void *ud, int fd, uint32_t ev)
 {
@@ -328,9 +334,12 @@ static int l_run(lua_State *L)
 	    (input && pipe2(pi, O_CLOEXEC | O_NONBLOCK) < 0)) {
 		int err = errno;
 		for (int i = 0; i < 2; i++) {
-			if (po[i] >= 0) close(po[i]);
-			if (pe[i] >= 0) close(pe[i]);
-			if (pi[i] >= 0) close(pi[i]);
+			if (po[i] >= 0)
+				close(po[i]);
+			if (pe[i] >= 0)
+				close(pe[i]);
+			if (pi[i] >= 0)
+				close(pi[i]);
 		}
 		lrk_free_argv(argv);
 		lrk_free_argv(env);
@@ -463,8 +472,8 @@ static int open_proc(lua_State *L)
 	lua_pushcfunction(L, l_proc_gc);
 	lua_setfield(L, -2, "__gc");
 	lua_pop(L, 1);
-	static const luaL_Reg fns[] = {{"spawn", l_spawn}, {"run", l_run},	   {"describe", l_describe},
-				       {"kill", l_kill_pid}, {"alive", l_alive}, {"watch", l_watch},
+	static const luaL_Reg fns[] = {{"spawn", l_spawn},     {"run", l_run},	   {"describe", l_describe},
+				       {"kill", l_kill_pid},   {"alive", l_alive}, {"watch", l_watch},
 				       {"unwatch", l_unwatch}, {NULL, NULL}};
 	lua_newtable(L);
 	lrk_setfuncs(L, fns);

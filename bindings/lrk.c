@@ -18,8 +18,8 @@ void lrk_module_add(struct lrk_module *m)
 
 struct lrk_task {
 	lua_State *co;
-	int ref;	  /* registry ref keeping the coroutine alive */
-	uint64_t seq;	  /* the wait in progress (0: not waiting) */
+	int ref;      /* registry ref keeping the coroutine alive */
+	uint64_t seq; /* the wait in progress (0: not waiting) */
 	int in_use;
 	uint32_t next_free;
 };
@@ -34,8 +34,14 @@ static struct {
 
 static const char TASKMAP_KEY = 0; /* registry[&TASKMAP_KEY] = { [thread] = slot } */
 
-rk_loop *lrk_loop(lua_State *L) { return G.loop; }
-lua_State *lrk_main(void) { return G.L; }
+rk_loop *lrk_loop(lua_State *L)
+{
+	return G.loop;
+}
+lua_State *lrk_main(void)
+{
+	return G.L;
+}
 
 void lrk_setfuncs(lua_State *L, const luaL_Reg *fns)
 {
@@ -155,7 +161,10 @@ static void taskmap_set(lua_State *co, int slot)
 	lua_pop(L, 1);
 }
 
-int lrk_in_task(lua_State *L) { return slot_of(L, L) >= 0; }
+int lrk_in_task(lua_State *L)
+{
+	return slot_of(L, L) >= 0;
+}
 
 static void release(uint32_t slot)
 {
@@ -248,8 +257,9 @@ lrk_wait lrk_wait_begin(lua_State *L)
 {
 	int slot = slot_of(L, L);
 	if (slot < 0)
-		luaL_error(L, "this call waits, so it must run inside a riklet task (task.spawn), "
-			      "not in the main chunk or a plain coroutine");
+		luaL_error(L,
+			   "this call waits, so it must run inside a riklet task (task.spawn), "
+			   "not in the main chunk or a plain coroutine");
 	G.tasks[slot].seq = ++G.seq;
 	return (lrk_wait){(uint32_t)slot, G.tasks[slot].seq};
 }
@@ -399,9 +409,9 @@ static int l_in_task(lua_State *L)
 
 static int open_task_core(lua_State *L)
 {
-	static const luaL_Reg fns[] = {{"spawn", l_spawn},	     {"prepare", l_prepare}, {"suspend", l_suspend},
-				       {"wake", l_wake},	     {"wake_after", l_wake_after},
-				       {"in_task", l_in_task}, {NULL, NULL}};
+	static const luaL_Reg fns[] = {{"spawn", l_spawn}, {"prepare", l_prepare},	 {"suspend", l_suspend},
+				       {"wake", l_wake},   {"wake_after", l_wake_after}, {"in_task", l_in_task},
+				       {NULL, NULL}};
 	lua_newtable(L);
 	lrk_setfuncs(L, fns);
 	return 1;

@@ -21,11 +21,18 @@
  *   static int open_net(lua_State *L) { luaL_register-like...; return 1; }
  *   LRK_MODULE("riklet.net", open_net)
  * Modules are put in package.preload, so Lua does `local net = require "riklet.net"`. */
-struct lrk_module { const char *name; lua_CFunction open; struct lrk_module *next; };
+struct lrk_module {
+	const char *name;
+	lua_CFunction open;
+	struct lrk_module *next;
+};
 void lrk_module_add(struct lrk_module *m);
-#define LRK_MODULE(lname, fn) \
-	static struct lrk_module lrk_mod_##fn = {lname, fn, 0}; \
-	__attribute__((constructor)) static void lrk_mod_reg_##fn(void) { lrk_module_add(&lrk_mod_##fn); }
+#define LRK_MODULE(lname, fn)                                                                                          \
+	static struct lrk_module lrk_mod_##fn = {lname, fn, 0};                                                        \
+	__attribute__((constructor)) static void lrk_mod_reg_##fn(void)                                                \
+	{                                                                                                              \
+		lrk_module_add(&lrk_mod_##fn);                                                                         \
+	}
 
 /* Set a table of functions into the table at the top of the stack (Lua 5.1 has no luaL_setfuncs). */
 void lrk_setfuncs(lua_State *L, const luaL_Reg *fns);
@@ -47,7 +54,10 @@ rk_loop *lrk_loop(lua_State *L);
  *     lua_State *co = lrk_wake_begin(w);    // NULL: stale (task already resumed/ended): just return
  *     if (co) { lua_pushinteger(co, 42); lrk_wake_end(w, 1); }   // resumes now; results = 42
  * Tokens are plain values (slot + unique sequence); a stale token is harmless. */
-typedef struct lrk_wait { uint32_t slot; uint64_t seq; } lrk_wait;
+typedef struct lrk_wait {
+	uint32_t slot;
+	uint64_t seq;
+} lrk_wait;
 lrk_wait lrk_wait_begin(lua_State *L);
 lua_State *lrk_wake_begin(lrk_wait w);
 void lrk_wake_end(lrk_wait w, int nresults);

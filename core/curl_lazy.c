@@ -47,7 +47,8 @@ int rk_curl_load(rk_err *e)
 		*syms[i].slot = dlsym(h, syms[i].name);
 		if (!*syms[i].slot) {
 			dlclose(h);
-			return rk_errf(e, ENOSYS, "%s has no %s: riklet needs libcurl 7.88 or newer", SONAME, syms[i].name);
+			return rk_errf(e, ENOSYS, "%s has no %s: riklet needs libcurl 7.88 or newer", SONAME,
+				       syms[i].name);
 		}
 	}
 	if (rk_curl.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {

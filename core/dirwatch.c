@@ -11,8 +11,8 @@ int rk_dirwatch_open(const char *dir, rk_err *e)
 	if (fd < 0)
 		return rk_errf(e, errno, "inotify_init1: %s", strerror(errno));
 	if (inotify_add_watch(fd, dir,
-			      IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM | IN_DELETE_SELF |
-				      IN_MOVE_SELF | IN_ONLYDIR) < 0) {
+			      IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM | IN_DELETE_SELF | IN_MOVE_SELF |
+				      IN_ONLYDIR) < 0) {
 		int err = errno;
 		close(fd);
 		return rk_errf(e, err, "cannot watch directory %s: %s", dir, strerror(err));

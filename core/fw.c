@@ -73,14 +73,14 @@ static int is_owned_chain(const char *table, const char *chain)
 
 struct drule {
 	rk_fw_rule r;
-	int dst_local;     /* -m addrtype --dst-type LOCAL */
-	char extra[160];   /* foreign parts, printed as-is */
+	int dst_local;	 /* -m addrtype --dst-type LOCAL */
+	char extra[160]; /* foreign parts, printed as-is */
 };
 
 /* ---- small parsers ------------------------------------------------------------------------- */
 
-static int parse_addr(const char *s, const char *field, const rk_fw_rule *r, uint32_t *addr, uint32_t *mask,
-		      int *neg, rk_err *e)
+static int parse_addr(const char *s, const char *field, const rk_fw_rule *r, uint32_t *addr, uint32_t *mask, int *neg,
+		      rk_err *e)
 {
 	*neg = 0;
 	*addr = *mask = 0;
@@ -99,7 +99,8 @@ static int parse_addr(const char *s, const char *field, const rk_fw_rule *r, uin
 		char *end;
 		long v = strtol(slash + 1, &end, 10);
 		if (!slash[1] || *end || v < 0 || v > 32)
-			return rk_errf(e, EINVAL, "rule in %s: %s '%s': prefix length must be 0..32", r->chain, field, s);
+			return rk_errf(e, EINVAL, "rule in %s: %s '%s': prefix length must be 0..32", r->chain, field,
+				       s);
 		len = (int)v;
 	}
 	struct in_addr a;
@@ -120,8 +121,8 @@ static int valid_ifname(const char *s)
 		char c = s[i];
 		if (c == '+' && i == n - 1)
 			continue;
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
-		      c == '-'))
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+		      c == '.' || c == '-'))
 			return 0;
 	}
 	return strcmp(s, ".") && strcmp(s, "..");
@@ -223,7 +224,10 @@ static int parse_to(const rk_fw_rule *r, uint32_t *ip, uint16_t *port, rk_err *e
 	return 0;
 }
 
-static int bounded(const char *s, size_t cap) { return memchr(s, 0, cap) != NULL; }
+static int bounded(const char *s, size_t cap)
+{
+	return memchr(s, 0, cap) != NULL;
+}
 
 int rk_fw_rule_validate(const rk_fw_rule *r, rk_err *e)
 {
@@ -250,9 +254,9 @@ int rk_fw_rule_validate(const rk_fw_rule *r, rk_err *e)
 		ok = !strcmp(t, "ACCEPT") || !strcmp(t, "DROP") || !strcmp(t, "RETURN");
 	if (!ok)
 		return rk_errf(e, EINVAL, "rule in %s: target '%s' is not allowed there (%s)", r->chain, t,
-			       !strcmp(r->chain, RK_FW_CHAIN_DNAT)   ? "use DNAT, RETURN or ACCEPT"
-			       : !strcmp(r->chain, RK_FW_CHAIN_POST) ? "use MASQUERADE, RETURN or ACCEPT"
-								     : "use ACCEPT, DROP or RETURN");
+			       !strcmp(r->chain, RK_FW_CHAIN_DNAT)	     ? "use DNAT, RETURN or ACCEPT"
+				       : !strcmp(r->chain, RK_FW_CHAIN_POST) ? "use MASQUERADE, RETURN or ACCEPT"
+									     : "use ACCEPT, DROP or RETURN");
 	uint32_t a, m;
 	int neg;
 	if (parse_addr(r->src, "src", r, &a, &m, &neg, e) < 0 || parse_addr(r->dst, "dst", r, &a, &m, &neg, e) < 0)
@@ -423,8 +427,9 @@ static int encode(const rk_fw_rule *r, int dst_local, struct blob *bl, rk_err *e
 			m->range[0].min.all = m->range[0].max.all = htons(port);
 		} else {
 			/* nf_nat_range2 starts with nf_nat_range: fill the common part */
-			struct nf_nat_range *m = add_target(bl, &off, "DNAT", rev,
-							    rev == 2 ? sizeof(struct nf_nat_range2) : sizeof(struct nf_nat_range));
+			struct nf_nat_range *m =
+				add_target(bl, &off, "DNAT", rev,
+					   rev == 2 ? sizeof(struct nf_nat_range2) : sizeof(struct nf_nat_range));
 			m->flags = flags;
 			m->min_addr.ip = m->max_addr.ip = ip;
 			m->min_proto.all = m->max_proto.all = htons(port);
@@ -513,14 +518,15 @@ static void decode(const struct ipt_entry *en, const char *target, const char *t
 			break;
 		size_t dl = m->u.match_size - sizeof *m;
 		const char *nm = m->u.user.name;
-		if ((!strcmp(nm, "tcp") && dl >= sizeof(struct xt_tcp)) || (!strcmp(nm, "udp") && dl >= sizeof(struct xt_udp))) {
+		if ((!strcmp(nm, "tcp") && dl >= sizeof(struct xt_tcp)) ||
+		    (!strcmp(nm, "udp") && dl >= sizeof(struct xt_udp))) {
 			const struct xt_tcp *t = (const void *)m->data;
 			const struct xt_udp *u = (const void *)m->data;
 			int tcp = !strcmp(nm, "tcp");
 			const uint16_t *sp = tcp ? t->spts : u->spts, *dp = tcp ? t->dpts : u->dpts;
 			int simple = sp[0] == 0 && sp[1] == 0xffff && dp[0] == dp[1] && dp[0] &&
-				     (tcp ? !t->option && !t->flg_mask && !t->invflags : !u->invflags) &&
-				     !strcmp(r->proto, nm);
+				(tcp ? !t->option && !t->flg_mask && !t->invflags : !u->invflags) &&
+				!strcmp(r->proto, nm);
 			if (simple && !r->dport)
 				r->dport = dp[0];
 			else
@@ -528,7 +534,8 @@ static void decode(const struct ipt_entry *en, const char *target, const char *t
 		} else if (!strcmp(nm, "comment") && dl >= sizeof(struct xt_comment_info) && !r->comment[0]) {
 			const struct xt_comment_info *c = (const void *)m->data;
 			snprintf(r->comment, sizeof r->comment, "%.*s", (int)sizeof c->comment, c->comment);
-		} else if (!strcmp(nm, "addrtype") && m->u.user.revision == 1 && dl >= sizeof(struct xt_addrtype_info_v1)) {
+		} else if (!strcmp(nm, "addrtype") && m->u.user.revision == 1 &&
+			   dl >= sizeof(struct xt_addrtype_info_v1)) {
 			const struct xt_addrtype_info_v1 *a = (const void *)m->data;
 			if (a->dest == XT_ADDRTYPE_LOCAL && !a->source && !a->flags)
 				d->dst_local = 1;
@@ -576,8 +583,8 @@ static void decode(const struct ipt_entry *en, const char *target, const char *t
 		if (dnat) {
 			if (ok && flags == NF_NAT_RANGE_MAP_IPS && minip == maxip) {
 				inet_ntop(AF_INET, &minip, r->to, sizeof r->to);
-			} else if (ok && flags == (NF_NAT_RANGE_MAP_IPS | NF_NAT_RANGE_PROTO_SPECIFIED) && minip == maxip &&
-				   minp == maxp) {
+			} else if (ok && flags == (NF_NAT_RANGE_MAP_IPS | NF_NAT_RANGE_PROTO_SPECIFIED) &&
+				   minip == maxip && minp == maxp) {
 				char a[INET_ADDRSTRLEN];
 				inet_ntop(AF_INET, &minip, a, sizeof a);
 				snprintf(r->to, sizeof r->to, "%s:%u", a, ntohs(minp));
@@ -966,7 +973,7 @@ static int sync_chain(struct xtc_handle *h, const char *table, const char *chain
 		size_t chain_len = pos;
 		/* insertion point for a new rule: after the last placed wanted rule before it */
 		size_t shift = 0; /* rules inserted so far (all before later insertion points) */
-		long last = -1;   /* final position of the previous wanted rule, -1 none */
+		long last = -1;	  /* final position of the previous wanted rule, -1 none */
 		for (size_t i = 0; i < nw; i++) {
 			if (isdup[i])
 				continue;
@@ -1011,8 +1018,8 @@ out:
 }
 
 /* One table: init, ensure chains and jumps, sync each owned chain, commit once. */
-static int apply_table(const char *table, struct want *wants, size_t nw, const char *owner, int sync,
-		       rk_fw_stats *st, rk_err *e)
+static int apply_table(const char *table, struct want *wants, size_t nw, const char *owner, int sync, rk_fw_stats *st,
+		       rk_err *e)
 {
 	for (int attempt = 0;; attempt++) {
 		rk_fw_stats local = {0};
@@ -1064,18 +1071,19 @@ static int apply_table(const char *table, struct want *wants, size_t nw, const c
 	}
 }
 
-static int do_apply(const rk_fw_rule *rules, size_t n, const char *owner, int sync, rk_fw_stats *stats,
-		    rk_err *e);
+static int do_apply(const rk_fw_rule *rules, size_t n, const char *owner, int sync, rk_fw_stats *stats, rk_err *e);
 
-int rk_fw_ensure(rk_err *e) { return do_apply(NULL, 0, NULL, 0, NULL, e); }
+int rk_fw_ensure(rk_err *e)
+{
+	return do_apply(NULL, 0, NULL, 0, NULL, e);
+}
 
 int rk_fw_apply(const rk_fw_rule *rules, size_t n, const char *owner, rk_fw_stats *stats, rk_err *e)
 {
 	return do_apply(rules, n, owner, 1, stats, e);
 }
 
-static int do_apply(const rk_fw_rule *rules, size_t n, const char *owner, int sync, rk_fw_stats *stats,
-		    rk_err *e)
+static int do_apply(const rk_fw_rule *rules, size_t n, const char *owner, int sync, rk_fw_stats *stats, rk_err *e)
 {
 	rk_fw_stats st = {0};
 	if (owner && strlen(owner) >= sizeof((rk_fw_rule *)0)->comment)
@@ -1115,8 +1123,8 @@ static int do_apply(const rk_fw_rule *rules, size_t n, const char *owner, int sy
 		rc = apply_table(TABLES[t], w, n, owner, sync, &st, e);
 	xt_unlock(lock);
 	if (rc == 0 && (st.added || st.deleted || st.jumps_added))
-		rk_debug(SUBSYS, "applied %s: +%u -%u =%u rules, +%u jumps, %u commits", owner ? owner : "all", st.added,
-			 st.deleted, st.kept, st.jumps_added, st.commits);
+		rk_debug(SUBSYS, "applied %s: +%u -%u =%u rules, +%u jumps, %u commits", owner ? owner : "all",
+			 st.added, st.deleted, st.kept, st.jumps_added, st.commits);
 out:
 	if (stats)
 		*stats = st;
@@ -1142,7 +1150,8 @@ int rk_fw_list(rk_fw_rule **out, size_t *n, rk_err *e)
 		for (size_t i = 0; i < N_OWNED; i++) {
 			if (strcmp(OWNED[i].table, TABLES[t]) || !iptc_is_chain(OWNED[i].chain, h))
 				continue;
-			for (const struct ipt_entry *en = iptc_first_rule(OWNED[i].chain, h); en; en = iptc_next_rule(en, h)) {
+			for (const struct ipt_entry *en = iptc_first_rule(OWNED[i].chain, h); en;
+			     en = iptc_next_rule(en, h)) {
 				if (cnt == cap) {
 					rk_fw_rule *nv = realloc(v, (cap *= 2) * sizeof *v);
 					if (!nv) {
@@ -1184,7 +1193,8 @@ int rk_fw_flush_all(rk_err *e)
 			if (strcmp(JUMPS[j].table, table))
 				continue;
 			unsigned idx = 0, del[256], nd = 0;
-			for (const struct ipt_entry *en = iptc_first_rule(JUMPS[j].from, h); en; en = iptc_next_rule(en, h), idx++) {
+			for (const struct ipt_entry *en = iptc_first_rule(JUMPS[j].from, h); en;
+			     en = iptc_next_rule(en, h), idx++) {
 				const char *tg = iptc_get_target(en, h);
 				if (tg && !strcmp(tg, JUMPS[j].to) && nd < 256)
 					del[nd++] = idx;
@@ -1209,7 +1219,8 @@ int rk_fw_flush_all(rk_err *e)
 			unsigned refs = 0;
 			if (iptc_get_references(&refs, c, h) && refs > 0) {
 				rk_warn(SUBSYS,
-					"chain %s/%s is still jumped to from %u rule(s) riklet does not own; left empty. "
+					"chain %s/%s is still jumped to from %u rule(s) riklet does not own; left "
+					"empty. "
 					"Remove those jumps (iptables-legacy -t %s -S | grep %s) and rerun the cleanup",
 					table, c, refs, table, c);
 				continue;

@@ -29,26 +29,26 @@
  *   nat/RIKLET-POSTROUTING  MASQUERADE, RETURN, ACCEPT
  *   filter/RIKLET-FORWARD   ACCEPT, DROP, RETURN */
 typedef struct rk_fw_rule {
-	char table[8];     /* "nat" | "filter" */
-	char chain[32];    /* one of the RK_FW_CHAIN_* */
-	char src[20];      /* "" | "[!]a.b.c.d[/len]" */
+	char table[8];	/* "nat" | "filter" */
+	char chain[32]; /* one of the RK_FW_CHAIN_* */
+	char src[20];	/* "" | "[!]a.b.c.d[/len]" */
 	char dst[20];
-	char iif[17];      /* "" | "[!]name[+]" */
+	char iif[17]; /* "" | "[!]name[+]" */
 	char oif[17];
-	char proto[8];     /* "" | "tcp" | "udp" */
-	uint16_t dport;    /* 0: any; needs proto */
+	char proto[8];	   /* "" | "tcp" | "udp" */
+	uint16_t dport;	   /* 0: any; needs proto */
 	char ctstate[64];  /* "" | comma list of NEW,ESTABLISHED,RELATED,INVALID,UNTRACKED,SNAT,DNAT */
 	char target[32];   /* DNAT | MASQUERADE | ACCEPT | DROP | RETURN */
-	char to[24];       /* DNAT only: "a.b.c.d[:port]" (a port needs proto tcp or udp) */
+	char to[24];	   /* DNAT only: "a.b.c.d[:port]" (a port needs proto tcp or udp) */
 	char comment[256]; /* owner tag, e.g. "riklet:<instance-id>"; printable, no quotes or backslash */
-	int foreign;       /* set by rk_fw_list: the rule holds parts riklet never writes (see text) */
-	char text[512];    /* set by rk_fw_list: the rule as `iptables -S` prints it */
+	int foreign;	   /* set by rk_fw_list: the rule holds parts riklet never writes (see text) */
+	char text[512];	   /* set by rk_fw_list: the rule as `iptables -S` prints it */
 } rk_fw_rule;
 
 typedef struct rk_fw_stats {
 	unsigned added, deleted, kept; /* rules in riklet chains */
-	unsigned jumps_added;          /* jumps created in built-in chains */
-	unsigned commits;              /* libiptc commits done (0 when nothing changed) */
+	unsigned jumps_added;	       /* jumps created in built-in chains */
+	unsigned commits;	       /* libiptc commits done (0 when nothing changed) */
 } rk_fw_stats;
 
 /* Check a rule; the message names the field and the rule. */

@@ -46,7 +46,7 @@ struct rk_grpc_call {
 	uint8_t *tx;
 	size_t tx_len, tx_off, tx_cap;
 	int send_closed;  /* close_send() called */
-	int paused;       /* read callback returned PAUSE */
+	int paused;	  /* read callback returned PAUSE */
 	int want_unpause; /* data or EOF queued while paused */
 
 	/* receive side */
@@ -54,14 +54,14 @@ struct rk_grpc_call {
 	size_t rx_len, rx_cap;
 	struct rxmsg *rxq_head, *rxq_tail;
 	int http_status;
-	int hdr_block_done; /* first header block finished */
+	int hdr_block_done;  /* first header block finished */
 	int headers_pending; /* on_headers to deliver */
 	int headers_seen;
-	int grpc_status;    /* -1 = not seen */
+	int grpc_status; /* -1 = not seen */
 	char *grpc_message;
 
 	/* end */
-	int local_status;   /* -1, or a status decided here (bad frame, too big) */
+	int local_status; /* -1, or a status decided here (bad frame, too big) */
 	char local_msg[1100];
 	int curl_done;
 	CURLcode curl_result;
@@ -79,18 +79,17 @@ struct rk_grpc_channel {
 	rk_timer *timer;
 	struct sockinfo *socks;
 	struct rk_grpc_call *calls;
-	int in_curl;    /* inside curl_multi_socket_action */
+	int in_curl;	/* inside curl_multi_socket_action */
 	int processing; /* inside ch_process */
-	int closing;    /* free requested while processing */
+	int closing;	/* free requested while processing */
 	int unpause_pending;
 	int multiplex; /* calls share one connection (not h2c on libcurl < 7.89.0) */
 };
 
-
-
-static const char *status_names[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT",
-	"DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-	"FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE",
+static const char *status_names[] = {
+	"OK",	     "CANCELLED",      "UNKNOWN",	    "INVALID_ARGUMENT",	  "DEADLINE_EXCEEDED",
+	"NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+	"ABORTED",   "OUT_OF_RANGE",   "UNIMPLEMENTED",	    "INTERNAL",		  "UNAVAILABLE",
 	"DATA_LOSS", "UNAUTHENTICATED"};
 
 const char *rk_grpc_status_name(int code)
@@ -111,26 +110,29 @@ void rk_grpc_frame_header(uint8_t out[5], uint32_t len)
 	out[4] = (uint8_t)len;
 }
 
-int rk_grpc_frame_parse(const uint8_t *buf, size_t len, size_t max, const uint8_t **msg,
-                        size_t *msg_len, size_t *consumed, int *status, rk_err *e)
+int rk_grpc_frame_parse(const uint8_t *buf, size_t len, size_t max, const uint8_t **msg, size_t *msg_len,
+			size_t *consumed, int *status, rk_err *e)
 {
 	if (len < 5)
 		return 0;
 	uint32_t n = (uint32_t)buf[1] << 24 | (uint32_t)buf[2] << 16 | (uint32_t)buf[3] << 8 | buf[4];
 	if (buf[0] & 1) {
 		*status = RK_GRPC_INTERNAL;
-		return rk_errf(e, EPROTO, "server sent a compressed message (flag 0x%02x) but this client "
-		               "never offered compression", buf[0]);
+		return rk_errf(e, EPROTO,
+			       "server sent a compressed message (flag 0x%02x) but this client "
+			       "never offered compression",
+			       buf[0]);
 	}
 	if (buf[0] != 0) {
 		*status = RK_GRPC_INTERNAL;
-		return rk_errf(e, EPROTO, "malformed gRPC frame: reserved flag bits set (0x%02x); the peer "
-		               "is not speaking gRPC framing", buf[0]);
+		return rk_errf(e, EPROTO,
+			       "malformed gRPC frame: reserved flag bits set (0x%02x); the peer "
+			       "is not speaking gRPC framing",
+			       buf[0]);
 	}
 	if (n > max) {
 		*status = RK_GRPC_RESOURCE_EXHAUSTED;
-		return rk_errf(e, EMSGSIZE, "received message larger than max (%" PRIu32 " vs. %zu bytes)",
-		               n, max);
+		return rk_errf(e, EMSGSIZE, "received message larger than max (%" PRIu32 " vs. %zu bytes)", n, max);
 	}
 	if (len - 5 < n)
 		return 0;
@@ -345,8 +347,7 @@ static size_t write_cb(char *b, size_t size, size_t n, void *ud)
 		size_t ml, used;
 		int st = RK_GRPC_INTERNAL;
 		rk_err e;
-		int r = rk_grpc_frame_parse(c->rx + off, c->rx_len - off, c->ch->o.max_recv, &msg, &ml,
-		                            &used, &st, &e);
+		int r = rk_grpc_frame_parse(c->rx + off, c->rx_len - off, c->ch->o.max_recv, &msg, &ml, &used, &st, &e);
 		if (r == 0)
 			break;
 		if (r < 0) {
@@ -366,8 +367,9 @@ static size_t write_cb(char *b, size_t size, size_t n, void *ud)
 				free(m);
 				c->local_status = RK_GRPC_INTERNAL;
 				snprintf(c->local_msg, sizeof c->local_msg,
-				         "cannot decode a %zu-byte response as %s: not valid protobuf for that "
-				         "type (is the server speaking the same .proto?)", ml, c->resp->name);
+					 "cannot decode a %zu-byte response as %s: not valid protobuf for that "
+					 "type (is the server speaking the same .proto?)",
+					 ml, c->resp->name);
 				return write_fail(c);
 			}
 		} else {
@@ -436,8 +438,8 @@ static void deadline_cb(void *ud)
 }
 
 rk_grpc_call *rk_grpc_call_start(rk_grpc_channel *ch, const char *path, uint64_t deadline_ms,
-                                 const ProtobufCMessageDescriptor *resp, const rk_grpc_call_cbs *cbs,
-                                 void *ud, rk_err *e)
+				 const ProtobufCMessageDescriptor *resp, const rk_grpc_call_cbs *cbs, void *ud,
+				 rk_err *e)
 {
 	if (ch->closing) {
 		rk_errf(e, EBADF, "gRPC channel %s is closed", ch->url);
@@ -445,7 +447,7 @@ rk_grpc_call *rk_grpc_call_start(rk_grpc_channel *ch, const char *path, uint64_t
 	}
 	if (!path || path[0] != '/') {
 		rk_errf(e, EINVAL, "gRPC method path must look like /package.Service/Method, got '%s'",
-		        path ? path : "(null)");
+			path ? path : "(null)");
 		return NULL;
 	}
 	rk_grpc_call *c = calloc(1, sizeof *c);
@@ -504,7 +506,7 @@ rk_grpc_call *rk_grpc_call_start(rk_grpc_channel *ch, const char *path, uint64_t
 	curl_easy_setopt(ez, CURLOPT_ERRORBUFFER, c->errbuf);
 	curl_easy_setopt(ez, CURLOPT_PIPEWAIT, 1L);
 	curl_easy_setopt(ez, CURLOPT_HTTP_VERSION,
-	                 ch->tls ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+			 ch->tls ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
 	if (!ch->multiplex) {
 		/* libcurl < 7.89 re-runs the prior-knowledge switch on a reused h2c connection and breaks
 		 * it ("Error in the HTTP2 framing layer", curl issue 10634, fixed in 7.89.0): there, each
@@ -605,7 +607,10 @@ void rk_grpc_call_cancel(rk_grpc_call *c)
 	call_finish(c, RK_GRPC_CANCELLED, "cancelled");
 }
 
-size_t rk_grpc_call_pending(const rk_grpc_call *c) { return c->tx_len - c->tx_off; }
+size_t rk_grpc_call_pending(const rk_grpc_call *c)
+{
+	return c->tx_len - c->tx_off;
+}
 
 /* ---- curl multi <-> loop ------------------------------------------------------------------- */
 
@@ -713,12 +718,21 @@ static int curl_to_status(CURLcode r)
 static int http_to_status(int http)
 {
 	switch (http) {
-	case 400: return RK_GRPC_INTERNAL;
-	case 401: return RK_GRPC_UNAUTHENTICATED;
-	case 403: return RK_GRPC_PERMISSION_DENIED;
-	case 404: return RK_GRPC_UNIMPLEMENTED;
-	case 429: case 502: case 503: case 504: return RK_GRPC_UNAVAILABLE;
-	default: return RK_GRPC_UNKNOWN;
+	case 400:
+		return RK_GRPC_INTERNAL;
+	case 401:
+		return RK_GRPC_UNAUTHENTICATED;
+	case 403:
+		return RK_GRPC_PERMISSION_DENIED;
+	case 404:
+		return RK_GRPC_UNIMPLEMENTED;
+	case 429:
+	case 502:
+	case 503:
+	case 504:
+		return RK_GRPC_UNAVAILABLE;
+	default:
+		return RK_GRPC_UNKNOWN;
 	}
 }
 
@@ -735,8 +749,10 @@ static void call_complete(rk_grpc_call *c)
 	if (c->grpc_status >= 0) {
 		/* the server said how it ended; a stream reset after the trailers does not change that */
 		if (c->grpc_status == RK_GRPC_OK && c->rx_len) {
-			snprintf(msg, sizeof msg, "%s %s: stream ended inside a message (%zu bytes of a "
-			         "truncated frame left over)", ch->url, c->path, c->rx_len);
+			snprintf(msg, sizeof msg,
+				 "%s %s: stream ended inside a message (%zu bytes of a "
+				 "truncated frame left over)",
+				 ch->url, c->path, c->rx_len);
 			call_finish(c, RK_GRPC_INTERNAL, msg);
 			return;
 		}
@@ -744,25 +760,28 @@ static void call_complete(rk_grpc_call *c)
 		return;
 	}
 	if (c->curl_result != CURLE_OK) {
-		snprintf(msg, sizeof msg, "%s %s: %s%s%s", ch->url, c->path,
-		         curl_easy_strerror(c->curl_result), c->errbuf[0] ? ": " : "", c->errbuf);
+		snprintf(msg, sizeof msg, "%s %s: %s%s%s", ch->url, c->path, curl_easy_strerror(c->curl_result),
+			 c->errbuf[0] ? ": " : "", c->errbuf);
 		call_finish(c, curl_to_status(c->curl_result), msg);
 		return;
 	}
 	if (c->http_status != 200) {
-		snprintf(msg, sizeof msg, "%s %s: HTTP status %d and no grpc-status (is this a gRPC "
-		         "server?)", ch->url, c->path, c->http_status);
+		snprintf(msg, sizeof msg,
+			 "%s %s: HTTP status %d and no grpc-status (is this a gRPC "
+			 "server?)",
+			 ch->url, c->path, c->http_status);
 		call_finish(c, http_to_status(c->http_status), msg);
 		return;
 	}
 	if (c->rx_len) {
-		snprintf(msg, sizeof msg, "%s %s: stream ended inside a message (%zu bytes of a truncated "
-		         "frame left over)", ch->url, c->path, c->rx_len);
+		snprintf(msg, sizeof msg,
+			 "%s %s: stream ended inside a message (%zu bytes of a truncated "
+			 "frame left over)",
+			 ch->url, c->path, c->rx_len);
 		call_finish(c, RK_GRPC_INTERNAL, msg);
 		return;
 	}
-	snprintf(msg, sizeof msg, "%s %s: the server closed the stream without a grpc-status",
-	         ch->url, c->path);
+	snprintf(msg, sizeof msg, "%s %s: the server closed the stream without a grpc-status", ch->url, c->path);
 	call_finish(c, RK_GRPC_INTERNAL, msg);
 }
 
@@ -785,8 +804,7 @@ static void ch_process(struct rk_grpc_channel *ch)
 	size_t n = 0, cap = 16;
 	rk_grpc_call *stackarr[16], **arr = stackarr;
 	for (rk_grpc_call *c = ch->calls; c; c = c->next) {
-		if (!c->rxq_head && !c->curl_done && !c->headers_pending && !c->want_unpause &&
-		    c->local_status < 0)
+		if (!c->rxq_head && !c->curl_done && !c->headers_pending && !c->want_unpause && c->local_status < 0)
 			continue;
 		if (n == cap) {
 			rk_grpc_call **na = malloc(sizeof *na * cap * 2);
@@ -858,8 +876,10 @@ rk_grpc_channel *rk_grpc_channel_new(rk_loop *l, const char *url, const rk_grpc_
 	}
 	curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
 	if (!(vi->features & CURL_VERSION_HTTP2)) {
-		rk_errf(e, ENOTSUP, "this libcurl (%s) has no HTTP/2 support; gRPC needs it (install "
-		        "libcurl4 built with nghttp2)", vi->version);
+		rk_errf(e, ENOTSUP,
+			"this libcurl (%s) has no HTTP/2 support; gRPC needs it (install "
+			"libcurl4 built with nghttp2)",
+			vi->version);
 		return NULL;
 	}
 	struct rk_grpc_channel *ch = calloc(1, sizeof *ch);
@@ -907,9 +927,15 @@ rk_grpc_channel *rk_grpc_channel_new(rk_loop *l, const char *url, const rk_grpc_
 	return ch;
 }
 
-const char *rk_grpc_channel_url(const rk_grpc_channel *ch) { return ch->url; }
+const char *rk_grpc_channel_url(const rk_grpc_channel *ch)
+{
+	return ch->url;
+}
 
-int rk_grpc_channel_multiplexed(const rk_grpc_channel *ch) { return ch->multiplex; }
+int rk_grpc_channel_multiplexed(const rk_grpc_channel *ch)
+{
+	return ch->multiplex;
+}
 
 size_t rk_grpc_channel_sockets(const rk_grpc_channel *ch)
 {

@@ -44,14 +44,14 @@ const char *rk_grpc_status_name(int code);
 #define RK_GRPC_DEFAULT_MAX_RECV (4u * 1024 * 1024)
 
 typedef struct rk_grpc_opts {
-	const char *ca_file;        /* https: CA bundle to verify the server (NULL: system store) */
-	const char *cert_file;      /* https: optional client certificate (PEM) */
-	const char *key_file;       /* https: its private key (PEM) */
-	size_t max_recv;            /* largest message accepted; 0 = RK_GRPC_DEFAULT_MAX_RECV */
-	long connect_timeout_ms;    /* 0 = 10000 */
-	long keepalive_idle_s;      /* TCP keepalive: idle before probes; 0 = 30 */
-	long keepalive_intvl_s;     /* between probes; 0 = 10 */
-	const char *user_agent;     /* NULL = "riklet-grpc/<curl version>" */
+	const char *ca_file;	 /* https: CA bundle to verify the server (NULL: system store) */
+	const char *cert_file;	 /* https: optional client certificate (PEM) */
+	const char *key_file;	 /* https: its private key (PEM) */
+	size_t max_recv;	 /* largest message accepted; 0 = RK_GRPC_DEFAULT_MAX_RECV */
+	long connect_timeout_ms; /* 0 = 10000 */
+	long keepalive_idle_s;	 /* TCP keepalive: idle before probes; 0 = 30 */
+	long keepalive_intvl_s;	 /* between probes; 0 = 10 */
+	const char *user_agent;	 /* NULL = "riklet-grpc/<curl version>" */
 } rk_grpc_opts;
 
 typedef struct rk_grpc_channel rk_grpc_channel;
@@ -86,8 +86,8 @@ int rk_grpc_channel_multiplexed(const rk_grpc_channel *ch);
  * DEADLINE_EXCEEDED after that long (also sent to the server as grpc-timeout). resp may be NULL
  * for raw bytes. Returns NULL on a local failure (e filled); no callback fires then. */
 rk_grpc_call *rk_grpc_call_start(rk_grpc_channel *ch, const char *path, uint64_t deadline_ms,
-                                 const ProtobufCMessageDescriptor *resp, const rk_grpc_call_cbs *cbs,
-                                 void *ud, rk_err *e);
+				 const ProtobufCMessageDescriptor *resp, const rk_grpc_call_cbs *cbs, void *ud,
+				 rk_err *e);
 /* Queue one request message (packed and framed now). Fails after close_send or once the call
  * ended. */
 int rk_grpc_call_send(rk_grpc_call *c, const ProtobufCMessage *m, rk_err *e);
@@ -102,11 +102,11 @@ size_t rk_grpc_call_pending(const rk_grpc_call *c);
 /* ---- framing, exposed for tests and tools ---- */
 /* Write the 5-byte prefix (flag 0, big-endian len) to out. */
 void rk_grpc_frame_header(uint8_t out[5], uint32_t len);
-/* Parse one frame from buf: returns 1 and sets *msg/*msg_len/*consumed when a whole frame is
+/* Parse one frame from buf: returns 1 and sets *msg, *msg_len and *consumed when a whole frame is
  * there, 0 when more bytes are needed, -1 on a bad frame (compressed flag, reserved bits, larger
  * than max) with e filled and *status set to the gRPC status to end the call with. */
-int rk_grpc_frame_parse(const uint8_t *buf, size_t len, size_t max, const uint8_t **msg,
-                        size_t *msg_len, size_t *consumed, int *status, rk_err *e);
+int rk_grpc_frame_parse(const uint8_t *buf, size_t len, size_t max, const uint8_t **msg, size_t *msg_len,
+			size_t *consumed, int *status, rk_err *e);
 /* Percent-decode a grpc-message value into out (always NUL-terminated). */
 void rk_grpc_percent_decode(const char *in, size_t n, char *out, size_t outsz);
 /* grpc-timeout value for ms: "100m", "2S" (at most 8 digits). */

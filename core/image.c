@@ -13,9 +13,18 @@
 
 #define REF_INPUT_MAX 2048
 
-static int is_lower_alnum(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
-static int is_alnum(char c) { return is_lower_alnum(c) || (c >= 'A' && c <= 'Z'); }
-static int is_hex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
+static int is_lower_alnum(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+static int is_alnum(char c)
+{
+	return is_lower_alnum(c) || (c >= 'A' && c <= 'Z');
+}
+static int is_hex(char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
 
 int rk_image_digest_valid(const char *d)
 {
@@ -40,8 +49,8 @@ static int check_digest(const char *d, rk_err *e)
 		return rk_errf(e, EINVAL, "sha256 digest has %zu hex digits, expected 64", n);
 	for (size_t i = 0; i < 64; i++)
 		if (!is_hex(colon[1 + i]))
-			return rk_errf(e, EINVAL, "sha256 digest must be 64 lowercase hex digits (bad character at %zu)",
-				       i);
+			return rk_errf(e, EINVAL,
+				       "sha256 digest must be 64 lowercase hex digits (bad character at %zu)", i);
 	return 0;
 }
 
@@ -76,7 +85,8 @@ static int check_domain(const char *d, rk_err *e)
 		char c = d[i];
 		if (c == '.') {
 			if (label == 0 || d[i - 1] == '-')
-				return rk_errf(e, EINVAL, "registry host '%.*s' has an empty or malformed label", (int)hlen, d);
+				return rk_errf(e, EINVAL, "registry host '%.*s' has an empty or malformed label",
+					       (int)hlen, d);
 			label = 0;
 			continue;
 		}
@@ -113,13 +123,15 @@ static int check_component(const char *c, size_t n, rk_err *e)
 		if (c[i] >= 'A' && c[i] <= 'Z')
 			return rk_errf(e, EINVAL, "repository name '%.*s' must be lowercase", (int)n, c);
 		if (!(is_lower_alnum(c[i]) || c[i] == '.' || c[i] == '_' || c[i] == '-'))
-			return rk_errf(e, EINVAL,
-				       "repository component '%.*s' contains '%c' (allowed: lowercase letters, digits, '.', "
-				       "'_', '-')",
-				       (int)n, c, c[i]);
+			return rk_errf(
+				e, EINVAL,
+				"repository component '%.*s' contains '%c' (allowed: lowercase letters, digits, '.', "
+				"'_', '-')",
+				(int)n, c, c[i]);
 	}
 	if (!is_lower_alnum(c[0]) || !is_lower_alnum(c[n - 1]))
-		return rk_errf(e, EINVAL, "repository component '%.*s' must start and end with a lowercase letter or digit",
+		return rk_errf(e, EINVAL,
+			       "repository component '%.*s' must start and end with a lowercase letter or digit",
 			       (int)n, c);
 	for (size_t i = 1; i < n;) {
 		if (is_lower_alnum(c[i])) {
@@ -138,10 +150,11 @@ static int check_component(const char *c, size_t n, rk_err *e)
 					okay = 0;
 		}
 		if (!okay)
-			return rk_errf(e, EINVAL,
-				       "repository component '%.*s' contains '%.*s' (allowed: lowercase letters, digits, "
-				       "and single '.', '_', '__' or dashes between them)",
-				       (int)n, c, (int)sl, c + i);
+			return rk_errf(
+				e, EINVAL,
+				"repository component '%.*s' contains '%.*s' (allowed: lowercase letters, digits, "
+				"and single '.', '_', '__' or dashes between them)",
+				(int)n, c, (int)sl, c + i);
 		i = j;
 	}
 	return 0;
@@ -157,8 +170,9 @@ static int check_layout_path(const char *p, rk_err *e)
 			       sizeof(((rk_image_ref *)0)->layout) - 1);
 	for (size_t i = 0; i < n; i++)
 		if (!(is_alnum(p[i]) || p[i] == '/' || p[i] == '.' || p[i] == '_' || p[i] == '-' || p[i] == '+'))
-			return rk_errf(e, EINVAL, "oci layout path '%s' contains '%c' (allowed: letters, digits, / . _ - +)",
-				       p, p[i]);
+			return rk_errf(e, EINVAL,
+				       "oci layout path '%s' contains '%c' (allowed: letters, digits, / . _ - +)", p,
+				       p[i]);
 	/* no "." or ".." components, no empty components */
 	const char *s = p + 1;
 	while (*s) {
@@ -184,7 +198,8 @@ int rk_image_ref_parse(const char *s, rk_image_ref *r, rk_err *e)
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)s[i];
 		if (c <= 0x20 || c >= 0x7f)
-			return rk_errf(e, EINVAL, "image reference contains a forbidden byte 0x%02x at offset %zu", c, i);
+			return rk_errf(e, EINVAL, "image reference contains a forbidden byte 0x%02x at offset %zu", c,
+				       i);
 	}
 	char buf[REF_INPUT_MAX + 1];
 	memcpy(buf, s, n + 1);
@@ -209,8 +224,8 @@ int rk_image_ref_parse(const char *s, rk_image_ref *r, rk_err *e)
 		return 0;
 	}
 	if (strstr(buf, "://"))
-		return rk_errf(e, EINVAL, "image '%.200s': a reference has no scheme (write host/name:tag, or oci:/path:tag)",
-			       s);
+		return rk_errf(e, EINVAL,
+			       "image '%.200s': a reference has no scheme (write host/name:tag, or oci:/path:tag)", s);
 
 	char *at = strchr(buf, '@');
 	if (at) {
@@ -237,8 +252,8 @@ int rk_image_ref_parse(const char *s, rk_image_ref *r, rk_err *e)
 	char *slash = strchr(name, '/');
 	if (slash) {
 		size_t fl = (size_t)(slash - name);
-		int is_domain = memchr(name, '.', fl) || memchr(name, ':', fl) ||
-				(fl == 9 && !strncmp(name, "localhost", 9));
+		int is_domain =
+			memchr(name, '.', fl) || memchr(name, ':', fl) || (fl == 9 && !strncmp(name, "localhost", 9));
 		if (is_domain) {
 			*slash = 0;
 			if (check_domain(name, e) < 0)
@@ -246,8 +261,8 @@ int rk_image_ref_parse(const char *s, rk_image_ref *r, rk_err *e)
 			if (strlen(name) > RK_IMAGE_NAME_MAX)
 				return rk_errf(e, EINVAL, "image '%.200s': registry name is too long", s);
 			const char *reg = !strcmp(name, "index.docker.io") || !strcmp(name, "registry-1.docker.io")
-						  ? "docker.io"
-						  : name;
+				? "docker.io"
+				: name;
 			memcpy(r->registry, reg, strlen(reg) + 1); /* length checked above */
 			repo = slash + 1;
 		}
@@ -259,7 +274,8 @@ int rk_image_ref_parse(const char *s, rk_image_ref *r, rk_err *e)
 		const char *sl = strchr(c, '/');
 		size_t cl = sl ? (size_t)(sl - c) : strlen(c);
 		if (cl && memchr(c, ':', cl))
-			return rk_errf(e, EINVAL, "image '%.200s': ':' is only allowed before the tag or in a registry port", s);
+			return rk_errf(e, EINVAL,
+				       "image '%.200s': ':' is only allowed before the tag or in a registry port", s);
 		if (check_component(c, cl, e) < 0)
 			return rk_err_prefix(e, "image '%.200s'", s);
 		if (!sl)
@@ -403,8 +419,8 @@ int rk_image_layout_drop_untagged(const char *layout, int *removed, rk_err *e)
 	cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "manifests");
 	if (!cJSON_IsArray(m)) {
 		cJSON_Delete(root);
-		return rk_errf(e, EBADMSG, "%s is not a valid OCI index (damaged layout; remove %s to pull again)", path,
-			       layout);
+		return rk_errf(e, EBADMSG, "%s is not a valid OCI index (damaged layout; remove %s to pull again)",
+			       path, layout);
 	}
 	int n = 0;
 	for (int i = cJSON_GetArraySize(m) - 1; i >= 0; i--) {
@@ -460,8 +476,7 @@ static int check_overlay_path(const char *what, const char *p, rk_err *e)
 	return 0;
 }
 
-int rk_image_overlay_mount(const char *lower, const char *upper, const char *work, const char *target,
-			   rk_err *e)
+int rk_image_overlay_mount(const char *lower, const char *upper, const char *work, const char *target, rk_err *e)
 {
 	if (check_overlay_path("lowerdir", lower, e) < 0 || check_overlay_path("upperdir", upper, e) < 0 ||
 	    check_overlay_path("workdir", work, e) < 0 || check_overlay_path("target", target, e) < 0)
@@ -484,11 +499,11 @@ int rk_image_overlay_mount(const char *lower, const char *upper, const char *wor
 		return rk_errf(e, ENAMETOOLONG, "overlay options too long for %s", target);
 	if (mount("overlay", target, "overlay", MS_NODEV, opts) < 0) {
 		int err = errno;
-		const char *hint = err == EPERM	   ? " (riklet must run as root)"
-				   : err == ENODEV ? " (the overlay filesystem is not available: modprobe overlay)"
-				   : err == EINVAL ? " (upper and work dirs must be on the same filesystem, not on "
-						     "overlayfs; see dmesg)"
-						   : "";
+		const char *hint = err == EPERM ? " (riklet must run as root)"
+			: err == ENODEV		? " (the overlay filesystem is not available: modprobe overlay)"
+			: err == EINVAL		? " (upper and work dirs must be on the same filesystem, not on "
+						  "overlayfs; see dmesg)"
+						: "";
 		return rk_errf(e, err, "cannot mount overlay on %s (lower %s, upper %s): %s%s", target, lower, upper,
 			       strerror(err), hint);
 	}

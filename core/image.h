@@ -61,8 +61,7 @@ int rk_image_digest_valid(const char *digest);
 /* Mount an overlayfs at target: lowerdir read-only, upperdir and workdir writable (same
  * filesystem, created if missing). The paths must be absolute and free of ',' ':' and '\\'
  * (overlayfs option separators). Returns 0, or -1 (EBUSY when target is already a mount point). */
-int rk_image_overlay_mount(const char *lower, const char *upper, const char *work, const char *target,
-			   rk_err *e);
+int rk_image_overlay_mount(const char *lower, const char *upper, const char *work, const char *target, rk_err *e);
 
 /* Unmount target; a busy mount is detached (MNT_DETACH) instead. Not mounted (or absent) is
  * success. Returns 0 or -1. */

@@ -37,7 +37,7 @@ struct child {
 	pid_t pid;
 	rk_child_cb cb;
 	void *ud;
-	int pidfd;	  /* >= 0 when watched through a pidfd (not our child) */
+	int pidfd; /* >= 0 when watched through a pidfd (not our child) */
 	rk_watch *watch;
 	struct child *next;
 };
@@ -398,8 +398,10 @@ rk_loop *rk_loop_new(rk_err *e)
 		return NULL;
 	}
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
-		rk_warn("loop", "cannot become a child subreaper (%s): exits of detached containers will be "
-				"seen through pidfds without an exit code", strerror(errno));
+		rk_warn("loop",
+			"cannot become a child subreaper (%s): exits of detached containers will be "
+			"seen through pidfds without an exit code",
+			strerror(errno));
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&l->sigs);
 	sigaddset(&l->sigs, SIGCHLD);

@@ -14,15 +14,15 @@ int rk_metrics_cpu_sample(rk_cpu_sample *s, rk_err *e)
 	FILE *f = fopen("/proc/stat", "re");
 	if (!f)
 		return rk_errf(e, errno, "cannot read /proc/stat for CPU metrics: %s (is /proc mounted?)",
-		               strerror(errno));
+			       strerror(errno));
 	char line[1024];
 	int found = 0;
 	memset(s, 0, sizeof *s);
 	while (fgets(line, sizeof line, f)) {
 		if (!strncmp(line, "cpu ", 4)) {
 			unsigned long long v[8] = {0};
-			int n = sscanf(line + 4, "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
-			               &v[3], &v[4], &v[5], &v[6], &v[7]);
+			int n = sscanf(line + 4, "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+				       &v[4], &v[5], &v[6], &v[7]);
 			if (n < 4)
 				break;
 			s->idle = v[3] + v[4];
@@ -111,7 +111,9 @@ int rk_metrics_disks(const char *mountinfo, rk_disk **out, size_t *n, rk_err *e)
 	if (!f)
 		return rk_errf(e, errno, "cannot read %s for disk metrics: %s", path, strerror(errno));
 	size_t cap = 0;
-	struct { unsigned maj, min; } *devs = NULL;
+	struct {
+		unsigned maj, min;
+	} *devs = NULL;
 	size_t ndev = 0;
 	char *line = NULL;
 	size_t lcap = 0;

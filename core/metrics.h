@@ -10,9 +10,9 @@
 
 /* Cumulative CPU jiffies from /proc/stat's "cpu" line. */
 typedef struct rk_cpu_sample {
-	uint64_t idle;  /* idle + iowait */
+	uint64_t idle;	/* idle + iowait */
 	uint64_t total; /* user + nice + system + idle + iowait + irq + softirq + steal */
-	int ncpu;       /* cpuN lines: online CPUs */
+	int ncpu;	/* cpuN lines: online CPUs */
 } rk_cpu_sample;
 
 int rk_metrics_cpu_sample(rk_cpu_sample *s, rk_err *e);
@@ -23,7 +23,7 @@ double rk_metrics_cpu_idle_pct(const rk_cpu_sample *prev, const rk_cpu_sample *c
 int rk_metrics_memory(uint64_t *total, uint64_t *available, rk_err *e);
 
 typedef struct rk_disk {
-	char name[256];       /* the device, e.g. "/dev/vda1" */
+	char name[256];	      /* the device, e.g. "/dev/vda1" */
 	char mountpoint[512]; /* where it was measured */
 	uint64_t total, free; /* bytes; free = available to unprivileged users (f_bavail) */
 } rk_disk;

@@ -41,8 +41,8 @@ int rk_net_valid_ifname(const char *name)
 	if (!strcmp(name, ".") || !strcmp(name, ".."))
 		return 0;
 	for (const char *p = name; *p; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-		      *p == '_' || *p == '.' || *p == '-'))
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_' ||
+		      *p == '.' || *p == '-'))
 			return 0;
 	return 1;
 }
@@ -113,17 +113,29 @@ static void cache_freep(struct nl_cache **c)
 static int nle_errno(int nle)
 {
 	switch (nle < 0 ? -nle : nle) {
-	case NLE_EXIST: return EEXIST;
-	case NLE_OBJ_NOTFOUND: return ENOENT;
-	case NLE_NODEV: return ENODEV;
-	case NLE_NOADDR: return EADDRNOTAVAIL;
-	case NLE_PERM: case NLE_NOACCESS: return EPERM;
-	case NLE_INVAL: return EINVAL;
-	case NLE_BUSY: return EBUSY;
-	case NLE_NOMEM: return ENOMEM;
-	case NLE_OPNOTSUPP: return EOPNOTSUPP;
-	case NLE_RANGE: return ERANGE;
-	default: return EIO;
+	case NLE_EXIST:
+		return EEXIST;
+	case NLE_OBJ_NOTFOUND:
+		return ENOENT;
+	case NLE_NODEV:
+		return ENODEV;
+	case NLE_NOADDR:
+		return EADDRNOTAVAIL;
+	case NLE_PERM:
+	case NLE_NOACCESS:
+		return EPERM;
+	case NLE_INVAL:
+		return EINVAL;
+	case NLE_BUSY:
+		return EBUSY;
+	case NLE_NOMEM:
+		return ENOMEM;
+	case NLE_OPNOTSUPP:
+		return EOPNOTSUPP;
+	case NLE_RANGE:
+		return ERANGE;
+	default:
+		return EIO;
 	}
 }
 
@@ -245,8 +257,7 @@ int rk_net_link_del(const char *name, rk_err *e)
 }
 
 /* Apply a change built by fn to an existing link. */
-static int link_change(const char *name, const char *what, void (*fn)(struct rtnl_link *, long), long arg,
-		       rk_err *e)
+static int link_change(const char *name, const char *what, void (*fn)(struct rtnl_link *, long), long arg, rk_err *e)
 {
 	if (check_ifname(name, e) < 0)
 		return -1;
@@ -276,9 +287,18 @@ static void ch_up(struct rtnl_link *c, long up)
 	else
 		rtnl_link_unset_flags(c, IFF_UP);
 }
-static void ch_master(struct rtnl_link *c, long idx) { rtnl_link_set_master(c, (int)idx); }
-static void ch_netns(struct rtnl_link *c, long fd) { rtnl_link_set_ns_fd(c, (int)fd); }
-static void ch_mtu(struct rtnl_link *c, long mtu) { rtnl_link_set_mtu(c, (unsigned)mtu); }
+static void ch_master(struct rtnl_link *c, long idx)
+{
+	rtnl_link_set_master(c, (int)idx);
+}
+static void ch_netns(struct rtnl_link *c, long fd)
+{
+	rtnl_link_set_ns_fd(c, (int)fd);
+}
+static void ch_mtu(struct rtnl_link *c, long mtu)
+{
+	rtnl_link_set_mtu(c, (unsigned)mtu);
+}
 
 int rk_net_link_set_up(const char *name, int up, rk_err *e)
 {
@@ -467,8 +487,14 @@ static int addr_op(const char *ifname, const char *cidr, int add, rk_err *e)
 	return 0;
 }
 
-int rk_net_addr_add(const char *ifname, const char *cidr, rk_err *e) { return addr_op(ifname, cidr, 1, e); }
-int rk_net_addr_del(const char *ifname, const char *cidr, rk_err *e) { return addr_op(ifname, cidr, 0, e); }
+int rk_net_addr_add(const char *ifname, const char *cidr, rk_err *e)
+{
+	return addr_op(ifname, cidr, 1, e);
+}
+int rk_net_addr_del(const char *ifname, const char *cidr, rk_err *e)
+{
+	return addr_op(ifname, cidr, 0, e);
+}
 
 int rk_net_addr_list(const char *ifname, char ***out, size_t *n, rk_err *e)
 {
@@ -652,8 +678,8 @@ static int sysctl_path(const char *key, char *path, size_t len, rk_err *e)
 			   c == '-') {
 			comp_len++;
 		} else {
-			return rk_errf(e, EINVAL, "sysctl '%s': invalid character '%c' (use [A-Za-z0-9_-] between dots)",
-				       key, c);
+			return rk_errf(e, EINVAL,
+				       "sysctl '%s': invalid character '%c' (use [A-Za-z0-9_-] between dots)", key, c);
 		}
 		if (o + 1 >= len)
 			return rk_errf(e, ENAMETOOLONG, "sysctl '%s': too long", key);

@@ -47,11 +47,11 @@ int rk_netns_leave(int saved, rk_err *e);
 typedef struct rk_net_link {
 	int index;
 	char name[RK_NET_IFNAMSIZ];
-	char kind[16];   /* "veth", "bridge", "tun", ... ("" for devices without a kind, e.g. lo) */
-	int up;          /* IFF_UP set */
-	int master;      /* ifindex of the bridge it is enslaved to, 0 if none */
+	char kind[16]; /* "veth", "bridge", "tun", ... ("" for devices without a kind, e.g. lo) */
+	int up;	       /* IFF_UP set */
+	int master;    /* ifindex of the bridge it is enslaved to, 0 if none */
 	unsigned mtu;
-	char mac[18];    /* "aa:bb:cc:dd:ee:ff" or "" */
+	char mac[18]; /* "aa:bb:cc:dd:ee:ff" or "" */
 } rk_net_link;
 
 /* Look a link up by name: 1 found (out filled if non-NULL), 0 absent, < 0 error. */

@@ -36,8 +36,9 @@ static int check_hostname(const char *h, rk_err *e)
 		/* Linux takes any byte; keep to what every resolver and tool prints safely */
 		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
 		      c == '.' || c == '_'))
-			return rk_errf(e, EINVAL, "hostname '%.80s' contains '%c' (allowed: letters, digits, '-', '.', '_')",
-				       h, c);
+			return rk_errf(e, EINVAL,
+				       "hostname '%.80s' contains '%c' (allowed: letters, digits, '-', '.', '_')", h,
+				       c);
 	}
 	return 0;
 }
@@ -198,7 +199,8 @@ static int apply(cJSON *root, const rk_oci_edit *ed, rk_err *e)
 		return rk_errf(e, EINVAL, "memory limit and cpu quota must not be negative");
 	if (ed->memory_limit > 0) {
 		if (ed->memory_limit < (1 << 20))
-			return rk_errf(e, EINVAL, "memory limit %lld bytes is below 1 MiB", (long long)ed->memory_limit);
+			return rk_errf(e, EINVAL, "memory limit %lld bytes is below 1 MiB",
+				       (long long)ed->memory_limit);
 		cJSON *mem = obj_child(obj_child(linux_, "resources"), "memory");
 		set_item(mem, "limit", cJSON_CreateNumber((double)ed->memory_limit));
 	}
@@ -224,7 +226,8 @@ int rk_oci_config_edit(const char *template_path, const char *out_path, const rk
 		return rk_err_prefix(e, "reading the OCI config template");
 	cJSON *root = cJSON_Parse(text);
 	if (!root)
-		return rk_errf(e, EBADMSG, "%s is not valid JSON (the unpacked image is damaged; remove it to unpack again)",
+		return rk_errf(e, EBADMSG,
+			       "%s is not valid JSON (the unpacked image is damaged; remove it to unpack again)",
 			       template_path);
 	int rc = apply(root, ed, e);
 	if (rc < 0) {

@@ -19,15 +19,15 @@ typedef struct rk_oci_edit {
 	const char *const *env;	 /* NULL-terminated "K=V"; overrides the template's entry of the same K,
 				    others are appended in order */
 	const char *hostname;
-	const char *root_path;	   /* absolute path of the instance's rootfs (the overlay) */
-	const char *netns_path;	   /* join this network namespace (e.g. /run/netns/X) */
-	const char *cgroups_path;  /* linux.cgroupsPath */
-	const char *cwd;	   /* process.cwd (absolute) */
+	const char *root_path;	    /* absolute path of the instance's rootfs (the overlay) */
+	const char *netns_path;	    /* join this network namespace (e.g. /run/netns/X) */
+	const char *cgroups_path;   /* linux.cgroupsPath */
+	const char *cwd;	    /* process.cwd (absolute) */
 	const rk_oci_mount *mounts; /* extra bind mounts */
 	size_t nmounts;
-	int64_t memory_limit;	   /* bytes; 0 = no limit */
-	int64_t cpu_quota;	   /* microseconds per period; 0 = no limit */
-	uint64_t cpu_period;	   /* microseconds; 0 = 100000 when cpu_quota is set */
+	int64_t memory_limit; /* bytes; 0 = no limit */
+	int64_t cpu_quota;    /* microseconds per period; 0 = no limit */
+	uint64_t cpu_period;  /* microseconds; 0 = 100000 when cpu_quota is set */
 } rk_oci_edit;
 
 /* Always applied as well: root.readonly=false, process.terminal=false, user namespace and
@@ -39,8 +39,8 @@ int rk_oci_config_edit(const char *template_path, const char *out_path, const rk
 /* `runc state ID` output. */
 typedef struct rk_oci_state {
 	char id[256];
-	int pid;	  /* 0 when stopped */
-	char status[32];  /* creating | created | running | paused | stopped */
+	int pid;	 /* 0 when stopped */
+	char status[32]; /* creating | created | running | paused | stopped */
 	char bundle[4096];
 	char created[64]; /* RFC 3339 */
 } rk_oci_state;

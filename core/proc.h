@@ -15,7 +15,10 @@ struct rk_proc_opts {
 	int stdin_fd, stdout_fd, stderr_fd; /* >= 0: dup'ed onto 0/1/2, overriding the paths */
 	int new_session;		    /* setsid() in the child */
 };
-#define RK_PROC_OPTS_INIT {.stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1}
+#define RK_PROC_OPTS_INIT                                                                                              \
+	{                                                                                                              \
+		.stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1                                                       \
+	}
 
 /* Returns the pid (> 0) or -1 with e set ("cannot run runc: No such file or directory"). The child
  * starts with an empty signal mask and default dispositions, whatever the loop blocked. */

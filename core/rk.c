@@ -55,7 +55,10 @@ void rk_log_setup(int level, int json)
 	log_json = json;
 }
 
-int rk_log_level(void) { return log_level; }
+int rk_log_level(void)
+{
+	return log_level;
+}
 
 int rk_log_parse_level(const char *s)
 {

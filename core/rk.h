@@ -20,8 +20,15 @@ int rk_errf(rk_err *e, int code, const char *fmt, ...) __attribute__((format(pri
 /* Prefix an existing message: "while X: <old message>". Returns -1. */
 int rk_err_prefix(rk_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-static inline void rk_freep(void *p) { free(*(void **)p); }
-static inline void rk_closep(int *fd) { if (*fd >= 0) close(*fd); }
+static inline void rk_freep(void *p)
+{
+	free(*(void **)p);
+}
+static inline void rk_closep(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+}
 #define RK_AUTOFREE __attribute__((cleanup(rk_freep)))
 #define RK_AUTOCLOSE __attribute__((cleanup(rk_closep)))
 

@@ -39,8 +39,14 @@ static rk_fw_rule dnat(const char *proto, int port, const char *to, const char *
 	return R("nat", "RIKLET", proto, port, to, "DNAT", owner);
 }
 
-#define SAME(got, want, ...) do { const char *g_ = (got), *w_ = (want); int s_ = !strcmp(g_, w_); ok(s_, __VA_ARGS__); \
-	if (!s_) printf("# got:\n%s# expected:\n%s", g_, w_); } while (0)
+#define SAME(got, want, ...)                                                                                           \
+	do {                                                                                                           \
+		const char *g_ = (got), *w_ = (want);                                                                  \
+		int s_ = !strcmp(g_, w_);                                                                              \
+		ok(s_, __VA_ARGS__);                                                                                   \
+		if (!s_)                                                                                               \
+			printf("# got:\n%s# expected:\n%s", g_, w_);                                                   \
+	} while (0)
 
 int main(void)
 {
@@ -57,12 +63,15 @@ int main(void)
 	/* --- validation: the message names the field --- */
 	rk_fw_rule bad = dnat("tcp", 80, "10.0.0.2:80", "riklet:x");
 	strcpy(bad.chain, "INPUT");
-	ok(rk_fw_rule_validate(&bad, &e) < 0 && strstr(e.msg, "riklet writes only"), "foreign chain refused: %s", e.msg);
+	ok(rk_fw_rule_validate(&bad, &e) < 0 && strstr(e.msg, "riklet writes only"), "foreign chain refused: %s",
+	   e.msg);
 	bad = dnat("tcp", 80, "10.0.0.2:80", "riklet:x");
 	strcpy(bad.target, "MASQUERADE");
-	ok(rk_fw_rule_validate(&bad, &e) < 0 && strstr(e.msg, "not allowed"), "MASQUERADE in RIKLET refused: %s", e.msg);
+	ok(rk_fw_rule_validate(&bad, &e) < 0 && strstr(e.msg, "not allowed"), "MASQUERADE in RIKLET refused: %s",
+	   e.msg);
 	bad = dnat("", 0, "10.0.0.2:80", "riklet:x");
-	ok(rk_fw_rule_validate(&bad, &e) < 0 && strstr(e.msg, "needs proto"), "DNAT port without proto refused: %s", e.msg);
+	ok(rk_fw_rule_validate(&bad, &e) < 0 && strstr(e.msg, "needs proto"), "DNAT port without proto refused: %s",
+	   e.msg);
 	bad = dnat("tcp", 80, "", "riklet:x");
 	ok(rk_fw_rule_validate(&bad, &e) < 0 && strstr(e.msg, "needs 'to'"), "DNAT without to refused: %s", e.msg);
 	bad = dnat("sctp", 80, "10.0.0.2", "riklet:x");
@@ -89,7 +98,8 @@ int main(void)
 	strcpy(f.iif, "eth0");
 	rk_fw_rule_format(&f, buf, sizeof buf, &e);
 	is_str(buf,
-	       "-A RIKLET -s 192.168.7.0/24 -i eth0 -p tcp -m tcp --dport 8080 -m comment --comment \"riklet:a\" -j DNAT "
+	       "-A RIKLET -s 192.168.7.0/24 -i eth0 -p tcp -m tcp --dport 8080 -m comment --comment \"riklet:a\" -j "
+	       "DNAT "
 	       "--to-destination 10.89.0.2:80",
 	       "format: address masked like iptables does");
 
@@ -118,34 +128,37 @@ int main(void)
 	ok(st.added == 6 && st.deleted == 0 && st.jumps_added == 4 && st.commits == 2,
 	   "6 rules and 4 jumps added, 2 commits (one per table): +%u -%u jumps %u commits %u", st.added, st.deleted,
 	   st.jumps_added, st.commits);
-	const char *nat_want =
-		"-P PREROUTING ACCEPT\n"
-		"-P INPUT ACCEPT\n"
-		"-P OUTPUT ACCEPT\n"
-		"-P POSTROUTING ACCEPT\n"
-		"-N OTHER\n"
-		"-N RIKLET\n"
-		"-N RIKLET-POSTROUTING\n"
-		"-A PREROUTING -m addrtype --dst-type LOCAL -j RIKLET\n"
-		"-A OUTPUT -m addrtype --dst-type LOCAL -j RIKLET\n"
-		"-A OUTPUT -p tcp -m tcp --dport 2 -j OTHER\n"
-		"-A POSTROUTING -j RIKLET-POSTROUTING\n"
-		"-A OTHER -p tcp -m tcp --dport 1 -j RETURN\n"
-		"-A RIKLET -p tcp -m tcp --dport 8080 -m comment --comment \"riklet:a\" -j DNAT --to-destination 10.89.0.2:80\n"
-		"-A RIKLET -p udp -m udp --dport 5353 -m comment --comment \"riklet:b\" -j DNAT --to-destination 10.89.0.3:53\n"
-		"-A RIKLET -s 192.168.0.0/24 -i eth0 -p tcp -m tcp --dport 9090 -m comment --comment \"riklet:c\" -j DNAT "
-		"--to-destination 10.89.0.4:90\n"
-		"-A RIKLET-POSTROUTING -s 10.89.0.0/16 ! -d 10.89.0.0/16 -m comment --comment \"riklet:pods\" -j MASQUERADE\n";
+	const char *nat_want = "-P PREROUTING ACCEPT\n"
+			       "-P INPUT ACCEPT\n"
+			       "-P OUTPUT ACCEPT\n"
+			       "-P POSTROUTING ACCEPT\n"
+			       "-N OTHER\n"
+			       "-N RIKLET\n"
+			       "-N RIKLET-POSTROUTING\n"
+			       "-A PREROUTING -m addrtype --dst-type LOCAL -j RIKLET\n"
+			       "-A OUTPUT -m addrtype --dst-type LOCAL -j RIKLET\n"
+			       "-A OUTPUT -p tcp -m tcp --dport 2 -j OTHER\n"
+			       "-A POSTROUTING -j RIKLET-POSTROUTING\n"
+			       "-A OTHER -p tcp -m tcp --dport 1 -j RETURN\n"
+			       "-A RIKLET -p tcp -m tcp --dport 8080 -m comment --comment \"riklet:a\" -j DNAT "
+			       "--to-destination 10.89.0.2:80\n"
+			       "-A RIKLET -p udp -m udp --dport 5353 -m comment --comment \"riklet:b\" -j DNAT "
+			       "--to-destination 10.89.0.3:53\n"
+			       "-A RIKLET -s 192.168.0.0/24 -i eth0 -p tcp -m tcp --dport 9090 -m comment --comment "
+			       "\"riklet:c\" -j DNAT "
+			       "--to-destination 10.89.0.4:90\n"
+			       "-A RIKLET-POSTROUTING -s 10.89.0.0/16 ! -d 10.89.0.0/16 -m comment --comment "
+			       "\"riklet:pods\" -j MASQUERADE\n";
 	SAME(run("iptables-legacy -t nat -S"), nat_want, "iptables-legacy -t nat -S shows exactly the rules");
-	const char *filter_want =
-		"-P INPUT ACCEPT\n"
-		"-P FORWARD ACCEPT\n"
-		"-P OUTPUT ACCEPT\n"
-		"-N RIKLET-FORWARD\n"
-		"-A FORWARD -j RIKLET-FORWARD\n"
-		"-A FORWARD -j DROP\n"
-		"-A RIKLET-FORWARD -o riklet0 -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment \"riklet:pods\" -j ACCEPT\n"
-		"-A RIKLET-FORWARD -i riklet0 -m comment --comment \"riklet:pods\" -j ACCEPT\n";
+	const char *filter_want = "-P INPUT ACCEPT\n"
+				  "-P FORWARD ACCEPT\n"
+				  "-P OUTPUT ACCEPT\n"
+				  "-N RIKLET-FORWARD\n"
+				  "-A FORWARD -j RIKLET-FORWARD\n"
+				  "-A FORWARD -j DROP\n"
+				  "-A RIKLET-FORWARD -o riklet0 -m conntrack --ctstate RELATED,ESTABLISHED -m comment "
+				  "--comment \"riklet:pods\" -j ACCEPT\n"
+				  "-A RIKLET-FORWARD -i riklet0 -m comment --comment \"riklet:pods\" -j ACCEPT\n";
 	SAME(run("iptables-legacy -S"), filter_want, "iptables-legacy -S (filter) shows exactly the rules, jump first");
 
 	/* --- list: what riklet chains hold, as iptables prints it --- */
@@ -180,18 +193,22 @@ int main(void)
 	set2[1] = dnat("tcp", 8443, "10.89.0.5:443", "riklet:d"); /* replaces riklet:b */
 	is_int(rk_fw_apply(set2, n1, NULL, &st, &e), 0, "apply a changed set");
 	ok(st.added == 1 && st.deleted == 1 && st.kept == 5 && st.commits == 1,
-	   "one added, one deleted, five kept, one commit: +%u -%u =%u commits %u", st.added, st.deleted, st.kept, st.commits);
+	   "one added, one deleted, five kept, one commit: +%u -%u =%u commits %u", st.added, st.deleted, st.kept,
+	   st.commits);
 	nat_now = run("iptables-legacy -t nat -S RIKLET");
 	SAME(nat_now,
 	     "-N RIKLET\n"
-	     "-A RIKLET -p tcp -m tcp --dport 8080 -m comment --comment \"riklet:a\" -j DNAT --to-destination 10.89.0.2:80\n"
-	     "-A RIKLET -p tcp -m tcp --dport 8443 -m comment --comment \"riklet:d\" -j DNAT --to-destination 10.89.0.5:443\n"
+	     "-A RIKLET -p tcp -m tcp --dport 8080 -m comment --comment \"riklet:a\" -j DNAT --to-destination "
+	     "10.89.0.2:80\n"
+	     "-A RIKLET -p tcp -m tcp --dport 8443 -m comment --comment \"riklet:d\" -j DNAT --to-destination "
+	     "10.89.0.5:443\n"
 	     "-A RIKLET -s 192.168.0.0/24 -i eth0 -p tcp -m tcp --dport 9090 -m comment --comment \"riklet:c\" -j DNAT "
 	     "--to-destination 10.89.0.4:90\n",
 	     "the new rule sits where the set puts it");
 
 	/* --- one owner at a time --- */
-	rk_fw_rule mine[2] = {dnat("tcp", 7001, "10.89.0.7:1", "riklet:e"), dnat("udp", 7002, "10.89.0.7:2", "riklet:e")};
+	rk_fw_rule mine[2] = {dnat("tcp", 7001, "10.89.0.7:1", "riklet:e"),
+			      dnat("udp", 7002, "10.89.0.7:2", "riklet:e")};
 	is_int(rk_fw_apply(mine, 2, "riklet:e", &st, &e), 0, "owner-scoped apply adds riklet:e's rules");
 	ok(st.added == 2 && st.deleted == 0, "2 added, none of the others deleted (+%u -%u)", st.added, st.deleted);
 	is_int(count(run("iptables-legacy -t nat -S RIKLET"), "-A RIKLET"), 5, "RIKLET has 3 + 2 rules");
@@ -199,14 +216,19 @@ int main(void)
 	ok(st.deleted == 2 && st.added == 0, "2 deleted (-%u)", st.deleted);
 	SAME(run("iptables-legacy -t nat -S RIKLET"), nat_now, "the other owners' rules are as before");
 	rk_fw_rule wrong = dnat("tcp", 7003, "10.89.0.7:3", "riklet:f");
-	ok(rk_fw_apply(&wrong, 1, "riklet:e", &st, &e) < 0 && strstr(e.msg, "scoped"), "a rule of another owner in a scoped "
-	   "change is refused: %s", e.msg);
+	ok(rk_fw_apply(&wrong, 1, "riklet:e", &st, &e) < 0 && strstr(e.msg, "scoped"),
+	   "a rule of another owner in a scoped "
+	   "change is refused: %s",
+	   e.msg);
 
 	/* --- leftovers of a crash: adopted, not a failure --- */
-	run("iptables-legacy -t nat -A RIKLET -p tcp --dport 7000 -m comment --comment riklet:gone -j DNAT --to-destination 10.89.0.9:70;"
-	    "iptables-legacy -t nat -A RIKLET -p tcp --dport 8080 -m comment --comment riklet:a -j DNAT --to-destination 10.89.0.2:80;"
+	run("iptables-legacy -t nat -A RIKLET -p tcp --dport 7000 -m comment --comment riklet:gone -j DNAT "
+	    "--to-destination 10.89.0.9:70;"
+	    "iptables-legacy -t nat -A RIKLET -p tcp --dport 8080 -m comment --comment riklet:a -j DNAT "
+	    "--to-destination 10.89.0.2:80;"
 	    "iptables-legacy -t nat -I PREROUTING -m addrtype --dst-type LOCAL -j RIKLET;"
-	    "iptables-legacy -t nat -A RIKLET -p tcp --dport 7777 -m comment --comment riklet:gone -m limit --limit 1/s -j DNAT --to-destination 10.89.0.9:77");
+	    "iptables-legacy -t nat -A RIKLET -p tcp --dport 7777 -m comment --comment riklet:gone -m limit --limit "
+	    "1/s -j DNAT --to-destination 10.89.0.9:77");
 	is_int(count(run("iptables-legacy -t nat -S PREROUTING"), "-j RIKLET"), 2, "crash left a duplicate jump");
 	is_int(rk_fw_list(&ls, &nl, &e), 0, "list sees the leftovers");
 	int foreign = 0;
@@ -215,19 +237,21 @@ int main(void)
 	ok(nl == 9 && foreign == 1, "9 rules listed, the one with -m limit flagged foreign (%zu, %d)", nl, foreign);
 	free(ls);
 	is_int(rk_fw_apply(set2, n1, NULL, &st, &e), 0, "apply over the leftovers");
-	ok(st.deleted == 3 && st.added == 0, "the gone instance's rules and the duplicate removed, nothing re-added (+%u -%u)",
-	   st.added, st.deleted);
+	ok(st.deleted == 3 && st.added == 0,
+	   "the gone instance's rules and the duplicate removed, nothing re-added (+%u -%u)", st.added, st.deleted);
 	SAME(run("iptables-legacy -t nat -S RIKLET"), nat_now, "RIKLET converged");
 	is_int(count(run("iptables-legacy -t nat -S PREROUTING"), "-j RIKLET"), 1, "the duplicate jump is gone");
 	/* a rule the CLI wrote (DNAT revision 2) identical to a wanted one is adopted as is */
-	run("iptables-legacy -t nat -F RIKLET; iptables-legacy -t nat -A RIKLET -p tcp --dport 8080 -m comment --comment "
+	run("iptables-legacy -t nat -F RIKLET; iptables-legacy -t nat -A RIKLET -p tcp --dport 8080 -m comment "
+	    "--comment "
 	    "riklet:a -j DNAT --to-destination 10.89.0.2:80");
 	is_int(rk_fw_apply(set2, n1, NULL, &st, &e), 0, "apply over a chain the CLI refilled");
-	ok(st.kept == 4 && st.added == 2 && st.deleted == 0, "the CLI-written identical rule is kept (=%u +%u -%u)", st.kept,
-	   st.added, st.deleted);
+	ok(st.kept == 4 && st.added == 2 && st.deleted == 0, "the CLI-written identical rule is kept (=%u +%u -%u)",
+	   st.kept, st.added, st.deleted);
 	SAME(run("iptables-legacy -t nat -S RIKLET"), nat_now, "RIKLET converged again, in order");
 	/* a fresh process state: chains deleted behind our back are recreated */
-	run("iptables-legacy -F RIKLET-FORWARD; iptables-legacy -D FORWARD -j RIKLET-FORWARD; iptables-legacy -X RIKLET-FORWARD");
+	run("iptables-legacy -F RIKLET-FORWARD; iptables-legacy -D FORWARD -j RIKLET-FORWARD; iptables-legacy -X "
+	    "RIKLET-FORWARD");
 	is_int(rk_fw_apply(set2, n1, NULL, &st, &e), 0, "apply after the filter chain was deleted by hand");
 	SAME(run("iptables-legacy -S"), filter_want, "filter chain and jump are back");
 
@@ -235,8 +259,9 @@ int main(void)
 	is_int(rk_fw_apply(NULL, 0, NULL, &st, &e), 0, "apply the empty set");
 	is_int(count(run("iptables-legacy -t nat -S"), "-A RIKLET"), 0, "nat: riklet chains empty");
 	is_int(count(run("iptables-legacy -S"), "-A RIKLET-FORWARD"), 0, "filter: riklet chain empty");
-	ok(strstr(run("iptables-legacy -t nat -S"), "-N RIKLET\n") && strstr(run("iptables-legacy -t nat -S"),
-	   "-A PREROUTING -m addrtype --dst-type LOCAL -j RIKLET"), "chains and jumps stay");
+	ok(strstr(run("iptables-legacy -t nat -S"), "-N RIKLET\n") &&
+		   strstr(run("iptables-legacy -t nat -S"), "-A PREROUTING -m addrtype --dst-type LOCAL -j RIKLET"),
+	   "chains and jumps stay");
 
 	/* --- many rules, one commit --- */
 	static rk_fw_rule many[600];
@@ -251,14 +276,15 @@ int main(void)
 	many[300] = dnat("tcp", 30000, "10.89.9.9:80", "riklet:many");
 	is_int(rk_fw_apply(many, 600, NULL, &st, &e), 0, "change one of 600");
 	ok(st.added == 1 && st.deleted == 1 && st.kept == 599, "+%u -%u =%u", st.added, st.deleted, st.kept);
-	ok(strstr(run("iptables-legacy -t nat -S RIKLET | sed -n 302p"), "--dport 30000"), "the changed rule is at its place");
+	ok(strstr(run("iptables-legacy -t nat -S RIKLET | sed -n 302p"), "--dport 30000"),
+	   "the changed rule is at its place");
 
 	/* --- flush_all: riklet's chains and jumps go, the rest stays --- */
 	is_int(rk_fw_flush_all(&e), 0, "flush all");
 	const char *after = run("iptables-legacy -t nat -S; iptables-legacy -S");
 	is_int(count(after, "RIKLET"), 0, "no riklet chain or jump left");
-	ok(strstr(after, "-A OTHER -p tcp -m tcp --dport 1 -j RETURN") && strstr(after, "-A OUTPUT -p tcp -m tcp --dport 2 -j OTHER") &&
-		   strstr(after, "-A FORWARD -j DROP"),
+	ok(strstr(after, "-A OTHER -p tcp -m tcp --dport 1 -j RETURN") &&
+		   strstr(after, "-A OUTPUT -p tcp -m tcp --dport 2 -j OTHER") && strstr(after, "-A FORWARD -j DROP"),
 	   "rules riklet does not own survived");
 	is_int(rk_fw_flush_all(&e), 0, "flush all again: fine");
 	/* a jump from a chain riklet does not own keeps the chain (emptied) */

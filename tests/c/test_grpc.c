@@ -45,9 +45,10 @@ static int sched_start(struct sched *s, const char *extra)
 	char pf[512], cmd[2048];
 	static int n;
 	snprintf(pf, sizeof pf, "%s/ports.%d.json", tmpdir, ++n);
-	snprintf(cmd, sizeof cmd, "exec /usr/bin/python3 %s/tests/sched/scheduler.py --port-file %s %s "
-	         ">>%s/sched.log 2>&1", src_dir(),
-	         pf, extra ? extra : "", tmpdir);
+	snprintf(cmd, sizeof cmd,
+		 "exec /usr/bin/python3 %s/tests/sched/scheduler.py --port-file %s %s "
+		 ">>%s/sched.log 2>&1",
+		 src_dir(), pf, extra ? extra : "", tmpdir);
 	s->pid = fork();
 	if (s->pid == 0) {
 		sigset_t all;
@@ -78,7 +79,10 @@ static void sched_stop(struct sched *s)
 	}
 }
 
-struct membuf { char b[65536]; size_t n; };
+struct membuf {
+	char b[65536];
+	size_t n;
+};
 static size_t mb_write(char *p, size_t sz, size_t n, void *ud)
 {
 	struct membuf *m = ud;
@@ -115,7 +119,10 @@ static long control(struct sched *s, const char *path, const char *json, struct 
 }
 
 /* ---- running the loop until something happens ---- */
-static void guard_cb(void *ud) { rk_loop_stop(L, 99); }
+static void guard_cb(void *ud)
+{
+	rk_loop_stop(L, 99);
+}
 static int run_for(uint64_t ms)
 {
 	rk_timer *t = rk_loop_timer(L, ms, guard_cb, NULL);
@@ -124,7 +131,10 @@ static int run_for(uint64_t ms)
 		rk_timer_cancel(t);
 	return r;
 }
-static void stop_cb(void *ud) { rk_loop_stop(L, 1); }
+static void stop_cb(void *ud)
+{
+	rk_loop_stop(L, 1);
+}
 
 /* ---- a recording call ---- */
 struct rec {
@@ -165,7 +175,7 @@ static rk_grpc_call *start_register(rk_grpc_channel *ch, const char *host, uint6
 	rk_err e = {0};
 	memset(r, 0, sizeof *r);
 	rk_grpc_call *c = rk_grpc_call_start(ch, "/worker.Worker/Register", deadline,
-	                                     &worker__instance_scheduling__descriptor, &rec_cbs, r, &e);
+					     &worker__instance_scheduling__descriptor, &rec_cbs, r, &e);
 	if (!c) {
 		printf("# start: %s\n", e.msg);
 		return NULL;
@@ -209,7 +219,8 @@ static void framing_tests(void)
 	f[0] = 0x80;
 	is_int(rk_grpc_frame_parse(f, 10, 100, &m, &ml, &used, &st, &e), -1, "reserved flag bits refused");
 	uint8_t big[5] = {0, 0, 0x50, 0, 0};
-	is_int(rk_grpc_frame_parse(big, 5, 4u << 20, &m, &ml, &used, &st, &e), -1, "5 MiB > 4 MiB refused from the header alone");
+	is_int(rk_grpc_frame_parse(big, 5, 4u << 20, &m, &ml, &used, &st, &e), -1,
+	       "5 MiB > 4 MiB refused from the header alone");
 	ok(st == RK_GRPC_RESOURCE_EXHAUSTED && strstr(e.msg, "larger than max"), "... RESOURCE_EXHAUSTED: %s", e.msg);
 
 	char out[64];
@@ -226,7 +237,7 @@ static void framing_tests(void)
 static int have_grpcio(void)
 {
 	return system("/usr/bin/python3 -c 'import grpc, google.protobuf' >/dev/null 2>&1") == 0 &&
-	       system("command -v protoc >/dev/null 2>&1") == 0;
+		system("command -v protoc >/dev/null 2>&1") == 0;
 }
 
 static void wait_closed(struct sched *s, const char *host)
@@ -257,13 +268,16 @@ static void live_tests(void)
 
 	/* Register: headers, then instructions as the test sends them */
 	struct rec r1;
-	rk_grpc_call *c1 = start_register(ch, "node-a", 0, &r1);
+	ok(start_register(ch, "node-a", 0, &r1) != NULL, "Register node-a started");
 	r1.stop_on_headers = 1;
 	run_for(5000);
 	ok(r1.headers && !r1.done, "Register accepted: headers arrived, stream open (%s)", r1.msg);
 	r1.stop_on_headers = 0;
 	r1.stop_on_msg = 1;
-	is_int(control(&s, "/instruct", "{\"instance_id\":\"i-1\",\"definition\":\"{\\\"kind\\\":\\\"Pod\\\"}\",\"action\":\"DESTROY\"}", NULL), 200, "scheduler queued an instruction");
+	is_int(control(&s, "/instruct",
+		       "{\"instance_id\":\"i-1\",\"definition\":\"{\\\"kind\\\":\\\"Pod\\\"}\",\"action\":\"DESTROY\"}",
+		       NULL),
+	       200, "scheduler queued an instruction");
 	run_for(5000);
 	is_int(r1.nmsg, 1, "one InstanceScheduling received");
 	if (r1.last) {
@@ -276,7 +290,8 @@ static void live_tests(void)
 	r1.stop_on_msg = 0;
 	char batch[8192] = "{\"batch\":[";
 	for (int i = 0; i < 100; i++)
-		snprintf(batch + strlen(batch), sizeof batch - strlen(batch), "%s{\"instance_id\":\"b-%d\"}", i ? "," : "", i);
+		snprintf(batch + strlen(batch), sizeof batch - strlen(batch), "%s{\"instance_id\":\"b-%d\"}",
+			 i ? "," : "", i);
 	strcat(batch, "]}");
 	control(&s, "/instruct", batch, NULL);
 	for (int i = 0; i < 100 && r1.nmsg < 101; i++)
@@ -289,7 +304,8 @@ static void live_tests(void)
 	struct rec r2;
 	start_register(ch, "node-a", 0, &r2);
 	wait_done(&r2, 5000);
-	ok(r2.done && r2.status == RK_GRPC_ALREADY_EXISTS, "second Register of node-a: ALREADY_EXISTS (%d %s)", r2.status, r2.msg);
+	ok(r2.done && r2.status == RK_GRPC_ALREADY_EXISTS, "second Register of node-a: ALREADY_EXISTS (%d %s)",
+	   r2.status, r2.msg);
 	ok(!r2.headers, "... a trailers-only reply does not count as accepted");
 	ok(strstr(r2.msg, "already registered") != NULL, "... grpc-message read: '%s'", r2.msg);
 	ok(!r1.done, "the first stream is still open");
@@ -303,7 +319,7 @@ static void live_tests(void)
 	/* client streaming: messages sent over time (pause/unpause), then half-close */
 	struct rec r4 = {0};
 	rk_grpc_call *c4 = rk_grpc_call_start(ch, "/worker.Worker/SendStatusUpdates", 0,
-	                                      &google__protobuf__empty__descriptor, &rec_cbs, &r4, &e);
+					      &google__protobuf__empty__descriptor, &rec_cbs, &r4, &e);
 	ok(c4 != NULL, "SendStatusUpdates started");
 	Common__InstanceMetric im = COMMON__INSTANCE_METRIC__INIT;
 	Common__WorkerStatus ws = COMMON__WORKER_STATUS__INIT;
@@ -324,7 +340,8 @@ static void live_tests(void)
 	ok(strstr(ev.b, "\"has_host_address\": false") != NULL, "host_address left unset");
 	rk_grpc_call_close_send(c4);
 	wait_done(&r4, 5000);
-	ok(r4.done && r4.status == RK_GRPC_OK && r4.nmsg == 1, "half-close: Empty response and OK (%d %s)", r4.status, r4.msg);
+	ok(r4.done && r4.status == RK_GRPC_OK && r4.nmsg == 1, "half-close: Empty response and OK (%d %s)", r4.status,
+	   r4.msg);
 
 	/* many concurrent calls, multiplexed */
 	enum { NC = 50 };
@@ -332,7 +349,7 @@ static void live_tests(void)
 	for (int i = 0; i < NC; i++) {
 		memset(&rs[i], 0, sizeof rs[i]);
 		rk_grpc_call *c = rk_grpc_call_start(ch, "/worker.Worker/SendStatusUpdates", 10000,
-		                                     &google__protobuf__empty__descriptor, &rec_cbs, &rs[i], &e);
+						     &google__protobuf__empty__descriptor, &rec_cbs, &rs[i], &e);
 		im.instance_id = "m";
 		rk_grpc_call_send(c, &ws.base, &e);
 		rk_grpc_call_close_send(c);
@@ -353,8 +370,9 @@ static void live_tests(void)
 		size_t maxsock = 0;
 		for (int i = 0; i < 20; i++) {
 			memset(&rm[i], 0, sizeof rm[i]);
-			rk_grpc_call *c = rk_grpc_call_start(ch, "/worker.Worker/SendStatusUpdates", 10000,
-			                                     &google__protobuf__empty__descriptor, &rec_cbs, &rm[i], &e);
+			rk_grpc_call *c =
+				rk_grpc_call_start(ch, "/worker.Worker/SendStatusUpdates", 10000,
+						   &google__protobuf__empty__descriptor, &rec_cbs, &rm[i], &e);
 			rk_grpc_call_send(c, &ws.base, &e);
 			rk_grpc_call_close_send(c);
 		}
@@ -370,20 +388,26 @@ static void live_tests(void)
 				alld &= rm[i].done && rm[i].status == 0;
 		}
 		if (rk_grpc_channel_multiplexed(ch))
-			ok(alld && maxsock == 1, "20 calls next to a live stream: all OK over %zu connection(s)", maxsock);
+			ok(alld && maxsock == 1, "20 calls next to a live stream: all OK over %zu connection(s)",
+			   maxsock);
 		else
-			ok(alld, "20 calls next to a live stream: all OK (libcurl < 7.89: a connection per h2c call, at most %zu at once)", maxsock);
+			ok(alld,
+			   "20 calls next to a live stream: all OK (libcurl < 7.89: a connection per h2c call, at most "
+			   "%zu at once)",
+			   maxsock);
 		/* cancelling a multiplexed stream frees it on the server too */
 		struct rec rmx;
 		rk_grpc_call *cm = start_register(ch, "node-mux", 0, &rmx);
 		rmx.stop_on_headers = 1;
 		run_for(5000);
-		ok(rmx.headers && (!rk_grpc_channel_multiplexed(ch) || rk_grpc_channel_sockets(ch) == 1), "a second Register is accepted (sharing the connection when multiplexing)");
+		ok(rmx.headers && (!rk_grpc_channel_multiplexed(ch) || rk_grpc_channel_sockets(ch) == 1),
+		   "a second Register is accepted (sharing the connection when multiplexing)");
 		rk_grpc_call_cancel(cm);
 		wait_closed(&s, "node-mux");
 		struct membuf b;
 		control(&s, "/state", NULL, &b);
-		ok(strstr(b.b, "\"node-mux\": {\"open\": false") != NULL, "cancelled multiplexed stream seen closed by the server");
+		ok(strstr(b.b, "\"node-mux\": {\"open\": false") != NULL,
+		   "cancelled multiplexed stream seen closed by the server");
 		ok(!r1.done, "... and node-a's stream lives on");
 	}
 
@@ -393,7 +417,8 @@ static void live_tests(void)
 	uint64_t t0 = rk_now_ms();
 	wait_done(&r5, 5000);
 	uint64_t dt = rk_now_ms() - t0;
-	ok(r5.status == RK_GRPC_DEADLINE_EXCEEDED && dt >= 250 && dt < 2000, "deadline 300 ms: DEADLINE_EXCEEDED after %llu ms", (unsigned long long)dt);
+	ok(r5.status == RK_GRPC_DEADLINE_EXCEEDED && dt >= 250 && dt < 2000,
+	   "deadline 300 ms: DEADLINE_EXCEEDED after %llu ms", (unsigned long long)dt);
 
 	/* the server ends the stream */
 	control(&s, "/misbehave", "{\"worker\":\"node-a\",\"mode\":\"end\"}", NULL);
@@ -401,7 +426,6 @@ static void live_tests(void)
 	ok(r1.done && r1.status == RK_GRPC_OK, "server ended Register: OK (%d %s)", r1.status, r1.msg);
 	if (r1.last)
 		protobuf_c_message_free_unpacked(r1.last, NULL);
-	c1 = NULL;
 
 	/* undecodable message */
 	wait_closed(&s, "node-a");
@@ -419,7 +443,8 @@ static void live_tests(void)
 	run_for(5000);
 	control(&s, "/misbehave", "{\"worker\":\"node-a\",\"mode\":\"oversized\"}", NULL);
 	wait_done(&r1, 5000);
-	ok(r1.status == RK_GRPC_RESOURCE_EXHAUSTED && strstr(r1.msg, "larger than max"), "5 MiB message: RESOURCE_EXHAUSTED (%s)", r1.msg);
+	ok(r1.status == RK_GRPC_RESOURCE_EXHAUSTED && strstr(r1.msg, "larger than max"),
+	   "5 MiB message: RESOURCE_EXHAUSTED (%s)", r1.msg);
 
 	/* the server aborts with a status and a message needing percent-encoding */
 	wait_closed(&s, "node-a");
@@ -450,17 +475,23 @@ static void live_tests(void)
 	/* the scheduler dies under an open stream */
 	sched_stop(&s);
 	wait_done(&r7, 5000);
-	ok(r7.done && r7.status == RK_GRPC_UNAVAILABLE, "scheduler killed: open stream ends UNAVAILABLE (%d %s)", r7.status, r7.msg);
+	ok(r7.done && r7.status == RK_GRPC_UNAVAILABLE, "scheduler killed: open stream ends UNAVAILABLE (%d %s)",
+	   r7.status, r7.msg);
 	struct rec r8;
 	start_register(ch, "node-c", 0, &r8);
 	wait_done(&r8, 5000);
-	ok(r8.status == RK_GRPC_UNAVAILABLE && strstr(r8.msg, "127.0.0.1"), "nobody listening: UNAVAILABLE naming the address (%s)", r8.msg);
+	ok(r8.status == RK_GRPC_UNAVAILABLE && strstr(r8.msg, "127.0.0.1"),
+	   "nobody listening: UNAVAILABLE naming the address (%s)", r8.msg);
 	rk_grpc_channel_free(ch);
 }
 
 static void raw_tests(void)
 {
-	static const struct { const char *mode; int status; const char *needle; } cases[] = {
+	static const struct {
+		const char *mode;
+		int status;
+		const char *needle;
+	} cases[] = {
 		{"truncated", RK_GRPC_INTERNAL, "truncated"},
 		{"compressed", RK_GRPC_INTERNAL, "compressed"},
 		{"badflag", RK_GRPC_INTERNAL, "reserved flag"},
@@ -492,9 +523,10 @@ static void raw_tests(void)
 static void tls_tests(void)
 {
 	char cmd[2048];
-	snprintf(cmd, sizeof cmd, "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
-	         "-addext subjectAltName=IP:127.0.0.1 -keyout %s/key.pem -out %s/cert.pem >/dev/null 2>&1",
-	         tmpdir, tmpdir);
+	snprintf(cmd, sizeof cmd,
+		 "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
+		 "-addext subjectAltName=IP:127.0.0.1 -keyout %s/key.pem -out %s/cert.pem >/dev/null 2>&1",
+		 tmpdir, tmpdir);
 	if (system(cmd) != 0) {
 		printf("# SKIP TLS tests: openssl could not make a test certificate\n");
 		return;

@@ -108,7 +108,8 @@ int main(void)
 		ok(rk_image_ref_parse("oci:/var/lib/img/bb:v1", &r, &e) == 0 && !strcmp(r.layout, "/var/lib/img/bb") &&
 			   !strcmp(r.tag, "v1") && !r.registry[0],
 		   "oci:/var/lib/img/bb:v1 → layout + tag (%s)", e.msg);
-		ok(rk_image_ref_parse("oci:/srv/layout", &r, &e) == 0 && !strcmp(r.tag, "latest"), "oci: without tag → latest");
+		ok(rk_image_ref_parse("oci:/srv/layout", &r, &e) == 0 && !strcmp(r.tag, "latest"),
+		   "oci: without tag → latest");
 		rk_image_ref_transport(&r, buf, sizeof buf);
 		is_str(buf, "oci:/srv/layout:latest", "oci transport string");
 		bad("oci:relative/x:t", "must be absolute");
@@ -154,7 +155,8 @@ int main(void)
 		ok(rk_image_digest_key(dig, out, sizeof out, &e) == 0 && !strncmp(out, "sha256_", 7) &&
 			   !strcmp(out + 7, H64),
 		   "digest key");
-		ok(rk_image_digest_key("sha256:../../x", out, sizeof out, &e) < 0, "digest key refuses junk: %s", e.msg);
+		ok(rk_image_digest_key("sha256:../../x", out, sizeof out, &e) < 0, "digest key refuses junk: %s",
+		   e.msg);
 		ok(rk_image_digest_key("sha512:aa", out, sizeof out, &e) < 0, "digest key refuses other algorithms");
 	}
 
@@ -177,9 +179,9 @@ int main(void)
 				continue;
 			accepted++;
 			char k[512];
-			if (rk_image_ref_key(&r, k, sizeof k, &e2) < 0 || !rk_safe_name(k, 255) || strstr(r.repository, "..") ||
-			    strchr(r.registry, '/') || strstr(r.layout, "/../") || strstr(r.layout, "/./") ||
-			    strpbrk(r.layout, ",:\\ "))
+			if (rk_image_ref_key(&r, k, sizeof k, &e2) < 0 || !rk_safe_name(k, 255) ||
+			    strstr(r.repository, "..") || strchr(r.registry, '/') || strstr(r.layout, "/../") ||
+			    strstr(r.layout, "/./") || strpbrk(r.layout, ",:\\ "))
 				unsafe++, printf("# unsafe: '%s'\n", in);
 		}
 		ok(unsafe == 0, "200000 random references: %d accepted, none unsafe", accepted);
@@ -196,15 +198,18 @@ int main(void)
 		snprintf(path, sizeof path, "%s/index.json", tmp);
 		snprintf(buf, sizeof buf,
 			 "{\"schemaVersion\":2,\"manifests\":["
-			 "{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"sha256:%s\",\"size\":1,"
+			 "{\"mediaType\":\"application/"
+			 "vnd.oci.image.manifest.v1+json\",\"digest\":\"sha256:%s\",\"size\":1,"
 			 "\"annotations\":{\"org.opencontainers.image.ref.name\":\"other\"}},"
 			 "{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"%s\",\"size\":349,"
 			 "\"annotations\":{\"org.opencontainers.image.ref.name\":\"t\"}},"
-			 "{\"digest\":\"sha256:../../etc\",\"annotations\":{\"org.opencontainers.image.ref.name\":\"evil\"}}]}",
+			 "{\"digest\":\"sha256:../../"
+			 "etc\",\"annotations\":{\"org.opencontainers.image.ref.name\":\"evil\"}}]}",
 			 "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff", dig);
 		write_file(path, buf);
 		ok(rk_image_layout_lookup(tmp, "t", d, sizeof d, &e) == 0 && !strcmp(d, dig), "lookup tag t → digest");
-		ok(rk_image_layout_lookup(tmp, "nope", d, sizeof d, &e) < 0 && e.code == ENOENT && strstr(e.msg, "nope"),
+		ok(rk_image_layout_lookup(tmp, "nope", d, sizeof d, &e) < 0 && e.code == ENOENT &&
+			   strstr(e.msg, "nope"),
 		   "missing tag: ENOENT (%s)", e.msg);
 		ok(rk_image_layout_lookup(tmp, "evil", d, sizeof d, &e) < 0 && e.code == EBADMSG,
 		   "a hostile digest in index.json is refused (%s)", e.msg);
@@ -215,14 +220,15 @@ int main(void)
 			 "{\"digest\":\"sha256:%s\",\"size\":3,\"annotations\":{\"other\":\"x\"}}]}",
 			 H64, dig, H64);
 		write_file(path, buf);
-		ok(rk_image_layout_drop_untagged(tmp, &dropped, &e) == 0 && dropped == 2, "drop 2 untagged descriptors (%s)",
-		   e.msg);
+		ok(rk_image_layout_drop_untagged(tmp, &dropped, &e) == 0 && dropped == 2,
+		   "drop 2 untagged descriptors (%s)", e.msg);
 		ok(rk_image_layout_lookup(tmp, "t", d, sizeof d, &e) == 0 && !strcmp(d, dig), "the tagged one stays");
 		ok(rk_image_layout_drop_untagged(tmp, &dropped, &e) == 0 && dropped == 0, "again: nothing to drop");
 		write_file(path, "{not json");
-		ok(rk_image_layout_drop_untagged(tmp, &dropped, &e) < 0 && strstr(e.msg, "damaged"), "drop on a damaged index: %s",
-		   e.msg);
-		ok(rk_image_layout_lookup(tmp, "t", d, sizeof d, &e) < 0 && e.code == EBADMSG && strstr(e.msg, "damaged"),
+		ok(rk_image_layout_drop_untagged(tmp, &dropped, &e) < 0 && strstr(e.msg, "damaged"),
+		   "drop on a damaged index: %s", e.msg);
+		ok(rk_image_layout_lookup(tmp, "t", d, sizeof d, &e) < 0 && e.code == EBADMSG &&
+			   strstr(e.msg, "damaged"),
 		   "corrupt index.json (%s)", e.msg);
 		write_file(path, "{\"manifests\":3}");
 		ok(rk_image_layout_lookup(tmp, "t", d, sizeof d, &e) < 0 && e.code == EBADMSG, "no manifests array");
@@ -265,8 +271,8 @@ int main(void)
 		   "option injection refused (%s)", e.msg);
 		ok(rk_image_overlay_mount("relative", upper, work, target, &e) < 0, "relative lower refused");
 		snprintf(f, sizeof f, "%s/missing", tmp);
-		ok(rk_image_overlay_mount(f, upper, work, target, &e) < 0 && strstr(e.msg, "damaged"), "absent lower: %s",
-		   e.msg);
+		ok(rk_image_overlay_mount(f, upper, work, target, &e) < 0 && strstr(e.msg, "damaged"),
+		   "absent lower: %s", e.msg);
 		/* busy: a process holding a cwd in the mount */
 		snprintf(f, sizeof f, "%s/held", target);
 		int fd = open(target, O_RDONLY | O_DIRECTORY);

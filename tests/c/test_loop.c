@@ -16,7 +16,10 @@ static void mark(void *ud)
 	order[n] = *(const char *)ud;
 	order[n + 1] = 0;
 }
-static void stop_cb(void *ud) { rk_loop_stop(ud, 7); }
+static void stop_cb(void *ud)
+{
+	rk_loop_stop(ud, 7);
+}
 
 static int child_status = -2;
 static pid_t child_pid;
@@ -61,7 +64,8 @@ int main(void)
 	int code = rk_loop_run(l);
 	is_str(order, "0abc", "deferred first, then timers in order, cancelled one skipped");
 	is_int(code, 7, "run returns the code given to stop");
-	ok(rk_now_ms() - t0 >= 39, "the loop waited for the last timer (%llu ms)", (unsigned long long)(rk_now_ms() - t0));
+	ok(rk_now_ms() - t0 >= 39, "the loop waited for the last timer (%llu ms)",
+	   (unsigned long long)(rk_now_ms() - t0));
 
 	/* fd watch */
 	int p[2];
@@ -105,12 +109,15 @@ int main(void)
 	free(buf);
 	unlink("/tmp/rk-test-loop.pid");
 	child_status = -2;
-	ok(gc > 0 && rk_loop_watch_child(l, gc, child_cb, l, &e) == 0, "watch a non-child (pid %d): %s", (int)gc, e.msg);
+	ok(gc > 0 && rk_loop_watch_child(l, gc, child_cb, l, &e) == 0, "watch a non-child (pid %d): %s", (int)gc,
+	   e.msg);
 	rk_loop_run(l);
 	ok(child_pid == gc, "non-child exit seen");
 	/* as a subreaper the orphan became our child, so a real status may arrive; either is fine */
-	ok(child_status == -1 || (child_status >= 0 && WIFEXITED(child_status)), "status is known or -1 (%d)", child_status);
-	ok(rk_loop_watch_child(l, 999999, child_cb, l, &e) < 0 && e.code == ESRCH, "watching a missing pid fails: %s", e.msg);
+	ok(child_status == -1 || (child_status >= 0 && WIFEXITED(child_status)), "status is known or -1 (%d)",
+	   child_status);
+	ok(rk_loop_watch_child(l, 999999, child_cb, l, &e) < 0 && e.code == ESRCH, "watching a missing pid fails: %s",
+	   e.msg);
 
 	/* signals through signalfd */
 	ok(rk_loop_on_signal(l, SIGUSR1, sig_cb, l, &e) == 0, "handle SIGUSR1");

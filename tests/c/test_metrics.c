@@ -28,18 +28,20 @@ int main(void)
 
 	uint64_t mt, ma;
 	ok(rk_metrics_memory(&mt, &ma, &e) == 0, "memory from /proc/meminfo");
-	ok(mt > (64u << 20) && ma <= mt && ma > 0, "total %llu >= available %llu bytes", (unsigned long long)mt, (unsigned long long)ma);
+	ok(mt > (64u << 20) && ma <= mt && ma > 0, "total %llu >= available %llu bytes", (unsigned long long)mt,
+	   (unsigned long long)ma);
 
 	/* a crafted mountinfo: dedupe by device, skip non-/dev sources, decode escapes */
 	char path[] = "/tmp/riklet-mountinfo.XXXXXX";
 	int fd = mkstemp(path);
 	FILE *f = fdopen(fd, "w");
-	fprintf(f, "22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"
-	           "23 22 0:5 / /proc rw - proc proc rw\n"
-	           "24 22 254:0 /x /tmp rw - ext4 /dev/vda rw\n"
-	           "25 22 0:23 / /dev/shm rw - tmpfs tmpfs rw\n"
-	           "26 22 7:1 / /tm\\040p rw - ext4 /dev/loop\\0401 rw\n"
-	           "garbage line\n");
+	fprintf(f,
+		"22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"
+		"23 22 0:5 / /proc rw - proc proc rw\n"
+		"24 22 254:0 /x /tmp rw - ext4 /dev/vda rw\n"
+		"25 22 0:23 / /dev/shm rw - tmpfs tmpfs rw\n"
+		"26 22 7:1 / /tm\\040p rw - ext4 /dev/loop\\0401 rw\n"
+		"garbage line\n");
 	fclose(f);
 	rk_disk *d;
 	size_t n;
@@ -49,7 +51,8 @@ int main(void)
 		is_str(d[0].name, "/dev/vda", "disk name is the device");
 	free(d);
 	unlink(path);
-	ok(rk_metrics_disks("/nonexistent/mountinfo", &d, &n, &e) < 0 && strstr(e.msg, "/nonexistent"), "missing mountinfo: error names it: %s", e.msg);
+	ok(rk_metrics_disks("/nonexistent/mountinfo", &d, &n, &e) < 0 && strstr(e.msg, "/nonexistent"),
+	   "missing mountinfo: error names it: %s", e.msg);
 
 	rk_cpu_sample prev = {0};
 	char *js = rk_metrics_node_json(&prev, &e);
@@ -57,15 +60,16 @@ int main(void)
 	cJSON *r = cJSON_Parse(js);
 	cJSON *cpu = cJSON_GetObjectItem(r, "cpu"), *mem = cJSON_GetObjectItem(r, "memory"),
 	      *disks = cJSON_GetObjectItem(r, "disks");
-	ok(cJSON_IsNumber(cJSON_GetObjectItem(cpu, "total")) && cJSON_IsNumber(cJSON_GetObjectItem(cpu, "free")), "cpu.total, cpu.free numbers");
-	ok(cJSON_IsNumber(cJSON_GetObjectItem(mem, "total")) && cJSON_IsNumber(cJSON_GetObjectItem(mem, "free")), "memory.total, memory.free numbers");
+	ok(cJSON_IsNumber(cJSON_GetObjectItem(cpu, "total")) && cJSON_IsNumber(cJSON_GetObjectItem(cpu, "free")),
+	   "cpu.total, cpu.free numbers");
+	ok(cJSON_IsNumber(cJSON_GetObjectItem(mem, "total")) && cJSON_IsNumber(cJSON_GetObjectItem(mem, "free")),
+	   "memory.total, memory.free numbers");
 	ok(cJSON_IsArray(disks), "disks is an array");
 	cJSON *it;
 	int good = 1;
 	cJSON_ArrayForEach(it, disks) good &= cJSON_IsString(cJSON_GetObjectItem(it, "disk_name")) &&
-	                                      cJSON_IsNumber(cJSON_GetObjectItem(it, "total")) &&
-	                                      cJSON_IsNumber(cJSON_GetObjectItem(it, "free")) &&
-	                                      cJSON_GetArraySize(it) == 3;
+		cJSON_IsNumber(cJSON_GetObjectItem(it, "total")) && cJSON_IsNumber(cJSON_GetObjectItem(it, "free")) &&
+		cJSON_GetArraySize(it) == 3;
 	ok(good, "every disk has exactly disk_name, total, free");
 	ok(cJSON_GetArraySize(r) == 3 && cJSON_GetArraySize(cpu) == 2 && cJSON_GetArraySize(mem) == 2, "no extra keys");
 	ok(prev.total > 0, "the previous sample is kept for the next interval");

@@ -16,7 +16,10 @@
 static char nsdir[256];
 
 /* Run a shell command, capture stdout (NUL-terminated, static buffer). */
-static int has(const char *hay, const char *needle) { return hay && strstr(hay, needle) != NULL; }
+static int has(const char *hay, const char *needle)
+{
+	return hay && strstr(hay, needle) != NULL;
+}
 
 static void setup_namespaces(void)
 {
@@ -48,7 +51,8 @@ int main(void)
 		if (rk_net_valid_ifname(bad[i]))
 			all_bad = 0;
 	ok(all_bad, "bad link names rejected (empty, 16 chars, /, .., spaces, shell chars)");
-	ok(rk_net_bridge_add("../x", &e) < 0 && has(e.msg, "invalid link name"), "bridge_add('../x') refused: %s", e.msg);
+	ok(rk_net_bridge_add("../x", &e) < 0 && has(e.msg, "invalid link name"), "bridge_add('../x') refused: %s",
+	   e.msg);
 	char path[512];
 	ok(rk_netns_path(nsdir, "../etc", path, sizeof path, &e) < 0 && has(e.msg, "invalid netns name"),
 	   "netns name '../etc' refused: %s", e.msg);
@@ -71,8 +75,8 @@ int main(void)
 	rk_net_link_get("rktest0", &l, &e);
 	ok(l.up, "bridge is up");
 	run("ip link add rkdummy type veth peer name rkdummyp");
-	ok(rk_net_bridge_add("rkdummy", &e) < 0 && has(e.msg, "not a bridge"), "a non-bridge with the name is reported: %s",
-	   e.msg);
+	ok(rk_net_bridge_add("rkdummy", &e) < 0 && has(e.msg, "not a bridge"),
+	   "a non-bridge with the name is reported: %s", e.msg);
 
 	/* --- netns --- */
 	is_int(rk_netns_add(nsdir, "pod1", &e), 0, "netns pod1 created");
@@ -182,7 +186,8 @@ int main(void)
 	is_int(rk_net_route_del("default", NULL, NULL, &e), 0, "default route deleted in pod1");
 	is_int(rk_net_route_del("default", NULL, NULL, &e), 0, "deleted again: fine");
 	rk_netns_leave(saved, &e);
-	ok(!has(run("nsenter --net=%s ip -j route show", pod1), "\"dst\":\"default\""), "no default route left in pod1");
+	ok(!has(run("nsenter --net=%s ip -j route show", pod1), "\"dst\":\"default\""),
+	   "no default route left in pod1");
 	is_int(rk_net_link_del("rkvtest1", &e), 0, "veth deleted");
 	is_int(rk_net_link_del("rkvtest1", &e), 0, "deleted again: fine");
 	is_int(rk_net_link_get("rkvtest1", NULL, &e), 0, "veth gone");

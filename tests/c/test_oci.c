@@ -87,8 +87,8 @@ int main(void)
 	ok(!at(j, "linux", "uidMappings", NULL) && !at(j, "linux", "gidMappings", NULL), "uid/gid mappings dropped");
 	ok(!ns_of(j, "user"), "user namespace dropped");
 	ok(ns_of(j, "pid") && ns_of(j, "mount"), "other namespaces kept");
-	is_str(cJSON_GetObjectItem(at(j, "annotations", NULL, NULL), "org.opencontainers.image.os")->valuestring, "linux",
-	       "unrelated fields kept");
+	is_str(cJSON_GetObjectItem(at(j, "annotations", NULL, NULL), "org.opencontainers.image.os")->valuestring,
+	       "linux", "unrelated fields kept");
 	cJSON_Delete(j);
 
 	/* 2. everything */
@@ -112,7 +112,8 @@ int main(void)
 	ok(cJSON_GetArraySize(a) == 3 && !strcmp(str_at(a, 2), "echo $FOO"), "args replaced");
 	cJSON *env_a = at(j, "process", "env", NULL);
 	is_int(cJSON_GetArraySize(env_a), 4, "env: 3 template entries + 1 new");
-	is_str(str_at(env_a, 0), "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "PATH kept first");
+	is_str(str_at(env_a, 0), "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+	       "PATH kept first");
 	is_str(str_at(env_a, 1), "TERM=dumb", "TERM overridden in place");
 	is_str(str_at(env_a, 2), "FOO=over", "FOO overridden in place");
 	is_str(str_at(env_a, 3), "NEW=1", "NEW appended");
