@@ -36,6 +36,10 @@ extern struct rk_curl_api rk_curl;
 /* Load libcurl and initialise it once. Returns 0, or -1 with e saying what to install. */
 int rk_curl_load(rk_err *e);
 
+/* curl.h defines these three as function-like macros (type checking disabled or not) */
+#undef curl_easy_setopt
+#undef curl_easy_getinfo
+#undef curl_multi_setopt
 #define curl_global_init rk_curl.global_init
 #define curl_version_info rk_curl.version_info
 #define curl_easy_init rk_curl.easy_init
