@@ -11,13 +11,10 @@ need_root
 need_cmd docker-registry umoci skopeo jq curl busybox runc
 rk_init
 
-registry_start || bail_out "docker-registry did not start"
 # One image for every case: prints its greeting, then exits with $EXIT_CODE when set, else idles
 # (and exits 0 at once on SIGTERM).
 CMD='["sh","-c","trap '"'exit 0'"' TERM INT; echo \"hello from busybox greeting=$GREETING\"; [ -z \"$EXIT_CODE\" ] || exit \"$EXIT_CODE\"; sleep 3600 & wait $!"]'
-mkimage --cmd "$CMD" "$TEST_TMP/layout:latest" >&2 || bail_out "mkimage failed"
-mkimage_push "$TEST_TMP/layout:latest" "$REGISTRY/busybox:latest" || bail_out "push failed"
-IMAGE=$REGISTRY/busybox:latest
+rk_registry_image "$CMD"
 
 # manifest FILE NAME CONTAINER[:K=V[,K=V...]]... — a RIK Pod manifest in MANIFESTS/FILE
 manifest() {

@@ -12,11 +12,8 @@ need_root
 need_cmd docker-registry umoci skopeo jq curl busybox runc
 rk_init
 
-registry_start || bail_out "docker-registry did not start"
 CMD='["sh","-c","trap '"'exit 0'"' TERM INT; echo \"hello from busybox greeting=$GREETING\"; sleep 3600 & wait $!"]'
-mkimage --cmd "$CMD" "$TEST_TMP/layout:latest" >&2 || bail_out "mkimage failed"
-mkimage_push "$TEST_TMP/layout:latest" "$REGISTRY/busybox:latest" || bail_out "push failed"
-IMAGE=$REGISTRY/busybox:latest
+rk_registry_image "$CMD"
 DEAD=127.0.0.1:$(free_port) # a registry address where nothing listens
 
 # Canaries: what a shell running our input would create.

@@ -37,6 +37,15 @@ rk_init() {
 	on_exit rk_teardown
 }
 
+# rk_registry_image CMD_JSON: start a loopback registry, build a busybox image running CMD_JSON,
+# push it, and set IMAGE=$REGISTRY/busybox:latest. Needs registry.sh and mkimage.sh sourced.
+rk_registry_image() {
+	registry_start || bail_out "docker-registry did not start"
+	mkimage --cmd "$1" "$TEST_TMP/layout:latest" >&2 || bail_out "mkimage failed"
+	mkimage_push "$TEST_TMP/layout:latest" "$REGISTRY/busybox:latest" || bail_out "push failed"
+	IMAGE=$REGISTRY/busybox:latest
+}
+
 rk_start_standalone() {
 	local before=0
 	[[ -f $RK_LOG ]] && before=$(grep -c 'riklet .* started' "$RK_LOG")
