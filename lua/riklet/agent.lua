@@ -288,7 +288,7 @@ function agent.init(config)
     end
     for kind, drv in pairs(drivers) do
       if drv.reconcile then
-        local rok, rerr = pcall(drv.reconcile, live)
+        local rok, rerr = pcall(drv.reconcile, live, agent.is_live)
         if not rok then log("error", "%s driver: reconciling leftovers failed: %s", kind, tostring(rerr)) end
       end
     end
@@ -387,6 +387,12 @@ local function view(inst)
     id = inst.id, name = r.name, kind = r.kind, status = r.status, message = r.reason,
     source = r.source, definition = r.definition, created_at = r.created_at, gone = inst.gone.is_set,
   }
+end
+
+-- Is id an instance riklet still owns (running or ended, not yet destroyed)?
+function agent.is_live(id)
+  local inst = instances[id]
+  return inst ~= nil and not inst.gone.is_set
 end
 
 function agent.get(id)

@@ -272,6 +272,11 @@ local function cleanup(cfg)
   if not agent then return die("%s", err) end
   task.sleep(0) -- let re-adoption tasks run
   local n = agent.destroy_all(cfg.stop_grace + 60)
+  -- and forget them: after a cleanup `riklet ps` is empty (records of failed cleanups stay)
+  local store = require "riklet.store"
+  for _, inst in ipairs(agent.list()) do
+    if inst.gone and inst.status == "TERMINATED" then store.remove(inst.id) end
+  end
   local found, netctl = pcall(require, "riklet.netctl")
   if found and netctl.cleanup_all then
     local nok, nerr = netctl.cleanup_all(cfg)

@@ -293,7 +293,36 @@ function P.restart(inst, name)
 end
 
 -- Boot: remove what instances that no longer exist left in the kernel (links, rules, netns).
-function P.reconcile(live_ids)
+-- Boot: remove what instances that no longer exist left behind: runc containers whose bundle
+-- is under our instances dir, instance directories (overlays unmounted first), and their network.
+-- is_live(id) is asked at each decision, since instances may be created meanwhile.
+function P.reconcile(live_ids, is_live)
+  local root = cfg.paths.instances .. "/"
+  local removed = 0
+  for _, c in ipairs(runc.list() or {}) do
+    local id = type(c.bundle) == "string" and c.bundle:sub(1, #root) == root and c.bundle:sub(#root + 1):match("^([^/]+)/")
+    if id and not is_live(id) then
+      log("info", "removing leftover container %s of instance %s (no record)", c.id, id)
+      runc.delete(c.id, { force = true })
+      removed = removed + 1
+    end
+  end
+  for _, id in ipairs(fs.list(cfg.paths.instances) or {}) do
+    if fs.safe_name(id, 64) and not is_live(id) then
+      local dir = root .. id
+      for _, cname in ipairs(fs.list(dir) or {}) do
+        if fs.exists(dir .. "/" .. cname .. "/rootfs") then image.umount_rootfs(dir .. "/" .. cname) end
+      end
+      local ok, err = fs.rm_rf(dir)
+      if ok then
+        log("info", "removed leftover directory of instance %s (no record)", id)
+        removed = removed + 1
+      else
+        log("error", "cannot remove the leftover directory of instance %s: %s", id, err)
+      end
+    end
+  end
+  if removed > 0 then log("info", "reconciled: %d leftover container(s) and directories removed", removed) end
   if not netctl then return true end
   local summary, err = netctl.reconcile(live_ids)
   if not summary then log("error", "network reconcile: %s", tostring(err)) return nil, err end

@@ -221,6 +221,7 @@ is "$(iptables-legacy -t nat -S; iptables-legacy -S)" "$RULES_BEFORE" "every oth
 nok "ip link show '$VETHD'" "web-d's leftover veth was removed at boot"
 nok "test -e '$NETNS/web-d'" "web-d's leftover namespace was removed at boot"
 is "$(net_rec web-d)" "" "web-d's leftover allocation was removed at boot"
+nok "test -e '$STATE/instances/web-d'" "web-d's leftover instance directory was removed at boot"
 wait_status 10 web-e FAILED
 is "$(status web-e)" FAILED "web-e, whose container died while riklet was down, is FAILED"
 like "$(reason web-e)" 'lost while riklet was not running' "its reason says it was lost meanwhile"
@@ -256,4 +257,6 @@ is "$(find "$NETNS" -mindepth 1 2>/dev/null | wc -l)" 0 "no network namespace fi
 is "$(runc --root "$RUNC_ROOT" list -q | wc -l)" 0 "no container remains"
 is "$(jq -c '.instances' "$STATE/network.json")" '{}' "no address allocation remains"
 nok "inclient timeout 3 busybox wget -qO- http://192.0.2.1:8080/" "8080 serves nothing any more"
+is "$("$RIKLET" ps --json --state-dir "$STATE" | jq length)" 0 "riklet ps is empty after the cleanup"
+is "$(find "$STATE/instances" -mindepth 1 2>/dev/null | wc -l)" 0 "no instance directory remains"
 done_testing
