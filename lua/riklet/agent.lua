@@ -177,12 +177,13 @@ local function lifecycle(inst, mode)
         w = nil
       end
     end
-    if not w then
+    if inst.destroy_requested then
+      -- a DESTROY arrived while creating: no RUNNING nor FAILED, the destroy in the mailbox
+      -- (served below) reports DESTROYING then TERMINATED
+      inst.released = not w
+    elseif not w then
       set_status(inst, "FAILED", err)
       inst.released = true
-    elseif inst.destroy_requested then
-      -- a DESTROY arrived while creating: it is in the mailbox, served below
-      set_status(inst, "RUNNING")
     else
       set_status(inst, "RUNNING")
     end
@@ -341,6 +342,14 @@ function agent.create(id, definition, source, preset_error)
   return true
 end
 
+-- Queue the destroy; a creation waiting on something slow (an image pull) stops waiting at once.
+local function request_destroy(inst)
+  if inst.destroy_requested then return end
+  inst.destroy_requested = true
+  inst.mailbox:put({ type = "destroy" })
+  if inst.on_cancel then inst.on_cancel() end
+end
+
 function agent.destroy(id)
   if replacing[id] then replacing[id] = false end
   local inst = instances[id]
@@ -349,10 +358,7 @@ function agent.destroy(id)
     notify(tostring(id), "TERMINATED", "unknown instance")
     return true
   end
-  if not inst.destroy_requested then
-    inst.destroy_requested = true
-    inst.mailbox:put({ type = "destroy" })
-  end
+  request_destroy(inst)
   return true
 end
 
@@ -368,10 +374,7 @@ function agent.replace(id, definition, source, preset_error)
   if inflight then return true end
   task.spawn(function()
     local inst = instances[id]
-    if inst and not inst.gone.is_set and not inst.destroy_requested then
-      inst.destroy_requested = true
-      inst.mailbox:put({ type = "destroy" })
-    end
+    if inst and not inst.gone.is_set then request_destroy(inst) end
     agent.wait_gone(id)
     if instances[id] and instances[id].gone.is_set then instances[id] = nil end
     local want = replacing[id]

@@ -90,6 +90,21 @@ local function check_cancel(inst)
   return true
 end
 
+-- fn(...) -> value | nil, err, run in its own task; returns its result, or nil, "destroyed..." as
+-- soon as the instance is destroyed (the work itself goes on: an image pull is shared and cached).
+local function unless_destroyed(inst, fn, ...)
+  local q = task.queue()
+  local args = { n = select("#", ...), ... }
+  task.spawn(function()
+    local ok, v, err = pcall(fn, unpack(args, 1, args.n))
+    q:put({ ok and v or nil, ok and err or v })
+  end)
+  inst.on_cancel = function() q:put({ nil, "destroyed while it was being created" }) end
+  local r = q:get()
+  inst.on_cancel = nil
+  return r[1], r[2]
+end
+
 function P.create(inst, w)
   local rec = inst.rec
   local dir = cfg.paths.instances .. "/" .. inst.id
@@ -104,7 +119,7 @@ function P.create(inst, w)
   for i, c in ipairs(w.containers) do
     ok, err = check_cancel(inst)
     if not ok then return nil, err end
-    local img, ierr = image.ensure(c.image, { timeout = cfg.pull_timeout })
+    local img, ierr = unless_destroyed(inst, image.ensure, c.image, { timeout = cfg.pull_timeout })
     if not img then return nil, ("container %s: %s"):format(c.name, ierr) end
     imgs[i] = img
   end
