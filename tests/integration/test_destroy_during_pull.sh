@@ -2,7 +2,8 @@
 # test_destroy_during_pull.sh — a DESTROY (manifest removed) while the instance's image is still
 # being pulled from a registry that never answers: the instance goes TERMINATED at once, without
 # waiting for the pull and without a FAILED on the way, leaves nothing behind, and riklet goes on
-# serving (a good instance created afterwards reaches RUNNING).
+# serving (a good instance created afterwards reaches RUNNING). riklet killed with -9 during a
+# creation: the next riklet rolls it back and creates it again.
 source "$(dirname "$0")/../lib/mkimage.sh"
 source "$(dirname "$0")/../lib/riklet.sh"
 need_cmd umoci skopeo
@@ -53,6 +54,19 @@ is "$(rk_reason stuck)" destroyed "the reason says destroyed"
 nok "grep -q 'stuck.*-> FAILED' '$RK_LOG'" "no FAILED was reported on the way"
 ok "grep -q 'stuck.*CREATING -> DESTROYING' '$RK_LOG'" "CREATING -> DESTROYING -> TERMINATED"
 ok "rk_nothing_left stuck" "nothing left behind (no container, mount or directory)"
+
+# riklet killed with -9 in the middle of a creation: the next riklet rolls it back and creates it
+# again from the stored definition; then a destroy still ends it at once.
+pod again "127.0.0.1:$HOLE_PORT/never/answers:v2"
+ok "rk_wait_status 10 again CREATING" "a second instance is CREATING on the silent registry"
+rk_stop KILL
+rk_start_standalone --insecure-registries "127.0.0.1:$HOLE_PORT" --pull-timeout 300 || bail_out "riklet did not restart"
+ok "wait_for 10 grep -q 'again was being created when riklet stopped' '$RK_LOG'" \
+	"the restarted riklet rolls back the interrupted creation and creates it again"
+ok "rk_wait_status 10 again CREATING" "it is CREATING again"
+rm "$MANIFESTS/again.json"
+ok "rk_wait_status 5 again TERMINATED" "and a destroy still ends it at once"
+ok "rk_nothing_left again" "nothing left behind by the interrupted creation"
 
 pod good "oci:$TEST_TMP/layout:latest"
 ok "rk_wait_status 20 good RUNNING" "riklet goes on serving: a good instance reaches RUNNING"
