@@ -350,9 +350,19 @@ local function request_destroy(inst)
   if inst.on_cancel then inst.on_cancel() end
 end
 
+-- Is a replacement of id in flight (old instance going, new one not created yet)?
+function agent.replacing(id)
+  return replacing[id] ~= nil and replacing[id] ~= false
+end
+
 function agent.destroy(id)
+  local cancelled = agent.replacing(id)
   if replacing[id] then replacing[id] = false end
   local inst = instances[id]
+  if cancelled and (not inst or inst.gone.is_set) then
+    log("info", "instance %s: the pending replacement is cancelled by a destroy", id)
+    return true
+  end
   if not inst or inst.gone.is_set then
     log("info", "DESTROY for unknown instance %s: nothing to do, reporting TERMINATED", tostring(id))
     notify(tostring(id), "TERMINATED", "unknown instance")

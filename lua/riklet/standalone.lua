@@ -42,7 +42,8 @@ local function converge(dir, file)
   local path = dir .. "/" .. file
   if not fs.exists(path) then
     local cur = agent.get(id)
-    if cur and not cur.gone and cur.source == source_of(dir, file) then
+    -- also when the old instance is gone but its replacement is not created yet
+    if cur and cur.source == source_of(dir, file) and (not cur.gone or agent.replacing(id)) then
       log("info", "%s was removed: destroying instance %s", path, id)
       agent.destroy(id)
     end
@@ -51,7 +52,10 @@ local function converge(dir, file)
   local def, rerr = read_manifest(dir, file)
   if rerr then log("error", "cannot read %s: %s", path, rerr) end
   local cur = agent.get(id)
-  if not cur or cur.gone then
+  if agent.replacing(id) then
+    -- a replacement is in flight: it will create this version instead
+    agent.replace(id, def, source_of(dir, file), rerr)
+  elseif not cur or cur.gone then
     log("info", "%s: creating instance %s", path, id)
     agent.create(id, def, source_of(dir, file), rerr)
   elseif cur.definition ~= def then
