@@ -257,6 +257,7 @@ local function instance_rules(id, w, rec)
 end
 
 -- Remove what an instance record names; errors are collected, nothing stops half-way.
+-- Returns true, rules_deleted | nil, err.
 local function remove_instance(id, rec)
   local errs = {}
   local st, err = fw.apply({}, { owner = owner(id) })
@@ -275,7 +276,7 @@ local function remove_instance(id, rec)
     if not ok then errs[#errs + 1] = nerr end
   end
   if #errs > 0 then return nil, table.concat(errs, "; ") end
-  return true
+  return true, st and st.deleted or 0
 end
 
 local function result(id, rec)
@@ -458,7 +459,10 @@ function M.reconcile(live_ids)
   for id, rec in pairs(S.instances) do
     if not live[id] then
       local rok, rerr = remove_instance(id, rec)
-      if rok then S.instances[id] = nil summary.instances_removed = summary.instances_removed + 1
+      if rok then
+        S.instances[id] = nil
+        summary.instances_removed = summary.instances_removed + 1
+        summary.rules_removed = summary.rules_removed + rerr
       else errs[#errs + 1] = rerr end
     end
   end
@@ -473,7 +477,7 @@ function M.reconcile(live_ids)
   local st
   st, err = fw.apply(rules)
   if not st then return nil, err end
-  summary.rules_removed = st.deleted
+  summary.rules_removed = summary.rules_removed + st.deleted
   -- links riklet names that no instance owns
   local mine = {}
   for _, rec in pairs(S.instances) do if rec.host_if then mine[rec.host_if] = true end end
