@@ -594,5 +594,11 @@ int main(void)
 	raw_tests();
 	tls_tests();
 	(void)stop_cb;
+	if (!tap_failed) { /* kept for a look when something failed */
+		rk_err re;
+		rk_rm_rf(tmpdir, &re);
+	} else {
+		printf("# files of this run kept in %s\n", tmpdir);
+	}
 	tap_done();
 }

@@ -3,14 +3,16 @@
 # this test creates: rules read with iptables-legacy, links with ip -j, real HTTP traffic from a
 # second namespace acting as a client host, a kill -9 style restart with leftovers, and a cleanup
 # that leaves nothing.
+# Run the whole test in private namespaces: the host's links and tables are never touched. Enter
+# them before common.sh makes its temp dir, so that dir and its cleanup belong to the inner shell.
+if [[ -z ${RK_NET_INNER:-} && $(id -u) == 0 ]] && command -v unshare >/dev/null &&
+	unshare -n -m true 2>/dev/null; then
+	exec env RK_NET_INNER=1 unshare -n -m bash "$0" "$@"
+fi
 source "$(dirname "$0")/../lib/common.sh"
 need_root
 need_cmd iptables-legacy ip unshare nsenter busybox curl
-
-# Run the whole test in private namespaces: the host's links and tables are never touched.
-if [[ -z ${RK_NET_INNER:-} ]]; then
-	exec env RK_NET_INNER=1 unshare -n -m bash "$0" "$@"
-fi
+[[ -n ${RK_NET_INNER:-} ]] || skip_all "cannot create a private network + mount namespace (unshare -n -m)"
 mount --make-rprivate / || bail_out "cannot make / private in the test mount namespace"
 
 LUA=$RIKLET_SRC_DIR/tests/integration/net_pod.lua
