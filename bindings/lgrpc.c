@@ -552,18 +552,15 @@ static int l_chan_gc(lua_State *L)
 	return 0;
 }
 
-static int l_chan_index(lua_State *L)
+/* channel.url */
+static int l_chan_fields(lua_State *L)
 {
 	struct lchan *c = luaL_checkudata(L, 1, CHAN_MT);
-	const char *k = luaL_checkstring(L, 2);
-	if (!strcmp(k, "url")) {
+	if (lua_type(L, 2) == LUA_TSTRING && !strcmp(lua_tostring(L, 2), "url")) {
 		lua_pushstring(L, c->ch ? rk_grpc_channel_url(c->ch) : "");
 		return 1;
 	}
-	luaL_getmetatable(L, CHAN_MT);
-	lua_getfield(L, -1, "__methods");
-	lua_getfield(L, -1, k);
-	return 1;
+	return 0;
 }
 
 /* grpc.status_name(code) -> "ALREADY_EXISTS" */
@@ -586,16 +583,7 @@ static int open_grpc(lua_State *L)
 		{"finish", l_finish}, {"pending", l_pending}, {"status", l_status}, {"close", l_call_close},
 		{NULL, NULL}};
 	lrk_newclass(L, CALL_MT, call_methods, l_call_gc);
-	/* the channel has a computed field (url), so its __index is a function over the methods */
-	luaL_newmetatable(L, CHAN_MT);
-	lua_newtable(L);
-	lrk_setfuncs(L, chan_methods);
-	lua_setfield(L, -2, "__methods");
-	lua_pushcfunction(L, l_chan_index);
-	lua_setfield(L, -2, "__index");
-	lua_pushcfunction(L, l_chan_gc);
-	lua_setfield(L, -2, "__gc");
-	lua_pop(L, 1);
+	lrk_newclass_fields(L, CHAN_MT, chan_methods, l_chan_fields, l_chan_gc);
 
 	static const luaL_Reg fns[] = {{"channel", l_channel}, {"status_name", l_status_name}, {NULL, NULL}};
 	lua_newtable(L);

@@ -169,18 +169,15 @@ static int l_proc_gc(lua_State *L)
 	return 0;
 }
 
-static int l_proc_index(lua_State *L)
+/* process.pid */
+static int l_proc_fields(lua_State *L)
 {
 	struct lproc *p = check_proc(L);
-	const char *k = luaL_checkstring(L, 2);
-	if (!strcmp(k, "pid")) {
+	if (lua_type(L, 2) == LUA_TSTRING && !strcmp(lua_tostring(L, 2), "pid")) {
 		lua_pushinteger(L, p->pid);
 		return 1;
 	}
-	luaL_getmetatable(L, PROC_MT);
-	lua_getfield(L, -1, "methods");
-	lua_getfield(L, -1, k);
-	return 1;
+	return 0;
 }
 
 /* ---- proc.run: capture output, optional input and timeout ---- */
@@ -463,15 +460,7 @@ static int l_unwatch(lua_State *L)
 static int open_proc(lua_State *L)
 {
 	static const luaL_Reg methods[] = {{"wait", l_wait}, {"kill", l_kill}, {"exited", l_exited}, {NULL, NULL}};
-	luaL_newmetatable(L, PROC_MT);
-	lua_newtable(L);
-	lrk_setfuncs(L, methods);
-	lua_setfield(L, -2, "methods");
-	lua_pushcfunction(L, l_proc_index);
-	lua_setfield(L, -2, "__index");
-	lua_pushcfunction(L, l_proc_gc);
-	lua_setfield(L, -2, "__gc");
-	lua_pop(L, 1);
+	lrk_newclass_fields(L, PROC_MT, methods, l_proc_fields, l_proc_gc);
 	static const luaL_Reg fns[] = {{"spawn", l_spawn},     {"run", l_run},	   {"describe", l_describe},
 				       {"kill", l_kill_pid},   {"alive", l_alive}, {"watch", l_watch},
 				       {"unwatch", l_unwatch}, {NULL, NULL}};

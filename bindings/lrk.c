@@ -66,6 +66,36 @@ void lrk_newclass(lua_State *L, const char *tname, const luaL_Reg *methods, lua_
 	lua_pop(L, 1);
 }
 
+/* __index of lrk_newclass_fields: upvalue 1 = methods, upvalue 2 = getter */
+static int fields_index(lua_State *L)
+{
+	lua_CFunction getter = lua_tocfunction(L, lua_upvalueindex(2));
+	int n = getter(L);
+	if (n)
+		return n;
+	lua_settop(L, 2);
+	lua_gettable(L, lua_upvalueindex(1));
+	return 1;
+}
+
+void lrk_newclass_fields(lua_State *L, const char *tname, const luaL_Reg *methods, lua_CFunction getter,
+			 lua_CFunction gc)
+{
+	luaL_newmetatable(L, tname);
+	lua_newtable(L);
+	lrk_setfuncs(L, methods);
+	lua_pushcfunction(L, getter);
+	lua_pushcclosure(L, fields_index, 2);
+	lua_setfield(L, -2, "__index");
+	if (gc) {
+		lua_pushcfunction(L, gc);
+		lua_setfield(L, -2, "__gc");
+	}
+	lua_pushstring(L, tname);
+	lua_setfield(L, -2, "__name");
+	lua_pop(L, 1);
+}
+
 int lrk_fail(lua_State *L, const char *fmt, ...)
 {
 	char buf[2048];

@@ -39,6 +39,11 @@ void lrk_setfuncs(lua_State *L, const luaL_Reg *fns);
 /* Create a metatable named tname with methods (as __index) and optional __gc. Leaves nothing. */
 void lrk_newclass(lua_State *L, const char *tname, const luaL_Reg *methods, lua_CFunction gc);
 
+/* Like lrk_newclass, for a type with computed fields: getter(L) sees (self, key) and returns 1 with
+ * the value pushed, or 0 to fall back to the methods. */
+void lrk_newclass_fields(lua_State *L, const char *tname, const luaL_Reg *methods, lua_CFunction getter,
+			 lua_CFunction gc);
+
 /* The main Lua state (never a coroutine): use it for work done from loop callbacks. */
 lua_State *lrk_main(void);
 
