@@ -63,6 +63,19 @@ function T.wait_for(timeout, fn, step)
   return fn()
 end
 
+-- Skip the whole file unless every command is on PATH: need_cmds({ cmd = "debian-package", ... }).
+function T.need_cmds(cmds)
+  local fs = require "riklet.fs"
+  local path = os.getenv("PATH") or "/usr/sbin:/usr/bin:/sbin:/bin"
+  for cmd, pkg in pairs(cmds) do
+    local found = false
+    for dir in path:gmatch("[^:]+") do
+      if fs.exists(dir .. "/" .. cmd) then found = true break end
+    end
+    if not found then T.skip_all(("needs %s (apt-get install %s)"):format(cmd, pkg)) end
+  end
+end
+
 function T.done()
   out(("1..%d"):format(T.n))
   return T.failed == 0

@@ -7,18 +7,11 @@ local proc = require "riklet.proc"
 local fs = require "riklet.fs"
 local core = require "riklet.core"
 
-local function which(cmd)
-  for dir in (os.getenv("PATH") or "/usr/sbin:/usr/bin:/sbin:/bin"):gmatch("[^:]+") do
-    if fs.exists(dir .. "/" .. cmd) then return dir .. "/" .. cmd end
-  end
-end
 
 if core.getuid() ~= 0 then T.skip_all("needs root (overlay mounts, umoci unpack as root)") end
 local pkgs = { skopeo = "skopeo", umoci = "umoci", ["docker-registry"] = "docker-registry", busybox = "busybox-static",
   jq = "jq", curl = "curl", flock = "util-linux", bash = "bash" }
-for cmd, pkg in pairs(pkgs) do
-  if not which(cmd) then T.skip_all(("needs %s (apt-get install %s)"):format(cmd, pkg)) end
-end
+T.need_cmds(pkgs)
 
 local src = debug.getinfo(1, "S").source:match("^@(.*)/tests/lua/[^/]+$") or "."
 local lib = src .. "/tests/lib"

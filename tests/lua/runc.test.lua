@@ -6,16 +6,9 @@ local proc = require "riklet.proc"
 local fs = require "riklet.fs"
 local core = require "riklet.core"
 
-local function which(cmd)
-  for dir in (os.getenv("PATH") or "/usr/sbin:/usr/bin:/sbin:/bin"):gmatch("[^:]+") do
-    if fs.exists(dir .. "/" .. cmd) then return dir .. "/" .. cmd end
-  end
-end
 
 if core.getuid() ~= 0 then T.skip_all("needs root (runc, overlay mounts)") end
-for cmd, pkg in pairs({ runc = "runc", umoci = "umoci", busybox = "busybox-static", jq = "jq", flock = "util-linux" }) do
-  if not which(cmd) then T.skip_all(("needs %s (apt-get install %s)"):format(cmd, pkg)) end
-end
+T.need_cmds({ runc = "runc", umoci = "umoci", busybox = "busybox-static", jq = "jq", flock = "util-linux" })
 
 local src = debug.getinfo(1, "S").source:match("^@(.*)/tests/lua/[^/]+$") or "."
 local tmp = ("/tmp/riklet-runc-test-%d"):format(core.getpid())
