@@ -63,14 +63,9 @@ local function watch(inst, c)
   local pid = c.pid
   task.spawn(function()
     local code, signal = proc.watch(pid)
-    local describe
+    local describe = proc.describe(code, signal)
     if code == nil and signal == nil then
-      local st = runc.state(c.runc_id)
       describe = "exited (exit code unknown: it was started by an earlier riklet)"
-      code = nil
-      if st and st.status == "running" then return end -- cannot happen: pidfd said it exited
-    else
-      describe = proc.describe(code, signal)
     end
     r.exited:set({ code = code, signal = signal })
     if r.expected then return end -- we stopped it
