@@ -1,9 +1,13 @@
 /* ljson.c — `riklet.json`: cJSON <-> Lua tables.
  *
- *   json.decode(str) -> value | nil, err      objects and arrays become tables; arrays carry the
+ *   json.decode(str[, max_depth]) -> value | nil, err
+ *                                             objects and arrays become tables; arrays carry the
  *                                             metatable json.array_mt, objects json.object_mt, so
- *                                             an empty one round-trips; null is json.null
- *   json.encode(value[, pretty]) -> str | nil, err
+ *                                             an empty one round-trips; null is json.null. Refused:
+ *                                             a NUL in a string (raw or \u0000: cJSON keeps C
+ *                                             strings, so it would arrive truncated) and nesting
+ *                                             deeper than max_depth (default and most 200)
+ *   json.encode(value[, pretty]) -> str | nil, err   (a string or key holding a NUL is refused)
  *                                             a table is an array when it has array_mt, or when its
  *                                             keys are exactly 1..n with n > 0; else an object
  *                                             (keys must be strings or numbers)
@@ -60,11 +64,51 @@ static int push_value(lua_State *L, const cJSON *v, int depth)
 	return 0;
 }
 
-/* json.decode(str) -> value | nil, err */
+/* What cJSON loses or reports badly, checked on the text before it parses: a NUL inside a
+ * string and the nesting depth (cJSON's own limit only says "invalid JSON near byte 1000").
+ * Returns 0, or -1 with the reason in err. */
+static int prescan(const char *s, size_t len, int max_depth, char *err, size_t errlen)
+{
+	int depth = 0, in_str = 0;
+	for (size_t i = 0; i < len; i++) {
+		char ch = s[i];
+		if (ch == '\0') {
+			snprintf(err, errlen, "invalid JSON: a NUL byte at byte %zu", i);
+			return -1;
+		}
+		if (in_str) {
+			if (ch == '\\') {
+				if (i + 5 < len && s[i + 1] == 'u' && memcmp(s + i + 2, "0000", 4) == 0) {
+					snprintf(err, errlen, "invalid JSON: a string holds a NUL character (\\u0000) at byte %zu", i);
+					return -1;
+				}
+				i++;
+			} else if (ch == '"')
+				in_str = 0;
+		} else if (ch == '"')
+			in_str = 1;
+		else if (ch == '[' || ch == '{') {
+			if (++depth > max_depth) {
+				snprintf(err, errlen, "invalid JSON: nested deeper than %d levels (at byte %zu)", max_depth, i);
+				return -1;
+			}
+		} else if (ch == ']' || ch == '}')
+			depth--;
+	}
+	return 0;
+}
+
+/* json.decode(str[, max_depth]) -> value | nil, err */
 static int l_decode(lua_State *L)
 {
 	size_t len;
 	const char *s = luaL_checklstring(L, 1, &len);
+	int max_depth = (int)luaL_optinteger(L, 2, MAX_DEPTH);
+	if (max_depth < 1 || max_depth > MAX_DEPTH)
+		return luaL_argerror(L, 2, "max_depth must be 1 to 200");
+	char perr[128];
+	if (prescan(s, len, max_depth, perr, sizeof perr) < 0)
+		return lrk_fail(L, "%s", perr);
 	const char *end = NULL;
 	cJSON *root = cJSON_ParseWithLengthOpts(s, len, &end, 0);
 	if (root && end) { /* only whitespace may follow the value */
@@ -145,8 +189,15 @@ static cJSON *to_json(lua_State *L, int idx, int depth, char *err, size_t errlen
 		}
 		return cJSON_CreateNumber(d);
 	}
-	case LUA_TSTRING:
-		return cJSON_CreateString(lua_tostring(L, idx));
+	case LUA_TSTRING: {
+		size_t n;
+		const char *str = lua_tolstring(L, idx, &n);
+		if (strlen(str) != n) {
+			snprintf(err, errlen, "cannot encode a string holding a NUL byte (\"%.40s\"...)", str);
+			return NULL;
+		}
+		return cJSON_CreateString(str);
+	}
 	case LUA_TLIGHTUSERDATA:
 		push_reg(L, &NULL_KEY);
 		if (lua_rawequal(L, -1, idx)) {
@@ -177,9 +228,16 @@ static cJSON *to_json(lua_State *L, int idx, int depth, char *err, size_t errlen
 		while (lua_next(L, idx)) {
 			char kbuf[64];
 			const char *k;
-			if (lua_type(L, -2) == LUA_TSTRING)
-				k = lua_tostring(L, -2);
-			else if (lua_type(L, -2) == LUA_TNUMBER) {
+			if (lua_type(L, -2) == LUA_TSTRING) {
+				size_t kn;
+				k = lua_tolstring(L, -2, &kn);
+				if (strlen(k) != kn) {
+					snprintf(err, errlen, "cannot encode a key holding a NUL byte (\"%.40s\"...)", k);
+					lua_pop(L, 2);
+					cJSON_Delete(o);
+					return NULL;
+				}
+			} else if (lua_type(L, -2) == LUA_TNUMBER) {
 				snprintf(kbuf, sizeof kbuf, "%.14g", lua_tonumber(L, -2));
 				k = kbuf;
 			} else {
