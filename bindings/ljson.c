@@ -79,7 +79,9 @@ static int prescan(const char *s, size_t len, int max_depth, char *err, size_t e
 		if (in_str) {
 			if (ch == '\\') {
 				if (i + 5 < len && s[i + 1] == 'u' && memcmp(s + i + 2, "0000", 4) == 0) {
-					snprintf(err, errlen, "invalid JSON: a string holds a NUL character (\\u0000) at byte %zu", i);
+					snprintf(err, errlen,
+						 "invalid JSON: a string holds a NUL character (\\u0000) at byte %zu",
+						 i);
 					return -1;
 				}
 				i++;
@@ -89,7 +91,8 @@ static int prescan(const char *s, size_t len, int max_depth, char *err, size_t e
 			in_str = 1;
 		else if (ch == '[' || ch == '{') {
 			if (++depth > max_depth) {
-				snprintf(err, errlen, "invalid JSON: nested deeper than %d levels (at byte %zu)", max_depth, i);
+				snprintf(err, errlen, "invalid JSON: nested deeper than %d levels (at byte %zu)",
+					 max_depth, i);
 				return -1;
 			}
 		} else if (ch == ']' || ch == '}')
@@ -232,7 +235,8 @@ static cJSON *to_json(lua_State *L, int idx, int depth, char *err, size_t errlen
 				size_t kn;
 				k = lua_tolstring(L, -2, &kn);
 				if (strlen(k) != kn) {
-					snprintf(err, errlen, "cannot encode a key holding a NUL byte (\"%.40s\"...)", k);
+					snprintf(err, errlen, "cannot encode a key holding a NUL byte (\"%.40s\"...)",
+						 k);
 					lua_pop(L, 2);
 					cJSON_Delete(o);
 					return NULL;
