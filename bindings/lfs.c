@@ -191,11 +191,12 @@ static int l_list(lua_State *L)
 	return 1;
 }
 
+/* A Lua string may hold a NUL that C would stop at ("a\0/../x" would pass as "a"): refused. */
 static int l_safe_name(lua_State *L)
 {
-	lua_pushboolean(L,
-			lua_type(L, 1) == LUA_TSTRING &&
-				rk_safe_name(lua_tostring(L, 1), (size_t)luaL_optinteger(L, 2, 128)));
+	size_t len = 0;
+	const char *s = lua_type(L, 1) == LUA_TSTRING ? lua_tolstring(L, 1, &len) : NULL;
+	lua_pushboolean(L, s && strlen(s) == len && rk_safe_name(s, (size_t)luaL_optinteger(L, 2, 128)));
 	return 1;
 }
 
