@@ -7,9 +7,12 @@ local fs = require "riklet.fs"
 
 local ctx = { null = json.null, parse_image = image.parse_ref }
 
+-- validation is riklet.workload's (the admission policy only rejects or amends what it built)
 local function admit(def)
-  local w = type(def) == "string" and assert(json.decode(def)) or def
-  return policy.call("admission", "admit", w, ctx)
+  local workload = require "riklet.workload"
+  local w, err = workload.from_rik(type(def) == "string" and def or assert(json.encode(def)))
+  if not w then return nil, err end
+  return workload.admit(w)
 end
 
 local function pod(name, c)
