@@ -1,0 +1,389 @@
+-- riklet.lifecycle — the per-instance state machine, the driver registry, and the protected task
+-- that runs one instance.
+--
+--   new -> CREATING -> RUNNING -> FAILED | TERMINATED, with DESTROYING on the way down
+--   (L.TRANSITIONS is the whole table). Every transition goes through L.transition, which refuses
+-- (and logs as a bug) one the table does not hold; an allowed one is stored, logged, then reported
+-- to subscribers.
+--
+-- Drivers register by kind (L.register("Pod", driver)). A driver is a table of functions, each
+-- given the instance (inst.id, inst.rec = the stored record, inst.workload = the validated model):
+--   create(inst, w) -> true | nil, err     records what it makes in inst.rec as it goes
+--   destroy(inst) -> true | nil, err       remove everything, idempotent
+--   release(inst) -> true | nil, err       the workload ended: free runtime resources, keep logs
+--   adopt(inst) -> true | description | nil, err   after a riklet restart
+--   restart(inst, unit) -> true | nil, err
+--   on_exit(inst, msg) -> "running" | "TERMINATED" | "FAILED", reason, unit
+--                       what an exit means for this kind (msg = {container=, code=, signal=,
+--                       describe=}); unit = the exited unit's record (restart_count, attempt,
+--                       started_at, finished_at, state, reason), for the restart policy
+--   optional: load(inst) (check what the record names before anything uses it),
+--             timeout(step, inst) -> seconds (bound of a step), reconcile(live_ids, is_live)
+-- The lifecycle knows no kind and looks inside no unit list.
+--
+-- One task per instance (L.run): it brings the instance up (or adopts it), then serves its
+-- mailbox ({type="destroy"}, {type="exit", ...} from drivers, {type="restart", unit=}). Whatever
+-- raises inside it (driver, policy, restart) fails that instance with the traceback, and the
+-- mailbox is still served. Every driver step runs with a deadline.
+local core = require "riklet.core"
+local task = require "riklet.task"
+local store = require "riklet.store"
+local policy = require "riklet.policy"
+local workload = require "riklet.workload"
+
+local L = {}
+
+L.TRANSITIONS = {
+  new = { CREATING = true },
+  -- CREATING -> CREATING: an interrupted creation rolled back and done again after a restart
+  CREATING = { CREATING = true, RUNNING = true, FAILED = true, DESTROYING = true },
+  RUNNING = { FAILED = true, TERMINATED = true, DESTROYING = true },
+  FAILED = { DESTROYING = true },
+  -- TERMINATED -> TERMINATED: an instance that ended on its own, now destroyed
+  TERMINATED = { TERMINATED = true, DESTROYING = true },
+  DESTROYING = { TERMINATED = true, FAILED = true },
+}
+L.ENDED = { FAILED = true, TERMINATED = true }
+
+-- Restarts: a unit that ran this long starts its back-off over; no delay is longer than this.
+L.RESTART_RESET_AFTER = 600
+L.RESTART_DELAY_MAX = 3600
+
+local drivers = {}
+local subscribers = {}
+local cfg = { stop_grace = 10, pull_timeout = 600 }
+local hooks = {}
+
+local function log(level, fmt, ...) core.log(level, "lifecycle", fmt:format(...)) end
+
+local function traceback(m) return debug.traceback(tostring(m), 2) end
+
+local function pack(...) return { n = select("#", ...), ... } end
+
+-- L.configure(cfg, {on_gone = fn(inst)})
+function L.configure(config, h)
+  cfg, hooks = config, h or {}
+end
+
+function L.register(kind, d)
+  assert(type(kind) == "string" and type(d) == "table", "lifecycle.register(kind, driver)")
+  for _, f in ipairs({ "create", "destroy", "release", "adopt", "restart", "on_exit" }) do
+    assert(type(d[f]) == "function", ("driver %s has no function %s"):format(kind, f))
+  end
+  drivers[kind] = d
+end
+
+function L.driver(kind) return drivers[kind] end
+function L.drivers() return drivers end
+
+function L.subscribe(fn) subscribers[#subscribers + 1] = fn end
+
+function L.notify(id, status, message)
+  for _, fn in ipairs(subscribers) do
+    local ok, err = xpcall(fn, traceback, id, status, message or "")
+    if not ok then log("error", "a status subscriber failed on %s %s: %s", id, status, err) end
+  end
+end
+
+local function save(inst)
+  local ok, err = store.save(inst.rec)
+  if not ok then log("error", "cannot store instance %s (%s): %s", inst.id, tostring(inst.rec.status), err) end
+  return ok
+end
+
+-- L.transition(inst, to[, reason]) -> true | false (refused: not in the table)
+function L.transition(inst, to, reason)
+  local rec = inst.rec
+  local from = rec.status or "new"
+  if not (L.TRANSITIONS[from] and L.TRANSITIONS[from][to]) then
+    log("error", "BUG: instance %s: transition %s -> %s is not in the lifecycle table; not stored (reason given: %s)\n%s",
+      inst.id, from, to, tostring(reason or ""), debug.traceback("", 2))
+    return false
+  end
+  rec.status, rec.reason = to, reason or ""
+  if L.ENDED[to] then rec.ended_at = core.time() end
+  save(inst)
+  log(to == "FAILED" and "warn" or "info", "instance %s (%s %s): %s -> %s%s", inst.id, rec.kind or "?",
+    rec.name or "?", from, to, reason and reason ~= "" and (": " .. reason) or "")
+  L.notify(inst.id, to, reason)
+  return true
+end
+
+-- Report the current status again with a new message (a restart), without a transition.
+function L.report(inst, message)
+  inst.rec.reason = message or ""
+  save(inst)
+  L.notify(inst.id, inst.rec.status, message)
+end
+
+-- Seconds a driver step may take before the lifecycle gives up waiting for it.
+local function deadline(inst, step)
+  local d = inst.driver
+  if d and d.timeout then
+    local ok, s = pcall(d.timeout, step, inst)
+    if ok and type(s) == "number" and s > 0 then return s end
+  end
+  if step == "create" then return (cfg.pull_timeout or 600) + 300 end
+  return (inst.grace or cfg.stop_grace or 10) + 120
+end
+
+-- Run driver step `step` with a deadline. -> result | nil, err. A step that raises returns
+-- nil, traceback; one that overruns returns nil, "did not finish" (it may still finish later: a
+-- task cannot be cancelled, only abandoned, which is logged).
+local function step(inst, name, ...)
+  local d = inst.driver
+  if not d then return nil, "no driver" end
+  local q = task.queue()
+  local args = pack(...)
+  local fn = d[name]
+  task.spawn(function()
+    q:put(pack(xpcall(fn, traceback, inst, unpack(args, 1, args.n))))
+  end)
+  local secs = deadline(inst, name)
+  local r = q:get(secs)
+  if not r then
+    local msg = ("%s step did not finish within %g s (riklet gave up waiting for it)"):format(name, secs)
+    log("error", "instance %s: the %s", inst.id, msg)
+    return nil, msg
+  end
+  if not r[1] then return nil, "riklet internal error in the " .. name .. " step: " .. tostring(r[2]) end
+  if not r[2] then return nil, r[3] or ("the " .. name .. " step failed") end
+  return r[2], r[3]
+end
+
+local function release(inst)
+  local ok, err = step(inst, "release")
+  if ok then
+    inst.rec.released = true
+    save(inst)
+  else
+    log("error", "instance %s: freeing what it held after it ended: %s (tried again at the next start)", inst.id, tostring(err))
+  end
+  inst.released = true
+  return ok, err
+end
+
+-- Fail the instance (when the table allows it from where it is) and free what it holds.
+local function fail(inst, reason)
+  if L.transition(inst, "FAILED", reason) then release(inst) end
+end
+
+-- ---- restarts --------------------------------------------------------------------------------
+
+-- Ask the restart policy (plain data in and out). -> {action=, delay=} | nil, err
+local function restart_decision(inst, unit, msg)
+  local w = inst.workload
+  if not w then return { action = "stop" } end
+  local now = core.time()
+  local ran = math.max(0, (unit.finished_at or now) - (unit.started_at or now))
+  if ran >= L.RESTART_RESET_AFTER then unit.attempt = 0 end
+  local d, err = policy.call("restart", "decide",
+    { kind = w.kind, name = w.name, restart_policy = w.restart_policy },
+    { container = msg.container, code = msg.code, signal = msg.signal, ran = ran,
+      restart_count = unit.restart_count or 0, attempt = unit.attempt or 0 })
+  if d == nil then return nil, err or "policy restart.decide returned nothing" end
+  if type(d) ~= "table" or (d.action ~= "stop" and d.action ~= "restart") then
+    return nil, "policy restart.decide must return {action = \"stop\"} or {action = \"restart\", delay = seconds}"
+  end
+  if d.action == "stop" then return { action = "stop" } end
+  local delay = tonumber(d.delay) or 0
+  if delay ~= delay or delay < 0 then delay = 0 end
+  return { action = "restart", delay = math.min(delay, L.RESTART_DELAY_MAX) }
+end
+
+local function on_exit(inst, msg)
+  local outcome, reason, unit = inst.driver.on_exit(inst, msg)
+  if unit then
+    local d, err = restart_decision(inst, unit, msg)
+    if not d then return fail(inst, "restart policy: " .. tostring(err)) end
+    if d.action == "restart" then
+      unit.attempt = (unit.attempt or 0) + 1
+      unit.state = "waiting"
+      unit.reason = ("%s; restarting in %g s"):format(tostring(msg.describe), d.delay)
+      log("info", "instance %s: container %s %s: restarting it in %g s (restart %d)", inst.id,
+        tostring(msg.container), tostring(msg.describe), d.delay, (unit.restart_count or 0) + 1)
+      L.report(inst, ("container %s %s; restart %d in %g s"):format(tostring(msg.container),
+        tostring(msg.describe), (unit.restart_count or 0) + 1, d.delay))
+      task.spawn(function()
+        task.sleep(d.delay)
+        inst.mailbox:put({ type = "restart", unit = msg.container })
+      end)
+      return
+    end
+  end
+  if outcome == "FAILED" or outcome == "TERMINATED" then
+    if L.transition(inst, outcome, reason) then release(inst) end
+  elseif outcome == "running" then
+    save(inst)
+  else
+    error(("driver %s: on_exit returned %s (expected running, TERMINATED or FAILED)"):format(
+      tostring(inst.rec.kind), tostring(outcome)))
+  end
+end
+
+local function on_restart(inst, msg)
+  local ok, err = step(inst, "restart", msg.unit)
+  if not ok then
+    return fail(inst, ("container %s could not be restarted: %s"):format(tostring(msg.unit), tostring(err)))
+  end
+  L.report(inst, ("container %s restarted"):format(tostring(msg.unit)))
+end
+
+-- ---- create, adopt, destroy ------------------------------------------------------------------
+
+local function admit(definition)
+  local w, err = workload.from_rik(definition)
+  if not w then return nil, err end
+  return workload.admit(w)
+end
+
+local function bind(inst, w)
+  inst.workload = w
+  inst.grace = w and w.grace_period or inst.rec.grace_period or cfg.stop_grace
+end
+
+local function create(inst)
+  local rec = inst.rec
+  L.transition(inst, "CREATING")
+  local w, err
+  if inst.preset_error then err = inst.preset_error
+  else w, err = admit(rec.definition) end
+  local d = w and drivers[w.kind]
+  if w and not d then
+    err = ("kind %s is not supported by this node (no %s driver is loaded)"):format(w.kind, w.kind)
+    w = nil
+  end
+  if w then
+    inst.driver = d
+    bind(inst, w)
+    rec.kind, rec.name, rec.grace_period, rec.restart_policy = w.kind, w.name, w.grace_period, w.restart_policy
+    local ok, cerr = step(inst, "create", w)
+    if not ok then
+      err = cerr
+      local rok, rerr = step(inst, "destroy")
+      if not rok then err = err .. " (and the rollback failed: " .. tostring(rerr) .. ")" end
+      rec.released = rok and true or false
+      w = nil
+    end
+  end
+  if inst.destroy_requested then
+    -- a destroy arrived while creating: no RUNNING nor FAILED, the destroy in the mailbox
+    -- (served next) reports DESTROYING then TERMINATED
+    inst.released = not w
+  elseif not w then
+    if rec.released == nil then rec.released = true end
+    inst.released = true
+    L.transition(inst, "FAILED", err)
+  else
+    L.transition(inst, "RUNNING")
+  end
+end
+
+local function adopt(inst)
+  local rec = inst.rec
+  local w, aerr = admit(rec.definition)
+  inst.driver = drivers[w and w.kind or rec.kind or "Pod"]
+  bind(inst, w)
+  local st = rec.status
+  if not inst.driver then
+    local reason = ("cannot be re-adopted: no %s driver is loaded"):format(tostring(rec.kind))
+    if not L.ENDED[st] and not rec.destroyed then L.transition(inst, "FAILED", reason) end
+    log("error", "instance %s %s; what it holds is left as it is", inst.id, reason)
+    inst.released = true
+    return
+  end
+  if inst.driver.load then inst.driver.load(inst) end
+  if st == "CREATING" then
+    -- interrupted half-way: roll back and create again from the stored definition
+    log("info", "instance %s was being created when riklet stopped: rolling back and creating it again", inst.id)
+    local ok, err = step(inst, "destroy")
+    if not ok then log("error", "instance %s: rolling back the interrupted creation: %s", inst.id, tostring(err)) end
+    rec.containers, rec.network = {}, nil
+    return create(inst)
+  elseif st == "RUNNING" then
+    if not w then
+      fail(inst, "cannot be re-adopted: " .. tostring(aerr))
+      return
+    end
+    local res, err = step(inst, "adopt")
+    if res then
+      log("info", "instance %s re-adopted: %s", inst.id, res == true and "running" or tostring(res))
+      L.notify(inst.id, "RUNNING", rec.reason)
+    else
+      fail(inst, "lost while riklet was not running: " .. tostring(err))
+    end
+  elseif st == "DESTROYING" then
+    -- a destroy (or a stop) was in progress when riklet stopped: finish it
+    log("info", "instance %s was being destroyed when riklet stopped: finishing the destroy", inst.id)
+    inst.destroy_requested = true
+    inst.mailbox:put({ type = "destroy" })
+  elseif rec.destroyed then
+    inst.released = true
+    inst.gone:set(true)
+  elseif L.ENDED[st] and rec.released == false then
+    log("info", "instance %s ended but riklet stopped before everything it held was freed: freeing it now", inst.id)
+    release(inst)
+  else
+    inst.released = true
+  end
+end
+
+local function destroy(inst)
+  if inst.rec.status ~= "TERMINATED" or not inst.released then L.transition(inst, "DESTROYING") end
+  local ok, err = step(inst, "destroy")
+  local done = inst.destroy_done
+  inst.destroy_done = nil
+  inst.destroy_requested = false
+  if not ok then
+    L.transition(inst, "FAILED", "could not clean up: " .. tostring(err))
+    inst.released = false
+    if done then done:set({ nil, "could not clean up: " .. tostring(err) }) end
+    return
+  end
+  inst.rec.destroyed, inst.rec.released = true, true
+  L.transition(inst, "TERMINATED", inst.rec.status == "DESTROYING" and "destroyed" or inst.rec.reason)
+  inst.gone:set(true)
+  if done then done:set({ true }) end
+  if hooks.on_gone then hooks.on_gone(inst) end
+end
+
+local HANDLERS = {
+  destroy = function(inst) destroy(inst) end,
+  exit = function(inst, msg) if inst.rec.status == "RUNNING" then on_exit(inst, msg) end end,
+  restart = function(inst, msg) if inst.rec.status == "RUNNING" then on_restart(inst, msg) end end,
+}
+
+-- An error raised in the task: the instance goes FAILED with the traceback (when it can from
+-- where it is), and the task goes on serving the mailbox.
+local function internal_error(inst, what, err)
+  log("error", "instance %s: riklet internal error while %s: %s", inst.id, what, err)
+  inst.destroy_requested = false
+  if (inst.rec.status or "new") == "new" then L.transition(inst, "CREATING") end
+  local st = inst.rec.status
+  if L.TRANSITIONS[st] and L.TRANSITIONS[st].FAILED then
+    fail(inst, ("riklet internal error while %s: %s"):format(what, err))
+  end
+  if inst.destroy_done then
+    inst.destroy_done:set({ nil, "riklet internal error: " .. tostring(err) })
+    inst.destroy_done = nil
+  end
+end
+
+-- L.run(inst, mode) — the instance's task; mode "create" or "adopt".
+function L.run(inst, mode)
+  local ok, err = xpcall(mode == "adopt" and adopt or create, traceback, inst)
+  if not ok then internal_error(inst, mode == "adopt" and "re-adopting it" or "creating it", err) end
+  if inst.adopted then inst.adopted:set(true) end
+  while not inst.gone.is_set do
+    local msg = inst.mailbox:get()
+    local h = HANDLERS[msg.type]
+    if h then
+      ok, err = xpcall(h, traceback, inst, msg)
+      if not ok then internal_error(inst, "handling " .. tostring(msg.type), err) end
+    else
+      log("error", "instance %s: unknown message %s in its mailbox: ignored", inst.id, tostring(msg.type))
+    end
+  end
+end
+
+return L
