@@ -10,6 +10,8 @@
 --   release(inst) -> true | nil, err             the workload ended: free runtime resources, keep logs
 --   destroy(inst) -> true | nil, err             remove everything, idempotent
 --   restart(inst, container_name) -> true | nil, err
+--   on_exit(inst, msg) -> "running" | "TERMINATED" | "FAILED", reason, container record
+-- P.driver is what riklet.lifecycle registers (restart there also counts restarts).
 local core = require "riklet.core"
 local task = require "riklet.task"
 local fs = require "riklet.fs"
@@ -23,6 +25,16 @@ local P = {}
 local cfg, agent, netctl
 
 local function log(level, fmt, ...) core.log(level, "pod", fmt:format(...)) end
+
+-- The runc id of container `name` of instance `id`, never the same for two (id, name) pairs.
+-- Both are [A-Za-z0-9._-] and may hold '_', so "<id>_<name>" alone collides (a_b + c and a + b_c
+-- are both a_b_c). It is kept when the id holds no '_' (the first '_' then splits it, and a name
+-- starts with a letter or digit); otherwise each '_' of the id is doubled and "_-" separates:
+-- a_b + c -> a__b_-c (its first '_' is followed by '_', which the short form never has).
+function P.runc_id(id, name)
+  if not id:find("_", 1, true) then return id .. "_" .. name end
+  return id:gsub("_", "__") .. "_-" .. name
+end
 
 function P.init(config, ag)
   cfg, agent = config, ag
@@ -138,7 +150,7 @@ function P.create(inst, w)
   for i, c in ipairs(w.containers) do
     local cdir = dir .. "/" .. c.name
     local crec = {
-      name = c.name, runc_id = inst.id .. "_" .. c.name, dir = cdir, image = c.image,
+      name = c.name, runc_id = P.runc_id(inst.id, c.name), dir = cdir, image = c.image,
       digest = imgs[i].digest, log = cdir .. "/output.log", state = "preparing",
     }
     rec.containers[i] = crec
@@ -196,8 +208,9 @@ local function stop_container(inst, c)
     end
     if st.status == "running" then
       runc.kill(c.runc_id, "TERM")
-      if not r.exited:wait(cfg.stop_grace) then
-        log("warn", "container %s did not stop within %gs of SIGTERM: sending SIGKILL", c.runc_id, cfg.stop_grace)
+      local grace = inst.grace or cfg.stop_grace
+      if not r.exited:wait(grace) then
+        log("warn", "container %s did not stop within %gs of SIGTERM: sending SIGKILL", c.runc_id, grace)
         runc.kill(c.runc_id, "KILL")
         r.exited:wait(10)
       end
@@ -302,7 +315,6 @@ function P.restart(inst, name)
   return nil, "no container " .. name
 end
 
--- Boot: remove what instances that no longer exist left in the kernel (links, rules, netns).
 -- Boot: remove what instances that no longer exist left behind: runc containers whose bundle
 -- is under our instances dir, instance directories (overlays unmounted first), and their network.
 -- is_live(id) is asked at each decision, since instances may be created meanwhile.
@@ -338,6 +350,107 @@ function P.reconcile(live_ids, is_live)
   if not summary then log("error", "network reconcile: %s", tostring(err)) return nil, err end
   return true
 end
+
+-- A record is input too: before anything uses what it names, each container's name must be
+-- valid, its runc id the one P.runc_id gives (an older riklet's "<id>_<name>" is kept only when
+-- runc shows that container's bundle is this container's directory) and its directory where
+-- riklet puts it. A container entry with an invalid name is dropped (riklet never made it).
+function P.load(inst)
+  local keep = {}
+  for _, c in ipairs(inst.rec.containers or {}) do
+    if type(c) ~= "table" or type(c.name) ~= "string" or not fs.safe_name(c.name, 63) then
+      log("error", "instance %s: its record lists a container with an invalid name (%s): ignored", inst.id,
+        type(c) == "table" and tostring(c.name) or tostring(c))
+    else
+      local want = P.runc_id(inst.id, c.name)
+      local dir = cfg.paths.instances .. "/" .. inst.id .. "/" .. c.name
+      if c.runc_id ~= want then
+        local st = c.runc_id == inst.id .. "_" .. c.name and runc.state(c.runc_id)
+        if not (st and st.bundle == dir) then
+          log("error", "instance %s: its record names runc container %s for container %s; using %s", inst.id,
+            tostring(c.runc_id), c.name, want)
+          c.runc_id = want
+        end
+      end
+      if c.dir ~= dir then
+        if c.dir ~= nil then log("error", "instance %s: its record puts container %s in %s; using %s", inst.id, c.name, tostring(c.dir), dir) end
+        c.dir = dir
+      end
+      keep[#keep + 1] = c
+    end
+  end
+  inst.rec.containers = keep
+  if inst.rec.dir ~= nil and inst.rec.dir ~= cfg.paths.instances .. "/" .. inst.id then
+    log("error", "instance %s: its record names directory %s; using %s", inst.id, tostring(inst.rec.dir),
+      cfg.paths.instances .. "/" .. inst.id)
+    inst.rec.dir = cfg.paths.instances .. "/" .. inst.id
+  end
+end
+
+-- What an exit means for a Pod: FAILED as soon as one container fails (non-zero code, a signal,
+-- or an unknown code), TERMINATED once every container exited 0, else it keeps running. The
+-- container's record gets its exit; the lifecycle asks the restart policy before it acts.
+function P.on_exit(inst, msg)
+  local unit
+  for _, c in ipairs(inst.rec.containers or {}) do
+    if c.name == msg.container then unit = c end
+  end
+  if not unit then
+    log("warn", "instance %s: exit of unknown container %s ignored", inst.id, tostring(msg.container))
+    return "running"
+  end
+  unit.state, unit.exit_code, unit.exit_signal = "exited", msg.code, msg.signal
+  unit.finished_at = core.time()
+  unit.reason = msg.describe
+  if msg.code ~= 0 or msg.signal then
+    local n = unit.restart_count or 0
+    return "FAILED", ("container %s %s%s"):format(unit.name, tostring(msg.describe),
+      n > 0 and (" (after %d restart%s)"):format(n, n > 1 and "s" or "") or ""), unit
+  end
+  for _, c in ipairs(inst.rec.containers) do
+    if c.state ~= "exited" then return "running", nil, unit end
+  end
+  return "TERMINATED", "all containers exited with code 0", unit
+end
+
+-- Restart one container and count it.
+local function restart_counted(inst, name)
+  local ok, err = P.restart(inst, name)
+  if not ok then return nil, err end
+  for _, c in ipairs(inst.rec.containers) do
+    if c.name == name then
+      c.restart_count = (c.restart_count or 0) + 1
+      c.state, c.started_at, c.finished_at, c.reason = "running", core.time(), nil, ""
+      c.exit_code, c.exit_signal = nil, nil
+    end
+  end
+  save(inst)
+  return true
+end
+
+-- Seconds a lifecycle step may take: pulls are sequential, stops run in parallel.
+function P.timeout(step, inst)
+  local grace = inst.grace or cfg.stop_grace
+  if step == "create" then
+    local n = inst.workload and inst.workload.containers and #inst.workload.containers or 1
+    return (cfg.pull_timeout or 600) * n + 120
+  elseif step == "destroy" or step == "release" then
+    return grace + 180
+  end
+  return 120
+end
+
+P.driver = {
+  create = function(...) return P.create(...) end,
+  destroy = function(...) return P.destroy(...) end,
+  release = function(...) return P.release(...) end,
+  adopt = function(...) return P.adopt(...) end,
+  restart = restart_counted,
+  on_exit = function(...) return P.on_exit(...) end,
+  load = function(...) return P.load(...) end,
+  timeout = function(...) return P.timeout(...) end,
+  reconcile = function(...) return P.reconcile(...) end,
+}
 
 -- Paths of the logs of an instance (for `riklet logs`), from its record.
 function P.logs(rec)
