@@ -15,7 +15,7 @@ Usage:
   riklet [--master-ip HOST:PORT | --scheduler URL] [options]   node agent for a RIK scheduler
   riklet --standalone DIR [options]                              no cluster: DIR/*.json are the workloads
   riklet run FILE.json [options]        run one workload in the foreground; Ctrl-C destroys it
-  riklet ps [--json]                    instances on this node: state, age, reason
+  riklet ps [--json]                    instances on this node: state, restarts, age, reason
   riklet logs ID [--follow]             output of an instance's containers
   riklet cleanup                        destroy every instance and remove everything riklet owns
   riklet test FILE.lua                  run a Lua test script inside riklet with the real bindings
@@ -177,6 +177,23 @@ local function age(t)
   return ("%dd"):format(s / 86400)
 end
 
+-- Per-container state of a record for `ps --json`, and the instance's restarts in all.
+local function containers_of(r)
+  local out, restarts = json.array({}), 0
+  for _, c in ipairs(type(r.containers) == "table" and r.containers or {}) do
+    if type(c) == "table" then
+      restarts = restarts + (tonumber(c.restart_count) or 0)
+      -- a container that exited and was then removed from runc is shown as exited
+      local state = c.state
+      if state == "deleted" and (c.exit_code ~= nil or c.exit_signal ~= nil) then state = "exited" end
+      out[#out + 1] = { name = c.name, image = c.image, state = state, exit_code = c.exit_code,
+        signal = c.exit_signal, started_at = c.started_at, finished_at = c.finished_at,
+        restart_count = c.restart_count or 0, reason = c.reason }
+    end
+  end
+  return out, restarts
+end
+
 local function ps(cfg)
   local store = require "riklet.store"
   local paths = config.paths(cfg)
@@ -190,18 +207,21 @@ local function ps(cfg)
   if cfg.json then
     local out = json.array({})
     for _, r in ipairs(recs) do
+      local cs, restarts = containers_of(r)
       out[#out + 1] = { id = r.id, name = r.name, kind = r.kind, status = r.status, reason = r.reason,
-        created_at = r.created_at, ended_at = r.ended_at, source = r.source }
+        created_at = r.created_at, ended_at = r.ended_at, source = r.source, restarts = restarts,
+        restart_policy = r.restart_policy, containers = cs }
     end
     io.stdout:write(json.encode(out), "\n")
     return 0
   end
-  local fmt = "%-36s %-20s %-9s %-11s %-6s %s\n"
-  io.stdout:write(fmt:format("ID", "NAME", "KIND", "STATUS", "AGE", "REASON"))
+  local fmt = "%-36s %-20s %-9s %-11s %-8s %-6s %s\n"
+  io.stdout:write(fmt:format("ID", "NAME", "KIND", "STATUS", "RESTARTS", "AGE", "REASON"))
   for _, r in ipairs(recs) do
     local reason = (r.reason or ""):gsub("\n", " ")
     if #reason > 100 then reason = reason:sub(1, 97) .. "..." end
-    io.stdout:write(fmt:format(r.id, r.name or "-", r.kind or "-", r.status or "?", age(r.created_at), reason))
+    local _, restarts = containers_of(r)
+    io.stdout:write(fmt:format(r.id, r.name or "-", r.kind or "-", r.status or "?", restarts, age(r.created_at), reason))
   end
   for _, b in ipairs(bad or {}) do io.stderr:write("riklet: ", b, "\n") end
   return 0

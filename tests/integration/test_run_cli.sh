@@ -99,8 +99,10 @@ is "$(jq -r '.[0] | [.id, .name, .kind, .status] | join(" ")' <<<"$json")" "run-
 	"ps --json: id run-once, name, kind, status"
 ok "jq -e '.[0].created_at | type == \"number\"' <<<'$json' >/dev/null" "ps --json has created_at"
 table=$("$RIKLET" ps --state-dir "$STATE")
-like "$(head -n 1 <<<"$table")" '^ID +NAME +KIND +STATUS +AGE +REASON' "ps prints a table header"
-like "$(sed -n 2p <<<"$table")" '^run-once +once +Pod +TERMINATED +[0-9]+s ' "ps prints one row per instance"
+like "$(head -n 1 <<<"$table")" '^ID +NAME +KIND +STATUS +RESTARTS +AGE +REASON' "ps prints a table header"
+like "$(sed -n 2p <<<"$table")" '^run-once +once +Pod +TERMINATED +0 +[0-9]+s ' "ps prints one row per instance"
+is "$(jq -r '.[0].containers[0] | [.name, .state, .exit_code, .restart_count] | join(" ")' <<<"$json")" "main exited 0 0" \
+	"ps --json: the container's name, state, exit code and restart count"
 
 # A container that fails: riklet run exits non-zero and says why.
 pod "$TEST_TMP/fails.json" fails GREETING=run-fails EXIT_CODE=3
