@@ -146,7 +146,7 @@ local function step(inst, name, ...)
     log("error", "instance %s: the %s", inst.id, msg)
     return nil, msg
   end
-  if not r[1] then return nil, "riklet internal error in the " .. name .. " step: " .. tostring(r[2]) end
+  if not r[1] then return nil, "riklet internal error in the " .. name .. " step: " .. tostring(r[2]), true end
   if not r[2] then return nil, r[3] or ("the " .. name .. " step failed") end
   return r[2], r[3]
 end
@@ -305,12 +305,12 @@ local function adopt(inst)
       fail(inst, "cannot be re-adopted: " .. tostring(aerr))
       return
     end
-    local res, err = step(inst, "adopt")
+    local res, err, raised = step(inst, "adopt")
     if res then
       log("info", "instance %s re-adopted: %s", inst.id, res == true and "running" or tostring(res))
       L.notify(inst.id, "RUNNING", rec.reason)
     else
-      fail(inst, "lost while riklet was not running: " .. tostring(err))
+      fail(inst, (raised and "could not be re-adopted: " or "lost while riklet was not running: ") .. tostring(err))
     end
   elseif st == "DESTROYING" then
     -- a destroy (or a stop) was in progress when riklet stopped: finish it
@@ -329,7 +329,8 @@ local function adopt(inst)
 end
 
 local function destroy(inst)
-  if inst.rec.status ~= "TERMINATED" or not inst.released then L.transition(inst, "DESTROYING") end
+  local st = inst.rec.status
+  if st ~= "DESTROYING" and (st ~= "TERMINATED" or not inst.released) then L.transition(inst, "DESTROYING") end
   local ok, err = step(inst, "destroy")
   local done = inst.destroy_done
   inst.destroy_done = nil
