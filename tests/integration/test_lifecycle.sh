@@ -1,0 +1,142 @@
+# test_lifecycle.sh — restart policy, per-container state and grace periods with real Pods
+# (registry, skopeo, umoci, overlayfs, runc) through `riklet --standalone`:
+# - OnFailure with a container that exits 1: restart_count grows in `ps --json`, the restarts
+#   back off (1 s, 2 s, 4 s), the instance stays RUNNING; Always restarts a container that exits 0;
+#   Never (RIK's default) goes FAILED with the exit code;
+# - per-container exit code and state in `ps --json` for a two-container Pod;
+# - a Pod whose container traps SIGTERM and needs 4 s gets them with a grace period of 8 s (above
+#   --stop-grace 3), one with a grace period of 1 s is killed after 1 s; a destroy in progress
+#   when riklet is killed -9 is finished by the next riklet.
+source "$(dirname "$0")/../lib/registry.sh"
+source "$(dirname "$0")/../lib/mkimage.sh"
+source "$(dirname "$0")/../lib/riklet.sh"
+need_root
+need_cmd docker-registry umoci skopeo jq busybox runc
+rk_init
+
+# One image: exits with $EXIT_CODE when set, else idles; on SIGTERM it takes $TERM_DELAY seconds
+# (default 0) before exiting 0.
+CMD='["sh","-c","trap '"'sleep \${TERM_DELAY:-0}; exit 0'"' TERM; echo started; [ -z \"$EXIT_CODE\" ] || exit \"$EXIT_CODE\"; sleep 3600 & wait $!; sleep 3600 & wait $!"]'
+rk_registry_image "$CMD"
+
+# manifest FILE NAME SPEC_JSON CONTAINER[:K=V[,K=V...]]... — SPEC_JSON is merged into spec
+manifest() {
+	local file=$1 name=$2 spec=$3 cs='[]' c cname envs
+	shift 3
+	for c in "$@"; do
+		cname=${c%%:*}
+		envs=
+		[[ $c == *:* ]] && envs=${c#*:}
+		cs=$(jq -c --arg n "$cname" --arg img "$IMAGE" --arg envs "$envs" \
+			'. + [{name: $n, image: $img, ports: null,
+			       env: ($envs | if . == "" then null else split(",") | map(split("=") | {name: .[0], value: .[1]}) end)}]' <<<"$cs")
+	done
+	jq -n --arg name "$name" --argjson cs "$cs" --argjson spec "$spec" \
+		'{apiVersion: "v1", kind: "Pod", name: $name, replicas: null, spec: ({containers: $cs, function: null} + $spec)}' \
+		>"$MANIFESTS/$file.tmp" && mv "$MANIFESTS/$file.tmp" "$MANIFESTS/$file"
+}
+ctr() { rk_ps_json | jq -r --arg id "$1" --arg c "$2" ".[] | select(.id == \$id) | .containers[] | select(.name == \$c) | $3"; }
+restarts() { ctr "$1" main .restart_count; }
+restarts_at_least() { local n; n=$(restarts "$1"); [[ $n =~ ^[0-9]+$ ]] && ((n >= $2)); }
+now() { printf '%s\n' "${EPOCHREALTIME}"; }
+
+rk_start_standalone --insecure-registries "$REGISTRY" || bail_out "riklet did not start"
+
+# --- restart policies ------------------------------------------------------------------------
+manifest onfail.json onfail '{"restartPolicy": "OnFailure"}' main:EXIT_CODE=1
+manifest always.json always '{"restartPolicy": "Always"}' main:EXIT_CODE=0
+manifest never.json never '{}' main:EXIT_CODE=1
+manifest pair.json pair '{}' idle b:EXIT_CODE=3
+
+# onfail: note when restart_count changes, up to 3 restarts
+declare -a seen_at=()
+last=0
+deadline=$(($(date +%s) + 60))
+while ((${#seen_at[@]} < 3 && $(date +%s) < deadline)); do
+	n=$(restarts onfail)
+	if [[ $n =~ ^[0-9]+$ ]] && ((n > last)); then
+		for ((k = last; k < n; k++)); do seen_at+=("$(now)"); done
+		last=$n
+	fi
+	sleep 0.1
+done
+is "${#seen_at[@]}" 3 "OnFailure, a container exiting 1: restart_count reaches 3" ||
+	diag "ps: $(rk_ps_json | jq -c '.[] | select(.id == "onfail")')"
+if ((${#seen_at[@]} == 3)); then
+	gap1=$(awk -v a="${seen_at[0]}" -v b="${seen_at[1]}" 'BEGIN { printf "%.2f", b - a }')
+	gap2=$(awk -v a="${seen_at[1]}" -v b="${seen_at[2]}" 'BEGIN { printf "%.2f", b - a }')
+	ok "awk 'BEGIN { exit !($gap1 >= 1.5 && $gap1 < 4) }'" "the second restart comes ~2 s after the first ($gap1 s)"
+	ok "awk 'BEGIN { exit !($gap2 >= 3.5 && $gap2 < 7) }'" "the third ~4 s after the second ($gap2 s): the back-off doubles"
+else
+	fail "restart back-off not measured"
+	fail "restart back-off not measured"
+fi
+is "$(rk_status onfail)" RUNNING "OnFailure: the instance stays RUNNING while it restarts"
+like "$(rk_reason onfail)" 'container main (exited with code 1; restart [0-9]+ in [0-9.]+ s|restarted)' \
+	"its reported message says what happened: $(rk_reason onfail)"
+like "$(ctr onfail main .state)" '^(running|waiting)$' "ps --json: main is running or waiting to restart"
+like "$("$RIKLET" ps --state-dir "$STATE" | awk '$1 == "onfail" { print $5 }')" '^[1-9][0-9]*$' "riklet ps shows the restarts"
+
+ok "wait_for 20 restarts_at_least always 2" "Always, a container exiting 0: restarted (restart_count >= 2)"
+is "$(rk_status always)" RUNNING "Always: the instance stays RUNNING"
+
+rk_wait_status 60 never FAILED
+is "$(rk_status never)" FAILED "Never (the default): a container exiting 1 makes the instance FAILED"
+is "$(rk_reason never)" "container main exited with code 1" "with the exit code in the reason"
+is "$(restarts never)" 0 "and no restart"
+is "$(ctr never main '[.state, .exit_code] | join(" ")')" "exited 1" "ps --json: main exited with code 1"
+like "$(ctr never main .finished_at)" '^[0-9]+' "ps --json: main has a finished_at"
+
+rk_wait_status 60 pair FAILED
+is "$(rk_reason pair)" "container b exited with code 3" "two containers, b exits 3: FAILED naming b"
+is "$(ctr pair b '[.state, .exit_code] | join(" ")')" "exited 3" "ps --json: b exited with code 3"
+is "$(ctr pair idle .exit_code)" null "ps --json: idle, stopped by riklet, has no exit code of its own"
+like "$(ctr pair idle .started_at)" '^[0-9]+' "ps --json: idle has a started_at"
+
+rm -f -- "$MANIFESTS"/{onfail,always,never,pair}.json
+for id in onfail always never pair; do
+	rk_wait_status 30 "$id" TERMINATED
+	ok "rk_nothing_left $id" "$id removed: TERMINATED, nothing left"
+done
+
+# --- grace periods ---------------------------------------------------------------------------
+# RK_OPTS has --stop-grace 3. patient needs 4 s after SIGTERM and has 8; hasty needs 30 and has 1.
+manifest patient.json patient '{"terminationGracePeriodSeconds": 8}' main:TERM_DELAY=4
+manifest hasty.json hasty '{"terminationGracePeriodSeconds": 1}' main:TERM_DELAY=30
+rk_wait_status 60 patient RUNNING
+rk_wait_status 60 hasty RUNNING
+t0=$(now)
+rm -- "$MANIFESTS/patient.json"
+rk_wait_status 30 patient TERMINATED
+t_patient=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')
+ok "awk 'BEGIN { exit !($t_patient >= 3.8 && $t_patient < 7.5) }'" \
+	"a grace period of 8 s (above --stop-grace 3): the container gets the 4 s it needs ($t_patient s)"
+nok "grep -q 'container patient_main did not stop within' '$RK_LOG'" "and is not killed"
+t0=$(now)
+rm -- "$MANIFESTS/hasty.json"
+rk_wait_status 30 hasty TERMINATED
+t_hasty=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')
+ok "awk 'BEGIN { exit !($t_hasty < 2.9) }'" "a grace period of 1 s: killed after it, before --stop-grace 3 ($t_hasty s)"
+ok "grep -q 'container hasty_main did not stop within 1s' '$RK_LOG'" "the log says it was killed after 1 s"
+ok "rk_nothing_left patient && rk_nothing_left hasty" "nothing left of either"
+
+# A destroy in progress (waiting for the container's grace period) when riklet is killed -9:
+# the next riklet finishes it.
+manifest slow.json slow '{"terminationGracePeriodSeconds": 20}' main:TERM_DELAY=6
+rk_wait_status 60 slow RUNNING
+rm -- "$MANIFESTS/slow.json"
+rk_wait_status 10 slow DESTROYING
+is "$(rk_status slow)" DESTROYING "slow is DESTROYING (its container takes 6 s after SIGTERM)"
+sleep 1
+rk_stop KILL
+is "$(rk_status slow)" DESTROYING "riklet killed -9 during the stop: the record says DESTROYING"
+rk_start_standalone --insecure-registries "$REGISTRY" || bail_out "riklet did not restart"
+rk_wait_status 30 slow TERMINATED
+is "$(rk_status slow)" TERMINATED "the next riklet finishes the destroy"
+ok "rk_nothing_left slow" "and nothing of it is left"
+
+is "$(rk_runc_ids)" "" "no runc container is left in riklet's runc root"
+rk_stop TERM
+nok "grep -E 'stack traceback|attempt to|BUG:' '$RK_LOG'" "no Lua error and no refused transition in riklet's log"
+
+done_testing
