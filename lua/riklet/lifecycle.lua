@@ -16,7 +16,8 @@
 --   on_exit(inst, msg) -> "running" | "TERMINATED" | "FAILED", reason, unit
 --                       what an exit means for this kind (msg = {container=, code=, signal=,
 --                       describe=}); unit = the exited unit's record (restart_count, attempt,
---                       started_at, finished_at, state, reason), for the restart policy
+--                       started_at, finished_at, restart_at, state, reason), for the restart
+--                       policy; a unit waiting to restart has state "waiting" and restart_at
 --   optional: load(inst) (check what the record names before anything uses it),
 --             timeout(step, inst) -> seconds (bound of a step), reconcile(live_ids, is_live)
 -- The lifecycle knows no kind and looks inside no unit list.
@@ -198,7 +199,7 @@ local function on_exit(inst, msg)
     if not d then return fail(inst, "restart policy: " .. tostring(err)) end
     if d.action == "restart" then
       unit.attempt = (unit.attempt or 0) + 1
-      unit.state = "waiting"
+      unit.state, unit.restart_at = "waiting", core.time() + d.delay
       unit.reason = ("%s; restarting in %g s"):format(tostring(msg.describe), d.delay)
       log("info", "instance %s: container %s %s: restarting it in %g s (restart %d)", inst.id,
         tostring(msg.container), tostring(msg.describe), d.delay, (unit.restart_count or 0) + 1)

@@ -421,11 +421,35 @@ local function restart_counted(inst, name)
     if c.name == name then
       c.restart_count = (c.restart_count or 0) + 1
       c.state, c.started_at, c.finished_at, c.reason = "running", core.time(), nil, ""
-      c.exit_code, c.exit_signal = nil, nil
+      c.exit_code, c.exit_signal, c.restart_at = nil, nil, nil
     end
   end
   save(inst)
   return true
+end
+
+-- Adopt, and give containers that were waiting to be restarted when riklet stopped their restart
+-- (when it was due; at once if overdue).
+local function adopt_with_restarts(inst)
+  local waiting = {}
+  for _, c in ipairs(inst.rec.containers or {}) do
+    if c.state == "waiting" then
+      c.state = "exited" -- what P.adopt expects of a container that is not running
+      waiting[#waiting + 1] = c
+    end
+  end
+  local res, err = P.adopt(inst)
+  for _, c in ipairs(waiting) do c.state = "waiting" end
+  if not res then return nil, err end
+  for _, c in ipairs(waiting) do
+    local delay = math.max(0, (tonumber(c.restart_at) or 0) - core.time())
+    log("info", "instance %s: container %s was waiting to be restarted: restarting it in %.1f s", inst.id, c.name, delay)
+    task.spawn(function()
+      task.sleep(delay)
+      agent.post(inst.id, { type = "restart", unit = c.name })
+    end)
+  end
+  return res
 end
 
 -- Seconds a lifecycle step may take: pulls are sequential, stops run in parallel.
@@ -444,7 +468,7 @@ P.driver = {
   create = function(...) return P.create(...) end,
   destroy = function(...) return P.destroy(...) end,
   release = function(...) return P.release(...) end,
-  adopt = function(...) return P.adopt(...) end,
+  adopt = adopt_with_restarts,
   restart = restart_counted,
   on_exit = function(...) return P.on_exit(...) end,
   load = function(...) return P.load(...) end,

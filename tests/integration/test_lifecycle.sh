@@ -40,6 +40,18 @@ restarts() { ctr "$1" main .restart_count; }
 restarts_at_least() { local n; n=$(restarts "$1"); [[ $n =~ ^[0-9]+$ ]] && ((n >= $2)); }
 now() { printf '%s\n' "${EPOCHREALTIME}"; }
 
+# An operator restart policy over the default: crashloop restarts 4 s after each exit.
+POLICIES=$TEST_TMP/policies
+mkdir -p "$POLICIES"
+cat >"$POLICIES/restart.lua" <<'EOF'
+return { decide = function(w, exit)
+  local d = base.decide(w, exit)
+  if w.name == "crashloop" and d.action == "restart" then d.delay = 4 end
+  return d
+end }
+EOF
+RK_OPTS+=(--policy-dir "$POLICIES")
+
 rk_start_standalone --insecure-registries "$REGISTRY" || bail_out "riklet did not start"
 
 # --- restart policies ------------------------------------------------------------------------
@@ -120,20 +132,30 @@ ok "awk 'BEGIN { exit !($t_hasty < 2.9) }'" "a grace period of 1 s: killed after
 ok "grep -q 'container hasty_main did not stop within 1s' '$RK_LOG'" "the log says it was killed after 1 s"
 ok "rk_nothing_left patient && rk_nothing_left hasty" "nothing left of either"
 
-# A destroy in progress (waiting for the container's grace period) when riklet is killed -9:
-# the next riklet finishes it.
+# A destroy in progress (waiting for the container's grace period) and a restart waiting for its
+# back-off when riklet is killed -9: the next riklet finishes the one and does the other.
+manifest crashloop.json crashloop '{"restartPolicy": "OnFailure"}' main:EXIT_CODE=1
+ok "wait_for 30 restarts_at_least crashloop 1" "crashloop (OnFailure, an operator policy: 4 s between restarts) restarts"
 manifest slow.json slow '{"terminationGracePeriodSeconds": 20}' main:TERM_DELAY=6
 rk_wait_status 60 slow RUNNING
 rm -- "$MANIFESTS/slow.json"
 rk_wait_status 10 slow DESTROYING
 is "$(rk_status slow)" DESTROYING "slow is DESTROYING (its container takes 6 s after SIGTERM)"
-sleep 1
+waiting() { [[ $(ctr crashloop main .state) == waiting ]]; }
+ok "wait_for 10 waiting" "crashloop is waiting to be restarted"
+before=$(restarts crashloop)
 rk_stop KILL
 is "$(rk_status slow)" DESTROYING "riklet killed -9 during the stop: the record says DESTROYING"
 rk_start_standalone --insecure-registries "$REGISTRY" || bail_out "riklet did not restart"
 rk_wait_status 30 slow TERMINATED
 is "$(rk_status slow)" TERMINATED "the next riklet finishes the destroy"
 ok "rk_nothing_left slow" "and nothing of it is left"
+ok "wait_for 15 restarts_at_least crashloop $((before + 1))" \
+	"the restart crashloop was waiting for when riklet was killed is done by the next riklet (restart_count was $before)"
+is "$(rk_status crashloop)" RUNNING "crashloop is RUNNING"
+rm -- "$MANIFESTS/crashloop.json"
+rk_wait_status 30 crashloop TERMINATED
+ok "rk_nothing_left crashloop" "crashloop removed: nothing left"
 
 is "$(rk_runc_ids)" "" "no runc container is left in riklet's runc root"
 rk_stop TERM
