@@ -282,7 +282,17 @@ end
 
 local function adopt(inst)
   local rec = inst.rec
-  local w, aerr = admit(rec.definition)
+  -- validated again (a record is input too); a running workload is not stopped because the
+  -- admission policy changed since it was admitted: it keeps running as it is, with a warning
+  local w, aerr = workload.from_rik(rec.definition)
+  if w then
+    local admitted, perr = workload.admit(w)
+    if admitted then w = admitted
+    elseif not L.ENDED[rec.status] and not rec.destroyed then
+      log("warn", "instance %s: the admission policy now refuses it (%s); it keeps running as it was admitted "
+        .. "(destroy it to apply the policy)", inst.id, tostring(perr))
+    end
+  end
   inst.driver = drivers[w and w.kind or rec.kind or "Pod"]
   bind(inst, w)
   local st = rec.status

@@ -71,6 +71,12 @@ assert(store.save(rec("adopt-raises", "raise-adopt", "RUNNING")))
 assert(store.save(rec("was-destroying", "ok", "DESTROYING")))
 assert(store.save(rec("was-releasing", "ok", "FAILED", { released = false })))
 assert(store.save(rec("was-running", "ok", "RUNNING")))
+assert(store.save(rec("policy-changed", "refused-now", "RUNNING")))
+-- an admission policy that refuses what was admitted before riklet restarted
+assert(fs.mkdir_p(dir .. "/policies", "0700"))
+assert(fs.write_atomic(dir .. "/policies/admission.lua", [[
+return { admit = function(w) if w.name == "refused-now" then return nil, "refused-now is not welcome" end return w end }
+]]))
 
 local seen = {}
 agent.subscribe(function(id, status, msg)
@@ -86,7 +92,7 @@ local function status(id) local v = agent.get(id) return v and v.status end
 local function last_msg(id) local s = seen[id] return s and s[#s].msg or "" end
 
 local cfg = { paths = { records = dir .. "/records" }, keep_records = 100, stop_grace = 1, pull_timeout = 5,
-  max_instances = 8 }
+  max_instances = 8, policy_dir = dir .. "/policies" }
 assert(agent.init(cfg))
 
 -- ---- adoption ---------------------------------------------------------------------------------
@@ -101,6 +107,10 @@ T.is(calls.release["was-releasing"], 1, "an ended instance whose release was int
 T.is(store.load("was-releasing").released, true, "and stored as released")
 T.is(status("was-running"), "RUNNING", "a RUNNING record whose adoption works stays RUNNING")
 T.is(statuses("was-running"), "RUNNING", "and is reported RUNNING with no transition")
+T.is(status("policy-changed"), "RUNNING", "a running instance the admission policy now refuses keeps running")
+agent.create("policy-new", pod("refused-now"), "test")
+T.wait_for(5, function() return status("policy-new") == "FAILED" end)
+T.is(last_msg("policy-new"), "refused-now is not welcome", "while a new one is refused with the policy's reason")
 
 -- the mailbox of the instance whose adoption raised still serves a destroy
 agent.destroy("adopt-raises")

@@ -178,6 +178,8 @@ fs.rm_rf(dir)
 local agent = require "riklet.agent"
 T.ok(not agent.valid_id("abc\0/../x"), "an instance id with a NUL is not valid")
 T.ok(not fs.safe_name("abc\0/../x"), "fs.safe_name refuses a NUL")
+local deep_ok, deep_err = json.decode(("["):rep(10000) .. ("]"):rep(10000))
+T.ok(deep_ok == nil and deep_err:find("nested deeper than 200 levels"), "json.decode of 10,000-deep JSON with the default depth: " .. tostring(deep_err))
 local ok_nul, nul_err = json.encode({ a = "x\0y" })
 T.ok(ok_nul == nil and nul_err:find("NUL"), "json.encode refuses a string with a NUL: " .. tostring(nul_err))
 
