@@ -8,7 +8,7 @@
 --                            a destroy cancels it)
 --   agent.destroy(id)                                              (returns at once)
 --   agent.wait_gone(id[, timeout]) -> true | nil, err              (waits for a destroy to end;
---                            always bounded: default the instance's grace period + 2 minutes)
+--                            always bounded: default the driver's destroy deadline + 30 s)
 --   agent.subscribe(fn)      fn(id, status, message) on every transition and restart
 --   agent.list() -> { {id=, name=, status=, message=, source=, definition=, containers=}, ... }
 --   agent.get(id) -> the same for one instance, or nil
@@ -229,7 +229,7 @@ end
 function agent.wait_gone(id, timeout)
   local inst = instances[id]
   if not inst or inst.gone.is_set then return true end
-  timeout = timeout or (inst.grace or cfg.stop_grace or 10) + 120
+  timeout = timeout or lifecycle.deadline(inst, "destroy") + 30
   local deadline = core.now() + timeout
   while not inst.gone.is_set do
     local left = deadline - core.now()

@@ -118,6 +118,7 @@ function L.report(inst, message)
 end
 
 -- Seconds a driver step may take before the lifecycle gives up waiting for it.
+-- L.deadline(inst, step) -> seconds
 local function deadline(inst, step)
   local d = inst.driver
   if d and d.timeout then
@@ -127,6 +128,8 @@ local function deadline(inst, step)
   if step == "create" then return (cfg.pull_timeout or 600) + 300 end
   return (inst.grace or cfg.stop_grace or 10) + 120
 end
+
+L.deadline = deadline
 
 -- Run driver step `step` with a deadline. -> result | nil, err. A step that raises returns
 -- nil, traceback; one that overruns returns nil, "did not finish" (it may still finish later: a
