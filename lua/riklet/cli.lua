@@ -161,7 +161,7 @@ local function run_one(cfg, file)
   pump()
   local final = ended.value
   if not interrupted then agent.destroy(id) end
-  agent.wait_gone(id, cfg.stop_grace + 30)
+  agent.wait_gone(id) -- bounded by the driver's destroy deadline (the workload's grace period + 3 min)
   pump()
   for _, r in pairs(readers) do r:close() end
   return final == "TERMINATED" and not interrupted and 0 or (interrupted and 130 or 1)
