@@ -315,6 +315,7 @@ function P.restart(inst, name)
   return nil, "no container " .. name
 end
 
+-- Boot: remove what instances that no longer exist left in the kernel (links, rules, netns).
 -- Boot: remove what instances that no longer exist left behind: runc containers whose bundle
 -- is under our instances dir, instance directories (overlays unmounted first), and their network.
 -- is_live(id) is asked at each decision, since instances may be created meanwhile.
