@@ -2,8 +2,8 @@
 --
 -- admit(w, ctx) -> workload | nil, reason
 --   w   : the workload definition, decoded from JSON (RIK format; null is ctx.null)
---   ctx : { null = <json null>, parse_image = function(ref) -> {registry, repository, tag,
---           digest, source, normalized} | nil, err, kinds = { Pod = true, ... } }
+--   ctx : { null = <json null> }   (plain data only: the policy runs in riklet's sandbox; the
+--           agent parses each container's image reference after admission)
 -- Every rejection names the field and says why. The returned workload is normalized:
 --   { kind, name, replicas, containers = { { name, image, env = { {name=, value=} }, ports } },
 --     ["function"] = <spec.function> }
@@ -115,13 +115,11 @@ function A.admit(w, ctx)
     if type(c.image) ~= "string" or c.image == "" then
       return nil, where .. ".image is missing: give an image reference like alpine:latest"
     end
-    local ref, err = ctx.parse_image(c.image)
-    if not ref then return nil, ("%s.image %s: %s"):format(where, describe(c.image), err) end
     local env, eerr = check_env(c.env, where .. ".env", ctx)
     if not env then return nil, eerr end
     local ports, perr = check_ports(c.ports, where .. ".ports", ctx)
     if perr then return nil, perr end
-    out.containers[i] = { name = c.name, image = c.image, image_ref = ref, env = env, ports = ports }
+    out.containers[i] = { name = c.name, image = c.image, env = env, ports = ports }
   end
   return out
 end

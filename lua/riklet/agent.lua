@@ -78,17 +78,19 @@ local function decode_and_admit(definition)
   if #definition > 1024 * 1024 then return nil, "the workload definition is larger than 1 MiB" end
   local w, err = json.decode(definition)
   if w == nil then return nil, "the workload definition is not valid JSON: " .. err end
-  local image = require "riklet.image"
-  local ctx = {
-    null = json.null,
-    parse_image = function(ref)
-      local r, perr = image.parse_ref(ref)
-      if not r then return nil, perr end
-      return r
-    end,
-  }
-  local admitted, reason = policy.call("admission", "admit", w, ctx)
+  local admitted, reason = policy.call("admission", "admit", w, { null = json.null })
   if not admitted then return nil, reason or "rejected by the admission policy" end
+  -- image references are parsed here: only plain data crosses into the policy sandbox
+  local image = require "riklet.image"
+  for i, c in ipairs(type(admitted.containers) == "table" and admitted.containers or {}) do
+    local ref, perr
+    if type(c) == "table" and type(c.image) == "string" then ref, perr = image.parse_ref(c.image) end
+    if not ref then
+      return nil, ("spec.containers[%d].image %s: %s"):format(i, type(c) == "table" and ("%q"):format(tostring(c.image)) or "?",
+        perr or "the admission policy returned no image reference")
+    end
+    c.image_ref = ref
+  end
   return admitted
 end
 
