@@ -26,6 +26,7 @@
  *       raised, or returned something that cannot cross). err has the policy's traceback.
  *   box:memory() -> bytes held by this state; box:close() (idempotent, also on __gc)
  *   sandbox.memory() -> bytes held by all sandbox states together */
+#include <ctype.h>
 #include <luajit.h>
 #include <math.h>
 #include <stdarg.h>
@@ -42,6 +43,7 @@
 #define MAX_RESULTS 16
 #define PATTERN_STEPS 2e7	   /* worst-case matcher steps of one pattern call (~0.2 s) */
 #define SORT_MAX 100000		   /* elements table.sort accepts */
+#define MAX_PCALL_DEPTH 100	   /* nesting of pcall, xpcall and coroutine.resume */
 #define HANDLER_RESERVE (1u << 20) /* extra bytes the error handler may use to write a traceback */
 
 static size_t g_total; /* bytes held by every sandbox state */
@@ -55,7 +57,7 @@ struct box {
 	long long budget, counted;
 	uint64_t deadline_ms, window_ms;
 	const char *tripped; /* "memory", "instructions", "deadline" or NULL */
-	int in_handler, phase, missing, dead;
+	int in_handler, phase, missing, dead, pdepth;
 	void *null;
 	int handler_ref, docall_ref, doload_ref, env_ref;
 };
@@ -130,6 +132,7 @@ static void arm(struct box *b)
 	b->counted = 0;
 	b->tripped = NULL;
 	b->in_handler = 0;
+	b->pdepth = 0;
 	b->missing = 0;
 	b->deadline_ms = rk_now_ms() + b->window_ms;
 }
@@ -151,58 +154,150 @@ static size_t class_end(const char *p, size_t pl, size_t i)
 	return i + 1;
 }
 
-/* log of an upper bound of the steps Lua's backtracking matcher takes for pattern p on a subject of
- * n bytes: each quantified item (* + -), %b and back-reference picks one of n positions, in order,
- * so at most C(n + k, k) combinations (k of them, plus one for the start position when the pattern
- * is not anchored), times 2 per `?`. */
-static double pattern_log_steps(const char *p, size_t pl, size_t n, int anchorable)
+/* Does %x match byte c (as Lua's match_class)? -1: a class letter this check does not know. */
+static int class_byte(int x, int c)
+{
+	int r;
+	switch (tolower(x)) {
+	case 'a':
+		r = isalpha(c);
+		break;
+	case 'c':
+		r = iscntrl(c);
+		break;
+	case 'd':
+		r = isdigit(c);
+		break;
+	case 'l':
+		r = islower(c);
+		break;
+	case 'p':
+		r = ispunct(c);
+		break;
+	case 's':
+		r = isspace(c);
+		break;
+	case 'u':
+		r = isupper(c);
+		break;
+	case 'w':
+		r = isalnum(c);
+		break;
+	case 'x':
+		r = isxdigit(c);
+		break;
+	case 'z':
+		r = c == 0;
+		break;
+	default:
+		return isalpha(x) ? -1 : x == c;
+	}
+	return isupper(x) ? !r : r != 0;
+}
+
+/* The bytes the single-character item at p[i] matches (in[c] = 1), as Lua's singlematch, or all
+ * of them when unsure; returns the index after the item. */
+static size_t item_set(const char *p, size_t pl, size_t i, unsigned char in[256])
+{
+	const unsigned char *u = (const unsigned char *)p;
+	size_t e = i + 1;
+	int unsure = 0;
+	for (int c = 0; c < 256; c++) {
+		int m = 0;
+		if (p[i] == '.') {
+			m = 1;
+		} else if (p[i] == '%' && i + 1 < pl) {
+			e = i + 2;
+			m = class_byte(u[i + 1], c);
+		} else if (p[i] == '[') {
+			e = class_end(p, pl, i);
+			size_t ec = e - 1, j = i + 1;
+			int neg = j < pl && p[j] == '^';
+			if (e > pl || p[e - 1] != ']') { /* malformed: the library raises */
+				unsure = 1;
+				break;
+			}
+			for (j += (size_t)neg; j < ec; j++) {
+				if (p[j] == '%' && j + 1 < ec) {
+					int r = class_byte(u[++j], c);
+					unsure |= r < 0;
+					m |= r > 0;
+				} else if (p[j + 1] == '-' && j + 2 < ec) {
+					m |= u[j] <= c && c <= u[j + 2];
+					j += 2;
+				} else {
+					m |= u[j] == c;
+				}
+			}
+			m = neg ? !m : m;
+		} else {
+			m = u[i] == c;
+		}
+		unsure |= m < 0;
+		in[c] = m > 0;
+	}
+	if (unsure)
+		memset(in, 1, 256);
+	return e;
+}
+
+static size_t longest_run(const unsigned char *s, size_t n, const unsigned char in[256])
+{
+	size_t best = 0, cur = 0;
+	for (size_t i = 0; i < n; i++) {
+		cur = in[s[i]] ? cur + 1 : 0;
+		if (cur > best)
+			best = cur;
+	}
+	return best;
+}
+
+/* log of an upper bound of the steps Lua's backtracking matcher takes for pattern p on subject s:
+ * a quantified item (* + -) tries at most (longest run of subject bytes it matches + 1) lengths, a
+ * start position, %b or back-reference at most n + 1; these choices are ordered positions in the
+ * subject, so also at most C(n + k, k) together; times 2 per `?`, times the pattern length. */
+static double pattern_log_steps(const char *p, size_t pl, const char *s, size_t n, int anchorable)
 {
 	int k = 0, opt = 0;
+	double logn = log((double)n + 1), prod = 0;
 	size_t i = 0;
-	if (anchorable && pl > 0 && p[0] == '^')
+	if (anchorable && pl > 0 && p[0] == '^') {
 		i = 1;
-	else
+	} else {
 		k++;
+		prod += logn;
+	}
 	while (i < pl) {
-		int item = 1;
-		if (p[i] == '%' && i + 1 < pl) {
-			char d = p[i + 1];
-			if (d == 'b') {
-				k++;
-				i += 4;
-				item = 0;
-			} else if (d == 'f') {
-				i += 2;
-				if (i < pl && p[i] == '[')
-					i = class_end(p, pl, i);
-				item = 0;
-			} else if (d >= '0' && d <= '9') {
-				k++;
-				i += 2;
-				item = 0;
-			} else {
-				i += 2;
-			}
-		} else if (p[i] == '[') {
-			i = class_end(p, pl, i);
-		} else if (p[i] == '(' || p[i] == ')') {
+		if (p[i] == '(' || p[i] == ')' || (p[i] == '$' && i + 1 == pl)) {
 			i++;
-			item = 0;
-		} else {
-			i++;
+			continue;
 		}
-		if (item && i < pl) {
-			if (p[i] == '*' || p[i] == '+' || p[i] == '-') {
-				k++;
-				i++;
-			} else if (p[i] == '?') {
-				opt++;
-				i++;
-			}
+		if (p[i] == '%' && i + 1 < pl && (p[i + 1] == 'b' || isdigit((unsigned char)p[i + 1]))) {
+			k++;
+			prod += logn;
+			i += p[i + 1] == 'b' ? 4 : 2;
+			continue;
+		}
+		if (p[i] == '%' && i + 1 < pl && p[i + 1] == 'f') {
+			i += 2;
+			if (i < pl && p[i] == '[')
+				i = class_end(p, pl, i);
+			continue;
+		}
+		unsigned char in[256];
+		i = item_set(p, pl, i, in);
+		if (i < pl && (p[i] == '*' || p[i] == '+' || p[i] == '-')) {
+			k++;
+			prod += log((double)longest_run((const unsigned char *)s, n, in) + 1);
+			i++;
+		} else if (i < pl && p[i] == '?') {
+			opt++;
+			i++;
 		}
 	}
 	double nn = (double)n + 1;
-	return lgamma(nn + k) - lgamma(nn) - lgamma((double)k + 1) + opt * log(2.0) + log((double)pl + 1);
+	double comb = lgamma(nn + k) - lgamma(nn) - lgamma((double)k + 1);
+	return fmin(comb, prod) + opt * log(2.0) + log((double)pl + 1);
 }
 
 /* string.find/match/gmatch/gsub: the library's own function (upvalue 1) after the bound check.
@@ -212,10 +307,10 @@ static int bounded_pattern(lua_State *S)
 	size_t n, pl;
 	const char *p;
 	int how = (int)lua_tointeger(S, lua_upvalueindex(2));
-	luaL_checklstring(S, 1, &n);
+	const char *subject = luaL_checklstring(S, 1, &n);
 	p = luaL_checklstring(S, 2, &pl);
 	int plain = how == 1 && lua_toboolean(S, 4);
-	if (!plain && pattern_log_steps(p, pl, n, how != 3) > log(PATTERN_STEPS))
+	if (!plain && pattern_log_steps(p, pl, subject, n, how != 3) > log(PATTERN_STEPS))
 		return luaL_error(S,
 				  "pattern \"%.40s\" on a subject of %d bytes could backtrack for too long (over %.0e "
 				  "steps): use a simpler pattern, a plain find, or check the length first",
@@ -236,6 +331,63 @@ static int bounded_sort(lua_State *S)
 	lua_insert(S, 1);
 	lua_call(S, lua_gettop(S) - 1, 0);
 	return 0;
+}
+
+/* pcall, xpcall and coroutine.resume catch errors: these versions look at the limits before and
+ * after, and once one is hit they raise again instead of returning, so no pcall level can carry
+ * on (the hook alone cannot ensure that: near the top of the Lua stack LuaJIT cannot call it). They
+ * also bound how deep protected calls nest (each is a C frame). */
+static void check_limits(lua_State *S, struct box *b)
+{
+	if (!b->tripped && rk_now_ms() > b->deadline_ms)
+		b->tripped = "deadline";
+	if (b->tripped) {
+		char buf[160];
+		lua_sethook(S, box_hook, LUA_MASKCOUNT, 1);
+		luaL_error(S, "%s", trip_message(b, buf, sizeof buf));
+	}
+}
+
+static int protected_call(lua_State *S, int nargs, int errfunc)
+{
+	struct box *b = box_of(S);
+	check_limits(S, b);
+	if (b->pdepth >= MAX_PCALL_DEPTH)
+		luaL_error(S, "protected calls nested deeper than %d", MAX_PCALL_DEPTH);
+	b->pdepth++;
+	int rc = lua_pcall(S, nargs, LUA_MULTRET, errfunc);
+	b->pdepth--;
+	check_limits(S, b);
+	return rc;
+}
+
+static int bounded_pcall(lua_State *S)
+{
+	luaL_checkany(S, 1);
+	int rc = protected_call(S, lua_gettop(S) - 1, 0);
+	lua_pushboolean(S, rc == 0);
+	lua_insert(S, 1);
+	return lua_gettop(S);
+}
+
+static int bounded_xpcall(lua_State *S)
+{
+	luaL_checkany(S, 2);
+	lua_settop(S, 2);
+	lua_insert(S, 1); /* handler, f */
+	int rc = protected_call(S, 0, 1);
+	lua_pushboolean(S, rc == 0);
+	lua_replace(S, 1);
+	return lua_gettop(S);
+}
+
+static int bounded_resume(lua_State *S)
+{
+	lua_pushvalue(S, lua_upvalueindex(1));
+	lua_insert(S, 1);
+	if (protected_call(S, lua_gettop(S) - 1, 0)) /* misuse (not a coroutine): raise as resume would */
+		return lua_error(S);
+	return lua_gettop(S);
 }
 
 static void wrap(lua_State *S, const char *lib, const char *name, lua_CFunction f, int how)
@@ -628,6 +780,9 @@ static int init_state(lua_State *S)
 	wrap(S, "string", "gsub", bounded_pattern, 2);
 	wrap(S, "string", "gmatch", bounded_pattern, 3);
 	wrap(S, "table", "sort", bounded_sort, 0);
+	wrap(S, "coroutine", "resume", bounded_resume, 0);
+	lua_register(S, "pcall", bounded_pcall);
+	lua_register(S, "xpcall", bounded_xpcall);
 	lua_pushlightuserdata(S, (void *)&MODULES_KEY);
 	lua_newtable(S);
 	lua_rawset(S, LUA_REGISTRYINDEX);
