@@ -9,8 +9,8 @@
 -- in --policy-dir replaces the default of the same name and sees that default as the global
 -- `base` (in the same sandbox), to wrap it.
 --   policy.call(name, fn, ...) -> the function's results | nil, "policy NAME.FN failed: <message
---     + traceback>"; it never raises. A call that hit a limit fails; its sandbox is recreated
---     from the same sources for the next call.
+--     + traceback>"; it never raises. After a call that raised or hit a limit, the policy's
+--     sandbox is discarded and rebuilt from the same sources for the next call.
 --   policy.reload([dir]) -> loaded, failed   re-read every loaded policy (SIGHUP), from dir over
 --     the defaults when dir is given (false: the defaults only); a policy that no longer loads
 --     keeps its previous version, and the log says why.
@@ -69,6 +69,10 @@ local function build(chain)
   local box, err = sandbox.new(M.LIMITS)
   if not box then return nil, err end
   for i, src in ipairs(chain) do
+    if src.text:sub(1, 1) == "\27" then
+      box:close()
+      return nil, ("policy %s does not compile: it is LuaJIT bytecode; riklet loads policies only as source text"):format(src.path)
+    end
     local ok, lerr, kind = box:load(tostring(i), src.text, "@" .. src.path, i > 1 and tostring(i - 1) or nil)
     if not ok then
       box:close()
@@ -120,11 +124,14 @@ function M.call(name, fname, ...)
   if r[2] then return unpack(r, 3, r.n) end
   local msg, kind = r[3], r[4]
   if kind == "missing" then return nil, ("policy %s has no function '%s'"):format(name, tostring(fname)) end
-  if kind == "limit" then
+  if kind == "limit" or kind == "error" then
+    -- what failed may have left the policy's state half-changed or its memory held: start afresh
     box:close()
     if e.box == box then e.box = nil end
-    log("warn", "policy %s.%s was stopped: %s; its sandbox is discarded and rebuilt for the next call",
-      name, tostring(fname), msg:match("[^\n]*"))
+    if kind == "limit" then
+      log("warn", "policy %s.%s was stopped: %s; its sandbox is discarded and rebuilt for the next call",
+        name, tostring(fname), msg:match("[^\n]*"))
+    end
   end
   return nil, ("policy %s.%s failed: %s"):format(name, tostring(fname), msg)
 end
