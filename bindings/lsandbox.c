@@ -43,7 +43,7 @@
 #define MAX_RESULTS 16
 #define PATTERN_STEPS 2e7	   /* worst-case matcher steps of one pattern call (~0.2 s) */
 #define SORT_MAX 100000		   /* elements table.sort accepts */
-#define MAX_PCALL_DEPTH 100	   /* nesting of pcall, xpcall and coroutine.resume */
+#define MAX_CALL_DEPTH 100	   /* nesting of library functions calling back into the policy */
 #define HANDLER_RESERVE (1u << 20) /* extra bytes the error handler may use to write a traceback */
 
 static size_t g_total; /* bytes held by every sandbox state */
@@ -57,7 +57,7 @@ struct box {
 	long long budget, counted;
 	uint64_t deadline_ms, window_ms;
 	const char *tripped; /* "memory", "instructions", "deadline" or NULL */
-	int in_handler, phase, missing, dead, pdepth;
+	int in_handler, phase, missing, dead, cdepth;
 	void *null;
 	int handler_ref, docall_ref, doload_ref, env_ref;
 };
@@ -132,7 +132,7 @@ static void arm(struct box *b)
 	b->counted = 0;
 	b->tripped = NULL;
 	b->in_handler = 0;
-	b->pdepth = 0;
+	b->cdepth = 0;
 	b->missing = 0;
 	b->deadline_ms = rk_now_ms() + b->window_ms;
 }
@@ -300,43 +300,12 @@ static double pattern_log_steps(const char *p, size_t pl, const char *s, size_t 
 	return fmin(comb, prod) + opt * log(2.0) + log((double)pl + 1);
 }
 
-/* string.find/match/gmatch/gsub: the library's own function (upvalue 1) after the bound check.
- * upvalue 2: 1 find (plain allowed), 2 match/gsub, 3 gmatch (no anchor). */
-static int bounded_pattern(lua_State *S)
-{
-	size_t n, pl;
-	const char *p;
-	int how = (int)lua_tointeger(S, lua_upvalueindex(2));
-	const char *subject = luaL_checklstring(S, 1, &n);
-	p = luaL_checklstring(S, 2, &pl);
-	int plain = how == 1 && lua_toboolean(S, 4);
-	if (!plain && pattern_log_steps(p, pl, subject, n, how != 3) > log(PATTERN_STEPS))
-		return luaL_error(S,
-				  "pattern \"%.40s\" on a subject of %d bytes could backtrack for too long (over %.0e "
-				  "steps): use a simpler pattern, a plain find, or check the length first",
-				  p, (int)n, PATTERN_STEPS);
-	lua_pushvalue(S, lua_upvalueindex(1));
-	lua_insert(S, 1);
-	lua_call(S, lua_gettop(S) - 1, LUA_MULTRET);
-	return lua_gettop(S);
-}
-
-static int bounded_sort(lua_State *S)
-{
-	luaL_checktype(S, 1, LUA_TTABLE);
-	if (lua_objlen(S, 1) > SORT_MAX)
-		return luaL_error(S, "table.sort: %d elements, a policy may sort at most %d", (int)lua_objlen(S, 1),
-				  SORT_MAX);
-	lua_pushvalue(S, lua_upvalueindex(1));
-	lua_insert(S, 1);
-	lua_call(S, lua_gettop(S) - 1, 0);
-	return 0;
-}
-
-/* pcall, xpcall and coroutine.resume catch errors: these versions look at the limits before and
- * after, and once one is hit they raise again instead of returning, so no pcall level can carry
- * on (the hook alone cannot ensure that: near the top of the Lua stack LuaJIT cannot call it). They
- * also bound how deep protected calls nest (each is a C frame). */
+/* Library functions that call back into the policy (pcall, xpcall, coroutine.resume and wrap,
+ * gsub, sort, tostring, format) go through protected_call: it looks at the limits before and
+ * after, and once one is hit it raises again instead of returning, so no pcall level can carry on
+ * (the hook alone cannot ensure that: near the top of the Lua stack LuaJIT cannot call it). It
+ * also bounds how deep such calls nest: each is a C frame, and LuaJIT does not limit them (a
+ * gsub calling itself from its replacement function overflowed the C stack). */
 static void check_limits(lua_State *S, struct box *b)
 {
 	if (!b->tripped && rk_now_ms() > b->deadline_ms)
@@ -352,11 +321,11 @@ static int protected_call(lua_State *S, int nargs, int errfunc)
 {
 	struct box *b = box_of(S);
 	check_limits(S, b);
-	if (b->pdepth >= MAX_PCALL_DEPTH)
-		luaL_error(S, "protected calls nested deeper than %d", MAX_PCALL_DEPTH);
-	b->pdepth++;
+	if (b->cdepth >= MAX_CALL_DEPTH)
+		luaL_error(S, "library calls back into the policy nested deeper than %d", MAX_CALL_DEPTH);
+	b->cdepth++;
 	int rc = lua_pcall(S, nargs, LUA_MULTRET, errfunc);
-	b->pdepth--;
+	b->cdepth--;
 	check_limits(S, b);
 	return rc;
 }
@@ -381,13 +350,52 @@ static int bounded_xpcall(lua_State *S)
 	return lua_gettop(S);
 }
 
-static int bounded_resume(lua_State *S)
+/* The library's own function (upvalue 1) with these arguments, through protected_call; its errors
+ * are raised again. */
+static int call_original(lua_State *S)
 {
 	lua_pushvalue(S, lua_upvalueindex(1));
 	lua_insert(S, 1);
-	if (protected_call(S, lua_gettop(S) - 1, 0)) /* misuse (not a coroutine): raise as resume would */
+	if (protected_call(S, lua_gettop(S) - 1, 0))
 		return lua_error(S);
 	return lua_gettop(S);
+}
+
+/* coroutine.wrap(f): the wrapped function resumes through protected_call too. */
+static int bounded_wrap(lua_State *S)
+{
+	lua_pushvalue(S, lua_upvalueindex(1));
+	lua_insert(S, 1);
+	lua_call(S, lua_gettop(S) - 1, 1);
+	lua_pushcclosure(S, call_original, 1);
+	return 1;
+}
+
+/* string.find/match/gmatch/gsub: the library's own function (upvalue 1) after the bound check.
+ * upvalue 2: 1 find (plain allowed), 2 match/gsub, 3 gmatch (no anchor). */
+static int bounded_pattern(lua_State *S)
+{
+	size_t n, pl;
+	const char *p;
+	int how = (int)lua_tointeger(S, lua_upvalueindex(2));
+	const char *subject = luaL_checklstring(S, 1, &n);
+	p = luaL_checklstring(S, 2, &pl);
+	int plain = how == 1 && lua_toboolean(S, 4);
+	if (!plain && pattern_log_steps(p, pl, subject, n, how != 3) > log(PATTERN_STEPS))
+		return luaL_error(S,
+				  "pattern \"%.40s\" on a subject of %d bytes could backtrack for too long (over %.0e "
+				  "steps): use a simpler pattern, a plain find, or check the length first",
+				  p, (int)n, PATTERN_STEPS);
+	return call_original(S);
+}
+
+static int bounded_sort(lua_State *S)
+{
+	luaL_checktype(S, 1, LUA_TTABLE);
+	if (lua_objlen(S, 1) > SORT_MAX)
+		return luaL_error(S, "table.sort: %d elements, a policy may sort at most %d", (int)lua_objlen(S, 1),
+				  SORT_MAX);
+	return call_original(S);
 }
 
 static void wrap(lua_State *S, const char *lib, const char *name, lua_CFunction f, int how)
@@ -619,7 +627,8 @@ static void push_box_error(lua_State *L, struct box *b, int rc)
 	if (rc == LUA_ERRMEM && b->tripped)
 		msg = trip_message(b, buf, sizeof buf);
 	else if (rc == LUA_ERRERR)
-		msg = b->tripped ? trip_message(b, buf, sizeof buf) : "error while writing the policy's traceback";
+		msg = b->tripped ? trip_message(b, buf, sizeof buf)
+				 : "error in the error handler (the policy exhausted its stack?)";
 	lua_pushboolean(L, 0);
 	lua_pushstring(L, msg);
 	lua_pushstring(L, b->tripped ? "limit" : b->missing ? "missing" : b->phase == PH_ARGS ? "argument" : "error");
@@ -692,7 +701,10 @@ static int l_call(lua_State *L)
 	int nres = lua_gettop(S) - 1;
 	if (nres > MAX_RESULTS) {
 		lua_settop(S, 0);
-		return lrk_fail(L, "policy %s.%s returned %d values, at most %d", cc.name, cc.fname, nres, MAX_RESULTS);
+		lua_pushboolean(L, 0);
+		lua_pushfstring(L, "returned %d values, at most %d", nres, MAX_RESULTS);
+		lua_pushstring(L, "error");
+		return 3;
 	}
 	lua_pushboolean(L, 1);
 	struct copy c = {.from = S, .to = L, .null = b->null, .what = "result", .plain_only = 1};
@@ -780,7 +792,10 @@ static int init_state(lua_State *S)
 	wrap(S, "string", "gsub", bounded_pattern, 2);
 	wrap(S, "string", "gmatch", bounded_pattern, 3);
 	wrap(S, "table", "sort", bounded_sort, 0);
-	wrap(S, "coroutine", "resume", bounded_resume, 0);
+	wrap(S, "string", "format", call_original, 0);
+	wrap(S, "coroutine", "resume", call_original, 0);
+	wrap(S, "coroutine", "wrap", bounded_wrap, 0);
+	wrap(S, "_G", "tostring", call_original, 0);
 	lua_register(S, "pcall", bounded_pcall);
 	lua_register(S, "xpcall", bounded_xpcall);
 	lua_pushlightuserdata(S, (void *)&MODULES_KEY);

@@ -109,6 +109,16 @@ local cases = {
     "ran past its|memory cap" },
   { "deep recursion", "local function r(n) return 1 + r(n + 1) end return r(1)", "stack overflow" },
   { "deep recursion through pcall", "local function r() pcall(r) r() end r()", "stack overflow|ran past its|C stack" },
+  { "gsub calling itself (C stack)", "local function r(s) return (s:gsub('.', r)) end return r('ab')", "nested deeper than 100" },
+  { "sort comparator sorting (C stack)",
+    "local function r() table.sort({ 3, 2, 1 }, function(a, b) r() return a < b end) end r()", "nested deeper than 100" },
+  { "__tostring calling tostring (C stack)",
+    "local mt = {} mt.__tostring = function() return tostring(setmetatable({}, mt)) end return tostring(setmetatable({}, mt))",
+    "nested deeper than 100" },
+  { "coroutine.wrap in itself (C stack)", "local function r() return coroutine.wrap(r)() end return r()", "nested deeper than 100" },
+  { "__lt recursion inside sort",
+    "local mt = {} mt.__lt = function(a, b) return a < b end local t = {} for i = 1, 9 do t[i] = setmetatable({}, mt) end table.sort(t)",
+    "stack overflow|ran past its" },
   { "yield out of the policy", "coroutine.yield('escaped')", "yield across" },
   { "string metatable", "getmetatable('').__index.upper = function() return 'PWNED' end", "attempt to index" },
   { "workload metatable", "getmetatable(w).__index = { destroyed = true }", "attempt to index" },
@@ -198,6 +208,26 @@ return { f = function(s) return s:match("^[%w._-]*$") ~= nil, s:find("zz", 1, tr
 t0 = core.now()
 local p1, p2, p3 = policy.call("patterns", "f", ("a"):rep(100000))
 T.ok(p1 == true and p2 == nil and p3 == 100000 and core.now() - t0 < 1, "linear patterns on 100 KB are not refused: " .. tostring(p1) .. " " .. tostring(p2) .. " " .. tostring(p3))
+-- the bounded library functions behave as the originals for ordinary use
+fs.write_atomic(dir .. "/legit.lua", [[
+return { f = function()
+  local gen = coroutine.wrap(function() for i = 1, 3 do coroutine.yield(i) end end)
+  local a, b, c = gen(), gen(), gen()
+  local ok1, v1, v2 = pcall(function(x) return x, x + 1 end, 41)
+  local ok2, e2 = pcall(error, "boom", 0)
+  local ok3, e3 = xpcall(function() error("x", 0) end, function(m) return "handled " .. m end)
+  local t = { 3, 1, 2 } table.sort(t, function(x, y) return x > y end)
+  local named = tostring(setmetatable({}, { __tostring = function() return "named" end }))
+  local co = coroutine.create(function(x) local y = coroutine.yield(x * 2) return y + 1 end)
+  local _, r1 = coroutine.resume(co, 5)
+  local _, r2 = coroutine.resume(co, 10)
+  return table.concat({ a, b, c, tostring(ok1), v1, v2, tostring(ok2), e2, tostring(ok3), e3, table.concat(t),
+    named, ("a-b"):gsub("%w", function(ch) return ch:upper() end), ("%d|%s"):format(7, "x"), r1, r2,
+    tostring(select(2, pcall(error))) }, ",")
+end }
+]])
+T.is(policy.call("legit", "f"), "1,2,3,true,41,42,false,boom,false,handled x,321,named,A-B,7|x,10,11,nil",
+  "pcall, xpcall, coroutines, sort, tostring, gsub and format work as usual")
 -- bytecode is refused: only source text is compiled
 fs.write_atomic(dir .. "/restart.lua", string.dump(function() return {} end))
 r, e = policy.call("restart", "decide", {}, {}, 0)
