@@ -793,6 +793,7 @@ static int init_state(lua_State *S)
 	wrap(S, "string", "gmatch", bounded_pattern, 3);
 	wrap(S, "table", "sort", bounded_sort, 0);
 	wrap(S, "string", "format", call_original, 0);
+	wrap(S, "os", "time", call_original, 0); /* reads its table argument's fields with __index */
 	wrap(S, "coroutine", "resume", call_original, 0);
 	wrap(S, "coroutine", "wrap", bounded_wrap, 0);
 	wrap(S, "_G", "tostring", call_original, 0);
