@@ -342,9 +342,10 @@ static int bounded_pcall(lua_State *S)
 static int bounded_xpcall(lua_State *S)
 {
 	luaL_checkany(S, 2);
-	lua_settop(S, 2);
-	lua_insert(S, 1); /* handler, f */
-	int rc = protected_call(S, 0, 1);
+	lua_pushvalue(S, 2);
+	lua_remove(S, 2);
+	lua_insert(S, 1); /* handler, f, args... (LuaJIT's xpcall passes extra arguments) */
+	int rc = protected_call(S, lua_gettop(S) - 2, 1);
 	lua_pushboolean(S, rc == 0);
 	lua_replace(S, 1);
 	return lua_gettop(S);
