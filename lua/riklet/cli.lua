@@ -64,6 +64,45 @@ local function setup(cfg)
   return agent
 end
 
+-- ---- SIGHUP: the config file and the policies again ----
+-- Options that the running agent reads at each use are applied; the others (state dir, network,
+-- scheduler, binaries) are reported as needing a restart. Policies: see policy.reload.
+local LIVE = { log_level = true, log_format = true, policy_dir = true, stop_grace = true, pull_timeout = true,
+  keep_records = true, metrics_interval = true, reconnect_initial = true, reconnect_max = true, reconnect_healthy = true }
+
+local function reload(cfg)
+  local policy = require "riklet.policy"
+  core.log("info", "riklet", "SIGHUP: reloading " .. (cfg.config and ("the config file " .. cfg.config .. " and ") or "") .. "the policies")
+  local fresh, err = config.parse(core.args(), 1)
+  local policy_dir = cfg.policy_dir
+  if not fresh then
+    core.log("error", "riklet", ("SIGHUP: the configuration is not valid, the running one stays in use: %s"):format(err))
+  else
+    local restart = {}
+    for _, o in ipairs(config.options) do
+      local k = o[1]:gsub("-", "_")
+      local old, new = cfg[k], fresh[k]
+      if type(old) == "table" and type(new) == "table" then old, new = table.concat(old, ","), table.concat(new, ",") end
+      if old ~= new then
+        if LIVE[k] then
+          cfg[k] = fresh[k]
+          core.log("info", "riklet", ("SIGHUP: --%s is now %s"):format(o[1], tostring(new)))
+        elseif k ~= "config" then
+          restart[#restart + 1] = "--" .. o[1]
+        end
+      end
+    end
+    if #restart > 0 then
+      core.log("warn", "riklet", ("SIGHUP: %s changed; that takes effect when riklet restarts"):format(table.concat(restart, ", ")))
+    end
+    local ok, lerr = core.log_setup(cfg.log_level, cfg.log_format == "json")
+    if not ok then core.log("error", "riklet", "SIGHUP: " .. lerr) end
+  end
+  local loaded, failed = policy.reload(cfg.policy_dir ~= policy_dir and (cfg.policy_dir or false) or nil)
+  core.log(failed > 0 and "warn" or "info", "riklet", ("SIGHUP: %d polic%s reloaded, %d kept at their previous version"):format(
+    loaded, loaded == 1 and "y" or "ies", failed))
+end
+
 -- ---- the agent daemon ----
 local function daemon(cfg)
   local ok, err = need_root("riklet")
@@ -80,6 +119,13 @@ local function daemon(cfg)
   end
   core.on_signal("INT", stop)
   core.on_signal("TERM", stop)
+  core.on_signal("HUP", function() reload(cfg) end)
+  -- load the policies now: a broken one is reported at start, and SIGHUP reloads all three
+  local policy = require "riklet.policy"
+  for _, name in ipairs({ "admission", "network", "restart" }) do
+    local pok, perr = policy.load(name)
+    if not pok then core.log("error", "policy", ("%s; calls to it fail until it is fixed (then SIGHUP)"):format(perr)) end
+  end
   if cfg.standalone then
     local standalone = require "riklet.standalone"
     task.spawn(function()

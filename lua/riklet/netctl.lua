@@ -34,15 +34,9 @@ local VETH_PREFIX, TAP_PREFIX = "rkv", "rkt"
 local function log(level, fmt, ...) core.log(level, "net", fmt:format(...)) end
 local function owner(id) return "riklet:" .. id end
 
--- ---- the policy (through the sandbox loader when present) ----------------------------------
-local policy_ok, policy = pcall(require, "riklet.policy")
-local function call_policy(fname, ...)
-  if policy_ok and policy.call then return policy.call("network", fname, ...) end
-  -- fallback: load the default policy file directly
-  local path = core.paths and core.paths().policies .. "/network.lua" or "policies/network.lua"
-  local mod = assert(loadfile(path))()
-  return mod[fname](...)
-end
+-- ---- the policy (always in the policy sandbox: plain data in, plain data out) --------------
+local policy = require "riklet.policy"
+local function call_policy(fname, ...) return policy.call("network", fname, ...) end
 
 -- ---- addresses ------------------------------------------------------------------------------
 local function parse_cidr(cidr, what)

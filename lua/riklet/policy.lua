@@ -1,103 +1,162 @@
--- riklet.policy — load operator policies (policies/*.lua) in a sandbox and call them safely.
+-- riklet.policy — operator policies (policies/*.lua, --policy-dir) run in riklet.sandbox.
 --
--- A policy file is a chunk returning a table of functions. It runs with an allowlist of globals
--- (no io, os.execute, ffi, require, debug, load*, setfenv), JIT off and an instruction budget so
--- a runaway loop fails the call instead of hanging the agent. A policy in --policy-dir replaces
--- the default of the same name (and sees that default as the global `base`, to wrap it).
--- policy.call(name, fn, ...) returns the function's results, or
--- nil, "policy NAME.FN failed: <message + traceback>"; it never raises.
+-- A policy file is a chunk returning a table of functions. Each policy (admission, network,
+-- restart) lives in its own sandbox: a separate Lua state with an allowlist of globals (no io,
+-- os.execute, load*, require, debug, ffi, jit, setfenv/getfenv, collectgarbage, newproxy,
+-- string.dump), a memory cap, an instruction budget and a wall-clock deadline per call (LIMITS).
+-- Arguments go in and results come out as plain data (copies: strings, numbers, booleans,
+-- json.null, tables of those), so nothing a policy does reaches the agent's own tables. A policy
+-- in --policy-dir replaces the default of the same name and sees that default as the global
+-- `base` (in the same sandbox), to wrap it.
+--   policy.call(name, fn, ...) -> the function's results | nil, "policy NAME.FN failed: <message
+--     + traceback>"; it never raises. After a call that raised or hit a limit, the policy's
+--     sandbox is discarded and rebuilt from the same sources for the next call.
+--   policy.reload([dir]) -> loaded, failed   re-read every loaded policy (SIGHUP), from dir over
+--     the defaults when dir is given (false: the defaults only); a policy that no longer loads
+--     keeps its previous version, and the log says why.
+--   policy.set_dir(dir)   operator policies from dir, over the defaults (forgets what was loaded)
+--   policy.memory() -> bytes held by all policy sandboxes
 local core = require "riklet.core"
+local json = require "riklet.json"
+local sandbox = require "riklet.sandbox"
 
 local M = {}
-local INSTRUCTION_BUDGET = 50 * 1000 * 1000
+
+-- per call; see README "Security"
+M.LIMITS = { memory = 32 * 1024 * 1024, instructions = 20 * 1000 * 1000, deadline = 0.25, null = json.null }
+local SOURCE_MAX = 1024 * 1024
 
 local dirs = { core.paths().policies }
-local cache = {}
+local loaded = {} -- name -> { chain = { { path, text }, ... } default first, box = sandbox | nil }
+
+local function log(level, fmt, ...) core.log(level, "policy", fmt:format(...)) end
+
+local function forget_all()
+  for _, e in pairs(loaded) do
+    if e.box then e.box:close() end
+  end
+  loaded = {}
+end
 
 function M.set_dir(dir)
+  forget_all()
   dirs = { dir, core.paths().policies }
-  cache = {}
 end
 
-local function deep_copy_lib(t)
-  local c = {}
-  for k, v in pairs(t) do c[k] = v end
-  return c
-end
-
-local function sandbox_env()
-  local env = {
-    assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs, pcall = pcall,
-    select = select, tonumber = tonumber, tostring = tostring, type = type, unpack = unpack,
-    xpcall = xpcall, setmetatable = setmetatable, getmetatable = getmetatable, rawequal = rawequal,
-    rawget = rawget, rawset = rawset,
-    string = deep_copy_lib(string), table = deep_copy_lib(table), math = deep_copy_lib(math),
-    os = { time = os.time, clock = os.clock, date = os.date },
-  }
-  env._G = env
-  return env
-end
-
-local function find(name, from)
-  for i = from or 1, #dirs do
+-- The files of policy `name`, the default first and the operator's copy (if any) last.
+local function read_chain(name)
+  local chain = {}
+  for i = #dirs, 1, -1 do
     local path = dirs[i] .. "/" .. name .. ".lua"
-    local f = io.open(path, "r")
-    if f then f:close() return path, i end
+    local f = io.open(path, "rb")
+    if f then
+      local text, err = f:read(SOURCE_MAX + 1)
+      f:close()
+      if not text and err then return nil, ("cannot read policy %s: %s"):format(path, err) end
+      text = text or ""
+      if #text > SOURCE_MAX then return nil, ("policy %s is larger than %d bytes"):format(path, SOURCE_MAX) end
+      chain[#chain + 1] = { path = path, text = text }
+    end
   end
+  if #chain == 0 then
+    return nil, ("no policy '%s' in %s"):format(name, table.concat(dirs, " or "))
+  end
+  return chain
 end
 
-local load_from
-
--- Load policy `name` from the first of dirs[from..] that has it. An operator's policy sees the
--- default it replaces as the global `base`, so it can wrap it instead of copying it.
-function load_from(name, from)
-  local path, at = find(name, from)
-  if not path then
-    return nil, ("no policy '%s' in %s"):format(name, table.concat(dirs, " or ", from or 1))
+-- A new sandbox with the chain loaded: module i sees module i-1 as `base`.
+local function build(chain)
+  local box, err = sandbox.new(M.LIMITS)
+  if not box then return nil, err end
+  for i, src in ipairs(chain) do
+    if src.text:sub(1, 1) == "\27" then
+      box:close()
+      return nil, ("policy %s does not compile: it is LuaJIT bytecode; riklet loads policies only as source text"):format(src.path)
+    end
+    local ok, lerr, kind = box:load(tostring(i), src.text, "@" .. src.path, i > 1 and tostring(i - 1) or nil)
+    if not ok then
+      box:close()
+      if kind == "compile" then return nil, ("policy %s does not compile: %s"):format(src.path, lerr) end
+      if kind == "missing" then return nil, ("policy %s %s"):format(src.path, lerr) end
+      return nil, ("policy %s failed while loading: %s"):format(src.path, lerr)
+    end
   end
-  local chunk, err = loadfile(path)
-  if not chunk then return nil, ("policy %s does not compile: %s"):format(path, err) end
-  local env = sandbox_env()
-  if at < #dirs then env.base = load_from(name, at + 1) end
-  setfenv(chunk, env)
-  jit.off(chunk, true)
-  local ok, mod = pcall(chunk)
-  if not ok then return nil, ("policy %s failed while loading: %s"):format(path, tostring(mod)) end
-  if type(mod) ~= "table" then
-    return nil, ("policy %s must return a table of functions, it returned a %s"):format(path, type(mod))
-  end
-  return mod
+  return box
 end
 
--- policy.load(name) -> table of functions | nil, err
+local function entry(name)
+  local e = loaded[name]
+  if not e then
+    local chain, err = read_chain(name)
+    if not chain then return nil, err end
+    e = { chain = chain }
+  end
+  if not e.box then
+    local box, err = build(e.chain)
+    if not box then return nil, err end
+    e.box = box
+    if not loaded[name] then
+      loaded[name] = e
+      log(#e.chain > 1 and "info" or "debug", "policy %s loaded from %s", name, e.chain[#e.chain].path)
+    end
+  end
+  return e
+end
+
+-- policy.load(name) -> true | nil, err   (loads it now, so errors show early)
 function M.load(name)
-  if cache[name] then return cache[name] end
-  local mod, err = load_from(name, 1)
-  if not mod then return nil, err end
-  cache[name] = mod
-  return mod
+  local e, err = entry(name)
+  if not e then return nil, err end
+  return true
 end
 
-local function budget_hook()
-  error("policy ran past its instruction budget (an endless loop?)", 2)
-end
+local function pack(...) return { n = select("#", ...), ... } end
 
 -- policy.call(name, fn, ...) -> results | nil, err
 function M.call(name, fname, ...)
-  local mod, err = M.load(name)
-  if not mod then return nil, err end
-  local f = mod[fname]
-  if type(f) ~= "function" then
-    return nil, ("policy %s has no function '%s'"):format(name, fname)
+  local e, err = entry(name)
+  if not e then return nil, err end
+  local box = e.box
+  local r = pack(pcall(box.call, box, tostring(#e.chain), fname, ...))
+  if not r[1] then
+    return nil, ("policy %s.%s could not be called: %s"):format(name, tostring(fname), tostring(r[2]))
   end
-  jit.off(f, true)
-  debug.sethook(budget_hook, "", INSTRUCTION_BUDGET)
-  local res = { xpcall(f, function(m) return debug.traceback(tostring(m), 2) end, ...) }
-  debug.sethook()
-  if not res[1] then
-    return nil, ("policy %s.%s failed: %s"):format(name, fname, tostring(res[2]))
+  if r[2] then return unpack(r, 3, r.n) end
+  local msg, kind = r[3], r[4]
+  if kind == "missing" then return nil, ("policy %s has no function '%s'"):format(name, tostring(fname)) end
+  if kind == "limit" or kind == "error" then
+    -- what failed may have left the policy's state half-changed or its memory held: start afresh
+    box:close()
+    if e.box == box then e.box = nil end
+    if kind == "limit" then
+      log("warn", "policy %s.%s was stopped: %s; its sandbox is discarded and rebuilt for the next call",
+        name, tostring(fname), msg:match("[^\n]*"))
+    end
   end
-  return unpack(res, 2, table.maxn(res))
+  return nil, ("policy %s.%s failed: %s"):format(name, tostring(fname), msg)
 end
+
+-- policy.reload([dir]) -> loaded, failed
+function M.reload(dir)
+  if dir ~= nil then dirs = dir and { dir, core.paths().policies } or { core.paths().policies } end
+  local ok, failed = 0, 0
+  for name, e in pairs(loaded) do
+    local chain, err = read_chain(name)
+    local box
+    if chain then box, err = build(chain) end
+    if box then
+      if e.box then e.box:close() end
+      e.box, e.chain = box, chain
+      ok = ok + 1
+      log("info", "policy %s reloaded from %s", name, chain[#chain].path)
+    else
+      failed = failed + 1
+      log("error", "policy %s was not reloaded, the version loaded before stays in use: %s", name, err)
+    end
+  end
+  return ok, failed
+end
+
+function M.memory() return sandbox.memory() end
 
 return M
