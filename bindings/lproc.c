@@ -173,6 +173,7 @@ static struct lproc *check_proc(lua_State *L)
 static int l_spawn(lua_State *L)
 {
 	check_args(L);
+	lua_settop(L, 2); /* opts at 2 even when absent: the handle is pushed above them */
 	struct lproc **pp = lua_newuserdata(L, sizeof *pp);
 	*pp = NULL;
 	luaL_getmetatable(L, PROC_MT);
