@@ -618,7 +618,8 @@ int rk_loop_run(rk_loop *l)
 			run_timers(l);
 	}
 	free_dead(l);
-	l->stopped = 0; /* the loop can be run again */
+	turn_done(l, start); /* the turn that stopped the loop counts too */
+	l->stopped = 0;	     /* the loop can be run again */
 	return l->stop_code;
 }
 
