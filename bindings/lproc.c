@@ -24,6 +24,7 @@
 #include <sys/wait.h>
 
 #include "lrk.h"
+#include "pool.h"
 #include "proc.h"
 
 #define PROC_MT "riklet.proc.process"
@@ -170,40 +171,90 @@ static struct lproc *check_proc(lua_State *L)
 	return *pp;
 }
 
-static int l_spawn(lua_State *L)
+/* ---- spawning off the loop ----
+ * posix_spawn suspends the calling thread until the child has exec'd (vfork semantics): tens of
+ * milliseconds for a big binary such as runc on a loaded machine. In a task the spawn itself runs
+ * on the worker pool (the child's exit is still reaped by the loop: children belong to the
+ * process, not to the thread that spawned them). */
+struct spawn {
+	struct rk_pool_job job;
+	char **argv, **env;
+	char *cwd, *out, *err;
+	struct rk_proc_opts o;
+	pid_t pid;
+	rk_err e;
+};
+
+static void spawn_free(void *ud)
 {
-	check_args(L);
-	lua_settop(L, 2); /* opts at 2 even when absent: the handle is pushed above them */
+	struct spawn *s = ud;
+	lrk_free_argv(s->argv);
+	lrk_free_argv(s->env);
+	free(s->cwd);
+	free(s->out);
+	free(s->err);
+	free(s);
+}
+
+/* argv at 1, opts at 2, already checked (check_args): copies everything the spawn needs. */
+static struct spawn *spawn_new(lua_State *L)
+{
+	struct spawn *s = calloc(1, sizeof *s);
+	if (!s)
+		luaL_error(L, "out of memory");
+	s->o = (struct rk_proc_opts)RK_PROC_OPTS_INIT;
+	s->argv = lrk_check_argv(L, 1); /* cannot raise after check_args, but out of memory */
+	fill_opts(L, 2, &s->o, &s->env);
+	if ((s->o.cwd && !(s->cwd = strdup(s->o.cwd))) || (s->o.stdout_path && !(s->out = strdup(s->o.stdout_path))) ||
+	    (s->o.stderr_path && !(s->err = strdup(s->o.stderr_path)))) {
+		spawn_free(s);
+		luaL_error(L, "out of memory");
+	}
+	s->o.cwd = s->cwd; /* the copies: the Lua strings may be gone when a worker spawns */
+	s->o.stdout_path = s->out;
+	s->o.stderr_path = s->err;
+	return s;
+}
+
+static void spawn_work(void *ud)
+{
+	struct spawn *s = ud;
+	s->pid = rk_proc_spawn(s->argv, &s->o, &s->e);
+}
+
+/* The results of proc.spawn, on the loop thread once the child exists. */
+static int spawn_push(lua_State *L, void *ud)
+{
+	struct spawn *s = ud;
+	if (s->pid < 0)
+		return lrk_fail_err(L, &s->e);
+	struct lproc *p = calloc(1, sizeof *p);
+	if (!p) {
+		kill(s->pid, SIGKILL); /* nobody could ever wait for it */
+		return lrk_fail(L, "out of memory starting %s", s->argv[0]);
+	}
 	struct lproc **pp = lua_newuserdata(L, sizeof *pp);
-	*pp = NULL;
+	*pp = p;
 	luaL_getmetatable(L, PROC_MT);
 	lua_setmetatable(L, -2);
-	struct lproc *p = calloc(1, sizeof *p);
-	if (!p)
-		return luaL_error(L, "out of memory");
-	char **argv = lrk_check_argv(L, 1);
-	struct rk_proc_opts o = RK_PROC_OPTS_INIT;
-	char **env;
-	fill_opts(L, 2, &o, &env);
-	rk_err e = {0};
-	pid_t pid = rk_proc_spawn(argv, &o, &e);
-	lrk_free_argv(argv);
-	lrk_free_argv(env);
-	if (pid < 0) {
-		free(p);
-		return lrk_fail_err(L, &e);
-	}
-	*pp = p;
-	p->pid = pid;
+	p->pid = s->pid;
 	hold(&p->h, free);
-	if (rk_loop_watch_child(lrk_loop(L), pid, on_exit_cb, p, &e) < 0) {
+	rk_err e = {0};
+	if (rk_loop_watch_child(lrk_loop(L), s->pid, on_exit_cb, p, &e) < 0) {
 		/* our own fresh child: only out of memory gets here. Never let a wait hang on it. */
 		unhold(&p->h);
 		p->exited = 1;
 		p->status = -1;
-		rk_warn("proc", "cannot watch process %d (%s): its exit status will not be known", (int)pid, e.msg);
+		rk_warn("proc", "cannot watch process %d (%s): its exit status will not be known", (int)s->pid, e.msg);
 	}
 	return 1;
+}
+
+static int l_spawn(lua_State *L)
+{
+	check_args(L);
+	lua_settop(L, 2);
+	return lrk_offload(L, NULL, spawn_work, spawn_push, spawn_free, spawn_new(L));
 }
 
 /* process:wait() -> code, signal */
@@ -282,6 +333,9 @@ struct run {
 	char *input;
 	size_t in_len, in_off;
 	lrk_wait w;
+	double timeout;
+	int child_fds[3]; /* the child's ends of the pipes, closed once it is spawned */
+	struct spawn *sp; /* while the spawn is on the worker pool */
 };
 
 static void run_close(struct run *r, int *fd, rk_watch **w)
@@ -448,6 +502,49 @@ static void run_timeout_cb(void *ud)
 		r->timer = rk_loop_timer(lrk_loop(NULL), KILL_GRACE_MS, run_grace_cb, r);
 }
 
+static void run_work(void *ud)
+{
+	struct run *r = ud;
+	spawn_work(r->sp);
+}
+
+/* On the loop thread once the command is spawned (or failed to be): watch its pipes and exit. */
+static void run_spawned(void *ud, int cancelled)
+{
+	struct run *r = ud;
+	struct spawn *sp = r->sp;
+	r->sp = NULL;
+	for (int i = 0; i < 3; i++)
+		if (r->child_fds[i] >= 0)
+			close(r->child_fds[i]);
+	pid_t pid = sp->pid;
+	rk_err e = sp->e;
+	int group = sp->o.new_pgroup || sp->o.new_session;
+	spawn_free(sp);
+	r->exited = 1; /* nothing to unwatch in run_free yet */
+	if (cancelled || pid < 0) {
+		lrk_wait w = r->w;
+		run_free(r);
+		lua_State *co = cancelled ? NULL : lrk_wake_begin(w);
+		if (co)
+			lrk_wake_end(w, lrk_fail_err(co, &e));
+		return;
+	}
+	r->exited = 0;
+	r->pid = pid;
+	r->group = group;
+	hold(&r->h, run_free);
+	rk_loop *loop = lrk_loop(NULL);
+	r->w_out = rk_loop_watch_fd(loop, r->fd_out, EPOLLIN, run_out_cb, r, &e);
+	r->w_err = rk_loop_watch_fd(loop, r->fd_err, EPOLLIN, run_err_cb, r, &e);
+	if (r->fd_in >= 0)
+		r->w_in = rk_loop_watch_fd(loop, r->fd_in, EPOLLOUT, run_in_cb, r, &e);
+	if (r->timeout > 0)
+		r->timer = rk_loop_timer(loop, (uint64_t)(r->timeout * 1000), run_timeout_cb, r);
+	if (rk_loop_watch_child(loop, pid, run_exit_cb, r, &e) < 0)
+		rk_warn("proc", "cannot watch %d: %s", (int)pid, e.msg);
+}
+
 static int l_run(lua_State *L)
 {
 	check_args(L);
@@ -473,13 +570,12 @@ static int l_run(lua_State *L)
 	if (input)
 		memcpy(r->input, input, in_len);
 	r->in_len = in_len;
-	char **argv = lrk_check_argv(L, 1); /* cannot raise after check_args, but out of memory */
-	struct rk_proc_opts o = RK_PROC_OPTS_INIT;
-	char **env;
-	fill_opts(L, 2, &o, &env);
+	r->timeout = timeout;
+	struct spawn *sp = spawn_new(L); /* raises only when out of memory */
+	struct rk_proc_opts o = sp->o;
+	char **argv = sp->argv;
 	o.new_pgroup = own_group && !o.new_session;
 	int po[2] = {-1, -1}, pe[2] = {-1, -1}, pi[2] = {-1, -1};
-	rk_err e = {0};
 	if (pipe2(po, O_CLOEXEC | O_NONBLOCK) < 0 || pipe2(pe, O_CLOEXEC | O_NONBLOCK) < 0 ||
 	    (input && pipe2(pi, O_CLOEXEC | O_NONBLOCK) < 0)) {
 		int err = errno;
@@ -492,8 +588,7 @@ static int l_run(lua_State *L)
 				close(pi[i]);
 		}
 		int n = lrk_fail(L, "cannot create pipes for %s: %s", argv[0], strerror(err));
-		lrk_free_argv(argv);
-		lrk_free_argv(env);
+		spawn_free(sp);
 		free(r->input);
 		free(r);
 		return n;
@@ -506,38 +601,28 @@ static int l_run(lua_State *L)
 	o.stdout_fd = po[1];
 	o.stderr_fd = o.stderr_to_stdout ? po[1] : pe[1];
 	o.stdin_fd = input ? pi[0] : -1;
-	pid_t pid = rk_proc_spawn(argv, &o, &e);
-	lrk_free_argv(argv);
-	lrk_free_argv(env);
-	close(po[1]);
-	close(pe[1]);
-	if (input)
-		close(pi[0]);
-	if (pid < 0) {
-		close(po[0]);
-		close(pe[0]);
-		if (input)
-			close(pi[1]);
-		free(r->input);
-		free(r);
-		return lrk_fail_err(L, &e);
-	}
-	r->pid = pid;
-	r->group = o.new_pgroup || o.new_session;
+	sp->o = o;
+	r->child_fds[0] = po[1];
+	r->child_fds[1] = pe[1];
+	r->child_fds[2] = input ? pi[0] : -1;
 	r->fd_out = po[0];
 	r->fd_err = pe[0];
 	r->fd_in = input ? pi[1] : -1;
 	r->w = w;
-	hold(&r->h, run_free);
-	rk_loop *loop = lrk_loop(L);
-	r->w_out = rk_loop_watch_fd(loop, r->fd_out, EPOLLIN, run_out_cb, r, &e);
-	r->w_err = rk_loop_watch_fd(loop, r->fd_err, EPOLLIN, run_err_cb, r, &e);
-	if (input)
-		r->w_in = rk_loop_watch_fd(loop, r->fd_in, EPOLLOUT, run_in_cb, r, &e);
-	if (timeout > 0)
-		r->timer = rk_loop_timer(loop, (uint64_t)(timeout * 1000), run_timeout_cb, r);
-	if (rk_loop_watch_child(loop, pid, run_exit_cb, r, &e) < 0)
-		rk_warn("proc", "cannot watch %d: %s", (int)pid, e.msg);
+	r->sp = sp;
+	if (lrk_pool()) {
+		sp->job = (struct rk_pool_job){.work = run_work, .done = run_spawned, .ud = r};
+		rk_pool_submit(lrk_pool(), &sp->job);
+		return lua_yield(L, 0);
+	}
+	spawn_work(sp); /* no worker pool: here */
+	if (sp->pid < 0) {
+		int n = lrk_fail_err(L, &sp->e);
+		r->w = (lrk_wait){0, 0}; /* run_spawned must not resume this task: it is not suspended */
+		run_spawned(r, 0);
+		return n;
+	}
+	run_spawned(r, 0);
 	return lua_yield(L, 0);
 }
 
