@@ -13,8 +13,9 @@ M.INTERVAL = 5 -- seconds between two rewrites
 
 function M.path(state_dir) return state_dir .. "/agent.json" end
 
--- The start time of a process (clock ticks since boot, /proc/PID/stat field 22): with the pid it
--- names one process, so a reused pid is not mistaken for the riklet that wrote the file.
+-- The start time of a live process (clock ticks since boot, /proc/PID/stat field 22): with the
+-- pid it names one process, so a reused pid is not mistaken for the riklet that wrote the file.
+-- nil for a process that is gone or a zombie (exited, not yet reaped).
 local function start_ticks(pid)
   local s = fs.read("/proc/" .. pid .. "/stat", 4096)
   local after = s and s:match("%) (.*)$") -- the command name may hold spaces and parentheses
@@ -22,6 +23,7 @@ local function start_ticks(pid)
   local i = 0
   for f in after:gmatch("%S+") do
     i = i + 1
+    if i == 1 and (f == "Z" or f == "X") then return nil end -- field 3: the state
     if i == 20 then return tonumber(f) end -- field 22 is the 20th after "pid (comm)"
   end
   return nil

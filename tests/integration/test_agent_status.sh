@@ -1,7 +1,8 @@
 # test_agent_status.sh — STATE/agent.json and what `riklet ps` shows of the agent: a running riklet
 # writes its pid, version, loop lag and instance count; `ps --json` is {"agent": ..., "instances":
 # [...]} and `ps` prints a footer with the loop lag; a riklet killed with -9, or an agent.json whose
-# pid is now another process (pid reused), shows as no agent (null), never as a live one.
+# pid is now another process (pid reused) or a riklet that exited but is not reaped yet (zombie),
+# shows as no agent (null), never as a live one.
 source "$(dirname "$0")/../lib/riklet.sh"
 need_root
 rk_init
@@ -32,4 +33,17 @@ jq --argjson p "$other" '.pid = $p' "$STATE/agent.json" >"$STATE/agent.json.new"
 is "$(rk_ps_json | jq -c .agent)" null "a reused pid (another live process) is not shown as the agent"
 kill "$other"
 wait "$other" 2>/dev/null
+
+# a riklet that has exited but is not reaped yet (a zombie: its parent never waits) is not running
+sh -c "\"$RIKLET\" --standalone $MANIFESTS ${RK_OPTS[*]} >>$RK_LOG 2>&1 </dev/null & echo \$! >$TEST_TMP/zpid; exec sleep 60" &
+parent=$!
+zpid() { cat "$TEST_TMP/zpid" 2>/dev/null; }
+agent_is_z() { [[ -n $(zpid) && $(rk_ps_json | jq -r '.agent.pid') == "$(zpid)" ]]; }
+ok "wait_for 15 agent_is_z" "a second riklet (child of a parent that never reaps) shows as the agent"
+kill -TERM "$(zpid)"
+zombie() { [[ $(awk '{ print $3 }' "/proc/$(zpid)/stat" 2>/dev/null) == Z ]]; }
+ok "wait_for 10 zombie" "it exited on SIGTERM and stays a zombie"
+is "$(rk_ps_json | jq -c .agent)" null "a zombie riklet is not shown as the agent"
+kill "$parent"
+wait "$parent" 2>/dev/null
 done_testing
