@@ -155,6 +155,16 @@ static int l_on_signal(lua_State *L)
 	return luaL_argerror(L, 1, "signal must be INT, TERM, HUP, USR1 or USR2");
 }
 
+/* core.loop_stats() -> {lag_max_ms, lag_recent_ms, lag_last_ms, turns, slow_turns, slowest, timers,
+ * watches, children, tasks, pool_threads, pool_pending, pool_done}. lag_*: how long one loop turn
+ * kept everything else waiting (max since start, max of the last 1-2 minutes, last turn);
+ * slowest: what ran in the longest turn, when known. */
+static int l_loop_stats(lua_State *L)
+{
+	lrk_loop_stats(L);
+	return 1;
+}
+
 static int open_core(lua_State *L)
 {
 	static const luaL_Reg fns[] = {{"log", l_log},
@@ -169,6 +179,7 @@ static int open_core(lua_State *L)
 				       {"getpid", l_getpid},
 				       {"getuid", l_getuid},
 				       {"on_signal", l_on_signal},
+				       {"loop_stats", l_loop_stats},
 				       {NULL, NULL}};
 	lua_newtable(L);
 	lrk_setfuncs(L, fns);

@@ -1,5 +1,6 @@
 /* lfs.c — `riklet.fs`: the filesystem operations the agent needs, over core/rk.h and dirwatch.
- * All return value | nil, err on expected failure.
+ * All return value | nil, err on expected failure. write_atomic and rm_rf run on the worker pool
+ * and yield the calling task (see below); same results.
  *
  *   fs.read(path[, max=16 MiB]) -> string        fs.write_atomic(path, data[, mode="0644"]) -> true
  *   fs.append(path, data) -> true                fs.mkdir_p(path[, mode="0755"]) -> true
@@ -58,15 +59,86 @@ static int l_read(lua_State *L)
 	return 1;
 }
 
+/* ---- calls that wait on the disk run on the worker pool (lrk_offload) ----
+ * fs.write_atomic (two fsyncs) and fs.rm_rf (a whole tree) yield the calling task while a worker
+ * thread does the work, so the loop keeps serving everything else. Calls on the same path run in
+ * call order; fs.unlink of a path with such work in flight waits for it (a removed record cannot
+ * be brought back by a write that was still on its way). Outside a task they run right away. */
+struct fsjob {
+	char *path;
+	char *data;
+	size_t len;
+	int mode;
+	int rc;
+	rk_err e;
+};
+
+static struct fsjob *fsjob_new(lua_State *L, const char *path, const char *data, size_t len)
+{
+	struct fsjob *j = calloc(1, sizeof *j);
+	if (j && !(j->path = strdup(path)))
+		goto oom;
+	if (j && data && !(j->data = malloc(len ? len : 1)))
+		goto oom;
+	if (!j)
+		goto oom;
+	if (data)
+		memcpy(j->data, data, len);
+	j->len = len;
+	return j;
+oom:
+	if (j)
+		free(j->path);
+	free(j);
+	luaL_error(L, "out of memory");
+	return NULL;
+}
+
+static void fsjob_free(void *ud)
+{
+	struct fsjob *j = ud;
+	free(j->path);
+	free(j->data);
+	free(j);
+}
+
+static int fsjob_push(lua_State *L, void *ud)
+{
+	struct fsjob *j = ud;
+	if (j->rc < 0)
+		return lrk_fail_err(L, &j->e);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static void write_work(void *ud)
+{
+	struct fsjob *j = ud;
+	j->rc = rk_write_file_atomic(j->path, j->data, j->len, j->mode, &j->e);
+}
+
+static void rm_rf_work(void *ud)
+{
+	struct fsjob *j = ud;
+	j->rc = rk_rm_rf(j->path, &j->e);
+}
+
+static void unlink_work(void *ud)
+{
+	struct fsjob *j = ud;
+	if (unlink(j->path) < 0 && errno != ENOENT)
+		j->rc = rk_errf(&j->e, errno, "cannot remove %s: %s", j->path, strerror(errno));
+}
+
+/* fs.write_atomic(path, data[, mode="0644"]) -> true | nil, err (yields in a task) */
 static int l_write_atomic(lua_State *L)
 {
 	size_t len;
 	const char *p = luaL_checkstring(L, 1), *d = luaL_checklstring(L, 2, &len);
-	rk_err e = {0};
-	if (rk_write_file_atomic(p, d, len, check_mode(L, 3, 0644), &e) < 0)
-		return lrk_fail_err(L, &e);
-	lua_pushboolean(L, 1);
-	return 1;
+	int mode = check_mode(L, 3, 0644);
+	struct fsjob *j = fsjob_new(L, p, d, len);
+	j->mode = mode;
+	return lrk_offload(L, p, write_work, fsjob_push, fsjob_free, j);
 }
 
 static int l_append(lua_State *L)
@@ -94,18 +166,18 @@ static int l_mkdir_p(lua_State *L)
 	return 1;
 }
 
+/* fs.rm_rf(path) -> true | nil, err (yields in a task) */
 static int l_rm_rf(lua_State *L)
 {
-	rk_err e = {0};
-	if (rk_rm_rf(luaL_checkstring(L, 1), &e) < 0)
-		return lrk_fail_err(L, &e);
-	lua_pushboolean(L, 1);
-	return 1;
+	const char *p = luaL_checkstring(L, 1);
+	return lrk_offload(L, p, rm_rf_work, fsjob_push, fsjob_free, fsjob_new(L, p, NULL, 0));
 }
 
 static int l_unlink(lua_State *L)
 {
 	const char *p = luaL_checkstring(L, 1);
+	if (lrk_offload_busy(p) && lrk_in_task(L))
+		return lrk_offload(L, p, unlink_work, fsjob_push, fsjob_free, fsjob_new(L, p, NULL, 0));
 	if (unlink(p) < 0 && errno != ENOENT)
 		return lrk_fail(L, "cannot remove %s: %s", p, strerror(errno));
 	lua_pushboolean(L, 1);

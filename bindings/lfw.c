@@ -1,5 +1,7 @@
 /* lfw.c — `riklet.fw`: core/fw (riklet-owned iptables chains, one libiptc commit per table) for
- * Lua. Synchronous: a commit of a thousand rules takes milliseconds.
+ * Lua. The commit itself runs on the loop thread (a thousand rules take milliseconds, and libiptc
+ * is not thread-safe); the xtables lock is not waited for there: while another program holds it,
+ * apply/ensure/flush_all yield the calling task and retry every 10 ms, for up to 3 s.
  *
  * A rule is a plain table (the same shape policies/network.lua returns):
  *   { chain = "RIKLET" | "RIKLET-POSTROUTING" | "RIKLET-FORWARD",   -- required
@@ -154,6 +156,122 @@ static void push_rule(lua_State *L, const rk_fw_rule *r)
 	lua_setfield(L, -2, "foreign");
 }
 
+/* ---- waiting for the xtables lock without blocking the loop ---- */
+#define LOCK_RETRY_MS 10
+#define LOCK_WAIT_MS 3000
+
+enum fw_op { OP_APPLY, OP_ENSURE, OP_FLUSH };
+struct fwjob {
+	enum fw_op op;
+	rk_fw_rule *rules;
+	size_t n;
+	char *owner;
+	uint64_t deadline;
+	lrk_wait w;
+};
+
+static void push_stats(lua_State *L, const rk_fw_stats *st)
+{
+	lua_createtable(L, 0, 5);
+	lua_pushinteger(L, st->added);
+	lua_setfield(L, -2, "added");
+	lua_pushinteger(L, st->deleted);
+	lua_setfield(L, -2, "deleted");
+	lua_pushinteger(L, st->kept);
+	lua_setfield(L, -2, "kept");
+	lua_pushinteger(L, st->jumps_added);
+	lua_setfield(L, -2, "jumps_added");
+	lua_pushinteger(L, st->commits);
+	lua_setfield(L, -2, "commits");
+}
+
+/* Run the job (the lock is held or will be waited for by core) and push its results. */
+static int fwjob_run(lua_State *L, struct fwjob *j)
+{
+	rk_fw_stats st = {0};
+	rk_err e = {0};
+	int r = j->op == OP_APPLY    ? rk_fw_apply(j->rules, j->n, j->owner, &st, &e)
+		: j->op == OP_ENSURE ? rk_fw_ensure(&e)
+				     : rk_fw_flush_all(&e);
+	if (r < 0)
+		return lrk_fail_err(L, &e);
+	if (j->op == OP_APPLY)
+		push_stats(L, &st);
+	else
+		lua_pushboolean(L, 1);
+	return 1;
+}
+
+static void fwjob_free(struct fwjob *j)
+{
+	free(j->rules);
+	free(j->owner);
+	free(j);
+}
+
+static void lock_retry(void *ud)
+{
+	struct fwjob *j = ud;
+	lua_State *co = lrk_wake_begin(j->w);
+	if (!co) { /* the task is gone */
+		fwjob_free(j);
+		return;
+	}
+	rk_err e = {0};
+	int got = rk_fw_lock_try(&e);
+	if (got == 0 && rk_now_ms() < j->deadline) {
+		rk_loop_timer(lrk_loop(co), LOCK_RETRY_MS, lock_retry, j);
+		return;
+	}
+	int n;
+	if (got < 0)
+		n = lrk_fail_err(co, &e);
+	else if (got == 0)
+		n = lrk_fail(co,
+			     "iptables: the xtables lock %s stayed held for 3 s by another program (an iptables "
+			     "command or another firewall manager); find it with `fuser -v %s` and retry",
+			     getenv("XTABLES_LOCKFILE") ? getenv("XTABLES_LOCKFILE") : "/run/xtables.lock",
+			     getenv("XTABLES_LOCKFILE") ? getenv("XTABLES_LOCKFILE") : "/run/xtables.lock");
+	else {
+		n = fwjob_run(co, j);
+		rk_fw_unlock();
+	}
+	lrk_wait w = j->w;
+	fwjob_free(j);
+	lrk_wake_end(w, n);
+}
+
+/* Take the lock now and run, or (in a task, lock busy) yield and retry from a timer. Outside a
+ * task core waits for the lock itself (blocking, up to 3 s). Takes ownership of j. */
+static int fwjob_start(lua_State *L, struct fwjob *j)
+{
+	rk_err e = {0};
+	int got = lrk_in_task(L) ? rk_fw_lock_try(&e) : 1;
+	if (got != 0) {
+		int n = got < 0 ? lrk_fail_err(L, &e) : fwjob_run(L, j);
+		if (lrk_in_task(L))
+			rk_fw_unlock();
+		fwjob_free(j);
+		return n;
+	}
+	j->deadline = rk_now_ms() + LOCK_WAIT_MS;
+	j->w = lrk_wait_begin(L);
+	if (!rk_loop_timer(lrk_loop(L), LOCK_RETRY_MS, lock_retry, j)) {
+		fwjob_free(j);
+		return luaL_error(L, "out of memory arming a timer");
+	}
+	return lua_yield(L, 0);
+}
+
+static struct fwjob *fwjob_new(lua_State *L, enum fw_op op)
+{
+	struct fwjob *j = calloc(1, sizeof *j);
+	if (!j)
+		luaL_error(L, "out of memory");
+	j->op = op;
+	return j;
+}
+
 /* fw.apply(rules[, {owner=}]) -> {added, deleted, kept, jumps_added, commits} | nil, err */
 static int l_apply(lua_State *L)
 {
@@ -179,24 +297,16 @@ static int l_apply(lua_State *L)
 			return lrk_fail(L, "%s", err);
 		}
 	}
-	rk_fw_stats st;
-	rk_err e = {0};
-	int r = rk_fw_apply(rules, n, owner, &st, &e);
-	free(rules);
-	if (r < 0)
-		return lrk_fail_err(L, &e);
-	lua_createtable(L, 0, 5);
-	lua_pushinteger(L, st.added);
-	lua_setfield(L, -2, "added");
-	lua_pushinteger(L, st.deleted);
-	lua_setfield(L, -2, "deleted");
-	lua_pushinteger(L, st.kept);
-	lua_setfield(L, -2, "kept");
-	lua_pushinteger(L, st.jumps_added);
-	lua_setfield(L, -2, "jumps_added");
-	lua_pushinteger(L, st.commits);
-	lua_setfield(L, -2, "commits");
-	return 1;
+	struct fwjob *j = calloc(1, sizeof *j);
+	if (!j || (owner && !(j->owner = strdup(owner)))) {
+		free(j);
+		free(rules);
+		return luaL_error(L, "out of memory");
+	}
+	j->op = OP_APPLY;
+	j->rules = rules;
+	j->n = n;
+	return fwjob_start(L, j);
 }
 
 /* fw.list() -> array of rules */
@@ -216,24 +326,16 @@ static int l_list(lua_State *L)
 	return 1;
 }
 
-/* fw.ensure() -> true */
+/* fw.ensure() -> true | nil, err */
 static int l_ensure(lua_State *L)
 {
-	rk_err e = {0};
-	if (rk_fw_ensure(&e) < 0)
-		return lrk_fail_err(L, &e);
-	lua_pushboolean(L, 1);
-	return 1;
+	return fwjob_start(L, fwjob_new(L, OP_ENSURE));
 }
 
-/* fw.flush_all() -> true */
+/* fw.flush_all() -> true | nil, err */
 static int l_flush_all(lua_State *L)
 {
-	rk_err e = {0};
-	if (rk_fw_flush_all(&e) < 0)
-		return lrk_fail_err(L, &e);
-	lua_pushboolean(L, 1);
-	return 1;
+	return fwjob_start(L, fwjob_new(L, OP_FLUSH));
 }
 
 /* fw.format(rule) -> text | nil, err */

@@ -2,12 +2,20 @@
  *
  *   proc.spawn(argv, opts) -> process | nil, err
  *       opts: env (array of "K=V"; nil inherits), cwd, stdout, stderr (file paths, appended;
- *       nil = /dev/null), stderr_to_stdout (bool), new_session (bool)
+ *       nil = /dev/null), stderr_to_stdout (bool), new_session (bool), new_pgroup (bool: its own
+ *       process group; off by default: runc create's container must never share a group riklet
+ *       may kill)
  *     process.pid; process:wait() -> code, signal (yields; code nil when killed by a signal)
  *     process:kill([signo=15]) -> true | nil, err; process:exited() -> boolean
  *   proc.run(argv, opts) -> {code=, signal=, stdout=, stderr=, timed_out=} | nil, err
- *       opts as spawn (stdout/stderr are captured, 1 MiB each at most) plus timeout (seconds;
- *       the process is killed with SIGKILL when it runs out) and input (string written to stdin).
+ *       opts as spawn (stdout/stderr are captured, 1 MiB each at most) plus timeout (seconds)
+ *       and input (string written to stdin). The command runs in its own process group (unless
+ *       new_session, or own_group = false for a command that starts something meant to outlive
+ *       it). When the timeout runs out the whole group is killed with SIGKILL and the pipes are
+ *       closed, so the call returns at the deadline even if a grandchild that left the group still
+ *       holds them (timed_out = true; code and signal nil if the command did not even die within
+ *       a second of SIGKILL, e.g. stuck in the kernel).
+ *   proc.watch(pid) -> code, signal | nil, nil, err (see there)
  *   proc.describe(code, signal) -> "exited with code 3" | "killed by signal 9 (Killed)" */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,12 +24,47 @@
 #include <sys/wait.h>
 
 #include "lrk.h"
+#include "pool.h"
 #include "proc.h"
 
 #define PROC_MT "riklet.proc.process"
 #define CAPTURE_MAX (1u << 20)
 
+/* Everything this module keeps in loop callbacks, so that what is still pending at exit is freed
+ * (lrk_shutdown) instead of leaking. */
+struct held {
+	struct held *prev, *next;
+	void (*free)(void *self);
+};
+static struct held held_all = {&held_all, &held_all, NULL};
+
+static void hold(struct held *h, void (*fn)(void *))
+{
+	h->free = fn;
+	h->next = held_all.next;
+	h->prev = &held_all;
+	held_all.next->prev = h;
+	held_all.next = h;
+}
+
+static void unhold(struct held *h)
+{
+	h->prev->next = h->next;
+	h->next->prev = h->prev;
+	h->prev = h->next = h;
+}
+
+static void free_held(void)
+{
+	while (held_all.next != &held_all) {
+		struct held *h = held_all.next;
+		unhold(h);
+		h->free(h);
+	}
+}
+
 struct lproc {
+	struct held h; /* first: freed through it */
 	pid_t pid;
 	int exited, status;
 	int orphaned; /* the Lua handle is gone: free on exit */
@@ -29,12 +72,42 @@ struct lproc {
 	lrk_wait w;
 };
 
+static int all_strings(lua_State *L, int idx)
+{
+	for (size_t i = 1, n = lua_objlen(L, idx); i <= n; i++) {
+		lua_rawgeti(L, idx, (int)i);
+		int ok = lua_type(L, -1) == LUA_TSTRING;
+		lua_pop(L, 1);
+		if (!ok)
+			return 0;
+	}
+	return 1;
+}
+
+/* Raise on bad arguments (argv at 1, opts at 2) before anything is allocated: a raise leaks
+ * nothing. */
+static void check_args(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	if (lua_objlen(L, 1) == 0)
+		luaL_argerror(L, 1, "argv must not be empty");
+	if (!all_strings(L, 1))
+		luaL_argerror(L, 1, "argv must hold only strings");
+	if (lua_isnoneornil(L, 2))
+		return;
+	luaL_checktype(L, 2, LUA_TTABLE);
+	lua_getfield(L, 2, "env");
+	if (!lua_isnil(L, -1) && (!lua_istable(L, -1) || lua_objlen(L, -1) == 0 || !all_strings(L, lua_gettop(L))))
+		luaL_argerror(L, 2, "env must be a non-empty array of \"K=V\" strings");
+	lua_pop(L, 1);
+}
+
+/* Call only after check_args: cannot raise then (but when out of memory). */
 static void fill_opts(lua_State *L, int idx, struct rk_proc_opts *o, char ***env)
 {
 	*env = NULL;
 	if (lua_isnoneornil(L, idx))
 		return;
-	luaL_checktype(L, idx, LUA_TTABLE);
 	lua_getfield(L, idx, "env");
 	if (!lua_isnil(L, -1))
 		*env = lrk_check_argv(L, lua_gettop(L));
@@ -51,7 +124,9 @@ static void fill_opts(lua_State *L, int idx, struct rk_proc_opts *o, char ***env
 	o->stderr_to_stdout = lua_toboolean(L, -1);
 	lua_getfield(L, idx, "new_session");
 	o->new_session = lua_toboolean(L, -1);
-	lua_pop(L, 2);
+	lua_getfield(L, idx, "new_pgroup");
+	o->new_pgroup = lua_toboolean(L, -1);
+	lua_pop(L, 3);
 }
 
 static void push_status(lua_State *L, int st)
@@ -73,6 +148,7 @@ static void on_exit_cb(void *ud, pid_t pid, int st)
 	struct lproc *p = ud;
 	p->exited = 1;
 	p->status = st;
+	unhold(&p->h);
 	if (p->orphaned) {
 		free(p);
 		return;
@@ -95,29 +171,90 @@ static struct lproc *check_proc(lua_State *L)
 	return *pp;
 }
 
-static int l_spawn(lua_State *L)
+/* ---- spawning off the loop ----
+ * posix_spawn suspends the calling thread until the child has exec'd (vfork semantics): tens of
+ * milliseconds for a big binary such as runc on a loaded machine. In a task the spawn itself runs
+ * on the worker pool (the child's exit is still reaped by the loop: children belong to the
+ * process, not to the thread that spawned them). */
+struct spawn {
+	struct rk_pool_job job;
+	char **argv, **env;
+	char *cwd, *out, *err;
+	struct rk_proc_opts o;
+	pid_t pid;
+	rk_err e;
+};
+
+static void spawn_free(void *ud)
 {
-	char **argv = lrk_check_argv(L, 1);
-	struct rk_proc_opts o = RK_PROC_OPTS_INIT;
-	char **env;
-	fill_opts(L, 2, &o, &env);
-	rk_err e = {0};
-	pid_t pid = rk_proc_spawn(argv, &o, &e);
-	lrk_free_argv(argv);
-	lrk_free_argv(env);
-	if (pid < 0)
-		return lrk_fail_err(L, &e);
+	struct spawn *s = ud;
+	lrk_free_argv(s->argv);
+	lrk_free_argv(s->env);
+	free(s->cwd);
+	free(s->out);
+	free(s->err);
+	free(s);
+}
+
+/* argv at 1, opts at 2, already checked (check_args): copies everything the spawn needs. */
+static struct spawn *spawn_new(lua_State *L)
+{
+	struct spawn *s = calloc(1, sizeof *s);
+	if (!s)
+		luaL_error(L, "out of memory");
+	s->o = (struct rk_proc_opts)RK_PROC_OPTS_INIT;
+	s->argv = lrk_check_argv(L, 1); /* cannot raise after check_args, but out of memory */
+	fill_opts(L, 2, &s->o, &s->env);
+	if ((s->o.cwd && !(s->cwd = strdup(s->o.cwd))) || (s->o.stdout_path && !(s->out = strdup(s->o.stdout_path))) ||
+	    (s->o.stderr_path && !(s->err = strdup(s->o.stderr_path)))) {
+		spawn_free(s);
+		luaL_error(L, "out of memory");
+	}
+	s->o.cwd = s->cwd; /* the copies: the Lua strings may be gone when a worker spawns */
+	s->o.stdout_path = s->out;
+	s->o.stderr_path = s->err;
+	return s;
+}
+
+static void spawn_work(void *ud)
+{
+	struct spawn *s = ud;
+	s->pid = rk_proc_spawn(s->argv, &s->o, &s->e);
+}
+
+/* The results of proc.spawn, on the loop thread once the child exists. */
+static int spawn_push(lua_State *L, void *ud)
+{
+	struct spawn *s = ud;
+	if (s->pid < 0)
+		return lrk_fail_err(L, &s->e);
 	struct lproc *p = calloc(1, sizeof *p);
+	if (!p) {
+		kill(s->pid, SIGKILL); /* nobody could ever wait for it */
+		return lrk_fail(L, "out of memory starting %s", s->argv[0]);
+	}
 	struct lproc **pp = lua_newuserdata(L, sizeof *pp);
 	*pp = p;
 	luaL_getmetatable(L, PROC_MT);
 	lua_setmetatable(L, -2);
-	if (!p)
-		return luaL_error(L, "out of memory");
-	p->pid = pid;
-	if (rk_loop_watch_child(lrk_loop(L), pid, on_exit_cb, p, &e) < 0)
-		return lrk_fail_err(L, &e);
+	p->pid = s->pid;
+	hold(&p->h, free);
+	rk_err e = {0};
+	if (rk_loop_watch_child(lrk_loop(L), s->pid, on_exit_cb, p, &e) < 0) {
+		/* our own fresh child: only out of memory gets here. Never let a wait hang on it. */
+		unhold(&p->h);
+		p->exited = 1;
+		p->status = -1;
+		rk_warn("proc", "cannot watch process %d (%s): its exit status will not be known", (int)s->pid, e.msg);
+	}
 	return 1;
+}
+
+static int l_spawn(lua_State *L)
+{
+	check_args(L);
+	lua_settop(L, 2);
+	return lrk_offload(L, NULL, spawn_work, spawn_push, spawn_free, spawn_new(L));
 }
 
 /* process:wait() -> code, signal */
@@ -181,61 +318,93 @@ static int l_proc_fields(lua_State *L)
 }
 
 /* ---- proc.run: capture output, optional input and timeout ---- */
+#define KILL_GRACE_MS 1000
+
 struct run {
+	struct held h; /* first: freed through it */
 	pid_t pid;
-	int exited, status, timed_out, done, orphaned;
+	int group; /* pid leads its own process group: a timeout kills the group */
+	int exited, status, timed_out, returned;
 	int fd_out, fd_err, fd_in;
 	rk_watch *w_out, *w_err, *w_in;
-	rk_timer *timer;
+	rk_timer *timer; /* the timeout, then the grace after SIGKILL */
 	char *buf[2];
 	size_t len[2];
 	char *input;
 	size_t in_len, in_off;
 	lrk_wait w;
+	double timeout;
+	int child_fds[3]; /* the child's ends of the pipes, closed once it is spawned */
+	struct spawn *sp; /* while the spawn is on the worker pool */
 };
 
-static void run_free(struct run *r)
+static void run_close(struct run *r, int *fd, rk_watch **w)
 {
+	if (*fd < 0)
+		return;
+	rk_watch_cancel(*w);
+	*w = NULL;
+	close(*fd);
+	*fd = -1;
+}
+
+static void run_free(void *self)
+{
+	struct run *r = self;
+	run_close(r, &r->fd_out, &r->w_out);
+	run_close(r, &r->fd_err, &r->w_err);
+	run_close(r, &r->fd_in, &r->w_in);
+	if (r->timer)
+		rk_timer_cancel(r->timer);
+	if (!r->exited)
+		rk_loop_unwatch_child(lrk_loop(NULL), r->pid);
 	free(r->buf[0]);
 	free(r->buf[1]);
 	free(r->input);
 	free(r);
 }
 
-static void run_maybe_done(struct run *r)
+/* Resume the caller with the result: when the command exited and its pipes are closed, or at the
+ * end of the grace after a timeout's SIGKILL. The struct stays until the exit is seen. */
+static void run_return(struct run *r)
 {
-	if (r->done || !r->exited || r->fd_out >= 0 || r->fd_err >= 0)
-		return;
-	r->done = 1;
+	r->returned = 1;
 	if (r->timer)
 		rk_timer_cancel(r->timer);
 	r->timer = NULL;
-	if (r->fd_in >= 0) {
-		rk_watch_cancel(r->w_in);
-		close(r->fd_in);
-		r->fd_in = -1;
-	}
+	run_close(r, &r->fd_out, &r->w_out);
+	run_close(r, &r->fd_err, &r->w_err);
+	run_close(r, &r->fd_in, &r->w_in);
 	lua_State *co = lrk_wake_begin(r->w);
-	if (!co) {
-		run_free(r);
-		return;
+	if (co) {
+		lua_createtable(co, 0, 5);
+		push_status(co, r->exited ? r->status : -1);
+		lua_setfield(co, -3, "signal");
+		lua_setfield(co, -2, "code");
+		lua_pushlstring(co, r->buf[0] ? r->buf[0] : "", r->len[0]);
+		lua_setfield(co, -2, "stdout");
+		lua_pushlstring(co, r->buf[1] ? r->buf[1] : "", r->len[1]);
+		lua_setfield(co, -2, "stderr");
+		lua_pushboolean(co, r->timed_out);
+		lua_setfield(co, -2, "timed_out");
 	}
-	lua_createtable(co, 0, 5);
-	push_status(co, r->status);
-	lua_setfield(co, -3, "signal");
-	lua_setfield(co, -2, "code");
-	lua_pushlstring(co, r->buf[0] ? r->buf[0] : "", r->len[0]);
-	lua_setfield(co, -2, "stdout");
-	lua_pushlstring(co, r->buf[1] ? r->buf[1] : "", r->len[1]);
-	lua_setfield(co, -2, "stderr");
-	lua_pushboolean(co, r->timed_out);
-	lua_setfield(co, -2, "timed_out");
 	lrk_wait w = r->w;
-	run_free(r);
-	lrk_wake_end(w, 1);
+	if (r->exited) {
+		unhold(&r->h);
+		run_free(r);
+	}
+	if (co)
+		lrk_wake_end(w, 1);
 }
 
-static void run_read(struct run *r, int which)
+static void run_maybe_done(struct run *r)
+{
+	if (!r->returned && r->exited && r->fd_out < 0 && r->fd_err < 0)
+		run_return(r);
+}
+
+/* Read what is there; at end of file (or when closing) stop watching. */
+static void run_read(struct run *r, int which, int closing)
 {
 	int *fd = which ? &r->fd_err : &r->fd_out;
 	rk_watch **w = which ? &r->w_err : &r->w_out;
@@ -244,7 +413,7 @@ static void run_read(struct run *r, int which)
 		ssize_t n = read(*fd, tmp, sizeof tmp);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0 && errno == EAGAIN)
+		if (n < 0 && errno == EAGAIN && !closing)
 			return;
 		if (n <= 0)
 			break;
@@ -259,19 +428,18 @@ static void run_read(struct run *r, int which)
 			}
 		}
 	}
-	rk_watch_cancel(*w);
-	close(*fd);
-	*fd = -1;
-	run_maybe_done(r);
+	run_close(r, fd, w);
 }
 
 static void run_out_cb(void *ud, int fd, uint32_t ev)
 {
-	run_read(ud, 0);
+	run_read(ud, 0, 0);
+	run_maybe_done(ud);
 }
 static void run_err_cb(void *ud, int fd, uint32_t ev)
 {
-	run_read(ud, 1);
+	run_read(ud, 1, 0);
+	run_maybe_done(ud);
 }
 
 static void run_in_cb(void *ud, int fd, uint32_t ev)
@@ -287,9 +455,7 @@ static void run_in_cb(void *ud, int fd, uint32_t ev)
 			break;
 		r->in_off += (size_t)n;
 	}
-	rk_watch_cancel(r->w_in);
-	close(r->fd_in);
-	r->fd_in = -1;
+	run_close(r, &r->fd_in, &r->w_in);
 }
 
 static void run_exit_cb(void *ud, pid_t pid, int st)
@@ -297,7 +463,21 @@ static void run_exit_cb(void *ud, pid_t pid, int st)
 	struct run *r = ud;
 	r->exited = 1;
 	r->status = st;
+	if (r->returned) { /* returned at a timeout's grace; the exit came later */
+		unhold(&r->h);
+		run_free(r);
+		return;
+	}
 	run_maybe_done(r);
+}
+
+static void run_grace_cb(void *ud)
+{
+	struct run *r = ud;
+	r->timer = NULL;
+	rk_warn("proc", "process %d did not die within %d ms of SIGKILL (stuck in the kernel?); giving up on it",
+		(int)r->pid, KILL_GRACE_MS);
+	run_return(r);
 }
 
 static void run_timeout_cb(void *ud)
@@ -305,28 +485,97 @@ static void run_timeout_cb(void *ud)
 	struct run *r = ud;
 	r->timer = NULL;
 	r->timed_out = 1;
-	kill(r->pid, SIGKILL);
+	/* The group: its children too (a `sh -c` pipeline, a daemon it started). A grandchild that
+	 * left the group keeps running but cannot hold the call: the pipes are closed right here. */
+	if (r->group)
+		kill(-r->pid, SIGKILL);
+	if (!r->exited)
+		kill(r->pid, SIGKILL);
+	if (r->fd_out >= 0)
+		run_read(r, 0, 1);
+	if (r->fd_err >= 0)
+		run_read(r, 1, 1);
+	run_close(r, &r->fd_in, &r->w_in);
+	if (r->exited)
+		run_return(r);
+	else
+		r->timer = rk_loop_timer(lrk_loop(NULL), KILL_GRACE_MS, run_grace_cb, r);
+}
+
+static void run_work(void *ud)
+{
+	struct run *r = ud;
+	spawn_work(r->sp);
+}
+
+/* On the loop thread once the command is spawned (or failed to be): watch its pipes and exit. */
+static void run_spawned(void *ud, int cancelled)
+{
+	struct run *r = ud;
+	struct spawn *sp = r->sp;
+	r->sp = NULL;
+	for (int i = 0; i < 3; i++)
+		if (r->child_fds[i] >= 0)
+			close(r->child_fds[i]);
+	pid_t pid = sp->pid;
+	rk_err e = sp->e;
+	int group = sp->o.new_pgroup || sp->o.new_session;
+	spawn_free(sp);
+	r->exited = 1; /* nothing to unwatch in run_free yet */
+	if (cancelled || pid < 0) {
+		lrk_wait w = r->w;
+		run_free(r);
+		lua_State *co = cancelled ? NULL : lrk_wake_begin(w);
+		if (co)
+			lrk_wake_end(w, lrk_fail_err(co, &e));
+		return;
+	}
+	r->exited = 0;
+	r->pid = pid;
+	r->group = group;
+	hold(&r->h, run_free);
+	rk_loop *loop = lrk_loop(NULL);
+	r->w_out = rk_loop_watch_fd(loop, r->fd_out, EPOLLIN, run_out_cb, r, &e);
+	r->w_err = rk_loop_watch_fd(loop, r->fd_err, EPOLLIN, run_err_cb, r, &e);
+	if (r->fd_in >= 0)
+		r->w_in = rk_loop_watch_fd(loop, r->fd_in, EPOLLOUT, run_in_cb, r, &e);
+	if (r->timeout > 0)
+		r->timer = rk_loop_timer(loop, (uint64_t)(r->timeout * 1000), run_timeout_cb, r);
+	if (rk_loop_watch_child(loop, pid, run_exit_cb, r, &e) < 0)
+		rk_warn("proc", "cannot watch %d: %s", (int)pid, e.msg);
 }
 
 static int l_run(lua_State *L)
 {
-	char **argv = lrk_check_argv(L, 1);
-	struct rk_proc_opts o = RK_PROC_OPTS_INIT;
-	char **env;
-	fill_opts(L, 2, &o, &env);
+	check_args(L);
 	double timeout = 0;
 	size_t in_len = 0;
 	const char *input = NULL;
+	int own_group = 1;
 	if (lua_istable(L, 2)) {
 		lua_getfield(L, 2, "timeout");
 		timeout = lua_tonumber(L, -1);
 		lua_getfield(L, 2, "input");
 		input = lua_tolstring(L, -1, &in_len);
-		lua_pop(L, 2);
+		lua_getfield(L, 2, "own_group");
+		own_group = lua_isnil(L, -1) || lua_toboolean(L, -1);
+		lua_pop(L, 3);
 	}
-	lrk_wait w = lrk_wait_begin(L); /* raises outside a task, before anything is spawned */
+	lrk_wait w = lrk_wait_begin(L); /* raises outside a task, before anything is allocated */
+	struct run *r = calloc(1, sizeof *r);
+	if (!r || (input && !(r->input = malloc(in_len ? in_len : 1)))) {
+		free(r);
+		return luaL_error(L, "out of memory");
+	}
+	if (input)
+		memcpy(r->input, input, in_len);
+	r->in_len = in_len;
+	r->timeout = timeout;
+	struct spawn *sp = spawn_new(L); /* raises only when out of memory */
+	struct rk_proc_opts o = sp->o;
+	char **argv = sp->argv;
+	o.new_pgroup = own_group && !o.new_session;
 	int po[2] = {-1, -1}, pe[2] = {-1, -1}, pi[2] = {-1, -1};
-	rk_err e = {0};
 	if (pipe2(po, O_CLOEXEC | O_NONBLOCK) < 0 || pipe2(pe, O_CLOEXEC | O_NONBLOCK) < 0 ||
 	    (input && pipe2(pi, O_CLOEXEC | O_NONBLOCK) < 0)) {
 		int err = errno;
@@ -338,9 +587,11 @@ static int l_run(lua_State *L)
 			if (pi[i] >= 0)
 				close(pi[i]);
 		}
-		lrk_free_argv(argv);
-		lrk_free_argv(env);
-		return lrk_fail(L, "cannot create pipes for %s: %s", lua_tostring(L, -1), strerror(err));
+		int n = lrk_fail(L, "cannot create pipes for %s: %s", argv[0], strerror(err));
+		spawn_free(sp);
+		free(r->input);
+		free(r);
+		return n;
 	}
 	/* The child's ends must be blocking. */
 	fcntl(po[1], F_SETFL, 0);
@@ -350,41 +601,28 @@ static int l_run(lua_State *L)
 	o.stdout_fd = po[1];
 	o.stderr_fd = o.stderr_to_stdout ? po[1] : pe[1];
 	o.stdin_fd = input ? pi[0] : -1;
-	pid_t pid = rk_proc_spawn(argv, &o, &e);
-	lrk_free_argv(argv);
-	lrk_free_argv(env);
-	close(po[1]);
-	close(pe[1]);
-	if (input)
-		close(pi[0]);
-	if (pid < 0) {
-		close(po[0]);
-		close(pe[0]);
-		if (input)
-			close(pi[1]);
-		return lrk_fail_err(L, &e);
-	}
-	struct run *r = calloc(1, sizeof *r);
-	if (!r)
-		return luaL_error(L, "out of memory");
-	r->pid = pid;
+	sp->o = o;
+	r->child_fds[0] = po[1];
+	r->child_fds[1] = pe[1];
+	r->child_fds[2] = input ? pi[0] : -1;
 	r->fd_out = po[0];
 	r->fd_err = pe[0];
 	r->fd_in = input ? pi[1] : -1;
 	r->w = w;
-	rk_loop *loop = lrk_loop(L);
-	r->w_out = rk_loop_watch_fd(loop, r->fd_out, EPOLLIN, run_out_cb, r, &e);
-	r->w_err = rk_loop_watch_fd(loop, r->fd_err, EPOLLIN, run_err_cb, r, &e);
-	if (input) {
-		r->input = malloc(in_len ? in_len : 1);
-		memcpy(r->input, input, in_len);
-		r->in_len = in_len;
-		r->w_in = rk_loop_watch_fd(loop, r->fd_in, EPOLLOUT, run_in_cb, r, &e);
+	r->sp = sp;
+	if (lrk_pool()) {
+		sp->job = (struct rk_pool_job){.work = run_work, .done = run_spawned, .ud = r};
+		rk_pool_submit(lrk_pool(), &sp->job);
+		return lua_yield(L, 0);
 	}
-	if (timeout > 0)
-		r->timer = rk_loop_timer(loop, (uint64_t)(timeout * 1000), run_timeout_cb, r);
-	if (rk_loop_watch_child(loop, pid, run_exit_cb, r, &e) < 0)
-		rk_warn("proc", "cannot watch %d: %s", (int)pid, e.msg);
+	spawn_work(sp); /* no worker pool: here */
+	if (sp->pid < 0) {
+		int n = lrk_fail_err(L, &sp->e);
+		r->w = (lrk_wait){0, 0}; /* run_spawned must not resume this task: it is not suspended */
+		run_spawned(r, 0);
+		return n;
+	}
+	run_spawned(r, 0);
 	return lua_yield(L, 0);
 }
 
@@ -422,38 +660,73 @@ static int l_alive(lua_State *L)
 	return 1;
 }
 
-/* proc.watch(pid) -> code, signal — waits for any process (ours or re-adopted) to exit.
- * For a process that is not riklet's child both are nil (the exit code cannot be known). */
+/* proc.watch(pid) -> code, signal | nil, nil, err — waits (yields) for any process, ours or
+ * re-adopted, to exit.
+ *   code, signal: it exited (code) or was killed (signal). For a process that is not riklet's
+ *     child both are nil: it is gone, but its exit code cannot be known. A process that no longer
+ *     exists when the watch starts (ESRCH) also gives nil, nil: it is gone.
+ *   nil, nil, err: watching FAILED (pidfd_open refused with something other than ESRCH, out of
+ *     fds, the pid is already watched, epoll refused): nothing is known about the process, which
+ *     may well still run. Never read this as an exit. */
+struct pwatch {
+	struct held h; /* first: freed through it */
+	pid_t pid;
+	lrk_wait w;
+};
+
+static void pwatch_free(void *self)
+{
+	free(self);
+}
+
 static void watch_cb(void *ud, pid_t pid, int st)
 {
-	lrk_wait *w = ud;
-	lua_State *co = lrk_wake_begin(*w);
+	struct pwatch *pw = ud;
+	lrk_wait w = pw->w;
+	unhold(&pw->h);
+	free(pw);
+	lua_State *co = lrk_wake_begin(w);
 	if (co) {
 		push_status(co, st);
-		lrk_wake_end(*w, 2);
+		lrk_wake_end(w, 2);
 	}
-	free(w);
 }
 
 static int l_watch(lua_State *L)
 {
 	pid_t pid = (pid_t)luaL_checkinteger(L, 1);
-	lrk_wait *w = malloc(sizeof *w);
-	if (!w)
+	lrk_wait w = lrk_wait_begin(L);
+	struct pwatch *pw = calloc(1, sizeof *pw);
+	if (!pw)
 		return luaL_error(L, "out of memory");
-	*w = lrk_wait_begin(L);
+	pw->pid = pid;
+	pw->w = w;
 	rk_err e = {0};
-	if (rk_loop_watch_child(lrk_loop(L), pid, watch_cb, w, &e) < 0) {
-		free(w);
-		return lrk_fail_err(L, &e);
+	if (rk_loop_watch_child(lrk_loop(L), pid, watch_cb, pw, &e) < 0) {
+		free(pw);
+		lua_pushnil(L);
+		lua_pushnil(L);
+		if (e.code == ESRCH)
+			return 2; /* gone before we looked: an exit with an unknown code */
+		lua_pushfstring(L, "cannot watch process %d: %s", (int)pid, e.msg[0] ? e.msg : "unknown error");
+		return 3;
 	}
+	hold(&pw->h, pwatch_free);
 	return lua_yield(L, 0);
 }
 
 /* proc.unwatch(pid) — stop a proc.watch (the waiting task is not resumed by it any more). */
 static int l_unwatch(lua_State *L)
 {
-	rk_loop_unwatch_child(lrk_loop(L), (pid_t)luaL_checkinteger(L, 1));
+	pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+	rk_loop_unwatch_child(lrk_loop(L), pid);
+	for (struct held *h = held_all.next; h != &held_all; h = h->next) {
+		if (h->free == pwatch_free && ((struct pwatch *)h)->pid == pid) {
+			unhold(h);
+			free(h);
+			break;
+		}
+	}
 	return 0;
 }
 
@@ -466,6 +739,9 @@ static int open_proc(lua_State *L)
 				       {"unwatch", l_unwatch}, {NULL, NULL}};
 	lua_newtable(L);
 	lrk_setfuncs(L, fns);
+	static int hooked;
+	if (!hooked++)
+		lrk_at_shutdown(free_held);
 	return 1;
 }
 LRK_MODULE("riklet.proc", open_proc)

@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "pool.h"
+
 static struct lrk_module *modules;
 void lrk_module_add(struct lrk_module *m)
 {
@@ -16,21 +18,33 @@ void lrk_module_add(struct lrk_module *m)
 	modules = m;
 }
 
+struct timed_wake;
+struct keychain;
+
 struct lrk_task {
 	lua_State *co;
 	int ref;      /* registry ref keeping the coroutine alive */
 	uint64_t seq; /* the wait in progress (0: not waiting) */
 	int in_use;
 	uint32_t next_free;
+	struct timed_wake *tw; /* the timeout armed for the wait in progress, cancelled when it ends */
+	char where[72];	       /* where the task's function is defined, to name a slow loop turn */
 };
 
+#define SHUTDOWN_HOOKS_MAX 16
 static struct {
 	lua_State *L; /* main state */
 	rk_loop *loop;
 	struct lrk_task *tasks;
 	uint32_t ntasks, cap, free_head; /* free list through next_free; UINT32_MAX = empty */
 	uint64_t seq;
+	rk_pool *pool;
+	struct keychain *chains; /* keys with offloaded work in flight */
+	void (*hooks[SHUTDOWN_HOOKS_MAX])(void);
+	int nhooks;
 } G = {.free_head = UINT32_MAX};
+
+static void drop_timer(struct lrk_task *t);
 
 static const char TASKMAP_KEY = 0; /* registry[&TASKMAP_KEY] = { [thread] = slot } */
 
@@ -199,6 +213,7 @@ int lrk_in_task(lua_State *L)
 static void release(uint32_t slot)
 {
 	struct lrk_task *t = &G.tasks[slot];
+	drop_timer(t);
 	taskmap_set(t->co, -1);
 	luaL_unref(G.L, LUA_REGISTRYINDEX, t->ref);
 	t->co = NULL;
@@ -225,11 +240,30 @@ static void requeue_cb(void *ud)
 		lrk_wake_end(w, 0);
 }
 
+/* Tell the loop which task kept it busy, for the slow-turn warning (only for resumes that took a
+ * while: finding the line costs a little). */
+static void blame(uint32_t slot, lua_State *co, uint64_t us, int yielded)
+{
+	char at[96] = "";
+	lua_Debug ar;
+	for (int lvl = 0; yielded && lua_getstack(co, lvl, &ar); lvl++) {
+		if (lua_getinfo(co, "Sl", &ar) && ar.currentline > 0) {
+			snprintf(at, sizeof at, ", now waiting at %s:%d", ar.short_src, ar.currentline);
+			break;
+		}
+	}
+	rk_loop_blame(G.loop, us, "the Lua task of %s%s", G.tasks[slot].where, yielded ? at : " (it ended)");
+}
+
 static void resume_task(uint32_t slot, int nargs)
 {
 	struct lrk_task *t = &G.tasks[slot];
 	lua_State *co = t->co;
+	uint64_t t0 = rk_now_us();
 	int rc = lua_resume(co, nargs);
+	uint64_t took = rk_now_us() - t0;
+	if (took >= 1000)
+		blame(slot, co, took, rc == LUA_YIELD);
 	if (rc == LUA_YIELD) {
 		t = &G.tasks[slot]; /* the array may have grown */
 		if (t->seq == 0) {
@@ -275,10 +309,17 @@ void lrk_spawn(lua_State *L, int nargs)
 	uint32_t slot = alloc_slot();
 	if (slot == UINT32_MAX)
 		luaL_error(L, "out of memory starting a task");
+	struct lrk_task nt = {.in_use = 1};
+	lua_Debug ar;
+	lua_pushvalue(L, -1 - nargs);
+	if (lua_getinfo(L, ">S", &ar))
+		snprintf(nt.where, sizeof nt.where, "%s:%d", ar.short_src, ar.linedefined);
 	lua_State *co = lua_newthread(L);
 	int ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	lua_xmove(L, co, nargs + 1);
-	G.tasks[slot] = (struct lrk_task){.co = co, .ref = ref, .in_use = 1};
+	nt.co = co;
+	nt.ref = ref;
+	G.tasks[slot] = nt;
 	taskmap_set(co, (int)slot);
 	resume_task(slot, nargs);
 }
@@ -290,6 +331,7 @@ lrk_wait lrk_wait_begin(lua_State *L)
 		luaL_error(L,
 			   "this call waits, so it must run inside a riklet task (task.spawn), "
 			   "not in the main chunk or a plain coroutine");
+	drop_timer(&G.tasks[slot]); /* a timeout of an earlier wait can never fire usefully now */
 	G.tasks[slot].seq = ++G.seq;
 	return (lrk_wait){(uint32_t)slot, G.tasks[slot].seq};
 }
@@ -304,6 +346,7 @@ lua_State *lrk_wake_begin(lrk_wait w)
 void lrk_wake_end(lrk_wait w, int nresults)
 {
 	G.tasks[w.slot].seq = 0;
+	drop_timer(&G.tasks[w.slot]);
 	resume_task(w.slot, nresults);
 }
 
@@ -370,6 +413,7 @@ static int wake_now(lua_State *L, lrk_wait w, int first, int nargs)
 	if (!p)
 		return luaL_error(L, "out of memory");
 	G.tasks[w.slot].seq = 0;
+	drop_timer(&G.tasks[w.slot]);
 	for (int i = 0; i < nargs; i++)
 		lua_pushvalue(L, first + i);
 	lua_xmove(L, co, nargs);
@@ -386,14 +430,31 @@ static int l_wake(lua_State *L)
 	return 1;
 }
 
+/* The timeout of a wait. It belongs to the task's current wait: when that wait ends in any way
+ * (woken, new wait, task ended) the timer is cancelled and its values released at once, so a
+ * million satisfied q:get(3600) leave nothing behind for an hour. */
 struct timed_wake {
 	lrk_wait w;
 	int ref; /* table of values */
+	rk_timer *timer;
 };
+
+static void drop_timer(struct lrk_task *t)
+{
+	struct timed_wake *tw = t->tw;
+	if (!tw)
+		return;
+	t->tw = NULL;
+	rk_timer_cancel(tw->timer);
+	luaL_unref(G.L, LUA_REGISTRYINDEX, tw->ref);
+	free(tw);
+}
 
 static void timed_cb(void *ud)
 {
 	struct timed_wake *t = ud;
+	if (t->w.slot < G.ntasks && G.tasks[t->w.slot].tw == t)
+		G.tasks[t->w.slot].tw = NULL; /* firing: it frees itself below */
 	lua_State *L = G.L;
 	lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
 	int tbl = lua_gettop(L);
@@ -406,12 +467,16 @@ static void timed_cb(void *ud)
 	free(t);
 }
 
-/* task_core.wake_after(token, ms, ...) -> nothing. Wakes with ... after ms unless woken before. */
+/* task_core.wake_after(token, ms, ...) -> nothing. Wakes with ... after ms unless woken before; the
+ * timer is cancelled as soon as that wait ends otherwise. A stale token arms nothing. */
 static int l_wake_after(lua_State *L)
 {
 	lrk_wait w = tok_check(L, 1);
 	double ms = luaL_checknumber(L, 2);
 	int n = lua_gettop(L) - 2;
+	if (!lrk_wake_begin(w))
+		return 0;
+	drop_timer(&G.tasks[w.slot]);
 	lua_createtable(L, n, 0);
 	for (int i = 1; i <= n; i++) {
 		lua_pushvalue(L, 2 + i);
@@ -422,11 +487,13 @@ static int l_wake_after(lua_State *L)
 		return luaL_error(L, "out of memory");
 	t->w = w;
 	t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-	if (!rk_loop_timer(G.loop, ms < 0 ? 0 : (uint64_t)ms, timed_cb, t)) {
+	t->timer = rk_loop_timer(G.loop, ms < 0 ? 0 : (uint64_t)ms, timed_cb, t);
+	if (!t->timer) {
 		luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
 		free(t);
 		return luaL_error(L, "out of memory arming a timer");
 	}
+	G.tasks[w.slot].tw = t;
 	return 0;
 }
 
@@ -447,6 +514,219 @@ static int open_task_core(lua_State *L)
 	return 1;
 }
 LRK_MODULE("riklet.task_core", open_task_core)
+
+/* ---- blocking work off the loop (see lrk_offload in lrk.h) ---- */
+struct offload {
+	struct rk_pool_job job;
+	lrk_wait w;
+	rk_work_fn work;
+	lrk_push_fn push;
+	void (*release)(void *ud);
+	void *ud;
+	struct keychain *chain;
+	struct offload *next; /* the next job of the same key */
+};
+
+/* Jobs of one key run one after another, in the order they were asked for: two writes of the same
+ * record never race, and the later one always lands last. */
+struct keychain {
+	char *key;
+	struct offload *head, *tail; /* head is on the pool; the others wait for it */
+	struct keychain *next;
+};
+
+rk_pool *lrk_pool(void)
+{
+	if (!G.pool) {
+		rk_err e = {0};
+		G.pool = rk_pool_new(G.loop, 0, &e);
+		if (!G.pool)
+			rk_warn("lrk", "no worker pool (%s): blocking file work runs on the loop thread", e.msg);
+	}
+	return G.pool;
+}
+
+static void offload_done(void *ud, int cancelled);
+
+static void offload_work(void *ud)
+{
+	struct offload *o = ud;
+	o->work(o->ud);
+}
+
+static void offload_submit(struct offload *o)
+{
+	o->job = (struct rk_pool_job){.work = offload_work, .done = offload_done, .ud = o};
+	rk_pool_submit(G.pool, &o->job);
+}
+
+static void offload_free(struct offload *o)
+{
+	if (o->release)
+		o->release(o->ud);
+	free(o);
+}
+
+static void offload_done(void *ud, int cancelled)
+{
+	struct offload *o = ud;
+	struct keychain *c = o->chain;
+	if (c) {
+		c->head = o->next;
+		if (!c->head)
+			c->tail = NULL;
+		if (c->head && !cancelled) {
+			offload_submit(c->head);
+		} else if (!c->head) {
+			for (struct keychain **pc = &G.chains; *pc; pc = &(*pc)->next)
+				if (*pc == c) {
+					*pc = c->next;
+					break;
+				}
+			free(c->key);
+			free(c);
+		}
+	}
+	lua_State *co = cancelled ? NULL : lrk_wake_begin(o->w);
+	if (!co) {
+		offload_free(o);
+		return;
+	}
+	int n = o->push(co, o->ud);
+	lrk_wait w = o->w;
+	offload_free(o);
+	lrk_wake_end(w, n);
+}
+
+int lrk_offload_busy(const char *key)
+{
+	for (struct keychain *c = G.chains; key && c; c = c->next)
+		if (!strcmp(c->key, key))
+			return 1;
+	return 0;
+}
+
+int lrk_offload(lua_State *L, const char *key, rk_work_fn work, lrk_push_fn push, void (*release)(void *ud), void *ud)
+{
+	if (!lrk_in_task(L) || !lrk_pool()) {
+		work(ud);
+		int n = push(L, ud);
+		if (release)
+			release(ud);
+		return n;
+	}
+	struct offload *o = calloc(1, sizeof *o);
+	struct keychain *c = NULL;
+	if (o && key) {
+		for (c = G.chains; c && strcmp(c->key, key); c = c->next)
+			;
+		if (!c && (c = calloc(1, sizeof *c)) && !(c->key = strdup(key))) {
+			free(c);
+			c = NULL;
+		}
+		if (!c) {
+			free(o);
+			o = NULL;
+		}
+	}
+	if (!o) {
+		if (release)
+			release(ud);
+		return luaL_error(L, "out of memory queueing work for the worker pool");
+	}
+	*o = (struct offload){.work = work, .push = push, .release = release, .ud = ud, .chain = c};
+	o->w = lrk_wait_begin(L);
+	if (c) {
+		int first = !c->head;
+		if (first) {
+			c->next = G.chains;
+			G.chains = c;
+			c->head = o;
+		} else {
+			c->tail->next = o;
+		}
+		c->tail = o;
+		if (!first)
+			return lua_yield(L, 0); /* submitted when the job before it is done */
+	}
+	offload_submit(o);
+	return lua_yield(L, 0);
+}
+
+void lrk_loop_stats(lua_State *L)
+{
+	struct rk_loop_stats st;
+	rk_loop_get_stats(G.loop, &st);
+	lua_createtable(L, 0, 12);
+	lua_pushnumber(L, (double)st.lag_max_us / 1000.0);
+	lua_setfield(L, -2, "lag_max_ms");
+	lua_pushnumber(L, (double)st.lag_recent_us / 1000.0);
+	lua_setfield(L, -2, "lag_recent_ms");
+	lua_pushnumber(L, (double)st.lag_last_us / 1000.0);
+	lua_setfield(L, -2, "lag_last_ms");
+	lua_pushnumber(L, (double)st.turns);
+	lua_setfield(L, -2, "turns");
+	lua_pushnumber(L, (double)st.slow_turns);
+	lua_setfield(L, -2, "slow_turns");
+	lua_pushstring(L, st.slowest);
+	lua_setfield(L, -2, "slowest");
+	lua_pushinteger(L, (lua_Integer)st.timers);
+	lua_setfield(L, -2, "timers");
+	lua_pushinteger(L, (lua_Integer)st.watches);
+	lua_setfield(L, -2, "watches");
+	lua_pushinteger(L, (lua_Integer)st.children);
+	lua_setfield(L, -2, "children");
+	uint32_t live = 0;
+	for (uint32_t i = 0; i < G.ntasks; i++)
+		live += G.tasks[i].in_use != 0;
+	lua_pushinteger(L, live);
+	lua_setfield(L, -2, "tasks");
+	struct rk_pool_stats ps = {0};
+	if (G.pool)
+		rk_pool_stats(G.pool, &ps);
+	lua_pushinteger(L, ps.threads);
+	lua_setfield(L, -2, "pool_threads");
+	lua_pushinteger(L, (lua_Integer)(ps.queued + ps.running));
+	lua_setfield(L, -2, "pool_pending");
+	lua_pushnumber(L, (double)ps.finished);
+	lua_setfield(L, -2, "pool_done");
+}
+
+void lrk_at_shutdown(void (*fn)(void))
+{
+	if (G.nhooks < SHUTDOWN_HOOKS_MAX)
+		G.hooks[G.nhooks++] = fn;
+}
+
+void lrk_shutdown(void)
+{
+	/* Work already handed to the pool is finished (a record being written is written), and so is
+	 * work queued behind it for the same key, here, in order. */
+	rk_pool_free(G.pool);
+	G.pool = NULL;
+	while (G.chains) {
+		struct keychain *c = G.chains;
+		G.chains = c->next;
+		while (c->head) {
+			struct offload *o = c->head;
+			c->head = o->next;
+			o->work(o->ud);
+			offload_free(o);
+		}
+		free(c->key);
+		free(c);
+	}
+	for (int i = G.nhooks - 1; i >= 0; i--)
+		G.hooks[i]();
+	G.nhooks = 0;
+	for (uint32_t i = 0; i < G.ntasks; i++)
+		free(G.tasks[i].tw); /* the Lua state is closed: nothing to unref; the loop frees the timers */
+	free(G.tasks);
+	G.tasks = NULL;
+	G.ntasks = G.cap = 0;
+	G.free_head = UINT32_MAX;
+	G.L = NULL;
+}
 
 /* Called by main: remember the state and loop, create the task map, preload every module. */
 void lrk_init(lua_State *L, rk_loop *loop);

@@ -73,6 +73,29 @@ int lrk_in_task(lua_State *L);
  * first waits. An error in a task is logged with its traceback and never stops the agent. */
 void lrk_spawn(lua_State *L, int nargs);
 
+/* ---- blocking work off the loop -----------------------------------------------------------
+ * For a call that would block the loop thread on a disk (fsync, a recursive removal):
+ *     return lrk_offload(L, path, work, push, release, job);
+ * In a task, work(job) runs on the worker pool and the task yields; back on the loop thread,
+ * push(co, job) pushes the results (returns their count), release(job) frees it and the task
+ * resumes with them. Outside a task (a plain coroutine, a callback on the main state) everything
+ * runs right here and the results are returned. Jobs with the same key (NULL: none) run one after
+ * another in call order. work must not touch Lua or the loop. */
+typedef int (*lrk_push_fn)(lua_State *L, void *ud);
+int lrk_offload(lua_State *L, const char *key, void (*work)(void *ud), lrk_push_fn push, void (*release)(void *ud),
+		void *ud);
+/* Is work for this key queued or running on the pool? */
+int lrk_offload_busy(const char *key);
+struct rk_pool *lrk_pool(void);
+
+/* Push the loop's and the pool's statistics as a table (core.loop_stats()). */
+void lrk_loop_stats(lua_State *L);
+
+/* Called once after lua_close, before rk_loop_free: finishes the pool's work and frees what
+ * bindings still hold in loop callbacks (hooks run in reverse order of registration). */
+void lrk_at_shutdown(void (*fn)(void));
+void lrk_shutdown(void);
+
 /* Expected failures: push nil, message; return 2. */
 int lrk_fail(lua_State *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int lrk_fail_err(lua_State *L, const rk_err *e);

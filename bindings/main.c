@@ -86,8 +86,10 @@ int main(int argc, char **argv)
 	lrk_spawn(L, 0);
 	int code = rk_loop_run(loop);
 	fflush(stdout);
-	/* Workloads outlive riklet by design: nothing to tear down here but our own memory. */
+	/* Workloads outlive riklet by design: nothing to tear down here but our own memory (and the
+	 * worker pool's last writes, finished by lrk_shutdown). */
 	lua_close(L);
+	lrk_shutdown();
 	rk_loop_free(loop);
 	return code;
 }

@@ -673,13 +673,54 @@ int rk_fw_rule_format(const rk_fw_rule *r, char *buf, size_t len, rk_err *e)
 	return (int)format_drule(&d, buf, len);
 }
 
-/* ---- the xtables lock ---------------------------------------------------------------------- */
+/* ---- the xtables lock ----------------------------------------------------------------------
+ * libiptc is not thread-safe, so every libiptc call stays on the loop thread (one at a time by
+ * construction) and only the wait for this lock is taken off it: the binding tries it with
+ * rk_fw_lock_try and, while another program holds it, retries from a timer, yielding its task. */
+
+#define LOCK_HELD_BY_CALLER -3
+static int held_lock = -1; /* taken by rk_fw_lock_try: an fd, or -2 (no lock file: going without) */
+
+static const char *xt_lock_path(void)
+{
+	const char *path = getenv("XTABLES_LOCKFILE");
+	return path && *path ? path : "/run/xtables.lock";
+}
+
+int rk_fw_lock_try(rk_err *e)
+{
+	if (held_lock != -1)
+		return 1;
+	const char *path = xt_lock_path();
+	int fd = open(path, O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		rk_debug(SUBSYS, "cannot open the xtables lock %s (%s); going on without it", path, strerror(errno));
+		held_lock = -2;
+		return 1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+		held_lock = fd;
+		return 1;
+	}
+	int err = errno;
+	close(fd);
+	if (err == EWOULDBLOCK || err == EINTR)
+		return 0;
+	return rk_errf(e, err, "iptables: cannot take the xtables lock %s: %s", path, strerror(err));
+}
+
+void rk_fw_unlock(void)
+{
+	if (held_lock >= 0)
+		close(held_lock);
+	held_lock = -1;
+}
 
 static int xt_lock(rk_err *e)
 {
-	const char *path = getenv("XTABLES_LOCKFILE");
-	if (!path || !*path)
-		path = "/run/xtables.lock";
+	if (held_lock != -1)
+		return LOCK_HELD_BY_CALLER; /* rk_fw_lock_try took it: rk_fw_unlock releases it */
+	const char *path = xt_lock_path();
 	int fd = open(path, O_CREAT | O_RDWR | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		rk_debug(SUBSYS, "cannot open the xtables lock %s (%s); going on without it", path, strerror(errno));

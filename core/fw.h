@@ -68,6 +68,13 @@ int rk_fw_ensure(rk_err *e);
 int rk_fw_apply(const rk_fw_rule *rules, size_t n, const char *owner, rk_fw_stats *stats, rk_err *e);
 /* The rules currently in riklet's chains (both tables), in chain order; *out malloc'ed (free()). */
 int rk_fw_list(rk_fw_rule **out, size_t *n, rk_err *e);
+/* The xtables lock, taken without waiting: 1 taken (also when there is no lock file to take),
+ * 0 busy (another program holds it), -1 error. While taken, rk_fw_apply, rk_fw_ensure and
+ * rk_fw_flush_all use it and do not wait; without it they wait for it up to 3 s, blocking.
+ * Release with rk_fw_unlock. libiptc is not thread-safe: call all of fw from one thread. */
+int rk_fw_lock_try(rk_err *e);
+void rk_fw_unlock(void);
+
 /* Remove riklet's jumps and chains (for `riklet cleanup`). A chain still referenced from a chain
  * riklet does not own is emptied but kept, with a warning. */
 int rk_fw_flush_all(rk_err *e);

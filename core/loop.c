@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -23,13 +24,17 @@ struct rk_watch {
 	void *ud;
 	int dead;
 	struct rk_watch *next_dead;
+	struct rk_watch *prev, *next; /* every live watch, so rk_loop_free frees them all */
 };
 
+#define NOT_IN_HEAP SIZE_MAX
 struct rk_timer {
 	uint64_t due;
 	uint64_t order; /* FIFO among equal due times */
 	rk_timer_cb cb;
 	void *ud;
+	size_t idx; /* position in the heap; NOT_IN_HEAP while its callback runs */
+	rk_loop *loop;
 	int cancelled;
 };
 
@@ -69,7 +74,13 @@ struct rk_loop {
 	size_t nunclaimed;
 	struct deferred *dq_head, *dq_tail;
 	struct rk_watch *dead_watches;
+	struct rk_watch *watches;
 	int stopped, stop_code;
+	/* loop lag: how long one turn (everything between two epoll_wait calls) kept the loop busy */
+	struct rk_loop_stats st;
+	uint64_t window_start, window_max, prev_window_max;
+	char blame[256]; /* the slowest step of the current turn, as told by rk_loop_blame */
+	uint64_t blame_us;
 };
 
 uint64_t rk_now_ms(void)
@@ -77,6 +88,13 @@ uint64_t rk_now_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uint64_t rk_now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 double rk_wall_time(void)
@@ -101,6 +119,8 @@ static void heap_up(rk_loop *l, size_t i)
 		rk_timer *t = l->heap[i];
 		l->heap[i] = l->heap[p];
 		l->heap[p] = t;
+		l->heap[i]->idx = i;
+		t->idx = p;
 		i = p;
 	}
 }
@@ -118,17 +138,38 @@ static void heap_down(rk_loop *l, size_t i)
 		rk_timer *t = l->heap[i];
 		l->heap[i] = l->heap[m];
 		l->heap[m] = t;
+		l->heap[i]->idx = i;
+		t->idx = m;
 		i = m;
 	}
 }
 
+/* Take the timer at i out of the heap; the array shrinks when it is mostly empty, so a burst of
+ * long timers that were cancelled gives its memory back. */
+static rk_timer *heap_remove(rk_loop *l, size_t i)
+{
+	rk_timer *t = l->heap[i];
+	l->nheap--;
+	if (i != l->nheap) {
+		l->heap[i] = l->heap[l->nheap];
+		l->heap[i]->idx = i;
+		heap_down(l, i);
+		heap_up(l, i);
+	}
+	t->idx = NOT_IN_HEAP;
+	if (l->capheap > 256 && l->nheap < l->capheap / 4) {
+		rk_timer **nh = realloc(l->heap, l->capheap / 2 * sizeof *nh);
+		if (nh) {
+			l->heap = nh;
+			l->capheap /= 2;
+		}
+	}
+	return t;
+}
+
 static rk_timer *heap_pop(rk_loop *l)
 {
-	rk_timer *top = l->heap[0];
-	l->heap[0] = l->heap[--l->nheap];
-	if (l->nheap)
-		heap_down(l, 0);
-	return top;
+	return heap_remove(l, 0);
 }
 
 rk_timer *rk_loop_timer(rk_loop *l, uint64_t ms, rk_timer_cb cb, void *ud)
@@ -148,6 +189,8 @@ rk_timer *rk_loop_timer(rk_loop *l, uint64_t ms, rk_timer_cb cb, void *ud)
 	t->order = l->timer_order++;
 	t->cb = cb;
 	t->ud = ud;
+	t->loop = l;
+	t->idx = l->nheap;
 	l->heap[l->nheap++] = t;
 	heap_up(l, l->nheap - 1);
 	return t;
@@ -155,8 +198,12 @@ rk_timer *rk_loop_timer(rk_loop *l, uint64_t ms, rk_timer_cb cb, void *ud)
 
 void rk_timer_cancel(rk_timer *t)
 {
-	if (t)
-		t->cancelled = 1; /* freed lazily when it reaches the top of the heap */
+	if (!t || t->cancelled)
+		return;
+	t->cancelled = 1;
+	if (t->idx != NOT_IN_HEAP)
+		free(heap_remove(t->loop, t->idx)); /* out of the heap and its memory back at once */
+						    /* else its callback is running: run_timers frees it afterwards */
 }
 
 /* ---- deferred ---- */
@@ -195,6 +242,10 @@ rk_watch *rk_loop_watch_fd(rk_loop *l, int fd, uint32_t events, rk_fd_cb cb, voi
 		free(w);
 		return NULL;
 	}
+	w->next = l->watches;
+	if (l->watches)
+		l->watches->prev = w;
+	l->watches = w;
 	return w;
 }
 
@@ -212,6 +263,12 @@ void rk_watch_cancel(rk_watch *w)
 		return;
 	/* The fd may already be closed by its owner; EBADF/ENOENT are fine then. */
 	epoll_ctl(w->loop->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		w->loop->watches = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
 	w->dead = 1;
 	w->next_dead = w->loop->dead_watches; /* freed after the current dispatch round */
 	w->loop->dead_watches = w;
@@ -454,24 +511,89 @@ static void run_timers(rk_loop *l)
 	uint64_t now = rk_now_ms();
 	while (l->nheap && l->heap[0]->due <= now) {
 		rk_timer *t = heap_pop(l);
-		if (!t->cancelled)
-			t->cb(t->ud);
+		t->cb(t->ud); /* a cancelled timer is not in the heap any more */
 		free(t);
 		if (l->stopped)
 			break;
 	}
 }
 
+void rk_loop_blame(rk_loop *l, uint64_t us, const char *fmt, ...)
+{
+	if (us <= l->blame_us)
+		return;
+	l->blame_us = us;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(l->blame, sizeof l->blame, fmt, ap);
+	va_end(ap);
+}
+
+/* One turn is over (the loop is about to wait again): account how long it kept the loop busy. */
+static void turn_done(rk_loop *l, uint64_t start)
+{
+	uint64_t now = rk_now_us(), us = now - start;
+	struct rk_loop_stats *st = &l->st;
+	st->turns++;
+	st->lag_last_us = us;
+	if (now - l->window_start > 60u * 1000000u) {
+		l->prev_window_max = l->window_max;
+		l->window_max = 0;
+		l->window_start = now;
+	}
+	if (us > l->window_max)
+		l->window_max = us;
+	st->lag_recent_us = l->window_max > l->prev_window_max ? l->window_max : l->prev_window_max;
+	if (us > st->lag_max_us) {
+		st->lag_max_us = us;
+		snprintf(st->slowest, sizeof st->slowest, "%s", l->blame_us ? l->blame : "");
+	}
+	if (us >= RK_LOOP_SLOW_MS * 1000u) {
+		st->slow_turns++;
+		if (l->blame_us)
+			rk_warn("loop",
+				"the event loop was blocked for %llu ms (timers, container exits and API requests "
+				"waited that long); the longest step was %s (%llu ms)",
+				(unsigned long long)(us / 1000), l->blame, (unsigned long long)(l->blame_us / 1000));
+		else
+			rk_warn("loop",
+				"the event loop was blocked for %llu ms (timers, container exits and API requests "
+				"waited that long) in C code (no Lua task ran that long)",
+				(unsigned long long)(us / 1000));
+	}
+	l->blame_us = 0;
+	l->blame[0] = 0;
+}
+
+void rk_loop_get_stats(rk_loop *l, struct rk_loop_stats *out)
+{
+	*out = l->st;
+	uint64_t now = rk_now_us();
+	/* a quiet minute ages the recent maximum out even when no turn ran to notice */
+	if (now - l->window_start > 120u * 1000000u)
+		out->lag_recent_us = 0;
+	else if (now - l->window_start > 60u * 1000000u)
+		out->lag_recent_us = l->window_max;
+	out->timers = l->nheap;
+	out->watches = 0;
+	for (rk_watch *w = l->watches; w; w = w->next)
+		out->watches++;
+	out->children = 0;
+	for (struct child *c = l->children; c; c = c->next)
+		out->children++;
+}
+
 int rk_loop_run(rk_loop *l)
 {
 	struct epoll_event evs[64];
+	uint64_t start = rk_now_us();
+	if (!l->window_start)
+		l->window_start = start;
 	/* a stop requested before the loop ran (a command that finished at once) is honoured */
 	while (!l->stopped) {
 		run_deferred(l);
 		if (l->stopped)
 			break;
-		while (l->nheap && l->heap[0]->cancelled)
-			free(heap_pop(l));
 		int timeout = -1;
 		if (l->dq_head)
 			timeout = 0;
@@ -479,7 +601,9 @@ int rk_loop_run(rk_loop *l)
 			uint64_t now = rk_now_ms(), due = l->heap[0]->due;
 			timeout = due <= now ? 0 : (due - now > 60000 ? 60000 : (int)(due - now));
 		}
+		turn_done(l, start);
 		int n = epoll_wait(l->epfd, evs, 64, timeout);
+		start = rk_now_us();
 		if (n < 0 && errno != EINTR) {
 			rk_error("loop", "epoll_wait failed: %s", strerror(errno));
 			return -1;
@@ -494,7 +618,8 @@ int rk_loop_run(rk_loop *l)
 			run_timers(l);
 	}
 	free_dead(l);
-	l->stopped = 0; /* the loop can be run again */
+	turn_done(l, start); /* the turn that stopped the loop counts too */
+	l->stopped = 0;	     /* the loop can be run again */
 	return l->stop_code;
 }
 
@@ -514,6 +639,11 @@ void rk_loop_free(rk_loop *l)
 		child_free(c);
 	}
 	free_dead(l);
+	while (l->watches) {
+		rk_watch *w = l->watches;
+		l->watches = w->next;
+		free(w);
+	}
 	while (l->nheap)
 		free(heap_pop(l));
 	free(l->heap);

@@ -33,7 +33,9 @@ rk_watch *rk_loop_watch_fd(rk_loop *l, int fd, uint32_t events, rk_fd_cb cb, voi
 int rk_watch_modify(rk_watch *w, uint32_t events, rk_err *e);
 void rk_watch_cancel(rk_watch *w);
 
-/* One-shot timer after ms milliseconds. */
+/* One-shot timer after ms milliseconds. Cancelling takes it out of the timer heap and frees it at
+ * once (a million cancelled long timers hold no memory); cancelling from inside its own callback
+ * is allowed, after it fired is not. */
 rk_timer *rk_loop_timer(rk_loop *l, uint64_t ms, rk_timer_cb cb, void *ud);
 void rk_timer_cancel(rk_timer *t);
 
@@ -51,10 +53,29 @@ void rk_loop_unwatch_child(rk_loop *l, pid_t pid);
 /* Handle signo (SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2) on the loop. One callback per signal. */
 int rk_loop_on_signal(rk_loop *l, int signo, rk_signal_cb cb, void *ud, rk_err *e);
 
-/* Monotonic milliseconds. */
+/* Monotonic milliseconds; rk_now_us: microseconds. */
 uint64_t rk_now_ms(void);
+uint64_t rk_now_us(void);
 /* Wall clock seconds (for records). */
 double rk_wall_time(void);
+
+/* Loop lag: the time one turn (all the callbacks run between two epoll_wait calls) kept the loop
+ * busy, during which nothing else (a timer, a container exit, an API request) could be served.
+ * A turn longer than RK_LOOP_SLOW_MS is logged as a warning naming its slowest step. */
+#define RK_LOOP_SLOW_MS 100
+struct rk_loop_stats {
+	uint64_t turns;
+	uint64_t lag_last_us;		  /* the last turn */
+	uint64_t lag_max_us;		  /* the longest turn since the loop started */
+	uint64_t lag_recent_us;		  /* the longest turn of the last one to two minutes */
+	uint64_t slow_turns;		  /* turns of RK_LOOP_SLOW_MS or more */
+	char slowest[256];		  /* the slowest step of the longest turn, when it was told (rk_loop_blame) */
+	size_t timers, watches, children; /* armed now */
+};
+void rk_loop_get_stats(rk_loop *l, struct rk_loop_stats *st);
+/* Say what the current turn was doing for us microseconds ("Lua task at agent.lua:120"); the
+ * longest step of a turn names a slow turn in the warning. */
+void rk_loop_blame(rk_loop *l, uint64_t us, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Run until rk_loop_stop(); returns the code given to stop. */
 int rk_loop_run(rk_loop *l);

@@ -54,6 +54,10 @@ pid_t rk_proc_spawn(char *const *argv, const struct rk_proc_opts *o, rk_err *e)
 	short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
 	if (o->new_session)
 		flags |= POSIX_SPAWN_SETSID;
+	else if (o->new_pgroup) {
+		flags |= POSIX_SPAWN_SETPGROUP;
+		posix_spawnattr_setpgroup(&at, 0);
+	}
 	posix_spawnattr_setflags(&at, flags);
 
 	pid_t pid;

@@ -14,6 +14,7 @@ struct rk_proc_opts {
 	int stderr_to_stdout;
 	int stdin_fd, stdout_fd, stderr_fd; /* >= 0: dup'ed onto 0/1/2, overriding the paths */
 	int new_session;		    /* setsid() in the child */
+	int new_pgroup;			    /* its own process group (pgid = pid), to kill it with its children */
 };
 #define RK_PROC_OPTS_INIT                                                                                              \
 	{                                                                                                              \

@@ -126,6 +126,11 @@ local function daemon(cfg)
     local pok, perr = policy.load(name)
     if not pok then core.log("error", "policy", ("%s; calls to it fail until it is fixed (then SIGHUP)"):format(perr)) end
   end
+  require("riklet.status").start(cfg.state_dir, function()
+    local n = 0
+    for _, v in ipairs(agent.list()) do if not v.gone then n = n + 1 end end
+    return n
+  end)
   if cfg.standalone then
     local standalone = require "riklet.standalone"
     task.spawn(function()
@@ -240,11 +245,22 @@ local function containers_of(r)
   return out, restarts
 end
 
+-- The footer of `riklet ps`: the agent running on this state dir and its loop lag.
+local function agent_line(st, why)
+  if not st then return ("agent: not running (%s)\n"):format(why) end
+  local lp = type(st.loop) == "table" and st.loop or {}
+  return ("agent: pid %d, riklet %s, up %s, %s instances; loop lag max %.0f ms, last minutes %.0f ms%s\n"):format(
+    st.pid, tostring(st.version), age(st.started_at), tostring(st.instances or "?"), lp.lag_max_ms or 0,
+    lp.lag_recent_ms or 0, lp.slowest and (" (slowest: " .. lp.slowest .. ")") or "")
+end
+
 local function ps(cfg)
   local store = require "riklet.store"
   local paths = config.paths(cfg)
+  local agent_st, agent_why = require("riklet.status").read(cfg.state_dir)
   if not fs.exists(paths.records) then
-    if cfg.json then io.stdout:write("[]\n") else io.stdout:write("no instances (no records in ", paths.records, ")\n") end
+    if cfg.json then io.stdout:write(json.encode({ agent = agent_st or json.null, instances = json.array({}) }), "\n")
+    else io.stdout:write("no instances (no records in ", paths.records, ")\n", agent_line(agent_st, agent_why)) end
     return 0
   end
   store.open(paths.records)
@@ -258,7 +274,7 @@ local function ps(cfg)
         created_at = r.created_at, ended_at = r.ended_at, source = r.source, restarts = restarts,
         restart_policy = r.restart_policy, containers = cs }
     end
-    io.stdout:write(json.encode(out), "\n")
+    io.stdout:write(json.encode({ agent = agent_st or json.null, instances = out }), "\n")
     return 0
   end
   local fmt = "%-36s %-20s %-9s %-11s %-8s %-6s %s\n"
@@ -269,6 +285,7 @@ local function ps(cfg)
     local _, restarts = containers_of(r)
     io.stdout:write(fmt:format(r.id, r.name or "-", r.kind or "-", r.status or "?", restarts, age(r.created_at), reason))
   end
+  io.stdout:write(agent_line(agent_st, agent_why))
   for _, b in ipairs(bad or {}) do io.stderr:write("riklet: ", b, "\n") end
   return 0
 end

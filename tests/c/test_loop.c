@@ -1,11 +1,16 @@
 /* test_loop.c — the event loop: timers in order, cancel, defer, fd watches, child exits (our own,
- * an exit reaped before the watch, and a process that is not our child), signals, stop. */
+ * an exit reaped before the watch, and a process that is not our child), signals, stop; timer
+ * cancel gives memory back; loop lag is measured; the worker pool runs jobs off the loop thread
+ * and delivers their completions on it while the loop keeps turning. */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #include "loop.h"
+#include "pool.h"
 #include "proc.h"
 #include "tap.h"
 
@@ -46,8 +51,57 @@ static void sig_cb(void *ud, int signo)
 	rk_loop_stop(ud, 0);
 }
 
+static void nop(void *ud) {}
+
+/* worker pool jobs */
+static pthread_t loop_thread;
+struct pjob {
+	struct rk_pool_job job;
+	int ms;		       /* how long the work blocks */
+	int on_worker;	       /* work ran on another thread than the loop's */
+	int done_on_loop;      /* done ran on the loop thread */
+	int cancelled;	       /* done was told the pool is shutting down */
+	uint64_t finished_at;  /* when work returned */
+	uint64_t delivered_at; /* when done ran */
+};
+static int jobs_left;
+static rk_loop *g_loop;
+static void pwork(void *ud)
+{
+	struct pjob *j = ud;
+	j->on_worker = !pthread_equal(pthread_self(), loop_thread);
+	struct timespec ts = {0, (long)j->ms * 1000000L};
+	nanosleep(&ts, NULL);
+	j->finished_at = rk_now_ms();
+}
+static void pdone(void *ud, int cancelled)
+{
+	struct pjob *j = ud;
+	j->done_on_loop = pthread_equal(pthread_self(), loop_thread);
+	j->cancelled = cancelled;
+	j->delivered_at = rk_now_ms();
+	if (--jobs_left == 0 && !cancelled)
+		rk_loop_stop(g_loop, 0);
+}
+static int ticks;
+static void tick(void *ud)
+{
+	ticks++;
+	if (jobs_left > 0)
+		rk_loop_timer(ud, 5, tick, ud);
+}
+static void busy(void *ud)
+{
+	uint64_t t = rk_now_ms();
+	while (rk_now_ms() - t < 150)
+		;
+	rk_loop_blame(ud, 150000, "the busy test callback");
+	rk_loop_stop(ud, 0);
+}
+
 int main(void)
 {
+	loop_thread = pthread_self();
 	rk_err e = {0};
 	rk_loop *l = rk_loop_new(&e);
 	ok(l != NULL, "loop created: %s", e.msg);
@@ -124,6 +178,96 @@ int main(void)
 	kill(getpid(), SIGUSR1);
 	rk_loop_run(l);
 	is_int(got_signal, SIGUSR1, "SIGUSR1 delivered on the loop");
+
+	/* a cancelled timer leaves the heap at once: 100k long timers armed and cancelled give back
+	 * the count (and the memory, shrunk heap) they took */
+	struct rk_loop_stats ls;
+	rk_loop_get_stats(l, &ls);
+	size_t base = ls.timers;
+	static rk_timer *many[100000];
+	for (int i = 0; i < 100000; i++)
+		many[i] = rk_loop_timer(l, 3600u * 1000u + (uint64_t)(i % 977), nop, NULL);
+	rk_loop_get_stats(l, &ls);
+	is_int((int)ls.timers, (int)base + 100000, "100k timers armed");
+	for (int i = 0; i < 100000; i += 2) /* every other one: removal from the middle of the heap */
+		rk_timer_cancel(many[i]);
+	for (int i = 1; i < 100000; i += 2)
+		rk_timer_cancel(many[i]);
+	rk_loop_get_stats(l, &ls);
+	is_int((int)ls.timers, (int)base, "all cancelled: the timer count is back to its level");
+	order[0] = 0;
+	rk_loop_timer(l, 20, mark, "2");
+	rk_timer *c1 = rk_loop_timer(l, 10, mark, "1");
+	rk_loop_timer(l, 5, mark, "0");
+	rk_loop_timer(l, 30, stop_cb, l);
+	rk_timer_cancel(c1);
+	rk_loop_run(l);
+	is_str(order, "02", "the heap still fires in order after removals");
+
+	/* loop lag: a callback that keeps the loop busy for 150 ms is measured and named */
+	rk_loop_timer(l, 1, busy, l);
+	rk_loop_run(l);
+	rk_loop_timer(l, 1, stop_cb, l); /* one more turn ends the busy one */
+	rk_loop_run(l);
+	rk_loop_get_stats(l, &ls);
+	ok(ls.lag_max_us >= 140000 && ls.lag_max_us < 1000000, "a 150 ms callback shows as lag_max (%llu us)",
+	   (unsigned long long)ls.lag_max_us);
+	ok(ls.lag_recent_us >= 140000, "and as the recent max (%llu us)", (unsigned long long)ls.lag_recent_us);
+	ok(ls.slow_turns >= 1, "counted as a slow turn (%llu)", (unsigned long long)ls.slow_turns);
+	ok(strstr(ls.slowest, "busy test callback") != NULL, "the slowest turn is named: '%s'", ls.slowest);
+	ok(ls.lag_last_us < 150000, "the last turn was a quick one (%llu us)", (unsigned long long)ls.lag_last_us);
+
+	/* the worker pool: 8 jobs of 200 ms on 4 threads take ~400 ms, run off the loop thread, and
+	 * their completions are delivered on the loop while a 5 ms timer keeps ticking */
+	g_loop = l;
+	rk_pool *pool = rk_pool_new(l, 4, &e);
+	ok(pool != NULL, "pool created: %s", e.msg);
+	static struct pjob pj[8];
+	jobs_left = 8;
+	for (int i = 0; i < 8; i++) {
+		pj[i] = (struct pjob){.ms = 200};
+		pj[i].job = (struct rk_pool_job){.work = pwork, .done = pdone, .ud = &pj[i]};
+		rk_pool_submit(pool, &pj[i].job);
+	}
+	struct rk_pool_stats ps;
+	rk_pool_stats(pool, &ps);
+	is_int((int)ps.threads, 4, "4 worker threads");
+	ok(ps.queued + ps.running == 8, "8 jobs pending (%zu queued, %zu running)", ps.queued, ps.running);
+	uint64_t lag_before = ls.lag_max_us;
+	t0 = rk_now_ms();
+	ticks = 0;
+	rk_loop_timer(l, 5, tick, l);
+	rk_loop_run(l);
+	uint64_t took = rk_now_ms() - t0;
+	int all_worker = 1, all_loop = 1, late = 0;
+	for (int i = 0; i < 8; i++) {
+		all_worker &= pj[i].on_worker;
+		all_loop &= pj[i].done_on_loop && !pj[i].cancelled;
+		if (pj[i].delivered_at - pj[i].finished_at > 50)
+			late++;
+	}
+	ok(all_worker, "every job ran on a worker thread");
+	ok(all_loop, "every completion ran on the loop thread");
+	is_int(late, 0, "completions arrive within 50 ms of the work ending");
+	ok(took >= 390 && took < 1500, "8 x 200 ms on 4 workers took %llu ms (parallel)", (unsigned long long)took);
+	ok(ticks >= 30, "the loop kept turning meanwhile: %d ticks of 5 ms", ticks);
+	rk_loop_get_stats(l, &ls);
+	ok(ls.lag_max_us == lag_before || ls.lag_last_us < 50000, "no turn blocked during the jobs (last %llu us)",
+	   (unsigned long long)ls.lag_last_us);
+	rk_pool_stats(pool, &ps);
+	ok(ps.finished == 8 && ps.queued == 0 && ps.running == 0, "stats: 8 finished, none pending");
+
+	/* freeing the pool finishes queued work and tells done it is cancelled */
+	jobs_left = 3;
+	for (int i = 0; i < 3; i++) {
+		pj[i] = (struct pjob){.ms = 50};
+		pj[i].job = (struct rk_pool_job){.work = pwork, .done = pdone, .ud = &pj[i]};
+		rk_pool_submit(pool, &pj[i].job);
+	}
+	rk_pool_free(pool);
+	ok(pj[0].finished_at && pj[1].finished_at && pj[2].finished_at, "pool free ran the queued work to its end");
+	ok(pj[0].cancelled && pj[1].cancelled && pj[2].cancelled && jobs_left == 0,
+	   "and called every done with cancelled = 1");
 
 	rk_loop_free(l);
 	tap_done();

@@ -35,7 +35,7 @@ manifest() {
 		'{apiVersion: "v1", kind: "Pod", name: $name, replicas: null, spec: ({containers: $cs, function: null} + $spec)}' \
 		>"$MANIFESTS/$file.tmp" && mv "$MANIFESTS/$file.tmp" "$MANIFESTS/$file"
 }
-ctr() { rk_ps_json | jq -r --arg id "$1" --arg c "$2" ".[] | select(.id == \$id) | .containers[] | select(.name == \$c) | $3"; }
+ctr() { rk_ps_json | jq -r --arg id "$1" --arg c "$2" ".instances[] | select(.id == \$id) | .containers[] | select(.name == \$c) | $3"; }
 restarts() { ctr "$1" main .restart_count; }
 restarts_at_least() { local n; n=$(restarts "$1"); [[ $n =~ ^[0-9]+$ ]] && ((n >= $2)); }
 now() { printf '%s\n' "${EPOCHREALTIME}"; }
@@ -73,7 +73,7 @@ while ((${#seen_at[@]} < 3 && $(date +%s) < deadline)); do
 	sleep 0.1
 done
 is "${#seen_at[@]}" 3 "OnFailure, a container exiting 1: restart_count reaches 3" ||
-	diag "ps: $(rk_ps_json | jq -c '.[] | select(.id == "onfail")')"
+	diag "ps: $(rk_ps_json | jq -c '.instances[] | select(.id == "onfail")')"
 if ((${#seen_at[@]} == 3)); then
 	gap1=$(awk -v a="${seen_at[0]}" -v b="${seen_at[1]}" 'BEGIN { printf "%.2f", b - a }')
 	gap2=$(awk -v a="${seen_at[1]}" -v b="${seen_at[2]}" 'BEGIN { printf "%.2f", b - a }')

@@ -51,8 +51,8 @@ start_riklet() {
 }
 started_or_dead() { ! kill -0 "$RK_PID" 2>/dev/null || (($(grep -c 'riklet .* started' "$LOG") > $1)); }
 ps_json() { "$RIKLET" ps --json --state-dir "$STATE" 2>/dev/null; }
-status() { ps_json | jq -r --arg id "$1" '.[] | select(.id == $id) | .status'; }
-reason() { ps_json | jq -r --arg id "$1" '.[] | select(.id == $id) | .reason // .message'; }
+status() { ps_json | jq -r --arg id "$1" '.instances[] | select(.id == $id) | .status'; }
+reason() { ps_json | jq -r --arg id "$1" '.instances[] | select(.id == $id) | .reason // .message'; }
 has_status() { [[ $(status "$1") == "$2" ]]; }
 wait_status() { wait_for "$1" has_status "$2" "$3"; }
 runc_pid() { runc --root "$RUNC_ROOT" state "$1" 2>/dev/null | jq -r .pid; }
@@ -257,6 +257,6 @@ is "$(find "$NETNS" -mindepth 1 2>/dev/null | wc -l)" 0 "no network namespace fi
 is "$(runc --root "$RUNC_ROOT" list -q | wc -l)" 0 "no container remains"
 is "$(jq -c '.instances' "$STATE/network.json")" '{}' "no address allocation remains"
 nok "inclient timeout 3 busybox wget -qO- http://192.0.2.1:8080/" "8080 serves nothing any more"
-is "$("$RIKLET" ps --json --state-dir "$STATE" | jq length)" 0 "riklet ps is empty after the cleanup"
+is "$("$RIKLET" ps --json --state-dir "$STATE" | jq '.instances | length')" 0 "riklet ps is empty after the cleanup"
 is "$(find "$STATE/instances" -mindepth 1 2>/dev/null | wc -l)" 0 "no instance directory remains"
 done_testing

@@ -46,7 +46,7 @@ like "$("$RIKLET" version)" '^riklet [0-9]' "riklet version prints the version"
 
 # ps and logs on an empty state dir
 out=$("$RIKLET" ps --json --state-dir "$STATE" 2>&1)
-is "$?/$out" "0/[]" "ps --json with no instances prints []"
+is "$?/$(jq -c .instances <<<"$out")" "0/[]" "ps --json with no instances lists none"
 out=$("$RIKLET" logs no-such-id --state-dir "$STATE" 2>&1)
 rc=$?
 isnt "$rc" 0 "riklet logs of an unknown id fails"
@@ -94,14 +94,14 @@ is "$(ls -A "$STATE/instances")" "" "no instance directory left"
 
 # ps after it: the record, as JSON and as a table.
 json=$("$RIKLET" ps --json --state-dir "$STATE")
-is "$(jq -r 'length' <<<"$json")" 1 "ps --json lists the instance"
-is "$(jq -r '.[0] | [.id, .name, .kind, .status] | join(" ")' <<<"$json")" "run-once once Pod TERMINATED" \
+is "$(jq -r '.instances | length' <<<"$json")" 1 "ps --json lists the instance"
+is "$(jq -r '.instances[0] | [.id, .name, .kind, .status] | join(" ")' <<<"$json")" "run-once once Pod TERMINATED" \
 	"ps --json: id run-once, name, kind, status"
-ok "jq -e '.[0].created_at | type == \"number\"' <<<'$json' >/dev/null" "ps --json has created_at"
+ok "jq -e '.instances[0].created_at | type == \"number\"' <<<'$json' >/dev/null" "ps --json has created_at"
 table=$("$RIKLET" ps --state-dir "$STATE")
 like "$(head -n 1 <<<"$table")" '^ID +NAME +KIND +STATUS +RESTARTS +AGE +REASON' "ps prints a table header"
 like "$(sed -n 2p <<<"$table")" '^run-once +once +Pod +TERMINATED +0 +[0-9]+s ' "ps prints one row per instance"
-is "$(jq -r '.[0].containers[0] | [.name, .state, .exit_code, .restart_count] | join(" ")' <<<"$json")" "main exited 0 0" \
+is "$(jq -r '.instances[0].containers[0] | [.name, .state, .exit_code, .restart_count] | join(" ")' <<<"$json")" "main exited 0 0" \
 	"ps --json: the container's name, state, exit code and restart count"
 
 # A container that fails: riklet run exits non-zero and says why.
@@ -140,7 +140,7 @@ is "$(rk_runc_ids)" "" "no runc container left after SIGINT"
 nok "test -d /proc/$cpid && ! grep -q '^State:.*Z' /proc/$cpid/status" "the container's process is gone"
 is "$(rk_mounts_under "$STATE")" "" "no mount left under the state dir"
 is "$(ls -A "$STATE/instances")" "" "no instance directory left"
-is "$("$RIKLET" ps --json --state-dir "$STATE" | jq -r '.[] | select(.id == "run-long") | .status')" TERMINATED \
+is "$("$RIKLET" ps --json --state-dir "$STATE" | jq -r '.instances[] | select(.id == "run-long") | .status')" TERMINATED \
 	"ps says run-long is TERMINATED"
 
 # logs of an ended instance whose directory is gone: a clear message, not a crash.

@@ -55,7 +55,7 @@ pid1=$(rk_runc_pid web_c1)
 like "$pid1" '^[1-9][0-9]*$' "web_c1 has a pid"
 is "$(runc --root "$RUNC_ROOT" state web_c1 | jq -r .status)" running "runc says web_c1 is running"
 ok "test -n \"\$(rk_mounts_under '$STATE/instances/web')\"" "web's rootfs is an overlay mounted under its instance dir"
-like "$(rk_ps_json | jq -r '.[] | select(.id == "web") | .name + "/" + .kind')" '^web/Pod$' "ps --json has name and kind"
+like "$(rk_ps_json | jq -r '.instances[] | select(.id == "web") | .name + "/" + .kind')" '^web/Pod$' "ps --json has name and kind"
 
 # --- two containers -------------------------------------------------------------------------
 manifest two.json pair a:GREETING=from-a b:GREETING=from-b

@@ -31,7 +31,7 @@ pod() {
 }
 logs() { "$RIKLET" logs "$1" --state-dir "$STATE" 2>&1; }
 runc_has() { rk_runc_ids | grep -qx -- "$1"; }
-ids() { rk_ps_json | jq -r '.[].id'; }
+ids() { rk_ps_json | jq -r '.instances[].id'; }
 
 # --- the good instance ----------------------------------------------------------------------
 # Its env value is shell syntax: it must reach the container as bytes, never be run.
@@ -74,7 +74,7 @@ bad "my pod; \$(touch pwned) \`touch pwned\` & | > <.json" '^name' 'x;y' < <(pod
 bad "-rf ~ *.json" '^name' 'dash star' < <(pod 'dash star')
 
 # badid FILE: the instance id riklet derived from FILE (the one ps shows with source .../FILE)
-badid() { rk_ps_json | jq -r --arg src "standalone:$MANIFESTS/$1" '.[] | select(.source == $src) | .id'; }
+badid() { rk_ps_json | jq -r --arg src "standalone:$MANIFESTS/$1" '.instances[] | select(.source == $src) | .id'; }
 all_ended() {
 	local f id
 	for f in "${!REASON[@]}"; do
@@ -83,7 +83,7 @@ all_ended() {
 	done
 }
 ok "wait_for 90 all_ended" "every bad manifest has reached an end state" || {
-	diag "ps: $(rk_ps_json | jq -c '[.[] | {id, status, reason: (.reason // "" | .[0:80])}]')"
+	diag "ps: $(rk_ps_json | jq -c '[.instances[] | {id, status, reason: (.reason // "" | .[0:80])}]')"
 	diag_file "$RK_LOG" 40
 }
 
@@ -132,7 +132,7 @@ ok "rk_nothing_left '$wid'" "and leaves nothing behind"
 pod dash "$IMAGE" c dash-greeting >"$MANIFESTS/--help.json"
 dash_running() { local id; id=$(badid --help.json); [[ -n $id ]] && rk__has_status "$id" RUNNING; }
 ok "wait_for 60 dash_running" "a good manifest named --help.json reaches RUNNING" ||
-	diag "$(rk_ps_json | jq -c '.[] | select(.name == "dash")')"
+	diag "$(rk_ps_json | jq -c '.instances[] | select(.name == "dash")')"
 did=$(badid --help.json)
 ok "rk_runc_ids | grep -q -- '^${did}_c\$'" "runc lists its container ${did}_c"
 rm -- "$MANIFESTS/--help.json"
@@ -144,7 +144,7 @@ ok "rk_nothing_left '$did'" "and leaves nothing behind"
 pod hidden >"$MANIFESTS/.hidden.json"
 pod hidden2 >"$MANIFESTS/..json"
 sleep 1
-is "$(rk_ps_json | jq -r '[.[] | select(.source | test("/\\.[^/]*$"))] | length')" 0 "hidden .json files are ignored"
+is "$(rk_ps_json | jq -r '[.instances[] | select(.source | test("/\\.[^/]*$"))] | length')" 0 "hidden .json files are ignored"
 rm -f -- "$MANIFESTS/.hidden.json" "$MANIFESTS/..json"
 
 # Removing the bad manifests forgets nothing that was not there and breaks nothing.

@@ -8,7 +8,7 @@
 #                           "started" in the log (returns 1 with the log on stderr when it dies).
 #   rk_stop [SIGNAL]        signal RK_PID (TERM by default) and wait; prints nothing, returns its
 #                           exit status (128+N when killed by signal N).
-#   rk_ps_json              riklet ps --json for STATE
+#   rk_ps_json              riklet ps --json for STATE: {"agent": {...} or null, "instances": [...]}
 #   rk_status ID / rk_reason ID     the instance's status / reason ("" when unknown)
 #   rk_wait_status T ID STATUS...   wait up to T s until ID has one of STATUS (0) or not (1)
 #   rk_runc_ids             ids of the containers in RUNC_ROOT, one a line
@@ -71,8 +71,8 @@ rk_stop() {
 }
 
 rk_ps_json() { "$RIKLET" ps --json --state-dir "$STATE" 2>/dev/null; }
-rk_status() { rk_ps_json | jq -r --arg id "$1" '.[] | select(.id == $id) | .status'; }
-rk_reason() { rk_ps_json | jq -r --arg id "$1" '.[] | select(.id == $id) | .reason'; }
+rk_status() { rk_ps_json | jq -r --arg id "$1" '.instances[] | select(.id == $id) | .status'; }
+rk_reason() { rk_ps_json | jq -r --arg id "$1" '.instances[] | select(.id == $id) | .reason'; }
 
 rk__has_status() {
 	local id=$1 s cur

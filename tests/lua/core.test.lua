@@ -106,3 +106,103 @@ T.ok(seen["removed:rec.json"], "dir watch sees a removed file")
 w:close()
 assert(fs.rm_rf(dir))
 T.ok(not fs.exists(dir), "rm_rf removed the directory")
+
+-- ---- nothing blocks the loop: write_atomic and rm_rf run on the worker pool ----
+-- A ticker task counts 10 ms sleeps while a big tree is removed: the loop must keep turning.
+local big = os.tmpname() fs.unlink(big) assert(fs.mkdir_p(big .. "/a"))
+assert(proc.run({ "sh", "-c", "cd '" .. big .. "/a' && seq 1 40000 | xargs touch && mkdir -p ../b/c/d && cp -r . ../b/c/d" },
+  { timeout = 60 }))
+local ticking, ticks, max_gap = true, 0, 0
+task.spawn(function()
+  local last = core.now()
+  while ticking do
+    task.sleep(0.01)
+    ticks, max_gap = ticks + 1, math.max(max_gap, core.now() - last)
+    last = core.now()
+  end
+end)
+t0 = core.now()
+local rm_ok, rm_err = fs.rm_rf(big)
+local rm_took = core.now() - t0
+ticking = false
+T.ok(rm_ok and not fs.exists(big), "rm_rf removed a tree of 80k files: " .. tostring(rm_err))
+T.ok(ticks >= math.floor(rm_took / 0.01 * 0.5) and ticks >= 3,
+  ("the loop kept turning during the %.2f s rm_rf: %d ticks of 10 ms"):format(rm_took, ticks))
+T.ok(max_gap < 0.1, ("no 10 ms sleep took 100 ms meanwhile (longest %.1f ms)"):format(max_gap * 1000))
+local st = core.loop_stats()
+T.ok(st.turns > 0 and st.lag_max_ms >= st.lag_recent_ms and st.lag_recent_ms >= 0 and st.timers >= 0,
+  ("core.loop_stats: max %.1f ms, recent %.1f ms, %d turns"):format(st.lag_max_ms, st.lag_recent_ms, st.turns))
+T.ok(st.pool_threads >= 2 and st.pool_done >= 1, "the work ran on the pool (" .. st.pool_threads .. " threads)")
+
+-- write_atomic from a task: same result, and writes of one path land in call order even when
+-- many tasks write at once; an unlink after them is not undone by a write still on its way
+local wd = os.tmpname() fs.unlink(wd) assert(fs.mkdir_p(wd))
+local wf = wd .. "/rec.json"
+local left = task.queue()
+for i = 1, 20 do task.spawn(function() assert(fs.write_atomic(wf, "v" .. i, "0600")) left:put(i) end) end
+for _ = 1, 20 do left:get(10) end
+T.is(fs.read(wf), "v20", "20 concurrent writes of one path: the last one called wins")
+T.is(fs.stat(wf).size, 3, "the file holds one whole write")
+task.spawn(function() fs.write_atomic(wf, "late") end)
+fs.unlink(wf)
+T.ok(not fs.exists(wf), "unlink waits for a write of the same path in flight: it is not resurrected")
+local wok, werr = fs.write_atomic(wd .. "/missing/x", "y")
+T.ok(wok == nil and werr:find("cannot create", 1, true), "a failing write gives nil, err from the pool: " .. tostring(werr))
+-- outside a task (a plain coroutine) the same calls run synchronously
+local co_res = { coroutine.wrap(function() return fs.write_atomic(wd .. "/sync", "s") end)() }
+T.ok(co_res[1] == true and fs.read(wd .. "/sync") == "s", "write_atomic outside a task runs synchronously")
+assert(fs.rm_rf(wd))
+
+-- ---- waits are cancellable: a satisfied wait frees its timeout at once ----
+do
+  collectgarbage() collectgarbage()
+  local mem0, timers0 = collectgarbage("count"), core.loop_stats().timers
+  local wq, got = task.queue(), 0
+  local consumer_done = task.event()
+  task.spawn(function()
+    for _ = 1, 100000 do if wq:get(3600) then got = got + 1 end end
+    consumer_done:set()
+  end)
+  for i = 1, 100000 do wq:put(i) task.yield() end
+  consumer_done:wait(60)
+  T.is(got, 100000, "100k waits with a 3600 s timeout were satisfied")
+  collectgarbage() collectgarbage()
+  local mem1, timers1 = collectgarbage("count"), core.loop_stats().timers
+  T.is(timers1, timers0, "the loop's timer count is back to its level")
+  T.ok(mem1 - mem0 < 512, ("Lua memory is back to its level (%+.0f KiB)"):format(mem1 - mem0))
+  -- a timeout still fires when nothing comes
+  local v2, e2 = wq:get(0.01)
+  T.ok(v2 == nil and e2 == "timeout", "a timed-out get still says timeout")
+end
+
+-- ---- proc.run: a timeout kills the process group, closes the pipes, returns at the deadline ----
+t0 = core.now()
+r = assert(proc.run({ "sh", "-c", "sleep 100 & echo $!; sleep 100" }, { timeout = 1 }))
+local took = core.now() - t0
+T.ok(r.timed_out and took < 1.3, ("a shell with a background child returned at its 1 s deadline (%.2f s)"):format(took))
+local bg = tonumber(r.stdout)
+T.ok(bg and T.wait_for(1, function() return not proc.alive(bg) end), "its background child was killed with the group")
+-- a grandchild that left the group keeps the pipe open: the call still returns at the deadline
+t0 = core.now()
+r = assert(proc.run({ "sh", "-c", "setsid sleep 100 & echo $!; sleep 100" }, { timeout = 1 }))
+took = core.now() - t0
+T.ok(r.timed_out and took < 1.3, ("a grandchild outside the group holding the pipe does not hold the call (%.2f s)"):format(took))
+local esc = tonumber(r.stdout)
+if esc and proc.alive(esc) then proc.kill(esc, 9) end
+
+-- ---- proc.watch: a failure to watch is an error, never an exit ----
+r = assert(proc.run({ "sh", "-c", "setsid sleep 0.3 >/dev/null 2>&1 & echo $!" }))
+local wpid = tonumber(r.stdout)
+local first
+task.spawn(function() first = { proc.watch(wpid) } end)
+local c2, s2, e3 = proc.watch(wpid)
+T.ok(c2 == nil and s2 == nil and type(e3) == "string" and e3:find("already watched"),
+  "watching a pid twice: nil, nil, err (" .. tostring(e3) .. ")")
+T.wait_for(2, function() return first ~= nil end)
+T.ok(first and (first[1] == 0 or first[1] == nil) and first[2] == nil and first[3] == nil,
+  "the first watch still reports the exit, with no error")
+local c4, s4, e4 = proc.watch(999999)
+T.ok(c4 == nil and s4 == nil and e4 == nil, "a pid that no longer exists is an exit with no code, not an error")
+-- bad arguments raise before anything is allocated or spawned
+T.ok(not pcall(proc.spawn, { "true" }, { env = { 1 } }), "a non-string env entry raises")
+T.ok(not pcall(proc.run, { "true", {} }), "a non-string argv entry raises")

@@ -1,0 +1,85 @@
+-- riklet.status — STATE/agent.json: what a running riklet says about itself (pid, version, start
+-- time, loop lag, worker pool, instance count). The daemon rewrites it every few seconds (through
+-- the worker pool: fs.write_atomic yields); `riklet ps` reads it. A file whose pid is not that
+-- riklet any more (killed, stopped, pid reused) reads as "no riklet runs".
+local core = require "riklet.core"
+local fs = require "riklet.fs"
+local json = require "riklet.json"
+local task = require "riklet.task"
+
+local M = {}
+
+M.INTERVAL = 5 -- seconds between two rewrites
+
+function M.path(state_dir) return state_dir .. "/agent.json" end
+
+-- The start time of a live process (clock ticks since boot, /proc/PID/stat field 22): with the
+-- pid it names one process, so a reused pid is not mistaken for the riklet that wrote the file.
+-- nil for a process that is gone or a zombie (exited, not yet reaped).
+local function start_ticks(pid)
+  local s = fs.read("/proc/" .. pid .. "/stat", 4096)
+  local after = s and s:match("%) (.*)$") -- the command name may hold spaces and parentheses
+  if not after then return nil end
+  local i = 0
+  for f in after:gmatch("%S+") do
+    i = i + 1
+    if i == 1 and (f == "Z" or f == "X") then return nil end -- field 3: the state
+    if i == 20 then return tonumber(f) end -- field 22 is the 20th after "pid (comm)"
+  end
+  return nil
+end
+
+local started_at, my_ticks
+
+-- The status of this process as a plain table.
+function M.snapshot(instances)
+  local st = core.loop_stats()
+  return {
+    pid = core.getpid(),
+    version = core.version,
+    started_at = started_at,
+    start_ticks = my_ticks,
+    updated_at = core.time(),
+    instances = instances,
+    loop = {
+      lag_max_ms = st.lag_max_ms, lag_recent_ms = st.lag_recent_ms, lag_last_ms = st.lag_last_ms,
+      slow_turns = st.slow_turns, turns = st.turns, slowest = st.slowest ~= "" and st.slowest or nil,
+      timers = st.timers, tasks = st.tasks,
+    },
+    pool = { threads = st.pool_threads, pending = st.pool_pending, done = st.pool_done },
+  }
+end
+
+-- Start rewriting STATE/agent.json every M.INTERVAL seconds. count() -> number of instances.
+function M.start(state_dir, count)
+  started_at = started_at or core.time()
+  my_ticks = my_ticks or start_ticks(core.getpid())
+  local path = M.path(state_dir)
+  task.spawn(function()
+    local warned = false
+    while true do
+      local okc, n = pcall(count)
+      local ok, err = fs.write_atomic(path, json.encode(M.snapshot(okc and n or nil)) .. "\n", "0644")
+      if not ok and not warned then
+        core.log("warn", "status", ("cannot write %s (riklet ps will not show this agent): %s"):format(path, err))
+      end
+      warned = not ok
+      task.sleep(M.INTERVAL)
+    end
+  end)
+end
+
+-- The status of the riklet running on state_dir, or nil (and why) when none runs.
+function M.read(state_dir)
+  local s = fs.read(M.path(state_dir), 65536)
+  if not s then return nil, "no agent.json" end
+  local st = json.decode(s)
+  if type(st) ~= "table" or type(st.pid) ~= "number" then return nil, "agent.json is damaged" end
+  local ticks = start_ticks(math.floor(st.pid))
+  if not ticks or (st.start_ticks and ticks ~= st.start_ticks) then
+    return nil, ("the riklet that wrote agent.json (pid %d) is not running"):format(st.pid)
+  end
+  return st
+end
+
+return M
