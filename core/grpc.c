@@ -501,10 +501,11 @@ static void call_mark_answered(rk_grpc_call *c)
 
 static void call_check_answered(rk_grpc_call *c)
 {
-	if (c->answered || !c->connected || c->not_h2)
+	if (c->answered || !c->connected || c->not_h2 || c->conn_fd < 0)
 		return;
-	if (c->conn_fd < 0 || sock_bytes_received(c->conn_fd) != 0)
-		call_mark_answered(c); /* no socket or no TCP_INFO to ask: do not guess "silent" */
+	/* at least a frame header (9 bytes): a FIN alone counts as one; -1: libcurl closed the socket */
+	if (sock_bytes_received(c->conn_fd) >= 9)
+		call_mark_answered(c);
 }
 
 /* Before libcurl reads fd: keep the first bytes an h2c server sent on it, or the EOF/error. */
@@ -647,8 +648,9 @@ static int prereq_cb(void *ud, char *rip, char *lip, int rport, int lport)
 			c->conn_fd = si->fd;
 			break;
 		}
-	/* TLS: the handshake was the peer's answer. A reused connection answered before. */
-	if (ch->tls || !c->own_conn)
+	/* TLS: the handshake was the peer's answer. A reused connection answered before. No socket or
+	 * no TCP_INFO to ask: do not guess "silent". */
+	if (ch->tls || !c->own_conn || c->conn_fd < 0 || sock_bytes_received(c->conn_fd) < 0)
 		call_mark_answered(c);
 	else
 		call_check_answered(c);
@@ -994,20 +996,24 @@ static void call_complete(rk_grpc_call *c)
 	if (c->curl_result != CURLE_OK && c->not_h2) {
 		char ex[120];
 		first_excerpt(c, ex, sizeof ex);
-		snprintf(msg, sizeof msg, "%s %s: the server does not speak HTTP/2: it sent %s (is this a gRPC server?)",
-			 ch->url, c->path, ex);
+		snprintf(msg, sizeof msg,
+			 "%s %s: the server does not speak HTTP/2: it sent %s (is this a gRPC server?)", ch->url,
+			 c->path, ex);
 		call_finish(c, RK_GRPC_UNAVAILABLE, msg);
 		return;
 	}
-	if (c->curl_result != CURLE_OK && !c->answered && (c->rx_eof || c->rx_errno)) {
-		if (c->rx_eof)
-			snprintf(msg, sizeof msg,
-				 "%s %s: the server accepted the TCP connection and closed it without sending anything",
-				 ch->url, c->path);
-		else
-			snprintf(msg, sizeof msg,
-				 "%s %s: the server accepted the TCP connection, then %s, without sending anything",
-				 ch->url, c->path, strerror(c->rx_errno));
+	if (c->curl_result != CURLE_OK && c->connected && !c->answered) {
+		/* the kernel counted no byte from the server on this connection */
+		snprintf(msg, sizeof msg,
+			 "%s %s: the server accepted the TCP connection and closed it without sending anything (%s)",
+			 ch->url, c->path, c->rx_errno ? strerror(c->rx_errno) : curl_easy_strerror(c->curl_result));
+		call_finish(c, RK_GRPC_UNAVAILABLE, msg);
+		return;
+	}
+	if (c->curl_result == CURLE_OPERATION_TIMEDOUT && !c->connected) {
+		snprintf(msg, sizeof msg, "%s %s: no connection within %g s (connect timeout%s): %s", ch->url, c->path,
+			 (double)ch->o.connect_timeout_ms / 1000, ch->tls ? ", TLS handshake included" : "",
+			 c->errbuf[0] ? c->errbuf : curl_easy_strerror(c->curl_result));
 		call_finish(c, RK_GRPC_UNAVAILABLE, msg);
 		return;
 	}

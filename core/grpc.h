@@ -60,7 +60,7 @@ typedef struct rk_grpc_opts {
 	 * 20000. libcurl 7.88 sends no HTTP/2 PING on a multi handle (curl_easy_upkeep only serves
 	 * curl_easy_perform's own cache), so this is how an idle stream finds out its peer is gone. */
 	long user_timeout_ms;
-	const char *user_agent;	 /* NULL = "riklet-grpc/<curl version>" */
+	const char *user_agent; /* NULL = "riklet-grpc/<curl version>" */
 } rk_grpc_opts;
 
 typedef struct rk_grpc_channel rk_grpc_channel;
