@@ -1017,6 +1017,16 @@ static void call_complete(rk_grpc_call *c)
 		call_finish(c, RK_GRPC_UNAVAILABLE, msg);
 		return;
 	}
+	if ((c->curl_result == CURLE_RECV_ERROR || c->curl_result == CURLE_SEND_ERROR) &&
+	    strstr(c->errbuf, "timed out")) {
+		/* TCP_USER_TIMEOUT (or keepalive) closed it: what was sent went unacknowledged */
+		snprintf(msg, sizeof msg,
+			 "%s %s: the server stopped acknowledging what was sent (keepalive probes or data) for "
+			 "%g s: the connection is dead (%s)",
+			 ch->url, c->path, (double)ch->o.user_timeout_ms / 1000, c->errbuf);
+		call_finish(c, RK_GRPC_UNAVAILABLE, msg);
+		return;
+	}
 	if (c->curl_result != CURLE_OK) {
 		snprintf(msg, sizeof msg, "%s %s: %s%s%s", ch->url, c->path, curl_easy_strerror(c->curl_result),
 			 c->errbuf[0] ? ": " : "", c->errbuf);
