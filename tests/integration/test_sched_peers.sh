@@ -8,17 +8,14 @@
 # was not cut, the dead one is (TCP keepalive + TCP_USER_TIMEOUT), and the next connect times out.
 
 # In private namespaces, so the iptables DROP touches nothing of the host's.
-if [[ -z ${RK_SCHED_PEERS_INNER:-} && $(id -u) == 0 ]] && command -v unshare >/dev/null &&
-	unshare -n -m --propagation private true 2>/dev/null; then
-	exec env RK_SCHED_PEERS_INNER=1 unshare -n -m --propagation private bash "$0" "$@"
-fi
+source "$(dirname "$0")/../lib/private_ns.sh"
 source "$(dirname "$0")/../lib/registry.sh"
 source "$(dirname "$0")/../lib/mkimage.sh"
 source "$(dirname "$0")/../lib/riklet.sh"
 need_root
 need_cmd docker-registry umoci skopeo jq curl busybox runc protoc ip iptables
 need_py grpc google.protobuf
-[[ -n ${RK_SCHED_PEERS_INNER:-} ]] || skip_all "cannot create a private network + mount namespace (unshare -n -m)"
+[[ -n ${RK_PRIVATE_NS:-} ]] || skip_all "cannot create a private network + mount namespace (unshare -n -m)"
 ip link set lo up
 rk_init
 
