@@ -139,6 +139,7 @@ static void stop_cb(void *ud)
 /* ---- a recording call ---- */
 struct rec {
 	int headers, done, status, nmsg;
+	int ready, headers_before_ready;
 	char msg[1200];
 	ProtobufCMessage *last;
 	int stop_on_msg, stop_on_headers;
@@ -147,6 +148,8 @@ static void rec_headers(void *ud)
 {
 	struct rec *r = ud;
 	r->headers = 1;
+	if (!r->ready)
+		r->headers_before_ready = 1;
 	if (r->stop_on_headers)
 		rk_loop_stop(L, 1);
 }
@@ -168,7 +171,12 @@ static void rec_done(void *ud, int status, const char *msg)
 	snprintf(r->msg, sizeof r->msg, "%s", msg);
 	rk_loop_stop(L, 1);
 }
-static const rk_grpc_call_cbs rec_cbs = {rec_headers, rec_message, rec_done};
+static void rec_ready(void *ud)
+{
+	struct rec *r = ud;
+	r->ready++;
+}
+static const rk_grpc_call_cbs rec_cbs = {rec_headers, rec_message, rec_done, rec_ready};
 
 static rk_grpc_call *start_register(rk_grpc_channel *ch, const char *host, uint64_t deadline, struct rec *r)
 {
@@ -272,6 +280,7 @@ static void live_tests(void)
 	r1.stop_on_headers = 1;
 	run_for(5000);
 	ok(r1.headers && !r1.done, "Register accepted: headers arrived, stream open (%s)", r1.msg);
+	ok(r1.ready == 1 && !r1.headers_before_ready, "h2c: on_ready fired once, before on_headers");
 	r1.stop_on_headers = 0;
 	r1.stop_on_msg = 1;
 	is_int(control(&s, "/instruct",
@@ -549,6 +558,7 @@ static void tls_tests(void)
 	r.stop_on_headers = 1;
 	run_for(5000);
 	ok(r.headers && !r.done, "TLS (https://, CA file): Register accepted (%s)", r.msg);
+	ok(r.ready == 1 && !r.headers_before_ready, "TLS: on_ready fired once, before on_headers");
 	struct rec rt2;
 	start_register(ch, "tls-node-b", 0, &rt2);
 	rt2.stop_on_headers = 1;
