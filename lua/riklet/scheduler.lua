@@ -293,7 +293,7 @@ function M.run(cfg, agent)
     else
       stats.registered = stats.registered + 1
       local started = core.now()
-      log("info", "connected to the scheduler at %s, registered as %q: sending node metrics and statuses",
+      log("info", "connected to the scheduler at %s as %q, registration sent: sending node metrics and statuses",
         url, hostname)
       local s = { ch = ch, reg = reg, alive = true }
       sess = s
