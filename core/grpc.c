@@ -77,6 +77,7 @@ struct rk_grpc_call {
 	size_t first_len;
 	uint64_t header_timeout_ms;
 	rk_timer *answer_timer;
+	rk_timer *trailers_timer; /* grpc-status came, libcurl has not ended the transfer yet */
 
 	/* end */
 	int local_status; /* -1, or a status decided here (bad frame, too big) */
@@ -250,6 +251,10 @@ static void call_detach(rk_grpc_call *c)
 	if (c->answer_timer) {
 		rk_timer_cancel(c->answer_timer);
 		c->answer_timer = NULL;
+	}
+	if (c->trailers_timer) {
+		rk_timer_cancel(c->trailers_timer);
+		c->trailers_timer = NULL;
 	}
 	if (c->easy) {
 		/* Ended here (cancel, deadline, bad frame) while the server may still think the stream is
@@ -1053,6 +1058,26 @@ static void call_complete(rk_grpc_call *c)
 	call_finish(c, RK_GRPC_INTERNAL, msg);
 }
 
+/* The server sent grpc-status (the call is over for gRPC) but libcurl 7.88 has not ended the
+ * transfer: it does not when the response ends before it finished sending the request (a server
+ * answering UNIMPLEMENTED or ALREADY_EXISTS on the request headers alone); the call would hang.
+ * Everything before the trailers was delivered already: end it with the server's status. */
+static void trailers_fired(void *ud)
+{
+	rk_grpc_call *c = ud;
+	struct rk_grpc_channel *ch = c->ch;
+	c->trailers_timer = NULL;
+	if (c->finished || c->curl_done)
+		return;
+	ch->processing++;
+	c->refs++;
+	call_complete(c);
+	call_unref(c);
+	ch->processing--;
+	if (!ch->processing && ch->closing)
+		ch_free_now(ch);
+}
+
 static void ch_process(struct rk_grpc_channel *ch)
 {
 	CURLMsg *m;
@@ -1126,6 +1151,9 @@ static void ch_process(struct rk_grpc_channel *ch)
 	}
 	if (arr != stackarr)
 		free(arr);
+	for (rk_grpc_call *c = ch->calls; c; c = c->next)
+		if (c->grpc_status >= 0 && !c->curl_done && !c->finished && !c->trailers_timer)
+			c->trailers_timer = rk_loop_timer(ch->loop, 200, trailers_fired, c);
 	if (ch->unpause_pending) {
 		ch->unpause_pending = 0;
 		for (rk_grpc_call *c = ch->calls; c; c = c->next)

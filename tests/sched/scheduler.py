@@ -18,7 +18,9 @@ Every received status is also appended to --events FILE as one JSON line, as is 
 the moment it is handed to the stream (kind "sent"), so latencies can be measured on one clock.
 
 --raw MODE runs a hand-rolled HTTP/2 server instead that answers every call with a broken gRPC
-response (MODE: truncated | compressed | badflag | nostatus | http500), for the client's error paths,
+response once the request is complete (MODE: truncated | compressed | badflag | nostatus | http500),
+or a trailers-only UNIMPLEMENTED on the request headers alone, before the request body (early), for
+the client's error paths,
 or a peer that is no gRPC server at all: silent (accepts, never sends a byte), close (accepts and
 closes at once), http1 (answers the client preface with an HTTP/1.1 400), noheaders (HTTP/2
 SETTINGS and PING acks, never a response). Each accepted connection is logged to --events as
@@ -228,6 +230,7 @@ def raw_conn(conn, mode):
             buf += d
         buf = buf[24:]  # client preface
         conn.sendall(h2_frame(4, 0, 0))  # SETTINGS
+        pending = set()  # streams whose request has not ended yet
         while True:
             while len(buf) < 9:
                 d = conn.recv(65536)
@@ -249,7 +252,14 @@ def raw_conn(conn, mode):
                 conn.sendall(h2_frame(6, 1, 0, payload))  # PING ack
             elif ftype == 1 and mode == "noheaders":
                 pass
-            elif ftype == 1:  # HEADERS: answer this stream
+            elif ftype == 1 and mode == "early":  # answer before the request body
+                hdr = (hpack_literal(":status", "200") + hpack_literal("content-type", "application/grpc")
+                       + hpack_literal("grpc-status", "12") + hpack_literal("grpc-message", "unknown method"))
+                conn.sendall(h2_frame(1, 5, sid, hdr))  # trailers-only: END_HEADERS | END_STREAM
+            elif ftype == 1 and not flags & 1:
+                pending.add(sid)  # answer once the request ends, as a gRPC server does
+            elif ftype == 1 or (ftype == 0 and flags & 1 and sid in pending):  # the request ended
+                pending.discard(sid)
                 status = "500" if mode == "http500" else "200"
                 hdr = hpack_literal(":status", status) + hpack_literal("content-type", "application/grpc")
                 out = h2_frame(1, 4, sid, hdr)  # END_HEADERS
@@ -360,7 +370,7 @@ def main():
     ap.add_argument("--tls-key")
     ap.add_argument("--tls-client-ca")
     ap.add_argument("--raw", choices=["truncated", "compressed", "badflag", "nostatus", "http500",
-                                      "silent", "close", "http1", "noheaders"])
+                                      "silent", "close", "http1", "noheaders", "early"])
     ap.add_argument("--lazy-headers", action="store_true",
                     help="Register sends its response headers only with the first instruction")
     args = ap.parse_args()
