@@ -7,6 +7,8 @@
  *   ch:client_stream(path, req_type, resp_type[, opts]) -> stream | nil, err
  *   stream:recv() -> msg | nil, err, code          (code 0 with err "end of stream": clean end)
  *   stream:headers() -> true | nil, err, code      (waits until the server accepted the call)
+ *   stream:ready() -> true | nil, err, code        (waits until the server answered at the HTTP/2
+ *                                                   level, or headers came: see on_ready in grpc.h)
  *   stream:send(tbl) -> true | nil, err            (never waits; raises on a bad table)
  *   stream:close_send(); stream:finish() -> resp | nil, err, code
  *   stream:close(); stream:status() -> ended, code, message; stream:pending() -> bytes
@@ -41,7 +43,7 @@ struct msgnode {
 	struct msgnode *next;
 };
 
-enum { W_NONE, W_RECV, W_FINISH, W_HEADERS };
+enum { W_NONE, W_RECV, W_FINISH, W_HEADERS, W_READY };
 
 struct lcall {
 	rk_grpc_call *c; /* NULL once ended or cancelled */
@@ -49,7 +51,7 @@ struct lcall {
 	struct lcall *prev, *next;
 	const ProtobufCMessageDescriptor *req, *resp;
 	struct msgnode *qh, *qt;
-	int done, status, headers;
+	int done, status, headers, ready;
 	char *err;
 	int waiting;
 	lrk_wait w;
@@ -147,7 +149,7 @@ static void wake(struct lcall *lc)
 		lpb_push(co, m, 0);
 		protobuf_c_message_free_unpacked(m, NULL);
 		n = 1;
-	} else if (kind == W_HEADERS && lc->headers) {
+	} else if ((kind == W_HEADERS && lc->headers) || (kind == W_READY && lc->ready)) {
 		lua_pushboolean(co, 1);
 		n = 1;
 	} else if (lc->done) {
@@ -198,7 +200,15 @@ static void on_done(void *ud, int status, const char *msg)
 		release_self(lc);
 }
 
-static const rk_grpc_call_cbs lcall_cbs = {on_headers, on_message, on_done};
+static void on_ready(void *ud)
+{
+	struct lcall *lc = ud;
+	lc->ready = 1;
+	if (lc->waiting == W_READY)
+		wake(lc);
+}
+
+static const rk_grpc_call_cbs lcall_cbs = {on_headers, on_message, on_done, on_ready};
 
 static void deferred_wake(void *ud)
 {
@@ -220,11 +230,11 @@ static struct lcall *check_call(lua_State *L, int idx)
 	return luaL_checkudata(L, idx, CALL_MT);
 }
 
-static uint64_t opt_timeout_ms(lua_State *L, int idx)
+static uint64_t opt_ms(lua_State *L, int idx, const char *name)
 {
 	if (!lua_istable(L, idx))
 		return 0;
-	lua_getfield(L, idx, "timeout");
+	lua_getfield(L, idx, name);
 	double t = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 0;
 	lua_pop(L, 1);
 	return t > 0 ? (uint64_t)(t * 1000 + 0.5) : 0;
@@ -234,7 +244,7 @@ static uint64_t opt_timeout_ms(lua_State *L, int idx)
  * nil, err on failure (2 values above the userdata's slot are NOT left: the stack is nil, err). */
 static struct lcall *start_call(lua_State *L, struct lchan *lch, int chan_idx, const char *path,
 				const ProtobufCMessageDescriptor *req, const ProtobufCMessageDescriptor *resp,
-				uint64_t deadline_ms)
+				uint64_t deadline_ms, uint64_t header_timeout_ms)
 {
 	struct lcall *lc = lua_newuserdata(L, sizeof *lc);
 	memset(lc, 0, sizeof *lc);
@@ -256,6 +266,8 @@ static struct lcall *start_call(lua_State *L, struct lchan *lch, int chan_idx, c
 		lrk_fail_err(L, &e);
 		return NULL;
 	}
+	if (header_timeout_ms)
+		rk_grpc_call_set_header_timeout(lc->c, header_timeout_ms);
 	lc->lch = lch;
 	lc->next = lch->calls;
 	if (lch->calls)
@@ -289,7 +301,9 @@ static int wait_for(lua_State *L, struct lcall *lc, int kind)
 /* grpc.channel(url, opts) -> channel | nil, err
  *   url: "http://host:port" (h2c) or "https://host:port" (TLS)
  *   opts: ca_file, cert_file, key_file (TLS); max_recv (bytes, default 4 MiB);
- *         connect_timeout (s, default 10); keepalive_idle, keepalive_interval (s, default 30, 10) */
+ *         connect_timeout (s, default 10); handshake_timeout (s, default 10: h2c SETTINGS after
+ *         connecting); keepalive_idle, keepalive_interval (s, default 30, 10: TCP keepalive);
+ *         keepalive_timeout (s, default 20: TCP_USER_TIMEOUT, unacknowledged data or probes) */
 static int l_channel(lua_State *L)
 {
 	const char *url = luaL_checkstring(L, 1);
@@ -309,8 +323,12 @@ static int l_channel(lua_State *L)
 		o.keepalive_idle_s = (long)lua_tonumber(L, -1);
 		lua_getfield(L, 2, "keepalive_interval");
 		o.keepalive_intvl_s = (long)lua_tonumber(L, -1);
+		lua_getfield(L, 2, "handshake_timeout");
+		o.handshake_timeout_ms = (long)(lua_tonumber(L, -1) * 1000);
+		lua_getfield(L, 2, "keepalive_timeout");
+		o.user_timeout_ms = (long)(lua_tonumber(L, -1) * 1000);
 		/* strings stay referenced by the opts table during the call; the channel copies them */
-		lua_pop(L, 7);
+		lua_pop(L, 9);
 	} else if (!lua_isnoneornil(L, 2)) {
 		luaL_checktype(L, 2, LUA_TTABLE);
 	}
@@ -326,7 +344,7 @@ static int l_channel(lua_State *L)
 	return 1;
 }
 
-/* ch:unary(path, req_type, req, resp_type[, {timeout = seconds}]) -> resp | nil, err, code
+/* ch:unary(path, req_type, req, resp_type[, {timeout = s, header_timeout = s}]) -> resp | nil, err, code
  * Waits (yields) for the response. */
 static int l_unary(lua_State *L)
 {
@@ -340,7 +358,8 @@ static int l_unary(lua_State *L)
 	/* check the request before anything starts */
 	lpb_check(L, 4, req);
 	lua_pop(L, 1);
-	struct lcall *lc = start_call(L, lch, 1, path, req, resp, opt_timeout_ms(L, 6));
+	struct lcall *lc =
+		start_call(L, lch, 1, path, req, resp, opt_ms(L, 6, "timeout"), opt_ms(L, 6, "header_timeout"));
 	if (!lc)
 		return 2;
 	lua_pushvalue(L, -1);
@@ -357,7 +376,7 @@ static int l_unary(lua_State *L)
 	return wait_for(L, lc, W_FINISH);
 }
 
-/* ch:server_stream(path, req_type, req, resp_type[, {timeout = seconds}]) -> stream | nil, err
+/* ch:server_stream(path, req_type, req, resp_type[, {timeout = s, header_timeout = s}]) -> stream | nil, err
  * Returns at once; read with stream:recv(). */
 static int l_server_stream(lua_State *L)
 {
@@ -368,7 +387,8 @@ static int l_server_stream(lua_State *L)
 	const ProtobufCMessageDescriptor *resp = lpb_checktype(L, 5);
 	lpb_check(L, 4, req);
 	lua_pop(L, 1);
-	struct lcall *lc = start_call(L, lch, 1, path, req, resp, opt_timeout_ms(L, 6));
+	struct lcall *lc =
+		start_call(L, lch, 1, path, req, resp, opt_ms(L, 6, "timeout"), opt_ms(L, 6, "header_timeout"));
 	if (!lc)
 		return 2;
 	int ud = lua_gettop(L);
@@ -383,7 +403,7 @@ static int l_server_stream(lua_State *L)
 	return 1;
 }
 
-/* ch:client_stream(path, req_type, resp_type[, {timeout = seconds}]) -> stream | nil, err
+/* ch:client_stream(path, req_type, resp_type[, {timeout = s, header_timeout = s}]) -> stream | nil, err
  * Send with stream:send(tbl), end with stream:finish(). */
 static int l_client_stream(lua_State *L)
 {
@@ -391,7 +411,8 @@ static int l_client_stream(lua_State *L)
 	const char *path = luaL_checkstring(L, 2);
 	const ProtobufCMessageDescriptor *req = lpb_checktype(L, 3);
 	const ProtobufCMessageDescriptor *resp = lpb_checktype(L, 4);
-	struct lcall *lc = start_call(L, lch, 1, path, req, resp, opt_timeout_ms(L, 5));
+	struct lcall *lc =
+		start_call(L, lch, 1, path, req, resp, opt_ms(L, 5, "timeout"), opt_ms(L, 5, "header_timeout"));
 	return lc ? 1 : 2;
 }
 
@@ -454,6 +475,20 @@ static int l_headers(lua_State *L)
 	if (lc->done)
 		return push_end(L, lc, W_HEADERS);
 	return wait_for(L, lc, W_HEADERS);
+}
+
+/* stream:ready() -> true | nil, err, code   (waits until the server answered on the call's
+ * connection at the HTTP/2 level, or sent headers; nil, err, code when the call ended first) */
+static int l_ready(lua_State *L)
+{
+	struct lcall *lc = check_call(L, 1);
+	if (lc->ready || lc->headers) {
+		lua_pushboolean(L, 1);
+		return 1;
+	}
+	if (lc->done)
+		return push_end(L, lc, W_READY);
+	return wait_for(L, lc, W_READY);
 }
 
 /* stream:send(tbl) -> true | nil, err   (queues; never waits; raises on a bad table) */
@@ -578,10 +613,16 @@ static int open_grpc(lua_State *L)
 						{"close", l_chan_close},
 						{"stats", l_chan_stats},
 						{NULL, NULL}};
-	static const luaL_Reg call_methods[] = {
-		{"recv", l_recv},     {"headers", l_headers}, {"send", l_send},	    {"close_send", l_close_send},
-		{"finish", l_finish}, {"pending", l_pending}, {"status", l_status}, {"close", l_call_close},
-		{NULL, NULL}};
+	static const luaL_Reg call_methods[] = {{"recv", l_recv},
+						{"headers", l_headers},
+						{"ready", l_ready},
+						{"send", l_send},
+						{"close_send", l_close_send},
+						{"finish", l_finish},
+						{"pending", l_pending},
+						{"status", l_status},
+						{"close", l_call_close},
+						{NULL, NULL}};
 	lrk_newclass(L, CALL_MT, call_methods, l_call_gc);
 	lrk_newclass_fields(L, CHAN_MT, chan_methods, l_chan_fields, l_chan_gc);
 

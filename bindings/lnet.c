@@ -29,7 +29,9 @@
  *   net.route_add(dst, {via=, dev=, netns=}) -> true      (dst "default" or CIDR; replaces)
  *   net.route_del(dst[, {via=, dev=, netns=}]) -> true    (also when absent)
  *   net.sysctl_set(key, value[, opts]) -> true    net.sysctl_get(key[, opts]) -> string
- *   net.ip_forward(on[, opts]) -> true            net.route_localnet(ifname, on[, opts]) -> true */
+ *   net.ip_forward(on[, opts]) -> true            net.route_localnet(ifname, on[, opts]) -> true
+ *   net.lock(name, info) -> true | nil, err[, holder_info]   (network-namespace-wide, netlock.h)
+ *   net.netns_dir_release(dir) -> released | nil, err   (unmount riklet's bind of an empty dir) */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -37,6 +39,7 @@
 
 #include "lrk.h"
 #include "net.h"
+#include "netlock.h"
 
 /* ---- running an operation inside opts.netns ----------------------------------------------- */
 
@@ -496,6 +499,35 @@ static int l_route_localnet(lua_State *L)
 	return push_true(L);
 }
 
+/* net.netns_dir_release(dir) -> released (boolean) | nil, err */
+static int l_netns_dir_release(lua_State *L)
+{
+	rk_err e = {0};
+	int r = rk_netns_dir_release(luaL_checkstring(L, 1), &e);
+	if (r < 0)
+		return lrk_fail_err(L, &e);
+	lua_pushboolean(L, r);
+	return 1;
+}
+
+/* net.lock(name, info) -> true | nil, err, holder_info
+ * The network-namespace-wide lock (core/netlock.h), held until the process exits. holder_info is
+ * what the process holding it published ("" if nothing), only when another process holds it. */
+static int l_lock(lua_State *L)
+{
+	rk_err e = {0};
+	char holder[256];
+	if (rk_netlock_take(luaL_checkstring(L, 1), luaL_optstring(L, 2, ""), holder, sizeof holder, &e) < 0) {
+		lua_pushnil(L);
+		lua_pushstring(L, e.msg);
+		if (e.code != EADDRINUSE)
+			return 2;
+		lua_pushstring(L, holder);
+		return 3;
+	}
+	return push_true(L);
+}
+
 static int open_net(lua_State *L)
 {
 	static const luaL_Reg fns[] = {
@@ -529,6 +561,8 @@ static int open_net(lua_State *L)
 		{"sysctl_get", l_sysctl_get},
 		{"ip_forward", l_ip_forward},
 		{"route_localnet", l_route_localnet},
+		{"lock", l_lock},
+		{"netns_dir_release", l_netns_dir_release},
 		{NULL, NULL},
 	};
 	lua_newtable(L);

@@ -9,9 +9,13 @@
 #include "curl_lazy.h"
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <linux/tcp.h> /* struct tcp_info with tcpi_bytes_received, TCP_USER_TIMEOUT */
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #define SUB "grpc"
 
@@ -59,6 +63,21 @@ struct rk_grpc_call {
 	int headers_seen;
 	int grpc_status; /* -1 = not seen */
 	char *grpc_message;
+
+	/* liveness: is a peer there, and does it speak HTTP/2? */
+	int own_conn;	       /* libcurl opened a socket for this call (not a reused connection) */
+	int connected;	       /* TCP (and TLS) up, request on its way (CURLOPT_PREREQFUNCTION) */
+	int conn_fd;	       /* that connection's socket, -1 when not known */
+	uint64_t connected_at; /* rk_now_ms() */
+	int answered;	       /* the peer sent its first bytes on that connection */
+	int ready_pending, ready_seen;
+	int peeked; /* first bytes looked at (or EOF/error seen) before libcurl read them */
+	int rx_eof, rx_errno, not_h2;
+	char first[40];
+	size_t first_len;
+	uint64_t header_timeout_ms;
+	rk_timer *answer_timer;
+	rk_timer *trailers_timer; /* grpc-status came, libcurl has not ended the transfer yet */
 
 	/* end */
 	int local_status; /* -1, or a status decided here (bad frame, too big) */
@@ -228,6 +247,14 @@ static void call_detach(rk_grpc_call *c)
 	if (c->deadline) {
 		rk_timer_cancel(c->deadline);
 		c->deadline = NULL;
+	}
+	if (c->answer_timer) {
+		rk_timer_cancel(c->answer_timer);
+		c->answer_timer = NULL;
+	}
+	if (c->trailers_timer) {
+		rk_timer_cancel(c->trailers_timer);
+		c->trailers_timer = NULL;
 	}
 	if (c->easy) {
 		/* Ended here (cancel, deadline, bad frame) while the server may still think the stream is
@@ -437,6 +464,211 @@ static void deadline_cb(void *ud)
 		ch_free_now(ch);
 }
 
+/* ---- liveness: is a peer there, does it speak HTTP/2, does it answer? ------------------------
+ * libcurl bounds the TCP connect (and TLS handshake) itself. After that, an h2c server that
+ * accepted the connection must send its SETTINGS: the kernel's byte count on the call's socket
+ * (TCP_INFO) tells whether it sent anything, whoever read it, and a peek at the first bytes before
+ * libcurl reads them tells what (an HTTP/1 server's "HTTP/1.1 400 ...", or an EOF at once). */
+
+static int sock_local_port(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof ss;
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
+		return 0;
+	if (ss.ss_family == AF_INET)
+		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	if (ss.ss_family == AF_INET6)
+		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	return 0;
+}
+
+/* Bytes the kernel received on a TCP socket so far; -1 when it cannot say. */
+static long long sock_bytes_received(int fd)
+{
+	struct tcp_info ti;
+	socklen_t tl = sizeof ti;
+	memset(&ti, 0, sizeof ti);
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) < 0 ||
+	    tl < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof ti.tcpi_bytes_received)
+		return -1;
+	return (long long)ti.tcpi_bytes_received;
+}
+
+static void call_mark_answered(rk_grpc_call *c)
+{
+	if (c->answered)
+		return;
+	c->answered = 1;
+	if (!c->ready_seen)
+		c->ready_pending = 1;
+}
+
+static void call_check_answered(rk_grpc_call *c)
+{
+	if (c->answered || !c->connected || c->not_h2 || c->conn_fd < 0)
+		return;
+	/* at least a frame header (9 bytes): a FIN alone counts as one; -1: libcurl closed the socket */
+	if (sock_bytes_received(c->conn_fd) >= 9)
+		call_mark_answered(c);
+}
+
+/* Before libcurl reads fd: keep the first bytes an h2c server sent on it, or the EOF/error. */
+static void sock_peek(struct rk_grpc_channel *ch, int fd)
+{
+	if (ch->tls)
+		return;
+	for (rk_grpc_call *c = ch->calls; c; c = c->next) {
+		if (c->conn_fd != fd || c->peeked || !c->connected || !c->own_conn)
+			continue;
+		uint8_t b[sizeof c->first];
+		ssize_t n = recv(fd, b, sizeof b, MSG_PEEK | MSG_DONTWAIT);
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+			return;
+		c->peeked = 1;
+		if (n == 0) {
+			c->rx_eof = 1;
+		} else if (n < 0) {
+			c->rx_errno = errno;
+		} else {
+			memcpy(c->first, b, (size_t)n);
+			c->first_len = (size_t)n;
+			/* a server's first HTTP/2 frame is SETTINGS: type 4, stream 0, length 6*k */
+			uint32_t flen = (uint32_t)b[0] << 16 | (uint32_t)b[1] << 8 | b[2];
+			if ((n >= 4 && b[3] != 4) || (n >= 9 && (b[5] | b[6] | b[7] | b[8])) || (n >= 3 && flen % 6))
+				c->not_h2 = 1;
+			else
+				call_mark_answered(c);
+		}
+		return;
+	}
+}
+
+/* What the server sent, quoted for a log line: "HTTP/1.1 400 Bad Request". */
+static void first_excerpt(const rk_grpc_call *c, char *out, size_t outsz)
+{
+	size_t o = 0;
+	out[o++] = '"';
+	for (size_t i = 0; i < c->first_len && o + 6 < outsz; i++) {
+		unsigned char ch = (unsigned char)c->first[i];
+		if (ch == '\r' || ch == '\n')
+			break; /* the first line says enough */
+		if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\')
+			out[o++] = (char)ch;
+		else
+			o += (size_t)snprintf(out + o, outsz - o, "\\x%02x", ch);
+	}
+	if (o + 2 < outsz) {
+		out[o++] = '"';
+		out[o] = 0;
+	} else {
+		out[outsz - 1] = 0;
+	}
+}
+
+static void answer_fired(void *ud);
+
+/* (Re)arm the timer for the next liveness deadline of c, if any is left. */
+static void call_arm_answer(rk_grpc_call *c)
+{
+	if (c->answer_timer) {
+		rk_timer_cancel(c->answer_timer);
+		c->answer_timer = NULL;
+	}
+	if (c->finished || !c->connected)
+		return;
+	uint64_t now = rk_now_ms(), at = 0;
+	if (!c->answered)
+		at = c->connected_at + (uint64_t)c->ch->o.handshake_timeout_ms;
+	if (c->header_timeout_ms && !c->hdr_block_done) {
+		uint64_t h = c->connected_at + c->header_timeout_ms;
+		if (!at || h < at)
+			at = h;
+	}
+	if (at)
+		c->answer_timer = rk_loop_timer(c->ch->loop, at > now ? at - now : 0, answer_fired, c);
+}
+
+static void answer_fired(void *ud)
+{
+	rk_grpc_call *c = ud;
+	struct rk_grpc_channel *ch = c->ch;
+	c->answer_timer = NULL;
+	if (c->finished)
+		return;
+	call_check_answered(c);
+	uint64_t since = rk_now_ms() - c->connected_at;
+	char msg[400], ex[120];
+	if (!c->answered && since >= (uint64_t)ch->o.handshake_timeout_ms) {
+		if (c->not_h2) {
+			first_excerpt(c, ex, sizeof ex);
+			snprintf(msg, sizeof msg,
+				 "%s %s: connected, but the server does not speak HTTP/2: it sent %s (is this a "
+				 "gRPC server?)",
+				 ch->url, c->path, ex);
+		} else {
+			snprintf(msg, sizeof msg,
+				 "%s %s: connected, but no HTTP/2 SETTINGS from the server within %g s: it accepts "
+				 "connections and says nothing (a hung process, or not an HTTP/2 server)",
+				 ch->url, c->path, (double)ch->o.handshake_timeout_ms / 1000);
+		}
+	} else if (c->header_timeout_ms && !c->hdr_block_done && since >= c->header_timeout_ms) {
+		snprintf(msg, sizeof msg, "%s %s: connected, but no HTTP/2 response headers within %g s", ch->url,
+			 c->path, (double)c->header_timeout_ms / 1000);
+	} else {
+		call_arm_answer(c);
+		return;
+	}
+	ch->processing++;
+	call_finish(c, RK_GRPC_UNAVAILABLE, msg);
+	ch->processing--;
+	if (!ch->processing && ch->closing)
+		ch_free_now(ch);
+}
+
+/* libcurl opened a socket for c: bound how long sent data may stay unacknowledged. */
+static int sockopt_cb(void *ud, curl_socket_t fd, curlsocktype purpose)
+{
+	rk_grpc_call *c = ud;
+	if (purpose != CURLSOCKTYPE_IPCXN)
+		return CURL_SOCKOPT_OK;
+	c->own_conn = 1;
+	unsigned int ut = (unsigned int)c->ch->o.user_timeout_ms;
+	if (setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof ut) < 0)
+		rk_debug(SUB, "TCP_USER_TIMEOUT on the connection to %s: %s", c->ch->url, strerror(errno));
+	return CURL_SOCKOPT_OK;
+}
+
+/* Connected (or a connection reused), the request goes out now. Only records facts. */
+static int prereq_cb(void *ud, char *rip, char *lip, int rport, int lport)
+{
+	(void)rip, (void)lip, (void)rport;
+	rk_grpc_call *c = ud;
+	struct rk_grpc_channel *ch = c->ch;
+	c->connected = 1;
+	c->connected_at = rk_now_ms();
+	c->conn_fd = -1;
+	for (struct sockinfo *si = ch->socks; si; si = si->next)
+		if (sock_local_port(si->fd) == lport) {
+			c->conn_fd = si->fd;
+			break;
+		}
+	/* TLS: the handshake was the peer's answer. A reused connection answered before. No socket or
+	 * no TCP_INFO to ask: do not guess "silent". */
+	if (ch->tls || !c->own_conn || c->conn_fd < 0 || sock_bytes_received(c->conn_fd) < 0)
+		call_mark_answered(c);
+	else
+		call_check_answered(c);
+	call_arm_answer(c);
+	return CURL_PREREQFUNC_OK;
+}
+
+void rk_grpc_call_set_header_timeout(rk_grpc_call *c, uint64_t ms)
+{
+	c->header_timeout_ms = ms;
+	call_arm_answer(c);
+}
+
 rk_grpc_call *rk_grpc_call_start(rk_grpc_channel *ch, const char *path, uint64_t deadline_ms,
 				 const ProtobufCMessageDescriptor *resp, const rk_grpc_call_cbs *cbs, void *ud,
 				 rk_err *e)
@@ -462,6 +694,7 @@ rk_grpc_call *rk_grpc_call_start(rk_grpc_channel *ch, const char *path, uint64_t
 	c->ud = ud;
 	c->grpc_status = -1;
 	c->local_status = -1;
+	c->conn_fd = -1;
 	c->path = strdup(path);
 	size_t ul = strlen(ch->url) + strlen(path) + 1;
 	char *url = malloc(ul);
@@ -515,6 +748,10 @@ rk_grpc_call *rk_grpc_call_start(rk_grpc_channel *ch, const char *path, uint64_t
 		curl_easy_setopt(ez, CURLOPT_FORBID_REUSE, 1L);
 	}
 	curl_easy_setopt(ez, CURLOPT_CONNECTTIMEOUT_MS, ch->o.connect_timeout_ms);
+	curl_easy_setopt(ez, CURLOPT_SOCKOPTFUNCTION, sockopt_cb);
+	curl_easy_setopt(ez, CURLOPT_SOCKOPTDATA, c);
+	curl_easy_setopt(ez, CURLOPT_PREREQFUNCTION, prereq_cb);
+	curl_easy_setopt(ez, CURLOPT_PREREQDATA, c);
 	curl_easy_setopt(ez, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(ez, CURLOPT_TCP_KEEPIDLE, ch->o.keepalive_idle_s);
 	curl_easy_setopt(ez, CURLOPT_TCP_KEEPINTVL, ch->o.keepalive_intvl_s);
@@ -627,6 +864,8 @@ static void fd_cb(void *ud, int fd, uint32_t events)
 {
 	struct sockinfo *si = ud;
 	int ev = 0;
+	if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP | EPOLLERR))
+		sock_peek(si->ch, fd);
 	if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP))
 		ev |= CURL_CSELECT_IN;
 	if (events & EPOLLOUT)
@@ -759,6 +998,40 @@ static void call_complete(rk_grpc_call *c)
 		call_finish(c, c->grpc_status, c->grpc_message ? c->grpc_message : "");
 		return;
 	}
+	if (c->curl_result != CURLE_OK && c->not_h2) {
+		char ex[120];
+		first_excerpt(c, ex, sizeof ex);
+		snprintf(msg, sizeof msg,
+			 "%s %s: the server does not speak HTTP/2: it sent %s (is this a gRPC server?)", ch->url,
+			 c->path, ex);
+		call_finish(c, RK_GRPC_UNAVAILABLE, msg);
+		return;
+	}
+	if (c->curl_result != CURLE_OK && c->connected && !c->answered) {
+		/* the kernel counted no byte from the server on this connection */
+		snprintf(msg, sizeof msg,
+			 "%s %s: the server accepted the TCP connection and closed it without sending anything (%s)",
+			 ch->url, c->path, c->rx_errno ? strerror(c->rx_errno) : curl_easy_strerror(c->curl_result));
+		call_finish(c, RK_GRPC_UNAVAILABLE, msg);
+		return;
+	}
+	if (c->curl_result == CURLE_OPERATION_TIMEDOUT && !c->connected) {
+		snprintf(msg, sizeof msg, "%s %s: no connection within %g s (connect timeout%s): %s", ch->url, c->path,
+			 (double)ch->o.connect_timeout_ms / 1000, ch->tls ? ", TLS handshake included" : "",
+			 c->errbuf[0] ? c->errbuf : curl_easy_strerror(c->curl_result));
+		call_finish(c, RK_GRPC_UNAVAILABLE, msg);
+		return;
+	}
+	if ((c->curl_result == CURLE_RECV_ERROR || c->curl_result == CURLE_SEND_ERROR) &&
+	    strstr(c->errbuf, "timed out")) {
+		/* TCP_USER_TIMEOUT (or keepalive) closed it: what was sent went unacknowledged */
+		snprintf(msg, sizeof msg,
+			 "%s %s: the server stopped acknowledging what was sent (keepalive probes or data) for "
+			 "%g s: the connection is dead (%s)",
+			 ch->url, c->path, (double)ch->o.user_timeout_ms / 1000, c->errbuf);
+		call_finish(c, RK_GRPC_UNAVAILABLE, msg);
+		return;
+	}
 	if (c->curl_result != CURLE_OK) {
 		snprintf(msg, sizeof msg, "%s %s: %s%s%s", ch->url, c->path, curl_easy_strerror(c->curl_result),
 			 c->errbuf[0] ? ": " : "", c->errbuf);
@@ -785,11 +1058,34 @@ static void call_complete(rk_grpc_call *c)
 	call_finish(c, RK_GRPC_INTERNAL, msg);
 }
 
+/* The server sent grpc-status (the call is over for gRPC) but libcurl 7.88 has not ended the
+ * transfer: it does not when the response ends before it finished sending the request (a server
+ * answering UNIMPLEMENTED or ALREADY_EXISTS on the request headers alone); the call would hang.
+ * Everything before the trailers was delivered already: end it with the server's status. */
+static void trailers_fired(void *ud)
+{
+	rk_grpc_call *c = ud;
+	struct rk_grpc_channel *ch = c->ch;
+	c->trailers_timer = NULL;
+	if (c->finished || c->curl_done)
+		return;
+	ch->processing++;
+	c->refs++;
+	call_complete(c);
+	call_unref(c);
+	ch->processing--;
+	if (!ch->processing && ch->closing)
+		ch_free_now(ch);
+}
+
 static void ch_process(struct rk_grpc_channel *ch)
 {
 	CURLMsg *m;
 	int left;
 	ch->processing++;
+	for (rk_grpc_call *c = ch->calls; c; c = c->next)
+		if (c->connected && !c->answered)
+			call_check_answered(c);
 	while ((m = curl_multi_info_read(ch->multi, &left))) {
 		if (m->msg != CURLMSG_DONE)
 			continue;
@@ -804,7 +1100,8 @@ static void ch_process(struct rk_grpc_channel *ch)
 	size_t n = 0, cap = 16;
 	rk_grpc_call *stackarr[16], **arr = stackarr;
 	for (rk_grpc_call *c = ch->calls; c; c = c->next) {
-		if (!c->rxq_head && !c->curl_done && !c->headers_pending && !c->want_unpause && c->local_status < 0)
+		if (!c->rxq_head && !c->curl_done && !c->headers_pending && !c->ready_pending && !c->want_unpause &&
+		    c->local_status < 0)
 			continue;
 		if (n == cap) {
 			rk_grpc_call **na = malloc(sizeof *na * cap * 2);
@@ -821,6 +1118,12 @@ static void ch_process(struct rk_grpc_channel *ch)
 	}
 	for (size_t i = 0; i < n; i++) {
 		rk_grpc_call *c = arr[i];
+		if ((c->ready_pending || c->headers_pending) && !c->ready_seen && !c->finished) {
+			c->ready_pending = 0;
+			c->ready_seen = 1;
+			if (c->cbs.on_ready && !c->cancelled)
+				c->cbs.on_ready(c->ud);
+		}
 		if (c->headers_pending && !c->finished) {
 			c->headers_pending = 0;
 			c->headers_seen = 1;
@@ -848,6 +1151,9 @@ static void ch_process(struct rk_grpc_channel *ch)
 	}
 	if (arr != stackarr)
 		free(arr);
+	for (rk_grpc_call *c = ch->calls; c; c = c->next)
+		if (c->grpc_status >= 0 && !c->curl_done && !c->finished && !c->trailers_timer)
+			c->trailers_timer = rk_loop_timer(ch->loop, 200, trailers_fired, c);
 	if (ch->unpause_pending) {
 		ch->unpause_pending = 0;
 		for (rk_grpc_call *c = ch->calls; c; c = c->next)
@@ -900,6 +1206,10 @@ rk_grpc_channel *rk_grpc_channel_new(rk_loop *l, const char *url, const rk_grpc_
 		ch->o.keepalive_idle_s = 30;
 	if (ch->o.keepalive_intvl_s <= 0)
 		ch->o.keepalive_intvl_s = 10;
+	if (ch->o.handshake_timeout_ms <= 0)
+		ch->o.handshake_timeout_ms = 10000;
+	if (ch->o.user_timeout_ms <= 0)
+		ch->o.user_timeout_ms = 20000;
 	ch->url = strdup(url);
 	if (ch->url) {
 		size_t n = strlen(ch->url);

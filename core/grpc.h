@@ -48,10 +48,19 @@ typedef struct rk_grpc_opts {
 	const char *cert_file;	 /* https: optional client certificate (PEM) */
 	const char *key_file;	 /* https: its private key (PEM) */
 	size_t max_recv;	 /* largest message accepted; 0 = RK_GRPC_DEFAULT_MAX_RECV */
-	long connect_timeout_ms; /* 0 = 10000 */
-	long keepalive_idle_s;	 /* TCP keepalive: idle before probes; 0 = 30 */
-	long keepalive_intvl_s;	 /* between probes; 0 = 10 */
-	const char *user_agent;	 /* NULL = "riklet-grpc/<curl version>" */
+	long connect_timeout_ms; /* TCP connect (and TLS handshake); 0 = 10000 */
+	/* h2c: once connected, the server's first HTTP/2 bytes (its SETTINGS) must arrive within this,
+	 * else the call ends UNAVAILABLE saying so (a peer that accepts and never answers); 0 = 10000.
+	 * For https:// the TLS handshake plays this part (bounded by connect_timeout_ms). */
+	long handshake_timeout_ms;
+	long keepalive_idle_s;	/* TCP keepalive: idle before probes; 0 = 30 */
+	long keepalive_intvl_s; /* between probes; 0 = 10 */
+	/* TCP_USER_TIMEOUT: data or keepalive probes left unacknowledged this long close the
+	 * connection (a dead or unreachable peer; an idle live peer acknowledges the probes); 0 =
+	 * 20000. libcurl 7.88 sends no HTTP/2 PING on a multi handle (curl_easy_upkeep only serves
+	 * curl_easy_perform's own cache), so this is how an idle stream finds out its peer is gone. */
+	long user_timeout_ms;
+	const char *user_agent; /* NULL = "riklet-grpc/<curl version>" */
 } rk_grpc_opts;
 
 typedef struct rk_grpc_channel rk_grpc_channel;
@@ -68,6 +77,12 @@ typedef struct rk_grpc_call_cbs {
 	/* The call ended: status RK_GRPC_OK or an error with a message (never NULL). Called exactly
 	 * once unless the call was cancelled; the call handle is invalid after it returns. */
 	void (*on_done)(void *ud, int status, const char *message);
+	/* The call's connection is up and the server answered at the HTTP/2 level (its SETTINGS on a
+	 * new h2c connection; the TLS handshake for https://; a reused connection), or response headers
+	 * arrived. Fires at most once, before on_headers. Optional. A gRPC server may hold the headers
+	 * of a server stream until its first message (grpcio and grpc-go do): this is the earliest
+	 * sign that such a call is in the server's hands. */
+	void (*on_ready)(void *ud);
 } rk_grpc_call_cbs;
 
 /* url: "http://host:port" or "https://host:port" (a trailing path prefix is kept). */
@@ -88,6 +103,10 @@ int rk_grpc_channel_multiplexed(const rk_grpc_channel *ch);
 rk_grpc_call *rk_grpc_call_start(rk_grpc_channel *ch, const char *path, uint64_t deadline_ms,
 				 const ProtobufCMessageDescriptor *resp, const rk_grpc_call_cbs *cbs, void *ud,
 				 rk_err *e);
+/* Response headers must arrive within ms after the request went out (0: no limit, the default),
+ * else the call ends UNAVAILABLE saying so. Call right after rk_grpc_call_start. Not for a server
+ * stream whose server sends its headers only with the first message (grpcio, grpc-go). */
+void rk_grpc_call_set_header_timeout(rk_grpc_call *c, uint64_t ms);
 /* Queue one request message (packed and framed now). Fails after close_send or once the call
  * ended. */
 int rk_grpc_call_send(rk_grpc_call *c, const ProtobufCMessage *m, rk_err *e);

@@ -15,6 +15,9 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/sysmacros.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <linux/if_tun.h>
 #include <linux/magic.h>
 #include <linux/rtnetlink.h>
@@ -924,4 +927,65 @@ int rk_netns_leave(int saved, rk_err *e)
 		abort(); /* continuing in the wrong namespace would program the wrong host */
 	}
 	return 0;
+}
+
+/* The mount (major:minor) mounted exactly at path, from /proc/self/mountinfo: 1 found (the last,
+ * topmost one), 0 none. */
+static int mount_at(const char *path, unsigned *maj, unsigned *min)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return 0;
+	char line[4096];
+	int found = 0;
+	while (fgets(line, sizeof line, f)) {
+		unsigned a, b;
+		char mp[PATH_MAX];
+		/* ID PARENT MAJ:MIN ROOT MOUNTPOINT ... (paths octal-escaped: riklet's have no spaces) */
+		if (sscanf(line, "%*u %*u %u:%u %*s %4095s", &a, &b, mp) == 3 && !strcmp(mp, path)) {
+			*maj = a;
+			*min = b;
+			found = 1;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+int rk_netns_dir_release(const char *dir, rk_err *e)
+{
+	char real[PATH_MAX], parent[PATH_MAX + 4];
+	if (!realpath(dir, real))
+		return errno == ENOENT ? 0 : rk_errf(e, errno, "%s: %s", dir, strerror(errno));
+	int released = 0;
+	for (int i = 0; i < 8; i++) {
+		unsigned maj, min, pmaj = 0, pmin = 0;
+		if (!mount_at(real, &maj, &min))
+			break;
+		/* positive evidence that this is the bind of the directory onto itself that
+		 * make_dir_shared made: same filesystem as its parent directory, and empty */
+		snprintf(parent, sizeof parent, "%s/..", real);
+		struct stat ps;
+		if (stat(parent, &ps) < 0)
+			break;
+		pmaj = major(ps.st_dev);
+		pmin = minor(ps.st_dev);
+		if (maj != pmaj || min != pmin)
+			break; /* a filesystem of its own there: not riklet's bind */
+		DIR *d = opendir(real);
+		if (!d)
+			return rk_errf(e, errno, "reading %s: %s", real, strerror(errno));
+		struct dirent *de;
+		int entries = 0;
+		while ((de = readdir(d)))
+			if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+				entries++;
+		closedir(d);
+		if (entries)
+			break; /* namespaces someone else keeps there (ip netns shares /run/netns) */
+		if (umount2(real, MNT_DETACH) < 0)
+			return rk_errf(e, errno, "unmounting the namespace directory %s: %s", real, strerror(errno));
+		released = 1;
+	}
+	return released;
 }

@@ -37,6 +37,10 @@ int rk_netns_path(const char *dir, const char *name, char *buf, size_t len, rk_e
 /* Names of the namespaces in DIR (entries that are mounted namespaces). *names is one malloc'ed
  * block (free(*names) frees all); *n their count. A missing DIR gives 0 names. */
 int rk_netns_list(const char *dir, char ***names, size_t *n, rk_err *e);
+/* Undo what rk_netns_add did to DIR itself: unmount the bind mount of DIR onto itself (made so
+ * namespaces propagate), only when it is that (same filesystem as its parent) and DIR is empty.
+ * 1 unmounted, 0 nothing of riklet's there, < 0 on failure. */
+int rk_netns_dir_release(const char *dir, rk_err *e);
 /* Switch the calling thread into the namespace at path (a DIR/NAME file or /proc/PID/ns/net).
  * Returns an fd for the namespace we were in (>= 0), to give to rk_netns_leave. */
 int rk_netns_enter(const char *path, rk_err *e);

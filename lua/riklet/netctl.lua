@@ -9,7 +9,9 @@
 -- so a crash at any point leaves a record that teardown/reconcile can clean.
 --
 --   netctl.init(cfg) -> true | nil, err      cfg: pod_cidr, function_cidr, bridge, state_dir
---                                            (or paths.state), netns_dir (default /run/riklet/netns)
+--                                            (or paths.state), netns_dir (default /run/riklet/netns);
+--                                            takes the node-wide lock: nil, err naming the other
+--                                            riklet when one manages this network namespace
 --   netctl.setup(id, workload) -> net | nil, err   (rolls back what it created on failure)
 --       Pod:      net = { kind, netns, ip, address = "ip/len", gateway, host_if, ports }
 --       Function: net = { kind, tap, guest_ip, tap_ip, netmask, address, kernel_ip, ports }
@@ -29,6 +31,7 @@ local C -- the configuration, set by init
 local S -- the persisted state: { version, pod_cidr, function_cidr, instances = { [id] = rec } }
 
 local INFRA = "riklet:infra"
+local NET_LOCK = "riklet/net" -- the network-namespace-wide lock (net.lock)
 local VETH_PREFIX, TAP_PREFIX = "rkv", "rkt"
 
 local function log(level, fmt, ...) core.log(level, "net", fmt:format(...)) end
@@ -188,6 +191,17 @@ function M.init(cfg)
   local bridge = cfg.bridge or "riklet0"
   if not net.valid_ifname(bridge) then return nil, ("--bridge '%s' is not a valid link name (1..15 of [A-Za-z0-9_.-])"):format(tostring(bridge)) end
   local state_dir = cfg.state_dir or (cfg.paths and cfg.paths.state) or "/var/lib/riklet"
+  -- One riklet per network namespace manages the Pod network: a second one (another state dir)
+  -- would remove the first one's links and rules as leftovers. The lock is an abstract unix socket,
+  -- scoped to this network namespace and released when riklet exits, however it exits.
+  local locked, lerr, holder = net.lock(NET_LOCK, ("pid %d, state dir %s, bridge %s"):format(core.getpid(),
+    state_dir, bridge))
+  if not locked then
+    if not holder then return nil, lerr end
+    return nil, ("another riklet (%s) manages the Pod network (its bridge, chains RIKLET-*) in this network "
+      .. "namespace; two would remove each other's Pod networking: stop that one, run this one in its own "
+      .. "network namespace, or give it --network none"):format(holder ~= "" and holder or "pid unknown")
+  end
   C = {
     pod = pod, fn = fn, bridge = bridge, bridge_ip = net.ip4str(pod.base + 1),
     state_dir = state_dir, netns_dir = cfg.netns_dir or "/run/riklet/netns",
@@ -516,6 +530,9 @@ function M.cleanup_all(cfg)
     local ok, err = net.netns_del(C.netns_dir, name)
     if not ok then errs[#errs + 1] = err end
   end
+  -- and the bind mount of the directory onto itself that netns_add made (when empty and ours)
+  local rok, rerr = net.netns_dir_release(C.netns_dir)
+  if not rok and rerr then errs[#errs + 1] = rerr end
   local ok, err = fw.flush_all()
   if not ok then errs[#errs + 1] = err end
   ok, err = net.link_del(C.bridge)

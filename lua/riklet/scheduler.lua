@@ -7,6 +7,15 @@
 -- long-lived `SendStatusUpdates` client stream; node metrics go the same way right after
 -- registering and every `metrics_interval` seconds.
 --
+-- Registering does not wait for the Register response headers: tonic sends them at once, grpcio
+-- and grpc-go only with the first instruction. Once the server has answered on the connection at
+-- the HTTP/2 level (its SETTINGS; the TLS handshake for https://), metrics and statuses flow.
+--
+-- A silent peer is a failure too: no TCP connection within connect_timeout, no HTTP/2 SETTINGS
+-- within handshake_timeout after connecting, (optionally) no Register response headers within
+-- header_timeout, or unacknowledged data/keepalive probes for keepalive_timeout on a live
+-- connection each end the session with a log line saying which.
+--
 -- When the scheduler is down, refuses us (ALREADY_EXISTS while our previous stream lingers), or
 -- a stream ends or breaks, workloads keep running: we reconnect with backoff (1 s, x1.6, +-20 %
 -- jitter, capped at 120 s, reset after a healthy period) and, once registered again, re-send the
@@ -20,6 +29,10 @@
 --     cfg.tls_ca, cfg.tls_cert, cfg.tls_key   for https://
 --     cfg.reconnect_initial, cfg.reconnect_max, cfg.reconnect_healthy (seconds; default 1, 120, 60;
 --       also from RIKLET_RECONNECT_INITIAL / _MAX / _HEALTHY)
+--     cfg.scheduler_connect_timeout, _handshake_timeout (seconds; default 10, 10),
+--     cfg.scheduler_header_timeout (seconds; default 0 = none: grpcio holds the headers),
+--     cfg.scheduler_keepalive, _keepalive_timeout (seconds; default 30, 20: TCP keepalive idle
+--       time, and how long data or probes may go unacknowledged)
 --   scheduler.stats() -> counters for tests and benchmarks
 --   scheduler.backoff(initial, factor, jitter, max) -> b; b:next() -> seconds; b:reset()
 local core = require "riklet.core"
@@ -114,9 +127,33 @@ function M.run(cfg, agent)
   end
   local healthy_after = knob("healthy", 60)
   local backoff = M.backoff(knob("initial", 1), 1.6, 0.2, knob("max", 120))
+  local function seconds(k, dflt)
+    local v = tonumber(cfg["scheduler_" .. k]) or dflt
+    if v < 0 then return nil, ("--scheduler-%s must be 0 or more seconds"):format(k:gsub("_", "-")) end
+    return v
+  end
+  local t = {}
+  for k, dflt in pairs({ connect_timeout = 10, handshake_timeout = 10, header_timeout = 0, keepalive = 30,
+    keepalive_timeout = 20 }) do
+    local v, verr = seconds(k, dflt)
+    if not v then return nil, verr end
+    t[k] = v
+  end
   local chopts = {
     ca_file = cfg.tls_ca, cert_file = cfg.tls_cert, key_file = cfg.tls_key,
+    connect_timeout = t.connect_timeout, handshake_timeout = t.handshake_timeout,
+    keepalive_idle = math.max(1, math.floor(t.keepalive)),
+    keepalive_interval = math.max(1, math.floor(t.keepalive / 3)),
+    keepalive_timeout = t.keepalive_timeout,
   }
+  local reg_opts = t.header_timeout > 0 and { header_timeout = t.header_timeout } or nil
+  -- "http://h:p /worker.Worker/Register: what happened" -> "what happened"
+  local function why(err)
+    err = tostring(err)
+    local p = url:gsub("/+$", "") .. " /"
+    if err:sub(1, #p) == p then err = err:gsub("^%S+ %S+: ", "", 1) end
+    return err
+  end
   math.randomseed(core.getpid and core.getpid() or os.time())
 
   local ob = new_outbox()
@@ -227,12 +264,11 @@ function M.run(cfg, agent)
     if not ch then return nil, ("cannot use the scheduler address %s: %s"):format(url, err) end
     local reg
     reg, err = ch:server_stream(REGISTER, "common.WorkerRegistration", { hostname = hostname },
-      "worker.InstanceScheduling")
+      "worker.InstanceScheduling", reg_opts)
     local ok, code
-    if reg then ok, err, code = reg:headers() end
-    if not ok then
-      local delay = backoff:next()
-      stats.last_error = err
+    -- not reg:headers(): a grpcio or grpc-go scheduler sends them only with its first instruction
+    if reg then ok, err, code = reg:ready() end
+    local function refused(delay)
       if code == grpc.codes.ALREADY_EXISTS then
         log("warn", "the scheduler at %s still holds an open registration for %q (a previous "
           .. "connection it has not seen close yet): retrying in %.1f s", url, hostname, delay)
@@ -240,8 +276,16 @@ function M.run(cfg, agent)
         log("error", "the scheduler at %s refused to register %q: %s; retrying in %.1f s (check "
           .. "--hostname)", url, hostname, tostring(err), delay)
       else
-        log("warn", "cannot register with the scheduler at %s: %s (%s); workloads keep running; "
-          .. "retrying in %.1f s", url, tostring(err), grpc.status_name(code or 14), delay)
+        return false
+      end
+      return true
+    end
+    if not ok then
+      local delay = backoff:next()
+      stats.last_error = err
+      if not refused(delay) then
+        log("warn", "scheduler %s: %s (%s); workloads keep running; reconnecting in %.1f s", url, why(err),
+          grpc.status_name(code or 14), delay)
       end
       ch:close()
       stats.reconnects = stats.reconnects + 1
@@ -249,7 +293,8 @@ function M.run(cfg, agent)
     else
       stats.registered = stats.registered + 1
       local started = core.now()
-      log("info", "registered with the scheduler at %s as %q", url, hostname)
+      log("info", "connected to the scheduler at %s as %q, registration sent: sending node metrics and statuses",
+        url, hostname)
       local s = { ch = ch, reg = reg, alive = true }
       sess = s
       open_status_stream(s)
@@ -282,9 +327,9 @@ function M.run(cfg, agent)
         log("warn", "the scheduler at %s ended our registration stream after %.0f s; workloads keep "
           .. "running; registering again in %.1f s (%d status update(s) waiting)", url, lived, delay,
           outbox_len(ob))
-      else
+      elseif not refused(delay) then
         log("warn", "lost the scheduler at %s after %.0f s: %s (%s); workloads keep running; "
-          .. "registering again in %.1f s (%d status update(s) waiting)", url, lived, tostring(err),
+          .. "registering again in %.1f s (%d status update(s) waiting)", url, lived, why(err),
           grpc.status_name(code or 14), delay, outbox_len(ob))
       end
       stats.reconnects = stats.reconnects + 1

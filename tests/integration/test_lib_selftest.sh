@@ -105,6 +105,51 @@ if [[ -e $RIKLET_SRC_DIR/examples/standalone/busybox.json ]]; then
 		"examples/standalone/ holds the same busybox manifest"
 fi
 
+# --- deps.sh waits for another apt run's lock, and needs none when nothing is missing ---------------
+# The lock is held the way apt and dpkg hold it (fcntl, not flock) for 3 s by a background python.
+# Nothing is ever installed: the package does not exist, and the package lists apt reads are an
+# empty directory of this test's.
+source "$RIKLET_SRC_DIR/tests/lib/deps.sh"
+hold_lock() { # hold_lock FILE SECONDS: prints once held
+	"$PYTHON" -c 'import fcntl, os, sys, time
+f = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o640)
+fcntl.lockf(f, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))' "$1" "$2" >"$TEST_TMP/held" &
+	HOLDER=$!
+	wait_for 10 grep -q held "$TEST_TMP/held"
+}
+if [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null; then
+	skip "deps.sh lock wait: needs root and apt-get"
+else
+	mkdir -p "$TEST_TMP/lists/partial"
+	: >"$TEST_TMP/empty.list"
+	DEPS_APT_OPTS=(-o "Dir::Etc::SourceList=$TEST_TMP/empty.list" -o "Dir::Etc::SourceParts=$TEST_TMP/none"
+		-o "Dir::State::Lists=$TEST_TMP/lists")
+	DEPS_LOCK_TIMEOUT=30
+	hold_lock /var/lib/dpkg/lock-frontend 3
+	t0=$SECONDS
+	is "$(deps_install bash 2>&1)" "deps: all packages present" "nothing missing: deps_install returns at once, lock held or not"
+	ok "(( SECONDS - t0 < 2 ))" "... without waiting for the lock"
+	out=$(deps_install riklet-no-such-package 2>&1)
+	dt=$((SECONDS - t0))
+	wait "$HOLDER"
+	like "$out" 'waiting up to 30 s .*/var/lib/dpkg/lock-frontend pid [0-9]+ \(python3\)' "something missing, dpkg lock held: says it waits, and for whom"
+	ok "(( dt >= 2 ))" "... waits for the lock (${dt} s) instead of failing at once"
+	like "$out" 'Unable to locate package riklet-no-such-package' "... then apt runs (and has nothing to install)"
+	unlike "$out" 'E: Could not get lock' "... no lock error"
+	# apt-get update's package-lists lock, which DPkg::Lock::Timeout does not cover
+	hold_lock "$TEST_TMP/lists/lock" 3
+	t0=$SECONDS
+	out=$(deps__apt update -q 2>&1)
+	rc=$? dt=$((SECONDS - t0))
+	wait "$HOLDER"
+	is "$rc" 0 "apt-get update with its lists lock held: succeeds once the lock is free"
+	ok "(( dt >= 2 ))" "... after waiting (${dt} s)"
+	like "$out" "waiting up to 30 s .*Could not get lock $TEST_TMP/lists/lock" "... and says what it waited for"
+	unset DEPS_APT_OPTS DEPS_LOCK_TIMEOUT
+fi
+
 # --- stop -------------------------------------------------------------------------------------
 addr=$REGISTRY
 registry_stop

@@ -28,8 +28,54 @@ deps_missing() {
 	done
 }
 
+# Another apt run (an admin, unattended-upgrades, cloud-init) holding the dpkg or apt locks is
+# waited for, up to DEPS_LOCK_TIMEOUT seconds (default 600), instead of failing the whole run:
+# `-o DPkg::Lock::Timeout` makes apt-get install wait for the dpkg frontend lock, and apt-get update
+# (whose package-lists lock that option does not cover in apt 2.6) is retried while a lock is held.
+# DEPS_APT_OPTS (an array) adds apt-get options (the self-test points the package lists elsewhere).
+DEPS_LOCK_TIMEOUT=${DEPS_LOCK_TIMEOUT:-600}
+DEPS_LOCKS=(/var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock /var/cache/apt/archives/lock)
+
+# deps_lock_holders: "LOCKFILE pid N (COMMAND)" for each apt/dpkg lock a process holds now (from
+# /proc/locks: apt and dpkg take POSIX fcntl locks, which flock(1) neither takes nor sees).
+deps_lock_holders() {
+	local f ino pid comm
+	for f in "${DEPS_LOCKS[@]}"; do
+		[[ -e $f ]] || continue
+		ino=$(stat -c %i "$f") || continue
+		while read -r pid; do
+			comm=$(cat "/proc/$pid/comm" 2>/dev/null) || comm=?
+			printf '%s pid %s (%s)\n' "$f" "$pid" "$comm"
+		done < <(awk -v ino="$ino" '{ split($6, d, ":"); if (d[3] == ino) print $5 }' /proc/locks | sort -u)
+	done
+}
+
+# deps__apt ARGS...: apt-get ARGS, waiting for the locks as described above.
+deps__apt() {
+	local start=$SECONDS errf rc held said=
+	errf=$(mktemp) || return 1
+	while :; do
+		held=$(deps_lock_holders)
+		if [[ -n $held && -z $said ]]; then
+			echo "deps: waiting up to ${DEPS_LOCK_TIMEOUT} s for another apt/dpkg run to release its lock: ${held//$'\n'/; }"
+			said=1
+		fi
+		apt-get -o "DPkg::Lock::Timeout=$DEPS_LOCK_TIMEOUT" ${DEPS_APT_OPTS[@]+"${DEPS_APT_OPTS[@]}"} "$@" </dev/null 2>"$errf"
+		rc=$?
+		if ((rc != 0)) && grep -q 'Could not get lock' "$errf" && ((SECONDS - start < DEPS_LOCK_TIMEOUT)); then
+			[[ -n $said ]] || echo "deps: waiting up to ${DEPS_LOCK_TIMEOUT} s for another apt/dpkg run to release its lock ($(grep -m1 'Could not get lock' "$errf"))"
+			said=1
+			sleep 2
+			continue
+		fi
+		cat "$errf" >&2
+		rm -f "$errf"
+		return "$rc"
+	done
+}
+
 # deps_install [PKG...]: install what is missing (default: all of riklet's). Runs `apt-get update`
-# only when something is missing, so a prepared machine needs no network. Needs root.
+# only when something is missing, so a prepared machine needs no network (and no lock). Needs root.
 deps_install() {
 	local missing
 	mapfile -t missing < <(deps_missing "$@")
@@ -41,6 +87,6 @@ deps_install() {
 	fi
 	echo "deps: installing ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -q || return 1
-	apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null || return 1
+	deps__apt update -q || return 1
+	deps__apt install -y -q --no-install-recommends "${missing[@]}" || return 1
 }

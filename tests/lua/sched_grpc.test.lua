@@ -119,5 +119,82 @@ ch:close()
 ch:close()
 T.ok(not pcall(ch.unary, ch, "/x/y", "common.WorkerStatus", {}, "google.protobuf.Empty"), "a closed channel raises on use")
 os.remove(portfile)
+
+-- ---- peers that are no (working) gRPC server: each failure says what happened, within bounds ----
+local nstart = 0
+local function start(args)
+  nstart = nstart + 1
+  local pf = ("%s.%d.ports"):format(tmp, nstart)
+  local argv = { py, src .. "/tests/sched/scheduler.py", "--port-file", pf }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  local p = proc.spawn(argv, { stderr = tmp .. ".log" })
+  T.wait_for(15, function() return fs.read(pf, 4096) end)
+  local pt = json.decode(fs.read(pf, 4096) or "{}")
+  os.remove(pf)
+  return p, pt and pt.grpc
+end
+local function register(port, copts, opts)
+  local c = assert(grpc.channel("http://127.0.0.1:" .. port, copts))
+  return c, c:server_stream("/worker.Worker/Register", "common.WorkerRegistration", { hostname = "n" },
+    "worker.InstanceScheduling", opts)
+end
+local cases = {
+  { "silent", "no HTTP/2 SETTINGS from the server within 0.5 s", 0.5, 1.5 },
+  { "close", "closed it without sending anything", 0, 1 },
+  { "http1", 'does not speak HTTP/2: it sent "HTTP/1.1 400 Bad Request"', 0, 1 },
+}
+for _, c in ipairs(cases) do
+  local mode, needle, tmin, tmax = c[1], c[2], c[3], c[4]
+  local p, port = start({ "--raw", mode })
+  local c2, s = register(port, { handshake_timeout = 0.5 })
+  local t1 = core.now()
+  local r, rerr, rcode = s:ready()
+  local dt = core.now() - t1
+  T.ok(r == nil and rcode == grpc.codes.UNAVAILABLE and tostring(rerr):find(needle, 1, true) and dt >= tmin and dt < tmax,
+    ("%s peer: ready() -> UNAVAILABLE in %.2f s saying %q (%s)"):format(mode, dt, needle, tostring(rerr)))
+  local _, e2 = s:recv()
+  T.is(e2, rerr, mode .. " peer: recv() returns the same error")
+  c2:close()
+  p:kill(9)
+  p:wait()
+end
+
+-- HTTP/2 answers (SETTINGS, PING acks) but never a response: ready, then the header timeout
+local p, port = start({ "--raw", "noheaders" })
+local c3, s3 = register(port, { handshake_timeout = 0.5 }, { header_timeout = 1 })
+t0 = core.now()
+T.ok(s3:ready(), "HTTP/2 peer that never answers the stream: ready() (its SETTINGS came)")
+T.ok(core.now() - t0 < 0.5, "... at once")
+local _, nherr, nhcode = s3:recv()
+local dt = core.now() - t0
+T.ok(nhcode == grpc.codes.UNAVAILABLE and tostring(nherr):find("no HTTP/2 response headers within 1 s", 1, true) and dt >= 1 and dt < 2,
+  ("... header_timeout 1: UNAVAILABLE after %.2f s (%s)"):format(dt, tostring(nherr)))
+-- without a header timeout the same stream stays open: an idle stream is not a dead one
+local c4, s4 = register(port, { handshake_timeout = 0.5 })
+T.ok(s4:ready(), "without header_timeout: ready")
+task.sleep(1.5)
+T.ok(not s4:status(), "... and still open after 1.5 s (3x the handshake timeout)")
+c3:close()
+c4:close()
+p:kill(9)
+p:wait()
+
+-- nothing listening
+local _, s5 = register(1) -- port 1: nothing listens there
+local r5, e5, k5 = s5:ready()
+T.ok(r5 == nil and k5 == grpc.codes.UNAVAILABLE and tostring(e5):find("connect", 1, true), "nothing listening: UNAVAILABLE (" .. tostring(e5) .. ")")
+
+-- grpcio's default: Register's headers come with the first instruction only; ready() does not wait
+p, port = start({ "--lazy-headers" })
+local c6, s6 = register(port)
+t0 = core.now()
+T.ok(s6:ready() and core.now() - t0 < 2, ("grpcio holding the headers: ready() after %.2f s"):format(core.now() - t0))
+local got
+task.spawn(function() got = { s6:headers() } end)
+task.sleep(1)
+T.ok(got == nil, "... while headers() still waits (the server has sent none)")
+c6:close()
+p:kill(9)
+p:wait()
 os.remove(tmp .. ".log")
 T.done()

@@ -4,7 +4,8 @@
 It behaves like upstream's worker service:
   - Register(WorkerRegistration) -> stream InstanceScheduling: FAILED_PRECONDITION on an empty
     hostname, ALREADY_EXISTS while the same hostname still has an open stream; headers are sent at
-    once (as tonic does), instructions are streamed as the test asks for them.
+    once (as tonic does; --lazy-headers: only with the first instruction, grpcio's own default),
+    instructions are streamed as the test asks for them.
   - SendStatusUpdates(stream WorkerStatus) -> Empty: takes one or many messages per call and records
     each as it arrives.
 
@@ -17,7 +18,13 @@ Every received status is also appended to --events FILE as one JSON line, as is 
 the moment it is handed to the stream (kind "sent"), so latencies can be measured on one clock.
 
 --raw MODE runs a hand-rolled HTTP/2 server instead that answers every call with a broken gRPC
-response (MODE: truncated | compressed | badflag | nostatus | http500), for the client's error paths.
+response once the request is complete (MODE: truncated | compressed | badflag | nostatus | http500),
+or a trailers-only UNIMPLEMENTED on the request headers alone, before the request body (early), for
+the client's error paths,
+or a peer that is no gRPC server at all: silent (accepts, never sends a byte), close (accepts and
+closes at once), http1 (answers the client preface with an HTTP/1.1 400), noheaders (HTTP/2
+SETTINGS and PING acks, never a response). Each accepted connection is logged to --events as
+{"kind": "accept"}.
 
 Usage: scheduler.py --port-file F [--port P] [--events FILE] [--tls-cert C --tls-key K] [--raw MODE]
 Writes {"grpc": port, "control": port} to the port file once listening.
@@ -106,7 +113,8 @@ def serve_grpc(args, st):
                 if w.q is wq:
                     w.open = False
         ctx.add_callback(closed)
-        ctx.send_initial_metadata(())
+        if not args.lazy_headers:
+            ctx.send_initial_metadata(())
         st.record({"kind": "register", "identifier": host})
         while ctx.is_active():
             try:
@@ -201,6 +209,20 @@ def raw_conn(conn, mode):
     conn.settimeout(30)
     buf = b""
     try:
+        if mode == "close":
+            return
+        if mode == "silent":
+            conn.settimeout(None)
+            while conn.recv(65536):
+                pass
+            return
+        if mode == "http1":
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n"
+                         b"Connection: close\r\n\r\nBad Request")
+            return
+        if mode == "noheaders":
+            conn.settimeout(None)
         while len(buf) < 24:
             d = conn.recv(65536)
             if not d:
@@ -208,6 +230,7 @@ def raw_conn(conn, mode):
             buf += d
         buf = buf[24:]  # client preface
         conn.sendall(h2_frame(4, 0, 0))  # SETTINGS
+        pending = set()  # streams whose request has not ended yet
         while True:
             while len(buf) < 9:
                 d = conn.recv(65536)
@@ -227,7 +250,16 @@ def raw_conn(conn, mode):
                 conn.sendall(h2_frame(4, 1, 0))  # SETTINGS ack
             elif ftype == 6 and not flags & 1:
                 conn.sendall(h2_frame(6, 1, 0, payload))  # PING ack
-            elif ftype == 1:  # HEADERS: answer this stream
+            elif ftype == 1 and mode == "noheaders":
+                pass
+            elif ftype == 1 and mode == "early":  # answer before the request body
+                hdr = (hpack_literal(":status", "200") + hpack_literal("content-type", "application/grpc")
+                       + hpack_literal("grpc-status", "12") + hpack_literal("grpc-message", "unknown method"))
+                conn.sendall(h2_frame(1, 5, sid, hdr))  # trailers-only: END_HEADERS | END_STREAM
+            elif ftype == 1 and not flags & 1:
+                pending.add(sid)  # answer once the request ends, as a gRPC server does
+            elif ftype == 1 or (ftype == 0 and flags & 1 and sid in pending):  # the request ended
+                pending.discard(sid)
                 status = "500" if mode == "http500" else "200"
                 hdr = hpack_literal(":status", status) + hpack_literal("content-type", "application/grpc")
                 out = h2_frame(1, 4, sid, hdr)  # END_HEADERS
@@ -253,7 +285,7 @@ def raw_conn(conn, mode):
         conn.close()
 
 
-def serve_raw(args):
+def serve_raw(args, st):
     ls = socket.socket()
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind(("127.0.0.1", args.port))
@@ -262,6 +294,7 @@ def serve_raw(args):
     def loop():
         while True:
             c, _ = ls.accept()
+            st.record({"kind": "accept", "mode": args.raw})
             threading.Thread(target=raw_conn, args=(c, args.raw), daemon=True).start()
     threading.Thread(target=loop, daemon=True).start()
     return ls.getsockname()[1]
@@ -336,11 +369,14 @@ def main():
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
     ap.add_argument("--tls-client-ca")
-    ap.add_argument("--raw", choices=["truncated", "compressed", "badflag", "nostatus", "http500"])
+    ap.add_argument("--raw", choices=["truncated", "compressed", "badflag", "nostatus", "http500",
+                                      "silent", "close", "http1", "noheaders", "early"])
+    ap.add_argument("--lazy-headers", action="store_true",
+                    help="Register sends its response headers only with the first instruction")
     args = ap.parse_args()
     st = State(args.events)
     if args.raw:
-        gport = serve_raw(args)
+        gport = serve_raw(args, st)
         cport = 0
     else:
         _server, gport = serve_grpc(args, st)

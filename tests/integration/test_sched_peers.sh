@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# test_sched_peers.sh — one real riklet in scheduler mode against peers that fail in every way a
+# scheduler can, swapped on the same port, with short timeouts: nothing listening; a peer that
+# accepts and never answers (handshake timeout, a bounded number of attempts); one that accepts and
+# closes; one that answers HTTP/1.1 (the log quotes it); then a grpcio scheduler that sends its
+# Register headers only with the first instruction (riklet registers, metrics arrive, a CREATE
+# runs); and finally that scheduler's packets dropped after a long idle period: the idle stream
+# was not cut, the dead one is (TCP keepalive + TCP_USER_TIMEOUT), and the next connect times out.
+
+# In private namespaces, so the iptables DROP touches nothing of the host's.
+source "$(dirname "$0")/../lib/private_ns.sh"
+source "$(dirname "$0")/../lib/registry.sh"
+source "$(dirname "$0")/../lib/mkimage.sh"
+source "$(dirname "$0")/../lib/riklet.sh"
+need_root
+need_cmd docker-registry umoci skopeo jq curl busybox runc protoc ip iptables
+need_py grpc google.protobuf
+[[ -n ${RK_PRIVATE_NS:-} ]] || skip_all "cannot create a private network + mount namespace (unshare -n -m)"
+ip link set lo up
+rk_init
+
+SCHED_PORT=$(free_port)
+EVENTS=$TEST_TMP/events.jsonl
+SCHED_LOG=$TEST_TMP/scheduler.log
+SCHED_N=0
+touch "$EVENTS"
+sched_start() { # sched_start [scheduler.py FLAG...]: a peer on SCHED_PORT; sets SCHED_PID, CONTROL
+	SCHED_N=$((SCHED_N + 1))
+	local pf=$TEST_TMP/sched.$SCHED_N.json
+	"$PYTHON" "$RIKLET_SRC_DIR/tests/sched/scheduler.py" --port "$SCHED_PORT" --port-file "$pf" \
+		--events "$EVENTS" "$@" >>"$SCHED_LOG" 2>&1 </dev/null &
+	SCHED_PID=$!
+	on_exit "kill -9 $SCHED_PID"
+	wait_for 20 test -s "$pf" || { diag_file "$SCHED_LOG"; return 1; }
+	CONTROL=http://127.0.0.1:$(jq -r .control "$pf")
+}
+sched_kill() { kill -9 "$SCHED_PID" 2>/dev/null; wait "$SCHED_PID" 2>/dev/null; }
+accepts() { jq -r 'select(.kind == "accept") | .mode' "$EVENTS" | grep -cx "$1" || true; }
+ev_count() { jq -r --arg k "$1" 'select(.kind == $k) | .kind' "$EVENTS" | grep -c . || true; }
+count_ge() { (($(ev_count "$1") >= $2)); }
+# log lines written since mark $1 (a line count of RK_LOG)
+log_since() { tail -n +"$(($1 + 1))" "$RK_LOG"; }
+log_has() { log_since "$1" | grep -qF -- "$2"; }
+mark() { wc -l <"$RK_LOG"; }
+riklet_alive() { kill -0 "$RK_PID" 2>/dev/null; }
+
+registry_start || bail_out "docker-registry did not start"
+CMD='["sh","-c","trap '"'exit 0'"' TERM INT; sleep 3600 & wait $!"]'
+mkimage --cmd "$CMD" "$TEST_TMP/layout:latest" >&2 || bail_out "mkimage failed"
+mkimage_push "$TEST_TMP/layout:latest" "$REGISTRY/busybox:latest" || bail_out "push failed"
+
+# --- nothing listening --------------------------------------------------------------------------
+: >"$RK_LOG"
+"$RIKLET" --scheduler "http://127.0.0.1:$SCHED_PORT" --hostname peers-1 --metrics-interval 60 \
+	--scheduler-connect-timeout 1 --scheduler-handshake-timeout 1 \
+	--scheduler-keepalive 1 --scheduler-keepalive-timeout 2 \
+	--reconnect-initial 0.5 --reconnect-max 1 --reconnect-healthy 600 \
+	"${RK_OPTS[@]}" --insecure-registries "$REGISTRY" >>"$RK_LOG" 2>&1 </dev/null &
+RK_PID=$!
+RK_PIDS+=("$RK_PID")
+ok "wait_for 10 log_has 0 \"Couldn't connect to server\"" "nothing listening: the refused connection is logged"
+like "$(grep -m1 "Couldn't connect" "$RK_LOG")" "scheduler http://127.0.0.1:$SCHED_PORT: .*reconnecting in [0-9.]+ s" \
+	"... in one line naming the scheduler and the next attempt"
+
+# --- accepts, never answers -----------------------------------------------------------------------
+m=$(mark)
+sched_start --raw silent || bail_out "silent peer did not start"
+t0=$SECONDS
+sleep 6
+n=$(accepts silent)
+ok "log_has $m 'connected, but no HTTP/2 SETTINGS from the server within 1 s'" "a silent peer: the handshake timeout is logged"
+ok "log_since $m | grep -q 'within 1 s.*reconnecting in'" "... with the reconnect delay on the same line"
+ok "((n >= 2 && n <= 5))" "... and riklet reconnects, boundedly: $n connections in $((SECONDS - t0)) s (1 s timeout + 0.4-1.2 s backoff)"
+sched_kill
+
+# --- accepts and closes ---------------------------------------------------------------------------
+m=$(mark)
+sched_start --raw close || bail_out "closing peer did not start"
+sleep 3
+n=$(accepts close)
+ok "log_has $m 'accepted the TCP connection and closed it without sending anything'" "a peer that closes at once: said so"
+ok "((n >= 2 && n <= 8))" "... retried with backoff, not in a busy loop: $n connections in 3 s"
+sched_kill
+
+# --- answers HTTP/1.1 ---------------------------------------------------------------------------
+m=$(mark)
+sched_start --raw http1 || bail_out "HTTP/1 peer did not start"
+ok "wait_for 5 log_has $m 'the server does not speak HTTP/2: it sent \"HTTP/1.1 400 Bad Request\"'" \
+	"an HTTP/1.1 server: the log quotes what it answered"
+nok "log_since $m | grep -q 'Empty reply from server'" "... not 'Empty reply from server'"
+sched_kill
+
+# --- grpcio holding its headers until the first instruction ---------------------------------------
+m=$(mark)
+sched_start --lazy-headers || bail_out "scheduler.py did not start"
+ok "wait_for 15 count_ge register 1" "grpcio scheduler (headers held back): riklet registers"
+ok "wait_for 10 count_ge worker 1" "... and its node metrics arrive before any instruction"
+ok "log_has $m 'as \"peers-1\", registration sent'" "... and riklet logs that it is connected and registering"
+def=$(jq -cn --arg img "$REGISTRY/busybox:latest" '{apiVersion: "v1", kind: "Pod", name: "lazy", replicas: null,
+	spec: {containers: [{name: "c1", image: $img, env: null, ports: null}], function: null}}')
+curl -sf -X POST -d "$(jq -cn --arg d "$def" '{instance_id: "lazy-1", definition: $d, action: "CREATE"}')" \
+	"$CONTROL/instruct" >/dev/null
+running() { jq -r 'select(.kind == "instance" and .instance_id == "lazy-1") | .status' "$EVENTS" | grep -qx RUNNING; }
+ok "wait_for 60 running" "... a CREATE then runs: RUNNING reported"
+ok "rk_runc_ids | grep -qx lazy-1_c1" "... and runc runs lazy-1_c1"
+regs=$(ev_count register)
+
+# --- an idle stream is not a dead one; a dead one is found ------------------------------------------
+m=$(mark)
+sleep 5 # > keepalive 1 s + keepalive-timeout 2 s, with nothing to send (metrics every 60 s)
+nok "log_has $m 'lost the scheduler'" "an idle registration (5 s, keepalive 1 s + 2 s) is kept"
+is "$(ev_count register)" "$regs" "... no re-registration"
+iptables -I INPUT -p tcp --dport "$SCHED_PORT" -j DROP
+iptables -I INPUT -p tcp --sport "$SCHED_PORT" -j DROP
+t0=$SECONDS
+ok "wait_for 10 log_has $m 'stopped acknowledging'" "scheduler unreachable (packets dropped): the dead stream is given up on, said so"
+dt=$((SECONDS - t0))
+ok "((dt <= 6))" "... within $dt s (keepalive 1 s + keepalive-timeout 2 s, not TCP's 15 minutes)"
+diag "$(log_since "$m" | grep -m1 'lost the scheduler')"
+ok "wait_for 10 log_has $m 'no connection within 1 s (connect timeout)'" "... then each connect times out after 1 s, said so"
+iptables -D INPUT -p tcp --dport "$SCHED_PORT" -j DROP
+iptables -D INPUT -p tcp --sport "$SCHED_PORT" -j DROP
+reached() { (($(ev_count register) > regs)) || log_has "$m" 'still holds an open registration'; }
+ok "wait_for 15 reached" "packets flow again: riklet reaches the scheduler again"
+ok "riklet_alive" "riklet is still running"
+is "$(rk_runc_pid lazy-1_c1 | grep -c .)" 1 "lazy-1's container kept running throughout"
+
+nok "grep -E 'task failed|stack traceback|panic' '$RK_LOG'" "no task failure or panic in riklet's log"
+(( RK_TAP_FAILED == 0 )) || { diag_file "$RK_LOG" 60; diag_file "$SCHED_LOG" 20; }
+done_testing
