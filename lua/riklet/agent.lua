@@ -66,14 +66,16 @@ local function load_drivers(config)
     else
       local found, drv = pcall(require, mod)
       if found then
-        local iok, ierr = drv.init(config, agent)
+        local iok, ierr, fatal = drv.init(config, agent)
         if iok then lifecycle.register(kind, drv.driver or drv)
+        elseif fatal then return nil, ("the %s driver cannot start: %s"):format(kind, tostring(ierr))
         else log("warn", "%s driver disabled: %s", kind, tostring(ierr)) end
       elseif not tostring(drv):find("module '" .. mod .. "' not found", 1, true) then
         log("error", "cannot load the %s driver: %s", kind, tostring(drv))
       end
     end
   end
+  return true
 end
 
 -- agent.init(cfg) — open the store, load drivers, re-adopt what the records say.
@@ -84,7 +86,9 @@ function agent.init(config)
   if not ok then return nil, err end
   if config.policy_dir then policy.set_dir(config.policy_dir) end
   lifecycle.configure(config, { on_gone = prune })
-  load_drivers(config)
+  -- what the operator asked for explicitly (--network bridge) and cannot have stops the start
+  local lok, lerr = load_drivers(config)
+  if not lok then return nil, lerr end
   local recs, bad = store.list()
   for _, b in ipairs(bad or {}) do log("error", "%s (ignored)", b) end
   local adopting = {}

@@ -47,7 +47,7 @@ function P.init(config, ag)
     if found then
       local iok, ierr = mod.init(config)
       if iok then netctl = mod
-      elseif config.network == "bridge" then return nil, "pod networking: " .. tostring(ierr)
+      elseif config.network == "bridge" then return nil, "pod networking (--network bridge): " .. tostring(ierr), true
       else log("warn", "pod networking is off: %s", tostring(ierr)) end
     elseif config.network == "bridge" then
       return nil, "pod networking was asked for (--network bridge) but riklet.netctl is not available: " .. tostring(mod)

@@ -41,7 +41,7 @@ start() {
 	RK_PIDS+=("$PID")
 }
 started() { grep -q 'riklet .* started' "$TEST_TMP/$1.log"; }
-status() { "$RIKLET" ps --json --state-dir "$TEST_TMP/$1/state" 2>/dev/null | jq -r --arg id "$2" '.[] | select(.id == $id) | .status'; }
+status() { "$RIKLET" ps --json --state-dir "$TEST_TMP/$1/state" 2>/dev/null | jq -r --arg id "$2" '.instances[] | select(.id == $id) | .status'; }
 has_status() { [[ $(status "$1" "$2") == "$3" ]]; }
 net_state() { # what A's Pod has in the kernel: its netns, the bridge's veths, riklet's rules
 	ls "$NETNS" 2>/dev/null | tr '\n' ' '
@@ -66,18 +66,20 @@ before=$(net_state)
 like "$before" "^pa rkv[0-9a-f]{8} [1-9]" "... its netns, veth on riklet0 and rules are there ($before)"
 
 # --- a second riklet, another state dir: refused the network ----------------------------------------
-# (the agent then runs with its Pod driver disabled and says why; it never touches A's network)
+# (--network bridge asked for what it cannot have: riklet B exits non-zero saying why; it never
+# touches A's network)
 start b --network bridge
 BPID=$PID
 ok "wait_for 15 grep -q 'another riklet' '$TEST_TMP/b.log'" "riklet B (--network bridge, another state dir) is refused the Pod network"
+ok "wait_for 15 eval '! kill -0 $BPID 2>/dev/null'" "... and does not start (exits)"
+wait "$BPID" 2>/dev/null
+isnt "$?" 0 "... with a non-zero exit status"
 msg=$(grep -m1 'another riklet' "$TEST_TMP/b.log")
 like "$msg" "another riklet \(pid $APID, state dir $TEST_TMP/a/state, bridge riklet0\) manages the Pod network" \
 	"... saying which riklet (pid, state dir, bridge) manages this network namespace"
 like "$msg" "--network none" "... and what to do"
 sleep 1
 is "$(net_state)" "$before" "A's Pod networking is untouched"
-kill -TERM "$BPID"
-wait "$BPID" 2>/dev/null
 
 # --network auto: runs, networking off, says why
 start c --network auto --bridge riklet9
