@@ -104,8 +104,8 @@ function M.alive(pid, id)
   local args = {}
   for a in cmd:gmatch("([^%z]*)%z") do args[#args + 1] = a end
   if not (args[1] or ""):match("conmon$") then return false end
-  for i = 2, #args - 1 do
-    if (args[i] == "-c" or args[i] == "--cid") and args[i + 1] == id then return true end
+  for i = 2, #args do
+    if args[i] == "--cid=" .. id or (args[i] == "-c" or args[i] == "--cid") and args[i + 1] == id then return true end
   end
   return false
 end
@@ -228,13 +228,15 @@ function M.create(id, dir, opts)
   for _, p in ipairs({ f.pid, f.conmon_pid, f.exit }) do fs.unlink(p) end
   local ok, err = fs.mkdir_p(f.exit_dir, "0700")
   if not ok then return nil, err end
+  -- NAME=VALUE forms and runc's "--" before the id: an id may start with '-' (--help.json)
   local argv = {
-    cfg.conmon, "--api-version", "1", "--cid", id, "--cuuid", id, "--name", opts.name or id,
-    "--runtime", rpath, "--bundle", dir, "--container-pidfile", f.pid, "--conmon-pidfile", f.conmon_pid,
-    "--log-path", "k8s-file:" .. opts.log, "--log-size-max", tostring(cfg.log_size_max),
-    "--persist-dir", f.exit_dir, "--full-attach",
-    "--runtime-arg", "--root", "--runtime-arg", runc.root(),
-    "--runtime-arg", "--log", "--runtime-arg", f.runc_log, "--runtime-arg", "--log-format", "--runtime-arg", "json",
+    cfg.conmon, "--api-version", "1", "--cid=" .. id, "--cuuid=" .. id, "--name=" .. (opts.name or id),
+    "--runtime=" .. rpath, "--bundle=" .. dir, "--container-pidfile=" .. f.pid, "--conmon-pidfile=" .. f.conmon_pid,
+    "--log-path=k8s-file:" .. opts.log, "--log-size-max=" .. tostring(cfg.log_size_max),
+    "--persist-dir=" .. f.exit_dir, "--full-attach",
+    "--runtime-arg=--root", "--runtime-arg=" .. runc.root(),
+    "--runtime-arg=--log", "--runtime-arg=" .. f.runc_log, "--runtime-arg=--log-format", "--runtime-arg=json",
+    "--runtime-opt=--",
   }
   local t0 = core.now()
   local timeout = opts.timeout or cfg.timeout
