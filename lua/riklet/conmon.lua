@@ -48,7 +48,7 @@ function M.init(config)
     return nil, ("conmon (%s) could not be started: %s; install it (apt-get install conmon) or set --conmon"):format(cfg.conmon, tostring(err))
   end
   if r.code ~= 0 then
-    return nil, ("%s --version failed (%s): %s"):format(cfg.conmon, proc.describe(r.code, r.signal), r.stderr or "")
+    return nil, ("%s --version failed (%s): %s"):format(cfg.conmon, proc.describe(r.code, r.signal), (r.stderr or ""):gsub("%s+$", ""))
   end
   cfg.version = (r.stdout or ""):match("conmon version (%S+)")
   return true
@@ -187,8 +187,8 @@ local function run_monitor(mon)
     if failed then
       if not mon.warned_watch then
         mon.warned_watch = true
-        log("error", "container %s: cannot watch process %s (%s); checking its exit file and runc every few "
-          .. "seconds instead", mon.id, tostring(target), tostring(failed))
+        log("error", "container %s: %s (watching process %s); checking its exit file and runc every few "
+          .. "seconds instead", mon.id, tostring(failed), tostring(target))
       end
       task.sleep(delay)
       delay = math.min(delay * 2, 5)

@@ -33,7 +33,7 @@ function M.init(config)
     return nil, ("runc (%s) could not be started: %s; install it (apt-get install runc) or set --runc"):format(cfg.runc, tostring(rerr))
   end
   if r.code ~= 0 then
-    return nil, ("%s --version failed (%s): %s"):format(cfg.runc, proc.describe(r.code, r.signal), r.stderr or "")
+    return nil, ("%s --version failed (%s): %s"):format(cfg.runc, proc.describe(r.code, r.signal), (r.stderr or ""):gsub("%s+$", ""))
   end
   cfg.version = (r.stdout or ""):match("runc version (%S+)")
   return true
