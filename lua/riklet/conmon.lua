@@ -266,7 +266,7 @@ function M.create(id, dir, opts)
       return nil, ("runc create %s (under conmon) did not finish within %gs (conmon killed)"):format(id, timeout), mon
     end
     mon.ended:wait(step)
-    step = math.min(step * 2, 0.05)
+    step = math.min(step * 2, 0.01)
   end
   mon.cancelled = true
   local why = runc.log_error(f.runc_log)

@@ -233,7 +233,9 @@ local function stop_container(inst, c)
   r.expected = true
   local mon = c.state ~= "preparing" and ensure_monitor(inst, c)
   r = rt(inst, c.name)
-  if mon and not mon.ended.is_set then
+  -- a container created but never started has no process of its own to stop: delete --force
+  local st = mon and not mon.ended.is_set and runc.state(c.runc_id)
+  if mon and not mon.ended.is_set and not (st and st.status == "created") then
     local ok, err = runc.kill(c.runc_id, "TERM")
     if not ok and not mon.ended.is_set then return nil, ("cannot stop container %s: %s"):format(c.runc_id, err) end
     if not r.exited:wait(cfg.stop_grace) then
