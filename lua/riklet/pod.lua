@@ -249,8 +249,9 @@ local function stop_container(inst, c)
   end
   local ok, err = runc.delete(c.runc_id, { force = true })
   if not ok then
+    -- gone only on runc's word, or when runc has no state directory for it (never created)
     local _, serr, missing = runc.state(c.runc_id)
-    if not missing then
+    if not missing and runc.exists(c.runc_id) then
       return nil, ("cannot delete container %s: %s%s"):format(c.runc_id, err,
         serr and serr ~= err and ("; " .. serr) or "")
     end
