@@ -39,10 +39,7 @@ function M.init(config)
   config = config or {}
   cfg.conmon = config.conmon or cfg.conmon
   local max = tonumber(config.log_size_max)
-  if max then
-    if max < 4096 then return nil, ("--log-size-max %s is too small (at least 4096 bytes)"):format(tostring(config.log_size_max)) end
-    cfg.log_size_max = math.floor(max)
-  end
+  if max then cfg.log_size_max = math.max(4096, math.floor(max)) end
   local r, err = proc.run({ cfg.conmon, "--version" }, { timeout = 10 })
   if not r then
     return nil, ("conmon (%s) could not be started: %s; install it (apt-get install conmon) or set --conmon"):format(cfg.conmon, tostring(err))

@@ -37,6 +37,10 @@ function P.init(config, ag)
   -- watched through conmon's files and processes, and each create says what is missing
   ok, err = runc.init(config)
   if not ok then log("error", "%s: Pods cannot be created or stopped until this is fixed", err) end
+  local max = config.log_size_max
+  if max ~= nil and not (type(max) == "number" and max >= 4096 and max < 2 ^ 53) then
+    return nil, ("--log-size-max %s: give a number of bytes, at least 4096"):format(tostring(max))
+  end
   ok, err = conmon.init(config)
   if not ok then log("error", "%s: Pods cannot be created until this is fixed", err) end
   if config.network ~= "none" then
