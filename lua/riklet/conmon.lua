@@ -5,9 +5,10 @@
 --
 --   conmon.init(cfg) -> true | nil, err     cfg.conmon (binary), cfg.log_size_max (bytes)
 --   conmon.files(dir) -> {pid=, conmon_pid=, exit_dir=, exit=, runc_log=, out=}   a container's files
---   conmon.create(id, dir, {log=, name=, timeout=}) -> mon | nil, err
+--   conmon.create(id, dir, {log=, name=, timeout=, on_conmon=fn(pid)}) -> mon | nil, err
 --       starts conmon, which runs `runc create` for the bundle `dir`; returns once runc has
 --       created the container (its pid file is there): mon.pid (container init), mon.conmon_pid.
+--       on_conmon is called with conmon's pid as soon as it is known.
 --   conmon.monitor({id=, dir=, conmon_pid=, pid=}) -> mon   watch a container (after a riklet
 --       restart); mon.ended is a task.event set once with {code=, signal=, describe=} when the
 --       container has ended for sure: conmon's exit file, or conmon gone and runc saying stopped or
@@ -248,6 +249,9 @@ function M.create(id, dir, opts)
       said ~= "" and (": " .. said) or (cpid and "" or ": it wrote no pid file"))
   end
   local mon = M.monitor({ id = id, dir = dir, conmon_pid = cpid })
+  -- recorded before runc create is done, so that a riklet killed meanwhile leaves a conmon that
+  -- the next one knows about (and can stop: it would wait for its container forever)
+  if opts.on_conmon then opts.on_conmon(cpid) end
   -- wait for runc create: the container's pid file, or conmon's end (it failed)
   local step = 0.002
   while true do

@@ -95,7 +95,10 @@ end
 
 -- Start run c.run of container c under conmon (runc create); records its pids.
 local function conmon_create(inst, c)
-  local mon, err = conmon.create(c.runc_id, c.dir, { log = c.log, name = inst.id .. "/" .. c.name })
+  local mon, err = conmon.create(c.runc_id, c.dir, {
+    log = c.log, name = inst.id .. "/" .. c.name,
+    on_conmon = function(pid) c.conmon_pid = pid save(inst) end,
+  })
   if not mon then return nil, err end
   c.pid, c.conmon_pid = mon.pid, mon.conmon_pid
   return mon
@@ -238,8 +241,13 @@ local function stop_container(inst, c)
   local mon = c.state ~= "preparing" and ensure_monitor(inst, c)
   r = rt(inst, c.name)
   -- a container created but never started has no process of its own to stop: delete --force
-  local st = mon and not mon.ended.is_set and runc.state(c.runc_id)
-  if mon and not mon.ended.is_set and not (st and st.status == "created") then
+  local st, _, missing
+  if mon and not mon.ended.is_set then st, _, missing = runc.state(c.runc_id) end
+  if missing and c.conmon_pid and conmon.alive(c.conmon_pid, c.runc_id) then
+    -- its conmon is still in `runc create` (a riklet killed mid-create): stop it there
+    conmon.stop(c.conmon_pid, c.runc_id)
+    mon.ended:wait(5)
+  elseif mon and not mon.ended.is_set and not (st and st.status == "created") then
     local ok, err = runc.kill(c.runc_id, "TERM")
     if not ok and not mon.ended.is_set then return nil, ("cannot stop container %s: %s"):format(c.runc_id, err) end
     if not r.exited:wait(cfg.stop_grace) then
@@ -254,8 +262,8 @@ local function stop_container(inst, c)
   local ok, err = runc.delete(c.runc_id, { force = true })
   if not ok then
     -- gone only on runc's word, or when runc has no state directory for it (never created)
-    local _, serr, missing = runc.state(c.runc_id)
-    if not missing and runc.exists(c.runc_id) then
+    local _, serr, absent = runc.state(c.runc_id)
+    if not absent and runc.exists(c.runc_id) then
       return nil, ("cannot delete container %s: %s%s"):format(c.runc_id, err,
         serr and serr ~= err and ("; " .. serr) or "")
     end

@@ -232,6 +232,25 @@ is "$(for p in h1 h2; do rk_runc_pid "${p}_c"; done | tr '\n' ' ')" "$(echo "$pi
 ok "wait_for 30 rk_nothing_left h4" "h4, whose destroy failed, is removed by a riklet with a working runc"
 ok "wait_for 30 bash -c '! kill -0 $(echo "$pids" | awk '{ print $4 }') 2>/dev/null'" "and its container is gone"
 
+# --- riklet killed while conmon is in `runc create` ------------------------------------------------
+rk_stop TERM
+printf '#!/bin/sh\ncase " $* " in *" create "*) sleep 4 ;; esac\nexec %s "$@"\n' "$(command -v runc)" >"$TEST_TMP/slowrunc"
+chmod +x "$TEST_TMP/slowrunc"
+rk_start_standalone "${START[@]}" --runc "$TEST_TMP/slowrunc" || bail_out "riklet with a slow runc did not start"
+manifest mid
+ok "wait_for 30 test -s '$STATE/instances/mid/c/conmon.pid'" "mid: conmon started, runc create in progress (4 s)"
+midcon=$(conmon_pid mid)
+rk_stop KILL
+rk_start_standalone "${START[@]}" || bail_out "riklet did not restart"
+rk_wait_status 60 mid RUNNING
+is "$(rk_status mid)" RUNNING "the next riklet rolls mid back and creates it again: RUNNING" || diag "$(rk_reason mid)"
+nok "alive $midcon" "the conmon left in runc create was stopped"
+sleep 5
+mid_conmons() { pgrep -f -- "conmon .*--cid=mid_c( |\$)" | wc -l; }
+is "$(mid_conmons)" 1 "one conmon for mid_c, 5 s later (the old create did not come back)"
+is "$(rk_runc_ids | grep -c '^mid_c$')" 1 "one runc container mid_c"
+is "$(rk_status mid)" RUNNING "mid is still RUNNING"
+
 # --- riklet cleanup: no conmon, no file left -----------------------------------------------------
 rk_stop TERM
 # in a network namespace of its own: cleanup also removes riklet's host networking, which is not
