@@ -17,6 +17,7 @@
 --   conmon.exit_status(dir) -> {code=, signal=, describe=} | nil   from conmon's exit file
 --   conmon.alive(pid, id) -> boolean        pid is the conmon of container id (no fd needed)
 --   conmon.stop(pid, id)                    SIGKILL a conmon still there after its container is gone
+--   conmon.list() -> { {pid=, cid=, bundle=}, ... }   conmons running for riklet's runc root
 --   conmon.clean(dir)                       remove conmon's and runc's per-run files (not the log)
 --
 -- conmon is started without --sync: it double-forks and its daemon is re-parented to riklet (a
@@ -106,6 +107,29 @@ function M.alive(pid, id)
     if args[i] == "--cid=" .. id or (args[i] == "-c" or args[i] == "--cid") and args[i + 1] == id then return true end
   end
   return false
+end
+
+-- The conmons running for riklet's runc root: { {pid=, cid=, bundle=}, ... } (from /proc).
+function M.list()
+  local out, root = {}, "--runtime-arg=" .. runc.root()
+  for _, name in ipairs(fs.list("/proc") or {}) do
+    local pid = tonumber(name)
+    local cmd = pid and fs.read("/proc/" .. name .. "/cmdline", 65536)
+    if cmd and cmd:find("conmon", 1, true) then
+      local args = {}
+      for a in cmd:gmatch("([^%z]*)%z") do args[#args + 1] = a end
+      local mine, cid, bundle = false, nil, nil
+      if (args[1] or ""):match("conmon$") then
+        for i = 2, #args do
+          if args[i] == root then mine = true end
+          cid = cid or args[i]:match("^%-%-cid=(.*)$")
+          bundle = bundle or args[i]:match("^%-%-bundle=(.*)$")
+        end
+      end
+      if mine and cid then out[#out + 1] = { pid = pid, cid = cid, bundle = bundle } end
+    end
+  end
+  return out
 end
 
 function M.stop(pid, id)

@@ -423,6 +423,15 @@ function P.reconcile(live_ids, is_live)
       removed = removed + 1
     end
   end
+  -- a conmon of such an instance that runc does not list: stuck in `runc create` when riklet died
+  for _, cm in ipairs(conmon.list()) do
+    local id = type(cm.bundle) == "string" and cm.bundle:sub(1, #root) == root and cm.bundle:sub(#root + 1):match("^([^/]+)/")
+    if id and not is_live(id) then
+      log("info", "stopping leftover conmon %d of container %s (instance %s has no record)", cm.pid, cm.cid, id)
+      conmon.stop(cm.pid, cm.cid)
+      removed = removed + 1
+    end
+  end
   for _, id in ipairs(fs.list(cfg.paths.instances) or {}) do
     if fs.safe_name(id, 64) and not is_live(id) then
       local dir = root .. id

@@ -238,10 +238,17 @@ printf '#!/bin/sh\ncase " $* " in *" create "*) sleep 4 ;; esac\nexec %s "$@"\n'
 chmod +x "$TEST_TMP/slowrunc"
 rk_start_standalone "${START[@]}" --runc "$TEST_TMP/slowrunc" || bail_out "riklet with a slow runc did not start"
 manifest mid
-ok "wait_for 30 test -s '$STATE/instances/mid/c/conmon.pid'" "mid: conmon started, runc create in progress (4 s)"
+manifest ghost
+ok "wait_for 30 test -s '$STATE/instances/mid/c/conmon.pid' -a -s '$STATE/instances/ghost/c/conmon.pid'" \
+	"mid and ghost: conmon started, runc create in progress (4 s)"
 midcon=$(conmon_pid mid)
+ghostcon=$(conmon_pid ghost)
 rk_stop KILL
+# ghost's manifest and record are gone: nothing but its conmon and directory say it existed
+rm -f -- "$MANIFESTS/ghost.json" "$STATE/records/ghost.json"
 rk_start_standalone "${START[@]}" || bail_out "riklet did not restart"
+ok "wait_for 10 bash -c '! kill -0 $ghostcon 2>/dev/null'" "the conmon of ghost (no record) is stopped at start"
+ok "wait_for 10 test ! -e '$STATE/instances/ghost'" "and its directory removed"
 rk_wait_status 60 mid RUNNING
 is "$(rk_status mid)" RUNNING "the next riklet rolls mid back and creates it again: RUNNING" || diag "$(rk_reason mid)"
 nok "alive $midcon" "the conmon left in runc create was stopped"
@@ -249,6 +256,8 @@ sleep 5
 mid_conmons() { pgrep -f -- "conmon .*--cid=mid_c( |\$)" | wc -l; }
 is "$(mid_conmons)" 1 "one conmon for mid_c, 5 s later (the old create did not come back)"
 is "$(rk_runc_ids | grep -c '^mid_c$')" 1 "one runc container mid_c"
+is "$(rk_runc_ids | grep -c '^ghost_c$')" 0 "and none for ghost"
+is "$(pgrep -f -- 'conmon .*--cid=ghost_c( |$)' | wc -l)" 0 "nor a conmon"
 is "$(rk_status mid)" RUNNING "mid is still RUNNING"
 
 # --- riklet cleanup: no conmon, no file left -----------------------------------------------------
