@@ -234,27 +234,27 @@ ok "wait_for 30 bash -c '! kill -0 $(echo "$pids" | awk '{ print $4 }') 2>/dev/n
 
 # --- riklet killed while conmon is in `runc create` ------------------------------------------------
 rk_stop TERM
-printf '#!/bin/sh\ncase " $* " in *" create "*) sleep 4 ;; esac\nexec %s "$@"\n' "$(command -v runc)" >"$TEST_TMP/slowrunc"
+printf '#!/bin/sh\ncase " $* " in *" create "*) sleep 12 ;; esac\nexec %s "$@"\n' "$(command -v runc)" >"$TEST_TMP/slowrunc"
 chmod +x "$TEST_TMP/slowrunc"
 rk_start_standalone "${START[@]}" --runc "$TEST_TMP/slowrunc" || bail_out "riklet with a slow runc did not start"
 manifest mid
 manifest ghost
 ok "wait_for 30 test -s '$STATE/instances/mid/c/conmon.pid' -a -s '$STATE/instances/ghost/c/conmon.pid'" \
-	"mid and ghost: conmon started, runc create in progress (4 s)"
+	"mid and ghost: conmon started, runc create in progress (12 s)"
 midcon=$(conmon_pid mid)
 ghostcon=$(conmon_pid ghost)
 rk_stop KILL
 # ghost's manifest and record are gone: nothing but its conmon and directory say it existed
 rm -f -- "$MANIFESTS/ghost.json" "$STATE/records/ghost.json"
 rk_start_standalone "${START[@]}" || bail_out "riklet did not restart"
-ok "wait_for 10 bash -c '! kill -0 $ghostcon 2>/dev/null'" "the conmon of ghost (no record) is stopped at start"
+ok "wait_for 5 bash -c '! kill -0 $ghostcon 2>/dev/null'" "the conmon of ghost (no record) is stopped at start"
 ok "wait_for 10 test ! -e '$STATE/instances/ghost'" "and its directory removed"
 rk_wait_status 60 mid RUNNING
 is "$(rk_status mid)" RUNNING "the next riklet rolls mid back and creates it again: RUNNING" || diag "$(rk_reason mid)"
 nok "alive $midcon" "the conmon left in runc create was stopped"
-sleep 5
+sleep 12
 mid_conmons() { pgrep -f -- "conmon .*--cid=mid_c( |\$)" | wc -l; }
-is "$(mid_conmons)" 1 "one conmon for mid_c, 5 s later (the old create did not come back)"
+is "$(mid_conmons)" 1 "one conmon for mid_c, 12 s later (the old create did not come back)"
 is "$(rk_runc_ids | grep -c '^mid_c$')" 1 "one runc container mid_c"
 is "$(rk_runc_ids | grep -c '^ghost_c$')" 0 "and none for ghost"
 is "$(pgrep -f -- 'conmon .*--cid=ghost_c( |$)' | wc -l)" 0 "nor a conmon"
