@@ -94,15 +94,23 @@ function M.exit_status(dir)
   return { code = n, describe = proc.describe(n, nil) }
 end
 
+-- The arguments of process pid when it is a conmon: array, false (another program, or a zombie:
+-- no command line), or nil when /proc cannot be read (no fd left).
+local function conmon_args(pid)
+  local cmd = fs.read("/proc/" .. pid .. "/cmdline", 65536)
+  if not cmd then return nil end
+  local args = {}
+  for a in cmd:gmatch("([^%z]*)%z") do args[#args + 1] = a end
+  return (args[1] or ""):match("conmon$") and args or false
+end
+
 -- Is pid the conmon of container id? kill(0) first (needs no fd: under an fd limit it is what we
 -- can still ask); the command line, when readable, rules out a recycled pid.
 function M.alive(pid, id)
   if not pid or not proc.alive(pid) then return false end
-  local cmd = fs.read("/proc/" .. pid .. "/cmdline", 65536)
-  if not cmd then return fs.exists("/proc/" .. pid) end
-  local args = {}
-  for a in cmd:gmatch("([^%z]*)%z") do args[#args + 1] = a end
-  if not (args[1] or ""):match("conmon$") then return false end
+  local args = conmon_args(pid)
+  if args == nil then return fs.exists("/proc/" .. pid) end
+  if not args then return false end
   for i = 2, #args do
     if args[i] == "--cid=" .. id or (args[i] == "-c" or args[i] == "--cid") and args[i + 1] == id then return true end
   end
@@ -114,17 +122,13 @@ function M.list()
   local out, root = {}, "--runtime-arg=" .. runc.root()
   for _, name in ipairs(fs.list("/proc") or {}) do
     local pid = tonumber(name)
-    local cmd = pid and fs.read("/proc/" .. name .. "/cmdline", 65536)
-    if cmd and cmd:find("conmon", 1, true) then
-      local args = {}
-      for a in cmd:gmatch("([^%z]*)%z") do args[#args + 1] = a end
+    local args = pid and conmon_args(pid)
+    if args then
       local mine, cid, bundle = false, nil, nil
-      if (args[1] or ""):match("conmon$") then
-        for i = 2, #args do
-          if args[i] == root then mine = true end
-          cid = cid or args[i]:match("^%-%-cid=(.*)$")
-          bundle = bundle or args[i]:match("^%-%-bundle=(.*)$")
-        end
+      for i = 2, #args do
+        if args[i] == root then mine = true end
+        cid = cid or args[i]:match("^%-%-cid=(.*)$")
+        bundle = bundle or args[i]:match("^%-%-bundle=(.*)$")
       end
       if mine and cid then out[#out + 1] = { pid = pid, cid = cid, bundle = bundle } end
     end
