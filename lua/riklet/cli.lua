@@ -297,15 +297,14 @@ end
 local LOGS_USAGE = "usage: riklet logs ID [CONTAINER] [--follow] [--timestamps] [--tail N] [--since TIME|DURATION] [--previous]"
 
 -- the logs of rec's containers (all, or the one named), current run or the previous one
-local function log_sources(rec, only, previous)
+-- (paths built by riklet.pod from the checked id, name and run: never a path a record names)
+local function log_sources(cfg, rec, only, previous)
   local out = {}
-  for _, c in ipairs(rec.containers or {}) do
-    if not only or c.name == only then
-      local path = c.log
-      if previous then
-        path = c.dir and (c.run or 0) > 0 and ("%s/logs/%d.log"):format(c.dir, c.run - 1) or nil
-      end
-      out[#out + 1] = { name = c.name, path = path }
+  for _, l in ipairs(require("riklet.pod").logs(rec, config.paths(cfg).instances)) do
+    if not only or l.name == only then
+      local path = l.path
+      if previous then path = l.previous end
+      out[#out + 1] = { name = l.name, path = path }
     end
   end
   return out
@@ -342,7 +341,7 @@ local function logs(cfg, id, cname)
       return die("instance %s has no container %q (it has: %s)", id, cname, table.concat(names, ", "))
     end
   end
-  local srcs = log_sources(rec, cname, cfg.previous)
+  local srcs = log_sources(cfg, rec, cname, cfg.previous)
   local present = false
   for _, s in ipairs(srcs) do present = present or (s.path and fs.exists(s.path)) or false end
   if not present and (rec.destroyed or rec.status == "TERMINATED" and not fs.exists(rec.dir or "/nonexistent")) then
@@ -379,7 +378,7 @@ local function logs(cfg, id, cname)
     local r2 = store.load(id)
     local ended = not r2 or ENDED[r2.status] or r2.destroyed
     if r2 and not ended then
-      for _, s in ipairs(log_sources(r2, cname)) do f:set_path(s.name, s.path) end
+      for _, s in ipairs(log_sources(cfg, r2, cname)) do f:set_path(s.name, s.path) end
     end
     print_all(f:poll(ended))
     if ended then break end

@@ -136,8 +136,11 @@ function M.list()
   return out
 end
 
+-- Kill conmon pid of container id, only on positive evidence that it is that conmon: its
+-- /proc/PID/cmdline read and naming the container (the pid may come from a record, and pids are
+-- recycled). An unreadable command line (no fd left) is no evidence: it is left alone.
 function M.stop(pid, id)
-  if M.alive(pid, id) then
+  if M.alive(pid, id) and conmon_args(pid) then
     log("warn", "conmon %d of container %s is still there after its container is gone: killing it", pid, id)
     proc.kill(pid, 9)
   end

@@ -122,6 +122,30 @@ local function env_list(w_env)
   return out
 end
 
+-- The validated container's command, args, working dir, tmpfs mounts and limits as
+-- oci.edit_config options (added to opts). command + args replace the image's entrypoint + cmd.
+-- Known limit: the unpacked bundle keeps entrypoint and cmd as one list, so args without a command
+-- replace both (Kubernetes keeps the entrypoint; the same for images without one, like busybox).
+local function bundle_opts(c, opts)
+  if c.command or c.args then
+    local argv = {}
+    for _, a in ipairs(c.command or {}) do argv[#argv + 1] = a end
+    for _, a in ipairs(c.args or {}) do argv[#argv + 1] = a end
+    if #argv > 0 then opts.args = argv end
+  end
+  opts.cwd = c.working_dir
+  if c.mounts and #c.mounts > 0 then
+    opts.mounts = {}
+    for i, m in ipairs(c.mounts) do
+      opts.mounts[i] = { type = "tmpfs", destination = m.destination, readonly = m.read_only and true or false }
+    end
+  end
+  local l = c.limits or {}
+  opts.memory_limit = l.memory
+  if l.cpu then opts.cpu_quota, opts.cpu_period = l.cpu * 100, 100000 end -- millicores: 1000 = one CPU
+  return opts
+end
+
 local function check_cancel(inst)
   if inst.destroy_requested then return nil, "destroyed while it was being created" end
   return true
@@ -198,9 +222,9 @@ function P.create(inst, w)
         .. "--runc-root? Remove it with `runc --root %s delete -f %s` if it is a leftover")
         :format(c.name, crec.runc_id, runc.root(), runc.root(), crec.runc_id)
     end
-    ok, err = oci.edit_config(imgs[i].config, cdir .. "/config.json", {
+    ok, err = oci.edit_config(imgs[i].config, cdir .. "/config.json", bundle_opts(c, {
       env = env_list(c.env), hostname = w.name, root_path = cdir .. "/rootfs", netns_path = netns,
-    })
+    }))
     if not ok then return nil, ("container %s: cannot write its OCI config: %s"):format(c.name, err) end
     log_for_run(crec, 0)
     crec.state = "created"
@@ -344,7 +368,8 @@ function P.destroy(inst)
   return free_resources(inst, false)
 end
 
--- After a riklet restart. Evidence, in order: conmon's exit file (the container ended: reported
+-- After a riklet restart -> summary | nil, err, gone (gone = true only on positive evidence that
+-- a container no longer exists; nil, err alone means it could not be checked). Evidence, in order: conmon's exit file (the container ended: reported
 -- now with its real exit code), conmon alive (running: watched), then runc. An instance is lost
 -- only when runc positively says the container does not exist; runc failing (absent, an fd
 -- limit) adopts it and keeps checking.
@@ -364,9 +389,13 @@ function P.adopt(inst)
       else
         local rs, err, missing = runc.state(c.runc_id)
         if missing then
+          -- GONE: positive evidence (no exit file, no conmon of this container, and runc says it
+          -- has no such container): the third value says so (store's adopt protocol)
           return nil, ("container %s is gone: runc has no such container%s"):format(c.runc_id,
-            c.conmon_pid and " and its conmon left no exit file" or "")
+            c.conmon_pid and " and its conmon left no exit file" or ""), true
         elseif not rs then
+          -- COULD NOT CHECK (runc missing, failing, out of fds): never evidence; adopted and
+          -- checked again by its monitor
           log("error", "instance %s: cannot ask runc about container %s (%s): adopting it and checking again",
             inst.id, c.runc_id, tostring(err))
           watch(inst, c, conmon.monitor({ id = c.runc_id, dir = c.dir, pid = c.pid }), " while riklet was not running")
@@ -381,6 +410,7 @@ function P.adopt(inst)
           watch(inst, c, conmon.monitor({ id = c.runc_id, dir = c.dir, pid = rs.pid }))
           running = running + 1
         else
+          -- a state we cannot act on (paused, creating with no pid): not evidence that it is gone
           return nil, ("container %s is %s"):format(c.runc_id, tostring(rs.status))
         end
       end
@@ -388,6 +418,7 @@ function P.adopt(inst)
   end
   if inst.rec.network and netctl and netctl.adopt then
     local ok, err = netctl.adopt(inst.id, inst.workload, inst.rec.network)
+    -- COULD NOT CHECK / could not restore: failing to set up or write is no evidence it is gone
     if not ok then return nil, "its network: " .. tostring(err) end
   end
   return ("%d container(s) running%s"):format(running, ended > 0 and (", %d ended while riklet was down"):format(ended) or "")
@@ -467,6 +498,58 @@ function P.reconcile(live_ids, is_live)
   return true
 end
 
+local STATES = { preparing = true, created = true, running = true, exited = true, deleted = true, foreign = true, waiting = true }
+
+local function whole(v, lo, hi)
+  return type(v) == "number" and v == math.floor(v) and v >= lo and v <= hi
+end
+
+-- The fields conmon's runs add to a container record (c.dir already checked): a bad one is
+-- replaced by what riklet would have written, or dropped, never used. The pids are only hints:
+-- conmon_pid is signalled only once /proc/PID/cmdline shows the conmon of this very container
+-- (conmon.stop), pid is only watched, never signalled.
+local function check_conmon_fields(inst, c)
+  local function bad(field, fix)
+    log("error", "instance %s: its record has an invalid %s for container %s (%s): %s", inst.id, field, c.name,
+      tostring(c[field]), fix)
+  end
+  if c.run ~= nil and not whole(c.run, 0, 2 ^ 31) then
+    bad("run", "using run 0")
+    c.run = 0
+  end
+  local want = ("%s/logs/%d.log"):format(c.dir, c.run or 0)
+  if c.log ~= nil and c.log ~= want and not (c.run == nil and c.log == c.dir .. "/output.log") then
+    bad("log", "using " .. want)
+    c.log = want
+  end
+  for _, f in ipairs({ "conmon_pid", "pid" }) do
+    if c[f] ~= nil and not whole(c[f], 2, 2 ^ 22) then
+      bad(f, "ignored")
+      c[f] = nil
+    end
+  end
+  if c.state ~= nil and not STATES[c.state] then
+    bad("state", "checking the container as if it were running")
+    c.state = "running"
+  end
+  for _, f in ipairs({ "exit_code", "exit_signal", "restart_count" }) do
+    if c[f] ~= nil and not whole(c[f], -1, 2 ^ 31) then
+      bad(f, "ignored")
+      c[f] = nil
+    end
+  end
+  for _, f in ipairs({ "started_at", "finished_at", "restart_at" }) do
+    if c[f] ~= nil and not (type(c[f]) == "number" and c[f] >= 0 and c[f] < 2 ^ 40) then
+      bad(f, "ignored")
+      c[f] = nil
+    end
+  end
+  if c.mounted ~= nil and type(c.mounted) ~= "boolean" then c.mounted = true end -- a rollback looks anyway
+  for _, f in ipairs({ "reason", "image", "digest" }) do
+    if c[f] ~= nil and type(c[f]) ~= "string" then c[f] = tostring(c[f]) end
+  end
+end
+
 -- A record is input too: before anything uses what it names, each container's name must be
 -- valid, its runc id the one P.runc_id gives (an older riklet's "<id>_<name>" is kept only when
 -- runc shows that container's bundle is this container's directory) and its directory where
@@ -492,6 +575,7 @@ function P.load(inst)
         if c.dir ~= nil then log("error", "instance %s: its record puts container %s in %s; using %s", inst.id, c.name, tostring(c.dir), dir) end
         c.dir = dir
       end
+      check_conmon_fields(inst, c)
       keep[#keep + 1] = c
     end
   end
@@ -554,9 +638,9 @@ local function adopt_with_restarts(inst)
       waiting[#waiting + 1] = c
     end
   end
-  local res, err = P.adopt(inst)
+  local res, err, gone = P.adopt(inst)
   for _, c in ipairs(waiting) do c.state = "waiting" end
-  if not res then return nil, err end
+  if not res then return nil, err, gone end
   for _, c in ipairs(waiting) do
     local delay = math.max(0, (tonumber(c.restart_at) or 0) - core.time())
     log("info", "instance %s: container %s was waiting to be restarted: restarting it in %.1f s", inst.id, c.name, delay)
@@ -593,12 +677,22 @@ P.driver = {
 }
 
 -- Paths of the logs of an instance (for `riklet logs`), from its record: per container its name,
--- the current run's log and the previous run's (nil before a restart).
-function P.logs(rec)
+-- the current run's log and the previous run's (nil before a restart). Read by the CLI without
+-- P.load, so built here from the instances dir, the id and the checked name and run only (an
+-- older riklet's output.log when the record has no run).
+function P.logs(rec, instances_dir)
   local out = {}
-  for _, c in ipairs(rec.containers or {}) do
-    local prev = c.dir and (c.run or 0) > 0 and ("%s/logs/%d.log"):format(c.dir, c.run - 1) or nil
-    out[#out + 1] = { name = c.name, path = c.log, previous = prev }
+  if type(rec.id) ~= "string" or not fs.safe_name(rec.id, 64) or type(rec.containers) ~= "table" then return out end
+  for _, c in ipairs(rec.containers) do
+    if type(c) == "table" and type(c.name) == "string" and fs.safe_name(c.name, 63) then
+      local dir = instances_dir .. "/" .. rec.id .. "/" .. c.name
+      local run = whole(c.run, 0, 2 ^ 31) and c.run or nil
+      out[#out + 1] = {
+        name = c.name,
+        path = run and ("%s/logs/%d.log"):format(dir, run) or dir .. "/output.log",
+        previous = run and run > 0 and ("%s/logs/%d.log"):format(dir, run - 1) or nil,
+      }
+    end
   end
   return out
 end
