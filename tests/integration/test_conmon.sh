@@ -5,6 +5,8 @@
 # containers and their conmon outliving riklet (kill -9 and SIGTERM, same pids); a failing runc
 # and an fd limit at restart never taking a healthy Pod for lost; a destroy whose runc fails is
 # not TERMINATED; no conmon, pid file or exit file left after destroy and `riklet cleanup`.
+# The workload's command, args, workingDir, env, tmpfs mount and cpu/memory limits reach the container
+# (its output through riklet logs, config.json and the kernel's cgroup files).
 source "$(dirname "$0")/../lib/registry.sh"
 source "$(dirname "$0")/../lib/mkimage.sh"
 source "$(dirname "$0")/../lib/riklet.sh"
@@ -55,8 +57,8 @@ mkdir -p "$POLICY"
 cat >"$POLICY/restart.lua" <<'EOF'
 -- restart the Pod "rs" twice at once, never anything else
 local R = {}
-function R.decide(w, exit, attempts)
-  if w.name == "rs" and attempts < 2 then return { action = "restart", delay = 0 } end
+function R.decide(w, exit)
+  if w.name == "rs" and (exit.restart_count or 0) < 2 then return { action = "restart", delay = 0 } end
   return { action = "stop" }
 end
 return R
@@ -141,11 +143,52 @@ rk_wait_status 20 usr1 FAILED TERMINATED
 like "$(rk_reason usr1)" 'exited with code 42$' "exit 42 on SIGUSR1: code 42 ($(rk_reason usr1))"
 rm -f -- "$MANIFESTS"/{e3,e0,sig,usr1,spam}.json
 
+# --- the workload's command, args, working dir, env, tmpfs mount and limits reach the container --
+jq -n --arg img "$IMAGE" '{apiVersion: "v1", kind: "Pod", name: "wl", spec: {containers: [{name: "c", image: $img,
+	command: ["/bin/sh", "-c"],
+	args: ["echo cmd-ok; echo cwd=$(pwd); echo FOO=$FOO; grep \" /scratch tmpfs \" /proc/mounts; echo x >/scratch/f && echo scratch-writable; cat /proc/self/cgroup; exec sleep 1000"],
+	workingDir: "/etc", env: [{name: "FOO", value: "bar baz"}],
+	volumeMounts: [{mountPath: "/scratch", type: "tmpfs"}],
+	resources: {limits: {memory: "64Mi", cpu: "500m"}}}]}}' >"$MANIFESTS/wl.json"
+rk_wait_status 60 wl RUNNING
+is "$(rk_status wl)" RUNNING "a Pod with command, args, workingDir, env, a tmpfs and limits: RUNNING" || diag "$(rk_reason wl)"
+wl_printed() { logs wl | grep -q '^0::'; }
+ok "wait_for 10 wl_printed" "it printed its cgroup"
+out=$(logs wl)
+like "$out" '(^|'$'\n'')cmd-ok'$'\n' "command + args are what runs (riklet logs: $(echo "$out" | head -n 1))"
+like "$out" $'\ncwd=/etc\n' "workingDir is its working directory"
+like "$out" $'\nFOO=bar baz\n' "env reaches it"
+like "$out" $'\n[^\n]* /scratch tmpfs [^\n]*rw[^\n]*\n' "/scratch is a tmpfs mount"
+like "$out" $'\nscratch-writable\n' "and writable"
+cfgjson=$STATE/instances/wl/c/config.json
+is "$(jq -c '.process.args' "$cfgjson")" "$(jq -c '.spec.containers[0].command + .spec.containers[0].args' "$MANIFESTS/wl.json")" \
+	"config.json: process.args = command + args"
+is "$(jq -r '.linux.resources.memory.limit' "$cfgjson")" 67108864 "config.json: memory limit 64Mi"
+is "$(jq -r '[.linux.resources.cpu.quota, .linux.resources.cpu.period] | join(" ")' "$cfgjson")" "50000 100000" \
+	"config.json: cpu 500m = 50000 us per 100000 us"
+wlpid=$(cat "$STATE/instances/wl/c/init.pid" 2>/dev/null)
+# the kernel's view: the cgroup files of the container's init (cgroup v2, or v1 controllers)
+cg_of() { awk -F: -v c="$1" '$2 == c { print $3 }' "/proc/$wlpid/cgroup" 2>/dev/null; }
+if [[ $(stat -fc %T /sys/fs/cgroup) == cgroup2fs ]]; then
+	mem_file=/sys/fs/cgroup$(cg_of "")/memory.max cpu_val=$(cat "/sys/fs/cgroup$(cg_of "")/cpu.max" 2>/dev/null)
+else
+	mem_file=/sys/fs/cgroup/memory$(cg_of memory)/memory.limit_in_bytes
+	cpu_val="$(cat "/sys/fs/cgroup/cpu$(cg_of cpu)/cpu.cfs_quota_us" 2>/dev/null) $(cat "/sys/fs/cgroup/cpu$(cg_of cpu)/cpu.cfs_period_us" 2>/dev/null)"
+fi
+is "$(cat "$mem_file" 2>/dev/null)" 67108864 "the kernel applies the memory limit ($mem_file)"
+is "$cpu_val" "50000 100000" "and the cpu limit (quota and period)"
+rm -f -- "$MANIFESTS/wl.json"
+rk_wait_status 30 wl TERMINATED
+ok "rk_nothing_left wl" "wl leaves nothing behind"
+
 # --- restart: a new run, a new log, the previous one kept ----------------------------------------
 manifest rs EXIT_CODE=1
 rk_wait_status 60 rs FAILED
 is "$(rk_status rs)" FAILED "rs exits 1 three times (two restarts), then FAILED"
 like "$(logs rs)" 'start rs run 3' "riklet logs shows the third run"
+is "$(rk_ps_json | jq -r '.instances[] | select(.id == "rs") | .containers[0].restart_count')" 2 \
+	"the restarts went through the lifecycle: restart_count 2 in ps --json"
+like "$(rk_reason rs)" 'after 2 restarts' "and the FAILED reason counts them ($(rk_reason rs))"
 unlike "$(logs rs)" 'run 2' "and only it"
 like "$(logs rs --previous)" 'start rs run 2' "--previous shows the run before"
 ok "test ! -e '$STATE/instances/rs/c/logs/0.log'" "the first run's log is removed (current + previous kept)"
@@ -155,13 +198,23 @@ rm -- "$MANIFESTS/rs.json"
 manifest keep
 manifest late EXIT_AFTER=5 EXIT_CODE=7
 manifest gone
+manifest tp
 rk_wait_status 60 keep RUNNING && rk_wait_status 60 late RUNNING && rk_wait_status 60 gone RUNNING
+rk_wait_status 60 tp RUNNING
 is "$(rk_status keep)$(rk_status late)$(rk_status gone)" RUNNINGRUNNINGRUNNING "keep, late and gone are RUNNING"
 kpid=$(rk_runc_pid keep_c)
 kcon=$(conmon_pid keep)
 like "$kcon" '^[0-9]+$' "keep's conmon has a pid file"
 rk_stop KILL
 ok "alive $kpid && alive $kcon" "riklet killed with -9: keep's container and its conmon run on"
+# tp's record is tampered with meanwhile: its conmon pid names another process, its log a file
+# that is not a log, its run and pid are garbage
+sleep 1000 &
+decoy=$!
+echo "SECRET-NOT-A-LOG" >"$TEST_TMP/secret"
+jq --argjson d "$decoy" --arg s "$TEST_TMP/secret" \
+	'.containers[0] |= (.conmon_pid = $d | .log = $s | .run = "../../x" | .pid = -5)' \
+	"$STATE/records/tp.json" >"$TEST_TMP/tp.json" && mv -- "$TEST_TMP/tp.json" "$STATE/records/tp.json"
 runc --root "$RUNC_ROOT" kill gone_c KILL
 ok "wait_for 15 test -s '$STATE/instances/late/c/exit/exit'" "late exits while riklet is down: conmon writes its exit file"
 rk_start_standalone "${START[@]}" || bail_out "riklet did not restart"
@@ -170,6 +223,19 @@ like "$(rk_reason late)" 'exited with code 7 while riklet was not running' "the 
 rk_wait_status 20 gone FAILED TERMINATED
 like "$(rk_reason gone)" 'killed by signal 9 .*while riklet was not running' "and gone's signal ($(rk_reason gone))"
 is "$(rk_status keep)" RUNNING "keep is re-adopted RUNNING"
+rk_wait_status 20 tp RUNNING
+is "$(rk_status tp)" RUNNING "tp, its record tampered with, is re-adopted RUNNING (its container, by runc)"
+out=$(logs tp)
+unlike "$out" 'SECRET' "riklet logs does not read the file tp's record names as its log"
+like "$out" 'start tp run 1' "it reads tp's own log"
+ok "grep -q 'instance tp: its record has an invalid run' '$RK_LOG'" "the bad fields are logged"
+rm -- "$MANIFESTS/tp.json"
+rk_wait_status 30 tp TERMINATED
+is "$(rk_status tp)" TERMINATED "tp destroyed"
+ok "alive $decoy" "the process its record named as its conmon was not signalled"
+kill "$decoy"
+wait "$decoy" 2>/dev/null
+ok "wait_for 10 rk_nothing_left tp" "tp leaves nothing behind (its real conmon ended with its container)"
 is "$(rk_runc_pid keep_c)" "$kpid" "with the same container pid"
 is "$(conmon_pid keep)" "$kcon" "and the same conmon"
 rk_stop TERM
@@ -205,16 +271,17 @@ like "$(rk_reason h4)" 'runc' "the reason names runc ($(rk_reason h4))"
 ok "alive $(echo "$pids" | awk '{ print $4 }')" "and h4's container still runs"
 rk_stop TERM
 # no runc on PATH at all, and an fd limit of 12: some Pods cannot even be watched (no fd for a
-# pidfd) and riklet may not get far beyond adopting them; its own log is kept apart
+# pidfd) and riklet may not get far beyond adopting them; its own log is kept apart (14: riklet
+# holds 11 fds when idle, the worker pool's included)
 mkdir -p "$TEST_TMP/nopath"
 ln -sf "$(command -v conmon)" "$TEST_TMP/nopath/conmon"
 ULOG=$TEST_TMP/riklet-ulimit.log
-env PATH="$TEST_TMP/nopath" /bin/bash -c 'ulimit -n 12; exec "$@"' _ "$RIKLET" --standalone "$MANIFESTS" \
+env PATH="$TEST_TMP/nopath" /bin/bash -c 'ulimit -n 14; exec "$@"' _ "$RIKLET" --standalone "$MANIFESTS" \
 	"${RK_OPTS[@]}" "${START[@]}" >"$ULOG" 2>&1 </dev/null &
 RK_PID=$!
 RK_PIDS+=("$RK_PID")
 adopted9() { (($(grep -c 're-adopted: 1 container' "$ULOG") == 9)); }
-ok "wait_for 20 adopted9" "with no runc on PATH and ulimit -n 12, riklet re-adopts the 9 running Pods" || diag_file "$ULOG"
+ok "wait_for 20 adopted9" "with no runc on PATH and ulimit -n 14, riklet re-adopts the 9 running Pods" || diag_file "$ULOG"
 ok "grep -q 'cannot watch process' '$ULOG'" "some of them cannot be watched (no fd for a pidfd): a failed watch, not an exit"
 runc --root "$RUNC_ROOT" kill h3_c USR1
 h3_failed() { [[ $(rk_status h3) == FAILED ]]; }
@@ -223,7 +290,7 @@ like "$(rk_reason h3)" 'exited with code 42$' "with its real exit code ($(rk_rea
 rk_stop TERM
 HEALTHY=(h1 h2 h5 h6 h7 h8 h9 h10)
 is "$(statuses "${HEALTHY[@]}")" "$(printf 'RUNNING %.0s' "${HEALTHY[@]}")" \
-	"restarted with no runc on PATH and ulimit -n 12: healthy Pods stay RUNNING"
+	"restarted with no runc on PATH and ulimit -n 14: healthy Pods stay RUNNING"
 unlike "$(for p in "${HS[@]}"; do rk_reason "$p"; done)" 'lost|gone|unknown' "no Pod is called lost or gone"
 rk_start_standalone "${START[@]}" || bail_out "riklet did not restart"
 is "$(statuses "${HEALTHY[@]}")" "$(printf 'RUNNING %.0s' "${HEALTHY[@]}")" "they are RUNNING with a working runc"
