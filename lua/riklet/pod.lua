@@ -686,7 +686,8 @@ function P.logs(rec, instances_dir)
   for _, c in ipairs(rec.containers) do
     if type(c) == "table" and type(c.name) == "string" and fs.safe_name(c.name, 63) then
       local dir = instances_dir .. "/" .. rec.id .. "/" .. c.name
-      local run = whole(c.run, 0, 2 ^ 31) and c.run or nil
+      -- no run at all: an older riklet's output.log; an invalid one: run 0 (as P.load reads it)
+      local run = whole(c.run, 0, 2 ^ 31) and c.run or (c.run ~= nil and 0) or nil
       out[#out + 1] = {
         name = c.name,
         path = run and ("%s/logs/%d.log"):format(dir, run) or dir .. "/output.log",
