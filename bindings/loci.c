@@ -5,7 +5,8 @@
  *   oci.edit_config(template_path, out_path, opts) -> true | nil, err
  *       opts (all optional): args = {"/bin/sh", ...} (replaces the image's entrypoint+cmd),
  *       env = {"K=V", ...} (overrides by name, appends new), hostname, root_path, netns_path,
- *       cgroups_path, cwd, mounts = {{source=, destination=, readonly=bool}, ...},
+ *       cgroups_path, cwd, mounts = {{source=, destination=, readonly=bool}, ...} (or
+ *       {type = "tmpfs", destination=, readonly=bool}: a fresh tmpfs, no source),
  *       memory_limit (bytes), cpu_quota (us per period), cpu_period (us, default 100000).
  *       Always: terminal=false, root.readonly=false, no user namespace / id mappings.
  *   oci.parse_state(json) -> {id=, pid=, status=, bundle=, created=} | nil, err */
@@ -98,11 +99,16 @@ static int l_edit_config(lua_State *L)
 				return luaL_error(L, "oci.edit_config: opts.mounts[%d] must be a table", (int)i);
 			lua_getfield(L, -1, "source");
 			lua_getfield(L, -2, "destination");
-			if (lua_type(L, -1) != LUA_TSTRING || lua_type(L, -2) != LUA_TSTRING)
+			lua_getfield(L, -3, "type");
+			int tmpfs = lua_type(L, -1) == LUA_TSTRING && !strcmp(lua_tostring(L, -1), "tmpfs");
+			if (!lua_isnil(L, -1) && !tmpfs)
+				return luaL_error(L, "oci.edit_config: opts.mounts[%d].type must be \"tmpfs\" or nil",
+						  (int)i);
+			if (lua_type(L, -2) != LUA_TSTRING || (!tmpfs && lua_type(L, -3) != LUA_TSTRING))
 				return luaL_error(
 					L, "oci.edit_config: opts.mounts[%d] needs string source and destination",
 					(int)i);
-			lua_pop(L, 3);
+			lua_pop(L, 4);
 		}
 	}
 	lua_getfield(L, 3, "args");
@@ -145,7 +151,9 @@ static int l_edit_config(lua_State *L)
 			b.mounts[i].destination = lua_tostring(L, -1);
 			lua_getfield(L, -3, "readonly");
 			b.mounts[i].readonly = lua_toboolean(L, -1);
-			lua_pop(L, 4); /* strings stay referenced by the mounts table */
+			lua_getfield(L, -4, "type");
+			b.mounts[i].tmpfs = lua_isstring(L, -1);
+			lua_pop(L, 5); /* strings stay referenced by the mounts table */
 		}
 	}
 	ed.args = (const char *const *)b.args;

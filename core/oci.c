@@ -124,7 +124,9 @@ static int apply_mounts(cJSON *root, const rk_oci_mount *m, size_t n, rk_err *e)
 		set_item(root, "mounts", arr);
 	}
 	for (size_t i = 0; i < n; i++) {
-		if (!m[i].source || m[i].source[0] != '/' || !m[i].destination || m[i].destination[0] != '/')
+		if (!m[i].destination || m[i].destination[0] != '/')
+			return rk_errf(e, EINVAL, "mount %zu: the destination must be an absolute path", i);
+		if (!m[i].tmpfs && (!m[i].source || m[i].source[0] != '/'))
 			return rk_errf(e, EINVAL, "bind mount %zu: source and destination must be absolute paths", i);
 		/* replace a template mount with the same destination */
 		for (int j = cJSON_GetArraySize(arr) - 1; j >= 0; j--) {
@@ -134,10 +136,17 @@ static int apply_mounts(cJSON *root, const rk_oci_mount *m, size_t n, rk_err *e)
 		}
 		cJSON *o = cJSON_CreateObject();
 		cJSON_AddStringToObject(o, "destination", m[i].destination);
-		cJSON_AddStringToObject(o, "type", "bind");
-		cJSON_AddStringToObject(o, "source", m[i].source);
-		const char *opts[] = {"rbind", m[i].readonly ? "ro" : "rw"};
-		cJSON_AddItemToObject(o, "options", cJSON_CreateStringArray(opts, 2));
+		if (m[i].tmpfs) {
+			cJSON_AddStringToObject(o, "type", "tmpfs");
+			cJSON_AddStringToObject(o, "source", "tmpfs");
+			const char *opts[] = {"nosuid", "nodev", "mode=1777", m[i].readonly ? "ro" : "rw"};
+			cJSON_AddItemToObject(o, "options", cJSON_CreateStringArray(opts, 4));
+		} else {
+			cJSON_AddStringToObject(o, "type", "bind");
+			cJSON_AddStringToObject(o, "source", m[i].source);
+			const char *opts[] = {"rbind", m[i].readonly ? "ro" : "rw"};
+			cJSON_AddItemToObject(o, "options", cJSON_CreateStringArray(opts, 2));
+		}
 		cJSON_AddItemToArray(arr, o);
 	}
 	return 0;

@@ -8,9 +8,10 @@
 #include "rk.h"
 
 typedef struct rk_oci_mount {
-	const char *source;	 /* absolute host path */
+	const char *source;	 /* absolute host path (ignored for a tmpfs) */
 	const char *destination; /* absolute path in the container */
 	int readonly;
+	int tmpfs; /* a fresh tmpfs (nosuid, nodev, mode 1777) instead of a bind mount */
 } rk_oci_mount;
 
 /* What to change in a config.json. NULL / 0 fields keep the template's value. */
@@ -23,7 +24,7 @@ typedef struct rk_oci_edit {
 	const char *netns_path;	    /* join this network namespace (e.g. /run/netns/X) */
 	const char *cgroups_path;   /* linux.cgroupsPath */
 	const char *cwd;	    /* process.cwd (absolute) */
-	const rk_oci_mount *mounts; /* extra bind mounts */
+	const rk_oci_mount *mounts; /* extra bind or tmpfs mounts */
 	size_t nmounts;
 	int64_t memory_limit; /* bytes; 0 = no limit */
 	int64_t cpu_quota;    /* microseconds per period; 0 = no limit */

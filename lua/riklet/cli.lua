@@ -16,7 +16,8 @@ Usage:
   riklet --standalone DIR [options]                              no cluster: DIR/*.json are the workloads
   riklet run FILE.json [options]        run one workload in the foreground; Ctrl-C destroys it
   riklet ps [--json]                    instances on this node: state, restarts, age, reason
-  riklet logs ID [--follow]             output of an instance's containers
+  riklet logs ID [CONTAINER] [--follow] [--timestamps] [--tail N] [--since TIME|10m] [--previous]
+                                        output of an instance's containers (kept until it is destroyed)
   riklet cleanup                        destroy every instance and remove everything riklet owns
   riklet test FILE.lua                  run a Lua test script inside riklet with the real bindings
   riklet version | --help
@@ -188,20 +189,22 @@ local function run_one(cfg, file)
   local cur = agent.get(id)
   if cur and not cur.gone then agent.replace(id, def, "run:" .. file)
   else agent.create(id, def, "run:" .. file) end
-  -- follow the containers' output on stdout until the instance ends. Each log is held open, so
-  -- what a container prints while it is being destroyed (its directory removed) still shows.
-  local readers = {}
-  local function pump()
+  -- follow the containers' output (CRI logs, printed as plain lines) on stdout until the instance
+  -- ends. Each log is held open, so what a container prints while it is being destroyed (its
+  -- directory removed) still shows.
+  local crilog = require "riklet.crilog"
+  local followers = {}
+  local function pump(final)
     local inst = agent.instance(id)
     for _, c in ipairs(inst and inst.rec.containers or {}) do
-      if c.log and not readers[c.log] and fs.exists(c.log) then readers[c.log] = fs.open_read(c.log) end
-    end
-    for _, r in pairs(readers) do
-      local data = r:read(1024 * 1024)
-      while data and #data > 0 do
-        io.stdout:write(data)
-        data = r:read(1024 * 1024)
+      if c.log and not followers[c.name] and fs.exists(c.log) then
+        followers[c.name] = crilog.follower({ { name = c.name, path = c.log } })
+      elseif c.log and followers[c.name] then
+        followers[c.name]:set_path(c.name, c.log)
       end
+    end
+    for _, f in pairs(followers) do
+      for _, e in ipairs(f:poll(final)) do io.stdout:write(e.text, "\n") end
     end
     io.stdout:flush()
   end
@@ -213,8 +216,8 @@ local function run_one(cfg, file)
   local final = ended.value
   if not interrupted then agent.destroy(id) end
   agent.wait_gone(id) -- bounded by the driver's destroy deadline (the workload's grace period + 3 min)
-  pump()
-  for _, r in pairs(readers) do r:close() end
+  pump(true)
+  for _, f in pairs(followers) do f:close() end
   return final == "TERMINATED" and not interrupted and 0 or (interrupted and 130 or 1)
 end
 
@@ -290,10 +293,35 @@ local function ps(cfg)
   return 0
 end
 
--- ---- riklet logs ID ----
-local function logs(cfg, id)
-  if not id then return die("usage: riklet logs ID [--follow]  (see `riklet ps` for ids)") end
+-- ---- riklet logs ID [CONTAINER] ----
+local LOGS_USAGE = "usage: riklet logs ID [CONTAINER] [--follow] [--timestamps] [--tail N] [--since TIME|DURATION] [--previous]"
+
+-- the logs of rec's containers (all, or the one named), current run or the previous one
+-- (paths built by riklet.pod from the checked id, name and run: never a path a record names)
+local function log_sources(cfg, rec, only, previous)
+  local out = {}
+  for _, l in ipairs(require("riklet.pod").logs(rec, config.paths(cfg).instances)) do
+    if not only or l.name == only then
+      local path = l.path
+      if previous then path = l.previous end
+      out[#out + 1] = { name = l.name, path = path }
+    end
+  end
+  return out
+end
+
+local function logs(cfg, id, cname)
+  if not id then return die("%s  (see `riklet ps` for ids)", LOGS_USAGE) end
   if not fs.safe_name(id, 64) then return die("%q is not an instance id", id) end
+  local crilog = require "riklet.crilog"
+  local since, serr
+  if cfg.since then
+    since, serr = crilog.parse_since(cfg.since, core.time())
+    if not since then return die("%s", serr) end
+  end
+  local tail = cfg.tail
+  if tail and (tail ~= math.floor(tail) or tail < -1) then return die("--tail needs a whole number of lines (-1: all)") end
+  if tail == -1 then tail = nil end
   local store = require "riklet.store"
   local paths = config.paths(cfg)
   store.open(paths.records)
@@ -304,45 +332,58 @@ local function logs(cfg, id)
     io.stderr:write("riklet: instance ", id, " has no containers", rec.reason and rec.reason ~= "" and (" (" .. rec.status .. ": " .. rec.reason .. ")") or "", "\n")
     return 1
   end
+  if cname then
+    local found = false
+    for _, c in ipairs(cs) do found = found or c.name == cname end
+    if not found then
+      local names = {}
+      for _, c in ipairs(cs) do names[#names + 1] = c.name end
+      return die("instance %s has no container %q (it has: %s)", id, cname, table.concat(names, ", "))
+    end
+  end
+  local srcs = log_sources(cfg, rec, cname, cfg.previous)
   local present = false
-  for _, c in ipairs(cs) do present = present or (c.log and fs.exists(c.log)) or false end
+  for _, s in ipairs(srcs) do present = present or (s.path and fs.exists(s.path)) or false end
   if not present and (rec.destroyed or rec.status == "TERMINATED" and not fs.exists(rec.dir or "/nonexistent")) then
     io.stderr:write("riklet: instance ", id, " was destroyed (", rec.status or "?",
       rec.reason and rec.reason ~= "" and (": " .. rec.reason) or "", "); its output was removed with it\n")
     return 1
   end
-  local offsets = {}
-  local function pump(prefix)
-    local any = false
-    for _, c in ipairs(cs) do
-      if c.log and fs.exists(c.log) then
-        local data, nxt = fs.read_from(c.log, offsets[c.log] or 0, 1024 * 1024)
-        while data and #data > 0 do
-          any = true
-          if prefix then
-            for line in data:gmatch("[^\n]*\n?") do
-              if line ~= "" then io.stdout:write("[", c.name, "] ", line) end
-            end
-          else
-            io.stdout:write(data)
-          end
-          offsets[c.log] = nxt
-          data, nxt = fs.read_from(c.log, nxt, 1024 * 1024)
-        end
-      end
-    end
+  if cfg.previous and not present then
+    return die("instance %s: no previous run of %s (its containers were not restarted)", id, cname or "its containers")
+  end
+  local fmt = { timestamps = cfg.timestamps, prefix = #srcs > 1 }
+  local function print_all(entries)
+    local buf = {}
+    for i, e in ipairs(entries) do buf[i] = crilog.format(e, fmt) end
+    io.stdout:write(table.concat(buf))
     io.stdout:flush()
-    return any
   end
-  pump(#cs > 1)
-  if cfg.follow then
-    while true do
-      task.sleep(0.25)
-      pump(#cs > 1)
-      local r2 = store.load(id)
-      if not r2 or r2.status == "TERMINATED" and not fs.exists(rec.dir or "/nonexistent") then break end
+  if not cfg.follow or cfg.previous then
+    print_all(crilog.collect(srcs, { since = since, tail = tail }))
+    return 0
+  end
+  -- follow: what is there (filtered), then new lines until the instance ends (or Ctrl-C)
+  local f = crilog.follower(srcs)
+  local first = f:poll()
+  local filtered = {}
+  for _, e in ipairs(first) do
+    if not since or (e.time and e.time >= since) then filtered[#filtered + 1] = e end
+  end
+  if tail and #filtered > tail then filtered = { unpack(filtered, #filtered - tail + 1) } end
+  print_all(filtered)
+  local ENDED = { FAILED = true, TERMINATED = true }
+  while true do
+    task.sleep(0.2)
+    local r2 = store.load(id)
+    local ended = not r2 or ENDED[r2.status] or r2.destroyed
+    if r2 and not ended then
+      for _, s in ipairs(log_sources(cfg, r2, cname)) do f:set_path(s.name, s.path) end
     end
+    print_all(f:poll(ended))
+    if ended then break end
   end
+  f:close()
   return 0
 end
 
@@ -385,7 +426,7 @@ function M.main(argv)
     if not rest[1] then return die("usage: riklet run FILE.json") end
     return run_one(cfg, rest[1])
   elseif cmd == "ps" then return ps(cfg)
-  elseif cmd == "logs" then return logs(cfg, rest[1])
+  elseif cmd == "logs" then return logs(cfg, rest[1], rest[2])
   elseif cmd == "cleanup" then return cleanup(cfg)
   end
   if rest[1] then return die("unexpected argument %q (see `riklet --help`)", rest[1]) end

@@ -1,6 +1,11 @@
--- riklet.pod — the Pod driver: one runc container per spec container, each on its own writable
--- overlay over the image's unpacked rootfs (shared, read-only, unpacked once per digest), all
--- containers of one Pod in one network namespace when Pod networking is on.
+-- riklet.pod — the Pod driver: one runc container per spec container, each under its own conmon
+-- (riklet.conmon: stdio, CRI-format log, exit file) and on its own writable overlay over the
+-- image's unpacked rootfs (shared, read-only, unpacked once per digest), all containers of one Pod
+-- in one network namespace when Pod networking is on.
+--
+-- A container's files, in INSTANCE_DIR/NAME/: config.json + rootfs (the bundle), logs/RUN.log (the
+-- CRI log of run RUN: 0, then one more per restart; the current and the previous run are kept),
+-- init.pid and conmon.pid, exit/exit (conmon's exit status), runc.log (runc's own messages).
 --
 -- Driver interface (used by riklet.agent):
 --   init(cfg, agent) -> true | nil, err
@@ -15,10 +20,10 @@
 local core = require "riklet.core"
 local task = require "riklet.task"
 local fs = require "riklet.fs"
-local proc = require "riklet.proc"
 local oci = require "riklet.oci"
 local image = require "riklet.image"
 local runc = require "riklet.runc"
+local conmon = require "riklet.conmon"
 local store = require "riklet.store"
 
 local P = {}
@@ -40,8 +45,16 @@ function P.init(config, ag)
   cfg, agent = config, ag
   local ok, err = image.init(config)
   if not ok then return nil, err end
+  -- runc or conmon unusable now is no reason to drop the driver: containers already running are
+  -- watched through conmon's files and processes, and each create says what is missing
   ok, err = runc.init(config)
-  if not ok then return nil, err end
+  if not ok then log("error", "%s: Pods cannot be created or stopped until this is fixed", err) end
+  local max = config.log_size_max
+  if max ~= nil and not (type(max) == "number" and max >= 4096 and max < 2 ^ 53) then
+    return nil, ("--log-size-max %s: give a number of bytes, at least 4096"):format(tostring(max))
+  end
+  ok, err = conmon.init(config)
+  if not ok then log("error", "%s: Pods cannot be created until this is fixed", err) end
   if config.network ~= "none" then
     local found, mod = pcall(require, "riklet.netctl")
     if found then
@@ -68,28 +81,69 @@ local function save(inst)
   if not ok then log("error", "instance %s: %s", inst.id, err) end
 end
 
--- Watch a container's init process; report its exit to the instance's mailbox.
-local function watch(inst, c)
+-- Report the end of a container's run to the instance's mailbox, once its monitor is sure it
+-- ended (conmon's exit file, or runc positively saying so): a failed watch is never an exit.
+local function watch(inst, c, mon, suffix)
   local r = rt(inst, c.name)
-  r.exited, r.watching = task.event(), true
-  local pid = c.pid
+  r.exited, r.watching, r.mon = task.event(), true, mon
+  local exited = r.exited
   task.spawn(function()
-    local code, signal = proc.watch(pid)
-    local describe = proc.describe(code, signal)
-    if code == nil and signal == nil then
-      describe = "exited (exit code unknown: it was started by an earlier riklet)"
-    end
-    r.exited:set({ code = code, signal = signal })
-    if r.expected then return end -- we stopped it
-    if code == nil and signal == nil then code = -1 end
-    agent.post(inst.id, { type = "exit", container = c.name, code = code, signal = signal, describe = describe })
+    local st = mon.ended:wait()
+    exited:set(st)
+    if r.expected or r.mon ~= mon then return end -- we stopped it, or a restart replaced it
+    local describe = st.describe .. (suffix or "")
+    local code = st.code
+    if code == nil and st.signal == nil then code = -1 end
+    agent.post(inst.id, { type = "exit", container = c.name, code = code, signal = st.signal, describe = describe })
   end)
+end
+
+-- The log of run n of a container; the run before the previous one is removed.
+local function log_for_run(c, n)
+  fs.mkdir_p(c.dir .. "/logs", "0700")
+  if n >= 2 then fs.unlink(("%s/logs/%d.log"):format(c.dir, n - 2)) end
+  return ("%s/logs/%d.log"):format(c.dir, n)
+end
+
+-- Start run c.run of container c under conmon (runc create); records its pids.
+local function conmon_create(inst, c)
+  local mon, err = conmon.create(c.runc_id, c.dir, {
+    log = c.log, name = inst.id .. "/" .. c.name,
+    on_conmon = function(pid) c.conmon_pid = pid save(inst) end,
+  })
+  if not mon then return nil, err end
+  c.pid, c.conmon_pid = mon.pid, mon.conmon_pid
+  return mon
 end
 
 local function env_list(w_env)
   local out = {}
   for _, e in ipairs(w_env or {}) do out[#out + 1] = e.name .. "=" .. e.value end
   return out
+end
+
+-- The validated container's command, args, working dir, tmpfs mounts and limits as
+-- oci.edit_config options (added to opts). command + args replace the image's entrypoint + cmd.
+-- Known limit: the unpacked bundle keeps entrypoint and cmd as one list, so args without a command
+-- replace both (Kubernetes keeps the entrypoint; the same for images without one, like busybox).
+local function bundle_opts(c, opts)
+  if c.command or c.args then
+    local argv = {}
+    for _, a in ipairs(c.command or {}) do argv[#argv + 1] = a end
+    for _, a in ipairs(c.args or {}) do argv[#argv + 1] = a end
+    if #argv > 0 then opts.args = argv end
+  end
+  opts.cwd = c.working_dir
+  if c.mounts and #c.mounts > 0 then
+    opts.mounts = {}
+    for i, m in ipairs(c.mounts) do
+      opts.mounts[i] = { type = "tmpfs", destination = m.destination, readonly = m.read_only and true or false }
+    end
+  end
+  local l = c.limits or {}
+  opts.memory_limit = l.memory
+  if l.cpu then opts.cpu_quota, opts.cpu_period = l.cpu * 100, 100000 end -- millicores: 1000 = one CPU
+  return opts
 end
 
 local function check_cancel(inst)
@@ -151,7 +205,7 @@ function P.create(inst, w)
     local cdir = dir .. "/" .. c.name
     local crec = {
       name = c.name, runc_id = P.runc_id(inst.id, c.name), dir = cdir, image = c.image,
-      digest = imgs[i].digest, log = cdir .. "/output.log", state = "preparing",
+      digest = imgs[i].digest, run = 0, log = cdir .. "/logs/0.log", state = "preparing",
     }
     rec.containers[i] = crec
     save(inst)
@@ -168,21 +222,21 @@ function P.create(inst, w)
         .. "--runc-root? Remove it with `runc --root %s delete -f %s` if it is a leftover")
         :format(c.name, crec.runc_id, runc.root(), runc.root(), crec.runc_id)
     end
-    ok, err = oci.edit_config(imgs[i].config, cdir .. "/config.json", {
+    ok, err = oci.edit_config(imgs[i].config, cdir .. "/config.json", bundle_opts(c, {
       env = env_list(c.env), hostname = w.name, root_path = cdir .. "/rootfs", netns_path = netns,
-    })
+    }))
     if not ok then return nil, ("container %s: cannot write its OCI config: %s"):format(c.name, err) end
-    ok, err = runc.create(crec.runc_id, cdir, { pid_file = cdir .. "/init.pid", log = crec.log })
+    log_for_run(crec, 0)
     crec.state = "created"
-    if ok then crec.pid = tonumber((fs.read(cdir .. "/init.pid") or ""):match("%d+")) end
+    local mon
+    mon, err = conmon_create(inst, crec)
     save(inst)
-    if not ok then return nil, ("container %s: %s"):format(c.name, err) end
-    if not crec.pid then return nil, ("container %s: runc did not write its pid file"):format(c.name) end
+    if not mon then return nil, ("container %s: %s"):format(c.name, err) end
+    watch(inst, crec, mon)
   end
   for _, crec in ipairs(rec.containers) do
     ok, err = check_cancel(inst)
     if not ok then return nil, err end
-    watch(inst, crec)
     ok, err = runc.start(crec.runc_id)
     if not ok then return nil, ("container %s: %s"):format(crec.name, err) end
     crec.state = "running"
@@ -193,33 +247,69 @@ function P.create(inst, w)
   return true
 end
 
--- Stop one container: SIGTERM, grace period, SIGKILL; then delete it from runc.
+-- A monitor for a container that may still run and has none (adopted without one, or never
+-- watched): its conmon when that is alive, else its init process (runc's word).
+local function ensure_monitor(inst, c)
+  local r = rt(inst, c.name)
+  if r.mon then return r.mon end
+  if c.conmon_pid and conmon.alive(c.conmon_pid, c.runc_id) then
+    watch(inst, c, conmon.monitor({ id = c.runc_id, dir = c.dir, conmon_pid = c.conmon_pid, pid = c.pid }))
+    return r.mon
+  end
+  local st = conmon.exit_status(c.dir)
+  if st then
+    watch(inst, c, conmon.ended(st))
+    return r.mon
+  end
+  local rs = runc.state(c.runc_id)
+  if rs and rs.pid and rs.pid > 0 and rs.status ~= "stopped" then
+    watch(inst, c, conmon.monitor({ id = c.runc_id, dir = c.dir, pid = rs.pid }))
+    return r.mon
+  end
+  return nil
+end
+
+-- Stop one container: SIGTERM, grace period, SIGKILL; then delete it from runc. Done (true) only
+-- when runc deleted it or says it does not exist: a runc that fails is never taken for "gone".
 local function stop_container(inst, c)
   local r = rt(inst, c.name)
   r.expected = true
-  local st = runc.state(c.runc_id)
-  if st and (st.status == "running" or st.status == "created" or st.status == "paused") then
-    if not r.watching and st.pid and st.pid > 0 and not r.exited.is_set then
-      -- adopted or never watched: watch now so we know when it is gone
-      c.pid = st.pid
-      watch(inst, c)
-      r = rt(inst, c.name)
-      r.expected = true
-    end
-    if st.status == "running" then
-      runc.kill(c.runc_id, "TERM")
-      local grace = inst.grace or cfg.stop_grace
-      if not r.exited:wait(grace) then
-        log("warn", "container %s did not stop within %gs of SIGTERM: sending SIGKILL", c.runc_id, grace)
-        runc.kill(c.runc_id, "KILL")
-        r.exited:wait(10)
+  local mon = c.state ~= "preparing" and ensure_monitor(inst, c)
+  r = rt(inst, c.name)
+  -- a container created but never started has no process of its own to stop: delete --force
+  local st, _, missing
+  if mon and not mon.ended.is_set then st, _, missing = runc.state(c.runc_id) end
+  if missing and c.conmon_pid and conmon.alive(c.conmon_pid, c.runc_id) then
+    -- its conmon is still in `runc create` (a riklet killed mid-create): stop it there
+    conmon.stop(c.conmon_pid, c.runc_id)
+    mon.ended:wait(5)
+  elseif mon and not mon.ended.is_set and not (st and st.status == "created") then
+    local ok, err = runc.kill(c.runc_id, "TERM")
+    if not ok and not mon.ended.is_set then return nil, ("cannot stop container %s: %s"):format(c.runc_id, err) end
+    local grace = inst.grace or cfg.stop_grace
+    if not r.exited:wait(grace) then
+      log("warn", "container %s did not stop within %gs of SIGTERM: sending SIGKILL", c.runc_id, grace)
+      ok, err = runc.kill(c.runc_id, "KILL", { all = true })
+      if not ok and not mon.ended.is_set then return nil, ("cannot kill container %s: %s"):format(c.runc_id, err) end
+      if not r.exited:wait(10) then
+        return nil, ("container %s is still running 10 s after SIGKILL"):format(c.runc_id)
       end
     end
   end
   local ok, err = runc.delete(c.runc_id, { force = true })
-  if not ok and runc.state(c.runc_id) then
-    return nil, ("cannot delete container %s: %s"):format(c.runc_id, err)
+  if not ok then
+    -- gone only on runc's word, or when runc has no state directory for it (never created)
+    local _, serr, absent = runc.state(c.runc_id)
+    if not absent and runc.exists(c.runc_id) then
+      return nil, ("cannot delete container %s: %s%s"):format(c.runc_id, err,
+        serr and serr ~= err and ("; " .. serr) or "")
+    end
   end
+  if c.conmon_pid then
+    if conmon.alive(c.conmon_pid, c.runc_id) and r.mon and not r.mon.ended.is_set then r.mon.ended:wait(5) end
+    conmon.stop(c.conmon_pid, c.runc_id)
+  end
+  if c.dir then conmon.clean(c.dir) end
   c.state = "deleted"
   return true
 end
@@ -233,8 +323,9 @@ local function free_resources(inst, keep_logs)
     if c.state ~= "deleted" and c.state ~= "foreign" then
       n = n + 1
       task.spawn(function()
-        local ok, err = stop_container(inst, c)
-        done:put({ ok = ok, err = err })
+        local ok, res, err = pcall(stop_container, inst, c)
+        if not ok then res, err = nil, res end
+        done:put({ ok = res, err = err })
       end)
     end
   end
@@ -242,18 +333,21 @@ local function free_resources(inst, keep_logs)
     local r = done:get()
     if not r.ok then errs[#errs + 1] = r.err end
   end
+  -- a container that may still run keeps its rootfs, its network and its directory
+  local stopped_all = #errs == 0
   for _, c in ipairs(rec.containers or {}) do
-    if c.mounted or (c.dir and fs.exists(c.dir .. "/rootfs")) then
+    if (c.state == "deleted" or c.state == "foreign" or c.state == "preparing")
+      and (c.mounted or (c.dir and fs.exists(c.dir .. "/rootfs"))) then
       local ok, err = image.umount_rootfs(c.dir)
       if ok then c.mounted = false else errs[#errs + 1] = err end
     end
-    if keep_logs and c.dir and not c.mounted then
-      for _, f in ipairs({ "upper", "work", "rootfs", "config.json", "init.pid" }) do
+    if keep_logs and c.dir and not c.mounted and c.state == "deleted" then
+      for _, f in ipairs({ "upper", "work", "rootfs", "config.json", "init.pid", "conmon.pid" }) do
         fs.rm_rf(c.dir .. "/" .. f)
       end
     end
   end
-  if rec.network and netctl then
+  if rec.network and netctl and stopped_all then
     local ok, err = netctl.teardown(inst.id)
     if ok then rec.network = nil else errs[#errs + 1] = err end
   end
@@ -274,38 +368,81 @@ function P.destroy(inst)
   return free_resources(inst, false)
 end
 
+-- After a riklet restart -> summary | nil, err, gone (gone = true only on positive evidence that
+-- a container no longer exists; nil, err alone means it could not be checked). Evidence, in order: conmon's exit file (the container ended: reported
+-- now with its real exit code), conmon alive (running: watched), then runc. An instance is lost
+-- only when runc positively says the container does not exist; runc failing (absent, an fd
+-- limit) adopts it and keeps checking.
 function P.adopt(inst)
-  local running = 0
+  local running, ended = 0, 0
   for _, c in ipairs(inst.rec.containers or {}) do
-    local st = runc.state(c.runc_id)
-    if not st then
-      return nil, ("container %s is gone from runc"):format(c.runc_id)
-    end
-    if st.status == "running" and st.pid and st.pid > 0 then
-      c.pid = st.pid
-      watch(inst, c)
-      running = running + 1
-    elseif c.state == "exited" then
+    if c.state == "exited" or c.state == "deleted" then
       rt(inst, c.name).exited:set({ code = c.exit_code })
     else
-      return nil, ("container %s is %s"):format(c.runc_id, st.status)
+      local st = c.dir and conmon.exit_status(c.dir)
+      if st then
+        watch(inst, c, conmon.ended(st), " while riklet was not running")
+        ended = ended + 1
+      elseif c.conmon_pid and conmon.alive(c.conmon_pid, c.runc_id) then
+        watch(inst, c, conmon.monitor({ id = c.runc_id, dir = c.dir, conmon_pid = c.conmon_pid, pid = c.pid }))
+        running = running + 1
+      else
+        local rs, err, missing = runc.state(c.runc_id)
+        if missing then
+          -- GONE: positive evidence (no exit file, no conmon of this container, and runc says it
+          -- has no such container): the third value says so (store's adopt protocol)
+          return nil, ("container %s is gone: runc has no such container%s"):format(c.runc_id,
+            c.conmon_pid and " and its conmon left no exit file" or ""), true
+        elseif not rs then
+          -- COULD NOT CHECK (runc missing, failing, out of fds): never evidence; adopted and
+          -- checked again by its monitor
+          log("error", "instance %s: cannot ask runc about container %s (%s): adopting it and checking again",
+            inst.id, c.runc_id, tostring(err))
+          watch(inst, c, conmon.monitor({ id = c.runc_id, dir = c.dir, pid = c.pid }), " while riklet was not running")
+          running = running + 1
+        elseif rs.status == "stopped" then
+          watch(inst, c, conmon.ended({ code = -1, describe = "exited (exit code unknown: no exit file)" }),
+            " while riklet was not running")
+          ended = ended + 1
+        elseif rs.pid and rs.pid > 0 then
+          -- running without its conmon (killed, or started by a riklet before conmon)
+          c.pid = rs.pid
+          watch(inst, c, conmon.monitor({ id = c.runc_id, dir = c.dir, pid = rs.pid }))
+          running = running + 1
+        else
+          -- a state we cannot act on (paused, creating with no pid): not evidence that it is gone
+          return nil, ("container %s is %s"):format(c.runc_id, tostring(rs.status))
+        end
+      end
     end
   end
   if inst.rec.network and netctl and netctl.adopt then
     local ok, err = netctl.adopt(inst.id, inst.workload, inst.rec.network)
+    -- COULD NOT CHECK / could not restore: failing to set up or write is no evidence it is gone
     if not ok then return nil, "its network: " .. tostring(err) end
   end
-  return ("%d container(s) running"):format(running)
+  return ("%d container(s) running%s"):format(running, ended > 0 and (", %d ended while riklet was down"):format(ended) or "")
 end
 
+-- Run a container again (restart policy): a new conmon and runc container, its output in a new
+-- log file (logs/RUN.log), the previous run's log kept.
 function P.restart(inst, name)
   for _, c in ipairs(inst.rec.containers) do
     if c.name == name then
-      runc.delete(c.runc_id, { force = true })
-      local ok, err = runc.create(c.runc_id, c.dir, { pid_file = c.dir .. "/init.pid", log = c.log })
+      local r = rt(inst, c.name)
+      if r.mon and not r.mon.ended.is_set then return nil, ("container %s is still running"):format(c.runc_id) end
+      local ok, err = runc.delete(c.runc_id, { force = true })
       if not ok then return nil, err end
-      c.pid = tonumber((fs.read(c.dir .. "/init.pid") or ""):match("%d+"))
-      watch(inst, c)
+      if c.conmon_pid then conmon.stop(c.conmon_pid, c.runc_id) end
+      conmon.clean(c.dir)
+      c.run = (c.run or 0) + 1
+      c.log = log_for_run(c, c.run)
+      c.state, c.exit_code, c.exit_signal = "created", nil, nil
+      local mon
+      mon, err = conmon_create(inst, c)
+      save(inst)
+      if not mon then return nil, err end
+      watch(inst, c, mon)
       ok, err = runc.start(c.runc_id)
       if not ok then return nil, err end
       c.state = "running"
@@ -330,6 +467,15 @@ function P.reconcile(live_ids, is_live)
       removed = removed + 1
     end
   end
+  -- a conmon of such an instance that runc does not list: stuck in `runc create` when riklet died
+  for _, cm in ipairs(conmon.list()) do
+    local id = type(cm.bundle) == "string" and cm.bundle:sub(1, #root) == root and cm.bundle:sub(#root + 1):match("^([^/]+)/")
+    if id and not is_live(id) then
+      log("info", "stopping leftover conmon %d of container %s (instance %s has no record)", cm.pid, cm.cid, id)
+      conmon.stop(cm.pid, cm.cid)
+      removed = removed + 1
+    end
+  end
   for _, id in ipairs(fs.list(cfg.paths.instances) or {}) do
     if fs.safe_name(id, 64) and not is_live(id) then
       local dir = root .. id
@@ -350,6 +496,58 @@ function P.reconcile(live_ids, is_live)
   local summary, err = netctl.reconcile(live_ids)
   if not summary then log("error", "network reconcile: %s", tostring(err)) return nil, err end
   return true
+end
+
+local STATES = { preparing = true, created = true, running = true, exited = true, deleted = true, foreign = true, waiting = true }
+
+local function whole(v, lo, hi)
+  return type(v) == "number" and v == math.floor(v) and v >= lo and v <= hi
+end
+
+-- The fields conmon's runs add to a container record (c.dir already checked): a bad one is
+-- replaced by what riklet would have written, or dropped, never used. The pids are only hints:
+-- conmon_pid is signalled only once /proc/PID/cmdline shows the conmon of this very container
+-- (conmon.stop), pid is only watched, never signalled.
+local function check_conmon_fields(inst, c)
+  local function bad(field, fix)
+    log("error", "instance %s: its record has an invalid %s for container %s (%s): %s", inst.id, field, c.name,
+      tostring(c[field]), fix)
+  end
+  if c.run ~= nil and not whole(c.run, 0, 2 ^ 31) then
+    bad("run", "using run 0")
+    c.run = 0
+  end
+  local want = ("%s/logs/%d.log"):format(c.dir, c.run or 0)
+  if c.log ~= nil and c.log ~= want and not (c.run == nil and c.log == c.dir .. "/output.log") then
+    bad("log", "using " .. want)
+    c.log = want
+  end
+  for _, f in ipairs({ "conmon_pid", "pid" }) do
+    if c[f] ~= nil and not whole(c[f], 2, 2 ^ 22) then
+      bad(f, "ignored")
+      c[f] = nil
+    end
+  end
+  if c.state ~= nil and not STATES[c.state] then
+    bad("state", "checking the container as if it were running")
+    c.state = "running"
+  end
+  for _, f in ipairs({ "exit_code", "exit_signal", "restart_count" }) do
+    if c[f] ~= nil and not whole(c[f], -1, 2 ^ 31) then
+      bad(f, "ignored")
+      c[f] = nil
+    end
+  end
+  for _, f in ipairs({ "started_at", "finished_at", "restart_at" }) do
+    if c[f] ~= nil and not (type(c[f]) == "number" and c[f] >= 0 and c[f] < 2 ^ 40) then
+      bad(f, "ignored")
+      c[f] = nil
+    end
+  end
+  if c.mounted ~= nil and type(c.mounted) ~= "boolean" then c.mounted = true end -- a rollback looks anyway
+  for _, f in ipairs({ "reason", "image", "digest" }) do
+    if c[f] ~= nil and type(c[f]) ~= "string" then c[f] = tostring(c[f]) end
+  end
 end
 
 -- A record is input too: before anything uses what it names, each container's name must be
@@ -377,6 +575,7 @@ function P.load(inst)
         if c.dir ~= nil then log("error", "instance %s: its record puts container %s in %s; using %s", inst.id, c.name, tostring(c.dir), dir) end
         c.dir = dir
       end
+      check_conmon_fields(inst, c)
       keep[#keep + 1] = c
     end
   end
@@ -439,9 +638,9 @@ local function adopt_with_restarts(inst)
       waiting[#waiting + 1] = c
     end
   end
-  local res, err = P.adopt(inst)
+  local res, err, gone = P.adopt(inst)
   for _, c in ipairs(waiting) do c.state = "waiting" end
-  if not res then return nil, err end
+  if not res then return nil, err, gone end
   for _, c in ipairs(waiting) do
     local delay = math.max(0, (tonumber(c.restart_at) or 0) - core.time())
     log("info", "instance %s: container %s was waiting to be restarted: restarting it in %.1f s", inst.id, c.name, delay)
@@ -477,10 +676,25 @@ P.driver = {
   reconcile = function(...) return P.reconcile(...) end,
 }
 
--- Paths of the logs of an instance (for `riklet logs`), from its record.
-function P.logs(rec)
+-- Paths of the logs of an instance (for `riklet logs`), from its record: per container its name,
+-- the current run's log and the previous run's (nil before a restart). Read by the CLI without
+-- P.load, so built here from the instances dir, the id and the checked name and run only (an
+-- older riklet's output.log when the record has no run).
+function P.logs(rec, instances_dir)
   local out = {}
-  for _, c in ipairs(rec.containers or {}) do out[#out + 1] = { name = c.name, path = c.log } end
+  if type(rec.id) ~= "string" or not fs.safe_name(rec.id, 64) or type(rec.containers) ~= "table" then return out end
+  for _, c in ipairs(rec.containers) do
+    if type(c) == "table" and type(c.name) == "string" and fs.safe_name(c.name, 63) then
+      local dir = instances_dir .. "/" .. rec.id .. "/" .. c.name
+      -- no run at all: an older riklet's output.log; an invalid one: run 0 (as P.load reads it)
+      local run = whole(c.run, 0, 2 ^ 31) and c.run or (c.run ~= nil and 0) or nil
+      out[#out + 1] = {
+        name = c.name,
+        path = run and ("%s/logs/%d.log"):format(dir, run) or dir .. "/output.log",
+        previous = run and run > 0 and ("%s/logs/%d.log"):format(dir, run - 1) or nil,
+      }
+    end
+  end
   return out
 end
 

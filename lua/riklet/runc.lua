@@ -3,10 +3,8 @@
 -- container and what runc said.
 --
 --   runc.init(cfg) -> true | nil, err        cfg.runc (binary), cfg.runc_root (--root directory)
---   runc.create(id, bundle, {pid_file=, log=, timeout=}) -> true | nil, err
---       `runc create --bundle B --pid-file P ID`; the container's stdout and stderr go to the
---       file `log` (appended; /dev/null when nil), stdin is /dev/null, no terminal. runc's own
---       messages go to <bundle>/runc.log (JSON lines) as well.
+--   (`runc create` is run by conmon: see riklet.conmon)
+--   runc.log_error(path) -> the last error message in a runc --log file (JSON lines) | nil
 --   runc.start(id) -> true | nil, err
 --   runc.state(id) -> {id=, pid=, status=, bundle=, created=} | nil, err, missing:boolean
 --   runc.kill(id, signal="TERM", {all=bool}) -> true | nil, err   (a stopped container: true, "not running")
@@ -14,12 +12,11 @@
 --   runc.list() -> array of {id=, pid=, status=, bundle=, created=} | nil, err
 --   runc.exists(id) -> boolean   runc has a container ID in its root (its state directory is
 --       there: what makes `runc create ID` refuse); no runc process, so cheap on a start's path
---   runc.valid_id(id) -> boolean
+--   runc.valid_id(id) -> boolean      runc.root() / runc.binary() -> the configured --root / binary
 local fs = require "riklet.fs"
 local json = require "riklet.json"
 local oci = require "riklet.oci"
 local proc = require "riklet.proc"
-local task = require "riklet.task"
 
 local M = {}
 local cfg = { runc = "runc", root = "/run/riklet/runc", timeout = 60 }
@@ -36,7 +33,7 @@ function M.init(config)
     return nil, ("runc (%s) could not be started: %s; install it (apt-get install runc) or set --runc"):format(cfg.runc, tostring(rerr))
   end
   if r.code ~= 0 then
-    return nil, ("%s --version failed (%s): %s"):format(cfg.runc, proc.describe(r.code, r.signal), r.stderr or "")
+    return nil, ("%s --version failed (%s): %s"):format(cfg.runc, proc.describe(r.code, r.signal), (r.stderr or ""):gsub("%s+$", ""))
   end
   cfg.version = (r.stdout or ""):match("runc version (%S+)")
   return true
@@ -89,52 +86,15 @@ local function run(args, what, id, timeout)
   return r
 end
 
-function M.create(id, bundle, opts)
-  opts = opts or {}
-  local ok, err = check_id(id, "create")
-  if not ok then return nil, err end
-  if type(bundle) ~= "string" or bundle:sub(1, 1) ~= "/" then
-    return nil, ("runc create %s: bundle %q must be an absolute path"):format(id, tostring(bundle))
-  end
-  if not fs.exists(bundle .. "/config.json") then
-    return nil, ("runc create %s: %s/config.json does not exist"):format(id, bundle)
-  end
-  local runc_log = bundle .. "/runc.log"
-  local argv = { cfg.runc, "--root", cfg.root, "--log", runc_log, "--log-format", "json", "create", "--bundle", bundle }
-  if opts.pid_file then
-    argv[#argv + 1] = "--pid-file"
-    argv[#argv + 1] = opts.pid_file
-  end
-  argv[#argv + 1] = "--"
-  argv[#argv + 1] = id
-  -- The container inherits runc's stdio: they must be the log file, not a pipe we read
-  -- (a pipe would stay open as long as the container lives).
-  local p, serr = proc.spawn(argv, { stdout = opts.log, stderr = opts.log })
-  if not p then
-    return nil, ("runc create %s: runc (%s) could not be started: %s"):format(id, cfg.runc, tostring(serr))
-  end
-  local timeout = opts.timeout or cfg.timeout
-  local timed_out, done = false, task.event()
-  task.spawn(function()
-    if not done:wait(timeout) and not p:exited() then
-      timed_out = true
-      p:kill(9)
-    end
-  end)
-  local code, sig = p:wait()
-  done:set()
-  if code == 0 then return true end
-  -- runc's own account of the failure, from the end of its log
-  local tail = fs.tail(runc_log, 4096) or ""
+-- runc's own account of a failure, from the end of its --log (JSON lines): the last error message.
+function M.log_error(path)
+  local tail = fs.tail(path, 4096) or ""
   local last
   for line in tail:gmatch("[^\n]+") do
     local okj, j = pcall(json.decode, line)
     if okj and type(j) == "table" and j.level == "error" and j.msg then last = j.msg end
   end
-  if timed_out then
-    return nil, ("runc create %s did not finish within %gs (killed)%s"):format(id, timeout, last and (": " .. last) or "")
-  end
-  return nil, ("runc create %s failed (%s): %s"):format(id, proc.describe(code, sig), last or ("see " .. runc_log))
+  return last
 end
 
 function M.start(id)
@@ -223,5 +183,6 @@ function M.list()
 end
 
 function M.root() return cfg.root end
+function M.binary() return cfg.runc end
 
 return M

@@ -15,14 +15,19 @@
 #     resolution, so +-1 ms) minus that time. The image was pulled and unpacked by a warm-up instance first. Before each
 #     run the previous instance is destroyed (manifest removed, TERMINATED waited for; not timed).
 #  2. bare runc on the same image (umoci unpack into a prepared bundle, process not on a terminal):
-#     `runc run --detach` and `runc create` + `runc start`, wall time of the commands, with
-#     `runc delete -f` between runs (not timed). Runs are interleaved with riklet's.
-#  3. riklet's VmRSS (and VmHWM) from /proc/PID/status: idle after start, and with PODS running
-#     Pods (busybox sleeping), and idle again after they are destroyed. For the why, also RssAnon
+#     `runc run --detach` and `runc create` + `runc start`, wall time of the commands, and conmon
+#     + runc as riklet runs them (conmon runs `runc create`, the container's pid file appearing
+#     ends it, busy-waited; then `runc start`), with `runc delete -f` between runs (not timed).
+#     Runs are interleaved with riklet's.
+#  3. riklet's VmRSS (and VmHWM) from /proc/PID/status: idle after start, with 1, 20 and PODS
+#     running Pods (busybox sleeping), and idle again after they are destroyed; conmon's own memory
+#     per container (Rss and Pss from /proc/PID/smaps_rollup, averaged over the PODS conmons)
+#     beside runc alone (no process of its own stays once a container runs). For the why, also RssAnon
 #     (riklet's own heap and library data) and Pss (shared library pages divided among their
 #     users), and the RSS of a do-nothing C program linked with riklet's libraries (`ldd`), when
 #     a C compiler is there: the floor that dynamic loading alone costs.
-# Targets (issue 2): start <= 1.5x bare runc run; idle RSS <= 8 MiB; <= 16 MiB with 50 Pods.
+# Targets (issue 2, 7): start <= 1.3x bare runc run (conmon in the path); idle RSS <= 8 MiB;
+# <= 16 MiB with 50 Pods; riklet's RSS does not grow per Pod.
 
 set -uo pipefail
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -40,7 +45,7 @@ say() { printf '%s\n' "$*" >&2; }
 die() { say "bench_pods: $*"; exit 1; }
 
 [[ $(id -u) == 0 ]] || die "needs root (runc, overlay mounts)"
-for c in runc umoci jq awk date; do command -v "$c" >/dev/null || die "needs $c"; done
+for c in runc conmon umoci jq awk date; do command -v "$c" >/dev/null || die "needs $c"; done
 [[ -x $RIKLET ]] || die "no riklet binary at $RIKLET (build: cmake -S . -B build-bench && cmake --build build-bench -j2)"
 
 T=$TEST_TMP
@@ -105,6 +110,7 @@ line_epoch() { date -u -d "${1%% *}" +%s.%N; }
 
 rss_kib() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
 pss_kib() { awk '$1 == "Pss:" { print $2 }' "/proc/$1/smaps_rollup"; }
+rollup_kib() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/smaps_rollup"; }
 
 bench_stop_riklet() {
 	[[ -n ${RPID:-} ]] && kill -0 "$RPID" 2>/dev/null || return 0
@@ -163,7 +169,10 @@ wait_state warm RUNNING 120
 destroy warm
 
 # --- timed runs, interleaved ---------------------------------------------------------------------
-declare -a R_MS=() RUN_MS=() CS_MS=()
+declare -a R_MS=() RUN_MS=() CS_MS=() CM_MS=()
+RUNC_BIN=$(command -v runc)
+CM=$T/conmon-bare
+mkdir -p "$CM"
 ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b - a) * 1000 }'; }
 for ((i = 1; i <= RUNS; i++)); do
 	id=$(printf 'bench-%02d' "$i")
@@ -190,7 +199,23 @@ for ((i = 1; i <= RUNS; i++)); do
 	z=$EPOCHREALTIME
 	CS_MS+=("$(ms "$a" "$z")")
 	runc --root "$BROOT" delete -f "$b" >/dev/null 2>&1 || die "runc delete -f $b failed"
-	[[ -n ${BENCH_QUIET:-} ]] || say "# run $i: riklet ${R_MS[-1]} ms, runc run ${RUN_MS[-1]} ms, runc create+start ${CS_MS[-1]} ms"
+	# conmon + runc, as riklet runs them
+	b=barecm-$i
+	mkdir -p "$CM/$b.exit"
+	a=$EPOCHREALTIME
+	conmon --api-version 1 --cid="$b" --cuuid="$b" --name="$b" --runtime="$RUNC_BIN" --bundle="$BUNDLE" \
+		--container-pidfile="$CM/$b.pid" --conmon-pidfile="$CM/$b.cpid" --log-path="k8s-file:$CM/$b.log" \
+		--log-size-max=10485760 --persist-dir="$CM/$b.exit" --full-attach --runtime-arg=--root \
+		--runtime-arg="$BROOT" --runtime-opt=-- >"$T/bare.out" 2>&1 </dev/null || { cat "$T/bare.out" >&2; die "conmon failed"; }
+	spin=0
+	until [[ -s $CM/$b.pid ]]; do
+		((++spin % 20000)) || { kill -0 "$(cat "$CM/$b.cpid" 2>/dev/null)" 2>/dev/null || die "conmon + runc create failed"; }
+	done
+	runc --root "$BROOT" start "$b" >>"$T/bare.out" 2>&1 </dev/null || { cat "$T/bare.out" >&2; die "runc start (conmon) failed"; }
+	z=$EPOCHREALTIME
+	CM_MS+=("$(ms "$a" "$z")")
+	runc --root "$BROOT" delete -f "$b" >/dev/null 2>&1 || die "runc delete -f $b failed"
+	[[ -n ${BENCH_QUIET:-} ]] || say "# run $i: riklet ${R_MS[-1]} ms, runc run ${RUN_MS[-1]} ms, runc create+start ${CS_MS[-1]} ms, conmon+runc ${CM_MS[-1]} ms"
 done
 
 # stats V...: "median p90 min" (nearest-rank p90)
@@ -203,18 +228,41 @@ stats() {
 read -r R_MED R_P90 R_MIN < <(stats "${R_MS[@]}")
 read -r RUN_MED RUN_P90 RUN_MIN < <(stats "${RUN_MS[@]}")
 read -r CS_MED CS_P90 CS_MIN < <(stats "${CS_MS[@]}")
+read -r CM_MED CM_P90 CM_MIN < <(stats "${CM_MS[@]}")
 
 # --- RSS with PODS Pods --------------------------------------------------------------------------
-say "# starting $PODS Pods"
-for ((i = 1; i <= PODS; i++)); do create "$(printf 'pod-%02d' "$i")" >/dev/null; done
-for ((i = 1; i <= PODS; i++)); do wait_state "$(printf 'pod-%02d' "$i")" RUNNING 180; done
+# pods_up FROM TO: Pods FROM..TO created and RUNNING
+pods_up() {
+	local i
+	for ((i = $1; i <= $2; i++)); do create "$(printf 'pod-%02d' "$i")" >/dev/null; done
+	for ((i = $1; i <= $2; i++)); do wait_state "$(printf 'pod-%02d' "$i")" RUNNING 180; done
+	sleep 2
+}
+say "# starting 1, then 20, then $PODS Pods"
+pods_up 1 1
+ONE_RSS=$(rss_kib "$RPID" VmRSS)
+ONE_ANON=$(rss_kib "$RPID" RssAnon)
+pods_up 2 20
+TWENTY_RSS=$(rss_kib "$RPID" VmRSS)
+TWENTY_ANON=$(rss_kib "$RPID" RssAnon)
+pods_up 21 "$PODS"
 running=$(runc --root "$RROOT" list -q | grep -c '^pod-')
 [[ $running == "$PODS" ]] || die "runc lists $running pod containers, expected $PODS"
-sleep 2
 PODS_RSS=$(rss_kib "$RPID" VmRSS)
 PODS_HWM=$(rss_kib "$RPID" VmHWM)
 PODS_ANON=$(rss_kib "$RPID" RssAnon)
 PODS_PSS=$(pss_kib "$RPID")
+# conmon's own memory per container: Rss and Pss of each Pod's conmon, averaged
+CM_RSS_SUM=0 CM_PSS_SUM=0 CM_N=0
+for f in "$STATE"/instances/pod-*/main/conmon.pid; do
+	cp=$(cat "$f" 2>/dev/null) || continue
+	[[ -r /proc/$cp/smaps_rollup ]] || continue
+	CM_RSS_SUM=$((CM_RSS_SUM + $(rollup_kib "$cp" Rss)))
+	CM_PSS_SUM=$((CM_PSS_SUM + $(rollup_kib "$cp" Pss)))
+	CM_N=$((CM_N + 1))
+done
+((CM_N)) || die "no conmon found for the $PODS Pods"
+CM_RSS=$((CM_RSS_SUM / CM_N)) CM_PSS=$((CM_PSS_SUM / CM_N))
 say "# with $PODS Pods: VmRSS $PODS_RSS KiB, VmHWM $PODS_HWM KiB"
 say "# destroying the $PODS Pods"
 for ((i = 1; i <= PODS; i++)); do rm -f -- "$MAN/$(printf 'pod-%02d' "$i").json"; done
@@ -248,16 +296,23 @@ fmt='| %-44s | %-22s | %-22s | %-30s |\n'
 printf "$fmt" metric riklet "baseline (bare runc)" "ratio / target"
 printf "$fmt" "$(printf -- '-%.0s' {1..44})" "$(printf -- '-%.0s' {1..22})" "$(printf -- '-%.0s' {1..22})" "$(printf -- '-%.0s' {1..30})"
 printf "$fmt" "start, cached image: median (ms)" "$R_MED" "run --detach: $RUN_MED" \
-	"${R_RATIO}x / <= 1.5x $(verdict "$R_RATIO" 1.5)"
+	"${R_RATIO}x / <= 1.3x $(verdict "$R_RATIO" 1.3)"
 printf "$fmt" "start: p90 (ms)" "$R_P90" "run --detach: $RUN_P90" "$(ratio "$R_P90" "$RUN_P90")"
 printf "$fmt" "start: min (ms)" "$R_MIN" "run --detach: $RUN_MIN" "$(ratio "$R_MIN" "$RUN_MIN")"
 printf "$fmt" "start: median vs runc create+start (ms)" "$R_MED" "create+start: $CS_MED" "$(ratio "$R_MED" "$CS_MED") (p90 $CS_P90, min $CS_MIN)"
+printf "$fmt" "start: median vs conmon + runc (ms)" "$R_MED" "conmon+runc: $CM_MED" "$(ratio "$R_MED" "$CM_MED") (p90 $CM_P90, min $CM_MIN)"
+printf "$fmt" "  what conmon costs: conmon+runc - create+start" "-" "$(awk -v a="$CM_MED" -v b="$CS_MED" 'BEGIN { printf "%.1f ms", a - b }')" ""
 printf "$fmt" "RSS idle, after start" "$(mib "$IDLE_RSS")" "-" "<= 8 MiB $(verdict "$IDLE_RSS" 8192)"
 printf "$fmt" "  of which anon / Pss" "$(mib "$IDLE_ANON") / $(mib "$IDLE_PSS")" "-" ""
+printf "$fmt" "RSS with 1 / 20 running Pods" "$(mib "$ONE_RSS") / $(mib "$TWENTY_RSS")" "-" \
+	"$(awk -v a="$ONE_RSS" -v b="$TWENTY_RSS" 'BEGIN { printf "%+.0f KiB per Pod", (b - a) / 19 }')"
+printf "$fmt" "  of which anon, 1 / 20 Pods" "$(mib "$ONE_ANON") / $(mib "$TWENTY_ANON")" "-" \
+	"$(awk -v a="$ONE_ANON" -v b="$TWENTY_ANON" 'BEGIN { printf "%+.0f KiB per Pod", (b - a) / 19 }')"
 printf "$fmt" "RSS with $PODS running Pods" "$(mib "$PODS_RSS")" "-" "<= 16 MiB $(verdict "$PODS_RSS" 16384)"
 printf "$fmt" "  of which anon / Pss" "$(mib "$PODS_ANON") / $(mib "$PODS_PSS")" "-" ""
 printf "$fmt" "peak RSS (VmHWM) during the Pods" "$(mib "$PODS_HWM")" "-" ""
 printf "$fmt" "RSS idle again, Pods destroyed" "$(mib "$AFTER_RSS")" "-" ""
+printf "$fmt" "conmon per container: Rss / Pss (avg of $CM_N)" "$(mib "$CM_RSS") / $(mib "$CM_PSS")" "runc alone: 0 (no process stays)" ""
 if [[ -n $FLOOR_RSS ]]; then
 	printf "$fmt" "RSS of an empty main() with riklet's libs" "-" "$(mib "$FLOOR_RSS")" "riklet idle - floor: $(mib $((IDLE_RSS - FLOOR_RSS)))"
 	printf "$fmt" "  the same without libcurl" "-" "$(mib "$FLOOR_NOCURL")" "libcurl alone: $(mib $((FLOOR_RSS - FLOOR_NOCURL)))"

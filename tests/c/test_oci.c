@@ -94,7 +94,9 @@ int main(void)
 	/* 2. everything */
 	const char *args[] = {"/bin/sh", "-c", "echo $FOO", NULL};
 	const char *env[] = {"FOO=over", "NEW=1", "TERM=dumb", NULL};
-	rk_oci_mount mounts[] = {{"/etc/hosts", "/etc/hosts", 1}, {"/run/x/resolv.conf", "/etc/resolv.conf", 1}};
+	rk_oci_mount mounts[] = {{"/etc/hosts", "/etc/hosts", 1, 0},
+				 {"/run/x/resolv.conf", "/etc/resolv.conf", 1, 0},
+				 {NULL, "/scratch", 0, 1}};
 	rk_oci_edit full = {.args = args,
 			    .env = env,
 			    .hostname = "web-1",
@@ -103,7 +105,7 @@ int main(void)
 			    .cgroups_path = "/riklet/i1",
 			    .cwd = "/tmp",
 			    .mounts = mounts,
-			    .nmounts = 2,
+			    .nmounts = 3,
 			    .memory_limit = 64 << 20,
 			    .cpu_quota = 50000};
 	ok(rk_oci_config_edit(tpl, out, &full, &e) == 0, "full edit (%s)", e.msg);
@@ -140,7 +142,7 @@ int main(void)
 	   "cpu quota + default period");
 	ok(cJSON_IsArray(at(j, "linux", "resources", "devices")), "device rules kept");
 	cJSON *m = at(j, "mounts", NULL, NULL);
-	int nres = 0, found_hosts = 0;
+	int nres = 0, found_hosts = 0, found_tmpfs = 0;
 	cJSON_ArrayForEach(it, m)
 	{
 		const char *d = cJSON_GetObjectItem(it, "destination")->valuestring;
@@ -151,7 +153,13 @@ int main(void)
 		}
 		if (!strcmp(d, "/etc/hosts"))
 			found_hosts = !strcmp(str_at(cJSON_GetObjectItem(it, "options"), 1), "ro");
+		if (!strcmp(d, "/scratch"))
+			found_tmpfs = !strcmp(cJSON_GetObjectItem(it, "type")->valuestring, "tmpfs") &&
+				!strcmp(cJSON_GetObjectItem(it, "source")->valuestring, "tmpfs") &&
+				!strcmp(str_at(cJSON_GetObjectItem(it, "options"), 0), "nosuid") &&
+				!strcmp(str_at(cJSON_GetObjectItem(it, "options"), 3), "rw");
 	}
+	ok(found_tmpfs, "tmpfs mount: type and source tmpfs, nosuid, rw");
 	is_int(nres, 1, "one resolv.conf mount");
 	ok(found_hosts, "hosts bind mount, read-only");
 	cJSON_Delete(j);

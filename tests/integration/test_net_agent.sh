@@ -224,7 +224,8 @@ is "$(net_rec web-d)" "" "web-d's leftover allocation was removed at boot"
 nok "test -e '$STATE/instances/web-d'" "web-d's leftover instance directory was removed at boot"
 wait_status 10 web-e FAILED
 is "$(status web-e)" FAILED "web-e, whose container died while riklet was down, is FAILED"
-like "$(reason web-e)" 'lost while riklet was not running' "its reason says it was lost meanwhile"
+like "$(reason web-e)" 'killed by signal 9 .*while riklet was not running' \
+	"its reason gives the real signal (from conmon's exit file) and says riklet was down"
 nok "ip link show '$VETHE'" "web-e's veth is gone"
 nok "test -e '$NETNS/web-e'" "web-e's namespace is gone"
 is "$(net_rec web-e)" "" "web-e's allocation is freed"

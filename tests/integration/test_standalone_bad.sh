@@ -41,7 +41,7 @@ rk_wait_status 60 good RUNNING
 is "$(rk_status good)" RUNNING "the good manifest reaches RUNNING" || diag_file "$RK_LOG" 30
 good_pid=$(rk_runc_pid good_c)
 like "$good_pid" '^[1-9][0-9]*$' "runc lists good_c with a pid"
-ok "wait_for 10 grep -qF 'greeting=\$(touch $CANARY);\`touch $CANARY\`' '$STATE/instances/good/c/output.log'" \
+ok "wait_for 10 grep -qF 'greeting=\$(touch $CANARY);\`touch $CANARY\`' '$STATE/instances/good/c/logs/0.log'" \
 	"the env value with shell syntax reaches the container verbatim"
 
 # --- the bad ones, dropped in while it runs --------------------------------------------------

@@ -11,7 +11,7 @@ RK_DEPS_BUILD=(
 )
 # Run time and tests: the tools riklet drives and the real peers the tests start.
 RK_DEPS_RUN=(
-	iptables iproute2 runc skopeo umoci
+	iptables iproute2 runc conmon skopeo umoci
 	docker-registry busybox-static
 	python3 python3-grpcio python3-protobuf protobuf-compiler python3-grpc-tools
 	jq curl ca-certificates

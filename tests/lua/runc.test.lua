@@ -1,6 +1,7 @@
--- riklet.runc + riklet.oci + riklet.image end to end, offline: a busybox image built with
--- tests/lib/mkimage.sh, unpacked from its oci: layout, an overlay per instance, and a real runc
--- container created, started, inspected, signalled and deleted; its output lands in the log file.
+-- riklet.runc + riklet.conmon + riklet.oci + riklet.image end to end, offline: a busybox image built
+-- with tests/lib/mkimage.sh, unpacked from its oci: layout, an overlay per instance, and a real runc
+-- container created under a real conmon, started, inspected, signalled and deleted; its output
+-- lands in the CRI log file and its exit status in conmon's exit file.
 local T = require "riklet.testlib"
 local proc = require "riklet.proc"
 local fs = require "riklet.fs"
@@ -8,7 +9,7 @@ local core = require "riklet.core"
 
 
 if core.getuid() ~= 0 then T.skip_all("needs root (runc, overlay mounts)") end
-T.need_cmds({ runc = "runc", umoci = "umoci", busybox = "busybox-static", jq = "jq", flock = "util-linux" })
+T.need_cmds({ runc = "runc", conmon = "conmon", umoci = "umoci", busybox = "busybox-static", jq = "jq", flock = "util-linux" })
 
 local src = debug.getinfo(1, "S").source:match("^@(.*)/tests/lua/[^/]+$") or "."
 local tmp = ("/tmp/riklet-runc-test-%d"):format(core.getpid())
@@ -28,16 +29,20 @@ T.ok(true, "mkimage built the busybox image")
 local image = require "riklet.image"
 local oci = require "riklet.oci"
 local runc = require "riklet.runc"
+local conmon = require "riklet.conmon"
+local crilog = require "riklet.crilog"
 T.ok(image.init({ state_dir = tmp .. "/state" }), "image.init")
 local ok, err = runc.init({ runc_root = tmp .. "/runc" })
 T.ok(ok, "runc.init: " .. tostring(err))
+ok, err = conmon.init({})
+T.ok(ok, "conmon.init: " .. tostring(err))
 local img, ierr = image.ensure("oci:" .. tmp .. "/layout:t")
 T.ok(img, "ensure oci: layout: " .. tostring(ierr))
 if not img then fs.rm_rf(tmp) return end
 
 local id = ("rk-test-%d"):format(core.getpid())
 local bundle = tmp .. "/inst/" .. id
-local log = bundle .. "/output.log"
+local log = bundle .. "/ctr.log"
 T.ok(image.mount_rootfs(bundle, img), "overlay for the container")
 
 -- 1. config from the image's template: the image's command kept unless overridden
@@ -54,18 +59,27 @@ ok, err = oci.edit_config(img.config, bundle .. "/config.json", {
 })
 T.ok(ok, "edit_config with args/env: " .. tostring(err))
 local t0 = core.now()
-ok, err = runc.create(id, bundle, { pid_file = bundle .. "/init.pid", log = log })
-T.ok(ok, "runc create: " .. tostring(err))
+local mon
+mon, err = conmon.create(id, bundle, { log = log })
+T.ok(mon, "runc create under conmon: " .. tostring(err))
 local st = runc.state(id)
 T.is(st and st.status, "created", "state: created")
 local pid = tonumber((fs.read(bundle .. "/init.pid") or ""):match("%d+"))
-T.ok(pid and st and pid == st.pid, "pid file matches runc state: " .. tostring(pid))
+T.ok(pid and st and pid == st.pid and mon and mon.pid == pid, "pid file matches runc state: " .. tostring(pid))
+T.ok(mon and conmon.alive(mon.conmon_pid, id), "its conmon runs: " .. tostring(mon and mon.conmon_pid))
+T.ok(mon and not conmon.alive(mon.conmon_pid, id .. "x"), "and is not taken for another container's conmon")
 ok, err = runc.start(id)
 T.ok(ok, "runc start: " .. tostring(err))
 T.diag(("create+start took %.0f ms"):format((core.now() - t0) * 1000))
 T.ok(T.wait_for(10, function() return (fs.read(log) or ""):find("hello riklet from tester", 1, true) end),
   "container stdout lands in the log file")
 T.ok(T.wait_for(5, function() return (fs.read(log) or ""):find("to-stderr", 1, true) end), "and its stderr too")
+T.like(fs.read(log) or "", "%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d+[Z+-][%d:]* stdout F hello riklet from tester\n",
+  "stdout in the CRI format: RFC 3339 nano timestamp, stream, F, line")
+T.like(fs.read(log) or "", " stderr F to%-stderr\n", "stderr in the CRI format")
+local entries = crilog.read(log) or {}
+T.is(entries[1] and entries[1].text, "hello riklet from tester", "crilog reads the line back")
+T.ok(entries[1] and math.abs(entries[1].time - core.time()) < 60, "with its time")
 st = runc.state(id)
 T.is(st and st.status, "running", "state: running")
 T.is(st and st.bundle, bundle, "state: bundle")
@@ -77,6 +91,10 @@ T.ok(found, "runc.list shows it")
 ok, err = runc.kill(id, "TERM")
 T.ok(ok, "runc kill TERM: " .. tostring(err))
 T.ok(T.wait_for(10, function() local s = runc.state(id) return s and s.status == "stopped" end), "stopped after TERM")
+T.ok(mon and mon.ended:wait(10), "the monitor saw it end")
+T.is(mon and mon.ended.value and mon.ended.value.code, 0, "with exit code 0 from conmon's exit file")
+T.is((conmon.exit_status(bundle) or {}).code, 0, "conmon's exit file says 0")
+T.ok(T.wait_for(5, function() return not conmon.alive(mon.conmon_pid, id) end), "conmon is gone")
 T.ok((fs.read(log) or ""):find("got TERM", 1, true), "the container saw SIGTERM")
 local k, note = runc.kill(id, "KILL")
 T.ok(k and note == "not running", "kill of a stopped container: true, not running")
@@ -87,22 +105,43 @@ T.ok(gone == nil and missing == true and gerr:find("does not exist"), "state aft
 local d2, why = runc.delete(id)
 T.ok(d2 and why == "absent", "delete again: true, absent")
 
--- 4. failures carry runc's reason
+-- 4. exit codes and signals from conmon's exit file
+conmon.clean(bundle)
+assert(oci.edit_config(img.config, bundle .. "/config.json", { args = { "sh", "-c", "exit 3" }, root_path = bundle .. "/rootfs" }))
+mon, err = conmon.create(id, bundle, { log = log })
+T.ok(mon and runc.start(id), "a container that exits 3: " .. tostring(err))
+T.ok(mon and mon.ended:wait(10), "ended")
+T.is(mon and mon.ended.value.code, 3, "exit code 3")
+runc.delete(id, { force = true })
+conmon.clean(bundle)
+assert(oci.edit_config(img.config, bundle .. "/config.json", { args = { "sleep", "60" }, root_path = bundle .. "/rootfs" }))
+mon, err = conmon.create(id, bundle, { log = log })
+T.ok(mon and runc.start(id), "a container to kill: " .. tostring(err))
+runc.kill(id, "KILL")
+T.ok(mon and mon.ended:wait(10), "ended")
+T.is(mon and mon.ended.value.signal, 9, "killed by signal 9")
+T.is(mon and mon.ended.value.code, nil, "and no exit code")
+runc.delete(id, { force = true })
+conmon.clean(bundle)
+
+-- 5. failures carry runc's reason
 assert(oci.edit_config(img.config, bundle .. "/config.json", { args = { "/no/such/binary" }, root_path = bundle .. "/rootfs" }))
-ok, err = runc.create(id .. "-bad", bundle, { pid_file = bundle .. "/bad.pid", log = log })
+mon, err = conmon.create(id .. "-bad", bundle, { log = log })
+ok = mon ~= nil
 if ok then ok, err = runc.start(id .. "-bad") end
 T.ok(not ok and err:find("no such file", 1, true), "missing executable: " .. tostring(err))
 runc.delete(id .. "-bad", { force = true })
-ok, err = runc.create("../evil", bundle, {})
+conmon.clean(bundle)
+ok, err = conmon.create("../evil", bundle, { log = log })
 T.ok(not ok and err:find("invalid container id"), "hostile id refused: " .. tostring(err))
-ok, err = runc.create(id, tmp .. "/nowhere", {})
-T.ok(not ok and err:find("config.json does not exist"), "missing bundle: " .. tostring(err))
+ok, err = conmon.create(id, tmp .. "/nowhere", { log = tmp .. "/nowhere.log" })
+T.ok(not ok and err:find("failed", 1, true), "missing bundle: " .. tostring(err))
 ok, err = runc.start("nope-" .. id)
 T.ok(not ok and err:find("runc start nope%-") and err:find("does not exist"), "start of an unknown container: " .. tostring(err))
 ok, err = runc.kill(id, "NOT A SIGNAL")
 T.ok(not ok and err:find("invalid signal"), "bad signal refused: " .. tostring(err))
 
--- 5. nothing left behind
+-- 6. nothing left behind
 T.ok(image.umount_rootfs(bundle), "umount the overlay")
 local leftover = false
 for _, c in ipairs(runc.list() or {}) do leftover = leftover or c.id:find(id, 1, true) ~= nil end

@@ -1,0 +1,309 @@
+-- riklet.conmon — every container runs under conmon (the monitor CRI-O and Podman use): conmon
+-- runs `runc create`, holds the container's stdio, writes its output in the CRI (k8s-file) log
+-- format with a size cap, reaps it and writes its exit status to a file, whether or not riklet
+-- is alive. riklet keeps runc for start / kill / delete / state (riklet.runc).
+--
+--   conmon.init(cfg) -> true | nil, err     cfg.conmon (binary), cfg.log_size_max (bytes)
+--   conmon.files(dir) -> {pid=, conmon_pid=, exit_dir=, exit=, runc_log=, out=}   a container's files
+--   conmon.create(id, dir, {log=, name=, timeout=, on_conmon=fn(pid)}) -> mon | nil, err
+--       starts conmon, which runs `runc create` for the bundle `dir`; returns once runc has
+--       created the container (its pid file is there): mon.pid (container init), mon.conmon_pid.
+--       on_conmon is called with conmon's pid as soon as it is known.
+--   conmon.monitor({id=, dir=, conmon_pid=, pid=}) -> mon   watch a container (after a riklet
+--       restart); mon.ended is a task.event set once with {code=, signal=, describe=} when the
+--       container has ended for sure: conmon's exit file, or conmon gone and runc saying stopped or
+--       absent. A failed watch is never an exit: it is logged and re-checked.
+--   conmon.ended(status) -> mon             a monitor already ended (an exit file found at adoption)
+--   conmon.exit_status(dir) -> {code=, signal=, describe=} | nil   from conmon's exit file
+--   conmon.alive(pid, id) -> boolean        pid is the conmon of container id (no fd needed)
+--   conmon.stop(pid, id)                    SIGKILL a conmon still there after its container is gone
+--   conmon.list() -> { {pid=, cid=, bundle=}, ... }   conmons running for riklet's runc root
+--   conmon.clean(dir)                       remove conmon's and runc's per-run files (not the log)
+--
+-- conmon is started without --sync: it double-forks and its daemon is re-parented to riklet (a
+-- child subreaper), so a running riklet reaps it; after a riklet restart it belongs to init and is
+-- watched through a pidfd. Its sync pipe would need an fd passed to it, which riklet.proc does not
+-- do: runc writes the container's pid file (renamed into place) at the end of `runc create`, which
+-- is the same signal. Exit statuses: conmon writes 128+N for a container killed by signal N; it is
+-- reported as signal N (an exit(137) of the process itself reads the same, as in a shell).
+local core = require "riklet.core"
+local fs = require "riklet.fs"
+local proc = require "riklet.proc"
+local runc = require "riklet.runc"
+local task = require "riklet.task"
+
+local M = {}
+local cfg = { conmon = "conmon", log_size_max = 10 * 1024 * 1024, timeout = 60 }
+
+local function log(level, fmt, ...) core.log(level, "conmon", fmt:format(...)) end
+
+function M.init(config)
+  config = config or {}
+  cfg.conmon = config.conmon or cfg.conmon
+  local max = tonumber(config.log_size_max)
+  if max then cfg.log_size_max = math.max(4096, math.floor(max)) end
+  local r, err = proc.run({ cfg.conmon, "--version" }, { timeout = 10 })
+  if not r then
+    return nil, ("conmon (%s) could not be started: %s; install it (apt-get install conmon) or set --conmon"):format(cfg.conmon, tostring(err))
+  end
+  if r.code ~= 0 then
+    return nil, ("%s --version failed (%s): %s"):format(cfg.conmon, proc.describe(r.code, r.signal), (r.stderr or ""):gsub("%s+$", ""))
+  end
+  cfg.version = (r.stdout or ""):match("conmon version (%S+)")
+  return true
+end
+
+function M.version() return cfg.version end
+
+function M.files(dir)
+  return {
+    pid = dir .. "/init.pid", conmon_pid = dir .. "/conmon.pid", exit_dir = dir .. "/exit",
+    exit = dir .. "/exit/exit", runc_log = dir .. "/runc.log", out = dir .. "/conmon.out",
+  }
+end
+
+local function read_pid(path)
+  local s = fs.read(path, 64)
+  return s and tonumber(s:match("^%s*(%d+)%s*$"))
+end
+
+-- runc is handed to conmon as an absolute path (conmon checks it with access(X_OK)).
+local function runc_path()
+  local bin = runc.binary()
+  if bin:find("/", 1, true) then return bin end
+  for dir in (os.getenv("PATH") or "/usr/sbin:/usr/bin:/sbin:/bin"):gmatch("[^:]+") do
+    local st = fs.stat(dir .. "/" .. bin)
+    if st and st.type == "file" then return dir .. "/" .. bin end
+  end
+  return nil, ("runc (%s) is not on PATH (%s): install it (apt-get install runc) or set --runc"):format(bin, os.getenv("PATH") or "")
+end
+
+-- The status in conmon's exit file: a number, 128+N for a container killed by signal N.
+function M.exit_status(dir)
+  local path = M.files(dir).exit
+  if not fs.exists(path) then return nil end
+  local s, err = fs.read(path, 64)
+  if not s then return nil, err end
+  local n = tonumber(s:match("^%s*(-?%d+)%s*$"))
+  if not n or n < 0 then
+    return { code = -1, describe = ("ended (conmon recorded no exit code: %q)"):format(s:sub(1, 32)) }
+  end
+  if n > 128 and n <= 128 + 64 then
+    return { signal = n - 128, describe = proc.describe(nil, n - 128) }
+  end
+  return { code = n, describe = proc.describe(n, nil) }
+end
+
+-- The arguments of process pid when it is a conmon: array, false (another program, or a zombie:
+-- no command line), or nil when /proc cannot be read (no fd left).
+local function conmon_args(pid)
+  local cmd = fs.read("/proc/" .. pid .. "/cmdline", 65536)
+  if not cmd then return nil end
+  local args = {}
+  for a in cmd:gmatch("([^%z]*)%z") do args[#args + 1] = a end
+  return (args[1] or ""):match("conmon$") and args or false
+end
+
+-- Is pid the conmon of container id? kill(0) first (needs no fd: under an fd limit it is what we
+-- can still ask); the command line, when readable, rules out a recycled pid.
+function M.alive(pid, id)
+  if not pid or not proc.alive(pid) then return false end
+  local args = conmon_args(pid)
+  if args == nil then return fs.exists("/proc/" .. pid) end
+  if not args then return false end
+  for i = 2, #args do
+    if args[i] == "--cid=" .. id or (args[i] == "-c" or args[i] == "--cid") and args[i + 1] == id then return true end
+  end
+  return false
+end
+
+-- The conmons running for riklet's runc root: { {pid=, cid=, bundle=}, ... } (from /proc).
+function M.list()
+  local out, root = {}, "--runtime-arg=" .. runc.root()
+  for _, name in ipairs(fs.list("/proc") or {}) do
+    local pid = tonumber(name)
+    local args = pid and conmon_args(pid)
+    if args then
+      local mine, cid, bundle = false, nil, nil
+      for i = 2, #args do
+        if args[i] == root then mine = true end
+        cid = cid or args[i]:match("^%-%-cid=(.*)$")
+        bundle = bundle or args[i]:match("^%-%-bundle=(.*)$")
+      end
+      if mine and cid then out[#out + 1] = { pid = pid, cid = cid, bundle = bundle } end
+    end
+  end
+  return out
+end
+
+-- Kill conmon pid of container id, only on positive evidence that it is that conmon: its
+-- /proc/PID/cmdline read and naming the container (the pid may come from a record, and pids are
+-- recycled). An unreadable command line (no fd left) is no evidence: it is left alone.
+function M.stop(pid, id)
+  if M.alive(pid, id) and conmon_args(pid) then
+    log("warn", "conmon %d of container %s is still there after its container is gone: killing it", pid, id)
+    proc.kill(pid, 9)
+  end
+end
+
+function M.clean(dir)
+  local f = M.files(dir)
+  for _, p in ipairs({ f.pid, f.conmon_pid, f.exit, f.out, dir .. "/attach", dir .. "/ctl", dir .. "/winsz" }) do
+    fs.unlink(p)
+  end
+  fs.rm_rf(f.exit_dir)
+end
+
+-- ---- monitors ----
+local Mon = {}
+Mon.__index = Mon
+
+function M.ended(status)
+  local mon = setmetatable({ ended = task.event() }, Mon)
+  mon.ended:set(status)
+  return mon
+end
+
+-- Has the container ended for sure? -> status, or nil (still running, or no evidence yet).
+local function settle(mon)
+  local st = M.exit_status(mon.dir)
+  if st then return st end
+  if mon.conmon_pid and M.alive(mon.conmon_pid, mon.id) then return nil end
+  if mon.conmon_pid and fs.exists(M.files(mon.dir).exit) then return M.exit_status(mon.dir) end
+  local rs, err, missing = runc.state(mon.id)
+  if missing then
+    return { code = -1, describe = "ended (exit code unknown: conmon left no exit file and runc has no such container)" }
+  end
+  if not rs then
+    if not mon.warned_runc then
+      mon.warned_runc = true
+      log("error", "container %s: its conmon is gone and runc cannot tell whether it still runs (%s); "
+        .. "checking again until it can", mon.id, tostring(err))
+    end
+    return nil
+  end
+  if rs.status == "stopped" then
+    return { code = -1, describe = "ended (exit code unknown: conmon left no exit file)" }
+  end
+  if mon.conmon_pid then
+    -- conmon died (killed?) and the container lives on: watch its init process instead
+    log("warn", "container %s: its conmon (pid %d) is gone but the container runs (pid %s): watching the "
+      .. "container's process directly", mon.id, mon.conmon_pid, tostring(rs.pid))
+    mon.conmon_pid = nil
+    mon.pid = rs.pid
+  end
+  return nil
+end
+
+local function run_monitor(mon)
+  local delay = 0.5
+  while not mon.cancelled do
+    local target = mon.conmon_pid or mon.pid
+    local failed
+    if target and target > 0 then
+      -- proc.watch may raise, return nil, err, or code, signal, err: a failed watch is no exit
+      local ok, code, sig, werr = pcall(proc.watch, target)
+      if not ok then failed = code
+      elseif werr then failed = werr
+      elseif type(sig) == "string" then failed = sig
+      elseif not mon.conmon_pid and (code or sig) then
+        -- the container's own init, re-parented to riklet after its conmon died: a real status
+        return { code = code, signal = sig, describe = proc.describe(code, sig) }
+      end
+    end
+    local st = settle(mon)
+    if st then return st end
+    if failed then
+      if not mon.warned_watch then
+        mon.warned_watch = true
+        log("error", "container %s: %s (watching process %s); checking its exit file and runc every few "
+          .. "seconds instead", mon.id, tostring(failed), tostring(target))
+      end
+      task.sleep(delay)
+      delay = math.min(delay * 2, 5)
+    elseif not target or target <= 0 then
+      task.sleep(delay)
+      delay = math.min(delay * 2, 5)
+    end
+  end
+  return { code = -1, describe = "not watched any more" }
+end
+
+function M.monitor(info)
+  local mon = setmetatable({
+    id = info.id, dir = info.dir, conmon_pid = info.conmon_pid, pid = info.pid, ended = task.event(),
+  }, Mon)
+  task.spawn(function()
+    local ok, st = pcall(run_monitor, mon)
+    if not ok then
+      log("error", "container %s: its monitor failed: %s", mon.id, tostring(st))
+      st = { code = -1, describe = "ended (riklet's monitor failed: " .. tostring(st) .. ")" }
+    end
+    mon.ended:set(st)
+  end)
+  return mon
+end
+
+-- ---- create ----
+function M.create(id, dir, opts)
+  opts = opts or {}
+  if not runc.valid_id(id) then return nil, ("invalid container id %q"):format(tostring(id)) end
+  if type(opts.log) ~= "string" or opts.log:find(":", 1, true) or dir:find(":", 1, true) then
+    return nil, ("container %s: its directory and log path may not contain ':' (conmon's -l DRIVER:PATH)"):format(id)
+  end
+  local rpath, perr = runc_path()
+  if not rpath then return nil, perr end
+  local f = M.files(dir)
+  for _, p in ipairs({ f.pid, f.conmon_pid, f.exit }) do fs.unlink(p) end
+  local ok, err = fs.mkdir_p(f.exit_dir, "0700")
+  if not ok then return nil, err end
+  -- NAME=VALUE forms and runc's "--" before the id: an id may start with '-' (--help.json)
+  local argv = {
+    cfg.conmon, "--api-version", "1", "--cid=" .. id, "--cuuid=" .. id, "--name=" .. (opts.name or id),
+    "--runtime=" .. rpath, "--bundle=" .. dir, "--container-pidfile=" .. f.pid, "--conmon-pidfile=" .. f.conmon_pid,
+    "--log-path=k8s-file:" .. opts.log, "--log-size-max=" .. tostring(cfg.log_size_max),
+    "--persist-dir=" .. f.exit_dir, "--full-attach",
+    "--runtime-arg=--root", "--runtime-arg=" .. runc.root(),
+    "--runtime-arg=--log", "--runtime-arg=" .. f.runc_log, "--runtime-arg=--log-format", "--runtime-arg=json",
+    "--runtime-opt=--",
+  }
+  local t0 = core.now()
+  local timeout = opts.timeout or cfg.timeout
+  local p, serr = proc.spawn(argv, { stdout = f.out, stderr_to_stdout = true })
+  if not p then return nil, ("conmon (%s) could not be started: %s"):format(cfg.conmon, tostring(serr)) end
+  -- the first conmon process forks its daemon, writes its pid file and exits at once
+  local code, sig = p:wait()
+  local cpid = read_pid(f.conmon_pid)
+  if code ~= 0 or not cpid then
+    local said = (fs.tail(f.out, 2048) or ""):gsub("%s+$", "")
+    return nil, ("conmon for %s failed (%s)%s"):format(id, proc.describe(code, sig),
+      said ~= "" and (": " .. said) or (cpid and "" or ": it wrote no pid file"))
+  end
+  local mon = M.monitor({ id = id, dir = dir, conmon_pid = cpid })
+  -- recorded before runc create is done, so that a riklet killed meanwhile leaves a conmon that
+  -- the next one knows about (and can stop: it would wait for its container forever)
+  if opts.on_conmon then opts.on_conmon(cpid) end
+  -- wait for runc create: the container's pid file, or conmon's end (it failed)
+  local step = 0.002
+  while true do
+    local pid = read_pid(f.pid)
+    if pid then
+      mon.pid = pid
+      return mon
+    end
+    if mon.ended.is_set or not M.alive(cpid, id) then break end
+    if core.now() - t0 > timeout then
+      M.stop(cpid, id)
+      mon.cancelled = true
+      return nil, ("runc create %s (under conmon) did not finish within %gs (conmon killed)"):format(id, timeout), mon
+    end
+    mon.ended:wait(step)
+    step = math.min(step * 2, 0.01)
+  end
+  mon.cancelled = true
+  local why = runc.log_error(f.runc_log)
+  return nil, ("runc create %s failed under conmon: %s"):format(id, why or ("conmon ended without creating it; see "
+    .. f.runc_log)), mon
+end
+
+return M

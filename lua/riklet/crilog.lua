@@ -1,0 +1,281 @@
+-- riklet.crilog — read container logs in the CRI (k8s-file) format that conmon writes, one record
+-- a line:   2026-11-29T15:30:29.074872445+00:00 stdout F hello
+-- (RFC 3339 timestamp with nanoseconds, stream, F for a full line or P for a part of a longer one,
+-- the text). Used by `riklet logs` and meant for any front-end that serves logs (interLink).
+--
+--   crilog.parse(line) -> {ts=, time=, stream=, partial=, text=} | nil   (time: epoch seconds)
+--   crilog.parse_time(s) -> epoch seconds (float) | nil                 RFC 3339, Z or +hh:mm
+--   crilog.parse_since(s[, now]) -> epoch seconds | nil, err            RFC 3339 or 10s, 5m, 1h30m, 2d
+--   crilog.read(path) -> array of entries | nil, err                    parts joined into lines
+--   crilog.collect(sources, {since=, tail=, limit_bytes=}) -> entries   sources: { {name=, path=}, ... };
+--       the entries of every source in time order (stable: one file's order is kept), each with
+--       .name; since (epoch s) drops older lines, tail keeps the last N, limit_bytes the last bytes
+--   crilog.follower(sources) -> f; f:poll([final]) -> new entries of every source (in time order;
+--       the first poll returns what the files hold); f:set_path(name, path) switches a source to a
+--       new file (a restarted container) once the old one is drained; f:close().
+--       A file replaced under the same name (conmon's size cap starts a new one) is followed.
+--   crilog.format(entry, {timestamps=, prefix=}) -> "TS [name] text\n"
+-- A line that is not in the CRI format (a log from an older riklet) is kept as a stdout line with
+-- no time.
+local fs = require "riklet.fs"
+
+local M = {}
+
+local READ_MAX = 256 * 1024 * 1024
+
+-- days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil)
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local mp = (m + 9) % 12
+  local doy = math.floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+
+function M.parse_time(s)
+  if type(s) ~= "string" then return nil end
+  local y, mo, d, h, mi, sec, rest = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)[Tt ](%d%d):(%d%d):(%d%d)(.*)$")
+  if not y then return nil end
+  local frac, tz = rest:match("^(%.%d+)(.*)$")
+  if not frac then frac, tz = "", rest end
+  local off
+  if tz == "Z" or tz == "z" then off = 0
+  else
+    local sign, oh, om = tz:match("^([+-])(%d%d):?(%d%d)$")
+    if not sign then return nil end
+    off = (tonumber(oh) * 3600 + tonumber(om) * 60) * (sign == "-" and -1 or 1)
+  end
+  y, mo, d, h, mi, sec = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi), tonumber(sec)
+  if mo < 1 or mo > 12 or d < 1 or d > 31 or h > 23 or mi > 59 or sec > 60 then return nil end
+  local t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - off
+  return t + (frac ~= "" and tonumber("0" .. frac) or 0)
+end
+
+local UNITS = { s = 1, m = 60, h = 3600, d = 86400 }
+
+function M.parse_since(s, now)
+  if type(s) ~= "string" or s == "" then return nil, "--since needs a time" end
+  local t = M.parse_time(s)
+  if t then return t end
+  local total, rest = 0, s
+  while rest ~= "" do
+    local n, u, r = rest:match("^(%d+%.?%d*)([smhd])(.*)$")
+    if not n then
+      return nil, ("--since %q is neither an RFC 3339 time (2026-01-02T15:04:05Z) nor a duration (30s, 10m, 1h30m, 2d)"):format(s)
+    end
+    total = total + tonumber(n) * UNITS[u]
+    rest = r
+  end
+  return (now or os.time()) - total
+end
+
+function M.parse(line)
+  local ts, stream, tag, text = line:match("^(%S+) (std%a+) ([PF]) (.*)$")
+  if not ts then
+    ts, stream, tag = line:match("^(%S+) (std%a+) ([PF])$")
+    text = ""
+  end
+  local t = ts and M.parse_time(ts)
+  if not t then return nil end
+  return { ts = ts, time = t, stream = stream, partial = tag == "P", text = text }
+end
+
+-- A parser with state: parts (P) of a stream are held until its full line (F) arrives.
+local function joiner()
+  local parts = {}
+  return function(line, out)
+    if line == nil then -- flush: the parts of a last line that never got its end
+      for stream, held in pairs(parts) do
+        local first = held.first
+        first.text = table.concat(held.text)
+        out[#out + 1] = first
+        parts[stream] = nil
+      end
+      return
+    end
+    local e = M.parse(line)
+    if not e then
+      out[#out + 1] = { stream = "stdout", text = line }
+      return
+    end
+    local held = parts[e.stream]
+    if e.partial then
+      if held then held.text[#held.text + 1] = e.text
+      else parts[e.stream] = { first = e, text = { e.text } } end
+      return
+    end
+    if held then
+      held.text[#held.text + 1] = e.text
+      local first = held.first
+      first.text, first.partial = table.concat(held.text), false
+      parts[e.stream] = nil
+      e = first
+    end
+    out[#out + 1] = e
+  end
+end
+
+function M.read(path)
+  local data, err = fs.read(path, READ_MAX)
+  if not data then return nil, err end
+  local out, feed = {}, joiner()
+  for line in data:gmatch("([^\n]*)\n") do feed(line, out) end
+  feed(nil, out)
+  return out
+end
+
+-- merge per-source arrays by time, keeping each source's own order (entries without a time stay
+-- where their neighbours put them)
+local function merge(lists)
+  if #lists == 1 then return lists[1] end
+  local all = {}
+  for li, l in ipairs(lists) do
+    local last = 0
+    for i, e in ipairs(l) do
+      last = e.time or last
+      all[#all + 1] = { e = e, t = last, li = li, i = i }
+    end
+  end
+  table.sort(all, function(a, b)
+    if a.t ~= b.t then return a.t < b.t end
+    if a.li ~= b.li then return a.li < b.li end
+    return a.i < b.i
+  end)
+  local out = {}
+  for i, x in ipairs(all) do out[i] = x.e end
+  return out
+end
+
+function M.collect(sources, opts)
+  opts = opts or {}
+  local lists = {}
+  for _, src in ipairs(sources) do
+    local l = src.path and fs.exists(src.path) and M.read(src.path) or {}
+    for _, e in ipairs(l) do e.name = src.name end
+    lists[#lists + 1] = l
+  end
+  local all = merge(lists)
+  if opts.since then
+    local kept = {}
+    for _, e in ipairs(all) do
+      if e.time and e.time >= opts.since then kept[#kept + 1] = e end
+    end
+    all = kept
+  end
+  if opts.tail and opts.tail >= 0 and #all > opts.tail then
+    all = { unpack(all, #all - opts.tail + 1) }
+  end
+  if opts.limit_bytes and opts.limit_bytes >= 0 then
+    local n, first = 0, #all + 1
+    for i = #all, 1, -1 do
+      n = n + #all[i].text + 1
+      if n > opts.limit_bytes then break end
+      first = i
+    end
+    all = { unpack(all, first) }
+  end
+  return all
+end
+
+-- ---- following files as they grow ----
+local Follower = {}
+Follower.__index = Follower
+
+local function src_open(s, path)
+  s.path, s.buf, s.feed = path, "", joiner()
+  s.reader, s.ino = nil, nil
+  if not path then return end
+  local st = fs.stat(path)
+  if not st then return end
+  local r = fs.open_read(path)
+  if not r then return end
+  s.reader, s.ino = r, st.ino
+end
+
+-- sources: { {name=, path=}, ... }; the first poll returns what the files hold already
+function M.follower(sources)
+  local f = setmetatable({ srcs = {} }, Follower)
+  for _, src in ipairs(sources) do
+    local s = { name = src.name }
+    src_open(s, src.path)
+    f.srcs[#f.srcs + 1] = s
+  end
+  return f
+end
+
+local function drain(s, out, final)
+  if not s.reader then
+    if final then s.feed(nil, out) end
+    return
+  end
+  local d = s.reader:read(1024 * 1024)
+  while d and #d > 0 do
+    s.buf = s.buf .. d
+    d = s.reader:read(1024 * 1024)
+  end
+  local last = 1
+  for line, nxt in s.buf:gmatch("([^\n]*)\n()") do
+    s.feed(line, out)
+    last = nxt
+  end
+  s.buf = s.buf:sub(last)
+  if final then
+    if s.buf ~= "" then s.feed(s.buf, out) s.buf = "" end
+    s.feed(nil, out)
+  end
+end
+
+-- final: the last poll (the containers ended): a last line without its end is returned too
+function Follower:poll(final)
+  local lists = {}
+  for _, s in ipairs(self.srcs) do
+    local out = self.pending and self.pending[s.name] or {}
+    if not s.reader and s.path then src_open(s, s.path) end
+    drain(s, out, final)
+    -- replaced under the same name (size cap) or switched by set_path: the old one is drained
+    local st = s.path and fs.stat(s.path)
+    if s.reader and st and st.ino ~= s.ino then
+      s.reader:close()
+      src_open(s, s.path)
+      drain(s, out, final)
+    end
+    for _, e in ipairs(out) do e.name = s.name end
+    lists[#lists + 1] = out
+  end
+  self.pending = nil
+  return merge(lists)
+end
+
+function Follower:set_path(name, path)
+  for _, s in ipairs(self.srcs) do
+    if s.name == name and s.path ~= path then
+      local out = {}
+      drain(s, out, true)
+      if s.reader then s.reader:close() end
+      src_open(s, path)
+      self.pending = self.pending or {}
+      self.pending[name] = out -- returned by the next poll
+    end
+  end
+end
+
+function Follower:close()
+  for _, s in ipairs(self.srcs) do
+    if s.reader then s.reader:close() end
+    s.reader = nil
+  end
+end
+
+function M.format(e, opts)
+  opts = opts or {}
+  local parts = {}
+  if opts.timestamps then parts[#parts + 1] = (e.ts or "-") .. " " end
+  if opts.prefix and e.name then parts[#parts + 1] = "[" .. e.name .. "] " end
+  parts[#parts + 1] = e.text
+  parts[#parts + 1] = "\n"
+  return table.concat(parts)
+end
+
+return M
