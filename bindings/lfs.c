@@ -1,7 +1,9 @@
 /* lfs.c — `riklet.fs`: the filesystem operations the agent needs, over core/rk.h and dirwatch.
  * All return value | nil, err on expected failure.
  *
- *   fs.read(path[, max=16 MiB]) -> string        fs.write_atomic(path, data[, mode="0644"]) -> true
+ *   fs.read(path[, max=16 MiB[, {follow=bool}]]) -> string   a regular file only, never a wait on a
+ *                       FIFO, a symbolic link refused unless follow, a file over max refused unread
+ *   fs.write_atomic(path, data[, mode="0644"]) -> true
  *   fs.append(path, data) -> true                fs.mkdir_p(path[, mode="0755"]) -> true
  *   (modes are octal strings: Lua has no octal literals, so a number is refused)
  *   fs.rm_rf(path) -> true (never crosses a mount) fs.unlink(path) -> true (absent is fine)
@@ -44,16 +46,81 @@ static int check_mode(lua_State *L, int idx, int dflt)
 	return (int)m;
 }
 
+/* What a file that is not a regular file is, for the error message. */
+static const char *file_kind(mode_t m)
+{
+	return S_ISDIR(m)     ? "a directory"
+		: S_ISFIFO(m) ? "a FIFO (named pipe)"
+		: S_ISCHR(m)  ? "a character device"
+		: S_ISBLK(m)  ? "a block device"
+		: S_ISSOCK(m) ? "a socket"
+			      : "not a regular file";
+}
+
+/* fs.read(path[, max=16 MiB[, {follow=bool}]]) -> data | nil, err
+ * Regular files only, and never a wait: the file is opened O_NONBLOCK (a FIFO dropped where a
+ * manifest or a record is expected would block open() and freeze the loop), a symbolic link is
+ * refused unless follow (O_NOFOLLOW), and anything but a regular file or a file larger than max
+ * is refused from fstat, before reading. */
 static int l_read(lua_State *L)
 {
 	const char *p = luaL_checkstring(L, 1);
 	size_t max = (size_t)luaL_optnumber(L, 2, 16 << 20);
-	char *buf;
-	size_t len;
-	rk_err e = {0};
-	if (rk_read_file(p, max, &buf, &len, &e) < 0)
-		return lrk_fail_err(L, &e);
-	lua_pushlstring(L, buf, len);
+	int follow = 0;
+	if (lua_istable(L, 3)) {
+		lua_getfield(L, 3, "follow");
+		follow = lua_toboolean(L, -1);
+		lua_pop(L, 1);
+	}
+	RK_AUTOCLOSE int fd = open(p, O_RDONLY | O_NONBLOCK | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
+	if (fd < 0 && errno == ELOOP && !follow)
+		return lrk_fail(L, "%s is a symbolic link: riklet reads only regular files here, not links", p);
+	if (fd < 0)
+		return lrk_fail(L, "cannot open %s: %s", p, strerror(errno));
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return lrk_fail(L, "cannot stat %s: %s", p, strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		return lrk_fail(L, "%s is %s: riklet reads only regular files here", p, file_kind(st.st_mode));
+	if ((size_t)st.st_size > max)
+		return lrk_fail(L, "%s is larger than %zu bytes (%lld bytes)", p, max, (long long)st.st_size);
+	/* the size may change while reading: read up to max + 1 bytes, and refuse more than max */
+	size_t cap = (size_t)st.st_size + 1, n = 0;
+	if (cap > max + 1)
+		cap = max + 1;
+	char *buf = malloc(cap);
+	if (!buf)
+		return lrk_fail(L, "out of memory reading %s", p);
+	for (;;) {
+		if (n == cap) {
+			if (cap > max)
+				break;
+			size_t ncap = cap * 2 > max + 1 ? max + 1 : cap * 2;
+			char *nb = realloc(buf, ncap);
+			if (!nb) {
+				free(buf);
+				return lrk_fail(L, "out of memory reading %s", p);
+			}
+			buf = nb;
+			cap = ncap;
+		}
+		ssize_t r = read(fd, buf + n, cap - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			int err = errno;
+			free(buf);
+			return lrk_fail(L, "cannot read %s: %s", p, strerror(err));
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+	}
+	if (n > max) {
+		free(buf);
+		return lrk_fail(L, "%s is larger than %zu bytes (it grew while being read)", p, max);
+	}
+	lua_pushlstring(L, buf, n);
 	free(buf);
 	return 1;
 }
