@@ -84,42 +84,12 @@ static int l_read(lua_State *L)
 		return lrk_fail(L, "%s is %s: riklet reads only regular files here", p, file_kind(st.st_mode));
 	if ((size_t)st.st_size > max)
 		return lrk_fail(L, "%s is larger than %zu bytes (%lld bytes)", p, max, (long long)st.st_size);
-	/* the size may change while reading: read up to max + 1 bytes, and refuse more than max */
-	size_t cap = (size_t)st.st_size + 1, n = 0;
-	if (cap > max + 1)
-		cap = max + 1;
-	char *buf = malloc(cap);
-	if (!buf)
-		return lrk_fail(L, "out of memory reading %s", p);
-	for (;;) {
-		if (n == cap) {
-			if (cap > max)
-				break;
-			size_t ncap = cap * 2 > max + 1 ? max + 1 : cap * 2;
-			char *nb = realloc(buf, ncap);
-			if (!nb) {
-				free(buf);
-				return lrk_fail(L, "out of memory reading %s", p);
-			}
-			buf = nb;
-			cap = ncap;
-		}
-		ssize_t r = read(fd, buf + n, cap - n);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			int err = errno;
-			free(buf);
-			return lrk_fail(L, "cannot read %s: %s", p, strerror(err));
-		}
-		if (r == 0)
-			break;
-		n += (size_t)r;
-	}
-	if (n > max) {
-		free(buf);
-		return lrk_fail(L, "%s is larger than %zu bytes (it grew while being read)", p, max);
-	}
+	/* the size may change while reading: rk_read_fd refuses more than max all the same */
+	char *buf;
+	size_t n;
+	rk_err e = {0};
+	if (rk_read_fd(fd, p, max, &buf, &n, &e) < 0)
+		return lrk_fail_err(L, &e);
 	lua_pushlstring(L, buf, n);
 	free(buf);
 	return 1;
