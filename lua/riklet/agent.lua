@@ -27,6 +27,7 @@ local cfg
 local instances = {}
 local subscribers = {}
 local drivers = {}
+local booted = task.event() -- set once boot reconciliation is over
 
 local ID_MAX = 64
 local ENDED = { FAILED = true, TERMINATED = true }
@@ -53,6 +54,7 @@ local function set_status(inst, status, reason)
   if ENDED[status] then rec.ended_at = core.time() end
   local ok, err = store.save(rec)
   if not ok then log("error", "cannot store instance %s (%s): %s", inst.id, status, err) end
+  if ENDED[status] then inst.workload = nil store.forget_definition(rec) end -- ps needs neither
   local lvl = status == "FAILED" and "warn" or "info"
   log(lvl, "instance %s (%s %s): %s -> %s%s", inst.id, rec.kind or "?", rec.name or "?", from or "new",
     status, reason and reason ~= "" and (": " .. reason) or "")
@@ -209,16 +211,7 @@ local function lifecycle(inst, mode)
       inst.adopted:set(true)
       return lifecycle(inst, "create")
     elseif st == "RUNNING" then
-      local ok, res, adopt_err = xpcall(inst.driver.adopt, traceback, inst)
-      if ok and res then
-        log("info", "instance %s re-adopted: %s", inst.id, res == true and "running" or tostring(res))
-        notify(inst.id, "RUNNING", "")
-      else
-        local reason = ok and adopt_err or res
-        set_status(inst, "FAILED", "lost while riklet was not running: " .. tostring(reason))
-        teardown(inst, "release")
-        inst.released = true
-      end
+      agent.try_adopt(inst)
     elseif st == "DESTROYING" then
       inst.mailbox:put({ type = "destroy" })
     elseif inst.rec.destroyed then
@@ -236,10 +229,37 @@ local function lifecycle(inst, mode)
     if msg.type == "destroy" then
       do_destroy(inst)
       return
+    elseif msg.type == "readopt" and inst.rec.status == "RUNNING" and inst.adopt_attempts then
+      agent.try_adopt(inst)
     elseif msg.type == "exit" and inst.rec.status == "RUNNING" then
       on_exit(inst, msg)
       if ENDED[inst.rec.status] then inst.released = true end
     end
+  end
+end
+
+-- Re-adopt a RUNNING instance. Only positive evidence that it is gone (the driver's adopt returns
+-- nil, err, true) fails it; riklet failing to check or write something (a full disk, runc failing)
+-- keeps it RUNNING, logged, and adoption is tried again later from its mailbox.
+function agent.try_adopt(inst)
+  local ok, res, adopt_err, gone = xpcall(inst.driver.adopt, traceback, inst)
+  if ok and res then
+    log("info", "instance %s re-adopted: %s", inst.id, res == true and "running" or tostring(res))
+    inst.adopt_attempts = nil
+    notify(inst.id, "RUNNING", "")
+  elseif ok and not gone then
+    inst.adopt_attempts = (inst.adopt_attempts or 0) + 1
+    local delay = math.min(60, 2 ^ inst.adopt_attempts)
+    log("error", "instance %s: cannot re-adopt it yet (%s). That is no evidence that it is gone: it stays RUNNING; "
+      .. "trying again in %ds", inst.id, tostring(adopt_err), delay)
+    task.spawn(function()
+      task.sleep(delay)
+      inst.mailbox:put({ type = "readopt" })
+    end)
+  else
+    set_status(inst, "FAILED", "lost while riklet was not running: " .. tostring(ok and adopt_err or res))
+    teardown(inst, "release")
+    inst.released = true
   end
 end
 
@@ -270,8 +290,10 @@ function agent.init(config)
       log("error", "cannot load the %s driver: %s", kind, tostring(drv))
     end
   end
-  local recs, bad = store.list()
-  for _, b in ipairs(bad or {}) do log("error", "%s (ignored)", b) end
+  -- unusable records are moved aside and their ids held (store logs each); no list, no start:
+  -- the clean-up below would take every instance for a leftover
+  local recs, lerr = store.list({ quarantine = true, definitions = true })
+  if not recs then return nil, "cannot list the instance records: " .. tostring(lerr) end
   local adopting = {}
   for _, rec in ipairs(recs or {}) do
     local inst = new_instance(rec.id, rec.definition, rec.source, rec)
@@ -283,7 +305,7 @@ function agent.init(config)
   -- once every record is adopted, drivers remove what dead instances left behind (links, rules)
   task.spawn(function()
     for _, inst in ipairs(adopting) do inst.adopted:wait() end
-    local live = {}
+    local live = store.held_ids()
     for id, inst in pairs(instances) do
       if not inst.gone.is_set then live[#live + 1] = id end
     end
@@ -293,6 +315,7 @@ function agent.init(config)
         if not rok then log("error", "%s driver: reconciling leftovers failed: %s", kind, tostring(rerr)) end
       end
     end
+    booted:set(true)
   end)
   return true
 end
@@ -313,6 +336,13 @@ end
 -- successive edits end with the last one and a destroy is never undone by a late create.
 local replacing = {}
 
+-- Creates start once the boot clean-up is over (booted): it removes what no instance owns, and
+-- would take a Pod created meanwhile (its network) for a leftover.
+local function create_after_boot(inst)
+  booted:wait()
+  return lifecycle(inst, "create")
+end
+
 function agent.create(id, definition, source, preset_error)
   if replacing[id] ~= nil then
     replacing[id] = { definition = definition, source = source, preset_error = preset_error }
@@ -325,9 +355,14 @@ function agent.create(id, definition, source, preset_error)
     notify(tostring(id), "FAILED", msg)
     return nil, msg
   end
+  if store.held(id) then
+    local msg = ("instance %s cannot be created or replaced: %s"):format(id, store.held(id))
+    log("error", "%s", msg)
+    return nil, msg
+  end
   local inst = instances[id]
   if inst and not inst.gone.is_set then
-    if not ENDED[inst.rec.status] or inst.rec.definition == definition then
+    if not ENDED[inst.rec.status] or store.same_definition(inst.rec, definition) then
       log("info", "instance %s already exists (%s): CREATE ignored", id, inst.rec.status or "?")
       notify(id, inst.rec.status, inst.rec.reason)
       return true
@@ -338,7 +373,7 @@ function agent.create(id, definition, source, preset_error)
   inst = new_instance(id, definition, source)
   inst.preset_error = preset_error
   instances[id] = inst
-  task.spawn(lifecycle, inst, "create")
+  task.spawn(create_after_boot, inst)
   return true
 end
 
@@ -362,6 +397,11 @@ function agent.destroy(id)
   if cancelled and (not inst or inst.gone.is_set) then
     log("info", "instance %s: the pending replacement is cancelled by a destroy", id)
     return true
+  end
+  if (not inst or inst.gone.is_set) and store.held(id) then
+    local msg = ("instance %s is not destroyed: %s"):format(id, store.held(id))
+    log("error", "%s", msg)
+    return nil, msg
   end
   if not inst or inst.gone.is_set then
     log("info", "DESTROY for unknown instance %s: nothing to do, reporting TERMINATED", tostring(id))
@@ -405,7 +445,7 @@ end
 -- Is id an instance riklet still owns (running or ended, not yet destroyed)?
 function agent.is_live(id)
   local inst = instances[id]
-  return inst ~= nil and not inst.gone.is_set
+  return (inst ~= nil and not inst.gone.is_set) or store.held(id) ~= nil
 end
 
 function agent.get(id)

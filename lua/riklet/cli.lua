@@ -187,6 +187,8 @@ local function ps(cfg)
   store.open(paths.records)
   local recs, bad = store.list()
   if not recs then return die("%s", bad) end
+  -- records that cannot be used: their instance is UNKNOWN, and everything named after it is kept
+  for _, b in ipairs(bad) do recs[#recs + 1] = { id = b.id, status = "UNKNOWN", reason = b.reason } end
   if cfg.json then
     local out = json.array({})
     for _, r in ipairs(recs) do
@@ -203,7 +205,6 @@ local function ps(cfg)
     if #reason > 100 then reason = reason:sub(1, 97) .. "..." end
     io.stdout:write(fmt:format(r.id, r.name or "-", r.kind or "-", r.status or "?", age(r.created_at), reason))
   end
-  for _, b in ipairs(bad or {}) do io.stderr:write("riklet: ", b, "\n") end
   return 0
 end
 

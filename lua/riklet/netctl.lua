@@ -14,7 +14,9 @@
 --       Pod:      net = { kind, netns, ip, address = "ip/len", gateway, host_if, ports }
 --       Function: net = { kind, tap, guest_ip, tap_ip, netmask, address, kernel_ip, ports }
 --   netctl.teardown(id) -> true | nil, err   (idempotent; an unknown id is fine)
---   netctl.adopt(id, workload, net) -> true | nil, err   (after a riklet restart: repair drift)
+--   netctl.adopt(id, workload, net) -> true | nil, err, gone   (after a riklet restart: repair drift;
+--                                            gone: its namespace no longer exists; failing to write
+--                                            the state is logged and retried, not an error)
 --   netctl.reconcile(live_ids) -> summary | nil, err     (boot: remove what dead instances left)
 --   netctl.cleanup_all([cfg]) -> true | nil, err         (riklet cleanup: remove everything)
 --   netctl.exposed() -> { ["tcp/8080"] = id, ... }       netctl.state() -> the allocation table
@@ -84,11 +86,38 @@ end
 -- ---- state ----------------------------------------------------------------------------------
 local function state_path() return C.state_dir .. "/network.json" end
 
+local unsaved -- a save failed where failing to write changes nothing in the kernel (adopt, reconcile)
+
 local function save()
   local s, err = json.encode(S, true)
   if not s then return nil, "encoding the network state: " .. tostring(err) end
   local ok, werr = fs.write_atomic(state_path(), s, "0600")
   if not ok then return nil, "saving the network state: " .. tostring(werr) end
+  unsaved = nil
+  return true
+end
+
+-- After adoption or reconciliation the kernel matches S already: a full or read-only state disk
+-- must not turn into "the workload is gone". Log it and keep trying in the background; any later
+-- save writes the whole state too.
+local function save_later(why)
+  local ok, err = save()
+  if ok then return true end
+  log("error", "%s: %s. The network is in place; riklet keeps the state in memory and retries the write", why, err)
+  if unsaved then return true end
+  unsaved = true
+  local task = require "riklet.task"
+  task.spawn(function()
+    local delay = 2
+    while unsaved do
+      task.sleep(delay)
+      if not unsaved then break end
+      local sok, serr = save()
+      if sok then log("info", "the network state is written again (%s)", state_path())
+      elseif delay < 60 then delay = delay * 2
+      else log("error", "still cannot write the network state: %s", serr) end
+    end
+  end)
   return true
 end
 
@@ -432,7 +461,7 @@ function M.adopt(id, w, netrec)
   ok, err = ensure_infra()
   if not ok then return nil, "preparing the node network: " .. err end
   if rec.kind == "Pod" and not net.netns_exists(C.netns_dir, id) then
-    return nil, ("the network namespace of instance %s is gone (%s/%s); the instance must be recreated"):format(id, C.netns_dir, id)
+    return nil, ("the network namespace of instance %s is gone (%s/%s); the instance must be recreated"):format(id, C.netns_dir, id), true
   end
   if rec.kind == "Pod" then ok, err = converge_pod(id, rec) else ok, err = converge_function(id, rec) end
   if not ok then return nil, err end
@@ -444,7 +473,7 @@ function M.adopt(id, w, netrec)
   local st
   st, err = fw.apply(rec.rules or {}, { owner = owner(id) })
   if not st then return nil, err end
-  return save()
+  return save_later("instance " .. id .. " re-adopted")
 end
 
 -- Boot: everything that does not belong to a live instance goes (rules, links, namespaces,
@@ -466,8 +495,7 @@ function M.reconcile(live_ids)
       else errs[#errs + 1] = rerr end
     end
   end
-  ok, err = save()
-  if not ok then return nil, err end
+  save_later("network reconciled")
   ok, err = ensure_infra()
   if not ok then return nil, err end
   -- the whole rule set in one commit: rules of unknown owners disappear

@@ -6,7 +6,8 @@
 --   init(cfg, agent) -> true | nil, err
 --   create(inst, workload) -> true | nil, err   records every resource in inst.rec as it goes, so
 --                                                a failure (or a crash) can always be rolled back
---   adopt(inst) -> true | nil, err               after a riklet restart: watch what still runs
+--   adopt(inst) -> true | nil, err, gone         after a riklet restart: watch what still runs; gone
+--                                                only on positive evidence (runc: no such container)
 --   release(inst) -> true | nil, err             the workload ended: free runtime resources, keep logs
 --   destroy(inst) -> true | nil, err             remove everything, idempotent
 --   restart(inst, container_name) -> true | nil, err
@@ -264,23 +265,25 @@ end
 function P.adopt(inst)
   local running = 0
   for _, c in ipairs(inst.rec.containers or {}) do
-    local st = runc.state(c.runc_id)
+    -- gone (third result) only on positive evidence: runc failing to answer is not
+    local st, serr, missing = runc.state(c.runc_id)
     if not st then
-      return nil, ("container %s is gone from runc"):format(c.runc_id)
+      if missing then return nil, ("container %s is gone from runc"):format(c.runc_id), true end
+      return nil, ("cannot ask runc about container %s: %s"):format(c.runc_id, tostring(serr))
     end
     if st.status == "running" and st.pid and st.pid > 0 then
       c.pid = st.pid
-      watch(inst, c)
+      if not rt(inst, c.name).watching then watch(inst, c) end -- adoption may be tried again
       running = running + 1
     elseif c.state == "exited" then
       rt(inst, c.name).exited:set({ code = c.exit_code })
     else
-      return nil, ("container %s is %s"):format(c.runc_id, st.status)
+      return nil, ("container %s is %s"):format(c.runc_id, st.status), true
     end
   end
   if inst.rec.network and netctl and netctl.adopt then
-    local ok, err = netctl.adopt(inst.id, inst.workload, inst.rec.network)
-    if not ok then return nil, "its network: " .. tostring(err) end
+    local ok, err, gone = netctl.adopt(inst.id, inst.workload, inst.rec.network)
+    if not ok then return nil, "its network: " .. tostring(err), gone end
   end
   return ("%d container(s) running"):format(running)
 end
