@@ -209,6 +209,7 @@ local function lifecycle(inst, mode)
       teardown(inst, "destroy")
       inst.rec.containers, inst.rec.network = {}, nil
       inst.adopted:set(true)
+      booted:wait() -- like every create, after the boot clean-up
       return lifecycle(inst, "create")
     elseif st == "RUNNING" then
       agent.try_adopt(inst)
@@ -305,13 +306,16 @@ function agent.init(config)
   -- once every record is adopted, drivers remove what dead instances left behind (links, rules)
   task.spawn(function()
     for _, inst in ipairs(adopting) do inst.adopted:wait() end
-    local live = store.held_ids()
+    -- live: what the records name, readable or not. Creates wait for booted, so an instance
+    -- created since owns nothing yet, and what its id names is a leftover too.
+    local live, is_live = store.held_ids(), {}
     for id, inst in pairs(instances) do
-      if not inst.gone.is_set then live[#live + 1] = id end
+      if inst.adopted.is_set and not inst.gone.is_set then live[#live + 1] = id end
     end
+    for _, id in ipairs(live) do is_live[id] = true end
     for kind, drv in pairs(drivers) do
       if drv.reconcile then
-        local rok, rerr = pcall(drv.reconcile, live, agent.is_live)
+        local rok, rerr = pcall(drv.reconcile, live, function(id) return is_live[id] == true end)
         if not rok then log("error", "%s driver: reconciling leftovers failed: %s", kind, tostring(rerr)) end
       end
     end

@@ -193,13 +193,18 @@ function M.check(rec, id)
 end
 
 -- ---- reading ----------------------------------------------------------------------------------
+-- Errors say "the record ...": the reason shown in `riklet ps`; where it is is said beside it.
 local function read_record(file, id)
   local s, err = fs.read(file, M.RECORD_MAX)
-  if not s then return nil, err end
+  if not s then
+    err = tostring(err)
+    if err:sub(1, #file + 1) == file .. " " then return nil, "the record " .. err:sub(#file + 2) end
+    return nil, "the record cannot be read: " .. err
+  end
   local rec, jerr = json.decode(s)
-  if rec == nil then return nil, ("%s is not valid JSON (%s)"):format(file, tostring(jerr)) end
+  if rec == nil then return nil, ("the record is not valid JSON (%s)"):format(tostring(jerr)) end
   local ok, verr = M.check(rec, id)
-  if not ok then return nil, ("%s is not a valid record: %s"):format(file, verr) end
+  if not ok then return nil, "the record is not valid: " .. verr end
   return rec
 end
 
@@ -207,7 +212,7 @@ end
 local function read_definition(rec)
   local p = def_path(rec.id)
   local s, err = fs.read(p, M.DEFINITION_MAX)
-  if not s then return nil, "its workload definition cannot be read: " .. err end
+  if not s then return nil, "its workload definition cannot be read: " .. tostring(err) end
   if #s ~= rec.definition_size then
     return nil, ("its workload definition %s is %d bytes, but the record says %d"):format(p, #s, rec.definition_size)
   end
@@ -224,9 +229,9 @@ function M.load(id, opts)
   if rec.definition ~= nil then
     def_saved[rec] = nil -- an older record with the definition inside: the next save moves it out
   elseif opts and opts.definition and NEEDS_DEFINITION[rec.status] and not rec.definition_error then
-    if rec.definition_size == nil then return nil, ("record %s has no workload definition"):format(path(id)) end
+    if rec.definition_size == nil then return nil, "the record names no workload definition" end
     local def, derr = read_definition(rec)
-    if not def then return nil, ("record %s: %s"):format(path(id), derr) end
+    if not def then return nil, derr end
     rec.definition = def
     def_saved[rec] = true
   end
@@ -250,18 +255,18 @@ local function quarantine(id, reason)
     ok, err = fs.rename(path(id), target)
   end
   if not ok then
-    log("error", "instance %s: its record cannot be used (%s), and cannot be moved aside either (%s). It stays in %s; "
-      .. "its containers, directory and network are kept", id, reason, err, path(id))
-    return path(id)
+    log("error", "instance %s: %s, and it cannot be moved aside either (%s). It stays in %s; its containers, "
+      .. "directory and network are kept", id, reason, err, path(id))
+    return path(id), ("%s (%s; cannot be moved to %s)"):format(reason, path(id), qdir)
   end
   if fs.exists(def_path(id)) then
     local dok, derr = fs.rename(def_path(id), target:gsub("%.json(%.?%d*)$", ".definition%1"))
     if not dok then log("warn", "instance %s: %s", id, derr) end
   end
-  log("error", "instance %s: its record cannot be used (%s); moved to %s. Its containers, directory and network "
-    .. "are KEPT (it shows as UNKNOWN in `riklet ps`). Check them, then either put a valid record back in %s, or "
-    .. "remove %s and restart riklet, which then removes what no record names", id, reason, target, dir, target)
-  return target
+  log("error", "instance %s: %s; it is moved to %s. Its containers, directory and network are KEPT (UNKNOWN in "
+    .. "`riklet ps`). Check them, then either put a valid record back in %s, or remove %s and restart riklet, "
+    .. "which then removes what no record names", id, reason, target, dir, target)
+  return target, ("%s (moved to %s)"):format(reason, target)
 end
 
 function M.held(id) return held[id] end
@@ -288,12 +293,12 @@ function M.list(opts)
       if rec then
         recs[#recs + 1] = rec
       else
-        local where = path(id)
+        local where, reason = path(id), ("%s (%s)"):format(rerr, path(id))
         if opts.quarantine then
-          where = quarantine(id, rerr)
-          held[id] = rerr
+          where, reason = quarantine(id, rerr)
+          held[id] = reason
         end
-        bad[#bad + 1] = { id = id, reason = rerr, path = where }
+        bad[#bad + 1] = { id = id, reason = reason, path = where }
       end
     elseif id then
       log("warn", "%s/%s is not named after an instance id: ignored", dir, n)
@@ -315,8 +320,8 @@ function M.list(opts)
     if id and safe(id, 128) and not present[id] then
       local q = qdir .. "/" .. n
       local _, why = read_record(q, id)
-      local reason = ("its record is in quarantine (%s%s): remove that file once its containers, directory and "
-        .. "network are dealt with"):format(q, why and (": " .. why:gsub("^" .. q:gsub("%p", "%%%0") .. " ", "")) or "")
+      local reason = ("%s (kept in quarantine: %s; remove it once its containers, directory and network are "
+        .. "dealt with)"):format(why or "the record was unusable", q)
       if opts.quarantine then held[id] = reason end
       bad[#bad + 1] = { id = id, reason = reason, path = q }
       present[id] = true

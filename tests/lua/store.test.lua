@@ -143,7 +143,7 @@ T.ok(not fs.exists(rdir .. "/orphan.definition"), "a definition no record names 
 write("victim.json", "{not json")
 _, badl = store.list({ quarantine = true })
 T.ok(fs.exists(rdir .. "/quarantine/victim.json.1"), "a second bad record of one id is kept beside the first")
-T.like(store.held("array"), "quarantine/array.json: .*array", "held again from the quarantine, with the reason")
+T.like(store.held("array"), "array.*quarantine/array.json", "held again from the quarantine, with the reason")
 local ids = {}
 for _, b in ipairs(badl) do ids[b.id] = (ids[b.id] or 0) + 1 end
 T.is(ids.victim, 1, "one entry per id")
