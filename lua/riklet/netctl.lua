@@ -134,8 +134,37 @@ local function load()
     return nil, ("the network state %s is not valid JSON (%s); move it away to start afresh, then run riklet cleanup"):format(p, tostring(derr))
   end
   t.instances = type(t.instances) == "table" and t.instances or {}
+  -- the state file is input too: an entry is used only if every name and address in it is one
+  -- riklet would have made (a dropped entry's links are still swept by name at reconcile, and a
+  -- live instance gets its entry back from its record on adoption)
+  for id, r in pairs(t.instances) do
+    local why = M.bad_entry(id, r)
+    if why then
+      log("error", "%s: the entry of %s is ignored: %s", p, tostring(id):sub(1, 80), why)
+      t.instances[id] = nil
+    end
+  end
   S = t
   return true
+end
+
+local function ip_ok(s) return s == nil or (type(s) == "string" and net.ip4(s) ~= nil) end
+
+-- Why a network state entry cannot be trusted, or nil.
+function M.bad_entry(id, r)
+  if not valid_id(id) then return "not an instance id" end
+  if type(r) ~= "table" then return "not an object" end
+  if r.kind ~= "Pod" and r.kind ~= "Function" then return "kind is not Pod or Function" end
+  local pattern = r.kind == "Pod" and "^" .. VETH_PREFIX .. "%x%x%x%x%x%x%x%x$" or "^" .. TAP_PREFIX .. "%x%x%x%x%x%x%x%x$"
+  if r.host_if ~= nil and not (type(r.host_if) == "string" and r.host_if:match(pattern)) then
+    return "host_if is not a link name riklet makes"
+  end
+  if not (ip_ok(r.ip) and ip_ok(r.guest_ip) and ip_ok(r.tap_ip)) then return "an address is not an IPv4 address" end
+  if r.rules ~= nil and type(r.rules) ~= "table" then return "rules is not an array" end
+  for _, rule in ipairs(r.rules or {}) do
+    if type(rule) ~= "table" or rule.comment ~= owner(id) then return "a rule does not belong to it" end
+  end
+  return nil
 end
 
 local function used(kind)

@@ -154,3 +154,14 @@ store.list()
 T.ok(fs.exists(rdir .. "/late.json"), "store.list() without quarantine moves nothing (riklet ps)")
 
 proc.run({ "rm", "-rf", tmp })
+
+-- ---- network.json entries are input too -------------------------------------------------------
+local netctl = require "riklet.netctl"
+T.is(netctl.bad_entry("a", { kind = "Pod", ip = "10.89.0.2", prefix = 16, host_if = "rkv0123abcd",
+  rules = { { chain = "RIKLET", comment = "riklet:a" } } }), nil, "network state: an entry riklet writes is used")
+T.like(netctl.bad_entry("a", { kind = "Pod", ip = "10.89.0.2", host_if = "eth0" }), "host_if",
+  "network state: an entry naming a link riklet does not make (eth0) is ignored")
+T.like(netctl.bad_entry("a", { kind = "Pod", ip = "10.89.0.2; x" }), "address", "network state: a bad address")
+T.like(netctl.bad_entry("../a", { kind = "Pod" }), "instance id", "network state: an id with ../")
+T.like(netctl.bad_entry("a", { kind = "Pod", rules = { { comment = "riklet:b" } } }), "rule",
+  "network state: a rule of another instance")
