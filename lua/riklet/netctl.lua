@@ -535,9 +535,12 @@ function M.reconcile(live_ids)
   st, err = fw.apply(rules)
   if not st then return nil, err end
   summary.rules_removed = summary.rules_removed + st.deleted
-  -- links riklet names that no instance owns
+  -- links riklet names that no instance owns (nor a live one the state lost: named after its id)
   local mine = {}
   for _, rec in pairs(S.instances) do if rec.host_if then mine[rec.host_if] = true end end
+  for id in pairs(live) do
+    mine[VETH_PREFIX .. hash8(id)], mine[TAP_PREFIX .. hash8(id)] = true, true
+  end
   for _, l in ipairs(net.links() or {}) do
     local p = l.name:sub(1, 3)
     if (p == VETH_PREFIX or p == TAP_PREFIX) and #l.name == 11 and not mine[l.name] then
@@ -546,7 +549,7 @@ function M.reconcile(live_ids)
     end
   end
   for _, name in ipairs(net.netns_list(C.netns_dir) or {}) do
-    if not (S.instances[name] and S.instances[name].kind == "Pod") then
+    if not (S.instances[name] and S.instances[name].kind == "Pod") and not live[name] then
       local nok, nerr = net.netns_del(C.netns_dir, name)
       if nok then summary.netns_removed = summary.netns_removed + 1 else errs[#errs + 1] = nerr end
     end

@@ -5,6 +5,8 @@
 #    the previous Pod left over (record and manifest removed while riklet was down); every time
 #    the leftovers go and the new Pod comes up with its namespace, veth, address and DNAT rule
 #    (the boot clean-up used to remove the network of a Pod created in the same instant);
+#  - an unreadable record: its Pod keeps its container and network (also when network.json lost
+#    its entry), and loses them once the operator removes the quarantined record;
 #  - a full state disk: the state dir is a small tmpfs, filled up while riklet is down (SIGTERM,
 #    then kill -9); the restarted riklet cannot rewrite network.json, and every Pod stays RUNNING
 #    with its container pid and its network; once space is freed, the state is written again.
@@ -100,6 +102,32 @@ done
 is "$good" "$N" "in $N starts over leftovers with a manifest present, the new Pod always came up with its network"
 start_riklet || bail_out "riklet did not start"
 ok "wait_for 20 test ! -e $NETNS/$prev" "the last leftover goes too"
+stop_riklet TERM
+
+# --- an unreadable record keeps its Pod's network -----------------------------------------------
+manifest q1 8301
+manifest q2 8302
+start_riklet || bail_out "riklet did not start"
+wait_status 60 q1 RUNNING && wait_status 60 q2 RUNNING
+ok "has_network q1 8301 && has_network q2 8302" "Pods q1 and q2 are RUNNING with their network"
+q1_pid=$(runc_pid q1_c) q2_pid=$(runc_pid q2_c) q2_veth=$(veth_of q2)
+stop_riklet KILL
+for q in q1 q2; do head -c 50 "$STATE/records/$q.json" >"$TEST_TMP/r" && cat "$TEST_TMP/r" >"$STATE/records/$q.json"; done
+# q2's entry in network.json is lost too: its namespace and veth are still named after its id
+jq 'del(.instances.q2)' "$STATE/network.json" >"$TEST_TMP/n" && cat "$TEST_TMP/n" >"$STATE/network.json"
+start_riklet || bail_out "riklet did not start over truncated records"
+reconciled() { (($(grep -c 'network reconciled' "$LOG") >= N + 3)); }
+wait_for 20 reconciled
+is "$(status q1)/$(status q2)" UNKNOWN/UNKNOWN "truncated records: q1 and q2 are UNKNOWN"
+is "$(runc_pid q1_c)/$(runc_pid q2_c)" "$q1_pid/$q2_pid" "their containers are kept (same pids)"
+ok "has_network q1 8301" "q1 keeps its namespace, veth, address and DNAT rule"
+ok "[[ -e $NETNS/q2 && -n \$(pod_ip q2) ]] && on_bridge $q2_veth" \
+	"q2, whose network.json entry is gone too, keeps its namespace, address and veth"
+stop_riklet TERM
+rm -f "$MANIFESTS"/q?.json "$STATE"/records/quarantine/q?.*
+start_riklet || bail_out "riklet did not start"
+q_gone() { [[ ! -e $NETNS/q1 && ! -e $NETNS/q2 && -z $(runc_pid q1_c) && -z $(runc_pid q2_c) ]]; }
+ok "wait_for 20 q_gone" "once their quarantined records are removed, the next start removes their leftovers"
 stop_riklet TERM
 
 # --- a full state disk -------------------------------------------------------------------------
