@@ -139,7 +139,7 @@ function P.create(inst, w)
   for i, c in ipairs(w.containers) do
     local cdir = dir .. "/" .. c.name
     local crec = {
-      name = c.name, runc_id = inst.id .. "_" .. c.name, dir = cdir, image = c.image,
+      name = c.name, runc_id = store.runc_id(inst.id, c.name), dir = cdir, image = c.image,
       digest = imgs[i].digest, log = cdir .. "/output.log", state = "preparing",
     }
     rec.containers[i] = crec
