@@ -42,10 +42,22 @@ like "$other_pid" '^[1-9][0-9]*$' "another riklet's container other_c runs in th
 # --- two Pods, then riklet stopped --------------------------------------------------------------
 pod a >"$MANIFESTS/a.json"
 pod b >"$MANIFESTS/b.json"
+# ctl: 800 KB of raw control characters in its env (25 values of 32000 bytes): a record that
+# re-encoded its definition grew to 4.8 MB, over the read cap, and the Pod was wiped at restart
+ctl=$(head -c 32000 /dev/zero | tr '\0' '\001')
+{
+	printf '{"apiVersion":"v1","kind":"Pod","name":"ctl","replicas":null,"spec":{"function":null,"containers":[{"name":"c","image":"%s","ports":null,"env":[' "$IMAGE"
+	for i in $(seq 1 25); do printf '%s{"name":"V%d","value":"%s"}' "$([[ $i == 1 ]] || echo ,)" "$i" "$ctl"; done
+	printf ']}]}}'
+} >"$TEST_TMP/ctl.json"
+unset ctl
+mv "$TEST_TMP/ctl.json" "$MANIFESTS/ctl.json"
 rk_start_standalone || bail_out "riklet did not start"
-rk_wait_status 60 a RUNNING && rk_wait_status 60 b RUNNING
-is "$(rk_status a)/$(rk_status b)" RUNNING/RUNNING "Pods a and b are RUNNING"
-pid_a=$(rk_runc_pid a_c) pid_b=$(rk_runc_pid b_c)
+rk_wait_status 60 a RUNNING && rk_wait_status 60 b RUNNING && rk_wait_status 60 ctl RUNNING
+is "$(rk_status a)/$(rk_status b)/$(rk_status ctl)" RUNNING/RUNNING/RUNNING "Pods a, b and ctl are RUNNING"
+pid_a=$(rk_runc_pid a_c) pid_b=$(rk_runc_pid b_c) pid_ctl=$(rk_runc_pid ctl_c)
+ok "cmp -s '$MANIFESTS/ctl.json' '$R/ctl.definition'" "ctl's definition is stored byte for byte as it arrived"
+ok "(($(stat -c %s "$R/ctl.json") < 65536))" "ctl's record stays small ($(stat -c %s "$R/ctl.json") bytes)"
 rk_stop TERM
 
 # --- tampering, while riklet is down --------------------------------------------------------------
@@ -67,6 +79,8 @@ pod late >"$MANIFESTS/late.json"
 rk_start_standalone || bail_out "riklet did not start over the tampered records"
 rk_wait_status 60 late RUNNING
 is "$(rk_status late)" RUNNING "riklet serves: a manifest added while it was down reaches RUNNING"
+is "$(rk_status ctl)" RUNNING "ctl (800 KB of control characters) is re-adopted RUNNING"
+is "$(rk_runc_pid ctl_c)" "$pid_ctl" "ctl keeps its container pid"
 for id in "${BAD[@]}"; do
 	ok "[[ -e $Q/$id.json && ! -e $R/$id.json ]]" "$id: its record is moved to records/quarantine/"
 	is "$(rk_status "$id")" UNKNOWN "$id: riklet ps --json shows it UNKNOWN"
@@ -114,7 +128,8 @@ rm -f "$Q/a.json" "$Q/a.definition"
 rk_start_standalone || bail_out "riklet did not restart"
 new_a() { [[ $(rk_status a) == RUNNING && -n $(rk_runc_pid a_c) && $(rk_runc_pid a_c) != "$pid_a" ]]; }
 ok "wait_for 60 new_a" "once its quarantined record is removed, a's leftovers go and a is created afresh"
-ok "! kill -0 $pid_a" "the old container of a is gone"
+pid_gone() { [[ ! -e /proc/$1 || $(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) == Z ]]; }
+ok "wait_for 10 pid_gone $pid_a" "the old container of a is gone"
 is "$(cat "$VICTIM/file" 2>&1)" precious "the victim directory is still untouched"
 is "$(rk_runc_pid other_c)" "$other_pid" "the other riklet's container is still untouched"
 rk_stop TERM
