@@ -194,8 +194,9 @@ local function lifecycle(inst, mode)
     inst.workload = w
     -- the record lists the resources, so the driver can free them even without a workload
     inst.driver = drivers[w and w.kind or inst.rec.kind or "Pod"]
-    if (not w or not inst.driver) and not ENDED[inst.rec.status] then
-      -- cannot drive it any more (definition refused by a changed policy, driver gone)
+    if not w and inst.driver and not ENDED[inst.rec.status] then
+      -- cannot drive it any more (definition refused by a changed policy; a missing driver is
+      -- no evidence that it is gone: try_adopt leaves it running)
       if inst.rec.status == "RUNNING" then
         set_status(inst, "FAILED", "cannot be re-adopted: " .. tostring(aerr or ("no " .. tostring(inst.rec.kind) .. " driver")))
         teardown(inst, "release")
@@ -243,6 +244,11 @@ end
 -- nil, err, true) fails it; riklet failing to check or write something (a full disk, runc failing)
 -- keeps it RUNNING, logged, and adoption is tried again later from its mailbox.
 function agent.try_adopt(inst)
+  if not inst.driver then
+    log("error", "instance %s: no %s driver is loaded (see above why): it is left RUNNING, unmanaged, until a riklet "
+      .. "that can drive it starts", inst.id, tostring(inst.rec.kind or "Pod"))
+    return
+  end
   local ok, res, adopt_err, gone = xpcall(inst.driver.adopt, traceback, inst)
   if ok and res then
     log("info", "instance %s re-adopted: %s", inst.id, res == true and "running" or tostring(res))

@@ -7,7 +7,8 @@
 # `riklet ps` (and --json), keeps everything named after it (the two containers keep their pid,
 # their directories stay), leaves the victim directory and the other riklet's container alone,
 # and still removes leftovers no record names. Removing a quarantined record then lets the next
-# start clean its instance up and create it afresh from its manifest.
+# start clean its instance up and create it afresh from its manifest. Last, riklet restarted with
+# a runc that fails every `state`, then with no runc at all, leaves the Pods RUNNING (same pids).
 source "$(dirname "$0")/../lib/mkimage.sh"
 source "$(dirname "$0")/../lib/riklet.sh"
 need_root
@@ -132,6 +133,31 @@ pid_gone() { [[ ! -e /proc/$1 || $(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/nul
 ok "wait_for 10 pid_gone $pid_a" "the old container of a is gone"
 is "$(cat "$VICTIM/file" 2>&1)" precious "the victim directory is still untouched"
 is "$(rk_runc_pid other_c)" "$other_pid" "the other riklet's container is still untouched"
+pid_a=$(rk_runc_pid a_c) pid_late=$(rk_runc_pid late_c)
+rk_stop TERM
+
+# --- runc failing, or missing, is no evidence that a container is gone ----------------------------
+# a runc that answers --version but fails every `state` (as at `ulimit -n 16`)
+printf '%s\n' '#!/bin/sh' 'for a in "$@"; do' \
+	'	[ "$a" = state ] && { echo "level=error msg=\"open /proc/self/fd: too many open files\"" >&2; exit 1; }' \
+	'done' 'exec runc "$@"' >"$TEST_TMP/failing-runc"
+chmod +x "$TEST_TMP/failing-runc"
+for how in failing missing; do
+	runc_opt=$TEST_TMP/failing-runc
+	[[ $how == missing ]] && runc_opt=$TEST_TMP/no-such-runc
+	rk_start_standalone --runc "$runc_opt" || bail_out "riklet did not start with a $how runc"
+	sleep 3
+	is "$(rk_status a)/$(rk_status late)" RUNNING/RUNNING "runc $how at restart: the Pods stay RUNNING"
+	is "$(rk_runc_pid a_c)/$(rk_runc_pid late_c)" "$pid_a/$pid_late" "runc $how at restart: same container pids"
+	rk_stop TERM
+done
+ok "grep -q 'That is no evidence that it is gone' '$RK_LOG'" "the log says adoption is retried, not that the Pod is lost"
+rk_start_standalone || bail_out "riklet did not start"
+readopted() { (($(grep -c 'instance late re-adopted' "$RK_LOG") >= 2)); }
+ok "wait_for 20 readopted" "with runc back, the Pods are re-adopted"
+is "$(rk_status a)/$(rk_status late)" RUNNING/RUNNING "and are still RUNNING"
+is "$(rk_runc_pid a_c)/$(rk_runc_pid late_c)" "$pid_a/$pid_late" "with the same container pids"
+nok "grep -q 'lost while riklet was not running' '$RK_LOG'" "no Pod was ever declared lost"
 rk_stop TERM
 
 runc --root "$RUNC_ROOT" delete -f other_c >/dev/null 2>&1
