@@ -342,6 +342,7 @@ function M.save(rec)
     rec.definition_size = #def
     if #def > M.DEFINITION_MAX then
       rec.definition_error = ("the workload definition is %d bytes, more than the %d riklet stores"):format(#def, M.DEFINITION_MAX)
+      log("error", "instance %s: %s: not written (the record says so)", rec.id, rec.definition_error)
     else
       local ok, err = fs.write_atomic(def_path(rec.id), def, "0600")
       if not ok then return nil, ("cannot store the workload definition of %s: %s"):format(rec.id, err) end
