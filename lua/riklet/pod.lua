@@ -6,7 +6,8 @@
 --   init(cfg, agent) -> true | nil, err
 --   create(inst, workload) -> true | nil, err   records every resource in inst.rec as it goes, so
 --                                                a failure (or a crash) can always be rolled back
---   adopt(inst) -> true | nil, err               after a riklet restart: watch what still runs
+--   adopt(inst) -> true | nil, err, gone         after a riklet restart: watch what still runs; gone
+--                                                only on positive evidence (runc: no such container)
 --   release(inst) -> true | nil, err             the workload ended: free runtime resources, keep logs
 --   destroy(inst) -> true | nil, err             remove everything, idempotent
 --   restart(inst, container_name) -> true | nil, err
@@ -26,15 +27,9 @@ local cfg, agent, netctl
 
 local function log(level, fmt, ...) core.log(level, "pod", fmt:format(...)) end
 
--- The runc id of container `name` of instance `id`, never the same for two (id, name) pairs.
--- Both are [A-Za-z0-9._-] and may hold '_', so "<id>_<name>" alone collides (a_b + c and a + b_c
--- are both a_b_c). It is kept when the id holds no '_' (the first '_' then splits it, and a name
--- starts with a letter or digit); otherwise each '_' of the id is doubled and "_-" separates:
--- a_b + c -> a__b_-c (its first '_' is followed by '_', which the short form never has).
-function P.runc_id(id, name)
-  if not id:find("_", 1, true) then return id .. "_" .. name end
-  return id:gsub("_", "__") .. "_-" .. name
-end
+-- The runc id of container `name` of instance `id` (collision-free; the one derivation, which
+-- record validation in riklet.store checks against).
+P.runc_id = store.runc_id
 
 function P.init(config, ag)
   cfg, agent = config, ag
@@ -150,7 +145,7 @@ function P.create(inst, w)
   for i, c in ipairs(w.containers) do
     local cdir = dir .. "/" .. c.name
     local crec = {
-      name = c.name, runc_id = P.runc_id(inst.id, c.name), dir = cdir, image = c.image,
+      name = c.name, runc_id = store.runc_id(inst.id, c.name), dir = cdir, image = c.image,
       digest = imgs[i].digest, log = cdir .. "/output.log", state = "preparing",
     }
     rec.containers[i] = crec
@@ -274,26 +269,39 @@ function P.destroy(inst)
   return free_resources(inst, false)
 end
 
+-- Watch again what still runs after a riklet restart. -> description | nil, err, gone
+-- gone (the third result) is positive evidence that the workload no longer runs, and makes the
+-- instance FAILED "lost" and released; without it the instance stays RUNNING and adoption is
+-- tried again later (P.adopt is safe to call again: it watches only what is not watched yet).
+--   gone:     runc says the container does not exist; runc shows it stopped (its process ended:
+--             a zombie too) or created (never started); netctl says its namespace is gone.
+--   not gone: runc failing to answer (missing from PATH, an fd limit, a timeout), a paused
+--             container, netctl failing to write network.json (a full disk).
+-- (Under conmon, "stopped" becomes "ended, with the exit code conmon wrote"; the rest stays.)
 function P.adopt(inst)
   local running = 0
   for _, c in ipairs(inst.rec.containers or {}) do
-    local st = runc.state(c.runc_id)
+    local st, serr, missing = runc.state(c.runc_id)
     if not st then
-      return nil, ("container %s is gone from runc"):format(c.runc_id)
+      if missing then return nil, ("container %s is gone from runc"):format(c.runc_id), true end
+      return nil, ("cannot ask runc about container %s: %s"):format(c.runc_id, tostring(serr))
     end
     if st.status == "running" and st.pid and st.pid > 0 then
       c.pid = st.pid
-      watch(inst, c)
+      if not rt(inst, c.name).watching then watch(inst, c) end -- adoption may be tried again
       running = running + 1
     elseif c.state == "exited" then
       rt(inst, c.name).exited:set({ code = c.exit_code })
+    elseif st.status == "paused" then
+      return nil, ("container %s is paused (by someone else than riklet); resume it with `runc --root %s resume %s`")
+        :format(c.runc_id, runc.root(), c.runc_id)
     else
-      return nil, ("container %s is %s"):format(c.runc_id, st.status)
+      return nil, ("container %s is %s"):format(c.runc_id, tostring(st.status)), true
     end
   end
   if inst.rec.network and netctl and netctl.adopt then
-    local ok, err = netctl.adopt(inst.id, inst.workload, inst.rec.network)
-    if not ok then return nil, "its network: " .. tostring(err) end
+    local ok, err, gone = netctl.adopt(inst.id, inst.workload, inst.rec.network)
+    if not ok then return nil, "its network: " .. tostring(err), gone end
   end
   return ("%d container(s) running"):format(running)
 end
@@ -352,40 +360,26 @@ function P.reconcile(live_ids, is_live)
   return true
 end
 
--- A record is input too: before anything uses what it names, each container's name must be
--- valid, its runc id the one P.runc_id gives (an older riklet's "<id>_<name>" is kept only when
--- runc shows that container's bundle is this container's directory) and its directory where
--- riklet puts it. A container entry with an invalid name is dropped (riklet never made it).
+-- What a record names is validated when it is read (riklet.store.check: names, directories, runc
+-- ids derived from the instance id; an invalid record is quarantined, never used). One thing only
+-- runc can tell: a container whose record has the runc id an older riklet gave ("<id>_<name>",
+-- which can collide) keeps it only when runc shows that container's bundle is this container's
+-- directory; otherwise it gets the current one (store.runc_id).
 function P.load(inst)
-  local keep = {}
   for _, c in ipairs(inst.rec.containers or {}) do
-    if type(c) ~= "table" or type(c.name) ~= "string" or not fs.safe_name(c.name, 63) then
-      log("error", "instance %s: its record lists a container with an invalid name (%s): ignored", inst.id,
-        type(c) == "table" and tostring(c.name) or tostring(c))
-    else
-      local want = P.runc_id(inst.id, c.name)
-      local dir = cfg.paths.instances .. "/" .. inst.id .. "/" .. c.name
-      if c.runc_id ~= want then
-        local st = c.runc_id == inst.id .. "_" .. c.name and runc.state(c.runc_id)
-        if not (st and st.bundle == dir) then
-          log("error", "instance %s: its record names runc container %s for container %s; using %s", inst.id,
-            tostring(c.runc_id), c.name, want)
-          c.runc_id = want
-        end
+    local want = store.runc_id(inst.id, c.name)
+    local dir = cfg.paths.instances .. "/" .. inst.id .. "/" .. c.name
+    if c.runc_id ~= want then
+      local st = c.runc_id == store.legacy_runc_id(inst.id, c.name) and runc.state(c.runc_id)
+      if not (st and st.bundle == dir) then
+        log("error", "instance %s: its record names runc container %s for container %s, which runc does not show "
+          .. "as this container's; using %s", inst.id, tostring(c.runc_id), c.name, want)
+        c.runc_id = want
       end
-      if c.dir ~= dir then
-        if c.dir ~= nil then log("error", "instance %s: its record puts container %s in %s; using %s", inst.id, c.name, tostring(c.dir), dir) end
-        c.dir = dir
-      end
-      keep[#keep + 1] = c
     end
+    c.dir = c.dir or dir
   end
-  inst.rec.containers = keep
-  if inst.rec.dir ~= nil and inst.rec.dir ~= cfg.paths.instances .. "/" .. inst.id then
-    log("error", "instance %s: its record names directory %s; using %s", inst.id, tostring(inst.rec.dir),
-      cfg.paths.instances .. "/" .. inst.id)
-    inst.rec.dir = cfg.paths.instances .. "/" .. inst.id
-  end
+  inst.rec.dir = inst.rec.dir or (cfg.paths.instances .. "/" .. inst.id)
 end
 
 -- What an exit means for a Pod: FAILED as soon as one container fails (non-zero code, a signal,
@@ -439,9 +433,9 @@ local function adopt_with_restarts(inst)
       waiting[#waiting + 1] = c
     end
   end
-  local res, err = P.adopt(inst)
+  local res, err, gone = P.adopt(inst)
   for _, c in ipairs(waiting) do c.state = "waiting" end
-  if not res then return nil, err end
+  if not res then return nil, err, gone end
   for _, c in ipairs(waiting) do
     local delay = math.max(0, (tonumber(c.restart_at) or 0) - core.time())
     log("info", "instance %s: container %s was waiting to be restarted: restarting it in %.1f s", inst.id, c.name, delay)
