@@ -107,7 +107,7 @@ function agent.init(config)
   -- once every record is adopted, drivers remove what dead instances left behind (links, rules)
   -- Creates wait for booted, so the instances here are the ones records name.
   task.spawn(function()
-    local ok, err = xpcall(function()
+    local bok, berr = xpcall(function()
       for _, inst in ipairs(adopting) do
         if not inst.adopted:wait(600) then
           log("error", "instance %s: still not re-adopted after 10 minutes; leftovers are reconciled without waiting for it "
@@ -128,7 +128,7 @@ function agent.init(config)
         end
       end
     end, debug.traceback)
-    if not ok then log("error", "riklet internal error while cleaning up leftovers at start: %s", tostring(err)) end
+    if not bok then log("error", "riklet internal error while cleaning up leftovers at start: %s", tostring(berr)) end
     booted:set(true)
   end)
   return true

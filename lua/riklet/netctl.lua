@@ -525,6 +525,16 @@ function M.reconcile(live_ids)
   local rules
   rules, err = desired_all()
   if not rules then return nil, err end
+  -- a live (or held) instance whose entry network.json lost keeps the rules it has: removing them
+  -- needs positive evidence that they are no longer wanted
+  for _, r in ipairs(fw.list() or {}) do
+    local id = type(r.comment) == "string" and r.comment:match("^riklet:(.+)$")
+    if id and live[id] and not S.instances[id] and not r.foreign then
+      local keep = {}
+      for k, v in pairs(r) do if k ~= "text" and k ~= "foreign" then keep[k] = v end end
+      rules[#rules + 1] = keep
+    end
+  end
   local st
   st, err = fw.apply(rules)
   if not st then return nil, err end

@@ -56,7 +56,7 @@ for i in $(seq 1 110); do
 		"$i" "$i" "$pad" >"$MANIFESTS/.m$i" && mv "$MANIFESTS/.m$i" "$MANIFESTS/m$i.json"
 done
 unset pad
-all_failed() { (($(rk_ps_json | jq '[.[] | select((.id | test("^m[0-9]+$")) and .status == "FAILED")] | length') == 110)); }
+all_failed() { (($(rk_ps_json | jq '[.instances[] | select((.id | test("^m[0-9]+$")) and .status == "FAILED")] | length') == 110)); }
 ok "wait_for 120 all_failed" "110 failed manifests of 1 MB each are FAILED"
 sleep 2 # let the collector catch up, as it would on a node
 rss_after=$(rss_kb)

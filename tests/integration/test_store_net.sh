@@ -55,7 +55,7 @@ start_riklet() {
 started_or_dead() { ! kill -0 "$RK_PID" 2>/dev/null || (($(grep -c 'riklet .* started' "$LOG") > $1)); }
 stop_riklet() { kill -"${1:-TERM}" "$RK_PID" 2>/dev/null; wait "$RK_PID" 2>/dev/null; }
 ps_json() { "$RIKLET" ps --json --state-dir "$STATE" 2>/dev/null; }
-status() { ps_json | jq -r --arg id "$1" '.[] | select(.id == $id) | .status'; }
+status() { ps_json | jq -r --arg id "$1" '.instances[] | select(.id == $id) | .status'; }
 has_status() { [[ $(status "$1") == "$2" ]]; }
 wait_status() { wait_for "$1" has_status "$2" "$3"; }
 runc_pid() { runc --root "$RUNC_ROOT" state "$1" 2>/dev/null | jq -r .pid; }
@@ -123,6 +123,7 @@ is "$(runc_pid q1_c)/$(runc_pid q2_c)" "$q1_pid/$q2_pid" "their containers are k
 ok "has_network q1 8301" "q1 keeps its namespace, veth, address and DNAT rule"
 ok "[[ -e $NETNS/q2 && -n \$(pod_ip q2) ]] && on_bridge $q2_veth" \
 	"q2, whose network.json entry is gone too, keeps its namespace, address and veth"
+is "$(dnat_for 8302 q2)" 1 "and its DNAT rule"
 stop_riklet TERM
 rm -f "$MANIFESTS"/q?.json "$STATE"/records/quarantine/q?.*
 start_riklet || bail_out "riklet did not start"

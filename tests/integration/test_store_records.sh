@@ -33,7 +33,7 @@ pod other >"$OTHER_MANIFESTS/other.json"
 	--log-level debug >>"$TEST_TMP/other.log" 2>&1 </dev/null &
 OTHER_PID=$!
 RK_PIDS+=("$OTHER_PID")
-other_running() { [[ $("$RIKLET" ps --json --state-dir "$OTHER_STATE" | jq -r '.[0].status') == RUNNING ]]; }
+other_running() { [[ $("$RIKLET" ps --json --state-dir "$OTHER_STATE" | jq -r '.instances[0].status') == RUNNING ]]; }
 wait_for 60 other_running || { diag_file "$TEST_TMP/other.log" 20; bail_out "the other riklet's Pod did not start"; }
 kill -TERM "$OTHER_PID"
 wait "$OTHER_PID"

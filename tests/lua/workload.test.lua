@@ -223,8 +223,8 @@ local tmp = os.tmpname() fs.unlink(tmp) assert(fs.mkdir_p(tmp, "0700"))
 local store = require "riklet.store"
 assert(store.open(tmp .. "/records"))
 local idir = tmp .. "/instances/a_b"
-local function checked(c, rdir)
-  local ok, why = store.check({ id = "a_b", status = "RUNNING", dir = rdir or idir, containers = { c } }, "a_b")
+local function checked(cr, rdir)
+  local ok, why = store.check({ id = "a_b", status = "RUNNING", dir = rdir or idir, containers = { cr } }, "a_b")
   return ok and "valid" or why
 end
 T.is(checked({ name = "c", runc_id = "a__b_-c", dir = idir .. "/c" }), "valid", "store.check: the current runc id is valid")
