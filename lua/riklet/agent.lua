@@ -92,7 +92,7 @@ function agent.init(config)
   -- the clean-up below would take every instance for a leftover
   local recs, lerr = store.list({ quarantine = true, definitions = true })
   if not recs then return nil, "cannot list the instance records: " .. tostring(lerr) end
-  local adopting = {}
+  local adopting, unmanaged = {}, {}
   for _, rec in ipairs(recs) do
     if agent.valid_id(rec.id) then
       local inst = new_instance(rec.id, rec.definition, rec.source, rec)
@@ -101,7 +101,11 @@ function agent.init(config)
       adopting[#adopting + 1] = inst
       task.spawn(lifecycle.run, inst, "adopt")
     else
-      log("error", "a record has no valid instance id (%s): ignored", tostring(rec.id))
+      -- (store accepts longer ids than the agent) what it names is kept, like a held id's
+      log("error", "the record of %s has an instance id longer than %d characters: not managed, and what it names "
+        .. "is kept; remove %s/%s.json to have it cleaned up at the next start", tostring(rec.id), ID_MAX,
+        config.paths.records, tostring(rec.id))
+      unmanaged[#unmanaged + 1] = rec.id
     end
   end
   -- once every record is adopted, drivers remove what dead instances left behind (links, rules)
@@ -120,6 +124,7 @@ function agent.init(config)
       for _, inst in ipairs(adopting) do
         if not inst.gone.is_set then live[#live + 1] = inst.id end
       end
+      for _, id in ipairs(unmanaged) do live[#live + 1] = id end
       for _, id in ipairs(live) do is_live[id] = true end
       for kind, drv in pairs(lifecycle.drivers()) do
         if drv.reconcile then

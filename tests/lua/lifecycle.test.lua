@@ -37,6 +37,11 @@ local drv = {
   release = function(inst) count("release", inst.id) return true end,
   adopt = function(inst)
     if inst.rec.name == "raise-adopt" then error("boom in adopt") end
+    calls.adopt = calls.adopt or {}
+    calls.adopt[inst.id] = (calls.adopt[inst.id] or 0) + 1
+    -- runc failing to answer, a full disk: no evidence that it is gone (answers on the 2nd try)
+    if inst.rec.name == "adopt-flaky" and calls.adopt[inst.id] == 1 then return nil, "runc: too many open files" end
+    if inst.rec.name == "adopt-gone" then return nil, "container main does not exist", true end
     return true
   end,
   restart = function(inst, unit)
@@ -71,6 +76,8 @@ assert(store.save(rec("adopt-raises", "raise-adopt", "RUNNING")))
 assert(store.save(rec("was-destroying", "ok", "DESTROYING")))
 assert(store.save(rec("was-releasing", "ok", "FAILED", { released = false })))
 assert(store.save(rec("was-running", "ok", "RUNNING")))
+assert(store.save(rec("flaky", "adopt-flaky", "RUNNING")))
+assert(store.save(rec("gone", "adopt-gone", "RUNNING")))
 assert(store.save(rec("policy-changed", "refused-now", "RUNNING")))
 -- an admission policy that refuses what was admitted before riklet restarted
 assert(fs.mkdir_p(dir .. "/policies", "0700"))
@@ -110,6 +117,13 @@ T.is(store.load("was-releasing").released, true, "and stored as released")
 T.is(status("was-running"), "RUNNING", "a RUNNING record whose adoption works stays RUNNING")
 T.is(statuses("was-running"), "RUNNING", "and is reported RUNNING with no transition")
 T.is(status("policy-changed"), "RUNNING", "a running instance the admission policy now refuses keeps running")
+T.wait_for(5, function() return status("gone") == "FAILED" end)
+T.like(last_msg("gone"), "lost while riklet was not running: container main does not exist", "adopt says gone: FAILED lost")
+T.is(calls.release.gone, 1, "and released")
+T.is(status("flaky"), "RUNNING", "adopt failing without evidence that it is gone: still RUNNING")
+T.wait_for(5, function() return calls.adopt.flaky == 2 and statuses("flaky") ~= "" end)
+T.is(calls.adopt.flaky, 2, "adoption is tried again (after ~2 s)")
+T.is(statuses("flaky") .. "/" .. status("flaky"), "RUNNING/RUNNING", "and then reported RUNNING, with no transition")
 agent.create("policy-new", pod("refused-now"), "test")
 T.wait_for(5, function() return status("policy-new") == "FAILED" end)
 T.is(last_msg("policy-new"), "refused-now is not welcome", "while a new one is refused with the policy's reason")
