@@ -2,7 +2,9 @@
  * All return value | nil, err on expected failure. write_atomic and rm_rf run on the worker pool
  * and yield the calling task (see below); same results.
  *
- *   fs.read(path[, max=16 MiB]) -> string        fs.write_atomic(path, data[, mode="0644"]) -> true
+ *   fs.read(path[, max=16 MiB[, {follow=bool}]]) -> string   a regular file only, never a wait on a
+ *                       FIFO, a symbolic link refused unless follow, a file over max refused unread
+ *   fs.write_atomic(path, data[, mode="0644"]) -> true
  *   fs.append(path, data) -> true                fs.mkdir_p(path[, mode="0755"]) -> true
  *   (modes are octal strings: Lua has no octal literals, so a number is refused)
  *   fs.rm_rf(path) -> true (never crosses a mount) fs.unlink(path) -> true (absent is fine)
@@ -45,16 +47,51 @@ static int check_mode(lua_State *L, int idx, int dflt)
 	return (int)m;
 }
 
+/* What a file that is not a regular file is, for the error message. */
+static const char *file_kind(mode_t m)
+{
+	return S_ISDIR(m)     ? "a directory"
+		: S_ISFIFO(m) ? "a FIFO (named pipe)"
+		: S_ISCHR(m)  ? "a character device"
+		: S_ISBLK(m)  ? "a block device"
+		: S_ISSOCK(m) ? "a socket"
+			      : "not a regular file";
+}
+
+/* fs.read(path[, max=16 MiB[, {follow=bool}]]) -> data | nil, err
+ * Regular files only, and never a wait: the file is opened O_NONBLOCK (a FIFO dropped where a
+ * manifest or a record is expected would block open() and freeze the loop), a symbolic link is
+ * refused unless follow (O_NOFOLLOW), and anything but a regular file or a file larger than max
+ * is refused from fstat, before reading. */
 static int l_read(lua_State *L)
 {
 	const char *p = luaL_checkstring(L, 1);
 	size_t max = (size_t)luaL_optnumber(L, 2, 16 << 20);
+	int follow = 0;
+	if (lua_istable(L, 3)) {
+		lua_getfield(L, 3, "follow");
+		follow = lua_toboolean(L, -1);
+		lua_pop(L, 1);
+	}
+	RK_AUTOCLOSE int fd = open(p, O_RDONLY | O_NONBLOCK | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
+	if (fd < 0 && errno == ELOOP && !follow)
+		return lrk_fail(L, "%s is a symbolic link: riklet reads only regular files here, not links", p);
+	if (fd < 0)
+		return lrk_fail(L, "cannot open %s: %s", p, strerror(errno));
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return lrk_fail(L, "cannot stat %s: %s", p, strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		return lrk_fail(L, "%s is %s: riklet reads only regular files here", p, file_kind(st.st_mode));
+	if ((size_t)st.st_size > max)
+		return lrk_fail(L, "%s is larger than %zu bytes (%lld bytes)", p, max, (long long)st.st_size);
+	/* the size may change while reading: rk_read_fd refuses more than max all the same */
 	char *buf;
-	size_t len;
+	size_t n;
 	rk_err e = {0};
-	if (rk_read_file(p, max, &buf, &len, &e) < 0)
+	if (rk_read_fd(fd, p, max, &buf, &n, &e) < 0)
 		return lrk_fail_err(L, &e);
-	lua_pushlstring(L, buf, len);
+	lua_pushlstring(L, buf, n);
 	free(buf);
 	return 1;
 }

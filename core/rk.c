@@ -145,6 +145,11 @@ int rk_read_file(const char *path, size_t max, char **out, size_t *len, rk_err *
 	RK_AUTOCLOSE int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return rk_errf(e, errno, "cannot open %s: %s", path, strerror(errno));
+	return rk_read_fd(fd, path, max, out, len, e);
+}
+
+int rk_read_fd(int fd, const char *path, size_t max, char **out, size_t *len, rk_err *e)
+{
 	size_t cap = 4096, n = 0;
 	char *buf = malloc(cap + 1);
 	if (!buf)

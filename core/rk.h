@@ -47,6 +47,8 @@ void rk_logv(int level, const char *subsys, const char *fmt, va_list ap);
 /* Small file helpers used across modules. */
 /* Read a whole file (NUL-terminated) into *out; max caps the size. */
 int rk_read_file(const char *path, size_t max, char **out, size_t *len, rk_err *e);
+/* The same from an open fd (read to its end); path only names it in errors. */
+int rk_read_fd(int fd, const char *path, size_t max, char **out, size_t *len, rk_err *e);
 /* Write atomically: tmp file in the same dir, fsync, rename, fsync dir. */
 int rk_write_file_atomic(const char *path, const void *buf, size_t len, int mode, rk_err *e);
 /* mkdir -p */

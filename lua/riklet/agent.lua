@@ -24,6 +24,9 @@ local workload = require "riklet.workload"
 local agent = {}
 local cfg
 local instances = {}
+-- set once the boot clean-up is over; every create waits for it (riklet.lifecycle), since the
+-- clean-up removes what no record names and would take a Pod created meanwhile for a leftover
+local booted = task.event()
 
 local ID_MAX = 64
 local ENDED = lifecycle.ENDED
@@ -85,14 +88,16 @@ function agent.init(config)
   local ok, err = store.open(config.paths.records)
   if not ok then return nil, err end
   if config.policy_dir then policy.set_dir(config.policy_dir) end
-  lifecycle.configure(config, { on_gone = prune })
+  lifecycle.configure(config, { on_gone = prune, booted = booted })
   -- what the operator asked for explicitly (--network bridge) and cannot have stops the start
-  local lok, lerr = load_drivers(config)
-  if not lok then return nil, lerr end
-  local recs, bad = store.list()
-  for _, b in ipairs(bad or {}) do log("error", "%s (ignored)", b) end
-  local adopting = {}
-  for _, rec in ipairs(recs or {}) do
+  local lok, lerr0 = load_drivers(config)
+  if not lok then return nil, lerr0 end
+  -- unusable records are moved aside and their ids held (store logs each); no list, no start:
+  -- the clean-up below would take every instance for a leftover
+  local recs, lerr = store.list({ quarantine = true, definitions = true })
+  if not recs then return nil, "cannot list the instance records: " .. tostring(lerr) end
+  local adopting, unmanaged = {}, {}
+  for _, rec in ipairs(recs) do
     if agent.valid_id(rec.id) then
       local inst = new_instance(rec.id, rec.definition, rec.source, rec)
       rec.containers = type(rec.containers) == "table" and rec.containers or {}
@@ -100,26 +105,40 @@ function agent.init(config)
       adopting[#adopting + 1] = inst
       task.spawn(lifecycle.run, inst, "adopt")
     else
-      log("error", "a record has no valid instance id (%s): ignored", tostring(rec.id))
+      -- (store accepts longer ids than the agent) what it names is kept, like a held id's
+      log("error", "the record of %s has an instance id longer than %d characters: not managed, and what it names "
+        .. "is kept; remove %s/%s.json to have it cleaned up at the next start", tostring(rec.id), ID_MAX,
+        config.paths.records, tostring(rec.id))
+      unmanaged[#unmanaged + 1] = rec.id
     end
   end
   -- once every record is adopted, drivers remove what dead instances left behind (links, rules)
+  -- Creates wait for booted, so the instances here are the ones records name.
   task.spawn(function()
-    for _, inst in ipairs(adopting) do
-      if not inst.adopted:wait(600) then
-        log("error", "instance %s: still not re-adopted after 10 minutes; leftovers are reconciled without waiting for it", inst.id)
+    local bok, berr = xpcall(function()
+      for _, inst in ipairs(adopting) do
+        if not inst.adopted:wait(600) then
+          log("error", "instance %s: still not re-adopted after 10 minutes; leftovers are reconciled without waiting for it "
+            .. "(what its record names is kept)", inst.id)
+        end
       end
-    end
-    local live = {}
-    for id, inst in pairs(instances) do
-      if not inst.gone.is_set then live[#live + 1] = id end
-    end
-    for kind, drv in pairs(lifecycle.drivers()) do
-      if drv.reconcile then
-        local rok, rerr = pcall(drv.reconcile, live, agent.is_live)
-        if not rok then log("error", "%s driver: reconciling leftovers failed: %s", kind, tostring(rerr)) end
+      -- live: what the records name, readable or not (an instance created since owns nothing yet,
+      -- and what its id names is a leftover too)
+      local live, is_live = store.held_ids(), {}
+      for _, inst in ipairs(adopting) do
+        if not inst.gone.is_set then live[#live + 1] = inst.id end
       end
-    end
+      for _, id in ipairs(unmanaged) do live[#live + 1] = id end
+      for _, id in ipairs(live) do is_live[id] = true end
+      for kind, drv in pairs(lifecycle.drivers()) do
+        if drv.reconcile then
+          local rok, rerr = pcall(drv.reconcile, live, function(id) return is_live[id] == true end)
+          if not rok then log("error", "%s driver: reconciling leftovers failed: %s", kind, tostring(rerr)) end
+        end
+      end
+    end, debug.traceback)
+    if not bok then log("error", "riklet internal error while cleaning up leftovers at start: %s", tostring(berr)) end
+    booted:set(true)
   end)
   return true
 end
@@ -165,9 +184,14 @@ function agent.create(id, definition, source, preset_error)
     return refuse(id, ("instance id %q is not valid: use 1 to %d characters of letters, digits, '.', '_' and '-'")
       :format((shown(id):gsub("%z", "\\0")), ID_MAX))
   end
+  if store.held(id) then
+    local msg = ("instance %s cannot be created or replaced: %s"):format(id, store.held(id))
+    log("error", "%s", msg)
+    return nil, msg
+  end
   local inst = instances[id]
   if inst and not inst.gone.is_set then
-    if not ENDED[inst.rec.status] or inst.rec.definition == definition then
+    if not ENDED[inst.rec.status] or store.same_definition(inst.rec, definition) then
       log("info", "instance %s already exists (%s): CREATE ignored", id, inst.rec.status or "?")
       lifecycle.notify(id, inst.rec.status, inst.rec.reason)
       return true
@@ -219,6 +243,11 @@ function agent.destroy(id)
   if cancelled and (not inst or inst.gone.is_set) then
     log("info", "instance %s: the pending replacement is cancelled by a destroy", id)
     return true
+  end
+  if (not inst or inst.gone.is_set) and store.held(id) then
+    local msg = ("instance %s is not destroyed: %s"):format(id, store.held(id))
+    log("error", "%s", msg)
+    return nil, msg
   end
   if not inst or inst.gone.is_set then
     log("info", "DESTROY for unknown instance %s: nothing to do, reporting TERMINATED", shown(id))
@@ -277,10 +306,11 @@ local function view(inst)
   }
 end
 
--- Is id an instance riklet still owns (running or ended, not yet destroyed)?
+-- Is id an instance riklet still owns (running or ended, not yet destroyed, or held: its record
+-- is in quarantine)?
 function agent.is_live(id)
   local inst = instances[id]
-  return inst ~= nil and not inst.gone.is_set
+  return (inst ~= nil and not inst.gone.is_set) or store.held(id) ~= nil
 end
 
 function agent.get(id)

@@ -163,7 +163,7 @@ local function run_one(cfg, file)
   local ok, err = need_root("riklet run")
   if not ok then return die("%s", err) end
   local def
-  def, err = fs.read(file, 1024 * 1024)
+  def, err = fs.read(file, 1024 * 1024, { follow = true })
   if not def then return die("cannot read the workload file: %s", err) end
   local agent
   agent, err = setup(cfg)
@@ -269,6 +269,8 @@ local function ps(cfg)
   store.open(paths.records)
   local recs, bad = store.list()
   if not recs then return die("%s", bad) end
+  -- records that cannot be used: their instance is UNKNOWN, and everything named after it is kept
+  for _, b in ipairs(bad) do recs[#recs + 1] = { id = b.id, status = "UNKNOWN", reason = b.reason } end
   if cfg.json then
     local out = json.array({})
     for _, r in ipairs(recs) do
@@ -289,7 +291,6 @@ local function ps(cfg)
     io.stdout:write(fmt:format(r.id, r.name or "-", r.kind or "-", r.status or "?", restarts, age(r.created_at), reason))
   end
   io.stdout:write(agent_line(agent_st, agent_why))
-  for _, b in ipairs(bad or {}) do io.stderr:write("riklet: ", b, "\n") end
   return 0
 end
 

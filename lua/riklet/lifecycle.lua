@@ -11,7 +11,9 @@
 --   create(inst, w) -> true | nil, err     records what it makes in inst.rec as it goes
 --   destroy(inst) -> true | nil, err       remove everything, idempotent
 --   release(inst) -> true | nil, err       the workload ended: free runtime resources, keep logs
---   adopt(inst) -> true | description | nil, err   after a riklet restart
+--   adopt(inst) -> true | description | nil, err, gone   after a riklet restart; gone only on
+--                       positive evidence that the workload no longer runs (the instance goes
+--                       FAILED "lost"); any other failure keeps it RUNNING and adoption is retried
 --   restart(inst, unit) -> true | nil, err
 --   on_exit(inst, msg) -> "running" | "TERMINATED" | "FAILED", reason, unit
 --                       what an exit means for this kind (msg = {container=, code=, signal=,
@@ -23,7 +25,8 @@
 -- The lifecycle knows no kind and looks inside no unit list.
 --
 -- One task per instance (L.run): it brings the instance up (or adopts it), then serves its
--- mailbox ({type="destroy"}, {type="exit", ...} from drivers, {type="restart", unit=}). Whatever
+-- mailbox ({type="destroy"}, {type="exit", ...} from drivers, {type="restart", unit=},
+-- {type="readopt"}). Creates (an interrupted one redone at boot too) wait for hooks.booted. Whatever
 -- raises inside it (driver, policy, restart) fails that instance with the traceback, and the
 -- mailbox is still served. Every driver step runs with a deadline.
 local core = require "riklet.core"
@@ -61,7 +64,7 @@ local function traceback(m) return debug.traceback(tostring(m), 2) end
 
 local function pack(...) return { n = select("#", ...), ... } end
 
--- L.configure(cfg, {on_gone = fn(inst)})
+-- L.configure(cfg, {on_gone = fn(inst), booted = event set once boot reconciliation is over})
 function L.configure(config, h)
   cfg, hooks = config, h or {}
 end
@@ -104,6 +107,9 @@ function L.transition(inst, to, reason)
   rec.status, rec.reason = to, reason or ""
   if L.ENDED[to] then rec.ended_at = core.time() end
   save(inst)
+  -- an ended instance keeps what ps and reports need, not its definition nor its workload (the
+  -- definition stays on disk, for store.same_definition)
+  if L.ENDED[to] then inst.workload = nil store.forget_definition(rec) end
   log(to == "FAILED" and "warn" or "info", "instance %s (%s %s): %s -> %s%s", inst.id, rec.kind or "?",
     rec.name or "?", from, to, reason and reason ~= "" and (": " .. reason) or "")
   L.notify(inst.id, to, reason)
@@ -131,9 +137,10 @@ end
 
 L.deadline = deadline
 
--- Run driver step `step` with a deadline. -> result | nil, err. A step that raises returns
--- nil, traceback; one that overruns returns nil, "did not finish" (it may still finish later: a
--- task cannot be cancelled, only abandoned, which is logged).
+-- Run driver step `step` with a deadline. -> result, extra | nil, err, raised, gone. A step that
+-- raises returns nil, traceback, true; one that overruns returns nil, "did not finish" (it may still
+-- finish later: a task cannot be cancelled, only abandoned, which is logged); gone is the step's own
+-- third result (adopt: positive evidence that the workload is gone).
 local function step(inst, name, ...)
   local d = inst.driver
   if not d then return nil, "no driver" end
@@ -151,7 +158,7 @@ local function step(inst, name, ...)
     return nil, msg
   end
   if not r[1] then return nil, "riklet internal error in the " .. name .. " step: " .. tostring(r[2]), true end
-  if not r[2] then return nil, r[3] or ("the " .. name .. " step failed") end
+  if not r[2] then return nil, r[3] or ("the " .. name .. " step failed"), false, r[4] end
   return r[2], r[3]
 end
 
@@ -248,6 +255,12 @@ end
 
 local function create(inst)
   local rec = inst.rec
+  if hooks.booted and not hooks.booted.is_set then
+    -- what the boot clean-up removes is decided from the records: an instance adopted at boot
+    -- (being re-created now) counts as adopted for it
+    if inst.adopted then inst.adopted:set(true) end
+    hooks.booted:wait()
+  end
   L.transition(inst, "CREATING")
   local w, err
   if inst.preset_error then err = inst.preset_error
@@ -301,6 +314,12 @@ local function adopt(inst)
   local st = rec.status
   if not inst.driver then
     local reason = ("cannot be re-adopted: no %s driver is loaded"):format(tostring(rec.kind))
+    if st == "RUNNING" then
+      -- a missing driver is no evidence that the workload is gone
+      log("error", "instance %s: no %s driver is loaded (see above why): it is left RUNNING, unmanaged, until a "
+        .. "riklet that can drive it starts; what it holds is left as it is", inst.id, tostring(rec.kind or "Pod"))
+      return
+    end
     if not L.ENDED[st] and not rec.destroyed then L.transition(inst, "FAILED", reason) end
     log("error", "instance %s %s; what it holds is left as it is", inst.id, reason)
     inst.released = true
@@ -319,13 +338,7 @@ local function adopt(inst)
       fail(inst, "cannot be re-adopted: " .. tostring(aerr))
       return
     end
-    local res, err, raised = step(inst, "adopt")
-    if res then
-      log("info", "instance %s re-adopted: %s", inst.id, res == true and "running" or tostring(res))
-      L.notify(inst.id, "RUNNING", rec.reason)
-    else
-      fail(inst, (raised and "could not be re-adopted: " or "lost while riklet was not running: ") .. tostring(err))
-    end
+    L.try_adopt(inst)
   elseif st == "DESTROYING" then
     -- a destroy (or a stop) was in progress when riklet stopped: finish it
     log("info", "instance %s was being destroyed when riklet stopped: finishing the destroy", inst.id)
@@ -339,6 +352,31 @@ local function adopt(inst)
     release(inst)
   else
     inst.released = true
+  end
+end
+
+-- Re-adopt a RUNNING instance. Only positive evidence that it is gone (the driver's adopt returns
+-- nil, err, true) fails it "lost"; an error raised in the driver fails it too (with the traceback).
+-- riklet failing to check or write something (a full disk, runc failing, the step overrunning)
+-- keeps it RUNNING, logged, and adoption is tried again later ({type="readopt"}, with back-off).
+function L.try_adopt(inst)
+  local res, err, raised, gone = step(inst, "adopt")
+  if res then
+    log("info", "instance %s re-adopted: %s", inst.id, res == true and "running" or tostring(res))
+    inst.adopt_attempts = nil
+    L.notify(inst.id, "RUNNING", inst.rec.reason)
+  elseif raised or gone then
+    inst.adopt_attempts = nil
+    fail(inst, (raised and "could not be re-adopted: " or "lost while riklet was not running: ") .. tostring(err))
+  else
+    inst.adopt_attempts = (inst.adopt_attempts or 0) + 1
+    local delay = math.min(60, 2 ^ inst.adopt_attempts)
+    log("error", "instance %s: cannot re-adopt it yet (%s). That is no evidence that it is gone: it stays RUNNING; "
+      .. "trying again in %ds", inst.id, tostring(err), delay)
+    task.spawn(function()
+      task.sleep(delay)
+      inst.mailbox:put({ type = "readopt" })
+    end)
   end
 end
 
@@ -366,6 +404,7 @@ local HANDLERS = {
   destroy = function(inst) destroy(inst) end,
   exit = function(inst, msg) if inst.rec.status == "RUNNING" then on_exit(inst, msg) end end,
   restart = function(inst, msg) if inst.rec.status == "RUNNING" then on_restart(inst, msg) end end,
+  readopt = function(inst) if inst.rec.status == "RUNNING" and inst.adopt_attempts then L.try_adopt(inst) end end,
 }
 
 -- An error raised in the task: the instance goes FAILED with the traceback (when it can from

@@ -16,7 +16,9 @@
 --       Pod:      net = { kind, netns, ip, address = "ip/len", gateway, host_if, ports }
 --       Function: net = { kind, tap, guest_ip, tap_ip, netmask, address, kernel_ip, ports }
 --   netctl.teardown(id) -> true | nil, err   (idempotent; an unknown id is fine)
---   netctl.adopt(id, workload, net) -> true | nil, err   (after a riklet restart: repair drift)
+--   netctl.adopt(id, workload, net) -> true | nil, err, gone   (after a riklet restart: repair drift;
+--                                            gone: its namespace no longer exists; failing to write
+--                                            the state is logged and retried, not an error)
 --   netctl.reconcile(live_ids) -> summary | nil, err     (boot: remove what dead instances left)
 --   netctl.cleanup_all([cfg]) -> true | nil, err         (riklet cleanup: remove everything)
 --   netctl.exposed() -> { ["tcp/8080"] = id, ... }       netctl.state() -> the allocation table
@@ -81,11 +83,38 @@ end
 -- ---- state ----------------------------------------------------------------------------------
 local function state_path() return C.state_dir .. "/network.json" end
 
+local unsaved -- a save failed where failing to write changes nothing in the kernel (adopt, reconcile)
+
 local function save()
   local s, err = json.encode(S, true)
   if not s then return nil, "encoding the network state: " .. tostring(err) end
   local ok, werr = fs.write_atomic(state_path(), s, "0600")
   if not ok then return nil, "saving the network state: " .. tostring(werr) end
+  unsaved = nil
+  return true
+end
+
+-- After adoption or reconciliation the kernel matches S already: a full or read-only state disk
+-- must not turn into "the workload is gone". Log it and keep trying in the background; any later
+-- save writes the whole state too.
+local function save_later(why)
+  local ok, err = save()
+  if ok then return true end
+  log("error", "%s: %s. The network is in place; riklet keeps the state in memory and retries the write", why, err)
+  if unsaved then return true end
+  unsaved = true
+  local task = require "riklet.task"
+  task.spawn(function()
+    local delay = 2
+    while unsaved do
+      task.sleep(delay)
+      if not unsaved then break end
+      local sok, serr = save()
+      if sok then log("info", "the network state is written again (%s)", state_path())
+      elseif delay < 60 then delay = delay * 2
+      else log("error", "still cannot write the network state: %s", serr) end
+    end
+  end)
   return true
 end
 
@@ -102,8 +131,37 @@ local function load()
     return nil, ("the network state %s is not valid JSON (%s); move it away to start afresh, then run riklet cleanup"):format(p, tostring(derr))
   end
   t.instances = type(t.instances) == "table" and t.instances or {}
+  -- the state file is input too: an entry is used only if every name and address in it is one
+  -- riklet would have made (a dropped entry's links are still swept by name at reconcile, and a
+  -- live instance gets its entry back from its record on adoption)
+  for id, r in pairs(t.instances) do
+    local why = M.bad_entry(id, r)
+    if why then
+      log("error", "%s: the entry of %s is ignored: %s", p, tostring(id):sub(1, 80), why)
+      t.instances[id] = nil
+    end
+  end
   S = t
   return true
+end
+
+local function ip_ok(s) return s == nil or (type(s) == "string" and net.ip4(s) ~= nil) end
+
+-- Why a network state entry cannot be trusted, or nil.
+function M.bad_entry(id, r)
+  if not valid_id(id) then return "not an instance id" end
+  if type(r) ~= "table" then return "not an object" end
+  if r.kind ~= "Pod" and r.kind ~= "Function" then return "kind is not Pod or Function" end
+  local pattern = r.kind == "Pod" and "^" .. VETH_PREFIX .. "%x%x%x%x%x%x%x%x$" or "^" .. TAP_PREFIX .. "%x%x%x%x%x%x%x%x$"
+  if r.host_if ~= nil and not (type(r.host_if) == "string" and r.host_if:match(pattern)) then
+    return "host_if is not a link name riklet makes"
+  end
+  if not (ip_ok(r.ip) and ip_ok(r.guest_ip) and ip_ok(r.tap_ip)) then return "an address is not an IPv4 address" end
+  if r.rules ~= nil and type(r.rules) ~= "table" then return "rules is not an array" end
+  for _, rule in ipairs(r.rules or {}) do
+    if type(rule) ~= "table" or rule.comment ~= owner(id) then return "a rule does not belong to it" end
+  end
+  return nil
 end
 
 local function used(kind)
@@ -440,7 +498,7 @@ function M.adopt(id, w, netrec)
   ok, err = ensure_infra()
   if not ok then return nil, "preparing the node network: " .. err end
   if rec.kind == "Pod" and not net.netns_exists(C.netns_dir, id) then
-    return nil, ("the network namespace of instance %s is gone (%s/%s); the instance must be recreated"):format(id, C.netns_dir, id)
+    return nil, ("the network namespace of instance %s is gone (%s/%s); the instance must be recreated"):format(id, C.netns_dir, id), true
   end
   if rec.kind == "Pod" then ok, err = converge_pod(id, rec) else ok, err = converge_function(id, rec) end
   if not ok then return nil, err end
@@ -452,7 +510,7 @@ function M.adopt(id, w, netrec)
   local st
   st, err = fw.apply(rec.rules or {}, { owner = owner(id) })
   if not st then return nil, err end
-  return save()
+  return save_later("instance " .. id .. " re-adopted")
 end
 
 -- Boot: everything that does not belong to a live instance goes (rules, links, namespaces,
@@ -474,21 +532,33 @@ function M.reconcile(live_ids)
       else errs[#errs + 1] = rerr end
     end
   end
-  ok, err = save()
-  if not ok then return nil, err end
+  save_later("network reconciled")
   ok, err = ensure_infra()
   if not ok then return nil, err end
   -- the whole rule set in one commit: rules of unknown owners disappear
   local rules
   rules, err = desired_all()
   if not rules then return nil, err end
+  -- a live (or held) instance whose entry network.json lost keeps the rules it has: removing them
+  -- needs positive evidence that they are no longer wanted
+  for _, r in ipairs(fw.list() or {}) do
+    local id = type(r.comment) == "string" and r.comment:match("^riklet:(.+)$")
+    if id and live[id] and not S.instances[id] and not r.foreign then
+      local keep = {}
+      for k, v in pairs(r) do if k ~= "text" and k ~= "foreign" then keep[k] = v end end
+      rules[#rules + 1] = keep
+    end
+  end
   local st
   st, err = fw.apply(rules)
   if not st then return nil, err end
   summary.rules_removed = summary.rules_removed + st.deleted
-  -- links riklet names that no instance owns
+  -- links riklet names that no instance owns (nor a live one the state lost: named after its id)
   local mine = {}
   for _, rec in pairs(S.instances) do if rec.host_if then mine[rec.host_if] = true end end
+  for id in pairs(live) do
+    mine[VETH_PREFIX .. hash8(id)], mine[TAP_PREFIX .. hash8(id)] = true, true
+  end
   for _, l in ipairs(net.links() or {}) do
     local p = l.name:sub(1, 3)
     if (p == VETH_PREFIX or p == TAP_PREFIX) and #l.name == 11 and not mine[l.name] then
@@ -497,7 +567,7 @@ function M.reconcile(live_ids)
     end
   end
   for _, name in ipairs(net.netns_list(C.netns_dir) or {}) do
-    if not (S.instances[name] and S.instances[name].kind == "Pod") then
+    if not (S.instances[name] and S.instances[name].kind == "Pod") and not live[name] then
       local nok, nerr = net.netns_del(C.netns_dir, name)
       if nok then summary.netns_removed = summary.netns_removed + 1 else errs[#errs + 1] = nerr end
     end

@@ -11,7 +11,8 @@
 --   init(cfg, agent) -> true | nil, err
 --   create(inst, workload) -> true | nil, err   records every resource in inst.rec as it goes, so
 --                                                a failure (or a crash) can always be rolled back
---   adopt(inst) -> true | nil, err               after a riklet restart: watch what still runs
+--   adopt(inst) -> true | nil, err, gone         after a riklet restart: watch what still runs; gone
+--                                                only on positive evidence (runc: no such container)
 --   release(inst) -> true | nil, err             the workload ended: free runtime resources, keep logs
 --   destroy(inst) -> true | nil, err             remove everything, idempotent
 --   restart(inst, container_name) -> true | nil, err
@@ -31,15 +32,9 @@ local cfg, agent, netctl
 
 local function log(level, fmt, ...) core.log(level, "pod", fmt:format(...)) end
 
--- The runc id of container `name` of instance `id`, never the same for two (id, name) pairs.
--- Both are [A-Za-z0-9._-] and may hold '_', so "<id>_<name>" alone collides (a_b + c and a + b_c
--- are both a_b_c). It is kept when the id holds no '_' (the first '_' then splits it, and a name
--- starts with a letter or digit); otherwise each '_' of the id is doubled and "_-" separates:
--- a_b + c -> a__b_-c (its first '_' is followed by '_', which the short form never has).
-function P.runc_id(id, name)
-  if not id:find("_", 1, true) then return id .. "_" .. name end
-  return id:gsub("_", "__") .. "_-" .. name
-end
+-- The runc id of container `name` of instance `id` (collision-free; the one derivation, which
+-- record validation in riklet.store checks against).
+P.runc_id = store.runc_id
 
 function P.init(config, ag)
   cfg, agent = config, ag
@@ -204,7 +199,7 @@ function P.create(inst, w)
   for i, c in ipairs(w.containers) do
     local cdir = dir .. "/" .. c.name
     local crec = {
-      name = c.name, runc_id = P.runc_id(inst.id, c.name), dir = cdir, image = c.image,
+      name = c.name, runc_id = store.runc_id(inst.id, c.name), dir = cdir, image = c.image,
       digest = imgs[i].digest, run = 0, log = cdir .. "/logs/0.log", state = "preparing",
     }
     rec.containers[i] = crec
@@ -368,16 +363,22 @@ function P.destroy(inst)
   return free_resources(inst, false)
 end
 
--- After a riklet restart -> summary | nil, err, gone (gone = true only on positive evidence that
--- a container no longer exists; nil, err alone means it could not be checked). Evidence, in order: conmon's exit file (the container ended: reported
--- now with its real exit code), conmon alive (running: watched), then runc. An instance is lost
--- only when runc positively says the container does not exist; runc failing (absent, an fd
--- limit) adopts it and keeps checking.
+-- Watch again what still runs after a riklet restart. -> description | nil, err, gone
+-- gone (the third result) is positive evidence that the workload no longer runs, and makes the
+-- instance FAILED "lost" and released; without it the instance stays RUNNING and adoption is
+-- tried again later (P.adopt is safe to call again: it watches only what is not watched yet).
+-- Evidence, in order: conmon's exit file (the container ended: reported now with its real exit
+-- code), conmon alive (running: watched), then runc.
+--   gone:     runc says the container does not exist; netctl says its namespace is gone.
+--   not gone: runc failing to answer (missing from PATH, an fd limit, a timeout), a paused
+--             container, netctl failing to restore or write network.json (a full disk).
 function P.adopt(inst)
   local running, ended = 0, 0
   for _, c in ipairs(inst.rec.containers or {}) do
     if c.state == "exited" or c.state == "deleted" then
       rt(inst, c.name).exited:set({ code = c.exit_code })
+    elseif rt(inst, c.name).watching then
+      running = running + 1 -- adoption tried again: this one is watched already
     else
       local st = c.dir and conmon.exit_status(c.dir)
       if st then
@@ -390,7 +391,7 @@ function P.adopt(inst)
         local rs, err, missing = runc.state(c.runc_id)
         if missing then
           -- GONE: positive evidence (no exit file, no conmon of this container, and runc says it
-          -- has no such container): the third value says so (store's adopt protocol)
+          -- has no such container)
           return nil, ("container %s is gone: runc has no such container%s"):format(c.runc_id,
             c.conmon_pid and " and its conmon left no exit file" or ""), true
         elseif not rs then
@@ -404,22 +405,26 @@ function P.adopt(inst)
           watch(inst, c, conmon.ended({ code = -1, describe = "exited (exit code unknown: no exit file)" }),
             " while riklet was not running")
           ended = ended + 1
+        elseif rs.status == "paused" then
+          -- not gone, not ours to resume: adoption is tried again later
+          return nil, ("container %s is paused (by someone else than riklet); resume it with `runc --root %s resume %s`")
+            :format(c.runc_id, runc.root(), c.runc_id)
         elseif rs.pid and rs.pid > 0 then
           -- running without its conmon (killed, or started by a riklet before conmon)
           c.pid = rs.pid
           watch(inst, c, conmon.monitor({ id = c.runc_id, dir = c.dir, pid = rs.pid }))
           running = running + 1
         else
-          -- a state we cannot act on (paused, creating with no pid): not evidence that it is gone
+          -- a state we cannot act on (creating with no pid): not evidence that it is gone
           return nil, ("container %s is %s"):format(c.runc_id, tostring(rs.status))
         end
       end
     end
   end
   if inst.rec.network and netctl and netctl.adopt then
-    local ok, err = netctl.adopt(inst.id, inst.workload, inst.rec.network)
-    -- COULD NOT CHECK / could not restore: failing to set up or write is no evidence it is gone
-    if not ok then return nil, "its network: " .. tostring(err) end
+    -- gone only when netctl says the namespace is gone; failing to restore or write is no evidence
+    local ok, err, gone = netctl.adopt(inst.id, inst.workload, inst.rec.network)
+    if not ok then return nil, "its network: " .. tostring(err), gone end
   end
   return ("%d container(s) running%s"):format(running, ended > 0 and (", %d ended while riklet was down"):format(ended) or "")
 end
@@ -550,41 +555,27 @@ local function check_conmon_fields(inst, c)
   end
 end
 
--- A record is input too: before anything uses what it names, each container's name must be
--- valid, its runc id the one P.runc_id gives (an older riklet's "<id>_<name>" is kept only when
--- runc shows that container's bundle is this container's directory) and its directory where
--- riklet puts it. A container entry with an invalid name is dropped (riklet never made it).
+-- What a record names is validated when it is read (riklet.store.check: names, directories, runc
+-- ids derived from the instance id; an invalid record is quarantined, never used). Two things are
+-- left here: a container whose record has the runc id an older riklet gave ("<id>_<name>", which
+-- can collide) keeps it only when runc shows that container's bundle is this container's
+-- directory (otherwise it gets store.runc_id's), and conmon's fields (check_conmon_fields).
 function P.load(inst)
-  local keep = {}
   for _, c in ipairs(inst.rec.containers or {}) do
-    if type(c) ~= "table" or type(c.name) ~= "string" or not fs.safe_name(c.name, 63) then
-      log("error", "instance %s: its record lists a container with an invalid name (%s): ignored", inst.id,
-        type(c) == "table" and tostring(c.name) or tostring(c))
-    else
-      local want = P.runc_id(inst.id, c.name)
-      local dir = cfg.paths.instances .. "/" .. inst.id .. "/" .. c.name
-      if c.runc_id ~= want then
-        local st = c.runc_id == inst.id .. "_" .. c.name and runc.state(c.runc_id)
-        if not (st and st.bundle == dir) then
-          log("error", "instance %s: its record names runc container %s for container %s; using %s", inst.id,
-            tostring(c.runc_id), c.name, want)
-          c.runc_id = want
-        end
+    local want = store.runc_id(inst.id, c.name)
+    local dir = cfg.paths.instances .. "/" .. inst.id .. "/" .. c.name
+    if c.runc_id ~= want then
+      local st = c.runc_id == store.legacy_runc_id(inst.id, c.name) and runc.state(c.runc_id)
+      if not (st and st.bundle == dir) then
+        log("error", "instance %s: its record names runc container %s for container %s, which runc does not show "
+          .. "as this container's; using %s", inst.id, tostring(c.runc_id), c.name, want)
+        c.runc_id = want
       end
-      if c.dir ~= dir then
-        if c.dir ~= nil then log("error", "instance %s: its record puts container %s in %s; using %s", inst.id, c.name, tostring(c.dir), dir) end
-        c.dir = dir
-      end
-      check_conmon_fields(inst, c)
-      keep[#keep + 1] = c
     end
+    c.dir = c.dir or dir
+    check_conmon_fields(inst, c)
   end
-  inst.rec.containers = keep
-  if inst.rec.dir ~= nil and inst.rec.dir ~= cfg.paths.instances .. "/" .. inst.id then
-    log("error", "instance %s: its record names directory %s; using %s", inst.id, tostring(inst.rec.dir),
-      cfg.paths.instances .. "/" .. inst.id)
-    inst.rec.dir = cfg.paths.instances .. "/" .. inst.id
-  end
+  inst.rec.dir = inst.rec.dir or (cfg.paths.instances .. "/" .. inst.id)
 end
 
 -- What an exit means for a Pod: FAILED as soon as one container fails (non-zero code, a signal,

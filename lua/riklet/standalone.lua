@@ -5,6 +5,7 @@
 local core = require "riklet.core"
 local fs = require "riklet.fs"
 local agent = require "riklet.agent"
+local store = require "riklet.store"
 local bit = require "bit"
 
 local S = {}
@@ -58,7 +59,7 @@ local function converge(dir, file)
   elseif not cur or cur.gone then
     log("info", "%s: creating instance %s", path, id)
     agent.create(id, def, source_of(dir, file), rerr)
-  elseif cur.definition ~= def then
+  elseif not store.same_definition(agent.instance(id).rec, def) then
     log("info", "%s changed: replacing instance %s", path, id)
     agent.replace(id, def, source_of(dir, file), rerr)
   end

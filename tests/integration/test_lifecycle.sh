@@ -147,6 +147,8 @@ before=$(restarts crashloop)
 rk_stop KILL
 is "$(rk_status slow)" DESTROYING "riklet killed -9 during the stop: the record says DESTROYING"
 rk_start_standalone --insecure-registries "$REGISTRY" || bail_out "riklet did not restart"
+# the records of a DESTROYING Pod and of one waiting for its back-off are ones store.check accepts
+nok "test -e '$STATE/records/quarantine'" "no record is quarantined at the restart (DESTROYING, waiting to restart)"
 rk_wait_status 30 slow TERMINATED
 is "$(rk_status slow)" TERMINATED "the next riklet finishes the destroy"
 ok "rk_nothing_left slow" "and nothing of it is left"

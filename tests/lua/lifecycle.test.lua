@@ -37,6 +37,11 @@ local drv = {
   release = function(inst) count("release", inst.id) return true end,
   adopt = function(inst)
     if inst.rec.name == "raise-adopt" then error("boom in adopt") end
+    calls.adopt = calls.adopt or {}
+    calls.adopt[inst.id] = (calls.adopt[inst.id] or 0) + 1
+    -- runc failing to answer, a full disk: no evidence that it is gone (answers on the 2nd try)
+    if inst.rec.name == "adopt-flaky" and calls.adopt[inst.id] == 1 then return nil, "runc: too many open files" end
+    if inst.rec.name == "adopt-gone" then return nil, "container main does not exist", true end
     return true
   end,
   restart = function(inst, unit)
@@ -71,6 +76,8 @@ assert(store.save(rec("adopt-raises", "raise-adopt", "RUNNING")))
 assert(store.save(rec("was-destroying", "ok", "DESTROYING")))
 assert(store.save(rec("was-releasing", "ok", "FAILED", { released = false })))
 assert(store.save(rec("was-running", "ok", "RUNNING")))
+assert(store.save(rec("flaky", "adopt-flaky", "RUNNING")))
+assert(store.save(rec("gone", "adopt-gone", "RUNNING")))
 assert(store.save(rec("policy-changed", "refused-now", "RUNNING")))
 -- an admission policy that refuses what was admitted before riklet restarted
 assert(fs.mkdir_p(dir .. "/policies", "0700"))
@@ -110,6 +117,13 @@ T.is(store.load("was-releasing").released, true, "and stored as released")
 T.is(status("was-running"), "RUNNING", "a RUNNING record whose adoption works stays RUNNING")
 T.is(statuses("was-running"), "RUNNING", "and is reported RUNNING with no transition")
 T.is(status("policy-changed"), "RUNNING", "a running instance the admission policy now refuses keeps running")
+T.wait_for(5, function() return status("gone") == "FAILED" end)
+T.like(last_msg("gone"), "lost while riklet was not running: container main does not exist", "adopt says gone: FAILED lost")
+T.is(calls.release.gone, 1, "and released")
+T.is(status("flaky"), "RUNNING", "adopt failing without evidence that it is gone: still RUNNING")
+T.wait_for(5, function() return calls.adopt.flaky == 2 and statuses("flaky") ~= "" end)
+T.is(calls.adopt.flaky, 2, "adoption is tried again (after ~2 s)")
+T.is(statuses("flaky") .. "/" .. status("flaky"), "RUNNING/RUNNING", "and then reported RUNNING, with no transition")
 agent.create("policy-new", pod("refused-now"), "test")
 T.wait_for(5, function() return status("policy-new") == "FAILED" end)
 T.is(last_msg("policy-new"), "refused-now is not welcome", "while a new one is refused with the policy's reason")
@@ -147,7 +161,7 @@ T.ok(r1 == nil and e1:find("not valid", 1, true), "an instance id with a NUL is 
 agent.create("nul-def", pod("ok") .. "\0", "test")
 T.wait_for(5, function() return status("nul-def") == "FAILED" end)
 T.like(last_msg("nul-def"), "NUL", "a definition holding a NUL byte: FAILED")
-T.is(store.load("nul-def").definition, "", "and what is stored is not the NUL-holding text")
+T.is(fs.read(dir .. "/records/nul-def.definition"), "", "and what is stored is not the NUL-holding text")
 
 -- ---- exits and restarts -----------------------------------------------------------------------
 agent.create("x-raises", pod("raise-exit"), "test")
@@ -196,6 +210,13 @@ crash("always", 0)
 T.wait_for(5, function() return calls.restart.always ~= nil end, 0.05)
 crash("always", 0)
 task.sleep(0.1)
+-- what the lifecycle writes is what store.check accepts (or the next start would quarantine it)
+local function loads(id, what)
+  local r, why = store.load(id)
+  T.ok(r ~= nil, ("the record of %s (%s) passes store.check: %s"):format(id, what, tostring(why)))
+end
+T.is(agent.get("always").containers[1].state, "waiting", "Always: the container waits for its restart")
+loads("always", "mid-back-off")
 local td = core.now()
 agent.destroy("always")
 T.ok(agent.wait_gone("always", 5), "Always: a destroy during the back-off wait")
@@ -207,6 +228,8 @@ T.is(#(calls.restart.always or {}), 1, "and the pending restart never happens")
 agent.create("hang", pod("hang-destroy"), "test")
 T.wait_for(5, function() return status("hang") == "RUNNING" end)
 agent.destroy("hang")
+T.wait_for(2, function() return status("hang") == "DESTROYING" end)
+loads("hang", "DESTROYING")
 local tw = core.now()
 local gone, gerr = agent.wait_gone("hang", 10)
 T.ok(not gone and core.now() - tw < 5, ("a destroy whose driver step hangs: wait_gone gives up (%.1f s): %s"):format(core.now() - tw, tostring(gerr)))
@@ -239,6 +262,17 @@ for _, p in ipairs({ { "FAILED", "RUNNING" }, { "DESTROYING", "RUNNING" }, { "TE
   T.ok(not lifecycle.transition(fake, p[2]) and fake.rec.status == p[1], ("%s -> %s is refused"):format(p[1], p[2]))
 end
 store.remove("fake")
+
+-- every record written (RUNNING, restarting, DESTROYING, ended, destroyed) passes store.check
+local names = fs.list(dir .. "/records") or {}
+local bad_recs = {}
+for _, f in ipairs(names) do
+  local id = f:match("^(.+)%.json$")
+  if id and not store.load(id) then bad_recs[#bad_recs + 1] = id .. ": " .. select(2, store.load(id)) end
+end
+T.is(table.concat(bad_recs, "; "), "", "every record the lifecycle wrote passes store.check")
+loads("onfail", "TERMINATED after restarts")
+T.ok(not fs.exists(dir .. "/records/quarantine"), "and nothing was quarantined at start")
 
 -- ---- --max-instances --------------------------------------------------------------------------
 local n = 0

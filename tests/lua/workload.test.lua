@@ -216,28 +216,37 @@ end
 T.is(collisions, 0, ("no two of %d (id, name) pairs give the same runc id"):format(pairs_n))
 T.is(invalid, 0, "every runc id is one runc accepts")
 
--- record runc ids and directories are checked when read back (P.load): a tampered record cannot
--- point riklet at another instance's container or at a directory outside its instance dir
+-- record runc ids and directories are checked when read back (store.check, where an invalid record
+-- is quarantined; P.load only resolves an older riklet's runc id against runc): a tampered record
+-- cannot point riklet at another instance's container or at a directory outside its instance dir
 local tmp = os.tmpname() fs.unlink(tmp) assert(fs.mkdir_p(tmp, "0700"))
+local store = require "riklet.store"
+assert(store.open(tmp .. "/records"))
+local idir = tmp .. "/instances/a_b"
+local function checked(cr, rdir)
+  local ok, why = store.check({ id = "a_b", status = "RUNNING", dir = rdir or idir, containers = { cr } }, "a_b")
+  return ok and "valid" or why
+end
+T.is(checked({ name = "c", runc_id = "a__b_-c", dir = idir .. "/c" }), "valid", "store.check: the current runc id is valid")
+T.is(checked({ name = "c", runc_id = "a_b_c", dir = idir .. "/c" }), "valid", "store.check: an older riklet's a_b_c is valid (P.load resolves it)")
+T.like(checked({ name = "d", runc_id = "other_d", dir = idir .. "/d" }), "is not the runc id", "store.check: another instance's runc id")
+T.like(checked({ name = "../e", runc_id = "a__b_-e" }), "name", "store.check: a container named ../e")
+T.like(checked({ name = "c", runc_id = "a__b_-c", dir = "/etc/c" }), "not the container's directory", "store.check: a container dir outside")
+T.like(checked({ name = "c", runc_id = "a__b_-c" }, "/etc"), "not the instance's directory", "store.check: an instance dir outside")
 local pok, perr = pod_driver.init({ paths = { instances = tmp .. "/instances", images = tmp .. "/images",
   rootfs = tmp .. "/rootfs" }, network = "none", runc = "runc", runc_root = tmp .. "/runc" }, agent)
 if not pok then
-  T.skip("the Pod driver cannot start here: " .. tostring(perr), 6)
+  T.skip("the Pod driver cannot start here: " .. tostring(perr), 3)
 else
-  local inst = { id = "a_b", rec = { id = "a_b", dir = "/etc", containers = {
-    { name = "c", runc_id = "a_b_c", dir = "/etc/c" },      -- the old colliding form, not in runc
-    { name = "d", runc_id = "other_d", dir = tmp .. "/instances/a_b/d" },
-    { name = "../e", runc_id = "a__b_-e" },
-    { name = "f", runc_id = "a__b_-f", dir = tmp .. "/instances/a_b/f" },
+  local inst = { id = "a_b", rec = { id = "a_b", containers = {
+    { name = "c", runc_id = "a_b_c" },      -- the old colliding form, not in runc
+    { name = "f", runc_id = "a__b_-f", dir = idir .. "/f" },
   } } }
   pod_driver.load(inst)
   local cs = inst.rec.containers
-  T.is(#cs, 3, "a container entry named ../e is dropped")
-  T.is(cs[1].runc_id, "a__b_-c", "an old a_b_c that runc does not show as this container's is replaced")
-  T.is(cs[1].dir, tmp .. "/instances/a_b/c", "a container dir outside the instance dir is replaced")
-  T.is(cs[2].runc_id, "a__b_-d", "another instance's runc id is replaced")
-  T.is(cs[3].runc_id, "a__b_-f", "a valid runc id is kept")
-  T.is(inst.rec.dir, tmp .. "/instances/a_b", "the instance dir is where riklet puts it")
+  T.is(cs[1].runc_id, "a__b_-c", "P.load: an old a_b_c that runc does not show as this container's is replaced")
+  T.is(cs[2].runc_id, "a__b_-f", "P.load: a valid runc id is kept")
+  T.is(inst.rec.dir, idir, "P.load: the instance dir is where riklet puts it")
 end
 fs.rm_rf(tmp)
 

@@ -1,0 +1,170 @@
+-- The store: definitions stored as they arrived, size checks on writing, records validated like
+-- input (tampered ones quarantined and their ids held), fs.read refusing what is not a regular file.
+local T = require "riklet.testlib"
+local fs = require "riklet.fs"
+local json = require "riklet.json"
+local proc = require "riklet.proc"
+local store = require "riklet.store"
+
+local tmp = assert(proc.run({ "mktemp", "-d", "/tmp/riklet-store-test.XXXXXX" })).stdout:gsub("%s+$", "")
+local state = tmp .. "/state"
+local rdir = state .. "/records"
+local idir = state .. "/instances"
+assert(store.open(rdir))
+
+local function write(name, data) assert(fs.write_atomic(rdir .. "/" .. name, data, "0600")) end
+local function rec_of(id, extra)
+  local r = { id = id, status = "RUNNING", created_at = 1, source = "test", kind = "Pod", name = id,
+    dir = idir .. "/" .. id, containers = { { name = "c", runc_id = id .. "_c", dir = idir .. "/" .. id .. "/c",
+      log = idir .. "/" .. id .. "/c/output.log", state = "running", pid = 42 } },
+    network = { enabled = true, kind = "Pod", netns = "/run/riklet/netns/" .. id, ip = "10.89.0.2",
+      address = "10.89.0.2/16", gateway = "10.89.0.1", host_if = "rkv0123abcd", ports = { "tcp/8080" } } }
+  for k, v in pairs(extra or {}) do r[k] = v end
+  return r
+end
+
+-- ---- fs.read: regular files only, never a wait -----------------------------------------------
+assert(proc.run({ "mkfifo", tmp .. "/fifo" }))
+assert(proc.run({ "ln", "-s", "/dev/zero", tmp .. "/zero" }))
+assert(fs.mkdir_p(tmp .. "/dir.json"))
+assert(proc.run({ "truncate", "-s", "100M", tmp .. "/big" }))
+local _, err = fs.read(tmp .. "/fifo", 1024)
+T.like(err, "is a FIFO", "fs.read refuses a FIFO at once instead of blocking in open()")
+_, err = fs.read(tmp .. "/zero", 1024)
+T.like(err, "is a symbolic link", "fs.read refuses a symbolic link (to /dev/zero)")
+_, err = fs.read(tmp .. "/zero", 1024, { follow = true })
+T.like(err, "is a character device", "fs.read{follow=true} follows it, and refuses the device")
+_, err = fs.read(tmp .. "/dir.json", 1024)
+T.like(err, "is a directory", "fs.read refuses a directory")
+_, err = fs.read(tmp .. "/big", 1024 * 1024)
+T.like(err, "larger than 1048576 bytes %(104857600 bytes%)", "fs.read refuses a 100 MB file from its size, unread")
+
+-- ---- the definition as it arrived ------------------------------------------------------------
+local weird = '{"kind":"Pod","name":"x","pad":"' .. ("\1\2\31\127é"):rep(1000) .. '"}'
+local r = rec_of("a", { definition = weird })
+T.ok(store.save(r), "a record is saved")
+T.is(fs.read(rdir .. "/a.definition"), weird, "the definition is stored byte for byte as it arrived")
+local raw = fs.read(rdir .. "/a.json")
+T.ok(not raw:find("pad", 1, true), "the record does not carry the definition")
+T.is(json.decode(raw).definition_size, #weird, "the record names the definition's size")
+local back = store.load("a", { definition = true })
+T.is(back and back.definition, weird, "load gives the definition back")
+T.ok(store.same_definition(back, weird), "same_definition: equal")
+store.forget_definition(back)
+T.is(back.definition, nil, "forget_definition drops it from memory")
+T.ok(store.same_definition(back, weird), "same_definition still answers from the stored file once forgotten")
+T.ok(not store.same_definition(back, weird:sub(1, -2) .. " "), "same_definition: a different definition of the same size")
+
+-- ---- size checks on writing --------------------------------------------------------------------
+local big = rec_of("b", { definition = ("x"):rep(store.DEFINITION_MAX + 1) })
+T.ok(store.save(big), "a record whose definition is over the cap is still saved (its status must show)")
+T.ok(not fs.exists(rdir .. "/b.definition"), "the oversized definition is not written")
+T.like(store.load("b").definition_error, "more than the 1048576 riklet stores", "the record says why")
+local huge = rec_of("c", { source = ("s"):rep(store.RECORD_MAX) })
+local ok
+ok, err = store.save(huge)
+T.ok(not ok and not fs.exists(rdir .. "/c.json"), "a record over the read cap is refused, not written")
+T.like(err, "more than the 4194304 riklet reads back", "with a clear error")
+local long = rec_of("d", { reason = ("r"):rep(100000), definition = "{}" })
+T.ok(store.save(long) and #long.reason <= store.REASON_MAX, "a long reason is cut to REASON_MAX")
+
+-- ---- validation ----------------------------------------------------------------------------------
+local function bad(id, r2, pattern, what)
+  local okc, why = store.check(r2, id)
+  T.ok(not okc, what)
+  T.like(why, pattern, what .. ": " .. tostring(why))
+end
+T.ok(store.check(rec_of("a"), "a"), "a record riklet writes passes")
+bad("a", json.decode("[]"), "array", "[] is not a record")
+bad("a", json.decode("{}"), "no id", "{} is not a record")
+bad("a", rec_of("b"), 'id "b" is not the instance its file names', "an id that is not the file name")
+bad("a", rec_of("a", { dir = "/tmp/victim" }), "not the instance's directory", "dir outside the state dir")
+bad("a", rec_of("a", { status = "PWNED" }), "status", "an unknown status")
+bad("a", rec_of("a", { created_at = "yesterday" }), "created_at", "a string where a time is expected")
+bad("a", rec_of("a", { network = json.null }), "network", "null where an object is expected")
+local t = rec_of("a")
+t.containers[1].runc_id = "other_c"
+bad("a", t, "runc_id \"other_c\" is not the runc id", "a runc id of another instance")
+t = rec_of("a")
+t.containers[1].dir = idir .. "/a/../../../etc"
+bad("a", t, "is not the container's directory", "a container dir escaping with ..")
+t = rec_of("a")
+t.containers[1].dir = idir .. "/a/d"
+bad("a", t, "is not the container's directory", "another container's directory")
+t = rec_of("a")
+t.containers[1].log = "/etc/shadow"
+bad("a", t, "log", "a container log outside the instance")
+t = rec_of("a")
+t.containers[1].name = "c\0x"
+bad("a", t, "name", "a container name with a NUL")
+t = rec_of("a")
+t.containers[1].pid = "1; kill"
+bad("a", t, "pid", "a pid that is not a number")
+t = rec_of("a")
+t.containers[2] = t.containers[1]
+bad("a", t, "twice", "a container listed twice")
+t = rec_of("a")
+t.network.host_if = "eth0"
+bad("a", t, "host_if", "a link riklet does not name (eth0)")
+t = rec_of("a")
+t.network.netns = "/run/netns/other"
+bad("a", t, "netns", "a network namespace not named after the instance")
+
+-- ---- quarantine at boot ----------------------------------------------------------------------
+assert(fs.mkdir_p(tmp .. "/victim"))
+write("victim.json", json.encode(rec_of("victim", { dir = tmp .. "/victim" })))
+write("array.json", "[]")
+write("empty.json", "{}")
+write("trunc.json", json.encode(rec_of("trunc")):sub(1, 100))
+write("five.json", '{"id":"five","status":"RUNNING","pad":"' .. ("x"):rep(5 * 1024 * 1024) .. '"}')
+write("nodef.json", json.encode(rec_of("nodef", { definition_size = 10 })))
+write("short.json", json.encode(rec_of("short", { definition_size = 10 })))
+write("short.definition", "123")
+write("ended.json", json.encode(rec_of("ended", { status = "FAILED", definition_size = 10 })))
+write("orphan.definition", "{}")
+assert(proc.run({ "mkfifo", rdir .. "/fifo.json" }))
+local recs, badl = store.list({ quarantine = true, definitions = true })
+local got = {}
+for _, x in ipairs(recs) do got[#got + 1] = x.id end
+table.sort(got)
+T.is(table.concat(got, " "), "a b d ended", "the usable records are listed (an ended one needs no definition)")
+local held = store.held_ids()
+T.is(table.concat(held, " "), "array empty fifo five nodef short trunc victim", "every unusable record's id is held")
+T.is(#badl, 8, "and reported")
+for _, id in ipairs(held) do
+  T.ok(fs.exists(rdir .. "/quarantine/" .. id .. ".json") and not fs.exists(rdir .. "/" .. id .. ".json"),
+    id .. ": moved to records/quarantine/")
+end
+T.like(store.held("five"), "larger than 4194304", "the reason of a 5 MB record")
+T.like(store.held("nodef"), "definition cannot be read", "the reason of a RUNNING record without its definition")
+T.like(store.held("short"), "is 3 bytes, but the record says 10", "the reason of a definition of the wrong size")
+T.ok(fs.exists(rdir .. "/quarantine/short.definition"), "a quarantined record's definition goes with it")
+T.ok(fs.exists(tmp .. "/victim"), "the directory a tampered record names is untouched")
+T.ok(not fs.exists(rdir .. "/orphan.definition"), "a definition no record names is removed")
+
+-- the next boot: the quarantined ids are still held, with their reason
+write("victim.json", "{not json")
+_, badl = store.list({ quarantine = true })
+T.ok(fs.exists(rdir .. "/quarantine/victim.json.1"), "a second bad record of one id is kept beside the first")
+T.like(store.held("array"), "array.*quarantine/array.json", "held again from the quarantine, with the reason")
+local ids = {}
+for _, b in ipairs(badl) do ids[b.id] = (ids[b.id] or 0) + 1 end
+T.is(ids.victim, 1, "one entry per id")
+
+-- ps (no quarantine): nothing moves
+write("late.json", "[]")
+store.list()
+T.ok(fs.exists(rdir .. "/late.json"), "store.list() without quarantine moves nothing (riklet ps)")
+
+proc.run({ "rm", "-rf", tmp })
+
+-- ---- network.json entries are input too -------------------------------------------------------
+local netctl = require "riklet.netctl"
+T.is(netctl.bad_entry("a", { kind = "Pod", ip = "10.89.0.2", prefix = 16, host_if = "rkv0123abcd",
+  rules = { { chain = "RIKLET", comment = "riklet:a" } } }), nil, "network state: an entry riklet writes is used")
+T.like(netctl.bad_entry("a", { kind = "Pod", ip = "10.89.0.2", host_if = "eth0" }), "host_if",
+  "network state: an entry naming a link riklet does not make (eth0) is ignored")
+T.like(netctl.bad_entry("a", { kind = "Pod", ip = "10.89.0.2; x" }), "address", "network state: a bad address")
+T.like(netctl.bad_entry("../a", { kind = "Pod" }), "instance id", "network state: an id with ../")
+T.like(netctl.bad_entry("a", { kind = "Pod", rules = { { comment = "riklet:b" } } }), "rule",
+  "network state: a rule of another instance")
