@@ -18,6 +18,7 @@ Usage:
   riklet ps [--json]                    instances on this node: state, age, reason
   riklet logs ID [--follow]             output of an instance's containers
   riklet cleanup                        destroy every instance and remove everything riklet owns
+  riklet fault-points                   the fault points RIKLET_FAULT=<point>[:abort|:error] can arm (tests)
   riklet test FILE.lua                  run a Lua test script inside riklet with the real bindings
   riklet version | --help
 
@@ -58,6 +59,7 @@ local function setup(cfg)
     return nil, ("%s. One riklet per state directory: stop the other one, or give this one another --state-dir"):format(err)
   end
   cfg.lock = lock
+  ok, err = require("riklet.fault").check() if not ok then return nil, err end
   local agent = require "riklet.agent"
   ok, err = agent.init(cfg)
   if not ok then return nil, err end
@@ -296,6 +298,7 @@ function M.main(argv)
     if a == "--version" then cmd = "version" end
   end
   if cmd == "version" then io.stdout:write("riklet ", core.version, "\n") return 0 end
+  if argv[1] == "fault-points" then return require("riklet.fault").print_points() end
   local cfg, rest = config.parse(argv, first)
   if not cfg then return die("%s", rest) end
   if cmd == "run" then

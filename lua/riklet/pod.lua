@@ -18,6 +18,7 @@ local oci = require "riklet.oci"
 local image = require "riklet.image"
 local runc = require "riklet.runc"
 local store = require "riklet.store"
+local fault = require "riklet.fault"
 
 local P = {}
 local cfg, agent, netctl
@@ -105,6 +106,7 @@ function P.create(inst, w)
   local dir = cfg.paths.instances .. "/" .. inst.id
   rec.dir = dir
   rec.containers = {}
+  local fok, ferr = fault.point("pod.mkdir") if not fok then return nil, ferr end
   local ok, err = fs.mkdir_p(dir, "0700")
   if not ok then return nil, err end
   save(inst)
@@ -156,10 +158,12 @@ function P.create(inst, w)
         .. "--runc-root? Remove it with `runc --root %s delete -f %s` if it is a leftover")
         :format(c.name, crec.runc_id, runc.root(), runc.root(), crec.runc_id)
     end
+    ok, err = fault.point("pod.config") if not ok then return nil, ("container %s: %s"):format(c.name, err) end
     ok, err = oci.edit_config(imgs[i].config, cdir .. "/config.json", {
       env = env_list(c.env), hostname = w.name, root_path = cdir .. "/rootfs", netns_path = netns,
     })
     if not ok then return nil, ("container %s: cannot write its OCI config: %s"):format(c.name, err) end
+    ok, err = fault.point("pod.runc_create") if not ok then return nil, ("container %s: %s"):format(c.name, err) end
     ok, err = runc.create(crec.runc_id, cdir, { pid_file = cdir .. "/init.pid", log = crec.log })
     crec.state = "created"
     if ok then crec.pid = tonumber((fs.read(cdir .. "/init.pid") or ""):match("%d+")) end
@@ -171,6 +175,7 @@ function P.create(inst, w)
     ok, err = check_cancel(inst)
     if not ok then return nil, err end
     watch(inst, crec)
+    ok, err = fault.point("pod.runc_start") if not ok then return nil, ("container %s: %s"):format(crec.name, err) end
     ok, err = runc.start(crec.runc_id)
     if not ok then return nil, ("container %s: %s"):format(crec.name, err) end
     crec.state = "running"
@@ -195,6 +200,7 @@ local function stop_container(inst, c)
       r.expected = true
     end
     if st.status == "running" then
+      local fok, ferr = fault.point("pod.stop") if not fok then return nil, ("cannot stop container %s: %s"):format(c.runc_id, ferr) end
       runc.kill(c.runc_id, "TERM")
       if not r.exited:wait(cfg.stop_grace) then
         log("warn", "container %s did not stop within %gs of SIGTERM: sending SIGKILL", c.runc_id, cfg.stop_grace)
@@ -203,6 +209,7 @@ local function stop_container(inst, c)
       end
     end
   end
+  local fok, ferr = fault.point("pod.delete") if not fok then return nil, ("cannot delete container %s: %s"):format(c.runc_id, ferr) end
   local ok, err = runc.delete(c.runc_id, { force = true })
   if not ok and runc.state(c.runc_id) then
     return nil, ("cannot delete container %s: %s"):format(c.runc_id, err)
@@ -244,6 +251,7 @@ local function free_resources(inst, keep_logs)
     local ok, err = netctl.teardown(inst.id)
     if ok then rec.network = nil else errs[#errs + 1] = err end
   end
+  if not keep_logs and rec.dir and #errs == 0 then local fok, ferr = fault.point("pod.rmdir") if not fok then errs[#errs + 1] = ferr end end
   if not keep_logs and rec.dir and #errs == 0 then
     local ok, err = fs.rm_rf(rec.dir)
     if not ok then errs[#errs + 1] = err end

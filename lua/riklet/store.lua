@@ -4,6 +4,7 @@
 local fs = require "riklet.fs"
 local json = require "riklet.json"
 local core = require "riklet.core"
+local fault = require "riklet.fault"
 
 local M = {}
 local dir
@@ -21,6 +22,7 @@ local function path(id)
 end
 
 function M.save(rec)
+  local fok, ferr = fault.point("record.save") if not fok then return nil, ferr end
   rec.updated_at = core.time()
   local s, err = json.encode(rec, true)
   if not s then return nil, "cannot encode the record of " .. rec.id .. ": " .. err end
@@ -36,6 +38,7 @@ function M.load(id)
 end
 
 function M.remove(id)
+  local fok, ferr = fault.point("record.remove") if not fok then return nil, ferr end
   return fs.unlink(path(id))
 end
 
