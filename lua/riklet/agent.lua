@@ -27,6 +27,7 @@ local cfg
 local instances = {}
 local subscribers = {}
 local drivers = {}
+local booted = task.event() -- set once boot reconciliation is over: no create runs before
 
 local ID_MAX = 64
 local ENDED = { FAILED = true, TERMINATED = true }
@@ -59,17 +60,19 @@ local function set_status(inst, status, reason)
   notify(inst.id, status, reason)
 end
 
--- Keep at most cfg.keep_records ended records; forget the oldest.
+-- Keep at most cfg.keep_records ended records; forget the oldest. A destroy that failed keeps
+-- its record: it names what is left to remove.
 local function prune()
   local ended = {}
   for id, inst in pairs(instances) do
-    if ENDED[inst.rec.status] and inst.gone.is_set then ended[#ended + 1] = inst end
+    if ENDED[inst.rec.status] and inst.gone.is_set and inst.rec.destroyed then ended[#ended + 1] = inst end
   end
   if #ended <= cfg.keep_records then return end
   table.sort(ended, function(a, b) return (a.rec.ended_at or 0) < (b.rec.ended_at or 0) end)
   for i = 1, #ended - cfg.keep_records do
     instances[ended[i].id] = nil
-    store.remove(ended[i].id)
+    local ok, err = store.remove(ended[i].id)
+    if not ok then log("error", "cannot remove the record of destroyed instance %s: %s", ended[i].id, err) end
   end
 end
 
@@ -169,6 +172,7 @@ local function lifecycle(inst, mode)
     if w then
       inst.workload, inst.driver = w, driver
       inst.rec.kind, inst.rec.name = w.kind, w.name
+      booted:wait()
       local ok, res, cerr = xpcall(driver.create, traceback, inst, w)
       if not ok or not res then
         err = ok and cerr or res
@@ -280,19 +284,24 @@ function agent.init(config)
     adopting[#adopting + 1] = inst
     task.spawn(lifecycle, inst, "adopt")
   end
-  -- once every record is adopted, drivers remove what dead instances left behind (links, rules)
+  -- once every record is adopted, drivers remove what dead instances left behind (links, rules).
+  -- Creates wait for this (booted): what a record names is live, anything else is a leftover, even
+  -- when a new instance with the same id is waiting to be created.
   task.spawn(function()
     for _, inst in ipairs(adopting) do inst.adopted:wait() end
-    local live = {}
-    for id, inst in pairs(instances) do
-      if not inst.gone.is_set then live[#live + 1] = id end
+    local live, live_set = {}, {}
+    for _, inst in ipairs(adopting) do
+      if not inst.gone.is_set then live[#live + 1], live_set[inst.id] = inst.id, true end
     end
+    local function is_live(id) return live_set[id] and agent.is_live(id) end
     for kind, drv in pairs(drivers) do
       if drv.reconcile then
-        local rok, rerr = pcall(drv.reconcile, live, agent.is_live)
+        local rok, rerr = pcall(drv.reconcile, live, is_live)
         if not rok then log("error", "%s driver: reconciling leftovers failed: %s", kind, tostring(rerr)) end
       end
     end
+    prune()
+    booted:set(true)
   end)
   return true
 end
