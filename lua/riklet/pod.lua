@@ -55,6 +55,7 @@ end
 local function save(inst)
   local ok, err = store.save(inst.rec)
   if not ok then log("error", "instance %s: %s", inst.id, err) end
+  return ok, err
 end
 
 -- Watch a container's init process; report its exit to the instance's mailbox.
@@ -109,7 +110,8 @@ function P.create(inst, w)
   local fok, ferr = fault.point("pod.mkdir") if not fok then return nil, ferr end
   local ok, err = fs.mkdir_p(dir, "0700")
   if not ok then return nil, err end
-  save(inst)
+  -- without a record, a crash would leave resources nothing names: do not create them
+  ok, err = save(inst) if not ok then return nil, "cannot store its record: " .. err end
 
   -- 1. images (the slow part; other instances go on meanwhile)
   local imgs = {}
