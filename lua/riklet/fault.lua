@@ -22,7 +22,7 @@ local M = {}
 local function P(name, phase, step) return { name = name, phase = phase, step = step } end
 
 M.points = {
-  P("record.save", "create", "write an instance record (the first one: CREATING)"),
+  P("record.save", "create", "write an instance record (abort: the first write, CREATING; error: every write)"),
   P("image.pull", "create", "skopeo copy of an image that is not in the cache"),
   P("image.unpack", "create", "umoci unpack of an image that is not unpacked yet"),
   P("pod.mkdir", "create", "create the instance directory"),
