@@ -202,6 +202,7 @@ function M.init(cfg)
   local ok
   ok, err = fs.mkdir_p(state_dir, "0700")
   if not ok then return nil, err end
+  require("riklet.store").remove_stale_tmp(state_dir, "network.json")
   ok, err = load()
   if not ok then return nil, err end
   if S.pod_cidr and S.pod_cidr ~= pod.cidr and next(S.instances) then

@@ -5,14 +5,29 @@ local fs = require "riklet.fs"
 local json = require "riklet.json"
 local core = require "riklet.core"
 local fault = require "riklet.fault"
+local proc = require "riklet.proc"
 
 local M = {}
 local dir
+
+-- Temporary files of writes a killed riklet did not finish: fs.write_atomic writes <path>.tmp.<pid>,
+-- so one whose pid is not alive is nobody's (`riklet ps` opens the store too, while riklet writes).
+function M.remove_stale_tmp(in_dir, prefix)
+  for _, n in ipairs(fs.list(in_dir) or {}) do
+    local pid = n:sub(1, #prefix) == prefix and tonumber(n:sub(#prefix + 1):match("^.*%.tmp%.(%d+)$"))
+    if pid and pid > 0 and not proc.alive(pid) then
+      local ok, err = fs.unlink(in_dir .. "/" .. n)
+      if ok then core.log("info", "store", ("removed %s/%s, left by an interrupted write"):format(in_dir, n))
+      else core.log("warn", "store", ("cannot remove %s/%s: %s"):format(in_dir, n, err)) end
+    end
+  end
+end
 
 function M.open(records_dir)
   local ok, err = fs.mkdir_p(records_dir, "0700")
   if not ok then return nil, err end
   dir = records_dir
+  M.remove_stale_tmp(dir, "")
   return true
 end
 

@@ -14,7 +14,8 @@
 #       rule RULE           an iptables rule (nat or filter) owned by an instance ("riklet:<id>")
 #       dir NAME            an instance directory in STATE/instances
 #       record NAME         an instance record in STATE/records (quarantined ones too)
-#       tmp PATH            a half-done pull or unpack (.tmp-*) in the image cache
+#       tmp PATH            a half-done pull or unpack (.tmp-*) in the image cache, or write
+#                           (network.json.tmp.<pid>; a record's shows as a record)
 #     Nothing at all when riklet owns nothing (the bridge and the node-wide rules do not count).
 #   rk_owned_kinds [EXCEPT_PID...]   the kinds present, sorted, one space between
 
@@ -38,7 +39,7 @@ rk_owned() {
 	iptables-legacy-save 2>/dev/null | grep -- '--comment "\{0,1\}riklet:' | grep -v 'riklet:infra' | sed 's/^/rule /'
 	[[ -d $STATE/instances ]] && find "$STATE/instances" -mindepth 1 -maxdepth 1 -printf 'dir %f\n'
 	[[ -d $STATE/records ]] && find "$STATE/records" -mindepth 1 -type f -printf 'record %P\n'
-	for f in "$STATE"/images/.tmp-* "$STATE"/rootfs/.tmp-*; do [[ -e $f ]] && printf 'tmp %s\n' "$f"; done
+	for f in "$STATE"/images/.tmp-* "$STATE"/rootfs/.tmp-* "$STATE"/*.tmp.*; do [[ -e $f ]] && printf 'tmp %s\n' "$f"; done
 	return 0
 }
 
