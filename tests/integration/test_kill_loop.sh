@@ -9,7 +9,8 @@
 # instance directory or record (tests/lib/leaks.sh).
 # Runs in a private network + mount namespace with `--network bridge` and a loopback registry.
 # The seed is printed; RK_SEED=N replays a run (same actions and kill delays; riklet's own timing
-# still varies).
+# still varies). RK_SLOW_RUNC=1 runs runc through a wrapper that waits up to 1 s before each
+# `runc create` (a slow node), so kills land while a create is in flight far more often.
 if [[ -z ${RK_KILL_INNER:-} && $(id -u) == 0 ]] && command -v unshare >/dev/null &&
 	unshare -n -m --propagation private true 2>/dev/null; then
 	exec env RK_KILL_INNER=1 unshare -n -m --propagation private bash "$0" "$@"
@@ -30,6 +31,12 @@ diag "seed $SEED (replay with RK_SEED=$SEED), $KILLS kills"
 rk_registry_image '["sh","-c","trap '"'exit 0'"' TERM INT; sleep 3600 & wait $!"]'
 RK_OPTS=(--state-dir "$STATE" --runc-root "$RUNC_ROOT" --netns-dir "$NETNS" --network bridge --stop-grace 3
 	--keep-records 0 --insecure-registries "$REGISTRY" --log-level debug)
+if [[ -n ${RK_SLOW_RUNC:-} ]]; then
+	printf '%s\n' '#!/bin/bash' 'for a in "$@"; do [[ $a == create ]] && { sleep "0.$((RANDOM % 10))"; break; }; done' \
+		'exec runc "$@"' >"$TEST_TMP/slow-runc" && chmod +x "$TEST_TMP/slow-runc"
+	RK_OPTS+=(--runc "$TEST_TMP/slow-runc")
+	diag "RK_SLOW_RUNC: runc create waits up to 1 s"
+fi
 PODS=(k0 k1 k2 k3 k4)
 declare -A NC=([k0]=2 [k1]=1 [k2]=2 [k3]=1 [k4]=1) PORT=([k0]=18080 [k1]=18081 [k2]=18082 [k3]=18083 [k4]=18084)
 declare -A GEN # per Pod: the manifest's generation (0: none)
@@ -151,6 +158,7 @@ for ((k = 1; k <= KILLS; k++)); do
 		else
 			LOST=$((LOST + 1))
 			fail "kill $k: $p was RUNNING with ${BEFORE[$p]}before the kill; now ${REC_STATUS[$p]:-gone} with $now"
+			diag "records: $(ls "$STATE/records")" "$(jq -c '{id, status}' "$STATE"/records/*.json 2>&1)"
 			report
 		fi
 	done
