@@ -57,10 +57,17 @@ start() { rk_start_standalone || { diag_file "$RK_LOG" 40; bail_out "riklet did 
 # from runc's state files, each container's live init process as PID:START_TIME
 declare -A REC_STATUS REC_GEN CPID
 load_state() {
-	local id st gen pid start
+	local id st gen pid start f
 	REC_STATUS=() REC_GEN=() CPID=()
-	while read -r id st gen; do REC_STATUS[$id]=$st REC_GEN[$id]=$gen; done < <(
-		jq -r '"\(.id) \(.status) \(.definition | fromjson? | .spec.containers[0].env[0].value)"' "$STATE"/records/*.json 2>/dev/null)
+	# one jq per record: jq reads its files as one stream, and stops at the first bad one
+	for f in "$STATE"/records/*.json; do
+		[[ -e $f ]] || continue
+		id=${f##*/} id=${id%.json}
+		read -r st gen < <(jq -r '"\(.status) \(.definition | fromjson? | .spec.containers[0].env[0].value)"' "$f" 2>/dev/null) ||
+			st=UNREADABLE
+		[[ $st == UNREADABLE && ! -e $f ]] && continue # removed meanwhile
+		REC_STATUS[$id]=$st REC_GEN[$id]=$gen
+	done
 	while read -r id pid start; do
 		[[ -e /proc/$pid ]] && CPID[$id]=$pid:$start
 	done < <(jq -r '"\(.id) \(.init_process_pid) \(.init_process_start)"' "$RUNC_ROOT"/*/state.json 2>/dev/null)
