@@ -131,7 +131,7 @@ for ((k = 1; k <= KILLS; k++)); do
 		ACTIONS=$((ACTIONS + 1))
 		sleep "0.$((RANDOM % 3))$((RANDOM % 10))"
 	done
-	sleep "0.$((RANDOM % 8))$((RANDOM % 10))"
+	sleep "0.$((RANDOM % 4))$((RANDOM % 10))"
 	# just before the kill: the Pods RUNNING with their current manifest, and their pids
 	declare -A BEFORE=()
 	load_state
