@@ -290,7 +290,8 @@ function P.adopt(inst)
   end
   if inst.rec.network and netctl and netctl.adopt then
     local ok, err = netctl.adopt(inst.id, inst.workload, inst.rec.network)
-    if not ok then return nil, "its network: " .. tostring(err) end
+    -- its containers run: a network that cannot be repaired now is no evidence that the Pod is gone
+    if not ok then log("error", "instance %s: re-adopted, but its network could not be repaired: %s", inst.id, tostring(err)) end
   end
   return ("%d container(s) running"):format(running)
 end
