@@ -157,6 +157,27 @@ for pm in "${POINTS[@]}"; do
 		diag "${pm%% *}:$mode: $((SECONDS - t1)) s"
 	done
 done
+
+# --- a fault while re-adopting a RUNNING Pod's network is no evidence that the Pod is gone ---------
+# (network.json unwritable, a netlink call failing: the containers still run)
+for p in net.veth net.address; do
+	dead && start
+	manifest "adopt $p"
+	rk_wait_status 60 "$ID" RUNNING
+	pid=$(cpid)
+	rk_stop
+	start "$p:error"
+	ok "wait_for 10 grep -q 're-adopted, but its network could not be repaired: .*fault injected at $p' '$RK_LOG'" \
+		"$p:error while re-adopting: the log says the network could not be repaired" || report
+	is "$(rk_status "$ID")/$(cpid)" "RUNNING/$pid" "$p:error while re-adopting: the Pod stays RUNNING, same container pid" ||
+		report
+	rk_stop
+	start
+	ok "wait_for 10 running_ok" "$p: the next riklet repairs its network" || report
+	is "$(cpid)" "$pid" "$p: still the same container" || report
+	rm "$MANIFESTS/$ID.json"
+	leak_check "$p: manifest removed, nothing left"
+done
 dead || rk_stop
 diag "fault points: ${#POINTS[@]} x 2 modes, $ABORTS aborts and $ERRORS errors survived, $LEAKS leaks found, $((SECONDS - t0)) s"
 nok "grep -q 'stack traceback' '$RK_LOG'" "no Lua error in the logs"
