@@ -49,7 +49,7 @@ cpid() { rk_runc_pid "${ID}_main"; }
 running_ok() {
 	local o
 	[[ $(rk_status "$ID") == RUNNING && -n $(cpid) ]] || return 1
-	o=$(owned)
+	o=$(owned | grep -v '^process .*conmon') # a running container's monitor, once conmon is in the path
 	[[ $(awk '{ print $1 }' <<<"$o" | sort -u | tr '\n' ' ') == "$RUNNING_OWNS " ]] &&
 		[[ $(awk '$1 != "rule" && $1 != "mount" { print $1 }' <<<"$o" | sort | uniq -d) == "" ]]
 }
