@@ -41,13 +41,15 @@ end
 local function prune()
   local ended = {}
   for _, inst in pairs(instances) do
-    if ENDED[inst.rec.status] and inst.gone.is_set then ended[#ended + 1] = inst end
+    -- a destroy that failed keeps its record: it names what is left to remove
+    if ENDED[inst.rec.status] and inst.gone.is_set and inst.rec.destroyed then ended[#ended + 1] = inst end
   end
   if #ended <= cfg.keep_records then return end
   table.sort(ended, function(a, b) return (a.rec.ended_at or 0) < (b.rec.ended_at or 0) end)
   for i = 1, #ended - cfg.keep_records do
     instances[ended[i].id] = nil
-    store.remove(ended[i].id)
+    local ok, err = store.remove(ended[i].id)
+    if not ok then log("error", "cannot remove the record of destroyed instance %s: %s", ended[i].id, err) end
   end
 end
 

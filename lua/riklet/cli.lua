@@ -19,6 +19,7 @@ Usage:
   riklet logs ID [CONTAINER] [--follow] [--timestamps] [--tail N] [--since TIME|10m] [--previous]
                                         output of an instance's containers (kept until it is destroyed)
   riklet cleanup                        destroy every instance and remove everything riklet owns
+  riklet fault-points                   the fault points RIKLET_FAULT=<point>[:abort|:error] can arm (tests)
   riklet test FILE.lua                  run a Lua test script inside riklet with the real bindings
   riklet version | --help
 
@@ -59,6 +60,7 @@ local function setup(cfg)
     return nil, ("%s. One riklet per state directory: stop the other one, or give this one another --state-dir"):format(err)
   end
   cfg.lock = lock
+  ok, err = require("riklet.fault").check() if not ok then return nil, err end
   local agent = require "riklet.agent"
   ok, err = agent.init(cfg)
   if not ok then return nil, err end
@@ -421,6 +423,7 @@ function M.main(argv)
     if a == "--version" then cmd = "version" end
   end
   if cmd == "version" then io.stdout:write("riklet ", core.version, "\n") return 0 end
+  if argv[1] == "fault-points" then return require("riklet.fault").print_points() end
   local cfg, rest = config.parse(argv, first)
   if not cfg then return die("%s", rest) end
   if cmd == "run" then

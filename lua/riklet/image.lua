@@ -24,6 +24,7 @@ local core = require "riklet.core"
 local fs = require "riklet.fs"
 local proc = require "riklet.proc"
 local task = require "riklet.task"
+local fault = require "riklet.fault"
 
 local M = {}
 M.parse_ref = c.parse_ref
@@ -173,6 +174,7 @@ local function pull(r, opts)
     old_digest = c.layout_lookup(layout, LAYOUT_REF)
     if old_digest and opts.pull ~= "always" then return layout, old_digest end
   end
+  local fok, ferr = fault.point("image.pull") if not fok then return nil, ferr end
   local target = layout
   if fresh then
     -- first pull: into a temporary layout renamed at the end, so a failure leaves nothing behind
@@ -243,6 +245,7 @@ local function unpack(layout, refname, digest, canonical, opts)
     local ok, err = fs.rm_rf(dest)
     if not ok then return nil, "cannot remove the damaged unpacked image: " .. err end
   end
+  local fok, ferr = fault.point("image.unpack") if not fok then return nil, ferr end
   local tmp = tmp_name(cfg.rootfs, dkey)
   local argv = { cfg.umoci, "unpack" }
   if core.getuid() ~= 0 then argv[#argv + 1] = "--rootless" end
@@ -385,6 +388,7 @@ function M.mount_rootfs(dir, img)
   if type(lower) ~= "string" then return nil, "mount_rootfs: no unpacked rootfs given" end
   local target = dir .. "/rootfs"
   if c.is_mountpoint(target) then return target end
+  ok, err = fault.point("image.overlay") if not ok then return nil, err end
   ok, err = c.overlay_mount(lower, dir .. "/upper", dir .. "/work", target)
   if not ok then return nil, err end
   return target
@@ -393,6 +397,7 @@ end
 function M.umount_rootfs(dir)
   local ok, err = check_dir(dir)
   if not ok then return nil, err end
+  ok, err = fault.point("image.umount") if not ok then return nil, err end
   return c.overlay_umount(dir .. "/rootfs")
 end
 

@@ -27,6 +27,7 @@ local fw = require "riklet.fw"
 local fs = require "riklet.fs"
 local json = require "riklet.json"
 local core = require "riklet.core"
+local fault = require "riklet.fault"
 
 local M = {}
 local C -- the configuration, set by init
@@ -267,6 +268,7 @@ function M.init(cfg)
   local ok
   ok, err = fs.mkdir_p(state_dir, "0700")
   if not ok then return nil, err end
+  require("riklet.store").remove_stale_tmp(state_dir, "network.json")
   ok, err = load()
   if not ok then return nil, err end
   if S.pod_cidr and S.pod_cidr ~= pod.cidr and next(S.instances) then
@@ -326,10 +328,12 @@ end
 -- Returns true, rules_deleted | nil, err.
 local function remove_instance(id, rec)
   local errs = {}
-  local st, err = fw.apply({}, { owner = owner(id) })
+  local st, err = fault.point("net.rules_del")
+  if st then st, err = fw.apply({}, { owner = owner(id) }) end
   if not st then errs[#errs + 1] = err end
   if rec and rec.host_if then
-    local ok, lerr = net.link_del(rec.host_if)
+    local ok, lerr = fault.point("net.veth_del")
+    if ok then ok, lerr = net.link_del(rec.host_if) end
     if not ok then errs[#errs + 1] = lerr end
   end
   if rec and rec.kind == "Pod" and rec.ip then
@@ -338,7 +342,8 @@ local function remove_instance(id, rec)
     if not ok then errs[#errs + 1] = nerr end
   end
   if rec == nil or rec.kind == "Pod" then
-    local ok, nerr = net.netns_del(C.netns_dir, id)
+    local ok, nerr = fault.point("net.netns_del")
+    if ok then ok, nerr = net.netns_del(C.netns_dir, id) end
     if not ok then errs[#errs + 1] = nerr end
   end
   if #errs > 0 then return nil, table.concat(errs, "; ") end
@@ -361,9 +366,11 @@ end
 
 -- Bring the kernel to what rec says (creating is idempotent, so this also repairs drift).
 local function converge_pod(id, rec)
+  local fok, ferr = fault.point("net.netns") if not fok then return nil, ferr end
   local path, err = net.netns_add(C.netns_dir, id)
   if not path then return nil, err end
   rec.netns = path
+  fok, ferr = fault.point("net.veth") if not fok then return nil, ferr end
   local ok, how = net.veth_add(rec.host_if, "eth0", path)
   if not ok then return nil, how end
   ok, err = net.link_set_master(rec.host_if, C.bridge)
@@ -378,12 +385,14 @@ local function converge_pod(id, rec)
     if not ok then return nil, err end
   end
   local inns = { netns = path }
+  ok, err = fault.point("net.address") if not ok then return nil, err end
   ok, err = net.addr_add("eth0", rec.ip .. "/" .. rec.prefix, inns)
   if not ok then return nil, err end
   ok, err = net.link_up("eth0", inns)
   if not ok then return nil, err end
   ok, err = net.link_up("lo", inns)
   if not ok then return nil, err end
+  ok, err = fault.point("net.route") if not ok then return nil, err end
   ok, err = net.route_add("default", { via = C.bridge_ip, netns = path })
   if not ok then return nil, err end
   return true
@@ -429,6 +438,7 @@ function M.setup(id, w)
         host_if = link_name(TAP_PREFIX, id, names) }
     end
     rec.created_at = os.time()
+    local fok, ferr = fault.point("net.alloc") if not fok then return nil, ferr end
     S.instances[id] = rec
     -- persist the allocation before creating anything: a crash now leaves a record to clean
     ok, err = save()
@@ -451,6 +461,7 @@ function M.setup(id, w)
   rules, err = instance_rules(id, w, rec)
   if not rules then return fail(err) end
   local st
+  ok, err = fault.point("net.rules") if not ok then return fail(("ports of instance %s: %s"):format(id, err)) end
   st, err = fw.apply(rules, { owner = owner(id) })
   if not st then return fail(("ports of instance %s: %s"):format(id, err)) end
   rec.rules, rec.ports = rules, ports_of(rules)
@@ -469,6 +480,7 @@ function M.teardown(id)
   ok, err = remove_instance(id, rec)
   if not ok then return nil, ("removing the network of instance %s: %s"):format(id, err) end
   if rec then
+    local fok, ferr = fault.point("net.release") if not fok then return nil, ferr end
     S.instances[id] = nil
     return save()
   end

@@ -26,6 +26,7 @@ local image = require "riklet.image"
 local runc = require "riklet.runc"
 local conmon = require "riklet.conmon"
 local store = require "riklet.store"
+local fault = require "riklet.fault"
 
 local P = {}
 local cfg, agent, netctl
@@ -74,6 +75,7 @@ end
 local function save(inst)
   local ok, err = store.save(inst.rec)
   if not ok then log("error", "instance %s: %s", inst.id, err) end
+  return ok, err
 end
 
 -- Report the end of a container's run to the instance's mailbox, once its monitor is sure it
@@ -166,9 +168,11 @@ function P.create(inst, w)
   local dir = cfg.paths.instances .. "/" .. inst.id
   rec.dir = dir
   rec.containers = {}
+  local fok, ferr = fault.point("pod.mkdir") if not fok then return nil, ferr end
   local ok, err = fs.mkdir_p(dir, "0700")
   if not ok then return nil, err end
-  save(inst)
+  -- without a record, a crash would leave resources nothing names: do not create them
+  ok, err = save(inst) if not ok then return nil, "cannot store its record: " .. err end
 
   -- 1. images (the slow part; other instances go on meanwhile)
   local imgs = {}
@@ -217,6 +221,7 @@ function P.create(inst, w)
         .. "--runc-root? Remove it with `runc --root %s delete -f %s` if it is a leftover")
         :format(c.name, crec.runc_id, runc.root(), runc.root(), crec.runc_id)
     end
+    ok, err = fault.point("pod.config") if not ok then return nil, ("container %s: %s"):format(c.name, err) end
     ok, err = oci.edit_config(imgs[i].config, cdir .. "/config.json", bundle_opts(c, {
       env = env_list(c.env), hostname = w.name, root_path = cdir .. "/rootfs", netns_path = netns,
     }))
@@ -224,6 +229,7 @@ function P.create(inst, w)
     log_for_run(crec, 0)
     crec.state = "created"
     local mon
+    ok, err = fault.point("pod.runc_create") if not ok then return nil, ("container %s: %s"):format(c.name, err) end
     mon, err = conmon_create(inst, crec)
     save(inst)
     if not mon then return nil, ("container %s: %s"):format(c.name, err) end
@@ -232,6 +238,7 @@ function P.create(inst, w)
   for _, crec in ipairs(rec.containers) do
     ok, err = check_cancel(inst)
     if not ok then return nil, err end
+    ok, err = fault.point("pod.runc_start") if not ok then return nil, ("container %s: %s"):format(crec.name, err) end
     ok, err = runc.start(crec.runc_id)
     if not ok then return nil, ("container %s: %s"):format(crec.name, err) end
     crec.state = "running"
@@ -279,6 +286,7 @@ local function stop_container(inst, c)
     conmon.stop(c.conmon_pid, c.runc_id)
     mon.ended:wait(5)
   elseif mon and not mon.ended.is_set and not (st and st.status == "created") then
+    local fok, ferr = fault.point("pod.stop") if not fok then return nil, ("cannot stop container %s: %s"):format(c.runc_id, ferr) end
     local ok, err = runc.kill(c.runc_id, "TERM")
     if not ok and not mon.ended.is_set then return nil, ("cannot stop container %s: %s"):format(c.runc_id, err) end
     local grace = inst.grace or cfg.stop_grace
@@ -291,6 +299,7 @@ local function stop_container(inst, c)
       end
     end
   end
+  local fok, ferr = fault.point("pod.delete") if not fok then return nil, ("cannot delete container %s: %s"):format(c.runc_id, ferr) end
   local ok, err = runc.delete(c.runc_id, { force = true })
   if not ok then
     -- gone only on runc's word, or when runc has no state directory for it (never created)
@@ -346,6 +355,7 @@ local function free_resources(inst, keep_logs)
     local ok, err = netctl.teardown(inst.id)
     if ok then rec.network = nil else errs[#errs + 1] = err end
   end
+  if not keep_logs and rec.dir and #errs == 0 then local fok, ferr = fault.point("pod.rmdir") if not fok then errs[#errs + 1] = ferr end end
   if not keep_logs and rec.dir and #errs == 0 then
     local ok, err = fs.rm_rf(rec.dir)
     if not ok then errs[#errs + 1] = err end

@@ -25,6 +25,8 @@
 local fs = require "riklet.fs"
 local json = require "riklet.json"
 local core = require "riklet.core"
+local fault = require "riklet.fault"
+local proc = require "riklet.proc"
 
 local M = {}
 M.RECORD_MAX = 4 * 1024 * 1024
@@ -42,12 +44,26 @@ local function safe(s, max)
   return type(s) == "string" and #s <= max and s:match("^[A-Za-z0-9._-]+$") ~= nil and s ~= "." and s ~= ".."
 end
 
+-- Temporary files of writes a killed riklet did not finish: fs.write_atomic writes <path>.tmp.<pid>,
+-- so one whose pid is not alive is nobody's (`riklet ps` opens the store too, while riklet writes).
+function M.remove_stale_tmp(in_dir, prefix)
+  for _, n in ipairs(fs.list(in_dir) or {}) do
+    local pid = n:sub(1, #prefix) == prefix and tonumber(n:sub(#prefix + 1):match("^.*%.tmp%.(%d+)$"))
+    if pid and pid > 0 and not proc.alive(pid) then
+      local ok, err = fs.unlink(in_dir .. "/" .. n)
+      if ok then core.log("info", "store", ("removed %s/%s, left by an interrupted write"):format(in_dir, n))
+      else core.log("warn", "store", ("cannot remove %s/%s: %s"):format(in_dir, n, err)) end
+    end
+  end
+end
+
 function M.open(records_dir)
   local ok, err = fs.mkdir_p(records_dir, "0700")
   if not ok then return nil, err end
   dir = records_dir
   qdir = dir .. "/quarantine"
   instances_dir = (dir:match("^(.*)/[^/]+$") or ".") .. "/instances"
+  M.remove_stale_tmp(dir, "")
   return true
 end
 
@@ -357,6 +373,7 @@ end
 
 -- ---- writing ----------------------------------------------------------------------------------
 function M.save(rec)
+  local fok, ferr = fault.point("record.save") if not fok then return nil, ferr end
   rec.updated_at = core.time()
   if type(rec.reason) == "string" and #rec.reason > M.REASON_MAX then
     rec.reason = rec.reason:sub(1, M.REASON_MAX - 20) .. " ... (cut)"
@@ -395,6 +412,7 @@ function M.forget_definition(rec)
 end
 
 function M.remove(id)
+  local fok, ferr = fault.point("record.remove") if not fok then return nil, ferr end
   local ok, err = fs.unlink(path(id))
   if not ok then return nil, err end
   return fs.unlink(def_path(id))
