@@ -247,7 +247,8 @@ int rk_oci_config_edit(const char *template_path, const char *out_path, const rk
 	cJSON_Delete(root);
 	if (!out)
 		return rk_errf(e, ENOMEM, "out of memory printing %s", out_path);
-	rc = rk_write_file_atomic(out_path, out, strlen(out), 0644, e);
+	/* no fsync on the loop: a create interrupted by a crash is rolled back and redone */
+	rc = rk_write_file_replace(out_path, out, strlen(out), 0644, e);
 	free(out);
 	return rc;
 }

@@ -191,7 +191,7 @@ int rk_read_fd(int fd, const char *path, size_t max, char **out, size_t *len, rk
 	return 0;
 }
 
-int rk_write_file_atomic(const char *path, const void *buf, size_t len, int mode, rk_err *e)
+static int write_file_replace(const char *path, const void *buf, size_t len, int mode, int durable, rk_err *e)
 {
 	char tmp[4096];
 	if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof tmp)
@@ -214,7 +214,7 @@ int rk_write_file_atomic(const char *path, const void *buf, size_t len, int mode
 		p += w;
 		left -= (size_t)w;
 	}
-	if (fsync(fd) < 0 || close(fd) < 0) {
+	if ((durable && fsync(fd) < 0) || close(fd) < 0) {
 		int err = errno;
 		unlink(tmp);
 		return rk_errf(e, err, "cannot flush %s: %s", tmp, strerror(err));
@@ -224,12 +224,24 @@ int rk_write_file_atomic(const char *path, const void *buf, size_t len, int mode
 		unlink(tmp);
 		return rk_errf(e, err, "cannot rename %s to %s: %s", tmp, path, strerror(err));
 	}
+	if (!durable)
+		return 0;
 	char dir[4096];
 	snprintf(dir, sizeof dir, "%s", path);
 	RK_AUTOCLOSE int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd >= 0)
 		fsync(dfd);
 	return 0;
+}
+
+int rk_write_file_atomic(const char *path, const void *buf, size_t len, int mode, rk_err *e)
+{
+	return write_file_replace(path, buf, len, mode, 1, e);
+}
+
+int rk_write_file_replace(const char *path, const void *buf, size_t len, int mode, rk_err *e)
+{
+	return write_file_replace(path, buf, len, mode, 0, e);
 }
 
 int rk_mkdir_p(const char *path, int mode, rk_err *e)

@@ -51,6 +51,10 @@ int rk_read_file(const char *path, size_t max, char **out, size_t *len, rk_err *
 int rk_read_fd(int fd, const char *path, size_t max, char **out, size_t *len, rk_err *e);
 /* Write atomically: tmp file in the same dir, fsync, rename, fsync dir. */
 int rk_write_file_atomic(const char *path, const void *buf, size_t len, int mode, rk_err *e);
+/* The same replace-by-rename (readers see the old or the new file, never a part), without the
+ * fsyncs: for files that are rebuilt after a crash anyway (a bundle's config.json, written on the
+ * event loop before runc create: a create interrupted by a crash is rolled back and redone). */
+int rk_write_file_replace(const char *path, const void *buf, size_t len, int mode, rk_err *e);
 /* mkdir -p */
 int rk_mkdir_p(const char *path, int mode, rk_err *e);
 /* rm -rf that never crosses a mount point (refuses to descend into another filesystem). */

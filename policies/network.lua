@@ -71,7 +71,8 @@ local function exposures(w, ctx)
   if type(cs) ~= "table" then return nil, "spec.containers must be an array" end
   for i, c in ipairs(cs) do
     local p = type(c) == "table" and c.ports or nil
-    if not is_null(p, ctx) then
+    -- (an empty table is no ports: arrays and objects look alike once copied into the sandbox)
+    if not is_null(p, ctx) and not (type(p) == "table" and next(p) == nil) then
       if type(p) ~= "table" then return nil, ("spec.containers[%d].ports must be an object"):format(i) end
       local list = p[1] and p or { p }
       for j, e in ipairs(list) do

@@ -140,6 +140,9 @@ function agent.init(config)
       end
     end, debug.traceback)
     if not bok then log("error", "riklet internal error while cleaning up leftovers at start: %s", tostring(berr)) end
+    -- records of destroyed instances beyond --keep-records (a riklet killed before it removed one)
+    local pok, perr = pcall(prune)
+    if not pok then log("error", "forgetting old destroyed records at start failed: %s", tostring(perr)) end
     booted:set(true)
   end)
   return true

@@ -45,6 +45,17 @@ local none = json.decode([[{"kind":"Pod","name":"x","spec":{"containers":[{"name
 rules = policy.call("network", "rules", none, ctx())
 T.is(rules and #rules, 0, "ports null: no rule")
 
+-- the validated model gives a container without ports an empty array, which reaches the sandbox as
+-- an empty table (arrays and objects look alike there): no rule for it, not "port is nil"
+-- (a two-container Pod with one port failed every create before)
+local workload = require "riklet.workload"
+local two = assert(workload.from_rik(json.encode({ apiVersion = "v1", kind = "Pod", name = "two", spec = {
+  containers = { { name = "a", image = "busybox", ports = { port = 8080, target_port = 80, protocol = "TCP" } },
+    { name = "b", image = "busybox", env = json.null, ports = json.null } } } })))
+rules, err = policy.call("network", "rules", two, ctx())
+T.is(texts(rules), '-A RIKLET -p tcp -m tcp --dport 8080 -m comment --comment "riklet:inst1" -j DNAT --to-destination 10.89.0.2:80',
+  "a validated two-container Pod with ports on one container: one rule (" .. tostring(err) .. ")")
+
 -- target_port missing: same as port
 local same = { kind = "Pod", containers = { { name = "c", ports = { port = 9000 } } } }
 T.like(texts(policy.call("network", "rules", same, ctx())), "%-%-dport 9000 .*10%.89%.0%.2:9000", "target_port defaults to port")
