@@ -63,9 +63,10 @@ load_state() {
 	for f in "$STATE"/records/*.json; do
 		[[ -e $f ]] || continue
 		id=${f##*/} id=${id%.json}
-		read -r st gen < <(jq -r '"\(.status) \(.definition | fromjson? | .spec.containers[0].env[0].value)"' "$f" 2>/dev/null) ||
-			st=UNREADABLE
+		st=$(jq -r '.status' "$f" 2>/dev/null) || st=UNREADABLE
 		[[ $st == UNREADABLE && ! -e $f ]] && continue # removed meanwhile
+		# the definition as it arrived, beside the record (records/<id>.definition)
+		gen=$(jq -r '.spec.containers[0].env[0].value' "${f%.json}.definition" 2>/dev/null) || gen=
 		REC_STATUS[$id]=$st REC_GEN[$id]=$gen
 	done
 	while read -r id pid start; do
