@@ -8,16 +8,13 @@
 # netns, veth, address, rule, instance directory, record or half-done pull (tests/lib/leaks.sh).
 # Runs in a private network + mount namespace with `--network bridge` and a loopback registry.
 # RK_FAULT_POINTS=REGEX runs only the points whose name matches (to replay one).
-if [[ -z ${RK_FAULT_INNER:-} && $(id -u) == 0 ]] && command -v unshare >/dev/null &&
-	unshare -n -m --propagation private true 2>/dev/null; then
-	exec env RK_FAULT_INNER=1 unshare -n -m --propagation private bash "$0" "$@"
-fi
+source "$(dirname "$0")/../lib/private_ns.sh"
 source "$(dirname "$0")/../lib/mkimage.sh"
 source "$(dirname "$0")/../lib/registry.sh"
 source "$(dirname "$0")/../lib/riklet.sh"
 source "$(dirname "$0")/../lib/leaks.sh"
 need_cmd unshare iptables-legacy ip umoci skopeo
-[[ -n ${RK_FAULT_INNER:-} ]] || skip_all "cannot create a private network + mount namespace (unshare -n -m)"
+[[ -n ${RK_PRIVATE_NS:-} ]] || skip_all "cannot create a private network + mount namespace (unshare -n -m)"
 rk_init
 ip link set lo up
 NETNS=$TEST_TMP/netns

@@ -11,16 +11,13 @@
 # The seed is printed; RK_SEED=N replays a run (same actions and kill delays; riklet's own timing
 # still varies). RK_SLOW_RUNC=1 runs runc through a wrapper that waits up to 1 s before each
 # `runc create` (a slow node), so kills land while a create is in flight far more often.
-if [[ -z ${RK_KILL_INNER:-} && $(id -u) == 0 ]] && command -v unshare >/dev/null &&
-	unshare -n -m --propagation private true 2>/dev/null; then
-	exec env RK_KILL_INNER=1 unshare -n -m --propagation private bash "$0" "$@"
-fi
+source "$(dirname "$0")/../lib/private_ns.sh"
 source "$(dirname "$0")/../lib/mkimage.sh"
 source "$(dirname "$0")/../lib/registry.sh"
 source "$(dirname "$0")/../lib/riklet.sh"
 source "$(dirname "$0")/../lib/leaks.sh"
 need_cmd unshare iptables-legacy ip umoci skopeo
-[[ -n ${RK_KILL_INNER:-} ]] || skip_all "cannot create a private network + mount namespace (unshare -n -m)"
+[[ -n ${RK_PRIVATE_NS:-} ]] || skip_all "cannot create a private network + mount namespace (unshare -n -m)"
 rk_init
 ip link set lo up
 NETNS=$TEST_TMP/netns

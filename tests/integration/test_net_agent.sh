@@ -8,15 +8,12 @@
 
 # The whole test runs in private namespaces: the host's links and tables are never touched. Enter
 # them before common.sh makes its temp dir, so that dir and its cleanup belong to the inner shell.
-if [[ -z ${RK_NET_AGENT_INNER:-} && $(id -u) == 0 ]] && command -v unshare >/dev/null &&
-	unshare -n -m --propagation private true 2>/dev/null; then
-	exec env RK_NET_AGENT_INNER=1 unshare -n -m --propagation private bash "$0" "$@"
-fi
+source "$(dirname "$0")/../lib/private_ns.sh"
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/mkimage.sh"
 need_root
 need_cmd unshare nsenter iptables-legacy ip busybox runc umoci jq
-[[ -n ${RK_NET_AGENT_INNER:-} ]] || skip_all "cannot create a private network + mount namespace (unshare -n -m)"
+[[ -n ${RK_PRIVATE_NS:-} ]] || skip_all "cannot create a private network + mount namespace (unshare -n -m)"
 [[ -x $RIKLET ]] || bail_out "riklet binary not found at '$RIKLET'"
 ip link set lo up
 

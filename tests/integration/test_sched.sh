@@ -19,22 +19,7 @@ mkimage --cmd "$CMD" "$TEST_TMP/layout:latest" >&2 || bail_out "mkimage failed"
 mkimage_push "$TEST_TMP/layout:latest" "$REGISTRY/busybox:latest" || bail_out "push failed"
 IMAGE=$REGISTRY/busybox:latest
 
-SCHED_PORT=$(free_port)
-EVENTS=$TEST_TMP/events.jsonl
-SCHED_LOG=$TEST_TMP/scheduler.log
-SCHED_N=0
-# sched_start [--raw MODE]: the scheduler on SCHED_PORT; sets SCHED_PID and CONTROL
-sched_start() {
-	SCHED_N=$((SCHED_N + 1))
-	local pf=$TEST_TMP/sched.$SCHED_N.json
-	"$PYTHON" "$RIKLET_SRC_DIR/tests/sched/scheduler.py" --port "$SCHED_PORT" --port-file "$pf" \
-		--events "$EVENTS" "$@" >>"$SCHED_LOG" 2>&1 </dev/null &
-	SCHED_PID=$!
-	on_exit "kill -9 $SCHED_PID"
-	wait_for 20 test -s "$pf" || { diag_file "$SCHED_LOG"; return 1; }
-	CONTROL=http://127.0.0.1:$(jq -r .control "$pf")
-}
-sched_kill() { kill -9 "$SCHED_PID" 2>/dev/null; wait "$SCHED_PID" 2>/dev/null; }
+source "$(dirname "$0")/../lib/sched.sh"
 control() { curl -sf -X POST -d "$2" "$CONTROL$1"; }
 instruct() { control /instruct "$(jq -cn --arg id "$1" --arg d "$2" --arg a "$3" '{instance_id: $id, definition: $d, action: $a}')" >/dev/null; }
 # events since the given seq for an instance: "STATUS<TAB>metrics" lines

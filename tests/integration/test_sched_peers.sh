@@ -19,22 +19,8 @@ need_py grpc google.protobuf
 ip link set lo up
 rk_init
 
-SCHED_PORT=$(free_port)
-EVENTS=$TEST_TMP/events.jsonl
-SCHED_LOG=$TEST_TMP/scheduler.log
-SCHED_N=0
+source "$(dirname "$0")/../lib/sched.sh"
 touch "$EVENTS"
-sched_start() { # sched_start [scheduler.py FLAG...]: a peer on SCHED_PORT; sets SCHED_PID, CONTROL
-	SCHED_N=$((SCHED_N + 1))
-	local pf=$TEST_TMP/sched.$SCHED_N.json
-	"$PYTHON" "$RIKLET_SRC_DIR/tests/sched/scheduler.py" --port "$SCHED_PORT" --port-file "$pf" \
-		--events "$EVENTS" "$@" >>"$SCHED_LOG" 2>&1 </dev/null &
-	SCHED_PID=$!
-	on_exit "kill -9 $SCHED_PID"
-	wait_for 20 test -s "$pf" || { diag_file "$SCHED_LOG"; return 1; }
-	CONTROL=http://127.0.0.1:$(jq -r .control "$pf")
-}
-sched_kill() { kill -9 "$SCHED_PID" 2>/dev/null; wait "$SCHED_PID" 2>/dev/null; }
 accepts() { jq -r 'select(.kind == "accept") | .mode' "$EVENTS" | grep -cx "$1" || true; }
 ev_count() { jq -r --arg k "$1" 'select(.kind == $k) | .kind' "$EVENTS" | grep -c . || true; }
 count_ge() { (($(ev_count "$1") >= $2)); }

@@ -10,15 +10,12 @@
 #  - a full state disk: the state dir is a small tmpfs, filled up while riklet is down (SIGTERM,
 #    then kill -9); the restarted riklet cannot rewrite network.json, and every Pod stays RUNNING
 #    with its container pid and its network; once space is freed, the state is written again.
-if [[ -z ${RK_STORE_NET_INNER:-} && $(id -u) == 0 ]] && command -v unshare >/dev/null &&
-	unshare -n -m --propagation private true 2>/dev/null; then
-	exec env RK_STORE_NET_INNER=1 unshare -n -m --propagation private bash "$0" "$@"
-fi
+source "$(dirname "$0")/../lib/private_ns.sh"
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/mkimage.sh"
 need_root
 need_cmd unshare iptables-legacy ip busybox runc umoci jq
-[[ -n ${RK_STORE_NET_INNER:-} ]] || skip_all "cannot create a private network + mount namespace (unshare -n -m)"
+[[ -n ${RK_PRIVATE_NS:-} ]] || skip_all "cannot create a private network + mount namespace (unshare -n -m)"
 [[ -x $RIKLET ]] || bail_out "riklet binary not found at '$RIKLET'"
 ip link set lo up
 
