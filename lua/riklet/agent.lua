@@ -311,13 +311,6 @@ local function view(inst)
   }
 end
 
--- Is id an instance riklet still owns (running or ended, not yet destroyed, or held: its record
--- is in quarantine)?
-function agent.is_live(id)
-  local inst = instances[id]
-  return (inst ~= nil and not inst.gone.is_set) or store.held(id) ~= nil
-end
-
 function agent.get(id)
   local inst = instances[id]
   return inst and view(inst)

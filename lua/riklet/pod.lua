@@ -385,7 +385,8 @@ end
 function P.adopt(inst)
   local running, ended = 0, 0
   for _, c in ipairs(inst.rec.containers or {}) do
-    if c.state == "exited" or c.state == "deleted" then
+    if c.state == "exited" or c.state == "deleted" or c.state == "waiting" then
+      -- not running (waiting: for its restart back-off, scheduled by adopt_with_restarts)
       rt(inst, c.name).exited:set({ code = c.exit_code })
     elseif rt(inst, c.name).watching then
       running = running + 1 -- adoption tried again: this one is watched already
@@ -559,10 +560,7 @@ local function check_conmon_fields(inst, c)
       c[f] = nil
     end
   end
-  if c.mounted ~= nil and type(c.mounted) ~= "boolean" then c.mounted = true end -- a rollback looks anyway
-  for _, f in ipairs({ "reason", "image", "digest" }) do
-    if c[f] ~= nil and type(c[f]) ~= "string" then c[f] = tostring(c[f]) end
-  end
+  -- (mounted, reason, image and digest have their types checked by store.check already)
 end
 
 -- What a record names is validated when it is read (riklet.store.check: names, directories, runc
@@ -634,13 +632,9 @@ end
 local function adopt_with_restarts(inst)
   local waiting = {}
   for _, c in ipairs(inst.rec.containers or {}) do
-    if c.state == "waiting" then
-      c.state = "exited" -- what P.adopt expects of a container that is not running
-      waiting[#waiting + 1] = c
-    end
+    if c.state == "waiting" then waiting[#waiting + 1] = c end
   end
   local res, err, gone = P.adopt(inst)
-  for _, c in ipairs(waiting) do c.state = "waiting" end
   if not res then return nil, err, gone end
   for _, c in ipairs(waiting) do
     local delay = math.max(0, (tonumber(c.restart_at) or 0) - core.time())

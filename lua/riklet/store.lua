@@ -39,12 +39,10 @@ local def_saved = setmetatable({}, { __mode = "k" }) -- rec -> true once its def
 
 local function log(level, fmt, ...) core.log(level, "store", fmt:format(...)) end
 
--- Ids, names: what fs.safe_name accepts, checked in Lua so that an embedded NUL is refused too.
-local function safe(s, max)
-  return type(s) == "string" and #s <= max and s:match("^[A-Za-z0-9._-]+$") ~= nil and s ~= "." and s ~= ".."
-end
+-- Ids, names: 1..max of [A-Za-z0-9._-], not . or .. (fs.safe_name refuses an embedded NUL too).
+local safe = fs.safe_name
 
--- Temporary files of writes a killed riklet did not finish: fs.write_atomic writes <path>.tmp.<pid>,
+-- Temporary files of writes a killed riklet did not finish: fs.write_atomic writes <path>.<n>.tmp.<pid>,
 -- so one whose pid is not alive is nobody's (`riklet ps` opens the store too, while riklet writes).
 function M.remove_stale_tmp(in_dir, prefix)
   for _, n in ipairs(fs.list(in_dir) or {}) do
