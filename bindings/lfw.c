@@ -27,6 +27,7 @@
  *   fw.flush_all() -> true                remove riklet's chains and jumps (riklet cleanup)
  *   fw.format(rule) -> "-A RIKLET ..." | nil, err
  *   fw.validate(rule) -> true | nil, err */
+#include <errno.h>
 #include <string.h>
 
 #include "fw.h"
@@ -220,8 +221,9 @@ static void lock_retry(void *ud)
 	rk_err e = {0};
 	int got = rk_fw_lock_try(&e);
 	if (got == 0 && rk_now_ms() < j->deadline) {
-		rk_loop_timer(lrk_loop(co), LOCK_RETRY_MS, lock_retry, j);
-		return;
+		if (rk_loop_timer(lrk_loop(co), LOCK_RETRY_MS, lock_retry, j))
+			return;
+		got = rk_errf(&e, ENOMEM, "out of memory arming the xtables lock retry timer");
 	}
 	int n;
 	if (got < 0)

@@ -219,6 +219,11 @@ static struct spawn *spawn_new(lua_State *L)
 static void spawn_work(void *ud)
 {
 	struct spawn *s = ud;
+	if (lrk_stopping()) { /* queued when riklet began to stop: its result would reach nobody */
+		s->pid = -1;
+		rk_errf(&s->e, ECANCELED, "%s not started: riklet is stopping", s->argv[0]);
+		return;
+	}
 	s->pid = rk_proc_spawn(s->argv, &s->o, &s->e);
 }
 

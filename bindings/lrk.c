@@ -11,6 +11,8 @@
 
 #include "pool.h"
 
+#include <stdatomic.h>
+
 static struct lrk_module *modules;
 void lrk_module_add(struct lrk_module *m)
 {
@@ -535,13 +537,24 @@ struct keychain {
 	struct keychain *next;
 };
 
+/* set once riklet stops: read by worker threads (a spawn still queued then is not started) */
+static atomic_int stopping;
+
+int lrk_stopping(void)
+{
+	return atomic_load(&stopping);
+}
+
 rk_pool *lrk_pool(void)
 {
-	if (!G.pool) {
+	static int failed; /* tried once: without a pool, work runs inline (no retry per call) */
+	if (!G.pool && !failed) {
 		rk_err e = {0};
 		G.pool = rk_pool_new(G.loop, 0, &e);
-		if (!G.pool)
+		if (!G.pool) {
+			failed = 1;
 			rk_warn("lrk", "no worker pool (%s): blocking file work runs on the loop thread", e.msg);
+		}
 	}
 	return G.pool;
 }
@@ -701,7 +714,9 @@ void lrk_at_shutdown(void (*fn)(void))
 void lrk_shutdown(void)
 {
 	/* Work already handed to the pool is finished (a record being written is written), and so is
-	 * work queued behind it for the same key, here, in order. */
+	 * work queued behind it for the same key, here, in order; but no process is started any more
+	 * (nobody would watch it). */
+	atomic_store(&stopping, 1);
 	rk_pool_free(G.pool);
 	G.pool = NULL;
 	while (G.chains) {

@@ -87,6 +87,8 @@ int lrk_offload(lua_State *L, const char *key, void (*work)(void *ud), lrk_push_
 /* Is work for this key queued or running on the pool? */
 int lrk_offload_busy(const char *key);
 struct rk_pool *lrk_pool(void);
+/* Non-zero once lrk_shutdown has begun (safe to read from a worker thread). */
+int lrk_stopping(void);
 
 /* Push the loop's and the pool's statistics as a table (core.loop_stats()). */
 void lrk_loop_stats(lua_State *L);

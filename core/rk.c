@@ -1,6 +1,8 @@
 /* rk.c — errors, logging and small filesystem helpers shared by all core/ modules. */
 #include "rk.h"
 
+#include <stdatomic.h>
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -193,8 +195,13 @@ int rk_read_fd(int fd, const char *path, size_t max, char **out, size_t *len, rk
 
 static int write_file_replace(const char *path, const void *buf, size_t len, int mode, int durable, rk_err *e)
 {
+	/* unique per write, not only per process: a write on a worker thread and one on the loop
+	 * thread to the same path must not share (and truncate) one temp file; the name still ends in
+	 * .tmp.<pid>, which is how leftovers of a killed riklet are recognised */
+	static atomic_ulong seq;
 	char tmp[4096];
-	if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof tmp)
+	if (snprintf(tmp, sizeof tmp, "%s.%lu.tmp.%d", path, atomic_fetch_add(&seq, 1), (int)getpid()) >=
+	    (int)sizeof tmp)
 		return rk_errf(e, ENAMETOOLONG, "path too long: %s", path);
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
 	if (fd < 0)
