@@ -189,6 +189,10 @@ function M.check(rec, id)
   if rec.status == nil then return nil, "it has no status" end
   local ok, err = check_fields(rec, REC_FIELDS, "")
   if not ok then return nil, err end
+  if type(rec.definition) == "string" and rec.definition_size ~= nil and rec.definition_size ~= #rec.definition then
+    return nil, ("its definition is %d bytes, but its definition_size says %s"):format(#rec.definition,
+      tostring(rec.definition_size))
+  end
   local idir = instances_dir .. "/" .. id
   if rec.dir ~= nil and rec.dir ~= idir then
     return nil, ("its dir %q is not the instance's directory %s"):format(tostring(rec.dir):sub(1, 200), idir)

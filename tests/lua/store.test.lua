@@ -82,6 +82,8 @@ bad("a", rec_of("a", { dir = "/tmp/victim" }), "not the instance's directory", "
 bad("a", rec_of("a", { status = "PWNED" }), "status", "an unknown status")
 bad("a", rec_of("a", { created_at = "yesterday" }), "created_at", "a string where a time is expected")
 bad("a", rec_of("a", { network = json.null }), "network", "null where an object is expected")
+bad("a", rec_of("a", { definition = "not json", definition_size = 99999999 }), "definition_size says 99999999",
+  "an inline definition (older records) whose size the record contradicts")
 local t = rec_of("a")
 t.containers[1].runc_id = "other_c"
 bad("a", t, "runc_id \"other_c\" is not the runc id", "a runc id of another instance")
