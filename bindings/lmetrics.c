@@ -4,7 +4,8 @@
  *                                              percentage since the previous call (first: since boot)
  *   metrics.cpu() -> {total = ncpu, idle_jiffies =, total_jiffies =} | nil, err
  *   metrics.memory() -> {total = bytes, free = bytes (MemAvailable)} | nil, err
- *   metrics.disks() -> { {disk_name =, mountpoint =, total =, free =}, ... } | nil, err */
+ *   metrics.disks() -> { {disk_name =, mountpoint =, total =, free =}, ... } | nil, err
+ *   metrics.fs(path) -> {total =, free = bytes, files =, files_free = inodes} | nil, err */
 #include <stdlib.h>
 
 #include "lrk.h"
@@ -81,10 +82,29 @@ static int l_disks(lua_State *L)
 	return 1;
 }
 
+/* metrics.fs(path) -> {total =, free =, files =, files_free =} | nil, err */
+static int l_fs(lua_State *L)
+{
+	rk_err e;
+	rk_fs_usage u;
+	if (rk_metrics_fs(luaL_checkstring(L, 1), &u, &e) < 0)
+		return lrk_fail_err(L, &e);
+	lua_createtable(L, 0, 4);
+	lua_pushnumber(L, (lua_Number)u.total);
+	lua_setfield(L, -2, "total");
+	lua_pushnumber(L, (lua_Number)u.free);
+	lua_setfield(L, -2, "free");
+	lua_pushnumber(L, (lua_Number)u.files);
+	lua_setfield(L, -2, "files");
+	lua_pushnumber(L, (lua_Number)u.files_free);
+	lua_setfield(L, -2, "files_free");
+	return 1;
+}
+
 static int open_metrics(lua_State *L)
 {
-	static const luaL_Reg fns[] = {
-		{"node_json", l_node_json}, {"cpu", l_cpu}, {"memory", l_memory}, {"disks", l_disks}, {NULL, NULL}};
+	static const luaL_Reg fns[] = {{"node_json", l_node_json}, {"cpu", l_cpu}, {"memory", l_memory},
+				       {"disks", l_disks},	   {"fs", l_fs},   {NULL, NULL}};
 	lua_newtable(L);
 	lrk_setfuncs(L, fns);
 	return 1;

@@ -178,6 +178,18 @@ int rk_metrics_disks(const char *mountinfo, rk_disk **out, size_t *n, rk_err *e)
 	return rc;
 }
 
+int rk_metrics_fs(const char *path, rk_fs_usage *u, rk_err *e)
+{
+	struct statvfs sv;
+	if (statvfs(path, &sv) < 0)
+		return rk_errf(e, errno, "cannot measure the file system of %s: %s", path, strerror(errno));
+	u->total = (uint64_t)sv.f_blocks * sv.f_frsize;
+	u->free = (uint64_t)sv.f_bavail * sv.f_frsize;
+	u->files = sv.f_files;
+	u->files_free = sv.f_favail;
+	return 0;
+}
+
 char *rk_metrics_node_json(rk_cpu_sample *prev, rk_err *e)
 {
 	rk_cpu_sample cur;

@@ -31,6 +31,13 @@ typedef struct rk_disk {
  * cannot be measured (statvfs fails) is skipped. mountinfo may be NULL for /proc/self/mountinfo. */
 int rk_metrics_disks(const char *mountinfo, rk_disk **out, size_t *n, rk_err *e);
 
+/* The file system holding path (statvfs): bytes total and free to unprivileged users, inodes free
+ * and in all. */
+typedef struct rk_fs_usage {
+	uint64_t total, free, files, files_free;
+} rk_fs_usage;
+int rk_metrics_fs(const char *path, rk_fs_usage *u, rk_err *e);
+
 /* The node document of PROTOCOL.md, malloc'ed:
  *   {"cpu":{"total":N,"free":PCT},"memory":{"total":B,"free":B},"disks":[{"disk_name":..,"total":B,"free":B}]}
  * cpu.free is measured since *prev, which is then replaced by the new sample. */

@@ -19,6 +19,7 @@ Usage:
   riklet logs ID [CONTAINER] [--follow] [--timestamps] [--tail N] [--since TIME|10m] [--previous]
                                         output of an instance's containers (kept until it is destroyed)
   riklet cleanup                        destroy every instance and remove everything riklet owns
+  riklet check [--json]                 what this node can run, and what to do about what it cannot
   riklet fault-points                   the fault points RIKLET_FAULT=<point>[:abort|:error] can arm (tests)
   riklet test FILE.lua                  run a Lua test script inside riklet with the real bindings
   riklet version | --help
@@ -106,9 +107,60 @@ local function reload(cfg)
     loaded, loaded == 1 and "y" or "ies", failed))
 end
 
+-- ---- riklet check, and the same checks at start ----
+local function check_cmd(cfg)
+  local check = require "riklet.check"
+  local lines = check.run(cfg)
+  local failed = check.failures(lines)
+  if cfg.json then
+    io.stdout:write(json.encode({ ok = #failed == 0, checks = lines }), "\n")
+  else
+    io.stdout:write(check.format(lines))
+    io.stdout:write(#failed == 0 and "riklet can run the configured workloads on this node\n"
+      or ("riklet cannot run here: %d required check%s failed\n"):format(#failed, #failed > 1 and "s" or ""))
+  end
+  return #failed == 0 and 0 or 1
+end
+
+-- Instances recorded as not ended: a node that runs workloads is watched even when a required tool
+-- went missing (a missing runc is no evidence that they are gone, and nobody else reports them).
+local function live_records(cfg)
+  local paths = config.paths(cfg)
+  if not fs.exists(paths.records) then return 0 end
+  local store = require "riklet.store"
+  store.open(paths.records)
+  local recs = store.list() or {}
+  local n = 0
+  for _, r in ipairs(recs) do
+    if r.status ~= "TERMINATED" and r.status ~= "FAILED" and not r.destroyed then n = n + 1 end
+  end
+  return n
+end
+
+local function preflight(cfg)
+  local check = require "riklet.check"
+  local lines = check.run(cfg, { startup = true })
+  for _, l in ipairs(lines) do
+    if l.status == "warn" then core.log("warn", "check", ("%s: %s; %s"):format(l.name, l.detail, l.fix)) end
+  end
+  local failed = check.failures(lines)
+  if #failed == 0 then return true end
+  local msg = {}
+  for _, l in ipairs(failed) do msg[#msg + 1] = ("%s: %s (%s)"):format(l.name, l.detail, l.fix) end
+  local live = live_records(cfg)
+  if live > 0 then
+    core.log("error", "check", ("%s; starting anyway to keep watching the %d instance(s) this node runs, but new "
+      .. "instances fail until it is fixed (see `riklet check`)"):format(table.concat(msg, "; "), live))
+    return true
+  end
+  return nil, ("cannot start, a required check failed: %s. `riklet check` shows every check"):format(table.concat(msg, "; "))
+end
+
 -- ---- the agent daemon ----
 local function daemon(cfg)
   local ok, err = need_root("riklet")
+  if not ok then return die("%s", err) end
+  ok, err = preflight(cfg)
   if not ok then return die("%s", err) end
   local agent
   agent, err = setup(cfg)
@@ -416,7 +468,7 @@ end
 function M.main(argv)
   local cmd = argv[1]
   local first = 1
-  local sub = { run = true, ps = true, logs = true, cleanup = true, version = true, help = true }
+  local sub = { run = true, ps = true, logs = true, cleanup = true, version = true, help = true, check = true }
   if cmd and sub[cmd] then first = 2 else cmd = nil end
   for _, a in ipairs(argv) do
     if a == "--help" or a == "-h" or cmd == "help" then io.stdout:write(usage()) return 0 end
@@ -432,6 +484,7 @@ function M.main(argv)
   elseif cmd == "ps" then return ps(cfg)
   elseif cmd == "logs" then return logs(cfg, rest[1], rest[2])
   elseif cmd == "cleanup" then return cleanup(cfg)
+  elseif cmd == "check" then return check_cmd(cfg)
   end
   if rest[1] then return die("unexpected argument %q (see `riklet --help`)", rest[1]) end
   return daemon(cfg)
