@@ -18,7 +18,8 @@ static int is_dir(const char *p)
 }
 
 /* The Lua tree: $RIKLET_LUA_DIR, else the source tree when this binary lives in the build dir it
- * was built in, else the installed data dir. */
+ * was built in, else share/riklet next to the binary's bin/ (a package built with another prefix
+ * than the build's: /usr/bin/riklet -> /usr/share/riklet), else the configured data dir. */
 static void find_tree(char *lua_dir, char *pol_dir, size_t n)
 {
 	const char *env = getenv("RIKLET_LUA_DIR");
@@ -32,8 +33,16 @@ static void find_tree(char *lua_dir, char *pol_dir, size_t n)
 		return;
 	}
 	size_t bl = strlen(RIKLET_BUILD_DIR);
+	char near[PATH_MAX] = "";
+	char *slash = strrchr(exe, '/');
+	if (slash && slash - exe >= 4 && !strncmp(slash - 4, "/bin", 4))
+		snprintf(near, sizeof near, "%.*s/share/riklet", (int)(slash - 4 - exe), exe);
+	char near_lua[PATH_MAX + 8];
+	snprintf(near_lua, sizeof near_lua, "%s/lua", near);
 	if (!strncmp(exe, RIKLET_BUILD_DIR, bl) && exe[bl] == '/' && is_dir(RIKLET_SRC_DIR "/lua"))
 		base = RIKLET_SRC_DIR;
+	else if (*near && is_dir(near_lua))
+		base = near;
 	else
 		base = RIKLET_DATA_DIR;
 	snprintf(lua_dir, n, "%s/lua", base);

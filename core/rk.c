@@ -48,13 +48,27 @@ int rk_err_prefix(rk_err *e, const char *fmt, ...)
 }
 
 /* ---- logging ---- */
-static int log_level = RK_LOG_INFO, log_json;
+static int log_level = RK_LOG_INFO, log_json, log_journal = -1;
 static const char *level_names[] = {"error", "warn", "info", "debug"};
+
+/* stderr is the journal when JOURNAL_STREAM (set by systemd) names its device and inode: lines then
+ * carry the syslog priority as "<N>" (sd-daemon.h's SD_ERR..SD_DEBUG) and no time stamp (the
+ * journal has its own). */
+static int stderr_is_journal(void)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+	if (!js || sscanf(js, "%llu:%llu", &dev, &ino) != 2 || fstat(2, &st) < 0)
+		return 0;
+	return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
 
 void rk_log_setup(int level, int json)
 {
 	log_level = level;
 	log_json = json;
+	log_journal = stderr_is_journal();
 }
 
 int rk_log_level(void)
@@ -115,6 +129,10 @@ void rk_logv(int level, const char *subsys, const char *fmt, va_list ap)
 		n += (size_t)snprintf(line + n, sizeof line - n, "\",\"msg\":\"");
 		json_escape(line, &n, sizeof line, msg);
 		n += (size_t)snprintf(line + n, sizeof line - n, "\"}\n");
+	} else if (log_journal > 0) {
+		static const int prio[] = {3, 4, 6, 7}; /* err, warning, info, debug */
+		n = (size_t)snprintf(line, sizeof line, "<%d>%s [%s] %s\n", prio[level], level_names[level],
+				     subsys ? subsys : "riklet", msg);
 	} else {
 		n = (size_t)snprintf(line, sizeof line, "%s %-5s [%s] %s\n", when, level_names[level],
 				     subsys ? subsys : "riklet", msg);

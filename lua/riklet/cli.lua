@@ -170,6 +170,7 @@ local function daemon(cfg)
     if stopping then return end
     stopping = true
     core.log("info", "riklet", ("SIG%s: stopping; workloads keep running and will be re-adopted by the next riklet"):format(sig))
+    pcall(require("riklet.systemd").notify, "STOPPING=1")
     core.exit(0)
   end
   core.on_signal("INT", stop)
@@ -209,6 +210,10 @@ local function daemon(cfg)
   end
   core.log("info", "riklet", ("riklet %s started (pid %d, state %s, %s)"):format(core.version, core.getpid(),
     cfg.state_dir, cfg.standalone and ("standalone " .. cfg.standalone) or ("scheduler " .. cfg.scheduler)))
+  -- readiness for systemd (Type=notify): the store is re-adopted and the front-end is starting
+  local nok, nerr = require("riklet.systemd").notify("READY=1\nSTATUS=" .. (cfg.standalone and ("standalone " .. cfg.standalone)
+    or ("scheduler " .. cfg.scheduler)))
+  if nok == nil then core.log("warn", "riklet", nerr) end
   return nil -- keep running; the loop ends with core.exit
 end
 
