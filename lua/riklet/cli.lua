@@ -20,6 +20,7 @@ Usage:
                                         output of an instance's containers (kept until it is destroyed)
   riklet cleanup                        destroy every instance and remove everything riklet owns
   riklet check [--json]                 what this node can run, and what to do about what it cannot
+  riklet top [--once]                   running instances: CPU %, memory (peak, limit), pids, OOM kills
   riklet fault-points                   the fault points RIKLET_FAULT=<point>[:abort|:error] can arm (tests)
   riklet test FILE.lua                  run a Lua test script inside riklet with the real bindings
   riklet version | --help
@@ -332,11 +333,16 @@ local function ps(cfg)
   for _, b in ipairs(bad) do recs[#recs + 1] = { id = b.id, status = "UNKNOWN", reason = b.reason } end
   if cfg.json then
     local out = json.array({})
+    local cgstats = require "riklet.cgstats"
     for _, r in ipairs(recs) do
       local cs, restarts = containers_of(r)
+      -- live usage from the cgroups (running instances only), per container too
+      local m = r.status == "RUNNING" and cgstats.of_instance(r) or nil
+      for _, c in ipairs(cs) do c.metrics = m and m.containers[c.name] end
+      if m then m.containers = nil end
       out[#out + 1] = { id = r.id, name = r.name, kind = r.kind, status = r.status, reason = r.reason,
         created_at = r.created_at, ended_at = r.ended_at, source = r.source, restarts = restarts,
-        restart_policy = r.restart_policy, containers = cs }
+        restart_policy = r.restart_policy, containers = cs, metrics = m }
     end
     io.stdout:write(json.encode({ agent = agent_st or json.null, instances = out }), "\n")
     return 0
@@ -350,6 +356,66 @@ local function ps(cfg)
     io.stdout:write(fmt:format(r.id, r.name or "-", r.kind or "-", r.status or "?", restarts, age(r.created_at), reason))
   end
   io.stdout:write(agent_line(agent_st, agent_why))
+  return 0
+end
+
+-- ---- riklet top ----
+local function bytes(b)
+  if not b then return "-" end
+  if b >= 1024 ^ 3 then return ("%.1fG"):format(b / 1024 ^ 3) end
+  if b >= 1024 ^ 2 then return ("%.1fM"):format(b / 1024 ^ 2) end
+  return ("%.0fK"):format(b / 1024)
+end
+
+-- The running instances and their cgroup usage now: { {rec=, m=, restarts=}, ... }, time
+local function top_sample(cfg)
+  local store = require "riklet.store"
+  local cgstats = require "riklet.cgstats"
+  local paths = config.paths(cfg)
+  local out = {}
+  if not fs.exists(paths.records) then return out, core.now() end
+  store.open(paths.records)
+  for _, r in ipairs(store.list() or {}) do
+    if r.status == "RUNNING" then
+      local _, restarts = containers_of(r)
+      out[#out + 1] = { rec = r, m = cgstats.of_instance(r), restarts = restarts }
+    end
+  end
+  return out, core.now()
+end
+
+-- A refreshing table of the running instances (like top / crictl stats): CPU % (of one CPU)
+-- between two samples, memory, its peak and limit, pids, OOM kills, restarts, age. --once: one
+-- table after one interval, for scripts and tests.
+local function top(cfg)
+  local cgstats = require "riklet.cgstats"
+  local interval = cfg.once and 1 or 2
+  local prev, t0 = top_sample(cfg)
+  local stop = false
+  core.on_signal("INT", function() stop = true end)
+  core.on_signal("TERM", function() stop = true end)
+  while not stop do
+    task.sleep(interval)
+    local cur, t1 = top_sample(cfg)
+    local before = {}
+    for _, e in ipairs(prev) do before[e.rec.id] = e.m end
+    local buf = {}
+    if not cfg.once then buf[#buf + 1] = "\27[H\27[2J" end
+    local fmt = "%-36s %-20s %6s %8s %8s %8s %5s %4s %8s %6s\n"
+    buf[#buf + 1] = fmt:format("ID", "NAME", "CPU%", "MEM", "PEAK", "LIMIT", "PIDS", "OOM", "RESTARTS", "AGE")
+    for _, e in ipairs(cur) do
+      local m = e.m or {}
+      local pct = cgstats.cpu_percent(before[e.rec.id], e.m, t1 - t0)
+      buf[#buf + 1] = fmt:format(e.rec.id, e.rec.name or "-", pct and ("%.1f"):format(pct) or "-", bytes(m.memory_bytes),
+        bytes(m.memory_peak_bytes), m.memory_limit_bytes and bytes(m.memory_limit_bytes) or "none",
+        m.pids and tostring(m.pids) or "-", m.oom_kills and tostring(m.oom_kills) or "-", e.restarts, age(e.rec.created_at))
+    end
+    if #cur == 0 then buf[#buf + 1] = "no running instances\n" end
+    io.stdout:write(table.concat(buf))
+    io.stdout:flush()
+    if cfg.once then break end
+    prev, t0 = cur, t1
+  end
   return 0
 end
 
@@ -473,7 +539,7 @@ end
 function M.main(argv)
   local cmd = argv[1]
   local first = 1
-  local sub = { run = true, ps = true, logs = true, cleanup = true, version = true, help = true, check = true }
+  local sub = { run = true, ps = true, logs = true, cleanup = true, version = true, help = true, check = true, top = true }
   if cmd and sub[cmd] then first = 2 else cmd = nil end
   for _, a in ipairs(argv) do
     if a == "--help" or a == "-h" or cmd == "help" then io.stdout:write(usage()) return 0 end
@@ -490,6 +556,7 @@ function M.main(argv)
   elseif cmd == "logs" then return logs(cfg, rest[1], rest[2])
   elseif cmd == "cleanup" then return cleanup(cfg)
   elseif cmd == "check" then return check_cmd(cfg)
+  elseif cmd == "top" then return top(cfg)
   end
   if rest[1] then return die("unexpected argument %q (see `riklet --help`)", rest[1]) end
   return daemon(cfg)

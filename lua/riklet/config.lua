@@ -54,6 +54,9 @@ M.options = {
   { "previous", "bool", false, "riklet logs: the output of the run before the last restart" },
   { "json", "bool", false, "riklet ps: print JSON instead of a table" },
   { "keep-records", "number", 100, "ended instances kept in `riklet ps` before the oldest are forgotten" },
+  -- ops: riklet top, per-instance metrics to the scheduler
+  { "once", "bool", false, "riklet top: print one table and exit" },
+  { "instance-metrics-interval", "number", 0, "seconds between per-instance usage reports to the scheduler (InstanceMetric.metrics JSON); 0: off" },
 }
 
 local upstream_env = {

@@ -1,0 +1,67 @@
+# test_instance_metrics.sh — per-instance usage from each Pod's cgroups in `riklet ps --json` and
+# `riklet top --once`: a Pod that burns CPU, holds 24 MB in a tmpfs, runs 3 processes in one
+# container and gets OOM-killed in the other (whose limit is 16 MiB) shows CPU seconds, memory
+# (at least the tmpfs), its peak, the sum of both limits, pids and the OOM kills, each checked
+# against what the kernel's own cgroup files say; an ended Pod has no metrics.
+source "$(dirname "$0")/../lib/registry.sh"
+source "$(dirname "$0")/../lib/mkimage.sh"
+source "$(dirname "$0")/../lib/riklet.sh"
+need_cmd docker-registry umoci skopeo jq
+rk_init
+rk_registry_image '["sh","-c","sleep 3600"]'
+rk_start_standalone --insecure-registries "$REGISTRY" || bail_out "riklet did not start"
+
+jq -n --arg img "$IMAGE" '{apiVersion: "v1", kind: "Pod", name: "busy", spec: {containers: [
+	{name: "main", image: $img, command: ["/bin/sh", "-c"],
+	 args: ["head -c 24000000 /dev/zero >/scratch/f; i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; echo burnt; sleep 3600 & sleep 3600 & wait"],
+	 volumeMounts: [{mountPath: "/scratch", type: "tmpfs"}],
+	 resources: {limits: {memory: "64Mi"}}},
+	{name: "hog", image: $img, command: ["/bin/sh", "-c"],
+	 args: ["while true; do head -c 60000000 /dev/zero | tail >/dev/null; sleep 1; done"],
+	 resources: {limits: {memory: "16Mi"}}}]}}' >"$MANIFESTS/busy.json"
+rk_wait_status 120 busy RUNNING || bail_out "busy is not RUNNING: $(rk_reason busy)"
+m() { rk_ps_json | jq -r --arg id busy ".instances[] | select(.id == \$id) | $1"; }
+burnt() { "$RIKLET" logs busy main --state-dir "$STATE" 2>/dev/null | grep -q burnt; }
+ok "wait_for 120 burnt" "the main container has burnt its CPU"
+oomed() { (($(m '.containers[] | select(.name == "hog") | .metrics.oom_kills // 0') >= 1)); }
+ok "wait_for 60 oomed" "ps --json: the hog container's oom_kills counts its OOM kill ($(m '.containers[1].metrics.oom_kills'))"
+
+json=$(rk_ps_json)
+diag "$(jq -c '.instances[] | select(.id == "busy") | .metrics' <<<"$json")"
+get() { jq -r --arg id busy ".instances[] | select(.id == \$id) | $1" <<<"$json"; }
+ok "(( $(get '.metrics.cpu_seconds * 1000 | floor') >= 100 ))" "cpu_seconds counts the busy loop ($(get .metrics.cpu_seconds) s)"
+ok "(( $(get '.metrics.memory_bytes') >= 24000000 ))" "memory_bytes holds at least the 24 MB tmpfs file ($(get .metrics.memory_bytes))"
+ok "(( $(get '.metrics.memory_peak_bytes') >= $(get '.metrics.memory_bytes') ))" "memory_peak_bytes >= memory_bytes"
+is "$(get '.metrics.memory_limit_bytes')" $((64 * 1048576 + 16 * 1048576)) "memory_limit_bytes: the two limits summed"
+is "$(get '.containers[0].metrics.memory_limit_bytes')" $((64 * 1048576)) "per container: main's limit"
+ok "(( $(get '.containers[0].metrics.pids') == 3 ))" "main runs 3 processes (sh and two sleeps): pids $(get '.containers[0].metrics.pids')"
+ok "(( $(get '.metrics.oom_kills') >= 1 ))" "the Pod's oom_kills sums its containers'"
+
+# the kernel's own numbers for main (v1 controllers, or v2)
+pid=$(cat "$STATE/instances/busy/main/init.pid")
+cg_of() { awk -F: -v c="$1" '$2 == c { print $3 }' "/proc/$pid/cgroup"; }
+if [[ $(stat -fc %T /sys/fs/cgroup) == cgroup2fs ]]; then
+	lim=$(cat "/sys/fs/cgroup$(cg_of "")/memory.max") pids=$(cat "/sys/fs/cgroup$(cg_of "")/pids.current")
+else
+	lim=$(cat "/sys/fs/cgroup/memory$(cg_of memory)/memory.limit_in_bytes")
+	pids=$(cat "/sys/fs/cgroup/pids$(cg_of pids)/pids.current")
+fi
+is "$lim" $((64 * 1048576)) "the kernel's memory limit for main is the one reported"
+is "$pids" "$(get '.containers[0].metrics.pids')" "the kernel's pids.current for main is the one reported"
+cgname=$(basename "$(cg_of memory)$( [[ -z $(cg_of memory) ]] && cg_of "")")
+ok "rk_runc_ids | grep -qxF '$cgname'" "the cgroup measured ($cgname) is named after a runc container of this riklet"
+
+# riklet top --once
+out=$("$RIKLET" top --once --state-dir "$STATE" 2>&1)
+diag "$out"
+like "$out" $'\nbusy +busy +[0-9.]+ +[0-9.]+[KMG] +[0-9.]+[KMG] +80\\.0M +[0-9]+ +[1-9][0-9]* +0 +[0-9]+[smhd]' \
+	"riklet top --once: busy with CPU %, memory, peak, limit 80.0M, pids, OOM kills, restarts, age"
+like "$(head -n1 <<<"$out")" "^ID +NAME +CPU% +MEM +PEAK +LIMIT +PIDS +OOM +RESTARTS +AGE$" "with a header"
+
+# an ended Pod has no metrics (nothing runs to measure)
+rm -f "$MANIFESTS/busy.json"
+rk_wait_status 60 busy TERMINATED FAILED
+is "$(m '.metrics // "none"')" none "once destroyed, busy has no metrics"
+like "$("$RIKLET" top --once --state-dir "$STATE")" "no running instances" "and top shows no running instance"
+
+done_testing

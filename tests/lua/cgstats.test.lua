@@ -1,0 +1,30 @@
+-- riklet.cgstats: the usage of a process's cgroup, never of a process that is not in the cgroup
+-- named (a reused pid), and nothing for a process that is gone.
+local T = require "riklet.testlib"
+local core = require "riklet.core"
+local cgstats = require "riklet.cgstats"
+local fs = require "riklet.fs"
+
+local me = core.getpid()
+local m, err = cgstats.of_pid(me)
+T.ok(m, "of_pid(riklet's own pid): measured (" .. tostring(err) .. ")")
+T.ok(m and m.memory_bytes and m.memory_bytes > 0, "memory_bytes > 0")
+T.ok(m and m.cpu_seconds and m.cpu_seconds > 0, "cpu_seconds > 0")
+-- the name of riklet's own memory (or v2) cgroup: measuring under it works, under another does not
+local cg = fs.read("/proc/" .. me .. "/cgroup", 65536)
+local path = cg:match("%d+:[^:\n]*memory[^:\n]*:([^\n]*)") or cg:match("0::([^\n]*)")
+local name = path:match("([^/]+)$")
+if name then
+  T.ok(cgstats.of_pid(me, name), "of_pid with the cgroup's own name: measured")
+else
+  T.skip("riklet runs in the root cgroup: no name to match")
+end
+local none, nerr = cgstats.of_pid(me, "some_other_container")
+T.is(none, nil, "of_pid with another container's name: refused (a reused pid is not that container)")
+T.like(nerr or "", "not in the cgroup of some_other_container", "saying so")
+local gone, gerr = cgstats.of_pid(2 ^ 22 + 1)
+T.is(gone, nil, "a pid that does not exist: nil")
+T.like(gerr or "", "gone", "saying it is gone")
+T.is(cgstats.of_instance({ id = "x", containers = { { name = "c", state = "exited", pid = me } } }), nil,
+  "of_instance: an exited container is not measured")
+T.is(cgstats.cpu_percent({ cpu_seconds = 1 }, { cpu_seconds = 1.5 }, 1), 50, "cpu_percent: 0.5 s in 1 s = 50 %")
