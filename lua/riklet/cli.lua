@@ -21,6 +21,7 @@ Usage:
   riklet cleanup                        destroy every instance and remove everything riklet owns
   riklet check [--json]                 what this node can run, and what to do about what it cannot
   riklet top [--once]                   running instances: CPU %, memory (peak, limit), pids, OOM kills
+  riklet metrics                        riklet's series in the Prometheus text format (agent, instances)
   riklet fault-points                   the fault points RIKLET_FAULT=<point>[:abort|:error] can arm (tests)
   riklet test FILE.lua                  run a Lua test script inside riklet with the real bindings
   riklet version | --help
@@ -183,6 +184,7 @@ local function daemon(cfg)
     local pok, perr = policy.load(name)
     if not pok then core.log("error", "policy", ("%s; calls to it fail until it is fixed (then SIGHUP)"):format(perr)) end
   end
+  require("riklet.prom").instrument(agent)
   require("riklet.status").start(cfg.state_dir, function()
     local n = 0
     for _, v in ipairs(agent.list()) do if not v.gone then n = n + 1 end end
@@ -419,6 +421,21 @@ local function top(cfg)
   return 0
 end
 
+-- ---- riklet metrics: the Prometheus exposition of the agent on this state dir ----
+local function metrics_cmd(cfg)
+  local prom = require "riklet.prom"
+  local st = require("riklet.status").read(cfg.state_dir)
+  local paths = config.paths(cfg)
+  local recs = {}
+  if fs.exists(paths.records) then
+    local store = require "riklet.store"
+    store.open(paths.records)
+    recs = store.list() or {}
+  end
+  io.stdout:write(prom.render(prom.collect({ status = st, records = recs, pid = st and st.pid, agent_running = st ~= nil })))
+  return 0
+end
+
 -- ---- riklet logs ID [CONTAINER] ----
 local LOGS_USAGE = "usage: riklet logs ID [CONTAINER] [--follow] [--timestamps] [--tail N] [--since TIME|DURATION] [--previous]"
 
@@ -539,7 +556,7 @@ end
 function M.main(argv)
   local cmd = argv[1]
   local first = 1
-  local sub = { run = true, ps = true, logs = true, cleanup = true, version = true, help = true, check = true, top = true }
+  local sub = { run = true, ps = true, logs = true, cleanup = true, version = true, help = true, check = true, top = true, metrics = true }
   if cmd and sub[cmd] then first = 2 else cmd = nil end
   for _, a in ipairs(argv) do
     if a == "--help" or a == "-h" or cmd == "help" then io.stdout:write(usage()) return 0 end
@@ -557,6 +574,7 @@ function M.main(argv)
   elseif cmd == "cleanup" then return cleanup(cfg)
   elseif cmd == "check" then return check_cmd(cfg)
   elseif cmd == "top" then return top(cfg)
+  elseif cmd == "metrics" then return metrics_cmd(cfg)
   end
   if rest[1] then return die("unexpected argument %q (see `riklet --help`)", rest[1]) end
   return daemon(cfg)

@@ -193,6 +193,8 @@ local function pull(r, opts)
   log("info", "pulling %s", r.canonical)
   local t0 = core.now()
   local res, err = proc.run(argv, { timeout = timeout })
+  -- M.on_pull(ok, seconds): set by the metrics (riklet_image_pulls_total, pull duration)
+  if M.on_pull then pcall(M.on_pull, res ~= nil and res.code == 0, core.now() - t0) end
   local msg = tool_missing(res, "skopeo", "skopeo")
   if msg then
     if fresh then fs.rm_rf(target) end

@@ -112,17 +112,23 @@ end
 
 local function pack(...) return { n = select("#", ...), ... } end
 
+-- calls that failed (did not load, raised, overran, no such function), per policy: for metrics
+M.errors = {}
+local function count_error(name) M.errors[name] = (M.errors[name] or 0) + 1 end
+
 -- policy.call(name, fn, ...) -> results | nil, err
 function M.call(name, fname, ...)
   local e, err = entry(name)
-  if not e then return nil, err end
+  if not e then count_error(name) return nil, err end
   local box = e.box
   local r = pack(pcall(box.call, box, tostring(#e.chain), fname, ...))
   if not r[1] then
+    count_error(name)
     return nil, ("policy %s.%s could not be called: %s"):format(name, tostring(fname), tostring(r[2]))
   end
   if r[2] then return unpack(r, 3, r.n) end
   local msg, kind = r[3], r[4]
+  count_error(name)
   if kind == "missing" then return nil, ("policy %s has no function '%s'"):format(name, tostring(fname)) end
   if kind == "limit" or kind == "error" then
     -- what failed may have left the policy's state half-changed or its memory held: start afresh

@@ -47,6 +47,10 @@ function M.snapshot(instances)
       timers = st.timers, tasks = st.tasks,
     },
     pool = { threads = st.pool_threads, pending = st.pool_pending, done = st.pool_done },
+    -- for `riklet metrics` (riklet.prom): the daemon's counters, the scheduler's, policy errors
+    prom = require("riklet.prom").snapshot(),
+    scheduler = package.loaded["riklet.scheduler"] and package.loaded["riklet.scheduler"].stats() or nil,
+    policy_errors = package.loaded["riklet.policy"] and package.loaded["riklet.policy"].errors or nil,
   }
 end
 
