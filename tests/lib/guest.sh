@@ -79,6 +79,7 @@ guest__rootfs() { # guest__rootfs VARIANT OUT
 	mkdir -p "$d/www" "$d/etc/acpi/PWRF"
 	echo "hello from a riklet guest" >"$d/www/index.html"
 	printf '#!/bin/sh\npoweroff -f\n' >"$d/etc/acpi/PWRF/00000080"
+	printf "PWRF PWRF/00000080\n" >"$d/etc/acpid.conf"
 	chmod 755 "$d/etc/acpi/PWRF/00000080"
 	cat >"$d/init" <<'EOF'
 #!/bin/busybox sh
@@ -104,7 +105,8 @@ EOF
 	case $variant in
 	serve)
 		cat >>"$d/init" <<'EOF'
-acpid -c /etc/acpi 2>/dev/null
+mkdir -p /var/log /var/run
+acpid -f -d -c /etc/acpi -a /etc/acpid.conf >/dev/console 2>&1 &
 httpd -p 8080 -h /www
 echo "guest: serving HTTP on 8080"
 while :; do sleep 3600; done
