@@ -94,7 +94,8 @@ static int l_connect(lua_State *L)
 	const char *path = luaL_checklstring(L, 1, &len);
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	if (len == 0 || len >= sizeof sa.sun_path)
-		return lrk_fail(L, "unix socket path %s is empty or longer than %d bytes", path, (int)sizeof sa.sun_path - 1);
+		return lrk_fail(L, "unix socket path %s is empty or longer than %d bytes", path,
+				(int)sizeof sa.sun_path - 1);
 	memcpy(sa.sun_path, path, len);
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
@@ -259,12 +260,9 @@ static int l_gc(lua_State *L)
 
 static int open_usock(lua_State *L)
 {
-	static const luaL_Reg methods[] = {{"read", l_read},
-					   {"send", l_write},
-					   {"wait_writable", l_wait_writable},
-					   {"so_error", l_so_error},
-					   {"close", l_close},
-					   {NULL, NULL}};
+	static const luaL_Reg methods[] = {
+		{"read", l_read},	  {"send", l_write},  {"wait_writable", l_wait_writable},
+		{"so_error", l_so_error}, {"close", l_close}, {NULL, NULL}};
 	lrk_newclass(L, USOCK_MT, methods, l_gc);
 	static const luaL_Reg fns[] = {{"connect", l_connect}, {"connect_tcp", l_connect_tcp}, {NULL, NULL}};
 	lua_newtable(L);

@@ -132,11 +132,15 @@ end
 
 -- The last lines of the guest's console, for a reason.
 local function console_tail(dir, n)
-  local s = fs.tail(dir .. "/console.log", 4096)
+  local s = fs.tail(dir .. "/console.log", 16384)
   if not s or s == "" then return "" end
   local lines = {}
   for l in s:gmatch("[^\r\n]+") do lines[#lines + 1] = l end
   local out = {}
+  -- the kernel's panic line first: what follows it is a stack dump
+  for _, l in ipairs(lines) do
+    if l:find("Kernel panic", 1, true) then out[1] = l break end
+  end
   for i = math.max(1, #lines - (n or 5) + 1), #lines do out[#out + 1] = lines[i] end
   return table.concat(out, " | ")
 end
