@@ -302,6 +302,15 @@ local function free_resources(inst, keep_log)
   local rec, errs = inst.rec, {}
   local vmrec = rec.vm or {}
   local b = vmrec.backend and the_backend(vmrec.backend) or backend
+  if not vmrec.handle and b and b.processes then
+    -- riklet stopped between starting the VMM and storing its handle: find it by its files
+    for _, h in ipairs(b.processes(cfg.paths.instances)) do
+      if h.id == inst.id then
+        log("warn", "instance %s: its record names no VM but QEMU pid %d runs for it: stopping it", inst.id, h.pid)
+        vmrec.handle = h
+      end
+    end
+  end
   if vmrec.handle then
     if not b then
       errs[#errs + 1] = ("cannot stop its VM: the %s backend is not available"):format(tostring(vmrec.backend))
@@ -386,6 +395,19 @@ function F.load(inst)
   end
 end
 
+-- Boot: a VMM riklet started for an instance that has no record (any more) is stopped.
+function F.reconcile(_, is_live)
+  if not (backend and backend.processes) then return true end
+  for _, h in ipairs(backend.processes(cfg.paths.instances)) do
+    if not is_live(h.id) then
+      log("info", "stopping leftover %s VM pid %d of instance %s (no record)", backend.name, h.pid, h.id)
+      local ok, err = backend.stop(h, 0)
+      if not ok then log("error", "cannot stop leftover VM pid %d: %s", h.pid, tostring(err)) end
+    end
+  end
+  return true
+end
+
 function F.timeout(step, inst)
   local grace = inst.grace or cfg.stop_grace or 10
   if step == "create" then return (cfg.pull_timeout or 600) + 180 end
@@ -402,6 +424,7 @@ F.driver = {
   on_exit = function(...) return F.on_exit(...) end,
   load = function(...) return F.load(...) end,
   timeout = function(...) return F.timeout(...) end,
+  reconcile = function(...) return F.reconcile(...) end,
 }
 
 return F

@@ -130,10 +130,15 @@ rk_stop TERM
 
 # --- node without a kernel, without QEMU: FAILED naming the flag ------------------------------------
 fn_manifest nokernel "$G/rootfs-serve.ext4"
+# a QEMU left by an instance that has no record (a crash between the start and the record)
+mkdir -p "$STATE/instances/ghost"
+qemu-system-x86_64 -M pc -accel tcg -display none -nodefaults -S -pidfile "$STATE/instances/ghost/qemu.pid" -daemonize
+ghost=$(qemu_pids ghost/)
 rk_start_standalone "${FN_OPTS[@]}" --kernel-path "$G/missing-vmlinuz" || bail_out "riklet did not restart"
 ok "rk_wait_status 60 nokernel FAILED" "a missing kernel: FAILED"
 like "$(rk_reason nokernel)" "kernel-path" "  the reason names the flag ($(rk_reason nokernel))"
 is "$(vm_left nokernel) $(taps)" " 0" "  nothing left (no TAP either)"
+ok "[[ -n '$ghost' ]] && wait_for 30 eval '! alive $ghost'" "a leftover QEMU of an instance without a record is stopped at start"
 rk_stop TERM
 rm "$MANIFESTS/nokernel.json"
 fn_manifest novmm "$G/rootfs-serve.ext4"

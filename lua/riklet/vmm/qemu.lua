@@ -336,6 +336,30 @@ function B.stop(handle, grace)
   return nil, ("QEMU (pid %d) is still running 10 s after SIGKILL"):format(handle.pid)
 end
 
+-- B.processes(instances_dir) -> array of handles {pid, starttime, sock, id} of the QEMUs riklet
+-- started for instances under instances_dir (their -pidfile is INSTANCES_DIR/ID/qemu.pid): what a
+-- crash before the handle was stored, or an instance without a record, left running.
+function B.processes(instances_dir)
+  local out, prefix = {}, instances_dir .. "/"
+  for _, name in ipairs(fs.list("/proc") or {}) do
+    local pid = name:match("^%d+$") and tonumber(name)
+    local cmd = pid and fs.read("/proc/" .. name .. "/cmdline", 65536)
+    if cmd then
+      local args = {}
+      for a in cmd:gmatch("[^%z]+") do args[#args + 1] = a end
+      for i = 1, #args - 1 do
+        local id = args[i] == "-pidfile" and args[i + 1]:sub(1, #prefix) == prefix
+          and args[i + 1]:sub(#prefix + 1):match("^([^/]+)/qemu%.pid$")
+        if id then
+          out[#out + 1] = { backend = B.name, pid = pid, starttime = status.start_ticks(pid), id = id,
+            sock = prefix .. id .. "/qmp.sock", pidfile = prefix .. id .. "/qemu.pid" }
+        end
+      end
+    end
+  end
+  return out
+end
+
 -- B.cleanup(handle, dir)
 function B.cleanup(handle, dir)
   if handle and handle.pid and live[handle.pid] then
