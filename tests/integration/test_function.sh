@@ -144,7 +144,7 @@ rm "$MANIFESTS/nokernel.json"
 fn_manifest novmm "$G/rootfs-serve.ext4"
 rk_start_standalone "${FN_OPTS[@]}" --qemu "$G/no-such-qemu" || bail_out "riklet did not restart"
 ok "rk_wait_status 60 novmm FAILED" "a missing QEMU binary: FAILED"
-like "$(rk_reason novmm)" "no-such-qemu.*not on PATH" "  the reason says which binary ($(rk_reason novmm | cut -c1-120))"
+like "$(rk_reason novmm)" "no-such-qemu.*does not exist" "  the reason says which binary ($(rk_reason novmm | cut -c1-120))"
 is "$(vm_left novmm) $(taps)" " 0" "  nothing left"
 rk_stop TERM
 

@@ -42,7 +42,9 @@ local function binary(cfg) return cfg.qemu or "qemu-system-x86_64" end
 function B.available(cfg)
   local bin = binary(cfg)
   local path = which(bin)
-  if not path then
+  if not path and bin:find("/", 1, true) then
+    return nil, ("the QEMU binary %s (--qemu) does not exist or is not a file"):format(bin)
+  elseif not path then
     return nil, ("the QEMU binary %s is not on PATH (%s): install qemu-system-x86 or set --qemu"):format(bin,
       os.getenv("PATH") or "")
   end
