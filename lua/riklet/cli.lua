@@ -310,6 +310,14 @@ local function containers_of(r)
   return out, restarts
 end
 
+-- A Function's VM for `ps --json`: backend, VMM pid, seconds from CREATE to RUNNING and to the
+-- guest answering on its exposed port, and how the VMM ended.
+local function vm_of(v)
+  local h = type(v.handle) == "table" and v.handle or {}
+  return { backend = v.backend, pid = h.pid, running_after = v.running_after, answering_after = v.answering_after,
+    exit_code = v.exit_code, signal = v.exit_signal }
+end
+
 -- The footer of `riklet ps`: the agent running on this state dir and its loop lag.
 local function agent_line(st, why)
   if not st then return ("agent: not running (%s)\n"):format(why) end
@@ -344,7 +352,8 @@ local function ps(cfg)
       if m then m.containers = nil end
       out[#out + 1] = { id = r.id, name = r.name, kind = r.kind, status = r.status, reason = r.reason,
         created_at = r.created_at, ended_at = r.ended_at, source = r.source, restarts = restarts,
-        restart_policy = r.restart_policy, containers = cs, metrics = m }
+        restart_policy = r.restart_policy, containers = cs, metrics = m,
+        vm = type(r.vm) == "table" and vm_of(r.vm) or nil }
     end
     io.stdout:write(json.encode({ agent = agent_st or json.null, instances = out }), "\n")
     return 0

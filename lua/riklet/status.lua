@@ -29,6 +29,8 @@ local function start_ticks(pid)
   return nil
 end
 
+M.start_ticks = start_ticks
+
 local started_at, my_ticks
 
 -- The status of this process as a plain table.

@@ -1,0 +1,430 @@
+-- riklet.function — the Function driver: one microVM per instance, booted from a kernel (node
+-- flag --kernel-path / KERNEL_LOCATION, optional --initrd-path / INITRD_LOCATION) and the ext4 root
+-- filesystem the workload names by URL, on a TAP with its own /30 (riklet.netctl), its exposure
+-- as a DNAT rule like a Pod's port. The VMM is a backend (lua/riklet/vmm/<name>.lua, contract in
+-- VMM.md): qemu or firecracker, chosen by --vmm auto|qemu|firecracker.
+--
+-- In INSTANCE_DIR: the instance's own writable disk (never the cached rootfs), the VMM's control
+-- socket, console.log (the guest's serial console). The record's `vm` holds the backend's handle
+-- (plain data: backend, pid, starttime, sock), the disk, the times CREATE -> RUNNING and CREATE ->
+-- the guest answering on its port, and the exit.
+--
+-- States: RUNNING once the VMM reports the guest running; the guest powering off -> TERMINATED;
+-- the VMM ending otherwise (a kernel panic under -no-reboot, a crash, a kill) -> FAILED with the
+-- exit status and the console's last lines. Destroy: ACPI power button / Ctrl-Alt-Del, the grace
+-- period, then kill; TAP, rules, disk and sockets removed. A VM outlives riklet: after a restart the
+-- same VMM process (pid + start time) is re-adopted, never restarted.
+local core = require "riklet.core"
+local task = require "riklet.task"
+local fs = require "riklet.fs"
+local usock = require "riklet.usock"
+local store = require "riklet.store"
+
+local F = {}
+local cfg, agent, netctl
+local backend, backend_err
+
+local function log(level, fmt, ...) core.log(level, "function", fmt:format(...)) end
+
+-- ---- rootfs ---------------------------------------------------------------------------------
+-- TEMPORARY stand-in for riklet.rootfs (the fcvm branch), file:// only, same calls as VMM.md.
+-- Removed once riklet.rootfs is merged (the require below then finds the real one).
+local stand_in = {}
+function stand_in.configure() end
+function stand_in.fetch(url)
+  local path = url:match("^file://(/.*)$")
+  if not path then
+    return nil, ("rootfs %s: this build fetches file:// URLs only (the HTTP download cache is not merged yet)"):format(url)
+  end
+  path = path:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
+  local st = fs.stat(path)
+  if not st then return nil, ("rootfs %s: %s does not exist"):format(url, path) end
+  if st.type ~= "file" then return nil, ("rootfs %s: %s is not a regular file"):format(url, path) end
+  return path
+end
+function stand_in.check_ext4(path)
+  local f = io.open(path, "rb")
+  if not f then return nil, path .. " cannot be read" end
+  f:seek("set", 1024 + 0x38)
+  local magic = f:read(2)
+  f:close()
+  if magic ~= "\83\239" then return nil, path .. " is not an ext4 image (no ext2/3/4 superblock magic at byte 1080)" end
+  return true
+end
+
+local rootfs
+do
+  local found, mod = pcall(require, "riklet.rootfs")
+  rootfs = found and type(mod) == "table" and mod.fetch and mod or stand_in
+end
+
+-- ---- init -----------------------------------------------------------------------------------
+
+local function load_backend(name)
+  local found, mod = pcall(require, "riklet.vmm." .. name)
+  if not found then return nil, ("the %s backend is not available in this build: %s"):format(name, tostring(mod)) end
+  return mod
+end
+
+local function on_path(bin)
+  for dir in (os.getenv("PATH") or ""):gmatch("[^:]+") do
+    local st = fs.stat(dir .. "/" .. bin)
+    if st and st.type == "file" then return true end
+  end
+  return false
+end
+
+local function whole(v, lo, hi) return type(v) == "number" and v == math.floor(v) and v >= lo and v <= hi end
+
+function F.init(config, ag)
+  cfg, agent = config, ag
+  cfg.vm_vcpus = cfg.vm_vcpus or 1
+  cfg.vm_memory_mib = cfg.vm_memory_mib or 128
+  cfg.vm_machine = cfg.vm_machine or "pc"
+  cfg.vm_accel = cfg.vm_accel or "auto"
+  cfg.vmm = cfg.vmm or "auto"
+  if not whole(cfg.vm_vcpus, 1, 64) then return nil, "--vm-vcpus: give a whole number from 1 to 64", true end
+  if not whole(cfg.vm_memory_mib, 16, 1048576) then return nil, "--vm-memory-mib: give a whole number of MiB, at least 16", true end
+  if cfg.vm_machine ~= "pc" and cfg.vm_machine ~= "microvm" then return nil, "--vm-machine: pc or microvm", true end
+  if cfg.vm_accel ~= "auto" and cfg.vm_accel ~= "kvm" and cfg.vm_accel ~= "tcg" then
+    return nil, "--vm-accel: auto, kvm or tcg", true
+  end
+  local name = cfg.vmm
+  if name == "auto" then name = on_path(cfg.firecracker or "firecracker") and "firecracker" or "qemu" end
+  if name ~= "qemu" and name ~= "firecracker" then return nil, "--vmm: auto, qemu or firecracker", true end
+  backend, backend_err = load_backend(name)
+  if backend and backend.configure then backend.configure(cfg) end
+  if not backend and name == "firecracker" and cfg.vmm == "auto" then backend, backend_err = load_backend("qemu") end
+  if not backend then log("error", "%s: Functions cannot be created until this is fixed", backend_err) end
+  rootfs.configure({ cache_dir = cfg.paths.rootfs, max_bytes = cfg.rootfs_max_bytes, timeout = cfg.pull_timeout })
+  if config.network ~= "none" then
+    local found, mod = pcall(require, "riklet.netctl")
+    if found then
+      if mod.config() then netctl = mod
+      else
+        local ok, err = mod.init(config)
+        if ok then netctl = mod else log("warn", "Function networking is off: %s", tostring(err)) end
+      end
+    end
+  end
+  return fs.mkdir_p(cfg.paths.instances, "0700")
+end
+
+-- ---- helpers --------------------------------------------------------------------------------
+
+local function save(inst)
+  local ok, err = store.save(inst.rec)
+  if not ok then log("error", "instance %s: %s", inst.id, err) end
+  return ok, err
+end
+
+local function rt(inst)
+  inst.rt = inst.rt or {}
+  return inst.rt
+end
+
+local function readable(path)
+  local f = io.open(path, "rb")
+  if not f then return false end
+  f:close()
+  return true
+end
+
+-- The last lines of the guest's console, for a reason.
+local function console_tail(dir, n)
+  local s = fs.tail(dir .. "/console.log", 16384)
+  if not s or s == "" then return "" end
+  local lines = {}
+  for l in s:gmatch("[^\r\n]+") do lines[#lines + 1] = l end
+  local out = {}
+  -- the kernel's panic line first: what follows it is a stack dump
+  for _, l in ipairs(lines) do
+    if l:find("Kernel panic", 1, true) then out[1] = l break end
+  end
+  for i = math.max(1, #lines - (n or 5) + 1), #lines do out[#out + 1] = lines[i] end
+  return table.concat(out, " | ")
+end
+
+local function mac_for(guest_ip)
+  local a, b, c = guest_ip:match("^%d+%.(%d+)%.(%d+)%.(%d+)$")
+  return ("52:54:00:%02x:%02x:%02x"):format(tonumber(a), tonumber(b), tonumber(c))
+end
+
+local function cancelled(inst)
+  if inst.destroy_requested then return nil, "destroyed while it was being created" end
+  return true
+end
+
+-- fn(...) in its own task; its result, or nil, "destroyed..." as soon as the instance is destroyed.
+local function unless_destroyed(inst, fn, ...)
+  local q = task.queue()
+  local args = { n = select("#", ...), ... }
+  task.spawn(function()
+    local ok, v, err = pcall(fn, unpack(args, 1, args.n))
+    q:put({ ok and v or nil, ok and err or v })
+  end)
+  inst.on_cancel = function() q:put({ nil, "destroyed while it was being created" }) end
+  local r = q:get()
+  inst.on_cancel = nil
+  return r[1], r[2]
+end
+
+local function the_backend(name)
+  if name == nil or (backend and backend.name == name) then return backend, backend_err end
+  return load_backend(name)
+end
+
+-- Watch the VMM; its end goes to the instance's mailbox as an exit of unit "vm".
+local function watch(inst, b, handle)
+  local r = rt(inst)
+  if r.watching then return end
+  r.watching = true
+  b.watch(handle, function(ev)
+    r.watching = false
+    r.ended = ev
+    if r.expected then return end
+    agent.post(inst.id, { type = "exit", container = "vm", code = ev.code, signal = ev.signal,
+      describe = ev.reason, shutdown = ev.type == "shutdown" })
+  end)
+end
+
+-- Probe the guest's exposed port until it accepts a TCP connection; record the time.
+local function probe(inst, ip, port)
+  local rec = inst.rec
+  task.spawn(function()
+    local deadline = core.now() + 300
+    while core.now() < deadline and rec.status ~= "FAILED" and rec.status ~= "TERMINATED" and not rt(inst).ended do
+      local s = usock.connect_tcp(ip, port)
+      if s then
+        local w = task.queue()
+        task.spawn(function() w:put(s:wait_writable() and true or false) end)
+        local got = w:get(1)
+        local err = got and s:so_error()
+        s:close()
+        if got and not err then
+          rec.vm.answering_after = core.time() - (rec.created_at or core.time())
+          log("info", "instance %s: the guest answers on %s:%d, %.2f s after the create", inst.id, ip, port,
+            rec.vm.answering_after)
+          save(inst)
+          return
+        end
+      end
+      task.sleep(0.1)
+    end
+  end)
+end
+
+-- ---- driver ---------------------------------------------------------------------------------
+
+function F.create(inst, w)
+  local rec = inst.rec
+  local dir = cfg.paths.instances .. "/" .. inst.id
+  rec.dir = dir
+  rec.vm = {}
+  local ok, err = fs.mkdir_p(dir, "0700")
+  if not ok then return nil, err end
+  ok, err = save(inst) if not ok then return nil, "cannot store its record: " .. err end
+
+  -- 1. what the node must have
+  if not cfg.kernel_path or cfg.kernel_path == "" then
+    return nil, "no guest kernel: start riklet with --kernel-path FILE (or KERNEL_LOCATION) to run Functions"
+  end
+  if not readable(cfg.kernel_path) then
+    return nil, ("the guest kernel %s (--kernel-path / KERNEL_LOCATION) does not exist or cannot be read"):format(cfg.kernel_path)
+  end
+  if cfg.initrd_path and cfg.initrd_path ~= "" and not readable(cfg.initrd_path) then
+    return nil, ("the guest initrd %s (--initrd-path / INITRD_LOCATION) does not exist or cannot be read"):format(cfg.initrd_path)
+  end
+  if not backend then return nil, "no VM backend: " .. tostring(backend_err) end
+  local avail, why = backend.available(cfg)
+  if not avail then return nil, why end
+  local accel
+  if backend.accel then
+    accel, err = backend.accel(cfg.vm_accel)
+    if not accel then return nil, err end
+  end
+  if not netctl then return nil, "Functions need riklet's network (a TAP per VM): riklet runs with --network none or without it" end
+
+  -- 2. the root filesystem (cached, shared; a destroy stops the wait)
+  local fn = w["function"]
+  local cache
+  cache, err = unless_destroyed(inst, rootfs.fetch, fn.rootfs, { cancel = function() return inst.destroy_requested end })
+  if not cache then return nil, "rootfs: " .. tostring(err) end
+  ok, err = rootfs.check_ext4(cache)
+  if not ok then return nil, ("rootfs %s: %s"):format(fn.rootfs, tostring(err)) end
+  ok, err = cancelled(inst) if not ok then return nil, err end
+
+  -- 3. network: TAP, /30, exposure DNAT
+  local net, nerr = netctl.setup(inst.id, w)
+  rec.network = { enabled = true, kind = "Function" }
+  save(inst)
+  if not net then return nil, nerr end
+  rec.network = net
+  rec.network.enabled = true
+  save(inst)
+
+  -- 4. the instance's own disk
+  local disk
+  disk, err = backend.prepare_disk(cache, dir)
+  rec.vm.backend = backend.name
+  rec.vm.disk = disk
+  save(inst)
+  if not disk then return nil, err end
+  ok, err = cancelled(inst) if not ok then return nil, err end
+
+  -- 5. boot
+  local cmdline = "console=ttyS0 reboot=k panic=1 root=/dev/vda rw " .. (backend.boot_args or "") .. net.kernel_ip
+  local vm = {
+    id = inst.id, dir = dir, kernel = cfg.kernel_path,
+    initrd = cfg.initrd_path ~= "" and cfg.initrd_path or nil, cmdline = cmdline:gsub("%s+", " "), disk = disk,
+    tap = net.tap, mac = mac_for(net.guest_ip), vcpus = cfg.vm_vcpus, memory_mib = cfg.vm_memory_mib,
+    console_log = dir .. "/console.log", accel = accel, machine = cfg.vm_machine,
+  }
+  fs.unlink(vm.console_log)
+  local handle, serr, partial = backend.start(vm)
+  rec.vm.handle = handle or partial
+  save(inst)
+  if not handle then
+    local tail = console_tail(dir)
+    return nil, ("the VM did not start: %s%s"):format(tostring(serr), tail ~= "" and ("; console: " .. tail) or "")
+  end
+  rec.vm.running_after = core.time() - (rec.created_at or core.time())
+  watch(inst, backend, handle)
+  local e = fn.exposure
+  if e then probe(inst, net.guest_ip, e.target_port) end
+  log("info", "instance %s: %s VM pid %d running (%s, %s), %.2f s after the create", inst.id, backend.name,
+    handle.pid, vm.machine, tostring(accel), rec.vm.running_after)
+  return true
+end
+
+-- Stop the VM (when one runs) and remove what it made; keep console.log when keep_log.
+local function free_resources(inst, keep_log)
+  local rec, errs = inst.rec, {}
+  local vmrec = rec.vm or {}
+  local b = vmrec.backend and the_backend(vmrec.backend) or backend
+  if not vmrec.handle and b and b.processes then
+    -- riklet stopped between starting the VMM and storing its handle: find it by its files
+    for _, h in ipairs(b.processes(cfg.paths.instances)) do
+      if h.id == inst.id then
+        log("warn", "instance %s: its record names no VM but QEMU pid %d runs for it: stopping it", inst.id, h.pid)
+        vmrec.handle = h
+      end
+    end
+  end
+  if vmrec.handle then
+    if not b then
+      errs[#errs + 1] = ("cannot stop its VM: the %s backend is not available"):format(tostring(vmrec.backend))
+    else
+      rt(inst).expected = true
+      local ok, err = b.stop(vmrec.handle, inst.grace or cfg.stop_grace or 10)
+      if not ok then errs[#errs + 1] = err end
+    end
+  end
+  if #errs == 0 and b and rec.dir then b.cleanup(vmrec.handle, rec.dir) end
+  if netctl and rec.network then
+    local ok, err = netctl.teardown(inst.id)
+    if ok then rec.network = nil else errs[#errs + 1] = err end
+  end
+  if #errs == 0 and rec.dir then
+    if keep_log then
+      fs.unlink(rec.dir .. "/disk.qcow2")
+      fs.unlink(rec.dir .. "/disk.ext4")
+    else
+      local ok, err = fs.rm_rf(rec.dir)
+      if not ok then errs[#errs + 1] = err end
+    end
+  end
+  save(inst)
+  if #errs > 0 then return nil, table.concat(errs, "; ") end
+  return true
+end
+
+function F.release(inst) return free_resources(inst, true) end
+function F.destroy(inst) return free_resources(inst, false) end
+
+-- After a riklet restart: the same VMM process (pid and start time) is watched again.
+function F.adopt(inst)
+  local vmrec = inst.rec.vm
+  if type(vmrec) ~= "table" or type(vmrec.handle) ~= "table" then
+    return nil, "its record names no VM", true
+  end
+  local b, err = the_backend(vmrec.backend)
+  if not b then return nil, err end
+  local ok, aerr, gone = b.adopt(vmrec.handle)
+  if not ok then
+    if gone then
+      local tail = inst.rec.dir and console_tail(inst.rec.dir) or ""
+      return nil, aerr .. (tail ~= "" and ("; console: " .. tail) or ""), true
+    end
+    return nil, aerr
+  end
+  watch(inst, b, vmrec.handle)
+  if inst.rec.network and netctl then
+    local nok, nerr, ngone = netctl.adopt(inst.id, inst.workload, inst.rec.network)
+    if not nok then return nil, "its network: " .. tostring(nerr), ngone end
+  end
+  return ("%s VM pid %d running"):format(b.name, vmrec.handle.pid)
+end
+
+function F.restart() return nil, "a Function is not restarted" end
+
+-- The VMM ended: the guest powering off is TERMINATED, anything else FAILED.
+function F.on_exit(inst, msg)
+  local rec = inst.rec
+  rec.vm = rec.vm or {}
+  rec.vm.exit_code, rec.vm.exit_signal, rec.vm.finished_at = msg.code, msg.signal, core.time()
+  if msg.shutdown then return "TERMINATED", tostring(msg.describe) end
+  local tail = rec.dir and console_tail(rec.dir) or ""
+  return "FAILED", ("%s%s"):format(tostring(msg.describe), tail ~= "" and ("; last console lines: " .. tail) or "")
+end
+
+-- What the record names is derived, never trusted: the socket and disk live in the instance dir.
+function F.load(inst)
+  local rec = inst.rec
+  rec.dir = cfg.paths.instances .. "/" .. inst.id
+  local vmrec = rec.vm
+  if vmrec ~= nil and type(vmrec) ~= "table" then rec.vm = nil return end
+  if type(vmrec) == "table" and type(vmrec.handle) == "table" then
+    local h = vmrec.handle
+    if not whole(h.pid, 2, 2 ^ 22) then h.pid = nil end
+    if h.starttime ~= nil and not whole(h.starttime, 0, 2 ^ 53) then h.starttime = nil end
+    local b = the_backend(vmrec.backend)
+    local sock = b and b.name == "firecracker" and "api.sock" or "qmp.sock"
+    h.sock = rec.dir .. "/" .. sock
+    h.pidfile = rec.dir .. "/qemu.pid"
+  end
+end
+
+-- Boot: a VMM riklet started for an instance that has no record (any more) is stopped.
+function F.reconcile(_, is_live)
+  if not (backend and backend.processes) then return true end
+  for _, h in ipairs(backend.processes(cfg.paths.instances)) do
+    if not is_live(h.id) then
+      log("info", "stopping leftover %s VM pid %d of instance %s (no record)", backend.name, h.pid, h.id)
+      local ok, err = backend.stop(h, 0)
+      if not ok then log("error", "cannot stop leftover VM pid %d: %s", h.pid, tostring(err)) end
+    end
+  end
+  return true
+end
+
+function F.timeout(step, inst)
+  local grace = inst.grace or cfg.stop_grace or 10
+  if step == "create" then return (cfg.pull_timeout or 600) + 180 end
+  if step == "destroy" or step == "release" then return grace + 60 end
+  return 60
+end
+
+F.driver = {
+  create = function(...) return F.create(...) end,
+  destroy = function(...) return F.destroy(...) end,
+  release = function(...) return F.release(...) end,
+  adopt = function(...) return F.adopt(...) end,
+  restart = function(...) return F.restart(...) end,
+  on_exit = function(...) return F.on_exit(...) end,
+  load = function(...) return F.load(...) end,
+  timeout = function(...) return F.timeout(...) end,
+  reconcile = function(...) return F.reconcile(...) end,
+}
+
+return F

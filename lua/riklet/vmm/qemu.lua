@@ -1,0 +1,374 @@
+-- riklet.vmm.qemu — the QEMU backend of the Function driver (interface: /work/wt/VMM.md, in short
+-- at riklet.function's top).
+--
+-- One QEMU per instance, started with -daemonize so it outlives riklet (riklet waits for the
+-- parent, which exits once the VM is set up: an error in the arguments, the kernel path or the
+-- disk comes back as its stderr). In the instance dir: disk.qcow2 (a qcow2 overlay whose backing
+-- file is the cached rootfs, opened read-only by QEMU), qmp.sock (QMP), qemu.pid, console.log
+-- (the serial console). -no-reboot turns a guest reboot (a kernel panic with panic=1) into the end
+-- of QEMU. QMP gives the guest's state (query-status) and why it stopped (the SHUTDOWN event's
+-- reason: guest-shutdown = the guest powered off, guest-reset = it rebooted or panicked,
+-- host-qmp-* / host-signal = riklet or someone on the host ended it).
+local core = require "riklet.core"
+local task = require "riklet.task"
+local fs = require "riklet.fs"
+local proc = require "riklet.proc"
+local json = require "riklet.json"
+local usock = require "riklet.usock"
+local status = require "riklet.status"
+
+local B = { name = "qemu" }
+
+local function log(level, fmt, ...) core.log(level, "qemu", fmt:format(...)) end
+
+-- Runtime state per handle (by pid): the QMP connection and what it told us. Not persisted.
+local live = {}
+
+local function which(bin)
+  if bin:find("/", 1, true) then
+    local st = fs.stat(bin)
+    return st and st.type == "file" and bin or nil
+  end
+  for dir in (os.getenv("PATH") or "/usr/sbin:/usr/bin:/sbin:/bin"):gmatch("[^:]+") do
+    local st = fs.stat(dir .. "/" .. bin)
+    if st and st.type == "file" then return dir .. "/" .. bin end
+  end
+  return nil
+end
+
+local function binary(cfg) return cfg.qemu or "qemu-system-x86_64" end
+
+-- B.available(cfg) -> true | nil, why
+function B.available(cfg)
+  local bin = binary(cfg)
+  local path = which(bin)
+  if not path and bin:find("/", 1, true) then
+    return nil, ("the QEMU binary %s (--qemu) does not exist or is not a file"):format(bin)
+  elseif not path then
+    return nil, ("the QEMU binary %s is not on PATH (%s): install qemu-system-x86 or set --qemu"):format(bin,
+      os.getenv("PATH") or "")
+  end
+  if not which("qemu-img") then return nil, "qemu-img is not on PATH: install qemu-utils" end
+  return true
+end
+
+-- B.accel(wanted) -> "kvm" | "tcg" | nil, err. auto: KVM when /dev/kvm opens read-write, else TCG.
+function B.accel(wanted)
+  wanted = wanted or "auto"
+  if wanted == "tcg" then return "tcg" end
+  local f = io.open("/dev/kvm", "r+")
+  if f then f:close() end
+  if wanted == "kvm" then
+    if not f then return nil, "--vm-accel kvm: /dev/kvm cannot be opened read-write (no KVM here); use --vm-accel tcg" end
+    return "kvm"
+  end
+  if wanted ~= "auto" then return nil, ("--vm-accel %s: use auto, kvm or tcg"):format(tostring(wanted)) end
+  return f and "kvm" or "tcg"
+end
+
+-- B.prepare_disk(cache_path, dir) -> disk_path | nil, err
+function B.prepare_disk(cache_path, dir)
+  local disk = dir .. "/disk.qcow2"
+  fs.unlink(disk)
+  local r, err = proc.run({ "qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", cache_path, disk },
+    { timeout = 60 })
+  if not r then return nil, "qemu-img: " .. tostring(err) end
+  if r.code ~= 0 then
+    return nil, ("qemu-img create of the instance's disk over %s %s: %s"):format(cache_path,
+      proc.describe(r.code, r.signal), (r.stderr or ""):gsub("%s+$", ""))
+  end
+  return disk
+end
+
+-- ---- QMP ------------------------------------------------------------------------------------
+
+local function qmp_send(conn, obj)
+  local data = json.encode(obj) .. "\n"
+  local off = 0
+  while true do
+    local ok, sent, err = conn.sock:send(data, off)
+    if ok then return true end
+    if sent == nil then return nil, err or "QMP socket closed" end
+    off = sent
+    if not conn.sock:wait_writable() then return nil, "QMP socket closed" end
+  end
+end
+
+-- Read QMP messages (one JSON object a line) and dispatch them: replies to the waiting command
+-- (by id), events to conn.on_event. Ends when the socket does (conn.closed set).
+local function qmp_reader(conn)
+  local buf = ""
+  while true do
+    local data, err = conn.sock:read()
+    if not data then
+      conn.closed:set(err or "end of stream")
+      for _, w in pairs(conn.pending) do w:put({ error = { desc = "QMP connection closed" } }) end
+      conn.pending = {}
+      return
+    end
+    buf = buf .. data
+    if #buf > 1024 * 1024 then
+      conn.closed:set("QMP sent more than 1 MiB without a line end")
+      conn.sock:close()
+      return
+    end
+    while true do
+      local line, rest = buf:match("^([^\n]*)\n(.*)$")
+      if not line then break end
+      buf = rest
+      local msg = json.decode(line)
+      if type(msg) == "table" then
+        if msg.QMP then
+          conn.greeting:set(msg)
+        elseif msg.event then
+          if msg.event == "SHUTDOWN" and type(msg.data) == "table" then conn.shutdown_reason = msg.data.reason end
+          if msg.event == "GUEST_PANICKED" then conn.panicked = true end
+          if conn.on_event then conn.on_event(msg) end
+        elseif msg.id ~= nil and conn.pending[msg.id] then
+          local w = conn.pending[msg.id]
+          conn.pending[msg.id] = nil
+          w:put(msg)
+        end
+      end
+    end
+  end
+end
+
+-- qmp_cmd(conn, name[, args[, timeout]]) -> return value | nil, err
+local function qmp_cmd(conn, name, args, timeout)
+  if conn.closed.is_set then return nil, "QMP connection closed" end
+  conn.seq = conn.seq + 1
+  local id = conn.seq
+  local q = task.queue()
+  conn.pending[id] = q
+  local ok, err = qmp_send(conn, { execute = name, arguments = args, id = id })
+  if not ok then conn.pending[id] = nil return nil, err end
+  local r = q:get(timeout or 10)
+  conn.pending[id] = nil
+  if not r then return nil, ("QMP %s: no answer within %g s"):format(name, timeout or 10) end
+  if r.error then return nil, ("QMP %s: %s"):format(name, tostring(r.error.desc or r.error.class)) end
+  return r["return"]
+end
+
+-- Connect to QMP, negotiate capabilities. -> conn | nil, err
+local function qmp_connect(path, timeout)
+  local deadline = core.now() + (timeout or 10)
+  local sock, err
+  repeat
+    sock, err = usock.connect(path)
+    if not sock then task.sleep(0.05) end
+  until sock or core.now() > deadline
+  if not sock then return nil, "QMP: " .. tostring(err) end
+  local conn = { sock = sock, seq = 0, pending = {}, closed = task.event(), greeting = task.event() }
+  task.spawn(qmp_reader, conn)
+  if not conn.greeting:wait(timeout or 10) then
+    sock:close()
+    return nil, ("QMP on %s: no greeting within %g s"):format(path, timeout or 10)
+  end
+  local _, cerr = qmp_cmd(conn, "qmp_capabilities")
+  if cerr then sock:close() return nil, cerr end
+  return conn
+end
+
+local function qmp_close(conn)
+  if conn then conn.sock:close() end
+end
+
+-- ---- processes ------------------------------------------------------------------------------
+
+-- The pid in QEMU's pidfile that is alive with starttime as recorded.
+local function same_process(handle)
+  if not handle.pid then return false end
+  local t = status.start_ticks(handle.pid)
+  return t ~= nil and (handle.starttime == nil or t == handle.starttime)
+end
+
+local function read_pidfile(path)
+  local s = fs.read(path, 64)
+  return s and tonumber(s:match("^%s*(%d+)%s*$"))
+end
+
+local function argv(cfg, vm)
+  local dev = vm.machine == "microvm" and { blk = "virtio-blk-device", net = "virtio-net-device" }
+    or { blk = "virtio-blk-pci", net = "virtio-net-pci" }
+  local a = {
+    binary(cfg), "-name", "riklet-" .. vm.id,
+    "-M", vm.machine == "microvm" and "microvm,acpi=on" or "pc", "-accel", vm.accel or "tcg",
+    "-m", tostring(vm.memory_mib), "-smp", tostring(vm.vcpus), "-no-reboot", "-nodefaults",
+    "-display", "none", "-vga", "none",
+    "-kernel", vm.kernel, "-append", vm.cmdline,
+    "-serial", "file:" .. vm.console_log,
+    "-drive", "file=" .. vm.disk .. ",format=qcow2,if=none,id=rootfs,discard=unmap",
+    "-device", dev.blk .. ",drive=rootfs",
+    "-netdev", "tap,id=net0,ifname=" .. vm.tap .. ",script=no,downscript=no",
+    "-device", dev.net .. ",netdev=net0,mac=" .. vm.mac,
+    "-qmp", "unix:" .. vm.dir .. "/qmp.sock,server=on,wait=off",
+    "-pidfile", vm.dir .. "/qemu.pid", "-daemonize",
+  }
+  if vm.machine == "microvm" then
+    -- microvm has no VGA to disable
+    for i = #a, 1, -1 do if a[i] == "-vga" then table.remove(a, i) table.remove(a, i) end end
+  end
+  if vm.initrd then
+    a[#a + 1] = "-initrd"
+    a[#a + 1] = vm.initrd
+  end
+  return a
+end
+
+local cfg = {}
+function B.configure(c) cfg = c or {} end
+
+-- B.start(vm) -> handle | nil, err
+function B.start(vm)
+  local pidfile, sock = vm.dir .. "/qemu.pid", vm.dir .. "/qmp.sock"
+  fs.unlink(pidfile)
+  fs.unlink(sock)
+  local a = argv(cfg, vm)
+  log("debug", "instance %s: %s", vm.id, table.concat(a, " "))
+  -- own_group = false: the daemonized QEMU must not be in a group a timeout would kill
+  local r, err = proc.run(a, { timeout = 60, own_group = false })
+  if not r then return nil, ("cannot run %s: %s"):format(a[1], tostring(err)) end
+  local pid = read_pidfile(pidfile)
+  if r.code ~= 0 or r.timed_out then
+    local msg = (r.stderr or ""):gsub("%s+$", "")
+    if pid and proc.alive(pid) then proc.kill(pid, 9) end
+    return nil, ("QEMU %s%s"):format(r.timed_out and "did not finish starting within 60 s" or proc.describe(r.code, r.signal),
+      msg ~= "" and (": " .. msg) or "")
+  end
+  if not pid then return nil, ("QEMU started but wrote no pid to %s"):format(pidfile) end
+  local handle = { backend = B.name, pid = pid, starttime = status.start_ticks(pid), sock = sock, pidfile = pidfile }
+  local conn, cerr = qmp_connect(sock, 15)
+  if not conn then
+    return nil, cerr, handle
+  end
+  live[pid] = { conn = conn }
+  local st, serr = qmp_cmd(conn, "query-status")
+  if not st then return nil, serr, handle end
+  if st.status ~= "running" then
+    return nil, ("QEMU reports the guest %s, not running"):format(tostring(st.status)), handle
+  end
+  return handle
+end
+
+-- What ended QEMU, from the SHUTDOWN reason QMP gave (nil when the connection missed it).
+local REASONS = {
+  ["guest-shutdown"] = "the guest powered off",
+  ["guest-reset"] = "the guest rebooted (a kernel panic with panic=N, or a reboot; QEMU runs with -no-reboot)",
+  ["guest-panic"] = "the guest kernel panicked",
+  ["host-qmp-quit"] = "QEMU was told to quit (QMP)",
+  ["host-qmp-system-reset"] = "QEMU was told to reset (QMP)",
+  ["host-signal"] = "QEMU was killed by a signal on the host",
+  ["host-ui"] = "QEMU was closed from its UI",
+}
+
+-- B.watch(handle, on_event)
+function B.watch(handle, on_event)
+  local rt = live[handle.pid] or {}
+  live[handle.pid] = rt
+  if rt.watching then return end
+  rt.watching = true
+  task.spawn(function()
+    local code, signal, werr = proc.watch(handle.pid)
+    if werr then
+      -- nothing is known: poll the process instead of taking this for an exit
+      log("error", "cannot watch QEMU %d (%s): polling it every 2 s", handle.pid, werr)
+      while same_process(handle) do task.sleep(2) end
+      code, signal = nil, nil
+    end
+    -- the SHUTDOWN event comes before the process ends; give the reader a moment to have it
+    if rt.conn and not rt.conn.closed.is_set then rt.conn.closed:wait(1) end
+    local reason = rt.conn and rt.conn.shutdown_reason
+    if rt.conn and rt.conn.panicked then reason = "guest-panic" end
+    qmp_close(rt.conn)
+    live[handle.pid] = nil
+    local ev = { code = code, signal = signal, shutdown_reason = reason }
+    if reason == "guest-shutdown" and (code == nil or code == 0) then
+      ev.type = "shutdown"
+      ev.reason = REASONS[reason]
+    else
+      ev.type = "exited"
+      local what = code ~= nil and proc.describe(code, signal) or signal and proc.describe(nil, signal)
+        or "ended (exit status unknown: not riklet's child)"
+      ev.reason = ("QEMU %s%s"):format(what, reason and ("; " .. (REASONS[reason] or reason)) or "")
+    end
+    on_event(ev)
+  end)
+end
+
+-- B.adopt(handle) -> true | nil, err, gone
+function B.adopt(handle)
+  if type(handle) ~= "table" or not handle.pid then return nil, "no QEMU pid recorded", true end
+  if not same_process(handle) then
+    return nil, ("QEMU (pid %d) is no longer running"):format(handle.pid), true
+  end
+  local rt = live[handle.pid]
+  if rt and rt.conn and not rt.conn.closed.is_set then return true end
+  local conn, err = qmp_connect(handle.sock, 10)
+  if not conn then return nil, ("QEMU pid %d runs but its QMP socket does not answer: %s"):format(handle.pid, err) end
+  live[handle.pid] = live[handle.pid] or {}
+  live[handle.pid].conn = conn
+  local st, serr = qmp_cmd(conn, "query-status")
+  if not st then return nil, serr end
+  return true, st.status
+end
+
+-- B.stop(handle, grace) -> true | nil, err
+function B.stop(handle, grace)
+  if not handle or not handle.pid or not same_process(handle) then return true end
+  local rt = live[handle.pid] or {}
+  local conn = rt.conn
+  if not conn or conn.closed.is_set then conn = qmp_connect(handle.sock, 5) rt.conn = conn end
+  local gone = task.event()
+  task.spawn(function()
+    while same_process(handle) do task.sleep(0.1) end
+    gone:set(true)
+  end)
+  if conn then
+    local _, err = qmp_cmd(conn, "system_powerdown", nil, 5)
+    if err then log("warn", "QEMU %d: system_powerdown: %s", handle.pid, err) end
+    if gone:wait(grace) then return true end
+    log("warn", "QEMU %d: the guest did not power off within %g s of the ACPI power button: quitting QEMU", handle.pid, grace)
+    qmp_cmd(conn, "quit", nil, 5)
+    if gone:wait(5) then return true end
+  end
+  log("warn", "QEMU %d: killing it (SIGKILL)", handle.pid)
+  proc.kill(handle.pid, 9)
+  if gone:wait(10) then return true end
+  return nil, ("QEMU (pid %d) is still running 10 s after SIGKILL"):format(handle.pid)
+end
+
+-- B.processes(instances_dir) -> array of handles {pid, starttime, sock, id} of the QEMUs riklet
+-- started for instances under instances_dir (their -pidfile is INSTANCES_DIR/ID/qemu.pid): what a
+-- crash before the handle was stored, or an instance without a record, left running.
+function B.processes(instances_dir)
+  local out, prefix = {}, instances_dir .. "/"
+  for _, name in ipairs(fs.list("/proc") or {}) do
+    local pid = name:match("^%d+$") and tonumber(name)
+    local cmd = pid and fs.read("/proc/" .. name .. "/cmdline", 65536)
+    if cmd then
+      local args = {}
+      for a in cmd:gmatch("[^%z]+") do args[#args + 1] = a end
+      for i = 1, #args - 1 do
+        local id = args[i] == "-pidfile" and args[i + 1]:sub(1, #prefix) == prefix
+          and args[i + 1]:sub(#prefix + 1):match("^([^/]+)/qemu%.pid$")
+        if id then
+          out[#out + 1] = { backend = B.name, pid = pid, starttime = status.start_ticks(pid), id = id,
+            sock = prefix .. id .. "/qmp.sock", pidfile = prefix .. id .. "/qemu.pid" }
+        end
+      end
+    end
+  end
+  return out
+end
+
+-- B.cleanup(handle, dir)
+function B.cleanup(handle, dir)
+  if handle and handle.pid and live[handle.pid] then
+    qmp_close(live[handle.pid].conn)
+  end
+  for _, f in ipairs({ "qmp.sock", "qemu.pid", "disk.qcow2" }) do fs.unlink(dir .. "/" .. f) end
+  return true
+end
+
+return B
