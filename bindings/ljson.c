@@ -15,6 +15,7 @@
  *                                             U+FFFD per bad byte, never raw (records, ps --json)
  *   json.utf8(str) -> true | nil, byte_offset     is str valid UTF-8 (RFC 3629: no overlongs,
  *                                             surrogates or code points past U+10FFFF)?
+ *   json.utf8_fix(str) -> str                  str with each byte of invalid UTF-8 as U+FFFD
  *   json.quote(str[, max]) -> text            str as a quoted literal for a message: JSON escapes,
  *                                             NUL as \u0000, a byte of invalid UTF-8 as \xNN, cut
  *                                             after max bytes (default 60) with "... (N bytes)"
@@ -390,6 +391,18 @@ static int l_utf8(lua_State *L)
 	return 2;
 }
 
+/* json.utf8_fix(str) -> str */
+static int l_utf8_fix(lua_State *L)
+{
+	size_t n;
+	const char *s = luaL_checklstring(L, 1, &n);
+	if (utf8_bad(s, n) < n)
+		push_utf8_fixed(L, s, n);
+	else
+		lua_settop(L, 1);
+	return 1;
+}
+
 /* json.quote(str[, max]) -> text */
 static int l_quote(lua_State *L)
 {
@@ -468,7 +481,7 @@ static int open_json(lua_State *L)
 	lua_setfield(L, -2, "__jsontype");
 	lua_rawset(L, LUA_REGISTRYINDEX);
 	static const luaL_Reg fns[] = {{"decode", l_decode}, {"encode", l_encode}, {"array", l_array},
-				       {"utf8", l_utf8},     {"quote", l_quote},   {NULL, NULL}};
+				       {"utf8", l_utf8}, {"utf8_fix", l_utf8_fix},     {"quote", l_quote},   {NULL, NULL}};
 	lua_newtable(L);
 	lrk_setfuncs(L, fns);
 	push_reg(L, &NULL_KEY);

@@ -10,6 +10,8 @@
 --   W.validate(m) -> model | nil, reason           strict: unknown keys refused; returns a fresh
 --                                                  copy with no metatables (plain data)
 --   W.admit(m) -> model | nil, reason              admission policy, then W.validate again
+--   W.for_source(m, source) -> model | nil, reason what the front-end that sent it may ask for:
+--                                                  oci: images (image.local_ref)
 --   W.LIMITS                                       the caps below
 --
 -- The model (no JSON null anywhere: absent is nil):
@@ -538,6 +540,17 @@ local function copy(v, depth)
   local c = {}
   for k, x in pairs(v) do c[k] = copy(x, depth + 1) end
   return c
+end
+
+function W.for_source(m, source)
+  for i, c in ipairs(m.containers or {}) do
+    local ref, err = image.local_ref(c.image, source)
+    if not ref then return nil, ("spec.containers[%d].image: %s"):format(i, err) end
+    if ref ~= c.image then
+      c.image, c.image_ref = ref, assert(image.parse_ref(ref))
+    end
+  end
+  return m
 end
 
 function W.admit(m)
