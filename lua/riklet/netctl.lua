@@ -264,6 +264,7 @@ function M.init(cfg)
   C = {
     pod = pod, fn = fn, bridge = bridge, bridge_ip = net.ip4str(pod.base + 1),
     state_dir = state_dir, netns_dir = cfg.netns_dir or "/run/riklet/netns",
+    reserved = M.reserved_ports(cfg),
   }
   local ok
   ok, err = fs.mkdir_p(state_dir, "0700")
@@ -288,6 +289,25 @@ end
 function M.state() return S end
 function M.config() return C end
 
+-- Node ports a workload may not expose (the network policy gets them as ctx.reserved): riklet's
+-- own listening ports and the scheduler's, from the options that name them.
+function M.reserved_ports(cfg)
+  local out = {}
+  local function add(addr, what)
+    if type(addr) ~= "string" then return end
+    local port = addr:match("^%a[%w+.-]*://[^/]-:(%d+)") or addr:match("^[^/]-:(%d+)$")
+    if not port and addr:match("^https://") then port = "443" end
+    if not port and addr:match("^http://") then port = "80" end
+    if port and tonumber(port) >= 1 and tonumber(port) <= 65535 then out[tostring(tonumber(port))] = what end
+  end
+  add(cfg.master_ip, "the scheduler's port (--master-ip)")
+  add(cfg.scheduler, "the scheduler's port (--scheduler)")
+  add(cfg.interlink, "riklet's interLink listener (--interlink)")
+  add(cfg.metrics_listen, "riklet's metrics listener (--metrics-listen)")
+  for port, what in pairs(M.extra_reserved or {}) do out[tostring(port)] = what end
+  return out
+end
+
 function M.exposed(except)
   local out = {}
   for id, rec in pairs(S and S.instances or {}) do
@@ -311,6 +331,7 @@ local function instance_rules(id, w, rec)
   local rules, err = call_policy("rules", w, {
     instance_id = id, kind = rec.kind, comment = owner(id), address = rec.ip or rec.guest_ip,
     host_if = rec.host_if, bridge = C.bridge, exposed = M.exposed(id), null = json.null,
+    reserved = C.reserved, reserved_below = 1024,
   })
   if not rules then return nil, err end
   if type(rules) ~= "table" then return nil, "policy network.rules returned a " .. type(rules) .. ", not an array of rules" end
