@@ -11,8 +11,11 @@
  *   c.digest_valid(s) -> boolean
  *   c.overlay_mount(lower, upper, work, target) -> true | nil, err
  *   c.overlay_umount(target) -> true | nil, err          (not mounted is success; busy detaches)
- *   c.is_mountpoint(path) -> boolean | nil, err */
+ *   c.is_mountpoint(path) -> boolean | nil, err
+ *   c.realpath(path) -> absolute path with no symbolic link, '.' or '..' | nil, err */
 #include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "image.h"
@@ -128,6 +131,20 @@ static int l_is_mountpoint(lua_State *L)
 	return 1;
 }
 
+/* c.realpath(path) -> resolved | nil, err */
+static int l_realpath(lua_State *L)
+{
+	size_t n;
+	const char *p = luaL_checklstring(L, 1, &n);
+	if (strlen(p) != n)
+		return lrk_fail(L, "path holds a NUL byte");
+	char buf[PATH_MAX];
+	if (!realpath(p, buf))
+		return lrk_fail(L, "%s: %s", p, strerror(errno));
+	lua_pushstring(L, buf);
+	return 1;
+}
+
 static int open_image_c(lua_State *L)
 {
 	static const luaL_Reg fns[] = {
@@ -139,6 +156,7 @@ static int open_image_c(lua_State *L)
 		{"overlay_mount", l_overlay_mount},
 		{"overlay_umount", l_overlay_umount},
 		{"is_mountpoint", l_is_mountpoint},
+		{"realpath", l_realpath},
 		{NULL, NULL},
 	};
 	lua_newtable(L);

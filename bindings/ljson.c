@@ -11,7 +11,16 @@
  *                                             a table is an array when it has array_mt, or when its
  *                                             keys are exactly 1..n with n > 0; else an object
  *                                             (keys must be strings or numbers)
- *   json.null, json.array_mt, json.object_mt, json.array(t) (marks t as an array, returns it) */
+ *                                             invalid UTF-8 in a string or key is written as
+ *                                             U+FFFD per bad byte, never raw (records, ps --json)
+ *   json.utf8(str) -> true | nil, byte_offset     is str valid UTF-8 (RFC 3629: no overlongs,
+ *                                             surrogates or code points past U+10FFFF)?
+ *   json.utf8_fix(str) -> str                  str with each byte of invalid UTF-8 as U+FFFD
+ *   json.quote(str[, max]) -> text            str as a quoted literal for a message: JSON escapes,
+ *                                             NUL as \u0000, a byte of invalid UTF-8 as \xNN, cut
+ *                                             after max bytes (default 60) with "... (N bytes)"
+ *   json.null, json.array_mt, json.object_mt, json.array(t) (marks t as an array, returns it)
+ * json.decode also refuses text that is not valid UTF-8 (RFC 8259), saying at which byte. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <string.h>
@@ -64,6 +73,57 @@ static int push_value(lua_State *L, const cJSON *v, int depth)
 	return 0;
 }
 
+/* Length of the valid UTF-8 sequence at s[i] (1-4), or 0 when the byte there starts none. */
+static size_t utf8_seq(const unsigned char *s, size_t len, size_t i)
+{
+	unsigned c = s[i];
+	size_t n;
+	unsigned lo = 0x80, hi = 0xbf;
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		n = 2;
+	else if (c >= 0xe0 && c <= 0xef) {
+		n = 3;
+		if (c == 0xe0)
+			lo = 0xa0; /* overlong */
+		if (c == 0xed)
+			hi = 0x9f; /* surrogates */
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		n = 4;
+		if (c == 0xf0)
+			lo = 0x90; /* overlong */
+		if (c == 0xf4)
+			hi = 0x8f; /* past U+10FFFF */
+	} else
+		return 0;
+	if (i + n > len)
+		return 0;
+	for (size_t k = 1; k < n; k++) {
+		unsigned b = s[i + k];
+		if (b < (k == 1 ? lo : 0x80) || b > (k == 1 ? hi : 0xbf))
+			return 0;
+	}
+	return n;
+}
+
+/* Offset of the first byte that is not valid UTF-8, or len. */
+static size_t utf8_bad(const char *s, size_t len)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	for (size_t i = 0; i < len;) {
+		if (u[i] < 0x80) {
+			i++;
+			continue;
+		}
+		size_t n = utf8_seq(u, len, i);
+		if (!n)
+			return i;
+		i += n;
+	}
+	return len;
+}
+
 /* What cJSON loses or reports badly, checked on the text before it parses: a NUL inside a
  * string and the nesting depth (cJSON's own limit only says "invalid JSON near byte 1000").
  * Returns 0, or -1 with the reason in err. */
@@ -112,6 +172,10 @@ static int l_decode(lua_State *L)
 	char perr[128];
 	if (prescan(s, len, max_depth, perr, sizeof perr) < 0)
 		return lrk_fail(L, "%s", perr);
+	size_t bad = utf8_bad(s, len);
+	if (bad < len)
+		return lrk_fail(L, "invalid JSON: not valid UTF-8 at byte %zu (byte 0x%02x)", bad,
+				(unsigned char)s[bad]);
 	const char *end = NULL;
 	cJSON *root = cJSON_ParseWithLengthOpts(s, len, &end, 0);
 	if (root && end) { /* only whitespace may follow the value */
@@ -142,6 +206,26 @@ static int l_decode(lua_State *L)
 }
 
 static cJSON *to_json(lua_State *L, int idx, int depth, char *err, size_t errlen);
+
+/* s (n bytes, no NUL) with each byte of invalid UTF-8 replaced by U+FFFD; pushed on L. */
+static const char *push_utf8_fixed(lua_State *L, const char *s, size_t n)
+{
+	luaL_Buffer b;
+	luaL_buffinit(L, &b);
+	const unsigned char *u = (const unsigned char *)s;
+	for (size_t i = 0; i < n;) {
+		size_t k = utf8_seq(u, n, i);
+		if (k) {
+			luaL_addlstring(&b, s + i, k);
+			i += k;
+		} else {
+			luaL_addstring(&b, "\xef\xbf\xbd");
+			i++;
+		}
+	}
+	luaL_pushresult(&b);
+	return lua_tostring(L, -1);
+}
 
 static int is_array(lua_State *L, int idx)
 {
@@ -198,6 +282,11 @@ static cJSON *to_json(lua_State *L, int idx, int depth, char *err, size_t errlen
 		if (strlen(str) != n) {
 			snprintf(err, errlen, "cannot encode a string holding a NUL byte (\"%.40s\"...)", str);
 			return NULL;
+		}
+		if (utf8_bad(str, n) < n) {
+			cJSON *j = cJSON_CreateString(push_utf8_fixed(L, str, n));
+			lua_pop(L, 1);
+			return j;
 		}
 		return cJSON_CreateString(str);
 	}
@@ -257,7 +346,11 @@ static cJSON *to_json(lua_State *L, int idx, int depth, char *err, size_t errlen
 				cJSON_Delete(o);
 				return NULL;
 			}
-			cJSON_AddItemToObject(o, k, c);
+			if (utf8_bad(k, strlen(k)) < strlen(k)) {
+				cJSON_AddItemToObject(o, push_utf8_fixed(L, k, strlen(k)), c);
+				lua_pop(L, 1);
+			} else
+				cJSON_AddItemToObject(o, k, c);
 		}
 		return o;
 	}
@@ -280,6 +373,83 @@ static int l_encode(lua_State *L)
 		return lrk_fail(L, "out of memory encoding JSON");
 	lua_pushstring(L, s);
 	cJSON_free(s);
+	return 1;
+}
+
+/* json.utf8(str) -> true | nil, byte_offset */
+static int l_utf8(lua_State *L)
+{
+	size_t n;
+	const char *s = luaL_checklstring(L, 1, &n);
+	size_t bad = utf8_bad(s, n);
+	if (bad == n) {
+		lua_pushboolean(L, 1);
+		return 1;
+	}
+	lua_pushnil(L);
+	lua_pushnumber(L, (lua_Number)bad);
+	return 2;
+}
+
+/* json.utf8_fix(str) -> str */
+static int l_utf8_fix(lua_State *L)
+{
+	size_t n;
+	const char *s = luaL_checklstring(L, 1, &n);
+	if (utf8_bad(s, n) < n)
+		push_utf8_fixed(L, s, n);
+	else
+		lua_settop(L, 1);
+	return 1;
+}
+
+/* json.quote(str[, max]) -> text */
+static int l_quote(lua_State *L)
+{
+	size_t n;
+	const char *s = luaL_checklstring(L, 1, &n);
+	lua_Number maxn = luaL_optnumber(L, 2, 60);
+	size_t max = maxn >= 1 && maxn < 1e9 ? (size_t)maxn : 60;
+	const unsigned char *u = (const unsigned char *)s;
+	luaL_Buffer b;
+	luaL_buffinit(L, &b);
+	luaL_addchar(&b, '"');
+	size_t i = 0;
+	while (i < n && i < max) {
+		unsigned c = u[i];
+		char esc[16];
+		size_t k = utf8_seq(u, n, i);
+		if (c == '"' || c == '\\') {
+			luaL_addchar(&b, '\\');
+			luaL_addchar(&b, (char)c);
+		} else if (c == '\n')
+			luaL_addstring(&b, "\\n");
+		else if (c == '\t')
+			luaL_addstring(&b, "\\t");
+		else if (c == '\r')
+			luaL_addstring(&b, "\\r");
+		else if (c < 0x20 || c == 0x7f) {
+			snprintf(esc, sizeof esc, "\\u%04x", c);
+			luaL_addstring(&b, esc);
+		} else if (!k) {
+			snprintf(esc, sizeof esc, "\\x%02x", c);
+			luaL_addstring(&b, esc);
+			i++;
+			continue;
+		} else {
+			luaL_addlstring(&b, s + i, k);
+			i += k;
+			continue;
+		}
+		i++;
+	}
+	luaL_addchar(&b, '"');
+	if (i < n) {
+		char more[48];
+		snprintf(more, sizeof more, "... (%zu bytes)", n);
+		luaL_addstring(&b, more);
+	}
+	luaL_pushresult(&b);
 	return 1;
 }
 
@@ -310,7 +480,8 @@ static int open_json(lua_State *L)
 	lua_pushstring(L, "object");
 	lua_setfield(L, -2, "__jsontype");
 	lua_rawset(L, LUA_REGISTRYINDEX);
-	static const luaL_Reg fns[] = {{"decode", l_decode}, {"encode", l_encode}, {"array", l_array}, {NULL, NULL}};
+	static const luaL_Reg fns[] = {{"decode", l_decode}, {"encode", l_encode}, {"array", l_array},
+				       {"utf8", l_utf8}, {"utf8_fix", l_utf8_fix},     {"quote", l_quote},   {NULL, NULL}};
 	lua_newtable(L);
 	lrk_setfuncs(L, fns);
 	push_reg(L, &NULL_KEY);

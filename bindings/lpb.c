@@ -19,12 +19,14 @@
  *       the message stays valid while that anchor is on the stack (pop it when done). Raises on
  *       a bad table, and leaks nothing when it does. */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common.pb-c.h"
 #include "google/protobuf/empty.pb-c.h"
 #include "lrk.h"
+#include "pb.h"
 #include "worker.pb-c.h"
 
 const ProtobufCMessageDescriptor *lpb_find(const char *full_name);
@@ -62,7 +64,9 @@ const ProtobufCMessageDescriptor *lpb_checktype(lua_State *L, int idx)
 
 /* ---- message -> table --------------------------------------------------------------------- */
 
-static void push_value(lua_State *L, const ProtobufCFieldDescriptor *f, const void *p, int enums_num)
+/* Item k of field f (k = 0 when not repeated) of message m, stored at p. */
+static void push_value(lua_State *L, const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f, size_t k,
+		       const void *p, int enums_num)
 {
 	switch (f->type) {
 	case PROTOBUF_C_TYPE_INT32:
@@ -103,8 +107,9 @@ static void push_value(lua_State *L, const ProtobufCFieldDescriptor *f, const vo
 		break;
 	}
 	case PROTOBUF_C_TYPE_STRING: {
-		const char *s = *(char *const *)p;
-		lua_pushstring(L, s ? s : "");
+		size_t n; /* the whole string, NULs included (rk_pb_unpack kept its length) */
+		const char *s = rk_pb_string(m, f, k, *(char *const *)p, &n);
+		lua_pushlstring(L, s, n);
 		break;
 	}
 	case PROTOBUF_C_TYPE_BYTES: {
@@ -113,9 +118,9 @@ static void push_value(lua_State *L, const ProtobufCFieldDescriptor *f, const vo
 		break;
 	}
 	case PROTOBUF_C_TYPE_MESSAGE: {
-		const ProtobufCMessage *m = *(ProtobufCMessage *const *)p;
-		if (m)
-			lpb_push(L, m, enums_num);
+		const ProtobufCMessage *sub = *(ProtobufCMessage *const *)p;
+		if (sub)
+			lpb_push(L, sub, enums_num);
 		else
 			lua_pushnil(L);
 		break;
@@ -174,7 +179,7 @@ void lpb_push(lua_State *L, const ProtobufCMessage *m, int enums_num)
 			size_t es = elem_size(f->type);
 			lua_createtable(L, (int)n, 0);
 			for (size_t k = 0; k < n; k++) {
-				push_value(L, f, arr + k * es, enums_num);
+				push_value(L, m, f, k, arr + k * es, enums_num);
 				lua_rawseti(L, -2, (int)k + 1);
 			}
 			lua_setfield(L, -2, f->name);
@@ -194,7 +199,7 @@ void lpb_push(lua_State *L, const ProtobufCMessage *m, int enums_num)
 		}
 		if (f->type == PROTOBUF_C_TYPE_MESSAGE && !*(void *const *)p)
 			continue;
-		push_value(L, f, p, enums_num);
+		push_value(L, m, f, 0, p, enums_num);
 		lua_setfield(L, -2, f->name);
 	}
 }
@@ -231,17 +236,20 @@ static double b_number(struct build *b, const ProtobufCFieldDescriptor *f, int v
 		char *end;
 		errno = 0;
 		double d = strtod(s, &end);
-		if (end != s && !*end && !errno)
+		if (end != s && !*end && !errno && isfinite(d))
 			return d;
 	}
 	b_fail(b, f, "a number", v);
 	return 0;
 }
 
-static void b_int_check(struct build *b, const ProtobufCFieldDescriptor *f, double d, double lo, double hi)
+/* d must be a whole number with lo <= d < hi_excl (the bounds are powers of two, exact as
+ * doubles), checked before any cast: casting a double out of the target's range is undefined. */
+static void b_int_check(struct build *b, const ProtobufCFieldDescriptor *f, double d, double lo, double hi_excl)
 {
-	if (d != (double)(long long)d || d < lo || d > hi)
-		luaL_error(b->L, "protobuf field %s.%s: %g is not an integer in [%g, %g]", b->path, f->name, d, lo, hi);
+	if (!(d >= lo && d < hi_excl) || d != floor(d))
+		luaL_error(b->L, "protobuf field %s.%s: %.17g is not an integer in [%.17g, %.17g]", b->path, f->name, d,
+			   lo, hi_excl - 1);
 }
 
 static ProtobufCMessage *build_msg(struct build *b, int idx, const ProtobufCMessageDescriptor *d);
@@ -255,14 +263,14 @@ static void b_value(struct build *b, const ProtobufCFieldDescriptor *f, int v, v
 	case PROTOBUF_C_TYPE_SINT32:
 	case PROTOBUF_C_TYPE_SFIXED32: {
 		double d = b_number(b, f, v);
-		b_int_check(b, f, d, -2147483648.0, 2147483647.0);
+		b_int_check(b, f, d, -2147483648.0, 2147483648.0);
 		*(int32_t *)p = (int32_t)d;
 		break;
 	}
 	case PROTOBUF_C_TYPE_UINT32:
 	case PROTOBUF_C_TYPE_FIXED32: {
 		double d = b_number(b, f, v);
-		b_int_check(b, f, d, 0, 4294967295.0);
+		b_int_check(b, f, d, 0, 4294967296.0);
 		*(uint32_t *)p = (uint32_t)d;
 		break;
 	}
@@ -278,7 +286,7 @@ static void b_value(struct build *b, const ProtobufCFieldDescriptor *f, int v, v
 			*(int64_t *)p = x;
 		} else {
 			double d = b_number(b, f, v);
-			b_int_check(b, f, d, -9223372036854775808.0, 9223372036854775807.0);
+			b_int_check(b, f, d, -9223372036854775808.0, 9223372036854775808.0);
 			*(int64_t *)p = (int64_t)d;
 		}
 		break;
@@ -293,7 +301,7 @@ static void b_value(struct build *b, const ProtobufCFieldDescriptor *f, int v, v
 			*(uint64_t *)p = x;
 		} else {
 			double d = b_number(b, f, v);
-			b_int_check(b, f, d, 0, 18446744073709551615.0);
+			b_int_check(b, f, d, 0, 18446744073709551616.0);
 			*(uint64_t *)p = (uint64_t)d;
 		}
 		break;
@@ -328,7 +336,7 @@ static void b_value(struct build *b, const ProtobufCFieldDescriptor *f, int v, v
 			*(int *)p = ev->value;
 		} else if (lua_type(L, v) == LUA_TNUMBER) {
 			double d = lua_tonumber(L, v);
-			b_int_check(b, f, d, -2147483648.0, 2147483647.0);
+			b_int_check(b, f, d, -2147483648.0, 2147483648.0);
 			*(int *)p = (int)d;
 		} else {
 			b_fail(b, f, "an enum name or number", v);
@@ -465,7 +473,7 @@ static int l_decode(lua_State *L)
 		enums_num = lua_isstring(L, -1) && !strcmp(lua_tostring(L, -1), "number");
 		lua_pop(L, 1);
 	}
-	ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, n, (const uint8_t *)s);
+	ProtobufCMessage *m = rk_pb_unpack(d, n, (const uint8_t *)s);
 	if (!m)
 		return lrk_fail(L, "cannot decode %zu bytes as %s: not valid protobuf for that type", n, d->name);
 	lpb_push(L, m, enums_num);

@@ -7,6 +7,7 @@
 
 #include <ctype.h>
 #include "curl_lazy.h"
+#include "pb.h"
 #include <errno.h>
 #include <inttypes.h>
 #include <stddef.h>
@@ -389,7 +390,7 @@ static size_t write_cb(char *b, size_t size, size_t n, void *ud)
 			return write_fail(c);
 		}
 		if (c->resp) {
-			m->msg = protobuf_c_message_unpack(c->resp, NULL, ml, msg);
+			m->msg = rk_pb_unpack(c->resp, ml, msg); /* strings keep their length (pb.h) */
 			if (!m->msg) {
 				free(m);
 				c->local_status = RK_GRPC_INTERNAL;

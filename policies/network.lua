@@ -10,7 +10,12 @@
 --           address = the instance's IPv4 (pod address or microVM guest address),
 --           host_if = the instance's host-side link (veth or TAP),
 --           bridge = "riklet0", exposed = { ["tcp/8080"] = "<other instance id>", ... }
---           (ports other instances expose on this node now), null = the JSON null value }
+--           (ports other instances expose on this node now), null = the JSON null value,
+--           reserved = { ["4995"] = "the scheduler's port (--master-ip)", ... } (riklet's own
+--           listening ports and the scheduler's), reserved_below = 1024 }
+--   Node ports below ctx.reserved_below and those in ctx.reserved are refused: a workload from
+--   the network must not take the node's ssh (22), riklet's own ports or the scheduler's. An
+--   operator allows them in its own network.lua, e.g. ctx.reserved_below = 0 before base.rules.
 --
 -- infra(ctx) -> array of rules for the node itself, tagged ctx.comment ("riklet:infra"):
 --   ctx : { bridge, pod_cidr, function_cidr, tap_prefix = "rkt", comment }
@@ -87,6 +92,16 @@ local function exposures(w, ctx)
   return out
 end
 
+-- Why node port p is reserved, or nil.
+local function reserved(p, ctx)
+  local own = type(ctx.reserved) == "table" and ctx.reserved[tostring(p)]
+  if own then return tostring(own) end
+  local below = type(ctx.reserved_below) == "number" and ctx.reserved_below or 1024
+  if p < below then
+    return ("ports below %d belong to the node's own services (ssh is 22)"):format(below)
+  end
+end
+
 function N.rules(w, ctx)
   if type(w) ~= "table" then return nil, "the workload must be a table" end
   if type(ctx.address) ~= "string" then return nil, "no address was allocated for this instance" end
@@ -94,6 +109,11 @@ function N.rules(w, ctx)
   if not exps then return nil, err end
   local rules, mine = {}, {}
   for _, x in ipairs(exps) do
+    local why = reserved(x.port, ctx)
+    if why then
+      return nil, ("%s: node port %d/%s is reserved: %s; expose another port, or allow it in the operator's "
+        .. "network policy (--policy-dir/network.lua)"):format(x.where, x.port, x.proto, why)
+    end
     local key = x.proto .. "/" .. x.port
     local other = ctx.exposed and ctx.exposed[key]
     if other and other ~= ctx.instance_id then

@@ -16,6 +16,7 @@
 local core = require "riklet.core"
 local task = require "riklet.task"
 local fs = require "riklet.fs"
+local json = require "riklet.json"
 local store = require "riklet.store"
 local policy = require "riklet.policy"
 local lifecycle = require "riklet.lifecycle"
@@ -163,7 +164,8 @@ end
 local replacing = {}
 
 local function shown(id)
-  return type(id) == "string" and (#id > 60 and (id:sub(1, 40) .. "...") or id) or tostring(id)
+  if agent.valid_id(id) then return id end
+  return type(id) == "string" and json.quote(id, 60) or tostring(id)
 end
 
 local function refuse(id, msg)
@@ -186,8 +188,8 @@ function agent.create(id, definition, source, preset_error)
     return true
   end
   if not agent.valid_id(id) then
-    return refuse(id, ("instance id %q is not valid: use 1 to %d characters of letters, digits, '.', '_' and '-'")
-      :format((shown(id):gsub("%z", "\\0")), ID_MAX))
+    return refuse(id, ("instance id %s is not valid: use 1 to %d characters of letters, digits, '.', '_' and '-'")
+      :format(shown(id), ID_MAX))
   end
   if store.held(id) then
     local msg = ("instance %s cannot be created or replaced: %s"):format(id, store.held(id))
@@ -242,6 +244,10 @@ function agent.replacing(id)
 end
 
 function agent.destroy(id)
+  if not agent.valid_id(id) then -- no instance can have it: never looked up, nor cut at a NUL
+    return refuse(id, ("DESTROY refused: instance id %s is not valid (1 to %d characters of letters, digits, '.', "
+      .. "'_' and '-'); no instance has it"):format(shown(id), ID_MAX))
+  end
   local cancelled = agent.replacing(id)
   if replacing[id] then replacing[id] = false end
   local inst = instances[id]

@@ -18,6 +18,11 @@
 --   image.umount_rootfs(instance_dir) -> true | nil, err     (not mounted is success)
 --   image.prune(keep_digests_set, {layouts=bool}) -> removed dirs | nil, err
 --       remove unpacked images neither kept nor under a mounted overlay (and unused layouts)
+--   image.local_ref(ref, source) -> ref | nil, reason
+--       an oci:/path reference is taken from standalone manifests and `riklet run` (source
+--       "standalone:..." / "run:..."); from any other front-end (the scheduler) only when its
+--       layout resolves (symbolic links followed) inside one of --local-image-dirs. Returns the
+--       reference to use (oci: with the resolved path), or the reason it is refused.
 --   image.parse_ref, image.layout_lookup, image.digest_key, image.is_mountpoint: from riklet.image.c
 local c = require "riklet.image.c"
 local core = require "riklet.core"
@@ -55,6 +60,7 @@ function M.init(config)
   cfg.insecure = config.insecure_registries or {}
   cfg.pull_timeout = config.pull_timeout or cfg.pull_timeout
   cfg.authfile = config.registry_authfile
+  cfg.local_dirs = config.local_image_dirs or {}
   for _, d in ipairs({ cfg.images, cfg.rootfs }) do
     if d:sub(1, 1) ~= "/" or d:find("[,:\\]") then
       return nil, ("image directory %q must be an absolute path without ',' ':' or '\\'"):format(d)
@@ -318,6 +324,28 @@ function M.ensure(ref, opts)
   local r, err = c.parse_ref(ref)
   if not r then return nil, "invalid image reference: " .. err end
   return coalesce("ensure " .. r.canonical, ensure, r, opts)
+end
+
+function M.local_ref(ref, source)
+  local r = type(ref) == "string" and c.parse_ref(ref)
+  if not r or r.layout == "" then return ref end
+  source = tostring(source or "")
+  if source:match("^standalone:") or source:match("^run:") then return ref end
+  local front = source:match("^[%w-]+") or "network"
+  local dirs = cfg.local_dirs or {}
+  if #dirs == 0 then
+    return nil, ("oci: references from the %s are refused; list the directory with --local-image-dirs"):format(front)
+  end
+  local real, err = c.realpath(r.layout)
+  if not real then return nil, ("image %s: cannot resolve its layout directory: %s"):format(ref, err) end
+  for _, d in ipairs(dirs) do
+    local rd = c.realpath(d)
+    if rd and (real == rd or real:sub(1, #rd + 1) == (rd == "/" and "/" or rd .. "/")) then
+      return ("oci:%s:%s"):format(real, r.tag)
+    end
+  end
+  return nil, ("image %s: the layout %s is not inside --local-image-dirs (%s); oci: references from the %s "
+    .. "are refused elsewhere"):format(ref, real, table.concat(dirs, ","), front)
 end
 
 -- ---- cache pruning -------------------------------------------------------------------------

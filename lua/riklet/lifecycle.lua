@@ -242,10 +242,12 @@ end
 
 -- ---- create, adopt, destroy ------------------------------------------------------------------
 
-local function admit(definition)
+local function admit(definition, source)
   local w, err = workload.from_rik(definition)
   if not w then return nil, err end
-  return workload.admit(w)
+  w, err = workload.admit(w)
+  if not w then return nil, err end
+  return workload.for_source(w, source)
 end
 
 local function bind(inst, w)
@@ -264,7 +266,7 @@ local function create(inst)
   L.transition(inst, "CREATING")
   local w, err
   if inst.preset_error then err = inst.preset_error
-  else w, err = admit(rec.definition) end
+  else w, err = admit(rec.definition, rec.source) end
   local d = w and drivers[w.kind]
   if w and not d then
     err = ("kind %s is not supported by this node (no %s driver is loaded)"):format(w.kind, w.kind)

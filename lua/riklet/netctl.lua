@@ -28,6 +28,7 @@ local fs = require "riklet.fs"
 local json = require "riklet.json"
 local core = require "riklet.core"
 local fault = require "riklet.fault"
+local proc = require "riklet.proc"
 
 local M = {}
 local C -- the configuration, set by init
@@ -209,6 +210,71 @@ local function desired_all()
   return rules
 end
 
+-- ---- host rules in nftables ------------------------------------------------------------------
+-- riklet programs iptables-legacy (libiptc). Rules the host keeps in nftables (iptables-nft,
+-- Docker, firewalld, nftables.service) apply as well, and a drop there wins: a forward chain
+-- with policy drop (Docker's) silently drops Pod traffic riklet's rules accept. riklet warns at
+-- start, saying what to add; it does not refuse to run (the host's rules are the operator's, and
+-- node-local access to exposed ports does not cross FORWARD).
+
+-- From `nft -j list ruleset` output: a list of warnings (strings) for the bridge and TAP prefix.
+function M.nft_findings(text, bridge, tap_prefix)
+  local doc = type(text) == "string" and json.decode(text)
+  local items = type(doc) == "table" and type(doc.nftables) == "table" and doc.nftables or {}
+  local tables, drops, allowed = {}, {}, {}
+  for _, it in ipairs(items) do
+    if type(it) == "table" and type(it.table) == "table" then
+      tables[#tables + 1] = ("%s %s"):format(tostring(it.table.family), tostring(it.table.name))
+    elseif type(it) == "table" and type(it.chain) == "table" then
+      local c = it.chain
+      if c.hook == "forward" and c.policy == "drop" then drops[#drops + 1] = c end
+    elseif type(it) == "table" and type(it.rule) == "table" then
+      local r = it.rule
+      local rtext = json.encode(r.expr or {}) or ""
+      if rtext:find('"accept"', 1, true) and (rtext:find('"' .. bridge .. '"', 1, true)) then
+        allowed[tostring(r.family) .. " " .. tostring(r.table)] = true
+      end
+    end
+  end
+  local out = {}
+  for _, c in ipairs(drops) do
+    local where = ("%s %s %s"):format(tostring(c.family), tostring(c.table), tostring(c.name))
+    if not allowed[tostring(c.family) .. " " .. tostring(c.table)] then
+      local links = ('"{ %s, %s* }"'):format(bridge, tap_prefix)
+      out[#out + 1] = ("the host's nftables chain '%s' (hook forward, policy drop: Docker sets one) has no rule "
+        .. "accepting %s: it drops the Pod and Function traffic riklet's iptables-legacy rules accept (both "
+        .. "apply; a drop wins), so Pods cannot reach other hosts and their exposed ports are unreachable from "
+        .. "other hosts. Allow riklet's links there: nft insert rule %s iifname %s accept; nft insert rule %s "
+        .. "oifname %s ct state related,established accept; nft insert rule %s oifname %s ct status dnat accept "
+        .. "(with Docker: iptables -I DOCKER-USER -i %s -j ACCEPT; iptables -I DOCKER-USER -o %s -j ACCEPT)")
+        :format(where, bridge, where, links, where, links, where, links, bridge, bridge)
+    end
+  end
+  return out, tables
+end
+
+local nft_checked = false
+function M.check_nftables(bridge)
+  if nft_checked then return end
+  nft_checked = true
+  local res = proc.run({ "nft", "-j", "list", "ruleset" }, { timeout = 10 })
+  if not res then
+    log("info", "nft is not installed: riklet cannot check the host's nftables rules (apt-get install nftables)")
+    return
+  end
+  if res.code ~= 0 then
+    log("warn", "cannot list the host's nftables rules (nft -j list ruleset: %s)", tostring(res.stderr):sub(1, 300))
+    return
+  end
+  local warnings, tables = M.nft_findings(res.stdout, bridge, TAP_PREFIX)
+  for _, w in ipairs(warnings) do log("warn", "%s", w) end
+  if #tables > 0 and #warnings == 0 then
+    log("info", "the host also has nftables rules (tables: %s); riklet's own rules are iptables-legacy "
+      .. "(iptables-legacy -t nat -S RIKLET), and a drop in nftables applies to Pods too", table.concat(tables, ", "))
+  end
+  return warnings
+end
+
 local function ensure_infra()
   if infra_ready then return true end
   local ok, err = net.bridge_add(C.bridge)
@@ -231,6 +297,7 @@ local function ensure_infra()
   st, err = fw.apply(rules, { owner = INFRA })
   if not st then return nil, err end
   infra_ready = true
+  M.check_nftables(C.bridge)
   return true
 end
 
@@ -264,6 +331,7 @@ function M.init(cfg)
   C = {
     pod = pod, fn = fn, bridge = bridge, bridge_ip = net.ip4str(pod.base + 1),
     state_dir = state_dir, netns_dir = cfg.netns_dir or "/run/riklet/netns",
+    reserved = M.reserved_ports(cfg),
   }
   local ok
   ok, err = fs.mkdir_p(state_dir, "0700")
@@ -288,6 +356,25 @@ end
 function M.state() return S end
 function M.config() return C end
 
+-- Node ports a workload may not expose (the network policy gets them as ctx.reserved): riklet's
+-- own listening ports and the scheduler's, from the options that name them.
+function M.reserved_ports(cfg)
+  local out = {}
+  local function add(addr, what)
+    if type(addr) ~= "string" then return end
+    local port = addr:match("^%a[%w+.-]*://[^/]-:(%d+)") or addr:match("^[^/]-:(%d+)$")
+    if not port and addr:match("^https://") then port = "443" end
+    if not port and addr:match("^http://") then port = "80" end
+    if port and tonumber(port) >= 1 and tonumber(port) <= 65535 then out[tostring(tonumber(port))] = what end
+  end
+  add(cfg.master_ip, "the scheduler's port (--master-ip)")
+  add(cfg.scheduler, "the scheduler's port (--scheduler)")
+  add(cfg.interlink, "riklet's interLink listener (--interlink)")
+  add(cfg.metrics_listen, "riklet's metrics listener (--metrics-listen)")
+  for port, what in pairs(M.extra_reserved or {}) do out[tostring(port)] = what end
+  return out
+end
+
 function M.exposed(except)
   local out = {}
   for id, rec in pairs(S and S.instances or {}) do
@@ -311,6 +398,7 @@ local function instance_rules(id, w, rec)
   local rules, err = call_policy("rules", w, {
     instance_id = id, kind = rec.kind, comment = owner(id), address = rec.ip or rec.guest_ip,
     host_if = rec.host_if, bridge = C.bridge, exposed = M.exposed(id), null = json.null,
+    reserved = C.reserved, reserved_below = 1024,
   })
   if not rules then return nil, err end
   if type(rules) ~= "table" then return nil, "policy network.rules returned a " .. type(rules) .. ", not an array of rules" end

@@ -39,6 +39,7 @@ local core = require "riklet.core"
 local task = require "riklet.task"
 local grpc = require "riklet.grpc"
 local metrics = require "riklet.metrics"
+local json = require "riklet.json"
 
 local M = {}
 
@@ -163,9 +164,14 @@ function M.run(cfg, agent)
     outbox_put(ob, id, status, message)
   end)
 
+  -- A protobuf string is UTF-8 without NUL (protobuf-c cannot send a NUL; a grpcio scheduler
+  -- refuses invalid UTF-8, breaking the stream): ids that are not are not sent, a message is
+  -- repaired (NUL shown as \0, a bad byte as U+FFFD).
   local function instance_msg(id, e)
+    if type(id) ~= "string" or id:find("%z") or not json.utf8(id) then return nil end
+    local text = tostring(e.message or ""):gsub("%z", "\\0")
     return { identifier = hostname,
-      instance = { instance_id = id, status = e.status, metrics = e.message } }
+      instance = { instance_id = id, status = e.status, metrics = json.utf8_fix(text) } }
   end
 
   -- Open (or reopen) the status stream of session s and watch it: if it ends while the session
@@ -213,7 +219,15 @@ function M.run(cfg, agent)
         local broken = false
         for _, rec in ipairs(ob.q) do
           if not broken then
-            local ok, err = st:send(instance_msg(rec.id, rec))
+            local msg = instance_msg(rec.id, rec)
+            local ok, err
+            if msg then
+              ok, err = st:send(msg)
+            else
+              log("warn", "status %s of instance id %s not sent: the id is not a valid protobuf string",
+                tostring(rec.status), json.quote(tostring(rec.id)))
+              ok = true
+            end
             if ok then
               if ob.by_id[rec.id] == rec then ob.by_id[rec.id] = nil end
               stats.statuses_sent = stats.statuses_sent + 1
@@ -247,14 +261,17 @@ function M.run(cfg, agent)
   local function handle(msg)
     stats.instructions = stats.instructions + 1
     local id, action = msg.instance_id, msg.action
+    -- an id is shown quoted unless it is plain (a NUL, a newline or a terminal escape in it must
+    -- not reach the log raw)
+    local shown = (type(id) == "string" and id:match("^[%w._-]+$")) and id or json.quote(tostring(id), 80)
     if action == "CREATE" or action == 0 then
-      log("info", "CREATE %s from the scheduler", id)
+      log("info", "CREATE %s from the scheduler", shown)
       agent.create(id, msg.definition, "scheduler")
     elseif action == "DESTROY" or action == 1 then
-      log("info", "DESTROY %s from the scheduler", id)
+      log("info", "DESTROY %s from the scheduler", shown)
       agent.destroy(id)
     else
-      log("warn", "instruction for %s has an unknown action %s: ignored", id, tostring(action))
+      log("warn", "instruction for %s has an unknown action %s: ignored", shown, tostring(action))
     end
   end
 

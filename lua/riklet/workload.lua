@@ -10,6 +10,8 @@
 --   W.validate(m) -> model | nil, reason           strict: unknown keys refused; returns a fresh
 --                                                  copy with no metatables (plain data)
 --   W.admit(m) -> model | nil, reason              admission policy, then W.validate again
+--   W.for_source(m, source) -> model | nil, reason what the front-end that sent it may ask for:
+--                                                  oci: images (image.local_ref)
 --   W.LIMITS                                       the caps below
 --
 -- The model (no JSON null anywhere: absent is nil):
@@ -49,14 +51,36 @@ local L = W.LIMITS
 
 W.RESTART_POLICIES = { Never = true, OnFailure = true, Always = true }
 
-local function describe(s)
-  if type(s) ~= "string" then return "a " .. type(s) end
-  if s:find("%z") then return ("a string holding a NUL byte (%q...)"):format(s:match("^[^%z]*"):sub(1, 40)) end
-  if #s > 60 then return ("%d characters starting %q"):format(#s, s:sub(1, 40)) end
-  return ("%q"):format(s)
+-- A value as it was given, for a reason: JSON text (strings quoted with their NULs and invalid
+-- UTF-8 bytes shown as \u0000 and \xNN), cut after 60 bytes.
+local function describe(v)
+  if v == nil then return "missing" end
+  if v == json.null then return "null" end
+  if type(v) == "string" then return json.quote(v, 60) end
+  if type(v) == "number" and v ~= v then return "NaN" end
+  local s = (type(v) == "table" or type(v) == "number" or type(v) == "boolean") and json.encode(v)
+  if not s then return "a " .. type(v) end
+  if #s <= 60 then return s end
+  local cut = 60
+  while cut > 1 and s:byte(cut + 1) and s:byte(cut + 1) >= 0x80 and s:byte(cut + 1) < 0xc0 do cut = cut - 1 end
+  return ("%s... (%d bytes)"):format(s:sub(1, cut), #s)
 end
+W.describe = describe
 
 local function is_null(v) return v == nil or v == json.null end
+
+-- JSON objects and arrays (decoded JSON carries json.object_mt / json.array_mt; a plain Lua table
+-- is an array when its keys are 1..n).
+local function is_obj(v)
+  return type(v) == "table" and getmetatable(v) ~= json.array_mt and (getmetatable(v) == json.object_mt or v[1] == nil)
+end
+local function is_arr(v)
+  if type(v) ~= "table" or getmetatable(v) == json.object_mt then return false end
+  if getmetatable(v) == json.array_mt then return true end
+  local n = 0
+  for _ in pairs(v) do n = n + 1 end
+  return n == #v
+end
 
 local function valid_name(s)
   return type(s) == "string" and #s >= 1 and #s <= L.name and s:match("^[A-Za-z0-9][A-Za-z0-9._-]*$") ~= nil
@@ -89,12 +113,16 @@ local function check_string(v, where, max, allow_empty)
   if type(v) ~= "string" then return nil, ("%s is %s: expected a string"):format(where, describe(v)) end
   if v:find("%z") then return nil, ("%s is %s: NUL bytes are not allowed"):format(where, describe(v)) end
   if #v > max then return nil, ("%s is %s: at most %d bytes"):format(where, describe(v), max) end
+  local utf8, bad = json.utf8(v)
+  if not utf8 then
+    return nil, ("%s is %s: not valid UTF-8 (byte %d)"):format(where, describe(v), bad + 1)
+  end
   if not allow_empty and v == "" then return nil, where .. " is empty" end
   return v
 end
 
 local function check_strings(v, where)
-  if not is_array(v) then return nil, where .. " must be an array of strings" end
+  if not is_array(v) then return nil, ("%s is %s: expected an array of strings"):format(where, describe(v)) end
   local out = {}
   for i, s in ipairs(v) do
     local ok, err = check_string(s, ("%s[%d]"):format(where, i), L.arg, true)
@@ -106,7 +134,7 @@ end
 
 local function check_port(n, where)
   if type(n) ~= "number" or n ~= math.floor(n) or n < 1 or n > 65535 then
-    return nil, ("%s is %s: a port is a whole number from 1 to 65535"):format(where, tostring(n))
+    return nil, ("%s is %s: a port is a whole number from 1 to 65535"):format(where, describe(n))
   end
   return n
 end
@@ -130,12 +158,12 @@ local CONTAINER_KEYS = set("name", "image", "image_ref", "command", "args", "wor
 -- An array of objects with only `keys`, at most max entries, each checked by check(e, where).
 local function entries(list, where, shape, max, keys, check)
   if list == nil then return {} end
-  if not is_array(list) then return nil, ("%s must be an array of %s"):format(where, shape) end
+  if not is_array(list) then return nil, ("%s is %s: expected an array of %s"):format(where, describe(list), shape) end
   if #list > max then return nil, ("%s has %d entries: at most %d"):format(where, #list, max) end
   local out = {}
   for i, e in ipairs(list) do
     local w = ("%s[%d]"):format(where, i)
-    if type(e) ~= "table" then return nil, ("%s must be an object %s"):format(w, shape) end
+    if type(e) ~= "table" then return nil, ("%s is %s: expected an object %s"):format(w, describe(e), shape) end
     local ok, err = only_keys(e, keys, w)
     if not ok then return nil, err end
     out[i], err = check(e, w)
@@ -178,33 +206,35 @@ local function v_mount(m, w)
   if m.type ~= "tmpfs" then
     return nil, ("%s.type is %s: only tmpfs mounts are supported (a host path never comes from a workload)"):format(w, describe(m.type))
   end
-  if m.read_only ~= nil and type(m.read_only) ~= "boolean" then return nil, w .. ".read_only must be true or false" end
+  if m.read_only ~= nil and type(m.read_only) ~= "boolean" then
+    return nil, ("%s.read_only is %s: expected true or false"):format(w, describe(m.read_only))
+  end
   return { destination = dest, type = "tmpfs", read_only = m.read_only }
 end
 
 local function v_limits(l, where)
   if l == nil then return {} end
-  if type(l) ~= "table" then return nil, where .. " must be an object {cpu, memory}" end
+  if type(l) ~= "table" then return nil, ("%s is %s: expected an object {cpu, memory}"):format(where, describe(l)) end
   local ok, err = only_keys(l, set("cpu", "memory"), where)
   if not ok then return nil, err end
   if l.cpu ~= nil and (type(l.cpu) ~= "number" or l.cpu ~= math.floor(l.cpu) or l.cpu < 1 or l.cpu > 1024 * 1000) then
-    return nil, ("%s.cpu is %s: a whole number of millicores from 1 to 1024000"):format(where, tostring(l.cpu))
+    return nil, ("%s.cpu is %s: a whole number of millicores from 1 to 1024000"):format(where, describe(l.cpu))
   end
   if l.memory ~= nil and (type(l.memory) ~= "number" or l.memory ~= math.floor(l.memory) or l.memory < 4096 or l.memory > 2 ^ 50) then
-    return nil, ("%s.memory is %s: a whole number of bytes, at least 4096"):format(where, tostring(l.memory))
+    return nil, ("%s.memory is %s: a whole number of bytes, at least 4096"):format(where, describe(l.memory))
   end
   return { cpu = l.cpu, memory = l.memory }
 end
 
 local function v_container(c, where)
-  if type(c) ~= "table" then return nil, where .. " must be an object" end
+  if type(c) ~= "table" then return nil, ("%s is %s: expected an object"):format(where, describe(c)) end
   local ok, err = only_keys(c, CONTAINER_KEYS, where)
   if not ok then return nil, err end
   if not valid_name(c.name) then
     return nil, ("%s.name is %s: a container name is 1 to %d characters of letters, digits, '.', '_' and '-', "
       .. "starting with a letter or digit"):format(where, describe(c.name), L.name)
   end
-  if type(c.image) ~= "string" or c.image == "" then
+  if is_null(c.image) or c.image == "" then
     return nil, where .. ".image is missing: give an image reference like alpine:latest"
   end
   local img
@@ -254,7 +284,7 @@ local function v_function(fn, where)
   if fn.exposure ~= nil then
     local e = fn.exposure
     local w = where .. ".exposure"
-    if type(e) ~= "table" then return nil, w .. " must be an object {port, target_port}" end
+    if type(e) ~= "table" then return nil, ("%s is %s: expected an object {port, target_port}"):format(w, describe(e)) end
     ok, err = only_keys(e, set("port", "target_port", "type"), w)
     if not ok then return nil, err end
     local port, target
@@ -284,7 +314,7 @@ function W.validate(m)
   local out = { kind = m.kind, name = m.name }
   if m.replicas ~= nil then
     if type(m.replicas) ~= "number" or m.replicas ~= math.floor(m.replicas) or m.replicas < 0 or m.replicas > 1e6 then
-      return nil, ("replicas is %s: a whole number"):format(tostring(m.replicas))
+      return nil, ("replicas is %s: a whole number from 0 to 1000000"):format(describe(m.replicas))
     end
     out.replicas = m.replicas
   end
@@ -296,7 +326,7 @@ function W.validate(m)
   if m.grace_period ~= nil then
     local g = m.grace_period
     if type(g) ~= "number" or g ~= g or g < 0 or g > L.grace_period then
-      return nil, ("grace period is %s: a number of seconds from 0 to %d"):format(tostring(g), L.grace_period)
+      return nil, ("grace period is %s: a number of seconds from 0 to %d"):format(describe(g), L.grace_period)
     end
     out.grace_period = g
   end
@@ -309,7 +339,7 @@ function W.validate(m)
   if m["function"] ~= nil then return nil, "a Pod has no spec.function" end
   local cs = m.containers
   if not is_array(cs) or #cs == 0 then
-    return nil, "spec.containers is missing or empty: a Pod needs at least one container"
+    return nil, ("spec.containers is %s: a Pod needs an array of at least one container"):format(describe(cs))
   end
   if #cs > L.containers then
     return nil, ("spec.containers has %d containers: at most %d per Pod"):format(#cs, L.containers)
@@ -332,17 +362,22 @@ end
 
 local RIK_POLICY = { Never = "Never", OnFailure = "OnFailure", Always = "Always" }
 
+local function opt(v) if is_null(v) then return nil end return v end
+
 -- RIK sends ports as one object (or null); accept an array too. null protocol -> tcp, null
 -- target_port -> port; protocol case-insensitive.
 local function rik_ports(p, where)
   if is_null(p) then return nil end
-  if type(p) ~= "table" then return nil, where .. " must be null or an object {port, target_port, protocol}" end
-  local list = p[1] ~= nil and p or { p }
+  if type(p) ~= "table" then
+    return nil, ("%s is %s: expected null, an object {port, target_port, protocol} or an array of them"):format(where, describe(p))
+  end
+  local multi = is_arr(p) and (#p > 0 or getmetatable(p) == json.array_mt)
+  local list = multi and p or { p }
   if #list > L.ports then return nil, ("%s has %d entries: at most %d"):format(where, #list, L.ports) end
   local out = {}
   for i, e in ipairs(list) do
-    local w = p[1] ~= nil and ("%s[%d]"):format(where, i) or where
-    if type(e) ~= "table" then return nil, w .. " must be an object" end
+    local w = multi and ("%s[%d]"):format(where, i) or where
+    if not is_obj(e) then return nil, ("%s is %s: expected an object {port, target_port, protocol}"):format(w, describe(e)) end
     local target = e.target_port
     if is_null(target) then target = e.targetPort end
     if is_null(target) then target = e.port end
@@ -355,20 +390,19 @@ local function rik_ports(p, where)
     if not port then return nil, err end
     target, err = check_port(target, w .. ".target_port")
     if not target then return nil, err end
-    out[i] = { port = port, target_port = target, protocol = proto:lower(),
-      type = type(e.type) == "string" and e.type or nil }
+    out[i] = { port = port, target_port = target, protocol = proto:lower(), type = opt(e.type) }
   end
   return out
 end
 
 local function rik_env(env, where)
   if is_null(env) then return nil end
-  if type(env) ~= "table" then return nil, where .. " must be null or an array of {name, value}" end
+  if not is_arr(env) then return nil, ("%s is %s: expected null or an array of {name, value}"):format(where, describe(env)) end
   if #env > L.env then return nil, ("%s has %d entries: at most %d"):format(where, #env, L.env) end
   local out = {}
   for i, e in ipairs(env) do
     local w = ("%s[%d]"):format(where, i)
-    if type(e) ~= "table" then return nil, w .. " must be an object {name, value}" end
+    if not is_obj(e) then return nil, ("%s is %s: expected an object {name, value}"):format(w, describe(e)) end
     local v = e.value
     if is_null(v) then v = "" end
     if type(v) == "number" or type(v) == "boolean" then v = tostring(v) end
@@ -381,20 +415,22 @@ end
 local MEM_UNITS = { [""] = 1, k = 1e3, M = 1e6, G = 1e9, T = 1e12, Ki = 1024, Mi = 1024 ^ 2, Gi = 1024 ^ 3, Ti = 1024 ^ 4 }
 local function rik_limits(r, where)
   if is_null(r) then return nil end
-  if type(r) ~= "table" then return nil, where .. " must be an object {limits = {cpu, memory}}" end
+  if not is_obj(r) then return nil, ("%s is %s: expected an object {limits = {cpu, memory}}"):format(where, describe(r)) end
   local l = r.limits
   if is_null(l) then return nil end
-  if type(l) ~= "table" then return nil, where .. ".limits must be an object {cpu, memory}" end
+  if not is_obj(l) then return nil, ("%s.limits is %s: expected an object {cpu, memory}"):format(where, describe(l)) end
   local out = {}
   if not is_null(l.cpu) then
-    local n, unit = tostring(l.cpu):match("^(%d+%.?%d*)(m?)$")
-    if not n then return nil, ("%s.limits.cpu is %s: use cores (0.5, 2) or millicores (500m)"):format(where, describe(tostring(l.cpu))) end
+    local n, unit
+    if type(l.cpu) == "string" or type(l.cpu) == "number" then n, unit = tostring(l.cpu):match("^(%d+%.?%d*)(m?)$") end
+    if not n then return nil, ("%s.limits.cpu is %s: use cores (0.5, 2) or millicores (500m)"):format(where, describe(l.cpu)) end
     out.cpu = math.ceil(tonumber(n) * (unit == "m" and 1 or 1000))
   end
   if not is_null(l.memory) then
-    local n, unit = tostring(l.memory):match("^(%d+)(%a*)$")
+    local n, unit
+    if type(l.memory) == "string" or type(l.memory) == "number" then n, unit = tostring(l.memory):match("^(%d+)(%a*)$") end
     if not n or not MEM_UNITS[unit] then
-      return nil, ("%s.limits.memory is %s: use bytes or a quantity like 128Mi or 1G"):format(where, describe(tostring(l.memory)))
+      return nil, ("%s.limits.memory is %s: use bytes or a quantity like 128Mi or 1G"):format(where, describe(l.memory))
     end
     out.memory = tonumber(n) * MEM_UNITS[unit]
   end
@@ -403,23 +439,22 @@ end
 
 local function rik_mounts(vm, where)
   if is_null(vm) then return nil end
-  if type(vm) ~= "table" then return nil, where .. " must be an array of {mountPath, type}" end
+  if not is_arr(vm) then return nil, ("%s is %s: expected an array of {mountPath, type}"):format(where, describe(vm)) end
   if #vm > L.mounts then return nil, ("%s has %d entries: at most %d"):format(where, #vm, L.mounts) end
   local out = {}
   for i, m in ipairs(vm) do
-    if type(m) ~= "table" then return nil, ("%s[%d] must be an object"):format(where, i) end
-    out[i] = { destination = m.mountPath or m.destination, type = m.type or "tmpfs",
-      read_only = m.readOnly }
+    if not is_obj(m) then return nil, ("%s[%d] is %s: expected an object {mountPath, type}"):format(where, i, describe(m)) end
+    local dest = opt(m.mountPath)
+    if dest == nil then dest = opt(m.destination) end
+    out[i] = { destination = dest, type = opt(m.type) or "tmpfs", read_only = opt(m.readOnly) }
   end
   return out
 end
 
-local function opt(v) if is_null(v) then return nil end return v end
-
 -- Map the decoded RIK JSON into a model (types checked as far as the mapping needs; W.validate
 -- checks the rest).
 local function map_rik(w)
-  if type(w) ~= "table" or w[1] ~= nil then return nil, "the workload definition must be a JSON object" end
+  if not is_obj(w) then return nil, ("the workload definition is %s: expected a JSON object"):format(describe(w)) end
   if not is_null(w.apiVersion) and w.apiVersion ~= "v1" then
     return nil, ("apiVersion is %s: riklet understands v1"):format(describe(w.apiVersion))
   end
@@ -430,7 +465,7 @@ local function map_rik(w)
     return nil, ("name is %s: a workload name is 1 to %d characters of letters, digits, '.', '_' and '-', starting with a letter or digit"):format(describe(w.name), L.name)
   end
   local spec = w.spec
-  if type(spec) ~= "table" then return nil, "spec is missing or not an object" end
+  if not is_obj(spec) then return nil, ("spec is %s: expected an object"):format(describe(spec)) end
   local m = { kind = w.kind, name = w.name, replicas = opt(w.replicas) }
   local rp = opt(spec.restartPolicy)
   if rp ~= nil then
@@ -443,23 +478,23 @@ local function map_rik(w)
   end
   if w.kind == "Function" then
     local fn = spec["function"]
-    if type(fn) ~= "table" then return nil, "spec.function is missing: a Function needs spec.function.execution.rootfs" end
+    if not is_obj(fn) then return nil, ("spec.function is %s: a Function needs spec.function.execution.rootfs"):format(describe(fn)) end
     local ex = fn.execution
-    if type(ex) ~= "table" then return nil, "spec.function.execution is missing: a Function needs spec.function.execution.rootfs" end
+    if not is_obj(ex) then return nil, ("spec.function.execution is %s: a Function needs spec.function.execution.rootfs"):format(describe(ex)) end
     m["function"] = { rootfs = ex.rootfs }
     local e = opt(fn.exposure)
     if e ~= nil then
-      if type(e) ~= "table" then return nil, "spec.function.exposure must be null or an object {port, targetPort}" end
+      if not is_obj(e) then return nil, ("spec.function.exposure is %s: expected null or an object {port, targetPort}"):format(describe(e)) end
       local target = opt(e.targetPort)
       if target == nil then target = opt(e.target_port) end
       if target == nil then target = e.port end
-      m["function"].exposure = { port = e.port, target_port = target, type = type(e.type) == "string" and e.type or nil }
+      m["function"].exposure = { port = e.port, target_port = target, type = opt(e.type) }
     end
     return m
   end
   local cs = spec.containers
-  if type(cs) ~= "table" or #cs == 0 then
-    return nil, "spec.containers is missing or empty: a Pod needs at least one container"
+  if not is_arr(cs) or #cs == 0 then
+    return nil, ("spec.containers is %s: a Pod needs an array of at least one container"):format(describe(cs))
   end
   if #cs > L.containers then
     return nil, ("spec.containers has %d containers: at most %d per Pod"):format(#cs, L.containers)
@@ -467,8 +502,8 @@ local function map_rik(w)
   m.containers = {}
   for i, c in ipairs(cs) do
     local where = ("spec.containers[%d]"):format(i)
-    if type(c) ~= "table" then return nil, where .. " must be an object" end
-    local mc = { name = c.name, image = c.image, command = opt(c.command), args = opt(c.args),
+    if not is_obj(c) then return nil, ("%s is %s: expected an object"):format(where, describe(c)) end
+    local mc = { name = c.name, image = opt(c.image), command = opt(c.command), args = opt(c.args),
       working_dir = opt(c.workingDir) or opt(c.working_dir) }
     local err
     mc.env, err = rik_env(c.env, where .. ".env")
@@ -505,6 +540,17 @@ local function copy(v, depth)
   local c = {}
   for k, x in pairs(v) do c[k] = copy(x, depth + 1) end
   return c
+end
+
+function W.for_source(m, source)
+  for i, c in ipairs(m.containers or {}) do
+    local ref, err = image.local_ref(c.image, source)
+    if not ref then return nil, ("spec.containers[%d].image: %s"):format(i, err) end
+    if ref ~= c.image then
+      c.image, c.image_ref = ref, assert(image.parse_ref(ref))
+    end
+  end
+  return m
 end
 
 function W.admit(m)

@@ -16,6 +16,7 @@ RK_DEPS_RUN=(
 	python3 python3-grpcio python3-protobuf protobuf-compiler python3-grpc-tools
 	jq curl ca-certificates
 	lua-check clang-format
+	nftables # start-up check for host rules in nftables (netctl.check_nftables)
 )
 
 # deps_missing [PKG...]: print the packages (default: all of riklet's) that are not installed.

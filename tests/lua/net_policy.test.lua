@@ -67,7 +67,7 @@ T.like(err, "port 8080/tcp is already exposed on this node by instance other%-7"
 -- but the instance's own previous exposure is not a conflict (re-setup)
 T.ok(policy.call("network", "rules", rik_pod, ctx({ exposed = { ["tcp/8080"] = "inst1" } })), "own port is no conflict")
 -- twice in one workload
-local twice = { kind = "Pod", containers = { { name = "a", ports = { port = 80 } }, { name = "b", ports = { port = 80 } } } }
+local twice = { kind = "Pod", containers = { { name = "a", ports = { port = 8081 } }, { name = "b", ports = { port = 8081 } } } }
 rules, err = policy.call("network", "rules", twice, ctx())
 T.ok(rules == nil and err:find("exposed twice"), "the same port twice in one Pod refused: " .. tostring(err))
 -- hostile values
@@ -77,6 +77,30 @@ for _, bad in ipairs({ 0, 65536, -1, 1.5, "80; rm -rf /", {} }) do
 end
 rules, err = policy.call("network", "rules", { kind = "Pod", containers = { { name = "c", ports = { port = 80, protocol = "SCTP" } } } }, ctx())
 T.ok(rules == nil and err:find("use TCP or UDP"), "protocol SCTP refused: " .. tostring(err))
+
+-- reserved node ports: below 1024 and riklet's own / the scheduler's, unless the operator allows them
+local function one_port(p) return { kind = "Pod", containers = { { name = "c", ports = { port = p, target_port = 80 } } } } end
+local res = { ["4995"] = "the scheduler's port (--master-ip)", ["9100"] = "riklet's metrics listener (--metrics-listen)" }
+for _, p in ipairs({ 22, 1, 80, 443, 1023 }) do
+  rules, err = policy.call("network", "rules", one_port(p), ctx({ reserved = res, reserved_below = 1024 }))
+  T.ok(rules == nil and err:find(("node port %d/tcp is reserved: ports below 1024"):format(p)), ("port %d refused: %s"):format(p, tostring(err)))
+end
+rules, err = policy.call("network", "rules", one_port(22), ctx())
+T.ok(rules == nil and err:find("reserved"), "port 22 refused even when ctx says nothing about reserved ports")
+rules, err = policy.call("network", "rules", one_port(4995), ctx({ reserved = res, reserved_below = 1024 }))
+T.ok(rules == nil and err:find("node port 4995/tcp is reserved: the scheduler's port %(%-%-master%-ip%)"), "the scheduler's port refused: " .. tostring(err))
+rules, err = policy.call("network", "rules", one_port(9100), ctx({ reserved = res, reserved_below = 1024 }))
+T.ok(rules == nil and err:find("metrics listener"), "riklet's own port refused: " .. tostring(err))
+T.ok(policy.call("network", "rules", one_port(1024), ctx({ reserved = res, reserved_below = 1024 })), "port 1024 is fine")
+local fnr = json.decode([[{"kind":"Function","name":"f","spec":{"function":{"execution":{"rootfs":"http://x/r"},"exposure":{"port":22,"targetPort":22}}}}]])
+rules, err = policy.call("network", "rules", fnr, ctx({ kind = "Function", address = "10.90.0.1", host_if = "rkt1" }))
+T.ok(rules == nil and err:find("spec%.function%.exposure: node port 22/tcp is reserved"), "a Function exposing 22 refused: " .. tostring(err))
+local netctl = require "riklet.netctl"
+local rp = netctl.reserved_ports({ master_ip = "10.0.0.1:4995", scheduler = "https://sched.example:8443/x", interlink = "0.0.0.0:4000" })
+T.is(rp["4995"], "the scheduler's port (--master-ip)", "reserved_ports: --master-ip HOST:PORT")
+T.is(rp["8443"], "the scheduler's port (--scheduler)", "reserved_ports: --scheduler URL with a port")
+T.is(rp["4000"], "riklet's interLink listener (--interlink)", "reserved_ports: --interlink")
+T.is(next(netctl.reserved_ports({ interlink = "unix:/run/x.sock" })), nil, "a unix socket reserves no port")
 
 -- a Function: exposure is camelCase; its TAP gets forward accepts
 local fn = json.decode([[{"kind":"Function","name":"f","spec":{"containers":null,"function":{
@@ -105,5 +129,11 @@ for _, ex in ipairs({ { "network-one-iface.lua", "%-i eth0 %-p tcp" }, { "networ
   rules, err = policy.call("network", "rules", rik_pod, ctx())
   T.like(texts(rules), ex[2], "example " .. ex[1] .. " restricts the DNAT: " .. tostring(err))
 end
+assert(fs.write_atomic(dir .. "/network.lua", assert(fs.read(src .. "network-allow-low-ports.lua"))))
+policy.set_dir(dir)
+rules, err = policy.call("network", "rules", one_port(80), ctx({ reserved = res, reserved_below = 1024 }))
+T.like(texts(rules), "%-%-dport 80 ", "an operator policy allows port 80: " .. tostring(err))
+rules, err = policy.call("network", "rules", one_port(4995), ctx({ reserved = res, reserved_below = 1024 }))
+T.ok(rules == nil and err:find("scheduler's port"), "... but not the scheduler's port: " .. tostring(err))
 fs.rm_rf(dir)
 policy.set_dir(core.paths().policies)

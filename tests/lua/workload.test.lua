@@ -54,14 +54,14 @@ local cases = {
   { pod("../x"), '^name is "%.%./x"', "name ../x" },
   { pod("/"), '^name is "/"', "name /" },
   { pod("a/b"), '^name is "a/b"', "name with /" },
-  { pod(long), "^name is 300 characters", "300-character name" },
+  { pod(long), "^name is \"x+\"%.%.%. %(300 bytes%)", "300-character name" },
   { pod(""), '^name is ""', "empty name" },
   { pod("."), '^name is "%."', "name ." },
   { pod(".."), '^name is "%.%."', "name .." },
   { pod("a;rm -rf /"), "^name is", "shell characters in the name" },
   { pod("$(touch /tmp/pwned)"), "^name is", "command substitution in the name" },
   { pod("ok", { name = "../c" }), "spec%.containers%[1%]%.name is", "container name ../c" },
-  { pod("ok", { name = long }), "spec%.containers%[1%]%.name is 300 characters", "300-character container name" },
+  { pod("ok", { name = long }), "spec%.containers%[1%]%.name is \"x+\"%.%.%. %(300 bytes%)", "300-character container name" },
   { pod("ok", { name = "." }), "spec%.containers%[1%]%.name is", "container name ." },
   { pod("ok", { name = "" }), "spec%.containers%[1%]%.name is", "empty container name" },
   { pod("ok", { name = "a b" }), "spec%.containers%[1%]%.name is", "container name with a space" },
@@ -70,7 +70,7 @@ local cases = {
   { pod("ok", { env = { { name = "1BAD", value = "x" } } }), "env%[1%]%.name", "bad env name" },
   { pod("ok", { env = envs }), "env has 257 entries: at most 256", "257 env entries" },
   { pod("ok", { ports = { port = 70000 } }), "ports%.port is 70000", "port out of range" },
-  { pod("ok", { command = { "sh", 3 } }), "command%[2%] is a number", "a command entry that is not a string" },
+  { pod("ok", { command = { "sh", 3 } }), "command%[2%] is 3: expected a string", "a command entry that is not a string" },
   { pod("ok", { workingDir = "srv" }), "working_dir is \"srv\": an absolute path", "relative working dir" },
   { pod("ok", { workingDir = "/srv/../../etc" }), "'%.%.' is not allowed", "working dir with .." },
   { pod("ok", { volumeMounts = { { mountPath = "/x", type = "bind" } } }), "only tmpfs", "a bind mount" },
@@ -79,12 +79,12 @@ local cases = {
   { pod("ok", nil, { terminationGracePeriodSeconds = -1 }), "grace period is %-1", "negative grace period" },
   { pod("ok", nil, { terminationGracePeriodSeconds = 1e9 }), "grace period is", "a grace period of 30 years" },
   { { apiVersion = "v1", kind = "Pod", name = "x", spec = { containers = many } }, "33 containers: at most 32 per Pod", "33 containers" },
-  { { apiVersion = "v1", kind = "Pod", name = "x", spec = { containers = {} } }, "spec%.containers is missing or empty", "no containers" },
+  { { apiVersion = "v1", kind = "Pod", name = "x", spec = { containers = {} } }, "a Pod needs an array of at least one container", "no containers" },
   { { apiVersion = "v1", kind = "Deployment", name = "x", spec = {} }, 'kind is "Deployment"', "unknown kind" },
   { { apiVersion = "v2", kind = "Pod", name = "x", spec = {} }, "apiVersion", "unknown apiVersion" },
   { { apiVersion = "v1", kind = "Function", name = "f", spec = { ["function"] = { execution = { rootfs = "ftp://x" } } } },
     "spec%.function%.rootfs is", "a Function rootfs that is not http(s)" },
-  { "[1,2]", "must be a JSON object", "an array instead of an object" },
+  { "[1,2]", "is %[1,2%]: expected a JSON object", "an array instead of an object" },
   { '{"apiVersion":"v1","kind":"Pod","name":"ok\\u0000../x","spec":{}}', "NUL character", "a name with an embedded \\u0000" },
   { '{"apiVersion":"v1","kind":"Pod","name":"ok","sp\\u0000ec":{}}', "NUL character", "a key with an embedded \\u0000" },
   { ("["):rep(10000) .. ("]"):rep(10000), "nested deeper than 32 levels", "10,000-deep JSON" },
@@ -96,6 +96,53 @@ for _, case in ipairs(cases) do
   local ok, reason = from(case[1])
   T.ok(ok == nil and type(reason) == "string" and reason:find(case[2]) ~= nil, case[3] .. " -> " .. tostring(reason))
 end
+-- wrong types are refused (never dropped), quoting the value as given (JSON)
+local tcases = {
+  { pod("ok", { env = { A = "b" } }), 'env is {"A":"b"}: expected null or an array', "env given as an object" },
+  { pod("ok", { env = "A=b" }), 'env is "A=b": expected null or an array', "env given as a string" },
+  { pod("ok", { env = { "A=b" } }), 'env%[1%] is "A=b": expected an object', "an env entry given as a string" },
+  { pod("ok", { env = { { name = 5, value = "x" } } }), "env%[1%]%.name is 5:", "an env name given as a number" },
+  { pod("ok", { env = { { name = "A", value = { 1 } } } }), "env%[1%]%.value is %[1%]: expected a string", "an env value given as an array" },
+  { pod("ok", { ports = { port = "80", target_port = 80 } }), 'ports%.port is "80": a port is a whole number', "a port given as a string" },
+  { pod("ok", { ports = { port = -1 } }), "ports%.port is %-1:", "a negative port" },
+  { pod("ok", { ports = { port = 80.5 } }), "ports%.port is 80%.5:", "a fractional port" },
+  { pod("ok", { ports = { port = 1e300 } }), "ports%.port is 1e%+300:", "a port of 1e300" },
+  { pod("ok", { ports = { port = 80, target_port = "http" } }), 'target_port is "http"', "a target port given as a string" },
+  { pod("ok", { ports = { port = 80, type = 7 } }), "ports%[1%]%.type is 7: expected a string", "a port type given as a number" },
+  { pod("ok", { ports = "80:80" }), 'ports is "80:80": expected null, an object', "ports given as a string" },
+  { pod("ok", { ports = { { port = 80 }, 8080 } }), "ports%[2%] is 8080: expected an object", "a port list holding a number" },
+  { pod("ok", { image = 123 }), "image is 123: expected a string", "image 123" },
+  { pod("ok", { image = { "busybox" } }), 'image is %["busybox"%]: expected a string', "image given as an array" },
+  { pod("ok", { image = ";rm -rf /" }), 'image ";rm %-rf /"', "image ;rm -rf /" },
+  { pod("ok", { command = "sh -c id" }), 'command is "sh %-c id": expected an array of strings', "command given as a string" },
+  { pod("ok", { workingDir = 5 }), "working_dir is 5: expected a string", "working dir given as a number" },
+  { pod("ok", { volumeMounts = { mountPath = "/x" } }), 'volumeMounts is {"mountPath":"/x"}: expected an array', "mounts given as an object" },
+  { pod("ok", { volumeMounts = { { mountPath = "/x", readOnly = "yes" } } }), 'read_only is "yes": expected true or false', "readOnly as a string" },
+  { pod("ok", { resources = { limits = { cpu = { 1 } } } }), "limits%.cpu is %[1%]:", "a cpu limit given as an array" },
+  { pod("ok", { resources = "big" }), 'resources is "big": expected an object', "resources given as a string" },
+  { pod("ok", nil, { terminationGracePeriodSeconds = "10" }), 'terminationGracePeriodSeconds is "10"', "a grace period given as a string" },
+  { pod("ok", nil, { restartPolicy = 1 }), "spec%.restartPolicy is 1:", "a restart policy given as a number" },
+  { { apiVersion = "v1", kind = "Pod", name = "x", spec = { containers = { a = {} } } }, 'spec%.containers is {"a":{}}', "containers given as an object" },
+  { { apiVersion = "v1", kind = "Pod", name = "x", spec = json.array({ 1 }) }, "spec is %[1%]: expected an object", "spec given as an array" },
+  { { apiVersion = "v1", kind = "Pod", name = "x", replicas = "3", spec = { containers = { { name = "a", image = "b" } } } },
+    'replicas is "3"', "replicas given as a string" },
+  { { apiVersion = "v1", kind = 7, name = "x", spec = {} }, "kind is 7:", "kind given as a number" },
+  { { apiVersion = "v1", kind = "Pod", name = true, spec = {} }, "name is true:", "name given as a boolean" },
+  { { apiVersion = "v1", kind = "Function", name = "f", spec = { ["function"] = { execution = { rootfs = "http://x/r" }, exposure = { port = "8080" } } } },
+    'exposure%.port is "8080"', "a Function exposure port given as a string" },
+  { '{"apiVersion":"v1","kind":"Pod","name":"ok","spec":{"containers":[{"name":"a","image":"b","env":[{"name":"A","value":"\255"}]}]}}',
+    "not valid UTF%-8 at byte", "invalid UTF-8 in an env value" },
+  { '{"apiVersion":"v1","kind":"Pod","name":"\192\175","spec":{}}', "not valid UTF%-8 at byte", "an overlong '/' in the name" },
+}
+for _, case in ipairs(tcases) do
+  local def = case[1]
+  if type(def) == "string" then def = def:gsub("\\(%d%d%d)", function(d) return string.char(tonumber(d)) end) end
+  local ok, reason = from(def)
+  T.ok(ok == nil and type(reason) == "string" and reason:find(case[2]) ~= nil, case[3] .. " -> " .. tostring(reason))
+end
+local okp = from(pod("ok", { ports = json.array() }))
+T.ok(okp and #okp.containers[1].ports == 0, "ports given as an empty array: no ports")
+
 local dup = pod("x")
 dup.spec.containers[2] = dup.spec.containers[1]
 local ok_dup, dup_err = from(dup)
@@ -109,15 +156,16 @@ local function amended(fn)
   return W.validate(x)
 end
 local vcases = {
-  { function(x) x.name = "a\0b" end, "^name is a string holding a NUL byte", "a model name with a NUL" },
-  { function(x) x.containers[1].name = "c\0../x" end, "name is a string holding a NUL byte", "a container name with a NUL" },
+  { function(x) x.name = "a\0b" end, '^name is "a\\u0000b"', "a model name with a NUL" },
+  { function(x) x.containers[1].name = "c\0../x" end, 'name is "c\\u0000%.%./x"', "a container name with a NUL" },
   { function(x) x.containers[1].env = { { name = "A", value = "x\0y" } } end, "NUL bytes are not allowed", "an env value with a NUL" },
   { function(x) x.containers[1].command = { "sh\0" } end, "NUL bytes are not allowed", "a command with a NUL" },
   { function(x) x.hostPath = "/" end, 'unknown field "hostPath"', "an unknown field in the model" },
   { function(x) x.containers[1].privileged = true end, 'unknown field "privileged"', "an unknown container field" },
   { function(x) x.containers[1].ports = { { port = 80, target_port = 80, protocol = "sctp" } } end, "protocol", "a bad protocol" },
   { function(x) x.containers[1].mounts = { { destination = "/x", type = "bind", source = "/" } } end, 'unknown field "source"', "a bind mount source" },
-  { function(x) x.containers[1] = function() end end, "must be an object", "a function for a container" },
+  { function(x) x.containers[1].env = { { name = "A", value = "ok\255" } } end, 'value is "ok\\xff": not valid UTF%-8', "an env value of invalid UTF-8 from a policy" },
+  { function(x) x.containers[1] = function() end end, "is a function: expected an object", "a function for a container" },
 }
 for _, case in ipairs(vcases) do
   local ok, reason = amended(case[1])
@@ -160,7 +208,7 @@ local acases = {
   { "rename", "not valid: name is \"%.%./x\"", "a policy renaming the workload ../x" },
   { "cname", "not valid: spec%.containers%[1%]%.name is \"%.%./x\"", "a policy renaming a container ../x" },
   { "extra", "not valid: spec%.containers%[1%] has an unknown field \"hostPath\"", "a policy adding a field" },
-  { "nul", "not valid: .*NUL", "a policy putting a NUL in a name" },
+  { "nul", "not valid: .*\\u0000", "a policy putting a NUL in a name" },
   { "small", "^no Pods here$", "a policy rejecting, with its reason" },
 }
 for _, case in ipairs(acases) do
