@@ -279,6 +279,15 @@ int main(void)
 	ok(strstr(run("iptables-legacy -t nat -S RIKLET | sed -n 302p"), "--dport 30000"),
 	   "the changed rule is at its place");
 
+	/* --- more duplicate jumps than the old fixed arrays held (64 on apply, 256 on flush) --- */
+	run("{ echo '*nat'; for i in $(seq 100); do echo '-I PREROUTING -m addrtype --dst-type LOCAL -j RIKLET'; "
+	    "done; echo COMMIT; } | iptables-legacy-restore --noflush");
+	is_int(count(run("iptables-legacy -t nat -S PREROUTING"), "-j RIKLET"), 101, "101 jumps to RIKLET");
+	is_int(rk_fw_apply(many, 600, NULL, &st, &e), 0, "apply over 100 duplicate jumps");
+	is_int(count(run("iptables-legacy -t nat -S PREROUTING"), "-j RIKLET"), 1, "all 100 duplicates removed");
+	run("{ echo '*nat'; for i in $(seq 300); do echo '-I PREROUTING -m addrtype --dst-type LOCAL -j RIKLET'; "
+	    "done; echo COMMIT; } | iptables-legacy-restore --noflush");
+
 	/* --- flush_all: riklet's chains and jumps go, the rest stays --- */
 	is_int(rk_fw_flush_all(&e), 0, "flush all");
 	const char *after = run("iptables-legacy -t nat -S; iptables-legacy -S");
