@@ -618,7 +618,7 @@ static int fmt_append(char *buf, size_t len, size_t *o, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	int n = vsnprintf(buf + *o, *o < len ? len - *o : 0, fmt, ap);
+	int n = vsnprintf(*o < len ? buf + *o : NULL, *o < len ? len - *o : 0, fmt, ap); /* snprintf's contract */
 	va_end(ap);
 	*o += n;
 	return n;
@@ -640,7 +640,8 @@ static size_t format_drule(const struct drule *d, char *buf, size_t len)
 {
 	const rk_fw_rule *r = &d->r;
 	size_t o = 0;
-	buf[0] = 0;
+	if (len) /* len 0 (buf may be NULL): only the length is wanted */
+		buf[0] = 0;
 	fmt_append(buf, len, &o, "-A %s", r->chain);
 	neg_opt(buf, len, &o, "-s", r->src);
 	neg_opt(buf, len, &o, "-d", r->dst);

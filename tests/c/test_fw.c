@@ -102,6 +102,11 @@ int main(void)
 	       "DNAT "
 	       "--to-destination 10.89.0.2:80",
 	       "format: address masked like iptables does");
+	is_int(rk_fw_rule_format(&f, NULL, 0, &e), (long long)strlen(buf), "format into no buffer: the length only");
+	char small[8];
+	is_int(rk_fw_rule_format(&f, small, sizeof small, &e), (long long)strlen(buf),
+	       "format into 8 bytes: the length");
+	is_str(small, "-A RIKL", "and the text cut like snprintf");
 
 	/* --- something that is not riklet's, which must survive everything --- */
 	run("iptables-legacy -t nat -N OTHER && iptables-legacy -t nat -A OTHER -p tcp --dport 1 -j RETURN && "
