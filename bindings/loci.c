@@ -135,7 +135,11 @@ static int l_edit_config(lua_State *L)
 				return luaL_error(L, "oci.edit_config: opts.env[%d] must be a \"K=V\" string", (int)i);
 			}
 		}
-		b.env = lrk_check_argv(L, ei);
+		char why[64];
+		if (!(b.env = lrk_to_argv(L, ei, "opts.env", why, sizeof why))) { /* out of memory, a NUL */
+			edit_cleanup(&b);
+			return luaL_error(L, "oci.edit_config: %s", why);
+		}
 	}
 	if (nm) {
 		b.mounts = calloc(nm, sizeof *b.mounts);

@@ -102,15 +102,17 @@ static void check_args(lua_State *L)
 	lua_pop(L, 1);
 }
 
-/* Call only after check_args: cannot raise then (but when out of memory). */
-static void fill_opts(lua_State *L, int idx, struct rk_proc_opts *o, char ***env)
+/* Call only after check_args: never raises; -1 with the reason in why (out of memory, a NUL). */
+static int fill_opts(lua_State *L, int idx, struct rk_proc_opts *o, char ***env, char *why, size_t whylen)
 {
 	*env = NULL;
 	if (lua_isnoneornil(L, idx))
-		return;
+		return 0;
 	lua_getfield(L, idx, "env");
-	if (!lua_isnil(L, -1))
-		*env = lrk_check_argv(L, lua_gettop(L));
+	if (!lua_isnil(L, -1) && !(*env = lrk_to_argv(L, lua_gettop(L), "env", why, whylen))) {
+		lua_pop(L, 1);
+		return -1;
+	}
 	lua_pop(L, 1);
 	o->env = *env;
 	lua_getfield(L, idx, "cwd");
@@ -127,6 +129,7 @@ static void fill_opts(lua_State *L, int idx, struct rk_proc_opts *o, char ***env
 	lua_getfield(L, idx, "new_pgroup");
 	o->new_pgroup = lua_toboolean(L, -1);
 	lua_pop(L, 3);
+	return 0;
 }
 
 static void push_status(lua_State *L, int st)
@@ -203,12 +206,15 @@ static struct spawn *spawn_new(lua_State *L)
 	if (!s)
 		luaL_error(L, "out of memory");
 	s->o = (struct rk_proc_opts)RK_PROC_OPTS_INIT;
-	s->argv = lrk_check_argv(L, 1); /* cannot raise after check_args, but out of memory */
-	fill_opts(L, 2, &s->o, &s->env);
-	if ((s->o.cwd && !(s->cwd = strdup(s->o.cwd))) || (s->o.stdout_path && !(s->out = strdup(s->o.stdout_path))) ||
+	char why[64] = "out of memory";
+	/* Nothing here raises while s is held: free it first, then raise. */
+	if (!(s->argv = lrk_to_argv(L, 1, "argv", why, sizeof why)) ||
+	    fill_opts(L, 2, &s->o, &s->env, why, sizeof why) < 0 || (s->o.cwd && !(s->cwd = strdup(s->o.cwd))) ||
+	    (s->o.stdout_path && !(s->out = strdup(s->o.stdout_path))) ||
 	    (s->o.stderr_path && !(s->err = strdup(s->o.stderr_path)))) {
 		spawn_free(s);
-		luaL_error(L, "out of memory");
+		luaL_error(L, "%s", why);
+		return NULL; /* not reached: luaL_error does not return */
 	}
 	s->o.cwd = s->cwd; /* the copies: the Lua strings may be gone when a worker spawns */
 	s->o.stdout_path = s->out;
@@ -566,17 +572,18 @@ static int l_run(lua_State *L)
 		own_group = lua_isnil(L, -1) || lua_toboolean(L, -1);
 		lua_pop(L, 3);
 	}
-	lrk_wait w = lrk_wait_begin(L); /* raises outside a task, before anything is allocated */
+	lrk_wait w = lrk_wait_begin(L);	 /* raises outside a task, before anything is allocated */
+	struct spawn *sp = spawn_new(L); /* raises (out of memory, a NUL) holding nothing */
 	struct run *r = calloc(1, sizeof *r);
 	if (!r || (input && !(r->input = malloc(in_len ? in_len : 1)))) {
 		free(r);
+		spawn_free(sp);
 		return luaL_error(L, "out of memory");
 	}
 	if (input)
 		memcpy(r->input, input, in_len);
 	r->in_len = in_len;
 	r->timeout = timeout;
-	struct spawn *sp = spawn_new(L); /* raises only when out of memory */
 	struct rk_proc_opts o = sp->o;
 	char **argv = sp->argv;
 	o.new_pgroup = own_group && !o.new_session;

@@ -150,25 +150,48 @@ int lrk_pcall(lua_State *L, int nargs, int nresults, const char *what)
 	return rc;
 }
 
-char **lrk_check_argv(lua_State *L, int idx)
+char **lrk_to_argv(lua_State *L, int idx, const char *what, char *why, size_t whylen)
 {
-	luaL_checktype(L, idx, LUA_TTABLE);
+	if (lua_type(L, idx) != LUA_TTABLE) {
+		snprintf(why, whylen, "%s must be a table, not a %s", what, luaL_typename(L, idx));
+		return NULL;
+	}
 	size_t n = lua_objlen(L, idx);
-	if (n == 0)
-		luaL_argerror(L, idx, "argv must not be empty");
+	if (n == 0) {
+		snprintf(why, whylen, "%s must not be empty", what);
+		return NULL;
+	}
 	char **argv = calloc(n + 1, sizeof *argv);
-	if (!argv)
-		luaL_error(L, "out of memory");
+	if (!argv) {
+		snprintf(why, whylen, "out of memory");
+		return NULL;
+	}
 	for (size_t i = 0; i < n; i++) {
 		lua_rawgeti(L, idx, (int)i + 1);
-		const char *s = lua_tostring(L, -1);
-		if (!s || lua_type(L, -1) != LUA_TSTRING) {
+		size_t len;
+		const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+		if (!s || memchr(s, 0, len) || !(argv[i] = strdup(s))) {
+			if (!s)
+				snprintf(why, whylen, "%s[%d] is not a string", what, (int)i + 1);
+			else if (memchr(s, 0, len)) /* exec would silently cut it there */
+				snprintf(why, whylen, "%s[%d] holds a NUL byte", what, (int)i + 1);
+			else
+				snprintf(why, whylen, "out of memory");
+			lua_pop(L, 1);
 			lrk_free_argv(argv);
-			luaL_error(L, "argv[%d] is not a string", (int)i + 1);
+			return NULL;
 		}
-		argv[i] = strdup(s);
 		lua_pop(L, 1);
 	}
+	return argv;
+}
+
+char **lrk_check_argv(lua_State *L, int idx)
+{
+	char why[64];
+	char **argv = lrk_to_argv(L, idx, "argv", why, sizeof why);
+	if (!argv)
+		luaL_error(L, "%s", why); /* nothing is allocated any more */
 	return argv;
 }
 

@@ -107,8 +107,11 @@ int lrk_fail_err(lua_State *L, const rk_err *e);
 int lrk_pcall(lua_State *L, int nargs, int nresults, const char *what);
 
 /* argv from a Lua array of strings at idx: NULL-terminated, malloc'ed (free with lrk_free_argv).
- * Raises on a non-string element. */
+ * Raises on a non-string element or one holding a NUL byte (nothing left allocated). */
 char **lrk_check_argv(lua_State *L, int idx);
+/* The same without raising: NULL with the reason (naming the array `what`) in why, for callers
+ * that hold memory of their own. */
+char **lrk_to_argv(lua_State *L, int idx, const char *what, char *why, size_t whylen);
 void lrk_free_argv(char **argv);
 
 #endif

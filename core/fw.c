@@ -314,7 +314,8 @@ static void *add_match(struct blob *bl, unsigned *off, const char *name, int rev
 	unsigned sz = XT_ALIGN(sizeof(struct xt_entry_match) + datalen);
 	memset(m, 0, sz);
 	m->u.match_size = sz;
-	snprintf(m->u.user.name, sizeof m->u.user.name, "%s", name);
+	/* riklet's own names (validated targets, owned chains, match names): all fit */
+	memcpy(m->u.user.name, name, strnlen(name, sizeof m->u.user.name - 1));
 	m->u.user.revision = rev;
 	*off += sz;
 	return m->data;
@@ -326,7 +327,8 @@ static void *add_target(struct blob *bl, unsigned *off, const char *name, int re
 	unsigned sz = XT_ALIGN(sizeof(struct xt_entry_target) + datalen);
 	memset(t, 0, sz);
 	t->u.target_size = sz;
-	snprintf(t->u.user.name, sizeof t->u.user.name, "%s", name);
+	/* riklet's own names (validated targets, owned chains, match names): all fit */
+	memcpy(t->u.user.name, name, strnlen(name, sizeof t->u.user.name - 1));
 	t->u.user.revision = rev;
 	*off += sz;
 	return t->data;
@@ -469,7 +471,8 @@ static void fmt_addr(char *out, size_t len, uint32_t a, uint32_t m, int neg)
 	snprintf(out, len, "%s%s/%d", neg ? "!" : "", ip, plen);
 }
 
-static void fmt_if(char *out, size_t len, const char *name, const unsigned char *mask, int neg)
+/* 0, or -1 when the text does not fit in out (a 16-byte kernel name, negated, with a '+'). */
+static int fmt_if(char *out, size_t len, const char *name, const unsigned char *mask, int neg)
 {
 	char n[IFNAMSIZ + 1];
 	memcpy(n, name, IFNAMSIZ);
@@ -479,9 +482,10 @@ static void fmt_if(char *out, size_t len, const char *name, const unsigned char 
 		ml++;
 	if (!nl && !ml) {
 		out[0] = 0;
-		return;
+		return 0;
 	}
-	snprintf(out, len, "%s%s%s", neg ? "!" : "", n, ml == nl ? "+" : "");
+	int w = snprintf(out, len, "%s%s%s", neg ? "!" : "", n, ml == nl ? "+" : "");
+	return w >= 0 && (size_t)w < len ? 0 : -1;
 }
 
 /* Decode one entry; target is the name libiptc resolved (or, for a blob we built, its name). */
@@ -495,8 +499,17 @@ static void decode(const struct ipt_entry *en, const char *target, const char *t
 	const struct ipt_ip *ip = &en->ip;
 	fmt_addr(r->src, sizeof r->src, ip->src.s_addr, ip->smsk.s_addr, ip->invflags & IPT_INV_SRCIP);
 	fmt_addr(r->dst, sizeof r->dst, ip->dst.s_addr, ip->dmsk.s_addr, ip->invflags & IPT_INV_DSTIP);
-	fmt_if(r->iif, sizeof r->iif, ip->iniface, ip->iniface_mask, ip->invflags & IPT_INV_VIA_IN);
-	fmt_if(r->oif, sizeof r->oif, ip->outiface, ip->outiface_mask, ip->invflags & IPT_INV_VIA_OUT);
+	char ift[IFNAMSIZ + 4];
+	if (fmt_if(r->iif, sizeof r->iif, ip->iniface, ip->iniface_mask, ip->invflags & IPT_INV_VIA_IN) < 0) {
+		fmt_if(ift, sizeof ift, ip->iniface, ip->iniface_mask, ip->invflags & IPT_INV_VIA_IN);
+		r->iif[0] = 0; /* too long for the field: shown whole among the foreign parts */
+		add_extra(d, ift[0] == '!' ? " ! -i %s" : " -i %s", ift + (ift[0] == '!'));
+	}
+	if (fmt_if(r->oif, sizeof r->oif, ip->outiface, ip->outiface_mask, ip->invflags & IPT_INV_VIA_OUT) < 0) {
+		fmt_if(ift, sizeof ift, ip->outiface, ip->outiface_mask, ip->invflags & IPT_INV_VIA_OUT);
+		r->oif[0] = 0;
+		add_extra(d, ift[0] == '!' ? " ! -o %s" : " -o %s", ift + (ift[0] == '!'));
+	}
 	if (ip->proto == IPPROTO_TCP)
 		strcpy(r->proto, "tcp");
 	else if (ip->proto == IPPROTO_UDP)
@@ -605,7 +618,7 @@ static int fmt_append(char *buf, size_t len, size_t *o, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	int n = vsnprintf(buf + *o, *o < len ? len - *o : 0, fmt, ap);
+	int n = vsnprintf(*o < len ? buf + *o : NULL, *o < len ? len - *o : 0, fmt, ap); /* snprintf's contract */
 	va_end(ap);
 	*o += n;
 	return n;
@@ -627,7 +640,8 @@ static size_t format_drule(const struct drule *d, char *buf, size_t len)
 {
 	const rk_fw_rule *r = &d->r;
 	size_t o = 0;
-	buf[0] = 0;
+	if (len) /* len 0 (buf may be NULL): only the length is wanted */
+		buf[0] = 0;
 	fmt_append(buf, len, &o, "-A %s", r->chain);
 	neg_opt(buf, len, &o, "-s", r->src);
 	neg_opt(buf, len, &o, "-d", r->dst);
@@ -806,14 +820,44 @@ static int *kset_slot(struct kset *k, const char *key, int insert)
 	return &k->val[i];
 }
 
+#define KEY_MAX 768
 struct want {
 	const rk_fw_rule *r;
 	struct blob *bl;
-	char key[768];
+	char key[KEY_MAX];
 };
 
+/* A rule from the kernel that riklet cannot write gets a key no wanted rule has (wanted keys end
+ * with their target). A key cut at KEY_MAX is marked too, since a cut key could equal a wanted one;
+ * the mark goes where it fits. */
+static void key_mark_foreign(char *key, size_t size, size_t len)
+{
+	static const char tag[] = " #foreign";
+	size_t at = len < size - sizeof tag ? len : size - sizeof tag;
+	memcpy(key + at, tag, sizeof tag);
+}
+
+/* A growable list of rule positions (deletes are not capped at any count). */
+struct idxs {
+	unsigned *v;
+	size_t n, cap;
+};
+static int idxs_push(struct idxs *x, unsigned i)
+{
+	if (x->n == x->cap) {
+		size_t nc = x->cap ? x->cap * 2 : 64;
+		unsigned *nv = realloc(x->v, nc * sizeof *nv);
+		if (!nv)
+			return -1;
+		x->v = nv;
+		x->cap = nc;
+	}
+	x->v[x->n++] = i;
+	return 0;
+}
+
 struct have {
-	char key[768];
+	char key[KEY_MAX];
 	int in_scope;
 	int match; /* index into wants, or -1 */
 	int keep;
@@ -843,9 +887,10 @@ static int ensure_jump(struct xtc_handle *h, const struct jump *j, unsigned *add
 	struct drule want;
 	if (canon(&jr, j->dst_local, &want, &bl, e) < 0)
 		return -1;
-	char wkey[768], key[768];
+	char wkey[KEY_MAX], key[KEY_MAX];
 	format_drule(&want, wkey, sizeof wkey);
-	unsigned idx = 0, del[64], ndel = 0;
+	unsigned idx = 0;
+	struct idxs del = {0};
 	int found = 0;
 	for (const struct ipt_entry *en = iptc_first_rule(j->from, h); en; en = iptc_next_rule(en, h), idx++) {
 		const char *tg = iptc_get_target(en, h);
@@ -853,19 +898,26 @@ static int ensure_jump(struct xtc_handle *h, const struct jump *j, unsigned *add
 			continue;
 		struct drule d;
 		decode(en, tg, j->table, j->from, &d);
-		format_drule(&d, key, sizeof key);
-		if (!found && !strcmp(key, wkey))
+		size_t kl = format_drule(&d, key, sizeof key);
+		if (!found && kl < sizeof key && !strcmp(key, wkey))
 			found = 1;
-		else if (ndel < 64)
-			del[ndel++] = idx; /* a duplicate or an older form of our jump */
+		else if (idxs_push(&del, idx) < 0) { /* a duplicate or an older form of our jump */
+			free(del.v);
+			return rk_errf(e, ENOMEM, "iptables %s: out of memory listing the jumps to %s", j->table,
+				       j->to);
+		}
 	}
-	while (ndel > 0) {
-		unsigned n = del[--ndel];
-		if (!iptc_delete_num_entry(j->from, n, h))
+	if (del.n)
+		rk_info(SUBSYS, "removing %zu duplicate jump(s) %s -> %s (rule %u%s)", del.n, j->from, j->to,
+			del.v[0] + 1, del.n > 1 ? " and after" : "");
+	while (del.n > 0) { /* from the last: the positions before it stay valid */
+		if (!iptc_delete_num_entry(j->from, del.v[--del.n], h)) {
+			free(del.v);
 			return iptc_fail(e, "removing a duplicate jump", j->table);
-		rk_info(SUBSYS, "removed a duplicate jump %s -> %s (rule %u)", j->from, j->to, n + 1);
+		}
 		(*changed)++;
 	}
+	free(del.v);
 	if (!found) {
 		if (!iptc_insert_entry(j->from, &bl.u.e, 0, h)) {
 			iptc_fail(e, "inserting a jump", j->table);
@@ -931,9 +983,9 @@ static int sync_chain(struct xtc_handle *h, const char *table, const char *chain
 		}
 		struct drule d;
 		decode(en, iptc_get_target(en, h), table, chain, &d);
-		format_drule(&d, hv[nh].key, sizeof hv[nh].key);
-		if (d.r.foreign)
-			strcat(hv[nh].key, " #foreign"); /* never equal to a rule riklet wants */
+		size_t kl = format_drule(&d, hv[nh].key, sizeof hv[nh].key);
+		if (d.r.foreign || kl >= sizeof hv[nh].key)
+			key_mark_foreign(hv[nh].key, sizeof hv[nh].key, kl); /* never equal to a wanted rule */
 		hv[nh].in_scope = !owner || !strcmp(d.r.comment, owner);
 		hv[nh].match = -1;
 		hv[nh].keep = !hv[nh].in_scope;
@@ -1154,7 +1206,11 @@ static int do_apply(const rk_fw_rule *rules, size_t n, const char *owner, int sy
 		w[i].bl = &bl[i];
 		if (canon(r, 0, &d, &bl[i], e) < 0)
 			goto out;
-		format_drule(&d, w[i].key, sizeof w[i].key);
+		if (format_drule(&d, w[i].key, sizeof w[i].key) >= sizeof w[i].key) { /* not with the field sizes */
+			rk_errf(e, EINVAL, "iptables: rule %zu of %zu is longer than %d characters as text", i + 1, n,
+				KEY_MAX - 1);
+			goto out;
+		}
 	}
 	int lock = xt_lock(e);
 	if (lock == -1)
@@ -1233,20 +1289,24 @@ int rk_fw_flush_all(rk_err *e)
 		for (size_t j = 0; j < N_JUMPS && rc == 0; j++) {
 			if (strcmp(JUMPS[j].table, table))
 				continue;
-			unsigned idx = 0, del[256], nd = 0;
+			unsigned idx = 0;
+			struct idxs del = {0};
 			for (const struct ipt_entry *en = iptc_first_rule(JUMPS[j].from, h); en;
 			     en = iptc_next_rule(en, h), idx++) {
 				const char *tg = iptc_get_target(en, h);
-				if (tg && !strcmp(tg, JUMPS[j].to) && nd < 256)
-					del[nd++] = idx;
+				if (tg && !strcmp(tg, JUMPS[j].to) && idxs_push(&del, idx) < 0) {
+					rc = rk_errf(e, ENOMEM, "iptables %s: out of memory listing the jumps", table);
+					break;
+				}
 			}
-			while (nd > 0) {
-				if (!iptc_delete_num_entry(JUMPS[j].from, del[--nd], h)) {
+			while (rc == 0 && del.n > 0) {
+				if (!iptc_delete_num_entry(JUMPS[j].from, del.v[--del.n], h)) {
 					rc = iptc_fail(e, "removing a jump", table);
 					break;
 				}
 				changed++;
 			}
+			free(del.v);
 		}
 		for (size_t i = 0; i < N_OWNED && rc == 0; i++) {
 			const char *c = OWNED[i].chain;

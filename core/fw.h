@@ -54,7 +54,8 @@ typedef struct rk_fw_stats {
 /* Check a rule; the message names the field and the rule. */
 int rk_fw_rule_validate(const rk_fw_rule *r, rk_err *e);
 /* The rule as `iptables -t TABLE -S` prints it ("-A CHAIN ..."); canonical (addresses masked,
- * /32 explicit). Returns the length, or -1 with e filled if the rule is invalid. */
+ * /32 explicit). Returns the length (as snprintf: the text is cut to len - 1 bytes, buf may be NULL
+ * when len is 0), or -1 with e filled if the rule is invalid. */
 int rk_fw_rule_format(const rk_fw_rule *r, char *buf, size_t len, rk_err *e);
 
 /* Make riklet's chains and jumps exist (also done by rk_fw_apply). */

@@ -700,8 +700,12 @@ static int write_proc(const char *path, const char *value, const char *what, rk_
 	if (fd < 0)
 		return rk_errf(e, errno, "setting %s: open %s: %s", what, path, strerror(errno));
 	size_t n = strlen(value);
-	if (write(fd, value, n) != (ssize_t)n)
+	ssize_t w = write(fd, value, n);
+	if (w < 0)
 		return rk_errf(e, errno, "setting %s = %s: write %s: %s", what, value, path, strerror(errno));
+	if ((size_t)w != n) /* errno is not set by a short write: do not report a stale one */
+		return rk_errf(e, EIO, "setting %s = %s: write %s: the kernel took %zd of %zu bytes", what, value, path,
+			       w, n);
 	return 0;
 }
 
@@ -718,12 +722,14 @@ int rk_net_sysctl_set(const char *key, const char *value, rk_err *e)
 int rk_net_sysctl_get(const char *key, char *buf, size_t len, rk_err *e)
 {
 	char path[256];
+	if (!buf || len == 0) /* no room even for the terminating NUL */
+		return rk_errf(e, EINVAL, "reading sysctl %s: no buffer to read it into", key);
 	if (sysctl_path(key, path, sizeof path, e) < 0)
 		return -1;
 	RK_AUTOCLOSE int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return rk_errf(e, errno, "reading sysctl %s: open %s: %s", key, path, strerror(errno));
-	ssize_t n = read(fd, buf, len ? len - 1 : 0);
+	ssize_t n = read(fd, buf, len - 1);
 	if (n < 0)
 		return rk_errf(e, errno, "reading sysctl %s: %s", key, strerror(errno));
 	buf[n] = 0;

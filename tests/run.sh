@@ -1,22 +1,36 @@
 #!/usr/bin/env bash
 # run.sh — THE test command (README, .ci/run): on Debian 12 as root it installs every package the
-# build and the tests need (apt-get update only when something is missing), builds riklet into
-# build/ and runs every test with ctest. Its last lines are ctest's summary; its exit code is
-# ctest's (non-zero when a test fails).
+# build and the tests need (apt-get update only when something is missing), then
+#   1. builds riklet into build/ and runs every test with ctest;
+#   2. builds it again with clang, ASan + UBSan + LeakSanitizer (-DRIKLET_SANITIZE=ON) into
+#      build-asan/ and runs the same tests there; any sanitizer report, also from a riklet a test
+#      ran in the background (build-asan/sanitizer-reports/), fails the run;
+#   3. builds the libFuzzer targets (-DRIKLET_FUZZ=ON) into build-fuzz/ and runs each for
+#      FUZZ_SECONDS (default 45) from its corpus tests/fuzz/corpus/<target>/; a crash fails the run
+#      (the input is kept as build-fuzz/artifacts/<target>-crash-*).
+# Its last lines summarise the three; its exit code is non-zero when any of them failed.
 #
-#   bash tests/run.sh [--no-install] [CTEST-ARGS...]     e.g.  bash tests/run.sh -R integration
+#   bash tests/run.sh [--no-install] [--no-asan] [--no-fuzz] [CTEST-ARGS...]
+#   e.g.  bash tests/run.sh --no-install -R integration
 #
-# BUILD_DIR (default build) picks another build directory; CTEST_PARALLEL_LEVEL runs tests in
-# parallel (default: one at a time, since integration tests drive the host's runc and iptables).
+# With CTEST-ARGS (a subset), steps 2 and 3 run only when asked: RIKLET_ASAN=1, RIKLET_FUZZ=1.
+# --only-asan / --only-fuzz run just that step. BUILD_DIR (default build) picks another build
+# directory; CTEST_PARALLEL_LEVEL runs tests in parallel (default: one at a time, since integration
+# tests drive the host's runc and iptables).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source tests/lib/deps.sh
 
 install=1
 ctest_args=()
+do_main=1 do_asan=${RIKLET_ASAN-} do_fuzz=${RIKLET_FUZZ-}
 while (($#)); do
 	case $1 in
 	--no-install) install=; shift ;;
+	--no-asan) do_asan=0; shift ;;
+	--no-fuzz) do_fuzz=0; shift ;;
+	--only-asan) do_main=0 do_asan=1 do_fuzz=0; shift ;;
+	--only-fuzz) do_main=0 do_asan=0 do_fuzz=1; shift ;;
 	-h | --help) sed -n '2,/^set -e/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
 	--) shift; ctest_args+=("$@"); break ;;
 	*) ctest_args+=("$1"); shift ;;
@@ -41,9 +55,87 @@ if [[ -f $build/CMakeCache.txt ]]; then
 	fi
 fi
 
-echo "== build ($build/)"
-cmake -S . -B "$build"
-cmake --build "$build" -j"$(nproc)"
+# A subset of the tests (CTEST-ARGS) is for iterating: the sanitizer and fuzzing steps only when asked.
+if ((${#ctest_args[@]})); then
+	do_asan=${do_asan:-0} do_fuzz=${do_fuzz:-0}
+else
+	do_asan=${do_asan:-1} do_fuzz=${do_fuzz:-1}
+fi
+[[ $do_asan == 0 && $do_fuzz == 0 ]] || command -v clang >/dev/null ||
+	{ echo "error: the sanitizer and fuzzing steps need clang (apt-get install clang libclang-rt-14-dev)"; exit 1; }
 
-echo "== tests"
-exec ctest --test-dir "$build" --output-on-failure --no-tests=error ${ctest_args[@]+"${ctest_args[@]}"}
+summary=() failed=0
+step() { # step NAME RC: remember how a step went
+	if (($2 == 0)); then summary+=("$1: passed"); else summary+=("$1: FAILED"); failed=1; fi
+}
+
+if ((do_main)); then
+	echo "== build ($build/)"
+	cmake -S . -B "$build"
+	cmake --build "$build" -j"$(nproc)"
+	echo "== tests"
+	rc=0
+	ctest --test-dir "$build" --output-on-failure --no-tests=error ${ctest_args[@]+"${ctest_args[@]}"} || rc=$?
+	step "tests ($build/)" $rc
+fi
+
+if ((do_asan)); then
+	asan=build-asan
+	echo "== sanitizer build ($asan/: clang, ASan + UBSan + LeakSanitizer)"
+	cmake -S . -B "$asan" -DCMAKE_C_COMPILER=clang -DRIKLET_SANITIZE=ON
+	cmake --build "$asan" -j"$(nproc)"
+	reports=$asan/sanitizer-reports
+	rm -rf -- "$reports" && mkdir -p -- "$reports"
+	echo "== tests under the sanitizers (reports go to $reports/)"
+	t0=$SECONDS rc=0
+	ctest --test-dir "$asan" --output-on-failure --no-tests=error ${ctest_args[@]+"${ctest_args[@]}"} || rc=$?
+	echo "sanitizer tests took $((SECONDS - t0)) s"
+	shopt -s nullglob
+	found=("$reports"/*)
+	shopt -u nullglob
+	if ((${#found[@]})); then
+		echo "== ${#found[@]} sanitizer report(s): FAILED"
+		for f in "${found[@]}"; do
+			echo "--- $f"
+			head -n 80 -- "$f"
+		done
+		rc=1
+	fi
+	step "tests under ASan + UBSan + LSan ($asan/, ${#found[@]} report(s))" $rc
+fi
+
+if ((do_fuzz)); then
+	fz=build-fuzz
+	secs=${FUZZ_SECONDS:-45}
+	echo "== fuzz targets ($fz/: clang, libFuzzer + ASan + UBSan), ${secs} s each"
+	cmake -S . -B "$fz" -DCMAKE_C_COMPILER=clang -DRIKLET_FUZZ=ON
+	targets=()
+	for c in tests/fuzz/corpus/*/; do targets+=("$(basename "$c")"); done
+	cmake --build "$fz" -j"$(nproc)" --target "${targets[@]/#/fuzz_}"
+	mkdir -p -- "$fz/artifacts" "$fz/stats"
+	rc=0
+	for t in "${targets[@]}"; do
+		# new inputs go to $fz/corpus/<t> (kept between runs), never into the repository's seeds
+		mkdir -p -- "$fz/corpus/$t"
+		r=0
+		"$fz/fuzz_$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
+			-artifact_prefix="$fz/artifacts/$t-" "$fz/corpus/$t" "tests/fuzz/corpus/$t" \
+			>"$fz/stats/$t.log" 2>&1 || r=$?
+		runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$fz/stats/$t.log" | tail -n 1)
+		if ((r)); then
+			echo "fuzz_$t: CRASH (exit $r) after ${runs:-?} executions; the input is in $fz/artifacts/:"
+			grep -E -A40 'ERROR:|runtime error|raised instead' "$fz/stats/$t.log" | head -n 60
+			rc=1
+		else
+			echo "fuzz_$t: ${runs:-?} executions in ${secs} s, no crash"
+		fi
+		echo "$t ${runs:-?} $secs $r" >>"$fz/stats/last-run.txt.new"
+	done
+	mv -f -- "$fz/stats/last-run.txt.new" "$fz/stats/last-run.txt"
+	rm -rf -- /tmp/riklet-fuzz-store # fuzz_store's state dir (fixed: its seeds name it)
+	step "fuzzing ($fz/, ${secs} s per target)" $rc
+fi
+
+echo "== summary"
+printf '%s\n' "${summary[@]}"
+exit $failed

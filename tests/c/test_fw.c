@@ -102,6 +102,11 @@ int main(void)
 	       "DNAT "
 	       "--to-destination 10.89.0.2:80",
 	       "format: address masked like iptables does");
+	is_int(rk_fw_rule_format(&f, NULL, 0, &e), (long long)strlen(buf), "format into no buffer: the length only");
+	char small[8];
+	is_int(rk_fw_rule_format(&f, small, sizeof small, &e), (long long)strlen(buf),
+	       "format into 8 bytes: the length");
+	is_str(small, "-A RIKL", "and the text cut like snprintf");
 
 	/* --- something that is not riklet's, which must survive everything --- */
 	run("iptables-legacy -t nat -N OTHER && iptables-legacy -t nat -A OTHER -p tcp --dport 1 -j RETURN && "
@@ -278,6 +283,15 @@ int main(void)
 	ok(st.added == 1 && st.deleted == 1 && st.kept == 599, "+%u -%u =%u", st.added, st.deleted, st.kept);
 	ok(strstr(run("iptables-legacy -t nat -S RIKLET | sed -n 302p"), "--dport 30000"),
 	   "the changed rule is at its place");
+
+	/* --- more duplicate jumps than the old fixed arrays held (64 on apply, 256 on flush) --- */
+	run("{ echo '*nat'; for i in $(seq 100); do echo '-I PREROUTING -m addrtype --dst-type LOCAL -j RIKLET'; "
+	    "done; echo COMMIT; } | iptables-legacy-restore --noflush");
+	is_int(count(run("iptables-legacy -t nat -S PREROUTING"), "-j RIKLET"), 101, "101 jumps to RIKLET");
+	is_int(rk_fw_apply(many, 600, NULL, &st, &e), 0, "apply over 100 duplicate jumps");
+	is_int(count(run("iptables-legacy -t nat -S PREROUTING"), "-j RIKLET"), 1, "all 100 duplicates removed");
+	run("{ echo '*nat'; for i in $(seq 300); do echo '-I PREROUTING -m addrtype --dst-type LOCAL -j RIKLET'; "
+	    "done; echo COMMIT; } | iptables-legacy-restore --noflush");
 
 	/* --- flush_all: riklet's chains and jumps go, the rest stays --- */
 	is_int(rk_fw_flush_all(&e), 0, "flush all");

@@ -163,6 +163,10 @@ int main(void)
 	is_int(rk_net_set_route_localnet("rktest0", 1, &e), 0, "route_localnet on the bridge");
 	ok(rk_net_sysctl_get("net.ipv4.conf.rktest0.route_localnet", v, sizeof v, &e) == 0 && !strcmp(v, "1"),
 	   "route_localnet reads 1");
+	char one = 'x';
+	ok(rk_net_sysctl_get("net.ipv4.ip_forward", &one, 0, &e) < 0 && one == 'x',
+	   "sysctl_get into a 0-byte buffer refused, nothing written: %s", e.msg);
+	ok(rk_net_sysctl_get("net.ipv4.ip_forward", &one, 1, &e) == 0 && one == 0, "a 1-byte buffer gets \"\"");
 	ok(rk_net_sysctl_set("kernel.hostname", "x", &e) < 0, "non-net sysctl refused: %s", e.msg);
 	ok(rk_net_sysctl_set("net.ipv4/../../x", "1", &e) < 0, "sysctl key with / refused: %s", e.msg);
 	ok(rk_net_sysctl_set("net..ipv4", "1", &e) < 0, "sysctl key with empty part refused");

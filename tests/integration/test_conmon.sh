@@ -195,8 +195,9 @@ ok "test ! -e '$STATE/instances/rs/c/logs/0.log'" "the first run's log is remove
 rm -- "$MANIFESTS/rs.json"
 
 # --- riklet stopped: containers and their conmon run on, exits are seen later --------------------
+# (late runs 15 s: all four must reach RUNNING before it exits, also under the slower sanitizer build)
 manifest keep
-manifest late EXIT_AFTER=5 EXIT_CODE=7
+manifest late EXIT_AFTER=15 EXIT_CODE=7
 manifest gone
 manifest tp
 rk_wait_status 60 keep RUNNING && rk_wait_status 60 late RUNNING && rk_wait_status 60 gone RUNNING
@@ -216,7 +217,7 @@ jq --argjson d "$decoy" --arg s "$TEST_TMP/secret" \
 	'.containers[0] |= (.conmon_pid = $d | .log = $s | .run = "../../x" | .pid = -5)' \
 	"$STATE/records/tp.json" >"$TEST_TMP/tp.json" && mv -- "$TEST_TMP/tp.json" "$STATE/records/tp.json"
 runc --root "$RUNC_ROOT" kill gone_c KILL
-ok "wait_for 15 test -s '$STATE/instances/late/c/exit/exit'" "late exits while riklet is down: conmon writes its exit file"
+ok "wait_for 40 test -s '$STATE/instances/late/c/exit/exit'" "late exits while riklet is down: conmon writes its exit file"
 rk_start_standalone "${START[@]}" || bail_out "riklet did not restart"
 rk_wait_status 20 late FAILED TERMINATED
 like "$(rk_reason late)" 'exited with code 7 while riklet was not running' "the next riklet reports late's real exit code ($(rk_reason late))"

@@ -177,5 +177,6 @@ for p in net.veth net.address; do
 done
 dead || rk_stop
 diag "fault points: ${#POINTS[@]} x 2 modes, $ABORTS aborts and $ERRORS errors survived, $LEAKS leaks found, $((SECONDS - t0)) s"
-nok "grep -q 'stack traceback' '$RK_LOG'" "no Lua error in the logs"
+nok "grep -q 'stack traceback' '$RK_LOG'" "no Lua error in the logs" ||
+	grep -B3 -A12 'stack traceback' "$RK_LOG" | head -n 60 | sed 's/^/# /'
 done_testing

@@ -37,6 +37,12 @@ r = assert(proc.run({ "cat" }, { input = "hello" }))
 T.is(r.stdout, "hello", "input is written to stdin")
 r = assert(proc.run({ "sleep", "5" }, { timeout = 0.2 }))
 T.ok(r.timed_out and r.signal == 9 and r.code == nil, "timeout kills with SIGKILL")
+-- a NUL would be cut by exec: refused (and, once argv is copied, an env that fails frees it: the
+-- sanitizer build's LeakSanitizer checks that)
+local okn, nulerr = pcall(proc.run, { "echo", "a\0b" })
+T.ok(not okn and tostring(nulerr):find("argv%[2%] holds a NUL byte"), "NUL in argv refused: " .. tostring(nulerr))
+okn, nulerr = pcall(proc.spawn, { "echo", "x" }, { env = { "A=1", "B=\0" } })
+T.ok(not okn and tostring(nulerr):find("env%[2%] holds a NUL byte"), "NUL in env refused: " .. tostring(nulerr))
 local none, nerr = proc.run({ "/nonexistent/binary" })
 T.ok(none == nil and nerr:find("cannot run /nonexistent/binary"), "missing binary: clear error: " .. tostring(nerr))
 
