@@ -20,7 +20,7 @@ Usage:
                                         output of an instance's containers (kept until it is destroyed)
   riklet cleanup                        destroy every instance and remove everything riklet owns
   riklet check [--json]                 what this node can run, and what to do about what it cannot
-  riklet top [--once]                   running instances: CPU %, memory (peak, limit), pids, OOM kills
+  riklet top [--once]                   running instances: CPU %%, memory (peak, limit), pids, OOM kills
   riklet metrics                        riklet's series in the Prometheus text format (agent, instances)
   riklet fault-points                   the fault points RIKLET_FAULT=<point>[:abort|:error] can arm (tests)
   riklet test FILE.lua                  run a Lua test script inside riklet with the real bindings
