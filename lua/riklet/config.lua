@@ -55,6 +55,7 @@ M.options = {
   { "json", "bool", false, "riklet ps: print JSON instead of a table" },
   { "keep-records", "number", 100, "ended instances kept in `riklet ps` before the oldest are forgotten" },
   -- ops: riklet top, per-instance metrics to the scheduler
+  { "auth-file", "string", nil, "registry credentials in the containers-auth.json format (as Podman and CRI-O use), given to skopeo for every pull" },
   { "once", "bool", false, "riklet top: print one table and exit" },
   { "instance-metrics-interval", "number", 0, "seconds between per-instance usage reports to the scheduler (InstanceMetric.metrics JSON); 0: off" },
 }

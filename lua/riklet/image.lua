@@ -54,7 +54,7 @@ function M.init(config)
   cfg.umoci = config.umoci or cfg.umoci
   cfg.insecure = config.insecure_registries or {}
   cfg.pull_timeout = config.pull_timeout or cfg.pull_timeout
-  cfg.authfile = config.registry_authfile
+  cfg.authfile = config.auth_file or config.registry_authfile
   for _, d in ipairs({ cfg.images, cfg.rootfs }) do
     if d:sub(1, 1) ~= "/" or d:find("[,:\\]") then
       return nil, ("image directory %q must be an absolute path without ',' ':' or '\\'"):format(d)
@@ -127,6 +127,10 @@ local function explain_pull(ref, registry, res, timeout, layout_dir)
   end
   if low:find("unauthorized", 1, true) or low:find("authentication required", 1, true)
       or low:find("denied", 1, true) or low:find("401", 1, true) or low:find("403", 1, true) then
+    if cfg.authfile then
+      return ("registry %s refused access to %s with the credentials of --auth-file %s (wrong user name or password, "
+        .. "no entry for %s in it, or the repository does not exist): %s"):format(registry, ref, cfg.authfile, registry, tail)
+    end
     return ("registry %s refused access to %s (authentication required, or the repository does not exist): %s"):format(registry, ref, tail)
   end
   if low:find("rejected", 1, true) and low:find("polic", 1, true) then
