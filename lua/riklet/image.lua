@@ -342,6 +342,7 @@ end
 --   keep: {[digest]=true} for images that must stay (those of known instances). An unpacked
 --   rootfs is removed when it is neither kept nor the lower layer of a mounted overlay. With
 --   opts.layouts, pulled layouts whose image is not kept go as well (they are only a pull cache).
+--   opts.only: {[dir]=true}, the directories that may go (riklet.imagegc removes one image at a time).
 function M.prune(keep, opts)
   if not cfg.ready then return nil, "riklet.image is not initialised (image.init)" end
   keep, opts = keep or {}, opts or {}
@@ -353,7 +354,7 @@ function M.prune(keep, opts)
   end
   for _, name in ipairs(fs.list(cfg.rootfs) or {}) do
     local dir = cfg.rootfs .. "/" .. name
-    if name:match("^sha256_%x+$") and not keep_keys[name] and not lowers[dir .. "/rootfs"]
+    if name:match("^sha256_%x+$") and not keep_keys[name] and not lowers[dir .. "/rootfs"] and (not opts.only or opts.only[dir])
         and not inflight["unpack sha256:" .. name:sub(8)] then
       local ok, err = fs.rm_rf(dir)
       if ok then removed[#removed + 1] = dir else errs[#errs + 1] = err end
@@ -363,7 +364,7 @@ function M.prune(keep, opts)
     for _, name in ipairs(fs.list(cfg.images) or {}) do
       local dir = cfg.images .. "/" .. name
       local d = name:sub(1, 1) ~= "." and c.layout_lookup(dir, LAYOUT_REF)
-      if d and not keep[d] then
+      if d and not keep[d] and (not opts.only or opts.only[dir]) then
         local busy = false
         for k in pairs(inflight) do busy = busy or k:sub(1, 7) == "ensure " end
         if not busy then
