@@ -16,6 +16,7 @@ RK_DEPS_RUN=(
 	python3 python3-grpcio python3-protobuf protobuf-compiler python3-grpc-tools
 	jq curl ca-certificates
 	lua-check clang-format
+	apache2-utils prometheus dpkg-dev systemd # htpasswd, promtool, dpkg-shlibdeps (cpack), systemd-analyze
 )
 
 # deps_missing [PKG...]: print the packages (default: all of riklet's) that are not installed.
