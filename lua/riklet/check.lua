@@ -261,6 +261,17 @@ function M.run(cfg, opts)
         fix = "--initrd-path FILE (or INITRD_LOCATION) when the guest kernel needs one" }
     end
   end
+  if cfg.auth_file then
+    local text, err = fs.read(cfg.auth_file, 1024 * 1024, { follow = true })
+    local doc = text and require("riklet.json").decode(text)
+    local ok = type(doc) == "table" and type(doc.auths) == "table"
+    local n = 0
+    for _ in pairs(ok and doc.auths or {}) do n = n + 1 end
+    lines[#lines + 1] = { name = "auth file", status = ok and "ok" or "fail", required = true,
+      detail = ok and ("%s: credentials for %d registr%s"):format(cfg.auth_file, n, n == 1 and "y" or "ies")
+        or ("%s: %s"):format(cfg.auth_file, text and "not a containers-auth.json document ({\"auths\": {...}})" or tostring(err)),
+      fix = ok and "" or "fix --auth-file (podman login --authfile FILE REGISTRY writes one)" }
+  end
   free_space(lines, cfg.state_dir)
   return lines
 end

@@ -20,7 +20,9 @@ Usage:
                                         output of an instance's containers (kept until it is destroyed)
   riklet cleanup                        destroy every instance and remove everything riklet owns
   riklet check [--json]                 what this node can run, and what to do about what it cannot
-  riklet top [--once]                   running instances: CPU %, memory (peak, limit), pids, OOM kills
+  riklet top [--once]                   running instances: CPU %%, memory (peak, limit), pids, OOM kills
+  riklet images [--json]                the image cache: size, last use, the instances using each
+  riklet prune                          remove every image no instance uses (through the agent if one runs)
   riklet metrics                        riklet's series in the Prometheus text format (agent, instances)
   riklet fault-points                   the fault points RIKLET_FAULT=<point>[:abort|:error] can arm (tests)
   riklet test FILE.lua                  run a Lua test script inside riklet with the real bindings
@@ -185,6 +187,23 @@ local function daemon(cfg)
     if not pok then core.log("error", "policy", ("%s; calls to it fail until it is fixed (then SIGHUP)"):format(perr)) end
   end
   require("riklet.prom").instrument(agent)
+  -- image garbage collection: periodic, and every unused image on SIGUSR1 (riklet prune)
+  local imagegc = require "riklet.imagegc"
+  local function records()
+    local out = {}
+    for _, v in ipairs(agent.list()) do
+      local inst = agent.instance(v.id)
+      if inst and inst.rec then out[#out + 1] = inst.rec end
+    end
+    return out
+  end
+  imagegc.start(cfg, records)
+  core.on_signal("USR1", function()
+    core.log("info", "imagegc", "SIGUSR1: removing every unused image")
+    local gok, gerr = pcall(imagegc.collect, cfg, records(), { all = true })
+    if not gok then core.log("error", "imagegc", tostring(gerr)) end
+    require("riklet.status").write_now()
+  end)
   require("riklet.status").start(cfg.state_dir, function()
     local n = 0
     for _, v in ipairs(agent.list()) do if not v.gone then n = n + 1 end end
@@ -445,6 +464,84 @@ local function metrics_cmd(cfg)
   return 0
 end
 
+-- ---- riklet images / riklet prune ----
+local function all_records(cfg)
+  local paths = config.paths(cfg)
+  if not fs.exists(paths.records) then return {} end
+  local store = require "riklet.store"
+  store.open(paths.records)
+  local recs, bad = store.list()
+  -- an unreadable record may name any image: nothing is pruned while one is there
+  return recs or {}, bad and #bad or 0
+end
+
+local function images_cmd(cfg)
+  local imagegc = require "riklet.imagegc"
+  local recs = all_records(cfg)
+  local imgs = imagegc.list(cfg, recs)
+  imagegc.sizes(imgs)
+  if cfg.json then
+    local out = json.array({})
+    for _, e in ipairs(imgs) do
+      out[#out + 1] = { digest = e.digest, refs = json.array(e.refs), size = e.size, last_use = e.last_use,
+        in_use = json.array(e.in_use), rootfs = e.rootfs, layouts = json.array(e.layouts) }
+    end
+    io.stdout:write(json.encode({ images = out }), "\n")
+    return 0
+  end
+  local fmt = "%-19s %-44s %9s %9s  %s\n"
+  io.stdout:write(fmt:format("DIGEST", "REFERENCES", "SIZE", "LAST USE", "USED BY"))
+  for _, e in ipairs(imgs) do
+    local refs = #e.refs > 0 and table.concat(e.refs, ",") or "-"
+    if #refs > 44 then refs = refs:sub(1, 41) .. "..." end
+    io.stdout:write(fmt:format(e.digest:sub(1, 19), refs, bytes(e.size),
+      #e.in_use > 0 and "now" or (e.last_use > 0 and (age(e.last_use) .. " ago") or "-"),
+      #e.in_use > 0 and table.concat(e.in_use, ",") or "-"))
+  end
+  if #imgs == 0 then io.stdout:write("no images in ", cfg.state_dir, "\n") end
+  return 0
+end
+
+local function prune_cmd(cfg)
+  local ok, err = need_root("riklet prune")
+  if not ok then return die("%s", err) end
+  local paths = config.paths(cfg)
+  local st = require("riklet.status").read(cfg.state_dir)
+  if st then
+    -- the agent knows what it is pulling and creating: it prunes, on SIGUSR1
+    local before = type(st.image_gc) == "table" and st.image_gc.runs or 0
+    local kok, kerr = require("riklet.proc").kill(st.pid, 10)
+    if not kok then return die("cannot signal the riklet running on %s (pid %d): %s", cfg.state_dir, st.pid, tostring(kerr)) end
+    for _ = 1, 600 do
+      task.sleep(0.1)
+      local now = require("riklet.status").read(cfg.state_dir)
+      local g = now and type(now.image_gc) == "table" and now.image_gc
+      if g and (g.runs or 0) > before then
+        for _, d in ipairs(g.last_removed or {}) do io.stdout:write("removed ", d, "\n") end
+        io.stderr:write(("riklet: the agent (pid %d) removed %d director%s%s\n"):format(st.pid, #(g.last_removed or {}),
+          #(g.last_removed or {}) == 1 and "y" or "ies", g.last_error and (": " .. g.last_error) or ""))
+        return g.last_error and 1 or 0
+      end
+    end
+    return die("the riklet running on %s (pid %d) did not report a prune within 60 s; see its log", cfg.state_dir, st.pid)
+  end
+  local lock
+  lock, err = fs.lock(paths.lock)
+  if not lock then return die("%s", err) end
+  local recs, bad = all_records(cfg)
+  if bad > 0 then
+    return die("%d record(s) in %s cannot be read: they may name any image, so nothing is pruned (see riklet ps)", bad, paths.records)
+  end
+  cfg.paths = paths
+  ok, err = require("riklet.image").init(cfg)
+  if not ok then return die("%s", err) end
+  local res = require("riklet.imagegc").collect(cfg, recs, { all = true, offline = true })
+  for _, d in ipairs(res.removed) do io.stdout:write("removed ", d, "\n") end
+  io.stderr:write(("riklet: %d director%s removed\n"):format(#res.removed, #res.removed == 1 and "y" or "ies"))
+  lock:close()
+  return 0
+end
+
 -- ---- riklet logs ID [CONTAINER] ----
 local LOGS_USAGE = "usage: riklet logs ID [CONTAINER] [--follow] [--timestamps] [--tail N] [--since TIME|DURATION] [--previous]"
 
@@ -565,7 +662,7 @@ end
 function M.main(argv)
   local cmd = argv[1]
   local first = 1
-  local sub = { run = true, ps = true, logs = true, cleanup = true, version = true, help = true, check = true, top = true, metrics = true }
+  local sub = { run = true, ps = true, logs = true, cleanup = true, version = true, help = true, check = true, top = true, metrics = true, images = true, prune = true }
   if cmd and sub[cmd] then first = 2 else cmd = nil end
   for _, a in ipairs(argv) do
     if a == "--help" or a == "-h" or cmd == "help" then io.stdout:write(usage()) return 0 end
@@ -584,6 +681,8 @@ function M.main(argv)
   elseif cmd == "check" then return check_cmd(cfg)
   elseif cmd == "top" then return top(cfg)
   elseif cmd == "metrics" then return metrics_cmd(cfg)
+  elseif cmd == "images" then return images_cmd(cfg)
+  elseif cmd == "prune" then return prune_cmd(cfg)
   end
   if rest[1] then return die("unexpected argument %q (see `riklet --help`)", rest[1]) end
   return daemon(cfg)

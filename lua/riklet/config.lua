@@ -61,9 +61,13 @@ M.options = {
   { "previous", "bool", false, "riklet logs: the output of the run before the last restart" },
   { "json", "bool", false, "riklet ps: print JSON instead of a table" },
   { "keep-records", "number", 100, "ended instances kept in `riklet ps` before the oldest are forgotten" },
-  -- ops: riklet top, per-instance metrics to the scheduler
+  -- ops: registry credentials, image garbage collection, riklet top
+  { "auth-file", "string", nil, "registry credentials in the containers-auth.json format (as Podman and CRI-O use), given to skopeo for every pull" },
+  { "image-gc-high", "number", 85, "percent of the state dir's disk used above which unused images are removed, oldest use first (0: never)" },
+  { "image-gc-low", "number", 80, "percent used at which that removal stops" },
+  { "image-gc-age", "number", 0, "seconds after its last use an unused image is removed whatever the disk usage (0: never)" },
+  { "image-gc-interval", "number", 300, "seconds between two image garbage collection passes (0: none; riklet prune or SIGUSR1 on demand)" },
   { "once", "bool", false, "riklet top: print one table and exit" },
-  { "instance-metrics-interval", "number", 0, "seconds between per-instance usage reports to the scheduler (InstanceMetric.metrics JSON); 0: off" },
 }
 
 local upstream_env = {
@@ -169,6 +173,9 @@ function M.parse(argv, first)
   end
   if cfg.log_format ~= "text" and cfg.log_format ~= "json" then
     return nil, "--log-format must be text or json"
+  end
+  if not (cfg.image_gc_low >= 0 and cfg.image_gc_high <= 100 and (cfg.image_gc_high == 0 or cfg.image_gc_low < cfg.image_gc_high)) then
+    return nil, ("--image-gc-low (%g) must be below --image-gc-high (%g), both percentages"):format(cfg.image_gc_low, cfg.image_gc_high)
   end
   if cfg.master_ip and not cfg.scheduler then cfg.scheduler = "http://" .. cfg.master_ip end
   cfg.hostname = cfg.hostname or core.hostname()

@@ -59,7 +59,7 @@ function M.init(config)
   cfg.umoci = config.umoci or cfg.umoci
   cfg.insecure = config.insecure_registries or {}
   cfg.pull_timeout = config.pull_timeout or cfg.pull_timeout
-  cfg.authfile = config.registry_authfile
+  cfg.authfile = config.auth_file or config.registry_authfile
   cfg.local_dirs = config.local_image_dirs or {}
   for _, d in ipairs({ cfg.images, cfg.rootfs }) do
     if d:sub(1, 1) ~= "/" or d:find("[,:\\]") then
@@ -133,6 +133,10 @@ local function explain_pull(ref, registry, res, timeout, layout_dir)
   end
   if low:find("unauthorized", 1, true) or low:find("authentication required", 1, true)
       or low:find("denied", 1, true) or low:find("401", 1, true) or low:find("403", 1, true) then
+    if cfg.authfile then
+      return ("registry %s refused access to %s with the credentials of --auth-file %s (wrong user name or password, "
+        .. "no entry for %s in it, or the repository does not exist): %s"):format(registry, ref, cfg.authfile, registry, tail)
+    end
     return ("registry %s refused access to %s (authentication required, or the repository does not exist): %s"):format(registry, ref, tail)
   end
   if low:find("rejected", 1, true) and low:find("polic", 1, true) then
@@ -366,6 +370,7 @@ end
 --   keep: {[digest]=true} for images that must stay (those of known instances). An unpacked
 --   rootfs is removed when it is neither kept nor the lower layer of a mounted overlay. With
 --   opts.layouts, pulled layouts whose image is not kept go as well (they are only a pull cache).
+--   opts.only: {[dir]=true}, the directories that may go (riklet.imagegc removes one image at a time).
 function M.prune(keep, opts)
   if not cfg.ready then return nil, "riklet.image is not initialised (image.init)" end
   keep, opts = keep or {}, opts or {}
@@ -377,7 +382,7 @@ function M.prune(keep, opts)
   end
   for _, name in ipairs(fs.list(cfg.rootfs) or {}) do
     local dir = cfg.rootfs .. "/" .. name
-    if name:match("^sha256_%x+$") and not keep_keys[name] and not lowers[dir .. "/rootfs"]
+    if name:match("^sha256_%x+$") and not keep_keys[name] and not lowers[dir .. "/rootfs"] and (not opts.only or opts.only[dir])
         and not inflight["unpack sha256:" .. name:sub(8)] then
       local ok, err = fs.rm_rf(dir)
       if ok then removed[#removed + 1] = dir else errs[#errs + 1] = err end
@@ -387,7 +392,7 @@ function M.prune(keep, opts)
     for _, name in ipairs(fs.list(cfg.images) or {}) do
       local dir = cfg.images .. "/" .. name
       local d = name:sub(1, 1) ~= "." and c.layout_lookup(dir, LAYOUT_REF)
-      if d and not keep[d] then
+      if d and not keep[d] and (not opts.only or opts.only[dir]) then
         local busy = false
         for k in pairs(inflight) do busy = busy or k:sub(1, 7) == "ensure " end
         if not busy then

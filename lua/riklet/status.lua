@@ -53,7 +53,17 @@ function M.snapshot(instances)
     prom = require("riklet.prom").snapshot(),
     scheduler = package.loaded["riklet.scheduler"] and package.loaded["riklet.scheduler"].stats() or nil,
     policy_errors = package.loaded["riklet.policy"] and package.loaded["riklet.policy"].errors or nil,
+    image_gc = package.loaded["riklet.imagegc"] and package.loaded["riklet.imagegc"].stats or nil,
   }
+end
+
+local current -- {path=, count=} once started
+
+-- Rewrite STATE/agent.json now (after something `riklet` commands wait for, e.g. a prune).
+function M.write_now()
+  if not current then return end
+  local okc, n = pcall(current.count)
+  return fs.write_atomic(current.path, json.encode(M.snapshot(okc and n or nil)) .. "\n", "0644")
 end
 
 -- Start rewriting STATE/agent.json every M.INTERVAL seconds. count() -> number of instances.
@@ -61,6 +71,7 @@ function M.start(state_dir, count)
   started_at = started_at or core.time()
   my_ticks = my_ticks or start_ticks(core.getpid())
   local path = M.path(state_dir)
+  current = { path = path, count = count }
   task.spawn(function()
     local warned = false
     while true do

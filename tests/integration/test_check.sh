@@ -8,6 +8,10 @@ need_root
 need_cmd runc conmon skopeo umoci jq iptables timeout
 rk_init
 
+help=$(timeout 30 "$RIKLET" --help 2>&1)
+is "$?" 0 "riklet --help exits 0"
+for sub in check top metrics; do like "$help" "riklet $sub " "--help shows riklet $sub"; done
+
 ALL=(runc conmon skopeo umoci cgroups overlayfs iptables "ip forwarding" qemu firecracker /dev/kvm
 	"guest kernel" "guest initrd" "state dir space")
 line() { grep -E "^$(printf '%s' "$2" | sed 's/[/.]/\\&/g') +" <<<"$1" | head -n1; }

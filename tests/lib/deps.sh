@@ -17,6 +17,7 @@ RK_DEPS_RUN=(
 	jq curl ca-certificates
 	lua-check clang-format
 	nftables # start-up check for host rules in nftables (netctl.check_nftables)
+	apache2-utils prometheus dpkg-dev systemd # htpasswd, promtool, dpkg-shlibdeps (cpack), systemd-analyze
 )
 
 # deps_missing [PKG...]: print the packages (default: all of riklet's) that are not installed.

@@ -6,6 +6,7 @@
 #                     Registers registry_stop on the cleanup stack. Returns 1 (with a message and
 #                     the registry's log on stderr) if it does not come up; skip_all if
 #                     docker-registry is not installed.
+#                     With REGISTRY_HTPASSWD=FILE (htpasswd -Bbn USER PASS), it asks for basic auth.
 #   registry_stop     stop it (SIGTERM, then SIGKILL after 5 s) and remove its storage; idempotent.
 #
 # Debian's binary is /usr/bin/docker-registry and takes `serve CONFIG` (a bare CONFIG argument is
@@ -37,6 +38,9 @@ registry_start() {
 			  addr: 127.0.0.1:$port
 			  secret: riklet-test-only
 		EOF
+		if [[ -n ${REGISTRY_HTPASSWD:-} ]]; then
+			printf 'auth:\n  htpasswd:\n    realm: riklet-test\n    path: %s\n' "$REGISTRY_HTPASSWD" >>"$dir/config.yml"
+		fi
 		REGISTRY_LOG=$dir/registry.log
 		docker-registry serve "$dir/config.yml" >"$REGISTRY_LOG" 2>&1 </dev/null &
 		REGISTRY_PID=$!
@@ -58,7 +62,9 @@ registry_start() {
 
 rk__registry_up_or_dead() { ! kill -0 "$REGISTRY_PID" 2>/dev/null || rk__registry_up; }
 rk__registry_up() {
-	[[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$REGISTRY/v2/") == 200 ]]
+	local code
+	code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$REGISTRY/v2/")
+	[[ $code == 200 || ($code == 401 && -n ${REGISTRY_HTPASSWD:-}) ]]
 }
 
 registry_stop() {
