@@ -16,6 +16,7 @@ RK_DEPS_RUN=(
 	python3 python3-grpcio python3-protobuf protobuf-compiler python3-grpc-tools
 	jq curl ca-certificates
 	lua-check clang-format
+	qemu-system-x86 qemu-utils linux-image-cloud-amd64 e2fsprogs cpio kmod
 )
 
 # deps_missing [PKG...]: print the packages (default: all of riklet's) that are not installed.
