@@ -110,6 +110,11 @@ ok "grep -q 'instance fn-a re-adopted' $RK_LOG" "fn-a re-adopted"
 is "$(qpid fn-a) $(qpid fn-b)" "$pid_a $pid_b" "same QEMU pids: re-adopted, not restarted"
 is "$(rk_status fn-a) $(rk_status fn-b)" "RUNNING RUNNING" "both stay RUNNING"
 ok "fetch_ok 45001 && fetch_ok 45002" "both ports still serve"
+# a re-adopted VM whose QEMU is killed on the host: FAILED, and what it held is freed
+kill -9 "$pid_b"
+ok "rk_wait_status 60 fn-b FAILED" "fn-b's QEMU killed with -9 (after re-adoption): FAILED"
+like "$(rk_reason fn-b)" "^QEMU " "  the reason says QEMU ended ($(rk_reason fn-b | cut -c1-100))"
+ok "wait_for 20 eval '[[ -z \$(vm_left fn-b) ]]'" "  its rules, disk and socket are freed"
 
 # --- destroy: the guest powers off on the ACPI button, nothing is left -------------------------------
 rm "$MANIFESTS/fn-a.json"
@@ -120,7 +125,7 @@ ok "[[ ! -e $STATE/instances/fn-a ]]" "fn-a's directory (disk, socket, console) 
 is "$(rules_of fn-a)" 0 "fn-a's rules are gone"
 nok "client 45001 | grep -q hello" "port 45001 no longer serves"
 for id in fn-b bad-ext4 panic off; do rm "$MANIFESTS/$id.json"; done
-ok "rk_wait_status 60 fn-b TERMINATED" "fn-b removed: TERMINATED"
+ok "rk_wait_status 60 fn-b TERMINATED" "fn-b (FAILED) removed: TERMINATED"
 ok "wait_for 30 test -z \"\$(qemu_pids)\"" "no QEMU left"
 is "$(taps)" 0 "no TAP left"
 is "$(iptables-legacy-save 2>/dev/null | grep -c 'riklet:\(fn\|bad\|panic\|off\)')" 0 "no instance rule left"
