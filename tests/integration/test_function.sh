@@ -93,6 +93,8 @@ ok "rk_wait_status 120 panic FAILED" "a guest whose init dies (kernel panic): FA
 like "$(rk_reason panic)" "rebooted|panic" "  the reason says the guest panicked ($(rk_reason panic | cut -c1-160))"
 like "$(rk_reason panic)" "Kernel panic|Attempted to kill init" "  with the console's last lines"
 is "$(vm_left panic)" "" "  and nothing left (no QEMU, rule, disk, socket)"
+ok "'$RIKLET' logs panic --state-dir '$STATE' | grep -q 'Kernel panic'" "riklet logs shows the failed guest's console (kept until destroy)"
+is "$("$RIKLET" logs fn-a --tail 1 --state-dir "$STATE" | wc -l)" 1 "riklet logs --tail 1 gives one console line"
 
 ok "rk_wait_status 120 off TERMINATED" "a guest that powers off: TERMINATED"
 like "$(rk_reason off)" "powered off" "  the reason says so ($(rk_reason off))"
