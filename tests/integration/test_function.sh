@@ -104,13 +104,20 @@ is "$(vm_left off)" "" "  and nothing left (no QEMU, rule, disk, socket)"
 ok "rk_wait_status 60 fn-b RUNNING" "fn-b RUNNING (a second VM)"
 ok "wait_for 120 fetch_ok 45002" "fn-b serves on 45002"
 pid_b=$(qpid fn-b)
+fn_manifest off2 "$G/rootfs-poweroff.ext4"
+ok "rk_wait_status 60 off2 RUNNING" "off2 (a guest that powers off soon after boot) RUNNING"
 rk_stop KILL
+pid_off2=$(qpid off2)
+ok "[[ -n '$pid_off2' ]] && wait_for 90 eval '! alive $pid_off2'" "off2 powers off while riklet is down"
 ok "alive $pid_a && alive $pid_b" "both QEMUs outlive riklet killed with -9"
 rk_start_standalone "${FN_OPTS[@]}" || bail_out "riklet did not restart"
 ok "wait_for 30 grep -q 'instance fn-b re-adopted' $RK_LOG" "fn-b re-adopted"
 ok "grep -q 'instance fn-a re-adopted' $RK_LOG" "fn-a re-adopted"
 is "$(qpid fn-a) $(qpid fn-b)" "$pid_a $pid_b" "same QEMU pids: re-adopted, not restarted"
 is "$(rk_status fn-a) $(rk_status fn-b)" "RUNNING RUNNING" "both stay RUNNING"
+ok "rk_wait_status 30 off2 TERMINATED" "off2, which powered off while riklet was down: TERMINATED at restart"
+like "$(rk_reason off2)" "powered off while riklet was not running" "  saying so ($(rk_reason off2))"
+is "$(vm_left off2)" "" "  and freed"
 ok "fetch_ok 45001 && fetch_ok 45002" "both ports still serve"
 # a re-adopted VM whose QEMU is killed on the host: FAILED, and what it held is freed
 kill -9 "$pid_b"
@@ -126,7 +133,7 @@ nok "grep -q 'QEMU $pid_a: the guest did not power off' $RK_LOG" "the guest powe
 ok "[[ ! -e $STATE/instances/fn-a ]]" "fn-a's directory (disk, socket, console) is gone"
 is "$(rules_of fn-a)" 0 "fn-a's rules are gone"
 nok "client 45001 | grep -q hello" "port 45001 no longer serves"
-for id in fn-b bad-ext4 panic off; do rm "$MANIFESTS/$id.json"; done
+for id in fn-b bad-ext4 panic off off2; do rm "$MANIFESTS/$id.json"; done
 ok "rk_wait_status 60 fn-b TERMINATED" "fn-b (FAILED) removed: TERMINATED"
 ok "wait_for 30 test -z \"\$(qemu_pids)\"" "no QEMU left"
 is "$(taps)" 0 "no TAP left"
