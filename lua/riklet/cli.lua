@@ -559,6 +559,25 @@ local function log_sources(cfg, rec, only, previous)
   return out
 end
 
+-- A Function's output is its guest's serial console (STATE/instances/ID/console.log, raw text;
+-- the last 4 MiB at most); --tail N keeps the last N lines.
+local function function_console(paths, rec, tail)
+  local path = paths.instances .. "/" .. rec.id .. "/console.log"
+  local text = fs.exists(path) and fs.tail(path, 4 * 1024 * 1024)
+  if not text then
+    io.stderr:write("riklet: instance ", rec.id, " has no console output (", rec.status or "?",
+      rec.reason and rec.reason ~= "" and (": " .. rec.reason) or "", ")\n")
+    return 1
+  end
+  if tail then
+    local lines = {}
+    for l in text:gmatch("[^\n]*\n?") do if l ~= "" then lines[#lines + 1] = l end end
+    text = table.concat(lines, "", math.max(1, #lines - tail + 1))
+  end
+  io.stdout:write(text)
+  return 0
+end
+
 local function logs(cfg, id, cname)
   if not id then return die("%s  (see `riklet ps` for ids)", LOGS_USAGE) end
   if not fs.safe_name(id, 64) then return die("%q is not an instance id", id) end
@@ -576,6 +595,7 @@ local function logs(cfg, id, cname)
   store.open(paths.records)
   local rec, err = store.load(id)
   if not rec then return die("no instance %s on this node (%s); see `riklet ps`", id, err) end
+  if rec.kind == "Function" then return function_console(paths, rec, tail) end
   local cs = rec.containers or {}
   if #cs == 0 then
     io.stderr:write("riklet: instance ", id, " has no containers", rec.reason and rec.reason ~= "" and (" (" .. rec.status .. ": " .. rec.reason .. ")") or "", "\n")

@@ -351,13 +351,18 @@ function F.adopt(inst)
   local b, err = the_backend(vmrec.backend)
   if not b then return nil, err end
   local ok, aerr, gone = b.adopt(vmrec.handle)
-  if not ok then
-    if gone then
-      local tail = inst.rec.dir and console_tail(inst.rec.dir) or ""
-      return nil, aerr .. (tail ~= "" and ("; console: " .. tail) or ""), true
-    end
-    return nil, aerr
+  if not ok and gone and vmrec.handle.pid then
+    -- it ended while riklet was not running: reported as an exit (the console tells a guest that
+    -- powered off from one that crashed), the rest is freed as for any end
+    local console = fs.tail(inst.rec.dir .. "/console.log", 4096) or ""
+    local off = console:find("reboot: Power down", 1, true) ~= nil
+    rt(inst).ended = true
+    agent.post(inst.id, { type = "exit", container = "vm", shutdown = off,
+      describe = off and "the guest powered off while riklet was not running"
+        or ("%s while riklet was not running"):format(aerr) })
+    return ("%s VM ended while riklet was not running"):format(b.name)
   end
+  if not ok then return nil, aerr, gone end
   watch(inst, b, vmrec.handle)
   if inst.rec.network and netctl then
     local nok, nerr, ngone = netctl.adopt(inst.id, inst.workload, inst.rec.network)

@@ -93,6 +93,8 @@ ok "rk_wait_status 120 panic FAILED" "a guest whose init dies (kernel panic): FA
 like "$(rk_reason panic)" "rebooted|panic" "  the reason says the guest panicked ($(rk_reason panic | cut -c1-160))"
 like "$(rk_reason panic)" "Kernel panic|Attempted to kill init" "  with the console's last lines"
 is "$(vm_left panic)" "" "  and nothing left (no QEMU, rule, disk, socket)"
+ok "'$RIKLET' logs panic --state-dir '$STATE' | grep -q 'Kernel panic'" "riklet logs shows the failed guest's console (kept until destroy)"
+is "$("$RIKLET" logs fn-a --tail 1 --state-dir "$STATE" | wc -l)" 1 "riklet logs --tail 1 gives one console line"
 
 ok "rk_wait_status 120 off TERMINATED" "a guest that powers off: TERMINATED"
 like "$(rk_reason off)" "powered off" "  the reason says so ($(rk_reason off))"
@@ -102,14 +104,26 @@ is "$(vm_left off)" "" "  and nothing left (no QEMU, rule, disk, socket)"
 ok "rk_wait_status 60 fn-b RUNNING" "fn-b RUNNING (a second VM)"
 ok "wait_for 120 fetch_ok 45002" "fn-b serves on 45002"
 pid_b=$(qpid fn-b)
+fn_manifest off2 "$G/rootfs-poweroff.ext4"
+ok "rk_wait_status 60 off2 RUNNING" "off2 (a guest that powers off soon after boot) RUNNING"
 rk_stop KILL
+pid_off2=$(qpid off2)
+ok "[[ -n '$pid_off2' ]] && wait_for 90 eval '! alive $pid_off2'" "off2 powers off while riklet is down"
 ok "alive $pid_a && alive $pid_b" "both QEMUs outlive riklet killed with -9"
 rk_start_standalone "${FN_OPTS[@]}" || bail_out "riklet did not restart"
 ok "wait_for 30 grep -q 'instance fn-b re-adopted' $RK_LOG" "fn-b re-adopted"
 ok "grep -q 'instance fn-a re-adopted' $RK_LOG" "fn-a re-adopted"
 is "$(qpid fn-a) $(qpid fn-b)" "$pid_a $pid_b" "same QEMU pids: re-adopted, not restarted"
 is "$(rk_status fn-a) $(rk_status fn-b)" "RUNNING RUNNING" "both stay RUNNING"
+ok "rk_wait_status 30 off2 TERMINATED" "off2, which powered off while riklet was down: TERMINATED at restart"
+like "$(rk_reason off2)" "powered off while riklet was not running" "  saying so ($(rk_reason off2))"
+is "$(vm_left off2)" "" "  and freed"
 ok "fetch_ok 45001 && fetch_ok 45002" "both ports still serve"
+# a re-adopted VM whose QEMU is killed on the host: FAILED, and what it held is freed
+kill -9 "$pid_b"
+ok "rk_wait_status 60 fn-b FAILED" "fn-b's QEMU killed with -9 (after re-adoption): FAILED"
+like "$(rk_reason fn-b)" "^QEMU " "  the reason says QEMU ended ($(rk_reason fn-b | cut -c1-100))"
+ok "wait_for 20 eval '[[ -z \$(vm_left fn-b) ]]'" "  its rules, disk and socket are freed"
 
 # --- destroy: the guest powers off on the ACPI button, nothing is left -------------------------------
 rm "$MANIFESTS/fn-a.json"
@@ -119,8 +133,8 @@ nok "grep -q 'QEMU $pid_a: the guest did not power off' $RK_LOG" "the guest powe
 ok "[[ ! -e $STATE/instances/fn-a ]]" "fn-a's directory (disk, socket, console) is gone"
 is "$(rules_of fn-a)" 0 "fn-a's rules are gone"
 nok "client 45001 | grep -q hello" "port 45001 no longer serves"
-for id in fn-b bad-ext4 panic off; do rm "$MANIFESTS/$id.json"; done
-ok "rk_wait_status 60 fn-b TERMINATED" "fn-b removed: TERMINATED"
+for id in fn-b bad-ext4 panic off off2; do rm "$MANIFESTS/$id.json"; done
+ok "rk_wait_status 60 fn-b TERMINATED" "fn-b (FAILED) removed: TERMINATED"
 ok "wait_for 30 test -z \"\$(qemu_pids)\"" "no QEMU left"
 is "$(taps)" 0 "no TAP left"
 is "$(iptables-legacy-save 2>/dev/null | grep -c 'riklet:\(fn\|bad\|panic\|off\)')" 0 "no instance rule left"

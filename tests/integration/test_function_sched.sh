@@ -42,8 +42,10 @@ sched_start || bail_out "scheduler.py did not start"
 RK_PID=$!
 RK_PIDS+=("$RK_PID")
 
+registered() { jq -e -s 'map(select(.kind == "register")) | length > 0' "$EVENTS" >/dev/null; }
+ok "wait_for 30 registered" "riklet registers with the scheduler" || { diag_file "$RK_LOG"; bail_out "no registration"; }
 instruct fn-1 "$(fn_def web "$G/rootfs-serve.ext4" 45010)" CREATE
-ok "wait_for 120 ev_has fn-1 RUNNING" "CREATE of a Function: RUNNING reported"
+ok "wait_for 120 ev_has fn-1 RUNNING" "CREATE of a Function: RUNNING reported" || diag_file "$RK_LOG"
 is "$(ev_statuses fn-1 | cut -d, -f1-2)" "CREATING,RUNNING" "CREATING came first, then RUNNING"
 ok "wait_for 120 serves" "the guest serves through node port 45010"
 pid=$(qemu_pids fn-1/)

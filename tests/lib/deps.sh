@@ -18,6 +18,7 @@ RK_DEPS_RUN=(
 	lua-check clang-format
 	nftables # start-up check for host rules in nftables (netctl.check_nftables)
 	apache2-utils prometheus dpkg-dev systemd # htpasswd, promtool, dpkg-shlibdeps (cpack), systemd-analyze
+	qemu-system-x86 qemu-utils linux-image-cloud-amd64 e2fsprogs cpio kmod
 )
 
 # deps_missing [PKG...]: print the packages (default: all of riklet's) that are not installed.

@@ -94,41 +94,55 @@ local function qmp_send(conn, obj)
   end
 end
 
+local function qmp_dispatch(conn, line)
+  local msg = json.decode(line)
+  if type(msg) ~= "table" then return end
+  if msg.QMP then
+    conn.greeting:set(msg)
+  elseif msg.event then
+    if msg.event == "SHUTDOWN" and type(msg.data) == "table" then conn.shutdown_reason = msg.data.reason end
+    if msg.event == "GUEST_PANICKED" then conn.panicked = true end
+    if conn.on_event then conn.on_event(msg) end
+  elseif msg.id ~= nil and conn.pending[msg.id] then
+    local w = conn.pending[msg.id]
+    conn.pending[msg.id] = nil
+    w:put(msg)
+  end
+end
+
+-- The connection ended (why): every command waiting for a reply fails now.
+local function qmp_ended(conn, why)
+  if not conn.closed.is_set then conn.closed:set(why) end
+  for _, w in pairs(conn.pending) do w:put({ error = { desc = "QMP connection closed (" .. why .. ")" } }) end
+  conn.pending = {}
+end
+
+local LINE_MAX = 1024 * 1024
+
 -- Read QMP messages (one JSON object a line) and dispatch them: replies to the waiting command
--- (by id), events to conn.on_event. Ends when the socket does (conn.closed set).
+-- (by id), events to conn.on_event. Ends when the socket does. A line is assembled from its
+-- chunks once (no rescanning), and one over LINE_MAX closes the connection.
 local function qmp_reader(conn)
-  local buf = ""
+  local parts, size = {}, 0
   while true do
     local data, err = conn.sock:read()
-    if not data then
-      conn.closed:set(err or "end of stream")
-      for _, w in pairs(conn.pending) do w:put({ error = { desc = "QMP connection closed" } }) end
-      conn.pending = {}
-      return
-    end
-    buf = buf .. data
-    if #buf > 1024 * 1024 then
-      conn.closed:set("QMP sent more than 1 MiB without a line end")
-      conn.sock:close()
-      return
-    end
+    if not data then return qmp_ended(conn, err or "end of stream") end
+    local pos = 1
     while true do
-      local line, rest = buf:match("^([^\n]*)\n(.*)$")
-      if not line then break end
-      buf = rest
-      local msg = json.decode(line)
-      if type(msg) == "table" then
-        if msg.QMP then
-          conn.greeting:set(msg)
-        elseif msg.event then
-          if msg.event == "SHUTDOWN" and type(msg.data) == "table" then conn.shutdown_reason = msg.data.reason end
-          if msg.event == "GUEST_PANICKED" then conn.panicked = true end
-          if conn.on_event then conn.on_event(msg) end
-        elseif msg.id ~= nil and conn.pending[msg.id] then
-          local w = conn.pending[msg.id]
-          conn.pending[msg.id] = nil
-          w:put(msg)
-        end
+      local nl = data:find("\n", pos, true)
+      if not nl then break end
+      parts[#parts + 1] = data:sub(pos, nl - 1)
+      local line = table.concat(parts)
+      parts, size = {}, 0
+      pos = nl + 1
+      qmp_dispatch(conn, line)
+    end
+    if pos <= #data then
+      parts[#parts + 1] = data:sub(pos)
+      size = size + #data - pos + 1
+      if size > LINE_MAX then
+        conn.sock:close()
+        return qmp_ended(conn, "QMP sent more than 1 MiB without a line end")
       end
     end
   end
@@ -370,5 +384,8 @@ function B.cleanup(handle, dir)
   for _, f in ipairs({ "qmp.sock", "qemu.pid", "disk.qcow2" }) do fs.unlink(dir .. "/" .. f) end
   return true
 end
+
+-- for tests/lua/qmp.test.lua (a hostile QMP peer)
+B._qmp = { connect = qmp_connect, cmd = qmp_cmd, close = qmp_close }
 
 return B
