@@ -480,8 +480,9 @@ static int open_json(lua_State *L)
 	lua_pushstring(L, "object");
 	lua_setfield(L, -2, "__jsontype");
 	lua_rawset(L, LUA_REGISTRYINDEX);
-	static const luaL_Reg fns[] = {{"decode", l_decode}, {"encode", l_encode}, {"array", l_array},
-				       {"utf8", l_utf8}, {"utf8_fix", l_utf8_fix},     {"quote", l_quote},   {NULL, NULL}};
+	static const luaL_Reg fns[] = {{"decode", l_decode}, {"encode", l_encode},     {"array", l_array},
+				       {"utf8", l_utf8},     {"utf8_fix", l_utf8_fix}, {"quote", l_quote},
+				       {NULL, NULL}};
 	lua_newtable(L);
 	lrk_setfuncs(L, fns);
 	push_reg(L, &NULL_KEY);

@@ -385,7 +385,10 @@ end
 local function destroy(inst)
   local st = inst.rec.status
   if st ~= "DESTROYING" and (st ~= "TERMINATED" or not inst.released) then L.transition(inst, "DESTROYING") end
-  local ok, err = step(inst, "destroy")
+  local ok, err
+  -- refused before any driver ran (invalid definition, unknown kind): nothing to clean up
+  if not inst.driver and inst.rec.released == true then ok = true
+  else ok, err = step(inst, "destroy") end
   local done = inst.destroy_done
   inst.destroy_done = nil
   inst.destroy_requested = false

@@ -61,7 +61,7 @@ bad huge.json '(larger|too large|too big|exceeds)' < <(printf '{"apiVersion":"v1
 	head -c $((2 * 1024 * 1024)) /dev/zero | tr '\0' a; printf '"}')
 bad unknown-kind.json 'kind' 'Deployment' < <(pod deploy | jq '.kind = "Deployment"')
 bad dotdot-name.json '^name' '\.\./\.\./' < <(pod '../../../etc/riklet-escape')
-bad long-name.json '^name' '10240 characters' < <(pod "$long")
+bad long-name.json '^name' '\(10240 bytes\)' < <(pod "$long")
 bad semicolon-name.json '^name' 'a;rm -rf /' < <(pod 'a;rm -rf /')
 bad subst-name.json '^name' 'touch /tmp/pwned' < <(pod "\$(touch $PWNED)")
 bad dotdot-container.json 'spec\.containers\[1\]\.name' '\.\./' < <(pod okname "$IMAGE" '../../escape')

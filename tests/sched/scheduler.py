@@ -12,6 +12,7 @@ It behaves like upstream's worker service:
 The test drives it through a small HTTP control port on 127.0.0.1 (JSON in, JSON out):
   POST /instruct   {"worker": host|null, "instance_id", "definition", "action": "CREATE"|"DESTROY"}
   POST /misbehave  {"worker": host|null, "mode": "garbage"|"oversized"|"end"|"abort"}
+                   or {"mode": "raw", "data_b64": ...}: those bytes as the next stream message
   GET  /state      {"workers": {host: {"open", "registrations"}}, "events": n, "status_calls": n}
   GET  /events?since=N   JSON lines of received statuses with seq > N
 Every received status is also appended to --events FILE as one JSON line, as is every instruction
@@ -30,6 +31,7 @@ Usage: scheduler.py --port-file F [--port P] [--events FILE] [--tls-cert C --tls
 Writes {"grpc": port, "control": port} to the port file once listening.
 """
 import argparse
+import base64
 import json
 import os
 import queue
@@ -125,6 +127,8 @@ def serve_grpc(args, st):
                 mode = item["mode"]
                 if mode == "garbage":
                     yield b"\xff\xff\xff\xff\xff garbage, not protobuf"
+                elif mode == "raw":
+                    yield item["data"]
                 elif mode == "oversized":
                     m = worker_pb2.InstanceScheduling(instance_id="big", definition="x" * (5 << 20))
                     yield m
@@ -351,7 +355,7 @@ def serve_control(st, worker_pb2_getter):
                 self.reply(200, {"sent_to": [w.host for w in ws], "count": len(items)})
             elif self.path == "/misbehave":
                 for w in ws:
-                    w.q.put({"mode": req["mode"]})
+                    w.q.put({"mode": req["mode"], "data": base64.b64decode(req.get("data_b64", ""))})
                 self.reply(200, {"sent_to": [w.host for w in ws]})
             else:
                 self.reply(404, {"error": "no such path"})
