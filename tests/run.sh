@@ -132,7 +132,7 @@ if ((do_fuzz)); then
 		echo "$t ${runs:-?} $secs $r" >>"$fz/stats/last-run.txt.new"
 	done
 	mv -f -- "$fz/stats/last-run.txt.new" "$fz/stats/last-run.txt"
-	rm -rf -- /tmp/riklet-fuzz-store # fuzz_store's state dir (fixed: its seeds name it)
+	rm -rf -- /dev/shm/riklet-fuzz-store # fuzz_store's state dir (fixed: its seeds name it)
 	step "fuzzing ($fz/, ${secs} s per target)" $rc
 fi
 
