@@ -117,8 +117,9 @@ if ((do_fuzz)); then
 	for t in "${targets[@]}"; do
 		# new inputs go to $fz/corpus/<t> (kept between runs), never into the repository's seeds
 		mkdir -p -- "$fz/corpus/$t"
-		r=0
-		"$fz/fuzz_$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
+		r=0 dict=()
+		[[ -f tests/fuzz/$t.dict ]] && dict=(-dict="tests/fuzz/$t.dict")
+		"$fz/fuzz_$t" ${dict[@]+"${dict[@]}"} -max_total_time="$secs" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
 			-artifact_prefix="$fz/artifacts/$t-" "$fz/corpus/$t" "tests/fuzz/corpus/$t" \
 			>"$fz/stats/$t.log" 2>&1 || r=$?
 		runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$fz/stats/$t.log" | tail -n 1)
