@@ -48,13 +48,16 @@ else
 fi
 
 # A build dir configured from another checkout (a copied tree) makes cmake refuse: start it over.
-if [[ -f $build/CMakeCache.txt ]]; then
-	home=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$build/CMakeCache.txt")
+fresh_cache() {
+	[[ -f $1/CMakeCache.txt ]] || return 0
+	local home
+	home=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$1/CMakeCache.txt")
 	if [[ -n $home && $home != "$PWD" ]]; then
-		echo "note: $build/ was configured for $home; reconfiguring for $PWD"
-		rm -rf -- "$build/CMakeCache.txt" "$build/CMakeFiles"
+		echo "note: $1/ was configured for $home; reconfiguring for $PWD"
+		rm -rf -- "$1/CMakeCache.txt" "$1/CMakeFiles"
 	fi
-fi
+}
+fresh_cache "$build"
 
 # A subset of the tests (CTEST-ARGS) is for iterating: the sanitizer and fuzzing steps only when asked.
 if ((${#ctest_args[@]})); then
@@ -82,6 +85,7 @@ fi
 
 if ((do_asan)); then
 	asan=build-asan
+	fresh_cache "$asan"
 	echo "== sanitizer build ($asan/: clang, ASan + UBSan + LeakSanitizer)"
 	cmake -S . -B "$asan" -DCMAKE_C_COMPILER=clang -DRIKLET_SANITIZE=ON
 	cmake --build "$asan" -j"$(nproc)"
@@ -110,6 +114,7 @@ fi
 
 if ((do_fuzz)); then
 	fz=build-fuzz
+	fresh_cache "$fz"
 	secs=${FUZZ_SECONDS:-30}
 	echo "== fuzz targets ($fz/: clang, libFuzzer + ASan + UBSan), ${secs} s each"
 	cmake -S . -B "$fz" -DCMAKE_C_COMPILER=clang -DRIKLET_FUZZ=ON
