@@ -72,6 +72,8 @@ function M.start(state_dir, count)
   my_ticks = my_ticks or start_ticks(core.getpid())
   local path = M.path(state_dir)
   current = { path = path, count = count }
+  -- a riklet killed while writing it left agent.json.<n>.tmp.<pid> (found by the kill loop under ASan)
+  require("riklet.store").remove_stale_tmp(state_dir, "agent.json")
   task.spawn(function()
     local warned = false
     while true do

@@ -48,7 +48,7 @@ put("grpc_frame", "compressed", "\3" .. "\1" .. frame(msgs[1]):sub(2))
 put("grpc_frame", "huge", "\5" .. "\0\0\1\0\1" .. ("x"):rep(40))
 
 local id = "f"
-local base = "/tmp/riklet-fuzz-store"
+local base = "/dev/shm/riklet-fuzz-store"
 local function rec(extra)
   local r = { id = id, status = "RUNNING", created_at = 1, source = "scheduler", kind = "Pod", name = "hello",
     dir = base .. "/instances/" .. id, definition_size = #defs.busybox,

@@ -61,7 +61,11 @@ ok "wait_for 120 all_failed" "110 failed manifests of 1 MB each are FAILED"
 sleep 2 # let the collector catch up, as it would on a node
 rss_after=$(rss_kb)
 diag "riklet RSS: ${rss_before} KiB before, ${rss_after} KiB after 110 failed 1 MB manifests"
-ok "((rss_after < 30 * 1024))" "riklet's RSS stays under 30 MiB ($((rss_after / 1024)) MiB)"
+if [[ -n ${RIKLET_SANITIZE-} ]]; then # ASan keeps freed memory in its quarantine (256 MiB) on purpose
+	skip "riklet's RSS is not measured in the sanitizer build (ASan's quarantine holds freed memory): $((rss_after / 1024)) MiB"
+else
+	ok "((rss_after < 30 * 1024))" "riklet's RSS stays under 30 MiB ($((rss_after / 1024)) MiB)"
+fi
 like "$(rk_reason m7)" "containers\[1\]\.name" "a failed one keeps its reason"
 is "$(rk_runc_pid good_c)" "$good_pid" "the good Pod is the same process throughout"
 
