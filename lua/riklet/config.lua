@@ -43,6 +43,8 @@ M.options = {
   { "netns-dir", "string", "/run/riklet/netns", "where Pod network namespaces are bind-mounted, one file per instance" },
   { "kernel-path", "string", nil, "guest kernel for Functions (env KERNEL_LOCATION)" },
   { "initrd-path", "string", nil, "guest initrd for Functions (env INITRD_LOCATION)" },
+  { "rootfs-max-size", "number", 4294967296, "bytes: a Function rootfs download larger than this fails (and is never cached)" },
+  { "rootfs-timeout", "number", 3600, "seconds a Function rootfs download may take (it also fails below 1 KiB/s for 60 s)" },
   { "iface", "string", nil, "outbound interface for masquerading (env IFACE)" },
   { "iface-ip", "string", nil, "address of --iface (env IFACE_IP)" },
   { "log-level", "string", "info", "error, warn, info or debug" },
