@@ -17,6 +17,8 @@ fake-firecracker.json beside the API socket ({"FAKE_FC_FAIL": ...}, read at star
   FAKE_FC_IGNORE_CAD=1              the guest ignores Ctrl-Alt-Del (riklet must kill after grace)
   FAKE_FC_CRASH_AFTER=SECONDS       exit with code 3 that long after InstanceStart (a VMM crash)
   FAKE_FC_POWEROFF_AFTER=SECONDS    exit 0 that long after InstanceStart (the guest powered off)
+  FAKE_FC_PANIC_AFTER=SECONDS       print a kernel panic and exit 0 (panic=1 reboot=k: Firecracker
+                                    ends with 0 when its guest reboots after a panic)
 On InstanceStart it prints a console line naming the kernel, drive and TAP; on Ctrl-Alt-Del the
 "guest" powers off and the process exits 0, as Firecracker does when its guest stops.
 """
@@ -207,6 +209,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     if knob("FAKE_FC_CRASH_AFTER"):
                         later(float(knob("FAKE_FC_CRASH_AFTER")),
                               lambda: (console("fake guest: Kernel panic - not syncing: fake"), os._exit(3)))
+                    if knob("FAKE_FC_PANIC_AFTER"):
+                        later(float(knob("FAKE_FC_PANIC_AFTER")),
+                              lambda: (console("[    0.9] Kernel panic - not syncing: VFS: Unable to mount root fs"),
+                                       console("[    1.9] Rebooting in 1 seconds.."), os._exit(0)))
                     if knob("FAKE_FC_POWEROFF_AFTER"):
                         later(float(knob("FAKE_FC_POWEROFF_AFTER")),
                               lambda: (console("fake guest: reboot: Power down"), os._exit(0)))

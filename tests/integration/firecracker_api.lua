@@ -90,7 +90,7 @@ T.ok(c[2].body.kernel_image_path == vm.kernel and c[2].body.initrd_path == vm.in
 T.ok(c[3].body.path_on_host == disk and c[3].body.is_root_device == true and c[3].body.is_read_only == false,
   "drives/rootfs: the instance's copy, root, writable")
 T.ok(c[4].body.host_dev_name == vm.tap and c[4].body.guest_mac == vm.mac, "network-interfaces/eth0: the TAP and MAC")
-T.ok(h and h.backend == "firecracker" and h.pid > 0 and h.starttime and h.sock == vm.dir .. "/firecracker.sock",
+T.ok(h and h.backend == "firecracker" and h.pid > 0 and h.starttime and h.sock == vm.dir .. "/api.sock",
   "handle: plain data with pid, starttime, socket")
 T.ok(json.encode(h), "handle: encodes as JSON (stored in the record)")
 T.like(fs.read(vm.console_log) or "", "fake guest: booting kernel", "console: the guest's output is in the console log")
@@ -127,7 +127,7 @@ T.like(err or "", "PUT /boot%-source", "fault: the error names the call")
 T.is(seq(vm), "PUT /machine-config 204\nPUT /boot-source 400", "fault: nothing sent after the refused call")
 T.ok(T.wait_for(5, function() return proc.run({ "pgrep", "-f", "fake_firecracker.py --api-sock " .. vm.dir .. "/" }).code == 1 end),
   "fault: the firecracker process was killed")
-T.ok(not fs.exists(vm.dir .. "/firecracker.sock"), "fault: its socket removed")
+T.ok(not fs.exists(vm.dir .. "/api.sock"), "fault: its socket removed")
 
 -- 6. without an initrd the boot source has no initrd_path (still valid)
 vm = new_vm(nil, { initrd = false })
@@ -165,17 +165,36 @@ T.ok(T.wait_for(10, function() return ev3[2] end) and ev3[2].type == "exited" an
   "VMM crashed: exited with its code")
 T.like(ev3[2] and ev3[2].reason or "", "Kernel panic", "VMM crashed: the reason quotes the console's last lines")
 
--- 9. a missing binary fails the start with its name
+vm = new_vm({ FAKE_FC_PANIC_AFTER = "0.5" })
+vm.disk = assert(fc.prepare_disk(tmp .. "/cache.img", vm.dir))
+h = assert(fc.start(vm))
+local ev4 = {}
+fc.watch(h, function(e) ev4[#ev4 + 1] = e end)
+T.ok(T.wait_for(10, function() return ev4[2] end) and ev4[2].type == "exited",
+  "guest panicked (firecracker exits 0 after the reboot): exited, not a power-off")
+T.like(ev4[2] and ev4[2].reason or "", "guest panic: Kernel panic %- not syncing: VFS", "guest panic: the reason leads with the panic line")
+
+-- 9. leftovers: processes() finds a firecracker serving a socket under the instances dir
+vm = new_vm()
+vm.disk = assert(fc.prepare_disk(tmp .. "/cache.img", vm.dir))
+h = assert(fc.start(vm))
+local found
+for _, x in ipairs(fc.processes(tmp)) do if x.pid == h.pid then found = x end end
+T.ok(found and found.id == "i" .. n and found.starttime == h.starttime and found.sock == h.sock,
+  "processes: the running firecracker is found with its instance id, start time and socket")
+T.ok(fc.stop(found, 5) and not proc.alive(h.pid), "processes: a found one can be stopped")
+
+-- 10. a missing binary fails the start with its name
 vm = new_vm(nil, { firecracker = tmp .. "/nowhere/firecracker" })
 vm.disk = tmp .. "/cache.img"
 h, err = fc.start(vm)
 T.ok(not h and err:find("nowhere/firecracker", 1, true), "missing binary: start fails naming it (" .. tostring(err) .. ")")
 
--- 10. the contract check itself refuses what Firecracker would (the test can fail)
+-- 11. the contract check itself refuses what Firecracker would (the test can fail)
 vm = new_vm()
-local p = proc.spawn({ "firecracker", "--api-sock", vm.dir .. "/firecracker.sock" }, { stdout = vm.dir .. "/console.log" })
-T.ok(T.wait_for(10, function() return fs.exists(vm.dir .. "/firecracker.sock") end), "fake firecracker listens")
-local sock = vm.dir .. "/firecracker.sock"
+local p = proc.spawn({ "firecracker", "--api-sock", vm.dir .. "/api.sock" }, { stdout = vm.dir .. "/console.log" })
+T.ok(T.wait_for(10, function() return fs.exists(vm.dir .. "/api.sock") end), "fake firecracker listens")
+local sock = vm.dir .. "/api.sock"
 local ok, cerr = fc.api(sock, "PUT", "/machine-config", { vcpu_count = 0, mem_size_mib = 128 })
 T.ok(not ok and cerr:find("vcpu_count"), "contract: vcpu_count 0 refused (" .. tostring(cerr) .. ")")
 ok, cerr = fc.api(sock, "PUT", "/drives/rootfs", { drive_id = "rootfs", is_root_device = true, path_on_host = "/x", bogus = 1 })

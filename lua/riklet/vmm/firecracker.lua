@@ -14,14 +14,20 @@ local proc = require "riklet.proc"
 local task = require "riklet.task"
 
 local B = { name = "firecracker" }
+-- appended to the driver's kernel command line (upstream Firecracker's recommended arguments; its
+-- devices are virtio-mmio, described on the command line, so no PCI probing)
+B.boot_args = "pci=off"
 
 local API_TIMEOUT = 10 -- seconds for one API call (the VMM answers at once or is stuck)
 local SOCK_WAIT = 10   -- seconds for the API socket to appear after the spawn
 
 local function log(level, fmt, ...) core.log(level, "firecracker", fmt:format(...)) end
 
+local node = {} -- the agent config given to B.configure (cfg.firecracker: the binary)
+function B.configure(c) node = c or {} end
+
 local function binary(cfg)
-  return (cfg and cfg.firecracker) or os.getenv("RIKLET_FIRECRACKER") or "firecracker"
+  return (cfg and cfg.firecracker) or node.firecracker or "firecracker"
 end
 
 local function which(cmd)
@@ -46,13 +52,14 @@ function B.available(cfg)
 end
 
 -- The process start time (clock ticks since boot, /proc/PID/stat field 22): tells a reused pid.
+-- nil for no such process, or a zombie (it ended; only its exit status is left to collect).
 local function starttime(pid)
   local s = fs.read("/proc/" .. math.floor(pid) .. "/stat", 4096)
-  if not s then return nil end
-  local rest = s:match("^%d+ %(.*%) (.*)$")
+  local rest = s and s:match("^%d+ %(.*%) (.*)$") -- the command name may hold spaces and parentheses
   if not rest then return nil end
   local i = 3 -- rest starts at field 3 (state)
   for f in rest:gmatch("%S+") do
+    if i == 3 and (f == "Z" or f == "X") then return nil end
     if i == 22 then return tonumber(f) end
     i = i + 1
   end
@@ -66,13 +73,14 @@ local function tail_lines(path, n)
   return table.concat(lines, " | ", first)
 end
 
--- One API call. -> decoded body (or true) | nil, err
+-- One API call. -> decoded body (or true) | nil, err, kind ("refused": an HTTP error answer;
+-- else riklet.http's failure kind, "transport" when nothing answered)
 local function api(sock, method, path, body)
-  local res, err = http.request({
+  local res, err, kind = http.request({
     url = "http://localhost" .. path, method = method, unix_socket = sock,
     json = body and json.encode(body) or nil, timeout = API_TIMEOUT, max_bytes = 65536,
   })
-  if not res then return nil, ("firecracker API %s %s: %s"):format(method, path, err) end
+  if not res then return nil, ("firecracker API %s %s: %s"):format(method, path, err), kind end
   if res.status >= 200 and res.status < 300 then
     if res.body ~= "" then return json.decode(res.body) or true end
     return true
@@ -80,7 +88,7 @@ local function api(sock, method, path, body)
   local fault = json.decode(res.body)
   local msg = type(fault) == "table" and type(fault.fault_message) == "string" and fault.fault_message
     or res.body:gsub("%c", " "):sub(1, 300)
-  return nil, ("firecracker refused %s %s (HTTP %d): %s"):format(method, path, res.status, msg)
+  return nil, ("firecracker refused %s %s (HTTP %d): %s"):format(method, path, res.status, msg), "refused"
 end
 B.api = api
 
@@ -129,7 +137,7 @@ end
 
 -- B.start(vm) -> handle | nil, err
 function B.start(vm)
-  local sock = vm.dir .. "/firecracker.sock"
+  local sock = vm.dir .. "/api.sock"
   if #sock > 107 then
     return nil, ("the API socket path %s is longer than a unix socket allows (107 bytes): use a shorter "
       .. "--state-dir"):format(sock)
@@ -171,8 +179,13 @@ function B.start(vm)
     steps[#steps + 1] = { "PUT", "/network-interfaces/eth0", { iface_id = "eth0", host_dev_name = vm.tap, guest_mac = vm.mac } }
   end
   steps[#steps + 1] = { "PUT", "/actions", { action_type = "InstanceStart" } }
-  for _, s in ipairs(steps) do
-    local ok, aerr = api(sock, s[1], s[2], s[3])
+  for i, s in ipairs(steps) do
+    local ok, aerr, kind = api(sock, s[1], s[2], s[3])
+    -- the socket file exists from bind(), a moment before listen(): retry a refused connect
+    while not ok and i == 1 and kind == "transport" and not ev.is_set and core.now() < deadline do
+      task.sleep(0.05)
+      ok, aerr, kind = api(sock, s[1], s[2], s[3])
+    end
     if not ok then
       if ev.is_set then return nil, died() end
       kill_now(pid, ev)
@@ -185,18 +198,27 @@ function B.start(vm)
 end
 
 -- B.watch(handle, on_event)
+-- Firecracker ends with code 0 whenever its guest stops: powered off, rebooted, or (panic=1
+-- reboot=k) panicked, so the console's last lines tell a panic from a power-off. After a riklet
+-- restart the exit code of an adopted VMM cannot be known; the console's "reboot: Power down"
+-- is then the evidence of a clean power-off.
 function B.watch(handle, on_event)
   local ev = exit_event(handle.pid)
   task.spawn(function()
     if not ev.is_set then on_event({ type = "running" }) end
     local r = ev:wait()
-    if r.code == 0 and not handle.stopping then
-      on_event({ type = "shutdown" })
-    else
-      on_event({ type = "exited", code = r.code, signal = r.signal,
-        reason = ("firecracker %s; last console lines: %s"):format(proc.describe(r.code, r.signal),
-          tail_lines(handle.console_log, 5)) })
+    local tail = tail_lines(handle.console_log, 5)
+    local panic = tail:match("Kernel panic[^|]*")
+    local off = tail:find("reboot: Power down", 1, true) or tail:find("reboot: Restarting system", 1, true)
+    if not handle.stopping and not panic and (r.code == 0 or (r.code == nil and r.signal == nil and off)) then
+      on_event({ type = "shutdown", code = r.code, reason = "the guest powered off" })
+      return
     end
+    local what = (r.code or r.signal) and proc.describe(r.code, r.signal)
+      or "ended (exit status unknown: riklet restarted since it started)"
+    on_event({ type = "exited", code = r.code, signal = r.signal,
+      reason = ("%sfirecracker %s; last console lines: %s"):format(panic and ("guest panic: " .. panic .. "; ") or "",
+        what, tail) })
   end)
 end
 
@@ -234,6 +256,30 @@ function B.stop(handle, grace)
     end
   end
   return true
+end
+
+-- B.processes(instances_dir) -> array of handles {backend, pid, starttime, sock, id}: the
+-- firecrackers serving an API socket INSTANCES_DIR/ID/api.sock (riklet's, by that path), for the
+-- driver to stop those no record names (a crash before the handle was stored).
+function B.processes(instances_dir)
+  local out, prefix = {}, instances_dir .. "/"
+  for _, name in ipairs(fs.list("/proc") or {}) do
+    local pid = name:match("^%d+$") and tonumber(name)
+    local cmd = pid and fs.read("/proc/" .. name .. "/cmdline", 65536)
+    if cmd then
+      local args = {}
+      for a in cmd:gmatch("[^%z]+") do args[#args + 1] = a end
+      for i = 1, #args - 1 do
+        local id = args[i] == "--api-sock" and args[i + 1]:sub(1, #prefix) == prefix
+          and args[i + 1]:sub(#prefix + 1):match("^([^/]+)/api%.sock$")
+        if id then
+          out[#out + 1] = { backend = B.name, pid = pid, starttime = starttime(pid), id = id, sock = args[i + 1],
+            console_log = prefix .. id .. "/console.log" }
+        end
+      end
+    end
+  end
+  return out
 end
 
 -- B.cleanup(handle, dir)
