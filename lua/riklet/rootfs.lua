@@ -186,6 +186,22 @@ end
 
 local inflight = {} -- [cache name] = job
 
+-- Temporary files of an earlier riklet (a crash mid-download) are never finished: remove them once.
+-- One riklet runs per state dir (its lock), so a .part of another pid is nobody's.
+local swept = {}
+local function sweep(dir)
+  if swept[dir] then return end
+  swept[dir] = true
+  local me = tostring(core.getpid())
+  for _, f in ipairs(fs.list(dir) or {}) do
+    local pid = f:match("^%.url_%x+%.(%d+)%.%d+%.part$") or f:match("^%.url_%x+%.(%d+)%.%d+%.part%.err$")
+    if pid and pid ~= me then
+      fs.unlink(dir .. "/" .. f)
+      log("info", "removed %s/%s, left by an interrupted download", dir, f)
+    end
+  end
+end
+
 local function run_job(job)
   local ok, path, err = pcall(job.url:sub(1, 7) == "file://" and fetch_file or fetch_http, job)
   if not ok then path, err = nil, tostring(path) end
@@ -211,6 +227,7 @@ function M.fetch(url, opts)
   if not cfg.cache_dir then return nil, "riklet.rootfs is not configured (rootfs.configure{cache_dir=})" end
   ok, err = fs.mkdir_p(cfg.cache_dir, "0700")
   if not ok then return nil, err end
+  sweep(cfg.cache_dir)
   local name = "url_" .. http.sha256(url)
   local job = inflight[name]
   if not job then

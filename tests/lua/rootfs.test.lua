@@ -46,10 +46,17 @@ local function parts()
 end
 
 rootfs.configure({ cache_dir = cache, max_bytes = 8 * 1024 * 1024, timeout = 60 })
+-- a leftover of a riklet that crashed mid-download (another pid), and a file that is not one
+assert(fs.mkdir_p(cache, "0700"))
+local stale = cache .. "/.url_" .. ("ab"):rep(32) .. ".999999.1.part"
+fs.write_atomic(stale, "partial")
+fs.write_atomic(cache .. "/keep.txt", "not ours to remove")
 
 -- 1. download, then a cached hit revalidated with 304
 local p, err = rootfs.fetch(base .. "/a.img")
 T.ok(p, "a.img downloaded: " .. tostring(err))
+T.ok(not fs.exists(stale), "a partial download of an earlier riklet is removed")
+T.ok(fs.exists(cache .. "/keep.txt"), "a file that is not a partial download is kept")
 T.like(p or "", "^" .. cache:gsub("%p", "%%%0") .. "/url_%x+%.img$", "cached under the cache dir, named by hash")
 T.is(sh(("cmp %s %s/a.img && echo same"):format(p, www)), "same\n", "the cache file holds the served bytes")
 local meta = json.decode(fs.read((p:gsub("%.img$", ".json"))))
