@@ -43,6 +43,7 @@ M.options = {
   { "netns-dir", "string", "/run/riklet/netns", "where Pod network namespaces are bind-mounted, one file per instance" },
   { "kernel-path", "string", nil, "guest kernel for Functions (env KERNEL_LOCATION)" },
   { "initrd-path", "string", nil, "guest initrd for Functions (env INITRD_LOCATION)" },
+  { "firecracker", "string", "firecracker", "the Firecracker binary (--vmm firecracker; auto picks it when it is on PATH)" },
   { "rootfs-max-size", "number", 4294967296, "bytes: a Function rootfs download larger than this fails (and is never cached)" },
   { "rootfs-timeout", "number", 3600, "seconds a Function rootfs download may take (it also fails below 1 KiB/s for 60 s)" },
   { "iface", "string", nil, "outbound interface for masquerading (env IFACE)" },
