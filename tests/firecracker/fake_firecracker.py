@@ -11,7 +11,7 @@ does. Firecracker's order rules are kept: pre-boot resources only before Instanc
 InstanceStart only with a boot source, SendCtrlAltDel only once started.
 
 Each request is appended to $FAKE_FC_LOG (default: fake-firecracker.log beside the API socket) as
-one JSON line {method, path, body, status, valid, problem}. Knobs, from the environment or from
+one JSON line {method, path, body, status, valid, problem, sock}. Knobs, from the environment or from
 fake-firecracker.json beside the API socket ({"FAKE_FC_FAIL": ...}, read at start):
   FAKE_FC_FAIL="PUT /boot-source"   answer that request 400 {"fault_message": $FAKE_FC_FAULT}
   FAKE_FC_IGNORE_CAD=1              the guest ignores Ctrl-Alt-Del (riklet must kill after grace)
@@ -73,6 +73,7 @@ def console(msg):
 
 
 KNOBS = {}
+SOCK = None
 
 
 def knob(name):
@@ -156,7 +157,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         tmpl, params, body, problem = validate(method, path, raw)
         if not problem and raw and "application/json" not in (self.headers.get("Content-Type") or ""):
             problem = "the body is sent as %r, not application/json" % self.headers.get("Content-Type")
-        entry = {"method": method, "path": path, "body": body, "valid": problem is None, "problem": problem}
+        entry = {"method": method, "path": path, "body": body, "valid": problem is None, "problem": problem,
+                 "sock": SOCK}
         if problem:
             entry["status"] = 400
             log(entry)
@@ -258,6 +260,8 @@ def main(argv):
     if os.path.exists(sock):
         sys.stderr.write("fake firecracker: Failed to open the API socket: address in use: %s\n" % sock)
         return 1
+    global SOCK
+    SOCK = sock
     d = os.path.dirname(os.path.abspath(sock))
     try:
         with open(os.path.join(d, "fake-firecracker.json")) as f:

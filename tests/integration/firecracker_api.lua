@@ -96,7 +96,8 @@ T.ok(json.encode(h), "handle: encodes as JSON (stored in the record)")
 T.like(fs.read(vm.console_log) or "", "fake guest: booting kernel", "console: the guest's output is in the console log")
 local events = {}
 fc.watch(h, function(e) events[#events + 1] = e end)
-T.ok(T.wait_for(5, function() return events[1] end) and events[1].type == "running", "watch: running")
+task.sleep(0.3)
+T.is(#events, 0, "watch: no event while the VMM runs")
 
 -- 3. adopt: the same process answers on its socket; a changed starttime or a dead pid is gone
 T.ok(fc.adopt(h), "adopt: a running firecracker is reconnected")
@@ -109,7 +110,7 @@ T.ok(fc.stop(h, 10), "stop: returns true")
 T.ok(core.now() - t0 < 5, "stop: the guest powered off on Ctrl-Alt-Del, no kill needed")
 T.like(seq(vm), "PUT /actions SendCtrlAltDel 204$", "stop: SendCtrlAltDel was sent")
 T.ok(not proc.alive(h.pid), "stop: the firecracker process is gone")
-T.ok(T.wait_for(5, function() return events[2] end) and events[2].type == "exited", "watch: exited after a stop")
+T.ok(T.wait_for(5, function() return events[1] end) and events[1].type == "exited", "watch: exited after a stop")
 fc.cleanup(h, vm.dir)
 T.ok(not fs.exists(h.sock) and not fs.exists(disk), "cleanup: socket and disk copy removed")
 fc.cleanup(h, vm.dir)
@@ -155,24 +156,24 @@ vm.disk = assert(fc.prepare_disk(tmp .. "/cache.img", vm.dir))
 h = assert(fc.start(vm))
 local ev2 = {}
 fc.watch(h, function(e) ev2[#ev2 + 1] = e end)
-T.ok(T.wait_for(10, function() return ev2[2] end) and ev2[2].type == "shutdown", "guest powered off: shutdown")
+T.ok(T.wait_for(10, function() return ev2[1] end) and ev2[1].type == "shutdown", "guest powered off: shutdown")
 vm = new_vm({ FAKE_FC_CRASH_AFTER = "0.5" })
 vm.disk = assert(fc.prepare_disk(tmp .. "/cache.img", vm.dir))
 h = assert(fc.start(vm))
 local ev3 = {}
 fc.watch(h, function(e) ev3[#ev3 + 1] = e end)
-T.ok(T.wait_for(10, function() return ev3[2] end) and ev3[2].type == "exited" and ev3[2].code == 3,
+T.ok(T.wait_for(10, function() return ev3[1] end) and ev3[1].type == "exited" and ev3[1].code == 3,
   "VMM crashed: exited with its code")
-T.like(ev3[2] and ev3[2].reason or "", "Kernel panic", "VMM crashed: the reason quotes the console's last lines")
+T.like(ev3[1] and ev3[1].reason or "", "Kernel panic", "VMM crashed: the reason quotes the console's last lines")
 
 vm = new_vm({ FAKE_FC_PANIC_AFTER = "0.5" })
 vm.disk = assert(fc.prepare_disk(tmp .. "/cache.img", vm.dir))
 h = assert(fc.start(vm))
 local ev4 = {}
 fc.watch(h, function(e) ev4[#ev4 + 1] = e end)
-T.ok(T.wait_for(10, function() return ev4[2] end) and ev4[2].type == "exited",
+T.ok(T.wait_for(10, function() return ev4[1] end) and ev4[1].type == "exited",
   "guest panicked (firecracker exits 0 after the reboot): exited, not a power-off")
-T.like(ev4[2] and ev4[2].reason or "", "guest panic: Kernel panic %- not syncing: VFS", "guest panic: the reason leads with the panic line")
+T.like(ev4[1] and ev4[1].reason or "", "guest panic: Kernel panic %- not syncing: VFS", "guest panic: the reason leads with the panic line")
 
 -- 9. leftovers: processes() finds a firecracker serving a socket under the instances dir
 vm = new_vm()

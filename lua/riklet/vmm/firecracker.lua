@@ -16,7 +16,7 @@ local task = require "riklet.task"
 local B = { name = "firecracker" }
 -- appended to the driver's kernel command line (upstream Firecracker's recommended arguments; its
 -- devices are virtio-mmio, described on the command line, so no PCI probing)
-B.boot_args = "pci=off"
+B.boot_args = "pci=off " -- the driver appends its ip= right after
 
 local API_TIMEOUT = 10 -- seconds for one API call (the VMM answers at once or is stuck)
 local SOCK_WAIT = 10   -- seconds for the API socket to appear after the spawn
@@ -197,7 +197,8 @@ function B.start(vm)
   return handle
 end
 
--- B.watch(handle, on_event)
+-- B.watch(handle, on_event) — on_event fires once, when the VMM ended (start returning was the
+-- "running": the function driver takes any event for the end, so no {type="running"} is sent).
 -- Firecracker ends with code 0 whenever its guest stops: powered off, rebooted, or (panic=1
 -- reboot=k) panicked, so the console's last lines tell a panic from a power-off. After a riklet
 -- restart the exit code of an adopted VMM cannot be known; the console's "reboot: Power down"
@@ -205,7 +206,6 @@ end
 function B.watch(handle, on_event)
   local ev = exit_event(handle.pid)
   task.spawn(function()
-    if not ev.is_set then on_event({ type = "running" }) end
     local r = ev:wait()
     local tail = tail_lines(handle.console_log, 5)
     local panic = tail:match("Kernel panic[^|]*")
