@@ -15,6 +15,7 @@ RK_DEPS_RUN=(
 	docker-registry busybox-static
 	python3 python3-grpcio python3-protobuf protobuf-compiler python3-grpc-tools
 	jq curl ca-certificates
+	python3-jsonschema python3-yaml e2fsprogs
 	lua-check clang-format
 	nftables # start-up check for host rules in nftables (netctl.check_nftables)
 	apache2-utils prometheus dpkg-dev systemd # htpasswd, promtool, dpkg-shlibdeps (cpack), systemd-analyze
