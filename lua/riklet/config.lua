@@ -54,6 +54,9 @@ M.options = {
   { "previous", "bool", false, "riklet logs: the output of the run before the last restart" },
   { "json", "bool", false, "riklet ps: print JSON instead of a table" },
   { "keep-records", "number", 100, "ended instances kept in `riklet ps` before the oldest are forgotten" },
+  { "interlink", "list", {}, "serve the interLink plugin API on HOST:PORT and/or unix:/path (repeat or comma-separate)" },
+  { "interlink-token-file", "string", nil, "interLink requests must carry Authorization: Bearer <the token in this file>" },
+  { "interlink-body-max", "number", 8388608, "bytes of an interLink request body; a larger one is refused with 413" },
 }
 
 local upstream_env = {
@@ -118,6 +121,8 @@ function M.parse(argv, first)
           if val == nil then return nil, ("option --%s needs a value"):format(name) end
         end
       end
+      -- a list option given twice adds up (--interlink A --interlink B)
+      if o[2] == "list" and flags[name] then val = flags[name] .. "," .. val end
       flags[name] = val
     else
       positional[#positional + 1] = a

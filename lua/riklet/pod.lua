@@ -601,14 +601,19 @@ function P.on_exit(inst, msg)
   unit.state, unit.exit_code, unit.exit_signal = "exited", msg.code, msg.signal
   unit.finished_at = core.time()
   unit.reason = msg.describe
-  if msg.code ~= 0 or msg.signal then
+  -- independent (Kubernetes pods): a failed container does not end the others
+  local independent = inst.workload and inst.workload.independent
+  if (msg.code ~= 0 or msg.signal) and not independent then
     local n = unit.restart_count or 0
     return "FAILED", ("container %s %s%s"):format(unit.name, tostring(msg.describe),
       n > 0 and (" (after %d restart%s)"):format(n, n > 1 and "s" or "") or ""), unit
   end
+  local failed = {}
   for _, c in ipairs(inst.rec.containers) do
     if c.state ~= "exited" then return "running", nil, unit end
+    if c.exit_code ~= 0 or c.exit_signal then failed[#failed + 1] = ("%s %s"):format(c.name, tostring(c.reason)) end
   end
+  if #failed > 0 then return "FAILED", "container " .. table.concat(failed, "; container "), unit end
   return "TERMINATED", "all containers exited with code 0", unit
 end
 

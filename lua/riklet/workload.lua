@@ -14,7 +14,8 @@
 --
 -- The model (no JSON null anywhere: absent is nil):
 --   { kind = "Pod" | "Function", name, replicas?, restart_policy = "Never"|"OnFailure"|"Always",
---     grace_period? (seconds; nil = --stop-grace),
+--     grace_period? (seconds; nil = --stop-grace), independent? (Kubernetes semantics: a container
+--     that ends does not stop the others; the Pod ends once all ended),
 --     containers = { { name, image, image_ref = {registry, repository, tag, digest, canonical, ...},
 --                      command?, args? (arrays of strings), working_dir?, env = { {name, value} },
 --                      ports = { {port, target_port, protocol = "tcp"|"udp", type?} },
@@ -123,7 +124,8 @@ end
 
 -- ---- strict validation of a model ----------------------------------------------------------
 
-local MODEL_KEYS = set("kind", "name", "replicas", "restart_policy", "grace_period", "containers", "function")
+local MODEL_KEYS = set("kind", "name", "replicas", "restart_policy", "grace_period", "containers", "function",
+  "independent")
 local CONTAINER_KEYS = set("name", "image", "image_ref", "command", "args", "working_dir", "env", "ports",
   "mounts", "limits")
 
@@ -300,6 +302,10 @@ function W.validate(m)
     end
     out.grace_period = g
   end
+  if m.independent ~= nil then
+    if type(m.independent) ~= "boolean" then return nil, "independent must be true or false" end
+    out.independent = m.independent
+  end
   if m.kind == "Function" then
     if m.containers ~= nil then return nil, "a Function has no containers" end
     out["function"], err = v_function(m["function"], "spec.function")
@@ -437,6 +443,7 @@ local function map_rik(w)
     if not RIK_POLICY[rp] then return nil, ("spec.restartPolicy is %s: use Never, OnFailure or Always"):format(describe(rp)) end
     m.restart_policy = RIK_POLICY[rp]
   end
+  m.independent = opt(spec.independentContainers)
   m.grace_period = opt(spec.terminationGracePeriodSeconds)
   if m.grace_period ~= nil and type(m.grace_period) ~= "number" then
     return nil, ("spec.terminationGracePeriodSeconds is %s: a number of seconds"):format(describe(m.grace_period))
@@ -513,6 +520,264 @@ function W.admit(m)
   local v, err = W.validate(admitted)
   if not v then return nil, "the admission policy returned a workload that is not valid: " .. err end
   return v
+end
+
+-- ---- Kubernetes v1.Pod (as the interLink virtual kubelet sends it) -> RIK workload JSON ------
+--
+-- W.from_k8s(data) -> definition (a table in the RIK JSON shape, for W.from_rik), notes | nil, reason
+--   data: interLink's RetrievedPodData {pod = v1.Pod, container = {{name, configMaps, secrets,
+--   projectedvolumemaps}}}. notes: what the spec asks for that riklet does not run (the caller logs
+--   them once). Refused (reason names the field): init containers, hostNetwork, a shared emptyDir,
+--   subPath, an env ref that cannot be resolved.
+
+local b64 = {}
+do
+  local chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+  for i = 1, 64 do b64[chars:byte(i)] = i - 1 end
+  b64[("-"):byte()], b64[("_"):byte()] = 62, 63
+end
+
+function W.base64_decode(s)
+  if type(s) ~= "string" then return nil end
+  s = s:gsub("[%s=]", "")
+  local out, bits, n = {}, 0, 0
+  for i = 1, #s do
+    local v = b64[s:byte(i)]
+    if not v then return nil end
+    bits, n = bits * 64 + v, n + 6
+    if n >= 8 then
+      n = n - 8
+      local b = math.floor(bits / 2 ^ n)
+      out[#out + 1] = string.char(b)
+      bits = bits - b * 2 ^ n
+    end
+  end
+  return table.concat(out)
+end
+
+local function k8s_list(v, where)
+  if is_null(v) then return {} end
+  if type(v) ~= "table" or (next(v) ~= nil and v[1] == nil) then return nil, where .. " must be an array" end
+  return v
+end
+
+local function k8s_obj(v, where)
+  if is_null(v) then return nil end
+  if type(v) ~= "table" or v[1] ~= nil then return nil, where .. " must be an object" end
+  return v
+end
+
+-- value of key in a ConfigMap (data, then binaryData) or a Secret (data is base64)
+local function source_value(obj, key, secret)
+  if type(obj) ~= "table" then return nil end
+  local data = type(obj.data) == "table" and obj.data or {}
+  local v = data[key]
+  if secret and type(v) == "string" then return W.base64_decode(v) end
+  if type(v) == "string" then return v end
+  local sd = type(obj.stringData) == "table" and obj.stringData[key]
+  if type(sd) == "string" then return sd end
+  local bd = type(obj.binaryData) == "table" and obj.binaryData[key]
+  if type(bd) == "string" then return W.base64_decode(bd) end
+  return nil
+end
+
+local function field_ref(path, md, spec)
+  local map = {
+    ["metadata.name"] = md.name, ["metadata.namespace"] = md.namespace or "default",
+    ["metadata.uid"] = md.uid, ["spec.nodeName"] = spec.nodeName, ["spec.serviceAccountName"] = spec.serviceAccountName,
+  }
+  local v = map[path]
+  if v == nil then
+    local k = path:match("^metadata%.labels%['(.*)'%]$")
+    if k and type(md.labels) == "table" then v = md.labels[k] end
+    k = path:match("^metadata%.annotations%['(.*)'%]$")
+    if k and type(md.annotations) == "table" then v = md.annotations[k] end
+  end
+  if type(v) == "string" then return v end
+  return nil
+end
+
+local function k8s_env(c, where, src, md, spec)
+  local out = {}
+  local envs, err = k8s_list(c.envFrom, where .. ".envFrom")
+  if not envs then return nil, err end
+  for i, ef in ipairs(envs) do
+    local w = ("%s.envFrom[%d]"):format(where, i)
+    if type(ef) ~= "table" then return nil, w .. " must be an object" end
+    local ref, secret = ef.configMapRef, false
+    if is_null(ref) then ref, secret = ef.secretRef, true end
+    if type(ref) ~= "table" or type(ref.name) ~= "string" then
+      return nil, w .. " needs configMapRef.name or secretRef.name"
+    end
+    local obj = (secret and src.secrets or src.configmaps)[ref.name]
+    if not obj then
+      if ref.optional ~= true then
+        return nil, ("%s: %s %q was not delivered with the pod"):format(w, secret and "Secret" or "ConfigMap", ref.name)
+      end
+    else
+      local keys = {}
+      for k in pairs(type(obj.data) == "table" and obj.data or {}) do keys[#keys + 1] = k end
+      table.sort(keys)
+      for _, k in ipairs(keys) do
+        out[#out + 1] = { name = (type(ef.prefix) == "string" and ef.prefix or "") .. k, value = source_value(obj, k, secret) }
+      end
+    end
+  end
+  envs, err = k8s_list(c.env, where .. ".env")
+  if not envs then return nil, err end
+  for i, e in ipairs(envs) do
+    local w = ("%s.env[%d]"):format(where, i)
+    if type(e) ~= "table" or type(e.name) ~= "string" then return nil, w .. " must be an object with a name" end
+    local v = e.value
+    if is_null(v) and type(e.valueFrom) == "table" then
+      local vf = e.valueFrom
+      local ref, secret = vf.configMapKeyRef, false
+      if is_null(ref) then ref, secret = vf.secretKeyRef, true end
+      if type(ref) == "table" then
+        local obj = (secret and src.secrets or src.configmaps)[ref.name]
+        v = obj and source_value(obj, ref.key, secret)
+        if v == nil and ref.optional ~= true then
+          return nil, ("%s.valueFrom: key %q of %s %q is not in what was delivered with the pod"):format(w,
+            tostring(ref.key), secret and "Secret" or "ConfigMap", tostring(ref.name))
+        end
+      elseif type(vf.fieldRef) == "table" then
+        v = field_ref(tostring(vf.fieldRef.fieldPath), md, spec)
+        if v == nil then
+          return nil, ("%s.valueFrom.fieldRef %s: riklet cannot resolve this field"):format(w, tostring(vf.fieldRef.fieldPath))
+        end
+      else
+        return nil, ("%s.valueFrom: only configMapKeyRef, secretKeyRef and fieldRef are supported"):format(w)
+      end
+    end
+    if v ~= nil then out[#out + 1] = { name = e.name, value = is_null(v) and "" or v } end
+  end
+  return out
+end
+
+-- spec fields riklet does not run, named in the notes when present
+local IGNORED_CONTAINER = { "livenessProbe", "readinessProbe", "startupProbe", "lifecycle", "securityContext",
+  "stdin", "tty" }
+local IGNORED_POD = { "securityContext", "affinity", "tolerations", "hostAliases", "dnsConfig", "priorityClassName",
+  "runtimeClassName", "shareProcessNamespace", "readinessGates", "topologySpreadConstraints" }
+
+function W.from_k8s(data)
+  if type(data) ~= "table" then return nil, "the body must be a JSON object {pod, container}" end
+  local pod = data.pod
+  if type(pod) ~= "table" or pod[1] ~= nil then return nil, "pod is missing or not an object (expected interLink's RetrievedPodData)" end
+  local md, spec = pod.metadata, pod.spec
+  if type(md) ~= "table" then return nil, "pod.metadata is missing or not an object" end
+  if type(spec) ~= "table" then return nil, "pod.spec is missing or not an object" end
+  if type(md.name) ~= "string" or md.name == "" or #md.name > 253 then
+    return nil, ("pod.metadata.name is %s: a pod name is 1 to 253 characters"):format(describe(md.name))
+  end
+  local notes = {}
+  local init, err = k8s_list(spec.initContainers, "pod.spec.initContainers")
+  if not init then return nil, err end
+  if #init > 0 then return nil, "pod.spec.initContainers: init containers are not supported by this riklet yet" end
+  if spec.hostNetwork == true then return nil, "pod.spec.hostNetwork: riklet runs every pod in its own network namespace" end
+  -- ConfigMaps and Secrets delivered with the pod, by name
+  local src = { configmaps = {}, secrets = {} }
+  local rcs
+  rcs, err = k8s_list(data.container, "container")
+  if not rcs then return nil, err end
+  for _, rc in ipairs(rcs) do
+    if type(rc) == "table" then
+      for _, cm in ipairs(type(rc.configMaps) == "table" and rc.configMaps or {}) do
+        if type(cm) == "table" and type(cm.metadata) == "table" and type(cm.metadata.name) == "string" then
+          src.configmaps[cm.metadata.name] = cm
+        end
+      end
+      for _, sc in ipairs(type(rc.secrets) == "table" and rc.secrets or {}) do
+        if type(sc) == "table" and type(sc.metadata) == "table" and type(sc.metadata.name) == "string" then
+          src.secrets[sc.metadata.name] = sc
+        end
+      end
+    end
+  end
+  local vols = {}
+  local vl
+  vl, err = k8s_list(spec.volumes, "pod.spec.volumes")
+  if not vl then return nil, err end
+  for i, v in ipairs(vl) do
+    if type(v) ~= "table" or type(v.name) ~= "string" then return nil, ("pod.spec.volumes[%d] must be an object with a name"):format(i) end
+    vols[v.name] = v
+  end
+  local cs
+  cs, err = k8s_list(spec.containers, "pod.spec.containers")
+  if not cs then return nil, err end
+  if #cs == 0 then return nil, "pod.spec.containers is missing or empty: a pod needs at least one container" end
+  local users = {}
+  local out = {}
+  for i, c in ipairs(cs) do
+    local where = ("pod.spec.containers[%d]"):format(i)
+    if type(c) ~= "table" or c[1] ~= nil then return nil, where .. " must be an object" end
+    local cname = type(c.name) == "string" and c.name or tostring(i)
+    local mc = { name = c.name, image = c.image, command = opt(c.command), args = opt(c.args),
+      workingDir = opt(c.workingDir) }
+    mc.env, err = k8s_env(c, where, src, md, spec)
+    if not mc.env then return nil, err end
+    local res = opt(c.resources)
+    if res ~= nil then
+      res, err = k8s_obj(res, where .. ".resources")
+      if err then return nil, err end
+      mc.resources = { limits = opt(res.limits) }
+    end
+    local ports
+    ports, err = k8s_list(c.ports, where .. ".ports")
+    if not ports then return nil, err end
+    mc.ports = {}
+    for j, p in ipairs(ports) do
+      if type(p) ~= "table" then return nil, ("%s.ports[%d] must be an object"):format(where, j) end
+      if not is_null(p.hostPort) then
+        mc.ports[#mc.ports + 1] = { port = p.hostPort, targetPort = p.containerPort, protocol = opt(p.protocol) }
+      end
+    end
+    local vms
+    vms, err = k8s_list(c.volumeMounts, where .. ".volumeMounts")
+    if not vms then return nil, err end
+    mc.volumeMounts = {}
+    for j, vm in ipairs(vms) do
+      local w = ("%s.volumeMounts[%d]"):format(where, j)
+      if type(vm) ~= "table" or type(vm.name) ~= "string" then return nil, w .. " must be an object with a name" end
+      local v = vols[vm.name]
+      if not v then return nil, ("%s: no volume named %q in pod.spec.volumes"):format(w, vm.name) end
+      if not is_null(v.emptyDir) then
+        if users[vm.name] then
+          return nil, ("%s: emptyDir %q is mounted by containers %s and %s; riklet does not share an emptyDir between containers yet")
+            :format(w, vm.name, users[vm.name], cname)
+        end
+        users[vm.name] = cname
+        if not is_null(vm.subPath) and vm.subPath ~= "" then return nil, w .. ".subPath is not supported by riklet yet" end
+        mc.volumeMounts[#mc.volumeMounts + 1] = { mountPath = vm.mountPath, type = "tmpfs", readOnly = vm.readOnly == true }
+      elseif not is_null(v.hostPath) then
+        return nil, ("%s: hostPath volume %q is refused: a pod never gets a path of the node"):format(w, vm.name)
+      else
+        notes[#notes + 1] = ("container %s: volume %q at %s is not mounted (riklet mounts emptyDir volumes only so far)")
+          :format(cname, vm.name, tostring(vm.mountPath))
+      end
+    end
+    for _, f in ipairs(IGNORED_CONTAINER) do
+      if not is_null(c[f]) and c[f] ~= false then notes[#notes + 1] = ("container %s: %s is not run by riklet yet"):format(cname, f) end
+    end
+    if c.imagePullPolicy == "Always" then
+      notes[#notes + 1] = ("container %s: imagePullPolicy Always: riklet pulls an image once and reuses it"):format(cname)
+    elseif c.imagePullPolicy == "Never" then
+      notes[#notes + 1] = ("container %s: imagePullPolicy Never: riklet pulls the image when it is not cached"):format(cname)
+    end
+    out[i] = mc
+  end
+  for _, f in ipairs(IGNORED_POD) do
+    if not is_null(spec[f]) then notes[#notes + 1] = ("pod.spec.%s is not applied by riklet yet"):format(f) end
+  end
+  -- the hostname is the pod name (a name of at most 63 characters, as Kubernetes cuts it)
+  local name = md.name:sub(1, 63):gsub("[.-]+$", "")
+  local rp = opt(spec.restartPolicy) or "Always"
+  local grace = opt(spec.terminationGracePeriodSeconds)
+  if grace == nil then grace = 30 end
+  return {
+    apiVersion = "v1", kind = "Pod", name = name,
+    spec = { containers = out, restartPolicy = rp, terminationGracePeriodSeconds = grace, independentContainers = true },
+  }, notes
 end
 
 return W
