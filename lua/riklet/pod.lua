@@ -123,7 +123,7 @@ end
 -- oci.edit_config options (added to opts). command + args replace the image's entrypoint + cmd.
 -- Known limit: the unpacked bundle keeps entrypoint and cmd as one list, so args without a command
 -- replace both (Kubernetes keeps the entrypoint; the same for images without one, like busybox).
-local function bundle_opts(c, opts)
+local function bundle_opts(c, opts, voldir)
   if c.command or c.args then
     local argv = {}
     for _, a in ipairs(c.command or {}) do argv[#argv + 1] = a end
@@ -134,7 +134,12 @@ local function bundle_opts(c, opts)
   if c.mounts and #c.mounts > 0 then
     opts.mounts = {}
     for i, m in ipairs(c.mounts) do
-      opts.mounts[i] = { type = "tmpfs", destination = m.destination, readonly = m.read_only and true or false }
+      if m.type == "volume" then -- a bind mount of the Pod's volume directory (P.make_volumes)
+        opts.mounts[i] = { source = voldir .. "/" .. m.volume .. (m.sub_path and ("/" .. m.sub_path) or ""),
+          destination = m.destination, readonly = m.read_only and true or false }
+      else
+        opts.mounts[i] = { type = "tmpfs", destination = m.destination, readonly = m.read_only and true or false }
+      end
     end
   end
   local l = c.limits or {}
@@ -163,6 +168,35 @@ local function unless_destroyed(inst, fn, ...)
   return r[1], r[2]
 end
 
+-- The Pod's volumes, in DIR/volumes/NAME (removed with the instance directory): emptyDir an empty
+-- directory every container may write (mode 0777, as Kubernetes makes it), files (ConfigMap,
+-- Secret, projected) written with their mode. A subPath that does not exist is made a directory.
+function P.make_volumes(dir, w)
+  local workload = require "riklet.workload"
+  local voldir = dir .. "/volumes"
+  for _, v in ipairs(w.volumes or {}) do
+    local vd = voldir .. "/" .. v.name
+    local ok, err = fs.mkdir_p(vd, v.type == "emptyDir" and "0777" or "0755")
+    if not ok then return nil, ("volume %s: %s"):format(v.name, err) end
+    for _, f in ipairs(v.files or {}) do
+      local path = vd .. "/" .. f.path
+      local parent = path:match("^(.*)/[^/]+$")
+      ok, err = fs.mkdir_p(parent, "0755")
+      if ok then ok, err = fs.write_atomic(path, workload.base64_decode(f.base64) or "", ("0%o"):format(f.mode or 420)) end
+      if not ok then return nil, ("volume %s, file %s: %s"):format(v.name, f.path, err) end
+    end
+  end
+  for _, c in ipairs(w.containers) do
+    for _, m in ipairs(c.mounts or {}) do
+      if m.type == "volume" and m.sub_path and not fs.exists(voldir .. "/" .. m.volume .. "/" .. m.sub_path) then
+        local ok, err = fs.mkdir_p(voldir .. "/" .. m.volume .. "/" .. m.sub_path, "0777")
+        if not ok then return nil, ("container %s: subPath %s: %s"):format(c.name, m.sub_path, err) end
+      end
+    end
+  end
+  return voldir
+end
+
 function P.create(inst, w)
   local rec = inst.rec
   local dir = cfg.paths.instances .. "/" .. inst.id
@@ -185,6 +219,10 @@ function P.create(inst, w)
   end
   ok, err = check_cancel(inst)
   if not ok then return nil, err end
+
+  local voldir
+  voldir, err = P.make_volumes(dir, w)
+  if not voldir then return nil, err end
 
   -- 2. network: one namespace for the whole Pod
   local netns
@@ -224,7 +262,7 @@ function P.create(inst, w)
     ok, err = fault.point("pod.config") if not ok then return nil, ("container %s: %s"):format(c.name, err) end
     ok, err = oci.edit_config(imgs[i].config, cdir .. "/config.json", bundle_opts(c, {
       env = env_list(c.env), hostname = w.name, root_path = cdir .. "/rootfs", netns_path = netns,
-    }))
+    }, voldir))
     if not ok then return nil, ("container %s: cannot write its OCI config: %s"):format(c.name, err) end
     log_for_run(crec, 0)
     crec.state = "created"

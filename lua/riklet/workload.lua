@@ -125,7 +125,7 @@ end
 -- ---- strict validation of a model ----------------------------------------------------------
 
 local MODEL_KEYS = set("kind", "name", "replicas", "restart_policy", "grace_period", "containers", "function",
-  "independent")
+  "independent", "volumes")
 local CONTAINER_KEYS = set("name", "image", "image_ref", "command", "args", "working_dir", "env", "ports",
   "mounts", "limits")
 
@@ -147,7 +147,7 @@ local function entries(list, where, shape, max, keys, check)
 end
 
 local ENV_KEYS, PORT_KEYS, MOUNT_KEYS = set("name", "value"), set("port", "target_port", "protocol", "type"),
-  set("destination", "type", "read_only")
+  set("destination", "type", "read_only", "volume", "sub_path")
 
 local function v_env(e, w)
   if type(e.name) ~= "string" or #e.name > 256 or not e.name:match("^[A-Za-z_][A-Za-z0-9_]*$") then
@@ -177,11 +177,71 @@ end
 local function v_mount(m, w)
   local dest, err = check_path(m.destination, w .. ".destination")
   if not dest then return nil, err end
-  if m.type ~= "tmpfs" then
-    return nil, ("%s.type is %s: only tmpfs mounts are supported (a host path never comes from a workload)"):format(w, describe(m.type))
-  end
   if m.read_only ~= nil and type(m.read_only) ~= "boolean" then return nil, w .. ".read_only must be true or false" end
+  if m.type == "volume" then -- one of the Pod's volumes (checked against them in W.validate)
+    if not valid_name(m.volume) then return nil, ("%s.volume is %s: the name of one of the Pod's volumes"):format(w, describe(m.volume)) end
+    local sub
+    if m.sub_path ~= nil then
+      sub, err = W.check_rel_path(m.sub_path, w .. ".sub_path")
+      if not sub then return nil, err end
+    end
+    return { destination = dest, type = "volume", volume = m.volume, sub_path = sub, read_only = m.read_only }
+  end
+  if m.type ~= "tmpfs" then
+    return nil, ("%s.type is %s: only tmpfs and volume mounts are supported (a host path never comes from a workload)"):format(w, describe(m.type))
+  end
   return { destination = dest, type = "tmpfs", read_only = m.read_only }
+end
+
+-- A path inside a volume: relative, no '..', no empty part.
+function W.check_rel_path(v, where)
+  local p, err = check_string(v, where, L.arg)
+  if not p then return nil, err end
+  if p:sub(1, 1) == "/" or p:find("//", 1, true) or p:sub(-1) == "/" then
+    return nil, ("%s is %s: a relative path like dir/file is needed"):format(where, describe(p))
+  end
+  for part in p:gmatch("[^/]+") do
+    if part == ".." or part == "." then return nil, ("%s is %s: '.' and '..' are not allowed"):format(where, describe(p)) end
+  end
+  return p
+end
+
+local VOLUME_KEYS, FILE_KEYS = set("name", "type", "files", "medium", "size_limit"), set("path", "base64", "mode")
+
+local function v_file(f, w)
+  local p, err = W.check_rel_path(f.path, w .. ".path")
+  if not p then return nil, err end
+  local b
+  b, err = check_string(f.base64, w .. ".base64", L.manifest_bytes, true)
+  if not b then return nil, err end
+  if not W.base64_decode(b) then return nil, w .. ".base64 is not valid base64" end
+  local mode = f.mode
+  if mode ~= nil and (type(mode) ~= "number" or mode ~= math.floor(mode) or mode < 0 or mode > 511) then
+    return nil, ("%s.mode is %s: a file mode from 0 to 0777 (511)"):format(w, tostring(mode))
+  end
+  return { path = p, base64 = b, mode = mode }
+end
+
+local function v_volume(v, w)
+  if not valid_name(v.name) then return nil, ("%s.name is %s: a volume name is letters, digits, '.', '_' and '-'"):format(w, describe(v.name)) end
+  if v.type ~= "emptyDir" and v.type ~= "files" then
+    return nil, ("%s.type is %s: use emptyDir or files"):format(w, describe(v.type))
+  end
+  local out = { name = v.name, type = v.type }
+  if v.medium ~= nil then
+    if v.medium ~= "Memory" and v.medium ~= "" then return nil, ("%s.medium is %s: use Memory or nothing"):format(w, describe(v.medium)) end
+    out.medium = v.medium ~= "" and v.medium or nil
+  end
+  if v.size_limit ~= nil then
+    if type(v.size_limit) ~= "number" or v.size_limit < 4096 or v.size_limit > 2 ^ 50 then
+      return nil, ("%s.size_limit is %s: a number of bytes, at least 4096"):format(w, tostring(v.size_limit))
+    end
+    out.size_limit = math.floor(v.size_limit)
+  end
+  local err
+  out.files, err = entries(v.files, w .. ".files", "{path, base64, mode}", 1024, FILE_KEYS, v_file)
+  if not out.files then return nil, err end
+  return out
 end
 
 local function v_limits(l, where)
@@ -320,6 +380,13 @@ function W.validate(m)
   if #cs > L.containers then
     return nil, ("spec.containers has %d containers: at most %d per Pod"):format(#cs, L.containers)
   end
+  out.volumes, err = entries(m.volumes, "spec.volumes", "{name, type}", L.mounts, VOLUME_KEYS, v_volume)
+  if not out.volumes then return nil, err end
+  local vnames = {}
+  for _, v in ipairs(out.volumes) do
+    if vnames[v.name] then return nil, ("spec.volumes: %q is used twice"):format(v.name) end
+    vnames[v.name] = true
+  end
   out.containers = {}
   local seen = {}
   for i, c in ipairs(cs) do
@@ -328,6 +395,11 @@ function W.validate(m)
     vc, err = v_container(c, where)
     if not vc then return nil, err end
     if seen[vc.name] then return nil, ("%s.name %q is used twice in this Pod"):format(where, vc.name) end
+    for j, mt in ipairs(vc.mounts) do
+      if mt.type == "volume" and not vnames[mt.volume] then
+        return nil, ("%s.mounts[%d].volume %q is not one of the Pod's volumes"):format(where, j, mt.volume)
+      end
+    end
     seen[vc.name] = true
     out.containers[i] = vc
   end
@@ -414,8 +486,8 @@ local function rik_mounts(vm, where)
   local out = {}
   for i, m in ipairs(vm) do
     if type(m) ~= "table" then return nil, ("%s[%d] must be an object"):format(where, i) end
-    out[i] = { destination = m.mountPath or m.destination, type = m.type or "tmpfs",
-      read_only = m.readOnly }
+    out[i] = { destination = m.mountPath or m.destination, type = m.type or (m.volume and "volume") or "tmpfs",
+      read_only = m.readOnly, volume = m.volume, sub_path = not is_null(m.subPath) and m.subPath or nil }
   end
   return out
 end
@@ -444,6 +516,18 @@ local function map_rik(w)
     m.restart_policy = RIK_POLICY[rp]
   end
   m.independent = opt(spec.independentContainers)
+  -- volumes: {name, emptyDir = {medium, sizeLimit} | files = {{path, base64, mode}}}
+  local vols = opt(spec.volumes)
+  if vols ~= nil then
+    if type(vols) ~= "table" then return nil, "spec.volumes must be an array" end
+    m.volumes = {}
+    for i, v in ipairs(vols) do
+      if type(v) ~= "table" then return nil, ("spec.volumes[%d] must be an object"):format(i) end
+      local ed = opt(v.emptyDir)
+      m.volumes[i] = { name = v.name, type = ed ~= nil and "emptyDir" or "files", files = opt(v.files),
+        medium = type(ed) == "table" and opt(ed.medium) or nil, size_limit = type(ed) == "table" and opt(ed.sizeLimit) or nil }
+    end
+  end
   m.grace_period = opt(spec.terminationGracePeriodSeconds)
   if m.grace_period ~= nil and type(m.grace_period) ~= "number" then
     return nil, ("spec.terminationGracePeriodSeconds is %s: a number of seconds"):format(describe(m.grace_period))
@@ -555,6 +639,19 @@ function W.base64_decode(s)
   return table.concat(out)
 end
 
+local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+function W.base64_encode(s)
+  local out = {}
+  for i = 1, #s, 3 do
+    local a, b, c = s:byte(i, i + 2)
+    local n = a * 65536 + (b or 0) * 256 + (c or 0)
+    local q = { math.floor(n / 262144) % 64, math.floor(n / 4096) % 64, math.floor(n / 64) % 64, n % 64 }
+    out[#out + 1] = B64:sub(q[1] + 1, q[1] + 1) .. B64:sub(q[2] + 1, q[2] + 1)
+      .. (b and B64:sub(q[3] + 1, q[3] + 1) or "=") .. (c and B64:sub(q[4] + 1, q[4] + 1) or "=")
+  end
+  return table.concat(out)
+end
+
 local function k8s_list(v, where)
   if is_null(v) then return {} end
   if type(v) ~= "table" or (next(v) ~= nil and v[1] == nil) then return nil, where .. " must be an array" end
@@ -654,6 +751,74 @@ local function k8s_env(c, where, src, md, spec)
   return out
 end
 
+-- The volume riklet builds for a pod volume: RIK JSON {name, emptyDir = {medium, sizeLimit}} or
+-- {name, files = {{path, base64, mode}}}; nil, reason when refused; nil when riklet does not
+-- build this kind (the caller notes it).
+local function k8s_files(v, obj, items, default_mode, secret, where)
+  local files = {}
+  local data = type(obj) == "table" and type(obj.data) == "table" and obj.data or {}
+  local bin = type(obj) == "table" and type(obj.binaryData) == "table" and obj.binaryData or {}
+  local function add(key, path, mode)
+    local val = data[key]
+    local enc
+    if type(val) == "string" then enc = secret and val or W.base64_encode(val)
+    elseif type(bin[key]) == "string" then enc = bin[key] end
+    if not enc then return nil, ("key %q is not in %s"):format(tostring(key), where) end
+    files[#files + 1] = { path = path, base64 = enc, mode = tonumber(mode) or tonumber(default_mode) or 420 }
+    return true
+  end
+  if type(items) == "table" and #items > 0 then
+    for _, it in ipairs(items) do
+      if type(it) ~= "table" then return nil, "items must be objects {key, path}" end
+      local ok, err = add(it.key, it.path, it.mode)
+      if not ok then return nil, err end
+    end
+  else
+    local keys = {}
+    for k in pairs(data) do keys[#keys + 1] = k end
+    for k in pairs(bin) do if data[k] == nil then keys[#keys + 1] = k end end
+    table.sort(keys)
+    for _, k in ipairs(keys) do add(k, k) end
+  end
+  return { name = v.name, files = files }
+end
+
+local function k8s_volume(v, src, projected)
+  if not is_null(v.emptyDir) then
+    local ed = type(v.emptyDir) == "table" and v.emptyDir or {}
+    local size
+    if not is_null(ed.sizeLimit) then
+      local n, unit = tostring(ed.sizeLimit):match("^(%d+)(%a*)$")
+      if not n or not MEM_UNITS[unit] then return nil, ("emptyDir.sizeLimit %s is not a quantity like 64Mi"):format(tostring(ed.sizeLimit)) end
+      size = tonumber(n) * MEM_UNITS[unit]
+    end
+    return { name = v.name, emptyDir = { medium = opt(ed.medium), sizeLimit = size } }
+  end
+  if type(v.configMap) == "table" then
+    local cm = src.configmaps[v.configMap.name]
+    if not cm then
+      if v.configMap.optional == true then return { name = v.name, files = {} } end
+      return nil, ("ConfigMap %q was not delivered with the pod"):format(tostring(v.configMap.name))
+    end
+    return k8s_files(v, cm, v.configMap.items, v.configMap.defaultMode, false, "ConfigMap " .. tostring(v.configMap.name))
+  end
+  if type(v.secret) == "table" then
+    local sc = src.secrets[v.secret.secretName]
+    if not sc then
+      if v.secret.optional == true then return { name = v.name, files = {} } end
+      return nil, ("Secret %q was not delivered with the pod"):format(tostring(v.secret.secretName))
+    end
+    return k8s_files(v, sc, v.secret.items, v.secret.defaultMode, true, "Secret " .. tostring(v.secret.secretName))
+  end
+  if type(v.projected) == "table" or type(v.downwardAPI) == "table" then
+    local pm = projected[v.name]
+    if not pm then return nil end -- not delivered: noted, not mounted
+    local mode = type(v.projected) == "table" and v.projected.defaultMode or nil
+    return k8s_files(v, pm, nil, mode, false, "projected volume " .. v.name)
+  end
+  return nil
+end
+
 -- spec fields riklet does not run, named in the notes when present
 local IGNORED_CONTAINER = { "livenessProbe", "readinessProbe", "startupProbe", "lifecycle", "securityContext",
   "stdin", "tty" }
@@ -706,7 +871,15 @@ function W.from_k8s(data)
   cs, err = k8s_list(spec.containers, "pod.spec.containers")
   if not cs then return nil, err end
   if #cs == 0 then return nil, "pod.spec.containers is missing or empty: a pod needs at least one container" end
-  local users = {}
+  local used, volumes = {}, {}
+  local projected = {}
+  for _, rc in ipairs(rcs) do
+    for _, pm in ipairs(type(rc) == "table" and type(rc.projectedvolumemaps) == "table" and rc.projectedvolumemaps or {}) do
+      if type(pm) == "table" and type(pm.metadata) == "table" and type(pm.metadata.name) == "string" then
+        projected[pm.metadata.name] = pm
+      end
+    end
+  end
   local out = {}
   for i, c in ipairs(cs) do
     local where = ("pod.spec.containers[%d]"):format(i)
@@ -741,19 +914,26 @@ function W.from_k8s(data)
       if type(vm) ~= "table" or type(vm.name) ~= "string" then return nil, w .. " must be an object with a name" end
       local v = vols[vm.name]
       if not v then return nil, ("%s: no volume named %q in pod.spec.volumes"):format(w, vm.name) end
-      if not is_null(v.emptyDir) then
-        if users[vm.name] then
-          return nil, ("%s: emptyDir %q is mounted by containers %s and %s; riklet does not share an emptyDir between containers yet")
-            :format(w, vm.name, users[vm.name], cname)
-        end
-        users[vm.name] = cname
-        if not is_null(vm.subPath) and vm.subPath ~= "" then return nil, w .. ".subPath is not supported by riklet yet" end
-        mc.volumeMounts[#mc.volumeMounts + 1] = { mountPath = vm.mountPath, type = "tmpfs", readOnly = vm.readOnly == true }
-      elseif not is_null(v.hostPath) then
+      if not is_null(v.hostPath) then
         return nil, ("%s: hostPath volume %q is refused: a pod never gets a path of the node"):format(w, vm.name)
+      end
+      local built, why = k8s_volume(v, src, projected)
+      if built then
+        if not used[vm.name] then
+          used[vm.name] = true
+          volumes[#volumes + 1] = built
+          if built.emptyDir and (built.emptyDir.medium or built.emptyDir.sizeLimit) then
+            notes[#notes + 1] = ("emptyDir %q: medium and sizeLimit are not applied yet (a directory on the node's disk)"):format(vm.name)
+          end
+        end
+        local sub = opt(vm.subPath)
+        mc.volumeMounts[#mc.volumeMounts + 1] = { mountPath = vm.mountPath, volume = vm.name, readOnly = vm.readOnly == true,
+          subPath = sub ~= "" and sub or nil }
+      elseif why then
+        return nil, ("%s: volume %q: %s"):format(w, vm.name, why)
       else
-        notes[#notes + 1] = ("container %s: volume %q at %s is not mounted (riklet mounts emptyDir volumes only so far)")
-          :format(cname, vm.name, tostring(vm.mountPath))
+        notes[#notes + 1] = ("container %s: volume %q at %s is not mounted (riklet mounts emptyDir, configMap, secret "
+          .. "and projected volumes)"):format(cname, vm.name, tostring(vm.mountPath))
       end
     end
     for _, f in ipairs(IGNORED_CONTAINER) do
@@ -776,7 +956,8 @@ function W.from_k8s(data)
   if grace == nil then grace = 30 end
   return {
     apiVersion = "v1", kind = "Pod", name = name,
-    spec = { containers = out, restartPolicy = rp, terminationGracePeriodSeconds = grace, independentContainers = true },
+    spec = { containers = out, restartPolicy = rp, terminationGracePeriodSeconds = grace, independentContainers = true,
+      volumes = #volumes > 0 and volumes or nil },
   }, notes
 end
 

@@ -98,8 +98,6 @@ is "$(jq -r '.[0].containers[0].image' <<<"$st")" "$IMAGE" "... image"
 lg=$(put lg.json '{"Namespace":"default","PodUID":"11111111-aaaa-4bbb-8ccc-000000000001","PodName":"hello","ContainerName":"main","Opts":{"Tail":0,"Bytes":0,"Timestamps":false,"Follow":false,"Previous":false,"SinceSeconds":0,"SinceTime":"0001-01-01T00:00:00Z"}}')
 r=$(api GET /getLogs "$lg")
 is "$(body "$r")" $'hello-world\nto-stderr' "getLogs: stdout and stderr, in order (the command override ran, not the image's cmd)"
-ok "grep -q 'container main: volume \"kube-api-access-x\" at /var/run/secrets/kubernetes.io/serviceaccount is not mounted' $RK_LOG" \
-	"a volume riklet does not mount is named in the log"
 
 # --- a repeated create starts nothing -------------------------------------------------------
 n=$(nlines)
@@ -145,6 +143,31 @@ is "$(jq -r '[.[0].containers[] | (.state | keys[0])] | join(",")' <<<"$st")" "t
 	"one container exits 3, the other keeps running (Kubernetes semantics)"
 is "$(jq -r '.[0].containers[0].state.terminated.exitCode' <<<"$st")" 3 "... exitCode 3 reported"
 like "$(jq -r '.[0].containers[1].containerID' <<<"$st")" '^riklet://' "... containerID given"
+
+# --- volumes: a shared emptyDir (read-only for the reader), ConfigMap, Secret, projected -------
+VOLS='[{"name":"shared","emptyDir":{}},{"name":"cfgvol","configMap":{"name":"cfg","items":[{"key":"color","path":"sub/colour.txt"}],"defaultMode":384}},
+	{"name":"secvol","secret":{"secretName":"sec"}},{"name":"proj","projected":{"sources":[{"downwardAPI":{}}]}},
+	{"name":"kube-api-access-x","projected":{"sources":[{"serviceAccountToken":{"path":"token"}}]}}]'
+WRITER=$(jq -c '.volumeMounts += [{name: "shared", mountPath: "/data"}]' <<<"$(ctr writer 'echo from-writer > /data/f; sleep 3600')")
+READER=$(jq -c '.volumeMounts += [{name: "shared", mountPath: "/in", readOnly: true}, {name: "cfgvol", mountPath: "/cfg"},
+	{name: "secvol", mountPath: "/sec", readOnly: true}, {name: "proj", mountPath: "/proj"}]' <<<"$(ctr reader \
+	'while [ ! -s /in/f ]; do sleep 0.2; done; echo "read=$(cat /in/f)"; rm -f /in/f 2>/dev/null || echo cannot-delete;
+	 echo "cfg=$(cat /cfg/sub/colour.txt) mode=$(stat -c %a /cfg/sub/colour.txt) sec=$(cat /sec/pw)"; od -c /proj/labels | head -2; sleep 3600')")
+VPOD=$(jq -c --argjson v "$VOLS" '.spec.volumes = $v' <<<"$(pod 11111111-aaaa-4bbb-8ccc-000000000008 vols "[$WRITER,$READER]")")
+RCV=$(jq -c '. + [{"name":"reader","configMaps":[],"secrets":[],"projectedvolumemaps":[{"metadata":{"name":"proj"},"data":{"labels":"a=1\nb=2\n"}}]}]' <<<"$RC")
+r=$(api POST /create "$(put c.json "$(create_body "$VPOD" "$RCV")")")
+is "$(code "$r")" 200 "create a pod with volumes: 200"
+lgv=$(put lgv.json "$(jq -c '.PodUID = "11111111-aaaa-4bbb-8ccc-000000000008" | .ContainerName = "reader"' "$lg")")
+vlog() { body "$(api GET /getLogs "$lgv")"; }
+vlog_done() { vlog | grep -q 'a   =   1'; }
+wait_for 60 vlog_done
+v=$(vlog)
+like "$v" 'read=from-writer' "emptyDir shared: the reader reads what the writer wrote"
+like "$v" 'cannot-delete' "... and cannot delete it through its readOnly mount"
+like "$v" 'cfg=blue mode=600 sec=hunter2' "configMap volume (items key->path, defaultMode) and secret volume (base64 decoded)"
+like "$v" 'a   =   1  \\n   b   =   2  \\n' "projected volume content keeps its newlines"
+ok "grep -q 'volume \"kube-api-access-x\" at /var/run/secrets/kubernetes.io/serviceaccount is not mounted' $RK_LOG" \
+	"a projected volume that was not delivered is named in the log"
 
 # --- logs: Tail, Bytes, Timestamps, Follow ----------------------------------------------------
 LOGP=$(pod 11111111-aaaa-4bbb-8ccc-000000000006 logs "[$(ctr main 'for i in 1 2 3 4 5; do echo line$i; done; i=0; while [ $i -lt 8 ]; do i=$((i+1)); echo tick$i; sleep 0.5; done')]")
@@ -210,7 +233,7 @@ is "$(cstate "$P42" 0)" terminated "... an ended pod is still reported"
 r=$(api POST /delete "$(put d.json "$LONG")")
 is "$(code "$r")" 200 "delete: 200"
 ok "rk_nothing_left k8s-11111111-aaaa-4bbb-8ccc-000000000007" "delete leaves no container, mount or directory"
-for p in "$TWO" "$HELLO" "$ENVP" "$P42" "$NOCMD" "$LOGP"; do api POST /delete "$(put d.json "$p")" >/dev/null; done
+for p in "$TWO" "$HELLO" "$ENVP" "$P42" "$NOCMD" "$LOGP" "$VPOD"; do api POST /delete "$(put d.json "$p")" >/dev/null; done
 ok "! rk_runc_ids | grep -q ." "every pod deleted: no runc container left"
 rk_stop TERM
 ok "! test -e $SOCK" "the unix socket is removed when riklet stops"
