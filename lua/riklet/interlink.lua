@@ -82,9 +82,6 @@ local function create(info)
     log("warn", "pod %s/%s (%s) refused: %s", p.namespace, p.name, p.uid, notes)
     return text(422, "pod %s/%s refused: %s", p.namespace, p.name, notes)
   end
-  for _, c in ipairs(def.spec.containers) do
-    if c.ports and #c.ports == 0 then c.ports = nil end
-  end
   local definition
   definition, err = json.encode(def)
   if not definition then return text(422, "pod %s/%s refused: %s", p.namespace, p.name, err) end

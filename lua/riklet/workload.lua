@@ -905,6 +905,7 @@ function W.from_k8s(data)
         mc.ports[#mc.ports + 1] = { port = p.hostPort, targetPort = p.containerPort, protocol = opt(p.protocol) }
       end
     end
+    if #mc.ports == 0 then mc.ports = nil end -- (RIK JSON reads an empty object as one port)
     local vms
     vms, err = k8s_list(c.volumeMounts, where .. ".volumeMounts")
     if not vms then return nil, err end
