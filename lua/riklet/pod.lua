@@ -142,6 +142,7 @@ local function bundle_opts(c, opts, voldir)
       end
     end
   end
+  if c.user then opts.uid, opts.gid = c.user.uid, c.user.gid end
   local l = c.limits or {}
   opts.memory_limit = l.memory
   if l.cpu then opts.cpu_quota, opts.cpu_period = l.cpu * 100, 100000 end -- millicores: 1000 = one CPU

@@ -127,7 +127,7 @@ end
 local MODEL_KEYS = set("kind", "name", "replicas", "restart_policy", "grace_period", "containers", "function",
   "independent", "volumes")
 local CONTAINER_KEYS = set("name", "image", "image_ref", "command", "args", "working_dir", "env", "ports",
-  "mounts", "limits")
+  "mounts", "limits", "user")
 
 -- An array of objects with only `keys`, at most max entries, each checked by check(e, where).
 local function entries(list, where, shape, max, keys, check)
@@ -299,6 +299,19 @@ local function v_container(c, where)
   if not out.mounts then return nil, err end
   out.limits, err = v_limits(c.limits, where .. ".limits")
   if not out.limits then return nil, err end
+  if c.user ~= nil then -- {uid?, gid?}: the process's user and group ids
+    local u = c.user
+    if type(u) ~= "table" then return nil, where .. ".user must be an object {uid, gid}" end
+    ok, err = only_keys(u, set("uid", "gid"), where .. ".user")
+    if not ok then return nil, err end
+    for _, k in ipairs({ "uid", "gid" }) do
+      local n = u[k]
+      if n ~= nil and (type(n) ~= "number" or n ~= math.floor(n) or n < 0 or n > 4294967294) then
+        return nil, ("%s.user.%s is %s: a whole number from 0 to 4294967294"):format(where, k, tostring(n))
+      end
+    end
+    out.user = { uid = u.uid, gid = u.gid }
+  end
   return out
 end
 
@@ -570,6 +583,10 @@ local function map_rik(w)
     if err then return nil, err end
     mc.mounts, err = rik_mounts(opt(c.volumeMounts), where .. ".volumeMounts")
     if err then return nil, err end
+    local sc = opt(c.securityContext)
+    if type(sc) == "table" and (opt(sc.runAsUser) ~= nil or opt(sc.runAsGroup) ~= nil) then
+      mc.user = { uid = opt(sc.runAsUser), gid = opt(sc.runAsGroup) }
+    end
     m.containers[i] = mc
   end
   return m
@@ -820,9 +837,8 @@ local function k8s_volume(v, src, projected)
 end
 
 -- spec fields riklet does not run, named in the notes when present
-local IGNORED_CONTAINER = { "livenessProbe", "readinessProbe", "startupProbe", "lifecycle", "securityContext",
-  "stdin", "tty" }
-local IGNORED_POD = { "securityContext", "affinity", "tolerations", "hostAliases", "dnsConfig", "priorityClassName",
+local IGNORED_CONTAINER = { "livenessProbe", "readinessProbe", "startupProbe", "lifecycle", "stdin", "tty" }
+local IGNORED_POD = { "affinity", "tolerations", "hostAliases", "dnsConfig", "priorityClassName",
   "runtimeClassName", "shareProcessNamespace", "readinessGates", "topologySpreadConstraints" }
 
 function W.from_k8s(data)
@@ -937,6 +953,18 @@ function W.from_k8s(data)
           .. "and projected volumes)"):format(cname, vm.name, tostring(vm.mountPath))
       end
     end
+    -- runAsUser / runAsGroup (the container's, else the pod's); the rest of securityContext is noted
+    local csc = type(c.securityContext) == "table" and c.securityContext or {}
+    local psc = type(spec.securityContext) == "table" and spec.securityContext or {}
+    local uid, gid = opt(csc.runAsUser), opt(csc.runAsGroup)
+    if uid == nil then uid = opt(psc.runAsUser) end
+    if gid == nil then gid = opt(psc.runAsGroup) end
+    if uid ~= nil or gid ~= nil then mc.securityContext = { runAsUser = uid, runAsGroup = gid } end
+    for k, x in pairs(csc) do
+      if k ~= "runAsUser" and k ~= "runAsGroup" and not is_null(x) then
+        notes[#notes + 1] = ("container %s: securityContext.%s is not applied by riklet yet"):format(cname, tostring(k))
+      end
+    end
     for _, f in ipairs(IGNORED_CONTAINER) do
       if not is_null(c[f]) and c[f] ~= false then notes[#notes + 1] = ("container %s: %s is not run by riklet yet"):format(cname, f) end
     end
@@ -949,6 +977,11 @@ function W.from_k8s(data)
   end
   for _, f in ipairs(IGNORED_POD) do
     if not is_null(spec[f]) then notes[#notes + 1] = ("pod.spec.%s is not applied by riklet yet"):format(f) end
+  end
+  for k, x in pairs(type(spec.securityContext) == "table" and spec.securityContext or {}) do
+    if k ~= "runAsUser" and k ~= "runAsGroup" and not is_null(x) then
+      notes[#notes + 1] = ("pod.spec.securityContext.%s is not applied by riklet yet"):format(tostring(k))
+    end
   end
   -- the hostname is the pod name (a name of at most 63 characters, as Kubernetes cuts it)
   local name = md.name:sub(1, 63):gsub("[.-]+$", "")

@@ -111,7 +111,8 @@ ENVC=$(jq -c '. + {env: [{name: "LIT", value: "literal value"},
 		{name: "FROM_CM", valueFrom: {configMapKeyRef: {name: "cfg", key: "color"}}},
 		{name: "FROM_SECRET", valueFrom: {secretKeyRef: {name: "sec", key: "pw"}}},
 		{name: "POD_NAME", valueFrom: {fieldRef: {fieldPath: "metadata.name"}}}],
-	envFrom: [{configMapRef: {name: "cfg"}, prefix: "CFG_"}]}' <<<"$(ctr main 'echo "LIT=$LIT CM=$FROM_CM SEC=$FROM_SECRET POD=$POD_NAME SIZE=$CFG_size"')")
+	envFrom: [{configMapRef: {name: "cfg"}, prefix: "CFG_"}], securityContext: {runAsUser: 1234, runAsGroup: 5678}}' \
+	<<<"$(ctr main 'echo "LIT=$LIT CM=$FROM_CM SEC=$FROM_SECRET POD=$POD_NAME SIZE=$CFG_size ID=$(id -u):$(id -g)"')")
 ENVP=$(pod 11111111-aaaa-4bbb-8ccc-000000000002 envpod "[$ENVC]")
 RC='[{"name":"main","configMaps":[{"metadata":{"name":"cfg","namespace":"default"},"data":{"color":"blue","size":"L"}}],
 	"secrets":[{"metadata":{"name":"sec"},"data":{"pw":"aHVudGVyMg=="},"type":"Opaque"}],"projectedvolumemaps":[],"emptyDirs":null}]'
@@ -119,8 +120,8 @@ r=$(api POST /create "$(put c.json "[$(create_body "$ENVP" "$RC")]")")
 is "$(code "$r")" 200 "create (one-element array form) with env refs: 200"
 wait_for 60 is_state "$ENVP" 0 terminated
 lg2=$(put lg2.json "$(jq -c '.PodUID = "11111111-aaaa-4bbb-8ccc-000000000002"' "$lg")")
-is "$(body "$(api GET /getLogs "$lg2")")" "LIT=literal value CM=blue SEC=hunter2 POD=envpod SIZE=L" \
-	"env literal, configMapKeyRef, secretKeyRef (base64), fieldRef and envFrom with prefix resolved"
+is "$(body "$(api GET /getLogs "$lg2")")" "LIT=literal value CM=blue SEC=hunter2 POD=envpod SIZE=L ID=1234:5678" \
+	"env literal, configMapKeyRef, secretKeyRef (base64), fieldRef and envFrom with prefix resolved; runAsUser/runAsGroup"
 
 # --- exit 42, a missing command, one container failing while the other runs on ----------------
 P42=$(pod 11111111-aaaa-4bbb-8ccc-000000000003 exit42 "[$(ctr main 'exit 42')]")
@@ -168,6 +169,16 @@ like "$v" 'cfg=blue mode=600 sec=hunter2' "configMap volume (items key->path, de
 like "$v" 'a   =   1  \\n   b   =   2  \\n' "projected volume content keeps its newlines"
 ok "grep -q 'volume \"kube-api-access-x\" at /var/run/secrets/kubernetes.io/serviceaccount is not mounted' $RK_LOG" \
 	"a projected volume that was not delivered is named in the log"
+
+# --- restartPolicy OnFailure: restarts counted, the previous run's log ---------------------------
+RPOD=$(jq -c '.spec.restartPolicy = "OnFailure"' <<<"$(pod 11111111-aaaa-4bbb-8ccc-000000000009 crash "[$(ctr main 'echo run-at-$(date +%s); exit 1')]")")
+api POST /create "$(put c.json "$(create_body "$RPOD")")" >/dev/null
+restarts() { status_of "$RPOD" | jq -r '.[0].containers[0].restartCount'; }
+restarted_twice() { (($(restarts) >= 2)); }
+wait_for 60 restarted_twice
+ok restarted_twice "OnFailure: a container exiting 1 is restarted, restartCount counts ($(restarts))"
+lgr=$(jq -c '.PodUID = "11111111-aaaa-4bbb-8ccc-000000000009" | .Opts.Previous = true' "$lg")
+like "$(body "$(api GET /getLogs "$(put lgr.json "$lgr")")")" '^run-at-[0-9]+$' "Previous: the log of the run before the restart"
 
 # --- logs: Tail, Bytes, Timestamps, Follow ----------------------------------------------------
 LOGP=$(pod 11111111-aaaa-4bbb-8ccc-000000000006 logs "[$(ctr main 'for i in 1 2 3 4 5; do echo line$i; done; i=0; while [ $i -lt 8 ]; do i=$((i+1)); echo tick$i; sleep 0.5; done')]")
@@ -233,7 +244,7 @@ is "$(cstate "$P42" 0)" terminated "... an ended pod is still reported"
 r=$(api POST /delete "$(put d.json "$LONG")")
 is "$(code "$r")" 200 "delete: 200"
 ok "rk_nothing_left k8s-11111111-aaaa-4bbb-8ccc-000000000007" "delete leaves no container, mount or directory"
-for p in "$TWO" "$HELLO" "$ENVP" "$P42" "$NOCMD" "$LOGP" "$VPOD"; do api POST /delete "$(put d.json "$p")" >/dev/null; done
+for p in "$TWO" "$HELLO" "$ENVP" "$P42" "$NOCMD" "$LOGP" "$VPOD" "$RPOD"; do api POST /delete "$(put d.json "$p")" >/dev/null; done
 ok "! rk_runc_ids | grep -q ." "every pod deleted: no runc container left"
 rk_stop TERM
 ok "! test -e $SOCK" "the unix socket is removed when riklet stops"

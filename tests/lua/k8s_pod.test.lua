@@ -110,7 +110,8 @@ T.is(vols.sv and W.base64_decode(vols.sv.files[1].base64), "p\0w\n", "secret dat
 T.is(vols.proj and W.base64_decode(vols.proj.files[1].base64), "x\ny\n", "projected content keeps its newlines")
 T.is(m and m.containers[2].mounts[1].read_only, true, "readOnly")
 T.is(m and m.containers[2].mounts[2].sub_path, "pw", "subPath")
-local _, _, notes = model(data({ { name = "c", image = "busybox", livenessProbe = { exec = { command = { "true" } } },
+local notes
+_, _, notes = model(data({ { name = "c", image = "busybox", livenessProbe = { exec = { command = { "true" } } },
   imagePullPolicy = "Always", volumeMounts = { { name = "sa", mountPath = "/var/run/secrets/kubernetes.io/serviceaccount" } } } },
   { volumes = { { name = "sa", projected = { sources = {} } } }, affinity = {} }))
 local all = table.concat(notes or {}, "\n")
@@ -128,3 +129,13 @@ for n = 0, 3 do
 end
 T.is(W.base64_encode("hunter2"), "aHVudGVyMg==", "base64 as everyone writes it")
 T.is(W.base64_decode("not base64!"), nil, "invalid base64 is refused")
+
+-- securityContext: runAsUser / runAsGroup (the container's over the pod's); the rest is noted
+m, _, notes = model(data({ { name = "c", image = "busybox", securityContext = { runAsUser = 1000, privileged = true } } },
+  { securityContext = { runAsUser = 1, runAsGroup = 2, fsGroup = 3 } }))
+T.is(m and (m.containers[1].user.uid .. ":" .. m.containers[1].user.gid), "1000:2", "runAsUser from the container, runAsGroup from the pod")
+all = table.concat(notes or {}, "\n")
+T.like(all, "securityContext.privileged is not applied", "privileged is noted")
+T.like(all, "pod.spec.securityContext.fsGroup is not applied", "fsGroup is noted")
+_, reason = model(data({ { name = "c", image = "busybox", securityContext = { runAsUser = -1 } } }))
+T.like(tostring(reason), "user.uid", "a negative runAsUser is refused")
