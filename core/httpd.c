@@ -3,10 +3,13 @@
  * readable or when MHD's own timeout is due. Requests wait for their answer suspended
  * (MHD_suspend_connection); streams are callback responses that suspend while their buffer is
  * empty. A suspended connection is not watched by MHD, so a stream waiting for data checks every
- * second whether its client closed (MSG_PEEK). */
+ * second whether its client closed (MSG_PEEK). libmicrohttpd is loaded with dlopen by the first
+ * rk_httpd_new (Debian's brings GnuTLS and about ten libraries: ~3 MiB resident that riklet without
+ * an HTTP server never uses). */
 #include "httpd.h"
 
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -15,6 +18,62 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+
+/* the functions used, through pointers filled by mhd_load() */
+#define MHD_FNS(X)                                                                                                     \
+	X(start_daemon)                                                                                                \
+	X(stop_daemon)                                                                                                 \
+	X(run)                                                                                                         \
+	X(get_timeout)                                                                                                 \
+	X(get_daemon_info)                                                                                             \
+	X(get_connection_info)                                                                                         \
+	X(get_connection_values)                                                                                       \
+	X(lookup_connection_value)                                                                                     \
+	X(create_response_from_buffer)                                                                                 \
+	X(create_response_from_callback)                                                                               \
+	X(add_response_header)                                                                                         \
+	X(queue_response)                                                                                              \
+	X(destroy_response)                                                                                            \
+	X(suspend_connection)                                                                                          \
+	X(resume_connection)
+#define MHD_PTR(f) __typeof__(MHD_##f) *f;
+static struct {
+	int loaded;
+	MHD_FNS(MHD_PTR)
+} mhd;
+
+static int mhd_load(rk_err *e)
+{
+	if (mhd.loaded)
+		return 0;
+	void *h = dlopen("libmicrohttpd.so.12", RTLD_NOW | RTLD_LOCAL);
+	if (!h)
+		return rk_errf(e, ENOENT,
+			       "cannot load libmicrohttpd (%s): install it with apt-get install libmicrohttpd12",
+			       dlerror());
+#define MHD_SYM(f)                                                                                                     \
+	if (!(*(void **)&mhd.f = dlsym(h, "MHD_" #f)))                                                                 \
+		return rk_errf(e, ENOENT,                                                                              \
+			       "libmicrohttpd.so.12 has no MHD_" #f ": install libmicrohttpd12 0.9.75 or later");
+	MHD_FNS(MHD_SYM)
+	mhd.loaded = 1;
+	return 0;
+}
+#define MHD_start_daemon mhd.start_daemon
+#define MHD_stop_daemon mhd.stop_daemon
+#define MHD_run mhd.run
+#define MHD_get_timeout mhd.get_timeout
+#define MHD_get_daemon_info mhd.get_daemon_info
+#define MHD_get_connection_info mhd.get_connection_info
+#define MHD_get_connection_values mhd.get_connection_values
+#define MHD_lookup_connection_value mhd.lookup_connection_value
+#define MHD_create_response_from_buffer mhd.create_response_from_buffer
+#define MHD_create_response_from_callback mhd.create_response_from_callback
+#define MHD_add_response_header mhd.add_response_header
+#define MHD_queue_response mhd.queue_response
+#define MHD_destroy_response mhd.destroy_response
+#define MHD_suspend_connection mhd.suspend_connection
+#define MHD_resume_connection mhd.resume_connection
 
 enum { R_READING, R_DISPATCHED, R_ANSWERED, R_QUEUED, R_STREAM };
 
@@ -659,6 +718,8 @@ static int listen_tcp(rk_httpd *s, const char *addr, rk_err *e)
 
 rk_httpd *rk_httpd_new(rk_loop *l, const struct rk_httpd_opts *o, rk_httpd_handler h, void *ud, rk_err *e)
 {
+	if (mhd_load(e) < 0)
+		return NULL;
 	rk_httpd *s = calloc(1, sizeof *s);
 	if (!s) {
 		rk_errf(e, ENOMEM, "out of memory");
