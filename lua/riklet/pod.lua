@@ -214,7 +214,7 @@ function P.create(inst, w)
   for i, c in ipairs(w.containers) do
     ok, err = check_cancel(inst)
     if not ok then return nil, err end
-    local img, ierr = unless_destroyed(inst, image.ensure, c.image, { timeout = cfg.pull_timeout })
+    local img, ierr = unless_destroyed(inst, image.ensure, c.image, { timeout = cfg.pull_timeout, pull = c.pull })
     if not img then return nil, ("container %s: %s"):format(c.name, ierr) end
     imgs[i] = img
   end

@@ -127,7 +127,7 @@ end
 local MODEL_KEYS = set("kind", "name", "replicas", "restart_policy", "grace_period", "containers", "function",
   "independent", "volumes")
 local CONTAINER_KEYS = set("name", "image", "image_ref", "command", "args", "working_dir", "env", "ports",
-  "mounts", "limits", "user")
+  "mounts", "limits", "user", "pull")
 
 -- An array of objects with only `keys`, at most max entries, each checked by check(e, where).
 local function entries(list, where, shape, max, keys, check)
@@ -299,6 +299,12 @@ local function v_container(c, where)
   if not out.mounts then return nil, err end
   out.limits, err = v_limits(c.limits, where .. ".limits")
   if not out.limits then return nil, err end
+  if c.pull ~= nil then -- image pull policy: "always" (pull each create), "missing" (the default)
+    if c.pull ~= "always" and c.pull ~= "missing" then
+      return nil, ("%s.pull is %s: use always or missing"):format(where, describe(c.pull))
+    end
+    out.pull = c.pull
+  end
   if c.user ~= nil then -- {uid?, gid?}: the process's user and group ids
     local u = c.user
     if type(u) ~= "table" then return nil, where .. ".user must be an object {uid, gid}" end
@@ -583,6 +589,11 @@ local function map_rik(w)
     if err then return nil, err end
     mc.mounts, err = rik_mounts(opt(c.volumeMounts), where .. ".volumeMounts")
     if err then return nil, err end
+    local ipp = opt(c.imagePullPolicy)
+    if ipp == "Always" then mc.pull = "always" elseif ipp == "IfNotPresent" then mc.pull = "missing"
+    elseif ipp ~= nil and ipp ~= "Never" then
+      return nil, ("%s.imagePullPolicy is %s: use Always, IfNotPresent or Never"):format(where, describe(ipp))
+    end
     local sc = opt(c.securityContext)
     if type(sc) == "table" and (opt(sc.runAsUser) ~= nil or opt(sc.runAsGroup) ~= nil) then
       mc.user = { uid = opt(sc.runAsUser), gid = opt(sc.runAsGroup) }
@@ -968,9 +979,8 @@ function W.from_k8s(data)
     for _, f in ipairs(IGNORED_CONTAINER) do
       if not is_null(c[f]) and c[f] ~= false then notes[#notes + 1] = ("container %s: %s is not run by riklet yet"):format(cname, f) end
     end
-    if c.imagePullPolicy == "Always" then
-      notes[#notes + 1] = ("container %s: imagePullPolicy Always: riklet pulls an image once and reuses it"):format(cname)
-    elseif c.imagePullPolicy == "Never" then
+    mc.imagePullPolicy = opt(c.imagePullPolicy)
+    if c.imagePullPolicy == "Never" then
       notes[#notes + 1] = ("container %s: imagePullPolicy Never: riklet pulls the image when it is not cached"):format(cname)
     end
     out[i] = mc

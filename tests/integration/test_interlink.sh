@@ -80,7 +80,7 @@ like "$(body "$r" | jq -r .resources.memory)" '^[1-9][0-9]*Mi$' "... its memory"
 is "$(body "$r" | jq -r .resources.pods)" 1000 "... and its pod capacity (--max-instances)"
 
 # --- hello world, object form, over the unix socket -----------------------------------------
-HELLO=$(pod 11111111-aaaa-4bbb-8ccc-000000000001 hello "[$(ctr main 'echo hello-world; echo to-stderr >&2')]")
+HELLO=$(pod 11111111-aaaa-4bbb-8ccc-000000000001 hello "[$(jq -c '.imagePullPolicy = "Always"' <<<"$(ctr main 'echo hello-world; echo to-stderr >&2')")]")
 r=$(curl -s --unix-socket "$SOCK" -H "Authorization: Bearer s3cret-token" -X POST \
 	--data-binary "$(create_body "$HELLO")" -w '\n%{http_code}' http://riklet/create)
 is "$(tail -n1 <<<"$r")" 200 "POST /create over the unix socket: 200"

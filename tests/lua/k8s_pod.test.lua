@@ -116,7 +116,11 @@ _, _, notes = model(data({ { name = "c", image = "busybox", livenessProbe = { ex
   { volumes = { { name = "sa", projected = { sources = {} } } }, affinity = {} }))
 local all = table.concat(notes or {}, "\n")
 T.like(all, "livenessProbe is not run", "a probe is noted")
-T.like(all, "imagePullPolicy Always", "imagePullPolicy Always is noted")
+T.ok(not all:find("imagePullPolicy Always", 1, true), "imagePullPolicy Always is applied, not noted")
+m = model(data({ { name = "c", image = "busybox:1", imagePullPolicy = "Always" }, { name = "d", image = "busybox", imagePullPolicy = "IfNotPresent" } }))
+T.is(m and (m.containers[1].pull .. " " .. m.containers[2].pull), "always missing", "imagePullPolicy Always / IfNotPresent")
+_, reason = model(data({ { name = "c", image = "busybox", imagePullPolicy = "Sometimes" } }))
+T.like(tostring(reason), "imagePullPolicy", "an unknown imagePullPolicy is refused")
 T.like(all, 'volume "sa" at /var/run/secrets/kubernetes.io/serviceaccount is not mounted', "an undelivered projected volume is noted")
 T.like(all, "affinity", "affinity is noted")
 
