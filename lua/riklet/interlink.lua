@@ -116,7 +116,7 @@ local function terminated(c, fallback_reason)
 end
 
 -- One v1.ContainerStatus for spec container `spec_c` of an instance view `v` (nil: unknown pod).
-local function container_status(v, spec_c, id)
+local function container_status(v, spec_c, has_init)
   local name = type(spec_c) == "table" and spec_c.name or "?"
   local out = { name = name, image = type(spec_c) == "table" and spec_c.image or "", imageID = "", ready = false,
     restartCount = 0 }
@@ -139,7 +139,8 @@ local function container_status(v, spec_c, id)
     -- the pod could not be created (or lost): a reason that fails it, never waiting forever
     local msg = tostring(v.message or "")
     local reason = "CreateContainerError"
-    if not c and (msg:find("image", 1, true) or msg:find("pull", 1, true)) then reason = "ErrImagePull"
+    if not c and msg:match("^init container") then reason = "Init:Error"
+    elseif not c and (msg:find("image", 1, true) or msg:find("pull", 1, true)) then reason = "ErrImagePull"
     elseif c then reason = "StartError" end
     out.state = { terminated = { exitCode = 128, reason = reason, message = msg } }
     return out
@@ -148,7 +149,7 @@ local function container_status(v, spec_c, id)
     if st == "TERMINATED" or st == "DESTROYING" then
       out.state = { terminated = { exitCode = 0, reason = "Completed", message = "destroyed before it started" } }
     else
-      out.state = { waiting = { reason = "ContainerCreating" } }
+      out.state = { waiting = { reason = has_init and "PodInitializing" or "ContainerCreating" } }
     end
   elseif c.state == "running" then
     if st == "DESTROYING" or (st == "TERMINATED" and v.gone) then
@@ -179,11 +180,12 @@ local function pod_status(pod)
   local spec = type(pod.spec) == "table" and pod.spec or {}
   local st = { name = p.name ~= "" and p.name or p.uid, UID = p.uid, namespace = p.namespace, JID = p.id,
     containers = json.array({}), initContainers = json.array({}) }
+  local inits = type(spec.initContainers) == "table" and spec.initContainers or {}
   for _, c in ipairs(type(spec.containers) == "table" and spec.containers or {}) do
-    st.containers[#st.containers + 1] = container_status(v, c, p.id)
+    st.containers[#st.containers + 1] = container_status(v, c, #inits > 0)
   end
-  for _, c in ipairs(type(spec.initContainers) == "table" and spec.initContainers or {}) do
-    st.initContainers[#st.initContainers + 1] = container_status(v, c, p.id)
+  for _, c in ipairs(inits) do
+    st.initContainers[#st.initContainers + 1] = container_status(v, c, false)
   end
   if not v then log("info", "status of unknown pod %s/%s (%s): reported as failed", p.namespace, p.name, p.uid) end
   return st

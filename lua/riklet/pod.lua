@@ -198,6 +198,54 @@ function P.make_volumes(dir, w)
   return voldir
 end
 
+-- Run init container crec (created under conmon as mon) to its end; a failure is retried (restart
+-- policy OnFailure or Always: up to 3 more runs after 1, 2 and 4 s, each with its own log), then
+-- fails the create. Its runc container is deleted once it ended (the exit stays in the record).
+function P.run_init(inst, w, crec, mon)
+  local tries = w.restart_policy == "Never" and 1 or 4
+  for attempt = 1, tries do
+    local ok, err = runc.start(crec.runc_id)
+    if not ok then return nil, ("init container %s: %s"):format(crec.name, err) end
+    crec.state, crec.started_at, crec.finished_at = "running", core.time(), nil
+    save(inst)
+    local q = task.queue()
+    task.spawn(function() q:put({ mon.ended:wait() }) end)
+    inst.on_cancel = function() q:put({ false }) end
+    local st = q:get()[1]
+    inst.on_cancel = nil
+    if not st then return nil, "destroyed while its init containers ran" end
+    crec.exit_code, crec.exit_signal, crec.finished_at = st.code, st.signal, core.time()
+    crec.reason, crec.state = st.describe, "exited"
+    save(inst)
+    if st.code == 0 and not st.signal then
+      log("info", "instance %s: init container %s completed", inst.id, crec.name)
+      local r = rt(inst, crec.name)
+      r.expected = true
+      runc.delete(crec.runc_id, { force = true })
+      if crec.conmon_pid then conmon.stop(crec.conmon_pid, crec.runc_id) end
+      return true
+    end
+    if attempt == tries then break end
+    local delay = 2 ^ (attempt - 1)
+    log("info", "instance %s: init container %s %s: running it again in %d s", inst.id, crec.name, tostring(st.describe), delay)
+    crec.state, crec.reason = "waiting", ("%s; running it again in %d s"):format(tostring(st.describe), delay)
+    save(inst)
+    task.sleep(delay)
+    if inst.destroy_requested then return nil, "destroyed while its init containers ran" end
+    runc.delete(crec.runc_id, { force = true })
+    if crec.conmon_pid then conmon.stop(crec.conmon_pid, crec.runc_id) end
+    conmon.clean(crec.dir)
+    crec.run = (crec.run or 0) + 1
+    crec.restart_count = (crec.restart_count or 0) + 1
+    crec.log = log_for_run(crec, crec.run)
+    crec.state, crec.exit_code, crec.exit_signal = "created", nil, nil
+    mon, err = conmon_create(inst, crec)
+    save(inst)
+    if not mon then return nil, ("init container %s: %s"):format(crec.name, err) end
+  end
+  return nil, ("init container %s %s"):format(crec.name, tostring(crec.reason))
+end
+
 function P.create(inst, w)
   local rec = inst.rec
   local dir = cfg.paths.instances .. "/" .. inst.id
@@ -209,9 +257,11 @@ function P.create(inst, w)
   -- without a record, a crash would leave resources nothing names: do not create them
   ok, err = save(inst) if not ok then return nil, "cannot store its record: " .. err end
 
-  -- 1. images (the slow part; other instances go on meanwhile)
-  local imgs = {}
-  for i, c in ipairs(w.containers) do
+  -- 1. images (the slow part; other instances go on meanwhile); init containers first
+  local imgs, all = {}, {}
+  for _, c in ipairs(w.init_containers or {}) do all[#all + 1] = c end
+  for _, c in ipairs(w.containers) do all[#all + 1] = c end
+  for i, c in ipairs(all) do
     ok, err = check_cancel(inst)
     if not ok then return nil, err end
     local img, ierr = unless_destroyed(inst, image.ensure, c.image, { timeout = cfg.pull_timeout, pull = c.pull })
@@ -238,12 +288,13 @@ function P.create(inst, w)
     save(inst)
   end
 
-  -- 3. bundles and runc containers
-  for i, c in ipairs(w.containers) do
+  -- 3. bundles and runc containers (init containers: run to completion one after another first)
+  for i, c in ipairs(all) do
     local cdir = dir .. "/" .. c.name
     local crec = {
       name = c.name, runc_id = store.runc_id(inst.id, c.name), dir = cdir, image = c.image,
       digest = imgs[i].digest, run = 0, log = cdir .. "/logs/0.log", state = "preparing",
+      init = i <= #(w.init_containers or {}) or nil,
     }
     rec.containers[i] = crec
     save(inst)
@@ -272,9 +323,15 @@ function P.create(inst, w)
     mon, err = conmon_create(inst, crec)
     save(inst)
     if not mon then return nil, ("container %s: %s"):format(c.name, err) end
-    watch(inst, crec, mon)
+    if crec.init then
+      ok, err = P.run_init(inst, w, crec, mon)
+      if not ok then return nil, err end
+    else
+      watch(inst, crec, mon)
+    end
   end
   for _, crec in ipairs(rec.containers) do
+    if crec.init then goto next end
     ok, err = check_cancel(inst)
     if not ok then return nil, err end
     ok, err = fault.point("pod.runc_start") if not ok then return nil, ("container %s: %s"):format(crec.name, err) end
@@ -282,6 +339,7 @@ function P.create(inst, w)
     if not ok then return nil, ("container %s: %s"):format(crec.name, err) end
     crec.state = "running"
     crec.started_at = core.time()
+    ::next::
   end
   -- not stored here: the agent stores the record with RUNNING as soon as this returns (a crash
   -- before that leaves CREATING, which a restarted riklet rolls back and creates again)
@@ -637,6 +695,7 @@ function P.on_exit(inst, msg)
     log("warn", "instance %s: exit of unknown container %s ignored", inst.id, tostring(msg.container))
     return "running"
   end
+  if unit.init then return "running" end -- ran to its end during the create
   unit.state, unit.exit_code, unit.exit_signal = "exited", msg.code, msg.signal
   unit.finished_at = core.time()
   unit.reason = msg.describe
@@ -649,8 +708,10 @@ function P.on_exit(inst, msg)
   end
   local failed = {}
   for _, c in ipairs(inst.rec.containers) do
+    if c.init then goto next end
     if c.state ~= "exited" then return "running", nil, unit end
     if c.exit_code ~= 0 or c.exit_signal then failed[#failed + 1] = ("%s %s"):format(c.name, tostring(c.reason)) end
+    ::next::
   end
   if #failed > 0 then return "FAILED", "container " .. table.concat(failed, "; container "), unit end
   return "TERMINATED", "all containers exited with code 0", unit

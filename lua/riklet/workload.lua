@@ -125,7 +125,7 @@ end
 -- ---- strict validation of a model ----------------------------------------------------------
 
 local MODEL_KEYS = set("kind", "name", "replicas", "restart_policy", "grace_period", "containers", "function",
-  "independent", "volumes")
+  "independent", "volumes", "init_containers")
 local CONTAINER_KEYS = set("name", "image", "image_ref", "command", "args", "working_dir", "env", "ports",
   "mounts", "limits", "user", "pull")
 
@@ -408,8 +408,19 @@ function W.validate(m)
   end
   out.containers = {}
   local seen = {}
-  for i, c in ipairs(cs) do
-    local where = ("spec.containers[%d]"):format(i)
+  local ics = m.init_containers
+  if ics ~= nil then
+    if not is_array(ics) then return nil, "spec.initContainers must be an array of containers" end
+    if #ics + #cs > L.containers then
+      return nil, ("spec has %d containers and init containers: at most %d per Pod"):format(#ics + #cs, L.containers)
+    end
+    out.init_containers = {}
+  end
+  local all = {}
+  for i, c in ipairs(ics or {}) do all[#all + 1] = { c, ("spec.initContainers[%d]"):format(i), out.init_containers, i } end
+  for i, c in ipairs(cs) do all[#all + 1] = { c, ("spec.containers[%d]"):format(i), out.containers, i } end
+  for _, e in ipairs(all) do
+    local c, where = e[1], e[2]
     local vc
     vc, err = v_container(c, where)
     if not vc then return nil, err end
@@ -420,7 +431,7 @@ function W.validate(m)
       end
     end
     seen[vc.name] = true
-    out.containers[i] = vc
+    e[3][e[4]] = vc
   end
   return out
 end
@@ -575,30 +586,35 @@ local function map_rik(w)
     return nil, ("spec.containers has %d containers: at most %d per Pod"):format(#cs, L.containers)
   end
   m.containers = {}
-  for i, c in ipairs(cs) do
-    local where = ("spec.containers[%d]"):format(i)
-    if type(c) ~= "table" then return nil, where .. " must be an object" end
-    local mc = { name = c.name, image = c.image, command = opt(c.command), args = opt(c.args),
-      working_dir = opt(c.workingDir) or opt(c.working_dir) }
-    local err
-    mc.env, err = rik_env(c.env, where .. ".env")
-    if err then return nil, err end
-    mc.ports, err = rik_ports(c.ports, where .. ".ports")
-    if err then return nil, err end
-    mc.limits, err = rik_limits(c.resources, where .. ".resources")
-    if err then return nil, err end
-    mc.mounts, err = rik_mounts(opt(c.volumeMounts), where .. ".volumeMounts")
-    if err then return nil, err end
-    local ipp = opt(c.imagePullPolicy)
-    if ipp == "Always" then mc.pull = "always" elseif ipp == "IfNotPresent" then mc.pull = "missing"
-    elseif ipp ~= nil and ipp ~= "Never" then
-      return nil, ("%s.imagePullPolicy is %s: use Always, IfNotPresent or Never"):format(where, describe(ipp))
+  local ics = opt(spec.initContainers)
+  if ics ~= nil and type(ics) ~= "table" then return nil, "spec.initContainers must be an array" end
+  if ics and #ics > 0 then m.init_containers = {} end
+  for _, part in ipairs({ { "initContainers", ics or {}, m.init_containers }, { "containers", cs, m.containers } }) do
+    for i, c in ipairs(part[2]) do
+      local where = ("spec.%s[%d]"):format(part[1], i)
+      if type(c) ~= "table" then return nil, where .. " must be an object" end
+      local mc = { name = c.name, image = c.image, command = opt(c.command), args = opt(c.args),
+        working_dir = opt(c.workingDir) or opt(c.working_dir) }
+      local err
+      mc.env, err = rik_env(c.env, where .. ".env")
+      if err then return nil, err end
+      mc.ports, err = rik_ports(c.ports, where .. ".ports")
+      if err then return nil, err end
+      mc.limits, err = rik_limits(c.resources, where .. ".resources")
+      if err then return nil, err end
+      mc.mounts, err = rik_mounts(opt(c.volumeMounts), where .. ".volumeMounts")
+      if err then return nil, err end
+      local ipp = opt(c.imagePullPolicy)
+      if ipp == "Always" then mc.pull = "always" elseif ipp == "IfNotPresent" then mc.pull = "missing"
+      elseif ipp ~= nil and ipp ~= "Never" then
+        return nil, ("%s.imagePullPolicy is %s: use Always, IfNotPresent or Never"):format(where, describe(ipp))
+      end
+      local sc = opt(c.securityContext)
+      if type(sc) == "table" and (opt(sc.runAsUser) ~= nil or opt(sc.runAsGroup) ~= nil) then
+        mc.user = { uid = opt(sc.runAsUser), gid = opt(sc.runAsGroup) }
+      end
+      part[3][i] = mc
     end
-    local sc = opt(c.securityContext)
-    if type(sc) == "table" and (opt(sc.runAsUser) ~= nil or opt(sc.runAsGroup) ~= nil) then
-      mc.user = { uid = opt(sc.runAsUser), gid = opt(sc.runAsGroup) }
-    end
-    m.containers[i] = mc
   end
   return m
 end
@@ -865,7 +881,6 @@ function W.from_k8s(data)
   local notes = {}
   local init, err = k8s_list(spec.initContainers, "pod.spec.initContainers")
   if not init then return nil, err end
-  if #init > 0 then return nil, "pod.spec.initContainers: init containers are not supported by this riklet yet" end
   if spec.hostNetwork == true then return nil, "pod.spec.hostNetwork: riklet runs every pod in its own network namespace" end
   -- ConfigMaps and Secrets delivered with the pod, by name
   local src = { configmaps = {}, secrets = {} }
@@ -907,83 +922,85 @@ function W.from_k8s(data)
       end
     end
   end
-  local out = {}
-  for i, c in ipairs(cs) do
-    local where = ("pod.spec.containers[%d]"):format(i)
-    if type(c) ~= "table" or c[1] ~= nil then return nil, where .. " must be an object" end
-    local cname = type(c.name) == "string" and c.name or tostring(i)
-    local mc = { name = c.name, image = c.image, command = opt(c.command), args = opt(c.args),
-      workingDir = opt(c.workingDir) }
-    mc.env, err = k8s_env(c, where, src, md, spec)
-    if not mc.env then return nil, err end
-    local res = opt(c.resources)
-    if res ~= nil then
-      res, err = k8s_obj(res, where .. ".resources")
-      if err then return nil, err end
-      mc.resources = { limits = opt(res.limits) }
-    end
-    local ports
-    ports, err = k8s_list(c.ports, where .. ".ports")
-    if not ports then return nil, err end
-    mc.ports = {}
-    for j, p in ipairs(ports) do
-      if type(p) ~= "table" then return nil, ("%s.ports[%d] must be an object"):format(where, j) end
-      if not is_null(p.hostPort) then
-        mc.ports[#mc.ports + 1] = { port = p.hostPort, targetPort = p.containerPort, protocol = opt(p.protocol) }
+  local out, init_out = {}, {}
+  for _, part in ipairs({ { "initContainers", init, init_out }, { "containers", cs, out } }) do
+    for i, c in ipairs(part[2]) do
+      local where = ("pod.spec.%s[%d]"):format(part[1], i)
+      if type(c) ~= "table" or c[1] ~= nil then return nil, where .. " must be an object" end
+      local cname = type(c.name) == "string" and c.name or tostring(i)
+      local mc = { name = c.name, image = c.image, command = opt(c.command), args = opt(c.args),
+        workingDir = opt(c.workingDir) }
+      mc.env, err = k8s_env(c, where, src, md, spec)
+      if not mc.env then return nil, err end
+      local res = opt(c.resources)
+      if res ~= nil then
+        res, err = k8s_obj(res, where .. ".resources")
+        if err then return nil, err end
+        mc.resources = { limits = opt(res.limits) }
       end
-    end
-    if #mc.ports == 0 then mc.ports = nil end -- (RIK JSON reads an empty object as one port)
-    local vms
-    vms, err = k8s_list(c.volumeMounts, where .. ".volumeMounts")
-    if not vms then return nil, err end
-    mc.volumeMounts = {}
-    for j, vm in ipairs(vms) do
-      local w = ("%s.volumeMounts[%d]"):format(where, j)
-      if type(vm) ~= "table" or type(vm.name) ~= "string" then return nil, w .. " must be an object with a name" end
-      local v = vols[vm.name]
-      if not v then return nil, ("%s: no volume named %q in pod.spec.volumes"):format(w, vm.name) end
-      if not is_null(v.hostPath) then
-        return nil, ("%s: hostPath volume %q is refused: a pod never gets a path of the node"):format(w, vm.name)
-      end
-      local built, why = k8s_volume(v, src, projected)
-      if built then
-        if not used[vm.name] then
-          used[vm.name] = true
-          volumes[#volumes + 1] = built
-          if built.emptyDir and (built.emptyDir.medium or built.emptyDir.sizeLimit) then
-            notes[#notes + 1] = ("emptyDir %q: medium and sizeLimit are not applied yet (a directory on the node's disk)"):format(vm.name)
-          end
+      local ports
+      ports, err = k8s_list(c.ports, where .. ".ports")
+      if not ports then return nil, err end
+      mc.ports = {}
+      for j, p in ipairs(ports) do
+        if type(p) ~= "table" then return nil, ("%s.ports[%d] must be an object"):format(where, j) end
+        if not is_null(p.hostPort) then
+          mc.ports[#mc.ports + 1] = { port = p.hostPort, targetPort = p.containerPort, protocol = opt(p.protocol) }
         end
-        local sub = opt(vm.subPath)
-        mc.volumeMounts[#mc.volumeMounts + 1] = { mountPath = vm.mountPath, volume = vm.name, readOnly = vm.readOnly == true,
-          subPath = sub ~= "" and sub or nil }
-      elseif why then
-        return nil, ("%s: volume %q: %s"):format(w, vm.name, why)
-      else
-        notes[#notes + 1] = ("container %s: volume %q at %s is not mounted (riklet mounts emptyDir, configMap, secret "
-          .. "and projected volumes)"):format(cname, vm.name, tostring(vm.mountPath))
       end
-    end
-    -- runAsUser / runAsGroup (the container's, else the pod's); the rest of securityContext is noted
-    local csc = type(c.securityContext) == "table" and c.securityContext or {}
-    local psc = type(spec.securityContext) == "table" and spec.securityContext or {}
-    local uid, gid = opt(csc.runAsUser), opt(csc.runAsGroup)
-    if uid == nil then uid = opt(psc.runAsUser) end
-    if gid == nil then gid = opt(psc.runAsGroup) end
-    if uid ~= nil or gid ~= nil then mc.securityContext = { runAsUser = uid, runAsGroup = gid } end
-    for k, x in pairs(csc) do
-      if k ~= "runAsUser" and k ~= "runAsGroup" and not is_null(x) then
-        notes[#notes + 1] = ("container %s: securityContext.%s is not applied by riklet yet"):format(cname, tostring(k))
+      if #mc.ports == 0 then mc.ports = nil end -- (RIK JSON reads an empty object as one port)
+      local vms
+      vms, err = k8s_list(c.volumeMounts, where .. ".volumeMounts")
+      if not vms then return nil, err end
+      mc.volumeMounts = {}
+      for j, vm in ipairs(vms) do
+        local w = ("%s.volumeMounts[%d]"):format(where, j)
+        if type(vm) ~= "table" or type(vm.name) ~= "string" then return nil, w .. " must be an object with a name" end
+        local v = vols[vm.name]
+        if not v then return nil, ("%s: no volume named %q in pod.spec.volumes"):format(w, vm.name) end
+        if not is_null(v.hostPath) then
+          return nil, ("%s: hostPath volume %q is refused: a pod never gets a path of the node"):format(w, vm.name)
+        end
+        local built, why = k8s_volume(v, src, projected)
+        if built then
+          if not used[vm.name] then
+            used[vm.name] = true
+            volumes[#volumes + 1] = built
+            if built.emptyDir and (built.emptyDir.medium or built.emptyDir.sizeLimit) then
+              notes[#notes + 1] = ("emptyDir %q: medium and sizeLimit are not applied yet (a directory on the node's disk)"):format(vm.name)
+            end
+          end
+          local sub = opt(vm.subPath)
+          mc.volumeMounts[#mc.volumeMounts + 1] = { mountPath = vm.mountPath, volume = vm.name, readOnly = vm.readOnly == true,
+            subPath = sub ~= "" and sub or nil }
+        elseif why then
+          return nil, ("%s: volume %q: %s"):format(w, vm.name, why)
+        else
+          notes[#notes + 1] = ("container %s: volume %q at %s is not mounted (riklet mounts emptyDir, configMap, secret "
+            .. "and projected volumes)"):format(cname, vm.name, tostring(vm.mountPath))
+        end
       end
+      -- runAsUser / runAsGroup (the container's, else the pod's); the rest of securityContext is noted
+      local csc = type(c.securityContext) == "table" and c.securityContext or {}
+      local psc = type(spec.securityContext) == "table" and spec.securityContext or {}
+      local uid, gid = opt(csc.runAsUser), opt(csc.runAsGroup)
+      if uid == nil then uid = opt(psc.runAsUser) end
+      if gid == nil then gid = opt(psc.runAsGroup) end
+      if uid ~= nil or gid ~= nil then mc.securityContext = { runAsUser = uid, runAsGroup = gid } end
+      for k, x in pairs(csc) do
+        if k ~= "runAsUser" and k ~= "runAsGroup" and not is_null(x) then
+          notes[#notes + 1] = ("container %s: securityContext.%s is not applied by riklet yet"):format(cname, tostring(k))
+        end
+      end
+      for _, f in ipairs(IGNORED_CONTAINER) do
+        if not is_null(c[f]) and c[f] ~= false then notes[#notes + 1] = ("container %s: %s is not run by riklet yet"):format(cname, f) end
+      end
+      mc.imagePullPolicy = opt(c.imagePullPolicy)
+      if c.imagePullPolicy == "Never" then
+        notes[#notes + 1] = ("container %s: imagePullPolicy Never: riklet pulls the image when it is not cached"):format(cname)
+      end
+      part[3][i] = mc
     end
-    for _, f in ipairs(IGNORED_CONTAINER) do
-      if not is_null(c[f]) and c[f] ~= false then notes[#notes + 1] = ("container %s: %s is not run by riklet yet"):format(cname, f) end
-    end
-    mc.imagePullPolicy = opt(c.imagePullPolicy)
-    if c.imagePullPolicy == "Never" then
-      notes[#notes + 1] = ("container %s: imagePullPolicy Never: riklet pulls the image when it is not cached"):format(cname)
-    end
-    out[i] = mc
   end
   for _, f in ipairs(IGNORED_POD) do
     if not is_null(spec[f]) then notes[#notes + 1] = ("pod.spec.%s is not applied by riklet yet"):format(f) end
@@ -1000,7 +1017,7 @@ function W.from_k8s(data)
   if grace == nil then grace = 30 end
   return {
     apiVersion = "v1", kind = "Pod", name = name,
-    spec = { containers = out, restartPolicy = rp, terminationGracePeriodSeconds = grace, independentContainers = true,
+    spec = { containers = out, initContainers = #init_out > 0 and init_out or nil, restartPolicy = rp, terminationGracePeriodSeconds = grace, independentContainers = true,
       volumes = #volumes > 0 and volumes or nil },
   }, notes
 end

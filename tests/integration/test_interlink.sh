@@ -170,6 +170,26 @@ like "$v" 'a   =   1  \\n   b   =   2  \\n' "projected volume content keeps its 
 ok "grep -q 'volume \"kube-api-access-x\" at /var/run/secrets/kubernetes.io/serviceaccount is not mounted' $RK_LOG" \
 	"a projected volume that was not delivered is named in the log"
 
+# --- init containers: in order, handing a file to the main container; a failing one fails the pod
+I1=$(jq -c '.volumeMounts += [{name: "work", mountPath: "/work"}]' <<<"$(ctr i1 'echo one > /work/f')")
+I2=$(jq -c '.volumeMounts += [{name: "work", mountPath: "/work"}]' <<<"$(ctr i2 'echo two >> /work/f')")
+MAIN=$(jq -c '.volumeMounts += [{name: "work", mountPath: "/work"}]' <<<"$(ctr main 'echo got $(cat /work/f)')")
+IPOD=$(jq -c --argjson i "[$I1,$I2]" '.spec.initContainers = $i | .spec.volumes += [{name: "work", emptyDir: {}}]' \
+	<<<"$(pod 11111111-aaaa-4bbb-8ccc-00000000000a inits "[$MAIN]")")
+api POST /create "$(put c.json "$(create_body "$IPOD")")" >/dev/null
+wait_for 60 is_state "$IPOD" 0 terminated
+st=$(status_of "$IPOD")
+is "$(jq -r '[.[0].initContainers[] | .state.terminated | "\(.exitCode) \(.reason)"] | join(",")' <<<"$st")" "0 Completed,0 Completed" \
+	"init containers: both terminated Completed"
+lgi=$(put lgi.json "$(jq -c '.PodUID = "11111111-aaaa-4bbb-8ccc-00000000000a"' "$lg")")
+is "$(body "$(api GET /getLogs "$lgi")")" "got one two" "they ran in order and handed their file to the main container"
+IBAD=$(jq -c --argjson i "[$(ctr i1 'exit 5')]" '.spec.initContainers = $i' <<<"$(pod 11111111-aaaa-4bbb-8ccc-00000000000b initfail "[$(ctr main 'echo never')]")")
+api POST /create "$(put c.json "$(create_body "$IBAD")")" >/dev/null
+wait_for 60 is_state "$IBAD" 0 terminated
+st=$(status_of "$IBAD")
+is "$(jq -r '.[0].initContainers[0].state.terminated.exitCode' <<<"$st")" 5 "a failing init container: terminated, exitCode 5"
+is "$(jq -r '.[0].containers[0].state.terminated.reason' <<<"$st")" "Init:Error" "... the main container is terminated Init:Error, never left waiting"
+
 # --- restartPolicy OnFailure: restarts counted, the previous run's log ---------------------------
 RPOD=$(jq -c '.spec.restartPolicy = "OnFailure"' <<<"$(pod 11111111-aaaa-4bbb-8ccc-000000000009 crash "[$(ctr main 'echo run-at-$(date +%s); exit 1')]")")
 api POST /create "$(put c.json "$(create_body "$RPOD")")" >/dev/null
@@ -222,8 +242,8 @@ like "$(body "$r")" 'containers' "... naming the field"
 r=$(api POST /create "$(put bad.json "$(create_body "$(jq -c '.metadata.uid = "u-bad-2" | .spec.containers[0].command = [1,2]' <<<"$HELLO")")")")
 is "$(code "$r")" 422 "a command of numbers: 422"
 r=$(api POST /create "$(put bad.json "$(create_body "$(jq -c '.metadata.uid = "u-bad-3" | .spec.initContainers = [.spec.containers[0]]' <<<"$HELLO")")")")
-is "$(code "$r")" 422 "init containers (not supported yet): 422"
-like "$(body "$r")" 'init containers' "... saying so"
+is "$(code "$r")" 422 "an init container named like a container: 422"
+like "$(body "$r")" 'used twice' "... saying so"
 head -c 100000000 /dev/zero >"$TEST_TMP/big.json"
 is "$(code "$(api POST /create "$TEST_TMP/big.json")")" 413 "a 100 MB body: 413"
 rm -f "$TEST_TMP/big.json"
@@ -244,7 +264,7 @@ is "$(cstate "$P42" 0)" terminated "... an ended pod is still reported"
 r=$(api POST /delete "$(put d.json "$LONG")")
 is "$(code "$r")" 200 "delete: 200"
 ok "rk_nothing_left k8s-11111111-aaaa-4bbb-8ccc-000000000007" "delete leaves no container, mount or directory"
-for p in "$TWO" "$HELLO" "$ENVP" "$P42" "$NOCMD" "$LOGP" "$VPOD" "$RPOD"; do api POST /delete "$(put d.json "$p")" >/dev/null; done
+for p in "$TWO" "$HELLO" "$ENVP" "$P42" "$NOCMD" "$LOGP" "$VPOD" "$RPOD" "$IPOD" "$IBAD"; do api POST /delete "$(put d.json "$p")" >/dev/null; done
 ok "! rk_runc_ids | grep -q ." "every pod deleted: no runc container left"
 rk_stop TERM
 ok "! test -e $SOCK" "the unix socket is removed when riklet stops"

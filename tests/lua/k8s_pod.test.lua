@@ -75,8 +75,12 @@ _, reason = model(data({ { name = "c", image = "busybox", env = { { name = "my.v
 T.like(tostring(reason), "env", "an env name that is not a C identifier is refused")
 
 -- refusals name the field
-_, reason = model(data({ { name = "c", image = "busybox" } }, { initContainers = { { name = "i", image = "busybox" } } }))
-T.like(reason, "init containers", "init containers: refused")
+m, err = model(data({ { name = "c", image = "busybox" } }, { initContainers = { { name = "i1", image = "busybox", command = { "true" } },
+  { name = "i2", image = "busybox:1" } } }))
+T.is(m and (m.init_containers[1].name .. "," .. m.init_containers[2].name .. "," .. m.containers[1].name), "i1,i2,c",
+  "init containers map, in order: " .. tostring(err))
+_, reason = model(data({ { name = "c", image = "busybox" } }, { initContainers = { { name = "c", image = "busybox" } } }))
+T.like(tostring(reason), "used twice", "an init container named like a container is refused")
 _, reason = model(data({ { name = "c", image = "busybox" } }, { hostNetwork = true }))
 T.like(reason, "hostNetwork", "hostNetwork: refused")
 _, reason = model(data({ { name = "c", image = "busybox", volumeMounts = { { name = "h", mountPath = "/h" } } } },
