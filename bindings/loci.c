@@ -7,7 +7,8 @@
  *       env = {"K=V", ...} (overrides by name, appends new), hostname, root_path, netns_path,
  *       cgroups_path, cwd, mounts = {{source=, destination=, readonly=bool}, ...} (or
  *       {type = "tmpfs", destination=, readonly=bool}: a fresh tmpfs, no source),
- *       memory_limit (bytes), cpu_quota (us per period), cpu_period (us, default 100000).
+ *       memory_limit (bytes), cpu_quota (us per period), cpu_period (us, default 100000),
+ *       uid, gid (process.user; a gid drops the image's additional groups).
  *       Always: terminal=false, root.readonly=false, no user namespace / id mappings.
  *   oci.parse_state(json) -> {id=, pid=, status=, bundle=, created=} | nil, err */
 #include <string.h>
@@ -16,7 +17,8 @@
 #include "oci.h"
 
 static const char *const known_opts[] = {"args", "env",	   "hostname",	   "root_path", "netns_path", "cgroups_path",
-					 "cwd",	 "mounts", "memory_limit", "cpu_quota", "cpu_period", NULL};
+					 "cwd",	 "mounts", "memory_limit", "cpu_quota", "cpu_period", "uid",
+					 "gid",	 NULL};
 
 static const char *opt_str(lua_State *L, int idx, const char *k)
 {
@@ -85,6 +87,19 @@ static int l_edit_config(lua_State *L)
 	ed.memory_limit = (int64_t)opt_num(L, 3, "memory_limit");
 	ed.cpu_quota = (int64_t)opt_num(L, 3, "cpu_quota");
 	ed.cpu_period = (uint64_t)opt_num(L, 3, "cpu_period");
+	lua_getfield(L, 3, "uid");
+	lua_getfield(L, 3, "gid");
+	for (int i = 0; i < 2; i++) {
+		if (lua_isnil(L, i - 2))
+			continue;
+		lua_Number n = luaL_checknumber(L, i - 2);
+		if (n < 0 || n > 4294967294.0 || n != (lua_Number)(uint32_t)n)
+			return luaL_error(L, "oci.edit_config: opts.%s must be a whole number from 0 to 4294967294",
+					  i ? "gid" : "uid");
+		*(i ? &ed.has_gid : &ed.has_uid) = 1;
+		*(i ? &ed.gid : &ed.uid) = (uint32_t)n;
+	}
+	lua_pop(L, 2);
 
 	/* mounts: validate types before allocating anything that a raise would leak */
 	lua_getfield(L, 3, "mounts");

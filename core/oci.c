@@ -202,6 +202,15 @@ static int apply(cJSON *root, const rk_oci_edit *ed, rk_err *e)
 	}
 	if (ed->cgroups_path)
 		set_item(linux_, "cgroupsPath", cJSON_CreateString(ed->cgroups_path));
+	if (ed->has_uid || ed->has_gid) {
+		cJSON *user = obj_child(process, "user");
+		if (ed->has_uid)
+			set_item(user, "uid", cJSON_CreateNumber((double)ed->uid));
+		if (ed->has_gid) {
+			set_item(user, "gid", cJSON_CreateNumber((double)ed->gid));
+			cJSON_DeleteItemFromObjectCaseSensitive(user, "additionalGids");
+		}
+	}
 	if (ed->nmounts && apply_mounts(root, ed->mounts, ed->nmounts, e) < 0)
 		return -1;
 	if (ed->memory_limit < 0 || ed->cpu_quota < 0)

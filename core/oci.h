@@ -29,6 +29,8 @@ typedef struct rk_oci_edit {
 	int64_t memory_limit; /* bytes; 0 = no limit */
 	int64_t cpu_quota;    /* microseconds per period; 0 = no limit */
 	uint64_t cpu_period;  /* microseconds; 0 = 100000 when cpu_quota is set */
+	int has_uid, has_gid; /* set process.user.uid / gid (a gid drops additionalGids) */
+	uint32_t uid, gid;
 } rk_oci_edit;
 
 /* Always applied as well: root.readonly=false, process.terminal=false, user namespace and

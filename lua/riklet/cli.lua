@@ -14,6 +14,7 @@ riklet %s — the node agent of a RIK cluster: runs Pods (OCI containers with ru
 Usage:
   riklet [--master-ip HOST:PORT | --scheduler URL] [options]   node agent for a RIK scheduler
   riklet --standalone DIR [options]                              no cluster: DIR/*.json are the workloads
+  riklet --interlink HOST:PORT|unix:/path [options]             interLink plugin: Kubernetes pods from a virtual kubelet
   riklet run FILE.json [options]        run one workload in the foreground; Ctrl-C destroys it
   riklet ps [--json]                    instances on this node: state, restarts, age, reason
   riklet logs ID [CONTAINER] [--follow] [--timestamps] [--tail N] [--since TIME|10m] [--previous]
@@ -209,6 +210,11 @@ local function daemon(cfg)
     for _, v in ipairs(agent.list()) do if not v.gone then n = n + 1 end end
     return n
   end)
+  local interlink = #(cfg.interlink or {}) > 0
+  if interlink then
+    local servers, ierr = require("riklet.interlink").start(cfg, agent)
+    if not servers then return die("%s", ierr) end
+  end
   if cfg.standalone then
     local standalone = require "riklet.standalone"
     task.spawn(function()
@@ -218,7 +224,7 @@ local function daemon(cfg)
         if not stopping then core.exit(1) end
       end
     end)
-  else
+  elseif not interlink or cfg.scheduler then
     local found, scheduler = pcall(require, "riklet.scheduler")
     if not found then return die("scheduler mode is not available in this build: %s", scheduler) end
     cfg.scheduler = cfg.scheduler or "http://127.0.0.1:4995"
@@ -231,10 +237,11 @@ local function daemon(cfg)
     end)
   end
   core.log("info", "riklet", ("riklet %s started (pid %d, state %s, %s)"):format(core.version, core.getpid(),
-    cfg.state_dir, cfg.standalone and ("standalone " .. cfg.standalone) or ("scheduler " .. cfg.scheduler)))
+    cfg.state_dir, cfg.standalone and ("standalone " .. cfg.standalone) or cfg.scheduler and ("scheduler " .. cfg.scheduler)
+      or ("interLink " .. table.concat(cfg.interlink, ", "))))
   -- readiness for systemd (Type=notify): the store is re-adopted and the front-end is starting
   local nok, nerr = require("riklet.systemd").notify("READY=1\nSTATUS=" .. (cfg.standalone and ("standalone " .. cfg.standalone)
-    or ("scheduler " .. cfg.scheduler)))
+    or cfg.scheduler and ("scheduler " .. cfg.scheduler) or ("interLink " .. table.concat(cfg.interlink, ", "))))
   if nok == nil then core.log("warn", "riklet", nerr) end
   return nil -- keep running; the loop ends with core.exit
 end

@@ -71,6 +71,9 @@ M.options = {
   { "image-gc-age", "number", 0, "seconds after its last use an unused image is removed whatever the disk usage (0: never)" },
   { "image-gc-interval", "number", 300, "seconds between two image garbage collection passes (0: none; riklet prune or SIGUSR1 on demand)" },
   { "once", "bool", false, "riklet top: print one table and exit" },
+  { "interlink", "list", {}, "serve the interLink plugin API on HOST:PORT and/or unix:/path (repeat or comma-separate)" },
+  { "interlink-token-file", "string", nil, "interLink requests must carry Authorization: Bearer <the token in this file>" },
+  { "interlink-body-max", "number", 8388608, "bytes of an interLink request body; a larger one is refused with 413" },
 }
 
 local upstream_env = {
@@ -135,6 +138,8 @@ function M.parse(argv, first)
           if val == nil then return nil, ("option --%s needs a value"):format(name) end
         end
       end
+      -- a list option given twice adds up (--interlink A --interlink B)
+      if o[2] == "list" and flags[name] then val = flags[name] .. "," .. val end
       flags[name] = val
     else
       positional[#positional + 1] = a

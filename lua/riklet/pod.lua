@@ -123,7 +123,7 @@ end
 -- oci.edit_config options (added to opts). command + args replace the image's entrypoint + cmd.
 -- Known limit: the unpacked bundle keeps entrypoint and cmd as one list, so args without a command
 -- replace both (Kubernetes keeps the entrypoint; the same for images without one, like busybox).
-local function bundle_opts(c, opts)
+local function bundle_opts(c, opts, voldir)
   if c.command or c.args then
     local argv = {}
     for _, a in ipairs(c.command or {}) do argv[#argv + 1] = a end
@@ -134,9 +134,15 @@ local function bundle_opts(c, opts)
   if c.mounts and #c.mounts > 0 then
     opts.mounts = {}
     for i, m in ipairs(c.mounts) do
-      opts.mounts[i] = { type = "tmpfs", destination = m.destination, readonly = m.read_only and true or false }
+      if m.type == "volume" then -- a bind mount of the Pod's volume directory (P.make_volumes)
+        opts.mounts[i] = { source = voldir .. "/" .. m.volume .. (m.sub_path and ("/" .. m.sub_path) or ""),
+          destination = m.destination, readonly = m.read_only and true or false }
+      else
+        opts.mounts[i] = { type = "tmpfs", destination = m.destination, readonly = m.read_only and true or false }
+      end
     end
   end
+  if c.user then opts.uid, opts.gid = c.user.uid, c.user.gid end
   local l = c.limits or {}
   opts.memory_limit = l.memory
   if l.cpu then opts.cpu_quota, opts.cpu_period = l.cpu * 100, 100000 end -- millicores: 1000 = one CPU
@@ -163,6 +169,83 @@ local function unless_destroyed(inst, fn, ...)
   return r[1], r[2]
 end
 
+-- The Pod's volumes, in DIR/volumes/NAME (removed with the instance directory): emptyDir an empty
+-- directory every container may write (mode 0777, as Kubernetes makes it), files (ConfigMap,
+-- Secret, projected) written with their mode. A subPath that does not exist is made a directory.
+function P.make_volumes(dir, w)
+  local workload = require "riklet.workload"
+  local voldir = dir .. "/volumes"
+  for _, v in ipairs(w.volumes or {}) do
+    local vd = voldir .. "/" .. v.name
+    local ok, err = fs.mkdir_p(vd, v.type == "emptyDir" and "0777" or "0755")
+    if not ok then return nil, ("volume %s: %s"):format(v.name, err) end
+    for _, f in ipairs(v.files or {}) do
+      local path = vd .. "/" .. f.path
+      local parent = path:match("^(.*)/[^/]+$")
+      ok, err = fs.mkdir_p(parent, "0755")
+      if ok then ok, err = fs.write_atomic(path, workload.base64_decode(f.base64) or "", ("0%o"):format(f.mode or 420)) end
+      if not ok then return nil, ("volume %s, file %s: %s"):format(v.name, f.path, err) end
+    end
+  end
+  for _, c in ipairs(w.containers) do
+    for _, m in ipairs(c.mounts or {}) do
+      if m.type == "volume" and m.sub_path and not fs.exists(voldir .. "/" .. m.volume .. "/" .. m.sub_path) then
+        local ok, err = fs.mkdir_p(voldir .. "/" .. m.volume .. "/" .. m.sub_path, "0777")
+        if not ok then return nil, ("container %s: subPath %s: %s"):format(c.name, m.sub_path, err) end
+      end
+    end
+  end
+  return voldir
+end
+
+-- Run init container crec (created under conmon as mon) to its end; a failure is retried (restart
+-- policy OnFailure or Always: up to 3 more runs after 1, 2 and 4 s, each with its own log), then
+-- fails the create. Its runc container is deleted once it ended (the exit stays in the record).
+function P.run_init(inst, w, crec, mon)
+  local tries = w.restart_policy == "Never" and 1 or 4
+  for attempt = 1, tries do
+    local ok, err = runc.start(crec.runc_id)
+    if not ok then return nil, ("init container %s: %s"):format(crec.name, err) end
+    crec.state, crec.started_at, crec.finished_at = "running", core.time(), nil
+    save(inst)
+    local q = task.queue()
+    task.spawn(function() q:put({ mon.ended:wait() }) end)
+    inst.on_cancel = function() q:put({ false }) end
+    local st = q:get()[1]
+    inst.on_cancel = nil
+    if not st then return nil, "destroyed while its init containers ran" end
+    crec.exit_code, crec.exit_signal, crec.finished_at = st.code, st.signal, core.time()
+    crec.reason, crec.state = st.describe, "exited"
+    save(inst)
+    if st.code == 0 and not st.signal then
+      log("info", "instance %s: init container %s completed", inst.id, crec.name)
+      local r = rt(inst, crec.name)
+      r.expected = true
+      runc.delete(crec.runc_id, { force = true })
+      if crec.conmon_pid then conmon.stop(crec.conmon_pid, crec.runc_id) end
+      return true
+    end
+    if attempt == tries then break end
+    local delay = 2 ^ (attempt - 1)
+    log("info", "instance %s: init container %s %s: running it again in %d s", inst.id, crec.name, tostring(st.describe), delay)
+    crec.state, crec.reason = "waiting", ("%s; running it again in %d s"):format(tostring(st.describe), delay)
+    save(inst)
+    task.sleep(delay)
+    if inst.destroy_requested then return nil, "destroyed while its init containers ran" end
+    runc.delete(crec.runc_id, { force = true })
+    if crec.conmon_pid then conmon.stop(crec.conmon_pid, crec.runc_id) end
+    conmon.clean(crec.dir)
+    crec.run = (crec.run or 0) + 1
+    crec.restart_count = (crec.restart_count or 0) + 1
+    crec.log = log_for_run(crec, crec.run)
+    crec.state, crec.exit_code, crec.exit_signal = "created", nil, nil
+    mon, err = conmon_create(inst, crec)
+    save(inst)
+    if not mon then return nil, ("init container %s: %s"):format(crec.name, err) end
+  end
+  return nil, ("init container %s %s"):format(crec.name, tostring(crec.reason))
+end
+
 function P.create(inst, w)
   local rec = inst.rec
   local dir = cfg.paths.instances .. "/" .. inst.id
@@ -174,17 +257,23 @@ function P.create(inst, w)
   -- without a record, a crash would leave resources nothing names: do not create them
   ok, err = save(inst) if not ok then return nil, "cannot store its record: " .. err end
 
-  -- 1. images (the slow part; other instances go on meanwhile)
-  local imgs = {}
-  for i, c in ipairs(w.containers) do
+  -- 1. images (the slow part; other instances go on meanwhile); init containers first
+  local imgs, all = {}, {}
+  for _, c in ipairs(w.init_containers or {}) do all[#all + 1] = c end
+  for _, c in ipairs(w.containers) do all[#all + 1] = c end
+  for i, c in ipairs(all) do
     ok, err = check_cancel(inst)
     if not ok then return nil, err end
-    local img, ierr = unless_destroyed(inst, image.ensure, c.image, { timeout = cfg.pull_timeout })
+    local img, ierr = unless_destroyed(inst, image.ensure, c.image, { timeout = cfg.pull_timeout, pull = c.pull })
     if not img then return nil, ("container %s: %s"):format(c.name, ierr) end
     imgs[i] = img
   end
   ok, err = check_cancel(inst)
   if not ok then return nil, err end
+
+  local voldir
+  voldir, err = P.make_volumes(dir, w)
+  if not voldir then return nil, err end
 
   -- 2. network: one namespace for the whole Pod
   local netns
@@ -199,12 +288,13 @@ function P.create(inst, w)
     save(inst)
   end
 
-  -- 3. bundles and runc containers
-  for i, c in ipairs(w.containers) do
+  -- 3. bundles and runc containers (init containers: run to completion one after another first)
+  for i, c in ipairs(all) do
     local cdir = dir .. "/" .. c.name
     local crec = {
       name = c.name, runc_id = store.runc_id(inst.id, c.name), dir = cdir, image = c.image,
       digest = imgs[i].digest, run = 0, log = cdir .. "/logs/0.log", state = "preparing",
+      init = i <= #(w.init_containers or {}) or nil,
     }
     rec.containers[i] = crec
     save(inst)
@@ -224,7 +314,7 @@ function P.create(inst, w)
     ok, err = fault.point("pod.config") if not ok then return nil, ("container %s: %s"):format(c.name, err) end
     ok, err = oci.edit_config(imgs[i].config, cdir .. "/config.json", bundle_opts(c, {
       env = env_list(c.env), hostname = w.name, root_path = cdir .. "/rootfs", netns_path = netns,
-    }))
+    }, voldir))
     if not ok then return nil, ("container %s: cannot write its OCI config: %s"):format(c.name, err) end
     log_for_run(crec, 0)
     crec.state = "created"
@@ -233,9 +323,15 @@ function P.create(inst, w)
     mon, err = conmon_create(inst, crec)
     save(inst)
     if not mon then return nil, ("container %s: %s"):format(c.name, err) end
-    watch(inst, crec, mon)
+    if crec.init then
+      ok, err = P.run_init(inst, w, crec, mon)
+      if not ok then return nil, err end
+    else
+      watch(inst, crec, mon)
+    end
   end
   for _, crec in ipairs(rec.containers) do
+    if crec.init then goto next end
     ok, err = check_cancel(inst)
     if not ok then return nil, err end
     ok, err = fault.point("pod.runc_start") if not ok then return nil, ("container %s: %s"):format(crec.name, err) end
@@ -243,6 +339,7 @@ function P.create(inst, w)
     if not ok then return nil, ("container %s: %s"):format(crec.name, err) end
     crec.state = "running"
     crec.started_at = core.time()
+    ::next::
   end
   -- not stored here: the agent stores the record with RUNNING as soon as this returns (a crash
   -- before that leaves CREATING, which a restarted riklet rolls back and creates again)
@@ -598,17 +695,25 @@ function P.on_exit(inst, msg)
     log("warn", "instance %s: exit of unknown container %s ignored", inst.id, tostring(msg.container))
     return "running"
   end
+  if unit.init then return "running" end -- ran to its end during the create
   unit.state, unit.exit_code, unit.exit_signal = "exited", msg.code, msg.signal
   unit.finished_at = core.time()
   unit.reason = msg.describe
-  if msg.code ~= 0 or msg.signal then
+  -- independent (Kubernetes pods): a failed container does not end the others
+  local independent = inst.workload and inst.workload.independent
+  if (msg.code ~= 0 or msg.signal) and not independent then
     local n = unit.restart_count or 0
     return "FAILED", ("container %s %s%s"):format(unit.name, tostring(msg.describe),
       n > 0 and (" (after %d restart%s)"):format(n, n > 1 and "s" or "") or ""), unit
   end
+  local failed = {}
   for _, c in ipairs(inst.rec.containers) do
+    if c.init then goto next end
     if c.state ~= "exited" then return "running", nil, unit end
+    if c.exit_code ~= 0 or c.exit_signal then failed[#failed + 1] = ("%s %s"):format(c.name, tostring(c.reason)) end
+    ::next::
   end
+  if #failed > 0 then return "FAILED", "container " .. table.concat(failed, "; container "), unit end
   return "TERMINATED", "all containers exited with code 0", unit
 end
 

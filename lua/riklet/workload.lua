@@ -16,7 +16,8 @@
 --
 -- The model (no JSON null anywhere: absent is nil):
 --   { kind = "Pod" | "Function", name, replicas?, restart_policy = "Never"|"OnFailure"|"Always",
---     grace_period? (seconds; nil = --stop-grace),
+--     grace_period? (seconds; nil = --stop-grace), independent? (Kubernetes semantics: a container
+--     that ends does not stop the others; the Pod ends once all ended),
 --     containers = { { name, image, image_ref = {registry, repository, tag, digest, canonical, ...},
 --                      command?, args? (arrays of strings), working_dir?, env = { {name, value} },
 --                      ports = { {port, target_port, protocol = "tcp"|"udp", type?} },
@@ -151,9 +152,10 @@ end
 
 -- ---- strict validation of a model ----------------------------------------------------------
 
-local MODEL_KEYS = set("kind", "name", "replicas", "restart_policy", "grace_period", "containers", "function")
+local MODEL_KEYS = set("kind", "name", "replicas", "restart_policy", "grace_period", "containers", "function",
+  "independent", "volumes", "init_containers")
 local CONTAINER_KEYS = set("name", "image", "image_ref", "command", "args", "working_dir", "env", "ports",
-  "mounts", "limits")
+  "mounts", "limits", "user", "pull")
 
 -- An array of objects with only `keys`, at most max entries, each checked by check(e, where).
 local function entries(list, where, shape, max, keys, check)
@@ -173,7 +175,7 @@ local function entries(list, where, shape, max, keys, check)
 end
 
 local ENV_KEYS, PORT_KEYS, MOUNT_KEYS = set("name", "value"), set("port", "target_port", "protocol", "type"),
-  set("destination", "type", "read_only")
+  set("destination", "type", "read_only", "volume", "sub_path")
 
 local function v_env(e, w)
   if type(e.name) ~= "string" or #e.name > 256 or not e.name:match("^[A-Za-z_][A-Za-z0-9_]*$") then
@@ -203,13 +205,73 @@ end
 local function v_mount(m, w)
   local dest, err = check_path(m.destination, w .. ".destination")
   if not dest then return nil, err end
-  if m.type ~= "tmpfs" then
-    return nil, ("%s.type is %s: only tmpfs mounts are supported (a host path never comes from a workload)"):format(w, describe(m.type))
-  end
   if m.read_only ~= nil and type(m.read_only) ~= "boolean" then
     return nil, ("%s.read_only is %s: expected true or false"):format(w, describe(m.read_only))
   end
+  if m.type == "volume" then -- one of the Pod's volumes (checked against them in W.validate)
+    if not valid_name(m.volume) then return nil, ("%s.volume is %s: the name of one of the Pod's volumes"):format(w, describe(m.volume)) end
+    local sub
+    if m.sub_path ~= nil then
+      sub, err = W.check_rel_path(m.sub_path, w .. ".sub_path")
+      if not sub then return nil, err end
+    end
+    return { destination = dest, type = "volume", volume = m.volume, sub_path = sub, read_only = m.read_only }
+  end
+  if m.type ~= "tmpfs" then
+    return nil, ("%s.type is %s: only tmpfs and volume mounts are supported (a host path never comes from a workload)"):format(w, describe(m.type))
+  end
   return { destination = dest, type = "tmpfs", read_only = m.read_only }
+end
+
+-- A path inside a volume: relative, no '..', no empty part.
+function W.check_rel_path(v, where)
+  local p, err = check_string(v, where, L.arg)
+  if not p then return nil, err end
+  if p:sub(1, 1) == "/" or p:find("//", 1, true) or p:sub(-1) == "/" then
+    return nil, ("%s is %s: a relative path like dir/file is needed"):format(where, describe(p))
+  end
+  for part in p:gmatch("[^/]+") do
+    if part == ".." or part == "." then return nil, ("%s is %s: '.' and '..' are not allowed"):format(where, describe(p)) end
+  end
+  return p
+end
+
+local VOLUME_KEYS, FILE_KEYS = set("name", "type", "files", "medium", "size_limit"), set("path", "base64", "mode")
+
+local function v_file(f, w)
+  local p, err = W.check_rel_path(f.path, w .. ".path")
+  if not p then return nil, err end
+  local b
+  b, err = check_string(f.base64, w .. ".base64", L.manifest_bytes, true)
+  if not b then return nil, err end
+  if not W.base64_decode(b) then return nil, w .. ".base64 is not valid base64" end
+  local mode = f.mode
+  if mode ~= nil and (type(mode) ~= "number" or mode ~= math.floor(mode) or mode < 0 or mode > 511) then
+    return nil, ("%s.mode is %s: a file mode from 0 to 0777 (511)"):format(w, tostring(mode))
+  end
+  return { path = p, base64 = b, mode = mode }
+end
+
+local function v_volume(v, w)
+  if not valid_name(v.name) then return nil, ("%s.name is %s: a volume name is letters, digits, '.', '_' and '-'"):format(w, describe(v.name)) end
+  if v.type ~= "emptyDir" and v.type ~= "files" then
+    return nil, ("%s.type is %s: use emptyDir or files"):format(w, describe(v.type))
+  end
+  local out = { name = v.name, type = v.type }
+  if v.medium ~= nil then
+    if v.medium ~= "Memory" and v.medium ~= "" then return nil, ("%s.medium is %s: use Memory or nothing"):format(w, describe(v.medium)) end
+    out.medium = v.medium ~= "" and v.medium or nil
+  end
+  if v.size_limit ~= nil then
+    if type(v.size_limit) ~= "number" or v.size_limit < 4096 or v.size_limit > 2 ^ 50 then
+      return nil, ("%s.size_limit is %s: a number of bytes, at least 4096"):format(w, tostring(v.size_limit))
+    end
+    out.size_limit = math.floor(v.size_limit)
+  end
+  local err
+  out.files, err = entries(v.files, w .. ".files", "{path, base64, mode}", 1024, FILE_KEYS, v_file)
+  if not out.files then return nil, err end
+  return out
 end
 
 local function v_limits(l, where)
@@ -267,6 +329,25 @@ local function v_container(c, where)
   if not out.mounts then return nil, err end
   out.limits, err = v_limits(c.limits, where .. ".limits")
   if not out.limits then return nil, err end
+  if c.pull ~= nil then -- image pull policy: "always" (pull each create), "missing" (the default)
+    if c.pull ~= "always" and c.pull ~= "missing" then
+      return nil, ("%s.pull is %s: use always or missing"):format(where, describe(c.pull))
+    end
+    out.pull = c.pull
+  end
+  if c.user ~= nil then -- {uid?, gid?}: the process's user and group ids
+    local u = c.user
+    if type(u) ~= "table" then return nil, where .. ".user must be an object {uid, gid}" end
+    ok, err = only_keys(u, set("uid", "gid"), where .. ".user")
+    if not ok then return nil, err end
+    for _, k in ipairs({ "uid", "gid" }) do
+      local n = u[k]
+      if n ~= nil and (type(n) ~= "number" or n ~= math.floor(n) or n < 0 or n > 4294967294) then
+        return nil, ("%s.user.%s is %s: a whole number from 0 to 4294967294"):format(where, k, tostring(n))
+      end
+    end
+    out.user = { uid = u.uid, gid = u.gid }
+  end
   return out
 end
 
@@ -330,6 +411,10 @@ function W.validate(m)
     end
     out.grace_period = g
   end
+  if m.independent ~= nil then
+    if type(m.independent) ~= "boolean" then return nil, "independent must be true or false" end
+    out.independent = m.independent
+  end
   if m.kind == "Function" then
     if m.containers ~= nil then return nil, "a Function has no containers" end
     out["function"], err = v_function(m["function"], "spec.function")
@@ -344,16 +429,39 @@ function W.validate(m)
   if #cs > L.containers then
     return nil, ("spec.containers has %d containers: at most %d per Pod"):format(#cs, L.containers)
   end
+  out.volumes, err = entries(m.volumes, "spec.volumes", "{name, type}", L.mounts, VOLUME_KEYS, v_volume)
+  if not out.volumes then return nil, err end
+  local vnames = {}
+  for _, v in ipairs(out.volumes) do
+    if vnames[v.name] then return nil, ("spec.volumes: %q is used twice"):format(v.name) end
+    vnames[v.name] = true
+  end
   out.containers = {}
   local seen = {}
-  for i, c in ipairs(cs) do
-    local where = ("spec.containers[%d]"):format(i)
+  local ics = m.init_containers
+  if ics ~= nil then
+    if not is_array(ics) then return nil, "spec.initContainers must be an array of containers" end
+    if #ics + #cs > L.containers then
+      return nil, ("spec has %d containers and init containers: at most %d per Pod"):format(#ics + #cs, L.containers)
+    end
+    out.init_containers = {}
+  end
+  local all = {}
+  for i, c in ipairs(ics or {}) do all[#all + 1] = { c, ("spec.initContainers[%d]"):format(i), out.init_containers, i } end
+  for i, c in ipairs(cs) do all[#all + 1] = { c, ("spec.containers[%d]"):format(i), out.containers, i } end
+  for _, e in ipairs(all) do
+    local c, where = e[1], e[2]
     local vc
     vc, err = v_container(c, where)
     if not vc then return nil, err end
     if seen[vc.name] then return nil, ("%s.name %q is used twice in this Pod"):format(where, vc.name) end
+    for j, mt in ipairs(vc.mounts) do
+      if mt.type == "volume" and not vnames[mt.volume] then
+        return nil, ("%s.mounts[%d].volume %q is not one of the Pod's volumes"):format(where, j, mt.volume)
+      end
+    end
     seen[vc.name] = true
-    out.containers[i] = vc
+    e[3][e[4]] = vc
   end
   return out
 end
@@ -446,7 +554,9 @@ local function rik_mounts(vm, where)
     if not is_obj(m) then return nil, ("%s[%d] is %s: expected an object {mountPath, type}"):format(where, i, describe(m)) end
     local dest = opt(m.mountPath)
     if dest == nil then dest = opt(m.destination) end
-    out[i] = { destination = dest, type = opt(m.type) or "tmpfs", read_only = opt(m.readOnly) }
+    local vol = opt(m.volume)
+    out[i] = { destination = dest, type = opt(m.type) or (vol and "volume") or "tmpfs", read_only = opt(m.readOnly),
+      volume = vol, sub_path = opt(m.subPath) }
   end
   return out
 end
@@ -471,6 +581,19 @@ local function map_rik(w)
   if rp ~= nil then
     if not RIK_POLICY[rp] then return nil, ("spec.restartPolicy is %s: use Never, OnFailure or Always"):format(describe(rp)) end
     m.restart_policy = RIK_POLICY[rp]
+  end
+  m.independent = opt(spec.independentContainers)
+  -- volumes: {name, emptyDir = {medium, sizeLimit} | files = {{path, base64, mode}}}
+  local vols = opt(spec.volumes)
+  if vols ~= nil then
+    if type(vols) ~= "table" then return nil, "spec.volumes must be an array" end
+    m.volumes = {}
+    for i, v in ipairs(vols) do
+      if type(v) ~= "table" then return nil, ("spec.volumes[%d] must be an object"):format(i) end
+      local ed = opt(v.emptyDir)
+      m.volumes[i] = { name = v.name, type = ed ~= nil and "emptyDir" or "files", files = opt(v.files),
+        medium = type(ed) == "table" and opt(ed.medium) or nil, size_limit = type(ed) == "table" and opt(ed.sizeLimit) or nil }
+    end
   end
   m.grace_period = opt(spec.terminationGracePeriodSeconds)
   if m.grace_period ~= nil and type(m.grace_period) ~= "number" then
@@ -500,21 +623,38 @@ local function map_rik(w)
     return nil, ("spec.containers has %d containers: at most %d per Pod"):format(#cs, L.containers)
   end
   m.containers = {}
-  for i, c in ipairs(cs) do
-    local where = ("spec.containers[%d]"):format(i)
-    if not is_obj(c) then return nil, ("%s is %s: expected an object"):format(where, describe(c)) end
-    local mc = { name = c.name, image = opt(c.image), command = opt(c.command), args = opt(c.args),
-      working_dir = opt(c.workingDir) or opt(c.working_dir) }
-    local err
-    mc.env, err = rik_env(c.env, where .. ".env")
-    if err then return nil, err end
-    mc.ports, err = rik_ports(c.ports, where .. ".ports")
-    if err then return nil, err end
-    mc.limits, err = rik_limits(c.resources, where .. ".resources")
-    if err then return nil, err end
-    mc.mounts, err = rik_mounts(opt(c.volumeMounts), where .. ".volumeMounts")
-    if err then return nil, err end
-    m.containers[i] = mc
+  local ics = opt(spec.initContainers)
+  if ics ~= nil and not is_arr(ics) then return nil, ("spec.initContainers is %s: expected an array"):format(describe(ics)) end
+  if ics and #ics > L.containers then
+    return nil, ("spec.initContainers has %d containers: at most %d per Pod"):format(#ics, L.containers)
+  end
+  if ics and #ics > 0 then m.init_containers = {} end
+  for _, part in ipairs({ { "initContainers", ics or {}, m.init_containers }, { "containers", cs, m.containers } }) do
+    for i, c in ipairs(part[2]) do
+      local where = ("spec.%s[%d]"):format(part[1], i)
+      if not is_obj(c) then return nil, ("%s is %s: expected an object"):format(where, describe(c)) end
+      local mc = { name = c.name, image = opt(c.image), command = opt(c.command), args = opt(c.args),
+        working_dir = opt(c.workingDir) or opt(c.working_dir) }
+      local err
+      mc.env, err = rik_env(c.env, where .. ".env")
+      if err then return nil, err end
+      mc.ports, err = rik_ports(c.ports, where .. ".ports")
+      if err then return nil, err end
+      mc.limits, err = rik_limits(c.resources, where .. ".resources")
+      if err then return nil, err end
+      mc.mounts, err = rik_mounts(opt(c.volumeMounts), where .. ".volumeMounts")
+      if err then return nil, err end
+      local ipp = opt(c.imagePullPolicy)
+      if ipp == "Always" then mc.pull = "always" elseif ipp == "IfNotPresent" then mc.pull = "missing"
+      elseif ipp ~= nil and ipp ~= "Never" then
+        return nil, ("%s.imagePullPolicy is %s: use Always, IfNotPresent or Never"):format(where, describe(ipp))
+      end
+      local sc = opt(c.securityContext)
+      if type(sc) == "table" and (opt(sc.runAsUser) ~= nil or opt(sc.runAsGroup) ~= nil) then
+        mc.user = { uid = opt(sc.runAsUser), gid = opt(sc.runAsGroup) }
+      end
+      part[3][i] = mc
+    end
   end
   return m
 end
@@ -559,6 +699,378 @@ function W.admit(m)
   local v, err = W.validate(admitted)
   if not v then return nil, "the admission policy returned a workload that is not valid: " .. err end
   return v
+end
+
+-- ---- Kubernetes v1.Pod (as the interLink virtual kubelet sends it) -> RIK workload JSON ------
+--
+-- W.from_k8s(data) -> definition (a table in the RIK JSON shape, for W.from_rik), notes | nil, reason
+--   data: interLink's RetrievedPodData {pod = v1.Pod, container = {{name, configMaps, secrets,
+--   projectedvolumemaps}}}. notes: what the spec asks for that riklet does not run (the caller logs
+--   them once). Refused (reason names the field): init containers, hostNetwork, a shared emptyDir,
+--   subPath, an env ref that cannot be resolved.
+
+local b64 = {}
+do
+  local chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+  for i = 1, 64 do b64[chars:byte(i)] = i - 1 end
+  b64[("-"):byte()], b64[("_"):byte()] = 62, 63
+end
+
+function W.base64_decode(s)
+  if type(s) ~= "string" then return nil end
+  s = s:gsub("[%s=]", "")
+  local out, bits, n = {}, 0, 0
+  for i = 1, #s do
+    local v = b64[s:byte(i)]
+    if not v then return nil end
+    bits, n = bits * 64 + v, n + 6
+    if n >= 8 then
+      n = n - 8
+      local b = math.floor(bits / 2 ^ n)
+      out[#out + 1] = string.char(b)
+      bits = bits - b * 2 ^ n
+    end
+  end
+  return table.concat(out)
+end
+
+local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+function W.base64_encode(s)
+  local out = {}
+  for i = 1, #s, 3 do
+    local a, b, c = s:byte(i, i + 2)
+    local n = a * 65536 + (b or 0) * 256 + (c or 0)
+    local q = { math.floor(n / 262144) % 64, math.floor(n / 4096) % 64, math.floor(n / 64) % 64, n % 64 }
+    out[#out + 1] = B64:sub(q[1] + 1, q[1] + 1) .. B64:sub(q[2] + 1, q[2] + 1)
+      .. (b and B64:sub(q[3] + 1, q[3] + 1) or "=") .. (c and B64:sub(q[4] + 1, q[4] + 1) or "=")
+  end
+  return table.concat(out)
+end
+
+local function k8s_list(v, where)
+  if is_null(v) then return {} end
+  if type(v) ~= "table" or (next(v) ~= nil and v[1] == nil) then return nil, where .. " must be an array" end
+  return v
+end
+
+local function k8s_obj(v, where)
+  if is_null(v) then return nil end
+  if type(v) ~= "table" or v[1] ~= nil then return nil, where .. " must be an object" end
+  return v
+end
+
+-- value of key in a ConfigMap (data, then binaryData) or a Secret (data is base64)
+local function source_value(obj, key, secret)
+  if type(obj) ~= "table" then return nil end
+  local data = type(obj.data) == "table" and obj.data or {}
+  local v = data[key]
+  if secret and type(v) == "string" then return W.base64_decode(v) end
+  if type(v) == "string" then return v end
+  local sd = type(obj.stringData) == "table" and obj.stringData[key]
+  if type(sd) == "string" then return sd end
+  local bd = type(obj.binaryData) == "table" and obj.binaryData[key]
+  if type(bd) == "string" then return W.base64_decode(bd) end
+  return nil
+end
+
+local function field_ref(path, md, spec)
+  local map = {
+    ["metadata.name"] = md.name, ["metadata.namespace"] = md.namespace or "default",
+    ["metadata.uid"] = md.uid, ["spec.nodeName"] = spec.nodeName, ["spec.serviceAccountName"] = spec.serviceAccountName,
+  }
+  local v = map[path]
+  if v == nil then
+    local k = path:match("^metadata%.labels%['(.*)'%]$")
+    if k and type(md.labels) == "table" then v = md.labels[k] end
+    k = path:match("^metadata%.annotations%['(.*)'%]$")
+    if k and type(md.annotations) == "table" then v = md.annotations[k] end
+  end
+  if type(v) == "string" then return v end
+  return nil
+end
+
+local function k8s_env(c, where, src, md, spec)
+  local out = {}
+  local envs, err = k8s_list(c.envFrom, where .. ".envFrom")
+  if not envs then return nil, err end
+  for i, ef in ipairs(envs) do
+    local w = ("%s.envFrom[%d]"):format(where, i)
+    if type(ef) ~= "table" then return nil, w .. " must be an object" end
+    local ref, secret = ef.configMapRef, false
+    if is_null(ref) then ref, secret = ef.secretRef, true end
+    if type(ref) ~= "table" or type(ref.name) ~= "string" then
+      return nil, w .. " needs configMapRef.name or secretRef.name"
+    end
+    local obj = (secret and src.secrets or src.configmaps)[ref.name]
+    if not obj then
+      if ref.optional ~= true then
+        return nil, ("%s: %s %q was not delivered with the pod"):format(w, secret and "Secret" or "ConfigMap", ref.name)
+      end
+    else
+      local keys = {}
+      for k in pairs(type(obj.data) == "table" and obj.data or {}) do keys[#keys + 1] = k end
+      table.sort(keys)
+      for _, k in ipairs(keys) do
+        out[#out + 1] = { name = (type(ef.prefix) == "string" and ef.prefix or "") .. k, value = source_value(obj, k, secret) }
+      end
+    end
+  end
+  envs, err = k8s_list(c.env, where .. ".env")
+  if not envs then return nil, err end
+  for i, e in ipairs(envs) do
+    local w = ("%s.env[%d]"):format(where, i)
+    if type(e) ~= "table" or type(e.name) ~= "string" then return nil, w .. " must be an object with a name" end
+    local v = e.value
+    if is_null(v) and type(e.valueFrom) == "table" then
+      local vf = e.valueFrom
+      local ref, secret = vf.configMapKeyRef, false
+      if is_null(ref) then ref, secret = vf.secretKeyRef, true end
+      if type(ref) == "table" then
+        local obj = (secret and src.secrets or src.configmaps)[ref.name]
+        v = obj and source_value(obj, ref.key, secret)
+        if v == nil and ref.optional ~= true then
+          return nil, ("%s.valueFrom: key %q of %s %q is not in what was delivered with the pod"):format(w,
+            tostring(ref.key), secret and "Secret" or "ConfigMap", tostring(ref.name))
+        end
+      elseif type(vf.fieldRef) == "table" then
+        v = field_ref(tostring(vf.fieldRef.fieldPath), md, spec)
+        if v == nil then
+          return nil, ("%s.valueFrom.fieldRef %s: riklet cannot resolve this field"):format(w, tostring(vf.fieldRef.fieldPath))
+        end
+      else
+        return nil, ("%s.valueFrom: only configMapKeyRef, secretKeyRef and fieldRef are supported"):format(w)
+      end
+    end
+    if v ~= nil then out[#out + 1] = { name = e.name, value = is_null(v) and "" or v } end
+  end
+  return out
+end
+
+-- The volume riklet builds for a pod volume: RIK JSON {name, emptyDir = {medium, sizeLimit}} or
+-- {name, files = {{path, base64, mode}}}; nil, reason when refused; nil when riklet does not
+-- build this kind (the caller notes it).
+local function k8s_files(v, obj, items, default_mode, secret, where)
+  local files = {}
+  local data = type(obj) == "table" and type(obj.data) == "table" and obj.data or {}
+  local bin = type(obj) == "table" and type(obj.binaryData) == "table" and obj.binaryData or {}
+  local function add(key, path, mode)
+    local val = data[key]
+    local enc
+    if type(val) == "string" then enc = secret and val or W.base64_encode(val)
+    elseif type(bin[key]) == "string" then enc = bin[key] end
+    if not enc then return nil, ("key %q is not in %s"):format(tostring(key), where) end
+    files[#files + 1] = { path = path, base64 = enc, mode = tonumber(mode) or tonumber(default_mode) or 420 }
+    return true
+  end
+  if type(items) == "table" and #items > 0 then
+    for _, it in ipairs(items) do
+      if type(it) ~= "table" then return nil, "items must be objects {key, path}" end
+      local ok, err = add(it.key, it.path, it.mode)
+      if not ok then return nil, err end
+    end
+  else
+    local keys = {}
+    for k in pairs(data) do keys[#keys + 1] = k end
+    for k in pairs(bin) do if data[k] == nil then keys[#keys + 1] = k end end
+    table.sort(keys)
+    for _, k in ipairs(keys) do add(k, k) end
+  end
+  return { name = v.name, files = files }
+end
+
+local function k8s_volume(v, src, projected)
+  if not is_null(v.emptyDir) then
+    local ed = type(v.emptyDir) == "table" and v.emptyDir or {}
+    local size
+    if not is_null(ed.sizeLimit) then
+      local n, unit = tostring(ed.sizeLimit):match("^(%d+)(%a*)$")
+      if not n or not MEM_UNITS[unit] then return nil, ("emptyDir.sizeLimit %s is not a quantity like 64Mi"):format(tostring(ed.sizeLimit)) end
+      size = tonumber(n) * MEM_UNITS[unit]
+    end
+    return { name = v.name, emptyDir = { medium = opt(ed.medium), sizeLimit = size } }
+  end
+  if type(v.configMap) == "table" then
+    local cm = src.configmaps[v.configMap.name]
+    if not cm then
+      if v.configMap.optional == true then return { name = v.name, files = {} } end
+      return nil, ("ConfigMap %q was not delivered with the pod"):format(tostring(v.configMap.name))
+    end
+    return k8s_files(v, cm, v.configMap.items, v.configMap.defaultMode, false, "ConfigMap " .. tostring(v.configMap.name))
+  end
+  if type(v.secret) == "table" then
+    local sc = src.secrets[v.secret.secretName]
+    if not sc then
+      if v.secret.optional == true then return { name = v.name, files = {} } end
+      return nil, ("Secret %q was not delivered with the pod"):format(tostring(v.secret.secretName))
+    end
+    return k8s_files(v, sc, v.secret.items, v.secret.defaultMode, true, "Secret " .. tostring(v.secret.secretName))
+  end
+  if type(v.projected) == "table" or type(v.downwardAPI) == "table" then
+    local pm = projected[v.name]
+    if not pm then return nil end -- not delivered: noted, not mounted
+    local mode = type(v.projected) == "table" and v.projected.defaultMode or nil
+    return k8s_files(v, pm, nil, mode, false, "projected volume " .. v.name)
+  end
+  return nil
+end
+
+-- spec fields riklet does not run, named in the notes when present
+local IGNORED_CONTAINER = { "livenessProbe", "readinessProbe", "startupProbe", "lifecycle", "stdin", "tty" }
+local IGNORED_POD = { "affinity", "tolerations", "hostAliases", "dnsConfig", "priorityClassName",
+  "runtimeClassName", "shareProcessNamespace", "readinessGates", "topologySpreadConstraints" }
+
+function W.from_k8s(data)
+  if type(data) ~= "table" then return nil, "the body must be a JSON object {pod, container}" end
+  local pod = data.pod
+  if type(pod) ~= "table" or pod[1] ~= nil then return nil, "pod is missing or not an object (expected interLink's RetrievedPodData)" end
+  local md, spec = pod.metadata, pod.spec
+  if type(md) ~= "table" then return nil, "pod.metadata is missing or not an object" end
+  if type(spec) ~= "table" then return nil, "pod.spec is missing or not an object" end
+  if type(md.name) ~= "string" or md.name == "" or #md.name > 253 then
+    return nil, ("pod.metadata.name is %s: a pod name is 1 to 253 characters"):format(describe(md.name))
+  end
+  local notes = {}
+  local init, err = k8s_list(spec.initContainers, "pod.spec.initContainers")
+  if not init then return nil, err end
+  if spec.hostNetwork == true then return nil, "pod.spec.hostNetwork: riklet runs every pod in its own network namespace" end
+  -- ConfigMaps and Secrets delivered with the pod, by name
+  local src = { configmaps = {}, secrets = {} }
+  local rcs
+  rcs, err = k8s_list(data.container, "container")
+  if not rcs then return nil, err end
+  for _, rc in ipairs(rcs) do
+    if type(rc) == "table" then
+      for _, cm in ipairs(type(rc.configMaps) == "table" and rc.configMaps or {}) do
+        if type(cm) == "table" and type(cm.metadata) == "table" and type(cm.metadata.name) == "string" then
+          src.configmaps[cm.metadata.name] = cm
+        end
+      end
+      for _, sc in ipairs(type(rc.secrets) == "table" and rc.secrets or {}) do
+        if type(sc) == "table" and type(sc.metadata) == "table" and type(sc.metadata.name) == "string" then
+          src.secrets[sc.metadata.name] = sc
+        end
+      end
+    end
+  end
+  local vols = {}
+  local vl
+  vl, err = k8s_list(spec.volumes, "pod.spec.volumes")
+  if not vl then return nil, err end
+  for i, v in ipairs(vl) do
+    if type(v) ~= "table" or type(v.name) ~= "string" then return nil, ("pod.spec.volumes[%d] must be an object with a name"):format(i) end
+    vols[v.name] = v
+  end
+  local cs
+  cs, err = k8s_list(spec.containers, "pod.spec.containers")
+  if not cs then return nil, err end
+  if #cs == 0 then return nil, "pod.spec.containers is missing or empty: a pod needs at least one container" end
+  local used, volumes = {}, {}
+  local projected = {}
+  for _, rc in ipairs(rcs) do
+    for _, pm in ipairs(type(rc) == "table" and type(rc.projectedvolumemaps) == "table" and rc.projectedvolumemaps or {}) do
+      if type(pm) == "table" and type(pm.metadata) == "table" and type(pm.metadata.name) == "string" then
+        projected[pm.metadata.name] = pm
+      end
+    end
+  end
+  local out, init_out = {}, {}
+  for _, part in ipairs({ { "initContainers", init, init_out }, { "containers", cs, out } }) do
+    for i, c in ipairs(part[2]) do
+      local where = ("pod.spec.%s[%d]"):format(part[1], i)
+      if type(c) ~= "table" or c[1] ~= nil then return nil, where .. " must be an object" end
+      local cname = type(c.name) == "string" and c.name or tostring(i)
+      local mc = { name = c.name, image = c.image, command = opt(c.command), args = opt(c.args),
+        workingDir = opt(c.workingDir) }
+      mc.env, err = k8s_env(c, where, src, md, spec)
+      if not mc.env then return nil, err end
+      local res = opt(c.resources)
+      if res ~= nil then
+        res, err = k8s_obj(res, where .. ".resources")
+        if err then return nil, err end
+        mc.resources = { limits = opt(res.limits) }
+      end
+      local ports
+      ports, err = k8s_list(c.ports, where .. ".ports")
+      if not ports then return nil, err end
+      mc.ports = {}
+      for j, p in ipairs(ports) do
+        if type(p) ~= "table" then return nil, ("%s.ports[%d] must be an object"):format(where, j) end
+        if not is_null(p.hostPort) then
+          mc.ports[#mc.ports + 1] = { port = p.hostPort, targetPort = p.containerPort, protocol = opt(p.protocol) }
+        end
+      end
+      if #mc.ports == 0 then mc.ports = nil end -- (RIK JSON reads an empty object as one port)
+      local vms
+      vms, err = k8s_list(c.volumeMounts, where .. ".volumeMounts")
+      if not vms then return nil, err end
+      mc.volumeMounts = {}
+      for j, vm in ipairs(vms) do
+        local w = ("%s.volumeMounts[%d]"):format(where, j)
+        if type(vm) ~= "table" or type(vm.name) ~= "string" then return nil, w .. " must be an object with a name" end
+        local v = vols[vm.name]
+        if not v then return nil, ("%s: no volume named %q in pod.spec.volumes"):format(w, vm.name) end
+        if not is_null(v.hostPath) then
+          return nil, ("%s: hostPath volume %q is refused: a pod never gets a path of the node"):format(w, vm.name)
+        end
+        local built, why = k8s_volume(v, src, projected)
+        if built then
+          if not used[vm.name] then
+            used[vm.name] = true
+            volumes[#volumes + 1] = built
+            if built.emptyDir and (built.emptyDir.medium or built.emptyDir.sizeLimit) then
+              notes[#notes + 1] = ("emptyDir %q: medium and sizeLimit are not applied yet (a directory on the node's disk)"):format(vm.name)
+            end
+          end
+          local sub = opt(vm.subPath)
+          mc.volumeMounts[#mc.volumeMounts + 1] = { mountPath = vm.mountPath, volume = vm.name, readOnly = vm.readOnly == true,
+            subPath = sub ~= "" and sub or nil }
+        elseif why then
+          return nil, ("%s: volume %q: %s"):format(w, vm.name, why)
+        else
+          notes[#notes + 1] = ("container %s: volume %q at %s is not mounted (riklet mounts emptyDir, configMap, secret "
+            .. "and projected volumes)"):format(cname, vm.name, tostring(vm.mountPath))
+        end
+      end
+      -- runAsUser / runAsGroup (the container's, else the pod's); the rest of securityContext is noted
+      local csc = type(c.securityContext) == "table" and c.securityContext or {}
+      local psc = type(spec.securityContext) == "table" and spec.securityContext or {}
+      local uid, gid = opt(csc.runAsUser), opt(csc.runAsGroup)
+      if uid == nil then uid = opt(psc.runAsUser) end
+      if gid == nil then gid = opt(psc.runAsGroup) end
+      if uid ~= nil or gid ~= nil then mc.securityContext = { runAsUser = uid, runAsGroup = gid } end
+      for k, x in pairs(csc) do
+        if k ~= "runAsUser" and k ~= "runAsGroup" and not is_null(x) then
+          notes[#notes + 1] = ("container %s: securityContext.%s is not applied by riklet yet"):format(cname, tostring(k))
+        end
+      end
+      for _, f in ipairs(IGNORED_CONTAINER) do
+        if not is_null(c[f]) and c[f] ~= false then notes[#notes + 1] = ("container %s: %s is not run by riklet yet"):format(cname, f) end
+      end
+      mc.imagePullPolicy = opt(c.imagePullPolicy)
+      if c.imagePullPolicy == "Never" then
+        notes[#notes + 1] = ("container %s: imagePullPolicy Never: riklet pulls the image when it is not cached"):format(cname)
+      end
+      part[3][i] = mc
+    end
+  end
+  for _, f in ipairs(IGNORED_POD) do
+    if not is_null(spec[f]) then notes[#notes + 1] = ("pod.spec.%s is not applied by riklet yet"):format(f) end
+  end
+  for k, x in pairs(type(spec.securityContext) == "table" and spec.securityContext or {}) do
+    if k ~= "runAsUser" and k ~= "runAsGroup" and not is_null(x) then
+      notes[#notes + 1] = ("pod.spec.securityContext.%s is not applied by riklet yet"):format(tostring(k))
+    end
+  end
+  -- the hostname is the pod name (a name of at most 63 characters, as Kubernetes cuts it)
+  local name = md.name:sub(1, 63):gsub("[.-]+$", "")
+  local rp = opt(spec.restartPolicy) or "Always"
+  local grace = opt(spec.terminationGracePeriodSeconds)
+  if grace == nil then grace = 30 end
+  return {
+    apiVersion = "v1", kind = "Pod", name = name,
+    spec = { containers = out, initContainers = #init_out > 0 and init_out or nil, restartPolicy = rp, terminationGracePeriodSeconds = grace, independentContainers = true,
+      volumes = #volumes > 0 and volumes or nil },
+  }, notes
 end
 
 return W

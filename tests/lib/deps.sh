@@ -8,6 +8,7 @@ RK_DEPS_BUILD=(
 	libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev
 	libcurl4-openssl-dev libcjson-dev
 	libnl-3-dev libnl-route-3-dev libiptc-dev libsystemd-dev
+	libmicrohttpd-dev
 )
 # Run time and tests: the tools riklet drives and the real peers the tests start.
 RK_DEPS_RUN=(
