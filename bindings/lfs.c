@@ -4,7 +4,8 @@
  *
  *   fs.read(path[, max=16 MiB[, {follow=bool}]]) -> string   a regular file only, never a wait on a
  *                       FIFO, a symbolic link refused unless follow, a file over max refused unread
- *   fs.write_atomic(path, data[, mode="0644"]) -> true
+ *   fs.write_atomic(path, data[, mode="0644"[, {sync = false}]]) -> true   (sync false: replaced by
+ *     rename all the same, without the two fsyncs: survives a crash of riklet, not of the machine)
  *   fs.append(path, data) -> true                fs.mkdir_p(path[, mode="0755"]) -> true
  *   (modes are octal strings: Lua has no octal literals, so a number is refused)
  *   fs.rm_rf(path) -> true (never crosses a mount) fs.unlink(path) -> true (absent is fine)
@@ -106,6 +107,7 @@ struct fsjob {
 	char *data;
 	size_t len;
 	int mode;
+	int nosync;
 	int rc;
 	rk_err e;
 };
@@ -151,7 +153,8 @@ static int fsjob_push(lua_State *L, void *ud)
 static void write_work(void *ud)
 {
 	struct fsjob *j = ud;
-	j->rc = rk_write_file_atomic(j->path, j->data, j->len, j->mode, &j->e);
+	j->rc = j->nosync ? rk_write_file_replace(j->path, j->data, j->len, j->mode, &j->e)
+			  : rk_write_file_atomic(j->path, j->data, j->len, j->mode, &j->e);
 }
 
 static void rm_rf_work(void *ud)
@@ -167,14 +170,21 @@ static void unlink_work(void *ud)
 		j->rc = rk_errf(&j->e, errno, "cannot remove %s: %s", j->path, strerror(errno));
 }
 
-/* fs.write_atomic(path, data[, mode="0644"]) -> true | nil, err (yields in a task) */
+/* fs.write_atomic(path, data[, mode="0644"[, {sync = false}]]) -> true | nil, err (yields in a task) */
 static int l_write_atomic(lua_State *L)
 {
 	size_t len;
 	const char *p = luaL_checkstring(L, 1), *d = luaL_checklstring(L, 2, &len);
 	int mode = check_mode(L, 3, 0644);
+	int nosync = 0;
+	if (lua_istable(L, 4)) {
+		lua_getfield(L, 4, "sync");
+		nosync = lua_isboolean(L, -1) && !lua_toboolean(L, -1);
+		lua_pop(L, 1);
+	}
 	struct fsjob *j = fsjob_new(L, p, d, len);
 	j->mode = mode;
+	j->nosync = nosync;
 	return lrk_offload(L, p, write_work, fsjob_push, fsjob_free, j);
 }
 

@@ -302,8 +302,9 @@ static int wait_for(lua_State *L, struct lcall *lc, int kind)
  *   url: "http://host:port" (h2c) or "https://host:port" (TLS)
  *   opts: ca_file, cert_file, key_file (TLS); max_recv (bytes, default 4 MiB);
  *         connect_timeout (s, default 10); handshake_timeout (s, default 10: h2c SETTINGS after
- *         connecting); keepalive_idle, keepalive_interval (s, default 30, 10: TCP keepalive);
- *         keepalive_timeout (s, default 20: TCP_USER_TIMEOUT, unacknowledged data or probes) */
+ *         connecting); keepalive_idle (s, default 30: silence before an HTTP/2 PING on h2c and TCP
+ *         keepalive probes), keepalive_interval (s, default 10: between probes); keepalive_timeout
+ *         (s, default 20: an unanswered PING, and TCP_USER_TIMEOUT for data or probes) */
 static int l_channel(lua_State *L)
 {
 	const char *url = luaL_checkstring(L, 1);

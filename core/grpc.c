@@ -1,9 +1,12 @@
-/* grpc.c — gRPC over HTTP/2 with libcurl multi inside the rk_loop (see grpc.h).
+/* grpc.c — gRPC framing shared by both transports, the public rk_grpc_* entry points (dispatching
+ * http:// channels to core/grpc_h2.c), and gRPC over HTTP/2 with libcurl multi inside the rk_loop
+ * for https:// (see grpc.h).
  *
  * libcurl callbacks only record facts (bytes read, frames parsed, headers seen); user callbacks run
  * afterwards from ch_process(), outside libcurl, so user code may call anything (libcurl refuses
  * most multi calls from inside its own callbacks). */
 #include "grpc.h"
+#include "grpc_h2.h"
 
 #include <ctype.h>
 #include "curl_lazy.h"
@@ -27,14 +30,8 @@ struct sockinfo {
 	struct sockinfo *next;
 };
 
-struct rxmsg {
-	ProtobufCMessage *msg; /* decoded, or NULL with raw bytes */
-	uint8_t *raw;
-	size_t len;
-	struct rxmsg *next;
-};
-
 struct rk_grpc_call {
+	int h2; /* 0: this transport (see grpc_h2.h) */
 	struct rk_grpc_channel *ch;
 	struct rk_grpc_call *prev, *next; /* channel's list */
 	int refs;
@@ -55,9 +52,8 @@ struct rk_grpc_call {
 	int want_unpause; /* data or EOF queued while paused */
 
 	/* receive side */
-	uint8_t *rx;
-	size_t rx_len, rx_cap;
-	struct rxmsg *rxq_head, *rxq_tail;
+	rk_grpc_rx rx;
+	struct rk_grpc_rxmsg *rxq_head, *rxq_tail;
 	int http_status;
 	int hdr_block_done;  /* first header block finished */
 	int headers_pending; /* on_headers to deliver */
@@ -90,6 +86,7 @@ struct rk_grpc_call {
 };
 
 struct rk_grpc_channel {
+	int h2; /* 0: this transport (see grpc_h2.h) */
 	rk_loop *loop;
 	CURLM *multi;
 	char *url; /* without trailing slash */
@@ -162,6 +159,134 @@ int rk_grpc_frame_parse(const uint8_t *buf, size_t len, size_t max, const uint8_
 	return 1;
 }
 
+int rk_grpc_rx_feed(rk_grpc_rx *rx, const uint8_t *data, size_t len, size_t max, rk_grpc_msg_fn fn, void *ud,
+		    int *status, rk_err *e)
+{
+	const uint8_t *p = data;
+	size_t n = len;
+	if (rx->len) { /* a frame begun earlier: continue it in the buffer */
+		if (len > SIZE_MAX - rx->len) {
+			*status = RK_GRPC_RESOURCE_EXHAUSTED;
+			return rk_errf(e, ENOMEM, "response too large to buffer");
+		}
+		if (rx->len + len > rx->cap) {
+			size_t nc = rx->cap ? rx->cap : 256;
+			while (nc < rx->len + len)
+				nc = nc > SIZE_MAX / 2 ? rx->len + len : nc * 2;
+			uint8_t *nb = realloc(rx->buf, nc);
+			if (!nb) {
+				*status = RK_GRPC_RESOURCE_EXHAUSTED;
+				return rk_errf(e, ENOMEM, "out of memory buffering a %zu-byte response", rx->len + len);
+			}
+			rx->buf = nb;
+			rx->cap = nc;
+		}
+		memcpy(rx->buf + rx->len, data, len);
+		rx->len += len;
+		p = rx->buf;
+		n = rx->len;
+	}
+	size_t off = 0;
+	for (;;) {
+		const uint8_t *msg;
+		size_t ml, used;
+		int r = rk_grpc_frame_parse(p + off, n - off, max, &msg, &ml, &used, status, e);
+		if (r < 0)
+			return -1;
+		if (r == 0)
+			break;
+		if (fn(ud, msg, ml, status, e) < 0)
+			return -1;
+		off += used;
+	}
+	size_t left = n - off;
+	if (p == rx->buf) {
+		if (off)
+			memmove(rx->buf, rx->buf + off, left);
+		rx->len = left;
+	} else if (left) {
+		uint8_t *nb = rx->cap >= left ? rx->buf : realloc(rx->buf, left);
+		if (!nb) {
+			*status = RK_GRPC_RESOURCE_EXHAUSTED;
+			return rk_errf(e, ENOMEM, "out of memory buffering a %zu-byte response", left);
+		}
+		if (nb != rx->buf)
+			rx->cap = left;
+		rx->buf = nb;
+		memcpy(rx->buf, p + off, left);
+		rx->len = left;
+	}
+	if (!rx->len && rx->cap > 65536) { /* a large message went through: do not keep its buffer */
+		free(rx->buf);
+		rx->buf = NULL;
+		rx->cap = 0;
+	}
+	return 0;
+}
+
+struct rk_grpc_rxmsg *rk_grpc__rxmsg_new(const ProtobufCMessageDescriptor *resp, const uint8_t *msg, size_t ml,
+					 int *status, rk_err *e)
+{
+	struct rk_grpc_rxmsg *m = calloc(1, sizeof *m);
+	if (m && resp) {
+		m->msg = rk_pb_unpack(resp, ml, msg); /* strings keep their length (pb.h) */
+		if (!m->msg) {
+			free(m);
+			*status = RK_GRPC_INTERNAL;
+			rk_errf(e, EPROTO,
+				"cannot decode a %zu-byte response as %s: not valid protobuf for that type (is the "
+				"server "
+				"speaking the same .proto?)",
+				ml, resp->name);
+			return NULL;
+		}
+	} else if (m && (m->raw = malloc(ml ? ml : 1))) {
+		memcpy(m->raw, msg, ml);
+		m->len = ml;
+	} else {
+		free(m);
+		*status = RK_GRPC_RESOURCE_EXHAUSTED;
+		rk_errf(e, ENOMEM, "out of memory");
+		return NULL;
+	}
+	return m;
+}
+
+void rk_grpc__rxmsg_free_all(struct rk_grpc_rxmsg *m)
+{
+	while (m) {
+		struct rk_grpc_rxmsg *n = m->next;
+		if (m->msg)
+			protobuf_c_message_free_unpacked(m->msg, NULL);
+		free(m->raw);
+		free(m);
+		m = n;
+	}
+}
+
+void rk_grpc__opts_defaults(rk_grpc_opts *o)
+{
+	if (!o->max_recv)
+		o->max_recv = RK_GRPC_DEFAULT_MAX_RECV;
+	if (o->connect_timeout_ms <= 0)
+		o->connect_timeout_ms = 10000;
+	if (o->handshake_timeout_ms <= 0)
+		o->handshake_timeout_ms = 10000;
+	if (o->keepalive_idle_s <= 0)
+		o->keepalive_idle_s = 30;
+	if (o->keepalive_intvl_s <= 0)
+		o->keepalive_intvl_s = 10;
+	if (o->user_timeout_ms <= 0)
+		o->user_timeout_ms = 20000;
+}
+
+void rk_grpc_rx_free(rk_grpc_rx *rx)
+{
+	free(rx->buf);
+	rx->buf = NULL;
+	rx->len = rx->cap = 0;
+}
+
 static int hexval(int c)
 {
 	if (c >= '0' && c <= '9')
@@ -220,23 +345,16 @@ static int buf_reserve(uint8_t **b, size_t *cap, size_t need)
 /* ---- calls ----------------------------------------------------------------------------------- */
 
 static void ch_process(struct rk_grpc_channel *ch);
+static void cu_call_cancel(rk_grpc_call *c);
 static void ch_free_now(struct rk_grpc_channel *ch);
 
 static void call_unref(rk_grpc_call *c)
 {
 	if (--c->refs > 0)
 		return;
-	struct rxmsg *m = c->rxq_head;
-	while (m) {
-		struct rxmsg *n = m->next;
-		if (m->msg)
-			protobuf_c_message_free_unpacked(m->msg, NULL);
-		free(m->raw);
-		free(m);
-		m = n;
-	}
+	rk_grpc__rxmsg_free_all(c->rxq_head);
 	free(c->tx);
-	free(c->rx);
+	rk_grpc_rx_free(&c->rx);
 	free(c->path);
 	free(c->grpc_message);
 	free(c);
@@ -339,7 +457,7 @@ static size_t hdr_cb(char *b, size_t size, size_t n, void *ud)
 	return len;
 }
 
-static void rxq_push(rk_grpc_call *c, struct rxmsg *m)
+static void rxq_push(rk_grpc_call *c, struct rk_grpc_rxmsg *m)
 {
 	if (c->rxq_tail)
 		c->rxq_tail->next = m;
@@ -356,67 +474,29 @@ static size_t write_fail(rk_grpc_call *c)
 	return 0;
 }
 
+/* One whole response message: decode it (or keep its bytes) for the dispatch after libcurl. */
+static int curl_msg(void *ud, const uint8_t *msg, size_t ml, int *status, rk_err *e)
+{
+	rk_grpc_call *c = ud;
+	struct rk_grpc_rxmsg *m = rk_grpc__rxmsg_new(c->resp, msg, ml, status, e);
+	if (!m)
+		return -1;
+	rxq_push(c, m);
+	return 0;
+}
+
 static size_t write_cb(char *b, size_t size, size_t n, void *ud)
 {
 	rk_grpc_call *c = ud;
 	size_t len = size * n;
 	if (c->local_status >= 0)
 		return write_fail(c); /* already failing */
-	if (buf_reserve(&c->rx, &c->rx_cap, c->rx_len + len) < 0) {
-		c->local_status = RK_GRPC_RESOURCE_EXHAUSTED;
-		snprintf(c->local_msg, sizeof c->local_msg, "out of memory buffering a response");
+	int st = RK_GRPC_INTERNAL;
+	rk_err e;
+	if (rk_grpc_rx_feed(&c->rx, (const uint8_t *)b, len, c->ch->o.max_recv, curl_msg, c, &st, &e) < 0) {
+		c->local_status = st;
+		snprintf(c->local_msg, sizeof c->local_msg, "%s", e.msg);
 		return write_fail(c);
-	}
-	memcpy(c->rx + c->rx_len, b, len);
-	c->rx_len += len;
-	size_t off = 0;
-	for (;;) {
-		const uint8_t *msg;
-		size_t ml, used;
-		int st = RK_GRPC_INTERNAL;
-		rk_err e;
-		int r = rk_grpc_frame_parse(c->rx + off, c->rx_len - off, c->ch->o.max_recv, &msg, &ml, &used, &st, &e);
-		if (r == 0)
-			break;
-		if (r < 0) {
-			c->local_status = st;
-			snprintf(c->local_msg, sizeof c->local_msg, "%s", e.msg);
-			return write_fail(c);
-		}
-		struct rxmsg *m = calloc(1, sizeof *m);
-		if (!m) {
-			c->local_status = RK_GRPC_RESOURCE_EXHAUSTED;
-			snprintf(c->local_msg, sizeof c->local_msg, "out of memory");
-			return write_fail(c);
-		}
-		if (c->resp) {
-			m->msg = rk_pb_unpack(c->resp, ml, msg); /* strings keep their length (pb.h) */
-			if (!m->msg) {
-				free(m);
-				c->local_status = RK_GRPC_INTERNAL;
-				snprintf(c->local_msg, sizeof c->local_msg,
-					 "cannot decode a %zu-byte response as %s: not valid protobuf for that "
-					 "type (is the server speaking the same .proto?)",
-					 ml, c->resp->name);
-				return write_fail(c);
-			}
-		} else {
-			m->raw = malloc(ml ? ml : 1);
-			if (!m->raw) {
-				free(m);
-				c->local_status = RK_GRPC_RESOURCE_EXHAUSTED;
-				snprintf(c->local_msg, sizeof c->local_msg, "out of memory");
-				return write_fail(c);
-			}
-			memcpy(m->raw, msg, ml);
-			m->len = ml;
-		}
-		rxq_push(c, m);
-		off += used;
-	}
-	if (off) {
-		memmove(c->rx, c->rx + off, c->rx_len - off);
-		c->rx_len -= off;
 	}
 	return len;
 }
@@ -664,15 +744,15 @@ static int prereq_cb(void *ud, char *rip, char *lip, int rport, int lport)
 	return CURL_PREREQFUNC_OK;
 }
 
-void rk_grpc_call_set_header_timeout(rk_grpc_call *c, uint64_t ms)
+static void cu_call_set_header_timeout(rk_grpc_call *c, uint64_t ms)
 {
 	c->header_timeout_ms = ms;
 	call_arm_answer(c);
 }
 
-rk_grpc_call *rk_grpc_call_start(rk_grpc_channel *ch, const char *path, uint64_t deadline_ms,
-				 const ProtobufCMessageDescriptor *resp, const rk_grpc_call_cbs *cbs, void *ud,
-				 rk_err *e)
+static rk_grpc_call *cu_call_start(rk_grpc_channel *ch, const char *path, uint64_t deadline_ms,
+				   const ProtobufCMessageDescriptor *resp, const rk_grpc_call_cbs *cbs, void *ud,
+				   rk_err *e)
 {
 	if (ch->closing) {
 		rk_errf(e, EBADF, "gRPC channel %s is closed", ch->url);
@@ -788,7 +868,7 @@ rk_grpc_call *rk_grpc_call_start(rk_grpc_channel *ch, const char *path, uint64_t
 	return c;
 }
 
-int rk_grpc_call_send_raw(rk_grpc_call *c, const void *buf, size_t len, rk_err *e)
+static int cu_call_send_raw(rk_grpc_call *c, const void *buf, size_t len, rk_err *e)
 {
 	if (c->finished)
 		return rk_errf(e, EPIPE, "gRPC call %s already ended", c->path);
@@ -822,7 +902,7 @@ int rk_grpc_call_send(rk_grpc_call *c, const ProtobufCMessage *m, rk_err *e)
 	return r;
 }
 
-void rk_grpc_call_close_send(rk_grpc_call *c)
+static void cu_call_close_send(rk_grpc_call *c)
 {
 	if (c->send_closed || c->finished)
 		return;
@@ -830,7 +910,7 @@ void rk_grpc_call_close_send(rk_grpc_call *c)
 	call_unpause(c);
 }
 
-void rk_grpc_call_cancel(rk_grpc_call *c)
+static void cu_call_cancel(rk_grpc_call *c)
 {
 	if (!c || c->cancelled)
 		return;
@@ -845,7 +925,7 @@ void rk_grpc_call_cancel(rk_grpc_call *c)
 	call_finish(c, RK_GRPC_CANCELLED, "cancelled");
 }
 
-size_t rk_grpc_call_pending(const rk_grpc_call *c)
+static size_t cu_call_pending(const rk_grpc_call *c)
 {
 	return c->tx_len - c->tx_off;
 }
@@ -955,7 +1035,7 @@ static int curl_to_status(CURLcode r)
 	}
 }
 
-static int http_to_status(int http)
+int rk_grpc__http_status(int http)
 {
 	switch (http) {
 	case 400:
@@ -988,11 +1068,11 @@ static void call_complete(rk_grpc_call *c)
 	}
 	if (c->grpc_status >= 0) {
 		/* the server said how it ended; a stream reset after the trailers does not change that */
-		if (c->grpc_status == RK_GRPC_OK && c->rx_len) {
+		if (c->grpc_status == RK_GRPC_OK && c->rx.len) {
 			snprintf(msg, sizeof msg,
 				 "%s %s: stream ended inside a message (%zu bytes of a "
 				 "truncated frame left over)",
-				 ch->url, c->path, c->rx_len);
+				 ch->url, c->path, c->rx.len);
 			call_finish(c, RK_GRPC_INTERNAL, msg);
 			return;
 		}
@@ -1044,14 +1124,14 @@ static void call_complete(rk_grpc_call *c)
 			 "%s %s: HTTP status %d and no grpc-status (is this a gRPC "
 			 "server?)",
 			 ch->url, c->path, c->http_status);
-		call_finish(c, http_to_status(c->http_status), msg);
+		call_finish(c, rk_grpc__http_status(c->http_status), msg);
 		return;
 	}
-	if (c->rx_len) {
+	if (c->rx.len) {
 		snprintf(msg, sizeof msg,
 			 "%s %s: stream ended inside a message (%zu bytes of a truncated "
 			 "frame left over)",
-			 ch->url, c->path, c->rx_len);
+			 ch->url, c->path, c->rx.len);
 		call_finish(c, RK_GRPC_INTERNAL, msg);
 		return;
 	}
@@ -1132,7 +1212,7 @@ static void ch_process(struct rk_grpc_channel *ch)
 				c->cbs.on_headers(c->ud);
 		}
 		while (c->rxq_head && !c->finished && !c->cancelled) {
-			struct rxmsg *r = c->rxq_head;
+			struct rk_grpc_rxmsg *r = c->rxq_head;
 			c->rxq_head = r->next;
 			if (!c->rxq_head)
 				c->rxq_tail = NULL;
@@ -1168,7 +1248,7 @@ static void ch_process(struct rk_grpc_channel *ch)
 
 /* ---- channel ------------------------------------------------------------------------------- */
 
-rk_grpc_channel *rk_grpc_channel_new(rk_loop *l, const char *url, const rk_grpc_opts *o, rk_err *e)
+static rk_grpc_channel *cu_channel_new(rk_loop *l, const char *url, const rk_grpc_opts *o, rk_err *e)
 {
 	if (rk_curl_load(e) < 0)
 		return NULL;
@@ -1199,18 +1279,7 @@ rk_grpc_channel *rk_grpc_channel_new(rk_loop *l, const char *url, const rk_grpc_
 	ch->multiplex = tls || vi->version_num >= 0x075900;
 	if (o)
 		ch->o = *o;
-	if (!ch->o.max_recv)
-		ch->o.max_recv = RK_GRPC_DEFAULT_MAX_RECV;
-	if (ch->o.connect_timeout_ms <= 0)
-		ch->o.connect_timeout_ms = 10000;
-	if (ch->o.keepalive_idle_s <= 0)
-		ch->o.keepalive_idle_s = 30;
-	if (ch->o.keepalive_intvl_s <= 0)
-		ch->o.keepalive_intvl_s = 10;
-	if (ch->o.handshake_timeout_ms <= 0)
-		ch->o.handshake_timeout_ms = 10000;
-	if (ch->o.user_timeout_ms <= 0)
-		ch->o.user_timeout_ms = 20000;
+	rk_grpc__opts_defaults(&ch->o);
 	ch->url = strdup(url);
 	if (ch->url) {
 		size_t n = strlen(ch->url);
@@ -1238,17 +1307,17 @@ rk_grpc_channel *rk_grpc_channel_new(rk_loop *l, const char *url, const rk_grpc_
 	return ch;
 }
 
-const char *rk_grpc_channel_url(const rk_grpc_channel *ch)
+static const char *cu_channel_url(const rk_grpc_channel *ch)
 {
 	return ch->url;
 }
 
-int rk_grpc_channel_multiplexed(const rk_grpc_channel *ch)
+static int cu_channel_multiplexed(const rk_grpc_channel *ch)
 {
 	return ch->multiplex;
 }
 
-size_t rk_grpc_channel_sockets(const rk_grpc_channel *ch)
+static size_t cu_channel_sockets(const rk_grpc_channel *ch)
 {
 	size_t n = 0;
 	for (const struct sockinfo *si = ch->socks; si; si = si->next)
@@ -1256,7 +1325,7 @@ size_t rk_grpc_channel_sockets(const rk_grpc_channel *ch)
 	return n;
 }
 
-size_t rk_grpc_channel_calls(const rk_grpc_channel *ch)
+static size_t cu_channel_calls(const rk_grpc_channel *ch)
 {
 	size_t n = 0;
 	for (const struct rk_grpc_call *c = ch->calls; c; c = c->next)
@@ -1295,7 +1364,7 @@ static void ch_free_now(struct rk_grpc_channel *ch)
 	free(ch);
 }
 
-void rk_grpc_channel_free(rk_grpc_channel *ch)
+static void cu_channel_free(rk_grpc_channel *ch)
 {
 	if (!ch || ch->closing)
 		return;
@@ -1303,4 +1372,90 @@ void rk_grpc_channel_free(rk_grpc_channel *ch)
 	if (ch->processing || ch->in_curl)
 		return; /* freed when the current dispatch ends */
 	ch_free_now(ch);
+}
+
+/* ---- public entry points: http:// over nghttp2 (grpc_h2.c), https:// over libcurl (above) ---- */
+
+rk_grpc_channel *rk_grpc_channel_new(rk_loop *l, const char *url, const rk_grpc_opts *o, rk_err *e)
+{
+	if (!strncmp(url, "http://", 7))
+		return rk_h2_channel_new(l, url, o, e);
+	if (strncmp(url, "https://", 8)) {
+		rk_errf(e, EINVAL, "gRPC address '%s' must start with http:// (h2c) or https:// (TLS)", url);
+		return NULL;
+	}
+	return cu_channel_new(l, url, o, e);
+}
+
+void rk_grpc_channel_free(rk_grpc_channel *ch)
+{
+	if (ch && RK_GRPC_IS_H2(ch))
+		rk_h2_channel_free(ch);
+	else
+		cu_channel_free(ch);
+}
+
+const char *rk_grpc_channel_url(const rk_grpc_channel *ch)
+{
+	return RK_GRPC_IS_H2(ch) ? rk_h2_channel_url(ch) : cu_channel_url(ch);
+}
+
+size_t rk_grpc_channel_sockets(const rk_grpc_channel *ch)
+{
+	return RK_GRPC_IS_H2(ch) ? rk_h2_channel_sockets(ch) : cu_channel_sockets(ch);
+}
+
+size_t rk_grpc_channel_calls(const rk_grpc_channel *ch)
+{
+	return RK_GRPC_IS_H2(ch) ? rk_h2_channel_calls(ch) : cu_channel_calls(ch);
+}
+
+int rk_grpc_channel_multiplexed(const rk_grpc_channel *ch)
+{
+	return RK_GRPC_IS_H2(ch) ? 1 : cu_channel_multiplexed(ch);
+}
+
+rk_grpc_call *rk_grpc_call_start(rk_grpc_channel *ch, const char *path, uint64_t deadline_ms,
+				 const ProtobufCMessageDescriptor *resp, const rk_grpc_call_cbs *cbs, void *ud,
+				 rk_err *e)
+{
+	if (RK_GRPC_IS_H2(ch))
+		return rk_h2_call_start(ch, path, deadline_ms, resp, cbs, ud, e);
+	return cu_call_start(ch, path, deadline_ms, resp, cbs, ud, e);
+}
+
+void rk_grpc_call_set_header_timeout(rk_grpc_call *c, uint64_t ms)
+{
+	if (RK_GRPC_IS_H2(c))
+		rk_h2_call_set_header_timeout(c, ms);
+	else
+		cu_call_set_header_timeout(c, ms);
+}
+
+int rk_grpc_call_send_raw(rk_grpc_call *c, const void *buf, size_t len, rk_err *e)
+{
+	return RK_GRPC_IS_H2(c) ? rk_h2_call_send_raw(c, buf, len, e) : cu_call_send_raw(c, buf, len, e);
+}
+
+void rk_grpc_call_close_send(rk_grpc_call *c)
+{
+	if (RK_GRPC_IS_H2(c))
+		rk_h2_call_close_send(c);
+	else
+		cu_call_close_send(c);
+}
+
+void rk_grpc_call_cancel(rk_grpc_call *c)
+{
+	if (!c)
+		return;
+	if (RK_GRPC_IS_H2(c))
+		rk_h2_call_cancel(c);
+	else
+		cu_call_cancel(c);
+}
+
+size_t rk_grpc_call_pending(const rk_grpc_call *c)
+{
+	return RK_GRPC_IS_H2(c) ? rk_h2_call_pending(c) : cu_call_pending(c);
 }

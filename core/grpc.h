@@ -1,10 +1,12 @@
-/* grpc.h — a gRPC client over HTTP/2 on libcurl's multi interface, driven by the rk_loop.
+/* grpc.h — a gRPC client over HTTP/2, driven by the rk_loop.
  *
- * A channel is one base URL ("http://host:port" = h2c with prior knowledge, "https://host:port" =
- * TLS) and one curl multi handle; calls on it are multiplexed over one connection. Every call is
- * the same bidirectional shape at this level: unary = send one message + close_send, server
- * streaming = the same with many replies, client streaming = many sends then close_send.
- * Set RIKLET_CURL_VERBOSE=1 to have libcurl trace every call on stderr.
+ * A channel is one base URL; calls on it are multiplexed over one connection. "http://host:port"
+ * (h2c with prior knowledge, what RIK speaks) runs over libnghttp2 on a non-blocking socket of the
+ * loop (core/grpc_h2.c): no libcurl. "https://host:port" (TLS) runs on libcurl's multi interface,
+ * loaded with dlopen only then (core/curl_lazy.h). Every call is the same bidirectional shape at
+ * this level: unary = send one message + close_send, server streaming = the same with many
+ * replies, client streaming = many sends then close_send.
+ * Set RIKLET_CURL_VERBOSE=1 to have libcurl trace every https:// call on stderr.
  *
  * Callbacks (on_headers, on_message, on_done) only ever run from loop callbacks, never from inside
  * a libcurl callback and never re-entrantly from an rk_grpc_* call, so they may start, send on or
@@ -53,14 +55,16 @@ typedef struct rk_grpc_opts {
 	 * else the call ends UNAVAILABLE saying so (a peer that accepts and never answers); 0 = 10000.
 	 * For https:// the TLS handshake plays this part (bounded by connect_timeout_ms). */
 	long handshake_timeout_ms;
-	long keepalive_idle_s;	/* TCP keepalive: idle before probes; 0 = 30 */
-	long keepalive_intvl_s; /* between probes; 0 = 10 */
-	/* TCP_USER_TIMEOUT: data or keepalive probes left unacknowledged this long close the
-	 * connection (a dead or unreachable peer; an idle live peer acknowledges the probes); 0 =
-	 * 20000. libcurl 7.88 sends no HTTP/2 PING on a multi handle (curl_easy_upkeep only serves
-	 * curl_easy_perform's own cache), so this is how an idle stream finds out its peer is gone. */
-	long user_timeout_ms;
-	const char *user_agent; /* NULL = "riklet-grpc/<curl version>" */
+	/* Keepalive. h2c: after keepalive_idle_s with nothing received while calls are open, an
+	 * HTTP/2 PING goes out; no answer within user_timeout_ms ends the connection (its calls end
+	 * UNAVAILABLE saying so). Both: TCP keepalive probes after keepalive_idle_s, every
+	 * keepalive_intvl_s, and TCP_USER_TIMEOUT = user_timeout_ms (data or probes unacknowledged
+	 * that long close the connection; an idle live peer acknowledges the probes). libcurl 7.88
+	 * sends no HTTP/2 PING on a multi handle, so https:// relies on the TCP part alone. */
+	long keepalive_idle_s;	/* 0 = 30 */
+	long keepalive_intvl_s; /* between TCP probes; 0 = 10 */
+	long user_timeout_ms;	/* 0 = 20000 */
+	const char *user_agent; /* NULL = "riklet-grpc/<nghttp2 or curl version>" */
 } rk_grpc_opts;
 
 typedef struct rk_grpc_channel rk_grpc_channel;
@@ -93,8 +97,7 @@ const char *rk_grpc_channel_url(const rk_grpc_channel *ch);
 /* Sockets (connections) the channel is watching right now, and calls open on it: diagnostics. */
 size_t rk_grpc_channel_sockets(const rk_grpc_channel *ch);
 size_t rk_grpc_channel_calls(const rk_grpc_channel *ch);
-/* Do calls share one connection? Yes for https://, and for http:// with libcurl >= 7.89 (older
- * libcurl breaks a reused prior-knowledge h2c connection, so each call gets its own there). */
+/* Do calls share one connection? Yes (http:// over nghttp2; https:// over libcurl). */
 int rk_grpc_channel_multiplexed(const rk_grpc_channel *ch);
 
 /* Start a call on path ("/worker.Worker/Register"). deadline_ms: 0 = none, else the call ends with
@@ -126,6 +129,20 @@ void rk_grpc_frame_header(uint8_t out[5], uint32_t len);
  * than max) with e filled and *status set to the gRPC status to end the call with. */
 int rk_grpc_frame_parse(const uint8_t *buf, size_t len, size_t max, const uint8_t **msg, size_t *msg_len,
 			size_t *consumed, int *status, rk_err *e);
+/* Message reassembly: a call's response bytes in (as they come, any split), whole messages out. */
+typedef struct rk_grpc_rx {
+	uint8_t *buf; /* the start of a frame not complete yet */
+	size_t len, cap;
+} rk_grpc_rx;
+/* One whole message (msg valid only during the call). Return 0, or -1 with *status and e set. */
+typedef int (*rk_grpc_msg_fn)(void *ud, const uint8_t *msg, size_t len, int *status, rk_err *e);
+/* Hand every whole message in rx + data to fn, in order; keep the rest in rx (at most one frame
+ * header + max bytes: a frame larger than max is refused from its header, before its body is
+ * buffered). Returns 0, or -1 with *status and e set (bad frame, out of memory, fn failed); rx is
+ * then only good for rk_grpc_rx_free. rx->len != 0 when the stream ends: a truncated frame. */
+int rk_grpc_rx_feed(rk_grpc_rx *rx, const uint8_t *data, size_t len, size_t max, rk_grpc_msg_fn fn, void *ud,
+		    int *status, rk_err *e);
+void rk_grpc_rx_free(rk_grpc_rx *rx);
 /* Percent-decode a grpc-message value into out (always NUL-terminated). */
 void rk_grpc_percent_decode(const char *in, size_t n, char *out, size_t outsz);
 /* grpc-timeout value for ms: "100m", "2S" (at most 8 digits). */

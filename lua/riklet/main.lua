@@ -23,7 +23,18 @@ local function run_test(file)
   return T.done() and 0 or 1
 end
 
+-- LuaJIT's collector, tunable for measurements (tests/bench/bench_mem.sh): RIKLET_LUA_GC="PAUSE,STEPMUL"
+-- (LuaJIT's defaults: 200,200).
+local function tune_gc()
+  local p, s = (os.getenv("RIKLET_LUA_GC") or ""):match("^(%d+),(%d+)$")
+  if p then
+    collectgarbage("setpause", tonumber(p))
+    collectgarbage("setstepmul", tonumber(s))
+  end
+end
+
 function M.main()
+  tune_gc()
   local args = core.args()
   local code
   if args[1] == "test" then

@@ -13,8 +13,9 @@
 --
 -- A silent peer is a failure too: no TCP connection within connect_timeout, no HTTP/2 SETTINGS
 -- within handshake_timeout after connecting, (optionally) no Register response headers within
--- header_timeout, or unacknowledged data/keepalive probes for keepalive_timeout on a live
--- connection each end the session with a log line saying which.
+-- header_timeout, or (http://) an HTTP/2 PING sent after keepalive seconds of silence and left
+-- unanswered for keepalive_timeout, or unacknowledged data/TCP keepalive probes for
+-- keepalive_timeout on a live connection each end the session with a log line saying which.
 --
 -- When the scheduler is down, refuses us (ALREADY_EXISTS while our previous stream lingers), or
 -- a stream ends or breaks, workloads keep running: we reconnect with backoff (1 s, x1.6, +-20 %
@@ -31,8 +32,8 @@
 --       also from RIKLET_RECONNECT_INITIAL / _MAX / _HEALTHY)
 --     cfg.scheduler_connect_timeout, _handshake_timeout (seconds; default 10, 10),
 --     cfg.scheduler_header_timeout (seconds; default 0 = none: grpcio holds the headers),
---     cfg.scheduler_keepalive, _keepalive_timeout (seconds; default 30, 20: TCP keepalive idle
---       time, and how long data or probes may go unacknowledged)
+--     cfg.scheduler_keepalive, _keepalive_timeout (seconds; default 30, 20: silence before an
+--       HTTP/2 PING and TCP keepalive probes, and how long a PING, data or probes may go unanswered)
 --   scheduler.stats() -> counters for tests and benchmarks
 --   scheduler.backoff(initial, factor, jitter, max) -> b; b:next() -> seconds; b:reset()
 local core = require "riklet.core"

@@ -374,7 +374,10 @@ function M.list(opts)
 end
 
 -- ---- writing ----------------------------------------------------------------------------------
-function M.save(rec)
+-- M.save(rec[, durable]): durable false writes the record without fsync (still replaced by rename:
+-- a crash of riklet finds it, a crash of the machine may not): for progress notes that a durable
+-- save follows (the Pod driver's steps during a create; the lifecycle's transitions are durable).
+function M.save(rec, durable)
   local fok, ferr = fault.point("record.save") if not fok then return nil, ferr end
   rec.updated_at = core.time()
   if type(rec.reason) == "string" and #rec.reason > M.REASON_MAX then
@@ -400,7 +403,7 @@ function M.save(rec)
   if #s + 1 > M.RECORD_MAX then
     return nil, ("the record of %s would be %d bytes, more than the %d riklet reads back: not written"):format(rec.id, #s + 1, M.RECORD_MAX)
   end
-  return fs.write_atomic(path(rec.id), s .. "\n", "0600")
+  return fs.write_atomic(path(rec.id), s .. "\n", "0600", durable == false and { sync = false } or nil)
 end
 
 function M.same_definition(rec, def)

@@ -26,6 +26,11 @@
 #     (riklet's own heap and library data) and Pss (shared library pages divided among their
 #     users), and the RSS of a do-nothing C program linked with riklet's libraries (`ldd`), when
 #     a C compiler is there: the floor that dynamic loading alone costs.
+#  4. where a start goes: riklet logs each create's steps ("instance ID: created in T ms (record
+#     writes a, image b, network c, overlay mount d, bundle config e, conmon + runc create f, runc
+#     start g ms)"); the median of each over the timed runs is printed, with what is left of the
+#     manifest -> RUNNING time (noticing the manifest, validation, admission, the CREATING and
+#     RUNNING record writes of the lifecycle).
 # Targets (issue 2, 7): start <= 1.3x bare runc run (conmon in the path); idle RSS <= 8 MiB;
 # <= 16 MiB with 50 Pods; riklet's RSS does not grow per Pod.
 
@@ -229,6 +234,22 @@ read -r R_MED R_P90 R_MIN < <(stats "${R_MS[@]}")
 read -r RUN_MED RUN_P90 RUN_MIN < <(stats "${RUN_MS[@]}")
 read -r CS_MED CS_P90 CS_MIN < <(stats "${CS_MS[@]}")
 read -r CM_MED CM_P90 CM_MIN < <(stats "${CM_MS[@]}")
+# per-step medians from riklet's "instance bench-NN: created in T ms (step v, ...)" lines
+step_median() { # step_median NAME: the median of that step over the timed runs, ms
+	local vals
+	mapfile -t vals < <(grep -E '\] instance bench-[0-9]+: created in ' "$LOG" | grep -oE "(\(|, |: )${1//+/\\+} [0-9.]+" |
+		awk '{ print $NF }')
+	((${#vals[@]})) && stats "${vals[@]}" | awk '{ print $1 }' || echo -
+}
+STEP_NAMES=("record writes" "image" "network" "overlay mount" "bundle config" "conmon + runc create" "runc start")
+BREAKDOWN= STEP_SUM=0
+for n in "${STEP_NAMES[@]}"; do
+	v=$(step_median "$n")
+	[[ $v == - ]] && continue
+	BREAKDOWN+="${BREAKDOWN:+, }$n $v"
+	STEP_SUM=$(awk -v a="$STEP_SUM" -v b="$v" 'BEGIN { print a + b }')
+done
+CREATE_MED=$(step_median "created in")
 
 # --- RSS with PODS Pods --------------------------------------------------------------------------
 # pods_up FROM TO: Pods FROM..TO created and RUNNING
@@ -302,6 +323,9 @@ printf "$fmt" "start: min (ms)" "$R_MIN" "run --detach: $RUN_MIN" "$(ratio "$R_M
 printf "$fmt" "start: median vs runc create+start (ms)" "$R_MED" "create+start: $CS_MED" "$(ratio "$R_MED" "$CS_MED") (p90 $CS_P90, min $CS_MIN)"
 printf "$fmt" "start: median vs conmon + runc (ms)" "$R_MED" "conmon+runc: $CM_MED" "$(ratio "$R_MED" "$CM_MED") (p90 $CM_P90, min $CM_MIN)"
 printf "$fmt" "  what conmon costs: conmon+runc - create+start" "-" "$(awk -v a="$CM_MED" -v b="$CS_MED" 'BEGIN { printf "%.1f ms", a - b }')" ""
+printf "$fmt" "  the driver's create (median ms)" "$CREATE_MED" "-" \
+	"rest of the start: $(awk -v a="$R_MED" -v b="$CREATE_MED" 'BEGIN { printf "%.1f ms", a - b }')"
+printf '\nper-step medians of the create (ms): %s\n\n' "${BREAKDOWN:-(no breakdown in the log: an older riklet)}"
 printf "$fmt" "RSS idle, after start" "$(mib "$IDLE_RSS")" "-" "<= 8 MiB $(verdict "$IDLE_RSS" 8192)"
 printf "$fmt" "  of which anon / Pss" "$(mib "$IDLE_ANON") / $(mib "$IDLE_PSS")" "-" ""
 printf "$fmt" "RSS with 1 / 20 running Pods" "$(mib "$ONE_RSS") / $(mib "$TWENTY_RSS")" "-" \

@@ -2,7 +2,8 @@
 # test_sched_peers.sh — one real riklet in scheduler mode against peers that fail in every way a
 # scheduler can, swapped on the same port, with short timeouts: nothing listening; a peer that
 # accepts and never answers (handshake timeout, a bounded number of attempts); one that accepts and
-# closes; one that answers HTTP/1.1 (the log quotes it); then a grpcio scheduler that sends its
+# closes; one that answers HTTP/1.1 (the log quotes it); one that sends bytes that are not HTTP/2
+# (the log gives them in hex); a 5 MiB HTTP/2 frame; a gRPC message announcing 4 GiB; then a grpcio scheduler that sends its
 # Register headers only with the first instruction (riklet registers, metrics arrive, a CREATE
 # runs); and finally that scheduler's packets dropped after a long idle period: the idle stream
 # was not cut, the dead one is (TCP keepalive + TCP_USER_TIMEOUT), and the next connect times out.
@@ -44,9 +45,12 @@ mkimage_push "$TEST_TMP/layout:latest" "$REGISTRY/busybox:latest" || bail_out "p
 	"${RK_OPTS[@]}" --insecure-registries "$REGISTRY" >>"$RK_LOG" 2>&1 </dev/null &
 RK_PID=$!
 RK_PIDS+=("$RK_PID")
-ok "wait_for 10 log_has 0 \"Couldn't connect to server\"" "nothing listening: the refused connection is logged"
-like "$(grep -m1 "Couldn't connect" "$RK_LOG")" "scheduler http://127.0.0.1:$SCHED_PORT: .*reconnecting in [0-9.]+ s" \
-	"... in one line naming the scheduler and the next attempt"
+ok "wait_for 10 log_has 0 'Connection refused (nothing listens there'" "nothing listening: the refused connection is logged"
+like "$(grep -m1 "Connection refused" "$RK_LOG")" "scheduler http://127.0.0.1:$SCHED_PORT: cannot connect to 127.0.0.1:$SCHED_PORT: .*reconnecting in [0-9.]+ s" \
+	"... in one line naming the scheduler, the address tried and the next attempt"
+# gRPC over h2c runs on libnghttp2: libcurl (and its ~35 libraries) is not in the process
+nok "grep -q libcurl /proc/$RK_PID/maps" "scheduler mode over http:// has not loaded libcurl"
+ok "grep -q libnghttp2 /proc/$RK_PID/maps" "... it speaks HTTP/2 with libnghttp2"
 
 # --- accepts, never answers -----------------------------------------------------------------------
 m=$(mark)
@@ -74,6 +78,34 @@ sched_start --raw http1 || bail_out "HTTP/1 peer did not start"
 ok "wait_for 5 log_has $m 'the server does not speak HTTP/2: it sent \"HTTP/1.1 400 Bad Request\"'" \
 	"an HTTP/1.1 server: the log quotes what it answered"
 nok "log_since $m | grep -q 'Empty reply from server'" "... not 'Empty reply from server'"
+sched_kill
+
+# --- sends bytes that are not HTTP/2 ------------------------------------------------------------------
+m=$(mark)
+t0=$SECONDS
+sched_start --raw garbage || bail_out "garbage peer did not start"
+ok "wait_for 5 log_has $m 'it sent 5 bytes that are not HTTP/2: 68 65 6c 6c 6f'" \
+	"a peer sending 'hello': the log gives the bytes received, in hex"
+sleep 2
+n=$(accepts garbage) dt=$((SECONDS - t0))
+ok "((n >= 2 && n <= dt + 2))" "... and riklet reconnects with backoff: $n connections in $dt s (0.4-1.2 s apart)"
+sched_kill
+
+# --- a 5 MiB HTTP/2 frame, then a gRPC message announcing 4 GiB -----------------------------------------
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$RK_PID/status"; }
+m=$(mark)
+sched_start --raw bigframe || bail_out "bigframe peer did not start"
+ok "wait_for 5 log_has $m 'the server sent a DATA frame of 5242880 bytes, more than the 16384 this client allows'" \
+	"a 5 MiB HTTP/2 frame: the log says so, with its size"
+sched_kill
+m=$(mark)
+sched_start --raw bigmsg || bail_out "bigmsg peer did not start"
+ok "wait_for 5 log_has $m 'received message larger than max (4294967280 vs. 4194304 bytes)'" \
+	"a gRPC message announcing 4 GiB: refused from its 5-byte prefix, the log gives both sizes"
+sleep 2
+rss=$(rss_kib)
+ok "((rss < 65536))" "... nothing of it is buffered: riklet's RSS is $((rss / 1024)) MiB"
+ok "riklet_alive" "riklet keeps serving after garbage, a 5 MiB frame and a 4 GiB message"
 sched_kill
 
 # --- grpcio holding its headers until the first instruction ---------------------------------------

@@ -7,6 +7,7 @@ RK_DEPS_BUILD=(
 	libluajit-5.1-dev luajit
 	libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev
 	libcurl4-openssl-dev libcjson-dev
+	libnghttp2-dev
 	libnl-3-dev libnl-route-3-dev libiptc-dev libsystemd-dev
 	libmicrohttpd-dev
 )

@@ -24,7 +24,10 @@ or a trailers-only UNIMPLEMENTED on the request headers alone, before the reques
 the client's error paths,
 or a peer that is no gRPC server at all: silent (accepts, never sends a byte), close (accepts and
 closes at once), http1 (answers the client preface with an HTTP/1.1 400), noheaders (HTTP/2
-SETTINGS and PING acks, never a response). Each accepted connection is logged to --events as
+SETTINGS and PING acks, never a response), garbage (sends "hello" on accept, then nothing),
+bigframe (answers a request with a 5 MiB HTTP/2 DATA frame: 320 times the 16 KiB a client
+accepts), bigmsg (a well-formed response whose gRPC message prefix announces 4 GiB - 16 bytes,
+followed by 1 MiB of its body). Each accepted connection is logged to --events as
 {"kind": "accept"}.
 
 Usage: scheduler.py --port-file F [--port P] [--events FILE] [--tls-cert C --tls-key K] [--raw MODE]
@@ -215,6 +218,12 @@ def raw_conn(conn, mode):
     try:
         if mode == "close":
             return
+        if mode == "garbage":
+            conn.sendall(b"hello")
+            conn.settimeout(None)
+            while conn.recv(65536):
+                pass
+            return
         if mode == "silent":
             conn.settimeout(None)
             while conn.recv(65536):
@@ -256,6 +265,19 @@ def raw_conn(conn, mode):
                 conn.sendall(h2_frame(6, 1, 0, payload))  # PING ack
             elif ftype == 1 and mode == "noheaders":
                 pass
+            elif ftype == 1 and mode == "bigframe":
+                big = 5 << 20
+                conn.sendall(struct.pack(">I", big)[1:] + bytes([0, 0]) + struct.pack(">I", sid))
+                chunk = b"x" * 65536
+                for _ in range(big // len(chunk)):
+                    conn.sendall(chunk)
+            elif ftype == 1 and mode == "bigmsg":
+                hdr = hpack_literal(":status", "200") + hpack_literal("content-type", "application/grpc")
+                conn.sendall(h2_frame(1, 4, sid, hdr))
+                body = b"\x00" + struct.pack(">I", 0xFFFFFFF0) + b"y" * (16384 - 5)
+                conn.sendall(h2_frame(0, 0, sid, body))
+                for _ in range(63):
+                    conn.sendall(h2_frame(0, 0, sid, b"y" * 16384))
             elif ftype == 1 and mode == "early":  # answer before the request body
                 hdr = (hpack_literal(":status", "200") + hpack_literal("content-type", "application/grpc")
                        + hpack_literal("grpc-status", "12") + hpack_literal("grpc-message", "unknown method"))
@@ -374,7 +396,8 @@ def main():
     ap.add_argument("--tls-key")
     ap.add_argument("--tls-client-ca")
     ap.add_argument("--raw", choices=["truncated", "compressed", "badflag", "nostatus", "http500",
-                                      "silent", "close", "http1", "noheaders", "early"])
+                                      "silent", "close", "http1", "noheaders", "early", "garbage", "bigframe",
+                                      "bigmsg"])
     ap.add_argument("--lazy-headers", action="store_true",
                     help="Register sends its response headers only with the first instruction")
     args = ap.parse_args()
