@@ -96,7 +96,8 @@ function F.init(config, ag)
   if backend and backend.configure then backend.configure(cfg) end
   if not backend and name == "firecracker" and cfg.vmm == "auto" then backend, backend_err = load_backend("qemu") end
   if not backend then log("error", "%s: Functions cannot be created until this is fixed", backend_err) end
-  rootfs.configure({ cache_dir = cfg.paths.rootfs, max_bytes = cfg.rootfs_max_bytes, timeout = cfg.pull_timeout })
+  -- (--rootfs-max-size and --rootfs-timeout come with riklet.rootfs; nil keeps its defaults)
+  rootfs.configure({ cache_dir = cfg.paths.rootfs, max_bytes = cfg.rootfs_max_size, timeout = cfg.rootfs_timeout })
   if config.network ~= "none" then
     local found, mod = pcall(require, "riklet.netctl")
     if found then
@@ -415,7 +416,7 @@ end
 
 function F.timeout(step, inst)
   local grace = inst.grace or cfg.stop_grace or 10
-  if step == "create" then return (cfg.pull_timeout or 600) + 180 end
+  if step == "create" then return (cfg.rootfs_timeout or cfg.pull_timeout or 600) + 180 end
   if step == "destroy" or step == "release" then return grace + 60 end
   return 60
 end
