@@ -43,11 +43,8 @@ function stand_in.fetch(url)
   return path
 end
 function stand_in.check_ext4(path)
-  local f = io.open(path, "rb")
-  if not f then return nil, path .. " cannot be read" end
-  f:seek("set", 1024 + 0x38)
-  local magic = f:read(2)
-  f:close()
+  local magic, err = fs.read_from(path, 1024 + 56, 2)
+  if not magic then return nil, err end
   if magic ~= "\83\239" then return nil, path .. " is not an ext4 image (no ext2/3/4 superblock magic at byte 1080)" end
   return true
 end
@@ -303,7 +300,8 @@ local function free_resources(inst, keep_log)
   local rec, errs = inst.rec, {}
   local vmrec = rec.vm or {}
   local b = vmrec.backend and the_backend(vmrec.backend) or backend
-  if not vmrec.handle and b and b.processes then
+  -- (QEMU writes its pidfile as it starts: without one there is nothing to look for)
+  if not vmrec.handle and b and b.processes and rec.dir and (b.name ~= "qemu" or fs.exists(rec.dir .. "/qemu.pid")) then
     -- riklet stopped between starting the VMM and storing its handle: find it by its files
     for _, h in ipairs(b.processes(cfg.paths.instances)) do
       if h.id == inst.id then
