@@ -43,11 +43,8 @@ function stand_in.fetch(url)
   return path
 end
 function stand_in.check_ext4(path)
-  local f = io.open(path, "rb")
-  if not f then return nil, path .. " cannot be read" end
-  f:seek("set", 1024 + 0x38)
-  local magic = f:read(2)
-  f:close()
+  local magic, err = fs.read_from(path, 1024 + 56, 2)
+  if not magic then return nil, err end
   if magic ~= "\83\239" then return nil, path .. " is not an ext4 image (no ext2/3/4 superblock magic at byte 1080)" end
   return true
 end
@@ -96,7 +93,8 @@ function F.init(config, ag)
   if backend and backend.configure then backend.configure(cfg) end
   if not backend and name == "firecracker" and cfg.vmm == "auto" then backend, backend_err = load_backend("qemu") end
   if not backend then log("error", "%s: Functions cannot be created until this is fixed", backend_err) end
-  rootfs.configure({ cache_dir = cfg.paths.rootfs, max_bytes = cfg.rootfs_max_bytes, timeout = cfg.pull_timeout })
+  -- (--rootfs-max-size and --rootfs-timeout come with riklet.rootfs; nil keeps its defaults)
+  rootfs.configure({ cache_dir = cfg.paths.rootfs, max_bytes = cfg.rootfs_max_size, timeout = cfg.rootfs_timeout })
   if config.network ~= "none" then
     local found, mod = pcall(require, "riklet.netctl")
     if found then
@@ -302,7 +300,8 @@ local function free_resources(inst, keep_log)
   local rec, errs = inst.rec, {}
   local vmrec = rec.vm or {}
   local b = vmrec.backend and the_backend(vmrec.backend) or backend
-  if not vmrec.handle and b and b.processes then
+  -- (QEMU writes its pidfile as it starts: without one there is nothing to look for)
+  if not vmrec.handle and b and b.processes and rec.dir and (b.name ~= "qemu" or fs.exists(rec.dir .. "/qemu.pid")) then
     -- riklet stopped between starting the VMM and storing its handle: find it by its files
     for _, h in ipairs(b.processes(cfg.paths.instances)) do
       if h.id == inst.id then
@@ -415,7 +414,7 @@ end
 
 function F.timeout(step, inst)
   local grace = inst.grace or cfg.stop_grace or 10
-  if step == "create" then return (cfg.pull_timeout or 600) + 180 end
+  if step == "create" then return (cfg.rootfs_timeout or cfg.pull_timeout or 600) + 180 end
   if step == "destroy" or step == "release" then return grace + 60 end
   return 60
 end
