@@ -75,6 +75,9 @@ local function whole(v, lo, hi) return type(v) == "number" and v == math.floor(v
 
 function F.init(config, ag)
   cfg, agent = config, ag
+  if type(cfg.paths) ~= "table" or not cfg.paths.instances then
+    return nil, "no instances directory is configured (paths.instances)"
+  end
   cfg.vm_vcpus = cfg.vm_vcpus or 1
   cfg.vm_memory_mib = cfg.vm_memory_mib or 128
   cfg.vm_machine = cfg.vm_machine or "pc"

@@ -983,6 +983,7 @@ function W.from_k8s(data)
         workingDir = opt(c.workingDir) }
       mc.env, err = k8s_env(c, where, src, md, spec)
       if not mc.env then return nil, err end
+      mc.env = json.array(mc.env) -- (a plain empty table would be encoded as a JSON object)
       local res = opt(c.resources)
       if res ~= nil then
         res, err = k8s_obj(res, where .. ".resources")
@@ -1003,7 +1004,7 @@ function W.from_k8s(data)
       local vms
       vms, err = k8s_list(c.volumeMounts, where .. ".volumeMounts")
       if not vms then return nil, err end
-      mc.volumeMounts = {}
+      mc.volumeMounts = json.array({})
       for j, vm in ipairs(vms) do
         local w = ("%s.volumeMounts[%d]"):format(where, j)
         if type(vm) ~= "table" or type(vm.name) ~= "string" then return nil, w .. " must be an object with a name" end
