@@ -35,6 +35,8 @@ struct lreq {
 	int ended;
 	int waiting;
 	lrk_wait w;
+	int self_ref; /* the userdata, kept alive while a task waits: http.request leaves no other
+		       * reference to it once its C frame yields */
 	/* the result, copied */
 	int fail;
 	char *error;
@@ -107,6 +109,10 @@ static void wake(struct lreq *q)
 	if (!q->waiting)
 		return;
 	q->waiting = 0;
+	if (q->self_ref != LUA_NOREF) { /* q stays alive: the caller holds a reference (on_done, deferred_wake) */
+		luaL_unref(lrk_main(), LUA_REGISTRYINDEX, q->self_ref);
+		q->self_ref = LUA_NOREF;
+	}
 	lua_State *co = lrk_wake_begin(q->w);
 	if (!co)
 		return;
@@ -262,6 +268,7 @@ static int start(lua_State *L)
 		return lrk_fail(L, "out of memory starting an HTTP request");
 	}
 	q->refs = 1;
+	q->self_ref = LUA_NOREF;
 	rk_err e;
 	if (!client && !(client = rk_http_new(lrk_loop(L), &e))) {
 		free(q);
@@ -284,7 +291,8 @@ static int l_start(lua_State *L)
 	return start(L);
 }
 
-static int wait_on(lua_State *L, struct lreq *q)
+/* ud: the stack index of q's userdata */
+static int wait_on(lua_State *L, struct lreq *q, int ud)
 {
 	if (q->ended)
 		return push_result(L, q);
@@ -292,13 +300,15 @@ static int wait_on(lua_State *L, struct lreq *q)
 		return luaL_error(L, "another task is already waiting for this HTTP request");
 	q->w = lrk_wait_begin(L);
 	q->waiting = 1;
+	lua_pushvalue(L, ud);
+	q->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	return lua_yield(L, 0);
 }
 
 /* req:wait() -> res | nil, err, kind */
 static int l_wait(lua_State *L)
 {
-	return wait_on(L, check_req(L));
+	return wait_on(L, check_req(L), 1);
 }
 
 /* http.request(opts) -> res | nil, err, kind */
@@ -309,7 +319,7 @@ static int l_request(lua_State *L)
 	if (n != 1)
 		return n;
 	struct lreq **qq = lua_touserdata(L, -1);
-	return wait_on(L, *qq);
+	return wait_on(L, *qq, lua_gettop(L));
 }
 
 static void deferred_wake(void *ud)

@@ -449,6 +449,17 @@ void rk_http_free(rk_http *h)
 	h_free_now(h);
 }
 
+/* url without its user:password@ part, for messages and logs. */
+static void redact(const char *url, char *out, size_t outsz)
+{
+	const char *p = strstr(url, "://"), *host = p ? p + 3 : url;
+	const char *end = host + strcspn(host, "/?#"), *at = memchr(host, '@', (size_t)(end - host));
+	if (!at)
+		snprintf(out, outsz, "%s", url);
+	else
+		snprintf(out, outsz, "%.*s***@%s", (int)(host - url), url, at + 1);
+}
+
 static int bad_header(const char *s)
 {
 	return strchr(s, '\r') || strchr(s, '\n') || !strchr(s, ':');
@@ -495,7 +506,9 @@ rk_http_req *rk_http_start(rk_http *h, const rk_http_opts *o, rk_http_done_cb cb
 		const char *path = strchr(o->url + (o->url[4] == 's' ? 8 : 7), '/');
 		snprintf(r->what, wl, "%s %s on unix socket %s", method, path ? path : "/", o->unix_socket);
 	} else if (r->what) {
-		snprintf(r->what, wl, "%s %s", method, o->url);
+		char shown[2048];
+		redact(o->url, shown, sizeof shown);
+		snprintf(r->what, wl, "%s %s", method, shown);
 	}
 	r->easy = curl_easy_init();
 	if (!r->what || !r->easy) {

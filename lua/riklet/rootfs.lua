@@ -43,6 +43,10 @@ function M.configure(t)
   end
 end
 
+-- The URL without its user:password@ (messages and logs reach operators and the scheduler).
+local function shown(url) return (url:gsub("^(%a[%w+.-]*://)[^/?#@]*@", "%1***@")) end
+M.shown = shown
+
 local function human(n)
   if n >= GiB then return ("%.1f GiB"):format(n / GiB) end
   if n >= 1024 * 1024 then return ("%.1f MiB"):format(n / 1048576) end
@@ -117,13 +121,13 @@ local function fetch_http(job)
   if res.status == 304 and m then
     fs.unlink(tmp)
     M.stats.not_modified = M.stats.not_modified + 1
-    log("debug", "%s: not modified, cached copy kept", job.url)
+    log("debug", "%s: not modified, cached copy kept", shown(job.url))
     return job.path
   end
   if res.status ~= 200 then
     fs.unlink(tmp)
     local said = excerpt(res.body)
-    return nil, ("GET %s: the server answered HTTP %d%s"):format(job.url, res.status,
+    return nil, ("GET %s: the server answered HTTP %d%s"):format(shown(job.url), res.status,
       said ~= "" and (" (" .. said .. ")") or "")
   end
   local st = fs.stat(tmp)
@@ -131,21 +135,21 @@ local function fetch_http(job)
   if not st or st.size ~= res.bytes or st.size ~= want then
     fs.unlink(tmp)
     return nil, ("GET %s: %s bytes on disk, %s received, %s announced: the download is incomplete"):format(
-      job.url, st and st.size or "no", res.bytes, tostring(res.content_length))
+      shown(job.url), st and st.size or "no", res.bytes, tostring(res.content_length))
   end
   if res.bytes == 0 then
     fs.unlink(tmp)
-    return nil, ("GET %s: the server sent an empty file"):format(job.url)
+    return nil, ("GET %s: the server sent an empty file"):format(shown(job.url))
   end
   M.stats.downloads = M.stats.downloads + 1
-  log("info", "downloaded %s (%s) in %.1fs", job.url, human(res.bytes), core.now() - job.t0)
+  log("info", "downloaded %s (%s) in %.1fs", shown(job.url), human(res.bytes), core.now() - job.t0)
   return install(job, tmp, { etag = res.etag, last_modified = res.last_modified, size = res.bytes })
 end
 
 local function fetch_file(job)
   local src = job.url:sub(8)
   if src:sub(1, 1) ~= "/" or src:find("%%") or src:find("?", 1, true) then
-    return nil, ("%s: a file URL must be file:///absolute/path (no host, no %%-escapes, no query)"):format(job.url)
+    return nil, ("%s: a file URL must be file:///absolute/path (no host, no %%-escapes, no query)"):format(shown(job.url))
   end
   local st, err = fs.stat(src)
   if st and st.type == "link" then
@@ -215,7 +219,7 @@ local function check_url(url)
   local scheme = url:match("^(%a[%w+.-]*)://")
   scheme = scheme and scheme:lower()
   if scheme ~= "http" and scheme ~= "https" and scheme ~= "file" then
-    return nil, ("rootfs URL %q: only http://, https:// and file:// are supported"):format(url)
+    return nil, ("rootfs URL %q: only http://, https:// and file:// are supported"):format(shown(url))
   end
   return true
 end
@@ -256,9 +260,9 @@ function M.fetch(url, opts)
         if job.req then job.req:cancel() end
         if job.proc then job.proc:kill(9) end
         M.stats.abandoned = M.stats.abandoned + 1
-        log("info", "download of %s abandoned: nobody waits for it any more", url)
+        log("info", "download of %s abandoned: nobody waits for it any more", shown(url))
       end
-      return nil, ("the rootfs download of %s was cancelled"):format(url)
+      return nil, ("the rootfs download of %s was cancelled"):format(shown(url))
     end
   end
 end

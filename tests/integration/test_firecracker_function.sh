@@ -5,7 +5,7 @@
 # request against Firecracker's Swagger description; no guest boots, so this proves the wiring:
 # the rootfs downloaded once over HTTP and shared by two instances, the conversation and a
 # RUNNING instance, SendCtrlAltDel on destroy with nothing left, a 400 fault_message → FAILED with
-# it, a rootfs over --rootfs-max-size and a 404 → FAILED naming them. In a private mount
+# it, a rootfs over --rootfs-max-size and a 404 → FAILED naming them, re-adoption after kill -9. In a private mount
 # namespace, /dev is a copy holding a placeholder /dev/kvm (the backend requires one).
 source "$(dirname "$0")/../lib/private_ns.sh"
 source "$(dirname "$0")/../lib/riklet.sh"
@@ -115,8 +115,19 @@ ok "rk_wait_status 60 fbig FAILED" "over the cap: FAILED"
 like "$(rk_reason fbig)" "rootfs-max-size" "over the cap: the reason names the flag"
 is "$(fc_pids fbig/ | wc -l)" 0 "over the cap: no firecracker started"
 
+# 5. kill -9 riklet: restarted, it re-adopts fb's firecracker (same pid), never restarts it
+pid_fb=$(fc_pids fb/)
+rk_stop KILL
+rk_start_standalone --network bridge --vmm firecracker --firecracker "$TEST_TMP/bin/firecracker" \
+	--kernel-path "$TEST_TMP/vmlinuz" --rootfs-max-size 20000000 || bail_out "riklet did not restart"
+sleep 2
+is "$(rk_status fb)" RUNNING "after kill -9 and restart: fb still RUNNING"
+is "$(fc_pids fb/)" "$pid_fb" "after kill -9 and restart: the same firecracker process"
+is "$(calls fb | grep -c InstanceStart)" 1 "after kill -9 and restart: the guest was not started again"
+
 rm -f "$MANIFESTS"/*.json
 ok "rk_wait_status 30 fb TERMINATED" "fb: TERMINATED"
+like "$(calls fb | tail -n1)" "PUT /actions SendCtrlAltDel 204" "fb (adopted): stopped with SendCtrlAltDel"
 ok "wait_for 10 bash -c '[[ -z \$(pgrep -f \"[f]ake_firecracker.py --api-sock $STATE/\") ]]'" "no firecracker left at the end"
 rk_stop
 done_testing

@@ -62,10 +62,10 @@ class FileHandler(http.server.BaseHTTPRequestHandler):
         if not name.startswith(os.path.abspath(args.dir) + "/") or not os.path.isfile(name) \
                 or os.path.basename(name).startswith("."):
             body = b"no such file\n"
+            log_line(self.command, path, 404)  # before answering: a test reads the log once answered
             self.send_response(404)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            log_line(self.command, path, 404)
             if not head:
                 self.wfile.write(body)
             return
@@ -87,11 +87,12 @@ class FileHandler(http.server.BaseHTTPRequestHandler):
             except (TypeError, ValueError):
                 fresh = False
         if fresh:
+            log_line(self.command, path, 304)
             self.send_response(304)
             self.send_header("ETag", etag)
             self.end_headers()
-            log_line(self.command, path, 304)
             return
+        log_line(self.command, path, 200)
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         if validators:
@@ -105,7 +106,6 @@ class FileHandler(http.server.BaseHTTPRequestHandler):
         if "cut" in m:
             self.send_header("Connection", "close")
         self.end_headers()
-        log_line(self.command, path, 200)
         if head:
             return
         limit = int(m.get("cut", st.st_size))
@@ -151,12 +151,12 @@ class EchoHandler(http.server.BaseHTTPRequestHandler):
             code, out = 200, {"method": self.command, "path": self.path, "body": body,
                               "content_type": self.headers.get("Content-Type")}
         data = json.dumps(out).encode()
+        log_line(self.command, self.path, code)
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
-        log_line(self.command, self.path, code)
 
     do_GET = do_PUT = do_PATCH = do_POST = do_DELETE = handle_any
 

@@ -70,6 +70,25 @@ collectgarbage()
 res = http.request({ url = base .. "/f.bin", out = tmp .. "/o5.bin" })
 T.ok(res and res.status == 200, "after a collected request: requests still work")
 
+-- the garbage collector runs while http.request waits: the request must survive it (nothing but
+-- the binding holds its handle once the C call yielded)
+fs.write_atomic(tmp .. "/www/.modes.json", json.encode({ ["/f.bin"] = { rate = 500000 } }))
+local collecting = true
+task.spawn(function()
+  while collecting do
+    collectgarbage()
+    task.sleep(0.05)
+  end
+end)
+local gq = task.queue()
+task.spawn(function() gq:put({ http.request({ url = base .. "/f.bin", out = tmp .. "/o6.bin", timeout = 30 }) }) end)
+local got = gq:get(40) or { nil, "never resumed: the request was collected while its task waited" }
+local gres, gerr = got[1], got[2]
+collecting = false
+T.ok(gres and gres.status == 200 and gres.bytes == 500000, "a request survives garbage collections while it waits ("
+  .. tostring(gerr) .. ")")
+fs.write_atomic(tmp .. "/www/.modes.json", "{}")
+
 -- misuse raises; expected failures return nil, err
 T.ok(not pcall(http.start, {}), "no url: raises")
 T.ok(not pcall(http.start, { url = base, timeout = "1" }), "a string timeout: raises")

@@ -99,6 +99,9 @@ T.like(ecap, "larger than the limit", "over the cap without a Content-Length: st
 T.is(parts(), 0, "over the cap: no partial file left")
 modes({})
 rootfs.configure({ max_bytes = 8 * 1024 * 1024 })
+local _, ecred = rootfs.fetch(base:gsub("//", "//rkuser:s3cret@") .. "/missing.img")
+T.ok(ecred and not ecred:find("s3cret", 1, true) and ecred:find("***@", 1, true),
+  "a URL's password never appears in the error (" .. tostring(ecred) .. ")")
 local _, ebad = rootfs.fetch("ftp://example.org/x.img")
 T.like(ebad, "only http://, https:// and file://", "ftp URL refused")
 local pt = assert(rootfs.fetch(base .. "/text.img"))
