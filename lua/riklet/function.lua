@@ -26,34 +26,8 @@ local backend, backend_err
 
 local function log(level, fmt, ...) core.log(level, "function", fmt:format(...)) end
 
--- ---- rootfs ---------------------------------------------------------------------------------
--- TEMPORARY stand-in for riklet.rootfs (the fcvm branch), file:// only, same calls as VMM.md.
--- Removed once riklet.rootfs is merged (the require below then finds the real one).
-local stand_in = {}
-function stand_in.configure() end
-function stand_in.fetch(url)
-  local path = url:match("^file://(/.*)$")
-  if not path then
-    return nil, ("rootfs %s: this build fetches file:// URLs only (the HTTP download cache is not merged yet)"):format(url)
-  end
-  path = path:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
-  local st = fs.stat(path)
-  if not st then return nil, ("rootfs %s: %s does not exist"):format(url, path) end
-  if st.type ~= "file" then return nil, ("rootfs %s: %s is not a regular file"):format(url, path) end
-  return path
-end
-function stand_in.check_ext4(path)
-  local magic, err = fs.read_from(path, 1024 + 56, 2)
-  if not magic then return nil, err end
-  if magic ~= "\83\239" then return nil, path .. " is not an ext4 image (no ext2/3/4 superblock magic at byte 1080)" end
-  return true
-end
-
-local rootfs
-do
-  local found, mod = pcall(require, "riklet.rootfs")
-  rootfs = found and type(mod) == "table" and mod.fetch and mod or stand_in
-end
+-- ---- rootfs: fetched and cached by riklet.rootfs (VMM.md) ----
+local rootfs = require "riklet.rootfs"
 
 -- ---- init -----------------------------------------------------------------------------------
 
