@@ -19,6 +19,7 @@
  *       the message stays valid while that anchor is on the stack (pop it when done). Raises on
  *       a bad table, and leaks nothing when it does. */
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -248,8 +249,8 @@ static double b_number(struct build *b, const ProtobufCFieldDescriptor *f, int v
 static void b_int_check(struct build *b, const ProtobufCFieldDescriptor *f, double d, double lo, double hi_excl)
 {
 	if (!(d >= lo && d < hi_excl) || d != floor(d))
-		luaL_error(b->L, "protobuf field %s.%s: %.17g is not an integer in [%.17g, %.17g]", b->path, f->name, d,
-			   lo, hi_excl - 1);
+		luaL_error(b->L, "protobuf field %s.%s: %.17g is not an integer in [%.17g, %.17g)", b->path, f->name, d,
+			   lo, hi_excl);
 }
 
 static ProtobufCMessage *build_msg(struct build *b, int idx, const ProtobufCMessageDescriptor *d);
@@ -305,9 +306,13 @@ static void b_value(struct build *b, const ProtobufCFieldDescriptor *f, int v, v
 			*(uint64_t *)p = (uint64_t)d;
 		}
 		break;
-	case PROTOBUF_C_TYPE_FLOAT:
-		*(float *)p = (float)b_number(b, f, v);
+	case PROTOBUF_C_TYPE_FLOAT: {
+		double d = b_number(b, f, v);
+		if (d > FLT_MAX || d < -FLT_MAX) /* out of a float's range: the conversion is undefined */
+			luaL_error(L, "protobuf field %s.%s: %g is out of the range of a float", b->path, f->name, d);
+		*(float *)p = (float)d;
 		break;
+	}
 	case PROTOBUF_C_TYPE_DOUBLE:
 		*(double *)p = b_number(b, f, v);
 		break;

@@ -210,7 +210,7 @@ function agent.create(id, definition, source, preset_error)
     return refuse(id, ("instance %s refused: this node already runs %d instances, its maximum (--max-instances %d); "
       .. "destroy some or raise the limit"):format(id, running_count(), cfg.max_instances))
   end
-  -- what is stored is bounded and encodable: an oversized or NUL-holding definition is not kept
+  -- what is stored is bounded and encodable: an oversized, NUL-holding or non-UTF-8 definition is not kept
   if type(definition) ~= "string" then
     preset_error = preset_error or "the workload definition is not a string"
     definition = ""
@@ -220,6 +220,11 @@ function agent.create(id, definition, source, preset_error)
     definition = ""
   elseif definition:find("%z") then
     preset_error = preset_error or "the workload definition is not valid JSON: it holds a NUL byte"
+    definition = ""
+  elseif not json.utf8(definition) then
+    local _, bad = json.utf8(definition)
+    preset_error = preset_error or ("the workload definition is not valid JSON: invalid JSON: not valid UTF-8 at byte %d (byte 0x%02x)")
+      :format(bad, definition:byte(bad + 1))
     definition = ""
   end
   inst = new_instance(id, definition, source)

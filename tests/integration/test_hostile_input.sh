@@ -145,12 +145,13 @@ RK_PIDS+=("$RK_PID")
 registered() { curl -sf "$CONTROL/state" | jq -e '.workers.hostile.open' >/dev/null; }
 ok "wait_for 30 registered" "scheduler: riklet registers" || bail_out "no registration"
 
-# send ID FILE [ACTION]: an InstanceScheduling of exactly these bytes (any id bytes: \xNN escapes)
-send() {
-	"$PYTHON" - "$CONTROL" "$1" "$2" "${3:-0}" <<'PY'
+# send ID FILE [ACTION]: an InstanceScheduling of exactly these bytes (any id bytes: \xNN escapes);
+# send_many: the same for each "ID<TAB>FILE<TAB>ACTION" line of stdin, in one python run
+send() { printf '%s\t%s\t%s\n' "$1" "$2" "${3:-0}" | send_many; }
+send_many() {
+	"$PYTHON" -c '
 import base64, json, sys, urllib.request
-control, ident, path, action = sys.argv[1], sys.argv[2].encode().decode("unicode_escape").encode("latin-1"), sys.argv[3], int(sys.argv[4])
-data = open(path, "rb").read() if path else b""
+control = sys.argv[1]
 def ld(n, b):
     out, ln = bytes([n << 3 | 2]), len(b)
     while True:
@@ -158,11 +159,16 @@ def ld(n, b):
         ln >>= 7
         if not ln:
             return out + b
-msg = ld(1, ident) + ld(2, data) + bytes([3 << 3, action])
-req = urllib.request.Request(control + "/misbehave", json.dumps({"mode": "raw", "data_b64": base64.b64encode(msg).decode()}).encode(),
-                             {"content-type": "application/json"})
-urllib.request.urlopen(req).read()
-PY
+for line in sys.stdin.read().splitlines():
+    ident, path, action = line.split("\t")
+    ident = ident.encode().decode("unicode_escape").encode("latin-1")
+    data = open(path, "rb").read() if path else b""
+    msg = ld(1, ident) + ld(2, data) + bytes([3 << 3, int(action)])
+    req = urllib.request.Request(control + "/misbehave",
+                                 json.dumps({"mode": "raw", "data_b64": base64.b64encode(msg).decode()}).encode(),
+                                 {"content-type": "application/json"})
+    urllib.request.urlopen(req).read()
+' "$CONTROL"
 }
 ev_last() { jq -r --arg id "$1" 'select(.kind == "instance" and .instance_id == $id) | "\(.status)\t\(.metrics)"' "$EVENTS" | tail -n1; }
 ev_is() { [[ $(ev_last "$1") == "$2"$'\t'* ]]; }
@@ -176,9 +182,11 @@ rss0=$(rss_kib)
 n_sched=0
 for n in "${names[@]}"; do
 	(($(stat -c %s "$CASES/$n.json") > 3 * 1024 * 1024)) && continue # a frame over the 4 MiB gRPC cap: test_sched_peers.sh
-	send "s-$n" "$CASES/$n.json"
+	printf 's-%s\t%s\t0\n' "$n" "$CASES/$n.json"
 	n_sched=$((n_sched + 1))
-done
+done | send_many
+n_sched=0
+for n in "${names[@]}"; do (($(stat -c %s "$CASES/$n.json") > 3 * 1024 * 1024)) || n_sched=$((n_sched + 1)); done
 wait_for 60 all_failed "$n_sched" s- || diag "not all FAILED in 60 s"
 snapshot
 for n in "${names[@]}"; do
