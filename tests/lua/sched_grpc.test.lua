@@ -174,8 +174,26 @@ local c4, s4 = register(port, { handshake_timeout = 0.5 })
 T.ok(s4:ready(), "without header_timeout: ready")
 task.sleep(1.5)
 T.ok(not s4:status(), "... and still open after 1.5 s (3x the handshake timeout)")
+-- HTTP/2 PING keepalive: PINGs acked keep an idle stream; a server that stops answering them (a
+-- hung process: its kernel still acknowledges TCP) is given up on after keepalive_timeout
+local ka = { handshake_timeout = 0.5, keepalive_idle = 1, keepalive_timeout = 1 }
+local c5, s5k = register(port, ka)
+task.sleep(3.5)
+T.ok(s5k:ready() and not s5k:status(), "keepalive 1 s + 1 s, PINGs acked: the idle stream is kept 3.5 s")
 c3:close()
 c4:close()
+c5:close()
+p:kill(9)
+p:wait()
+p, port = start({ "--raw", "noping" })
+local c7, s7 = register(port, ka)
+t0 = core.now()
+T.ok(s7:ready(), "a server that answers SETTINGS but no PING: ready")
+local _, perr, pcode = s7:recv()
+dt = core.now() - t0
+T.ok(pcode == grpc.codes.UNAVAILABLE and tostring(perr):find("no answer to an HTTP/2 PING within 1 s", 1, true)
+  and dt >= 1.5 and dt < 4, ("... UNAVAILABLE after %.2f s (1 s silence + 1 s): %s"):format(dt, tostring(perr)))
+c7:close()
 p:kill(9)
 p:wait()
 

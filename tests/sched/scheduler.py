@@ -24,7 +24,8 @@ or a trailers-only UNIMPLEMENTED on the request headers alone, before the reques
 the client's error paths,
 or a peer that is no gRPC server at all: silent (accepts, never sends a byte), close (accepts and
 closes at once), http1 (answers the client preface with an HTTP/1.1 400), noheaders (HTTP/2
-SETTINGS and PING acks, never a response), garbage (sends "hello" on accept, then nothing),
+SETTINGS and PING acks, never a response), noping (the same without PING acks: a hung server
+process whose kernel still acknowledges), garbage (sends "hello" on accept, then nothing),
 bigframe (answers a request with a 5 MiB HTTP/2 DATA frame: 320 times the 16 KiB a client
 accepts), bigmsg (a well-formed response whose gRPC message prefix announces 4 GiB - 16 bytes,
 followed by 1 MiB of its body). Each accepted connection is logged to --events as
@@ -234,7 +235,7 @@ def raw_conn(conn, mode):
             conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n"
                          b"Connection: close\r\n\r\nBad Request")
             return
-        if mode == "noheaders":
+        if mode in ("noheaders", "noping"):
             conn.settimeout(None)
         while len(buf) < 24:
             d = conn.recv(65536)
@@ -262,8 +263,9 @@ def raw_conn(conn, mode):
             if ftype == 4 and not flags & 1:
                 conn.sendall(h2_frame(4, 1, 0))  # SETTINGS ack
             elif ftype == 6 and not flags & 1:
-                conn.sendall(h2_frame(6, 1, 0, payload))  # PING ack
-            elif ftype == 1 and mode == "noheaders":
+                if mode != "noping":
+                    conn.sendall(h2_frame(6, 1, 0, payload))  # PING ack
+            elif ftype == 1 and mode in ("noheaders", "noping"):
                 pass
             elif ftype == 1 and mode == "bigframe":
                 big = 5 << 20
@@ -396,7 +398,7 @@ def main():
     ap.add_argument("--tls-key")
     ap.add_argument("--tls-client-ca")
     ap.add_argument("--raw", choices=["truncated", "compressed", "badflag", "nostatus", "http500",
-                                      "silent", "close", "http1", "noheaders", "early", "garbage", "bigframe",
+                                      "silent", "close", "http1", "noheaders", "early", "garbage", "bigframe", "noping",
                                       "bigmsg"])
     ap.add_argument("--lazy-headers", action="store_true",
                     help="Register sends its response headers only with the first instruction")
