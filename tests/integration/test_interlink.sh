@@ -190,6 +190,15 @@ st=$(status_of "$IBAD")
 is "$(jq -r '.[0].initContainers[0].state.terminated.exitCode' <<<"$st")" 5 "a failing init container: terminated, exitCode 5"
 is "$(jq -r '.[0].containers[0].state.terminated.reason' <<<"$st")" "Init:Error" "... the main container is terminated Init:Error, never left waiting"
 
+# --- a memory limit that ends in OOMKilled ----------------------------------------------------------
+OOM=$(pod 11111111-aaaa-4bbb-8ccc-00000000000c oom "[$(jq -c '.resources = {limits: {memory: "16Mi"}}' <<<"$(ctr main \
+	'x=$(head -c 200000000 /dev/zero | tr "\\0" a); echo survived ${#x}')")]")
+api POST /create "$(put c.json "$(create_body "$OOM")")" >/dev/null
+wait_for 60 is_state "$OOM" 0 terminated
+st=$(status_of "$OOM")
+is "$(jq -r '.[0].containers[0].state.terminated.reason' <<<"$st")" OOMKilled "a 16Mi memory limit exceeded: terminated, reason OOMKilled"
+on_fail_diag $?
+
 # --- restartPolicy OnFailure: restarts counted, the previous run's log ---------------------------
 RPOD=$(jq -c '.spec.restartPolicy = "OnFailure"' <<<"$(pod 11111111-aaaa-4bbb-8ccc-000000000009 crash "[$(ctr main 'echo run-at-$(date +%s); exit 1')]")")
 api POST /create "$(put c.json "$(create_body "$RPOD")")" >/dev/null
@@ -264,7 +273,7 @@ is "$(cstate "$P42" 0)" terminated "... an ended pod is still reported"
 r=$(api POST /delete "$(put d.json "$LONG")")
 is "$(code "$r")" 200 "delete: 200"
 ok "rk_nothing_left k8s-11111111-aaaa-4bbb-8ccc-000000000007" "delete leaves no container, mount or directory"
-for p in "$TWO" "$HELLO" "$ENVP" "$P42" "$NOCMD" "$LOGP" "$VPOD" "$RPOD" "$IPOD" "$IBAD"; do api POST /delete "$(put d.json "$p")" >/dev/null; done
+for p in "$TWO" "$HELLO" "$ENVP" "$P42" "$NOCMD" "$LOGP" "$VPOD" "$RPOD" "$IPOD" "$IBAD" "$OOM"; do api POST /delete "$(put d.json "$p")" >/dev/null; done
 ok "! rk_runc_ids | grep -q ." "every pod deleted: no runc container left"
 rk_stop TERM
 ok "! test -e $SOCK" "the unix socket is removed when riklet stops"
