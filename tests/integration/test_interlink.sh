@@ -253,6 +253,8 @@ is "$(code "$r")" 422 "a command of numbers: 422"
 r=$(api POST /create "$(put bad.json "$(create_body "$(jq -c '.metadata.uid = "u-bad-3" | .spec.initContainers = [.spec.containers[0]]' <<<"$HELLO")")")")
 is "$(code "$r")" 422 "an init container named like a container: 422"
 like "$(body "$r")" 'used twice' "... saying so"
+r=$(api POST /create "$(put bad.json "$(create_body "$(jq -c '.metadata.uid = "u-bad-4" | .metadata.name = "a\nb"' <<<"$HELLO")")")")
+is "$(code "$r")" 400 "a pod name holding a newline: 400"
 head -c 100000000 /dev/zero >"$TEST_TMP/big.json"
 is "$(code "$(api POST /create "$TEST_TMP/big.json")")" 413 "a 100 MB body: 413"
 rm -f "$TEST_TMP/big.json"
