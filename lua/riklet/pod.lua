@@ -165,7 +165,7 @@ end
 
 -- Did the kernel's OOM killer end container c? conmon's "oom" file, else its memory cgroup's count.
 function P.oom_killed(c)
-  if c.dir and fs.exists(c.dir .. "/exit/oom") then return true end
+  if c.dir and (fs.exists(c.dir .. "/oom") or fs.exists(c.dir .. "/exit/oom")) then return true end
   local cg = c.memcg
   if type(cg) ~= "string" or #cg > 4096 or cg:find("..", 1, true) then return false end
   for _, f in ipairs({ "/memory.oom_control", "/memory.events" }) do
@@ -756,6 +756,7 @@ local function restart_counted(inst, name)
       c.restart_count = (c.restart_count or 0) + 1
       c.state, c.started_at, c.finished_at, c.reason = "running", core.time(), nil, ""
       c.exit_code, c.exit_signal, c.restart_at, c.oom = nil, nil, nil, nil
+      fs.unlink(c.dir .. "/oom")
       c.memcg = P.memcg_of(c.pid)
     end
   end

@@ -198,6 +198,7 @@ wait_for 60 is_state "$OOM" 0 terminated
 st=$(status_of "$OOM")
 is "$(jq -r '.[0].containers[0].state.terminated.reason' <<<"$st")" OOMKilled "a 16Mi memory limit exceeded: terminated, reason OOMKilled"
 on_fail_diag $?
+ok "! test -e oom" "conmon's oom file is not left in riklet's working directory"
 
 # --- restartPolicy OnFailure: restarts counted, the previous run's log ---------------------------
 RPOD=$(jq -c '.spec.restartPolicy = "OnFailure"' <<<"$(pod 11111111-aaaa-4bbb-8ccc-000000000009 crash "[$(ctr main 'echo run-at-$(date +%s); exit 1')]")")
