@@ -269,7 +269,8 @@ function M.create(id, dir, opts)
   }
   local t0 = core.now()
   local timeout = opts.timeout or cfg.timeout
-  local p, serr = proc.spawn(argv, { stdout = f.out, stderr_to_stdout = true })
+  -- cwd: conmon writes its "oom" file (an OOM kill) into its working directory
+  local p, serr = proc.spawn(argv, { stdout = f.out, stderr_to_stdout = true, cwd = dir })
   if not p then return nil, ("conmon (%s) could not be started: %s"):format(cfg.conmon, tostring(serr)) end
   -- the first conmon process forks its daemon, writes its pid file and exits at once
   local code, sig = p:wait()

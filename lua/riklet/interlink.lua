@@ -35,6 +35,13 @@ local function text(status, fmt, ...)
   return status, "riklet: " .. fmt:format(...) .. "\n"
 end
 
+-- interLink's InterLink-Http-Session header (e.g. CreatePod#123), for log lines; made safe to log.
+local function session(info)
+  local h = info.headers["interlink-http-session"]
+  if not h then return "" end
+  return (" [session %s]"):format(h:sub(1, 64):gsub("[^%w#._:/-]", "?"))
+end
+
 local function decode(info)
   local body = info.body or ""
   if body:match("^%s*$") then return nil end
@@ -53,8 +60,14 @@ local function pod_ident(pod)
     return nil, ("pod.metadata.uid is %s: a pod UID (letters, digits and '-', at most 60) is needed"):format(
       type(uid) == "string" and ("%q"):format(uid:sub(1, 80)) or "missing")
   end
-  local ns = type(md.namespace) == "string" and md.namespace or "default"
-  local name = type(md.name) == "string" and md.name or ""
+  local ns = md.namespace == nil and "default" or md.namespace
+  if type(ns) ~= "string" or #ns > 63 or not ns:match("^[A-Za-z0-9][A-Za-z0-9-]*$") then
+    return nil, "pod.metadata.namespace must be a Kubernetes namespace name (letters, digits and '-', at most 63)"
+  end
+  local name = md.name
+  if type(name) ~= "string" or #name > 253 or not name:match("^[A-Za-z0-9][A-Za-z0-9._-]*$") then
+    return nil, "pod.metadata.name must be a Kubernetes pod name (letters, digits, '.', '_' and '-', at most 253)"
+  end
   return { id = id, uid = uid, name = name, namespace = ns }
 end
 
@@ -95,7 +108,7 @@ local function create(info)
   for _, n in ipairs(notes) do log("warn", "pod %s/%s (%s): %s", p.namespace, p.name, p.uid, n) end
   local cok, cerr = agent.create(p.id, definition, ("interlink:%s/%s"):format(p.namespace, p.name))
   if not cok then return text(503, "pod %s/%s not created: %s", p.namespace, p.name, tostring(cerr)) end
-  log("info", "pod %s/%s (%s): creating as instance %s", p.namespace, p.name, p.uid, p.id)
+  log("info", "pod %s/%s (%s): creating as instance %s%s", p.namespace, p.name, p.uid, p.id, session(info))
   return 200, { PodUID = p.uid, PodJID = p.id }
 end
 
@@ -234,8 +247,8 @@ local function delete(info)
   local grace = type(pod.spec) == "table" and tonumber(pod.spec.terminationGracePeriodSeconds)
   local inst = agent.instance(p.id)
   if grace and grace >= 0 and grace <= workload.LIMITS.grace_period and inst then inst.grace = grace end
-  log("info", "delete of pod %s/%s (%s): destroying instance %s%s", p.namespace, p.name, p.uid, p.id,
-    grace and (" (grace period %g s)"):format(grace) or "")
+  log("info", "delete of pod %s/%s (%s): destroying instance %s%s%s", p.namespace, p.name, p.uid, p.id,
+    grace and (" (grace period %g s)"):format(grace) or "", session(info))
   agent.destroy(p.id)
   local ok, werr = agent.wait_gone(p.id)
   if not ok then return text(500, "pod %s/%s: the destroy did not complete: %s", p.namespace, p.name, tostring(werr)) end

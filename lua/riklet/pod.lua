@@ -165,6 +165,33 @@ local function bundle_opts(c, opts, voldir)
   return opts
 end
 
+-- The memory cgroup of a running container's process (cgroup v1 "N:...memory...:/path" or v2
+-- "0::/path"), remembered to tell an OOM kill once it ended (runc keeps the cgroup until delete).
+function P.memcg_of(pid)
+  local text = type(pid) == "number" and fs.read("/proc/" .. pid .. "/cgroup", 65536)
+  if not text then return nil end
+  local v2
+  for line in text:gmatch("[^\n]+") do
+    local ctrls, path = line:match("^%d+:([^:]*):(/.*)$")
+    if ctrls and (","  .. ctrls .. ","):find(",memory,", 1, true) then return "memory" .. path end
+    if ctrls == "" then v2 = path end
+  end
+  return v2 and ("" .. v2:gsub("^/", "")) or nil
+end
+
+-- Did the kernel's OOM killer end container c? conmon's "oom" file, else its memory cgroup's count.
+function P.oom_killed(c)
+  if c.dir and (fs.exists(c.dir .. "/oom") or fs.exists(c.dir .. "/exit/oom")) then return true end
+  local cg = c.memcg
+  if type(cg) ~= "string" or #cg > 4096 or cg:find("..", 1, true) then return false end
+  for _, f in ipairs({ "/memory.oom_control", "/memory.events" }) do
+    local t = fs.read("/sys/fs/cgroup/" .. cg:gsub("^/", "") .. f, 65536)
+    local n = t and tonumber(t:match("oom_kill (%d+)"))
+    if n then return n > 0 end
+  end
+  return false
+end
+
 local function check_cancel(inst)
   if inst.destroy_requested then return nil, "destroyed while it was being created" end
   return true
@@ -383,6 +410,7 @@ create = function(inst, w)
     if not ok then return nil, ("container %s: %s"):format(crec.name, err) end
     crec.state = "running"
     crec.started_at = core.time()
+    crec.memcg = P.memcg_of(crec.pid)
     ::next::
   end
   -- not stored here: the agent stores the record with RUNNING as soon as this returns (a crash
@@ -742,6 +770,8 @@ function P.on_exit(inst, msg)
   if unit.init then return "running" end -- ran to its end during the create
   unit.state, unit.exit_code, unit.exit_signal = "exited", msg.code, msg.signal
   unit.finished_at = core.time()
+  unit.oom = P.oom_killed(unit) or nil
+  if unit.oom then msg.describe = tostring(msg.describe) .. " (out of memory: killed by the kernel's OOM killer at its memory limit)" end
   unit.reason = msg.describe
   -- independent (Kubernetes pods): a failed container does not end the others
   local independent = inst.workload and inst.workload.independent
@@ -769,7 +799,9 @@ local function restart_counted(inst, name)
     if c.name == name then
       c.restart_count = (c.restart_count or 0) + 1
       c.state, c.started_at, c.finished_at, c.reason = "running", core.time(), nil, ""
-      c.exit_code, c.exit_signal, c.restart_at = nil, nil, nil
+      c.exit_code, c.exit_signal, c.restart_at, c.oom = nil, nil, nil, nil
+      fs.unlink(c.dir .. "/oom")
+      c.memcg = P.memcg_of(c.pid)
     end
   end
   save(inst)

@@ -190,6 +190,16 @@ st=$(status_of "$IBAD")
 is "$(jq -r '.[0].initContainers[0].state.terminated.exitCode' <<<"$st")" 5 "a failing init container: terminated, exitCode 5"
 is "$(jq -r '.[0].containers[0].state.terminated.reason' <<<"$st")" "Init:Error" "... the main container is terminated Init:Error, never left waiting"
 
+# --- a memory limit that ends in OOMKilled ----------------------------------------------------------
+OOM=$(pod 11111111-aaaa-4bbb-8ccc-00000000000c oom "[$(jq -c '.resources = {limits: {memory: "16Mi"}}' <<<"$(ctr main \
+	'x=$(head -c 200000000 /dev/zero | tr "\\0" a); echo survived ${#x}')")]")
+api POST /create "$(put c.json "$(create_body "$OOM")")" >/dev/null
+wait_for 60 is_state "$OOM" 0 terminated
+st=$(status_of "$OOM")
+is "$(jq -r '.[0].containers[0].state.terminated.reason' <<<"$st")" OOMKilled "a 16Mi memory limit exceeded: terminated, reason OOMKilled"
+on_fail_diag $?
+ok "! test -e oom" "conmon's oom file is not left in riklet's working directory"
+
 # --- restartPolicy OnFailure: restarts counted, the previous run's log ---------------------------
 RPOD=$(jq -c '.spec.restartPolicy = "OnFailure"' <<<"$(pod 11111111-aaaa-4bbb-8ccc-000000000009 crash "[$(ctr main 'echo run-at-$(date +%s); exit 1')]")")
 api POST /create "$(put c.json "$(create_body "$RPOD")")" >/dev/null
@@ -244,6 +254,8 @@ is "$(code "$r")" 422 "a command of numbers: 422"
 r=$(api POST /create "$(put bad.json "$(create_body "$(jq -c '.metadata.uid = "u-bad-3" | .spec.initContainers = [.spec.containers[0]]' <<<"$HELLO")")")")
 is "$(code "$r")" 422 "an init container named like a container: 422"
 like "$(body "$r")" 'used twice' "... saying so"
+r=$(api POST /create "$(put bad.json "$(create_body "$(jq -c '.metadata.uid = "u-bad-4" | .metadata.name = "a\nb"' <<<"$HELLO")")")")
+is "$(code "$r")" 400 "a pod name holding a newline: 400"
 head -c 100000000 /dev/zero >"$TEST_TMP/big.json"
 is "$(code "$(api POST /create "$TEST_TMP/big.json")")" 413 "a 100 MB body: 413"
 rm -f "$TEST_TMP/big.json"
@@ -264,7 +276,7 @@ is "$(cstate "$P42" 0)" terminated "... an ended pod is still reported"
 r=$(api POST /delete "$(put d.json "$LONG")")
 is "$(code "$r")" 200 "delete: 200"
 ok "rk_nothing_left k8s-11111111-aaaa-4bbb-8ccc-000000000007" "delete leaves no container, mount or directory"
-for p in "$TWO" "$HELLO" "$ENVP" "$P42" "$NOCMD" "$LOGP" "$VPOD" "$RPOD" "$IPOD" "$IBAD"; do api POST /delete "$(put d.json "$p")" >/dev/null; done
+for p in "$TWO" "$HELLO" "$ENVP" "$P42" "$NOCMD" "$LOGP" "$VPOD" "$RPOD" "$IPOD" "$IBAD" "$OOM"; do api POST /delete "$(put d.json "$p")" >/dev/null; done
 ok "! rk_runc_ids | grep -q ." "every pod deleted: no runc container left"
 rk_stop TERM
 ok "! test -e $SOCK" "the unix socket is removed when riklet stops"
