@@ -71,6 +71,7 @@ M.options = {
   { "image-gc-age", "number", 0, "seconds after its last use an unused image is removed whatever the disk usage (0: never)" },
   { "image-gc-interval", "number", 300, "seconds between two image garbage collection passes (0: none; riklet prune or SIGUSR1 on demand)" },
   { "once", "bool", false, "riklet top: print one table and exit" },
+  { "metrics-listen", "string", nil, "serve Prometheus metrics (GET /metrics) on HOST:PORT (off by default)" },
   { "interlink", "list", {}, "serve the interLink plugin API on HOST:PORT and/or unix:/path (repeat or comma-separate)" },
   { "interlink-token-file", "string", nil, "interLink requests must carry Authorization: Bearer <the token in this file>" },
   { "interlink-body-max", "number", 8388608, "bytes of an interLink request body; a larger one is refused with 413" },
