@@ -318,6 +318,7 @@ function M.serve(addr, records)
   local srv, err = require("riklet.httpd").serve(addr, { name = "metrics", body_max = 4096, conn_max = 64 },
     { ["GET /metrics"] = metrics })
   if not srv then return nil, ("--metrics-listen %s: %s"):format(addr, tostring(err)) end
+  M.server = srv -- held here: a server nothing refers to is collected, and its socket closed with it
   core.log("info", "metrics", ("serving Prometheus metrics on http://%s/metrics%s"):format(addr,
     srv:port() > 0 and addr:match(":0$") and (" (port %d)"):format(srv:port()) or ""))
   return srv
