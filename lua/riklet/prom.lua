@@ -235,8 +235,8 @@ function M.collect(opts)
     for _, s in ipairs(states) do samples[#samples + 1] = { labels = { kind = k, state = s }, value = by[k][s] } end
   end
   add("riklet_instances", "gauge", "Instances on this node by kind and state (ended ones until forgotten, see --keep-records).", samples)
-  add("riklet_instance_cpu_seconds_total", "counter", "CPU time used by a running instance's cgroups, in seconds.", cpu)
-  add("riklet_instance_memory_bytes", "gauge", "Memory used by a running instance's cgroups, in bytes.", mem)
+  add("riklet_instance_cpu_seconds_total", "counter", "CPU time used by a running instance (its containers' cgroups, a Function's VMM process), in seconds.", cpu)
+  add("riklet_instance_memory_bytes", "gauge", "Memory used by a running instance (cgroups; a Function's VMM: its RSS), in bytes.", mem)
   add("riklet_instance_memory_peak_bytes", "gauge", "Peak memory of a running instance's cgroups, in bytes.", peak)
   add("riklet_instance_memory_limit_bytes", "gauge", "Memory limit of a running instance (absent: no limit), in bytes.", limit)
   add("riklet_instance_oom_kills_total", "counter", "Processes of a running instance killed by the OOM killer.", ooms)
