@@ -8,4 +8,5 @@ return {
   -- network = "auto",
   -- insecure_registries = { "registry.local:5000" },
   -- kernel_path = "/var/lib/riklet/vmlinux",
+  -- metrics_listen = "127.0.0.1:9558", -- Prometheus GET /metrics
 }

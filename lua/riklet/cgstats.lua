@@ -8,7 +8,12 @@
 --       never measured as the container. Fields the kernel does not give are absent (memory peak
 --       on v2 before Linux 5.19, no limit = absent).
 --   cgstats.of_instance(rec) -> {cpu_seconds=, ..., containers = {name -> metrics}} | nil
---       the sum over the running containers of a stored Pod record (nil: nothing running).
+--       the sum over the running containers of a stored Pod record (nil: nothing running); for a
+--       Function, its VMM process (cgstats.of_vmm).
+--   cgstats.of_vmm(handle) -> {cpu_seconds=, memory_bytes= (RSS), memory_peak_bytes= (VmHWM),
+--       pids= (threads), vmm_pid=} | nil, err      from /proc/PID of the VMM (QEMU, firecracker)
+--       named by a Function record's vm.handle, only while that pid still has the start time the
+--       handle recorded (a reused pid is not measured).
 --   cgstats.cpu_percent(prev, cur, dt) -> percent of one CPU between two samples
 local fs = require "riklet.fs"
 local store = require "riklet.store"
@@ -105,7 +110,38 @@ end
 local FIELDS = { "cpu_seconds", "memory_bytes", "memory_peak_bytes", "memory_limit_bytes", "oom_kills", "pids" }
 M.FIELDS = FIELDS
 
+-- USER_HZ: clock ticks of /proc/PID/stat's utime and stime (100 on every Linux riklet runs on)
+local USER_HZ = 100
+
+function M.of_vmm(handle)
+  local pid = type(handle) == "table" and math.floor(tonumber(handle.pid) or 0) or 0
+  if pid <= 0 then return nil, "no VMM pid in the record" end
+  local stat = fs.read("/proc/" .. pid .. "/stat", 4096)
+  local after = stat and stat:match("%) (.*)$")
+  if not after then return nil, ("VMM process %d is gone"):format(pid) end
+  local f = {}
+  for x in after:gmatch("%S+") do f[#f + 1] = x end
+  -- fields 3, 14, 15 and 22 of proc(5) are the 1st, 12th, 13th and 20th after "pid (comm)"
+  if f[1] == "Z" or f[1] == "X" then return nil, ("VMM process %d has ended"):format(pid) end
+  if handle.starttime and tonumber(f[20]) ~= handle.starttime then
+    return nil, ("pid %d is not the VMM any more (another start time)"):format(pid)
+  end
+  local st = fs.read("/proc/" .. pid .. "/status", 65536) or ""
+  local rss, hwm, threads = st:match("VmRSS:%s*(%d+) kB"), st:match("VmHWM:%s*(%d+) kB"), st:match("Threads:%s*(%d+)")
+  return {
+    cpu_seconds = ((tonumber(f[12]) or 0) + (tonumber(f[13]) or 0)) / USER_HZ,
+    memory_bytes = rss and tonumber(rss) * 1024, memory_peak_bytes = hwm and tonumber(hwm) * 1024,
+    pids = tonumber(threads), vmm_pid = pid,
+  }
+end
+
 function M.of_instance(rec)
+  if rec.kind == "Function" then
+    local m = type(rec.vm) == "table" and M.of_vmm(rec.vm.handle)
+    if not m then return nil end
+    m.containers = {}
+    return m
+  end
   local total, any, unlimited = { containers = {} }, false, false
   for _, c in ipairs(type(rec.containers) == "table" and rec.containers or {}) do
     if type(c) == "table" and c.state == "running" and c.pid then

@@ -210,6 +210,10 @@ local function daemon(cfg)
     for _, v in ipairs(agent.list()) do if not v.gone then n = n + 1 end end
     return n
   end)
+  if cfg.metrics_listen then
+    local msrv, merr = require("riklet.prom").serve(cfg.metrics_listen, records)
+    if not msrv then return die("%s", merr) end
+  end
   local interlink = #(cfg.interlink or {}) > 0
   if interlink then
     local servers, ierr = require("riklet.interlink").start(cfg, agent)

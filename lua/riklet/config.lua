@@ -71,6 +71,8 @@ M.options = {
   { "image-gc-age", "number", 0, "seconds after its last use an unused image is removed whatever the disk usage (0: never)" },
   { "image-gc-interval", "number", 300, "seconds between two image garbage collection passes (0: none; riklet prune or SIGUSR1 on demand)" },
   { "once", "bool", false, "riklet top: print one table and exit" },
+  { "metrics-listen", "string", nil, "serve Prometheus metrics (GET /metrics) on HOST:PORT (off by default)" },
+  { "container-log-max-size", "number", nil, "bytes of a container's log file (the same as --log-size-max, which it overrides; conmon keeps one file)" },
   { "interlink", "list", {}, "serve the interLink plugin API on HOST:PORT and/or unix:/path (repeat or comma-separate)" },
   { "interlink-token-file", "string", nil, "interLink requests must carry Authorization: Bearer <the token in this file>" },
   { "interlink-body-max", "number", 8388608, "bytes of an interLink request body; a larger one is refused with 413" },
@@ -185,6 +187,7 @@ function M.parse(argv, first)
   if not (cfg.image_gc_low >= 0 and cfg.image_gc_high <= 100 and (cfg.image_gc_high == 0 or cfg.image_gc_low < cfg.image_gc_high)) then
     return nil, ("--image-gc-low (%g) must be below --image-gc-high (%g), both percentages"):format(cfg.image_gc_low, cfg.image_gc_high)
   end
+  if cfg.container_log_max_size ~= nil then cfg.log_size_max = cfg.container_log_max_size end
   if cfg.master_ip and not cfg.scheduler then cfg.scheduler = "http://" .. cfg.master_ip end
   cfg.hostname = cfg.hostname or core.hostname()
   return cfg, positional

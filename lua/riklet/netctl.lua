@@ -370,6 +370,8 @@ function M.reserved_ports(cfg)
   add(cfg.master_ip, "the scheduler's port (--master-ip)")
   add(cfg.scheduler, "the scheduler's port (--scheduler)")
   add(cfg.interlink, "riklet's interLink listener (--interlink)")
+  -- --interlink is a list option (several listeners)
+  for _, a in ipairs(type(cfg.interlink) == "table" and cfg.interlink or {}) do add(a, "riklet's interLink listener (--interlink)") end
   add(cfg.metrics_listen, "riklet's metrics listener (--metrics-listen)")
   for port, what in pairs(M.extra_reserved or {}) do out[tostring(port)] = what end
   return out

@@ -47,7 +47,7 @@ function P.init(config, ag)
   if not ok then log("error", "%s: Pods cannot be created or stopped until this is fixed", err) end
   local max = config.log_size_max
   if max ~= nil and not (type(max) == "number" and max >= 4096 and max < 2 ^ 53) then
-    return nil, ("--log-size-max %s: give a number of bytes, at least 4096"):format(tostring(max))
+    return nil, ("--log-size-max (or --container-log-max-size) %s: give a number of bytes, at least 4096"):format(tostring(max))
   end
   ok, err = conmon.init(config)
   if not ok then log("error", "%s: Pods cannot be created until this is fixed", err) end

@@ -11,8 +11,10 @@
 --       instance records (riklet.store), pid: the agent process (for process_*)
 --   prom.render(families) -> text
 --
--- `riklet metrics` prints collect() from STATE/agent.json and the records; the daemon will serve
--- the same on --metrics-listen once the HTTP server (core/httpd) is there.
+--   prom.serve(addr, records) -> server | nil, err    GET /metrics on addr (--metrics-listen) from
+--       the running agent's live state: records() -> its instance records (in memory)
+--
+-- `riklet metrics` prints collect() from STATE/agent.json and the records on disk.
 local fs = require "riklet.fs"
 
 local M = {}
@@ -233,8 +235,8 @@ function M.collect(opts)
     for _, s in ipairs(states) do samples[#samples + 1] = { labels = { kind = k, state = s }, value = by[k][s] } end
   end
   add("riklet_instances", "gauge", "Instances on this node by kind and state (ended ones until forgotten, see --keep-records).", samples)
-  add("riklet_instance_cpu_seconds_total", "counter", "CPU time used by a running instance's cgroups, in seconds.", cpu)
-  add("riklet_instance_memory_bytes", "gauge", "Memory used by a running instance's cgroups, in bytes.", mem)
+  add("riklet_instance_cpu_seconds_total", "counter", "CPU time used by a running instance (its containers' cgroups, a Function's VMM process), in seconds.", cpu)
+  add("riklet_instance_memory_bytes", "gauge", "Memory used by a running instance (cgroups; a Function's VMM: its RSS), in bytes.", mem)
   add("riklet_instance_memory_peak_bytes", "gauge", "Peak memory of a running instance's cgroups, in bytes.", peak)
   add("riklet_instance_memory_limit_bytes", "gauge", "Memory limit of a running instance (absent: no limit), in bytes.", limit)
   add("riklet_instance_oom_kills_total", "counter", "Processes of a running instance killed by the OOM killer.", ooms)
@@ -295,6 +297,31 @@ function M.collect(opts)
   end
   if opts.pid then process_families(opts.pid, status.started_at, add) end
   return fams
+end
+
+M.CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+-- The daemon's /metrics: the same families as `riklet metrics`, from the live agent (no file read
+-- but /proc and the cgroups). Other paths 404, other methods 405 (riklet.httpd).
+function M.serve(addr, records)
+  local core = require "riklet.core"
+  local status = require "riklet.status"
+  local function metrics()
+    local recs = records()
+    local n = 0
+    for _, r in ipairs(recs) do
+      if r.status ~= "TERMINATED" and r.status ~= "FAILED" then n = n + 1 end
+    end
+    local text = M.render(M.collect({ status = status.snapshot(n), records = recs, pid = core.getpid(), agent_running = true }))
+    return 200, text, { ["Content-Type"] = M.CONTENT_TYPE }
+  end
+  local srv, err = require("riklet.httpd").serve(addr, { name = "metrics", body_max = 4096, conn_max = 64 },
+    { ["GET /metrics"] = metrics })
+  if not srv then return nil, ("--metrics-listen %s: %s"):format(addr, tostring(err)) end
+  M.server = srv -- held here: a server nothing refers to is collected, and its socket closed with it
+  core.log("info", "metrics", ("serving Prometheus metrics on http://%s/metrics%s"):format(addr,
+    srv:port() > 0 and addr:match(":0$") and (" (port %d)"):format(srv:port()) or ""))
+  return srv
 end
 
 return M

@@ -1,8 +1,8 @@
 # test_prom.sh — `riklet metrics` for a running agent: the text passes `promtool check metrics`
 # and its numbers are the agent's: instances by state (as ps --json counts them), per-instance
 # memory and CPU, container restarts, image pulls (ok and error), start durations, policy errors,
-# loop lag, the agent process's RSS and fds. (Scraping by a real Prometheus waits for the HTTP
-# server: --metrics-listen.)
+# loop lag, the agent process's RSS and fds. (Scraped by a real Prometheus on --metrics-listen:
+# test_prometheus.sh.)
 source "$(dirname "$0")/../lib/registry.sh"
 source "$(dirname "$0")/../lib/mkimage.sh"
 source "$(dirname "$0")/../lib/riklet.sh"

@@ -28,3 +28,24 @@ T.like(gerr or "", "gone", "saying it is gone")
 T.is(cgstats.of_instance({ id = "x", containers = { { name = "c", state = "exited", pid = me } } }), nil,
   "of_instance: an exited container is not measured")
 T.is(cgstats.cpu_percent({ cpu_seconds = 1 }, { cpu_seconds = 1.5 }, 1), 50, "cpu_percent: 0.5 s in 1 s = 50 %")
+
+-- a Function's VMM process (QEMU, firecracker): /proc of the pid its record names, only while that
+-- pid has the start time the handle recorded
+local status = require "riklet.status"
+local ticks = status.start_ticks(me)
+local v, verr = cgstats.of_vmm({ pid = me, starttime = ticks })
+T.ok(v, "of_vmm(riklet's own pid and start time): measured (" .. tostring(verr) .. ")")
+T.is(v and v.vmm_pid, me, "vmm_pid is the pid")
+T.ok(v and v.memory_bytes and v.memory_bytes > 0 and v.memory_peak_bytes >= v.memory_bytes, "RSS > 0, peak (VmHWM) >= RSS")
+T.ok(v and v.cpu_seconds and v.cpu_seconds >= 0 and v.pids and v.pids >= 1, "cpu_seconds, threads")
+local rss = tonumber(fs.read("/proc/self/status", 65536):match("VmRSS:%s*(%d+) kB")) * 1024
+T.ok(v and math.abs(v.memory_bytes - rss) < 16 * 1048576, ("RSS %s close to /proc/self/status's %d"):format(v and v.memory_bytes, rss))
+local reused, rerr = cgstats.of_vmm({ pid = me, starttime = ticks + 1 })
+T.is(reused, nil, "of_vmm: same pid, another start time (a reused pid): not measured")
+T.like(rerr or "", "not the VMM any more", "saying so")
+T.is(cgstats.of_vmm({ pid = 2 ^ 22 + 1, starttime = 1 }), nil, "of_vmm: a VMM that is gone: nil")
+T.is(cgstats.of_vmm({}), nil, "of_vmm: a handle without a pid: nil")
+local fm = cgstats.of_instance({ id = "f", kind = "Function", vm = { handle = { pid = me, starttime = ticks } } })
+T.ok(fm and fm.vmm_pid == me and fm.memory_bytes > 0, "of_instance(Function record): its VMM process")
+T.is(cgstats.of_instance({ id = "f", kind = "Function", vm = { handle = { pid = me, starttime = ticks + 1 } } }), nil,
+  "of_instance(Function record) with a reused pid: nil")

@@ -101,6 +101,9 @@ T.is(rp["4995"], "the scheduler's port (--master-ip)", "reserved_ports: --master
 T.is(rp["8443"], "the scheduler's port (--scheduler)", "reserved_ports: --scheduler URL with a port")
 T.is(rp["4000"], "riklet's interLink listener (--interlink)", "reserved_ports: --interlink")
 T.is(next(netctl.reserved_ports({ interlink = "unix:/run/x.sock" })), nil, "a unix socket reserves no port")
+rp = netctl.reserved_ports({ interlink = { "unix:/run/x.sock", "127.0.0.1:4001" }, metrics_listen = "[::1]:9100" })
+T.is(rp["4001"], "riklet's interLink listener (--interlink)", "reserved_ports: --interlink given as a list")
+T.is(rp["9100"], "riklet's metrics listener (--metrics-listen)", "reserved_ports: --metrics-listen")
 
 -- a Function: exposure is camelCase; its TAP gets forward accepts
 local fn = json.decode([[{"kind":"Function","name":"f","spec":{"containers":null,"function":{
