@@ -198,7 +198,7 @@ local function guest_file(lines, name, path, option, env, required)
     fh:close()
     lines[#lines + 1] = { name = name, status = "ok", required = required, detail = ("%s (%s)"):format(path, size(st.size or 0)), fix = "" }
   else
-    lines[#lines + 1] = { name = name, status = "fail", required = true, detail = ("%s: not a readable file"):format(path),
+    lines[#lines + 1] = { name = name, status = required and "fail" or "warn", required = required, detail = ("%s: not a readable file"):format(path),
       fix = ("fix --%s (%s)"):format(option, env) }
   end
 end
@@ -241,19 +241,22 @@ function M.run(cfg, opts)
   if not (opts.startup and cfg.network == "none") then firewall(lines, cfg, cfg.network == "bridge") end
   -- Functions are configured once a guest kernel is given
   local functions = cfg.kernel_path ~= nil
+  -- ... but at start-up they only warn: a node whose Function set-up is broken keeps running Pods,
+  -- and each Function goes FAILED with the reason (the driver checks the kernel per create)
+  local fn_required = functions and not opts.startup
   if functions or not opts.startup then
     local qemu = cfg.qemu or "qemu-system-x86_64"
     local fc = cfg.firecracker or "firecracker"
     local q, qerr = version_of({ qemu, "--version" }, "version (%S+)")
     local f, ferr = version_of({ fc, "--version" }, "Firecracker v?(%S+)")
-    lines[#lines + 1] = { name = "qemu", status = q and "ok" or (functions and not f and "fail" or "off"),
-      required = functions, detail = q and (qemu .. " " .. q) or (qemu .. ": " .. qerr),
+    lines[#lines + 1] = { name = "qemu", status = q and "ok" or (functions and not f and (fn_required and "fail" or "warn") or "off"),
+      required = fn_required, detail = q and (qemu .. " " .. q) or (qemu .. ": " .. qerr),
       fix = q and "" or "apt-get install qemu-system-x86 (Functions need QEMU or firecracker)" }
     lines[#lines + 1] = { name = "firecracker", status = f and "ok" or "off", required = false,
       detail = f and (fc .. " " .. f) or (fc .. ": " .. ferr),
       fix = f and "" or "optional: a firecracker release binary on PATH (needs /dev/kvm)" }
     kvm(lines, functions)
-    guest_file(lines, "guest kernel", cfg.kernel_path, "kernel-path", "KERNEL_LOCATION", functions)
+    guest_file(lines, "guest kernel", cfg.kernel_path, "kernel-path", "KERNEL_LOCATION", fn_required)
     if functions or cfg.initrd_path then
       guest_file(lines, "guest initrd", cfg.initrd_path, "initrd-path", "INITRD_LOCATION", false)
     else

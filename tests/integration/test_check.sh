@@ -90,6 +90,11 @@ like "$(line "$out" iptables)" "WARN +optional" "the iptables line warns"
 out=$("$RIKLET" check --state-dir "$STATE" --kernel-path "$TEST_TMP/no-vmlinuz" 2>&1)
 isnt "$?" 0 "--kernel-path naming a missing file: non-zero"
 like "$(line "$out" "guest kernel")" "FAIL .*no-vmlinuz: not a readable file" "the guest kernel line names the file"
+# ... but the agent starts (Pods run; each Function goes FAILED naming --kernel-path)
+out=$(timeout 6 "$RIKLET" --standalone "$MANIFESTS" --state-dir "$TEST_TMP/state-fn" --runc-root "$TEST_TMP/runc-fn" \
+	--network none --kernel-path "$TEST_TMP/no-vmlinuz" 2>&1)
+is "$?" 124 "a missing guest kernel does not stop the agent from starting (it ran until the timeout)"
+like "$out" "guest kernel.*no-vmlinuz" "and it warns about the kernel at start"
 head -c 4096 /dev/urandom >"$TEST_TMP/vmlinuz"
 out=$(KERNEL_LOCATION=$TEST_TMP/vmlinuz "$RIKLET" check --state-dir "$STATE" 2>&1)
 like "$(line "$out" "guest kernel")" "ok +required +$TEST_TMP/vmlinuz" "KERNEL_LOCATION is read too"
