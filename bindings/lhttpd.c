@@ -27,6 +27,8 @@
 struct server {
 	rk_httpd *s;
 	int fn_ref;
+	int self_ref; /* a listening server is referenced from the registry until close(): one the
+		       * caller dropped would otherwise be collected and its socket closed */
 };
 
 struct req {
@@ -122,7 +124,7 @@ static int l_listen(lua_State *L)
 	o.idle_timeout_s = opt_uint(L, 2, "idle_timeout");
 	o.unix_mode = (int)opt_uint(L, 2, "unix_mode");
 	struct server *sv = lua_newuserdata(L, sizeof *sv);
-	*sv = (struct server){.fn_ref = LUA_NOREF};
+	*sv = (struct server){.fn_ref = LUA_NOREF, .self_ref = LUA_NOREF};
 	luaL_getmetatable(L, SRV_MT);
 	lua_setmetatable(L, -2);
 	rk_err e = {0};
@@ -131,6 +133,8 @@ static int l_listen(lua_State *L)
 		return lrk_fail_err(L, &e);
 	lua_pushvalue(L, 3);
 	sv->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	lua_pushvalue(L, -1);
+	sv->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	return 1;
 }
 
@@ -150,6 +154,10 @@ static int l_server_close(lua_State *L)
 	if (sv->fn_ref != LUA_NOREF) {
 		luaL_unref(L, LUA_REGISTRYINDEX, sv->fn_ref);
 		sv->fn_ref = LUA_NOREF;
+	}
+	if (sv->self_ref != LUA_NOREF) {
+		luaL_unref(L, LUA_REGISTRYINDEX, sv->self_ref);
+		sv->self_ref = LUA_NOREF;
 	}
 	return 0;
 }

@@ -11,7 +11,7 @@
 --       names), query}; it returns status, body[, headers] (a table body is sent as JSON), or
 --       streams through req:stream(status, headers), req:write(data) (waits while the client is
 --       slow), req:finish(), req:gone() and returns nothing.
---   Keep the server referenced (server:close() to stop): a collected one closes its socket.
+--   A server listens until server:close() (the binding holds it meanwhile, referenced or not).
 --   An error raised in a route is logged and answered 500; an unknown path 404, a known path with
 --   another method 405.
 local core = require "riklet.core"
