@@ -9,6 +9,7 @@
 source "$(dirname "$0")/../lib/private_ns.sh"
 source "$(dirname "$0")/../lib/riklet.sh"
 source "$(dirname "$0")/../lib/guest.sh"
+source "$(dirname "$0")/../lib/fntest.sh"
 need_root
 need_cmd qemu-system-x86_64 qemu-img mkfs.ext4 busybox curl jq iptables-legacy ip nsenter cpio modinfo
 [[ -n ${RK_PRIVATE_NS:-} ]] || skip_all "cannot create a private network + mount namespace (unshare -n -m)"
@@ -23,7 +24,6 @@ head -c 4M /dev/urandom >"$G/not-ext4.img"
 sum0=$(md5sum <"$G/rootfs-serve.ext4")
 
 # every QEMU this test's riklet started (its command line names the state dir), killed at exit
-qemu_pids() { pgrep -f -- "-pidfile $STATE/instances/${1:-}" || true; }
 on_exit 'for p in $(qemu_pids); do kill -9 "$p"; done'
 
 FN_OPTS=(--network bridge --kernel-path "$G/vmlinuz" --initrd-path "$G/initrd.img" --vm-accel tcg --vm-machine pc
@@ -40,29 +40,12 @@ EOF
 }
 ps_vm() { rk_ps_json | jq -r --arg id "$1" ".instances[] | select(.id == \$id) | .vm.$2 // empty"; }
 qpid() { qemu_pids "$1/" | head -n1; }
-rules_of() { iptables-legacy-save 2>/dev/null | grep -c -- "riklet:$1\"" || true; }
-taps() { ip -o link show | grep -c ': rkt[0-9a-f]\{8\}' || true; }
-# vm_left ID: what the instance still holds besides its directory (QEMU, rules, disk, socket)
-vm_left() {
-	local left=""
-	[[ -n $(qemu_pids "$1/") ]] && left+=" qemu"
-	(($(rules_of "$1") > 0)) && left+=" rules"
-	[[ -e $STATE/instances/$1/disk.qcow2 || -e $STATE/instances/$1/base.img ]] && left+=" disk"
-	[[ -e $STATE/instances/$1/qmp.sock ]] && left+=" socket"
-	echo "${left# }"
-}
 # alive PID: running, not a zombie (a QEMU orphaned by a killed riklet is reaped by init, in its time)
 alive() { [[ -r /proc/$1/stat ]] && ! grep -q '^[0-9]* ([^)]*) [ZX]' "/proc/$1/stat"; }
-client() { ip netns exec rkclient curl -sS -m 5 "http://192.168.77.1:$1/" 2>&1; }
 fetch_ok() { [[ $(client "$1") == "hello from a riklet guest" ]]; }
 
 # a client host in its own namespace, reaching the node on 192.168.77.1
-mkdir -p /run/netns && mount -t tmpfs -o size=1m tmpfs /run/netns
-ip netns add rkclient
-ip link add rkcl0 type veth peer name eth0 netns rkclient
-ip addr add 192.168.77.1/24 dev rkcl0 && ip link set rkcl0 up
-ip -n rkclient addr add 192.168.77.2/24 dev eth0 && ip -n rkclient link set eth0 up
-ip -n rkclient route add default via 192.168.77.1
+fn_client_ns
 
 # --- boot, serve, bad input, power off ------------------------------------------------------------
 cp "$G/rootfs-serve.ext4" "$G/serve-copy.ext4"

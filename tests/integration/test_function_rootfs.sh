@@ -11,6 +11,7 @@
 source "$(dirname "$0")/../lib/private_ns.sh"
 source "$(dirname "$0")/../lib/riklet.sh"
 source "$(dirname "$0")/../lib/guest.sh"
+source "$(dirname "$0")/../lib/fntest.sh"
 need_root
 need_cmd qemu-system-x86_64 qemu-img mkfs.ext4 debugfs busybox curl jq iptables-legacy ip cpio modinfo sha256sum
 [[ -x $PYTHON ]] || skip_all "needs $PYTHON (apt-get install python3)"
@@ -37,15 +38,9 @@ cp "$G/rootfs-serve.ext4" "$W/cut.img"
 truncate -s 24M "$W/big.img"
 echo '{"/cut.img": {"cut": 100000}}' >"$W/.modes.json"
 
-"$PYTHON" "$RIKLET_SRC_DIR/tests/lib/httpserver.py" --dir "$W" --port-file "$TEST_TMP/port" \
-	--log "$TEST_TMP/http.log" 2>"$TEST_TMP/http.err" &
-HTTP_PID=$!
-disown "$HTTP_PID"
-on_exit "kill -9 $HTTP_PID"
-wait_for 15 test -s "$TEST_TMP/port" || bail_out "the HTTP server did not start"
-BASE=http://127.0.0.1:$(cat "$TEST_TMP/port")
+http_serve "$W"
+BASE=$HTTP_BASE
 
-qemu_pids() { pgrep -f -- "-pidfile $STATE/instances/${1:-}" || true; }
 on_exit 'for p in $(qemu_pids); do kill -9 "$p"; done'
 
 # 20 MB cap: the 16 MiB guest fits, the 24 MiB file does not
@@ -60,28 +55,11 @@ fn_manifest() { # fn_manifest ID URL [PORT]
  "spec": {"containers": [], "function": {"execution": {"rootfs": "$2"}, "exposure": $exposure}}}
 EOF
 }
-rules_of() { iptables-legacy-save 2>/dev/null | grep -c -- "riklet:$1\"" || true; }
-taps() { ip -o link show | grep -c ': rkt[0-9a-f]\{8\}' || true; }
-vm_left() { # what the instance still holds (QEMU, rules, disk, socket)
-	local left=""
-	[[ -n $(qemu_pids "$1/") ]] && left+=" qemu"
-	(($(rules_of "$1") > 0)) && left+=" rules"
-	[[ -e $STATE/instances/$1/disk.qcow2 || -e $STATE/instances/$1/base.img ]] && left+=" disk"
-	[[ -e $STATE/instances/$1/qmp.sock ]] && left+=" socket"
-	echo "${left# }"
-}
-gets() { grep -c "^GET $1 " "$TEST_TMP/http.log" || true; }
 gets200() { grep -c "^GET $1 200" "$TEST_TMP/http.log" || true; }
-client() { ip netns exec rkclient curl -sS -m 5 "http://192.168.77.1:$1/" 2>&1; }
 page_is() { [[ $(client "$1") == "$2" ]]; }
 cache_img() { ls "$STATE"/rootfs/url_*.img 2>/dev/null; }
 
-mkdir -p /run/netns && mount -t tmpfs -o size=1m tmpfs /run/netns
-ip netns add rkclient
-ip link add rkcl0 type veth peer name eth0 netns rkclient
-ip addr add 192.168.77.1/24 dev rkcl0 && ip link set rkcl0 up
-ip -n rkclient addr add 192.168.77.2/24 dev eth0 && ip -n rkclient link set eth0 up
-ip -n rkclient route add default via 192.168.77.1
+fn_client_ns
 
 # --- bad downloads: FAILED, nothing left ---------------------------------------------------------
 fn_manifest missing "$BASE/missing.img"
