@@ -129,22 +129,27 @@ is "$(md5sum <"$G/rootfs-serve.ext4")" "$sum0" "the rootfs image the guests boot
 rk_stop TERM
 
 # --- node without a kernel, without QEMU: FAILED naming the flag ------------------------------------
-fn_manifest nokernel "$G/rootfs-serve.ext4"
+# (riklet refuses to start when they are missing: `riklet check`; so they vanish once it runs)
+cp "$G/vmlinuz" "$G/gone-vmlinuz"
+ln -s "$(command -v qemu-system-x86_64)" "$G/gone-qemu"
 # a QEMU left by an instance that has no record (a crash between the start and the record)
 mkdir -p "$STATE/instances/ghost"
 qemu-system-x86_64 -M pc -accel tcg -display none -nodefaults -S -pidfile "$STATE/instances/ghost/qemu.pid" -daemonize
 ghost=$(qemu_pids ghost/)
-rk_start_standalone "${FN_OPTS[@]}" --kernel-path "$G/missing-vmlinuz" || bail_out "riklet did not restart"
+rk_start_standalone "${FN_OPTS[@]}" --kernel-path "$G/gone-vmlinuz" || bail_out "riklet did not restart"
+rm "$G/gone-vmlinuz"
+fn_manifest nokernel "$G/rootfs-serve.ext4"
 ok "rk_wait_status 60 nokernel FAILED" "a missing kernel: FAILED"
 like "$(rk_reason nokernel)" "kernel-path" "  the reason names the flag ($(rk_reason nokernel))"
 is "$(vm_left nokernel) $(taps)" " 0" "  nothing left (no TAP either)"
 ok "[[ -n '$ghost' ]] && wait_for 30 eval '! alive $ghost'" "a leftover QEMU of an instance without a record is stopped at start"
 rk_stop TERM
 rm "$MANIFESTS/nokernel.json"
+rk_start_standalone "${FN_OPTS[@]}" --qemu "$G/gone-qemu" || bail_out "riklet did not restart"
+rm "$G/gone-qemu"
 fn_manifest novmm "$G/rootfs-serve.ext4"
-rk_start_standalone "${FN_OPTS[@]}" --qemu "$G/no-such-qemu" || bail_out "riklet did not restart"
 ok "rk_wait_status 60 novmm FAILED" "a missing QEMU binary: FAILED"
-like "$(rk_reason novmm)" "no-such-qemu.*does not exist" "  the reason says which binary ($(rk_reason novmm | cut -c1-120))"
+like "$(rk_reason novmm)" "gone-qemu.*does not exist" "  the reason says which binary ($(rk_reason novmm | cut -c1-120))"
 is "$(vm_left novmm) $(taps)" " 0" "  nothing left"
 rk_stop TERM
 
