@@ -7,7 +7,8 @@
 #   - two concurrent creates of one URL: one GET;
 #   - the URL's content changes while a VM runs from it, and a second instance is created from the
 #     new version: the first VM's backing file keeps its bytes (checksum), the second boots the new
-#     version, and the old version's bytes are freed once the first VM is destroyed.
+#     version, and the old version's bytes are freed once the first VM is destroyed;
+#   - the cache on another filesystem than the instance: its backing file is a copy.
 source "$(dirname "$0")/../lib/private_ns.sh"
 source "$(dirname "$0")/../lib/riklet.sh"
 source "$(dirname "$0")/../lib/guest.sh"
@@ -117,6 +118,19 @@ ok "wait_for 30 test -z \"\$(qemu_pids)\"" "no QEMU left"
 is "$(taps)" 0 "no TAP left"
 ok "wait_for 30 test -z \"\$(ls $STATE/instances)\"" "no instance directory left"
 is "$(find "$STATE/rootfs" -name '*.part*' | wc -l)" 0 "no partial download left in the cache"
+rk_stop TERM
+
+# --- the cache on another filesystem: no hard link possible, the instance gets its own copy -----------
+rm -rf "$STATE/rootfs" && mkdir -m 0700 "$STATE/rootfs" && mount -t tmpfs -o size=64m,mode=0700 tmpfs "$STATE/rootfs"
+rk_start_standalone "${FN_OPTS[@]}" || bail_out "riklet did not restart"
+fn_manifest v3 "$BASE/fn.img"
+ok "rk_wait_status 120 v3 RUNNING" "v3, its cache on a tmpfs: RUNNING"
+base3=$STATE/instances/v3/base.img
+isnt "$(stat -c %d "$base3")" "$(stat -c %d "$(cache_img)")" "  its base.img is on another filesystem than the cache (a copy)"
+is "$(sha256sum <"$base3")" "$sum2" "  and holds the cached version"
+rm "$MANIFESTS/v3.json"
+ok "rk_wait_status 60 v3 TERMINATED" "v3 destroyed"
+is "$(vm_left v3)" "" "  nothing of v3 left"
 rk_stop TERM
 
 done_testing
