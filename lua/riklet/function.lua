@@ -304,6 +304,7 @@ local function free_resources(inst, keep_log)
   if #errs == 0 and rec.dir then
     if keep_log then
       fs.unlink(rec.dir .. "/disk.qcow2")
+      fs.unlink(rec.dir .. "/base.img")
       fs.unlink(rec.dir .. "/disk.ext4")
     else
       local ok, err = fs.rm_rf(rec.dir)

@@ -15,17 +15,21 @@
 #  2. bare: the same qemu-system-x86_64 command riklet runs (-M pc, virtio-blk-pci on a fresh qcow2
 #     overlay, virtio-net-pci on a TAP, -daemonize) started at t0: QEMU's parent returning is
 #     "running", curl on the guest's address gives the first answer.
-#  3. riklet's VmRSS idle, with VMS VMs RUNNING (64 MiB guests), and after they are destroyed.
+#  3. the rootfs over HTTP (tests/lib/httpserver.py on loopback, the guest grown to ROOTFS_MIB,
+#     default 128): CREATE -> RUNNING with a cold cache (a URL never fetched: the whole download)
+#     and then with it cached (the same URL again: a 304 revalidation), riklet's own record each.
+#  4. riklet's VmRSS idle, with VMS VMs RUNNING (64 MiB guests), and after they are destroyed.
 source "$(dirname "$0")/../lib/private_ns.sh"
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SRC_DIR=$(cd "$BENCH_DIR/../.." && pwd)
 source "$SRC_DIR/tests/lib/common.sh" "${1:-${RIKLET:-$SRC_DIR/build/riklet}}"
 source "$SRC_DIR/tests/lib/riklet.sh"
 source "$SRC_DIR/tests/lib/guest.sh"
+source "$SRC_DIR/tests/lib/fntest.sh"
 need_root
-need_cmd qemu-system-x86_64 qemu-img curl jq ip
+need_cmd qemu-system-x86_64 qemu-img curl jq ip resize2fs
 [[ -n ${RK_PRIVATE_NS:-} ]] || skip_all "needs a private network + mount namespace"
-RUNS=${RUNS:-3} VMS=${VMS:-10} ACCEL=${ACCEL:-tcg}
+RUNS=${RUNS:-3} VMS=${VMS:-10} ACCEL=${ACCEL:-tcg} ROOTFS_MIB=${ROOTFS_MIB:-128}
 rk_init
 ip link set lo up
 G=$TEST_TMP/guest
@@ -86,6 +90,32 @@ for i in $(seq 1 "$RUNS"); do
 	echo "$r_run $r_http $b_run $b_http" >>"$TEST_TMP/runs"
 done
 
+# the rootfs over HTTP: cold download vs cached (304)
+mkdir -p "$TEST_TMP/www"
+cp "$G/rootfs-serve.ext4" "$TEST_TMP/www/big.img"
+resize2fs -f "$TEST_TMP/www/big.img" "${ROOTFS_MIB}M" >/dev/null 2>&1 || bail_out "resize2fs failed"
+http_serve "$TEST_TMP/www"
+for i in $(seq 1 "$RUNS"); do
+	ln "$TEST_TMP/www/big.img" "$TEST_TMP/www/r$i.img" # a URL never fetched: a cold cache
+	line=""
+	for kind in cold cached; do
+		printf '{"apiVersion":"v1","kind":"Function","name":"d%s","replicas":null,"spec":{"containers":[],"function":{"execution":{"rootfs":"%s/r%s.img"},"exposure":null}}}' \
+			"$i$kind" "$HTTP_BASE" "$i" >"$TEST_TMP/d$i$kind.json"
+		t0=$(now)
+		mv "$TEST_TMP/d$i$kind.json" "$MANIFESTS/"
+		poll is_running "d$i$kind"
+		t1=$(now)
+		own=$(rk_ps_json | jq -r --arg id "d$i$kind" '.instances[] | select(.id == $id) | .vm.running_after * 1000 | floor')
+		rm "$MANIFESTS/d$i$kind.json"
+		rk_wait_status 60 "d$i$kind" TERMINATED || bail_out "d$i$kind was not destroyed"
+		line+="$(ms "$t0" "$t1") $own "
+	done
+	echo "run $i: rootfs over HTTP ($ROOTFS_MIB MiB) CREATE -> RUNNING: cold $(cut -d' ' -f1 <<<"$line") ms, cached $(cut -d' ' -f3 <<<"$line") ms (riklet's own: $(cut -d' ' -f2 <<<"$line") / $(cut -d' ' -f4 <<<"$line"))"
+	echo "$line" >>"$TEST_TMP/downloads"
+done
+[[ $(grep -c '^GET /r1.img 200' "$TEST_TMP/http.log") == 1 && $(grep -c '^GET /r1.img 304' "$TEST_TMP/http.log") == 1 ]] ||
+	bail_out "the cached create did not revalidate with a 304: $(grep /r1.img "$TEST_TMP/http.log" | tr '\n' ';')"
+
 for i in $(seq 1 "$VMS"); do manifest "m$i" $((45200 + i)); mv "$TEST_TMP/m$i.json" "$MANIFESTS/"; done
 for i in $(seq 1 "$VMS"); do rk_wait_status 180 "m$i" RUNNING || bail_out "m$i did not run"; done
 rss_vms=$(rss)
@@ -102,5 +132,8 @@ printf '| CREATE -> RUNNING | %s ms | %s ms (QEMU -daemonize returns) | %s |\n' 
 	"$(awk -v a="$(col 1)" -v b="$(col 3)" 'BEGIN { printf "%.2fx", a / b }')"
 printf '| CREATE -> first HTTP answer | %s ms | %s ms | %s |\n' "$(col 2)" "$(col 4)" \
 	"$(awk -v a="$(col 2)" -v b="$(col 4)" 'BEGIN { printf "%.2fx", a / b }')"
+dcol() { awk -v c="$1" '{ print $c }' "$TEST_TMP/downloads" | median; }
+printf '| CREATE -> RUNNING, rootfs over HTTP (%d MiB, loopback): cold download / cached (304) | %s / %s ms | | |\n' \
+	"$ROOTFS_MIB" "$(dcol 1)" "$(dcol 3)"
 printf '| riklet VmRSS idle / %d VMs running (%d QEMUs) / after | %s / %s / %s KiB | | |\n' "$VMS" "$running" \
 	"$rss_idle" "$rss_vms" "$rss_after"

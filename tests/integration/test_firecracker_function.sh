@@ -9,6 +9,7 @@
 # namespace, /dev is a copy holding a placeholder /dev/kvm (the backend requires one).
 source "$(dirname "$0")/../lib/private_ns.sh"
 source "$(dirname "$0")/../lib/riklet.sh"
+source "$(dirname "$0")/../lib/fntest.sh"
 [[ -f $RIKLET_SRC_DIR/lua/riklet/function.lua ]] || skip_all "the Function driver (lua/riklet/function.lua) is not in this tree"
 need_root
 need_cmd jq mkfs.ext4 ip iptables-legacy
@@ -40,13 +41,8 @@ mkdir -p "$TEST_TMP/tree/etc" && echo guest >"$TEST_TMP/tree/etc/hostname"
 mkfs.ext4 -q -F -d "$TEST_TMP/tree" "$TEST_TMP/www/fn.img" 8M || bail_out "mkfs.ext4 failed"
 printf kernel >"$TEST_TMP/vmlinuz"
 
-"$PYTHON" "$RIKLET_SRC_DIR/tests/lib/httpserver.py" --dir "$TEST_TMP/www" --port-file "$TEST_TMP/port" \
-	--log "$TEST_TMP/http.log" 2>"$TEST_TMP/http.err" &
-HTTP_PID=$!
-disown "$HTTP_PID"
-on_exit "kill -9 $HTTP_PID"
-wait_for 15 test -s "$TEST_TMP/port" || bail_out "the HTTP server did not start"
-BASE=http://127.0.0.1:$(cat "$TEST_TMP/port")
+http_serve "$TEST_TMP/www"
+BASE=$HTTP_BASE
 
 fn() { # fn ID URL
 	cat >"$MANIFESTS/$1.json" <<EOM
@@ -58,7 +54,6 @@ EOM
 export FAKE_FC_LOG=$TEST_TMP/firecracker.log
 calls() { jq -r --arg s "$STATE/instances/$1/api.sock" 'select(.sock == $s) | .method + " " + .path +
 	(if .path == "/actions" then " " + .body.action_type else "" end) + " " + (.status|tostring)' "$FAKE_FC_LOG"; }
-gets() { grep -c "^GET $1 " "$TEST_TMP/http.log" || true; }
 
 rk_start_standalone --network bridge --vmm firecracker --firecracker "$TEST_TMP/bin/firecracker" --kernel-path "$TEST_TMP/vmlinuz" \
 	--rootfs-max-size 20000000 || bail_out "riklet did not start"

@@ -4,7 +4,7 @@
 -- One QEMU per instance, started with -daemonize so it outlives riklet (riklet waits for the
 -- parent, which exits once the VM is set up: an error in the arguments, the kernel path or the
 -- disk comes back as its stderr). In the instance dir: disk.qcow2 (a qcow2 overlay whose backing
--- file is the cached rootfs, opened read-only by QEMU), qmp.sock (QMP), qemu.pid, console.log
+-- file is base.img, the instance's hard link to (or copy of) the cached rootfs, opened read-only), qmp.sock (QMP), qemu.pid, console.log
 -- (the serial console). -no-reboot turns a guest reboot (a kernel panic with panic=1) into the end
 -- of QEMU. QMP gives the guest's state (query-status) and why it stopped (the SHUTDOWN event's
 -- reason: guest-shutdown = the guest powered off, guest-reset = it rebooted or panicked,
@@ -16,6 +16,7 @@ local proc = require "riklet.proc"
 local json = require "riklet.json"
 local usock = require "riklet.usock"
 local status = require "riklet.status"
+local rootfs = require "riklet.rootfs"
 
 local B = { name = "qemu" }
 
@@ -67,14 +68,34 @@ function B.accel(wanted)
 end
 
 -- B.prepare_disk(cache_path, dir) -> disk_path | nil, err
+-- The overlay's backing file is the instance's own name for the rootfs, DIR/base.img: a hard link
+-- to the cache file (riklet.rootfs never writes a cache file in place, a new version replaces it by
+-- rename), so a refresh of the cache never changes what a running VM reads, and the old version's
+-- bytes are freed when the last instance using it is removed. Where a hard link is impossible (the
+-- cache on another filesystem) it is a reflink or sparse copy.
 function B.prepare_disk(cache_path, dir)
-  local disk = dir .. "/disk.qcow2"
+  local disk, base = dir .. "/disk.qcow2", dir .. "/base.img"
   fs.unlink(disk)
-  local r, err = proc.run({ "qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", cache_path, disk },
-    { timeout = 60 })
-  if not r then return nil, "qemu-img: " .. tostring(err) end
+  fs.unlink(base)
+  local r = proc.run({ "ln", "--", cache_path, base }, { timeout = 60 })
+  local err
+  if not r or r.code ~= 0 then
+    r, err = proc.run({ "cp", "--reflink=auto", "--sparse=always", "--", cache_path, base }, { timeout = 600 })
+    if not r then return nil, err end
+    if r.code ~= 0 then
+      fs.unlink(base)
+      return nil, ("cannot link or copy the rootfs %s to %s: %s"):format(cache_path, base,
+        ((r.stderr or ""):gsub("%s+$", "")))
+    end
+  end
+  -- the cache file may have been replaced since the driver checked it: check what this VM will read
+  local ok, eerr = rootfs.check_ext4(base)
+  if not ok then fs.unlink(base) return nil, eerr end
+  r, err = proc.run({ "qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", base, disk }, { timeout = 60 })
+  if not r then fs.unlink(base) return nil, "qemu-img: " .. tostring(err) end
   if r.code ~= 0 then
-    return nil, ("qemu-img create of the instance's disk over %s %s: %s"):format(cache_path,
+    fs.unlink(base)
+    return nil, ("qemu-img create of the instance's disk over %s %s: %s"):format(base,
       proc.describe(r.code, r.signal), (r.stderr or ""):gsub("%s+$", ""))
   end
   return disk
@@ -381,7 +402,7 @@ function B.cleanup(handle, dir)
   if handle and handle.pid and live[handle.pid] then
     qmp_close(live[handle.pid].conn)
   end
-  for _, f in ipairs({ "qmp.sock", "qemu.pid", "disk.qcow2" }) do fs.unlink(dir .. "/" .. f) end
+  for _, f in ipairs({ "qmp.sock", "qemu.pid", "disk.qcow2", "base.img" }) do fs.unlink(dir .. "/" .. f) end
   return true
 end
 
