@@ -73,38 +73,55 @@ end
 
 -- ---- /create ----------------------------------------------------------------------------------
 
-local function create(info)
+-- The parsing and mapping of the request bodies are module fields (pure: no instance, no socket), for
+-- tests/fuzz/interlink.lua.
+
+-- A /create body (a RetrievedPodData object, or a one-element array): data, pod ident | nil, status, text.
+function I.create_request(info)
   local data, err = decode(info)
-  if data == nil then return text(400, "%s", err or "the body is empty: POST /create needs a RetrievedPodData") end
+  if data == nil then return nil, text(400, "%s", err or "the body is empty: POST /create needs a RetrievedPodData") end
   if type(data) == "table" and data[1] ~= nil then
-    if #data ~= 1 then return text(400, "the body is an array of %d entries: send one RetrievedPodData", #data) end
+    if #data ~= 1 then return nil, text(400, "the body is an array of %d entries: send one RetrievedPodData", #data) end
     data = data[1]
   end
-  if type(data) ~= "table" then return text(400, "the body must be a RetrievedPodData object {pod, container}") end
+  if type(data) ~= "table" then return nil, text(400, "the body must be a RetrievedPodData object {pod, container}") end
   local p
   p, err = pod_ident(data.pod)
-  if not p then return text(400, "%s", err) end
+  if not p then return nil, text(400, "%s", err) end
+  return data, p
+end
+
+-- The riklet definition (JSON, validated as every front-end's) of a RetrievedPodData whose pod is
+-- `p`: definition, notes | nil, reason.
+function I.create_definition(data, p)
+  local def, notes = workload.from_k8s(data)
+  if not def then
+    log("warn", "pod %s/%s (%s) refused: %s", p.namespace, p.name, p.uid, notes)
+    return nil, ("pod %s/%s refused: %s"):format(p.namespace, p.name, notes)
+  end
+  local definition, err = json.encode(def)
+  if not definition then return nil, ("pod %s/%s refused: %s"):format(p.namespace, p.name, err) end
+  local ok, verr = workload.from_rik(definition)
+  if not ok then
+    -- the model's field names are the pod's, under pod.spec
+    verr = tostring(verr):gsub("^spec%.", "pod.spec.")
+    log("warn", "pod %s/%s (%s) refused: %s", p.namespace, p.name, p.uid, verr)
+    return nil, ("pod %s/%s refused: %s"):format(p.namespace, p.name, verr)
+  end
+  return definition, notes
+end
+
+local function create(info)
+  local data, p, perr = I.create_request(info)
+  if not data then return p, perr end
   local cur = agent.get(p.id)
   if cur and not cur.gone then
     log("info", "pod %s/%s (%s): already created as %s (%s): nothing started", p.namespace, p.name, p.uid, p.id,
       tostring(cur.status))
     return 200, { PodUID = p.uid, PodJID = p.id }
   end
-  local def, notes = workload.from_k8s(data)
-  if not def then
-    log("warn", "pod %s/%s (%s) refused: %s", p.namespace, p.name, p.uid, notes)
-    return text(422, "pod %s/%s refused: %s", p.namespace, p.name, notes)
-  end
-  local definition
-  definition, err = json.encode(def)
-  if not definition then return text(422, "pod %s/%s refused: %s", p.namespace, p.name, err) end
-  local ok, verr = workload.from_rik(definition)
-  if not ok then
-    -- the model's field names are the pod's, under pod.spec
-    verr = tostring(verr):gsub("^spec%.", "pod.spec.")
-    log("warn", "pod %s/%s (%s) refused: %s", p.namespace, p.name, p.uid, verr)
-    return text(422, "pod %s/%s refused: %s", p.namespace, p.name, verr)
-  end
+  local definition, notes = I.create_definition(data, p)
+  if not definition then return text(422, "%s", notes) end
   for _, n in ipairs(notes) do log("warn", "pod %s/%s (%s): %s", p.namespace, p.name, p.uid, n) end
   local cok, cerr = agent.create(p.id, definition, ("interlink:%s/%s"):format(p.namespace, p.name))
   if not cok then return text(503, "pod %s/%s not created: %s", p.namespace, p.name, tostring(cerr)) end
@@ -186,10 +203,11 @@ local function container_status(v, spec_c, has_init)
   return out
 end
 
-local function pod_status(pod)
+-- The v1.PodStatus of a pod; get(id) -> the instance view (nil: unknown here): status | nil, err.
+function I.pod_status(pod, get)
   local p, err = pod_ident(pod)
   if not p then return nil, err end
-  local v = agent.get(p.id)
+  local v = get(p.id)
   local spec = type(pod.spec) == "table" and pod.spec or {}
   local st = { name = p.name ~= "" and p.name or p.uid, UID = p.uid, namespace = p.namespace, JID = p.id,
     containers = json.array({}), initContainers = json.array({}) }
@@ -214,16 +232,24 @@ local function ping()
   } }
 end
 
-local function status(info)
+-- A /status body: the list of v1.Pod ({}: the ping, an empty body or []) | nil, err.
+function I.status_request(info)
   local pods, err = decode(info)
-  if pods == nil and err then return text(400, "%s", err) end
-  if pods == nil or (type(pods) == "table" and next(pods) == nil) then return ping() end
-  if type(pods) ~= "table" then return text(400, "the body must be a JSON array of v1.Pod") end
+  if pods == nil and err then return nil, err end
+  if pods == nil or (type(pods) == "table" and next(pods) == nil) then return {} end
+  if type(pods) ~= "table" then return nil, "the body must be a JSON array of v1.Pod" end
   if pods[1] == nil then pods = { pods } end
+  return pods
+end
+
+local function status(info)
+  local pods, err = I.status_request(info)
+  if not pods then return text(400, "%s", err) end
+  if #pods == 0 then return ping() end
   local out = json.array({})
   for i, pod in ipairs(pods) do
     local st
-    st, err = pod_status(pod)
+    st, err = I.pod_status(pod, agent.get)
     if not st then return text(400, "pod %d: %s", i, err) end
     out[#out + 1] = st
   end
@@ -232,19 +258,25 @@ end
 
 -- ---- /delete ----------------------------------------------------------------------------------
 
-local function delete(info)
+-- A /delete body (the v1.Pod, or an array of it): pod ident, grace period (number or false) | nil, err.
+function I.delete_request(info)
   local pod, err = decode(info)
-  if pod == nil then return text(400, "%s", err or "the body is empty: POST /delete needs the v1.Pod") end
+  if pod == nil then return nil, err or "the body is empty: POST /delete needs the v1.Pod" end
   if type(pod) == "table" and pod[1] ~= nil then pod = pod[1] end
   local p
   p, err = pod_ident(pod)
-  if not p then return text(400, "%s", err) end
+  if not p then return nil, err end
+  return p, type(pod.spec) == "table" and tonumber(pod.spec.terminationGracePeriodSeconds)
+end
+
+local function delete(info)
+  local p, grace = I.delete_request(info)
+  if not p then return text(400, "%s", grace) end
   local v = agent.get(p.id)
   if not v or v.gone then
     log("info", "delete of pod %s/%s (%s): not known here (or already deleted): nothing to do", p.namespace, p.name, p.uid)
     return 200, "riklet: nothing to delete\n"
   end
-  local grace = type(pod.spec) == "table" and tonumber(pod.spec.terminationGracePeriodSeconds)
   local inst = agent.instance(p.id)
   if grace and grace >= 0 and grace <= workload.LIMITS.grace_period and inst then inst.grace = grace end
   log("info", "delete of pod %s/%s (%s): destroying instance %s%s%s", p.namespace, p.name, p.uid, p.id,
@@ -265,10 +297,32 @@ local function fmt_entry(e, ts)
   return line
 end
 
-local function get_logs(info, req)
+-- A /getLogs body: the LogStruct | nil, err.
+function I.logs_request(info)
   local q, err = decode(info)
-  if q == nil then return text(400, "%s", err or "the body is empty: GET /getLogs needs a LogStruct") end
-  if type(q) ~= "table" then return text(400, "the body must be a LogStruct object") end
+  if q == nil then return nil, err or "the body is empty: GET /getLogs needs a LogStruct" end
+  if type(q) ~= "table" then return nil, "the body must be a LogStruct object" end
+  return q
+end
+
+-- The LogStruct's Opts that select lines: { since (epoch s), tail, limit (bytes), ts } | nil, err.
+function I.log_options(opts)
+  local since
+  if tonumber(opts.SinceSeconds) and tonumber(opts.SinceSeconds) > 0 then since = core.time() - tonumber(opts.SinceSeconds) end
+  if type(opts.SinceTime) == "string" and not opts.SinceTime:match("^0001%-") then
+    since = crilog.parse_time(opts.SinceTime)
+    if not since then return nil, ("Opts.SinceTime %q is not an RFC 3339 time"):format(opts.SinceTime) end
+  end
+  local tail = tonumber(opts.Tail)
+  if tail and tail <= 0 then tail = nil end
+  local limit = tonumber(opts.Bytes)
+  if limit and limit <= 0 then limit = nil end
+  return { since = since, tail = tail, limit = limit, ts = opts.Timestamps == true }
+end
+
+local function get_logs(info, req)
+  local q, err = I.logs_request(info)
+  if not q then return text(400, "%s", err) end
   local id = I.pod_id(q.PodUID)
   local v = id and agent.get(id)
   if not v then return text(404, "no pod with UID %s on this node", tostring(q.PodUID)) end
@@ -294,17 +348,9 @@ local function get_logs(info, req)
     if not src.previous then return text(404, "container %s has not been restarted: it has no previous run", cname) end
     path = src.previous
   end
-  local since
-  if tonumber(opts.SinceSeconds) and tonumber(opts.SinceSeconds) > 0 then since = core.time() - tonumber(opts.SinceSeconds) end
-  if type(opts.SinceTime) == "string" and not opts.SinceTime:match("^0001%-") then
-    since = crilog.parse_time(opts.SinceTime)
-    if not since then return text(400, "Opts.SinceTime %q is not an RFC 3339 time", opts.SinceTime) end
-  end
-  local tail = tonumber(opts.Tail)
-  if tail and tail <= 0 then tail = nil end
-  local limit = tonumber(opts.Bytes)
-  if limit and limit <= 0 then limit = nil end
-  local ts = opts.Timestamps == true
+  local o, oerr = I.log_options(opts)
+  if not o then return text(400, "%s", oerr) end
+  local since, tail, limit, ts = o.since, o.tail, o.limit, o.ts
   local function select_first(entries)
     if since then
       local kept = {}
