@@ -333,6 +333,17 @@ static int buf_reserve(uint8_t **b, size_t *cap, size_t need)
 	return 0;
 }
 
+int rk_grpc__tx_frame(uint8_t **tx, size_t *tx_len, size_t *tx_cap, const void *buf, size_t len)
+{
+	if (buf_reserve(tx, tx_cap, *tx_len + 5 + len) < 0)
+		return -1;
+	rk_grpc_frame_header(*tx + *tx_len, (uint32_t)len);
+	if (len)
+		memcpy(*tx + *tx_len + 5, buf, len);
+	*tx_len += 5 + len;
+	return 0;
+}
+
 /* ---- calls ----------------------------------------------------------------------------------- */
 
 static void ch_process(void *ud);
@@ -870,12 +881,8 @@ static int cu_call_send_raw(rk_grpc_call *c, const void *buf, size_t len, rk_err
 		return rk_errf(e, EMSGSIZE, "message of %zu bytes cannot be framed", len);
 	if (c->tx_off && c->tx_off == c->tx_len)
 		c->tx_off = c->tx_len = 0;
-	if (buf_reserve(&c->tx, &c->tx_cap, c->tx_len + 5 + len) < 0)
+	if (rk_grpc__tx_frame(&c->tx, &c->tx_len, &c->tx_cap, buf, len) < 0)
 		return rk_errf(e, ENOMEM, "out of memory queueing a %zu-byte message", len);
-	rk_grpc_frame_header(c->tx + c->tx_len, (uint32_t)len);
-	if (len)
-		memcpy(c->tx + c->tx_len + 5, buf, len);
-	c->tx_len += 5 + len;
 	call_unpause(c);
 	return 0;
 }
