@@ -10,6 +10,7 @@
 
 #include <ctype.h>
 #include "curl_lazy.h"
+#include "curl_loop.h"
 #include "pb.h"
 #include <errno.h>
 #include <inttypes.h>
@@ -22,13 +23,6 @@
 #include <sys/socket.h>
 
 #define SUB "grpc"
-
-struct sockinfo {
-	curl_socket_t fd;
-	rk_watch *w;
-	struct rk_grpc_channel *ch;
-	struct sockinfo *next;
-};
 
 struct rk_grpc_call {
 	int h2; /* 0: this transport (see grpc_h2.h) */
@@ -88,15 +82,12 @@ struct rk_grpc_call {
 struct rk_grpc_channel {
 	int h2; /* 0: this transport (see grpc_h2.h) */
 	rk_loop *loop;
-	CURLM *multi;
+	rk_curl_loop cl;
 	char *url; /* without trailing slash */
 	int tls;
 	rk_grpc_opts o;
 	char *ca_file, *cert_file, *key_file, *user_agent;
-	rk_timer *timer;
-	struct sockinfo *socks;
 	struct rk_grpc_call *calls;
-	int in_curl;	/* inside curl_multi_socket_action */
 	int processing; /* inside ch_process */
 	int closing;	/* free requested while processing */
 	int unpause_pending;
@@ -342,9 +333,20 @@ static int buf_reserve(uint8_t **b, size_t *cap, size_t need)
 	return 0;
 }
 
+int rk_grpc__tx_frame(uint8_t **tx, size_t *tx_len, size_t *tx_cap, const void *buf, size_t len)
+{
+	if (buf_reserve(tx, tx_cap, *tx_len + 5 + len) < 0)
+		return -1;
+	rk_grpc_frame_header(*tx + *tx_len, (uint32_t)len);
+	if (len)
+		memcpy(*tx + *tx_len + 5, buf, len);
+	*tx_len += 5 + len;
+	return 0;
+}
+
 /* ---- calls ----------------------------------------------------------------------------------- */
 
-static void ch_process(struct rk_grpc_channel *ch);
+static void ch_process(void *ud);
 static void cu_call_cancel(rk_grpc_call *c);
 static void ch_free_now(struct rk_grpc_channel *ch);
 
@@ -381,7 +383,7 @@ static void call_detach(rk_grpc_call *c)
 		 * not keep that connection; the server then sees it close. */
 		if (!c->curl_done || c->local_status >= 0)
 			curl_easy_setopt(c->easy, CURLOPT_FORBID_REUSE, 1L);
-		curl_multi_remove_handle(c->ch->multi, c->easy);
+		curl_multi_remove_handle(c->ch->cl.multi, c->easy);
 		curl_easy_cleanup(c->easy);
 		c->easy = NULL;
 	}
@@ -523,7 +525,7 @@ static void call_unpause(rk_grpc_call *c)
 {
 	if (!c->paused || !c->easy || c->finished)
 		return;
-	if (c->ch->in_curl) {
+	if (c->ch->cl.in_curl) {
 		c->want_unpause = 1;
 		c->ch->unpause_pending = 1;
 		return;
@@ -595,8 +597,9 @@ static void call_check_answered(rk_grpc_call *c)
 }
 
 /* Before libcurl reads fd: keep the first bytes an h2c server sent on it, or the EOF/error. */
-static void sock_peek(struct rk_grpc_channel *ch, int fd)
+static void sock_peek(void *ud, int fd)
 {
+	struct rk_grpc_channel *ch = ud;
 	if (ch->tls)
 		return;
 	for (rk_grpc_call *c = ch->calls; c; c = c->next) {
@@ -729,7 +732,7 @@ static int prereq_cb(void *ud, char *rip, char *lip, int rport, int lport)
 	c->connected = 1;
 	c->connected_at = rk_now_ms();
 	c->conn_fd = -1;
-	for (struct sockinfo *si = ch->socks; si; si = si->next)
+	for (struct rk_curl_sock *si = ch->cl.socks; si; si = si->next)
 		if (sock_local_port(si->fd) == lport) {
 			c->conn_fd = si->fd;
 			break;
@@ -855,7 +858,7 @@ static rk_grpc_call *cu_call_start(rk_grpc_channel *ch, const char *path, uint64
 	if (ch->calls)
 		ch->calls->prev = c;
 	ch->calls = c;
-	CURLMcode mc = curl_multi_add_handle(ch->multi, ez);
+	CURLMcode mc = curl_multi_add_handle(ch->cl.multi, ez);
 	if (mc != CURLM_OK) {
 		rk_errf(e, EIO, "cannot start gRPC call %s on %s: %s", path, ch->url, curl_multi_strerror(mc));
 		c->finished = 1;
@@ -878,12 +881,8 @@ static int cu_call_send_raw(rk_grpc_call *c, const void *buf, size_t len, rk_err
 		return rk_errf(e, EMSGSIZE, "message of %zu bytes cannot be framed", len);
 	if (c->tx_off && c->tx_off == c->tx_len)
 		c->tx_off = c->tx_len = 0;
-	if (buf_reserve(&c->tx, &c->tx_cap, c->tx_len + 5 + len) < 0)
+	if (rk_grpc__tx_frame(&c->tx, &c->tx_len, &c->tx_cap, buf, len) < 0)
 		return rk_errf(e, ENOMEM, "out of memory queueing a %zu-byte message", len);
-	rk_grpc_frame_header(c->tx + c->tx_len, (uint32_t)len);
-	if (len)
-		memcpy(c->tx + c->tx_len + 5, buf, len);
-	c->tx_len += 5 + len;
 	call_unpause(c);
 	return 0;
 }
@@ -918,7 +917,7 @@ static void cu_call_cancel(rk_grpc_call *c)
 	if (c->finished)
 		return;
 	struct rk_grpc_channel *ch = c->ch;
-	if (ch->in_curl) { /* cannot happen through our callbacks; be safe anyway */
+	if (ch->cl.in_curl) { /* cannot happen through our callbacks; be safe anyway */
 		c->local_status = RK_GRPC_CANCELLED;
 		return;
 	}
@@ -928,96 +927,6 @@ static void cu_call_cancel(rk_grpc_call *c)
 static size_t cu_call_pending(const rk_grpc_call *c)
 {
 	return c->tx_len - c->tx_off;
-}
-
-/* ---- curl multi <-> loop ------------------------------------------------------------------- */
-
-static void ch_drive(struct rk_grpc_channel *ch, curl_socket_t s, int ev)
-{
-	int running;
-	ch->in_curl++;
-	curl_multi_socket_action(ch->multi, s, ev, &running);
-	ch->in_curl--;
-	ch_process(ch);
-}
-
-static void fd_cb(void *ud, int fd, uint32_t events)
-{
-	struct sockinfo *si = ud;
-	int ev = 0;
-	if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP | EPOLLERR))
-		sock_peek(si->ch, fd);
-	if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP))
-		ev |= CURL_CSELECT_IN;
-	if (events & EPOLLOUT)
-		ev |= CURL_CSELECT_OUT;
-	if (events & EPOLLERR)
-		ev |= CURL_CSELECT_ERR;
-	ch_drive(si->ch, fd, ev);
-}
-
-static int sock_cb(CURL *ez, curl_socket_t s, int what, void *userp, void *socketp)
-{
-	struct rk_grpc_channel *ch = userp;
-	struct sockinfo *si = socketp;
-	if (what == CURL_POLL_REMOVE) {
-		if (si) {
-			rk_watch_cancel(si->w);
-			struct sockinfo **pp = &ch->socks;
-			while (*pp && *pp != si)
-				pp = &(*pp)->next;
-			if (*pp)
-				*pp = si->next;
-			free(si);
-			curl_multi_assign(ch->multi, s, NULL);
-		}
-		return 0;
-	}
-	uint32_t ev = 0;
-	if (what & CURL_POLL_IN)
-		ev |= EPOLLIN;
-	if (what & CURL_POLL_OUT)
-		ev |= EPOLLOUT;
-	rk_err e;
-	if (si) {
-		if (rk_watch_modify(si->w, ev, &e) < 0)
-			rk_error(SUB, "watching socket %d for %s: %s", (int)s, ch->url, e.msg);
-		return 0;
-	}
-	si = calloc(1, sizeof *si);
-	if (!si)
-		return -1;
-	si->fd = s;
-	si->ch = ch;
-	si->w = rk_loop_watch_fd(ch->loop, s, ev, fd_cb, si, &e);
-	if (!si->w) {
-		rk_error(SUB, "watching socket %d for %s: %s", (int)s, ch->url, e.msg);
-		free(si);
-		return -1;
-	}
-	si->next = ch->socks;
-	ch->socks = si;
-	curl_multi_assign(ch->multi, s, si);
-	return 0;
-}
-
-static void timer_fired(void *ud)
-{
-	struct rk_grpc_channel *ch = ud;
-	ch->timer = NULL;
-	ch_drive(ch, CURL_SOCKET_TIMEOUT, 0);
-}
-
-static int timer_cb(CURLM *m, long timeout_ms, void *userp)
-{
-	struct rk_grpc_channel *ch = userp;
-	if (ch->timer) {
-		rk_timer_cancel(ch->timer);
-		ch->timer = NULL;
-	}
-	if (timeout_ms >= 0)
-		ch->timer = rk_loop_timer(ch->loop, (uint64_t)timeout_ms, timer_fired, ch);
-	return 0;
 }
 
 static int curl_to_status(CURLcode r)
@@ -1159,15 +1068,16 @@ static void trailers_fired(void *ud)
 		ch_free_now(ch);
 }
 
-static void ch_process(struct rk_grpc_channel *ch)
+static void ch_process(void *ud)
 {
+	struct rk_grpc_channel *ch = ud;
 	CURLMsg *m;
 	int left;
 	ch->processing++;
 	for (rk_grpc_call *c = ch->calls; c; c = c->next)
 		if (c->connected && !c->answered)
 			call_check_answered(c);
-	while ((m = curl_multi_info_read(ch->multi, &left))) {
+	while ((m = curl_multi_info_read(ch->cl.multi, &left))) {
 		if (m->msg != CURLMSG_DONE)
 			continue;
 		rk_grpc_call *c = NULL;
@@ -1293,17 +1203,20 @@ static rk_grpc_channel *cu_channel_new(rk_loop *l, const char *url, const rk_grp
 	ch->cert_file = ch->o.cert_file ? strdup(ch->o.cert_file) : NULL;
 	ch->key_file = ch->o.key_file ? strdup(ch->o.key_file) : NULL;
 	ch->o.ca_file = ch->o.cert_file = ch->o.key_file = ch->o.user_agent = NULL;
-	ch->multi = curl_multi_init();
-	if (!ch->url || !ch->user_agent || !ch->multi) {
+	ch->cl.multi = curl_multi_init();
+	if (!ch->url || !ch->user_agent || !ch->cl.multi) {
 		rk_errf(e, ENOMEM, "out of memory creating gRPC channel to %s", url);
 		ch_free_now(ch);
 		return NULL;
 	}
-	curl_multi_setopt(ch->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
-	curl_multi_setopt(ch->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
-	curl_multi_setopt(ch->multi, CURLMOPT_SOCKETDATA, ch);
-	curl_multi_setopt(ch->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-	curl_multi_setopt(ch->multi, CURLMOPT_TIMERDATA, ch);
+	curl_multi_setopt(ch->cl.multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+	ch->cl.loop = l;
+	ch->cl.sub = SUB;
+	ch->cl.peer = ch->url;
+	ch->cl.owner = ch;
+	ch->cl.process = ch_process;
+	ch->cl.before_read = sock_peek;
+	rk_curl_loop_init(&ch->cl);
 	return ch;
 }
 
@@ -1319,10 +1232,7 @@ static int cu_channel_multiplexed(const rk_grpc_channel *ch)
 
 static size_t cu_channel_sockets(const rk_grpc_channel *ch)
 {
-	size_t n = 0;
-	for (const struct sockinfo *si = ch->socks; si; si = si->next)
-		n++;
-	return n;
+	return rk_curl_loop_sockets(&ch->cl);
 }
 
 static size_t cu_channel_calls(const rk_grpc_channel *ch)
@@ -1340,22 +1250,7 @@ static void ch_free_now(struct rk_grpc_channel *ch)
 		c->cancelled = 1;
 		call_finish(c, RK_GRPC_CANCELLED, "channel closed");
 	}
-	while (ch->socks) {
-		struct sockinfo *si = ch->socks;
-		ch->socks = si->next;
-		rk_watch_cancel(si->w);
-		if (ch->multi)
-			curl_multi_assign(ch->multi, si->fd, NULL);
-		free(si);
-	}
-	if (ch->multi) {
-		/* stop curl from calling back into a half-freed channel */
-		curl_multi_setopt(ch->multi, CURLMOPT_SOCKETFUNCTION, NULL);
-		curl_multi_setopt(ch->multi, CURLMOPT_TIMERFUNCTION, NULL);
-		curl_multi_cleanup(ch->multi);
-	}
-	if (ch->timer)
-		rk_timer_cancel(ch->timer);
+	rk_curl_loop_fini(&ch->cl);
 	free(ch->url);
 	free(ch->user_agent);
 	free(ch->ca_file);
@@ -1369,7 +1264,7 @@ static void cu_channel_free(rk_grpc_channel *ch)
 	if (!ch || ch->closing)
 		return;
 	ch->closing = 1;
-	if (ch->processing || ch->in_curl)
+	if (ch->processing || ch->cl.in_curl)
 		return; /* freed when the current dispatch ends */
 	ch_free_now(ch);
 }

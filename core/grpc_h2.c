@@ -1207,21 +1207,8 @@ int rk_h2_call_send_raw(rk_grpc_call *cp, const void *buf, size_t len, rk_err *e
 		c->tx_len -= c->tx_off;
 		c->tx_off = 0;
 	}
-	size_t need = c->tx_len + 5 + len;
-	if (need > c->tx_cap) {
-		size_t nc = c->tx_cap ? c->tx_cap : 256;
-		while (nc < need)
-			nc *= 2;
-		uint8_t *nb = realloc(c->tx, nc);
-		if (!nb)
-			return rk_errf(e, ENOMEM, "out of memory queueing a %zu-byte message", len);
-		c->tx = nb;
-		c->tx_cap = nc;
-	}
-	rk_grpc_frame_header(c->tx + c->tx_len, (uint32_t)len);
-	if (len)
-		memcpy(c->tx + c->tx_len + 5, buf, len);
-	c->tx_len += 5 + len;
+	if (rk_grpc__tx_frame(&c->tx, &c->tx_len, &c->tx_cap, buf, len) < 0)
+		return rk_errf(e, ENOMEM, "out of memory queueing a %zu-byte message", len);
 	call_resume(c);
 	return 0;
 }

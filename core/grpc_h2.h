@@ -43,5 +43,8 @@ void rk_grpc__rxmsg_free_all(struct rk_grpc_rxmsg *m);
 void rk_grpc__opts_defaults(rk_grpc_opts *o);
 /* The gRPC status for an HTTP status that came without grpc-status. */
 int rk_grpc__http_status(int http);
+/* Append one message, framed (5-byte header), to a send buffer of *tx_len bytes in *tx_cap
+ * (grown as needed); -1 when out of memory (the buffer is unchanged). */
+int rk_grpc__tx_frame(uint8_t **tx, size_t *tx_len, size_t *tx_cap, const void *buf, size_t len);
 
 #endif

@@ -5,6 +5,7 @@
 #include "http.h"
 
 #include "curl_lazy.h"
+#include "curl_loop.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -17,13 +18,6 @@
 #define ERR_EXCERPT 512		  /* bytes of a non-2xx body kept to quote */
 #define ERR_BODY_MAX (64u * 1024) /* a non-2xx body longer than this is not read to its end */
 #define HDR_MAX 1024
-
-struct sockinfo {
-	curl_socket_t fd;
-	rk_watch *w;
-	struct rk_http *h;
-	struct sockinfo *next;
-};
 
 struct rk_http_req {
 	struct rk_http *h;
@@ -54,15 +48,11 @@ struct rk_http_req {
 };
 
 struct rk_http {
-	rk_loop *loop;
-	CURLM *multi;
-	rk_timer *timer;
-	struct sockinfo *socks;
+	rk_curl_loop cl; /* the multi handle, its sockets and timer on the loop */
 	struct rk_http_req *reqs;
-	int in_curl, processing, closing;
+	int processing, closing;
 };
 
-static void h_process(struct rk_http *h);
 static void h_free_now(struct rk_http *h);
 
 static int status_ok(long s)
@@ -75,7 +65,7 @@ static int status_ok(long s)
 static void req_free(rk_http_req *r)
 {
 	if (r->easy) {
-		curl_multi_remove_handle(r->h->multi, r->easy);
+		curl_multi_remove_handle(r->h->cl.multi, r->easy);
 		curl_easy_cleanup(r->easy);
 	}
 	if (r->hdrs)
@@ -273,102 +263,17 @@ static void req_complete(rk_http_req *r)
 	req_free(r);
 }
 
-/* ---- curl multi <-> loop ------------------------------------------------------------------- */
+/* ---- transfers done ------------------------------------------------------------------------ */
 
-static void h_drive(struct rk_http *h, curl_socket_t s, int ev)
-{
-	int running;
-	h->in_curl++;
-	curl_multi_socket_action(h->multi, s, ev, &running);
-	h->in_curl--;
-	h_process(h);
-}
-
-static void fd_cb(void *ud, int fd, uint32_t events)
-{
-	struct sockinfo *si = ud;
-	int ev = 0;
-	if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP))
-		ev |= CURL_CSELECT_IN;
-	if (events & EPOLLOUT)
-		ev |= CURL_CSELECT_OUT;
-	if (events & EPOLLERR)
-		ev |= CURL_CSELECT_ERR;
-	h_drive(si->h, fd, ev);
-}
-
-static int sock_cb(CURL *ez, curl_socket_t s, int what, void *userp, void *socketp)
-{
-	struct rk_http *h = userp;
-	struct sockinfo *si = socketp;
-	if (what == CURL_POLL_REMOVE) {
-		if (si) {
-			rk_watch_cancel(si->w);
-			struct sockinfo **pp = &h->socks;
-			while (*pp && *pp != si)
-				pp = &(*pp)->next;
-			if (*pp)
-				*pp = si->next;
-			free(si);
-			curl_multi_assign(h->multi, s, NULL);
-		}
-		return 0;
-	}
-	uint32_t ev = 0;
-	if (what & CURL_POLL_IN)
-		ev |= EPOLLIN;
-	if (what & CURL_POLL_OUT)
-		ev |= EPOLLOUT;
-	rk_err e;
-	if (si) {
-		if (rk_watch_modify(si->w, ev, &e) < 0)
-			rk_error(SUB, "watching socket %d: %s", (int)s, e.msg);
-		return 0;
-	}
-	si = calloc(1, sizeof *si);
-	if (!si)
-		return -1;
-	si->fd = s;
-	si->h = h;
-	si->w = rk_loop_watch_fd(h->loop, s, ev, fd_cb, si, &e);
-	if (!si->w) {
-		rk_error(SUB, "watching socket %d: %s", (int)s, e.msg);
-		free(si);
-		return -1;
-	}
-	si->next = h->socks;
-	h->socks = si;
-	curl_multi_assign(h->multi, s, si);
-	return 0;
-}
-
-static void timer_fired(void *ud)
+static void h_process(void *ud)
 {
 	struct rk_http *h = ud;
-	h->timer = NULL;
-	h_drive(h, CURL_SOCKET_TIMEOUT, 0);
-}
-
-static int timer_cb(CURLM *m, long timeout_ms, void *userp)
-{
-	struct rk_http *h = userp;
-	if (h->timer) {
-		rk_timer_cancel(h->timer);
-		h->timer = NULL;
-	}
-	if (timeout_ms >= 0)
-		h->timer = rk_loop_timer(h->loop, (uint64_t)timeout_ms, timer_fired, h);
-	return 0;
-}
-
-static void h_process(struct rk_http *h)
-{
-	if (h->in_curl)
+	if (h->cl.in_curl)
 		return;
 	h->processing++;
 	CURLMsg *m;
 	int left;
-	while ((m = curl_multi_info_read(h->multi, &left))) {
+	while ((m = curl_multi_info_read(h->cl.multi, &left))) {
 		if (m->msg != CURLMSG_DONE)
 			continue;
 		rk_http_req *r = NULL;
@@ -399,16 +304,16 @@ rk_http *rk_http_new(rk_loop *l, rk_err *e)
 	if (rk_curl_load(e) < 0)
 		return NULL;
 	struct rk_http *h = calloc(1, sizeof *h);
-	if (!h || !(h->multi = curl_multi_init())) {
+	if (!h || !(h->cl.multi = curl_multi_init())) {
 		free(h);
 		rk_errf(e, ENOMEM, "out of memory creating the HTTP client");
 		return NULL;
 	}
-	h->loop = l;
-	curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
-	curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
-	curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-	curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+	h->cl.loop = l;
+	h->cl.sub = SUB;
+	h->cl.owner = h;
+	h->cl.process = h_process;
+	rk_curl_loop_init(&h->cl);
 	return h;
 }
 
@@ -424,18 +329,7 @@ static void h_free_now(struct rk_http *h)
 {
 	while (h->reqs)
 		req_free(h->reqs);
-	while (h->socks) {
-		struct sockinfo *si = h->socks;
-		h->socks = si->next;
-		rk_watch_cancel(si->w);
-		curl_multi_assign(h->multi, si->fd, NULL);
-		free(si);
-	}
-	curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, NULL);
-	curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, NULL);
-	curl_multi_cleanup(h->multi);
-	if (h->timer)
-		rk_timer_cancel(h->timer);
+	rk_curl_loop_fini(&h->cl);
 	free(h);
 }
 
@@ -444,7 +338,7 @@ void rk_http_free(rk_http *h)
 	if (!h || h->closing)
 		return;
 	h->closing = 1;
-	if (h->processing || h->in_curl)
+	if (h->processing || h->cl.in_curl)
 		return; /* freed when the current dispatch ends */
 	h_free_now(h);
 }
@@ -574,7 +468,7 @@ rk_http_req *rk_http_start(rk_http *h, const rk_http_opts *o, rk_http_done_cb cb
 	if (h->reqs)
 		h->reqs->prev = r;
 	h->reqs = r;
-	CURLMcode mc = curl_multi_add_handle(h->multi, ez);
+	CURLMcode mc = curl_multi_add_handle(h->cl.multi, ez);
 	if (mc != CURLM_OK) {
 		rk_errf(e, EIO, "cannot start %s: %s", r->what, curl_multi_strerror(mc));
 		req_free(r);

@@ -19,6 +19,7 @@ local task = require "riklet.task"
 local fs = require "riklet.fs"
 local usock = require "riklet.usock"
 local store = require "riklet.store"
+local lifecycle = require "riklet.lifecycle"
 
 local F = {}
 local cfg, agent, netctl
@@ -125,24 +126,7 @@ local function mac_for(guest_ip)
   return ("52:54:00:%02x:%02x:%02x"):format(tonumber(a), tonumber(b), tonumber(c))
 end
 
-local function cancelled(inst)
-  if inst.destroy_requested then return nil, "destroyed while it was being created" end
-  return true
-end
-
--- fn(...) in its own task; its result, or nil, "destroyed..." as soon as the instance is destroyed.
-local function unless_destroyed(inst, fn, ...)
-  local q = task.queue()
-  local args = { n = select("#", ...), ... }
-  task.spawn(function()
-    local ok, v, err = pcall(fn, unpack(args, 1, args.n))
-    q:put({ ok and v or nil, ok and err or v })
-  end)
-  inst.on_cancel = function() q:put({ nil, "destroyed while it was being created" }) end
-  local r = q:get()
-  inst.on_cancel = nil
-  return r[1], r[2]
-end
+local cancelled, unless_destroyed = lifecycle.check_cancel, lifecycle.unless_destroyed
 
 local function the_backend(name)
   if name == nil or (backend and backend.name == name) then return backend, backend_err end

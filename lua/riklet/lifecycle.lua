@@ -445,4 +445,26 @@ function L.run(inst, mode)
   end
 end
 
+-- For a driver's create: nil, "destroyed while it was being created" once a destroy was requested.
+function L.check_cancel(inst)
+  if inst.destroy_requested then return nil, "destroyed while it was being created" end
+  return true
+end
+
+-- For a driver's create: fn(...) -> value | nil, err, run in its own task; returns its result, or
+-- nil, "destroyed..." as soon as the instance is destroyed (the work itself goes on: an image
+-- pull or a rootfs download is shared and cached).
+function L.unless_destroyed(inst, fn, ...)
+  local q = task.queue()
+  local args = { n = select("#", ...), ... }
+  task.spawn(function()
+    local ok, v, err = pcall(fn, unpack(args, 1, args.n))
+    q:put({ ok and v or nil, ok and err or v })
+  end)
+  inst.on_cancel = function() q:put({ nil, "destroyed while it was being created" }) end
+  local r = q:get()
+  inst.on_cancel = nil
+  return r[1], r[2]
+end
+
 return L

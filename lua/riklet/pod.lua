@@ -27,6 +27,7 @@ local runc = require "riklet.runc"
 local conmon = require "riklet.conmon"
 local store = require "riklet.store"
 local fault = require "riklet.fault"
+local lifecycle = require "riklet.lifecycle"
 
 local P = {}
 local cfg, agent, netctl
@@ -192,25 +193,7 @@ function P.oom_killed(c)
   return false
 end
 
-local function check_cancel(inst)
-  if inst.destroy_requested then return nil, "destroyed while it was being created" end
-  return true
-end
-
--- fn(...) -> value | nil, err, run in its own task; returns its result, or nil, "destroyed..." as
--- soon as the instance is destroyed (the work itself goes on: an image pull is shared and cached).
-local function unless_destroyed(inst, fn, ...)
-  local q = task.queue()
-  local args = { n = select("#", ...), ... }
-  task.spawn(function()
-    local ok, v, err = pcall(fn, unpack(args, 1, args.n))
-    q:put({ ok and v or nil, ok and err or v })
-  end)
-  inst.on_cancel = function() q:put({ nil, "destroyed while it was being created" }) end
-  local r = q:get()
-  inst.on_cancel = nil
-  return r[1], r[2]
-end
+local check_cancel, unless_destroyed = lifecycle.check_cancel, lifecycle.unless_destroyed
 
 -- The Pod's volumes, in DIR/volumes/NAME (removed with the instance directory): emptyDir an empty
 -- directory every container may write (mode 0777, as Kubernetes makes it), files (ConfigMap,

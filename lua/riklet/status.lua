@@ -18,7 +18,7 @@ function M.path(state_dir) return state_dir .. "/agent.json" end
 -- nil for a process that is gone or a zombie (exited, not yet reaped).
 local function start_ticks(pid)
   local s = fs.read("/proc/" .. pid .. "/stat", 4096)
-  local after = s and s:match("%) (.*)$") -- the command name may hold spaces and parentheses
+  local after = s and s:match("^.*%) (.*)$") -- after the LAST ") ": the command name may hold ") " too
   if not after then return nil end
   local i = 0
   for f in after:gmatch("%S+") do

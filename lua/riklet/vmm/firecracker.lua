@@ -12,6 +12,7 @@ local http = require "riklet.http"
 local json = require "riklet.json"
 local proc = require "riklet.proc"
 local task = require "riklet.task"
+local vmmproc = require "riklet.vmmproc"
 
 local B = { name = "firecracker" }
 -- appended to the driver's kernel command line (upstream Firecracker's recommended arguments; its
@@ -262,22 +263,10 @@ end
 -- firecrackers serving an API socket INSTANCES_DIR/ID/api.sock (riklet's, by that path), for the
 -- driver to stop those no record names (a crash before the handle was stored).
 function B.processes(instances_dir)
-  local out, prefix = {}, instances_dir .. "/"
-  for _, name in ipairs(fs.list("/proc") or {}) do
-    local pid = name:match("^%d+$") and tonumber(name)
-    local cmd = pid and fs.read("/proc/" .. name .. "/cmdline", 65536)
-    if cmd then
-      local args = {}
-      for a in cmd:gmatch("[^%z]+") do args[#args + 1] = a end
-      for i = 1, #args - 1 do
-        local id = args[i] == "--api-sock" and args[i + 1]:sub(1, #prefix) == prefix
-          and args[i + 1]:sub(#prefix + 1):match("^([^/]+)/api%.sock$")
-        if id then
-          out[#out + 1] = { backend = B.name, pid = pid, starttime = starttime(pid), id = id, sock = args[i + 1],
-            console_log = prefix .. id .. "/console.log" }
-        end
-      end
-    end
+  local out = {}
+  for _, p in ipairs(vmmproc.find(instances_dir, "--api-sock", "api%.sock")) do
+    out[#out + 1] = { backend = B.name, pid = p.pid, starttime = starttime(p.pid), id = p.id, sock = p.path,
+      console_log = instances_dir .. "/" .. p.id .. "/console.log" }
   end
   return out
 end

@@ -17,6 +17,7 @@ local json = require "riklet.json"
 local usock = require "riklet.usock"
 local status = require "riklet.status"
 local rootfs = require "riklet.rootfs"
+local vmmproc = require "riklet.vmmproc"
 
 local B = { name = "qemu" }
 
@@ -378,21 +379,9 @@ end
 -- crash before the handle was stored, or an instance without a record, left running.
 function B.processes(instances_dir)
   local out, prefix = {}, instances_dir .. "/"
-  for _, name in ipairs(fs.list("/proc") or {}) do
-    local pid = name:match("^%d+$") and tonumber(name)
-    local cmd = pid and fs.read("/proc/" .. name .. "/cmdline", 65536)
-    if cmd then
-      local args = {}
-      for a in cmd:gmatch("[^%z]+") do args[#args + 1] = a end
-      for i = 1, #args - 1 do
-        local id = args[i] == "-pidfile" and args[i + 1]:sub(1, #prefix) == prefix
-          and args[i + 1]:sub(#prefix + 1):match("^([^/]+)/qemu%.pid$")
-        if id then
-          out[#out + 1] = { backend = B.name, pid = pid, starttime = status.start_ticks(pid), id = id,
-            sock = prefix .. id .. "/qmp.sock", pidfile = prefix .. id .. "/qemu.pid" }
-        end
-      end
-    end
+  for _, p in ipairs(vmmproc.find(instances_dir, "-pidfile", "qemu%.pid")) do
+    out[#out + 1] = { backend = B.name, pid = p.pid, starttime = status.start_ticks(p.pid), id = p.id,
+      sock = prefix .. p.id .. "/qmp.sock", pidfile = prefix .. p.id .. "/qemu.pid" }
   end
   return out
 end
