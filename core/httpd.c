@@ -289,10 +289,22 @@ static struct MHD_Response *make_response(const char *const *headers, const void
 	return resp;
 }
 
+static struct conn_info *conn_of(struct MHD_Connection *c);
+
+/* The request is read (or refused): the deadline stops here. It covers the headers and the body,
+ * so a client sending its body a byte at a time cannot hold a connection for ever. */
+static void request_read(struct MHD_Connection *c)
+{
+	struct conn_info *ci = conn_of(c);
+	if (ci)
+		ci->in_request = 1;
+}
+
 /* An error answer given by the server itself (limits), before the handler saw the request. */
 static enum MHD_Result queue_early(rk_httpd_req *r, struct MHD_Connection *c, int status, const char *msg)
 {
 	r->early = 1;
+	request_read(c);
 	struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(msg), (void *)msg, MHD_RESPMEM_MUST_COPY);
 	if (!resp)
 		return MHD_NO;
@@ -338,9 +350,6 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
 			s->reqs->prev = r;
 		s->reqs = r;
 		*con_cls = r;
-		struct conn_info *ci = conn_of(c);
-		if (ci)
-			ci->in_request = 1;
 		if (!r->method || !r->path)
 			return MHD_NO;
 		if (s->nconn > s->o.conn_max) {
@@ -399,6 +408,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
 		kc.kind = 1;
 		MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collect_kv, &kc);
 		r->state = R_DISPATCHED;
+		request_read(c);
 		MHD_suspend_connection(c);
 		r->suspended = 1;
 		r->refs++; /* the handler's */
@@ -573,7 +583,7 @@ static void sweep(void *ud)
 			continue;
 		const union MHD_ConnectionInfo *i = MHD_get_connection_info(ci->c, MHD_CONNECTION_INFO_CONNECTION_FD);
 		if (i) {
-			rk_debug("httpd", "closing a connection that sent no complete request headers within %u s",
+			rk_debug("httpd", "closing a connection that sent no complete request within %u s",
 				 s->o.header_timeout_s);
 			shutdown(i->connect_fd, SHUT_RDWR); /* MHD sees the end and closes it */
 		}
