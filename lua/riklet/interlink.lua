@@ -21,6 +21,7 @@ local I = {}
 local cfg, agent
 
 local JSON_DEPTH = 100
+local STATUS_BATCH = 100 -- pods per turn of the loop in a /status
 local ID_PREFIX = "k8s-"
 
 local function log(level, fmt, ...) core.log(level, "interlink", fmt:format(...)) end
@@ -204,7 +205,8 @@ local function container_status(v, spec_c, has_init)
 end
 
 -- The v1.PodStatus of a pod; get(id) -> the instance view (nil: unknown here): status | nil, err.
-function I.pod_status(pod, get)
+-- unknown: a list the unknown pod is added to (the caller logs them once), else it is logged here.
+function I.pod_status(pod, get, unknown)
   local p, err = pod_ident(pod)
   if not p then return nil, err end
   local v = get(p.id)
@@ -218,7 +220,11 @@ function I.pod_status(pod, get)
   for _, c in ipairs(inits) do
     st.initContainers[#st.initContainers + 1] = container_status(v, c, false)
   end
-  if not v then log("info", "status of unknown pod %s/%s (%s): reported as failed", p.namespace, p.name, p.uid) end
+  if not v then
+    local what = ("%s/%s (%s)"):format(p.namespace, p.name, p.uid)
+    if unknown then unknown[#unknown + 1] = what
+    else log("info", "status of unknown pod %s: reported as failed", what) end
+  end
   return st
 end
 
@@ -242,16 +248,26 @@ function I.status_request(info)
   return pods
 end
 
-local function status(info)
+local function status(info, req)
   local pods, err = I.status_request(info)
   if not pods then return text(400, "%s", err) end
   if #pods == 0 then return ping() end
-  local out = json.array({})
+  log("debug", "GET /status: %d pods%s", #pods, session(info))
+  local out, unknown = json.array({}), {}
   for i, pod in ipairs(pods) do
+    -- a body may hold tens of thousands of pods: let the loop turn between batches
+    if i % STATUS_BATCH == 0 then
+      task.yield()
+      if req and req:gone() then return end
+    end
     local st
-    st, err = I.pod_status(pod, agent.get)
+    st, err = I.pod_status(pod, agent.get, unknown)
     if not st then return text(400, "pod %d: %s", i, err) end
     out[#out + 1] = st
+  end
+  if #unknown > 0 then
+    log("info", "status of %d unknown pod(s) reported as failed: %s%s", #unknown,
+      table.concat(unknown, ", ", 1, math.min(#unknown, 5)), #unknown > 5 and ", ..." or "")
   end
   return 200, out
 end
