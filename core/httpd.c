@@ -15,6 +15,7 @@
 #include <netdb.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -291,6 +292,25 @@ static struct MHD_Response *make_response(const char *const *headers, const void
 
 static struct conn_info *conn_of(struct MHD_Connection *c);
 
+/* Content-Length headers that disagree (RFC 9112 6.3: unrecoverable; a proxy in front could frame
+ * the body by the other one and pass the rest on as a second, smuggled request). */
+static enum MHD_Result check_cl(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	const char **seen = cls; /* [0] the first value, [1] set on a conflict */
+	if (!key || strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH))
+		return MHD_YES;
+	if (!value)
+		value = "";
+	if (!seen[0]) {
+		seen[0] = value;
+		return MHD_YES;
+	}
+	if (!strcmp(seen[0], value))
+		return MHD_YES;
+	seen[1] = value;
+	return MHD_NO;
+}
+
 /* The request is read (or refused): the deadline stops here. It covers the headers and the body,
  * so a client sending its body a byte at a time cannot hold a connection for ever. */
 static void request_read(struct MHD_Connection *c)
@@ -358,6 +378,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
 				 s->o.conn_max);
 			return queue_early(r, c, 503, msg);
 		}
+		const char *cls[2] = {NULL, NULL};
+		MHD_get_connection_values(c, MHD_HEADER_KIND, check_cl, cls);
+		if (cls[1])
+			return queue_early(r, c, 400,
+					   "riklet: the request has Content-Length headers that disagree: send one\n");
 		const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		if (cl && strtoull(cl, NULL, 10) > s->o.body_max) {
 			snprintf(msg, sizeof msg, "riklet: the request body is %s bytes, more than the %zu allowed\n",

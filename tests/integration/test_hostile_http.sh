@@ -15,6 +15,20 @@ ping() { curl -s -m 10 -o /dev/null -w '%{http_code}' -X GET --data-binary '[]' 
 rk_start_standalone --interlink "127.0.0.1:$PORT" || bail_out "riklet did not start"
 is "$(ping)" 200 "the ping answers before the slow clients"
 
+# --- conflicting Content-Length headers: refused (RFC 9112 6.3: a proxy in front could take the
+# other one and the rest of the body would be read as a second, smuggled request)
+raw() { # raw HEADERS BODY -> the status line of riklet's first answer
+	/usr/bin/python3 - "$PORT" "$1" "$2" <<'PY'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+s.sendall(("GET /status HTTP/1.1\r\nHost: x\r\n" + sys.argv[2].replace("|", "\r\n") + "\r\n\r\n" + sys.argv[3]).encode())
+print(s.recv(4096).split(b"\r\n")[0].decode())
+PY
+}
+is "$(raw 'Content-Length: 2' '[]')" "HTTP/1.1 200 OK" "one Content-Length: answered"
+like "$(raw 'Content-Length: 2|Content-Length: 5' '[]   ')" "^HTTP/1.1 400" "two different Content-Length headers: 400"
+like "$(raw 'Content-Length: 5|Content-Length: 2' '[]   ')" "^HTTP/1.1 400" "... in either order"
+
 # --- slowloris: 150 clients dripping headers and 150 dripping a body, for 45 s ----------------
 /usr/bin/python3 "$(dirname "$0")/hostile_http_conns.py" 127.0.0.1 "$PORT" headers 150 45 >"$TEST_TMP/h.out" &
 hp=$!
