@@ -386,7 +386,7 @@ local function get_logs(info, req)
   end
   -- Follow: streamed, flushed line by line, until the container ends or the client leaves
   local ok, serr = req:stream(200, { ["Content-Type"] = "text/plain; charset=utf-8" })
-  if not ok then return log("info", "getLogs %s/%s: %s", id, cname, tostring(serr)) end
+  if not ok then return log("info", "getLogs %s/%s: %s", id, httpd.shown(cname), tostring(serr)) end
   local f = crilog.follower({ { name = cname, path = path } })
   local sent, first = 0, true
   local function send(entries)
@@ -436,7 +436,7 @@ function I.start(config, ag)
     if not want then return true end
     local got = info.headers.authorization
     if got == want then return true end
-    log("warn", "%s %s refused: %s bearer token", info.method, info.path, got and "wrong" or "no")
+    log("warn", "%s %s refused: %s bearer token", httpd.shown(info.method), httpd.shown(info.path), got and "wrong" or "no")
     return nil, 401, "riklet: this interLink endpoint needs Authorization: Bearer <token> (see --interlink-token-file)\n"
   end
   local routes = {

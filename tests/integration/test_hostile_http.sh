@@ -64,4 +64,16 @@ is "$(jq -r '[.[].containers[0].state.terminated.reason] | unique | join(",")' "
 	ContainerStatusUnknown "... each ContainerStatusUnknown"
 is "$(($(grep -c 'unknown pod' "$RK_LOG") - before))" 1 "... and riklet logs one line about the unknown pods, not 60,000"
 
+# --- a request path that would forge log lines (riklet logs a refused request's path) ------------
+echo "s3cret" >"$TEST_TMP/token"
+rk_stop
+rk_start_standalone --interlink "127.0.0.1:$PORT" --interlink-token-file "$TEST_TMP/token" || bail_out "riklet did not restart"
+is "$(curl -s -o /dev/null -w '%{http_code}' "$U/status%0a2026-11-29T20:00:00.000Z%20error%20%5Bagent%5D%20FORGED%1b%5b31m")" 401 \
+	"a path holding a newline and an escape sequence, without the token: 401"
+sleep 0.5
+ok "! grep -q '^2026-11-29T20:00:00.000Z error \[agent\] FORGED' '$RK_LOG'" "... and it forges no log line"
+ok "! grep -qP '\x1b' '$RK_LOG'" "... and puts no terminal escape sequence in the log"
+like "$(grep 'refused: no bearer token' "$RK_LOG" | tail -n1)" 'GET "/status\\n2026.*FORGED\\u001b\[31m" refused' \
+	"... it is logged quoted, as one line"
+
 done_testing
