@@ -116,6 +116,9 @@ local function create(info)
   local data, p, perr = I.create_request(info)
   if not data then return p, perr end
   local cur = agent.get(p.id)
+  if cur and not cur.gone and cur.status == "DESTROYING" then
+    return text(409, "pod %s/%s (%s) is being deleted: create it again once it is gone", p.namespace, p.name, p.uid)
+  end
   if cur and not cur.gone then
     log("info", "pod %s/%s (%s): already created as %s (%s): nothing started", p.namespace, p.name, p.uid, p.id,
       tostring(cur.status))
