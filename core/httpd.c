@@ -15,6 +15,7 @@
 #include <netdb.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -289,10 +290,41 @@ static struct MHD_Response *make_response(const char *const *headers, const void
 	return resp;
 }
 
+static struct conn_info *conn_of(struct MHD_Connection *c);
+
+/* Content-Length headers that disagree (RFC 9112 6.3: unrecoverable; a proxy in front could frame
+ * the body by the other one and pass the rest on as a second, smuggled request). */
+static enum MHD_Result check_cl(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	const char **seen = cls; /* [0] the first value, [1] set on a conflict */
+	if (!key || strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH))
+		return MHD_YES;
+	if (!value)
+		value = "";
+	if (!seen[0]) {
+		seen[0] = value;
+		return MHD_YES;
+	}
+	if (!strcmp(seen[0], value))
+		return MHD_YES;
+	seen[1] = value;
+	return MHD_NO;
+}
+
+/* The request is read (or refused): the deadline stops here. It covers the headers and the body,
+ * so a client sending its body a byte at a time cannot hold a connection for ever. */
+static void request_read(struct MHD_Connection *c)
+{
+	struct conn_info *ci = conn_of(c);
+	if (ci)
+		ci->in_request = 1;
+}
+
 /* An error answer given by the server itself (limits), before the handler saw the request. */
 static enum MHD_Result queue_early(rk_httpd_req *r, struct MHD_Connection *c, int status, const char *msg)
 {
 	r->early = 1;
+	request_read(c);
 	struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(msg), (void *)msg, MHD_RESPMEM_MUST_COPY);
 	if (!resp)
 		return MHD_NO;
@@ -338,9 +370,6 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
 			s->reqs->prev = r;
 		s->reqs = r;
 		*con_cls = r;
-		struct conn_info *ci = conn_of(c);
-		if (ci)
-			ci->in_request = 1;
 		if (!r->method || !r->path)
 			return MHD_NO;
 		if (s->nconn > s->o.conn_max) {
@@ -349,6 +378,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
 				 s->o.conn_max);
 			return queue_early(r, c, 503, msg);
 		}
+		const char *cls[2] = {NULL, NULL};
+		MHD_get_connection_values(c, MHD_HEADER_KIND, check_cl, cls);
+		if (cls[1])
+			return queue_early(r, c, 400,
+					   "riklet: the request has Content-Length headers that disagree: send one\n");
 		const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		if (cl && strtoull(cl, NULL, 10) > s->o.body_max) {
 			snprintf(msg, sizeof msg, "riklet: the request body is %s bytes, more than the %zu allowed\n",
@@ -399,6 +433,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
 		kc.kind = 1;
 		MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collect_kv, &kc);
 		r->state = R_DISPATCHED;
+		request_read(c);
 		MHD_suspend_connection(c);
 		r->suspended = 1;
 		r->refs++; /* the handler's */
@@ -573,7 +608,7 @@ static void sweep(void *ud)
 			continue;
 		const union MHD_ConnectionInfo *i = MHD_get_connection_info(ci->c, MHD_CONNECTION_INFO_CONNECTION_FD);
 		if (i) {
-			rk_debug("httpd", "closing a connection that sent no complete request headers within %u s",
+			rk_debug("httpd", "closing a connection that sent no complete request within %u s",
 				 s->o.header_timeout_s);
 			shutdown(i->connect_fd, SHUT_RDWR); /* MHD sees the end and closes it */
 		}

@@ -22,7 +22,7 @@ struct rk_httpd_opts {
 	const char *listen;	   /* "HOST:PORT" (HOST may be [v6]) or "unix:/path" */
 	size_t body_max;	   /* bytes; 0 = 8 MiB */
 	unsigned conn_max;	   /* open connections answered; beyond, 503; 0 = 256 */
-	unsigned header_timeout_s; /* a request's headers must arrive within this; 0 = 30 */
+	unsigned header_timeout_s; /* a request (headers and body) must arrive within this; 0 = 30 */
 	unsigned idle_timeout_s;   /* a connection idle this long is closed; 0 = 60 */
 	int unix_mode;		   /* permissions of a unix socket; 0 = 0660 */
 };

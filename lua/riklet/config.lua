@@ -33,7 +33,7 @@ M.options = {
   { "skopeo", "string", "skopeo", "the skopeo binary" },
   { "umoci", "string", "umoci", "the umoci binary" },
   { "insecure-registries", "list", {}, "registries (host:port) pulled over plain HTTP without TLS verification" },
-  { "local-image-dirs", "list", {}, "directories whose OCI layouts (image oci:/DIR/...) workloads from the scheduler may use (standalone manifests may use any)" },
+  { "local-image-dirs", "list", {}, "directories whose OCI layouts (oci:/DIR/...) and Function rootfs files (file:///DIR/...) scheduled workloads may use (manifests: any)" },
   { "stop-grace", "number", 10, "seconds between SIGTERM and SIGKILL when stopping a container (a workload's own grace period wins)" },
   { "max-instances", "number", 1000, "instances this node runs at once (not ended); a create beyond it fails with the reason" },
   { "pull-timeout", "number", 600, "seconds an image pull may take" },

@@ -134,10 +134,30 @@ local function the_backend(name)
 end
 
 -- Watch the VMM; its end goes to the instance's mailbox as an exit of unit "vm".
+-- The guest writes its console as fast as it likes: while the VM runs, console.log is started over
+-- once past --log-size-max (as conmon does a container's log; QEMU opens it O_APPEND).
+local function cap_console(inst, r, path)
+  local max = tonumber(cfg.log_size_max) or 10 * 1024 * 1024
+  task.spawn(function()
+    while r.watching and not inst.destroy_requested do
+      local st = fs.stat(path)
+      if st and st.size > max then
+        local f = io.open(path, "w")
+        if f then f:close() end
+        r.console_resets = (r.console_resets or 0) + 1
+        log(r.console_resets == 1 and "info" or "debug",
+          "%s: the guest's console passed %d bytes (--log-size-max): console.log started over", inst.id, max)
+      end
+      task.sleep(1)
+    end
+  end)
+end
+
 local function watch(inst, b, handle)
   local r = rt(inst)
   if r.watching then return end
   r.watching = true
+  if inst.rec and inst.rec.dir then cap_console(inst, r, inst.rec.dir .. "/console.log") end
   b.watch(handle, function(ev)
     r.watching = false
     r.ended = ev

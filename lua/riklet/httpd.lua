@@ -11,6 +11,7 @@
 --       names), query}; it returns status, body[, headers] (a table body is sent as JSON), or
 --       streams through req:stream(status, headers), req:write(data) (waits while the client is
 --       slow), req:finish(), req:gone() and returns nothing.
+--   httpd.shown(s): a client's string made safe for a log line (JSON-quoted unless printable ASCII).
 --   A server listens until server:close() (the binding holds it meanwhile, referenced or not).
 --   An error raised in a route is logged and answered 500; an unknown path 404, a known path with
 --   another method 405.
@@ -41,6 +42,14 @@ local function send(req, status, body, headers)
 end
 
 H.send = send
+
+-- A client's string (path, method, header) for a log line: as it is when printable ASCII, else
+-- JSON-quoted, so a newline or a terminal escape sequence cannot forge a line.
+function H.shown(v)
+  v = tostring(v)
+  if #v <= 200 and v:match("^[\33-\126]*$") then return v end
+  return json.quote(v, 200)
+end
 
 function H.serve(addr, opts, routes)
   opts = opts or {}
@@ -73,7 +82,7 @@ function H.serve(addr, opts, routes)
       if status then send(req, status, body, headers) end
     end, debug.traceback)
     if not ok then
-      log("error", name, "%s %s: internal error: %s", info.method, info.path, tostring(err))
+      log("error", name, "%s %s: internal error: %s", H.shown(info.method), H.shown(info.path), tostring(err))
       if not req:gone() then
         send(req, 500, "riklet: internal error while serving " .. info.path .. " (see riklet's log)\n")
       end

@@ -23,6 +23,8 @@
 --       "standalone:..." / "run:..."); from any other front-end (the scheduler) only when its
 --       layout resolves (symbolic links followed) inside one of --local-image-dirs. Returns the
 --       reference to use (oci: with the resolved path), or the reason it is refused.
+--   image.local_file(url, source) -> url | nil, reason
+--       the same rule for a Function's file:///path rootfs (resolved: file://REALPATH).
 --   image.parse_ref, image.layout_lookup, image.digest_key, image.is_mountpoint: from riklet.image.c
 local c = require "riklet.image.c"
 local core = require "riklet.core"
@@ -330,26 +332,46 @@ function M.ensure(ref, opts)
   return coalesce("ensure " .. r.canonical, ensure, r, opts)
 end
 
-function M.local_ref(ref, source)
-  local r = type(ref) == "string" and c.parse_ref(ref)
-  if not r or r.layout == "" then return ref end
+-- path (an oci: layout, a file:// rootfs) from `source`: real path | false (standalone or run: any
+-- path) | nil, reason. kind: what is refused ("oci: references"); shown: the reference as given;
+-- what: "the layout" / "the file"; unresolved: what could not be resolved.
+local function in_local_dirs(path, source, kind, shown, what, unresolved)
   source = tostring(source or "")
-  if source:match("^standalone:") or source:match("^run:") then return ref end
+  if source:match("^standalone:") or source:match("^run:") then return false end
   local front = source:match("^[%w-]+") or "network"
   local dirs = cfg.local_dirs or {}
   if #dirs == 0 then
-    return nil, ("oci: references from the %s are refused; list the directory with --local-image-dirs"):format(front)
+    return nil, ("%s from the %s are refused; list the directory with --local-image-dirs"):format(kind, front)
   end
-  local real, err = c.realpath(r.layout)
-  if not real then return nil, ("image %s: cannot resolve its layout directory: %s"):format(ref, err) end
+  local real, err = c.realpath(path)
+  if not real then return nil, ("%s: cannot resolve %s: %s"):format(shown, unresolved, err) end
   for _, d in ipairs(dirs) do
     local rd = c.realpath(d)
-    if rd and (real == rd or real:sub(1, #rd + 1) == (rd == "/" and "/" or rd .. "/")) then
-      return ("oci:%s:%s"):format(real, r.tag)
-    end
+    if rd and (real == rd or real:sub(1, #rd + 1) == (rd == "/" and "/" or rd .. "/")) then return real end
   end
-  return nil, ("image %s: the layout %s is not inside --local-image-dirs (%s); oci: references from the %s "
-    .. "are refused elsewhere"):format(ref, real, table.concat(dirs, ","), front)
+  return nil, ("%s: %s %s is not inside --local-image-dirs (%s); %s from the %s are refused elsewhere"):format(
+    shown, what, real, table.concat(dirs, ","), kind, front)
+end
+
+function M.local_ref(ref, source)
+  local r = type(ref) == "string" and c.parse_ref(ref)
+  if not r or r.layout == "" then return ref end
+  local real, err = in_local_dirs(r.layout, source, "oci: references", "image " .. ref, "the layout",
+    "its layout directory")
+  if real == false then return ref end
+  if not real then return nil, err end
+  return ("oci:%s:%s"):format(real, r.tag)
+end
+
+-- A file:///path (a Function's rootfs) from a front-end other than standalone/run: only when the
+-- path resolves inside --local-image-dirs (as oci: layouts; else any file riklet, root, can read
+-- would reach the guest: another Function's disk under STATE/instances). -> url | nil, reason
+function M.local_file(url, source)
+  if type(url) ~= "string" or url:sub(1, 7) ~= "file://" then return url end
+  local real, err = in_local_dirs(url:sub(8), source, "file:// root filesystems", url, "the file", "the file")
+  if real == false then return url end
+  if not real then return nil, err end
+  return "file://" .. real
 end
 
 -- ---- cache pruning -------------------------------------------------------------------------

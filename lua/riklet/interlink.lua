@@ -21,6 +21,7 @@ local I = {}
 local cfg, agent
 
 local JSON_DEPTH = 100
+local STATUS_BATCH = 100 -- pods per turn of the loop in a /status
 local ID_PREFIX = "k8s-"
 
 local function log(level, fmt, ...) core.log(level, "interlink", fmt:format(...)) end
@@ -115,6 +116,9 @@ local function create(info)
   local data, p, perr = I.create_request(info)
   if not data then return p, perr end
   local cur = agent.get(p.id)
+  if cur and not cur.gone and cur.status == "DESTROYING" then
+    return text(409, "pod %s/%s (%s) is being deleted: create it again once it is gone", p.namespace, p.name, p.uid)
+  end
   if cur and not cur.gone then
     log("info", "pod %s/%s (%s): already created as %s (%s): nothing started", p.namespace, p.name, p.uid, p.id,
       tostring(cur.status))
@@ -204,7 +208,8 @@ local function container_status(v, spec_c, has_init)
 end
 
 -- The v1.PodStatus of a pod; get(id) -> the instance view (nil: unknown here): status | nil, err.
-function I.pod_status(pod, get)
+-- unknown: a list the unknown pod is added to (the caller logs them once), else it is logged here.
+function I.pod_status(pod, get, unknown)
   local p, err = pod_ident(pod)
   if not p then return nil, err end
   local v = get(p.id)
@@ -218,7 +223,11 @@ function I.pod_status(pod, get)
   for _, c in ipairs(inits) do
     st.initContainers[#st.initContainers + 1] = container_status(v, c, false)
   end
-  if not v then log("info", "status of unknown pod %s/%s (%s): reported as failed", p.namespace, p.name, p.uid) end
+  if not v then
+    local what = ("%s/%s (%s)"):format(p.namespace, p.name, p.uid)
+    if unknown then unknown[#unknown + 1] = what
+    else log("info", "status of unknown pod %s: reported as failed", what) end
+  end
   return st
 end
 
@@ -242,16 +251,26 @@ function I.status_request(info)
   return pods
 end
 
-local function status(info)
+local function status(info, req)
   local pods, err = I.status_request(info)
   if not pods then return text(400, "%s", err) end
   if #pods == 0 then return ping() end
-  local out = json.array({})
+  log("debug", "GET /status: %d pods%s", #pods, session(info))
+  local out, unknown = json.array({}), {}
   for i, pod in ipairs(pods) do
+    -- a body may hold tens of thousands of pods: let the loop turn between batches
+    if i % STATUS_BATCH == 0 then
+      task.yield()
+      if req and req:gone() then return end
+    end
     local st
-    st, err = I.pod_status(pod, agent.get)
+    st, err = I.pod_status(pod, agent.get, unknown)
     if not st then return text(400, "pod %d: %s", i, err) end
     out[#out + 1] = st
+  end
+  if #unknown > 0 then
+    log("info", "status of %d unknown pod(s) reported as failed: %s%s", #unknown,
+      table.concat(unknown, ", ", 1, math.min(#unknown, 5)), #unknown > 5 and ", ..." or "")
   end
   return 200, out
 end
@@ -370,7 +389,7 @@ local function get_logs(info, req)
   end
   -- Follow: streamed, flushed line by line, until the container ends or the client leaves
   local ok, serr = req:stream(200, { ["Content-Type"] = "text/plain; charset=utf-8" })
-  if not ok then return log("info", "getLogs %s/%s: %s", id, cname, tostring(serr)) end
+  if not ok then return log("info", "getLogs %s/%s: %s", id, httpd.shown(cname), tostring(serr)) end
   local f = crilog.follower({ { name = cname, path = path } })
   local sent, first = 0, true
   local function send(entries)
@@ -420,7 +439,7 @@ function I.start(config, ag)
     if not want then return true end
     local got = info.headers.authorization
     if got == want then return true end
-    log("warn", "%s %s refused: %s bearer token", info.method, info.path, got and "wrong" or "no")
+    log("warn", "%s %s refused: %s bearer token", httpd.shown(info.method), httpd.shown(info.path), got and "wrong" or "no")
     return nil, 401, "riklet: this interLink endpoint needs Authorization: Bearer <token> (see --interlink-token-file)\n"
   end
   local routes = {

@@ -690,6 +690,11 @@ function W.for_source(m, source)
       c.image, c.image_ref = ref, assert(image.parse_ref(ref))
     end
   end
+  if m["function"] then
+    local url, err = image.local_file(m["function"].rootfs, source)
+    if not url then return nil, "spec.function.execution.rootfs: " .. err end
+    m["function"].rootfs = url
+  end
   return m
 end
 

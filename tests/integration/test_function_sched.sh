@@ -38,7 +38,7 @@ serves() { [[ $(curl -sS -m 3 http://127.0.0.1:45010/ 2>/dev/null) == "hello fro
 touch "$EVENTS"
 sched_start || bail_out "scheduler.py did not start"
 "$RIKLET" --scheduler "http://127.0.0.1:$SCHED_PORT" --hostname node-1 "${RK_OPTS[@]}" --network bridge \
-	--kernel-path "$G/vmlinuz" --initrd-path "$G/initrd.img" --vm-accel tcg >>"$RK_LOG" 2>&1 </dev/null &
+	--kernel-path "$G/vmlinuz" --initrd-path "$G/initrd.img" --vm-accel tcg --local-image-dirs "$G" >>"$RK_LOG" 2>&1 </dev/null &
 RK_PID=$!
 RK_PIDS+=("$RK_PID")
 
@@ -54,6 +54,11 @@ ok "[[ -n '$pid' ]]" "a QEMU runs for fn-1 ($pid)"
 instruct fn-bad "$(fn_def junk "$G/junk.img")" CREATE
 ok "wait_for 60 ev_has fn-bad FAILED" "CREATE of a Function whose rootfs is not ext4: FAILED reported"
 like "$(ev_reason fn-bad)" "not an ext4 image" "the reason reaches the scheduler"
+
+# a file:// rootfs from the scheduler is taken only inside --local-image-dirs (not any node file)
+instruct fn-out "$(fn_def out "$RK_LOG")" CREATE
+ok "wait_for 60 ev_has fn-out FAILED" "CREATE of a Function whose file:// rootfs is outside --local-image-dirs: FAILED"
+like "$(ev_reason fn-out)" "not inside --local-image-dirs" "... with the reason"
 
 instruct fn-1 "" DESTROY
 ok "wait_for 60 ev_has fn-1 TERMINATED" "DESTROY: TERMINATED reported"

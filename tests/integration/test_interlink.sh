@@ -273,8 +273,15 @@ st=$(status_of "$LONG")
 is "$(jq -r '.[0].JID + " " + (.[0].containers[0].state | keys[0])' <<<"$st")" "k8s-11111111-aaaa-4bbb-8ccc-000000000007 running" \
 	"after kill -9 and restart: same PodJID, still running"
 is "$(cstate "$P42" 0)" terminated "... an ended pod is still reported"
-r=$(api POST /delete "$(put d.json "$LONG")")
-is "$(code "$r")" 200 "delete: 200"
+RESP=$TEST_TMP/del.resp api POST /delete "$(put d.json "$LONG")" >"$TEST_TMP/del.out" &
+delp=$!
+wait_for 20 rk__has_status k8s-11111111-aaaa-4bbb-8ccc-000000000007 DESTROYING
+# a create of the UID while its delete runs used to answer 200 "already created" and start nothing
+r=$(api POST /create "$(put c.json "$(create_body "$LONG")")")
+is "$(code "$r")" 409 "a create while the pod's delete runs: 409 (not 200 for a pod that is going away)"
+like "$(body "$r")" "being deleted" "... saying why"
+wait "$delp"
+is "$(head -n1 "$TEST_TMP/del.out")" 200 "delete: 200"
 ok "rk_nothing_left k8s-11111111-aaaa-4bbb-8ccc-000000000007" "delete leaves no container, mount or directory"
 for p in "$TWO" "$HELLO" "$ENVP" "$P42" "$NOCMD" "$LOGP" "$VPOD" "$RPOD" "$IPOD" "$IBAD" "$OOM"; do api POST /delete "$(put d.json "$p")" >/dev/null; done
 ok "! rk_runc_ids | grep -q ." "every pod deleted: no runc container left"

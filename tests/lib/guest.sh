@@ -7,6 +7,7 @@
 #                 httpd: / answers "hello from a riklet guest"); ACPI power button → poweroff
 #       poweroff  brings eth0 up, then powers the machine off after 2 s
 #       panic     its init exits at once: the kernel panics ("Attempted to kill init")
+#       flood     writes lines to the serial console as fast as it can, for ever
 #   guest_kernel                   print the path of the cloud kernel (nonzero when absent)
 #
 # The kernel has ext4 built in but virtio only as modules, so the initrd (busybox + the virtio
@@ -125,7 +126,13 @@ echo "guest: init exits on purpose (the kernel panics)"
 exit 3
 EOF
 		;;
-	*) echo "guest.sh: unknown variant $variant (serve, poweroff, panic)" >&2; rm -rf "$d"; return 1 ;;
+	flood)
+		cat >>"$d/init" <<'EOF'
+echo "guest: flooding the serial console"
+while :; do echo "flood flood flood flood flood flood flood flood flood flood flood flood flood flood"; done
+EOF
+		;;
+	*) echo "guest.sh: unknown variant $variant (serve, poweroff, panic, flood)" >&2; rm -rf "$d"; return 1 ;;
 	esac
 	chmod 755 "$d/init"
 	rm -f "$out"
@@ -149,7 +156,7 @@ guest_build() {
 
 if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
 	set -e
-	(($# >= 1)) || { echo "usage: $0 DIR [serve|poweroff|panic...]" >&2; exit 2; }
+	(($# >= 1)) || { echo "usage: $0 DIR [serve|poweroff|panic|flood...]" >&2; exit 2; }
 	guest_build "$@"
 	echo "guest in $1: vmlinuz initrd.img $(cd "$1" && echo rootfs-*.ext4)"
 fi

@@ -233,7 +233,8 @@ local function argv(cfg, vm)
     "-m", tostring(vm.memory_mib), "-smp", tostring(vm.vcpus), "-no-reboot", "-nodefaults",
     "-display", "none", "-vga", "none",
     "-kernel", vm.kernel, "-append", vm.cmdline,
-    "-serial", "file:" .. vm.console_log,
+    -- append=on (O_APPEND): riklet starts the file over when it passes --log-size-max (function.lua)
+    "-chardev", "file,id=console,append=on,path=" .. vm.console_log:gsub(",", ",,"), "-serial", "chardev:console",
     "-drive", "file=" .. vm.disk .. ",format=qcow2,if=none,id=rootfs,discard=unmap",
     "-device", dev.blk .. ",drive=rootfs",
     "-netdev", "tap,id=net0,ifname=" .. vm.tap .. ",script=no,downscript=no",
