@@ -88,6 +88,24 @@ static void sock_ready(void *ud, int fd, uint32_t ev)
 	}
 }
 
+/* The connected (or connecting) socket fd as a sock object watched on the loop; fd is closed on
+ * failure. */
+static int push_sock(lua_State *L, int fd)
+{
+	struct usock *s = lua_newuserdata(L, sizeof *s);
+	*s = (struct usock){.fd = fd};
+	luaL_getmetatable(L, USOCK_MT);
+	lua_setmetatable(L, -2);
+	rk_err e = {0};
+	s->w = rk_loop_watch_fd(lrk_loop(L), fd, 0, sock_ready, s, &e);
+	if (!s->w) {
+		close(fd);
+		s->fd = -1;
+		return lrk_fail_err(L, &e);
+	}
+	return 1;
+}
+
 static int l_connect(lua_State *L)
 {
 	size_t len;
@@ -105,18 +123,7 @@ static int l_connect(lua_State *L)
 		close(fd);
 		return lrk_fail(L, "cannot connect to %s: %s", path, strerror(err));
 	}
-	struct usock *s = lua_newuserdata(L, sizeof *s);
-	*s = (struct usock){.fd = fd};
-	luaL_getmetatable(L, USOCK_MT);
-	lua_setmetatable(L, -2);
-	rk_err e = {0};
-	s->w = rk_loop_watch_fd(lrk_loop(L), fd, 0, sock_ready, s, &e);
-	if (!s->w) {
-		close(fd);
-		s->fd = -1;
-		return lrk_fail_err(L, &e);
-	}
-	return 1;
+	return push_sock(L, fd);
 }
 
 static int l_connect_tcp(lua_State *L)
@@ -134,18 +141,7 @@ static int l_connect_tcp(lua_State *L)
 		close(fd);
 		return lrk_fail(L, "cannot connect to %s:%d: %s", ip, port, strerror(err));
 	}
-	struct usock *s = lua_newuserdata(L, sizeof *s);
-	*s = (struct usock){.fd = fd};
-	luaL_getmetatable(L, USOCK_MT);
-	lua_setmetatable(L, -2);
-	rk_err e = {0};
-	s->w = rk_loop_watch_fd(lrk_loop(L), fd, 0, sock_ready, s, &e);
-	if (!s->w) {
-		close(fd);
-		s->fd = -1;
-		return lrk_fail_err(L, &e);
-	}
-	return 1;
+	return push_sock(L, fd);
 }
 
 /* sock:so_error() -> nil | message  (the outcome of connect_tcp once writable) */
