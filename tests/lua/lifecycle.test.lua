@@ -282,5 +282,26 @@ local ok_max, err_max = agent.create("one-too-many", pod("ok"), "test")
 T.ok(ok_max == nil and err_max:find("--max-instances 8", 1, true), "a create beyond --max-instances is refused: " .. tostring(err_max))
 T.like(last_msg("one-too-many"), "maximum", "and reported FAILED with the reason")
 
+-- a held id (its record quarantined: what it names is kept) counts as an instance of the node
+T.wait_for(10, function()
+  for i = n + 1, cfg.max_instances do if status("fill" .. i) ~= "RUNNING" then return false end end
+  return true
+end)
+assert(fs.write_atomic(dir .. "/records/tampered.json", "[]"))
+local _, held_bad = store.list({ quarantine = true })
+T.ok(store.held("tampered") and #held_bad == 1, "a tampered record is quarantined and its id held")
+agent.destroy("fill" .. cfg.max_instances)
+T.wait_for(10, function() return agent.get("fill" .. cfg.max_instances) == nil
+  or lifecycle.ENDED[status("fill" .. cfg.max_instances)] end)
+ok_max, err_max = agent.create("one-too-many", pod("ok"), "test")
+T.ok(ok_max == nil and err_max:find("8 instances", 1, true) and err_max:find("1 of them held", 1, true),
+  "with 7 running and 1 held id, a create is still refused, saying so: " .. tostring(err_max))
+agent.destroy("fill" .. (cfg.max_instances - 1))
+T.wait_for(10, function() return agent.get("fill" .. (cfg.max_instances - 1)) == nil
+  or lifecycle.ENDED[status("fill" .. (cfg.max_instances - 1))] end)
+T.ok(agent.create("one-more", pod("ok"), "test"), "with 6 running and 1 held, one more is created")
+T.wait_for(5, function() return status("one-more") == "RUNNING" end)
+T.is(status("one-more"), "RUNNING", "and runs")
+
 fs.rm_rf(dir)
 T.done()
