@@ -255,7 +255,7 @@ local function run_one(cfg, file)
   local ok, err = need_root("riklet run")
   if not ok then return die("%s", err) end
   local def
-  def, err = fs.read(file, 1024 * 1024, { follow = true })
+  def, err = fs.read(file, require("riklet.workload").LIMITS.manifest_bytes, { follow = true })
   if not def then return die("cannot read the workload file: %s", err) end
   local agent
   agent, err = setup(cfg)

@@ -30,7 +30,7 @@ local proc = require "riklet.proc"
 
 local M = {}
 M.RECORD_MAX = 4 * 1024 * 1024
-M.DEFINITION_MAX = 1024 * 1024
+M.DEFINITION_MAX = require("riklet.workload").LIMITS.manifest_bytes -- the one definition cap (1 MiB)
 M.REASON_MAX = 8192
 
 local dir, qdir, instances_dir

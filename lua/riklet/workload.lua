@@ -35,7 +35,7 @@ local policy = require "riklet.policy"
 local W = {}
 
 W.LIMITS = {
-  manifest_bytes = 1024 * 1024, -- the definition text
+  manifest_bytes = 1024 * 1024, -- the definition text (the one cap: store, standalone, `riklet run` use it)
   depth = 32,                   -- JSON nesting (a RIK Pod needs 7)
   name = 63,                    -- workload and container names
   containers = 32,              -- per Pod
