@@ -512,7 +512,7 @@ local function free_resources(inst, keep_logs)
     local ok, err = fs.rm_rf(rec.dir)
     if not ok then errs[#errs + 1] = err end
   end
-  save(inst)
+  -- the lifecycle stores the record after this step
   if #errs > 0 then return nil, table.concat(errs, "; ") end
   return true
 end
@@ -787,8 +787,7 @@ local function restart_counted(inst, name)
       c.memcg = P.memcg_of(c.pid)
     end
   end
-  save(inst)
-  return true
+  return true -- the lifecycle stores the record (L.report)
 end
 
 -- Adopt, and give containers that were waiting to be restarted when riklet stopped their restart

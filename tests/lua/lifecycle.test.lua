@@ -34,7 +34,14 @@ local drv = {
     if inst.rec.name == "hang-destroy" then task.sleep(3600) end
     return true
   end,
-  release = function(inst) count("release", inst.id) return true end,
+  release = function(inst)
+    count("release", inst.id)
+    if inst.rec.name == "release-partial" then -- frees the container, not the rest
+      inst.rec.containers[1].state = "deleted"
+      return nil, "the veth is busy"
+    end
+    return true
+  end,
   adopt = function(inst)
     if inst.rec.name == "raise-adopt" then error("boom in adopt") end
     calls.adopt = calls.adopt or {}
@@ -164,6 +171,16 @@ T.like(last_msg("nul-def"), "NUL", "a definition holding a NUL byte: FAILED")
 T.is(fs.read(dir .. "/records/nul-def.definition"), "", "and what is stored is not the NUL-holding text")
 
 -- ---- exits and restarts -----------------------------------------------------------------------
+-- a release that frees part of what the instance held: the record says what was freed (the
+-- lifecycle stores it after the step, failed or not; the driver does not save at its end)
+agent.create("rel-partial", pod("release-partial"), "test")
+T.wait_for(5, function() return status("rel-partial") == "RUNNING" end)
+agent.post("rel-partial", { type = "exit", container = "main", code = 1, describe = "exited with code 1" })
+T.wait_for(5, function() return calls.release["rel-partial"] and (store.load("rel-partial") or {}).released == false end)
+local rp = store.load("rel-partial") or {}
+T.is(rp.status .. "/" .. tostring(rp.released) .. "/" .. tostring(rp.containers and rp.containers[1].state),
+  "FAILED/false/deleted", "a release that failed half-way: stored FAILED, not released, with what it freed")
+
 agent.create("x-raises", pod("raise-exit"), "test")
 T.wait_for(5, function() return status("x-raises") == "RUNNING" end)
 agent.post("x-raises", { type = "exit", container = "main", code = 1, describe = "exited with code 1" })
