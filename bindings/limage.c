@@ -12,11 +12,17 @@
  *   c.overlay_mount(lower, upper, work, target) -> true | nil, err
  *   c.overlay_umount(target) -> true | nil, err          (not mounted is success; busy detaches)
  *   c.is_mountpoint(path) -> boolean | nil, err
- *   c.realpath(path) -> absolute path with no symbolic link, '.' or '..' | nil, err */
+ *   c.realpath(path) -> absolute path with no symbolic link, '.' or '..' | nil, err
+ *
+ * overlay_mount (mount(2) of overlayfs can take long on a busy disk) and layout_drop_untagged (an
+ * fsynced rewrite of index.json) run on the worker pool and yield the calling task (lrk_offload);
+ * outside a task they run right away. RIKLET_TEST_SLOW_IMAGE_MS=N (tests only) makes both sleep N ms
+ * inside their job, wherever it runs, so a test can see whether the loop waits for them. */
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "image.h"
 #include "lrk.h"
@@ -70,15 +76,88 @@ static int l_layout_lookup(lua_State *L)
 	return 1;
 }
 
-/* c.layout_drop_untagged(layout_dir) -> number dropped | nil, err */
+/* ---- the calls that wait on the disk, as worker pool jobs ---- */
+struct imgjob {
+	char *arg[4]; /* layout_dir | lower, upper, work, target */
+	int rc, n;
+	long slow_ms;
+	rk_err e;
+};
+
+static struct imgjob *imgjob_new(lua_State *L, int nargs)
+{
+	const char *a[4] = {0};
+	for (int i = 0; i < nargs; i++)
+		a[i] = luaL_checkstring(L, i + 1);
+	struct imgjob *j = calloc(1, sizeof *j);
+	for (int i = 0; j && i < nargs; i++)
+		if (!(j->arg[i] = strdup(a[i]))) {
+			for (int k = 0; k < i; k++)
+				free(j->arg[k]);
+			free(j);
+			j = NULL;
+		}
+	if (!j)
+		luaL_error(L, "out of memory");
+	const char *slow = getenv("RIKLET_TEST_SLOW_IMAGE_MS");
+	j->slow_ms = slow ? strtol(slow, NULL, 10) : 0;
+	return j;
+}
+
+static void imgjob_free(void *ud)
+{
+	struct imgjob *j = ud;
+	for (int i = 0; i < 4; i++)
+		free(j->arg[i]);
+	free(j);
+}
+
+static void imgjob_slow(struct imgjob *j)
+{
+	if (j->slow_ms > 0) {
+		struct timespec ts = {j->slow_ms / 1000, (j->slow_ms % 1000) * 1000000L};
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+			;
+	}
+}
+
+static int imgjob_push_true(lua_State *L, void *ud)
+{
+	struct imgjob *j = ud;
+	if (j->rc < 0)
+		return lrk_fail_err(L, &j->e);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int imgjob_push_n(lua_State *L, void *ud)
+{
+	struct imgjob *j = ud;
+	if (j->rc < 0)
+		return lrk_fail_err(L, &j->e);
+	lua_pushinteger(L, j->n);
+	return 1;
+}
+
+static void drop_untagged_work(void *ud)
+{
+	struct imgjob *j = ud;
+	imgjob_slow(j);
+	j->rc = rk_image_layout_drop_untagged(j->arg[0], &j->n, &j->e);
+}
+
+static void overlay_mount_work(void *ud)
+{
+	struct imgjob *j = ud;
+	imgjob_slow(j);
+	j->rc = rk_image_overlay_mount(j->arg[0], j->arg[1], j->arg[2], j->arg[3], &j->e);
+}
+
+/* c.layout_drop_untagged(layout_dir) -> number dropped | nil, err (yields in a task) */
 static int l_layout_drop_untagged(lua_State *L)
 {
-	int n = 0;
-	rk_err e = {0};
-	if (rk_image_layout_drop_untagged(luaL_checkstring(L, 1), &n, &e) < 0)
-		return lrk_fail_err(L, &e);
-	lua_pushinteger(L, n);
-	return 1;
+	struct imgjob *j = imgjob_new(L, 1);
+	return lrk_offload(L, j->arg[0], drop_untagged_work, imgjob_push_n, imgjob_free, j);
 }
 
 /* c.digest_key(digest) -> "sha256_<hex>" | nil, err */
@@ -99,15 +178,11 @@ static int l_digest_valid(lua_State *L)
 	return 1;
 }
 
-/* c.overlay_mount(lower, upper, work, target) -> true | nil, err */
+/* c.overlay_mount(lower, upper, work, target) -> true | nil, err (yields in a task) */
 static int l_overlay_mount(lua_State *L)
 {
-	rk_err e = {0};
-	if (rk_image_overlay_mount(luaL_checkstring(L, 1), luaL_checkstring(L, 2), luaL_checkstring(L, 3),
-				   luaL_checkstring(L, 4), &e) < 0)
-		return lrk_fail_err(L, &e);
-	lua_pushboolean(L, 1);
-	return 1;
+	struct imgjob *j = imgjob_new(L, 4);
+	return lrk_offload(L, j->arg[3], overlay_mount_work, imgjob_push_true, imgjob_free, j);
 }
 
 /* c.overlay_umount(target) -> true | nil, err */

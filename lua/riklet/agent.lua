@@ -174,12 +174,15 @@ local function refuse(id, msg)
   return nil, msg
 end
 
-local function running_count()
+-- Instances this node has, for --max-instances: the ones not ended, and the held ids (records in
+-- quarantine: what they name is kept, so each still holds a container, a directory, an address).
+local function instance_count()
   local n = 0
   for _, inst in pairs(instances) do
     if not inst.gone.is_set and not ENDED[inst.rec.status] then n = n + 1 end
   end
-  return n
+  local held = #store.held_ids()
+  return n + held, held
 end
 
 function agent.create(id, definition, source, preset_error)
@@ -206,9 +209,11 @@ function agent.create(id, definition, source, preset_error)
     -- an ended instance created again with a new definition: replace it
     return agent.replace(id, definition, source, preset_error)
   end
-  if running_count() >= cfg.max_instances then
-    return refuse(id, ("instance %s refused: this node already runs %d instances, its maximum (--max-instances %d); "
-      .. "destroy some or raise the limit"):format(id, running_count(), cfg.max_instances))
+  local count, held = instance_count()
+  if count >= cfg.max_instances then
+    return refuse(id, ("instance %s refused: this node already has %d instances, its maximum (--max-instances %d)%s; "
+      .. "destroy some or raise the limit"):format(id, count, cfg.max_instances, held > 0
+        and (", %d of them held (records in quarantine: UNKNOWN in `riklet ps`)"):format(held) or ""))
   end
   -- what is stored is bounded and encodable: an oversized, NUL-holding or non-UTF-8 definition is not kept
   if type(definition) ~= "string" then

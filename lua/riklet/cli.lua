@@ -255,7 +255,7 @@ local function run_one(cfg, file)
   local ok, err = need_root("riklet run")
   if not ok then return die("%s", err) end
   local def
-  def, err = fs.read(file, 1024 * 1024, { follow = true })
+  def, err = fs.read(file, require("riklet.workload").LIMITS.manifest_bytes, { follow = true })
   if not def then return die("cannot read the workload file: %s", err) end
   local agent
   agent, err = setup(cfg)
@@ -605,7 +605,19 @@ local function logs(cfg, id, cname)
   local paths = config.paths(cfg)
   store.open(paths.records)
   local rec, err = store.load(id)
-  if not rec then return die("no instance %s on this node (%s); see `riklet ps`", id, err) end
+  if not rec then
+    -- a record that cannot be used (in quarantine or not): its id is held, what it names is kept
+    local _, bad = store.list()
+    for _, b in ipairs(type(bad) == "table" and bad or {}) do
+      if b.id == id then
+        local idir = paths.instances .. "/" .. id
+        return die("instance %s is held (UNKNOWN in `riklet ps`): %s. riklet does not manage it, so it cannot say which "
+          .. "logs are its own; its containers and their logs are kept%s", id, b.reason,
+          fs.exists(idir) and (" (look in " .. idir .. "/<container>/logs/)") or "")
+      end
+    end
+    return die("no instance %s on this node (%s); see `riklet ps`", id, err)
+  end
   if rec.kind == "Function" then return function_console(paths, rec, tail) end
   local cs = rec.containers or {}
   if #cs == 0 then

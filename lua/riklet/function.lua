@@ -315,7 +315,7 @@ local function free_resources(inst, keep_log)
       if not ok then errs[#errs + 1] = err end
     end
   end
-  save(inst)
+  -- the lifecycle stores the record after this step
   if #errs > 0 then return nil, table.concat(errs, "; ") end
   return true
 end

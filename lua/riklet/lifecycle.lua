@@ -22,7 +22,8 @@
 --                       policy; a unit waiting to restart has state "waiting" and restart_at
 --   optional: load(inst) (check what the record names before anything uses it),
 --             timeout(step, inst) -> seconds (bound of a step), reconcile(live_ids, is_live)
--- The lifecycle knows no kind and looks inside no unit list.
+-- The lifecycle knows no kind and looks inside no unit list. It stores the record once after every
+-- step (the outcome, or what a failed step got done); a driver saves only progress within a step.
 --
 -- One task per instance (L.run): it brings the instance up (or adopts it), then serves its
 -- mailbox ({type="destroy"}, {type="exit", ...} from drivers, {type="restart", unit=},
@@ -105,7 +106,12 @@ function L.transition(inst, to, reason)
     return false
   end
   rec.status, rec.reason = to, reason or ""
-  if L.ENDED[to] then rec.ended_at = core.time() end
+  if L.ENDED[to] then
+    rec.ended_at = core.time()
+    -- not freed until said so (release, destroy, a create rolled back): a riklet stopped before
+    -- the release, or a release that failed, is released at the next start
+    if rec.released == nil then rec.released = false end
+  end
   save(inst)
   -- an ended instance keeps what ps and reports need, not its definition nor its workload (the
   -- definition stays on disk, for store.same_definition)
@@ -164,12 +170,11 @@ end
 
 local function release(inst)
   local ok, err = step(inst, "release")
-  if ok then
-    inst.rec.released = true
-    save(inst)
+  if ok then inst.rec.released = true
   else
     log("error", "instance %s: freeing what it held after it ended: %s (tried again at the next start)", inst.id, tostring(err))
   end
+  save(inst) -- what was freed, even when not everything was
   inst.released = true
   return ok, err
 end
@@ -393,7 +398,8 @@ local function destroy(inst)
   inst.destroy_done = nil
   inst.destroy_requested = false
   if not ok then
-    L.transition(inst, "FAILED", "could not clean up: " .. tostring(err))
+    -- (stored by the transition; a TERMINATED one not yet released cannot go FAILED: stored here)
+    if not L.transition(inst, "FAILED", "could not clean up: " .. tostring(err)) then save(inst) end
     inst.released = false
     if done then done:set({ nil, "could not clean up: " .. tostring(err) }) end
     return

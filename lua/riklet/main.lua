@@ -45,8 +45,14 @@ function M.main()
       code = run_test(args[2])
     end
   else
-    local cli = require "riklet.cli"
-    code = cli.main(args)
+    -- an error raised here (a damaged installation, a bug) ends riklet with the traceback: the
+    -- loop would otherwise idle on, serving nothing (a `riklet ps` hanging for ever)
+    local ok, res = xpcall(function() return require("riklet.cli").main(args) end, debug.traceback)
+    if not ok then
+      io.stderr:write("riklet: internal error (exit 70): ", tostring(res), "\n")
+      res = 70
+    end
+    code = res
   end
   if code ~= nil then core.exit(code) end
 end

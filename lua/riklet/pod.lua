@@ -112,11 +112,14 @@ local function watch(inst, c, mon, suffix)
   end)
 end
 
+-- The log of run n of the container in directory cdir: the one place its path is made.
+local function run_log(cdir, n) return ("%s/logs/%d.log"):format(cdir, n) end
+
 -- The log of run n of a container; the run before the previous one is removed.
 local function log_for_run(c, n)
   fs.mkdir_p(c.dir .. "/logs", "0700")
-  if n >= 2 then fs.unlink(("%s/logs/%d.log"):format(c.dir, n - 2)) end
-  return ("%s/logs/%d.log"):format(c.dir, n)
+  if n >= 2 then fs.unlink(run_log(c.dir, n - 2)) end
+  return run_log(c.dir, n)
 end
 
 -- Start run c.run of container c under conmon (runc create); records its pids.
@@ -339,7 +342,7 @@ create = function(inst, w)
     local cdir = dir .. "/" .. c.name
     local crec = {
       name = c.name, runc_id = store.runc_id(inst.id, c.name), dir = cdir, image = c.image,
-      digest = imgs[i].digest, run = 0, log = cdir .. "/logs/0.log", state = "preparing",
+      digest = imgs[i].digest, run = 0, log = run_log(cdir, 0), state = "preparing",
       init = i <= #(w.init_containers or {}) or nil,
     }
     rec.containers[i] = crec
@@ -512,7 +515,7 @@ local function free_resources(inst, keep_logs)
     local ok, err = fs.rm_rf(rec.dir)
     if not ok then errs[#errs + 1] = err end
   end
-  save(inst)
+  -- the lifecycle stores the record after this step
   if #errs > 0 then return nil, table.concat(errs, "; ") end
   return true
 end
@@ -685,7 +688,7 @@ local function check_conmon_fields(inst, c)
     bad("run", "using run 0")
     c.run = 0
   end
-  local want = ("%s/logs/%d.log"):format(c.dir, c.run or 0)
+  local want = run_log(c.dir, c.run or 0)
   if c.log ~= nil and c.log ~= want and not (c.run == nil and c.log == c.dir .. "/output.log") then
     bad("log", "using " .. want)
     c.log = want
@@ -787,8 +790,7 @@ local function restart_counted(inst, name)
       c.memcg = P.memcg_of(c.pid)
     end
   end
-  save(inst)
-  return true
+  return true -- the lifecycle stores the record (L.report)
 end
 
 -- Adopt, and give containers that were waiting to be restarted when riklet stopped their restart
@@ -849,8 +851,8 @@ function P.logs(rec, instances_dir)
       local run = whole(c.run, 0, 2 ^ 31) and c.run or (c.run ~= nil and 0) or nil
       out[#out + 1] = {
         name = c.name,
-        path = run and ("%s/logs/%d.log"):format(dir, run) or dir .. "/output.log",
-        previous = run and run > 0 and ("%s/logs/%d.log"):format(dir, run - 1) or nil,
+        path = run and run_log(dir, run) or dir .. "/output.log",
+        previous = run and run > 0 and run_log(dir, run - 1) or nil,
       }
     end
   end

@@ -9,7 +9,7 @@ local store = require "riklet.store"
 local bit = require "bit"
 
 local S = {}
-local MANIFEST_MAX = 1024 * 1024
+local MANIFEST_MAX = require("riklet.workload").LIMITS.manifest_bytes
 
 local function log(level, fmt, ...) core.log(level, "standalone", fmt:format(...)) end
 

@@ -76,6 +76,46 @@ function T.need_cmds(cmds)
   end
 end
 
+-- Run fn() while a task counts 10 ms sleeps: -> fn's two results, seconds fn took, ticks, the
+-- longest gap between two ticks (s). A call that blocks the loop thread shows as one long gap.
+function T.ticking(fn)
+  local task = require "riklet.task"
+  local core = require "riklet.core"
+  local on, ticks, gap = true, 0, 0
+  task.spawn(function()
+    local last = core.now()
+    while on do
+      task.sleep(0.01)
+      ticks, gap = ticks + 1, math.max(gap, core.now() - last)
+      last = core.now()
+    end
+  end)
+  local t0 = core.now()
+  local a, b = fn()
+  on = false
+  return a, b, core.now() - t0, ticks, gap
+end
+
+-- Run this test file again under argv_prefix (e.g. { "env", "X=1" } or { "unshare", "-n", ... })
+-- and report its results as ours; `what` names the nested run in the last line.
+function T.run_nested(argv_prefix, what, timeout)
+  local proc = require "riklet.proc"
+  local core = require "riklet.core"
+  local me = debug.getinfo(2, "S").source:sub(2)
+  local argv = {}
+  for _, a in ipairs(argv_prefix) do argv[#argv + 1] = a end
+  for _, a in ipairs({ core.paths().exe, "test", me }) do argv[#argv + 1] = a end
+  local r = assert(proc.run(argv, { timeout = timeout or 60, stderr_to_stdout = true }))
+  for line in r.stdout:gmatch("[^\n]+") do
+    local okw, msg = line:match("^(n?o?t? ?ok) %d+ %- (.*)$")
+    if okw then T.ok(okw == "ok", msg)
+    elseif line:match("^1%.%.0 # SKIP") then T.skip_all(line:match("SKIP (.*)"))
+    elseif not line:match("^1%.%.%d+$") then T.diag(line) end
+  end
+  T.ok(r.code == 0, ("the run %s passed (exit %s)"):format(what, tostring(r.code)))
+  return r
+end
+
 function T.done()
   out(("1..%d"):format(T.n))
   return T.failed == 0

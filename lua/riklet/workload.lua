@@ -35,7 +35,7 @@ local policy = require "riklet.policy"
 local W = {}
 
 W.LIMITS = {
-  manifest_bytes = 1024 * 1024, -- the definition text
+  manifest_bytes = 1024 * 1024, -- the definition text (the one cap: store, standalone, `riklet run` use it)
   depth = 32,                   -- JSON nesting (a RIK Pod needs 7)
   name = 63,                    -- workload and container names
   containers = 32,              -- per Pod
@@ -87,13 +87,14 @@ local function valid_name(s)
   return type(s) == "string" and #s >= 1 and #s <= L.name and s:match("^[A-Za-z0-9][A-Za-z0-9._-]*$") ~= nil
 end
 
--- A plain array (keys 1..n, nothing else)? max: the cap on n.
+-- A plain array (keys 1..n, nothing else; {} counts as one)? W.is_array: store checks records with it.
 local function is_array(t)
   if type(t) ~= "table" then return false end
   local n = 0
   for _ in pairs(t) do n = n + 1 end
   return n == #t
 end
+W.is_array = is_array
 
 local function only_keys(t, allowed, where)
   for k in pairs(t) do

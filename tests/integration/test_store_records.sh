@@ -95,6 +95,14 @@ like "$(rk_reason big)" "larger than 4194304" "big (5 MB): the reason says it is
 like "$(rk_reason fifo)" "FIFO" "fifo: the reason says it is a FIFO"
 table=$("$RIKLET" ps --state-dir "$STATE" 2>&1)
 like "$(grep '^a ' <<<"$table")" "UNKNOWN .*victim" "riklet ps (table) shows a UNKNOWN with its reason"
+logs_rc=0
+logs_out=$("$RIKLET" logs a --state-dir "$STATE" 2>&1) || logs_rc=$?
+is "$logs_rc" 1 "riklet logs a (held): exit 1"
+like "$logs_out" "instance a is held .*victim" "riklet logs a says it is held and why (not 'no instance')"
+like "$logs_out" "$STATE/instances/a/<container>/logs/" "... and where its containers' logs are kept"
+logs_rc=0
+logs_out=$("$RIKLET" logs arr --state-dir "$STATE" 2>&1) || logs_rc=$?
+like "$logs_rc/$logs_out" "^1/.*instance arr is held .*JSON array" "riklet logs arr (held, []): says it is held and why"
 is "$(rk_runc_pid a_c)" "$pid_a" "a's container is kept: same pid"
 is "$(rk_runc_pid b_c)" "$pid_b" "b's container is kept: same pid"
 ok "[[ -d $STATE/instances/a/c && -d $STATE/instances/b/c ]]" "a's and b's directories are kept"

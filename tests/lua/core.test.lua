@@ -118,19 +118,7 @@ T.ok(not fs.exists(dir), "rm_rf removed the directory")
 local big = os.tmpname() fs.unlink(big) assert(fs.mkdir_p(big .. "/a"))
 assert(proc.run({ "sh", "-c", "cd '" .. big .. "/a' && seq 1 40000 | xargs touch && mkdir -p ../b/c/d && cp -r . ../b/c/d" },
   { timeout = 60 }))
-local ticking, ticks, max_gap = true, 0, 0
-task.spawn(function()
-  local last = core.now()
-  while ticking do
-    task.sleep(0.01)
-    ticks, max_gap = ticks + 1, math.max(max_gap, core.now() - last)
-    last = core.now()
-  end
-end)
-t0 = core.now()
-local rm_ok, rm_err = fs.rm_rf(big)
-local rm_took = core.now() - t0
-ticking = false
+local rm_ok, rm_err, rm_took, ticks, max_gap = T.ticking(function() return fs.rm_rf(big) end)
 T.ok(rm_ok and not fs.exists(big), "rm_rf removed a tree of 80k files: " .. tostring(rm_err))
 T.ok(ticks >= math.floor(rm_took / 0.01 * 0.5) and ticks >= 3,
   ("the loop kept turning during the %.2f s rm_rf: %d ticks of 10 ms"):format(rm_took, ticks))

@@ -6,23 +6,14 @@ local T = require "riklet.testlib"
 local core = require "riklet.core"
 local proc = require "riklet.proc"
 local fs = require "riklet.fs"
-local task = require "riklet.task"
 
 if core.getuid() ~= 0 then T.skip_all("needs root (iptables in a private network namespace)") end
 T.need_cmds({ unshare = "util-linux", flock = "util-linux", ["iptables-legacy"] = "iptables" })
 
-local me = debug.getinfo(1, "S").source:sub(2)
 if not os.getenv("RIKLET_FWLOCK_INNER") then
   local tmp = os.tmpname() fs.unlink(tmp) assert(fs.mkdir_p(tmp))
-  local r = assert(proc.run({ "unshare", "-n", "env", "RIKLET_FWLOCK_INNER=" .. tmp, "XTABLES_LOCKFILE=" .. tmp .. "/xtables.lock",
-    core.paths().exe, "test", me }, { timeout = 60, stderr_to_stdout = true }))
-  for line in r.stdout:gmatch("[^\n]+") do
-    local okw, msg = line:match("^(n?o?t? ?ok) %d+ %- (.*)$")
-    if okw then T.ok(okw == "ok", msg)
-    elseif line:match("^1%.%.0 # SKIP") then T.skip_all(line:match("SKIP (.*)"))
-    elseif not line:match("^1%.%.%d+$") then T.diag(line) end
-  end
-  T.ok(r.code == 0, "the run in a private network namespace passed (exit " .. tostring(r.code) .. ")")
+  T.run_nested({ "unshare", "-n", "env", "RIKLET_FWLOCK_INNER=" .. tmp, "XTABLES_LOCKFILE=" .. tmp .. "/xtables.lock" },
+    "in a private network namespace")
   fs.rm_rf(tmp)
   return
 end
@@ -44,22 +35,7 @@ local function hold(secs)
   return p
 end
 
--- count 10 ms ticks (and the longest gap) while fn runs
-local function ticking(fn)
-  local on, ticks, gap = true, 0, 0
-  task.spawn(function()
-    local last = core.now()
-    while on do
-      task.sleep(0.01)
-      ticks, gap = ticks + 1, math.max(gap, core.now() - last)
-      last = core.now()
-    end
-  end)
-  local t0 = core.now()
-  local a, b = fn()
-  on = false
-  return a, b, core.now() - t0, ticks, gap
-end
+local ticking = T.ticking
 
 local holder = hold(0.6)
 rule.dport = 8081

@@ -34,7 +34,14 @@ local drv = {
     if inst.rec.name == "hang-destroy" then task.sleep(3600) end
     return true
   end,
-  release = function(inst) count("release", inst.id) return true end,
+  release = function(inst)
+    count("release", inst.id)
+    if inst.rec.name == "release-partial" then -- frees the container, not the rest
+      inst.rec.containers[1].state = "deleted"
+      return nil, "the veth is busy"
+    end
+    return true
+  end,
   adopt = function(inst)
     if inst.rec.name == "raise-adopt" then error("boom in adopt") end
     calls.adopt = calls.adopt or {}
@@ -164,6 +171,16 @@ T.like(last_msg("nul-def"), "NUL", "a definition holding a NUL byte: FAILED")
 T.is(fs.read(dir .. "/records/nul-def.definition"), "", "and what is stored is not the NUL-holding text")
 
 -- ---- exits and restarts -----------------------------------------------------------------------
+-- a release that frees part of what the instance held: the record says what was freed (the
+-- lifecycle stores it after the step, failed or not; the driver does not save at its end)
+agent.create("rel-partial", pod("release-partial"), "test")
+T.wait_for(5, function() return status("rel-partial") == "RUNNING" end)
+agent.post("rel-partial", { type = "exit", container = "main", code = 1, describe = "exited with code 1" })
+T.wait_for(5, function() return calls.release["rel-partial"] and (store.load("rel-partial") or {}).released == false end)
+local rp = store.load("rel-partial") or {}
+T.is(rp.status .. "/" .. tostring(rp.released) .. "/" .. tostring(rp.containers and rp.containers[1].state),
+  "FAILED/false/deleted", "a release that failed half-way: stored FAILED, not released, with what it freed")
+
 agent.create("x-raises", pod("raise-exit"), "test")
 T.wait_for(5, function() return status("x-raises") == "RUNNING" end)
 agent.post("x-raises", { type = "exit", container = "main", code = 1, describe = "exited with code 1" })
@@ -281,6 +298,27 @@ for i = n + 1, cfg.max_instances do agent.create("fill" .. i, pod("ok"), "test")
 local ok_max, err_max = agent.create("one-too-many", pod("ok"), "test")
 T.ok(ok_max == nil and err_max:find("--max-instances 8", 1, true), "a create beyond --max-instances is refused: " .. tostring(err_max))
 T.like(last_msg("one-too-many"), "maximum", "and reported FAILED with the reason")
+
+-- a held id (its record quarantined: what it names is kept) counts as an instance of the node
+T.wait_for(10, function()
+  for i = n + 1, cfg.max_instances do if status("fill" .. i) ~= "RUNNING" then return false end end
+  return true
+end)
+assert(fs.write_atomic(dir .. "/records/tampered.json", "[]"))
+local _, held_bad = store.list({ quarantine = true })
+T.ok(store.held("tampered") and #held_bad == 1, "a tampered record is quarantined and its id held")
+agent.destroy("fill" .. cfg.max_instances)
+T.wait_for(10, function() return agent.get("fill" .. cfg.max_instances) == nil
+  or lifecycle.ENDED[status("fill" .. cfg.max_instances)] end)
+ok_max, err_max = agent.create("one-too-many", pod("ok"), "test")
+T.ok(ok_max == nil and err_max:find("8 instances", 1, true) and err_max:find("1 of them held", 1, true),
+  "with 7 running and 1 held id, a create is still refused, saying so: " .. tostring(err_max))
+agent.destroy("fill" .. (cfg.max_instances - 1))
+T.wait_for(10, function() return agent.get("fill" .. (cfg.max_instances - 1)) == nil
+  or lifecycle.ENDED[status("fill" .. (cfg.max_instances - 1))] end)
+T.ok(agent.create("one-more", pod("ok"), "test"), "with 6 running and 1 held, one more is created")
+T.wait_for(5, function() return status("one-more") == "RUNNING" end)
+T.is(status("one-more"), "RUNNING", "and runs")
 
 fs.rm_rf(dir)
 T.done()
