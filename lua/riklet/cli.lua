@@ -42,9 +42,21 @@ images in STATE/images/, unpacked root filesystems in STATE/rootfs/.
 
 local function usage() return USAGE:format(core.version, config.help()) end
 
+-- the daemon's errors are log lines: JSON ones under --log-format json
+local json_log = false
 local function die(fmt, ...)
-  io.stderr:write("riklet: ", fmt:format(...), "\n")
+  if json_log then core.log("error", "riklet", fmt:format(...))
+  else io.stderr:write("riklet: ", fmt:format(...), "\n") end
   return 1
+end
+
+-- --log-format json asked for on the command line or in the environment (for a command line that
+-- does not parse)
+local function wants_json_log(argv)
+  for i, a in ipairs(argv) do
+    if a == "--log-format=json" or (a == "--log-format" and argv[i + 1] == "json") then return true end
+  end
+  return os.getenv("RIKLET_LOG_FORMAT") == "json"
 end
 
 local function need_root(what)
@@ -104,6 +116,7 @@ local function reload(cfg)
     if #restart > 0 then
       core.log("warn", "riklet", ("SIGHUP: %s changed; that takes effect when riklet restarts"):format(table.concat(restart, ", ")))
     end
+    json_log = cfg.log_format == "json"
     local ok, lerr = core.log_setup(cfg.log_level, cfg.log_format == "json")
     if not ok then core.log("error", "riklet", "SIGHUP: " .. lerr) end
   end
@@ -163,7 +176,10 @@ end
 
 -- ---- the agent daemon ----
 local function daemon(cfg)
-  local ok, err = need_root("riklet")
+  json_log = cfg.log_format == "json"
+  local ok, err = core.log_setup(cfg.log_level, json_log)
+  if not ok then return die("%s", err) end
+  ok, err = need_root("riklet")
   if not ok then return die("%s", err) end
   ok, err = preflight(cfg)
   if not ok then return die("%s", err) end
@@ -702,7 +718,13 @@ function M.main(argv)
   if cmd == "version" then io.stdout:write("riklet ", core.version, "\n") return 0 end
   if argv[1] == "fault-points" then return require("riklet.fault").print_points() end
   local cfg, rest = config.parse(argv, first)
-  if not cfg then return die("%s", rest) end
+  if not cfg then
+    if not cmd and wants_json_log(argv) then
+      json_log = true
+      core.log_setup("info", true)
+    end
+    return die("%s", rest)
+  end
   if cmd == "run" then
     if not rest[1] then return die("usage: riklet run FILE.json") end
     return run_one(cfg, rest[1])
