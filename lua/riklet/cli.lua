@@ -499,22 +499,29 @@ local function all_records(cfg)
   store.open(paths.records)
   local recs, bad = store.list()
   -- an unreadable record may name any image: nothing is pruned while one is there
-  return recs or {}, bad and #bad or 0
+  return recs or {}, bad and #bad or 0, bad or {}
 end
 
 local function images_cmd(cfg)
   local imagegc = require "riklet.imagegc"
-  local recs = all_records(cfg)
+  local recs, nbad, bad = all_records(cfg)
   local imgs = imagegc.list(cfg, recs)
   imagegc.sizes(imgs)
+  local unreadable = json.array({})
+  for _, b in ipairs(bad) do unreadable[#unreadable + 1] = b.id end
   if cfg.json then
     local out = json.array({})
     for _, e in ipairs(imgs) do
       out[#out + 1] = { digest = e.digest, refs = json.array(e.refs), size = e.size, last_use = e.last_use,
         in_use = json.array(e.in_use), rootfs = e.rootfs, layouts = json.array(e.layouts) }
     end
-    io.stdout:write(json.encode({ images = out }), "\n")
+    io.stdout:write(json.encode({ images = out, unreadable_records = unreadable }), "\n")
     return 0
+  end
+  if nbad > 0 then
+    io.stderr:write(("riklet: the record%s of %s cannot be read: the images %s are not known, and no image is "
+      .. "pruned until %s dealt with (see riklet ps)\n"):format(nbad == 1 and "" or "s", table.concat(unreadable, ", "),
+      nbad == 1 and "it uses" or "they use", nbad == 1 and "it is" or "they are"))
   end
   local fmt = "%-19s %-44s %9s %9s  %s\n"
   io.stdout:write(fmt:format("DIGEST", "REFERENCES", "SIZE", "LAST USE", "USED BY"))
