@@ -26,7 +26,9 @@ static int l_log(lua_State *L)
 	int lvl = rk_log_parse_level(luaL_checkstring(L, 1));
 	if (lvl < 0)
 		return luaL_argerror(L, 1, "level must be error, warn, info or debug");
-	rk_log(lvl, luaL_checkstring(L, 2), "%s", luaL_checkstring(L, 3));
+	size_t len;
+	const char *msg = luaL_checklstring(L, 3, &len);
+	rk_log_msg(lvl, luaL_checkstring(L, 2), msg, len);
 	return 0;
 }
 

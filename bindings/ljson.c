@@ -76,35 +76,7 @@ static int push_value(lua_State *L, const cJSON *v, int depth)
 /* Length of the valid UTF-8 sequence at s[i] (1-4), or 0 when the byte there starts none. */
 static size_t utf8_seq(const unsigned char *s, size_t len, size_t i)
 {
-	unsigned c = s[i];
-	size_t n;
-	unsigned lo = 0x80, hi = 0xbf;
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf)
-		n = 2;
-	else if (c >= 0xe0 && c <= 0xef) {
-		n = 3;
-		if (c == 0xe0)
-			lo = 0xa0; /* overlong */
-		if (c == 0xed)
-			hi = 0x9f; /* surrogates */
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		n = 4;
-		if (c == 0xf0)
-			lo = 0x90; /* overlong */
-		if (c == 0xf4)
-			hi = 0x8f; /* past U+10FFFF */
-	} else
-		return 0;
-	if (i + n > len)
-		return 0;
-	for (size_t k = 1; k < n; k++) {
-		unsigned b = s[i + k];
-		if (b < (k == 1 ? lo : 0x80) || b > (k == 1 ? hi : 0xbf))
-			return 0;
-	}
-	return n;
+	return rk_utf8_seq(s, len, i);
 }
 
 /* Offset of the first byte that is not valid UTF-8, or len. */

@@ -53,7 +53,9 @@ int main(int argc, char **argv)
 {
 	rk_err e = {0};
 	const char *lvl = getenv("RIKLET_LOG_LEVEL");
-	rk_log_setup(lvl && rk_log_parse_level(lvl) >= 0 ? rk_log_parse_level(lvl) : RK_LOG_INFO, 0);
+	const char *fmt = getenv("RIKLET_LOG_FORMAT"); /* until the command line is read */
+	rk_log_setup(lvl && rk_log_parse_level(lvl) >= 0 ? rk_log_parse_level(lvl) : RK_LOG_INFO,
+		     fmt && !strcmp(fmt, "json"));
 	rk_loop *loop = rk_loop_new(&e);
 	if (!loop) {
 		fprintf(stderr, "riklet: cannot start the event loop: %s\n", e.msg);

@@ -86,30 +86,76 @@ int rk_log_parse_level(const char *s)
 	return -1;
 }
 
-/* Append s JSON-escaped to buf at *n (bounded by cap; cut when full). */
-static void json_escape(char *buf, size_t *n, size_t cap, const char *s)
+size_t rk_utf8_seq(const unsigned char *s, size_t len, size_t i)
 {
-	for (; *s && *n + 7 < cap; s++) {
-		unsigned char c = (unsigned char)*s;
+	unsigned c = s[i];
+	size_t n;
+	unsigned lo = 0x80, hi = 0xbf;
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		n = 2;
+	else if (c >= 0xe0 && c <= 0xef) {
+		n = 3;
+		if (c == 0xe0)
+			lo = 0xa0; /* overlong */
+		if (c == 0xed)
+			hi = 0x9f; /* surrogates */
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		n = 4;
+		if (c == 0xf0)
+			lo = 0x90; /* overlong */
+		if (c == 0xf4)
+			hi = 0x8f; /* past U+10FFFF */
+	} else
+		return 0;
+	if (i + n > len)
+		return 0;
+	for (size_t k = 1; k < n; k++) {
+		unsigned b = s[i + k];
+		if (b < (k == 1 ? lo : 0x80) || b > (k == 1 ? hi : 0xbf))
+			return 0;
+	}
+	return n;
+}
+
+/* Append the len bytes of s JSON-escaped to buf at *n, never past cap: control characters and
+ * NUL as \u00XX, a byte that is not valid UTF-8 as \ufffd, only whole sequences. Returns 0 when
+ * all of s fit, -1 when it was cut. */
+static int json_escape(char *buf, size_t *n, size_t cap, const char *s, size_t len)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	for (size_t i = 0; i < len;) {
+		unsigned char c = u[i];
+		size_t k = rk_utf8_seq(u, len, i);
+		if (*n + 7 > cap)
+			return -1;
 		if (c == '"' || c == '\\') {
 			buf[(*n)++] = '\\';
 			buf[(*n)++] = (char)c;
-		} else if (c < 0x20) {
+		} else if (c < 0x20 || c == 0x7f) {
 			*n += (size_t)snprintf(buf + *n, cap - *n, "\\u%04x", c);
+		} else if (!k) {
+			memcpy(buf + *n, "\\ufffd", 6);
+			*n += 6;
+			k = 1;
 		} else {
-			buf[(*n)++] = (char)c;
+			memcpy(buf + *n, s + i, k);
+			*n += k;
 		}
+		i += k ? k : 1;
 	}
+	return 0;
 }
 
 /* One line, built in a buffer and written with one write(2): lines from riklet never interleave
- * and a log line costs one system call. */
-void rk_logv(int level, const char *subsys, const char *fmt, va_list ap)
+ * and a log line costs one system call. JSON lines are always whole objects: a message too long
+ * for the line is cut (whole UTF-8 sequences) and marked "cut": true. */
+void rk_log_msg(int level, const char *subsys, const char *msg, size_t len)
 {
 	if (level > log_level)
 		return;
-	char msg[4096], line[8192];
-	vsnprintf(msg, sizeof msg, fmt, ap);
+	char line[8192];
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	struct tm tm;
@@ -121,25 +167,38 @@ void rk_logv(int level, const char *subsys, const char *fmt, va_list ap)
 		level = 0;
 	if (level > 3)
 		level = 3;
+	if (!subsys)
+		subsys = "riklet";
 	size_t n;
 	if (log_json) {
-		n = (size_t)snprintf(line, sizeof line, "{\"ts\":\"%s\",\"level\":\"%s\",\"subsys\":\"", when,
+		static const char tail[] = "\",\"cut\":true}\n";
+		size_t room = sizeof line - sizeof tail; /* the longest tail always fits */
+		n = (size_t)snprintf(line, sizeof line, "{\"time\":\"%s\",\"level\":\"%s\",\"area\":\"", when,
 				     level_names[level]);
-		json_escape(line, &n, sizeof line, subsys ? subsys : "riklet");
-		n += (size_t)snprintf(line + n, sizeof line - n, "\",\"msg\":\"");
-		json_escape(line, &n, sizeof line, msg);
-		n += (size_t)snprintf(line + n, sizeof line - n, "\"}\n");
-	} else if (log_journal > 0) {
-		static const int prio[] = {3, 4, 6, 7}; /* err, warning, info, debug */
-		n = (size_t)snprintf(line, sizeof line, "<%d>%s [%s] %s\n", prio[level], level_names[level],
-				     subsys ? subsys : "riklet", msg);
+		json_escape(line, &n, 256 + n, subsys, strlen(subsys));
+		memcpy(line + n, "\",\"msg\":\"", 9);
+		n += 9;
+		if (json_escape(line, &n, room, msg, len) < 0) {
+			memcpy(line + n, tail, sizeof tail - 1);
+			n += sizeof tail - 1;
+		} else {
+			memcpy(line + n, "\"}\n", 3);
+			n += 3;
+		}
 	} else {
-		n = (size_t)snprintf(line, sizeof line, "%s %-5s [%s] %s\n", when, level_names[level],
-				     subsys ? subsys : "riklet", msg);
-	}
-	if (n >= sizeof line) { /* cut: keep the newline */
-		n = sizeof line - 1;
-		line[n - 1] = '\n';
+		int m = (int)strnlen(msg, len);
+		if (log_journal > 0) {
+			static const int prio[] = {3, 4, 6, 7}; /* err, warning, info, debug */
+			n = (size_t)snprintf(line, sizeof line, "<%d>%s [%s] %.*s\n", prio[level], level_names[level],
+					     subsys, m, msg);
+		} else {
+			n = (size_t)snprintf(line, sizeof line, "%s %-5s [%s] %.*s\n", when, level_names[level], subsys,
+					     m, msg);
+		}
+		if (n >= sizeof line) { /* cut: keep the newline */
+			n = sizeof line - 1;
+			line[n - 1] = '\n';
+		}
 	}
 	for (size_t off = 0; off < n;) {
 		ssize_t w = write(2, line + off, n - off);
@@ -149,6 +208,17 @@ void rk_logv(int level, const char *subsys, const char *fmt, va_list ap)
 			break;
 		off += (size_t)w;
 	}
+}
+
+void rk_logv(int level, const char *subsys, const char *fmt, va_list ap)
+{
+	if (level > log_level)
+		return;
+	char msg[4096];
+	int m = vsnprintf(msg, sizeof msg, fmt, ap);
+	if (m < 0)
+		m = 0;
+	rk_log_msg(level, subsys, msg, (size_t)m < sizeof msg ? (size_t)m : sizeof msg - 1);
 }
 
 void rk_log(int level, const char *subsys, const char *fmt, ...)

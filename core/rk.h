@@ -39,6 +39,10 @@ int rk_log_level(void);
 int rk_log_parse_level(const char *s); /* "error".."debug" → level, -1 if unknown */
 void rk_log(int level, const char *subsys, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void rk_logv(int level, const char *subsys, const char *fmt, va_list ap);
+/* The same for a message of len bytes that may hold anything (NUL, invalid UTF-8: escaped in JSON). */
+void rk_log_msg(int level, const char *subsys, const char *msg, size_t len);
+/* Length of the valid UTF-8 sequence (RFC 3629) at s[i] (1-4), or 0 when the byte there starts none. */
+size_t rk_utf8_seq(const unsigned char *s, size_t len, size_t i);
 #define rk_error(sub, ...) rk_log(RK_LOG_ERROR, sub, __VA_ARGS__)
 #define rk_warn(sub, ...) rk_log(RK_LOG_WARN, sub, __VA_ARGS__)
 #define rk_info(sub, ...) rk_log(RK_LOG_INFO, sub, __VA_ARGS__)

@@ -42,9 +42,21 @@ images in STATE/images/, unpacked root filesystems in STATE/rootfs/.
 
 local function usage() return USAGE:format(core.version, config.help()) end
 
+-- the daemon's errors are log lines: JSON ones under --log-format json
+local json_log = false
 local function die(fmt, ...)
-  io.stderr:write("riklet: ", fmt:format(...), "\n")
+  if json_log then core.log("error", "riklet", fmt:format(...))
+  else io.stderr:write("riklet: ", fmt:format(...), "\n") end
   return 1
+end
+
+-- --log-format json asked for on the command line or in the environment (for a command line that
+-- does not parse)
+local function wants_json_log(argv)
+  for i, a in ipairs(argv) do
+    if a == "--log-format=json" or (a == "--log-format" and argv[i + 1] == "json") then return true end
+  end
+  return os.getenv("RIKLET_LOG_FORMAT") == "json"
 end
 
 local function need_root(what)
@@ -104,6 +116,7 @@ local function reload(cfg)
     if #restart > 0 then
       core.log("warn", "riklet", ("SIGHUP: %s changed; that takes effect when riklet restarts"):format(table.concat(restart, ", ")))
     end
+    json_log = cfg.log_format == "json"
     local ok, lerr = core.log_setup(cfg.log_level, cfg.log_format == "json")
     if not ok then core.log("error", "riklet", "SIGHUP: " .. lerr) end
   end
@@ -163,7 +176,10 @@ end
 
 -- ---- the agent daemon ----
 local function daemon(cfg)
-  local ok, err = need_root("riklet")
+  json_log = cfg.log_format == "json"
+  local ok, err = core.log_setup(cfg.log_level, json_log)
+  if not ok then return die("%s", err) end
+  ok, err = need_root("riklet")
   if not ok then return die("%s", err) end
   ok, err = preflight(cfg)
   if not ok then return die("%s", err) end
@@ -483,22 +499,29 @@ local function all_records(cfg)
   store.open(paths.records)
   local recs, bad = store.list()
   -- an unreadable record may name any image: nothing is pruned while one is there
-  return recs or {}, bad and #bad or 0
+  return recs or {}, bad and #bad or 0, bad or {}
 end
 
 local function images_cmd(cfg)
   local imagegc = require "riklet.imagegc"
-  local recs = all_records(cfg)
+  local recs, nbad, bad = all_records(cfg)
   local imgs = imagegc.list(cfg, recs)
   imagegc.sizes(imgs)
+  local unreadable = json.array({})
+  for _, b in ipairs(bad) do unreadable[#unreadable + 1] = b.id end
   if cfg.json then
     local out = json.array({})
     for _, e in ipairs(imgs) do
       out[#out + 1] = { digest = e.digest, refs = json.array(e.refs), size = e.size, last_use = e.last_use,
         in_use = json.array(e.in_use), rootfs = e.rootfs, layouts = json.array(e.layouts) }
     end
-    io.stdout:write(json.encode({ images = out }), "\n")
+    io.stdout:write(json.encode({ images = out, unreadable_records = unreadable }), "\n")
     return 0
+  end
+  if nbad > 0 then
+    io.stderr:write(("riklet: the record%s of %s cannot be read: the images %s are not known, and no image is "
+      .. "pruned until %s dealt with (see riklet ps)\n"):format(nbad == 1 and "" or "s", table.concat(unreadable, ", "),
+      nbad == 1 and "it uses" or "they use", nbad == 1 and "it is" or "they are"))
   end
   local fmt = "%-19s %-44s %9s %9s  %s\n"
   io.stdout:write(fmt:format("DIGEST", "REFERENCES", "SIZE", "LAST USE", "USED BY"))
@@ -714,7 +737,13 @@ function M.main(argv)
   if cmd == "version" then io.stdout:write("riklet ", core.version, "\n") return 0 end
   if argv[1] == "fault-points" then return require("riklet.fault").print_points() end
   local cfg, rest = config.parse(argv, first)
-  if not cfg then return die("%s", rest) end
+  if not cfg then
+    if not cmd and wants_json_log(argv) then
+      json_log = true
+      core.log_setup("info", true)
+    end
+    return die("%s", rest)
+  end
   if cmd == "run" then
     if not rest[1] then return die("usage: riklet run FILE.json") end
     return run_one(cfg, rest[1])

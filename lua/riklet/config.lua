@@ -15,6 +15,7 @@ M.options = {
   { "scheduler", "string", nil, "RIK scheduler URL: http://HOST:PORT (h2c) or https://HOST:PORT (TLS)" },
   { "hostname", "string", nil, "the name this node registers with (default: the system hostname)" },
   { "metrics-interval", "number", 15, "seconds between node metric reports to the scheduler" },
+  { "instance-metrics-interval", "number", 0, "seconds between per-instance metric reports (cgroup CPU, memory, OOM kills, pids) to the scheduler; 0 = off" },
   { "reconnect-initial", "number", 1, "seconds before the first reconnect to the scheduler (then x1.6, +-20% jitter)" },
   { "reconnect-max", "number", 120, "longest wait between reconnects to the scheduler" },
   { "reconnect-healthy", "number", 60, "seconds connected after which the reconnect backoff starts over" },

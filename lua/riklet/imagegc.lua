@@ -12,6 +12,8 @@
 --       last_use=} }, sorted by last use (oldest first)
 --   imagegc.sizes(images) -> fills .size (bytes, du) of each
 --   imagegc.collect(cfg, records, {all=bool}) -> {removed = {dirs}, freed_to = percent used} | nil, err
+--       removes nothing while an instance id is held (riklet.store: its record cannot be read, so it
+--       may name any image); M.stats.last_error says which
 --   imagegc.start(cfg, records_fn)   the daemon's periodic pass (--image-gc-interval)
 local core = require "riklet.core"
 local fs = require "riklet.fs"
@@ -124,6 +126,18 @@ end
 -- --image-gc-high (down to --image-gc-low), and those unused for longer than --image-gc-age.
 function M.collect(cfg, records, opts)
   opts = opts or {}
+  local held = require("riklet.store").held_ids()
+  if #held > 0 then
+    local why = ("no image removed: the record%s of %s cannot be read (kept in quarantine) and may name any image; "
+      .. "deal with %s (see the log at start, `riklet ps`), then restart riklet"):format(#held == 1 and "" or "s",
+      table.concat(held, ", "), #held == 1 and "it" or "them")
+    log("warn", "%s", why)
+    M.stats.runs = M.stats.runs + 1
+    M.stats.last_run = core.time()
+    M.stats.last_removed = {}
+    M.stats.last_error = why
+    return { removed = {}, held = held }
+  end
   local keep = {}
   for _, r in ipairs(records or {}) do
     -- a create in progress may hold an image its record does not name yet: wait for it

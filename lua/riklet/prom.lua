@@ -276,6 +276,8 @@ function M.collect(opts)
       add("riklet_status_updates_queued", "gauge", "Instance status updates waiting to be sent.", { { value = sch.queued } })
     end
     add("riklet_node_metrics_sent_total", "counter", "Node metric reports sent to the scheduler.", { { value = sch.metrics_sent or 0 } })
+    add("riklet_instance_metrics_sent_total", "counter", "Per-instance metric reports sent to the scheduler.",
+      { { value = sch.instance_metrics_sent or 0 } })
   end
 
   local pe = {}

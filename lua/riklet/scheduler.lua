@@ -34,13 +34,21 @@
 --     cfg.scheduler_header_timeout (seconds; default 0 = none: grpcio holds the headers),
 --     cfg.scheduler_keepalive, _keepalive_timeout (seconds; default 30, 20: silence before an
 --       HTTP/2 PING and TCP keepalive probes, and how long a PING, data or probes may go unanswered)
---   scheduler.stats() -> counters for tests and benchmarks
+--     cfg.instance_metrics_interval  seconds between per-instance metric reports (default 0 = off):
+--       each RUNNING instance's riklet.cgstats numbers as the JSON of InstanceMetric.metrics
+--   scheduler.stats() -> counters for tests and benchmarks; connected (the status stream is open)
+--     and queued (status updates waiting to be sent)
+--   scheduler.send_instance_metric(id, status, metrics_json) -> true | nil, why
+--     an InstanceMetric{instance_id, status, metrics} on the status stream, in order with the
+--     transitions. Not kept while disconnected (the next report is fresher); while one for id is
+--     still waiting to be sent, it takes the newer numbers instead of queueing a second one.
 --   scheduler.backoff(initial, factor, jitter, max) -> b; b:next() -> seconds; b:reset()
 local core = require "riklet.core"
 local task = require "riklet.task"
 local grpc = require "riklet.grpc"
 local metrics = require "riklet.metrics"
 local json = require "riklet.json"
+local cgstats = require "riklet.cgstats"
 
 local M = {}
 
@@ -56,9 +64,14 @@ local function log(level, fmt, ...) core.log(level, "scheduler", fmt:format(...)
 
 local stats = {
   sessions = 0, registered = 0, instructions = 0, statuses_sent = 0, metrics_sent = 0,
-  reconnects = 0, last_error = nil,
+  reconnects = 0, last_error = nil, instance_metrics_sent = 0,
 }
-function M.stats() return stats end
+local cur_ob -- the outbox of the running front-end
+function M.stats()
+  stats.connected = cur_ob ~= nil and cur_ob.connected
+  stats.queued = cur_ob and #cur_ob.q or 0
+  return stats
+end
 
 -- ---- backoff ---------------------------------------------------------------------------------
 local Backoff = {}
@@ -80,7 +93,7 @@ function Backoff:reset() self.cur = nil end
 
 -- ---- outbox: every transition in order; while disconnected, only the latest per instance -------
 local function new_outbox()
-  return { q = {}, by_id = {}, kick = task.queue(), kicked = false, connected = false }
+  return { q = {}, by_id = {}, metric_by_id = {}, kick = task.queue(), kicked = false, connected = false }
 end
 
 local function outbox_kick(ob)
@@ -109,6 +122,22 @@ end
 
 local function outbox_len(ob) return #ob.q end
 
+function M.send_instance_metric(id, status, js)
+  local ob = cur_ob
+  if not (ob and ob.connected) then return nil, "not connected to the scheduler" end
+  if not STATUSES[status] then return nil, ("%q is not a RIK status"):format(tostring(status)) end
+  local rec = ob.metric_by_id[id]
+  if rec then
+    rec.message = js
+  else
+    rec = { id = id, status = status, message = js, metric = true }
+    ob.q[#ob.q + 1] = rec
+    ob.metric_by_id[id] = rec
+  end
+  outbox_kick(ob)
+  return true
+end
+
 -- ---- the front-end ---------------------------------------------------------------------------
 function M.run(cfg, agent)
   agent = agent or require "riklet.agent"
@@ -123,6 +152,10 @@ function M.run(cfg, agent)
   end
   local interval = tonumber(cfg.metrics_interval) or 15
   if interval <= 0 then return nil, "--metrics-interval must be a positive number of seconds" end
+  local inst_interval = tonumber(cfg.instance_metrics_interval) or 0
+  if inst_interval < 0 then
+    return nil, "--instance-metrics-interval must be 0 (off) or a positive number of seconds"
+  end
   -- reconnect tuning: cfg keys, else RIKLET_RECONNECT_{INITIAL,MAX,HEALTHY} (seconds)
   local function knob(k, dflt)
     return tonumber(cfg["reconnect_" .. k]) or tonumber(os.getenv("RIKLET_RECONNECT_" .. k:upper())) or dflt
@@ -159,6 +192,7 @@ function M.run(cfg, agent)
   math.randomseed(core.getpid and core.getpid() or os.time())
 
   local ob = new_outbox()
+  cur_ob = ob
   local sess -- the current session: {ch, reg, st, alive}
 
   agent.subscribe(function(id, status, message)
@@ -229,7 +263,10 @@ function M.run(cfg, agent)
                 tostring(rec.status), json.quote(tostring(rec.id)))
               ok = true
             end
-            if ok then
+            if ok and rec.metric then
+              if ob.metric_by_id[rec.id] == rec then ob.metric_by_id[rec.id] = nil end
+              stats.instance_metrics_sent = stats.instance_metrics_sent + 1
+            elseif ok then
               if ob.by_id[rec.id] == rec then ob.by_id[rec.id] = nil end
               stats.statuses_sent = stats.statuses_sent + 1
               log("debug", "status %s %s sent%s", rec.id, rec.status,
@@ -257,6 +294,28 @@ function M.run(cfg, agent)
     local ok, serr = st:send({ identifier = hostname, worker = { status = "RUNNING", metrics = js } })
     if ok then stats.metrics_sent = stats.metrics_sent + 1
     else log("warn", "cannot send node metrics: %s", serr) end
+  end
+
+  -- Per-instance metrics (opt-in): every RUNNING instance's cgroup (a Function: its VMM) numbers.
+  local function send_instance_metrics()
+    if not ob.connected then return end
+    for _, v in ipairs(agent.list()) do
+      local inst = v.status == "RUNNING" and not v.gone and agent.instance(v.id)
+      local m = inst and inst.rec and cgstats.of_instance(inst.rec)
+      if m then
+        local js, jerr = json.encode(m)
+        if js then M.send_instance_metric(v.id, v.status, js)
+        else log("warn", "instance %s: cannot encode its metrics: %s", v.id, tostring(jerr)) end
+      end
+    end
+  end
+  if inst_interval > 0 then
+    task.spawn(function()
+      while true do
+        task.sleep(inst_interval)
+        send_instance_metrics()
+      end
+    end)
   end
 
   local function handle(msg)

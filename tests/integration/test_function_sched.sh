@@ -2,7 +2,8 @@
 # test_function_sched.sh — a Function CREATE / DESTROY from the scheduler (tests/sched/scheduler.py)
 # gives the same statuses as a Pod: CREATING, RUNNING (a real QEMU guest, -accel tcg, serving
 # through its node port), TERMINATED after DESTROY with no QEMU, TAP or directory left; a Function
-# whose rootfs is not ext4 reports FAILED with the reason.
+# whose rootfs is not ext4 reports FAILED with the reason. With --instance-metrics-interval the
+# RUNNING Function's metrics JSON reaching the scheduler is its VMM's (vmm_pid, CPU, RSS, threads).
 source "$(dirname "$0")/../lib/private_ns.sh"
 source "$(dirname "$0")/../lib/riklet.sh"
 source "$(dirname "$0")/../lib/guest.sh"
@@ -38,7 +39,8 @@ serves() { [[ $(curl -sS -m 3 http://127.0.0.1:45010/ 2>/dev/null) == "hello fro
 touch "$EVENTS"
 sched_start || bail_out "scheduler.py did not start"
 "$RIKLET" --scheduler "http://127.0.0.1:$SCHED_PORT" --hostname node-1 "${RK_OPTS[@]}" --network bridge \
-	--kernel-path "$G/vmlinuz" --initrd-path "$G/initrd.img" --vm-accel tcg --local-image-dirs "$G" >>"$RK_LOG" 2>&1 </dev/null &
+	--kernel-path "$G/vmlinuz" --initrd-path "$G/initrd.img" --vm-accel tcg --local-image-dirs "$G" \
+	--instance-metrics-interval 2 >>"$RK_LOG" 2>&1 </dev/null &
 RK_PID=$!
 RK_PIDS+=("$RK_PID")
 
@@ -50,6 +52,12 @@ is "$(ev_statuses fn-1 | cut -d, -f1-2)" "CREATING,RUNNING" "CREATING came first
 ok "wait_for 120 serves" "the guest serves through node port 45010"
 pid=$(qemu_pids fn-1/)
 ok "[[ -n '$pid' ]]" "a QEMU runs for fn-1 ($pid)"
+fn_metrics() { jq -r 'select(.kind == "instance" and .instance_id == "fn-1" and (.metrics | startswith("{"))) | .metrics' \
+	"$EVENTS" | tail -1; }
+has_fn_metrics() { [[ -n $(fn_metrics) ]]; }
+ok "wait_for 20 has_fn_metrics" "--instance-metrics-interval 2: fn-1's metrics reach the scheduler"
+ok "jq -e --argjson pid '${pid:-0}' '.vmm_pid == \$pid and .cpu_seconds > 0 and .memory_bytes > 10000000 and .pids >= 1' <<<'$(fn_metrics)'" \
+	"they are its VMM's: vmm_pid $pid, CPU seconds, RSS over 10 MB, threads"
 
 instruct fn-bad "$(fn_def junk "$G/junk.img")" CREATE
 ok "wait_for 60 ev_has fn-bad FAILED" "CREATE of a Function whose rootfs is not ext4: FAILED reported"
