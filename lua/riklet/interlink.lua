@@ -186,8 +186,9 @@ local function container_status(v, spec_c, has_init)
       out.state = terminated({ exit_signal = 15, started_at = c.started_at, finished_at = core.time(), reason = "destroyed" })
     else
       out.state = { running = { startedAt = rfc3339(c.started_at) } }
-      out.ready = true
-      out.started = true
+      -- its readiness and startup probes (riklet.probe) decide; none: ready once running
+      out.ready = c.ready ~= false
+      out.started = c.started ~= false
     end
   elseif c.state == "waiting" then
     out.state = { waiting = { reason = "CrashLoopBackOff", message = c.reason } }

@@ -28,6 +28,7 @@ local conmon = require "riklet.conmon"
 local store = require "riklet.store"
 local fault = require "riklet.fault"
 local lifecycle = require "riklet.lifecycle"
+local probe = require "riklet.probe"
 
 local P = {}
 local cfg, agent, netctl
@@ -105,7 +106,8 @@ local function watch(inst, c, mon, suffix)
     local st = mon.ended:wait()
     exited:set(st)
     if r.expected or r.mon ~= mon then return end -- we stopped it, or a restart replaced it
-    local describe = st.describe .. (suffix or "")
+    local describe = st.describe .. (suffix or "") .. (r.killed_for and ("; " .. r.killed_for) or "")
+    r.killed_for = nil
     local code = st.code
     if code == nil and st.signal == nil then code = -1 end
     agent.post(inst.id, { type = "exit", container = c.name, code = code, signal = st.signal, describe = describe })
@@ -128,6 +130,45 @@ local function conmon_create(inst, c)
   if not mon then return nil, err end
   c.pid, c.conmon_pid = mon.pid, mon.conmon_pid
   return mon
+end
+
+-- Stop a running container that its probes or its postStart hook failed (kubelet: preStop hook,
+-- SIGTERM, the grace period, SIGKILL); its exit is then reported as any other, with why, and the
+-- restart policy decides.
+local function probe_kill(inst, c, mon, why)
+  local r = rt(inst, c.name)
+  if r.expected or r.mon ~= mon or mon.ended.is_set then return end
+  log("warn", "instance %s: container %s: %s: stopping it (the restart policy decides what follows)", inst.id, c.name, why)
+  r.killed_for = why
+  local grace = inst.grace or cfg.stop_grace
+  local t0 = core.time()
+  probe.hook(inst, c, "pre_stop", math.max(1, grace))
+  if r.expected or r.mon ~= mon or mon.ended.is_set then return end
+  runc.kill(c.runc_id, "TERM")
+  if not mon.ended:wait(math.max(2, grace - (core.time() - t0))) and r.mon == mon and not r.expected then
+    runc.kill(c.runc_id, "KILL", { all = true })
+  end
+end
+
+-- After container c started (create, restart): its postStart hook (a failure stops the container)
+-- and its probes, each in its own task, until this run ends. hooks = false after an adoption.
+local POST_START_TIMEOUT = 120
+local function start_probes(inst, c, hooks)
+  local r = rt(inst, c.name)
+  local mon = r.mon
+  if not mon then return end
+  local ctx = {
+    save = function() save(inst) end,
+    kill = function(why) probe_kill(inst, c, mon, why) end,
+    stopped = function() return r.expected or r.mon ~= mon end,
+  }
+  if hooks ~= false then
+    task.spawn(function()
+      local ok, detail = probe.hook(inst, c, "post_start", POST_START_TIMEOUT)
+      if ok == false then ctx.kill("postStart hook failed: " .. tostring(detail)) end
+    end)
+  end
+  probe.start(inst, c, mon, ctx)
 end
 
 local function env_list(w_env)
@@ -394,6 +435,7 @@ create = function(inst, w)
     crec.state = "running"
     crec.started_at = core.time()
     crec.memcg = P.memcg_of(crec.pid)
+    start_probes(inst, crec)
     ::next::
   end
   -- not stored here: the agent stores the record with RUNNING as soon as this returns (a crash
@@ -439,9 +481,14 @@ local function stop_container(inst, c)
     mon.ended:wait(5)
   elseif mon and not mon.ended.is_set and not (st and st.status == "created") then
     local fok, ferr = fault.point("pod.stop") if not fok then return nil, ("cannot stop container %s: %s"):format(c.runc_id, ferr) end
+    local grace = inst.grace or cfg.stop_grace
+    -- the preStop hook first, within the grace period (SIGTERM then gets what is left, 2 s at least)
+    local t0 = core.time()
+    if not c.init and probe.hook(inst, c, "pre_stop", math.max(1, grace)) ~= nil then
+      grace = math.max(2, grace - (core.time() - t0))
+    end
     local ok, err = runc.kill(c.runc_id, "TERM")
     if not ok and not mon.ended.is_set then return nil, ("cannot stop container %s: %s"):format(c.runc_id, err) end
-    local grace = inst.grace or cfg.stop_grace
     if not r.exited:wait(grace) then
       log("warn", "container %s did not stop within %gs of SIGTERM: sending SIGKILL", c.runc_id, grace)
       ok, err = runc.kill(c.runc_id, "KILL", { all = true })
@@ -549,6 +596,7 @@ function P.adopt(inst)
         ended = ended + 1
       elseif c.conmon_pid and conmon.alive(c.conmon_pid, c.runc_id) then
         watch(inst, c, conmon.monitor({ id = c.runc_id, dir = c.dir, conmon_pid = c.conmon_pid, pid = c.pid }))
+        if not c.init then start_probes(inst, c, false) end
         running = running + 1
       else
         local rs, err, missing = runc.state(c.runc_id)
@@ -785,6 +833,7 @@ local function restart_counted(inst, name)
       c.exit_code, c.exit_signal, c.restart_at, c.oom = nil, nil, nil, nil
       fs.unlink(c.dir .. "/oom")
       c.memcg = P.memcg_of(c.pid)
+      start_probes(inst, c)
     end
   end
   save(inst)

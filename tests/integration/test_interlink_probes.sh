@@ -1,0 +1,127 @@
+# test_interlink_probes.sh — probes and lifecycle hooks of pods created through the interLink
+# endpoint, run by riklet as kubelet runs them, against real images in a local registry: a
+# readiness probe (exec) that turns ready once a file appears, behind a startup probe; a liveness
+# probe that fails and restarts the container (restartCount, lastState); httpGet and tcpSocket
+# probes against a busybox httpd / nc in the pod (and against a path and a port that fail: never
+# ready); a postStart hook writing a file the container reads; a preStop hook that runs before the
+# container gets SIGTERM on a delete.
+source "$(dirname "$0")/../lib/registry.sh"
+source "$(dirname "$0")/../lib/mkimage.sh"
+source "$(dirname "$0")/../lib/riklet.sh"
+need_root
+need_cmd docker-registry umoci skopeo jq curl busybox runc nsenter
+rk_init
+
+rk_registry_image '["sh","-c","sleep 3600 & wait $!"]'
+PORT=$(free_port) || bail_out "no free port"
+U=http://127.0.0.1:$PORT
+
+# api METHOD PATH BODY-FILE: the status code on the first line, the body after
+api() {
+	local c
+	c=$(curl -s -X "$1" -H 'Content-Type: application/json' -H "InterLink-Http-Session: Probes#$RANDOM" \
+		--data-binary "@$3" -o "$TEST_TMP/resp" -w '%{http_code}' "$U$2")
+	printf '%s\n' "$c"
+	cat "$TEST_TMP/resp"
+}
+body() { tail -n +2 <<<"$1"; }
+put() { printf '%s' "$2" >"$TEST_TMP/$1"; echo "$TEST_TMP/$1"; }
+# pod UID NAME CONTAINERS-JSON [SPEC-EXTRA-JSON]: a v1.Pod as the API server writes it
+pod() {
+	jq -n --arg uid "$1" --arg name "$2" --argjson cs "$3" --argjson extra "${4:-{\}}" '{
+		apiVersion: "v1", kind: "Pod", metadata: {name: $name, namespace: "default", uid: $uid},
+		spec: ({containers: $cs, restartPolicy: "Never", terminationGracePeriodSeconds: 10} + $extra),
+		status: {phase: "Pending"}}'
+}
+# ctr NAME SHELL-CMD [EXTRA-JSON]: a container running sh -c CMD
+ctr() {
+	jq -nc --arg n "$1" --arg img "$IMAGE" --arg c "$2" --argjson x "${3:-{\}}" \
+		'{name: $n, image: $img, imagePullPolicy: "IfNotPresent", command: ["sh", "-c"], args: [$c]} + $x'
+}
+create() { # create POD-JSON: POST /create, answers 200
+	local r
+	r=$(api POST /create "$(put c.json "$(jq -n --argjson p "$1" '{pod: $p, container: []}')")")
+	[[ $(head -n1 <<<"$r") == 200 ]] || diag "create: $r"
+}
+status_of() { body "$(api GET /status "$(put st.json "[$1]")")"; }
+# cfield POD-JSON INDEX JQ-PATH: a field of container INDEX's status
+cfield() { status_of "$1" | jq -r ".[0].containers[$2]$3"; }
+is_field() { [[ $(cfield "$1" "$2" "$3") == "$4" ]]; }
+on_fail_diag() { (($1)) || { diag "status: $(status_of "$2")"; diag_file "$RK_LOG" 40; }; }
+period1='{"periodSeconds": 1, "timeoutSeconds": 5}'
+probe() { jq -c --argjson p "$period1" '. + $p' <<<"$1"; } # a probe every second
+
+rk_start_standalone --insecure-registries "$REGISTRY" --interlink "127.0.0.1:$PORT" || bail_out "riklet did not start"
+
+# --- readiness (exec) behind a startup probe -------------------------------------------------
+READY=$(pod 22222222-aaaa-4bbb-8ccc-000000000001 ready "[$(ctr main 'sleep 4; touch /tmp/ready; sleep 3600 & wait $!' \
+	"{\"startupProbe\": $(probe '{"exec": {"command": ["true"]}}'),
+	  \"readinessProbe\": $(probe '{"exec": {"command": ["cat", "/tmp/ready"]}}')}")]")
+# --- liveness that fails: restarted (restartPolicy Always) -----------------------------------
+LIVE=$(pod 22222222-aaaa-4bbb-8ccc-000000000002 live "[$(ctr main 'echo run; sleep 3600 & wait $!' \
+	"{\"livenessProbe\": $(probe '{"exec": {"command": ["test", "-e", "/no/such/file"]}, "failureThreshold": 2}')}")]" \
+	'{"restartPolicy": "Always", "terminationGracePeriodSeconds": 2}')
+# --- httpGet and tcpSocket against httpd / nc in the pod; a path and a port that fail --------------
+HTTPD='mkdir -p /tmp/www; echo fine >/tmp/www/healthz; httpd -f -p 8080 -h /tmp/www'
+NC='while true; do nc -l -p 9090 </dev/null >/dev/null; done'
+NET=$(pod 22222222-aaaa-4bbb-8ccc-000000000003 net "[
+	$(ctr web "$HTTPD" "{\"ports\": [{\"name\": \"http\", \"containerPort\": 8080}],
+		\"readinessProbe\": $(probe '{"httpGet": {"path": "/healthz", "port": "http", "httpHeaders": [{"name": "X-Probe", "value": "1"}]}}')}"),
+	$(ctr tcp "$NC" "{\"readinessProbe\": $(probe '{"tcpSocket": {"port": 9090}}')}"),
+	$(ctr web404 "$HTTPD" "{\"readinessProbe\": $(probe '{"httpGet": {"path": "/missing", "port": 8080}}')}"),
+	$(ctr tcpclosed "$NC" "{\"readinessProbe\": $(probe '{"tcpSocket": {"port": 9091}}')}")]")
+# --- postStart writes a file the container reads; preStop runs before SIGTERM -----------------
+HOOKS=$(pod 22222222-aaaa-4bbb-8ccc-000000000004 hooks "[$(ctr main \
+	"trap 'echo got-sigterm; exit 0' TERM; until [ -e /tmp/poststart ]; do sleep 0.2; done; echo \"read \$(cat /tmp/poststart)\";
+	 while true; do sleep 0.2; done" \
+	'{"lifecycle": {"postStart": {"exec": {"command": ["sh", "-c", "echo written-by-poststart >/tmp/poststart"]}},
+	  "preStop": {"exec": {"command": ["sh", "-c", "echo prestop-ran >/proc/1/fd/1; sleep 1"]}}}}')]")
+
+for p in "$READY" "$LIVE" "$NET" "$HOOKS"; do create "$p"; done
+
+wait_for 60 is_field "$READY" 0 '.state | keys[0]' running
+ok=$?
+st=$(status_of "$READY")
+is "$(jq -r '.[0].containers[0] | "\(.ready) \(.started)"' <<<"$st")" "false true" \
+	"readiness: running, started (startup probe passed) but not ready before /tmp/ready exists"
+on_fail_diag $((ok == 0)) "$READY"
+ok 'wait_for 40 is_field "$READY" 0 .ready true' "... ready once the file appears"
+like "$(grep 'container main is ready' "$RK_LOG")" 'readiness probe succeeded' "... riklet logs the change"
+
+restarted() { (($(cfield "$LIVE" 0 .restartCount) >= 1)); }
+ok 'wait_for 60 restarted' "liveness: the failing probe restarts the container (restartCount 1+)"
+like "$(grep -o 'container main: liveness probe failed [0-9]* times: test exited with code 1' "$RK_LOG" | head -1)" \
+	'liveness probe failed 2 times' "... after failureThreshold (2) failures in a row, logged with the reason"
+like "$(grep 'instance k8s-22222222-aaaa-4bbb-8ccc-000000000002: container main .*restarting it' "$RK_LOG" | head -1)" \
+	'liveness probe failed 2 times' "... and the exit it caused is reported with that reason"
+wait_for 30 is_field "$LIVE" 0 '.state | keys[0]' running
+is "$(cfield "$LIVE" 0 '.state | keys[0]')" running "... and it runs again (restartPolicy Always)"
+
+ok 'wait_for 40 is_field "$NET" 0 .ready true' "httpGet (named port, header) on httpd's /healthz: ready"
+ok 'wait_for 20 is_field "$NET" 1 .ready true' "tcpSocket on nc's port: ready"
+st=$(status_of "$NET")
+is "$(jq -r '[.[0].containers[2,3] | "\(.state | keys[0]) \(.ready)"] | join(",")' <<<"$st")" "running false,running false" \
+	"httpGet of a 404 path and tcpSocket of a closed port: running, never ready"
+like "$(grep 'web404: readiness probe failed' "$RK_LOG" | head -1)" 'HTTP status 404' "... the 404 is the reason logged"
+is "$(jq -r '.[0].containers[0].restartCount' <<<"$st")" 0 "... readiness failures restart nothing"
+
+LG=$(put lg.json '{"Namespace":"default","PodUID":"22222222-aaaa-4bbb-8ccc-000000000004","PodName":"hooks","ContainerName":"main","Opts":{}}')
+hooklog() { body "$(api GET /getLogs "$LG")"; }
+ok "wait_for 30 eval 'hooklog | grep -q \"read written-by-poststart\"'" "postStart: the hook wrote the file the container reads"
+# preStop: the container's log is copied as it grows (tail -f keeps reading after the delete removes it)
+LOGF=$STATE/instances/k8s-22222222-aaaa-4bbb-8ccc-000000000004/main/logs/0.log
+tail -n +1 -f "$LOGF" >"$TEST_TMP/hooks.log" 2>/dev/null &
+TAILPID=$!
+r=$(api POST /delete "$(put d.json "$HOOKS")")
+is "$(head -n1 <<<"$r")" 200 "delete of the pod with a preStop hook: 200"
+sleep 1
+kill "$TAILPID" 2>/dev/null
+wait "$TAILPID" 2>/dev/null
+order=$(grep -o -e 'prestop-ran' -e 'got-sigterm' "$TEST_TMP/hooks.log" | tr '\n' ' ')
+is "$order" "prestop-ran got-sigterm " "preStop: the hook ran before the container got SIGTERM"
+ok "rk_nothing_left k8s-22222222-aaaa-4bbb-8ccc-000000000004" "... and the delete left nothing"
+
+for p in "$READY" "$LIVE" "$NET"; do api POST /delete "$(put d.json "$p")" >/dev/null; done
+ok "! rk_runc_ids | grep -q k8s-22222222" "every pod deleted: no container left"
+ok "! pgrep -f 'nsenter --net=.*curl' >/dev/null" "no probe helper left running"
+done_testing
