@@ -237,14 +237,19 @@ end
 local check_cancel, unless_destroyed = lifecycle.check_cancel, lifecycle.unless_destroyed
 
 -- The Pod's volumes, in DIR/volumes/NAME (removed with the instance directory): emptyDir an empty
--- directory every container may write (mode 0777, as Kubernetes makes it), files (ConfigMap,
--- Secret, projected) written with their mode. A subPath that does not exist is made a directory.
+-- directory every container may write (mode 0777, as Kubernetes makes it; medium Memory: a tmpfs
+-- of at most size_limit bytes, unmounted by P.umount_volumes), files (ConfigMap, Secret,
+-- projected) written with their mode. A subPath that does not exist is made a directory.
 function P.make_volumes(dir, w)
   local workload = require "riklet.workload"
   local voldir = dir .. "/volumes"
   for _, v in ipairs(w.volumes or {}) do
     local vd = voldir .. "/" .. v.name
     local ok, err = fs.mkdir_p(vd, v.type == "emptyDir" and "0777" or "0755")
+    if ok and v.medium == "Memory" then
+      ok, err = image.tmpfs_mount(vd, v.size_limit)
+      if ok then log("info", "volume %s: a tmpfs of %s at %s", v.name, v.size_limit and (v.size_limit .. " bytes") or "the kernel's default size", vd) end
+    end
     if not ok then return nil, ("volume %s: %s"):format(v.name, err) end
     for _, f in ipairs(v.files or {}) do
       local path = vd .. "/" .. f.path
@@ -311,6 +316,22 @@ function P.run_init(inst, w, crec, mon)
     if not mon then return nil, ("init container %s: %s"):format(crec.name, err) end
   end
   return nil, ("init container %s %s"):format(crec.name, tostring(crec.reason))
+end
+
+-- Unmount what is mounted on the Pod's volume directories (the tmpfs of emptyDir volumes of medium
+-- Memory): before the directory is removed (fs.rm_rf never crosses a mount), and to free the
+-- memory once the Pod ended. -> true | nil, err
+function P.umount_volumes(dir)
+  local errs = {}
+  for _, name in ipairs(fs.list(dir .. "/volumes") or {}) do
+    local vd = dir .. "/volumes/" .. name
+    if fs.safe_name(name, 255) and image.is_mountpoint(vd) then
+      local ok, err = image.umount(vd)
+      if not ok then errs[#errs + 1] = ("volume %s: %s"):format(name, err) end
+    end
+  end
+  if #errs > 0 then return nil, table.concat(errs, "; ") end
+  return true
 end
 
 local create
@@ -550,6 +571,10 @@ local function free_resources(inst, keep_logs)
       end
     end
   end
+  if rec.dir and stopped_all then
+    local ok, err = P.umount_volumes(rec.dir)
+    if not ok then errs[#errs + 1] = err end
+  end
   if rec.network and netctl and stopped_all then
     local ok, err = netctl.teardown(inst.id)
     if ok then rec.network = nil else errs[#errs + 1] = err end
@@ -698,6 +723,7 @@ function P.reconcile(live_ids, is_live)
       for _, cname in ipairs(fs.list(dir) or {}) do
         if fs.exists(dir .. "/" .. cname .. "/rootfs") then image.umount_rootfs(dir .. "/" .. cname) end
       end
+      P.umount_volumes(dir)
       local ok, err = fs.rm_rf(dir)
       if ok then
         log("info", "removed leftover directory of instance %s (no record)", id)

@@ -83,13 +83,15 @@ local function spec_of(w, name)
 end
 M.spec_of = spec_of
 
+local HOOKS = { post_start = "postStart", pre_stop = "preStop" }
+
 function M.hook(inst, c, which, timeout)
   local spec = spec_of(inst.workload, c.name)
   local h = spec and spec.hooks and spec.hooks[which]
   if not h then return nil end
   local t0 = core.time()
   local ok, detail = M.run_handler(h, { runc_id = c.runc_id, netns = M.netns(inst, c) }, timeout)
-  log(ok and "info" or "warn", "instance %s: container %s: %s hook %s in %.1f s%s", inst.id, c.name, which,
+  log(ok and "info" or "warn", "instance %s: container %s: %s hook %s in %.1f s%s", inst.id, c.name, HOOKS[which],
     ok and "ran" or "failed", core.time() - t0, detail and (": " .. detail) or "")
   return ok, detail
 end

@@ -435,9 +435,9 @@ local function v_container(c, where)
   if not out.mounts then return nil, err end
   out.limits, err = v_limits(c.limits, where .. ".limits")
   if not out.limits then return nil, err end
-  if c.pull ~= nil then -- image pull policy: "always" (pull each create), "missing" (the default)
-    if c.pull ~= "always" and c.pull ~= "missing" then
-      return nil, ("%s.pull is %s: use always or missing"):format(where, describe(c.pull))
+  if c.pull ~= nil then -- image pull policy: "always" (pull each create), "missing" (the default), "never"
+    if c.pull ~= "always" and c.pull ~= "missing" and c.pull ~= "never" then
+      return nil, ("%s.pull is %s: use always, missing or never"):format(where, describe(c.pull))
     end
     out.pull = c.pull
   end
@@ -817,7 +817,8 @@ local function map_rik(w)
       if err then return nil, err end
       local ipp = opt(c.imagePullPolicy)
       if ipp == "Always" then mc.pull = "always" elseif ipp == "IfNotPresent" then mc.pull = "missing"
-      elseif ipp ~= nil and ipp ~= "Never" then
+      elseif ipp == "Never" then mc.pull = "never"
+      elseif ipp ~= nil then
         return nil, ("%s.imagePullPolicy is %s: use Always, IfNotPresent or Never"):format(where, describe(ipp))
       end
       mc.probes, mc.hooks, err = rik_probes_hooks(c, where)
@@ -1223,8 +1224,8 @@ function W.from_k8s(data)
           if not used[vm.name] then
             used[vm.name] = true
             volumes[#volumes + 1] = built
-            if built.emptyDir and (built.emptyDir.medium or built.emptyDir.sizeLimit) then
-              notes[#notes + 1] = ("emptyDir %q: medium and sizeLimit are not applied yet (a directory on the node's disk)"):format(vm.name)
+            if built.emptyDir and built.emptyDir.sizeLimit and built.emptyDir.medium ~= "Memory" then
+              notes[#notes + 1] = ("emptyDir %q: sizeLimit is not applied on disk (only to medium Memory, a tmpfs)"):format(vm.name)
             end
           end
           local sub = opt(vm.subPath)
@@ -1263,9 +1264,6 @@ function W.from_k8s(data)
         end
       end
       mc.imagePullPolicy = opt(c.imagePullPolicy)
-      if c.imagePullPolicy == "Never" then
-        notes[#notes + 1] = ("container %s: imagePullPolicy Never: riklet pulls the image when it is not cached"):format(cname)
-      end
       part[3][i] = mc
     end
   end

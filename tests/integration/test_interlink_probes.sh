@@ -4,7 +4,10 @@
 # probe that fails and restarts the container (restartCount, lastState); httpGet and tcpSocket
 # probes against a busybox httpd / nc in the pod (and against a path and a port that fail: never
 # ready); a postStart hook writing a file the container reads; a preStop hook that runs before the
-# container gets SIGTERM on a delete.
+# container gets SIGTERM on a delete, and one that hangs, bounded by the grace period; a failing
+# postStart hook; imagePullPolicy Never (ErrImageNeverPull for an image not on the node, the cached
+# one runs); an emptyDir of medium Memory: a tmpfs of sizeLimit shared by two containers, unmounted
+# by the delete.
 source "$(dirname "$0")/../lib/registry.sh"
 source "$(dirname "$0")/../lib/mkimage.sh"
 source "$(dirname "$0")/../lib/riklet.sh"
@@ -54,9 +57,11 @@ probe() { jq -c --argjson p "$period1" '. + $p' <<<"$1"; } # a probe every secon
 rk_start_standalone --insecure-registries "$REGISTRY" --interlink "127.0.0.1:$PORT" || bail_out "riklet did not start"
 
 # --- readiness (exec) behind a startup probe -------------------------------------------------
-READY=$(pod 22222222-aaaa-4bbb-8ccc-000000000001 ready "[$(ctr main 'sleep 4; touch /tmp/ready; sleep 3600 & wait $!' \
-	"{\"startupProbe\": $(probe '{"exec": {"command": ["true"]}}'),
-	  \"readinessProbe\": $(probe '{"exec": {"command": ["cat", "/tmp/ready"]}}')}")]")
+# (the file is put by the test into the pod's emptyDir, through the node's side of the volume)
+READY=$(jq -c '.spec.volumes = [{name: "flag", emptyDir: {}}]' <<<"$(pod 22222222-aaaa-4bbb-8ccc-000000000001 ready \
+	"[$(ctr main 'sleep 3600 & wait $!' "{\"volumeMounts\": [{\"name\": \"flag\", \"mountPath\": \"/flag\"}],
+	  \"startupProbe\": $(probe '{"exec": {"command": ["true"]}}'),
+	  \"readinessProbe\": $(probe '{"exec": {"command": ["cat", "/flag/ready"]}}')}")]")")
 # --- liveness that fails: restarted (restartPolicy Always) -----------------------------------
 LIVE=$(pod 22222222-aaaa-4bbb-8ccc-000000000002 live "[$(ctr main 'echo run; sleep 3600 & wait $!' \
 	"{\"livenessProbe\": $(probe '{"exec": {"command": ["test", "-e", "/no/such/file"]}, "failureThreshold": 2}')}")]" \
@@ -77,14 +82,31 @@ HOOKS=$(pod 22222222-aaaa-4bbb-8ccc-000000000004 hooks "[$(ctr main \
 	'{"lifecycle": {"postStart": {"exec": {"command": ["sh", "-c", "echo written-by-poststart >/tmp/poststart"]}},
 	  "preStop": {"exec": {"command": ["sh", "-c", "echo prestop-ran >/proc/1/fd/1; sleep 1"]}}}}')]")
 
-for p in "$READY" "$LIVE" "$NET" "$HOOKS"; do create "$p"; done
+# --- a preStop hook that hangs (bounded by the grace period); a postStart hook that fails ------
+BOUND=$(pod 22222222-aaaa-4bbb-8ccc-000000000005 bound "[$(ctr main 'sleep 3600 & wait $!' \
+	'{"lifecycle": {"preStop": {"exec": {"command": ["sleep", "3600"]}}}}')]" '{"terminationGracePeriodSeconds": 3}')
+PSFAIL=$(pod 22222222-aaaa-4bbb-8ccc-000000000006 psfail "[$(ctr main 'sleep 3600 & wait $!' \
+	'{"lifecycle": {"postStart": {"exec": {"command": ["sh", "-c", "echo no-way >&2; exit 3"]}}}}')]" '{"terminationGracePeriodSeconds": 2}')
+# --- an emptyDir of medium Memory (1Mi) shared by two containers ----------------------------------
+MEM=$(jq -c '.spec.volumes = [{name: "mem", emptyDir: {medium: "Memory", sizeLimit: "1Mi"}}]' <<<"$(pod \
+	22222222-aaaa-4bbb-8ccc-000000000007 mem "[
+	$(ctr writer 'echo shared >/m/f; dd if=/dev/zero of=/m/big bs=4096 count=1024 2>/dev/null; echo "size=$(wc -c </m/big)"; sleep 3600 & wait $!' \
+		'{"volumeMounts": [{"name": "mem", "mountPath": "/m"}]}'),
+	$(ctr reader 'until [ -e /m/f ]; do sleep 0.2; done; echo "read=$(cat /m/f)"; sleep 3600 & wait $!' \
+		'{"volumeMounts": [{"name": "mem", "mountPath": "/m", "readOnly": true}]}')]")")
+
+for p in "$READY" "$LIVE" "$NET" "$HOOKS" "$BOUND" "$PSFAIL" "$MEM"; do create "$p"; done
 
 wait_for 60 is_field "$READY" 0 '.state | keys[0]' running
 ok=$?
+rfail() { grep -q 'k8s-22222222-aaaa-4bbb-8ccc-000000000001: container main: readiness probe failed (1 of 3)' "$RK_LOG"; }
+wait_for 40 rfail
+sleep 2
 st=$(status_of "$READY")
 is "$(jq -r '.[0].containers[0] | "\(.ready) \(.started)"' <<<"$st")" "false true" \
-	"readiness: running, started (startup probe passed) but not ready before /tmp/ready exists"
+	"readiness: running, started (startup probe passed) but not ready while /flag/ready is missing"
 on_fail_diag $((ok == 0)) "$READY"
+touch "$STATE/instances/k8s-22222222-aaaa-4bbb-8ccc-000000000001/volumes/flag/ready"
 ok 'wait_for 40 is_field "$READY" 0 .ready true' "... ready once the file appears"
 like "$(grep 'container main is ready' "$RK_LOG")" 'readiness probe succeeded' "... riklet logs the change"
 
@@ -121,7 +143,50 @@ order=$(grep -o -e 'prestop-ran' -e 'got-sigterm' "$TEST_TMP/hooks.log" | tr '\n
 is "$order" "prestop-ran got-sigterm " "preStop: the hook ran before the container got SIGTERM"
 ok "rk_nothing_left k8s-22222222-aaaa-4bbb-8ccc-000000000004" "... and the delete left nothing"
 
-for p in "$READY" "$LIVE" "$NET"; do api POST /delete "$(put d.json "$p")" >/dev/null; done
+# --- the preStop hook that hangs: cut at the grace period (3 s), then SIGTERM, SIGKILL -----------
+wait_for 60 is_field "$BOUND" 0 '.state | keys[0]' running
+t0=$(date +%s)
+r=$(api POST /delete "$(put d.json "$BOUND")")
+dt=$(($(date +%s) - t0))
+is "$(head -n1 <<<"$r")" 200 "delete of a pod whose preStop hook hangs: 200"
+ok "((dt >= 3 && dt < 40))" "... after the grace period given to the hook (${dt} s), not the hook's hour"
+like "$(grep 'container main: preStop hook failed' "$RK_LOG" | head -1)" 'did not finish within 3 s' "... the cut hook is logged"
+
+# --- the failing postStart hook: the container is stopped (restartPolicy Never: terminated) -----
+wait_for 60 is_field "$PSFAIL" 0 '.state | keys[0]' terminated
+st=$(status_of "$PSFAIL")
+like "$(jq -r '.[0].containers[0].state.terminated.message' <<<"$st")" 'postStart hook failed: sh exited with code 3: no-way' \
+	"a failing postStart hook stops the container, the reason in its terminated message"
+
+# --- imagePullPolicy Never ------------------------------------------------------------------
+mkimage_push "$TEST_TMP/layout:latest" "$REGISTRY/busybox:second" || bail_out "push failed"
+NEVER=$(pod 22222222-aaaa-4bbb-8ccc-000000000008 never "[$(ctr main 'echo ran' \
+	"{\"imagePullPolicy\": \"Never\", \"image\": \"$REGISTRY/busybox:second\"}")]")
+NEVERC=$(pod 22222222-aaaa-4bbb-8ccc-000000000009 neverc "[$(ctr main 'echo cached-ran' '{"imagePullPolicy": "Never"}')]")
+create "$NEVER"
+create "$NEVERC"
+wait_for 60 is_field "$NEVER" 0 '.state | keys[0]' terminated
+st=$(status_of "$NEVER")
+is "$(jq -r '.[0].containers[0].state.terminated.reason' <<<"$st")" ErrImageNeverPull \
+	"imagePullPolicy Never, image not on the node (though the registry has it): ErrImageNeverPull"
+like "$(jq -r '.[0].containers[0].state.terminated.message' <<<"$st")" 'busybox:second is not on this node' "... the message names the image"
+ok "! grep -q 'pulling .*busybox:second' '$RK_LOG'" "... and nothing was pulled"
+wait_for 60 is_field "$NEVERC" 0 '.state | keys[0]' terminated
+is "$(cfield "$NEVERC" 0 '.state.terminated.reason')" Completed "imagePullPolicy Never with the image cached: it runs"
+
+# --- emptyDir medium Memory ---------------------------------------------------------------
+MEMDIR=$STATE/instances/k8s-22222222-aaaa-4bbb-8ccc-000000000007/volumes/mem
+LGM=$(put lgm.json '{"Namespace":"default","PodUID":"22222222-aaaa-4bbb-8ccc-000000000007","PodName":"mem","ContainerName":"reader","Opts":{}}')
+ok "wait_for 30 eval 'body \"\$(api GET /getLogs \"\$LGM\")\" | grep -q read=shared'" "emptyDir medium Memory: shared by the pod's containers"
+like "$(grep " $MEMDIR " /proc/self/mountinfo)" ' - tmpfs tmpfs .*size=1024k' "... it is a tmpfs of sizeLimit (1Mi) on the node"
+sed -i 's/"reader"/"writer"/' "$LGM"
+sz=$(body "$(api GET /getLogs "$LGM")" | sed -n 's/^size=//p')
+ok "((${sz:-0} > 0 && ${sz:-0} <= 1048576))" "... at most 1 MiB of the 4 MiB it tried (${sz:-none} bytes)"
+api POST /delete "$(put d.json "$MEM")" >/dev/null
+ok "! grep -q ' $MEMDIR ' /proc/self/mountinfo" "... its tmpfs is unmounted by the delete"
+ok "rk_nothing_left k8s-22222222-aaaa-4bbb-8ccc-000000000007" "... which leaves nothing"
+
+for p in "$READY" "$LIVE" "$NET" "$PSFAIL" "$NEVER" "$NEVERC"; do api POST /delete "$(put d.json "$p")" >/dev/null; done
 ok "! rk_runc_ids | grep -q k8s-22222222" "every pod deleted: no container left"
 ok "! pgrep -f 'nsenter --net=.*curl' >/dev/null" "no probe helper left running"
 done_testing

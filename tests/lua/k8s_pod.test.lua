@@ -191,3 +191,12 @@ end
 _, _, notes = model(data({ { name = "c", image = "busybox" } }, { initContainers = { { name = "i", image = "busybox",
   livenessProbe = { exec = { command = { "true" } } } } } }))
 T.like(table.concat(notes or {}, "\n"), "init container i: livenessProbe is not run", "a probe on an init container is noted")
+
+-- imagePullPolicy Never and emptyDir medium Memory with sizeLimit
+m, err = model(data({ { name = "c", image = "busybox", imagePullPolicy = "Never",
+  volumeMounts = { { name = "mem", mountPath = "/m" } } } }, { volumes = { { name = "mem", emptyDir = { medium = "Memory", sizeLimit = "2Mi" } } } }))
+T.is(m and m.containers[1].pull, "never", "imagePullPolicy Never -> pull never: " .. tostring(err))
+T.is(m and (m.volumes[1].medium .. " " .. m.volumes[1].size_limit), "Memory 2097152", "emptyDir medium Memory, sizeLimit 2Mi")
+_, reason = model(data({ { name = "c", image = "busybox", volumeMounts = { { name = "hp", mountPath = "/m" } } } },
+  { volumes = { { name = "hp", emptyDir = { medium = "HugePages" } } } }))
+T.like(tostring(reason), "medium", "emptyDir medium HugePages is refused with the field named")
