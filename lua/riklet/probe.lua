@@ -2,12 +2,15 @@
 --
 --   exec      `runc exec` in the running container (its user, env and working directory)
 --   http      curl from the node inside the Pod's network namespace (nsenter --net: the Pod's
---             netns file, else the container's /proc/PID/ns/net) to HOST:PORT (default 127.0.0.1),
---             success on a status from 200 to 399 (redirects are not followed, as kubelet counts them)
---   tcp       a TCP connect from the same place (curl telnet:// with stdin closed: connected = success)
+--             netns file, else the container's /proc/PID/ns/net) to HOST:PORT (default: the Pod's
+--             IP with pod networking, as kubelet; else 127.0.0.1), success on a status from 200 to
+--             399 (redirects are not followed: a 3xx counts as success, as kubelet counts it). The
+--             connection starts inside the Pod's namespace: a probe reaches what the Pod reaches.
+--   tcp       a TCP connect from the same place (riklet's own non-blocking socket, made inside the
+--             Pod's namespace: riklet.usock.connect_tcp with netns), connected = success
 --   sleep     (hooks only) wait that long
 --
---   probe.run_handler(h, target, timeout) -> ok, detail   target = {runc_id, netns}
+--   probe.run_handler(h, target, timeout) -> ok, detail   target = {runc_id, netns, host}
 --   probe.start(inst, c, spec, mon, ctx)   one task per probe of container record c (spec: its model
 --       container) while monitor mon runs; ctx = {save = fn(), kill = fn(why)}. Startup first (the
 --       others wait for it); readiness sets c.ready; a startup or liveness failure (failureThreshold
@@ -17,6 +20,7 @@ local core = require "riklet.core"
 local task = require "riklet.task"
 local proc = require "riklet.proc"
 local runc = require "riklet.runc"
+local usock = require "riklet.usock"
 
 local M = {}
 
@@ -28,12 +32,18 @@ local function out_of(r)
   return s
 end
 
--- The network namespace a container's probes connect from: the Pod's, else its process's.
-function M.netns(inst, c)
+-- Where a container's probes and hooks connect from and to: {runc_id, netns = the Pod's namespace
+-- (else its process's), host = the Pod's IP (nil without pod networking: 127.0.0.1)}.
+function M.target(inst, c)
   local net = inst.rec.network
-  if type(net) == "table" and type(net.netns) == "string" and net.netns:match("^/[%w/._-]+$") then return net.netns end
-  if type(c.pid) == "number" and c.pid > 1 then return ("/proc/%d/ns/net"):format(c.pid) end
-  return nil
+  local t = { runc_id = c.runc_id }
+  if type(net) == "table" and type(net.netns) == "string" and net.netns:match("^/[%w/._-]+$") then
+    t.netns = net.netns
+    t.host = type(net.ip) == "string" and net.ip:match("^%d+%.%d+%.%d+%.%d+$") and net.ip or nil
+  elseif type(c.pid) == "number" and c.pid > 1 then
+    t.netns = ("/proc/%d/ns/net"):format(c.pid)
+  end
+  return t
 end
 
 function M.run_handler(h, t, timeout)
@@ -51,26 +61,37 @@ function M.run_handler(h, t, timeout)
     return true
   end
   if not t.netns then return false, "the container has no network namespace to connect from (not running)" end
-  local host = h.host or "127.0.0.1"
+  local host = h.host or t.host or "127.0.0.1"
   local hostport = (host:find(":", 1, true) and ("[%s]"):format(host) or host) .. ":" .. h.port
-  local argv = { "nsenter", "--net=" .. t.netns, "--", "curl", "-sS", "--max-time", tostring(timeout), "-o", "/dev/null" }
   if h.type == "tcp" then
-    argv[#argv + 1] = "telnet://" .. hostport
-  else
-    for _, a in ipairs({ "-k", "-w", "%{http_code}", "-H", "User-Agent: kube-probe/riklet", "-H", "Accept: */*" }) do argv[#argv + 1] = a end
-    for _, hd in ipairs(h.headers or {}) do
-      argv[#argv + 1] = "-H"
-      argv[#argv + 1] = hd.name .. ": " .. hd.value
-    end
-    argv[#argv + 1] = "--"
-    argv[#argv + 1] = ("%s://%s%s"):format(h.scheme or "http", hostport, h.path or "/")
+    local what = ("tcp %s"):format(hostport)
+    local s, err = usock.connect_tcp(host, h.port, { netns = t.netns })
+    if not s then return false, ("%s: %s"):format(what, tostring(err)) end
+    local q = task.queue()
+    task.spawn(function() q:put(s:wait_writable() and true or false) end)
+    local got = q:get(timeout)
+    local serr = got and s:so_error()
+    s:close()
+    if not got then return false, ("%s: not connected within %g s"):format(what, timeout) end
+    if serr then return false, ("%s: %s"):format(what, tostring(serr)) end
+    return true
   end
-  local r, err = proc.run(argv, { timeout = timeout + 5 })
+  local argv = { "nsenter", "--net=" .. t.netns, "--", "curl", "-sS", "--max-time", tostring(timeout), "-o", "/dev/null" }
+  -- -g: no URL globbing ({} and [] of a path are sent as they are); -k: no certificate check (kubelet's)
+  for _, a in ipairs({ "-g", "-k", "-w", "%{http_code}", "-H", "User-Agent: kube-probe/riklet", "-H", "Accept: */*" }) do
+    argv[#argv + 1] = a
+  end
+  for _, hd in ipairs(h.headers or {}) do
+    argv[#argv + 1] = "-H"
+    argv[#argv + 1] = hd.name .. ": " .. hd.value
+  end
+  argv[#argv + 1] = "--"
+  argv[#argv + 1] = ("%s://%s%s"):format(h.scheme or "http", hostport, h.path or "/")
+  local r, err = proc.run(argv, { timeout = timeout + 5, input = "" }) -- (stdin: an empty pipe, never riklet's own)
   if not r then return false, "nsenter + curl could not be started: " .. tostring(err) end
-  local what = h.type == "tcp" and ("tcp %s"):format(hostport) or ("GET %s://%s%s"):format(h.scheme or "http", hostport, h.path or "/")
+  local what = ("GET %s://%s%s"):format(h.scheme or "http", hostport, h.path or "/")
   if r.timed_out or r.code == 28 then return false, ("%s: no answer within %g s"):format(what, timeout) end
   if r.code ~= 0 then return false, ("%s: %s"):format(what, out_of(r) ~= "" and out_of(r) or proc.describe(r.code, r.signal)) end
-  if h.type == "tcp" then return true end
   local code = tonumber(r.stdout)
   if not code or code < 200 or code >= 400 then return false, ("%s: HTTP status %s"):format(what, tostring(r.stdout)) end
   return true
@@ -90,7 +111,7 @@ function M.hook(inst, c, which, timeout)
   local h = spec and spec.hooks and spec.hooks[which]
   if not h then return nil end
   local t0 = core.time()
-  local ok, detail = M.run_handler(h, { runc_id = c.runc_id, netns = M.netns(inst, c) }, timeout)
+  local ok, detail = M.run_handler(h, M.target(inst, c), timeout)
   log(ok and "info" or "warn", "instance %s: container %s: %s hook %s in %.1f s%s", inst.id, c.name, HOOKS[which],
     ok and "ran" or "failed", core.time() - t0, detail and (": " .. detail) or "")
   return ok, detail
@@ -113,7 +134,7 @@ function M.start(inst, c, mon, ctx)
   if probes.startup == nil then started:set(true) end
   task.spawn(function() mon.ended:wait() started:set(false) end)
   local t0 = c.started_at or core.time()
-  local target = function() return { runc_id = c.runc_id, netns = M.netns(inst, c) } end
+  local target = function() return M.target(inst, c) end
   for kind, p in pairs(probes) do
     task.spawn(function()
       if kind ~= "startup" and not started:wait() then return end

@@ -321,7 +321,12 @@ local function v_handler(h, where, hook)
         return nil, ("%s.host is %s: an IPv4 address or a host name"):format(where, describe(out.host))
       end
     end
-    if h.type == "tcp" then return out end
+    if h.type == "tcp" then
+      if out.host and not out.host:match("^%d+%.%d+%.%d+%.%d+$") then
+        return nil, ("%s.host is %s: a tcp probe connects to an IPv4 address"):format(where, describe(out.host))
+      end
+      return out
+    end
     out.path, err = check_string(h.path or "/", where .. ".path", L.arg)
     if not out.path then return nil, err end
     if out.path:sub(1, 1) ~= "/" or out.path:find("[%s%c]") then

@@ -7,7 +7,7 @@
 # container gets SIGTERM on a delete, and one that hangs, bounded by the grace period; a failing
 # postStart hook; imagePullPolicy Never (ErrImageNeverPull for an image not on the node, the cached
 # one runs); an emptyDir of medium Memory: a tmpfs of sizeLimit shared by two containers, unmounted
-# by the delete.
+# by the delete; riklet killed with -9 and restarted runs the probes of the pods it re-adopts.
 source "$(dirname "$0")/../lib/registry.sh"
 source "$(dirname "$0")/../lib/mkimage.sh"
 source "$(dirname "$0")/../lib/riklet.sh"
@@ -62,10 +62,12 @@ READY=$(jq -c '.spec.volumes = [{name: "flag", emptyDir: {}}]' <<<"$(pod 2222222
 	"[$(ctr main 'sleep 3600 & wait $!' "{\"volumeMounts\": [{\"name\": \"flag\", \"mountPath\": \"/flag\"}],
 	  \"startupProbe\": $(probe '{"exec": {"command": ["true"]}}'),
 	  \"readinessProbe\": $(probe '{"exec": {"command": ["cat", "/flag/ready"]}}')}")]")")
-# --- liveness that fails: restarted (restartPolicy Always) -----------------------------------
-LIVE=$(pod 22222222-aaaa-4bbb-8ccc-000000000002 live "[$(ctr main 'echo run; sleep 3600 & wait $!' \
-	"{\"livenessProbe\": $(probe '{"exec": {"command": ["test", "-e", "/no/such/file"]}, "failureThreshold": 2}')}")]" \
-	'{"restartPolicy": "Always", "terminationGracePeriodSeconds": 2}')
+# --- liveness that fails once /flag/die exists: restarted (restartPolicy Always) -------------
+LIVE=$(jq -c '.spec.volumes = [{name: "flag", emptyDir: {}}]' <<<"$(pod 22222222-aaaa-4bbb-8ccc-000000000002 live \
+	"[$(ctr main 'echo run; sleep 3600 & wait $!' "{\"volumeMounts\": [{\"name\": \"flag\", \"mountPath\": \"/flag\"}],
+	  \"livenessProbe\": $(probe '{"exec": {"command": ["test", "!", "-e", "/flag/die"]}, "failureThreshold": 2}')}")]" \
+	'{"restartPolicy": "Always", "terminationGracePeriodSeconds": 2}')")
+DIE=$STATE/instances/k8s-22222222-aaaa-4bbb-8ccc-000000000002/volumes/flag/die
 # --- httpGet and tcpSocket against httpd / nc in the pod; a path and a port that fail --------------
 HTTPD='mkdir -p /tmp/www; echo fine >/tmp/www/healthz; httpd -f -p 8080 -h /tmp/www'
 NC='while true; do nc -l -p 9090 </dev/null >/dev/null; done'
@@ -110,8 +112,13 @@ touch "$STATE/instances/k8s-22222222-aaaa-4bbb-8ccc-000000000001/volumes/flag/re
 ok 'wait_for 40 is_field "$READY" 0 .ready true' "... ready once the file appears"
 like "$(grep 'container main is ready' "$RK_LOG")" 'readiness probe succeeded' "... riklet logs the change"
 
+wait_for 60 is_field "$LIVE" 0 '.state | keys[0]' running
+sleep 3
+is "$(cfield "$LIVE" 0 .restartCount)" 0 "liveness: no restart while the probe passes"
+touch "$DIE"
 restarted() { (($(cfield "$LIVE" 0 .restartCount) >= 1)); }
-ok 'wait_for 60 restarted' "liveness: the failing probe restarts the container (restartCount 1+)"
+ok 'wait_for 60 restarted' "... once it fails, the container is restarted (restartCount 1+)"
+rm -f "$DIE"
 like "$(grep -o 'container main: liveness probe failed [0-9]* times: test exited with code 1' "$RK_LOG" | head -1)" \
 	'liveness probe failed 2 times' "... after failureThreshold (2) failures in a row, logged with the reason"
 like "$(grep 'instance k8s-22222222-aaaa-4bbb-8ccc-000000000002: container main .*restarting it' "$RK_LOG" | head -1)" \
@@ -185,6 +192,17 @@ ok "((${sz:-0} > 0 && ${sz:-0} <= 1048576))" "... at most 1 MiB of the 4 MiB it 
 api POST /delete "$(put d.json "$MEM")" >/dev/null
 ok "! grep -q ' $MEMDIR ' /proc/self/mountinfo" "... its tmpfs is unmounted by the delete"
 ok "rk_nothing_left k8s-22222222-aaaa-4bbb-8ccc-000000000007" "... which leaves nothing"
+
+# --- riklet killed with -9 and restarted: the probes of the pods it re-adopts run again ---------
+n0=$(cfield "$LIVE" 0 .restartCount)
+rk_stop KILL
+rk_start_standalone --insecure-registries "$REGISTRY" --interlink "127.0.0.1:$PORT" || bail_out "riklet did not restart"
+ok 'wait_for 40 is_field "$READY" 0 .ready true' "after kill -9 and restart: the readiness probe runs again (ready)"
+rm -f "$STATE/instances/k8s-22222222-aaaa-4bbb-8ccc-000000000001/volumes/flag/ready"
+ok 'wait_for 40 is_field "$READY" 0 .ready false' "... and follows the container (the file removed: not ready)"
+touch "$DIE"
+more_restarts() { (($(cfield "$LIVE" 0 .restartCount) > n0)); }
+ok 'wait_for 60 more_restarts' "... and the liveness probe restarts its container again (restartCount beyond $n0)"
 
 for p in "$READY" "$LIVE" "$NET" "$PSFAIL" "$NEVER" "$NEVERC"; do api POST /delete "$(put d.json "$p")" >/dev/null; done
 ok "! rk_runc_ids | grep -q k8s-22222222" "every pod deleted: no container left"

@@ -180,6 +180,7 @@ for _, bad in ipairs({
   { { readinessProbe = { httpGet = { port = 80, httpHeaders = { { name = "X\r\nY", value = "v" } } } } }, "header name" },
   { { readinessProbe = { httpGet = { port = 80, httpHeaders = { { name = "X", value = "a\r\nInjected: 1" } } } } }, "control" },
   { { readinessProbe = { httpGet = { port = 80, host = "-x" } } }, "host" },
+  { { readinessProbe = { tcpSocket = { port = 80, host = "example.com" } } }, "IPv4" },
   { { lifecycle = { postStart = { exec = { command = "touch /x" } } } }, "array of strings" },
   { { readinessProbe = { sleep = { seconds = 1 } } }, "type" },
 }) do
