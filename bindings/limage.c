@@ -12,6 +12,7 @@
  *   c.overlay_mount(lower, upper, work, target) -> true | nil, err
  *   c.overlay_umount(target) -> true | nil, err          (not mounted is success; busy detaches)
  *   c.is_mountpoint(path) -> boolean | nil, err
+ *   c.tmpfs_mount(target, size_bytes | nil) -> true | nil, err   (mode 0777, nodev, nosuid)
  *   c.realpath(path) -> absolute path with no symbolic link, '.' or '..' | nil, err
  *
  * overlay_mount (mount(2) of overlayfs can take long on a busy disk) and layout_drop_untagged (an
@@ -185,6 +186,19 @@ static int l_overlay_mount(lua_State *L)
 	return lrk_offload(L, j->arg[3], overlay_mount_work, imgjob_push_true, imgjob_free, j);
 }
 
+/* c.tmpfs_mount(target, size_bytes | nil) -> true | nil, err */
+static int l_tmpfs_mount(lua_State *L)
+{
+	rk_err e = {0};
+	lua_Number size = luaL_optnumber(L, 2, 0);
+	if (size < 0 || size > 1125899906842624.0)
+		return lrk_fail(L, "tmpfs size %.0f is out of range", size);
+	if (rk_image_tmpfs_mount(luaL_checkstring(L, 1), (unsigned long long)size, &e) < 0)
+		return lrk_fail_err(L, &e);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
 /* c.overlay_umount(target) -> true | nil, err */
 static int l_overlay_umount(lua_State *L)
 {
@@ -230,6 +244,7 @@ static int open_image_c(lua_State *L)
 		{"digest_valid", l_digest_valid},
 		{"overlay_mount", l_overlay_mount},
 		{"overlay_umount", l_overlay_umount},
+		{"tmpfs_mount", l_tmpfs_mount},
 		{"is_mountpoint", l_is_mountpoint},
 		{"realpath", l_realpath},
 		{NULL, NULL},

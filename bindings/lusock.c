@@ -3,8 +3,11 @@
  *
  *   usock.connect(path) -> sock | nil, err      (non-blocking connect; a socket nobody listens on,
  *                                                or a full backlog, is an error at once)
- *   usock.connect_tcp(ipv4, port) -> sock | nil, err   starts a non-blocking TCP connect (a
- *                                                readiness probe): sock:wait_writable(), then
+ *   usock.connect_tcp(ipv4, port[, {netns = PATH}]) -> sock | nil, err   starts a non-blocking
+ *                                                TCP connect (a readiness probe), from inside the
+ *                                                network namespace PATH if given (the socket is
+ *                                                made there; the thread returns at once):
+ *                                                sock:wait_writable(), then
  *                                                sock:so_error() -> nil (connected) | message
  *   sock:read() -> data | nil (end of stream) | nil, err   yields until bytes arrive (at most
  *                                                64 KiB per call); one reader at a time
@@ -26,6 +29,7 @@
 
 #include "loop.h"
 #include "lrk.h"
+#include "net.h"
 
 #define USOCK_MT "riklet.usock.sock"
 #define READ_MAX 65536
@@ -133,14 +137,32 @@ static int l_connect_tcp(lua_State *L)
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
 	if (port < 1 || port > 65535 || inet_pton(AF_INET, ip, &sa.sin_addr) != 1)
 		return lrk_fail(L, "%s:%d is not an IPv4 address and port", ip, port);
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return lrk_fail(L, "cannot create a TCP socket: %s", strerror(errno));
-	if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS) {
-		int err = errno;
-		close(fd);
-		return lrk_fail(L, "cannot connect to %s:%d: %s", ip, port, strerror(err));
+	const char *ns = NULL;
+	if (lua_istable(L, 3)) {
+		lua_getfield(L, 3, "netns");
+		ns = lua_tostring(L, -1);
+		lua_pop(L, 1);
 	}
+	int saved = -1;
+	if (ns) {
+		rk_err e = {0};
+		saved = rk_netns_enter(ns, &e);
+		if (saved < 0)
+			return lrk_fail_err(L, &e);
+	}
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int err = errno;
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS) {
+		err = errno;
+		close(fd);
+		fd = -2;
+	}
+	if (saved >= 0)
+		rk_netns_leave(saved, NULL);
+	if (fd == -1)
+		return lrk_fail(L, "cannot create a TCP socket: %s", strerror(err));
+	if (fd < 0)
+		return lrk_fail(L, "cannot connect to %s:%d: %s", ip, port, strerror(err));
 	return push_sock(L, fd);
 }
 

@@ -510,6 +510,28 @@ int rk_image_overlay_mount(const char *lower, const char *upper, const char *wor
 	return 0;
 }
 
+int rk_image_tmpfs_mount(const char *target, unsigned long long size, rk_err *e)
+{
+	if (!target || target[0] != '/')
+		return rk_errf(e, EINVAL, "tmpfs target '%s' must be an absolute path", target ? target : "(null)");
+	int mp = rk_image_is_mountpoint(target, e);
+	if (mp < 0)
+		return -1;
+	if (mp)
+		return rk_errf(e, EBUSY, "%s is already a mount point (unmount it first)", target);
+	char opts[64];
+	if (size)
+		snprintf(opts, sizeof opts, "mode=0777,size=%llu", size);
+	else
+		snprintf(opts, sizeof opts, "mode=0777");
+	if (mount("tmpfs", target, "tmpfs", MS_NODEV | MS_NOSUID, opts) < 0) {
+		int err = errno;
+		return rk_errf(e, err, "cannot mount a tmpfs (%s) on %s: %s%s", opts, target, strerror(err),
+			       err == EPERM ? " (riklet must run as root)" : "");
+	}
+	return 0;
+}
+
 int rk_image_overlay_umount(const char *target, rk_err *e)
 {
 	for (int i = 0; i < 16; i++) {

@@ -63,6 +63,11 @@ int rk_image_digest_valid(const char *digest);
  * (overlayfs option separators). Returns 0, or -1 (EBUSY when target is already a mount point). */
 int rk_image_overlay_mount(const char *lower, const char *upper, const char *work, const char *target, rk_err *e);
 
+/* Mount a tmpfs at target (an existing directory, not a mount point yet): mode 0777, nodev, nosuid,
+ * at most size bytes (0: the kernel's default, half the RAM). For Pod emptyDir volumes of medium
+ * Memory. Returns 0 or -1. */
+int rk_image_tmpfs_mount(const char *target, unsigned long long size, rk_err *e);
+
 /* Unmount target; a busy mount is detached (MNT_DETACH) instead. Not mounted (or absent) is
  * success. Returns 0 or -1. */
 int rk_image_overlay_umount(const char *target, rk_err *e);

@@ -8,7 +8,8 @@
 --   image.ensure(ref, opts) -> {digest=, rootfs=, config=, bundle=, ref=} | nil, err
 --       ref: "name[:tag]", "host:port/path/name[:tag]", "name@sha256:<hex>", "oci:/abs/layout[:tag]"
 --       opts: timeout (seconds), insecure_registries (list of host[:port]), pull = "missing"
---       (default: use the local copy of a tag when there is one) | "always".
+--       (default: use the local copy of a tag when there is one) | "always" | "never" (only the
+--       local copy: an image not on this node fails with ErrImageNeverPull in the reason).
 --       rootfs = the unpacked root filesystem (shared, never written), config = the config.json
 --       umoci generated (a template for riklet.oci.edit_config), bundle = their directory.
 --       Concurrent ensures of one image coalesce: the later callers wait for the first.
@@ -39,6 +40,7 @@ M.layout_lookup = c.layout_lookup
 M.digest_key = c.digest_key
 M.digest_valid = c.digest_valid
 M.is_mountpoint = c.is_mountpoint
+M.tmpfs_mount, M.umount = c.tmpfs_mount, c.overlay_umount -- (Pod emptyDir volumes of medium Memory)
 
 local LAYOUT_REF = "image" -- the ref name of the one image in each of our layouts
 
@@ -186,6 +188,10 @@ local function pull(r, opts)
     old_digest = c.layout_lookup(layout, LAYOUT_REF)
     if old_digest and opts.pull ~= "always" then return layout, old_digest end
   end
+  if opts.pull == "never" then
+    return nil, ("image %s is not on this node and its pull policy is Never (ErrImageNeverPull): put it in the "
+      .. "image cache first (or use pull policy IfNotPresent)"):format(r.canonical)
+  end
   local fok, ferr = fault.point("image.pull") if not fok then return nil, ferr end
   local target = layout
   if fresh then
@@ -324,8 +330,8 @@ function M.ensure(ref, opts)
   opts = opts or {}
   if not cfg.ready then return nil, "riklet.image is not initialised (image.init)" end
   if type(ref) ~= "string" then return nil, "image reference must be a string" end
-  if opts.pull ~= nil and opts.pull ~= "missing" and opts.pull ~= "always" then
-    return nil, ("image pull policy %q is not one of: missing, always"):format(tostring(opts.pull))
+  if opts.pull ~= nil and opts.pull ~= "missing" and opts.pull ~= "always" and opts.pull ~= "never" then
+    return nil, ("image pull policy %q is not one of: missing, always, never"):format(tostring(opts.pull))
   end
   local r, err = c.parse_ref(ref)
   if not r then return nil, "invalid image reference: " .. err end

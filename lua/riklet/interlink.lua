@@ -173,7 +173,8 @@ local function container_status(v, spec_c, has_init)
     -- the pod could not be created (or lost): a reason that fails it, never waiting forever
     local msg = tostring(v.message or "")
     local reason = "CreateContainerError"
-    if not c and msg:match("^init container") then reason = "Init:Error"
+    if not c and msg:find("ErrImageNeverPull", 1, true) then reason = "ErrImageNeverPull"
+    elseif not c and msg:match("^init container") then reason = "Init:Error"
     elseif not c and (msg:find("image", 1, true) or msg:find("pull", 1, true)) then reason = "ErrImagePull"
     elseif c then reason = "StartError" end
     out.state = { terminated = { exitCode = 128, reason = reason, message = msg } }
@@ -190,8 +191,9 @@ local function container_status(v, spec_c, has_init)
       out.state = terminated({ exit_signal = 15, started_at = c.started_at, finished_at = core.time(), reason = "destroyed" })
     else
       out.state = { running = { startedAt = rfc3339(c.started_at) } }
-      out.ready = true
-      out.started = true
+      -- its readiness and startup probes (riklet.probe) decide; none: ready once running
+      out.ready = c.ready ~= false
+      out.started = c.started ~= false
     end
   elseif c.state == "waiting" then
     out.state = { waiting = { reason = "CrashLoopBackOff", message = c.reason } }

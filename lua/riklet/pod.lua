@@ -28,6 +28,7 @@ local conmon = require "riklet.conmon"
 local store = require "riklet.store"
 local fault = require "riklet.fault"
 local lifecycle = require "riklet.lifecycle"
+local probe = require "riklet.probe"
 
 local P = {}
 local cfg, agent, netctl
@@ -105,7 +106,8 @@ local function watch(inst, c, mon, suffix)
     local st = mon.ended:wait()
     exited:set(st)
     if r.expected or r.mon ~= mon then return end -- we stopped it, or a restart replaced it
-    local describe = st.describe .. (suffix or "")
+    local describe = st.describe .. (suffix or "") .. (r.killed_for and ("; " .. r.killed_for) or "")
+    r.killed_for = nil
     local code = st.code
     if code == nil and st.signal == nil then code = -1 end
     agent.post(inst.id, { type = "exit", container = c.name, code = code, signal = st.signal, describe = describe })
@@ -131,6 +133,45 @@ local function conmon_create(inst, c)
   if not mon then return nil, err end
   c.pid, c.conmon_pid = mon.pid, mon.conmon_pid
   return mon
+end
+
+-- Stop a running container that its probes or its postStart hook failed (kubelet: preStop hook,
+-- SIGTERM, the grace period, SIGKILL); its exit is then reported as any other, with why, and the
+-- restart policy decides.
+local function probe_kill(inst, c, mon, why)
+  local r = rt(inst, c.name)
+  if r.expected or r.mon ~= mon or mon.ended.is_set then return end
+  log("warn", "instance %s: container %s: %s: stopping it (the restart policy decides what follows)", inst.id, c.name, why)
+  r.killed_for = why
+  local grace = inst.grace or cfg.stop_grace
+  local t0 = core.time()
+  probe.hook(inst, c, "pre_stop", math.max(1, grace))
+  if r.expected or r.mon ~= mon or mon.ended.is_set then return end
+  runc.kill(c.runc_id, "TERM")
+  if not mon.ended:wait(math.max(2, grace - (core.time() - t0))) and r.mon == mon and not r.expected then
+    runc.kill(c.runc_id, "KILL", { all = true })
+  end
+end
+
+-- After container c started (create, restart): its postStart hook (a failure stops the container)
+-- and its probes, each in its own task, until this run ends. hooks = false after an adoption.
+local POST_START_TIMEOUT = 120
+local function start_probes(inst, c, hooks)
+  local r = rt(inst, c.name)
+  local mon = r.mon
+  if not mon then return end
+  local ctx = {
+    save = function() save(inst) end,
+    kill = function(why) probe_kill(inst, c, mon, why) end,
+    stopped = function() return r.expected or r.mon ~= mon end,
+  }
+  if hooks ~= false then
+    task.spawn(function()
+      local ok, detail = probe.hook(inst, c, "post_start", POST_START_TIMEOUT)
+      if ok == false then ctx.kill("postStart hook failed: " .. tostring(detail)) end
+    end)
+  end
+  probe.start(inst, c, mon, ctx)
 end
 
 local function env_list(w_env)
@@ -199,14 +240,19 @@ end
 local check_cancel, unless_destroyed = lifecycle.check_cancel, lifecycle.unless_destroyed
 
 -- The Pod's volumes, in DIR/volumes/NAME (removed with the instance directory): emptyDir an empty
--- directory every container may write (mode 0777, as Kubernetes makes it), files (ConfigMap,
--- Secret, projected) written with their mode. A subPath that does not exist is made a directory.
+-- directory every container may write (mode 0777, as Kubernetes makes it; medium Memory: a tmpfs
+-- of at most size_limit bytes, unmounted by P.umount_volumes), files (ConfigMap, Secret,
+-- projected) written with their mode. A subPath that does not exist is made a directory.
 function P.make_volumes(dir, w)
   local workload = require "riklet.workload"
   local voldir = dir .. "/volumes"
   for _, v in ipairs(w.volumes or {}) do
     local vd = voldir .. "/" .. v.name
     local ok, err = fs.mkdir_p(vd, v.type == "emptyDir" and "0777" or "0755")
+    if ok and v.medium == "Memory" then
+      ok, err = image.tmpfs_mount(vd, v.size_limit)
+      if ok then log("info", "volume %s: a tmpfs of %s at %s", v.name, v.size_limit and (v.size_limit .. " bytes") or "the kernel's default size", vd) end
+    end
     if not ok then return nil, ("volume %s: %s"):format(v.name, err) end
     for _, f in ipairs(v.files or {}) do
       local path = vd .. "/" .. f.path
@@ -273,6 +319,22 @@ function P.run_init(inst, w, crec, mon)
     if not mon then return nil, ("init container %s: %s"):format(crec.name, err) end
   end
   return nil, ("init container %s %s"):format(crec.name, tostring(crec.reason))
+end
+
+-- Unmount what is mounted on the Pod's volume directories (the tmpfs of emptyDir volumes of medium
+-- Memory): before the directory is removed (fs.rm_rf never crosses a mount), and to free the
+-- memory once the Pod ended. -> true | nil, err
+function P.umount_volumes(dir)
+  local errs = {}
+  for _, name in ipairs(fs.list(dir .. "/volumes") or {}) do
+    local vd = dir .. "/volumes/" .. name
+    if fs.safe_name(name, 255) and image.is_mountpoint(vd) then
+      local ok, err = image.umount(vd)
+      if not ok then errs[#errs + 1] = ("volume %s: %s"):format(name, err) end
+    end
+  end
+  if #errs > 0 then return nil, table.concat(errs, "; ") end
+  return true
 end
 
 local create
@@ -397,6 +459,7 @@ create = function(inst, w)
     crec.state = "running"
     crec.started_at = core.time()
     crec.memcg = P.memcg_of(crec.pid)
+    start_probes(inst, crec)
     ::next::
   end
   -- not stored here: the agent stores the record with RUNNING as soon as this returns (a crash
@@ -442,9 +505,14 @@ local function stop_container(inst, c)
     mon.ended:wait(5)
   elseif mon and not mon.ended.is_set and not (st and st.status == "created") then
     local fok, ferr = fault.point("pod.stop") if not fok then return nil, ("cannot stop container %s: %s"):format(c.runc_id, ferr) end
+    local grace = inst.grace or cfg.stop_grace
+    -- the preStop hook first, within the grace period (SIGTERM then gets what is left, 2 s at least)
+    local t0 = core.time()
+    if not c.init and probe.hook(inst, c, "pre_stop", math.max(1, grace)) ~= nil then
+      grace = math.max(2, grace - (core.time() - t0))
+    end
     local ok, err = runc.kill(c.runc_id, "TERM")
     if not ok and not mon.ended.is_set then return nil, ("cannot stop container %s: %s"):format(c.runc_id, err) end
-    local grace = inst.grace or cfg.stop_grace
     if not r.exited:wait(grace) then
       log("warn", "container %s did not stop within %gs of SIGTERM: sending SIGKILL", c.runc_id, grace)
       ok, err = runc.kill(c.runc_id, "KILL", { all = true })
@@ -506,6 +574,10 @@ local function free_resources(inst, keep_logs)
       end
     end
   end
+  if rec.dir and stopped_all then
+    local ok, err = P.umount_volumes(rec.dir)
+    if not ok then errs[#errs + 1] = err end
+  end
   if rec.network and netctl and stopped_all then
     local ok, err = netctl.teardown(inst.id)
     if ok then rec.network = nil else errs[#errs + 1] = err end
@@ -552,6 +624,7 @@ function P.adopt(inst)
         ended = ended + 1
       elseif c.conmon_pid and conmon.alive(c.conmon_pid, c.runc_id) then
         watch(inst, c, conmon.monitor({ id = c.runc_id, dir = c.dir, conmon_pid = c.conmon_pid, pid = c.pid }))
+        if not c.init then start_probes(inst, c, false) end
         running = running + 1
       else
         local rs, err, missing = runc.state(c.runc_id)
@@ -653,6 +726,7 @@ function P.reconcile(live_ids, is_live)
       for _, cname in ipairs(fs.list(dir) or {}) do
         if fs.exists(dir .. "/" .. cname .. "/rootfs") then image.umount_rootfs(dir .. "/" .. cname) end
       end
+      P.umount_volumes(dir)
       local ok, err = fs.rm_rf(dir)
       if ok then
         log("info", "removed leftover directory of instance %s (no record)", id)
@@ -788,6 +862,7 @@ local function restart_counted(inst, name)
       c.exit_code, c.exit_signal, c.restart_at, c.oom = nil, nil, nil, nil
       fs.unlink(c.dir .. "/oom")
       c.memcg = P.memcg_of(c.pid)
+      start_probes(inst, c)
     end
   end
   return true -- the lifecycle stores the record (L.report)

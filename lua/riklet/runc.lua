@@ -9,6 +9,8 @@
 --   runc.state(id) -> {id=, pid=, status=, bundle=, created=} | nil, err, missing:boolean
 --   runc.kill(id, signal="TERM", {all=bool}) -> true | nil, err   (a stopped container: true, "not running")
 --   runc.delete(id, {force=bool}) -> true | nil, err             (an absent container: true, "absent")
+--   runc.exec(id, argv, timeout) -> {code=, signal=, stdout=, stderr=, timed_out=} | nil, err
+--       argv run in the running container (its user, env, cwd), as kubelet runs exec probes/hooks
 --   runc.list() -> array of {id=, pid=, status=, bundle=, created=} | nil, err
 --   runc.exists(id) -> boolean   runc has a container ID in its root (its state directory is
 --       there: what makes `runc create ID` refuse); no runc process, so cheap on a start's path
@@ -166,6 +168,16 @@ function M.delete(id, opts)
     return nil, rerr
   end
   return true
+end
+
+function M.exec(id, argv, timeout)
+  local ok, err = check_id(id, "exec")
+  if not ok then return nil, err end
+  local args = { cfg.runc, "--root", cfg.root, "exec", "--", id }
+  for _, a in ipairs(argv) do args[#args + 1] = a end
+  local r, rerr = proc.run(args, { timeout = timeout })
+  if not r then return nil, ("runc exec %s: runc (%s) could not be started: %s"):format(id, cfg.runc, tostring(rerr)) end
+  return r
 end
 
 function M.list()

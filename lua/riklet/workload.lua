@@ -156,7 +156,7 @@ end
 local MODEL_KEYS = set("kind", "name", "replicas", "restart_policy", "grace_period", "containers", "function",
   "independent", "volumes", "init_containers")
 local CONTAINER_KEYS = set("name", "image", "image_ref", "command", "args", "working_dir", "env", "ports",
-  "mounts", "limits", "user", "pull")
+  "mounts", "limits", "user", "pull", "probes", "hooks")
 
 -- An array of objects with only `keys`, at most max entries, each checked by check(e, where).
 local function entries(list, where, shape, max, keys, check)
@@ -289,6 +289,117 @@ local function v_limits(l, where)
   return { cpu = l.cpu, memory = l.memory }
 end
 
+-- Probes and lifecycle hooks (riklet.probe runs them). A handler: {type = "exec", command} |
+-- {type = "http", port, path, scheme = "http"|"https", host?, headers = {{name, value}}} |
+-- {type = "tcp", port, host?} | {type = "sleep", seconds} (hooks only).
+local HANDLER_KEYS = set("type", "command", "port", "path", "scheme", "host", "headers", "seconds")
+local PROBE_KEYS = set("handler", "initial_delay_seconds", "period_seconds", "timeout_seconds", "success_threshold",
+  "failure_threshold")
+W.PROBE_DEFAULTS = { initial_delay_seconds = 0, period_seconds = 10, timeout_seconds = 1, success_threshold = 1,
+  failure_threshold = 3 }
+local PROBE_RANGES = { initial_delay_seconds = { 0, 86400 }, period_seconds = { 1, 86400 }, timeout_seconds = { 1, 3600 },
+  success_threshold = { 1, 1000 }, failure_threshold = { 1, 1000 } }
+
+local function v_handler(h, where, hook)
+  if type(h) ~= "table" then return nil, ("%s is %s: expected an object {type, ...}"):format(where, describe(h)) end
+  local ok, err = only_keys(h, HANDLER_KEYS, where)
+  if not ok then return nil, err end
+  local out = { type = h.type }
+  if h.type == "exec" then
+    out.command, err = check_strings(h.command, where .. ".command")
+    if not out.command then return nil, err end
+    if #out.command == 0 or #out.command > L.argv then
+      return nil, ("%s.command has %d entries: from 1 to %d"):format(where, #out.command, L.argv)
+    end
+    return out
+  elseif h.type == "http" or h.type == "tcp" then
+    out.port, err = check_port(h.port, where .. ".port")
+    if not out.port then return nil, err end
+    if h.host ~= nil then
+      out.host, err = check_string(h.host, where .. ".host", 253)
+      if not out.host then return nil, err end
+      if not out.host:match("^[A-Za-z0-9][A-Za-z0-9.-]*$") then
+        return nil, ("%s.host is %s: an IPv4 address or a host name"):format(where, describe(out.host))
+      end
+    end
+    if h.type == "tcp" then
+      if out.host and not out.host:match("^%d+%.%d+%.%d+%.%d+$") then
+        return nil, ("%s.host is %s: a tcp probe connects to an IPv4 address"):format(where, describe(out.host))
+      end
+      return out
+    end
+    out.path, err = check_string(h.path or "/", where .. ".path", L.arg)
+    if not out.path then return nil, err end
+    if out.path:sub(1, 1) ~= "/" or out.path:find("[%s%c]") then
+      return nil, ("%s.path is %s: an absolute URL path without spaces or control characters"):format(where, describe(out.path))
+    end
+    out.scheme = h.scheme or "http"
+    if out.scheme ~= "http" and out.scheme ~= "https" then
+      return nil, ("%s.scheme is %s: use HTTP or HTTPS"):format(where, describe(h.scheme))
+    end
+    out.headers, err = entries(h.headers, where .. ".headers", "{name, value}", 64, ENV_KEYS, function(e, w)
+      if type(e.name) ~= "string" or not e.name:match("^[!#$%%&'*+.^_`|~%w-]+$") or #e.name > 256 then
+        return nil, ("%s.name is %s: an HTTP header name"):format(w, describe(e.name))
+      end
+      local v, verr = check_string(e.value, w .. ".value", L.arg, true)
+      if not v then return nil, verr end
+      if v:find("[%c]") then return nil, ("%s.value is %s: no control characters"):format(w, describe(v)) end
+      return { name = e.name, value = v }
+    end)
+    if not out.headers then return nil, err end
+    return out
+  elseif h.type == "sleep" and hook then
+    local n = h.seconds
+    if type(n) ~= "number" or n ~= math.floor(n) or n < 0 or n > L.grace_period then
+      return nil, ("%s.seconds is %s: a whole number of seconds from 0 to %d"):format(where, describe(n), L.grace_period)
+    end
+    out.seconds = n
+    return out
+  end
+  return nil, ("%s.type is %s: use exec, http or tcp%s"):format(where, describe(h.type), hook and " (or sleep)" or "")
+end
+
+local function v_probes(p, where)
+  if type(p) ~= "table" then return nil, ("%s is %s: expected an object {startup, readiness, liveness}"):format(where, describe(p)) end
+  local ok, err = only_keys(p, set("startup", "readiness", "liveness"), where)
+  if not ok then return nil, err end
+  local out = {}
+  for kind, pr in pairs(p) do
+    local w = where .. "." .. kind
+    if type(pr) ~= "table" then return nil, ("%s is %s: expected an object {handler, ...}"):format(w, describe(pr)) end
+    ok, err = only_keys(pr, PROBE_KEYS, w)
+    if not ok then return nil, err end
+    local o = {}
+    o.handler, err = v_handler(pr.handler, w .. ".handler", false)
+    if not o.handler then return nil, err end
+    for k, range in pairs(PROBE_RANGES) do
+      local n = pr[k]
+      if n == nil then n = W.PROBE_DEFAULTS[k] end
+      if type(n) ~= "number" or n ~= math.floor(n) or n < range[1] or n > range[2] then
+        return nil, ("%s.%s is %s: a whole number from %d to %d"):format(w, k, describe(n), range[1], range[2])
+      end
+      o[k] = n
+    end
+    if kind ~= "readiness" and o.success_threshold ~= 1 then
+      return nil, ("%s.success_threshold is %d: it must be 1 for a %s probe (as in Kubernetes)"):format(w, o.success_threshold, kind)
+    end
+    out[kind] = o
+  end
+  return out
+end
+
+local function v_hooks(hk, where)
+  if type(hk) ~= "table" then return nil, ("%s is %s: expected an object {post_start, pre_stop}"):format(where, describe(hk)) end
+  local ok, err = only_keys(hk, set("post_start", "pre_stop"), where)
+  if not ok then return nil, err end
+  local out = {}
+  for k, h in pairs(hk) do
+    out[k], err = v_handler(h, where .. "." .. k, true)
+    if not out[k] then return nil, err end
+  end
+  return out
+end
+
 local function v_container(c, where)
   if type(c) ~= "table" then return nil, ("%s is %s: expected an object"):format(where, describe(c)) end
   local ok, err = only_keys(c, CONTAINER_KEYS, where)
@@ -330,9 +441,9 @@ local function v_container(c, where)
   if not out.mounts then return nil, err end
   out.limits, err = v_limits(c.limits, where .. ".limits")
   if not out.limits then return nil, err end
-  if c.pull ~= nil then -- image pull policy: "always" (pull each create), "missing" (the default)
-    if c.pull ~= "always" and c.pull ~= "missing" then
-      return nil, ("%s.pull is %s: use always or missing"):format(where, describe(c.pull))
+  if c.pull ~= nil then -- image pull policy: "always" (pull each create), "missing" (the default), "never"
+    if c.pull ~= "always" and c.pull ~= "missing" and c.pull ~= "never" then
+      return nil, ("%s.pull is %s: use always, missing or never"):format(where, describe(c.pull))
     end
     out.pull = c.pull
   end
@@ -348,6 +459,14 @@ local function v_container(c, where)
       end
     end
     out.user = { uid = u.uid, gid = u.gid }
+  end
+  if c.probes ~= nil then
+    out.probes, err = v_probes(c.probes, where .. ".probes")
+    if not out.probes then return nil, err end
+  end
+  if c.hooks ~= nil then
+    out.hooks, err = v_hooks(c.hooks, where .. ".hooks")
+    if not out.hooks then return nil, err end
   end
   return out
 end
@@ -562,6 +681,63 @@ local function rik_mounts(vm, where)
   return out
 end
 
+-- A Kubernetes probe or hook handler ({exec: {command}} | {httpGet: {port, path, host, scheme,
+-- httpHeaders}} | {tcpSocket: {port, host}} | {sleep: {seconds}}) -> the model's handler (checked by
+-- W.validate). Named ports are resolved by the front-end (W.from_k8s) before.
+local function rik_handler(h, where)
+  if not is_obj(h) then return nil, ("%s is %s: expected an object"):format(where, describe(h)) end
+  local function sub(k)
+    local v = opt(h[k])
+    if v ~= nil and not is_obj(v) then return nil, ("%s.%s is %s: expected an object"):format(where, k, describe(v)) end
+    return v
+  end
+  local e, g, t, sl = sub("exec"), sub("httpGet"), sub("tcpSocket"), sub("sleep")
+  if not is_null(h.grpc) then return nil, where .. ".grpc: riklet runs exec, httpGet and tcpSocket probes, not grpc" end
+  if e then return { type = "exec", command = opt(e.command) } end
+  if g then
+    local scheme = opt(g.scheme)
+    return { type = "http", port = opt(g.port), path = opt(g.path), host = opt(g.host) ~= "" and opt(g.host) or nil,
+      scheme = type(scheme) == "string" and scheme:lower() or scheme, headers = opt(g.httpHeaders) }
+  end
+  if t then return { type = "tcp", port = opt(t.port), host = opt(t.host) ~= "" and opt(t.host) or nil } end
+  if sl then return { type = "sleep", seconds = opt(sl.seconds) } end
+  return nil, where .. " has no handler: give exec, httpGet or tcpSocket"
+end
+
+local PROBE_FIELDS = { initialDelaySeconds = "initial_delay_seconds", periodSeconds = "period_seconds",
+  timeoutSeconds = "timeout_seconds", successThreshold = "success_threshold", failureThreshold = "failure_threshold" }
+
+-- startupProbe / readinessProbe / livenessProbe and lifecycle.postStart / preStop of a container.
+local function rik_probes_hooks(c, where)
+  local probes, hooks
+  for kind, field in pairs({ startup = "startupProbe", readiness = "readinessProbe", liveness = "livenessProbe" }) do
+    local p = opt(c[field])
+    if p ~= nil then
+      local w = where .. "." .. field
+      if not is_obj(p) then return nil, nil, ("%s is %s: expected an object"):format(w, describe(p)) end
+      local h, err = rik_handler(p, w)
+      if not h then return nil, nil, err end
+      local m = { handler = h }
+      for k, mk in pairs(PROBE_FIELDS) do m[mk] = opt(p[k]) end
+      probes = probes or {}
+      probes[kind] = m
+    end
+  end
+  local lc = opt(c.lifecycle)
+  if lc ~= nil then
+    if not is_obj(lc) then return nil, nil, ("%s.lifecycle is %s: expected an object"):format(where, describe(lc)) end
+    for k, field in pairs({ post_start = "postStart", pre_stop = "preStop" }) do
+      if not is_null(lc[field]) then
+        local h, err = rik_handler(lc[field], ("%s.lifecycle.%s"):format(where, field))
+        if not h then return nil, nil, err end
+        hooks = hooks or {}
+        hooks[k] = h
+      end
+    end
+  end
+  return probes, hooks
+end
+
 -- Map the decoded RIK JSON into a model (types checked as far as the mapping needs; W.validate
 -- checks the rest).
 local function map_rik(w)
@@ -647,9 +823,12 @@ local function map_rik(w)
       if err then return nil, err end
       local ipp = opt(c.imagePullPolicy)
       if ipp == "Always" then mc.pull = "always" elseif ipp == "IfNotPresent" then mc.pull = "missing"
-      elseif ipp ~= nil and ipp ~= "Never" then
+      elseif ipp == "Never" then mc.pull = "never"
+      elseif ipp ~= nil then
         return nil, ("%s.imagePullPolicy is %s: use Always, IfNotPresent or Never"):format(where, describe(ipp))
       end
+      mc.probes, mc.hooks, err = rik_probes_hooks(c, where)
+      if err then return nil, err end
       local sc = opt(c.securityContext)
       if type(sc) == "table" and (opt(sc.runAsUser) ~= nil or opt(sc.runAsGroup) ~= nil) then
         mc.user = { uid = opt(sc.runAsUser), gid = opt(sc.runAsGroup) }
@@ -921,7 +1100,39 @@ local function k8s_volume(v, src, projected)
 end
 
 -- spec fields riklet does not run, named in the notes when present
-local IGNORED_CONTAINER = { "livenessProbe", "readinessProbe", "startupProbe", "lifecycle", "stdin", "tty" }
+local IGNORED_CONTAINER = { "stdin", "tty" }
+local PROBE_HOOK_FIELDS = { "startupProbe", "readinessProbe", "livenessProbe", "lifecycle" }
+
+-- A copy of a probe or lifecycle object of container c with its named ports (httpGet.port or
+-- tcpSocket.port "http") replaced by the containerPort of that name: copy | nil, reason.
+local function k8s_named_ports(v, c, where)
+  if type(v) ~= "table" then return v end
+  local out = {}
+  for k, x in pairs(v) do
+    if (k == "httpGet" or k == "tcpSocket") and type(x) == "table" and type(x.port) == "string" then
+      local n = tonumber(x.port)
+      if not n then
+        for _, p in ipairs(type(c.ports) == "table" and c.ports or {}) do
+          if type(p) == "table" and p.name == x.port then n = p.containerPort end
+        end
+      end
+      if not n then
+        return nil, ("%s.%s.port %s: no container port has this name"):format(where, k, describe(x.port))
+      end
+      local cp = {}
+      for kk, xx in pairs(x) do cp[kk] = xx end
+      cp.port = n
+      out[k] = cp
+    elseif type(x) == "table" and (k == "postStart" or k == "preStop") then
+      local err
+      out[k], err = k8s_named_ports(x, c, where .. "." .. k)
+      if not out[k] then return nil, err end
+    else
+      out[k] = x
+    end
+  end
+  return setmetatable(out, getmetatable(v))
+end
 local IGNORED_POD = { "affinity", "tolerations", "hostAliases", "dnsConfig", "priorityClassName",
   "runtimeClassName", "shareProcessNamespace", "readinessGates", "topologySpreadConstraints" }
 
@@ -1024,8 +1235,8 @@ function W.from_k8s(data)
           if not used[vm.name] then
             used[vm.name] = true
             volumes[#volumes + 1] = built
-            if built.emptyDir and (built.emptyDir.medium or built.emptyDir.sizeLimit) then
-              notes[#notes + 1] = ("emptyDir %q: medium and sizeLimit are not applied yet (a directory on the node's disk)"):format(vm.name)
+            if built.emptyDir and built.emptyDir.sizeLimit and built.emptyDir.medium ~= "Memory" then
+              notes[#notes + 1] = ("emptyDir %q: sizeLimit is not applied on disk (only to medium Memory, a tmpfs)"):format(vm.name)
             end
           end
           local sub = opt(vm.subPath)
@@ -1053,10 +1264,17 @@ function W.from_k8s(data)
       for _, f in ipairs(IGNORED_CONTAINER) do
         if not is_null(c[f]) and c[f] ~= false then notes[#notes + 1] = ("container %s: %s is not run by riklet yet"):format(cname, f) end
       end
-      mc.imagePullPolicy = opt(c.imagePullPolicy)
-      if c.imagePullPolicy == "Never" then
-        notes[#notes + 1] = ("container %s: imagePullPolicy Never: riklet pulls the image when it is not cached"):format(cname)
+      for _, f in ipairs(PROBE_HOOK_FIELDS) do
+        if not is_null(c[f]) then
+          if part[1] == "initContainers" then
+            notes[#notes + 1] = ("init container %s: %s is not run (Kubernetes allows it only on containers)"):format(cname, f)
+          else
+            mc[f], err = k8s_named_ports(c[f], c, where .. "." .. f)
+            if not mc[f] then return nil, err end
+          end
+        end
       end
+      mc.imagePullPolicy = opt(c.imagePullPolicy)
       part[3][i] = mc
     end
   end

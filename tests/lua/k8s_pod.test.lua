@@ -119,7 +119,7 @@ _, _, notes = model(data({ { name = "c", image = "busybox", livenessProbe = { ex
   imagePullPolicy = "Always", volumeMounts = { { name = "sa", mountPath = "/var/run/secrets/kubernetes.io/serviceaccount" } } } },
   { volumes = { { name = "sa", projected = { sources = {} } } }, affinity = {} }))
 local all = table.concat(notes or {}, "\n")
-T.like(all, "livenessProbe is not run", "a probe is noted")
+T.ok(not all:find("livenessProbe", 1, true), "a liveness probe is run, not noted")
 T.ok(not all:find("imagePullPolicy Always", 1, true), "imagePullPolicy Always is applied, not noted")
 m = model(data({ { name = "c", image = "busybox:1", imagePullPolicy = "Always" }, { name = "d", image = "busybox", imagePullPolicy = "IfNotPresent" } }))
 T.is(m and (m.containers[1].pull .. " " .. m.containers[2].pull), "always missing", "imagePullPolicy Always / IfNotPresent")
@@ -147,3 +147,57 @@ T.like(all, "securityContext.privileged is not applied", "privileged is noted")
 T.like(all, "pod.spec.securityContext.fsGroup is not applied", "fsGroup is noted")
 _, reason = model(data({ { name = "c", image = "busybox", securityContext = { runAsUser = -1 } } }))
 T.like(tostring(reason), "user.uid", "a negative runAsUser is refused")
+
+-- probes and lifecycle hooks: Kubernetes defaults, named ports, every handler kind; bad ones refused
+m, err = model(data({ { name = "c", image = "busybox", ports = { { name = "web", containerPort = 8080 } },
+  readinessProbe = { httpGet = { path = "/healthz", port = "web", scheme = "HTTP", httpHeaders = { { name = "X-A", value = "b" } } },
+    periodSeconds = 2, successThreshold = 2 },
+  livenessProbe = { tcpSocket = { port = 8080 }, initialDelaySeconds = 5, failureThreshold = 1 },
+  startupProbe = { exec = { command = { "cat", "/tmp/up" } } },
+  lifecycle = { postStart = { exec = { command = { "touch", "/tmp/p" } } }, preStop = { sleep = { seconds = 1 } } } } }))
+T.ok(m ~= nil, "probes and hooks map: " .. tostring(err))
+local pr = m and m.containers[1].probes or {}
+T.is(pr.readiness and (pr.readiness.handler.type .. " " .. pr.readiness.handler.port .. " " .. pr.readiness.handler.path
+  .. " " .. pr.readiness.handler.scheme .. " " .. pr.readiness.handler.headers[1].name), "http 8080 /healthz http X-A",
+  "httpGet: the named port resolved to its containerPort, scheme lower-cased, headers kept")
+T.is(pr.readiness and (pr.readiness.period_seconds .. " " .. pr.readiness.success_threshold .. " " .. pr.readiness.timeout_seconds
+  .. " " .. pr.readiness.failure_threshold), "2 2 1 3", "periodSeconds and successThreshold kept; timeout 1 and failureThreshold 3 by default")
+T.is(pr.liveness and (pr.liveness.handler.type .. " " .. pr.liveness.initial_delay_seconds .. " " .. pr.liveness.failure_threshold),
+  "tcp 5 1", "tcpSocket liveness, initialDelaySeconds, failureThreshold")
+T.is(pr.startup and table.concat(pr.startup.handler.command, " "), "cat /tmp/up", "exec startup probe")
+local hk = m and m.containers[1].hooks or {}
+T.is(hk.post_start and hk.post_start.type .. " " .. hk.pre_stop.type .. " " .. hk.pre_stop.seconds, "exec sleep 1", "postStart exec, preStop sleep")
+for _, bad in ipairs({
+  { { livenessProbe = { grpc = { port = 1 } } }, "grpc" },
+  { { livenessProbe = { httpGet = { port = "nope" } } }, "no container port has this name" },
+  { { livenessProbe = { tcpSocket = { port = 70000 } } }, "port" },
+  { { livenessProbe = { exec = { command = {} } } }, "command has 0 entries" },
+  { { livenessProbe = { exec = { command = { "true" } }, successThreshold = 2 } }, "must be 1" },
+  { { readinessProbe = { exec = { command = { "true" } }, periodSeconds = 0 } }, "period_seconds" },
+  { { readinessProbe = { exec = { command = { "true" } }, timeoutSeconds = "1" } }, "timeout_seconds" },
+  { { readinessProbe = {} }, "no handler" },
+  { { readinessProbe = { httpGet = { port = 80, path = "/a b" } } }, "path" },
+  { { readinessProbe = { httpGet = { port = 80, httpHeaders = { { name = "X\r\nY", value = "v" } } } } }, "header name" },
+  { { readinessProbe = { httpGet = { port = 80, httpHeaders = { { name = "X", value = "a\r\nInjected: 1" } } } } }, "control" },
+  { { readinessProbe = { httpGet = { port = 80, host = "-x" } } }, "host" },
+  { { readinessProbe = { tcpSocket = { port = 80, host = "example.com" } } }, "IPv4" },
+  { { lifecycle = { postStart = { exec = { command = "touch /x" } } } }, "array of strings" },
+  { { readinessProbe = { sleep = { seconds = 1 } } }, "type" },
+}) do
+  local c = { name = "c", image = "busybox" }
+  for k, v in pairs(bad[1]) do c[k] = v end
+  local _, r = model(data({ c }))
+  T.like(tostring(r), bad[2], "refused with the field named: " .. bad[2])
+end
+_, _, notes = model(data({ { name = "c", image = "busybox" } }, { initContainers = { { name = "i", image = "busybox",
+  livenessProbe = { exec = { command = { "true" } } } } } }))
+T.like(table.concat(notes or {}, "\n"), "init container i: livenessProbe is not run", "a probe on an init container is noted")
+
+-- imagePullPolicy Never and emptyDir medium Memory with sizeLimit
+m, err = model(data({ { name = "c", image = "busybox", imagePullPolicy = "Never",
+  volumeMounts = { { name = "mem", mountPath = "/m" } } } }, { volumes = { { name = "mem", emptyDir = { medium = "Memory", sizeLimit = "2Mi" } } } }))
+T.is(m and m.containers[1].pull, "never", "imagePullPolicy Never -> pull never: " .. tostring(err))
+T.is(m and (m.volumes[1].medium .. " " .. m.volumes[1].size_limit), "Memory 2097152", "emptyDir medium Memory, sizeLimit 2Mi")
+_, reason = model(data({ { name = "c", image = "busybox", volumeMounts = { { name = "hp", mountPath = "/m" } } } },
+  { volumes = { { name = "hp", emptyDir = { medium = "HugePages" } } } }))
+T.like(tostring(reason), "medium", "emptyDir medium HugePages is refused with the field named")
