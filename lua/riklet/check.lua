@@ -275,6 +275,15 @@ function M.run(cfg, opts)
         or ("%s: %s"):format(cfg.auth_file, text and "not a containers-auth.json document ({\"auths\": {...}})" or tostring(err)),
       fix = ok and "" or "fix --auth-file (podman login --authfile FILE REGISTRY writes one)" }
   end
+  -- interLink httpGet probes run curl inside the Pod's network namespace through nsenter
+  local il = type(cfg.interlink) == "table" and #cfg.interlink > 0
+  if il or not opts.startup then
+    local c, cerr = version_of({ "curl", "--version" }, "^curl (%S+)")
+    local n, nerr = version_of({ "nsenter", "--version" }, "util%-linux (%S+)")
+    lines[#lines + 1] = { name = "probe tools", status = (c and n) and "ok" or (il and "warn" or "off"), required = false,
+      detail = (c and n) and ("curl %s, nsenter %s"):format(c, n) or (not c and ("curl: " .. cerr) or ("nsenter: " .. nerr)),
+      fix = (c and n) and "" or "apt-get install curl util-linux (interLink httpGet probes run them; without, each such probe fails)" }
+  end
   free_space(lines, cfg.state_dir)
   return lines
 end

@@ -13,7 +13,7 @@ is "$?" 0 "riklet --help exits 0"
 for sub in check top metrics; do like "$help" "riklet $sub " "--help shows riklet $sub"; done
 
 ALL=(runc conmon skopeo umoci cgroups overlayfs iptables "ip forwarding" qemu firecracker /dev/kvm
-	"guest kernel" "guest initrd" "state dir space")
+	"guest kernel" "guest initrd" "probe tools" "state dir space")
 line() { grep -E "^$(printf '%s' "$2" | sed 's/[/.]/\\&/g') +" <<<"$1" | head -n1; }
 
 out=$("$RIKLET" check --state-dir "$STATE" 2>&1)
@@ -54,6 +54,7 @@ like "$(line "$out" runc)" "^runc +FAIL +required +runc: not found" "the runc li
 like "$out" "apt-get install runc" "and what to do: apt-get install runc"
 like "$(line "$out" conmon)" " ok " "conmon is still ok"
 like "$out" "1 required check failed" "exactly one required check failed"
+like "$(line "$out" "probe tools")" "^probe tools +- +optional +curl: not found" "no curl on that PATH: the probe tools line says so, optional"
 is "$(env PATH="$NOBIN" "$RIKLET" check --json --state-dir "$STATE" | jq -r '.ok')" false "check --json: ok is false"
 
 # the agent refuses to start, says why, and creates nothing

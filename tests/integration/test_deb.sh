@@ -55,6 +55,7 @@ for d in runc conmon skopeo umoci libluajit-5.1-2 libnl-3-200 libip4tc2 libsyste
 	like "$deps" "(^|, )$d( |,|$)" "Depends on $d"
 done
 like "$(field Recommends)" "qemu-system-x86" "Recommends qemu-system-x86"
+like "$(field Recommends)" "curl" "Recommends curl (interLink httpGet probes)"
 is "$(dpkg-deb --ctrl-tarfile "$DEB" | tar -xO ./conffiles | sort | tr '\n' ' ')" \
 	"/etc/default/riklet /etc/riklet/config.lua /etc/riklet/policies/README " "conffiles: the files under /etc"
 files=$(dpkg-deb -c "$DEB" | awk '{ print $6 }')
