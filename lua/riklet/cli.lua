@@ -183,6 +183,11 @@ local function daemon(cfg)
   if not ok then return die("%s", err) end
   ok, err = preflight(cfg)
   if not ok then return die("%s", err) end
+  -- the code the daemon runs is loaded before anything is adopted: each re-adopted container
+  -- holds a file descriptor, and a node out of them (or a package upgrade replacing these files
+  -- under a running riklet) must not turn a later require into a crash of the agent
+  for _, m in ipairs({ "riklet.policy", "riklet.prom", "riklet.imagegc", "riklet.status", "riklet.systemd",
+    cfg.standalone and "riklet.standalone" or nil }) do require(m) end
   local agent
   agent, err = setup(cfg)
   if not agent then return die("%s", err) end

@@ -294,6 +294,8 @@ runc --root "$RUNC_ROOT" kill h3_c USR1
 h3_failed() { [[ $(rk_status h3) == FAILED ]]; }
 ok "wait_for 15 h3_failed" "h3 exits meanwhile: reported with no runc and maybe no fd to watch it"
 like "$(rk_reason h3)" 'exited with code 42$' "with its real exit code ($(rk_reason h3))"
+ok "kill -0 $RK_PID" "riklet is still up: out of fds, its standalone front-end waits instead of ending the agent" || diag_file "$ULOG"
+ok "grep -q 'cannot watch .*manifests.*Too many open files.*trying again in 5 s' '$ULOG'" "and it says so, with what to do"
 rk_stop TERM
 HEALTHY=(h1 h2 h5 h6 h7 h8 h9 h10)
 is "$(statuses "${HEALTHY[@]}")" "$(printf 'RUNNING %.0s' "${HEALTHY[@]}")" \
