@@ -97,7 +97,8 @@ function S.run(dir)
   -- out of file descriptors (every watched container holds one): the workloads riklet runs are
   -- still watched, so keep the agent and try again rather than end it
   while not w and tostring(err):match("[Tt]oo many open files") do
-    log("error", "cannot watch %s: %s; the running workloads are still watched, manifests are not read until this works (raise ulimit -n / LimitNOFILE); trying again in 5 s", dir, err)
+    log("error", "cannot watch %s: %s; the running workloads are still watched, manifests are not read until this works"
+      .. " (raise ulimit -n / LimitNOFILE); trying again in 5 s", dir, err)
     require("riklet.task").sleep(5)
     w, err = fs.watch_dir(dir)
   end
