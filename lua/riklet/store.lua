@@ -347,6 +347,8 @@ function M.list(opts)
       local rec, rerr = M.load(id, { definition = opts.definitions })
       if rec then
         recs[#recs + 1] = rec
+      elseif not opts.quarantine and not fs.exists(path(id)) then
+        present[id] = nil -- removed since the listing (the agent forgot an ended instance): not a bad record
       else
         local where, reason = path(id), ("%s (%s)"):format(rerr, path(id))
         if opts.quarantine then

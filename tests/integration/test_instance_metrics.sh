@@ -16,7 +16,8 @@ source "$(dirname "$0")/../lib/riklet.sh"
 need_cmd docker-registry umoci skopeo jq
 rk_init
 rk_registry_image '["sh","-c","sleep 3600"]'
-rk_start_standalone --insecure-registries "$REGISTRY" || bail_out "riklet did not start"
+# --keep-records 1: the records of ended Pods are removed soon (the churn at the end reads them going)
+rk_start_standalone --insecure-registries "$REGISTRY" --keep-records 1 || bail_out "riklet did not start"
 
 jq -n --arg img "$IMAGE" '{apiVersion: "v1", kind: "Pod", name: "busy", spec: {containers: [
 	{name: "main", image: $img, command: ["/bin/sh", "-c"],
@@ -116,6 +117,50 @@ rm -f "$MANIFESTS/busy.json"
 rk_wait_status 60 busy TERMINATED FAILED
 is "$(m '.metrics // "none"')" none "once destroyed, busy has no metrics"
 like "$("$RIKLET" top --once --state-dir "$STATE")" "no running instances" "and top shows no running instance"
+
+# Churn: Pods created and destroyed one after another (their cgroups appear and vanish, their
+# records are rewritten, then removed) while top and ps read in a loop. Every read succeeds, says
+# nothing on stderr, and never shows an instance as UNKNOWN (a record caught mid-rewrite or
+# removed between the listing and the read is no bad record).
+touch "$TEST_TMP/reading"
+reader() { # reader N CMD...: run CMD until the churn ends; one line per run in reads.N: rc, stderr
+	local n=$1 i=0
+	shift
+	while [[ -e $TEST_TMP/reading ]]; do
+		i=$((i + 1))
+		"$RIKLET" "$@" --state-dir "$STATE" >"$TEST_TMP/out.$n" 2>"$TEST_TMP/err.$n"
+		echo "rc=$? stderr=$(head -c 300 "$TEST_TMP/err.$n" | tr '\n' ' ')" >>"$TEST_TMP/reads.$n"
+		if [[ $1 == ps && $2 == --json ]]; then
+			jq -e '[.instances[] | select(.status == "UNKNOWN")] | length == 0' "$TEST_TMP/out.$n" >/dev/null 2>&1 ||
+				echo "bad ps --json: $(head -c 600 "$TEST_TMP/out.$n")" >>"$TEST_TMP/reads.$n"
+		fi
+	done
+}
+reader 1 top --once &
+r1=$!
+reader 2 ps --json &
+r2=$!
+reader 3 ps &
+r3=$!
+on_exit "rm -f '$TEST_TMP/reading'; wait $r1 $r2 $r3"
+cycles=0
+for i in 1 2 3 4; do
+	jq -n --arg img "$IMAGE" --arg n "churn$i" '{apiVersion: "v1", kind: "Pod", name: $n, spec: {containers: [
+		{name: "a", image: $img, command: ["/bin/sh", "-c", "trap \"exit 0\" TERM; sleep 3600 & wait"]},
+		{name: "b", image: $img, command: ["/bin/sh", "-c", "trap \"exit 0\" TERM; sleep 3600 & wait"]}]}}' \
+		>"$MANIFESTS/churn$i.json"
+	rk_wait_status 60 "churn$i" RUNNING || break
+	sleep 1
+	rm -f "$MANIFESTS/churn$i.json"
+	rk_wait_status 60 "churn$i" TERMINATED FAILED || break
+	cycles=$i
+done
+rm -f "$TEST_TMP/reading"
+wait "$r1" "$r2" "$r3"
+is "$cycles" 4 "churn: 4 Pods created and destroyed one after another"
+bad=$(cat "$TEST_TMP"/reads.* | grep -v '^rc=0 stderr=$')
+is "$bad" "" "churn: every top --once, ps --json, ps ran cleanly ($(cat "$TEST_TMP"/reads.* | wc -l) reads): exit 0, nothing on stderr, no UNKNOWN"
+ok "(( $(wc -l <"$TEST_TMP/reads.1") >= 3 ))" "churn: top --once read $(wc -l <"$TEST_TMP/reads.1") times meanwhile"
 finished=1
 
 done_testing

@@ -188,6 +188,20 @@ T.ok(not sok and serr:find("opened read-only", 1, true), "remove refuses too: " 
 sok, serr = store.list({ quarantine = true })
 T.ok(not sok and serr:find("opened read-only", 1, true), "and moving records to quarantine: " .. tostring(serr))
 T.is(snapshot(rdir), before, "the records directory is exactly as it was, the stale-looking temp file included")
+-- a record removed between the listing and its read (the agent forgot an ended instance as ps
+-- read): it is gone, not a bad record (ps would show it UNKNOWN, "cannot be read")
+assert(fs.write_atomic(rdir .. "/gone.json", json.encode(rec_of("gone")), "0600"))
+local real_read = fs.read
+fs.read = function(p, ...)
+  if p == rdir .. "/gone.json" then os.remove(p) end
+  return real_read(p, ...)
+end
+local listed, badv = store.list()
+fs.read = real_read
+local seen_gone = false
+for _, r in ipairs(listed) do seen_gone = seen_gone or r.id == "gone" end
+for _, b in ipairs(badv) do seen_gone = seen_gone or b.id == "gone" end
+T.ok(not seen_gone, "a record removed between the listing and its read is simply not listed (not UNKNOWN)")
 assert(store.open(tmp .. "/nothing/records"))
 T.ok(not fs.exists(tmp .. "/nothing"), "opening a store read-only creates no directory")
 assert(store.open(rdir, { write = true }))
