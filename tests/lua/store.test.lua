@@ -199,7 +199,7 @@ end
 local listed, badv = store.list()
 fs.read = real_read
 local seen_gone = false
-for _, r in ipairs(listed) do seen_gone = seen_gone or r.id == "gone" end
+for _, lr in ipairs(listed) do seen_gone = seen_gone or lr.id == "gone" end
 for _, b in ipairs(badv) do seen_gone = seen_gone or b.id == "gone" end
 T.ok(not seen_gone, "a record removed between the listing and its read is simply not listed (not UNKNOWN)")
 assert(store.open(tmp .. "/nothing/records"))
