@@ -88,7 +88,7 @@ end
 function agent.init(config)
   cfg = config
   cfg.max_instances = cfg.max_instances or 1000
-  local ok, err = store.open(config.paths.records)
+  local ok, err = store.open(config.paths.records, { write = true })
   if not ok then return nil, err end
   if config.policy_dir then policy.set_dir(config.policy_dir) end
   lifecycle.configure(config, { on_gone = prune, booted = booted })

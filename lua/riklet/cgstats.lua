@@ -6,7 +6,8 @@
 --       the cgroup of process pid (a container's init, a VMM); name: the cgroup's last path
 --       component must be it (runc names a container's cgroup after its id), so a reused pid is
 --       never measured as the container. Fields the kernel does not give are absent (memory peak
---       on v2 before Linux 5.19, no limit = absent).
+--       on v2 before Linux 5.19, no limit = absent). A cgroup removed while it is read (its
+--       container ended at that moment) gives nil, "... is gone", never partial numbers.
 --   cgstats.of_instance(rec) -> {cpu_seconds=, ..., containers = {name -> metrics}} | nil
 --       the sum over the running containers of a stored Pod record (nil: nothing running); for a
 --       Function, its VMM process (cgstats.of_vmm).
@@ -15,13 +16,16 @@
 --       named by a Function record's vm.handle, only while that pid still has the start time the
 --       handle recorded (a reused pid is not measured).
 --   cgstats.cpu_percent(prev, cur, dt) -> percent of one CPU between two samples
+--   cgstats.mounts() -> {v1 = {controller -> mount point}, v2 = cgroup2 mount point or nil}
+--   cgstats.read: fs.read, through which every cgroup file is read (tests end a cgroup mid-read)
 local fs = require "riklet.fs"
 local store = require "riklet.store"
 
 local M = {}
+M.read = fs.read
 
 local function num(path)
-  local s = fs.read(path, 4096)
+  local s = M.read(path, 4096)
   if not s then return nil end
   s = s:match("^%s*(%S+)")
   if s == "max" then return nil end
@@ -30,7 +34,7 @@ end
 
 -- "key value" lines -> table
 local function kv(path)
-  local s = fs.read(path, 65536)
+  local s = M.read(path, 65536)
   if not s then return nil end
   local t = {}
   for k, v in s:gmatch("(%S+)%s+(%d+)") do t[k] = tonumber(v) end
@@ -39,7 +43,7 @@ end
 
 local mounts_cache
 -- controller -> mount point of its v1 hierarchy; v2 = the cgroup2 mount
-local function mounts()
+function M.mounts()
   if mounts_cache then return mounts_cache end
   local s = fs.read("/proc/self/mountinfo", 4 * 1024 * 1024) or ""
   local m = { v1 = {} }
@@ -70,10 +74,18 @@ function M.of_pid(pid, name)
       for c in ctl:gmatch("[^,]+") do v1[c] = path end
     end
   end
-  local mt = mounts()
+  local mt = M.mounts()
   local out = {}
   local function owned(path)
     return path and (not name or path:match("([^/]+)$") == name)
+  end
+  -- read: its directories all still there after the reads (a file missing then is one the kernel
+  -- does not have); one gone means the container ended meanwhile, and what was read may be partial
+  local function still(...)
+    for _, d in ipairs({ ... }) do
+      if not fs.exists(d) then return nil, ("the cgroup of process %d is gone (its container ended)"):format(pid) end
+    end
+    return out
   end
   if v1.memory and mt.v1.memory then
     if not owned(v1.memory) then return nil, ("process %d is not in the cgroup of %s"):format(pid, tostring(name)) end
@@ -84,12 +96,17 @@ function M.of_pid(pid, name)
     if lim and lim < UNLIMITED then out.memory_limit_bytes = lim end
     local oc = kv(d .. "/memory.oom_control")
     out.oom_kills = oc and oc.oom_kill
+    local cd, pd = d, d
     if v1.cpuacct and mt.v1.cpuacct then
-      local ns = num(mt.v1.cpuacct .. v1.cpuacct .. "/cpuacct.usage")
+      cd = mt.v1.cpuacct .. v1.cpuacct
+      local ns = num(cd .. "/cpuacct.usage")
       out.cpu_seconds = ns and ns / 1e9
     end
-    if v1.pids and mt.v1.pids then out.pids = num(mt.v1.pids .. v1.pids .. "/pids.current") end
-    return out
+    if v1.pids and mt.v1.pids then
+      pd = mt.v1.pids .. v1.pids
+      out.pids = num(pd .. "/pids.current")
+    end
+    return still(d, cd, pd)
   end
   if v2 and mt.v2 then
     if not owned(v2) then return nil, ("process %d is not in the cgroup of %s"):format(pid, tostring(name)) end
@@ -102,7 +119,7 @@ function M.of_pid(pid, name)
     local ev = kv(d .. "/memory.events")
     out.oom_kills = ev and ev.oom_kill
     out.pids = num(d .. "/pids.current")
-    return out
+    return still(d)
   end
   return nil, ("no memory cgroup for process %d"):format(pid)
 end

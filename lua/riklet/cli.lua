@@ -730,6 +730,14 @@ local function cleanup(cfg)
   return 0
 end
 
+-- The reading commands print what they read; a warning that their own event loop was slow (under
+-- a loaded node) concerns no workload (the agent's loop runs those) and would cut into top's
+-- table: they log errors only, unless --log-level debug asks for everything.
+local READERS = { ps = true, top = true, logs = true, images = true, metrics = true }
+local function quiet_reader(cfg)
+  if cfg.log_level ~= "debug" then core.log_setup("error", cfg.log_format == "json") end
+end
+
 function M.main(argv)
   local cmd = argv[1]
   local first = 1
@@ -749,6 +757,7 @@ function M.main(argv)
     end
     return die("%s", rest)
   end
+  if READERS[cmd] then quiet_reader(cfg) end
   if cmd == "run" then
     if not rest[1] then return die("usage: riklet run FILE.json") end
     return run_one(cfg, rest[1])

@@ -10,7 +10,11 @@
 -- and its id stays held: everything named after it is kept, since removing it would need positive
 -- evidence that it is riklet's and no longer wanted. Nothing is written that could not be read back.
 --
---   store.open(records_dir) -> true | nil, err
+--   store.open(records_dir[, {write = true}]) -> true | nil, err
+--       read-only by default: `riklet ps`, top, logs, images read the records while an agent may
+--       be writing them, and change nothing (no directory made, no file removed or rewritten).
+--       write (the agent only): the directory is created, and the temp files of writes a killed
+--       riklet left are removed; save, remove and quarantine refuse a store opened read-only.
 --   store.save(rec) -> true | nil, err           (also writes rec.definition the first time)
 --   store.load(id[, {definition=bool}]) -> rec | nil, err
 --   store.list([{quarantine=bool, definitions=bool}]) -> recs (oldest first), bad
@@ -35,6 +39,7 @@ M.DEFINITION_MAX = workload.LIMITS.manifest_bytes -- the one definition cap (1 M
 M.REASON_MAX = 8192
 
 local dir, qdir, instances_dir
+local writable = false -- store.open{write = true}: the agent's store, not a reader's
 local held = {} -- id -> why its record cannot be used
 local def_saved = setmetatable({}, { __mode = "k" }) -- rec -> true once its definition is on disk
 
@@ -44,7 +49,8 @@ local function log(level, fmt, ...) core.log(level, "store", fmt:format(...)) en
 local safe = fs.safe_name
 
 -- Temporary files of writes a killed riklet did not finish: fs.write_atomic writes <path>.<n>.tmp.<pid>,
--- so one whose pid is not alive is nobody's (`riklet ps` opens the store too, while riklet writes).
+-- so one whose pid is not alive is nobody's. The agent's alone to call (at start): a reader could
+-- take a live agent's write for a dead one (another pid namespace) and break its rename.
 function M.remove_stale_tmp(in_dir, prefix)
   for _, n in ipairs(fs.list(in_dir) or {}) do
     local pid = n:sub(1, #prefix) == prefix and tonumber(n:sub(#prefix + 1):match("^.*%.tmp%.(%d+)$"))
@@ -56,14 +62,23 @@ function M.remove_stale_tmp(in_dir, prefix)
   end
 end
 
-function M.open(records_dir)
-  local ok, err = fs.mkdir_p(records_dir, "0700")
-  if not ok then return nil, err end
+function M.open(records_dir, opts)
+  writable = opts ~= nil and opts.write == true
+  if writable then
+    local ok, err = fs.mkdir_p(records_dir, "0700")
+    if not ok then return nil, err end
+  end
   dir = records_dir
   qdir = dir .. "/quarantine"
   instances_dir = (dir:match("^(.*)/[^/]+$") or ".") .. "/instances"
-  M.remove_stale_tmp(dir, "")
+  if writable then M.remove_stale_tmp(dir, "") end
   return true
+end
+
+-- Writing through a store a reader opened is a bug of riklet's, refused before anything changes.
+local function read_only(what)
+  if writable then return nil end
+  return ("riklet internal error: %s in %s refused: the store was opened read-only (only the agent writes)"):format(what, tostring(dir))
 end
 
 local function path(id)
@@ -321,6 +336,7 @@ end
 -- All records, oldest first, and the ones that cannot be used (see the header).
 function M.list(opts)
   opts = opts or {}
+  if opts.quarantine and not writable then return nil, read_only("moving unusable records to quarantine") end
   local names, err = fs.list(dir)
   if not names then return nil, err end
   local recs, bad, present = {}, {}, {}
@@ -331,6 +347,8 @@ function M.list(opts)
       local rec, rerr = M.load(id, { definition = opts.definitions })
       if rec then
         recs[#recs + 1] = rec
+      elseif not opts.quarantine and not fs.exists(path(id)) then
+        present[id] = nil -- removed since the listing (the agent forgot an ended instance): not a bad record
       else
         local where, reason = path(id), ("%s (%s)"):format(rerr, path(id))
         if opts.quarantine then
@@ -376,6 +394,7 @@ end
 -- save follows (the Pod driver's steps during a create; the lifecycle's transitions are durable).
 function M.save(rec, durable)
   local fok, ferr = fault.point("record.save") if not fok then return nil, ferr end
+  local ro = read_only("saving the record of " .. tostring(rec.id)) if ro then return nil, ro end
   rec.updated_at = core.time()
   if type(rec.reason) == "string" and #rec.reason > M.REASON_MAX then
     rec.reason = rec.reason:sub(1, M.REASON_MAX - 20) .. " ... (cut)"
@@ -415,6 +434,7 @@ end
 
 function M.remove(id)
   local fok, ferr = fault.point("record.remove") if not fok then return nil, ferr end
+  local ro = read_only("removing the record of " .. tostring(id)) if ro then return nil, ro end
   local ok, err = fs.unlink(path(id))
   if not ok then return nil, err end
   return fs.unlink(def_path(id))

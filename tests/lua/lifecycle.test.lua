@@ -78,7 +78,7 @@ local function rec(id, name, status, extra)
   for k, v in pairs(extra or {}) do r[k] = v end
   return r
 end
-assert(store.open(dir .. "/records"))
+assert(store.open(dir .. "/records", { write = true }))
 assert(store.save(rec("adopt-raises", "raise-adopt", "RUNNING")))
 assert(store.save(rec("was-destroying", "ok", "DESTROYING")))
 assert(store.save(rec("was-releasing", "ok", "FAILED", { released = false })))

@@ -10,7 +10,7 @@ local tmp = assert(proc.run({ "mktemp", "-d", "/tmp/riklet-store-test.XXXXXX" })
 local state = tmp .. "/state"
 local rdir = state .. "/records"
 local idir = state .. "/instances"
-assert(store.open(rdir))
+assert(store.open(rdir, { write = true }))
 
 local function write(name, data) assert(fs.write_atomic(rdir .. "/" .. name, data, "0600")) end
 local function rec_of(id, extra)
@@ -158,6 +158,54 @@ T.is(ids.victim, 1, "one entry per id")
 write("late.json", "[]")
 store.list()
 T.ok(fs.exists(rdir .. "/late.json"), "store.list() without quarantine moves nothing (riklet ps)")
+
+-- ---- a reader's store (riklet ps, top, logs, images) changes nothing ---------------------------
+-- even a temp file that looks left by a killed riklet stays: the agent alone removes those (a
+-- reader in another pid namespace would take a live agent's write for a dead one)
+local dead = proc.spawn({ "true" })
+local dead_pid = dead.pid
+dead:wait()
+write("late.json.3.tmp." .. dead_pid, "{}")
+local function snapshot(d)
+  local names = assert(fs.list(d))
+  table.sort(names)
+  local out = {}
+  for _, n in ipairs(names) do
+    local st = fs.stat(d .. "/" .. n)
+    out[#out + 1] = n .. " " .. st.type .. " " .. (st.type == "file" and assert(fs.read(d .. "/" .. n, 1e7)) or "")
+  end
+  return table.concat(out, "\n")
+end
+local before = snapshot(rdir)
+assert(store.open(rdir))
+local all = store.list()
+T.ok(#all > 0, "a read-only store lists the records")
+T.ok(store.load("late") == nil and store.load(all[1].id) ~= nil, "and loads them")
+local sok, serr = store.save(all[1])
+T.ok(not sok and serr:find("opened read-only", 1, true), "save refuses on a read-only store: " .. tostring(serr))
+sok, serr = store.remove(all[1].id)
+T.ok(not sok and serr:find("opened read-only", 1, true), "remove refuses too: " .. tostring(serr))
+sok, serr = store.list({ quarantine = true })
+T.ok(not sok and serr:find("opened read-only", 1, true), "and moving records to quarantine: " .. tostring(serr))
+T.is(snapshot(rdir), before, "the records directory is exactly as it was, the stale-looking temp file included")
+-- a record removed between the listing and its read (the agent forgot an ended instance as ps
+-- read): it is gone, not a bad record (ps would show it UNKNOWN, "cannot be read")
+assert(fs.write_atomic(rdir .. "/gone.json", json.encode(rec_of("gone")), "0600"))
+local real_read = fs.read
+fs.read = function(p, ...)
+  if p == rdir .. "/gone.json" then os.remove(p) end
+  return real_read(p, ...)
+end
+local listed, badv = store.list()
+fs.read = real_read
+local seen_gone = false
+for _, lr in ipairs(listed) do seen_gone = seen_gone or lr.id == "gone" end
+for _, b in ipairs(badv) do seen_gone = seen_gone or b.id == "gone" end
+T.ok(not seen_gone, "a record removed between the listing and its read is simply not listed (not UNKNOWN)")
+assert(store.open(tmp .. "/nothing/records"))
+T.ok(not fs.exists(tmp .. "/nothing"), "opening a store read-only creates no directory")
+assert(store.open(rdir, { write = true }))
+T.ok(not fs.exists(rdir .. "/late.json.3.tmp." .. dead_pid), "the agent's open removes the dead process's temp file")
 
 proc.run({ "rm", "-rf", tmp })
 

@@ -269,7 +269,7 @@ T.is(invalid, 0, "every runc id is one runc accepts")
 -- cannot point riklet at another instance's container or at a directory outside its instance dir
 local tmp = os.tmpname() fs.unlink(tmp) assert(fs.mkdir_p(tmp, "0700"))
 local store = require "riklet.store"
-assert(store.open(tmp .. "/records"))
+assert(store.open(tmp .. "/records", { write = true }))
 local idir = tmp .. "/instances/a_b"
 local function checked(cr, rdir)
   local ok, why = store.check({ id = "a_b", status = "RUNNING", dir = rdir or idir, containers = { cr } }, "a_b")
