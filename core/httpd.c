@@ -142,9 +142,9 @@ struct rk_httpd {
 	rk_loop *loop;
 	struct MHD_Daemon *d;
 	rk_watch *w;
-	int lfd;	      /* the listening socket (ours: riklet accepts) */
-	rk_watch *lw;	      /* on lfd; NULL while accepting is paused (out of fds) */
-	rk_timer *lpause;     /* ... until this fires */
+	int lfd;	       /* the listening socket (ours: riklet accepts) */
+	rk_watch *lw;	       /* on lfd; NULL while accepting is paused (out of fds) */
+	rk_timer *lpause;      /* ... until this fires */
 	struct refusing *refs; /* connections answered 503, being closed */
 	unsigned nrefusing;
 	unsigned long refused; /* since the cap was last reached (for the log) */
@@ -933,8 +933,7 @@ rk_httpd *rk_httpd_new(rk_loop *l, const struct rk_httpd_opts *o, rk_httpd_handl
 	snprintf(s->name, sizeof s->name, "%s", a); /* o->listen is the caller's */
 	s->o.listen = s->name;
 	/* the cap is enforced at accept (on_listen); MHD's own limit, a little above, never closes */
-	s->d = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_NO_LISTEN_SOCKET | MHD_ALLOW_SUSPEND_RESUME |
-					MHD_USE_ERROR_LOG,
+	s->d = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_NO_LISTEN_SOCKET | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
 				0, NULL, NULL, on_access, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
 				MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_CONNECTION_TIMEOUT,
 				(unsigned)s->o.idle_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
