@@ -2,7 +2,9 @@
 # test_hostile_http.sh — hostile HTTP clients against a real riklet's HTTP server (--interlink,
 # core/httpd.c), from the review of the interLink/metrics front-ends: slow clients that hold
 # connections (slowloris, headers or body a byte at a time) must be closed by the request deadline
-# (30 s) so that /status answers again; each case asserts what riklet does, not only that it lives.
+# (30 s) so that /status answers again; past the cap of 256 connections (300, then 400 of them)
+# every new connection is answered 503, none is dropped silently; each case asserts what riklet
+# does, not only that it lives.
 source "$(dirname "$0")/../lib/riklet.sh"
 need_root
 need_cmd curl jq
