@@ -24,9 +24,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-/* connections answered 503 that linger until their client closes; past this, closed at once */
-#define RK_HTTPD_REFUSING_MAX 1024
-
 /* the functions used, through pointers filled by mhd_load() */
 #define MHD_FNS(X)                                                                                                     \
 	X(start_daemon)                                                                                                \
@@ -127,7 +124,7 @@ struct rk_httpd_req {
 };
 
 /* A connection past the cap: answered 503, then its input is read and dropped until the client
- * closes, 2 s pass or 64 KiB came (closing with unread input would reset the connection and the
+ * closes, 1 s passes or 64 KiB came (closing with unread input would reset the connection and the
  * client could lose the answer). */
 struct refusing {
 	rk_httpd *srv;
@@ -734,12 +731,13 @@ static void refuse(rk_httpd *s, int fd)
 			  bl, body);
 	send(fd, msg, (size_t)ml, MSG_DONTWAIT | MSG_NOSIGNAL); /* a fresh socket's buffer takes it */
 	shutdown(fd, SHUT_WR);
-	struct refusing *f = s->nrefusing < RK_HTTPD_REFUSING_MAX ? calloc(1, sizeof *f) : NULL;
+	/* at most conn_max linger (the server's fds stay under 2 * conn_max); past that, closed at once */
+	struct refusing *f = s->nrefusing < s->o.conn_max ? calloc(1, sizeof *f) : NULL;
 	if (f) {
 		f->srv = s;
 		f->fd = fd;
 		f->w = rk_loop_watch_fd(s->loop, fd, EPOLLIN, refusing_read, f, NULL);
-		f->t = f->w ? rk_loop_timer(s->loop, 2000, refusing_timeout, f) : NULL;
+		f->t = f->w ? rk_loop_timer(s->loop, 1000, refusing_timeout, f) : NULL;
 	}
 	if (!f || !f->t) {
 		if (f && f->w)
