@@ -422,7 +422,7 @@ local function get_logs(info, req)
       local line = fmt_entry(e, ts)
       if limit and sent + #line > limit then line = line:sub(1, limit - sent) end
       sent = sent + #line
-      if #line > 0 and not req:write(line) then return false end
+      if #line > 0 and not req:write(line, LOG_CHUNK) then return false end
       if limit and sent >= limit then return false end
     end
     return true
