@@ -6,9 +6,9 @@
  * second whether its client closed (MSG_PEEK). riklet accepts the connections itself and hands
  * them to MHD (MHD_add_connection) while fewer than conn_max are open; past the cap a new
  * connection is answered 503 at once, before its request is read (see "refusing" below), so the
- * cap is counted on connections, not on the requests that happen to complete. libmicrohttpd is loaded with dlopen by the first
- * rk_httpd_new (Debian's brings GnuTLS and about ten libraries: ~3 MiB resident that riklet without
- * an HTTP server never uses). */
+ * cap is counted on connections, not on the requests that happen to complete. libmicrohttpd is
+ * loaded with dlopen by the first rk_httpd_new (Debian's brings GnuTLS and about ten libraries:
+ * ~3 MiB resident that riklet without an HTTP server never uses). */
 #include "httpd.h"
 
 #include <arpa/inet.h>
