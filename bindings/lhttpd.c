@@ -8,7 +8,8 @@
  *   server:port() -> TCP port (0 for a unix socket); server:close()
  *   req:respond(status, headers, body) -> true | nil, err       headers: {name = value} or nil
  *   req:stream(status, headers) -> true | nil, err              then:
- *   req:write(data) -> true | nil, err    waits while more than 1 MiB is buffered for the client
+ *   req:write(data[, high]) -> true | nil, err    waits while more than high bytes (default
+ *                                         1 MiB) are buffered for the client, until a quarter is left
  *   req:finish()                          ends the stream
  *   req:gone() -> boolean                 the client left (or the answer is sent)
  * A request collected without an answer is answered 500. */
@@ -252,16 +253,18 @@ static int l_req_write(lua_State *L)
 	size_t len;
 	const char *data = luaL_checklstring(L, 2, &len);
 	rk_err e = {0};
+	size_t high = (size_t)luaL_optinteger(L, 3, WRITE_HIGH);
 	long buffered = rk_httpd_write(q->r, data, len, &e);
 	if (buffered < 0)
 		return lrk_fail_err(L, &e);
-	if ((size_t)buffered <= WRITE_HIGH || !lrk_in_task(L) || q->waiting) {
+	if ((size_t)buffered <= high || !lrk_in_task(L) || q->waiting) {
 		lua_pushboolean(L, 1);
 		return 1;
 	}
 	q->wt = lrk_wait_begin(L);
 	q->waiting = 1;
-	rk_httpd_on_drain(q->r, WRITE_LOW, drained, q); /* fires later: the buffer is above WRITE_LOW now */
+	rk_httpd_on_drain(q->r, high == WRITE_HIGH ? WRITE_LOW : high / 4 + 1, drained,
+			  q); /* fires later: the buffer is above the low mark now */
 	return lua_yield(L, 0);
 }
 

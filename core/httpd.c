@@ -3,9 +3,12 @@
  * readable or when MHD's own timeout is due. Requests wait for their answer suspended
  * (MHD_suspend_connection); streams are callback responses that suspend while their buffer is
  * empty. A suspended connection is not watched by MHD, so a stream waiting for data checks every
- * second whether its client closed (MSG_PEEK). libmicrohttpd is loaded with dlopen by the first
- * rk_httpd_new (Debian's brings GnuTLS and about ten libraries: ~3 MiB resident that riklet without
- * an HTTP server never uses). */
+ * second whether its client closed (MSG_PEEK). riklet accepts the connections itself and hands
+ * them to MHD (MHD_add_connection) while fewer than conn_max are open; past the cap a new
+ * connection is answered 503 at once, before its request is read (see "refusing" below), so the
+ * cap is counted on connections, not on the requests that happen to complete. libmicrohttpd is
+ * loaded with dlopen by the first rk_httpd_new (Debian's brings GnuTLS and about ten libraries:
+ * ~3 MiB resident that riklet without an HTTP server never uses). */
 #include "httpd.h"
 
 #include <arpa/inet.h>
@@ -19,6 +22,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 /* the functions used, through pointers filled by mhd_load() */
 #define MHD_FNS(X)                                                                                                     \
@@ -28,6 +32,7 @@
 	X(get_timeout)                                                                                                 \
 	X(get_daemon_info)                                                                                             \
 	X(get_connection_info)                                                                                         \
+	X(add_connection)                                                                                              \
 	X(get_connection_values)                                                                                       \
 	X(lookup_connection_value)                                                                                     \
 	X(create_response_from_buffer)                                                                                 \
@@ -66,6 +71,7 @@ static int mhd_load(rk_err *e)
 #define MHD_get_timeout mhd.get_timeout
 #define MHD_get_daemon_info mhd.get_daemon_info
 #define MHD_get_connection_info mhd.get_connection_info
+#define MHD_add_connection mhd.add_connection
 #define MHD_get_connection_values mhd.get_connection_values
 #define MHD_lookup_connection_value mhd.lookup_connection_value
 #define MHD_create_response_from_buffer mhd.create_response_from_buffer
@@ -117,10 +123,29 @@ struct rk_httpd_req {
 	struct rk_httpd_req *prev, *next;
 };
 
+/* A connection past the cap: answered 503, then its input is read and dropped until the client
+ * closes, 1 s passes or 64 KiB came (closing with unread input would reset the connection and the
+ * client could lose the answer). */
+struct refusing {
+	rk_httpd *srv;
+	int fd;
+	size_t discarded;
+	rk_watch *w;
+	rk_timer *t;
+	struct refusing *prev, *next;
+};
+
 struct rk_httpd {
 	rk_loop *loop;
 	struct MHD_Daemon *d;
 	rk_watch *w;
+	int lfd;	       /* the listening socket (ours: riklet accepts) */
+	rk_watch *lw;	       /* on lfd; NULL while accepting is paused (out of fds) */
+	rk_timer *lpause;      /* ... until this fires */
+	struct refusing *refs; /* connections answered 503, being closed */
+	unsigned nrefusing;
+	unsigned long refused; /* since the cap was last reached (for the log) */
+	char name[128];	       /* the listen address, for log lines */
 	rk_timer *timer, *sweep;
 	rk_httpd_handler handler;
 	void *ud;
@@ -372,12 +397,6 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
 		*con_cls = r;
 		if (!r->method || !r->path)
 			return MHD_NO;
-		if (s->nconn > s->o.conn_max) {
-			snprintf(msg, sizeof msg,
-				 "riklet: too many connections (%u open, at most %u): try again later\n", s->nconn,
-				 s->o.conn_max);
-			return queue_early(r, c, 503, msg);
-		}
 		const char *cls[2] = {NULL, NULL};
 		MHD_get_connection_values(c, MHD_HEADER_KIND, check_cl, cls);
 		if (cls[1])
@@ -639,6 +658,11 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
 		return;
 	}
 	s->nconn--;
+	if (s->refused && s->nconn + 1 == s->o.conn_max) {
+		rk_info("httpd", "%s: back under the cap of %u connections (%lu new connections were answered 503)",
+			s->o.listen, s->o.conn_max, s->refused);
+		s->refused = 0;
+	}
 	struct conn_info *ci = *socket_context;
 	if (!ci)
 		return;
@@ -650,6 +674,125 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
 		ci->next->prev = ci->prev;
 	free(ci);
 	*socket_context = NULL;
+}
+
+/* ---- accepting: the connection cap ---- */
+
+static void refusing_end(struct refusing *f)
+{
+	rk_httpd *s = f->srv;
+	rk_watch_cancel(f->w);
+	if (f->t)
+		rk_timer_cancel(f->t);
+	close(f->fd);
+	if (f->prev)
+		f->prev->next = f->next;
+	else
+		s->refs = f->next;
+	if (f->next)
+		f->next->prev = f->prev;
+	s->nrefusing--;
+	free(f);
+}
+
+static void refusing_timeout(void *ud)
+{
+	struct refusing *f = ud;
+	f->t = NULL;
+	refusing_end(f);
+}
+
+static void refusing_read(void *ud, int fd, uint32_t events)
+{
+	struct refusing *f = ud;
+	char buf[4096];
+	ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return;
+	if (n > 0 && (f->discarded += (size_t)n) < 65536)
+		return;
+	refusing_end(f); /* EOF, an error, or too much */
+}
+
+/* The (conn_max + 1)th connection and later: 503 now, without reading the request. */
+static void refuse(rk_httpd *s, int fd)
+{
+	if (!s->refused++)
+		rk_warn("httpd",
+			"%s: %u connections open, the cap: new connections are answered 503 until some close "
+			"(a client holding many connections, or too many clients)",
+			s->o.listen, s->nconn);
+	char msg[512], body[256];
+	int bl = snprintf(body, sizeof body, "riklet: too many connections (%u open, at most %u): try again later\n",
+			  s->nconn, s->o.conn_max);
+	int ml = snprintf(msg, sizeof msg,
+			  "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+			  "Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s",
+			  bl, body);
+	send(fd, msg, (size_t)ml, MSG_DONTWAIT | MSG_NOSIGNAL); /* a fresh socket's buffer takes it */
+	shutdown(fd, SHUT_WR);
+	/* at most conn_max linger (the server's fds stay under 2 * conn_max); past that, closed at once */
+	struct refusing *f = s->nrefusing < s->o.conn_max ? calloc(1, sizeof *f) : NULL;
+	if (f) {
+		f->srv = s;
+		f->fd = fd;
+		f->w = rk_loop_watch_fd(s->loop, fd, EPOLLIN, refusing_read, f, NULL);
+		f->t = f->w ? rk_loop_timer(s->loop, 1000, refusing_timeout, f) : NULL;
+	}
+	if (!f || !f->t) {
+		if (f && f->w)
+			rk_watch_cancel(f->w);
+		free(f);
+		close(fd); /* past the linger limit: closed at once (the 503 may be lost to a reset) */
+		return;
+	}
+	f->next = s->refs;
+	if (s->refs)
+		s->refs->prev = f;
+	s->refs = f;
+	s->nrefusing++;
+}
+
+static void on_listen(void *ud, int fd, uint32_t events);
+
+static void accept_resume(void *ud)
+{
+	rk_httpd *s = ud;
+	s->lpause = NULL;
+	s->lw = rk_loop_watch_fd(s->loop, s->lfd, EPOLLIN, on_listen, s, NULL);
+	if (!s->lw)
+		s->lpause = rk_loop_timer(s->loop, 1000, accept_resume, s);
+}
+
+static void on_listen(void *ud, int lfd, uint32_t events)
+{
+	rk_httpd *s = ud;
+	for (int i = 0; i < 64; i++) { /* then let the loop turn */
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof ss;
+		int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				rk_warn("httpd",
+					"%s: cannot accept a connection: %s; not accepting for 1 s (raise the open "
+					"files limit, LimitNOFILE=, if this node needs more connections)",
+					s->o.listen, strerror(errno));
+				rk_watch_cancel(s->lw);
+				s->lw = NULL;
+				s->lpause = rk_loop_timer(s->loop, 1000, accept_resume, s);
+			} else if (errno == ECONNABORTED || errno == EINTR || errno == EPROTO)
+				continue;
+			return;
+		}
+		if (s->nconn >= s->o.conn_max) {
+			refuse(s, fd);
+			continue;
+		}
+		if (MHD_add_connection(s->d, fd, (struct sockaddr *)&ss, sl) != MHD_YES) /* MHD closed fd */
+			rk_warn("httpd", "%s: libmicrohttpd did not take a new connection: %s", s->o.listen,
+				strerror(errno));
+		kick(s);
+	}
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -697,7 +840,7 @@ static int listen_unix(rk_httpd *s, const char *path, rk_err *e)
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return rk_errf(e, errno, "socket: %s", strerror(errno));
-	if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, 128) < 0) {
+	if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, SOMAXCONN) < 0) {
 		int err = errno;
 		close(fd);
 		return rk_errf(e, err, "cannot listen on unix socket %s: %s", path, strerror(err));
@@ -736,7 +879,7 @@ static int listen_tcp(rk_httpd *s, const char *addr, rk_err *e)
 	}
 	int one = 1;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-	if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 128) < 0) {
+	if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0) {
 		int err = errno;
 		freeaddrinfo(res);
 		close(fd);
@@ -784,16 +927,22 @@ rk_httpd *rk_httpd_new(rk_loop *l, const struct rk_httpd_opts *o, rk_httpd_handl
 		free(s);
 		return NULL;
 	}
-	s->d = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_access,
-				s, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+	s->lfd = fd;
+	snprintf(s->name, sizeof s->name, "%s", a); /* o->listen is the caller's */
+	s->o.listen = s->name;
+	/* the cap is enforced at accept (on_listen); MHD's own limit, a little above, never closes */
+	s->d = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_NO_LISTEN_SOCKET | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
+				0, NULL, NULL, on_access, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
 				MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_CONNECTION_TIMEOUT,
 				(unsigned)s->o.idle_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
 				(unsigned)(s->o.conn_max + 64), MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_END);
 	if (!s->d) {
 		rk_errf(e, EIO, "cannot start the HTTP server on %s (libmicrohttpd refused its options)", a);
-		close(fd);
 		goto fail;
 	}
+	s->lw = rk_loop_watch_fd(l, fd, EPOLLIN, on_listen, s, e);
+	if (!s->lw)
+		goto fail;
 	const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_EPOLL_FD);
 	if (!di) {
 		rk_errf(e, EIO, "libmicrohttpd gave no epoll fd");
@@ -805,8 +954,13 @@ rk_httpd *rk_httpd_new(rk_loop *l, const struct rk_httpd_opts *o, rk_httpd_handl
 	srv_run(s);
 	return s;
 fail:
+	if (s->lw)
+		rk_watch_cancel(s->lw);
+	if (s->w)
+		rk_watch_cancel(s->w);
 	if (s->d)
 		MHD_stop_daemon(s->d);
+	close(fd);
 	if (s->unix_path)
 		unlink(s->unix_path);
 	free(s->unix_path);
@@ -838,7 +992,14 @@ void rk_httpd_free(rk_httpd *s)
 	}
 	MHD_run(s->d);
 	rk_watch_cancel(s->w);
-	MHD_stop_daemon(s->d); /* completes every request (gone) and closes the listening socket */
+	MHD_stop_daemon(s->d); /* completes every request (gone) */
+	if (s->lw)
+		rk_watch_cancel(s->lw);
+	if (s->lpause)
+		rk_timer_cancel(s->lpause);
+	close(s->lfd);
+	while (s->refs)
+		refusing_end(s->refs);
 	if (s->timer)
 		rk_timer_cancel(s->timer);
 	if (s->sweep)

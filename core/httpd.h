@@ -21,7 +21,7 @@ typedef struct rk_httpd_req rk_httpd_req;
 struct rk_httpd_opts {
 	const char *listen;	   /* "HOST:PORT" (HOST may be [v6]) or "unix:/path" */
 	size_t body_max;	   /* bytes; 0 = 8 MiB */
-	unsigned conn_max;	   /* open connections answered; beyond, 503; 0 = 256 */
+	unsigned conn_max;	   /* open connections; a later one gets 503 when accepted; 0 = 256 */
 	unsigned header_timeout_s; /* a request (headers and body) must arrive within this; 0 = 30 */
 	unsigned idle_timeout_s;   /* a connection idle this long is closed; 0 = 60 */
 	int unix_mode;		   /* permissions of a unix socket; 0 = 0660 */

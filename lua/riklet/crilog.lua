@@ -7,6 +7,15 @@
 --   crilog.parse_time(s) -> epoch seconds (float) | nil                 RFC 3339, Z or +hh:mm
 --   crilog.parse_since(s[, now]) -> epoch seconds | nil, err            RFC 3339 or 10s, 5m, 1h30m, 2d
 --   crilog.read(path) -> array of entries | nil, err                    parts joined into lines
+--   crilog.open(path[, size]) -> reader | nil, err; reader:next() -> entry | nil (at the end)
+--       the entries crilog.read gives, one at a time, read in 64 KiB chunks: memory stays bounded
+--       whatever the file's size. Only its first size bytes are read (default: its size at open,
+--       so a log that grows is read as it was). reader.on_chunk, when set, is called after each
+--       chunk (task.yield lets the loop turn); reader:close().
+--   crilog.select(path, {since=, tail=, on_chunk=}) -> iterator, close | nil, err   the entries at
+--       or after since (epoch s; lines with no time are kept), then the last tail of them, in
+--       bounded memory: with tail the file is read twice (counting, then from the first kept
+--       entry). close() releases the file when the iterator is left before its end.
 --   crilog.collect(sources, {since=, tail=, limit_bytes=}) -> entries   sources: { {name=, path=}, ... };
 --       the entries of every source in time order (stable: one file's order is kept), each with
 --       .name; since (epoch s) drops older lines, tail keeps the last N, limit_bytes the last bytes
@@ -124,6 +133,87 @@ function M.read(path)
   for line in data:gmatch("([^\n]*)\n") do feed(line, out) end
   feed(nil, out)
   return out
+end
+
+-- ---- reading a file in chunks ----
+local CHUNK = 64 * 1024
+local Reader = {}
+Reader.__index = Reader
+
+function M.open(path, size)
+  local h, err = fs.open_read(path)
+  if not h then return nil, err end
+  if not size then
+    local st = fs.stat(path)
+    size = st and st.size or 0
+  end
+  return setmetatable({ h = h, size = size, left = size, buf = "", pos = 1, out = {}, oi = 1, feed = joiner() }, Reader)
+end
+
+function Reader:next()
+  while true do
+    local e = self.out[self.oi]
+    if e then
+      self.out[self.oi], self.oi = nil, self.oi + 1
+      return e
+    end
+    self.oi = 1
+    if self.done then return nil end
+    local nl = self.buf:find("\n", self.pos, true)
+    if nl then
+      self.feed(self.buf:sub(self.pos, nl - 1), self.out)
+      self.pos = nl + 1
+    else
+      local d = self.left > 0 and self.h:read(math.min(CHUNK, self.left))
+      if d and #d > 0 then
+        self.left = self.left - #d
+        self.buf, self.pos = self.buf:sub(self.pos) .. d, 1
+        if self.on_chunk then self.on_chunk() end
+      else -- the end: a last line without its end is left out, as crilog.read does
+        self.done, self.buf = true, ""
+        self.feed(nil, self.out)
+        self:close()
+      end
+    end
+  end
+end
+
+function Reader:close()
+  if self.h then self.h:close() end
+  self.h, self.done = nil, true
+end
+
+function M.select(path, opts)
+  local since, tail = opts.since, opts.tail
+  local r, err = M.open(path)
+  if not r then return nil, err end
+  r.on_chunk = opts.on_chunk
+  local function kept(e) return not since or not e.time or e.time >= since end
+  local skip = 0
+  if tail then
+    local r2, err2 = M.open(path, r.size) -- opened now: the same file, even if it is replaced
+    if not r2 then
+      r:close()
+      return nil, err2
+    end
+    r2.on_chunk = opts.on_chunk
+    local n = 0
+    for e in function() return r:next() end do
+      if kept(e) then n = n + 1 end
+    end
+    skip = math.max(0, n - tail)
+    r = r2
+  end
+  return function()
+    while true do
+      local e = r:next()
+      if not e then return nil end
+      if kept(e) then
+        if skip == 0 then return e end
+        skip = skip - 1
+      end
+    end
+  end, function() r:close() end
 end
 
 -- merge per-source arrays by time, keeping each source's own order (entries without a time stay

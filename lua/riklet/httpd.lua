@@ -9,7 +9,7 @@
 --     routes: { ["POST /create"] = fn, ["/metrics"] = fn (any method), ... }
 --     fn(info, req) runs as a task (it may wait): info = {method, path, body, headers (lowercased
 --       names), query}; it returns status, body[, headers] (a table body is sent as JSON), or
---       streams through req:stream(status, headers), req:write(data) (waits while the client is
+--       streams through req:stream(status, headers), req:write(data[, high]) (waits while the client is
 --       slow), req:finish(), req:gone() and returns nothing.
 --   httpd.shown(s): a client's string made safe for a log line (JSON-quoted unless printable ASCII).
 --   A server listens until server:close() (the binding holds it meanwhile, referenced or not).

@@ -341,6 +341,34 @@ function I.log_options(opts)
   return { since = since, tail = tail, limit = limit, ts = opts.Timestamps == true }
 end
 
+-- The log at path as /getLogs answers it (not followed), streamed to req in chunks of about 32 KiB
+-- read from the file as the client takes them: a client holds about that much, whatever the log's
+-- size (o: I.log_options). A log not written yet is an empty answer.
+local LOG_CHUNK = 32 * 1024
+function I.send_log(req, path, o)
+  local limit, sent = o.limit, 0
+  local next_entry, close = crilog.select(path, { since = o.since, tail = o.tail, on_chunk = task.yield })
+  local buf, n = {}, 0
+  local function flush()
+    local ok = n == 0 or req:write(table.concat(buf), LOG_CHUNK)
+    sent, buf, n = sent + n, {}, 0
+    return ok
+  end
+  for e in next_entry or function() end do
+    local line = fmt_entry(e, o.ts)
+    local room = limit and limit - sent - n
+    if room and #line >= room then
+      buf[#buf + 1], n = line:sub(1, room), n + room
+      break
+    end
+    buf[#buf + 1], n = line, n + #line
+    if n >= LOG_CHUNK and not flush() then break end
+  end
+  flush()
+  if close then close() end
+  req:finish()
+end
+
 local function get_logs(info, req)
   local q, err = I.logs_request(info)
   if not q then return text(400, "%s", err) end
@@ -381,17 +409,12 @@ local function get_logs(info, req)
     if tail and #entries > tail then entries = { unpack(entries, #entries - tail + 1) } end
     return entries
   end
-  if opts.Follow ~= true or opts.Previous == true then
-    local entries = select_first(crilog.read(path) or {})
-    local buf = {}
-    for i, e in ipairs(entries) do buf[i] = fmt_entry(e, ts) end
-    local out = table.concat(buf)
-    if limit and #out > limit then out = out:sub(1, limit) end
-    return 200, out
-  end
-  -- Follow: streamed, flushed line by line, until the container ends or the client leaves
   local ok, serr = req:stream(200, { ["Content-Type"] = "text/plain; charset=utf-8" })
   if not ok then return log("info", "getLogs %s/%s: %s", id, httpd.shown(cname), tostring(serr)) end
+  if opts.Follow ~= true or opts.Previous == true then
+    return I.send_log(req, path, o)
+  end
+  -- Follow: streamed, flushed line by line, until the container ends or the client leaves
   local f = crilog.follower({ { name = cname, path = path } })
   local sent, first = 0, true
   local function send(entries)
@@ -399,7 +422,7 @@ local function get_logs(info, req)
       local line = fmt_entry(e, ts)
       if limit and sent + #line > limit then line = line:sub(1, limit - sent) end
       sent = sent + #line
-      if #line > 0 and not req:write(line) then return false end
+      if #line > 0 and not req:write(line, LOG_CHUNK) then return false end
       if limit and sent >= limit then return false end
     end
     return true

@@ -4,8 +4,9 @@
     MODE headers: N connections each sending a request's headers one byte every 2 s (never done)
     MODE body:    N connections each sending complete headers (Content-Length: 100000) then the
                   body one byte every 2 s
-  Prints, after SECONDS, "open=K closed=M": how many connections the server still holds open and
-  how many it closed (EOF, reset or a refused write). Exits 0.
+  Prints, after SECONDS, "open=K closed=M answered503=A": how many connections the server still
+  holds open, how many it closed (EOF, reset or a refused write) and how many of those it answered
+  503 first (the connection cap). Exits 0.
 """
 import socket
 import sys
@@ -13,9 +14,9 @@ import time
 
 host, port, mode, n, seconds = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
 head = b"POST /create HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
-socks, closed = [], 0
+socks, closed, answered503 = [], 0, 0
 for _ in range(n):
-    s = socket.create_connection((host, port), timeout=5)
+    s = socket.create_connection((host, port), timeout=60)  # a loaded server accepts late
     s.setblocking(False)
     if mode == "body":
         s.sendall(head)
@@ -28,8 +29,11 @@ while time.monotonic() < end:
             continue
         gone = False
         try:
-            if s.recv(4096) == b"":
+            got = s.recv(4096)
+            if got == b"":
                 gone = True
+            elif got.startswith(b"HTTP/1.1 503 "):
+                answered503 += 1
         except BlockingIOError:
             pass
         except OSError:
@@ -47,5 +51,5 @@ while time.monotonic() < end:
             ent[0] = None
             closed += 1
     time.sleep(2)
-print("open=%d closed=%d" % (sum(1 for e in socks if e[0] is not None), closed))
+print("open=%d closed=%d answered503=%d" % (sum(1 for e in socks if e[0] is not None), closed, answered503))
 sys.stdout.flush()
