@@ -204,6 +204,8 @@ local function daemon(cfg)
     local pok, perr = policy.load(name)
     if not pok then core.log("error", "policy", ("%s; calls to it fail until it is fixed (then SIGHUP)"):format(perr)) end
   end
+  policy.park()
+  core.trim()
   require("riklet.prom").instrument(agent)
   -- image garbage collection: periodic, and every unused image on SIGUSR1 (riklet prune)
   local imagegc = require "riklet.imagegc"
