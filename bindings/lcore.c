@@ -1,6 +1,7 @@
 /* lcore.c — `riklet.core`: process-level bits for the Lua agent: logging, exit, clocks, signals,
  * the command line and where the Lua tree is. */
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/utsname.h>
@@ -167,6 +168,13 @@ static int l_loop_stats(lua_State *L)
 	return 1;
 }
 
+/* core.trim() — malloc_trim(0): the C heap's free pages back to the kernel (after start-up). */
+static int l_trim(lua_State *L)
+{
+	lua_pushboolean(L, malloc_trim(0));
+	return 1;
+}
+
 static int open_core(lua_State *L)
 {
 	static const luaL_Reg fns[] = {{"log", l_log},
@@ -182,6 +190,7 @@ static int open_core(lua_State *L)
 				       {"getuid", l_getuid},
 				       {"on_signal", l_on_signal},
 				       {"loop_stats", l_loop_stats},
+				       {"trim", l_trim},
 				       {NULL, NULL}};
 	lua_newtable(L);
 	lrk_setfuncs(L, fns);

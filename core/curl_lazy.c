@@ -13,14 +13,7 @@ int rk_curl_load(rk_err *e)
 	static int loaded;
 	if (loaded)
 		return 0;
-	void *h = dlopen(SONAME, RTLD_NOW | RTLD_LOCAL);
-	if (!h)
-		return rk_errf(e, ENOENT, "cannot load libcurl (%s): %s; install it with: apt-get install libcurl4",
-			       SONAME, dlerror());
-	struct {
-		const char *name;
-		void **slot;
-	} syms[] = {
+	struct rk_dlsym syms[] = {
 #define SYM(field, name) {name, (void **)&rk_curl.field}
 		SYM(global_init, "curl_global_init"),
 		SYM(version_info, "curl_version_info"),
@@ -43,14 +36,9 @@ int rk_curl_load(rk_err *e)
 		SYM(slist_free_all, "curl_slist_free_all"),
 #undef SYM
 	};
-	for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
-		*syms[i].slot = dlsym(h, syms[i].name);
-		if (!*syms[i].slot) {
-			dlclose(h);
-			return rk_errf(e, ENOSYS, "%s has no %s: riklet needs libcurl 7.88 or newer", SONAME,
-				       syms[i].name);
-		}
-	}
+	void *h = rk_dlopen_syms(SONAME, syms, sizeof syms / sizeof syms[0], "libcurl4", "libcurl 7.88 or newer", e);
+	if (!h)
+		return -1;
 	if (rk_curl.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		dlclose(h);
 		return rk_errf(e, EIO, "libcurl initialisation failed");

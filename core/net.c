@@ -30,6 +30,7 @@
 #include <netlink/route/addr.h>
 #include <netlink/route/route.h>
 #include <netlink/route/neighbour.h>
+#include "nl_lazy.h" /* libnl is loaded with dlopen by the first nl_open */
 
 #ifndef NSFS_MAGIC
 #define NSFS_MAGIC 0x6e736673
@@ -159,6 +160,8 @@ static int nl_fail(rk_err *e, int nle, const char *fmt, ...)
 
 static struct nl_sock *nl_open(rk_err *e)
 {
+	if (rk_nl_load(e) < 0)
+		return NULL;
 	struct nl_sock *s = nl_socket_alloc();
 	if (!s) {
 		rk_errf(e, ENOMEM, "netlink: cannot allocate a socket");

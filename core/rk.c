@@ -4,6 +4,7 @@
 #include <stdatomic.h>
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -419,4 +420,23 @@ int rk_safe_name(const char *s, size_t max)
 			return 0;
 	}
 	return strcmp(s, ".") && strcmp(s, "..");
+}
+
+void *rk_dlopen_syms(const char *soname, const struct rk_dlsym *syms, size_t n, const char *pkg, const char *need,
+		     rk_err *e)
+{
+	void *h = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
+	if (!h) {
+		rk_errf(e, ENOENT, "cannot load %s: %s; install it with: apt-get install %s", soname, dlerror(), pkg);
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		*syms[i].slot = dlsym(h, syms[i].name);
+		if (!*syms[i].slot) {
+			dlclose(h);
+			rk_errf(e, ENOSYS, "%s has no %s: riklet needs %s", soname, syms[i].name, need);
+			return NULL;
+		}
+	}
+	return h;
 }

@@ -66,4 +66,14 @@ int rk_rm_rf(const char *path, rk_err *e);
 /* A name safe to use as one path component: [A-Za-z0-9._-], 1..max chars, not "." or "..". */
 int rk_safe_name(const char *s, size_t max);
 
+/* A library riklet loads with dlopen on first use (core/curl_lazy.c, core/nl_lazy.c): dlopen
+ * soname (RTLD_NOW | RTLD_LOCAL) and dlsym each of syms[0..n) into its slot. Returns the handle,
+ * or NULL with e saying what to install (pkg: the Debian package) or what version is needed. */
+struct rk_dlsym {
+	const char *name;
+	void **slot;
+};
+void *rk_dlopen_syms(const char *soname, const struct rk_dlsym *syms, size_t n, const char *pkg, const char *need,
+		     rk_err *e);
+
 #endif

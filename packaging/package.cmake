@@ -23,8 +23,8 @@ set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT) # riklet_<version>_<arch>.deb
 set(CPACK_DEBIAN_PACKAGE_SECTION admin)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON) # the runtime libraries (libluajit, libnl, libiptc, ...)
-# what riklet runs (not linked): the OCI tools; libcurl is loaded with dlopen
-set(CPACK_DEBIAN_PACKAGE_DEPENDS "runc, conmon, skopeo, umoci, libcurl4")
+# what riklet runs (not linked): the OCI tools; libcurl, libsystemd and libnl are loaded with dlopen
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "runc, conmon, skopeo, umoci, libcurl4, libsystemd0, libnl-3-200, libnl-route-3-200")
 set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "qemu-system-x86, iptables, curl")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA "${RK_PKG}/conffiles;${RK_PKG}/postinst;${RK_PKG}/prerm;${RK_PKG}/postrm")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)

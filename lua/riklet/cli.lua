@@ -158,6 +158,7 @@ end
 local function preflight(cfg)
   local check = require "riklet.check"
   local lines = check.run(cfg, { startup = true })
+  package.loaded["riklet.check"] = nil -- used once: its code (about 20 KiB) is not kept for the agent's life
   for _, l in ipairs(lines) do
     if l.status == "warn" then core.log("warn", "check", ("%s: %s; %s"):format(l.name, l.detail, l.fix)) end
   end
@@ -208,6 +209,8 @@ local function daemon(cfg)
     local pok, perr = policy.load(name)
     if not pok then core.log("error", "policy", ("%s; calls to it fail until it is fixed (then SIGHUP)"):format(perr)) end
   end
+  policy.park()
+  core.trim()
   require("riklet.prom").instrument(agent)
   -- image garbage collection: periodic, and every unused image on SIGUSR1 (riklet prune)
   local imagegc = require "riklet.imagegc"

@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # bench_mem.sh — riklet's memory in scheduler mode and standalone mode, idle and with PODS running
-# Pods, beside the floor (a do-nothing main() linked with the same libraries). A benchmark, not a
+# Pods, and in interLink mode idle, beside the floor (a do-nothing main() linked with the same libraries). A benchmark, not a
 # test: it prints a table and fails only when it cannot measure.
 #
 #   sudo tests/bench/bench_mem.sh [RIKLET]       RIKLET defaults to $RIKLET or build-bench/riklet
 #
 # Environment: PODS (default 50); BEFORE=/path/to/another/riklet measures that binary the same
 # way, in the same run (an older build: before/after); GCS="PAUSE,STEPMUL ..." (default
-# "200,200 100,200 100,400") measures idle scheduler mode once per LuaJIT collector setting
-# (RIKLET_LUA_GC); SETTLE (default 5) seconds to wait before each reading.
+# "100,200 200,200 100,400") measures scheduler mode once per LuaJIT collector setting
+# (RIKLET_LUA_GC), idle and with GC_PODS (default 20) Pods, with the CPU time riklet used for the
+# whole run (start, register, create, destroy); SETTLE (default 5) seconds to wait before each
+# reading.
 #
 # Each reading: VmRSS and RssAnon (/proc/PID/status) and Pss (/proc/PID/smaps_rollup) of riklet.
 #  - scheduler mode: `riklet --scheduler` registered with tests/sched/scheduler.py (Debian's
 #    grpcio), node metrics sent, idle; then PODS busybox Pods sent as CREATE instructions (image
 #    from a local docker-registry), all RUNNING; then destroyed.
 #  - standalone mode: `riklet --standalone DIR`, idle; then PODS manifests (a local OCI layout).
+#  - interLink mode: `riklet --interlink 127.0.0.1:PORT` (libmicrohttpd loaded), idle, once it answers.
 #  - the floor: main() { print VmRSS } linked (--no-as-needed) with the NEEDED libraries of the
 #    binary, and the same plus libcurl (what an https:// scheduler, or the older build in scheduler
 #    mode, loads with dlopen).
@@ -31,7 +34,8 @@ source "$SRC_DIR/tests/lib/mkimage.sh"
 
 PODS=${PODS:-50}
 SETTLE=${SETTLE:-5}
-GCS=${GCS:-"200,200 100,200 100,400"}
+GCS=${GCS:-"100,200 200,200 100,400"}
+GC_PODS=${GC_PODS:-20}
 say() { printf '%s\n' "$*" >&2; }
 die() { say "bench_mem: $*"; exit 1; }
 [[ $(id -u) == 0 ]] || die "needs root (runc, overlay mounts)"
@@ -51,6 +55,7 @@ mkimage_push "$T/layout:latest" "$REGISTRY/busybox:latest" >&2 || die "push fail
 status_kib() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
 pss_kib() { awk '$1 == "Pss:" { print $2 }' "/proc/$1/smaps_rollup"; }
 reading() { printf '%s %s %s' "$(status_kib "$1" VmRSS)" "$(status_kib "$1" RssAnon)" "$(pss_kib "$1")"; }
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' "/proc/$1/stat"; }
 
 RPID= SPID=
 stop_all() {
@@ -95,7 +100,8 @@ instruct_all() { # instruct_all ACTION: one instruction per Pod, in one batch
 	curl -sf -X POST -d "$items" "$CONTROL/instruct" >/dev/null || die "scheduler.py refused the instructions"
 }
 
-# sched_run BIN [GC] [PODS?]: RES="idle_rss idle_anon idle_pss [pods_rss pods_anon pods_pss]" (KiB)
+# sched_run BIN [GC] [PODS?]: RES="idle_rss idle_anon idle_pss [pods_rss pods_anon pods_pss]" (KiB),
+# CPU=seconds riklet used until its Pods were destroyed
 sched_run() {
 	local bin=$1 gc=${2:-} pods=${3:-1} log=$T/riklet-sched.log
 	start_sched
@@ -114,6 +120,7 @@ sched_run() {
 	else
 		RES=$idle
 	fi
+	CPU=$(cpu_s "$RPID")
 	stop_all
 }
 
@@ -140,6 +147,17 @@ stand_run() {
 	stop_all
 }
 
+# ---- interLink mode ---------------------------------------------------------------------------
+il_run() {
+	local bin=$1 log=$T/riklet-interlink.log port
+	port=$(free_port) || die "no free port"
+	start_riklet "$bin" "$log" --interlink "127.0.0.1:$port"
+	wait_for 20 curl -s -o /dev/null "http://127.0.0.1:$port/" || { diag_file "$log" 20 >&2; die "interLink riklet did not answer"; }
+	sleep "$SETTLE"
+	RES=$(reading "$RPID")
+	stop_all
+}
+
 # ---- the floor ---------------------------------------------------------------------------------
 printf '#include <stdio.h>\n#include <string.h>\nint main(void) { char b[64]; FILE *f = fopen("/proc/self/status", "r");\n while (fgets(b, sizeof b, f)) if (!strncmp(b, "VmRSS:", 6) || !strncmp(b, "RssAnon:", 8)) fputs(strchr(b, 58) + 1, stdout); return 0; }\n' >"$T/floor.c"
 floor() { # floor BIN [extra-lib]: "rss anon" KiB of main() linked with BIN's NEEDED libraries
@@ -161,6 +179,9 @@ for bin in "${BINS[@]}"; do
 	say "# $bin: standalone mode"
 	stand_run "$bin"
 	A=$RES
+	say "# $bin: interLink mode"
+	il_run "$bin"
+	I=$RES
 	read -r F_RSS F_ANON < <(floor "$bin")
 	read -r FC_RSS FC_ANON < <(floor "$bin" curl)
 	printf '\n%s (%s), %d Pods, %s\n\n' "$bin" "$("$bin" version 2>/dev/null | head -n 1)" "$PODS" "$(uname -r)"
@@ -170,17 +191,25 @@ for bin in "${BINS[@]}"; do
 	r3 "scheduler mode, $PODS Pods" "$(cut -d' ' -f4-6 <<<"$S")"
 	r3 "standalone, idle" "$(cut -d' ' -f1-3 <<<"$A")"
 	r3 "standalone, $PODS Pods" "$(cut -d' ' -f4-6 <<<"$A")"
+	r3 "interLink mode, idle" "$I"
 	row "floor: main() with the same libraries" "$(mib "$F_RSS")" "$(mib "$F_ANON")" -
 	row "floor + libcurl (https://, or dlopen'ed)" "$(mib "$FC_RSS")" "$(mib "$FC_ANON")" -
+	row "scheduler mode idle above the floor" "$(mib $(($(cut -d' ' -f1 <<<"$S") - F_RSS)))" \
+		"$(mib $(($(cut -d' ' -f2 <<<"$S") - F_ANON)))" -
 	printf '\n'
 done
 
-printf 'LuaJIT collector (RIKLET_LUA_GC=PAUSE,STEPMUL), %s, scheduler mode idle:\n\n' "$RIKLET"
-row "setting" RSS anon Pss
-row "$(printf -- '-%.0s' {1..52})" ---------- ---------- ----------
+printf 'LuaJIT collector (RIKLET_LUA_GC=PAUSE,STEPMUL), %s, scheduler mode, idle then %d Pods:\n\n' "$RIKLET" "$GC_PODS"
+grow() { printf '| %-24s | %-10s | %-10s | %-10s | %-10s | %-10s |\n' "$@"; }
+grow "setting" "idle RSS" "idle anon" "Pods RSS" "Pods anon" "CPU s"
+grow "$(printf -- '-%.0s' {1..24})" ---------- ---------- ---------- ---------- ----------
+ALL_PODS=$PODS PODS=$GC_PODS
 for gc in $GCS; do
-	sched_run "$RIKLET" "$gc" 0
-	r3 "$gc$([[ $gc == 200,200 ]] && echo ' (LuaJIT default)')" "$RES"
+	sched_run "$RIKLET" "$gc" 1
+	read -r a b _ d e _ <<<"$RES"
+	grow "$gc$([[ $gc == 100,200 ]] && echo ' (riklet)')$([[ $gc == 200,200 ]] && echo ' (LuaJIT)')" \
+		"$(mib "$a")" "$(mib "$b")" "$(mib "$d")" "$(mib "$e")" "$CPU"
 done
+PODS=$ALL_PODS
 printf '\n'
 exit 0

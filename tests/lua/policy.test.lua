@@ -303,4 +303,15 @@ T.is(loaded, 0, "nothing reloaded from a file that raises")
 T.ok(failed == 1 and policy.call("admission", "admit", {}, ctx).v == 2, "a policy that raises while loading keeps the previous one too")
 policy.set_dir(core.paths().policies)
 T.ok(agent_mem() < mem_before + 512, "agent memory back to its level at the end")
+-- the size cap, checked from the file's size: exactly 1 MiB loads, one byte more is refused
+local body = "return { admit = function(w) return { v = 4 } end }\n"
+fs.write_atomic(dir .. "/admission.lua", body .. "--" .. ("x"):rep(1024 * 1024 - #body - 2))
+policy.set_dir(dir)
+T.is((policy.call("admission", "admit", {}, ctx) or {}).v, 4, "a policy of exactly 1048576 bytes loads")
+fs.write_atomic(dir .. "/admission.lua", body .. "--" .. ("x"):rep(1024 * 1024 - #body - 1))
+policy.set_dir(dir)
+local big_ok, big_err = policy.load("admission")
+T.ok(not big_ok and tostring(big_err):find("admission.lua is larger than 1048576 bytes", 1, true),
+  "one byte more is refused: " .. tostring(big_err))
+policy.set_dir(core.paths().policies)
 fs.rm_rf(dir)
