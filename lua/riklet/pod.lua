@@ -130,7 +130,11 @@ end
 local function conmon_create(inst, c)
   local mon, err = conmon.create(c.runc_id, c.dir, {
     log = c.log, name = inst.id .. "/" .. c.name,
-    on_conmon = function(pid) c.conmon_pid = pid save(inst) end,
+    on_conmon = function(pid)
+      c.conmon_pid = pid
+      if inst.net_start then inst.net_start() end -- runc create runs now: the network beside it
+      save(inst)
+    end,
   })
   if not mon then return nil, err end
   c.pid, c.conmon_pid = mon.pid, mon.conmon_pid
@@ -342,27 +346,31 @@ end
 local create
 
 -- The Pod's network, made beside its containers: the namespace now (runc creates the containers
--- in it), the rest (veth, address, routes, rules: netctl.setup) in a task of its own while conmon
--- and runc create the containers; network_ready waits for it before anything starts. Returns the
+-- in it), the rest (veth, address, routes, rules: netctl.setup) in a task of its own started once
+-- the first container's conmon runs (conmon_create: inst.net_start), so that runc create and the
+-- setup run at the same time; network_ready waits for it before anything starts. Returns the
 -- namespace's path.
 local function start_network(inst, w)
   local t0 = core.time()
   local path, err = netctl.netns(inst.id)
   mark(inst, "network", t0)
   if not path then return nil, err end
-  local done = task.event()
-  inst.net_pending = done
-  task.spawn(function()
-    local t1 = core.time()
-    local ok, net, nerr = pcall(netctl.setup, inst.id, w)
-    if not ok then net, nerr = nil, "the network setup failed: " .. tostring(net) end
-    if net then
-      inst.rec.network = net
-      net.enabled = true
-    end
-    mark(inst, "netsetup", t1)
-    done:set({ net ~= nil, nerr })
-  end)
+  inst.net_start = function()
+    inst.net_start = nil
+    local done = task.event()
+    inst.net_pending = done
+    task.spawn(function()
+      local t1 = core.time()
+      local ok, net, nerr = pcall(netctl.setup, inst.id, w)
+      if not ok then net, nerr = nil, "the network setup failed: " .. tostring(net) end
+      if net then
+        inst.rec.network = net
+        net.enabled = true
+      end
+      mark(inst, "netsetup", t1)
+      done:set({ net ~= nil, nerr })
+    end)
+  end
   return path
 end
 
@@ -385,6 +393,7 @@ function P.create(inst, w)
   inst.steps = {}
   local t0 = core.time()
   local ok, err = create(inst, w)
+  inst.net_start = nil
   if inst.net_pending then
     -- a create that failed before its network was ready: the rollback must not race the setup.
     -- A failed network setup is the reason even then (a runc create that failed meanwhile did
