@@ -90,8 +90,9 @@ function L.notify(id, status, message)
   end
 end
 
-local function save(inst)
-  local ok, err = store.save(inst.rec)
+-- durable = false: no fsync (see L.transition)
+local function save(inst, durable)
+  local ok, err = store.save(inst.rec, durable)
   if not ok then log("error", "cannot store instance %s (%s): %s", inst.id, tostring(inst.rec.status), err) end
   return ok
 end
@@ -112,7 +113,10 @@ function L.transition(inst, to, reason)
     -- the release, or a release that failed, is released at the next start
     if rec.released == nil then rec.released = false end
   end
-  save(inst)
+  -- CREATING -> RUNNING is written without fsync (the Pod start's last write): a crash of riklet
+  -- keeps the page cache, and after a machine crash, which ends the containers too, the durable
+  -- CREATING record makes the next start roll the instance back and create it again
+  save(inst, not (from == "CREATING" and to == "RUNNING"))
   -- an ended instance keeps what ps and reports need, not its definition nor its workload (the
   -- definition stays on disk, for store.same_definition)
   if L.ENDED[to] then inst.workload = nil store.forget_definition(rec) end

@@ -87,10 +87,12 @@ local function state_path() return C.state_dir .. "/network.json" end
 
 local unsaved -- a save failed where failing to write changes nothing in the kernel (adopt, reconcile)
 
-local function save()
+-- save(false): without fsync, for what only describes kernel objects a machine crash takes away
+-- with it (the namespaces, links and rules of M.setup): a crash of riklet alone keeps the page cache
+local function save(durable)
   local s, err = json.encode(S, true)
   if not s then return nil, "encoding the network state: " .. tostring(err) end
-  local ok, werr = fs.write_atomic(state_path(), s, "0600")
+  local ok, werr = fs.write_atomic(state_path(), s, "0600", durable == false and { sync = false } or nil)
   if not ok then return nil, "saving the network state: " .. tostring(werr) end
   unsaved = nil
   return true
@@ -501,12 +503,14 @@ local function converge_function(id, rec)
 end
 
 -- ---- setup / teardown -----------------------------------------------------------------------
+local function unnamable(id)
+  return ("instance id '%s' cannot name a network namespace: use 1 to 64 characters of [A-Za-z0-9._-]"):format(tostring(id))
+end
+
 function M.setup(id, w)
   local ok, err = need_init()
   if not ok then return nil, err end
-  if not valid_id(id) then
-    return nil, ("instance id '%s' cannot name a network namespace: use 1 to 64 characters of [A-Za-z0-9._-]"):format(tostring(id))
-  end
+  if not valid_id(id) then return nil, unnamable(id) end
   if type(w) ~= "table" then return nil, "setup needs the workload table" end
   local kind = w.kind == "Function" and "Function" or "Pod"
   ok, err = ensure_infra()
@@ -530,8 +534,10 @@ function M.setup(id, w)
     rec.created_at = os.time()
     local fok, ferr = fault.point("net.alloc") if not fok then return nil, ferr end
     S.instances[id] = rec
-    -- persist the allocation before creating anything: a crash now leaves a record to clean
-    ok, err = save()
+    -- persist the allocation before creating anything: a crash now leaves a record to clean (no
+    -- fsync: after a machine crash there is nothing left to clean, and adopt rebuilds an
+    -- allocation from the instance's record)
+    ok, err = save(false)
     if not ok then S.instances[id] = nil return nil, err end
   end
 
@@ -555,11 +561,21 @@ function M.setup(id, w)
   st, err = fw.apply(rules, { owner = owner(id) })
   if not st then return fail(("ports of instance %s: %s"):format(id, err)) end
   rec.rules, rec.ports = rules, ports_of(rules)
-  ok, err = save()
+  ok, err = save(false)
   if not ok then return fail(err) end
   log("info", "instance %s: %s %s on %s%s", id, kind, rec.ip or rec.guest_ip, rec.host_if,
     #rec.ports > 0 and (", exposing " .. table.concat(rec.ports, " ")) or "")
   return result(id, rec)
+end
+
+-- The network namespace of Pod id, made now (M.setup makes it too: creating is idempotent), so
+-- that runc can create the Pod's containers in it while M.setup adds the veth, address, routes and
+-- rules beside it. Removed by M.teardown. -> path | nil, err
+function M.netns(id)
+  local ok, err = need_init()
+  if not ok then return nil, err end
+  if not valid_id(id) then return nil, unnamable(id) end
+  return net.netns_add(C.netns_dir, id)
 end
 
 function M.teardown(id)

@@ -81,13 +81,15 @@ local function mark(inst, name, t0)
   if s then s[name] = (s[name] or 0) + (core.time() - t0) * 1000 end
   return core.time()
 end
-local STEPS = { "record", "image", "network", "mount", "config", "create", "start" }
+local STEPS = { "record", "image", "network", "mount", "config", "create", "start", "netsetup" }
 local STEP_NAMES = { record = "record writes", image = "image", network = "network", mount = "overlay mount",
-  config = "bundle config", create = "conmon + runc create", start = "runc start" }
+  config = "bundle config", create = "conmon + runc create", start = "runc start",
+  netsetup = "beside them: network setup" }
 
--- While CREATING the record is a progress note (no fsync): the lifecycle stores the outcome
--- (RUNNING or FAILED) durably right after, and a machine crash in between stops the containers
--- too; a riklet crash finds the note all the same (page cache, replaced by rename).
+-- While CREATING the record is a progress note (no fsync): the lifecycle stored CREATING durably
+-- before, and a machine crash stops the containers too (the next start rolls the instance back
+-- from the CREATING record); a riklet crash finds the note all the same (page cache, replaced by
+-- rename).
 local function save(inst)
   local t0 = core.time()
   local ok, err = store.save(inst.rec, inst.rec.status ~= "CREATING")
@@ -128,7 +130,11 @@ end
 local function conmon_create(inst, c)
   local mon, err = conmon.create(c.runc_id, c.dir, {
     log = c.log, name = inst.id .. "/" .. c.name,
-    on_conmon = function(pid) c.conmon_pid = pid save(inst) end,
+    on_conmon = function(pid)
+      c.conmon_pid = pid
+      if inst.net_start then inst.net_start() end -- runc create runs now: the network beside it
+      save(inst)
+    end,
   })
   if not mon then return nil, err end
   c.pid, c.conmon_pid = mon.pid, mon.conmon_pid
@@ -339,10 +345,62 @@ end
 
 local create
 
+-- The Pod's network, made beside its containers: the namespace now (runc creates the containers
+-- in it), the rest (veth, address, routes, rules: netctl.setup) in a task of its own started once
+-- the first container's conmon runs (conmon_create: inst.net_start), so that runc create and the
+-- setup run at the same time; network_ready waits for it before anything starts. Returns the
+-- namespace's path.
+local function start_network(inst, w)
+  local t0 = core.time()
+  local path, err = netctl.netns(inst.id)
+  mark(inst, "network", t0)
+  if not path then return nil, err end
+  inst.net_start = function()
+    inst.net_start = nil
+    local done = task.event()
+    inst.net_pending = done
+    task.spawn(function()
+      local t1 = core.time()
+      local ok, net, nerr = pcall(netctl.setup, inst.id, w)
+      if not ok then net, nerr = nil, "the network setup failed: " .. tostring(net) end
+      if net then
+        inst.rec.network = net
+        net.enabled = true
+      end
+      mark(inst, "netsetup", t1)
+      done:set({ net ~= nil, nerr })
+    end)
+  end
+  return path
+end
+
+-- Wait for the network setup started by start_network (bounded: netctl's own waits are, the
+-- xtables lock at most a few seconds). -> true | nil, err
+local NET_WAIT = 120
+local function network_ready(inst)
+  local done = inst.net_pending
+  if not done then return true end
+  local t0 = core.time()
+  local r = done:wait(NET_WAIT)
+  mark(inst, "network", t0)
+  if not r then return nil, ("its network was not set up within %d s"):format(NET_WAIT) end
+  inst.net_pending = nil
+  if not r[1] then return nil, r[2] end
+  return true
+end
+
 function P.create(inst, w)
   inst.steps = {}
   local t0 = core.time()
   local ok, err = create(inst, w)
+  inst.net_start = nil
+  if inst.net_pending then
+    -- a create that failed before its network was ready: the rollback must not race the setup.
+    -- A failed network setup is the reason even then (a runc create that failed meanwhile did
+    -- because the setup's own rollback removed the namespace)
+    local nok, nerr = network_ready(inst)
+    if not nok then ok, err = nil, nerr end
+  end
   local s, parts = inst.steps, {}
   inst.steps = nil
   for _, k in ipairs(STEPS) do
@@ -358,11 +416,14 @@ create = function(inst, w)
   local dir = cfg.paths.instances .. "/" .. inst.id
   rec.dir = dir
   rec.containers = {}
+  -- stored with the first container's record, before the namespace is made: a rollback (after a
+  -- crash too) then tears down whatever the network setup made, even what it did not report yet
+  if netctl then rec.network = { enabled = true } end
   local fok, ferr = fault.point("pod.mkdir") if not fok then return nil, ferr end
   local ok, err = fs.mkdir_p(dir, "0700")
   if not ok then return nil, err end
-  -- without a record, a crash would leave resources nothing names: do not create them
-  ok, err = save(inst) if not ok then return nil, "cannot store its record: " .. err end
+  -- the record is not written before the first container's: until then nothing is made that a
+  -- rollback would not find from the instance id alone (its directory, the volumes in it)
 
   -- 1. images (the slow part; other instances go on meanwhile); init containers first
   local imgs, all = {}, {}
@@ -384,22 +445,9 @@ create = function(inst, w)
   voldir, err = P.make_volumes(dir, w)
   if not voldir then return nil, err end
 
-  -- 2. network: one namespace for the whole Pod
+  -- 2. bundles and runc containers, the network (one namespace for the whole Pod) made beside the
+  -- first one's runc create; init containers run to completion one after another first
   local netns
-  if netctl then
-    local t0 = core.time()
-    local net, nerr = netctl.setup(inst.id, w)
-    mark(inst, "network", t0)
-    rec.network = { enabled = true }
-    save(inst)
-    if not net then return nil, nerr end
-    rec.network = net
-    rec.network.enabled = true
-    netns = net.netns
-    save(inst)
-  end
-
-  -- 3. bundles and runc containers (init containers: run to completion one after another first)
   for i, c in ipairs(all) do
     local cdir = dir .. "/" .. c.name
     local crec = {
@@ -408,7 +456,19 @@ create = function(inst, w)
       init = i <= #(w.init_containers or {}) or nil,
     }
     rec.containers[i] = crec
-    save(inst)
+    if runc.exists(crec.runc_id) then
+      -- never ours to delete on rollback: another riklet shares this runc root, or a leftover
+      crec.state = "foreign"
+      return nil, ("container %s: runc already has a container %s (in %s); is another riklet using the same "
+        .. "--runc-root? Remove it with `runc --root %s delete -f %s` if it is a leftover")
+        :format(c.name, crec.runc_id, runc.root(), runc.root(), crec.runc_id)
+    end
+    -- without a record, a crash would leave resources nothing names: do not create them
+    ok, err = save(inst) if not ok then return nil, "cannot store its record: " .. err end
+    if netctl and not netns then
+      netns, err = start_network(inst, w)
+      if not netns then return nil, err end
+    end
     ok, err = fs.mkdir_p(cdir, "0700")
     if not ok then return nil, err end
     local t0 = core.time()
@@ -417,13 +477,6 @@ create = function(inst, w)
     if not ok then return nil, ("container %s: %s"):format(c.name, err) end
     -- not stored on its own: a rollback unmounts whatever rootfs it finds in the container's dir
     crec.mounted = true
-    if runc.exists(crec.runc_id) then
-      -- never ours to delete on rollback: another riklet shares this runc root, or a leftover
-      crec.state = "foreign"
-      return nil, ("container %s: runc already has a container %s (in %s); is another riklet using the same "
-        .. "--runc-root? Remove it with `runc --root %s delete -f %s` if it is a leftover")
-        :format(c.name, crec.runc_id, runc.root(), runc.root(), crec.runc_id)
-    end
     ok, err = fault.point("pod.config") if not ok then return nil, ("container %s: %s"):format(c.name, err) end
     t0 = core.time()
     ok, err = oci.edit_config(imgs[i].config, cdir .. "/config.json", bundle_opts(c, {
@@ -438,15 +491,19 @@ create = function(inst, w)
     t0 = core.time()
     mon, err = conmon_create(inst, crec)
     mark(inst, "create", t0)
-    save(inst)
-    if not mon then return nil, ("container %s: %s"):format(c.name, err) end
+    -- its conmon's pid is stored already (on_conmon); the rest goes with the next write
+    if not mon then save(inst) return nil, ("container %s: %s"):format(c.name, err) end
     if crec.init then
+      ok, err = network_ready(inst)
+      if not ok then return nil, err end
       ok, err = P.run_init(inst, w, crec, mon)
       if not ok then return nil, err end
     else
       watch(inst, crec, mon)
     end
   end
+  ok, err = network_ready(inst)
+  if not ok then return nil, err end
   for _, crec in ipairs(rec.containers) do
     if crec.init then goto next end
     ok, err = check_cancel(inst)

@@ -5,7 +5,12 @@
 #   sudo tests/bench/bench_pods.sh [RIKLET]     RIKLET defaults to $RIKLET or build-bench/riklet
 #
 # Environment: RUNS (default 20) start measurements; PODS (default 50) Pods for the RSS measure;
-# KEEP_TMP=1 keeps the temporary directory; BENCH_QUIET=1 hides the per-run lines.
+# KEEP_TMP=1 keeps the temporary directory; BENCH_QUIET=1 hides the per-run lines; NETWORK=bridge
+# (default none) gives riklet's Pods their bridge network (netns, veth, address, rules), the whole
+# benchmark then running in a private network + mount namespace; PODS=0 skips the memory part;
+# BEFORE_LUA=DIR also runs a second riklet, the same binary with the Lua tree DIR (e.g. an older
+# commit's: `git archive int3 lua | tar -x -C /tmp/old`), in its own network namespace, measured in
+# the same interleaved runs: a before/after comparison that shares the machine's load.
 #
 # What it measures, all in one run:
 #  1. manifest -> RUNNING for a cached image: a manifest is written next to the standalone dir,
@@ -28,13 +33,21 @@
 #     a C compiler is there: the floor that dynamic loading alone costs.
 #  4. where a start goes: riklet logs each create's steps ("instance ID: created in T ms (record
 #     writes a, image b, network c, overlay mount d, bundle config e, conmon + runc create f, runc
-#     start g ms)"); the median of each over the timed runs is printed, with what is left of the
+#     start g, beside them: network setup h ms)": h overlaps the create, c is the namespace and the
+#     wait for the rest); the median of each over the timed runs is printed, with what is left of the
 #     manifest -> RUNNING time (noticing the manifest, validation, admission, the CREATING and
 #     RUNNING record writes of the lifecycle).
 # Targets (issue 2, 7): start <= 1.3x bare runc run (conmon in the path); idle RSS <= 8 MiB;
 # <= 16 MiB with 50 Pods; riklet's RSS does not grow per Pod.
 
 set -uo pipefail
+NETWORK=${NETWORK:-none}
+if [[ $NETWORK == bridge ]]; then
+	# a bridge, veths and iptables rules of its own, never the host's (as the network tests do)
+	source "$(dirname "${BASH_SOURCE[0]}")/../lib/private_ns.sh"
+	[[ -n ${RK_PRIVATE_NS:-} ]] || { echo "bench_pods: NETWORK=bridge needs unshare -n -m (root)" >&2; exit 1; }
+	ip link set lo up
+fi
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SRC_DIR=$(cd "$BENCH_DIR/../.." && pwd)
 : "${RIKLET_BUILD_DIR:=$SRC_DIR/build-bench}"
@@ -45,7 +58,7 @@ source "$SRC_DIR/tests/lib/mkimage.sh"
 
 RUNS=${RUNS:-20}
 PODS=${PODS:-50}
-((PODS >= 20)) || PODS=20 # measured at 1, 20 and PODS
+((PODS == 0 || PODS >= 20)) || PODS=20 # measured at 1, 20 and PODS
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "bench_pods: $*"; exit 1; }
@@ -78,16 +91,33 @@ manifest() {
 		"$1" "$IMAGE_REF"
 }
 
-"$RIKLET" --standalone "$MAN" --state-dir "$STATE" --runc-root "$RROOT" --network none \
+"$RIKLET" --standalone "$MAN" --state-dir "$STATE" --runc-root "$RROOT" --network "$NETWORK" \
+	--netns-dir "$T/netns" --bridge rkbench0 --pod-cidr 10.97.0.0/16 \
 	--log-format text --stop-grace 5 >"$LOG" 2>&1 </dev/null &
 RPID=$!
 # the cleanup stack runs last-in first-out: riklet destroys its Pods and stops, then leftovers go
 on_exit "bench_cleanup_runc"
 on_exit "bench_stop_riklet"
 
+# the second riklet (BEFORE_LUA): as_before CMD... runs CMD with its manifests, log and pid
+BEFORE_LUA=${BEFORE_LUA:-}
+MAN_B=$T/manifests-before STATE_B=$T/state-before RROOT_B=$T/runc-before LOG_B=$T/riklet-before.log RPID_B=
+as_before() { local MAN=$MAN_B LOG=$LOG_B RPID=$RPID_B; "$@"; }
+if [[ -n $BEFORE_LUA ]]; then
+	[[ -f $BEFORE_LUA/riklet/main.lua ]] || die "BEFORE_LUA=$BEFORE_LUA holds no riklet/main.lua"
+	mkdir -p "$MAN_B" "$STATE_B" "$RROOT_B"
+	NSRUN=()
+	[[ $NETWORK == bridge ]] && NSRUN=(unshare -n)
+	RIKLET_LUA_DIR=$BEFORE_LUA "${NSRUN[@]}" "$RIKLET" --standalone "$MAN_B" --state-dir "$STATE_B" \
+		--runc-root "$RROOT_B" --network "$NETWORK" --netns-dir "$T/netns-before" --bridge rkbench0 \
+		--pod-cidr 10.97.0.0/16 --log-format text --stop-grace 5 >"$LOG_B" 2>&1 </dev/null &
+	RPID_B=$!
+	on_exit "as_before bench_stop_riklet"
+fi
+
 bench_cleanup_runc() {
 	local root id
-	for root in "$RROOT" "$BROOT"; do
+	for root in "$RROOT" "$BROOT" "$RROOT_B"; do
 		[[ -d $root ]] || continue
 		for id in $(runc --root "$root" list -q 2>/dev/null); do runc --root "$root" delete -f "$id" >/dev/null 2>&1; done
 	done
@@ -130,6 +160,9 @@ bench_stop_riklet() {
 	RPID=
 }
 
+if [[ -n $RPID_B ]]; then
+	wait_for 10 grep -q "watching" "$LOG_B" || { diag_file "$LOG_B" >&2; die "the BEFORE_LUA riklet did not start"; }
+fi
 wait_for 10 grep -q "watching" "$LOG" || { diag_file "$LOG" >&2; die "riklet did not start"; }
 kill -0 "$RPID" 2>/dev/null || { diag_file "$LOG" >&2; die "riklet exited"; }
 sleep 1
@@ -173,9 +206,14 @@ say "# warm-up instance"
 create warm >/dev/null
 wait_state warm RUNNING 120
 destroy warm
+if [[ -n $RPID_B ]]; then
+	as_before create warm >/dev/null
+	as_before wait_state warm RUNNING 120
+	as_before destroy warm
+fi
 
 # --- timed runs, interleaved ---------------------------------------------------------------------
-declare -a R_MS=() RUN_MS=() CS_MS=() CM_MS=()
+declare -a R_MS=() RUN_MS=() CS_MS=() CM_MS=() B_MS=()
 RUNC_BIN=$(command -v runc)
 CM=$T/conmon-bare
 mkdir -p "$CM"
@@ -188,6 +226,13 @@ for ((i = 1; i <= RUNS; i++)); do
 	t1=$(line_epoch "$(state_line "$id" RUNNING)")
 	R_MS+=("$(ms "$t0" "$t1")")
 	destroy "$id"
+	if [[ -n $RPID_B ]]; then # the same with the BEFORE_LUA riklet
+		t0=$(as_before create "$id")
+		as_before wait_state "$id" RUNNING 60
+		t1=$(line_epoch "$(as_before state_line "$id" RUNNING)")
+		B_MS+=("$(ms "$t0" "$t1")")
+		as_before destroy "$id"
+	fi
 	# bare runc run --detach
 	b=bare-$i
 	a=$EPOCHREALTIME
@@ -221,7 +266,7 @@ for ((i = 1; i <= RUNS; i++)); do
 	z=$EPOCHREALTIME
 	CM_MS+=("$(ms "$a" "$z")")
 	runc --root "$BROOT" delete -f "$b" >/dev/null 2>&1 || die "runc delete -f $b failed"
-	[[ -n ${BENCH_QUIET:-} ]] || say "# run $i: riklet ${R_MS[-1]} ms, runc run ${RUN_MS[-1]} ms, runc create+start ${CS_MS[-1]} ms, conmon+runc ${CM_MS[-1]} ms"
+	[[ -n ${BENCH_QUIET:-} ]] || say "# run $i: riklet ${R_MS[-1]} ms${RPID_B:+ (before: ${B_MS[-1]} ms)}, runc run ${RUN_MS[-1]} ms, runc create+start ${CS_MS[-1]} ms, conmon+runc ${CM_MS[-1]} ms"
 done
 
 # stats V...: "median p90 min" (nearest-rank p90)
@@ -243,6 +288,8 @@ step_median() { # step_median NAME: the median of that step over the timed runs,
 	((${#vals[@]})) && stats "${vals[@]}" | awk '{ print $1 }' || echo -
 }
 STEP_NAMES=("record writes" "image" "network" "overlay mount" "bundle config" "conmon + runc create" "runc start")
+# not on the create's path: the Pod's network setup made while conmon and runc create run
+STEP_BESIDE="beside them: network setup"
 BREAKDOWN= STEP_SUM=0
 for n in "${STEP_NAMES[@]}"; do
 	v=$(step_median "$n")
@@ -250,8 +297,21 @@ for n in "${STEP_NAMES[@]}"; do
 	BREAKDOWN+="${BREAKDOWN:+, }$n $v"
 	STEP_SUM=$(awk -v a="$STEP_SUM" -v b="$v" 'BEGIN { print a + b }')
 done
+v=$(step_median "$STEP_BESIDE")
+[[ $v == - ]] || BREAKDOWN+="; $STEP_BESIDE $v"
 CREATE_MED=$(step_median "created in")
+BEFORE_LINE=
+if [[ -n $RPID_B ]]; then
+	read -r B_MED B_P90 B_MIN < <(stats "${B_MS[@]}")
+	B_STEPS=
+	for n in "${STEP_NAMES[@]}"; do
+		v=$(as_before step_median "$n")
+		[[ $v == - ]] || B_STEPS+="${B_STEPS:+, }$n $v"
+	done
+	BEFORE_LINE="before (Lua tree $BEFORE_LUA), same runs: median $B_MED ms (p90 $B_P90, min $B_MIN), $(awk -v a="$B_MED" -v b="$RUN_MED" 'BEGIN { printf "%.2fx", a / b }') run --detach; per-step medians: ${B_STEPS:-none}"
+fi
 
+if ((PODS > 0)); then
 # --- RSS with PODS Pods --------------------------------------------------------------------------
 # pods_up FROM TO: Pods FROM..TO created and RUNNING
 pods_up() {
@@ -292,9 +352,11 @@ for ((i = 1; i <= PODS; i++)); do wait_state "$(printf 'pod-%02d' "$i")" TERMINA
 sleep 1
 AFTER_RSS=$(rss_kib "$RPID" VmRSS)
 
+fi
+
 # The floor: a C program that does nothing, linked with riklet's direct libraries (as-needed off).
 FLOOR_RSS= FLOOR_CURL=
-if command -v cc >/dev/null; then
+if ((PODS > 0)) && command -v cc >/dev/null; then
 	mapfile -t LIBS < <(objdump -p "$RIKLET" 2>/dev/null | awk '$1 == "NEEDED" { sub(/^lib/, "", $2); sub(/\.so.*/, "", $2); print $2 }')
 	printf '#include <stdio.h>\n#include <unistd.h>\nint main(void) { char b[64]; FILE *f = fopen("/proc/self/status", "r");\n while (fgets(b, sizeof b, f)) if (!strncmp(b, "VmRSS:", 6)) fputs(b + 6, stdout); return 0; }\n' |
 		sed '1i #include <string.h>' >"$T/floor.c"
@@ -311,9 +373,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
 verdict() { awk -v v="$1" -v t="$2" 'BEGIN { print (v <= t) ? "ok" : "MISSED" }'; }
 R_RATIO=$(awk -v a="$R_MED" -v b="$RUN_MED" 'BEGIN { printf "%.2f", a / b }')
 
-printf '\n%s, runc %s, %d runs, %d Pods, %s\n\n' \
+printf '\n%s, runc %s, %d runs, %d Pods, --network %s, %s\n\n' \
 	"$("$RIKLET" version 2>/dev/null | head -n 1)" "$(runc --version | awk 'NR == 1 { print $3 }')" \
-	"$RUNS" "$PODS" "$(uname -r)"
+	"$RUNS" "$PODS" "$NETWORK" "$(uname -r)"
 fmt='| %-44s | %-22s | %-22s | %-30s |\n'
 printf "$fmt" metric riklet "baseline (bare runc)" "ratio / target"
 printf "$fmt" "$(printf -- '-%.0s' {1..44})" "$(printf -- '-%.0s' {1..22})" "$(printf -- '-%.0s' {1..22})" "$(printf -- '-%.0s' {1..30})"
@@ -327,6 +389,8 @@ printf "$fmt" "  what conmon costs: conmon+runc - create+start" "-" "$(awk -v a=
 printf "$fmt" "  the driver's create (median ms)" "$CREATE_MED" "-" \
 	"rest of the start: $(awk -v a="$R_MED" -v b="$CREATE_MED" 'BEGIN { printf "%.1f ms", a - b }')"
 printf '\nper-step medians of the create (ms): %s\n\n' "${BREAKDOWN:-(no breakdown in the log: an older riklet)}"
+[[ -z $BEFORE_LINE ]] || printf '%s\n\n' "$BEFORE_LINE"
+((PODS > 0)) || exit 0 # cleanup: the on_exit stack
 printf "$fmt" "RSS idle, after start" "$(mib "$IDLE_RSS")" "-" "<= 8 MiB $(verdict "$IDLE_RSS" 8192)"
 printf "$fmt" "  of which anon / Pss" "$(mib "$IDLE_ANON") / $(mib "$IDLE_PSS")" "-" ""
 printf "$fmt" "RSS with 1 / 20 running Pods" "$(mib "$ONE_RSS") / $(mib "$TWENTY_RSS")" "-" \

@@ -119,6 +119,23 @@ PIDA=$(runc_pid web-a_httpd)
 is "$(ns_inode "/proc/$PIDA/ns/net")" "$(ns_inode "$NETNS/web-a")" "web-a's container runs in the namespace $NETNS/web-a"
 ok "wait_for 10 fetch_is 8080 '$PAGE_A'" "the client host fetches web-a's page at 192.0.2.1:8080"
 ok "wait_for 10 fetch_is 8081 '$PAGE_B'" "the client host fetches web-b's page at 192.0.2.1:8081"
+
+# The network is set up beside runc create (riklet.pod): the container's process must still find it
+# complete the moment it starts. It prints its address and routes first thing, then sleeps.
+# shellcheck disable=SC2016
+jq -n --arg img "$IMAGE" '{apiVersion: "v1", kind: "Pod", name: "netcheck", spec: {containers: [{name: "c",
+	image: $img, command: ["sh", "-c", "ip -4 -o addr show dev eth0; ip route; exec sleep 3600"]}]}}' \
+	>"$MANIFESTS/.netcheck.tmp" && mv "$MANIFESTS/.netcheck.tmp" "$MANIFESTS/netcheck.json"
+wait_status 60 netcheck RUNNING || diag_state
+NCLOG=$STATE/instances/netcheck/c/logs/0.log
+has_routes() { grep -q 'default via' "$NCLOG" 2>/dev/null; }
+wait_for 10 has_routes
+IPN=$(pod_ip netcheck)
+like "$(grep -F ' inet ' "$NCLOG")" " inet ${IPN//./\\.}/16 " \
+	"netcheck's first command saw its address on eth0 at once ($IPN)"
+like "$(grep -F 'default via' "$NCLOG")" 'default via 10\.89\.0\.1 dev eth0' "and its default route through the bridge"
+rm -f -- "$MANIFESTS/netcheck.json"
+wait_for 30 bash -c "! test -e '$NETNS/netcheck'"
 is "$(fetch 8080)" "$PAGE_A" "exactly web-a's page, byte for byte"
 is "$(timeout 5 busybox wget -qO- http://127.0.0.1:8080/ 2>&1)" "$PAGE_A" "the node itself reaches web-a at 127.0.0.1:8080"
 # the client has no route to the pod CIDR: a Pod reaches it only through the masquerade
