@@ -103,4 +103,32 @@ function task.with_lock(key, fn, ...)
   return unpack(res, 2, res.n)
 end
 
+-- A counting semaphore: at most n holders at once, waiters served in arrival order.
+-- task.semaphore(n) -> sem; sem:with(fn, ...) runs fn(...) holding one slot (released when fn
+-- returns or raises) and returns its results; sem.n may be changed later (more slots wake waiters).
+local Sem = {}
+Sem.__index = Sem
+
+function task.semaphore(n)
+  return setmetatable({ n = n, held = 0, waiting = task.queue() }, Sem)
+end
+
+function Sem:with(fn, ...)
+  if self.held >= self.n or self.waiting:len() > 0 then
+    local ev = task.event()
+    self.waiting:put(ev)
+    ev:wait() -- the slot is handed over by the releasing task (held stays counted)
+  else
+    self.held = self.held + 1
+  end
+  local res = pack(pcall(fn, ...))
+  self.held = self.held - 1
+  while self.held < self.n and self.waiting:len() > 0 do
+    self.held = self.held + 1
+    self.waiting:get():set(true)
+  end
+  if not res[1] then error(res[2], 0) end
+  return unpack(res, 2, res.n)
+end
+
 return task
