@@ -16,7 +16,8 @@
 --       there: what makes `runc create ID` refuse); no runc process, so cheap on a start's path
 --   runc.valid_id(id) -> boolean      runc.root() / runc.binary() -> the configured --root / binary
 --   runc.throttled(fn, ...) -> fn(...)'s results, run while holding one of the --runtime-parallel
---       slots that every runc command (and conmon's runc create, riklet.conmon) takes
+--       slots that every runc command (and conmon's runc create, riklet.conmon) takes; runc
+--       commands (start, kill, delete, state: work on containers that exist) go before creates
 local fs = require "riklet.fs"
 local json = require "riklet.json"
 local oci = require "riklet.oci"
@@ -29,7 +30,9 @@ local cfg = { runc = "runc", root = "/run/riklet/runc", timeout = 60 }
 -- 1,000 Pods created or destroyed at once, 1,000 runc processes on a few cores made each one take
 -- minutes (past its 60 s timeout: the Pod FAILED) and polled for by 1,000 tasks, for no more
 -- throughput. The default, twice the CPUs (at least 2), keeps the CPUs busy while some wait on
--- the disk; the others wait their turn in order.
+-- the disk; the others wait their turn in order, commands on existing containers first (else a
+-- created container waits for every create queued before its start: no Pod RUNNING until all
+-- are created).
 local function online_cpus()
   local s = fs.read("/sys/devices/system/cpu/online", 4096) or ""
   local n = 0
@@ -93,7 +96,7 @@ end
 local function run(args, what, id, timeout)
   local argv = { cfg.runc, "--root", cfg.root }
   for _, a in ipairs(args) do argv[#argv + 1] = a end
-  local r, err = slots:with(proc.run, argv, { timeout = timeout or cfg.timeout })
+  local r, err = slots:with_first(proc.run, argv, { timeout = timeout or cfg.timeout })
   if not r then
     return nil, ("runc %s %s: runc (%s) could not be started: %s"):format(what, id or "", cfg.runc, tostring(err))
   end

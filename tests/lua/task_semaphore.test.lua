@@ -1,4 +1,5 @@
--- task.semaphore: at most n holders at once, waiters served in arrival order, a slot released
+-- task.semaphore: at most n holders at once, waiters served in arrival order (with_first ones
+-- first), a slot released
 -- when the function raises, more slots (sem.n raised) used at the next release; and runc.throttled
 -- (the --runtime-parallel slots every runc command takes) the same.
 local T = require "riklet.testlib"
@@ -35,6 +36,15 @@ local seq = {}
 for i = 1, 6 do task.spawn(function() one:with(function() task.sleep(0.005) seq[#seq + 1] = i end) end) end
 T.wait_for(10, function() return #seq == 6 end)
 T.is(table.concat(seq, ","), "1,2,3,4,5,6", "waiters are served in arrival order")
+
+-- with_first waiters go before with waiters (a start before the next create)
+local pr = task.semaphore(1)
+local got = {}
+task.spawn(function() pr:with(function() task.sleep(0.05) got[#got + 1] = "holder" end) end)
+for i = 1, 3 do task.spawn(function() pr:with(function() got[#got + 1] = "new" .. i end) end) end
+task.spawn(function() pr:with_first(function() got[#got + 1] = "first" end) end)
+T.wait_for(10, function() return #got == 5 end)
+T.is(table.concat(got, ","), "holder,first,new1,new2,new3", "with_first is served before earlier with waiters")
 
 -- raising n lets more in at the next release
 local grow = task.semaphore(1)
