@@ -24,7 +24,8 @@
 #     network reconciled); every container's pid unchanged (none restarted), none lost.
 #  5. teardown: every manifest removed by one rm; time until all are TERMINATED; then what is left:
 #     runc containers, conmon processes, mounts, veths, netns files, per-instance iptables rules.
-# baseline (a shell loop, one Pod after the other): per Pod an overlay mount over the unpacked
+# baseline (a shell loop, BASE_PAR Pods at a time: default twice the CPUs, riklet's default
+# --runtime-parallel): per Pod an overlay mount over the unpacked
 # image, a copied config.json, conmon running `runc create`, `runc start`; the same figures where
 # they exist (no re-adoption: bare runc has no agent to restart); no network (the loop sets up no
 # netns, veth or rule: with NETWORK=bridge that work is riklet's alone).
@@ -41,6 +42,7 @@ PODS=${PODS:-1000}
 NETWORK=${NETWORK:-bridge}
 BASELINE=${BASELINE:-1}
 STEADY=${STEADY:-30}
+BASE_PAR=${BASE_PAR:-$((2 * $(nproc)))}
 
 say() { printf '# %s\n' "$*" >&2; }
 die() { say "bench_scale: $*"; exit 1; }
@@ -210,6 +212,8 @@ pids_of >"$T/pids.after"
 R_CHANGED=$(diff "$T/pids.before" "$T/pids.after" | grep -c '^>')
 R_RUNNING=$("$RIKLET" ps --json --state-dir "$STATE" | jq '[.instances[] | select(.status == "RUNNING")] | length')
 R_RESTARTS=$(count_since "$L3" "restarting it in")
+R_RULES=-
+[[ $NETWORK == bridge ]] && R_RULES=$(iptables-legacy -t nat -S RIKLET 2>/dev/null | grep -c -- '-j DNAT')
 say "riklet: re-adopted in $R_READOPT s; $R_CHANGED containers changed, $R_RUNNING RUNNING"
 
 say "riklet: teardown"
@@ -278,15 +282,22 @@ if ((BASELINE)); then
 		runc --root "$BROOT" delete -f "$1" >/dev/null 2>&1
 		umount "$d/rootfs" && rm -rf -- "$d"
 	}
-	ms_since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", (b - a) * 1000 }'; }
-	B_MS=()
+	ms_since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f\n", (b - a) * 1000 }'; }
+	# BASE_PAR Pods at a time (riklet's --runtime-parallel default: twice the CPUs), each one's
+	# time in $B/ms.N
+	timed_start() { local a=$EPOCHREALTIME; if bare_start "$1"; then ms_since "$a" >"$B/ms.$1"; else say "baseline: $1 did not start"; fi; }
 	T0=$EPOCHREALTIME
-	for ((i = 1; i <= PODS; i++)); do
-		a=$EPOCHREALTIME
-		bare_start "$(pod "$i")" || die "baseline: Pod $i did not start"
-		B_MS+=("$(ms_since "$a")")
-	done
+	mkdir -p "$B"
+	( # a subshell: its wait is for these jobs only (not the registry)
+		for ((i = 1; i <= PODS; i++)); do
+			(($(jobs -rp | wc -l) < BASE_PAR)) || wait -n
+			timed_start "$(pod "$i")" &
+		done
+		wait
+	)
 	B_START=$(awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
+	mapfile -t B_MS < <(cat "$B"/ms.* 2>/dev/null)
+	((${#B_MS[@]} == PODS)) || die "baseline: only ${#B_MS[@]} of $PODS Pods started"
 	B_P50=$(pct 50 "${B_MS[@]}") B_P99=$(pct 99 "${B_MS[@]}")
 	sleep 5
 	read -r B_CM_RSS B_CM_PSS B_CM_N < <(conmon_mem "$BROOT")
@@ -296,8 +307,14 @@ if ((BASELINE)); then
 	B_ONE=$(awk -v a="$a" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
 	say "baseline: all running in $B_START s"
 	T0=$EPOCHREALTIME
-	for ((i = 1; i <= PODS; i++)); do bare_stop "$(pod "$i")"; done
-	bare_stop extra
+	(
+		for ((i = 1; i <= PODS; i++)); do
+			(($(jobs -rp | wc -l) < BASE_PAR)) || wait -n
+			bare_stop "$(pod "$i")" &
+		done
+		bare_stop extra
+		wait
+	)
 	B_DOWN=$(awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
 	sleep 2
 	B_LEFT=$(left "$BROOT" "$B/")
@@ -309,7 +326,7 @@ printf '\n%s, runc %s, %d Pods, --network %s, %s, load %s\n\n' \
 	"$("$RIKLET" version 2>/dev/null | head -n 1)" "$(runc --version | awk 'NR == 1 { print $3 }')" \
 	"$PODS" "$NETWORK" "$(date -u +%Y-%m-%dT%H:%MZ)" "$(cut -d' ' -f1-3 /proc/loadavg)"
 fmt='| %-40s | %-34s | %-34s |\n'
-printf "$fmt" metric riklet "baseline (conmon + runc, shell loop)"
+printf "$fmt" metric riklet "baseline (conmon + runc loop, $BASE_PAR at once)"
 printf "$fmt" "$(printf -- '-%.0s' {1..40})" "$(printf -- '-%.0s' {1..34})" "$(printf -- '-%.0s' {1..34})"
 printf "$fmt" "all $PODS RUNNING (s)" "$R_START ($(rate "$PODS" "$R_START") Pods/s)" "$B_START ($(rate "$PODS" "$B_START") Pods/s)"
 printf "$fmt" "one Pod's start p50 / p99 (ms)" "$R_P50 / $R_P99 (create step)" "$B_P50 / $B_P99"
@@ -323,9 +340,11 @@ printf "$fmt" "one more Pod at $PODS (s)" "$R_ONE (network step $R_ONE_NET ms)" 
 printf "$fmt" "riklet ps / ps --json at $PODS (s)" "$R_PS / $R_PSJ" "runc list: $B_PS"
 printf "$fmt" "kill -9 + restart: all re-adopted (s)" "$R_READOPT (network reconciled: $R_RECONCILED)" "- (no agent)"
 printf "$fmt" "  containers changed / RUNNING after" "$R_CHANGED / $R_RUNNING of $((PODS + 1)) ($R_RESTARTS restarts)" "-"
+printf "$fmt" "  port mappings (DNAT rules) after" "$R_RULES" "-"
 printf "$fmt" "teardown of all (s)" "$R_DOWN" "$B_DOWN"
 printf "$fmt" "left afterwards" "$R_LEFT" "$B_LEFT"
 printf '\n'
 ((R_CHANGED == 0 && R_RUNNING == PODS + 1)) || die "riklet lost or restarted Pods across its restart"
+[[ $NETWORK != bridge || $R_RULES == $((PODS + 1)) ]] || die "riklet has $R_RULES port mappings after its restart, not $((PODS + 1))"
 [[ $R_LEFT == nothing ]] || die "riklet left $R_LEFT"
 exit 0
