@@ -220,8 +220,11 @@ say "riklet: teardown"
 L4=$(log_lines)
 T0=$EPOCHREALTIME
 rm -f "$MAN"/*.json
-wait_count "$L4" "-> TERMINATED" $((PODS + 1)) $((PODS + 300))
-R_DOWN=$(elapsed "$(sod "$T0")" "$(last_sod "$L4" "-> TERMINATED")")
+# ended: TERMINATED, or FAILED when a destroy overran its deadline (its work goes on)
+wait_count "$L4" "DESTROYING -> " $((PODS + 1)) $((PODS + 300))
+R_DOWN=$(elapsed "$(sod "$T0")" "$(last_sod "$L4" "DESTROYING -> ")")
+R_DOWN_FAILED=$(count_since "$L4" "DESTROYING -> FAILED")
+((R_DOWN_FAILED == 0)) || R_DOWN="$R_DOWN ($R_DOWN_FAILED FAILED)"
 sleep 2
 # what is left (riklet still running: only its node-wide bridge and riklet:infra rules may stay)
 left() {
