@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include "lrk.h"
@@ -49,6 +50,25 @@ static void find_tree(char *lua_dir, char *pol_dir, size_t n)
 	snprintf(pol_dir, n, "%s/policies", base);
 }
 
+/* Every re-adopted container's conmon is watched through a pidfd (after a restart the conmons are
+ * no longer riklet's children), and each runc or conmon run in flight holds pipes: at 1,000 Pods
+ * that passes the soft limit of 1024 open files most nodes give a service (systemd's default), and
+ * watches fail with EMFILE. Run with the soft limit at the hard one, as Go programs do since 1.19;
+ * containers keep their own (process.rlimits of their config, 1024 in the images' defaults). */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rlim_t was = rl.rlim_cur;
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			rk_warn("main",
+				"cannot raise the open files limit from %llu to %llu: %s; with many Pods, raise it "
+				"(LimitNOFILE= in the unit, ulimit -n)",
+				(unsigned long long)was, (unsigned long long)rl.rlim_max, strerror(errno));
+	}
+}
+
 int main(int argc, char **argv)
 {
 	rk_err e = {0};
@@ -56,6 +76,7 @@ int main(int argc, char **argv)
 	const char *fmt = getenv("RIKLET_LOG_FORMAT"); /* until the command line is read */
 	rk_log_setup(lvl && rk_log_parse_level(lvl) >= 0 ? rk_log_parse_level(lvl) : RK_LOG_INFO,
 		     fmt && !strcmp(fmt, "json"));
+	raise_nofile();
 	rk_loop *loop = rk_loop_new(&e);
 	if (!loop) {
 		fprintf(stderr, "riklet: cannot start the event loop: %s\n", e.msg);

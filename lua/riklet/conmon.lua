@@ -245,7 +245,12 @@ function M.monitor(info)
 end
 
 -- ---- create ----
-function M.create(id, dir, opts)
+local create
+
+-- one --runtime-parallel slot (riklet.runc) from conmon's start until runc create is done
+function M.create(id, dir, opts) return runc.throttled(create, id, dir, opts) end
+
+create = function(id, dir, opts)
   opts = opts or {}
   if not runc.valid_id(id) then return nil, ("invalid container id %q"):format(tostring(id)) end
   if type(opts.log) ~= "string" or opts.log:find(":", 1, true) or dir:find(":", 1, true) then

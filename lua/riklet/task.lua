@@ -103,4 +103,38 @@ function task.with_lock(key, fn, ...)
   return unpack(res, 2, res.n)
 end
 
+-- A counting semaphore: at most n holders at once, waiters served in arrival order.
+-- task.semaphore(n) -> sem; sem:with(fn, ...) runs fn(...) holding one slot (released when fn
+-- returns or raises) and returns its results; sem:with_first(fn, ...) the same, served before
+-- every sem:with waiter (work already under way goes ahead of new work); sem.n may be changed
+-- later (more slots are used at the next release).
+local Sem = {}
+Sem.__index = Sem
+
+function task.semaphore(n)
+  return setmetatable({ n = n, held = 0, first = task.queue(), waiting = task.queue() }, Sem)
+end
+
+local function sem_run(self, q, fn, ...)
+  if self.held >= self.n or self.first:len() > 0 or (q == self.waiting and q:len() > 0) then
+    local ev = task.event()
+    q:put(ev)
+    ev:wait() -- the slot is handed over by the releasing task (held stays counted)
+  else
+    self.held = self.held + 1
+  end
+  local res = pack(pcall(fn, ...))
+  self.held = self.held - 1
+  while self.held < self.n and (self.first:len() > 0 or self.waiting:len() > 0) do
+    self.held = self.held + 1
+    local nq = self.first:len() > 0 and self.first or self.waiting
+    nq:get():set(true)
+  end
+  if not res[1] then error(res[2], 0) end
+  return unpack(res, 2, res.n)
+end
+
+function Sem:with(fn, ...) return sem_run(self, self.waiting, fn, ...) end
+function Sem:with_first(fn, ...) return sem_run(self, self.first, fn, ...) end
+
 return task

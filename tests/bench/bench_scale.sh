@@ -1,0 +1,354 @@
+#!/usr/bin/env bash
+# bench_scale.sh — riklet holding PODS (default 1000) busybox Pods on one node, each figure beside
+# the same work done by a plain shell loop over conmon + runc in the same run (a benchmark, not a
+# test: it prints a table; it fails only when it cannot measure, or when riklet loses a Pod).
+#
+#   sudo tests/bench/bench_scale.sh [RIKLET]     RIKLET defaults to $RIKLET or build/riklet
+#
+# Environment: PODS (default 1000); NETWORK bridge (default: a veth, an address and a port
+# mapping per Pod) or none; BASELINE=0 skips the conmon + runc loop; STEADY (default 30) seconds
+# of idle CPU measured at PODS; KEEP_TMP=1 keeps the temporary directory.
+#
+# Everything runs in a private network + mount namespace (tests/lib/private_ns.sh): the bridge,
+# veths, rules and mounts never touch the host's, and die with the namespace whatever happens.
+# The image is the cached busybox image (tests/lib/mkimage.sh) pushed to a loopback registry
+# (tests/lib/registry.sh), pulled once by a warm-up Pod.
+#
+# riklet (--standalone, --max-instances PODS+10):
+#  1. start: PODS manifests renamed into the directory by one mv; time until every Pod is RUNNING
+#     (riklet's log), Pods/s, p50/p99 of one Pod's create ("created in T ms" log lines).
+#  2. at PODS: riklet's RSS / RssAnon / Pss, the conmons' summed Rss / Pss (reported apart), CPU
+#     over STEADY idle seconds, `riklet ps` and `riklet ps --json` wall time.
+#  3. one more Pod at PODS: manifest -> RUNNING, and the network step of its create.
+#  4. kill -9 riklet, start it again: time until all PODS+1 are re-adopted (and, with bridge, the
+#     network reconciled); every container's pid unchanged (none restarted), none lost.
+#  5. teardown: every manifest removed by one rm; time until all are TERMINATED; then what is left:
+#     runc containers, conmon processes, mounts, veths, netns files, per-instance iptables rules.
+# baseline (a shell loop, BASE_PAR Pods at a time: default twice the CPUs, riklet's default
+# --runtime-parallel): per Pod an overlay mount over the unpacked
+# image, a copied config.json, conmon running `runc create`, `runc start`; the same figures where
+# they exist (no re-adoption: bare runc has no agent to restart); no network (the loop sets up no
+# netns, veth or rule: with NETWORK=bridge that work is riklet's alone).
+
+# shellcheck source=../lib/private_ns.sh
+source "$(dirname "$0")/../lib/private_ns.sh"
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SRC_DIR=$(cd "$BENCH_DIR/../.." && pwd)
+source "$SRC_DIR/tests/lib/common.sh" "${1:-${RIKLET:-$SRC_DIR/build/riklet}}"
+source "$SRC_DIR/tests/lib/registry.sh"
+source "$SRC_DIR/tests/lib/mkimage.sh"
+
+PODS=${PODS:-1000}
+NETWORK=${NETWORK:-bridge}
+BASELINE=${BASELINE:-1}
+STEADY=${STEADY:-30}
+BASE_PAR=${BASE_PAR:-$((2 * $(nproc)))}
+
+say() { printf '# %s\n' "$*" >&2; }
+die() { say "bench_scale: $*"; exit 1; }
+
+[[ $(id -u) == 0 ]] || die "needs root (runc, overlay mounts, network namespaces)"
+[[ -n ${RK_PRIVATE_NS:-} ]] || die "cannot create a private network + mount namespace (unshare -n -m)"
+for c in runc conmon umoci skopeo jq ip iptables-legacy docker-registry; do command -v "$c" >/dev/null || die "needs $c"; done
+[[ -x $RIKLET ]] || die "no riklet binary at $RIKLET"
+[[ $NETWORK == bridge || $NETWORK == none ]] || die "NETWORK is bridge or none"
+ip link set lo up
+
+T=$TEST_TMP
+MAN=$T/manifests STAGE=$T/stage STATE=$T/state RROOT=$T/runc-riklet BROOT=$T/runc-bare NETNS=$T/netns
+LOG=$T/riklet.log
+mkdir -p "$MAN" "$STAGE" "$STATE" "$RROOT" "$BROOT"
+
+# the cleanup stack runs last-in first-out: riklet killed, then every container of both roots
+# deleted (their conmons exit with them); common.sh then detaches the mounts under $T
+on_exit bench_cleanup_runc
+on_exit bench_kill_riklet
+bench_cleanup_runc() {
+	local root id
+	for root in "$RROOT" "$BROOT"; do
+		[[ -d $root ]] || continue
+		for id in $(runc --root "$root" list -q 2>/dev/null); do runc --root "$root" delete -f "$id" >/dev/null 2>&1; done
+	done
+}
+RPID=
+bench_kill_riklet() { [[ -n $RPID ]] && kill -KILL "$RPID" 2>/dev/null && wait "$RPID" 2>/dev/null; RPID=; return 0; }
+
+say "building the busybox image and starting a loopback registry"
+registry_start >&2 || die "docker-registry did not start"
+mkimage "$T/layout:latest" >&2 || die "mkimage failed"
+mkimage_push "$T/layout:latest" "$REGISTRY/busybox:latest" || die "push failed"
+IMAGE=$REGISTRY/busybox:latest
+
+RK_OPTS=(--standalone "$MAN" --state-dir "$STATE" --runc-root "$RROOT" --netns-dir "$NETNS" --network "$NETWORK"
+	--insecure-registries "$REGISTRY" --max-instances $((PODS + 10)) --stop-grace 2 --log-format text
+	--runtime-parallel "${RUNTIME_PARALLEL:-$((2 * $(nproc)))}")
+start_riklet() {
+	"$RIKLET" "${RK_OPTS[@]}" >>"$LOG" 2>&1 </dev/null &
+	RPID=$!
+}
+# manifest NAME N: a sleeping busybox Pod; with bridge, node port 20000+N mapped to its port 80
+manifest() {
+	local ports=
+	[[ $NETWORK == bridge ]] && ports=$(printf ',"ports":{"port":%d,"target_port":80,"protocol":"TCP"}' $((20000 + $2)))
+	printf '{"apiVersion":"v1","kind":"Pod","name":"%s","spec":{"containers":[{"name":"main","image":"%s"%s}]}}\n' \
+		"$1" "$IMAGE" "$ports"
+}
+pod() { printf 'pod-%04d' "$1"; }
+
+# Log lines: "2026-11-22T00:32:08.057Z info  [agent] instance ID (Pod NAME): CREATING -> RUNNING".
+# count_since LINE PATTERN: lines matching the fixed PATTERN after line LINE of the log
+count_since() { tail -n +"$(($1 + 1))" "$LOG" | grep -cF -- "$2"; }
+log_lines() { wc -l <"$LOG"; }
+# seconds of the UTC day (log time stamps; EPOCHREALTIME is converted the same way)
+sod() { awk -v e="$1" 'BEGIN { printf "%.3f", e - int(e / 86400) * 86400 }'; }
+# wait_count LINE PATTERN N TIMEOUT: until N lines match; dies on timeout, with the log
+wait_count() {
+	local i n
+	for ((i = 0; i < $4 * 2; i++)); do
+		n=$(count_since "$1" "$2")
+		((n >= $3)) && return 0
+		kill -0 "$RPID" 2>/dev/null || { diag_file "$LOG" 30 >&2; die "riklet died"; }
+		sleep 0.5
+	done
+	diag_file "$LOG" 30 >&2
+	die "only $n of $3 '$2' lines within $4 s"
+}
+# last_sod LINE PATTERN: the time of day of the last matching line after LINE
+last_sod() {
+	tail -n +"$(($1 + 1))" "$LOG" | grep -F -- "$2" | tail -n 1 |
+		awk '{ split(substr($1, 12, 12), t, ":"); printf "%.3f", t[1] * 3600 + t[2] * 60 + t[3] }'
+}
+# elapsed FROM_SOD TO_SOD (across midnight)
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { d = b - a; if (d < -43200) d += 86400; printf "%.2f", d }'; }
+# pct P V...: nearest-rank percentile
+pct() {
+	local p=$1
+	shift
+	printf '%s\n' "$@" | sort -g | awk -v p="$p" '{ v[NR] = $1 } END { k = int(p / 100 * NR + 0.999999); if (k < 1) k = 1; printf "%.0f", v[k] }'
+}
+kib() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/${3:-status}"; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
+# conmon_mem ROOT: "RSS_KIB PSS_KIB N" summed over the conmons whose runtime root is ROOT
+conmon_mem() {
+	local p r s rss=0 pss=0 n=0
+	for p in $(pgrep -x conmon); do
+		{ tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null | grep -qF -- "--runtime-arg=$1 " || continue
+		r=$(kib "$p" Rss smaps_rollup 2>/dev/null) && s=$(kib "$p" Pss smaps_rollup 2>/dev/null) || continue
+		rss=$((rss + r)) pss=$((pss + s)) n=$((n + 1))
+	done
+	echo "$rss $pss $n"
+}
+conmon_count() { set -- $(conmon_mem "$1"); echo "$3"; }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# wall SECONDS of a command (median of 3)
+wall3() {
+	local i a v=()
+	for i in 1 2 3; do
+		a=$EPOCHREALTIME
+		"$@" >/dev/null 2>&1
+		v+=("$(awk -v a="$a" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }')")
+	done
+	printf '%s\n' "${v[@]}" | sort -g | sed -n 2p
+}
+
+# ================================= riklet ========================================================
+say "riklet: warm-up (pull)"
+start_riklet
+wait_for 20 grep -q "watching" "$LOG" || { diag_file "$LOG" >&2; die "riklet did not start"; }
+L0=$(log_lines)
+manifest warm 0 >"$STAGE/warm.json" && mv "$STAGE/warm.json" "$MAN/"
+wait_count "$L0" "instance warm (Pod warm): CREATING -> RUNNING" 1 180
+rm -f "$MAN/warm.json"
+wait_count "$L0" "instance warm (Pod warm): DESTROYING -> TERMINATED" 1 60
+
+say "riklet: $PODS Pods at once ($NETWORK network)"
+for ((i = 1; i <= PODS; i++)); do manifest "$(pod "$i")" "$i" >"$STAGE/$(pod "$i").json"; done
+L1=$(log_lines)
+T0=$EPOCHREALTIME
+mv "$STAGE"/pod-*.json "$MAN/"
+wait_count "$L1" ": CREATING -> RUNNING" "$PODS" $((PODS + 300))
+R_START=$(elapsed "$(sod "$T0")" "$(last_sod "$L1" ": CREATING -> RUNNING")")
+FAILED=$(count_since "$L1" "-> FAILED")
+mapfile -t CREATE_MS < <(tail -n +"$((L1 + 1))" "$LOG" | grep -E '\] instance pod-[0-9]+: created in ' | grep -oE 'created in [0-9.]+' | awk '{ print $3 }')
+R_P50=$(pct 50 "${CREATE_MS[@]}") R_P99=$(pct 99 "${CREATE_MS[@]}")
+say "riklet: all RUNNING in $R_START s (create p50 $R_P50 ms, p99 $R_P99 ms, $FAILED failed)"
+
+sleep 5
+R_RSS=$(kib "$RPID" VmRSS) R_ANON=$(kib "$RPID" RssAnon) R_PSS=$(kib "$RPID" Pss smaps_rollup) R_HWM=$(kib "$RPID" VmHWM)
+read -r R_CM_RSS R_CM_PSS R_CM_N < <(conmon_mem "$RROOT")
+c0=$(cpu_ticks "$RPID")
+sleep "$STEADY"
+R_CPU=$(awk -v t=$(($(cpu_ticks "$RPID") - c0)) -v s="$STEADY" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz / s * 100 }')
+R_LAG=$("$RIKLET" ps --json --state-dir "$STATE" 2>/dev/null | jq -r '.agent.loop | "max \(.lag_max_ms | floor) ms, recent \(.lag_recent_ms | floor) ms"' 2>/dev/null)
+R_PS=$(wall3 "$RIKLET" ps --state-dir "$STATE")
+R_PSJ=$(wall3 "$RIKLET" ps --json --state-dir "$STATE")
+say "riklet at $PODS: RSS $R_RSS KiB, anon $R_ANON KiB, CPU $R_CPU %, ps $R_PS s"
+
+say "riklet: one more Pod at $PODS"
+manifest extra $((PODS + 1)) >"$STAGE/extra.json"
+L2=$(log_lines)
+T0=$EPOCHREALTIME
+mv "$STAGE/extra.json" "$MAN/"
+wait_count "$L2" "instance extra (Pod extra): CREATING -> RUNNING" 1 120
+R_ONE=$(elapsed "$(sod "$T0")" "$(last_sod "$L2" "instance extra (Pod extra): CREATING -> RUNNING")")
+R_ONE_NET=$(tail -n +"$((L2 + 1))" "$LOG" | grep -F '] instance extra: created in ' | grep -oE 'network [0-9.]+' | awk '{ print $2 }')
+
+say "riklet: kill -9 and restart with $((PODS + 1)) Pods"
+pids_of() { runc --root "$RROOT" list --format json 2>/dev/null | jq -r '.[] | "\(.id) \(.pid) \(.status)"' | sort; }
+pids_of >"$T/pids.before"
+kill -KILL "$RPID"
+wait "$RPID" 2>/dev/null
+L3=$(log_lines)
+T0=$EPOCHREALTIME
+start_riklet
+wait_count "$L3" " re-adopted: " $((PODS + 1)) 600
+R_READOPT=$(elapsed "$(sod "$T0")" "$(last_sod "$L3" " re-adopted: ")")
+R_RECONCILED=-
+if [[ $NETWORK == bridge ]]; then
+	wait_count "$L3" "network reconciled:" 1 120
+	R_RECONCILED=$(elapsed "$(sod "$T0")" "$(last_sod "$L3" "network reconciled:")")
+fi
+sleep 2
+pids_of >"$T/pids.after"
+R_CHANGED=$(diff "$T/pids.before" "$T/pids.after" | grep -c '^>')
+R_RUNNING=$("$RIKLET" ps --json --state-dir "$STATE" | jq '[.instances[] | select(.status == "RUNNING")] | length')
+R_RESTARTS=$(count_since "$L3" "restarting it in")
+R_RULES=-
+[[ $NETWORK == bridge ]] && R_RULES=$(iptables-legacy -t nat -S RIKLET 2>/dev/null | grep -c -- '-j DNAT')
+say "riklet: re-adopted in $R_READOPT s; $R_CHANGED containers changed, $R_RUNNING RUNNING"
+
+say "riklet: teardown"
+L4=$(log_lines)
+T0=$EPOCHREALTIME
+rm -f "$MAN"/*.json
+# ended: TERMINATED, or FAILED when a destroy overran its deadline (its work goes on)
+wait_count "$L4" "DESTROYING -> " $((PODS + 1)) $((PODS + 300))
+R_DOWN=$(elapsed "$(sod "$T0")" "$(last_sod "$L4" "DESTROYING -> ")")
+R_DOWN_FAILED=$(count_since "$L4" "DESTROYING -> FAILED")
+((R_DOWN_FAILED == 0)) || R_DOWN="$R_DOWN ($R_DOWN_FAILED FAILED)"
+sleep 2
+# what is left (riklet still running: only its node-wide bridge and riklet:infra rules may stay)
+left() {
+	local root=$1 what=()
+	local n
+	n=$(runc --root "$root" list -q 2>/dev/null | grep -c .)
+	((n)) && what+=("$n runc containers")
+	n=$(conmon_count "$root")
+	((n)) && what+=("$n conmons")
+	n=$(awk -v d="$2" 'index($5, d) == 1' /proc/self/mountinfo | grep -c .)
+	((n)) && what+=("$n mounts")
+	if [[ $NETWORK == bridge && $root == "$RROOT" ]]; then
+		n=$(ip -o link show | grep -c ' rkv')
+		((n)) && what+=("$n veths")
+		n=$(find "$NETNS" -mindepth 1 2>/dev/null | grep -c .)
+		((n)) && what+=("$n netns files")
+		n=$({ iptables-legacy-save -t nat; iptables-legacy-save -t filter; } 2>/dev/null | grep -F 'riklet:' | grep -vcF 'riklet:infra')
+		((n)) && what+=("$n iptables rules")
+	fi
+	((${#what[@]})) && { local IFS=,; echo "${what[*]}"; } || echo nothing
+}
+R_LEFT=$(left "$RROOT" "$STATE/")
+kill -TERM "$RPID"
+wait "$RPID" 2>/dev/null
+RPID=
+
+# ================================= baseline: conmon + runc in a shell loop =======================
+B_START=- B_P50=- B_P99=- B_CM_RSS=0 B_CM_PSS=0 B_CM_N=0 B_ONE=- B_PS=- B_DOWN=- B_LEFT=-
+if ((BASELINE)); then
+	say "baseline: $PODS Pods, conmon + runc in a loop"
+	LOWER=$T/bare-image
+	umoci unpack --image "$T/layout:latest" "$LOWER" >/dev/null || die "umoci unpack failed"
+	jq '.process.terminal = false | .root.path = "rootfs"' "$LOWER/config.json" >"$T/bare-config.json" || die "jq failed"
+	RUNC_BIN=$(command -v runc)
+	B=$T/bare
+	bare_start() { # bare_start ID: overlay, config, conmon + runc create, runc start
+		local d=$B/$1
+		mkdir -p "$d/upper" "$d/work" "$d/rootfs" "$d/exit"
+		mount -t overlay overlay -o "lowerdir=$LOWER/rootfs,upperdir=$d/upper,workdir=$d/work" "$d/rootfs" || return 1
+		cp "$T/bare-config.json" "$d/config.json"
+		conmon --api-version 1 --cid="$1" --cuuid="$1" --name="$1" --runtime="$RUNC_BIN" --bundle="$d" \
+			--container-pidfile="$d/pid" --conmon-pidfile="$d/cpid" --log-path="k8s-file:$d/log" \
+			--log-size-max=10485760 --persist-dir="$d/exit" --full-attach --runtime-arg=--root \
+			--runtime-arg="$BROOT" --runtime-opt=-- >/dev/null 2>&1 </dev/null || return 1
+		until [[ -s $d/pid ]]; do
+			kill -0 "$(cat "$d/cpid" 2>/dev/null)" 2>/dev/null || { [[ -s $d/pid ]] && break; return 1; }
+			sleep 0.005
+		done
+		runc --root "$BROOT" start "$1" >/dev/null 2>&1
+	}
+	bare_stop() { # bare_stop ID: SIGTERM, wait stopped (grace 2 s, as riklet), delete, unmount
+		local d=$B/$1 i
+		runc --root "$BROOT" kill "$1" TERM >/dev/null 2>&1
+		for ((i = 0; i < 200; i++)); do
+			[[ $(runc --root "$BROOT" state "$1" 2>/dev/null | jq -r .status) == running ]] || break
+			sleep 0.01
+		done
+		runc --root "$BROOT" delete -f "$1" >/dev/null 2>&1
+		umount "$d/rootfs" && rm -rf -- "$d"
+	}
+	ms_since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f\n", (b - a) * 1000 }'; }
+	# BASE_PAR Pods at a time (the --runtime-parallel this script gives riklet: RUNTIME_PARALLEL, default twice the CPUs), each one's
+	# time in $B/ms.N
+	timed_start() { local a=$EPOCHREALTIME; if bare_start "$1"; then ms_since "$a" >"$B/ms.$1"; else say "baseline: $1 did not start"; fi; }
+	T0=$EPOCHREALTIME
+	mkdir -p "$B"
+	( # a subshell: its wait is for these jobs only (not the registry)
+		for ((i = 1; i <= PODS; i++)); do
+			(($(jobs -rp | wc -l) < BASE_PAR)) || wait -n
+			timed_start "$(pod "$i")" &
+		done
+		wait
+	)
+	B_START=$(awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
+	mapfile -t B_MS < <(cat "$B"/ms.* 2>/dev/null)
+	((${#B_MS[@]} == PODS)) || die "baseline: only ${#B_MS[@]} of $PODS Pods started"
+	B_P50=$(pct 50 "${B_MS[@]}") B_P99=$(pct 99 "${B_MS[@]}")
+	sleep 5
+	read -r B_CM_RSS B_CM_PSS B_CM_N < <(conmon_mem "$BROOT")
+	B_PS=$(wall3 runc --root "$BROOT" list)
+	a=$EPOCHREALTIME
+	bare_start extra || die "baseline: one more Pod did not start"
+	B_ONE=$(awk -v a="$a" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
+	say "baseline: all running in $B_START s"
+	T0=$EPOCHREALTIME
+	(
+		for ((i = 1; i <= PODS; i++)); do
+			(($(jobs -rp | wc -l) < BASE_PAR)) || wait -n
+			bare_stop "$(pod "$i")" &
+		done
+		bare_stop extra
+		wait
+	)
+	B_DOWN=$(awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
+	sleep 2
+	B_LEFT=$(left "$BROOT" "$B/")
+fi
+
+# ================================= table =========================================================
+rate() { awk -v n="$1" -v s="$2" 'BEGIN { if (s + 0 > 0) printf "%.1f", n / s; else print "-" }'; }
+printf '\n%s, runc %s, %d Pods, --network %s, %s, load %s\n\n' \
+	"$("$RIKLET" version 2>/dev/null | head -n 1)" "$(runc --version | awk 'NR == 1 { print $3 }')" \
+	"$PODS" "$NETWORK" "$(date -u +%Y-%m-%dT%H:%MZ)" "$(cut -d' ' -f1-3 /proc/loadavg)"
+fmt='| %-40s | %-34s | %-34s |\n'
+printf "$fmt" metric riklet "baseline (conmon + runc loop, $BASE_PAR at once)"
+printf "$fmt" "$(printf -- '-%.0s' {1..40})" "$(printf -- '-%.0s' {1..34})" "$(printf -- '-%.0s' {1..34})"
+printf "$fmt" "all $PODS RUNNING (s)" "$R_START ($(rate "$PODS" "$R_START") Pods/s)" "$B_START ($(rate "$PODS" "$B_START") Pods/s)"
+printf "$fmt" "one Pod's start p50 / p99 (ms)" "$R_P50 / $R_P99 (create step)" "$B_P50 / $B_P99"
+printf "$fmt" "failed" "$FAILED" "0"
+printf "$fmt" "riklet RSS / anon / Pss at $PODS" "$(mib "$R_RSS") / $(mib "$R_ANON") / $(mib "$R_PSS")" "-"
+printf "$fmt" "riklet peak RSS (VmHWM)" "$(mib "$R_HWM")" "-"
+printf "$fmt" "conmons: Rss / Pss summed" "$(mib "$R_CM_RSS") / $(mib "$R_CM_PSS") ($R_CM_N)" "$(mib "$B_CM_RSS") / $(mib "$B_CM_PSS") ($B_CM_N)"
+printf "$fmt" "riklet CPU idle at $PODS (${STEADY} s)" "$R_CPU % of a core" "-"
+printf "$fmt" "loop lag (riklet ps --json)" "$R_LAG" "-"
+printf "$fmt" "one more Pod at $PODS (s)" "$R_ONE (network step $R_ONE_NET ms)" "$B_ONE"
+printf "$fmt" "riklet ps / ps --json at $PODS (s)" "$R_PS / $R_PSJ" "runc list: $B_PS"
+printf "$fmt" "kill -9 + restart: all re-adopted (s)" "$R_READOPT (network reconciled: $R_RECONCILED)" "- (no agent)"
+printf "$fmt" "  containers changed / RUNNING after" "$R_CHANGED / $R_RUNNING of $((PODS + 1)) ($R_RESTARTS restarts)" "-"
+printf "$fmt" "  port mappings (DNAT rules) after" "$R_RULES" "-"
+printf "$fmt" "teardown of all (s)" "$R_DOWN" "$B_DOWN"
+printf "$fmt" "left afterwards" "$R_LEFT" "$B_LEFT"
+printf '\n'
+((R_CHANGED == 0 && R_RUNNING == PODS + 1)) || die "riklet lost or restarted Pods across its restart"
+[[ $NETWORK != bridge || $R_RULES == $((PODS + 1)) ]] || die "riklet has $R_RULES port mappings after its restart, not $((PODS + 1))"
+[[ $R_LEFT == nothing ]] || die "riklet left $R_LEFT"
+exit 0
