@@ -26,19 +26,12 @@ local proc = require "riklet.proc"
 local M = {}
 local cfg = { runc = "runc", root = "/run/riklet/runc", timeout = 60 }
 
--- runc processes at once. runc create/start/delete are CPU-bound (~0.1-0.3 s of CPU each): with
--- 1,000 Pods created or destroyed at once, 1,000 runc processes on a few cores made each one take
--- minutes (past its 60 s timeout: the Pod FAILED) and polled for by 1,000 tasks, for no more
--- throughput. The default, twice the CPUs (at least 2), keeps the CPUs busy while some wait on
--- the disk; the others wait their turn in order, commands on existing containers first (else a
--- created container waits for every create queued before its start: no Pod RUNNING until all
--- are created).
-local function online_cpus()
-  local s = fs.read("/sys/devices/system/cpu/online", 4096) or ""
-  local n = 0
-  for a, b in s:gmatch("(%d+)%-?(%d*)") do n = n + (b ~= "" and tonumber(b) - tonumber(a) + 1 or 1) end
-  return n > 0 and n or 1
-end
+-- --runtime-parallel N: at most N runc processes at once (0, the default: no cap). runc
+-- create/start/delete are CPU-bound (~0.1-0.3 s of CPU each): with 1,000 Pods created at once,
+-- 1,000 runc processes on a few cores made each one take minutes (past its 60 s timeout: the Pod
+-- FAILED), for no more throughput; twice the CPUs keeps them busy. The others wait their turn in
+-- order, commands on existing containers first (else a created container waits for every create
+-- queued before its start). Not the default yet: a destroy's deadline counts its wait for a slot.
 local slots = require("riklet.task").semaphore(4)
 function M.throttled(fn, ...) return slots:with(fn, ...) end
 
@@ -47,8 +40,7 @@ function M.init(config)
   cfg.runc = config.runc or cfg.runc
   cfg.root = config.runc_root or config.root or cfg.root
   local par = tonumber(config.runtime_parallel) or 0
-  -- no cap by default: with one, a destroy's deadline still counts its wait for a slot, so 1,000
-  -- Pods removed at once went FAILED (bench_scale.sh); large nodes set it for their starts
+  -- no cap by default: with one, 1,000 Pods removed at once went FAILED (bench_scale.sh)
   slots.n = par >= 1 and math.floor(par) or 1e9
   if cfg.root:sub(1, 1) ~= "/" then return nil, ("runc root %q must be an absolute path"):format(cfg.root) end
   local ok, err = fs.mkdir_p(cfg.root, "0700")
