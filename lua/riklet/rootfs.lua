@@ -165,7 +165,11 @@ local function fetch_file(job)
       job.url, src, human(st.size), human(cfg.max_bytes))
   end
   local m = cached(job)
-  if m and m.size == st.size and m.mtime == st.mtime and m.ino == st.ino then
+  -- the mtime is kept as text: as a JSON number it came back a few hundred ns off now and then
+  -- (cJSON prints 15 digits when they read back within its tolerance), and every such file was
+  -- copied again
+  local mtime = ("%.9f"):format(st.mtime)
+  if m and m.size == st.size and m.mtime == mtime and m.ino == st.ino then
     M.stats.not_modified = M.stats.not_modified + 1
     return job.path
   end
@@ -185,7 +189,7 @@ local function fetch_file(job)
     return nil, ("%s: copying %s failed: %s"):format(job.url, src, cerr ~= "" and cerr or "short copy")
   end
   M.stats.downloads = M.stats.downloads + 1
-  return install(job, tmp, { size = st.size, mtime = st.mtime, ino = st.ino })
+  return install(job, tmp, { size = st.size, mtime = mtime, ino = st.ino })
 end
 
 local inflight = {} -- [cache name] = job

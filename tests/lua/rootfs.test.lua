@@ -149,6 +149,12 @@ T.ok(pf ~= www .. "/a.img" and sh(("cmp %s %s/a.img && echo same"):format(pf, ww
 local d1 = rootfs.stats.downloads
 rootfs.fetch("file://" .. www .. "/a.img")
 T.is(rootfs.stats.downloads, d1, "file:// unchanged: not copied again")
+-- an mtime that cJSON printed with 15 digits, a few hundred ns off (the file was copied again)
+sh(("cp %s/a.img %s/b.img && touch -d @1764459187.123450161 %s/b.img"):format(www, www, www))
+assert(rootfs.fetch("file://" .. www .. "/b.img"))
+local d2 = rootfs.stats.downloads
+assert(rootfs.fetch("file://" .. www .. "/b.img"))
+T.is(rootfs.stats.downloads, d2, "file:// unchanged, mtime 1764459187.123450161: not copied again")
 local _, enf = rootfs.fetch("file://" .. www .. "/none.img")
 T.like(enf, "none%.img", "file:// missing: the error names the file")
 local _, edir = rootfs.fetch("file://" .. www)
