@@ -108,18 +108,15 @@ mkimage() (
 	mkdir -p "$r"/{bin,sbin,usr/bin,usr/sbin,etc,root,proc,sys,dev,run,var/www}
 	install -d -m 1777 "$r/tmp"
 	install -m 0755 "$RK_BUSYBOX" "$r/bin/busybox"
-	# Every applet, as a relative symlink to /bin/busybox at its usual place.
-	local app rel
-	while IFS= read -r app; do
-		[[ -n $app && $app != bin/busybox ]] || continue
-		[[ -e $r/$app || -L $r/$app ]] && continue
-		case $app in
-		bin/* | sbin/*) rel=../bin/busybox ;;
-		usr/bin/* | usr/sbin/*) rel=../../bin/busybox ;;
-		*) continue ;;
-		esac
-		ln -s "$rel" "$r/$app"
-	done < <("$RK_BUSYBOX" --list-full)
+	# Every applet, as a relative symlink to /bin/busybox at its usual place. In one perl process
+	# (Essential in Debian): an `ln -s` each, 270 forks, took 20 s of a CI run's loaded 2 cores.
+	"$RK_BUSYBOX" --list-full | perl -e 'my $r = shift;
+		while (my $app = <STDIN>) {
+			chomp $app;
+			next if $app eq "" || $app eq "bin/busybox" || -e "$r/$app" || -l "$r/$app";
+			my $rel = $app =~ m{^s?bin/} ? "../bin/busybox" : $app =~ m{^usr/s?bin/} ? "../../bin/busybox" : next;
+			symlink($rel, "$r/$app") or die "mkimage: symlink $r/$app: $!\n";
+		}' "$r"
 	printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$r/etc/passwd"
 	printf 'root:x:0:\nnogroup:x:65534:\n' >"$r/etc/group"
 	printf '127.0.0.1\tlocalhost\n::1\tlocalhost\n' >"$r/etc/hosts"
