@@ -78,6 +78,7 @@ M.options = {
   { "interlink", "list", {}, "serve the interLink plugin API on HOST:PORT and/or unix:/path (repeat or comma-separate)" },
   { "interlink-token-file", "string", nil, "interLink requests must carry Authorization: Bearer <the token in this file>" },
   { "interlink-body-max", "number", 8388608, "bytes of an interLink request body; a larger one is refused with 413" },
+  { "interlink-request-timeout", "number", 30, "seconds a client has to send an interLink request's headers and body; a slower one is disconnected" },
 }
 
 local upstream_env = {
@@ -188,6 +189,10 @@ function M.parse(argv, first)
   end
   if not (cfg.image_gc_low >= 0 and cfg.image_gc_high <= 100 and (cfg.image_gc_high == 0 or cfg.image_gc_low < cfg.image_gc_high)) then
     return nil, ("--image-gc-low (%g) must be below --image-gc-high (%g), both percentages"):format(cfg.image_gc_low, cfg.image_gc_high)
+  end
+  local rt = cfg.interlink_request_timeout
+  if not (rt >= 1 and rt <= 3600 and rt == math.floor(rt)) then
+    return nil, ("--interlink-request-timeout (%g) must be a whole number of seconds from 1 to 3600"):format(rt)
   end
   if cfg.container_log_max_size ~= nil then cfg.log_size_max = cfg.container_log_max_size end
   if cfg.master_ip and not cfg.scheduler then cfg.scheduler = "http://" .. cfg.master_ip end

@@ -472,7 +472,8 @@ function I.start(config, ag)
   }
   local servers = {}
   for _, addr in ipairs(cfg.interlink) do
-    local srv, err = httpd.serve(addr, { name = "interlink", body_max = cfg.interlink_body_max, auth = auth }, routes)
+    local srv, err = httpd.serve(addr, { name = "interlink", body_max = cfg.interlink_body_max, auth = auth,
+      header_timeout = cfg.interlink_request_timeout }, routes)
     if not srv then
       for _, s in ipairs(servers) do s:close() end
       return nil, ("--interlink %s: %s"):format(addr, tostring(err))

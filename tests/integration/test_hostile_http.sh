@@ -2,7 +2,8 @@
 # test_hostile_http.sh — hostile HTTP clients against a real riklet's HTTP server (--interlink,
 # core/httpd.c), from the review of the interLink/metrics front-ends: slow clients that hold
 # connections (slowloris, headers or body a byte at a time) must be closed by the request deadline
-# (30 s) so that /status answers again; past the cap of 256 connections (300, then 400 of them)
+# (--interlink-request-timeout, 30 s by default, 15 s here to keep the test short) so that /status
+# answers again; past the cap of 256 connections (300, then 400 of them)
 # every new connection is answered 503, none is dropped silently; each case asserts what riklet
 # does, not only that it lives.
 source "$(dirname "$0")/../lib/riklet.sh"
@@ -14,7 +15,8 @@ rk_init
 PORT=$(free_port) || bail_out "no free port"
 U=http://127.0.0.1:$PORT
 ping() { curl -s -m 10 -o /dev/null -w '%{http_code}' -X GET --data-binary '[]' "$U/status"; }
-rk_start_standalone --interlink "127.0.0.1:$PORT" || bail_out "riklet did not start"
+DEADLINE=15 # --interlink-request-timeout: every wait below is this plus a margin of 10-15 s
+rk_start_standalone --interlink "127.0.0.1:$PORT" --interlink-request-timeout "$DEADLINE" || bail_out "riklet did not start"
 is "$(ping)" 200 "the ping answers before the slow clients"
 
 # --- conflicting Content-Length headers: refused (RFC 9112 6.3: a proxy in front could take the
@@ -31,14 +33,14 @@ is "$(raw 'Content-Length: 2' '[]')" "HTTP/1.1 200 OK" "one Content-Length: answ
 like "$(raw 'Content-Length: 2|Content-Length: 5' '[]   ')" "^HTTP/1.1 400" "two different Content-Length headers: 400"
 like "$(raw 'Content-Length: 5|Content-Length: 2' '[]   ')" "^HTTP/1.1 400" "... in either order"
 
-# --- slowloris: 150 clients dripping headers and 150 dripping a body, for 45 s ----------------
+# --- slowloris: 150 clients dripping headers and 150 dripping a body, for DEADLINE + 15 s -------
 # riklet counts connections at accept: the first 256 are served, every later one is answered 503
 # at once (it used to count at the end of each request's headers, connections it was already
 # refusing included, so the refused ones closing left 255 open and the cap let the next one in).
 capped() { (($(grep -c 'connections open, the cap: new connections are answered 503' "$RK_LOG") >= $1)); }
-/usr/bin/python3 "$(dirname "$0")/hostile_http_conns.py" 127.0.0.1 "$PORT" headers 150 45 >"$TEST_TMP/h.out" &
+/usr/bin/python3 "$(dirname "$0")/hostile_http_conns.py" 127.0.0.1 "$PORT" headers 150 $((DEADLINE + 15)) >"$TEST_TMP/h.out" &
 hp=$!
-/usr/bin/python3 "$(dirname "$0")/hostile_http_conns.py" 127.0.0.1 "$PORT" body 150 45 >"$TEST_TMP/b.out" &
+/usr/bin/python3 "$(dirname "$0")/hostile_http_conns.py" 127.0.0.1 "$PORT" body 150 $((DEADLINE + 15)) >"$TEST_TMP/b.out" &
 bp=$!
 ok "wait_for 60 capped 1" "riklet reaches its cap of 256 connections (and logs it)"
 out=$(curl -s -m 10 -w ' %{http_code}' -X GET --data-binary '[]' "$U/status")
@@ -48,7 +50,7 @@ wait "$hp" "$bp"
 read -r ho hc ha <"$TEST_TMP/h.out"
 read -r bo bc ba <"$TEST_TMP/b.out"
 is "$ho $hc $bo $bc" "open=0 closed=150 open=0 closed=150" \
-	"every slow client was closed: answered 503 at once past the cap, the others by the 30 s deadline"
+	"every slow client was closed: answered 503 at once past the cap, the others by the ${DEADLINE} s deadline"
 is "$((${ha#*=} + ${ba#*=}))" 44 "exactly 300 - 256 = 44 of them were answered 503"
 ok "wait_for 10 grep -q 'back under the cap of 256 connections (45 new connections were answered 503)' '$RK_LOG'" \
 	"riklet logs when it is back under the cap (44 clients and the ping answered 503)"
@@ -57,14 +59,14 @@ ok "kill -0 $RK_PID" "riklet is up"
 
 # --- 400 connections: past the cap every one is answered 503 (libmicrohttpd used to close those
 # past 320 without a word) -----------------------------------------------------------------------
-/usr/bin/python3 "$(dirname "$0")/hostile_http_conns.py" 127.0.0.1 "$PORT" headers 400 20 >"$TEST_TMP/400.out" &
+/usr/bin/python3 "$(dirname "$0")/hostile_http_conns.py" 127.0.0.1 "$PORT" headers 400 $((DEADLINE - 10)) >"$TEST_TMP/400.out" &
 cp=$!
 ok "wait_for 60 capped 2" "400 connections: riklet reaches its cap again"
 out=$(curl -s -m 10 -w ' %{http_code}' -X GET --data-binary '[]' "$U/status")
 is "${out##* }" 503 "... a new request gets 503"
 wait "$cp"
 is "$(cat "$TEST_TMP/400.out")" "open=256 closed=144 answered503=144" \
-	"after 20 s, 256 connections are held (their deadline is 30 s) and the 144 others were each answered 503"
+	"after $((DEADLINE - 10)) s, 256 connections are held (their deadline is ${DEADLINE} s) and the 144 others were each answered 503"
 ok "! grep -q 'did not take a new connection\|cannot accept' '$RK_LOG'" "... none was dropped without an answer"
 ok "wait_for 30 grep -q 'back under the cap of 256 connections (145 new' '$RK_LOG'" \
 	"the 256 held ones reach their deadline: riklet is back under the cap"
