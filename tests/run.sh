@@ -6,8 +6,11 @@
 #      build-asan/ and runs the same tests there; any sanitizer report, also from a riklet a test
 #      ran in the background (build-asan/sanitizer-reports/), fails the run;
 #   3. builds the libFuzzer targets (-DRIKLET_FUZZ=ON) into build-fuzz/ and runs each for
-#      FUZZ_SECONDS (default 30) from its corpus tests/fuzz/corpus/<target>/; a crash fails the run
-#      (the input is kept as build-fuzz/artifacts/<target>-crash-*).
+#      FUZZ_SECONDS (default 30) from its corpus tests/fuzz/corpus/<target>/, FUZZ_JOBS (default: the
+#      number of cores) at a time; a crash fails the run (the input is kept as
+#      build-fuzz/artifacts/<target>-crash-*).
+# The builds of steps 2 and 3 are made in the background while step 1's tests run, at the lowest
+# CPU and I/O priority (their output in build-asan/bg-build.log, build-fuzz/bg-build.log).
 # Its last lines summarise the three; its exit code is non-zero when any of them failed.
 #
 #   bash tests/run.sh [--no-install] [--no-asan] [--no-fuzz] [CTEST-ARGS...]
@@ -74,10 +77,65 @@ step() { # step NAME RC: remember how a step went
 	if (($2 == 0)); then summary+=("$1: passed"); else summary+=("$1: FAILED"); failed=1; fi
 }
 
+asan=build-asan fz=build-fuzz
+fuzz_targets=()
+for c in tests/fuzz/corpus/*/; do fuzz_targets+=("$(basename "$c")"); done
+build_asan() {
+	cmake -S . -B "$asan" -DCMAKE_C_COMPILER=clang -DRIKLET_SANITIZE=ON && cmake --build "$asan" -j"$(nproc)"
+}
+build_fuzz() {
+	cmake -S . -B "$fz" -DCMAKE_C_COMPILER=clang -DRIKLET_FUZZ=ON &&
+		cmake --build "$fz" -j"$(nproc)" --target "${fuzz_targets[@]/#/fuzz_}"
+}
+
+# Steps 2 and 3 need builds of their own (clang, instrumented: minutes on CI's 2 cores). When step 1
+# runs, they are made meanwhile in the background, at the lowest CPU and I/O priority (nice 19,
+# ionice idle): the integration tests mostly wait (containers, timers, a registry), the builds take
+# only the CPU they leave, and steps 2 and 3 start at once. Their output goes to DIR/bg-build.log.
+bg_pid=
+kill_tree() { local c; for c in $(pgrep -P "$1"); do kill_tree "$c"; done; kill "$1" 2>/dev/null; }
+if ((do_main && (do_asan || do_fuzz))); then
+	((do_asan)) && fresh_cache "$asan" && mkdir -p -- "$asan" && rm -f -- "$asan/bg-build.rc"
+	((do_fuzz)) && fresh_cache "$fz" && mkdir -p -- "$fz" && rm -f -- "$fz/bg-build.rc"
+fi
+bg_builds() {
+	renice -n 19 -p "$BASHPID" >/dev/null 2>&1 || true
+	ionice -c 3 -p "$BASHPID" >/dev/null 2>&1 || true
+	local t r
+	if ((do_asan)); then
+		t=$SECONDS r=0
+		build_asan >"$asan/bg-build.log" 2>&1 || r=$?
+		echo "$r $((SECONDS - t))" >"$asan/bg-build.rc"
+	fi
+	if ((do_fuzz)); then
+		t=$SECONDS r=0
+		build_fuzz >"$fz/bg-build.log" 2>&1 || r=$?
+		echo "$r $((SECONDS - t))" >"$fz/bg-build.rc"
+	fi
+}
+# bg_wait DIR: wait for DIR's background build; fail the run (as a failed build in the foreground
+# does) with the end of its log when it failed
+bg_wait() {
+	local r secs
+	while [[ ! -e $1/bg-build.rc ]] && kill -0 "$bg_pid" 2>/dev/null; do sleep 1; done
+	read -r r secs 2>/dev/null <"$1/bg-build.rc" || r=1 secs=?
+	if ((r)); then
+		echo "error: the build in $1/ failed (exit $r); the end of $1/bg-build.log:"
+		tail -n 60 -- "$1/bg-build.log"
+		exit 1
+	fi
+	echo "(built in the background during step 1, at low priority, in $secs s: $1/bg-build.log)"
+}
+
 if ((do_main)); then
 	echo "== build ($build/)"
 	cmake -S . -B "$build"
 	cmake --build "$build" -j"$(nproc)"
+	if ((do_asan || do_fuzz)); then
+		bg_builds &
+		bg_pid=$!
+		trap 'kill_tree "$bg_pid"' EXIT
+	fi
 	echo "== tests"
 	rc=0
 	ctest --test-dir "$build" --output-on-failure --no-tests=error ${ctest_args[@]+"${ctest_args[@]}"} || rc=$?
@@ -85,11 +143,13 @@ if ((do_main)); then
 fi
 
 if ((do_asan)); then
-	asan=build-asan
-	fresh_cache "$asan"
 	echo "== sanitizer build ($asan/: clang, ASan + UBSan + LeakSanitizer)"
-	cmake -S . -B "$asan" -DCMAKE_C_COMPILER=clang -DRIKLET_SANITIZE=ON
-	cmake --build "$asan" -j"$(nproc)"
+	if [[ -n $bg_pid ]]; then
+		bg_wait "$asan"
+	else
+		fresh_cache "$asan"
+		build_asan
+	fi
 	reports=$asan/sanitizer-reports
 	rm -rf -- "$reports" && mkdir -p -- "$reports"
 	echo "== tests under the sanitizers (reports go to $reports/)"
@@ -124,24 +184,41 @@ if ((do_asan)); then
 fi
 
 if ((do_fuzz)); then
-	fz=build-fuzz
-	fresh_cache "$fz"
 	secs=${FUZZ_SECONDS:-30}
 	echo "== fuzz targets ($fz/: clang, libFuzzer + ASan + UBSan), ${secs} s each"
-	cmake -S . -B "$fz" -DCMAKE_C_COMPILER=clang -DRIKLET_FUZZ=ON
-	targets=()
-	for c in tests/fuzz/corpus/*/; do targets+=("$(basename "$c")"); done
-	cmake --build "$fz" -j"$(nproc)" --target "${targets[@]/#/fuzz_}"
+	if [[ -n $bg_pid ]]; then
+		bg_wait "$fz"
+	else
+		fresh_cache "$fz"
+		build_fuzz
+	fi
+	targets=("${fuzz_targets[@]}")
 	mkdir -p -- "$fz/artifacts" "$fz/stats"
-	rc=0
-	for t in "${targets[@]}"; do
+	# The targets run FUZZ_JOBS at a time (default: one per core): each is one process on one core
+	# for its FUZZ_SECONDS of wall time, so two at a time on CI's 2 cores give each the same CPU as
+	# one after another did, in half the wall time.
+	jobs=${FUZZ_JOBS:-$(nproc)}
+	fuzz_one() { # fuzz_one TARGET: its exit code in $fz/stats/TARGET.rc
+		local t=$1 r=0 dict=()
 		# new inputs go to $fz/corpus/<t> (kept between runs), never into the repository's seeds
 		mkdir -p -- "$fz/corpus/$t"
-		r=0 dict=()
 		[[ -f tests/fuzz/$t.dict ]] && dict=(-dict="tests/fuzz/$t.dict")
 		"$fz/fuzz_$t" ${dict[@]+"${dict[@]}"} -max_total_time="$secs" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
 			-artifact_prefix="$fz/artifacts/$t-" "$fz/corpus/$t" "tests/fuzz/corpus/$t" \
 			>"$fz/stats/$t.log" 2>&1 || r=$?
+		echo "$r" >"$fz/stats/$t.rc"
+	}
+	running=0
+	for t in "${targets[@]}"; do
+		rm -f -- "$fz/stats/$t.rc"
+		if ((running >= jobs)); then wait -n || true; running=$((running - 1)); fi
+		fuzz_one "$t" &
+		running=$((running + 1))
+	done
+	wait
+	rc=0
+	for t in "${targets[@]}"; do
+		r=$(cat "$fz/stats/$t.rc" 2>/dev/null || echo 1)
 		runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$fz/stats/$t.log" | tail -n 1)
 		if ((r)); then
 			echo "fuzz_$t: CRASH (exit $r) after ${runs:-?} executions; the input is in $fz/artifacts/:"
