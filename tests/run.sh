@@ -134,7 +134,7 @@ if ((do_main)); then
 	if ((do_asan || do_fuzz)); then
 		bg_builds &
 		bg_pid=$!
-		trap 'kill_tree "$bg_pid"' EXIT
+		trap 'for j in $(jobs -p); do kill_tree "$j"; done' EXIT # (only a job still running)
 	fi
 	echo "== tests"
 	rc=0
@@ -188,6 +188,7 @@ if ((do_fuzz)); then
 	echo "== fuzz targets ($fz/: clang, libFuzzer + ASan + UBSan), ${secs} s each"
 	if [[ -n $bg_pid ]]; then
 		bg_wait "$fz"
+		wait "$bg_pid" || true # reaped, so that `wait -n` below sees only fuzzers
 	else
 		fresh_cache "$fz"
 		build_fuzz
