@@ -171,7 +171,10 @@ manifest slowmnt2.json slowmnt2 '{}' a b
 rk_wait_status 90 slowmnt1 RUNNING && rk_wait_status 90 slowmnt2 RUNNING
 is "$(rk_status slowmnt1)/$(rk_status slowmnt2)" RUNNING/RUNNING "two Pods start with every overlay mount slowed by 2 s"
 ok "(($(date +%s) - t_slow >= 4))" "and their mounts took the 2 s each ($(($(date +%s) - t_slow)) s for both Pods)"
-sleep 6
+# agent.json is rewritten every 5 s: wait for a write after both were RUNNING (was: sleep 6)
+t_run=$(date +%s)
+agent_rewritten() { (($(stat -c %Y "$STATE/agent.json" 2>/dev/null || echo 0) > t_run)); }
+wait_for 30 agent_rewritten
 lag=$(rk_ps_json | jq -r '.agent.loop.lag_max_ms')
 ok "[[ $lag =~ ^[0-9.]+$ ]] && ((${lag%.*} < 1500))" "the longest loop turn ($lag ms) held no 2 s mount: they ran on the worker pool"
 rm -- "$MANIFESTS/slowmnt1.json" "$MANIFESTS/slowmnt2.json"
