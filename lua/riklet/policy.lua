@@ -9,7 +9,7 @@
 -- in --policy-dir replaces the default of the same name and sees that default as the global
 -- `base` (in the same sandbox), to wrap it.
 --   policy.call(name, fn, ...) -> the function's results | nil, "policy NAME.FN failed: <message
---     + traceback>"; it never raises. After a call that raised or hit a limit, the policy's
+--     + traceback>"; it never raises. policy.try: the same as true, results... | false, err. After a call that raised or hit a limit, the policy's
 --     sandbox is discarded and rebuilt from the same sources for the next call.
 --   policy.reload([dir]) -> loaded, failed   re-read every loaded policy (SIGHUP), from dir over
 --     the defaults when dir is given (false: the defaults only); a policy that no longer loads
@@ -126,20 +126,21 @@ local function pack(...) return { n = select("#", ...), ... } end
 M.errors = {}
 local function count_error(name) M.errors[name] = (M.errors[name] or 0) + 1 end
 
--- policy.call(name, fn, ...) -> results | nil, err
-function M.call(name, fname, ...)
+-- policy.try(name, fn, ...) -> true, results... | false, err   (tells a policy's own nil, reason
+-- from a call that failed)
+function M.try(name, fname, ...)
   local e, err = entry(name)
-  if not e then count_error(name) return nil, err end
+  if not e then count_error(name) return false, err end
   local box = e.box
   local r = pack(pcall(box.call, box, tostring(#e.chain), fname, ...))
   if not r[1] then
     count_error(name)
-    return nil, ("policy %s.%s could not be called: %s"):format(name, tostring(fname), tostring(r[2]))
+    return false, ("policy %s.%s could not be called: %s"):format(name, tostring(fname), tostring(r[2]))
   end
-  if r[2] then return unpack(r, 3, r.n) end
+  if r[2] then return true, unpack(r, 3, r.n) end
   local msg, kind = r[3], r[4]
   count_error(name)
-  if kind == "missing" then return nil, ("policy %s has no function '%s'"):format(name, tostring(fname)) end
+  if kind == "missing" then return false, ("policy %s has no function '%s'"):format(name, tostring(fname)) end
   if kind == "limit" or kind == "error" then
     -- what failed may have left the policy's state half-changed or its memory held: start afresh
     box:close()
@@ -149,7 +150,14 @@ function M.call(name, fname, ...)
         name, tostring(fname), msg:match("[^\n]*"))
     end
   end
-  return nil, ("policy %s.%s failed: %s"):format(name, tostring(fname), msg)
+  return false, ("policy %s.%s failed: %s"):format(name, tostring(fname), msg)
+end
+
+-- policy.call(name, fn, ...) -> results | nil, err
+function M.call(name, fname, ...)
+  local r = pack(M.try(name, fname, ...))
+  if r[1] then return unpack(r, 2, r.n) end
+  return nil, r[2]
 end
 
 -- policy.reload([dir]) -> loaded, failed

@@ -140,6 +140,9 @@ local cases = {
   { "boolean key", "return { [true] = 1 }", "key of type boolean" },
   { "error object with __tostring", "error(setmetatable({}, { __tostring = function() while true do end end }))", "error object is a table" },
   { "error object with __index", "error(setmetatable({}, { __index = function() while true do end end }))", "error object is a table" },
+  { "error message with a NUL, a newline and an escape", "error('a\\0b\\n2099-01-01 forged\\27[31m', 0)",
+    "^policy hostile%.h%d+ failed: a\\u0000b\\n2099%-01%-01 forged\\u001b%[31m\nstack traceback" },
+  { "error message of 2 MiB", "error(string.rep('x', 2^21), 0)", "failed: x+%.%.%. %(cut, 2097152 bytes%)\nstack" },
   { "setfenv escape", "setfenv(1, {})", "global 'setfenv'" },
   { "getfenv escape", "return getfenv(0).io", "global 'getfenv'" },
 }
@@ -212,13 +215,16 @@ local string_upper, object_mt = string.upper, getmetatable(hw)
 local sb_before, mem_before = policy.memory(), agent_mem()
 T.diag(("sandbox memory %d KiB, agent %d KiB"):format(math.floor(sb_before / 1024), mem_before))
 for i, c in ipairs(cases) do
-  local start = core.now()
+  -- within 1 s of CPU (os.clock: this process's), and of wall clock on an idle host: on this 2-core
+  -- VM shared by several builds a 32 MiB string (the memory cap) takes 0.4 s of CPU (page faults)
+  -- and over 1 s of wall clock at load 12
+  local start, cpu0 = core.now(), os.clock()
   local got, e = policy.call("hostile", "h" .. i, hw, hctx)
-  local took = core.now() - start
+  local took, cpu = core.now() - start, os.clock() - cpu0
   local said = false
   for alt in c[3]:gmatch("[^|]+") do said = said or (type(e) == "string" and e:find(alt) ~= nil) end
-  T.ok(got == nil and said and took < 1,
-    ("%s: fails in %.3f s: %s"):format(c[1], took, tostring(e):match("[^\n]*")))
+  T.ok(got == nil and said and cpu < 1 and took < 10,
+    ("%s: fails in %.3f s (CPU %.3f s): %s"):format(c[1], took, cpu, tostring(e):match("[^\n]*"):sub(1, 200)))
   local good = normal_call() and ("abc"):upper() == "ABC" and string.upper == string_upper and getmetatable(hw) == object_mt
     and rawget(object_mt, "__index") == nil and rawget(hw, "destroyed") == nil and hw.spec.containers[1].name == "c"
   local sb, mem = policy.memory(), agent_mem()
