@@ -9,7 +9,8 @@
 -- in --policy-dir replaces the default of the same name and sees that default as the global
 -- `base` (in the same sandbox), to wrap it.
 --   policy.call(name, fn, ...) -> the function's results | nil, "policy NAME.FN failed: <message
---     + traceback>"; it never raises. policy.try: the same as true, results... | false, err. After a call that raised or hit a limit, the policy's
+--     + traceback>"; it never raises; a result `nil, reason` has its reason made safe
+--     (policy.reason). policy.try: true, results... (as returned) | false, err. After a call that raised or hit a limit, the policy's
 --     sandbox is discarded and rebuilt from the same sources for the next call.
 --   policy.reload([dir]) -> loaded, failed   re-read every loaded policy (SIGHUP), from dir over
 --     the defaults when dir is given (false: the defaults only); a policy that no longer loads
@@ -153,11 +154,29 @@ function M.try(name, fname, ...)
   return false, ("policy %s.%s failed: %s"):format(name, tostring(fname), msg)
 end
 
--- policy.call(name, fn, ...) -> results | nil, err
+-- policy.reason(v, default) -> text: what a policy gave as the reason of a refusal (nil, reason),
+-- made fit for a record, a log line and the scheduler: one printable line of at most 1 KiB as it
+-- is, other text JSON-quoted and cut (a NUL made the record unwritable, a newline forged a log
+-- line), any other value described (a table or a boolean raised inside the agent).
+function M.reason(v, default)
+  local say = default or "refused by the policy"
+  if v == nil then return say end
+  if type(v) == "string" then
+    if #v <= 1024 and not v:find("[%z\1-\31\127]") and json.utf8(v) then return v end
+    return say .. ": " .. json.quote(v, 1024)
+  end
+  if type(v) == "number" and v == v then return tostring(v) end
+  local shown = type(v) == "table" and json.encode(v) or tostring(v)
+  if #shown > 60 then shown = ("%s... (%d bytes)"):format(shown:sub(1, 60), #shown) end
+  return ("%s (its reason is a %s, not a string: %s)"):format(say, type(v), shown)
+end
+
+-- policy.call(name, fn, ...) -> results | nil, err   (a result nil/false, reason: reason made safe)
 function M.call(name, fname, ...)
   local r = pack(M.try(name, fname, ...))
-  if r[1] then return unpack(r, 2, r.n) end
-  return nil, r[2]
+  if not r[1] then return nil, r[2] end
+  if not r[2] and r.n >= 3 then r[3] = M.reason(r[3], ("refused by policy %s.%s"):format(name, tostring(fname))) end
+  return unpack(r, 2, r.n)
 end
 
 -- policy.reload([dir]) -> loaded, failed

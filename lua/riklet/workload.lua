@@ -878,24 +878,10 @@ function W.for_source(m, source)
   return m
 end
 
--- What an admission policy gave as its reason for a refusal, made fit for the record, the log and
--- the scheduler: a line of printable text of at most 1 KiB as it is, other text JSON-quoted and
--- cut (a NUL made the record unwritable, a newline forged a log line), any other value described
--- (a table or a boolean raised inside the agent and left the instance CREATING).
-local function refusal(reason)
-  if reason == nil then return "rejected by the admission policy" end
-  if type(reason) == "string" then
-    if #reason <= 1024 and not reason:find("[%z\1-\31\127]") and json.utf8(reason) then return reason end
-    return "rejected by the admission policy: " .. json.quote(reason, 1024)
-  end
-  if type(reason) == "number" and reason == reason then return tostring(reason) end
-  return ("rejected by the admission policy (its reason is a %s, not a string: %s)"):format(type(reason), describe(reason))
-end
-
 function W.admit(m)
   local called, admitted, reason = policy.try("admission", "admit", copy(m, 0), { limits = copy(L, 0) })
   if not called then return nil, admitted end -- its message and traceback (lsandbox made them safe)
-  if not admitted then return nil, refusal(reason) end
+  if not admitted then return nil, policy.reason(reason, "rejected by the admission policy") end
   local v, err = W.validate(admitted)
   if not v then return nil, "the admission policy returned a workload that is not valid: " .. err end
   return v

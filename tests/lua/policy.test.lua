@@ -136,7 +136,7 @@ local cases = {
   { "result with __tostring", "return nil, setmetatable({}, { __tostring = function() return 'x' end })", "result 2 is a table with a metatable" },
   { "cyclic result", "local t = { a = {} } t.a.back = t return t", "result 1%.a%.back is a cyclic table" },
   { "too deep a result", "local t = {} local c = t for i = 1, 300 do c.x = {} c = c.x end return t", "nested deeper than 200" },
-  { "too big a result", "local t = {} for i = 1, 200000 do t[i] = i end return t", "too big" },
+  { "too big a result", "local t = {} for i = 1, 200000 do t[i] = i end return t", "too big|ran past its deadline" },
   { "function result", "return { ok = true, cb = function() end }", "result 1%.cb is a function" },
   { "coroutine result", "return coroutine.create(function() end)", "result 1 is a thread" },
   { "boolean key", "return { [true] = 1 }", "key of type boolean" },
@@ -244,6 +244,16 @@ return { f = function(w) w.destroyed = true rawset(w, "x", 1) return ("abc"):upp
 local a, b = policy.call("mine", "f", hw)
 T.ok(a == "ABC" and b == "PWNED", "a policy's own string table is a copy; methods on strings keep the library: " .. tostring(a) .. " " .. tostring(b))
 T.ok(hw.destroyed == nil and hw.x == nil and ("abc"):upper() == "ABC", "writes to an argument stay in the sandbox")
+-- a result `nil, reason` (restart, network and admission policies refusing): the reason made safe
+fs.write_atomic(dir .. "/says.lua", [[
+return { f = function(v) if v == "table" then return nil, { why = "t" } end return nil, v end }
+]])
+local _, said = policy.call("says", "f", "no\n2099-01-01 forged\0\27[31m")
+T.is(said, [[refused by policy says.f: "no\n2099-01-01 forged\u0000\u001b[31m"]], "a reason with a newline, NUL and ESC is quoted")
+_, said = policy.call("says", "f", "table")
+T.is(said, [[refused by policy says.f (its reason is a table, not a string: {"why":"t"})]], "a reason that is a table is described")
+_, said = policy.call("says", "f", "plain words")
+T.is(said, "plain words", "a plain reason is kept as it is")
 -- arguments must be plain data too
 local e
 r, e = policy.call("hostile", "ok", { name = "x", cb = print }, hctx)
