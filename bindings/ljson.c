@@ -5,8 +5,9 @@
  *                                             metatable json.array_mt, objects json.object_mt, so
  *                                             an empty one round-trips; null is json.null. Refused:
  *                                             a NUL in a string (raw or \u0000: cJSON keeps C
- *                                             strings, so it would arrive truncated) and nesting
- *                                             deeper than max_depth (default and most 200)
+ *                                             strings, so it would arrive truncated), nesting
+ *                                             deeper than max_depth (default and most 200), a key
+ *                                             twice in one object, a number beyond a double's range
  *   json.encode(value[, pretty]) -> str | nil, err   (a string or key holding a NUL is refused)
  *                                             a table is an array when it has array_mt, or when its
  *                                             keys are exactly 1..n with n > 0; else an object
@@ -36,7 +37,10 @@ static void push_reg(lua_State *L, const void *k)
 	lua_rawget(L, LUA_REGISTRYINDEX);
 }
 
-static int push_value(lua_State *L, const cJSON *v, int depth)
+/* -1: nested deeper than MAX_DEPTH; -2: a key twice in one object (which one wins differs from
+ * one parser to the next: a front-end could check one value and riklet use the other), its name in
+ * *dup; -3: a number beyond the range of a double (cJSON gives an infinity). */
+static int push_value(lua_State *L, const cJSON *v, int depth, const char **dup)
 {
 	if (depth > MAX_DEPTH)
 		return -1;
@@ -45,16 +49,19 @@ static int push_value(lua_State *L, const cJSON *v, int depth)
 		push_reg(L, &NULL_KEY);
 	else if (cJSON_IsBool(v))
 		lua_pushboolean(L, cJSON_IsTrue(v));
-	else if (cJSON_IsNumber(v))
+	else if (cJSON_IsNumber(v)) {
+		if (!isfinite(v->valuedouble))
+			return -3;
 		lua_pushnumber(L, v->valuedouble);
-	else if (cJSON_IsString(v))
+	} else if (cJSON_IsString(v))
 		lua_pushstring(L, v->valuestring);
 	else if (cJSON_IsArray(v)) {
 		lua_createtable(L, cJSON_GetArraySize(v), 0);
 		int i = 1;
 		for (const cJSON *c = v->child; c; c = c->next) {
-			if (push_value(L, c, depth + 1) < 0)
-				return -1;
+			int rc = push_value(L, c, depth + 1, dup);
+			if (rc < 0)
+				return rc;
 			lua_rawseti(L, -2, i++);
 		}
 		push_reg(L, &ARR_KEY);
@@ -62,8 +69,16 @@ static int push_value(lua_State *L, const cJSON *v, int depth)
 	} else if (cJSON_IsObject(v)) {
 		lua_newtable(L);
 		for (const cJSON *c = v->child; c; c = c->next) {
-			if (push_value(L, c, depth + 1) < 0)
-				return -1;
+			lua_getfield(L, -1, c->string);
+			int twice = !lua_isnil(L, -1);
+			lua_pop(L, 1);
+			if (twice) {
+				*dup = c->string;
+				return -2;
+			}
+			int rc = push_value(L, c, depth + 1, dup);
+			if (rc < 0)
+				return rc;
 			lua_setfield(L, -2, c->string);
 		}
 		push_reg(L, &OBJ_KEY);
@@ -168,10 +183,19 @@ static int l_decode(lua_State *L)
 		return lrk_fail(L, "invalid JSON near byte %zu%s", off, len == 0 ? " (the input is empty)" : "");
 	}
 	int top = lua_gettop(L);
-	if (push_value(L, root, 0) < 0) {
+	const char *dup = NULL;
+	int rc = push_value(L, root, 0, &dup);
+	if (rc < 0) {
+		char msg[160];
+		if (rc == -2)
+			snprintf(msg, sizeof msg, "invalid JSON: the key \"%.60s\" appears twice in one object", dup);
+		else if (rc == -3)
+			snprintf(msg, sizeof msg, "invalid JSON: a number beyond the range of a double (over 1.8e308)");
+		else
+			snprintf(msg, sizeof msg, "invalid JSON: nested deeper than %d levels", MAX_DEPTH);
 		cJSON_Delete(root);
 		lua_settop(L, top);
-		return lrk_fail(L, "invalid JSON: nested deeper than %d levels", MAX_DEPTH);
+		return lrk_fail(L, "%s", msg);
 	}
 	cJSON_Delete(root);
 	return 1;

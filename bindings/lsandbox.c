@@ -45,6 +45,7 @@
 #define SORT_MAX 100000		   /* elements table.sort accepts */
 #define MAX_CALL_DEPTH 100	   /* nesting of library functions calling back into the policy */
 #define HANDLER_RESERVE (1u << 20) /* extra bytes the error handler may use to write a traceback */
+#define MESSAGE_MAX 4096	   /* bytes of a policy's error message kept (then "... (cut, N bytes)") */
 
 static size_t g_total; /* bytes held by every sandbox state */
 static const char MODULES_KEY = 0;
@@ -557,16 +558,58 @@ struct callctx {
 	size_t len;
 };
 
-/* Error handler inside the box: the message (never running an error object's metamethods) and
- * the policy's traceback. */
+/* The policy's error message as one line of text for the log, the record and the scheduler:
+ * control bytes (a newline could forge a log line, a NUL cut the text) and bytes that are not
+ * UTF-8 escaped as in json.quote, cut after MESSAGE_MAX bytes (a megabyte-long error() would
+ * travel as the instance's reason). Pushes the result. */
+static const char *push_message(lua_State *S, const char *s, size_t n)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	luaL_Buffer buf;
+	luaL_buffinit(S, &buf);
+	size_t i = 0;
+	while (i < n && i < MESSAGE_MAX) {
+		unsigned c = u[i];
+		char esc[16];
+		size_t k = rk_utf8_seq(u, n, i);
+		if (c == '\n')
+			luaL_addstring(&buf, "\\n");
+		else if (c == '\t')
+			luaL_addstring(&buf, "\\t");
+		else if (c < 0x20 || c == 0x7f) {
+			snprintf(esc, sizeof esc, "\\u%04x", c);
+			luaL_addstring(&buf, esc);
+		} else if (!k) {
+			snprintf(esc, sizeof esc, "\\x%02x", c);
+			luaL_addstring(&buf, esc);
+		} else {
+			luaL_addlstring(&buf, s + i, k);
+			i += k;
+			continue;
+		}
+		i++;
+	}
+	if (i < n) {
+		char more[64];
+		snprintf(more, sizeof more, "... (cut, %zu bytes)", n);
+		luaL_addstring(&buf, more);
+	}
+	luaL_pushresult(&buf);
+	return lua_tostring(S, -1);
+}
+
+/* Error handler inside the box: the message (never running an error object's metamethods, made
+ * safe by push_message) and the policy's traceback. */
 static int box_handler(lua_State *S)
 {
 	struct box *b = box_of(S);
 	b->in_handler = 1;
 	const char *msg;
-	if (lua_type(S, 1) == LUA_TSTRING || lua_type(S, 1) == LUA_TNUMBER)
-		msg = lua_tostring(S, 1);
-	else
+	if (lua_type(S, 1) == LUA_TSTRING || lua_type(S, 1) == LUA_TNUMBER) {
+		size_t n;
+		const char *s = lua_tolstring(S, 1, &n);
+		msg = push_message(S, s, n);
+	} else
 		msg = lua_pushfstring(S, "(error object is a %s value; a policy should raise a string)",
 				      luaL_typename(S, 1));
 	if (b->phase == PH_COMPILE || b->phase == PH_ARGS || b->missing)

@@ -295,8 +295,10 @@ void rk_grpc_percent_decode(const char *in, size_t n, char *out, size_t outsz)
 		return;
 	for (size_t i = 0; i < n && o + 1 < outsz; i++) {
 		int h, l;
+		/* a control byte stays encoded: the message is logged, and a server's "%0a" forged a log line
+		 * ("%00" cut it) */
 		if (in[i] == '%' && i + 2 < n && (h = hexval((unsigned char)in[i + 1])) >= 0 &&
-		    (l = hexval((unsigned char)in[i + 2])) >= 0) {
+		    (l = hexval((unsigned char)in[i + 2])) >= 0 && (h << 4 | l) >= 0x20 && (h << 4 | l) != 0x7f) {
 			out[o++] = (char)(h << 4 | l);
 			i += 2;
 		} else {

@@ -143,7 +143,8 @@ typedef int (*rk_grpc_msg_fn)(void *ud, const uint8_t *msg, size_t len, int *sta
 int rk_grpc_rx_feed(rk_grpc_rx *rx, const uint8_t *data, size_t len, size_t max, rk_grpc_msg_fn fn, void *ud,
 		    int *status, rk_err *e);
 void rk_grpc_rx_free(rk_grpc_rx *rx);
-/* Percent-decode a grpc-message value into out (always NUL-terminated). */
+/* Percent-decode a grpc-message value into out (always NUL-terminated); an escaped control byte
+ * (below 0x20, 0x7f) stays as it was written, since the message is logged. */
 void rk_grpc_percent_decode(const char *in, size_t n, char *out, size_t outsz);
 /* grpc-timeout value for ms: "100m", "2S" (at most 8 digits). */
 void rk_grpc_timeout_str(uint64_t ms, char out[16]);

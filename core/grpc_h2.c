@@ -381,11 +381,20 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 		cn->goaway = 1;
 		cn->goaway_code = f->goaway.error_code;
 		snprintf(cn->goaway_msg, sizeof cn->goaway_msg, "%s", nghttp2_http2_strerror(f->goaway.error_code));
+		/* the server's bytes: printable ASCII only (a newline forged a log line) */
 		if (f->goaway.opaque_data_len) {
 			size_t n = strlen(cn->goaway_msg), k = f->goaway.opaque_data_len;
-			snprintf(cn->goaway_msg + n, sizeof cn->goaway_msg - n, ": \"%.*s\"", (int)(k < 100 ? k : 100),
-				 (const char *)f->goaway.opaque_data);
+			const uint8_t *d = f->goaway.opaque_data;
+			n += (size_t)snprintf(cn->goaway_msg + n, sizeof cn->goaway_msg - n, ": \"");
+			for (size_t i = 0; i < k && i < 100 && n + 3 < sizeof cn->goaway_msg; i++)
+				cn->goaway_msg[n++] = d[i] >= 0x20 && d[i] < 0x7f && d[i] != '"' ? (char)d[i] : '.';
+			snprintf(cn->goaway_msg + n, sizeof cn->goaway_msg - n, "\"");
 		}
+		/* calls past its last stream id were not processed: say so (nghttp2 closes them as if
+		 * reset with REFUSED_STREAM, which the log then showed as if the server had sent that) */
+		for (c = cn->ch->calls; c; c = c->next)
+			if (c->conn == cn && c->sid > f->goaway.last_stream_id && !c->remote_ended)
+				call_fail(c, RK_GRPC_UNAVAILABLE, "the server sent GOAWAY %s", cn->goaway_msg);
 		if (cn->ch->conn == cn)
 			cn->ch->conn = NULL; /* new calls open a new connection */
 		break;

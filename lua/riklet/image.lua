@@ -59,6 +59,7 @@ function M.init(config)
     paths = { images = s .. "/images", rootfs = s .. "/rootfs" }
   end
   cfg.images, cfg.rootfs = paths.images, paths.rootfs
+  cfg.state = paths.state or config.state_dir
   cfg.skopeo = config.skopeo or cfg.skopeo
   cfg.umoci = config.umoci or cfg.umoci
   cfg.insecure = config.insecure_registries or {}
@@ -351,9 +352,19 @@ local function in_local_dirs(path, source, kind, shown, what, unresolved)
   end
   local real, err = c.realpath(path)
   if not real then return nil, ("%s: cannot resolve %s: %s"):format(shown, unresolved, err) end
+  local function inside(rd) return rd and (real == rd or real:sub(1, #rd + 1) == (rd == "/" and "/" or rd .. "/")) end
   for _, d in ipairs(dirs) do
-    local rd = c.realpath(d)
-    if rd and (real == rd or real:sub(1, #rd + 1) == (rd == "/" and "/" or rd .. "/")) then return real end
+    if inside(c.realpath(d)) then
+      -- whatever the list says (a listed dir that holds the state dir, or a link to it): another
+      -- tenant's pulled image or Function disk there is never served to a network front-end
+      for _, sd in ipairs({ cfg.state, cfg.images, cfg.rootfs }) do
+        if inside(c.realpath(sd)) then
+          return nil, ("%s: %s %s is inside riklet's state directory (%s): %s from the %s are never taken from there, "
+            .. "whatever --local-image-dirs lists"):format(shown, what, real, sd, kind, front)
+        end
+      end
+      return real
+    end
   end
   return nil, ("%s: %s %s is not inside --local-image-dirs (%s); %s from the %s are refused elsewhere"):format(
     shown, what, real, table.concat(dirs, ","), kind, front)

@@ -9,7 +9,8 @@
 -- in --policy-dir replaces the default of the same name and sees that default as the global
 -- `base` (in the same sandbox), to wrap it.
 --   policy.call(name, fn, ...) -> the function's results | nil, "policy NAME.FN failed: <message
---     + traceback>"; it never raises. After a call that raised or hit a limit, the policy's
+--     + traceback>"; it never raises; a result `nil, reason` has its reason made safe
+--     (policy.reason). policy.try: true, results... (as returned) | false, err. After a call that raised or hit a limit, the policy's
 --     sandbox is discarded and rebuilt from the same sources for the next call.
 --   policy.reload([dir]) -> loaded, failed   re-read every loaded policy (SIGHUP), from dir over
 --     the defaults when dir is given (false: the defaults only); a policy that no longer loads
@@ -126,20 +127,21 @@ local function pack(...) return { n = select("#", ...), ... } end
 M.errors = {}
 local function count_error(name) M.errors[name] = (M.errors[name] or 0) + 1 end
 
--- policy.call(name, fn, ...) -> results | nil, err
-function M.call(name, fname, ...)
+-- policy.try(name, fn, ...) -> true, results... | false, err   (tells a policy's own nil, reason
+-- from a call that failed)
+function M.try(name, fname, ...)
   local e, err = entry(name)
-  if not e then count_error(name) return nil, err end
+  if not e then count_error(name) return false, err end
   local box = e.box
   local r = pack(pcall(box.call, box, tostring(#e.chain), fname, ...))
   if not r[1] then
     count_error(name)
-    return nil, ("policy %s.%s could not be called: %s"):format(name, tostring(fname), tostring(r[2]))
+    return false, ("policy %s.%s could not be called: %s"):format(name, tostring(fname), tostring(r[2]))
   end
-  if r[2] then return unpack(r, 3, r.n) end
+  if r[2] then return true, unpack(r, 3, r.n) end
   local msg, kind = r[3], r[4]
   count_error(name)
-  if kind == "missing" then return nil, ("policy %s has no function '%s'"):format(name, tostring(fname)) end
+  if kind == "missing" then return false, ("policy %s has no function '%s'"):format(name, tostring(fname)) end
   if kind == "limit" or kind == "error" then
     -- what failed may have left the policy's state half-changed or its memory held: start afresh
     box:close()
@@ -149,7 +151,32 @@ function M.call(name, fname, ...)
         name, tostring(fname), msg:match("[^\n]*"))
     end
   end
-  return nil, ("policy %s.%s failed: %s"):format(name, tostring(fname), msg)
+  return false, ("policy %s.%s failed: %s"):format(name, tostring(fname), msg)
+end
+
+-- policy.reason(v, default) -> text: what a policy gave as the reason of a refusal (nil, reason),
+-- made fit for a record, a log line and the scheduler: one printable line of at most 1 KiB as it
+-- is, other text JSON-quoted and cut (a NUL made the record unwritable, a newline forged a log
+-- line), any other value described (a table or a boolean raised inside the agent).
+function M.reason(v, default)
+  local say = default or "refused by the policy"
+  if v == nil then return say end
+  if type(v) == "string" then
+    if #v <= 1024 and not v:find("[%z\1-\31\127]") and json.utf8(v) then return v end
+    return say .. ": " .. json.quote(v, 1024)
+  end
+  if type(v) == "number" and v == v then return tostring(v) end
+  local shown = type(v) == "table" and json.encode(v) or tostring(v)
+  if #shown > 60 then shown = ("%s... (%d bytes)"):format(shown:sub(1, 60), #shown) end
+  return ("%s (its reason is a %s, not a string: %s)"):format(say, type(v), shown)
+end
+
+-- policy.call(name, fn, ...) -> results | nil, err   (a result nil/false, reason: reason made safe)
+function M.call(name, fname, ...)
+  local r = pack(M.try(name, fname, ...))
+  if not r[1] then return nil, r[2] end
+  if not r[2] and r.n >= 3 then r[3] = M.reason(r[3], ("refused by policy %s.%s"):format(name, tostring(fname))) end
+  return unpack(r, 2, r.n)
 end
 
 -- policy.reload([dir]) -> loaded, failed

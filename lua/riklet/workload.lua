@@ -879,8 +879,9 @@ function W.for_source(m, source)
 end
 
 function W.admit(m)
-  local admitted, reason = policy.call("admission", "admit", copy(m, 0), { limits = copy(L, 0) })
-  if not admitted then return nil, reason or "rejected by the admission policy" end
+  local called, admitted, reason = policy.try("admission", "admit", copy(m, 0), { limits = copy(L, 0) })
+  if not called then return nil, admitted end -- its message and traceback (lsandbox made them safe)
+  if not admitted then return nil, policy.reason(reason, "rejected by the admission policy") end
   local v, err = W.validate(admitted)
   if not v then return nil, "the admission policy returned a workload that is not valid: " .. err end
   return v

@@ -235,6 +235,9 @@ static void framing_tests(void)
 	char out[64];
 	rk_grpc_percent_decode("a%20b%25c%zz%4", 14, out, sizeof out);
 	is_str(out, "a b%c%zz%4", "percent-decoding keeps invalid escapes verbatim");
+	rk_grpc_percent_decode("no%0a2099-01-01 forged%1b[31m%00cut%7f%C3%A9", 44, out, sizeof out);
+	is_str(out, "no%0a2099-01-01 forged%1b[31m%00cut%7f\xc3\xa9",
+	       "percent-decoding leaves control bytes encoded (a newline, an escape, a NUL), decodes UTF-8");
 	char t[16];
 	rk_grpc_timeout_str(1500, t);
 	is_str(t, "1500m", "grpc-timeout in ms");

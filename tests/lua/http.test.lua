@@ -21,7 +21,7 @@ local sock = tmp .. "/api.sock"
 local srv = proc.spawn({ py, src .. "/tests/lib/httpserver.py", "--dir", tmp .. "/www", "--port-file",
   tmp .. "/port", "--log", tmp .. "/log", "--unix", sock }, { stderr = tmp .. "/err" })
 local port = T.wait_for(15, function() local p = fs.read(tmp .. "/port", 64) return p and tonumber(p) end)
-if not port then T.skip_all("the test HTTP server did not start") end
+if not port then srv:kill(9) T.skip_all("the test HTTP server did not start within 15 s") end -- (it was left running)
 local base = "http://127.0.0.1:" .. port
 
 -- a download to a file

@@ -58,5 +58,20 @@ bad, berr = W.from_rik(assert(json.encode({ apiVersion = "v1", kind = "Pod", nam
   spec = { containers = { { name = "c", image = "oci:relative/layout:latest" } } } })))
 T.ok(not bad and berr:find("absolute"), "a relative path is refused -> " .. tostring(berr))
 
+-- a listed dir that holds the state dir, or is a link to it: STATE is still refused, not what is beside it
+assert(os.execute(("ln -s %s %s/statelink"):format(state, root)) == 0)
+assert(image.init({ state_dir = state, local_image_dirs = { root, root .. "/statelink" } }))
+m, err = W.for_source(w("oci:" .. state .. "/images/secret:latest"), "scheduler")
+T.ok(not m and tostring(err):find("inside riklet's state directory", 1, true),
+  "--local-image-dirs holding STATE: STATE/images still refused -> " .. tostring(err))
+m, err = W.for_source(w("oci:" .. root .. "/statelink/images/secret:latest"), "scheduler")
+T.ok(not m and tostring(err):find("inside riklet's state directory", 1, true),
+  "--local-image-dirs a link to STATE: refused -> " .. tostring(err))
+m, err = W.for_source(w("oci:" .. root .. "/elsewhere/layout:latest"), "scheduler")
+T.ok(m, "... while a layout beside STATE in the listed dir is accepted " .. tostring(err))
+local fm, ferr = image.local_file("file://" .. state .. "/images/secret", "scheduler")
+T.ok(not fm and tostring(ferr):find("inside riklet's state directory", 1, true),
+  "a file:// rootfs inside STATE: refused too -> " .. tostring(ferr))
+
 fs.rm_rf(root)
 T.done()

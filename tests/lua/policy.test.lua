@@ -69,7 +69,9 @@ fs.write_atomic(dir .. "/restart.lua", "return 42")
 policy.set_dir(dir)
 local function fails(name, pattern)
   local ok, e = policy.call("admission", "admit", { kind = "Pod", name = name }, ctx)
-  T.ok(ok == nil and tostring(e):find(pattern) ~= nil, ("policy using %s fails: %s"):format(name, tostring(e):match("[^\n]*")))
+  local said = false -- pattern: alternatives separated by | (under load the deadline may come first)
+  for alt in pattern:gmatch("[^|]+") do said = said or tostring(e):find(alt) ~= nil end
+  T.ok(ok == nil and said, ("policy using %s fails: %s"):format(name, tostring(e):match("[^\n]*")))
 end
 fails("io", "attempt to index global 'io'")
 fails("exec", "attempt to call field 'execute'")
@@ -77,7 +79,7 @@ fails("require", "attempt to call global 'require'")
 fails("raise", "operator says no")
 local core = require "riklet.core"
 local t0 = core.now()
-fails("loop", "instruction budget")
+fails("loop", "instruction budget|deadline")
 T.ok(core.now() - t0 < 10, ("an endless loop is stopped (%.1f s)"):format(core.now() - t0))
 T.ok(not fs.exists("/tmp/riklet-pwned"), "nothing escaped the sandbox")
 T.is(select(1, policy.call("admission", "admit", { kind = "Pod", name = "fine" }, ctx)).name, "fine",
@@ -92,6 +94,8 @@ T.ok(n == nil and nerr ~= nil, "a missing function is an error, not a crash: " .
 -- reason, and leave the agent as it was: its memory and the sandboxes' back to their level, the
 -- string library and the JSON metatables untouched, and a normal policy call still working.
 local sandbox = require "riklet.sandbox"
+-- (a case that builds a big table first may meet the 0.25 s wall-clock deadline before the limit
+-- it is about on a heavily loaded host or under ASan: it accepts that too)
 local cases = {
   -- name, body of H[name](w, ctx), what the reason says
   { "endless loop inside pcall", "pcall(function() while true do end end) return 'survived'", "ran past its" },
@@ -107,7 +111,7 @@ local cases = {
   { "string.rep('x', 2^29) caught by pcall", "pcall(string.rep, 'x', 2^29) return 'survived'", "memory cap" },
   { "doubling a string forever", "local s = 'x' while true do s = s .. s end", "memory cap" },
   { "a huge table", "local t = {} for i = 1, 1e9 do t[i] = { i } end", "memory cap|ran past its" },
-  { "table.sort of 200,000 elements", "local t = {} for i = 1, 2e5 do t[i] = -i end table.sort(t)", "table.sort" },
+  { "table.sort of 200,000 elements", "local t = {} for i = 1, 2e5 do t[i] = -i end table.sort(t)", "table.sort|ran past its deadline" },
   { "table.concat in a loop", "local t = {} for i = 1, 1e5 do t[i] = 'xxxxxxxx' end while true do table.concat(t) end",
     "ran past its|memory cap" },
   { "deep recursion", "local function r(n) return 1 + r(n + 1) end return r(1)", "stack overflow" },
@@ -134,12 +138,15 @@ local cases = {
   { "result with __tostring", "return nil, setmetatable({}, { __tostring = function() return 'x' end })", "result 2 is a table with a metatable" },
   { "cyclic result", "local t = { a = {} } t.a.back = t return t", "result 1%.a%.back is a cyclic table" },
   { "too deep a result", "local t = {} local c = t for i = 1, 300 do c.x = {} c = c.x end return t", "nested deeper than 200" },
-  { "too big a result", "local t = {} for i = 1, 200000 do t[i] = i end return t", "too big" },
+  { "too big a result", "local t = {} for i = 1, 200000 do t[i] = i end return t", "too big|ran past its deadline" },
   { "function result", "return { ok = true, cb = function() end }", "result 1%.cb is a function" },
   { "coroutine result", "return coroutine.create(function() end)", "result 1 is a thread" },
   { "boolean key", "return { [true] = 1 }", "key of type boolean" },
   { "error object with __tostring", "error(setmetatable({}, { __tostring = function() while true do end end }))", "error object is a table" },
   { "error object with __index", "error(setmetatable({}, { __index = function() while true do end end }))", "error object is a table" },
+  { "error message with a NUL, a newline and an escape", "error('a\\0b\\n2099-01-01 forged\\27[31m', 0)",
+    "^policy hostile%.h%d+ failed: a\\u0000b\\n2099%-01%-01 forged\\u001b%[31m\nstack traceback" },
+  { "error message of 2 MiB", "error(string.rep('x', 2^21), 0)", "failed: x+%.%.%. %(cut, 2097152 bytes%)\nstack" },
   { "setfenv escape", "setfenv(1, {})", "global 'setfenv'" },
   { "getfenv escape", "return getfenv(0).io", "global 'getfenv'" },
 }
@@ -212,13 +219,16 @@ local string_upper, object_mt = string.upper, getmetatable(hw)
 local sb_before, mem_before = policy.memory(), agent_mem()
 T.diag(("sandbox memory %d KiB, agent %d KiB"):format(math.floor(sb_before / 1024), mem_before))
 for i, c in ipairs(cases) do
-  local start = core.now()
+  -- within 1 s of CPU (os.clock: this process's), and of wall clock on an idle host: on this 2-core
+  -- VM shared by several builds a 32 MiB string (the memory cap) takes 0.4 s of CPU (page faults)
+  -- and over 1 s of wall clock at load 12
+  local start, cpu0 = core.now(), os.clock()
   local got, e = policy.call("hostile", "h" .. i, hw, hctx)
-  local took = core.now() - start
+  local took, cpu = core.now() - start, os.clock() - cpu0
   local said = false
   for alt in c[3]:gmatch("[^|]+") do said = said or (type(e) == "string" and e:find(alt) ~= nil) end
-  T.ok(got == nil and said and took < 1,
-    ("%s: fails in %.3f s: %s"):format(c[1], took, tostring(e):match("[^\n]*")))
+  T.ok(got == nil and said and cpu < 1 and took < 10,
+    ("%s: fails in %.3f s (CPU %.3f s): %s"):format(c[1], took, cpu, tostring(e):match("[^\n]*"):sub(1, 200)))
   local good = normal_call() and ("abc"):upper() == "ABC" and string.upper == string_upper and getmetatable(hw) == object_mt
     and rawget(object_mt, "__index") == nil and rawget(hw, "destroyed") == nil and hw.spec.containers[1].name == "c"
   local sb, mem = policy.memory(), agent_mem()
@@ -236,6 +246,16 @@ return { f = function(w) w.destroyed = true rawset(w, "x", 1) return ("abc"):upp
 local a, b = policy.call("mine", "f", hw)
 T.ok(a == "ABC" and b == "PWNED", "a policy's own string table is a copy; methods on strings keep the library: " .. tostring(a) .. " " .. tostring(b))
 T.ok(hw.destroyed == nil and hw.x == nil and ("abc"):upper() == "ABC", "writes to an argument stay in the sandbox")
+-- a result `nil, reason` (restart, network and admission policies refusing): the reason made safe
+fs.write_atomic(dir .. "/says.lua", [[
+return { f = function(v) if v == "table" then return nil, { why = "t" } end return nil, v end }
+]])
+local _, said = policy.call("says", "f", "no\n2099-01-01 forged\0\27[31m")
+T.is(said, [[refused by policy says.f: "no\n2099-01-01 forged\u0000\u001b[31m"]], "a reason with a newline, NUL and ESC is quoted")
+_, said = policy.call("says", "f", "table")
+T.is(said, [[refused by policy says.f (its reason is a table, not a string: {"why":"t"})]], "a reason that is a table is described")
+_, said = policy.call("says", "f", "plain words")
+T.is(said, "plain words", "a plain reason is kept as it is")
 -- arguments must be plain data too
 local e
 r, e = policy.call("hostile", "ok", { name = "x", cb = print }, hctx)
@@ -281,6 +301,16 @@ local box = sandbox.new({ memory = 4 * 1024 * 1024, instructions = 1000, deadlin
 T.ok(box:load("m", "return { f = function() local n = 0 for i = 1, 1e6 do n = n + i end return n end }", "=m"), "small box loads")
 local ok, msg, kind = box:call("m", "f")
 T.ok(ok == false and kind == "limit" and msg:find("1000 instructions"), "a smaller instruction budget applies: " .. tostring(msg))
+box:close()
+-- the sort and result-size limits on their own, with a deadline no loaded host reaches first
+box = sandbox.new({ memory = 32 * 1024 * 1024, instructions = 1e9, deadline = 60 })
+T.ok(box:load("m", [[return {
+  sort = function() local t = {} for i = 1, 2e5 do t[i] = -i end table.sort(t) end,
+  big = function() local t = {} for i = 1, 2e5 do t[i] = i end return t end }]], "=m"), "a box with a long deadline loads")
+ok, msg = box:call("m", "sort")
+T.ok(ok == false and msg:find("table.sort: 200000 elements, a policy may sort at most 100000", 1, true), "table.sort refuses 200,000 elements: " .. tostring(msg))
+ok, msg = box:call("m", "big")
+T.ok(ok == false and msg:find("result 1[100000] is too big", 1, true), "a result of 200,000 values is refused: " .. tostring(msg))
 box:close()
 
 -- ---- reload: a changed policy is picked up, a broken one keeps the previous version -----------

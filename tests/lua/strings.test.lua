@@ -83,4 +83,20 @@ T.is(json.quote("a\0b\n\"\255"), [["a\u0000b\n\"\xff"]], "quote shows NUL, newli
 T.is(json.quote(("x"):rep(100), 10), '"xxxxxxxxxx"... (100 bytes)', "quote cuts long strings and says how long")
 T.is(json.quote("\27[31m"), [["\u001b[31m"]], "quote escapes terminal control sequences")
 
+-- a key twice in one object: parsers disagree on which one wins (a front-end could check one and
+-- riklet use the other), so it is refused; so is a number a double cannot hold (it became inf,
+-- then "port is a number" with the value lost)
+local v, derr = json.decode('{"name":"c","image":"busybox","image":"evil"}')
+T.ok(v == nil and tostring(derr):find('the key "image" appears twice', 1, true), "decode refuses a duplicate key: " .. tostring(derr))
+v, derr = json.decode('{"a":{"b":1,"c":{"b":2}},"x":[{"b":1},{"b":2}]}')
+T.ok(v and v.a.c.b == 2 and v.x[2].b == 2, "the same key in different objects is fine: " .. tostring(derr))
+v, derr = json.decode('{"a":null,"a":1}')
+T.ok(v == nil and tostring(derr):find('"a" appears twice', 1, true), "... also after a null: " .. tostring(derr))
+for _, n in ipairs({ "1e400", "-1e400", "[1e309]" }) do
+  v, derr = json.decode(n)
+  T.ok(v == nil and tostring(derr):find("beyond the range of a double", 1, true), ("decode refuses %s: %s"):format(n, tostring(derr)))
+end
+v = json.decode("[1e308, -0, 5e-324, 1e-400]")
+T.ok(v and v[1] == 1e308 and 1 / v[2] == -math.huge and v[3] > 0 and v[4] == 0, "1e308, -0 and tiny numbers decode as doubles")
+
 T.done()

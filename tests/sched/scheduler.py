@@ -28,7 +28,11 @@ SETTINGS and PING acks, never a response), noping (the same without PING acks: a
 process whose kernel still acknowledges), garbage (sends "hello" on accept, then nothing),
 bigframe (answers a request with a 5 MiB HTTP/2 DATA frame: 320 times the 16 KiB a client
 accepts), bigmsg (a well-formed response whose gRPC message prefix announces 4 GiB - 16 bytes,
-followed by 1 MiB of its body). Each accepted connection is logged to --events as
+followed by 1 MiB of its body), goaway (a GOAWAY ENHANCE_YOUR_CALM whose debug data holds an
+escape and a newline), rst (RST_STREAM REFUSED_STREAM), hugeheaders (a header block that never
+ends: a 64 MiB header value in CONTINUATION frames), manyheaders (100,000 CONTINUATION frames of
+tiny headers), evilmsg (a grpc-message whose escapes decode to a newline, an ESC and a NUL). Each
+accepted connection is logged to --events as
 {"kind": "accept"}.
 
 Usage: scheduler.py --port-file F [--port P] [--events FILE] [--tls-cert C --tls-key K] [--raw MODE]
@@ -280,6 +284,33 @@ def raw_conn(conn, mode):
                 conn.sendall(h2_frame(0, 0, sid, body))
                 for _ in range(63):
                     conn.sendall(h2_frame(0, 0, sid, b"y" * 16384))
+            elif ftype == 1 and mode == "goaway":  # GOAWAY (ENHANCE_YOUR_CALM) with debug data, kept open
+                conn.sendall(h2_frame(7, 0, 0, struct.pack(">II", 0, 11) + b"calm down\x1b[31m\nforged"))
+            elif ftype == 1 and mode == "rst":  # RST_STREAM (REFUSED_STREAM) on every call
+                conn.sendall(h2_frame(3, 0, sid, struct.pack(">I", 7)))
+            elif ftype == 1 and mode == "hugeheaders":  # a header block that never ends: CONTINUATION flood
+                hdr = hpack_literal(":status", "200") + hpack_literal("content-type", "application/grpc")
+                n, vlen = 64 << 20, b"\x7f"  # one header value of 64 MiB (HPACK integer, 7-bit prefix)
+                rest = n - 127
+                while rest >= 128:
+                    vlen += bytes([rest % 128 + 128])
+                    rest //= 128
+                vlen += bytes([rest])
+                conn.sendall(h2_frame(1, 0, sid, hdr + b"\x00\x05x-big" + vlen))  # no END_HEADERS
+                conn.settimeout(5)
+                for _ in range(4096):  # its 64 MiB, 16 KiB a CONTINUATION frame
+                    conn.sendall(h2_frame(9, 0, sid, b"v" * 16384))
+            elif ftype == 1 and mode == "manyheaders":  # CONTINUATION frames of tiny indexed headers
+                hdr = hpack_literal(":status", "200") + hpack_literal("content-type", "application/grpc")
+                conn.sendall(h2_frame(1, 0, sid, hdr))
+                conn.settimeout(5)
+                for _ in range(100000):
+                    conn.sendall(h2_frame(9, 0, sid, b"\x88" * 64))  # :status 200, again and again
+            elif ftype == 1 and mode == "evilmsg":  # a grpc-message whose escapes decode to a newline, ESC, NUL
+                hdr = (hpack_literal(":status", "200") + hpack_literal("content-type", "application/grpc")
+                       + hpack_literal("grpc-status", "13")
+                       + hpack_literal("grpc-message", "no%0a2099-01-01 forged%1b[31m%00cut"))
+                conn.sendall(h2_frame(1, 5, sid, hdr))
             elif ftype == 1 and mode == "early":  # answer before the request body
                 hdr = (hpack_literal(":status", "200") + hpack_literal("content-type", "application/grpc")
                        + hpack_literal("grpc-status", "12") + hpack_literal("grpc-message", "unknown method"))
@@ -397,7 +428,7 @@ def main():
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
     ap.add_argument("--tls-client-ca")
-    ap.add_argument("--raw", choices=["truncated", "compressed", "badflag", "nostatus", "http500",
+    ap.add_argument("--raw", choices=["evilmsg", "goaway", "rst", "hugeheaders", "manyheaders", "truncated", "compressed", "badflag", "nostatus", "http500",
                                       "silent", "close", "http1", "noheaders", "early", "garbage", "bigframe", "noping",
                                       "bigmsg"])
     ap.add_argument("--lazy-headers", action="store_true",
