@@ -104,6 +104,8 @@ local function statuses(id)
 end
 local function status(id) local v = agent.get(id) return v and v.status end
 local function last_msg(id) local s = seen[id] return s and s[#s].msg or "" end
+-- the last status reported (reports follow the stored transition: wait for the report, not the store)
+local function reported(id) local s = seen[id] return s and s[#s].status end
 
 local cfg = { paths = { records = dir .. "/records" }, keep_records = 100, stop_grace = 1, pull_timeout = 5,
   max_instances = 8, policy_dir = dir .. "/policies" }
@@ -124,7 +126,7 @@ T.is(store.load("was-releasing").released, true, "and stored as released")
 T.is(status("was-running"), "RUNNING", "a RUNNING record whose adoption works stays RUNNING")
 T.is(statuses("was-running"), "RUNNING", "and is reported RUNNING with no transition")
 T.is(status("policy-changed"), "RUNNING", "a running instance the admission policy now refuses keeps running")
-T.wait_for(5, function() return status("gone") == "FAILED" end)
+T.wait_for(15, function() return status("gone") == "FAILED" and reported("gone") == "FAILED" end)
 T.like(last_msg("gone"), "lost while riklet was not running: container main does not exist", "adopt says gone: FAILED lost")
 T.is(calls.release.gone, 1, "and released")
 T.is(status("flaky"), "RUNNING", "adopt failing without evidence that it is gone: still RUNNING")
@@ -132,7 +134,7 @@ T.wait_for(5, function() return calls.adopt.flaky == 2 and statuses("flaky") ~= 
 T.is(calls.adopt.flaky, 2, "adoption is tried again (after ~2 s)")
 T.is(statuses("flaky") .. "/" .. status("flaky"), "RUNNING/RUNNING", "and then reported RUNNING, with no transition")
 agent.create("policy-new", pod("refused-now"), "test")
-T.wait_for(5, function() return status("policy-new") == "FAILED" end)
+T.wait_for(15, function() return status("policy-new") == "FAILED" and reported("policy-new") == "FAILED" end)
 T.is(last_msg("policy-new"), "refused-now is not welcome", "while a new one is refused with the policy's reason")
 
 -- the mailbox of the instance whose adoption raised still serves a destroy
@@ -147,7 +149,7 @@ T.is(statuses("good"), "CREATING RUNNING", "a good Pod: CREATING then RUNNING")
 T.is(store.load("good").status, "RUNNING", "every transition is stored")
 
 agent.create("c-raises", pod("raise-create"), "test")
-T.wait_for(5, function() return status("c-raises") == "FAILED" end)
+T.wait_for(15, function() return status("c-raises") == "FAILED" and reported("c-raises") == "FAILED" end)
 T.is(statuses("c-raises"), "CREATING FAILED", "a driver raising in create: CREATING then FAILED")
 T.like(last_msg("c-raises"), "internal error in the create step: .*boom in create.*stack traceback", "with the traceback")
 T.is(calls.destroy["c-raises"], 1, "and the creation is rolled back")
@@ -156,17 +158,17 @@ T.ok(agent.wait_gone("c-raises", 5), "a later destroy still works")
 T.is(statuses("c-raises"), "CREATING FAILED DESTROYING TERMINATED", "FAILED -> DESTROYING -> TERMINATED")
 
 agent.create("c-fails", pod("fail-create"), "test")
-T.wait_for(5, function() return status("c-fails") == "FAILED" end)
+T.wait_for(15, function() return status("c-fails") == "FAILED" and reported("c-fails") == "FAILED" end)
 T.is(last_msg("c-fails"), "the image is not there", "a create that fails: FAILED with the driver's reason")
 
 -- hostile input never reaches the driver
 agent.create("bad-name", pod("../x"), "test")
-T.wait_for(5, function() return status("bad-name") == "FAILED" end)
+T.wait_for(15, function() return status("bad-name") == "FAILED" and reported("bad-name") == "FAILED" end)
 T.like(last_msg("bad-name"), "^name is \"../x\"", "a workload named ../x: FAILED naming the field")
 local r1, e1 = agent.create("a\0b", pod("ok"), "test")
 T.ok(r1 == nil and e1:find("not valid", 1, true), "an instance id with a NUL is refused: " .. tostring(e1))
 agent.create("nul-def", pod("ok") .. "\0", "test")
-T.wait_for(5, function() return status("nul-def") == "FAILED" end)
+T.wait_for(15, function() return status("nul-def") == "FAILED" and reported("nul-def") == "FAILED" end)
 T.like(last_msg("nul-def"), "NUL", "a definition holding a NUL byte: FAILED")
 T.is(fs.read(dir .. "/records/nul-def.definition"), "", "and what is stored is not the NUL-holding text")
 
@@ -184,7 +186,7 @@ T.is(rp.status .. "/" .. tostring(rp.released) .. "/" .. tostring(rp.containers 
 agent.create("x-raises", pod("raise-exit"), "test")
 T.wait_for(5, function() return status("x-raises") == "RUNNING" end)
 agent.post("x-raises", { type = "exit", container = "main", code = 1, describe = "exited with code 1" })
-T.wait_for(5, function() return status("x-raises") == "FAILED" end)
+T.wait_for(15, function() return status("x-raises") == "FAILED" and reported("x-raises") == "FAILED" end)
 T.is(status("x-raises"), "FAILED", "a driver raising while handling an exit: FAILED")
 T.like(last_msg("x-raises"), "internal error while handling exit: .*boom in exit.*stack traceback", "with the traceback")
 agent.destroy("x-raises")
@@ -194,7 +196,7 @@ T.is(status("x-raises"), "TERMINATED", "which ends TERMINATED")
 agent.create("never", pod("ok"), "test")
 T.wait_for(5, function() return status("never") == "RUNNING" end)
 agent.post("never", { type = "exit", container = "main", code = 1, describe = "exited with code 1" })
-T.wait_for(5, function() return status("never") == "FAILED" end)
+T.wait_for(15, function() return status("never") == "FAILED" and reported("never") == "FAILED" end)
 T.is(statuses("never"), "CREATING RUNNING FAILED", "restart policy Never (the default): a failure is FAILED")
 T.is(calls.restart.never, nil, "and nothing is restarted")
 
