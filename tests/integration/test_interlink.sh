@@ -211,21 +211,21 @@ lgr=$(jq -c '.PodUID = "11111111-aaaa-4bbb-8ccc-000000000009" | .Opts.Previous =
 like "$(body "$(api GET /getLogs "$(put lgr.json "$lgr")")")" '^run-at-[0-9]+$' "Previous: the log of the run before the restart"
 
 # --- logs: Tail, Bytes, Timestamps, Follow ----------------------------------------------------
-LOGP=$(pod 11111111-aaaa-4bbb-8ccc-000000000006 logs "[$(ctr main 'for i in 1 2 3 4 5; do echo line$i; done; i=0; while [ $i -lt 8 ]; do i=$((i+1)); echo tick$i; sleep 0.5; done')]")
+LOGP=$(pod 11111111-aaaa-4bbb-8ccc-000000000006 logs "[$(ctr main 'for i in 1 2 3 4 5; do echo line$i; done; i=0; while [ $i -lt 20 ]; do i=$((i+1)); echo tick$i; sleep 0.5; done')]")
 api POST /create "$(put c.json "$(create_body "$LOGP")")" >/dev/null
 wait_for 60 is_state "$LOGP" 0 running
 lq() { put lq.json "$(jq -c --argjson o "$1" '.PodUID = "11111111-aaaa-4bbb-8ccc-000000000006" | .Opts += $o' "$lg")"; }
 RESP=$TEST_TMP/follow.out api GET /getLogs "$(lq '{"Follow":true}')" --no-buffer >/dev/null &
 fpid=$!
 wait_for 10 grep -q tick2 "$TEST_TMP/follow.out"
-ok "grep -q line1 $TEST_TMP/follow.out && ! grep -q tick8 $TEST_TMP/follow.out" "Follow: lines arrive before the container ends"
+ok "grep -q line1 $TEST_TMP/follow.out && ! grep -q tick20 $TEST_TMP/follow.out" "Follow: lines arrive before the container ends"
 is "$(body "$(api GET /getLogs "$(lq '{"Tail":2}')")" | wc -l)" 2 "Tail 2: two lines"
 is "$(body "$(api GET /getLogs "$(lq '{"Bytes":8}')")")" $'line1\nli' "Bytes 8: the first 8 bytes"
 like "$(body "$(api GET /getLogs "$(lq '{"Timestamps":true,"Tail":1}')")")" '^20[0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9:.]+Z tick' \
 	"Timestamps: each line starts with its RFC 3339 time"
-wait_for 30 bash -c "! kill -0 $fpid 2>/dev/null"
+wait_for 40 bash -c "! kill -0 $fpid 2>/dev/null"
 ok "! kill -0 $fpid 2>/dev/null" "Follow ends when the container ends"
-is "$(grep -c '^tick' "$TEST_TMP/follow.out")" 8 "Follow got every line"
+is "$(grep -c '^tick' "$TEST_TMP/follow.out")" 20 "Follow got every line"
 
 # --- unknown pods and containers --------------------------------------------------------------
 UNK=$(pod 11111111-aaaa-4bbb-8ccc-0000000000ff ghost "[$(ctr main true)]")
