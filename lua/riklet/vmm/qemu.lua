@@ -59,14 +59,16 @@ end
 -- B.kvm_probe(cfg[, accel[, timeout]]) -> true | nil, why
 -- Whether a guest really runs under KVM here: /dev/kvm can open on a host whose KVM never runs a
 -- guest (a nested or broken setup: the guests hang). The node's own kernel is booted with no root
--- and panic=-1 under -no-reboot: where the accelerator works, the kernel prints its banner, panics
--- for want of a root filesystem and QEMU exits, in about a second; a hanging accelerator is
--- killed when the timeout (default 10 s) runs out. accel: "kvm" (tests pass "tcg").
+-- and panic=-1 under -no-reboot, with the VMs' memory (in 64 MiB Debian's kernel cannot even
+-- unpack: no banner, a reset): where the accelerator works, the kernel prints its banner, panics
+-- for want of a root filesystem and QEMU exits, in about a second (10 s under TCG on a loaded
+-- node); a hanging accelerator is killed when the timeout (default 10 s) runs out. accel: "kvm"
+-- (tests pass "tcg").
 function B.kvm_probe(c, accel, timeout)
   c = c or node_cfg
   timeout = timeout or 10
   local a = { binary(c), "-M", c.vm_machine == "microvm" and "microvm" or "pc", "-accel", accel or "kvm",
-    "-m", "64", "-smp", "1", "-no-reboot", "-nodefaults", "-display", "none", "-serial", "stdio",
+    "-m", tostring(c.vm_memory_mib or 128), "-smp", "1", "-no-reboot", "-nodefaults", "-display", "none", "-serial", "stdio",
     "-kernel", c.kernel_path, "-append", "console=ttyS0 panic=-1 root=/dev/riklet-probe-no-root" }
   local t = core.now()
   local r, err = proc.run(a, { timeout = timeout })
@@ -86,13 +88,14 @@ end
 
 -- The outcome of the KVM probe, once per riklet process (concurrent creates wait for the first).
 local kvm_probed
+B.kvm_device = "/dev/kvm" -- (a test points it at a file that opens)
 
 -- B.accel(wanted[, cfg]) -> "kvm" | "tcg" | nil, err. auto: KVM when /dev/kvm opens read-write and
 -- a probe guest boots under it (B.kvm_probe, once), else TCG; kvm: no probe (the operator's word).
 function B.accel(wanted, c)
   wanted = wanted or "auto"
   if wanted == "tcg" then return "tcg" end
-  local f = io.open("/dev/kvm", "r+")
+  local f = io.open(B.kvm_device, "r+")
   if f then f:close() end
   if wanted == "kvm" then
     if not f then return nil, "--vm-accel kvm: /dev/kvm cannot be opened read-write (no KVM here); use --vm-accel tcg" end
@@ -105,7 +108,7 @@ function B.accel(wanted, c)
     local ok, why = B.kvm_probe(c or node_cfg)
     if not ok then
       log("warn", "--vm-accel auto: /dev/kvm opens but KVM does not run guests here (%s): Functions use TCG "
-        .. "(software emulation, slower); fix KVM or pass --vm-accel tcg to skip this probe", why)
+        .. "(software emulation, slower); fix KVM, or pass --vm-accel tcg to skip this probe (--vm-accel kvm forces KVM)", why)
     end
     kvm_probed:set(ok and "kvm" or "tcg")
   end
