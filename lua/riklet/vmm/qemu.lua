@@ -275,8 +275,10 @@ local function qmp_reader(conn)
   end
 end
 
--- qmp_cmd(conn, name[, args[, timeout]]) -> return value | nil, err
-local function qmp_cmd(conn, name, args, timeout)
+-- qmp_send_cmd(conn, name[, args]) -> reply queue, id | nil, err: the command is on its way; its
+-- reply comes to the queue (qmp_wait). QMP answers a connection's commands in order, so several
+-- may be sent before the first reply (fewer round trips while QEMU is busy booting).
+local function qmp_send_cmd(conn, name, args)
   if conn.closed.is_set then return nil, "QMP connection closed" end
   conn.seq = conn.seq + 1
   local id = conn.seq
@@ -284,6 +286,11 @@ local function qmp_cmd(conn, name, args, timeout)
   conn.pending[id] = q
   local ok, err = qmp_send(conn, { execute = name, arguments = args, id = id })
   if not ok then conn.pending[id] = nil return nil, err end
+  return q, id
+end
+
+-- qmp_wait(conn, name, q, id[, timeout]) -> return value | nil, err
+local function qmp_wait(conn, name, q, id, timeout)
   local r = q:get(timeout or 10)
   conn.pending[id] = nil
   if not r then return nil, ("QMP %s: no answer within %g s"):format(name, timeout or 10) end
@@ -291,8 +298,18 @@ local function qmp_cmd(conn, name, args, timeout)
   return r["return"]
 end
 
--- Connect to QMP, negotiate capabilities. -> conn | nil, err
-local function qmp_connect(path, timeout)
+-- qmp_cmd(conn, name[, args[, timeout]]) -> return value | nil, err
+local function qmp_cmd(conn, name, args, timeout)
+  local q, id = qmp_send_cmd(conn, name, args)
+  if not q then return nil, id end
+  return qmp_wait(conn, name, q, id, timeout)
+end
+
+-- Connect to QMP, negotiate capabilities. -> conn[, status] | nil, err
+-- qmp_capabilities goes out at once, before the greeting is read (QEMU greets a connection before
+-- it reads from it), and with with_status query-status right behind it: its answer is the
+-- second result (QEMU's "status" object), so a start costs one round trip, not three.
+local function qmp_connect(path, timeout, with_status)
   local deadline = core.now() + (timeout or 10)
   local sock, err
   repeat
@@ -302,13 +319,21 @@ local function qmp_connect(path, timeout)
   if not sock then return nil, "QMP: " .. tostring(err) end
   local conn = { sock = sock, seq = 0, pending = {}, closed = task.event(), greeting = task.event() }
   task.spawn(qmp_reader, conn)
+  local cq, cid = qmp_send_cmd(conn, "qmp_capabilities")
+  local sq, sid
+  if cq and with_status then sq, sid = qmp_send_cmd(conn, "query-status") end
   if not conn.greeting:wait(timeout or 10) then
     sock:close()
     return nil, ("QMP on %s: no greeting within %g s"):format(path, timeout or 10)
   end
-  local _, cerr = qmp_cmd(conn, "qmp_capabilities")
+  if not cq then sock:close() return nil, cid end
+  local _, cerr = qmp_wait(conn, "qmp_capabilities", cq, cid)
   if cerr then sock:close() return nil, cerr end
-  return conn
+  if not with_status then return conn end
+  if not sq then sock:close() return nil, sid end
+  local st, serr = qmp_wait(conn, "query-status", sq, sid)
+  if not st then sock:close() return nil, serr end
+  return conn, st
 end
 
 local function qmp_close(conn)
@@ -361,8 +386,8 @@ end
 function B.configure(c) node_cfg = c or {} end
 
 -- B.start(vm) -> handle | nil, err. vm.steps (optional) gets the seconds QEMU took to start
--- (spawn: until -daemonize's parent returned) and QMP to answer (qmp: connect, capabilities and
--- query-status).
+-- (spawn: until -daemonize's parent returned) and QMP to answer (qmp: connect, greeting,
+-- capabilities and query-status, the two commands sent together).
 function B.start(vm)
   local steps = vm.steps or {}
   local pidfile, sock = vm.dir .. "/qemu.pid", vm.dir .. "/qmp.sock"
@@ -385,15 +410,10 @@ function B.start(vm)
   if not pid then return nil, ("QEMU started but wrote no pid to %s"):format(pidfile) end
   local handle = { backend = B.name, pid = pid, starttime = status.start_ticks(pid), sock = sock, pidfile = pidfile }
   t = core.now()
-  local conn, cerr = qmp_connect(sock, 15)
-  if not conn then
-    steps.qmp = core.now() - t
-    return nil, cerr, handle
-  end
-  live[pid] = { conn = conn }
-  local st, serr = qmp_cmd(conn, "query-status")
+  local conn, st = qmp_connect(sock, 15, true)
   steps.qmp = core.now() - t
-  if not st then return nil, serr, handle end
+  if not conn then return nil, st, handle end
+  live[pid] = { conn = conn }
   if st.status ~= "running" then
     return nil, ("QEMU reports the guest %s, not running"):format(tostring(st.status)), handle
   end
