@@ -196,9 +196,9 @@ end
 -- ---- driver ---------------------------------------------------------------------------------
 
 -- rec.vm.steps: seconds each step of the create took (README "Functions", the bench prints them):
--- queue = from the CREATE (the instance's created_at) to this driver, checks, rootfs (fetch or revalidate), net
--- (TAP, /30, rules) and disk (link = base.img, overlay = disk.qcow2; both beside net, at the same
--- time), spawn (QEMU until -daemonize returns), qmp, and total (= running_after).
+-- queue (from the CREATE, the instance's created_at, to this driver), checks, rootfs (fetch or
+-- revalidation), net (TAP, /30, rules) and disk (link = base.img, overlay = disk.qcow2; made
+-- beside net, at the same time), spawn (QEMU until -daemonize returns), qmp, total (running_after).
 function F.create(inst, w)
   local rec = inst.rec
   local dir = cfg.paths.instances .. "/" .. inst.id
@@ -212,8 +212,9 @@ function F.create(inst, w)
   end
   rec.dir = dir
   rec.vm = { steps = steps }
-  -- (progress notes without fsync, as the Pod driver's: the lifecycle's RUNNING is durable, and a
-  -- QEMU started before its handle was stored is found by its -pidfile)
+  -- (progress notes without fsync, as the Pod driver's: a crash of riklet keeps them, a machine
+  -- crash ends the VMs too and the durable CREATING record rolls the instance back; a QEMU
+  -- started before its handle was stored is found by its -pidfile)
   local ok, err = fs.mkdir_p(dir, "0700")
   if not ok then return nil, err end
   ok, err = save(inst, false) if not ok then return nil, "cannot store its record: " .. err end
