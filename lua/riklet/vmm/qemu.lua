@@ -386,8 +386,8 @@ end
 function B.configure(c) node_cfg = c or {} end
 
 -- B.start(vm) -> handle | nil, err. vm.steps (optional) gets the seconds QEMU took to start
--- (spawn: until -daemonize's parent returned) and QMP to answer (qmp: connect, greeting,
--- capabilities and query-status, the two commands sent together).
+-- (spawn: until -daemonize's parent returned) and, set a moment later, QMP to answer (qmp:
+-- connect, greeting, capabilities and query-status, the two commands sent together).
 function B.start(vm)
   local steps = vm.steps or {}
   local pidfile, sock = vm.dir .. "/qemu.pid", vm.dir .. "/qmp.sock"
@@ -409,14 +409,31 @@ function B.start(vm)
   end
   if not pid then return nil, ("QEMU started but wrote no pid to %s"):format(pidfile) end
   local handle = { backend = B.name, pid = pid, starttime = status.start_ticks(pid), sock = sock, pidfile = pidfile }
-  t = core.now()
-  local conn, st = qmp_connect(sock, 15, true)
-  steps.qmp = core.now() - t
-  if not conn then return nil, st, handle end
-  live[pid] = { conn = conn }
-  if st.status ~= "running" then
-    return nil, ("QEMU reports the guest %s, not running"):format(tostring(st.status)), handle
-  end
+  -- Running: -daemonize's parent exits 0 once QEMU has built the machine and started it (no -S),
+  -- the moment a bare `qemu -daemonize` returns. QMP is set up right behind, in a task: under TCG
+  -- on a loaded node QEMU's main loop answers 0.05-1 s later (it shares the big lock with the
+  -- booting guest's I/O), and RUNNING does not wait for that. A QEMU whose QMP does not confirm
+  -- the guest running within 15 s is killed, and its watch reports why (the instance FAILS).
+  local rt = { qmp_ready = task.event() }
+  live[pid] = rt
+  task.spawn(function()
+    t = core.now()
+    local conn, st = qmp_connect(sock, 15, true)
+    steps.qmp = core.now() - t
+    rt.conn = conn
+    local why
+    if not conn then why = st
+    elseif type(st) ~= "table" or st.status ~= "running" then
+      why = ("QEMU reports the guest %s, not running"):format(tostring(type(st) == "table" and st.status or st))
+    end
+    if live[pid] ~= rt and conn then qmp_close(conn) end -- (it ended meanwhile)
+    if why and same_process(handle) then
+      rt.qmp_error = why
+      log("error", "instance %s: QEMU pid %d started but %s: killing it", vm.id, pid, why)
+      proc.kill(pid, 9)
+    end
+    rt.qmp_ready:set(true)
+  end)
   return handle
 end
 
@@ -459,7 +476,8 @@ function B.watch(handle, on_event)
       ev.type = "exited"
       local what = code ~= nil and proc.describe(code, signal) or signal and proc.describe(nil, signal)
         or "ended (exit status unknown: not riklet's child)"
-      ev.reason = ("QEMU %s%s"):format(what, reason and ("; " .. (REASONS[reason] or reason)) or "")
+      ev.reason = ("QEMU %s%s%s"):format(what, reason and ("; " .. (REASONS[reason] or reason)) or "",
+        rt.qmp_error and ("; riklet killed it: " .. rt.qmp_error) or "")
     end
     on_event(ev)
   end)
@@ -486,6 +504,8 @@ end
 function B.stop(handle, grace)
   if not handle or not handle.pid or not same_process(handle) then return true end
   local rt = live[handle.pid] or {}
+  -- (QMP accepts one client at a time: let the start's connection finish first)
+  if rt.qmp_ready then rt.qmp_ready:wait(20) end
   local conn = rt.conn
   if not conn or conn.closed.is_set then conn = qmp_connect(handle.sock, 5) rt.conn = conn end
   local gone = task.event()
