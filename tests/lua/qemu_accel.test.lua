@@ -3,7 +3,8 @@
 -- answers tcg, once: later creates do not probe again), a probe QEMU that prints no kernel banner
 -- is no proof either, and the probe passes with a real QEMU booting the node's real kernel (under
 -- TCG here: the same probe, another accelerator). microvm under TCG gets tsc_early_khz (its guests
--- hang in TSC calibration without it, README "Functions"), pc and KVM guests nothing.
+-- hang in TSC calibration without it, README "Functions"), pc and KVM guests nothing. A QEMU that
+-- daemonizes but whose QMP never answers is killed, the reason saying so.
 local T = require "riklet.testlib"
 local core = require "riklet.core"
 local fs = require "riklet.fs"
@@ -56,6 +57,31 @@ T.like(qemu.machine_args("microvm", "tcg"), "^tsc_early_khz=%d+$", "microvm unde
   qemu.machine_args("microvm", "tcg") .. ")")
 T.is(qemu.machine_args("microvm", "kvm"), "", "microvm under KVM: nothing (kvmclock)")
 T.is(qemu.machine_args("pc", "tcg"), "", "pc: nothing")
+
+-- a QEMU that daemonizes (its parent exits 0: the instance goes RUNNING) but whose QMP never
+-- answers: killed within the 15 s QMP allowance, and its watch says why
+local daemon = tmp .. "/qemu-noqmp"
+assert(fs.write_atomic(daemon, [[#!/bin/sh
+while [ $# -gt 0 ]; do [ "$1" = -pidfile ] && pf=$2; shift; done
+setsid sleep 600 </dev/null >/dev/null 2>&1 &
+echo $! > "$pf"
+]], "0755"))
+qemu.configure({ qemu = daemon })
+local vdir = tmp .. "/vm"
+assert(fs.mkdir_p(vdir, "0700"))
+local steps = {}
+local handle, herr = qemu.start({ id = "noqmp", dir = vdir, kernel = kernel, cmdline = "x", disk = vdir .. "/d",
+  tap = "rkt0", mac = "52:54:00:00:00:01", vcpus = 1, memory_mib = 128, console_log = vdir .. "/console.log",
+  machine = "pc", accel = "tcg", steps = steps })
+T.ok(handle and handle.pid, "a QEMU whose parent exits 0: started at once, pid " .. tostring(handle and handle.pid or herr))
+if handle then
+  local ev
+  qemu.watch(handle, function(e) ev = e end)
+  T.ok(T.wait_for(30, function() return ev end), "  its QMP never answering: it is ended within the 15 s allowance")
+  T.like(ev and ev.reason or "", "riklet killed it: QMP", "  and the reason says why (" .. tostring(ev and ev.reason) .. ")")
+  T.ok(not proc.alive(handle.pid), "  the process is gone")
+  T.ok(type(steps.qmp) == "number", "  the QMP step's time is recorded")
+end
 
 -- the real thing: QEMU boots the node's kernel to its panic (no root) under TCG
 local real
