@@ -46,8 +46,11 @@ on_exit 'for p in $(qemu_pids); do kill -9 "$p"; done'
 
 now() { date +%s.%N; }
 ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", (b - a) * 1000 }'; }
-poll() { until "$@"; do sleep 0.05; done; }
-poll_slow() { until "$@"; do sleep 0.2; done; }
+# poll / poll_slow: until "$@" succeeds, every 50 / 200 ms; a guest that hangs stops the bench
+# after POLL_MAX seconds (default 300) rather than for ever
+POLL_MAX=${POLL_MAX:-300}
+poll() { local end=$((SECONDS + POLL_MAX)); until "$@"; do ((SECONDS < end)) || bail_out "no success within $POLL_MAX s: $*"; sleep 0.05; done; }
+poll_slow() { local end=$((SECONDS + POLL_MAX)); until "$@"; do ((SECONDS < end)) || bail_out "no success within $POLL_MAX s: $*"; sleep 0.2; done; }
 is_running() { [[ $(rk_status "$1") == RUNNING ]]; }
 # RUNNING in the instance's record, read with bash builtins: polling `riklet ps` + jq every 50 ms
 # would compete for the CPU with the QEMU riklet is starting (the bare boot has no such poll)
