@@ -12,6 +12,7 @@
  *   fs.exists(path) -> boolean                   fs.stat(path) -> {type=, size=, mtime=, ino=, dev=}
  *   fs.list(dir) -> sorted array of names        fs.safe_name(s[, max=128]) -> boolean
  *   fs.rename(a, b) -> true                      fs.tail(path, max_bytes) -> last bytes of a file
+ *   fs.link(existing, new) -> true               (a hard link)
  *   fs.read_from(path, offset[, max]) -> data, next_offset
  *   fs.open_read(path) -> reader; reader:read([max=65536]) -> data ("" at end of file, more later
  *                       if the file grows; still readable after the file is unlinked); reader:close()
@@ -227,6 +228,17 @@ static int l_unlink(lua_State *L)
 		return lrk_offload(L, p, unlink_work, fsjob_push, fsjob_free, fsjob_new(L, p, NULL, 0));
 	if (unlink(p) < 0 && errno != ENOENT)
 		return lrk_fail(L, "cannot remove %s: %s", p, strerror(errno));
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* fs.link(existing, new): link(2) without a child process (the Function driver links the cached
+ * rootfs into an instance dir on every create). */
+static int l_link(lua_State *L)
+{
+	const char *a = luaL_checkstring(L, 1), *b = luaL_checkstring(L, 2);
+	if (link(a, b) < 0)
+		return lrk_fail(L, "cannot link %s to %s: %s", b, a, strerror(errno));
 	lua_pushboolean(L, 1);
 	return 1;
 }
@@ -588,6 +600,8 @@ static int open_fs(lua_State *L)
 				       {NULL, NULL}};
 	lua_newtable(L);
 	lrk_setfuncs(L, fns);
+	lua_pushcfunction(L, l_link);
+	lua_setfield(L, -2, "link");
 	return 1;
 }
 LRK_MODULE("riklet.fs", open_fs)

@@ -365,11 +365,12 @@ local function containers_of(r)
 end
 
 -- A Function's VM for `ps --json`: backend, VMM pid, seconds from CREATE to RUNNING and to the
--- guest answering on its exposed port, and how the VMM ended.
+-- guest answering on its exposed port, and how the VMM ended; running_at (epoch s) and the create's
+-- steps (seconds each, riklet.function).
 local function vm_of(v)
   local h = type(v.handle) == "table" and v.handle or {}
   return { backend = v.backend, pid = h.pid, running_after = v.running_after, answering_after = v.answering_after,
-    exit_code = v.exit_code, signal = v.exit_signal }
+    exit_code = v.exit_code, signal = v.exit_signal, running_at = v.running_at, steps = v.steps }
 end
 
 -- The footer of `riklet ps`: the agent running on this state dir and its loop lag.

@@ -88,8 +88,8 @@ end
 
 -- ---- helpers --------------------------------------------------------------------------------
 
-local function save(inst)
-  local ok, err = store.save(inst.rec)
+local function save(inst, durable)
+  local ok, err = store.save(inst.rec, durable)
   if not ok then log("error", "instance %s: %s", inst.id, err) end
   return ok, err
 end
@@ -195,14 +195,29 @@ end
 
 -- ---- driver ---------------------------------------------------------------------------------
 
+-- rec.vm.steps: seconds each step of the create took (README "Functions", the bench prints them):
+-- queue (from the CREATE, the instance's created_at, to this driver), checks, rootfs (fetch or
+-- revalidation), net (TAP, /30, rules) and disk (link = base.img, overlay = disk.qcow2; made
+-- beside net, at the same time), spawn (QEMU until -daemonize returns), qmp, total (running_after).
 function F.create(inst, w)
   local rec = inst.rec
   local dir = cfg.paths.instances .. "/" .. inst.id
+  local steps = {}
+  local t0 = core.now()
+  local t = t0
+  local function step(name)
+    local n = core.now()
+    steps[name] = n - t
+    t = n
+  end
   rec.dir = dir
-  rec.vm = {}
+  rec.vm = { steps = steps }
+  -- (progress notes without fsync, as the Pod driver's: a crash of riklet keeps them, a machine
+  -- crash ends the VMs too and the durable CREATING record rolls the instance back; a QEMU
+  -- started before its handle was stored is found by its -pidfile)
   local ok, err = fs.mkdir_p(dir, "0700")
   if not ok then return nil, err end
-  ok, err = save(inst) if not ok then return nil, "cannot store its record: " .. err end
+  ok, err = save(inst, false) if not ok then return nil, "cannot store its record: " .. err end
 
   -- 1. what the node must have
   if not cfg.kernel_path or cfg.kernel_path == "" then
@@ -219,10 +234,11 @@ function F.create(inst, w)
   if not avail then return nil, why end
   local accel
   if backend.accel then
-    accel, err = backend.accel(cfg.vm_accel)
+    accel, err = backend.accel(cfg.vm_accel, cfg)
     if not accel then return nil, err end
   end
   if not netctl then return nil, "Functions need riklet's network (a TAP per VM): riklet runs with --network none or without it" end
+  step("checks")
 
   -- 2. the root filesystem (cached, shared; a destroy stops the wait)
   local fn = w["function"]
@@ -232,42 +248,58 @@ function F.create(inst, w)
   ok, err = rootfs.check_ext4(cache)
   if not ok then return nil, ("rootfs %s: %s"):format(fn.rootfs, tostring(err)) end
   ok, err = cancelled(inst) if not ok then return nil, err end
+  step("rootfs")
 
-  -- 3. network: TAP, /30, exposure DNAT
-  local net, nerr = netctl.setup(inst.id, w)
-  rec.network = { enabled = true, kind = "Function" }
-  save(inst)
-  if not net then return nil, nerr end
-  rec.network = net
-  rec.network.enabled = true
-  save(inst)
-
-  -- 4. the instance's own disk
-  local disk
-  disk, err = backend.prepare_disk(cache, dir)
+  -- 3 + 4. the instance's own disk, made while the network (TAP, /30, exposure DNAT) is set up: the
+  -- disk task waits on the worker pool (its write) while netctl works in the loop, and the other
+  -- way round. Both are joined before anything is judged, so a failure of either rolls back both.
   rec.vm.backend = backend.name
-  rec.vm.disk = disk
-  save(inst)
-  if not disk then return nil, err end
+  local disk_done, t_disk = task.queue(), t
+  task.spawn(function()
+    local ds = {}
+    local pok, d, derr = pcall(backend.prepare_disk, cache, dir, ds)
+    if not pok then d, derr = nil, "riklet internal error preparing the disk: " .. tostring(d) end
+    ds.disk = core.now() - t_disk
+    disk_done:put({ disk = d, err = derr, steps = ds })
+  end)
+  rec.network = { enabled = true, kind = "Function" }
+  save(inst, false)
+  local net, nerr = netctl.setup(inst.id, w)
+  steps.net = core.now() - t_disk
+  local dres = disk_done:get()
+  for k, v in pairs(dres.steps) do steps[k] = v end
+  step("net_and_disk")
+  rec.vm.disk = dres.disk
+  if net then rec.network = net rec.network.enabled = true end
+  save(inst, false)
+  if not net then return nil, nerr end
+  if not dres.disk then return nil, dres.err end
   ok, err = cancelled(inst) if not ok then return nil, err end
+  local disk = dres.disk
 
   -- 5. boot
-  local cmdline = "console=ttyS0 reboot=k panic=1 root=/dev/vda rw " .. (backend.boot_args or "") .. net.kernel_ip
+  local cmdline = "console=ttyS0 reboot=k panic=1 root=/dev/vda rw " .. (backend.boot_args or "")
+    .. (backend.machine_args and backend.machine_args(cfg.vm_machine, accel) or "") .. " " .. net.kernel_ip
   local vm = {
     id = inst.id, dir = dir, kernel = cfg.kernel_path,
     initrd = cfg.initrd_path ~= "" and cfg.initrd_path or nil, cmdline = cmdline:gsub("%s+", " "), disk = disk,
     tap = net.tap, mac = mac_for(net.guest_ip), vcpus = cfg.vm_vcpus, memory_mib = cfg.vm_memory_mib,
-    console_log = dir .. "/console.log", accel = accel, machine = cfg.vm_machine,
+    console_log = dir .. "/console.log", accel = accel, machine = cfg.vm_machine, steps = steps,
   }
   fs.unlink(vm.console_log)
+  t = core.now()
   local handle, serr, partial = backend.start(vm)
   rec.vm.handle = handle or partial
-  save(inst)
   if not handle then
+    save(inst, false)
     local tail = console_tail(dir)
     return nil, ("the VM did not start: %s%s"):format(tostring(serr), tail ~= "" and ("; console: " .. tail) or "")
   end
+  steps.vmm = core.now() - t
   rec.vm.running_after = core.time() - (rec.created_at or core.time())
+  rec.vm.running_at = core.time()
+  steps.queue = rec.vm.running_after - (core.now() - t0)
+  steps.total = rec.vm.running_after
   watch(inst, backend, handle)
   local e = fn.exposure
   if e then probe(inst, net.guest_ip, e.target_port) end

@@ -66,8 +66,8 @@ like "$(ps_vm fn-a answering_after)" '^[0-9]+(\.[0-9]+)?$' "ps --json shows the 
 like "$(ps_vm fn-a running_after)" '^[0-9]+(\.[0-9]+)?$' "ps --json shows the time from CREATE to RUNNING ($(ps_vm fn-a running_after) s)"
 is "$(rules_of fn-a)" 3 "fn-a has its DNAT and forward rules"
 ok "[[ -e $STATE/instances/fn-a/disk.qcow2 && -S $STATE/instances/fn-a/qmp.sock ]]" "fn-a boots its own qcow2 overlay, QMP on a socket in its dir"
-like "$(qemu-img info -U "$STATE/instances/fn-a/disk.qcow2")" "backing file: $STATE/instances/fn-a/base\.img" \
-	"the overlay's backing file is the instance's own link to the cached rootfs, never written"
+like "$(qemu-img info -U "$STATE/instances/fn-a/disk.qcow2")" "backing file: base\.img \(actual path: $STATE/instances/fn-a/base\.img\)" \
+	"the overlay's backing file is the instance's own link to the cached rootfs, never written (named relative to the overlay)"
 ok "grep -q 'serving HTTP on 8080' $STATE/instances/fn-a/console.log" "the guest's serial console is in console.log"
 
 ok "rk_wait_status 60 bad-ext4 FAILED" "a rootfs that is not ext4: FAILED"

@@ -88,7 +88,7 @@ ok "rk_wait_status 120 v1 RUNNING && rk_wait_status 120 twin RUNNING" "two Funct
 is "$(gets /fn.img)" 1 "  one GET of the rootfs for both"
 ok "wait_for 120 page_is 45011 'hello from a riklet guest'" "v1 serves version 1's page on 45011"
 base1=$STATE/instances/v1/base.img
-like "$(qemu-img info -U "$STATE/instances/v1/disk.qcow2")" "backing file: $base1" \
+like "$(qemu-img info -U "$STATE/instances/v1/disk.qcow2")" "backing file: base\.img \(actual path: $base1\)" \
 	"v1's overlay is backed by its own base.img, not the cache file"
 is "$(sha256sum <"$base1")" "$sum1" "v1's base.img holds version 1"
 ino1=$(stat -c %i "$base1")
@@ -102,7 +102,7 @@ ok "rk_wait_status 120 v2 RUNNING" "v2, created after the URL's content changed:
 is "$(gets200 /fn.img)" 2 "  the new version was downloaded (a second 200)"
 is "$(sha256sum <"$(cache_img)")" "$sum2" "  the cache holds version 2"
 ok "wait_for 120 page_is 45012 'hello from version 2'" "v2 boots version 2 (its page on 45012)"
-backing=$(qemu-img info -U --output=json "$STATE/instances/v1/disk.qcow2" | jq -r '.["backing-filename"]')
+backing=$(qemu-img info -U --output=json "$STATE/instances/v1/disk.qcow2" | jq -r '.["full-backing-filename"]')
 is "$(sha256sum <"$backing")" "$sum1" "the backing file of v1's overlay ($backing) is unchanged (checksum)"
 is "$(stat -c %i "$base1")" "$ino1" "  same file"
 ok "page_is 45011 'hello from a riklet guest'" "v1 still serves version 1's page"

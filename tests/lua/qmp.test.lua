@@ -63,6 +63,16 @@ local ticking = true
 task.spawn(function() while ticking do ticks = ticks + 1 task.sleep(0.05) end end)
 
 do
+  -- a start: capabilities and query-status sent together, before the greeting is read
+  local path, p = peer("good")
+  local conn, st = qmp.connect(path, 5, true)
+  T.is(type(st) == "table" and st.status, "running", "connect with status: query-status answered with the capabilities")
+  if conn then qmp.close(conn) end
+  p:kill(9) p:wait()
+  fs.unlink(path)
+end
+
+do
   local path, p = peer("good")
   local conn, err = qmp.connect(path, 5)
   T.ok(conn ~= nil, "a well-behaved peer: connected, capabilities negotiated " .. tostring(err or ""))

@@ -23,6 +23,8 @@ local B = { name = "qemu" }
 
 local function log(level, fmt, ...) core.log(level, "qemu", fmt:format(...)) end
 
+local node_cfg = {} -- the node's configuration (B.configure)
+
 -- Runtime state per handle (by pid): the QMP connection and what it told us. Not persisted.
 local live = {}
 
@@ -54,34 +56,133 @@ function B.available(cfg)
   return true
 end
 
--- B.accel(wanted) -> "kvm" | "tcg" | nil, err. auto: KVM when /dev/kvm opens read-write, else TCG.
-function B.accel(wanted)
+-- B.kvm_probe(cfg[, accel[, timeout]]) -> true | nil, why
+-- Whether a guest really runs under KVM here: /dev/kvm can open on a host whose KVM never runs a
+-- guest (a nested or broken setup: the guests hang). The node's own kernel is booted with no root
+-- and panic=-1 under -no-reboot, with the VMs' memory (in 64 MiB Debian's kernel cannot even
+-- unpack: no banner, a reset): where the accelerator works, the kernel prints its banner, panics
+-- for want of a root filesystem and QEMU exits, in about a second (10 s under TCG on a loaded
+-- node); a hanging accelerator is killed when the timeout (default 10 s) runs out. accel: "kvm"
+-- (tests pass "tcg").
+function B.kvm_probe(c, accel, timeout)
+  c = c or node_cfg
+  timeout = timeout or 10
+  local a = { binary(c), "-M", c.vm_machine == "microvm" and "microvm" or "pc", "-accel", accel or "kvm",
+    "-m", tostring(c.vm_memory_mib or 128), "-smp", "1", "-no-reboot", "-nodefaults", "-display", "none", "-serial", "stdio",
+    "-kernel", c.kernel_path, "-append", "console=ttyS0 panic=-1 root=/dev/riklet-probe-no-root" }
+  local t = core.now()
+  local r, err = proc.run(a, { timeout = timeout })
+  if not r then return nil, ("cannot run %s: %s"):format(a[1], tostring(err)) end
+  local out = r.stdout or ""
+  if r.timed_out then
+    return nil, ("a probe guest (%s) did not finish booting to its panic within %g s%s"):format(c.kernel_path, timeout,
+      out:find("Linux version", 1, true) and " (its kernel started, then hung)" or " (its kernel printed nothing)")
+  end
+  if not out:find("Linux version", 1, true) then
+    return nil, ("a probe guest (%s) printed no kernel banner: QEMU %s: %s"):format(c.kernel_path,
+      proc.describe(r.code, r.signal), ((r.stderr or ""):gsub("%s+$", "")))
+  end
+  log("info", "%s works: a probe guest booted to its panic in %.1f s", accel or "kvm", core.now() - t)
+  return true
+end
+
+-- The outcome of the KVM probe, once per riklet process (concurrent creates wait for the first).
+local kvm_probed
+B.kvm_device = "/dev/kvm" -- (a test points it at a file that opens)
+
+-- B.accel(wanted[, cfg]) -> "kvm" | "tcg" | nil, err. auto: KVM when /dev/kvm opens read-write and
+-- a probe guest boots under it (B.kvm_probe, once), else TCG; kvm: no probe (the operator's word).
+function B.accel(wanted, c)
   wanted = wanted or "auto"
   if wanted == "tcg" then return "tcg" end
-  local f = io.open("/dev/kvm", "r+")
+  local f = io.open(B.kvm_device, "r+")
   if f then f:close() end
   if wanted == "kvm" then
     if not f then return nil, "--vm-accel kvm: /dev/kvm cannot be opened read-write (no KVM here); use --vm-accel tcg" end
     return "kvm"
   end
   if wanted ~= "auto" then return nil, ("--vm-accel %s: use auto, kvm or tcg"):format(tostring(wanted)) end
-  return f and "kvm" or "tcg"
+  if not f then return "tcg" end
+  if not kvm_probed then
+    kvm_probed = task.event()
+    local ok, why = B.kvm_probe(c or node_cfg)
+    if not ok then
+      log("warn", "--vm-accel auto: /dev/kvm opens but KVM does not run guests here (%s): Functions use TCG "
+        .. "(software emulation, slower); fix KVM, or pass --vm-accel tcg to skip this probe (--vm-accel kvm forces KVM)", why)
+    end
+    kvm_probed:set(ok and "kvm" or "tcg")
+  end
+  return kvm_probed:wait()
 end
 
--- B.prepare_disk(cache_path, dir) -> disk_path | nil, err
+-- The host's TSC rate in kHz, from /proc/cpuinfo's first "cpu MHz" (under TCG the guest's TSC
+-- counts at the host's rate); 2000000 when it is not there.
+local tsc_khz
+local function host_tsc_khz()
+  if tsc_khz then return tsc_khz end
+  local f = io.open("/proc/cpuinfo", "r")
+  local mhz = f and (f:read("*a") or ""):match("\ncpu MHz%s*:%s*([%d.]+)")
+  if f then f:close() end
+  tsc_khz = math.floor((tonumber(mhz) or 2000) * 1000 + 0.5)
+  return tsc_khz
+end
+
+-- B.machine_args(machine, accel) -> extra kernel arguments for this machine and accelerator.
+-- microvm under TCG: tsc_early_khz=<the host's TSC rate>. microvm has no HPET nor ACPI PM timer,
+-- so a guest kernel whose TSC calibration against the PIT fails (often, on a loaded host: TCG's
+-- PIT does not keep time with the TSC) marks the TSC unstable, then calibrates its delay loop on
+-- timer ticks that do not come yet and hangs (about 1 boot in 5 here, every message at 0.000000
+-- after "tsc: Marking TSC unstable due to could not calculate TSC khz"). Given the rate, it skips
+-- both calibrations; its clock watchdog may still drop the TSC for jiffies later, harmlessly.
+-- Checked: without it 19 of 19 boots hung on a loaded host, with it none of 34 (README "Functions").
+-- KVM guests have kvmclock: nothing.
+function B.machine_args(machine, accel)
+  if machine ~= "microvm" or accel == "kvm" then return "" end
+  return "tsc_early_khz=" .. host_tsc_khz()
+end
+
+-- The qcow2 overlay of a rootfs of SIZE bytes, as bytes: made once per size by qemu-img with the
+-- relative backing file name base.img (QEMU resolves it from the overlay's own directory, so the
+-- same bytes serve every instance), kept as overlay_SIZE.qcow2 beside the cached rootfs. A create
+-- then runs no qemu-img (a second process start, 0.3-1 s on a loaded node): it copies these bytes.
+local template_seq = 0
+local function overlay_template(cache_path, size)
+  local cache_dir = cache_path:match("^(.*)/[^/]*$") or "."
+  local tmpl = ("%s/overlay_%d.qcow2"):format(cache_dir, size)
+  local data = fs.read(tmpl, 16 * 1024 * 1024)
+  if data and data:sub(1, 4) == "QFI\251" then return data end
+  template_seq = template_seq + 1
+  local tmp = ("%s/.overlay_%d.%d.%d.tmp"):format(cache_dir, size, core.getpid(), template_seq)
+  local r, err = proc.run({ "qemu-img", "create", "-q", "-f", "qcow2", "-u", "-F", "raw", "-b", "base.img", tmp,
+    tostring(size) }, { timeout = 60 })
+  if not r or r.code ~= 0 then
+    fs.unlink(tmp)
+    return nil, ("qemu-img create of a qcow2 overlay template %s: %s"):format(tmp,
+      r and (proc.describe(r.code, r.signal) .. ": " .. (r.stderr or ""):gsub("%s+$", "")) or tostring(err))
+  end
+  local ok, rerr = fs.rename(tmp, tmpl)
+  if not ok then fs.unlink(tmp) return nil, rerr end
+  data, err = fs.read(tmpl, 16 * 1024 * 1024)
+  if not data then return nil, err end
+  return data
+end
+
+-- B.prepare_disk(cache_path, dir[, steps]) -> disk_path | nil, err
 -- The overlay's backing file is the instance's own name for the rootfs, DIR/base.img: a hard link
 -- to the cache file (riklet.rootfs never writes a cache file in place, a new version replaces it by
 -- rename), so a refresh of the cache never changes what a running VM reads, and the old version's
 -- bytes are freed when the last instance using it is removed. Where a hard link is impossible (the
--- cache on another filesystem) it is a reflink or sparse copy.
-function B.prepare_disk(cache_path, dir)
+-- cache on another filesystem) it is a reflink or sparse copy. No child process in the usual case:
+-- link(2), and the overlay is a copy of the size's template (above). steps.link / steps.overlay:
+-- seconds each took.
+function B.prepare_disk(cache_path, dir, steps)
+  steps = steps or {}
   local disk, base = dir .. "/disk.qcow2", dir .. "/base.img"
+  local t = core.now()
   fs.unlink(disk)
   fs.unlink(base)
-  local r = proc.run({ "ln", "--", cache_path, base }, { timeout = 60 })
-  local err
-  if not r or r.code ~= 0 then
-    r, err = proc.run({ "cp", "--reflink=auto", "--sparse=always", "--", cache_path, base }, { timeout = 600 })
+  if not fs.link(cache_path, base) then
+    local r, err = proc.run({ "cp", "--reflink=auto", "--sparse=always", "--", cache_path, base }, { timeout = 600 })
     if not r then return nil, err end
     if r.code ~= 0 then
       fs.unlink(base)
@@ -90,14 +191,19 @@ function B.prepare_disk(cache_path, dir)
     end
   end
   -- the cache file may have been replaced since the driver checked it: check what this VM will read
-  local ok, eerr = rootfs.check_ext4(base)
-  if not ok then fs.unlink(base) return nil, eerr end
-  r, err = proc.run({ "qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", base, disk }, { timeout = 60 })
-  if not r then fs.unlink(base) return nil, "qemu-img: " .. tostring(err) end
-  if r.code ~= 0 then
+  local eok, eerr = rootfs.check_ext4(base)
+  if not eok then fs.unlink(base) return nil, eerr end
+  local st = fs.stat(base)
+  if not st then fs.unlink(base) return nil, ("the instance's rootfs %s vanished"):format(base) end
+  steps.link = core.now() - t
+  t = core.now()
+  local data, terr = overlay_template(cache_path, st.size)
+  if not data then fs.unlink(base) return nil, terr end
+  local wok, werr = fs.write_atomic(disk, data, "0600", { sync = false })
+  steps.overlay = core.now() - t
+  if not wok then
     fs.unlink(base)
-    return nil, ("qemu-img create of the instance's disk over %s %s: %s"):format(base,
-      proc.describe(r.code, r.signal), (r.stderr or ""):gsub("%s+$", ""))
+    return nil, ("the instance's disk %s: %s"):format(disk, tostring(werr))
   end
   return disk
 end
@@ -170,8 +276,10 @@ local function qmp_reader(conn)
   end
 end
 
--- qmp_cmd(conn, name[, args[, timeout]]) -> return value | nil, err
-local function qmp_cmd(conn, name, args, timeout)
+-- qmp_send_cmd(conn, name[, args]) -> reply queue, id | nil, err: the command is on its way; its
+-- reply comes to the queue (qmp_wait). QMP answers a connection's commands in order, so several
+-- may be sent before the first reply (fewer round trips while QEMU is busy booting).
+local function qmp_send_cmd(conn, name, args)
   if conn.closed.is_set then return nil, "QMP connection closed" end
   conn.seq = conn.seq + 1
   local id = conn.seq
@@ -179,6 +287,11 @@ local function qmp_cmd(conn, name, args, timeout)
   conn.pending[id] = q
   local ok, err = qmp_send(conn, { execute = name, arguments = args, id = id })
   if not ok then conn.pending[id] = nil return nil, err end
+  return q, id
+end
+
+-- qmp_wait(conn, name, q, id[, timeout]) -> return value | nil, err
+local function qmp_wait(conn, name, q, id, timeout)
   local r = q:get(timeout or 10)
   conn.pending[id] = nil
   if not r then return nil, ("QMP %s: no answer within %g s"):format(name, timeout or 10) end
@@ -186,8 +299,18 @@ local function qmp_cmd(conn, name, args, timeout)
   return r["return"]
 end
 
--- Connect to QMP, negotiate capabilities. -> conn | nil, err
-local function qmp_connect(path, timeout)
+-- qmp_cmd(conn, name[, args[, timeout]]) -> return value | nil, err
+local function qmp_cmd(conn, name, args, timeout)
+  local q, id = qmp_send_cmd(conn, name, args)
+  if not q then return nil, id end
+  return qmp_wait(conn, name, q, id, timeout)
+end
+
+-- Connect to QMP, negotiate capabilities. -> conn[, status] | nil, err
+-- qmp_capabilities goes out at once, before the greeting is read (QEMU greets a connection before
+-- it reads from it), and with with_status query-status right behind it: its answer is the
+-- second result (QEMU's "status" object), so a start costs one round trip, not three.
+local function qmp_connect(path, timeout, with_status)
   local deadline = core.now() + (timeout or 10)
   local sock, err
   repeat
@@ -197,13 +320,21 @@ local function qmp_connect(path, timeout)
   if not sock then return nil, "QMP: " .. tostring(err) end
   local conn = { sock = sock, seq = 0, pending = {}, closed = task.event(), greeting = task.event() }
   task.spawn(qmp_reader, conn)
+  local cq, cid = qmp_send_cmd(conn, "qmp_capabilities")
+  local sq, sid
+  if cq and with_status then sq, sid = qmp_send_cmd(conn, "query-status") end
   if not conn.greeting:wait(timeout or 10) then
     sock:close()
     return nil, ("QMP on %s: no greeting within %g s"):format(path, timeout or 10)
   end
-  local _, cerr = qmp_cmd(conn, "qmp_capabilities")
+  if not cq then sock:close() return nil, cid end
+  local _, cerr = qmp_wait(conn, "qmp_capabilities", cq, cid)
   if cerr then sock:close() return nil, cerr end
-  return conn
+  if not with_status then return conn end
+  if not sq then sock:close() return nil, sid end
+  local st, serr = qmp_wait(conn, "query-status", sq, sid)
+  if not st then sock:close() return nil, serr end
+  return conn, st
 end
 
 local function qmp_close(conn)
@@ -253,18 +384,22 @@ local function argv(cfg, vm)
   return a
 end
 
-local cfg = {}
-function B.configure(c) cfg = c or {} end
+function B.configure(c) node_cfg = c or {} end
 
--- B.start(vm) -> handle | nil, err
+-- B.start(vm) -> handle | nil, err. vm.steps (optional) gets the seconds QEMU took to start
+-- (spawn: until -daemonize's parent returned) and, set a moment later, QMP to answer (qmp:
+-- connect, greeting, capabilities and query-status, the two commands sent together).
 function B.start(vm)
+  local steps = vm.steps or {}
   local pidfile, sock = vm.dir .. "/qemu.pid", vm.dir .. "/qmp.sock"
   fs.unlink(pidfile)
   fs.unlink(sock)
-  local a = argv(cfg, vm)
+  local a = argv(node_cfg, vm)
   log("debug", "instance %s: %s", vm.id, table.concat(a, " "))
+  local t = core.now()
   -- own_group = false: the daemonized QEMU must not be in a group a timeout would kill
   local r, err = proc.run(a, { timeout = 60, own_group = false })
+  steps.spawn = core.now() - t
   if not r then return nil, ("cannot run %s: %s"):format(a[1], tostring(err)) end
   local pid = read_pidfile(pidfile)
   if r.code ~= 0 or r.timed_out then
@@ -275,16 +410,31 @@ function B.start(vm)
   end
   if not pid then return nil, ("QEMU started but wrote no pid to %s"):format(pidfile) end
   local handle = { backend = B.name, pid = pid, starttime = status.start_ticks(pid), sock = sock, pidfile = pidfile }
-  local conn, cerr = qmp_connect(sock, 15)
-  if not conn then
-    return nil, cerr, handle
-  end
-  live[pid] = { conn = conn }
-  local st, serr = qmp_cmd(conn, "query-status")
-  if not st then return nil, serr, handle end
-  if st.status ~= "running" then
-    return nil, ("QEMU reports the guest %s, not running"):format(tostring(st.status)), handle
-  end
+  -- Running: -daemonize's parent exits 0 once QEMU has built the machine and started it (no -S),
+  -- the moment a bare `qemu -daemonize` returns. QMP is set up right behind, in a task: under TCG
+  -- on a loaded node QEMU's main loop answers 0.05-1 s later (it shares the big lock with the
+  -- booting guest's I/O), and RUNNING does not wait for that. A QEMU whose QMP does not confirm
+  -- the guest running within 15 s is killed, and its watch reports why (the instance FAILS).
+  local rt = { qmp_ready = task.event() }
+  live[pid] = rt
+  task.spawn(function()
+    t = core.now()
+    local conn, st = qmp_connect(sock, 15, true)
+    steps.qmp = core.now() - t
+    rt.conn = conn
+    local why
+    if not conn then why = st
+    elseif type(st) ~= "table" or st.status ~= "running" then
+      why = ("QEMU reports the guest %s, not running"):format(tostring(type(st) == "table" and st.status or st))
+    end
+    if live[pid] ~= rt and conn then qmp_close(conn) end -- (it ended meanwhile)
+    if why and same_process(handle) then
+      rt.qmp_error = why
+      log("error", "instance %s: QEMU pid %d started but %s: killing it", vm.id, pid, why)
+      proc.kill(pid, 9)
+    end
+    rt.qmp_ready:set(true)
+  end)
   return handle
 end
 
@@ -327,7 +477,8 @@ function B.watch(handle, on_event)
       ev.type = "exited"
       local what = code ~= nil and proc.describe(code, signal) or signal and proc.describe(nil, signal)
         or "ended (exit status unknown: not riklet's child)"
-      ev.reason = ("QEMU %s%s"):format(what, reason and ("; " .. (REASONS[reason] or reason)) or "")
+      ev.reason = ("QEMU %s%s%s"):format(what, reason and ("; " .. (REASONS[reason] or reason)) or "",
+        rt.qmp_error and ("; riklet killed it: " .. rt.qmp_error) or "")
     end
     on_event(ev)
   end)
@@ -354,6 +505,8 @@ end
 function B.stop(handle, grace)
   if not handle or not handle.pid or not same_process(handle) then return true end
   local rt = live[handle.pid] or {}
+  -- (QMP accepts one client at a time: let the start's connection finish first)
+  if rt.qmp_ready then rt.qmp_ready:wait(20) end
   local conn = rt.conn
   if not conn or conn.closed.is_set then conn = qmp_connect(handle.sock, 5) rt.conn = conn end
   local gone = task.event()
