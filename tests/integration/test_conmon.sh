@@ -308,9 +308,9 @@ is "$(for p in h1 h2; do rk_runc_pid "${p}_c"; done | tr '\n' ' ')" "$(echo "$pi
 ok "wait_for 30 rk_nothing_left h4" "h4, whose destroy failed, is removed by a riklet with a working runc"
 ok "wait_for 30 bash -c '! kill -0 $(echo "$pids" | awk '{ print $4 }') 2>/dev/null'" "and its container is gone"
 
-# --- riklet killed while conmon is in `runc create` ------------------------------------------------
+# --- riklet killed while conmon is in `runc create` (`runc run`: one-container Pods) --------------
 rk_stop TERM
-printf '#!/bin/sh\ncase " $* " in *" create "*) sleep 12 ;; esac\nexec %s "$@"\n' "$(command -v runc)" >"$TEST_TMP/slowrunc"
+printf '#!/bin/sh\ncase " $* " in *" create "*|*" run "*) sleep 12 ;; esac\nexec %s "$@"\n' "$(command -v runc)" >"$TEST_TMP/slowrunc"
 chmod +x "$TEST_TMP/slowrunc"
 rk_start_standalone "${START[@]}" --runc "$TEST_TMP/slowrunc" || bail_out "riklet with a slow runc did not start"
 manifest mid
