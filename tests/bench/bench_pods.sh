@@ -165,9 +165,9 @@ bench_stop_riklet() {
 }
 
 if [[ -n $RPID_B ]]; then
-	wait_for 10 grep -q "watching" "$LOG_B" || { diag_file "$LOG_B" >&2; die "the BEFORE_LUA riklet did not start"; }
+	wait_for 60 grep -q "watching" "$LOG_B" || { diag_file "$LOG_B" >&2; die "the BEFORE_LUA riklet did not start"; }
 fi
-wait_for 10 grep -q "watching" "$LOG" || { diag_file "$LOG" >&2; die "riklet did not start"; }
+wait_for 60 grep -q "watching" "$LOG" || { diag_file "$LOG" >&2; die "riklet did not start"; }
 kill -0 "$RPID" 2>/dev/null || { diag_file "$LOG" >&2; die "riklet exited"; }
 sleep 1
 IDLE_RSS=$(rss_kib "$RPID" VmRSS)
