@@ -85,7 +85,7 @@ unlike "$out" 'stdout [PF] ' "no CRI prefix by default"
 # one runtime invocation for a one-container Pod (conmon's runtime riklet-runc-run: runc run
 # --detach, no runc start); a Pod of two keeps runc create for both, then runc start
 cm_args() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null; }
-like "$(cm_args "$(conmon_pid lg)")" "--runtime=$(dirname "$RIKLET")/riklet-runc-run .*--runtime-arg=$(command -v runc) --runtime-arg=--root " \
+like "$(cm_args "$(conmon_pid lg)")" "--runtime=[^ ]*/riklet-runc-run .*--runtime-arg=$(command -v runc) --runtime-arg=--root " \
 	"lg (one container): conmon's runtime is riklet-runc-run, given the real runc first"
 like "$(grep -F '] instance lg: created in' "$RK_LOG")" 'conmon \+ runc run [0-9.]+' "lg: created by conmon + runc run"
 unlike "$(grep -F '] instance lg: created in' "$RK_LOG")" 'runc start|runc create' "with no runc create, no runc start"
