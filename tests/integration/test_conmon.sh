@@ -82,28 +82,6 @@ like "$out" $'(^|\n)start lg run 1\n' "riklet logs prints plain lines"
 like "$out" $'\nerr line lg\n' "stdout and stderr interleaved"
 like "$out" $'\npartial-joined\n' "a partial line is joined with its end"
 unlike "$out" 'stdout [PF] ' "no CRI prefix by default"
-# one runtime invocation for a one-container Pod (conmon's runtime riklet-runc-run: runc run
-# --detach, no runc start); a Pod of two keeps runc create for both, then runc start
-cm_args() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null; }
-like "$(cm_args "$(conmon_pid lg)")" "--runtime=[^ ]*/riklet-runc-run .*--runtime-arg=$(command -v runc) --runtime-arg=--root " \
-	"lg (one container): conmon's runtime is riklet-runc-run, given the real runc first"
-like "$(grep -F '] instance lg: created in' "$RK_LOG")" 'conmon \+ runc run [0-9.]+' "lg: created by conmon + runc run"
-unlike "$(grep -F '] instance lg: created in' "$RK_LOG")" 'runc start|runc create' "with no runc create, no runc start"
-jq -n --arg img "$IMAGE" '{apiVersion: "v1", kind: "Pod", name: "duo", spec: {containers: [
-	{name: "a", image: $img, env: [{name: "NAME", value: "duo-a"}]},
-	{name: "b", image: $img, env: [{name: "NAME", value: "duo-b"}]}]}}' >"$MANIFESTS/duo.json"
-rk_wait_status 60 duo RUNNING
-is "$(rk_status duo)" RUNNING "duo (two containers) reaches RUNNING" || on_fail_diag 0
-for c in a b; do
-	like "$(cm_args "$(cat "$STATE/instances/duo/$c/conmon.pid" 2>/dev/null)")" "--runtime=$(command -v runc) --bundle=" \
-		"duo/$c: conmon runs runc itself (create: both containers exist before either starts)"
-	ok "wait_for 10 grep -q 'start duo-$c run 1' '$STATE/instances/duo/$c/logs/0.log'" "duo/$c runs, its output logged"
-done
-like "$(grep -F '] instance duo: created in' "$RK_LOG")" 'conmon \+ runc create [0-9.]+, runc start [0-9.]+' \
-	"duo: created by conmon + runc create, then runc start"
-rm -f -- "$MANIFESTS/duo.json"
-ok "wait_for 60 rk_nothing_left duo" "duo removed, nothing left"
-
 ts=$(logs lg --timestamps | head -n 1)
 like "$ts" '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+(Z|[+-][0-9:]+) start lg run 1$' "--timestamps prefixes the RFC 3339 time"
 is "$(logs lg --tail 2 | wc -l)" 2 "--tail 2 prints two lines"
@@ -142,6 +120,29 @@ ok "wait_for 20 grep -q 'spam done' '$STATE/instances/spam/c/logs/0.log'" "spam 
 size=$(stat -c %s "$STATE/instances/spam/c/logs/0.log")
 ok "test $size -le 20000" "its log file stays within --log-size-max 20000 ($size bytes)"
 like "$(logs spam | grep spam | tail -n 1)" '^spam done$' "riklet logs shows the last lines"
+
+# --- one runtime invocation for a one-container Pod (conmon's runtime riklet-runc-run: runc run
+# --detach, no runc start); a Pod of two keeps runc create for both, then runc start (after the
+# size cap: spam's ticks rotate its log within minutes)
+cm_args() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null; }
+like "$(cm_args "$(conmon_pid spam)")" "--runtime=[^ ]*/riklet-runc-run .*--runtime-arg=$(command -v runc) --runtime-arg=--root " \
+	"spam (one container): conmon's runtime is riklet-runc-run, given the real runc first"
+like "$(grep -F '] instance spam: created in' "$RK_LOG")" 'conmon \+ runc run [0-9.]+' "spam: created by conmon + runc run"
+unlike "$(grep -F '] instance spam: created in' "$RK_LOG")" 'runc start|runc create' "with no runc create, no runc start"
+jq -n --arg img "$IMAGE" '{apiVersion: "v1", kind: "Pod", name: "duo", spec: {containers: [
+	{name: "a", image: $img, env: [{name: "NAME", value: "duo-a"}]},
+	{name: "b", image: $img, env: [{name: "NAME", value: "duo-b"}]}]}}' >"$MANIFESTS/duo.json"
+rk_wait_status 60 duo RUNNING
+is "$(rk_status duo)" RUNNING "duo (two containers) reaches RUNNING" || on_fail_diag 0
+for c in a b; do
+	like "$(cm_args "$(cat "$STATE/instances/duo/$c/conmon.pid" 2>/dev/null)")" "--runtime=$(command -v runc) --bundle=" \
+		"duo/$c: conmon runs runc itself (create: both containers exist before either starts)"
+	ok "wait_for 10 grep -q 'start duo-$c run 1' '$STATE/instances/duo/$c/logs/0.log'" "duo/$c runs, its output logged"
+done
+like "$(grep -F '] instance duo: created in' "$RK_LOG")" 'conmon \+ runc create [0-9.]+, runc start [0-9.]+' \
+	"duo: created by conmon + runc create, then runc start"
+rm -f -- "$MANIFESTS/duo.json"
+ok "wait_for 60 rk_nothing_left duo" "duo removed, nothing left"
 
 # --- exit codes --------------------------------------------------------------------------------
 manifest e3 EXIT_CODE=3
