@@ -5,10 +5,13 @@
 --
 --   conmon.init(cfg) -> true | nil, err     cfg.conmon (binary), cfg.log_size_max (bytes)
 --   conmon.files(dir) -> {pid=, conmon_pid=, exit_dir=, exit=, runc_log=, out=}   a container's files
---   conmon.create(id, dir, {log=, name=, timeout=, on_conmon=fn(pid)}) -> mon | nil, err
+--   conmon.create(id, dir, {log=, name=, timeout=, on_conmon=fn(pid), run=bool}) -> mon | nil, err
 --       starts conmon, which runs `runc create` for the bundle `dir`; returns once runc has
 --       created the container (its pid file is there): mon.pid (container init), mon.conmon_pid.
---       on_conmon is called with conmon's pid as soon as it is known.
+--       on_conmon is called with conmon's pid as soon as it is known. run = true (when
+--       conmon.can_run()): conmon's runtime is riklet-runc-run, which makes its `create` one
+--       `runc run --detach`: the container runs when this returns (mon.started), no `runc start`.
+--   conmon.can_run() -> boolean             riklet-runc-run was found (beside riklet's binary)
 --   conmon.monitor({id=, dir=, conmon_pid=, pid=}) -> mon   watch a container (after a riklet
 --       restart); mon.ended is a task.event set once with {code=, signal=, describe=} when the
 --       container has ended for sure: conmon's exit file, or conmon gone and runc saying stopped or
@@ -35,6 +38,18 @@ local task = require "riklet.task"
 local M = {}
 local cfg = { conmon = "conmon", log_size_max = 10 * 1024 * 1024, timeout = 60 }
 
+-- riklet-runc-run (shim/riklet-runc-run.c): installed beside riklet (bin/), built beside it
+-- (build/); RIKLET_RUNC_RUN names another one, "" turns one-invocation starts off.
+local function find_run_shim()
+  local env = os.getenv("RIKLET_RUNC_RUN")
+  if env then return env ~= "" and env or nil end
+  local exe = core.paths().exe
+  local dir = exe and exe:match("^(.*)/[^/]+$")
+  local path = dir and dir .. "/riklet-runc-run"
+  local st = path and fs.stat(path)
+  return st and st.type == "file" and path or nil
+end
+
 local function log(level, fmt, ...) core.log(level, "conmon", fmt:format(...)) end
 
 function M.init(config)
@@ -50,10 +65,16 @@ function M.init(config)
     return nil, ("%s --version failed (%s): %s"):format(cfg.conmon, proc.describe(r.code, r.signal), (r.stderr or ""):gsub("%s+$", ""))
   end
   cfg.version = (r.stdout or ""):match("conmon version (%S+)")
+  cfg.run_shim = find_run_shim()
+  if not cfg.run_shim then
+    log("info", "riklet-runc-run is not beside riklet (%s): containers are started with runc create + "
+      .. "runc start (one runc process more per start)", tostring(core.paths().exe))
+  end
   return true
 end
 
 function M.version() return cfg.version end
+function M.can_run() return cfg.run_shim ~= nil end
 
 function M.files(dir)
   return {
@@ -263,15 +284,20 @@ create = function(id, dir, opts)
   local ok, err = fs.mkdir_p(f.exit_dir, "0700")
   if not ok then return nil, err end
   -- NAME=VALUE forms and runc's "--" before the id: an id may start with '-' (--help.json)
+  -- run: the shim gets the real runc as its first argument and turns `create` into `run --detach`
+  local run = opts.run and cfg.run_shim
+  local verb = run and "runc run --detach" or "runc create"
   local argv = {
     cfg.conmon, "--api-version", "1", "--cid=" .. id, "--cuuid=" .. id, "--name=" .. (opts.name or id),
-    "--runtime=" .. rpath, "--bundle=" .. dir, "--container-pidfile=" .. f.pid, "--conmon-pidfile=" .. f.conmon_pid,
-    "--log-path=k8s-file:" .. opts.log, "--log-size-max=" .. tostring(cfg.log_size_max),
-    "--persist-dir=" .. f.exit_dir, "--full-attach",
+    "--runtime=" .. (run or rpath), "--bundle=" .. dir, "--container-pidfile=" .. f.pid,
+    "--conmon-pidfile=" .. f.conmon_pid, "--log-path=k8s-file:" .. opts.log,
+    "--log-size-max=" .. tostring(cfg.log_size_max), "--persist-dir=" .. f.exit_dir, "--full-attach",
     "--runtime-arg=--root", "--runtime-arg=" .. runc.root(),
     "--runtime-arg=--log", "--runtime-arg=" .. f.runc_log, "--runtime-arg=--log-format", "--runtime-arg=json",
     "--runtime-opt=--",
   }
+  if run then table.insert(argv, 15, "--runtime-arg=" .. rpath) end -- the first --runtime-arg
+  assert(not run or argv[16] == "--runtime-arg=--root")
   local t0 = core.now()
   local timeout = opts.timeout or cfg.timeout
   -- cwd: conmon writes its "oom" file (an OOM kill) into its working directory
@@ -289,26 +315,26 @@ create = function(id, dir, opts)
   -- recorded before runc create is done, so that a riklet killed meanwhile leaves a conmon that
   -- the next one knows about (and can stop: it would wait for its container forever)
   if opts.on_conmon then opts.on_conmon(cpid) end
-  -- wait for runc create: the container's pid file, or conmon's end (it failed). Polled (runc
+  -- wait for runc create (run): the container's pid file, or conmon's end (it failed). Polled (runc
   -- start follows at once) every 1/20 of the time waited so far, from 1 to 10 ms: about 5 % of a
   -- create's time lost, and few wakeups when many creates wait on a loaded node
   while true do
     local pid = read_pid(f.pid)
     if pid then
-      mon.pid = pid
+      mon.pid, mon.started = pid, run and true or nil
       return mon
     end
     if mon.ended.is_set or not M.alive(cpid, id) then break end
     if core.now() - t0 > timeout then
       M.stop(cpid, id)
       mon.cancelled = true
-      return nil, ("runc create %s (under conmon) did not finish within %gs (conmon killed)"):format(id, timeout), mon
+      return nil, ("%s %s (under conmon) did not finish within %gs (conmon killed)"):format(verb, id, timeout), mon
     end
     mon.ended:wait(math.min(math.max((core.now() - t0) / 20, 0.001), 0.01))
   end
   mon.cancelled = true
   local why = runc.log_error(f.runc_log)
-  return nil, ("runc create %s failed under conmon: %s"):format(id, why or ("conmon ended without creating it; see "
+  return nil, ("%s %s failed under conmon: %s"):format(verb, id, why or ("conmon ended without creating it; see "
     .. f.runc_log)), mon
 end
 

@@ -35,7 +35,7 @@ M.points = {
   P("image.overlay", "create", "mount a container's overlay rootfs"),
   P("pod.config", "create", "write a container's OCI config.json"),
   P("pod.runc_create", "create", "runc create"),
-  P("pod.runc_start", "create", "runc start"),
+  P("pod.runc_start", "create", "runc start (a one-container Pod: just after conmon's runc run started it)"),
   P("pod.stop", "destroy", "signal a running container (SIGTERM)"),
   P("pod.delete", "destroy", "runc delete"),
   P("image.umount", "destroy", "unmount a container's overlay rootfs"),

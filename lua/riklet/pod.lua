@@ -81,9 +81,9 @@ local function mark(inst, name, t0)
   if s then s[name] = (s[name] or 0) + (core.time() - t0) * 1000 end
   return core.time()
 end
-local STEPS = { "record", "image", "network", "mount", "config", "create", "start", "netsetup" }
+local STEPS = { "record", "image", "network", "mount", "config", "create", "run", "start", "netsetup" }
 local STEP_NAMES = { record = "record writes", image = "image", network = "network", mount = "overlay mount",
-  config = "bundle config", create = "conmon + runc create", start = "runc start",
+  config = "bundle config", create = "conmon + runc create", run = "conmon + runc run", start = "runc start",
   netsetup = "beside them: network setup" }
 
 -- While CREATING the record is a progress note (no fsync): the lifecycle stored CREATING durably
@@ -126,10 +126,11 @@ local function log_for_run(c, n)
   return run_log(c.dir, n)
 end
 
--- Start run c.run of container c under conmon (runc create); records its pids.
-local function conmon_create(inst, c)
+-- Start run c.run of container c under conmon (runc create); records its pids. run: with one
+-- `runc run --detach` instead (conmon.can_run()): the container runs when it returns (mon.started).
+local function conmon_create(inst, c, run)
   local mon, err = conmon.create(c.runc_id, c.dir, {
-    log = c.log, name = inst.id .. "/" .. c.name,
+    log = c.log, name = inst.id .. "/" .. c.name, run = run,
     on_conmon = function(pid)
       c.conmon_pid = pid
       if inst.net_start then inst.net_start() end -- runc create runs now: the network beside it
@@ -446,7 +447,12 @@ create = function(inst, w)
   if not voldir then return nil, err end
 
   -- 2. bundles and runc containers, the network (one namespace for the whole Pod) made beside the
-  -- first one's runc create; init containers run to completion one after another first
+  -- first one's runc create; init containers run to completion one after another first.
+  -- A Pod of one container (no init container) needs no other container created before it starts:
+  -- one runtime invocation, conmon running `runc run --detach` (riklet-runc-run), no `runc start`;
+  -- its network is then set up beside the overlay mount and the config, and ready before conmon
+  -- runs (a container never runs without it). Several containers: each created, then all started.
+  local one_run = #all == 1 and #(w.init_containers or {}) == 0 and conmon.can_run()
   local netns
   for i, c in ipairs(all) do
     local cdir = dir .. "/" .. c.name
@@ -468,6 +474,7 @@ create = function(inst, w)
     if netctl and not netns then
       netns, err = start_network(inst, w)
       if not netns then return nil, err end
+      if one_run then inst.net_start() end
     end
     ok, err = fs.mkdir_p(cdir, "0700")
     if not ok then return nil, err end
@@ -488,9 +495,13 @@ create = function(inst, w)
     crec.state = "created"
     local mon
     ok, err = fault.point("pod.runc_create") if not ok then return nil, ("container %s: %s"):format(c.name, err) end
+    if one_run then
+      ok, err = network_ready(inst)
+      if not ok then return nil, err end
+    end
     t0 = core.time()
-    mon, err = conmon_create(inst, crec)
-    mark(inst, "create", t0)
+    mon, err = conmon_create(inst, crec, one_run)
+    mark(inst, one_run and "run" or "create", t0)
     -- its conmon's pid is stored already (on_conmon); the rest goes with the next write
     if not mon then save(inst) return nil, ("container %s: %s"):format(c.name, err) end
     if crec.init then
@@ -509,10 +520,12 @@ create = function(inst, w)
     ok, err = check_cancel(inst)
     if not ok then return nil, err end
     ok, err = fault.point("pod.runc_start") if not ok then return nil, ("container %s: %s"):format(crec.name, err) end
-    local t0 = core.time()
-    ok, err = runc.start(crec.runc_id)
-    mark(inst, "start", t0)
-    if not ok then return nil, ("container %s: %s"):format(crec.name, err) end
+    if not rt(inst, crec.name).mon.started then -- else `runc run` under conmon started it
+      local t0 = core.time()
+      ok, err = runc.start(crec.runc_id)
+      mark(inst, "start", t0)
+      if not ok then return nil, ("container %s: %s"):format(crec.name, err) end
+    end
     crec.state = "running"
     crec.started_at = core.time()
     crec.memcg = P.memcg_of(crec.pid)
@@ -740,12 +753,15 @@ function P.restart(inst, name)
       c.log = log_for_run(c, c.run)
       c.state, c.exit_code, c.exit_signal = "created", nil, nil
       local mon
-      mon, err = conmon_create(inst, c)
+      -- alone: one `runc run` (conmon.can_run()) where riklet-runc-run is there
+      mon, err = conmon_create(inst, c, conmon.can_run())
       save(inst)
       if not mon then return nil, err end
       watch(inst, c, mon)
-      ok, err = runc.start(c.runc_id)
-      if not ok then return nil, err end
+      if not mon.started then
+        ok, err = runc.start(c.runc_id)
+        if not ok then return nil, err end
+      end
       c.state = "running"
       return true
     end

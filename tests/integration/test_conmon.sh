@@ -121,6 +121,29 @@ size=$(stat -c %s "$STATE/instances/spam/c/logs/0.log")
 ok "test $size -le 20000" "its log file stays within --log-size-max 20000 ($size bytes)"
 like "$(logs spam | grep spam | tail -n 1)" '^spam done$' "riklet logs shows the last lines"
 
+# --- one runtime invocation for a one-container Pod (conmon's runtime riklet-runc-run: runc run
+# --detach, no runc start); a Pod of two keeps runc create for both, then runc start (after the
+# size cap: spam's ticks rotate its log within minutes)
+cm_args() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null; }
+like "$(cm_args "$(conmon_pid spam)")" "--runtime=[^ ]*/riklet-runc-run .*--runtime-arg=$(command -v runc) --runtime-arg=--root " \
+	"spam (one container): conmon's runtime is riklet-runc-run, given the real runc first"
+like "$(grep -F '] instance spam: created in' "$RK_LOG")" 'conmon \+ runc run [0-9.]+' "spam: created by conmon + runc run"
+unlike "$(grep -F '] instance spam: created in' "$RK_LOG")" 'runc start|runc create' "with no runc create, no runc start"
+jq -n --arg img "$IMAGE" '{apiVersion: "v1", kind: "Pod", name: "duo", spec: {containers: [
+	{name: "a", image: $img, env: [{name: "NAME", value: "duo-a"}]},
+	{name: "b", image: $img, env: [{name: "NAME", value: "duo-b"}]}]}}' >"$MANIFESTS/duo.json"
+rk_wait_status 60 duo RUNNING
+is "$(rk_status duo)" RUNNING "duo (two containers) reaches RUNNING" || on_fail_diag 0
+for c in a b; do
+	like "$(cm_args "$(cat "$STATE/instances/duo/$c/conmon.pid" 2>/dev/null)")" "--runtime=$(command -v runc) --bundle=" \
+		"duo/$c: conmon runs runc itself (create: both containers exist before either starts)"
+	ok "wait_for 10 grep -q 'start duo-$c run 1' '$STATE/instances/duo/$c/logs/0.log'" "duo/$c runs, its output logged"
+done
+like "$(grep -F '] instance duo: created in' "$RK_LOG")" 'conmon \+ runc create [0-9.]+, runc start [0-9.]+' \
+	"duo: created by conmon + runc create, then runc start"
+rm -f -- "$MANIFESTS/duo.json"
+ok "wait_for 60 rk_nothing_left duo" "duo removed, nothing left"
+
 # --- exit codes --------------------------------------------------------------------------------
 manifest e3 EXIT_CODE=3
 rk_wait_status 60 e3 FAILED TERMINATED
@@ -308,9 +331,9 @@ is "$(for p in h1 h2; do rk_runc_pid "${p}_c"; done | tr '\n' ' ')" "$(echo "$pi
 ok "wait_for 30 rk_nothing_left h4" "h4, whose destroy failed, is removed by a riklet with a working runc"
 ok "wait_for 30 bash -c '! kill -0 $(echo "$pids" | awk '{ print $4 }') 2>/dev/null'" "and its container is gone"
 
-# --- riklet killed while conmon is in `runc create` ------------------------------------------------
+# --- riklet killed while conmon is in `runc create` (`runc run`: one-container Pods) --------------
 rk_stop TERM
-printf '#!/bin/sh\ncase " $* " in *" create "*) sleep 12 ;; esac\nexec %s "$@"\n' "$(command -v runc)" >"$TEST_TMP/slowrunc"
+printf '#!/bin/sh\ncase " $* " in *" create "*|*" run "*) sleep 12 ;; esac\nexec %s "$@"\n' "$(command -v runc)" >"$TEST_TMP/slowrunc"
 chmod +x "$TEST_TMP/slowrunc"
 rk_start_standalone "${START[@]}" --runc "$TEST_TMP/slowrunc" || bail_out "riklet with a slow runc did not start"
 manifest mid

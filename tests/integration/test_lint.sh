@@ -12,7 +12,7 @@ rc=$?
 is "$rc" 0 "luacheck: no warnings in lua/, policies/, examples/policies/ and the Lua tests"
 
 bad=()
-for f in core/*.[ch] bindings/*.[ch] tests/c/*.[ch]; do
+for f in core/*.[ch] bindings/*.[ch] tests/c/*.[ch] shim/*.c; do
 	clang-format --dry-run -Werror "$f" >/dev/null 2>&1 || bad+=("$f")
 done
 ((${#bad[@]} == 0)) || diag "not formatted: ${bad[*]} (run clang-format -i on them)"
