@@ -183,7 +183,7 @@ left=$(owned)
 LEAKS=$(sed '/^$/d' <<<"$left" | wc -l)
 is "$left" "" "all manifests removed: nothing is left" || report
 ok "kill -0 $RK_PID" "riklet is still running"
-nok "grep -q 'stack traceback' '$RK_LOG'" "no Lua error in the logs"
+nok "grep -q 'stack traceback' '$RK_LOG'" "no Lua error in the logs" || grep -B5 -A25 'stack traceback' "$RK_LOG" | head -80 | sed 's/^/# /' >&2
 diag "kill loop: seed $SEED, $SURVIVED kills survived ($IN_CREATE Pods were CREATING, $IN_DESTROY DESTROYING at a kill;" \
 	"$IN_BOOT kills while riklet was starting), $ACTIONS manifest changes, $KEPT re-adoptions kept their pids, $LOST lost," \
 	"$LEAKS leaks found, $((SECONDS - t0)) s"
