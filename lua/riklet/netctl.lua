@@ -646,7 +646,7 @@ end
 
 -- ---- re-adoption, batched ---------------------------------------------------------------------
 -- The adoptions that run in one turn of the loop (a restart with 1,000 Pods: all of them) share one
--- dump of the node's links and one libiptc commit for all their rules: one commit per Pod rewrote
+-- dump of the node's links and one libiptc commit for all their rules (b.rules[owner]): one commit per Pod rewrote
 -- the whole nat table each time (O(n^2): 27 s of a 28.6 s re-adoption at 1,000 Pods). ports: node
 -- port -> instance, kept up to date as each adoption sets its ports (M.exposed(id) per Pod was
 -- another O(n^2)).
@@ -661,7 +661,21 @@ local function adoption_batch()
     task.yield() -- every adoption ready to run joins first
     batch = nil
     if #b.owners == 0 then return b.done:set({ true }) end
-    local st, err = fw.apply(b.rules, { owners = b.owners })
+    -- in the order the chains hold them now (fw keeps a chain in the order asked for: adoption
+    -- order would move most rules, a delete and an insert each)
+    local at = {}
+    for i, r in ipairs(fw.list() or {}) do
+      if r.comment and not at[r.comment] then at[r.comment] = i end
+    end
+    local owners = {}
+    for i, o in ipairs(b.owners) do owners[i] = o end
+    table.sort(owners, function(x, y) return (at[x] or math.huge) < (at[y] or math.huge) or
+      (at[x] or math.huge) == (at[y] or math.huge) and x < y end)
+    local rules = {}
+    for _, o in ipairs(owners) do
+      for _, r in ipairs(b.rules[o]) do rules[#rules + 1] = r end
+    end
+    local st, err = fw.apply(rules, { owners = owners })
     b.done:set({ st, err })
   end)
   return b
@@ -715,7 +729,7 @@ local function adopt_apply(id, rules, b)
       if not ok then return nil, ("rule %d of instance %s: %s"):format(i, id, tostring(err)) end
     end
     b.owners[#b.owners + 1] = owner(id)
-    for _, r in ipairs(rules) do b.rules[#b.rules + 1] = r end
+    b.rules[owner(id)] = rules
     local res = b.done:wait()
     if res[1] then return res[1] end
     log("warn", "instance %s: applying the rules of %d re-adopted instances at once failed (%s); applying its own alone",
