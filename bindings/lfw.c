@@ -20,8 +20,10 @@
  * An unknown key or a bad value in a rule is an expected failure (rules come from policies):
  * nil, "rule N: ..." naming the key. A non-table argument raises.
  *
- *   fw.apply(rules[, {owner = "riklet:id"}]) -> {added, deleted, kept, jumps_added, commits} | nil, err
- *       rules is the whole desired set, or with owner the whole set of that owner (others untouched)
+ *   fw.apply(rules[, {owner = "riklet:id"} | {owners = {"riklet:a", "riklet:b", ...}}])
+ *       -> {added, deleted, kept, jumps_added, commits} | nil, err
+ *       rules is the whole desired set, or with owner the whole set of that owner, with owners the
+ *       whole set of each of them, in one commit (others untouched)
  *   fw.list() -> array of rules currently in riklet's chains
  *   fw.ensure() -> true                   chains and jumps only
  *   fw.flush_all() -> true                remove riklet's chains and jumps (riklet cleanup)
@@ -167,6 +169,8 @@ struct fwjob {
 	rk_fw_rule *rules;
 	size_t n;
 	char *owner;
+	char **owners; /* with owners = {...}: nowners strings */
+	size_t nowners;
 	uint64_t deadline;
 	lrk_wait w;
 };
@@ -191,7 +195,9 @@ static int fwjob_run(lua_State *L, struct fwjob *j)
 {
 	rk_fw_stats st = {0};
 	rk_err e = {0};
-	int r = j->op == OP_APPLY    ? rk_fw_apply(j->rules, j->n, j->owner, &st, &e)
+	int r = j->op == OP_APPLY && j->owners
+		? rk_fw_apply_owners(j->rules, j->n, (const char *const *)j->owners, j->nowners, &st, &e)
+		: j->op == OP_APPLY  ? rk_fw_apply(j->rules, j->n, j->owner, &st, &e)
 		: j->op == OP_ENSURE ? rk_fw_ensure(&e)
 				     : rk_fw_flush_all(&e);
 	if (r < 0)
@@ -207,6 +213,9 @@ static void fwjob_free(struct fwjob *j)
 {
 	free(j->rules);
 	free(j->owner);
+	for (size_t i = 0; j->owners && i < j->nowners; i++)
+		free(j->owners[i]);
+	free(j->owners);
 	free(j);
 }
 
@@ -274,16 +283,48 @@ static struct fwjob *fwjob_new(lua_State *L, enum fw_op op)
 	return j;
 }
 
-/* fw.apply(rules[, {owner=}]) -> {added, deleted, kept, jumps_added, commits} | nil, err */
+/* Copy the owners = {...} option (at index idx) into j. -> 0 | -1 with err filled */
+static int copy_owners(lua_State *L, int idx, struct fwjob *j, char *err, size_t errlen)
+{
+	size_t n = lua_objlen(L, idx);
+	j->owners = calloc(n + 1, sizeof *j->owners);
+	if (!j->owners)
+		return snprintf(err, errlen, "iptables: out of memory for %zu owners", n), -1;
+	for (size_t i = 0; i < n; i++) {
+		lua_rawgeti(L, idx, (int)i + 1);
+		const char *o = lua_tostring(L, -1);
+		if (lua_type(L, -1) != LUA_TSTRING || strlen(o) != lua_objlen(L, -1)) {
+			lua_pop(L, 1);
+			return snprintf(err, errlen, "fw.apply: owners[%zu] is not a string without NUL", i + 1), -1;
+		}
+		j->owners[i] = strdup(o);
+		lua_pop(L, 1);
+		if (!j->owners[i])
+			return snprintf(err, errlen, "iptables: out of memory for %zu owners", n), -1;
+		j->nowners = i + 1;
+	}
+	return 0;
+}
+
+/* fw.apply(rules[, {owner=} | {owners={...}}]) -> {added, deleted, kept, jumps_added, commits} | nil, err */
 static int l_apply(lua_State *L)
 {
 	luaL_checktype(L, 1, LUA_TTABLE);
 	const char *owner = NULL;
+	int owners = 0;
 	if (!lua_isnoneornil(L, 2)) {
 		luaL_checktype(L, 2, LUA_TTABLE);
 		lua_getfield(L, 2, "owner");
 		owner = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
 		lua_pop(L, 1); /* still referenced by the options table */
+		lua_getfield(L, 2, "owners");
+		if (!lua_isnil(L, -1)) {
+			luaL_checktype(L, -1, LUA_TTABLE);
+			if (owner)
+				return luaL_error(L, "fw.apply: give owner or owners, not both");
+			owners = lua_gettop(L);
+		} else
+			lua_pop(L, 1);
 	}
 	size_t n = lua_objlen(L, 1);
 	rk_fw_rule *rules = calloc(n + 1, sizeof *rules);
@@ -308,6 +349,10 @@ static int l_apply(lua_State *L)
 	j->op = OP_APPLY;
 	j->rules = rules;
 	j->n = n;
+	if (owners && copy_owners(L, owners, j, err, sizeof err) < 0) {
+		fwjob_free(j);
+		return lrk_fail(L, "%s", err);
+	}
 	return fwjob_start(L, j);
 }
 

@@ -962,9 +962,26 @@ static int lis_mark(const int *seq, size_t n, int *keep)
 	return 0;
 }
 
+/* Which rules a change considers: NULL is every rule in riklet's chains; otherwise the rules whose
+ * comment is one of owners[0..n) (sorted, for bsearch). */
+struct scope {
+	const char **owners;
+	size_t n;
+};
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int in_scope(const struct scope *sc, const char *comment)
+{
+	return !sc || (sc->n && bsearch(&comment, sc->owners, sc->n, sizeof *sc->owners, cmp_str));
+}
+
 /* Converge one owned chain. wants: the desired rules of this chain, in order. */
 static int sync_chain(struct xtc_handle *h, const char *table, const char *chain, struct want *wants, size_t nw,
-		      const char *owner, rk_fw_stats *st, int *changed, rk_err *e)
+		      const struct scope *sc, rk_fw_stats *st, int *changed, rk_err *e)
 {
 	size_t cap = 64, nh = 0;
 	struct have *hv = malloc(cap * sizeof *hv);
@@ -986,7 +1003,7 @@ static int sync_chain(struct xtc_handle *h, const char *table, const char *chain
 		size_t kl = format_drule(&d, hv[nh].key, sizeof hv[nh].key);
 		if (d.r.foreign || kl >= sizeof hv[nh].key)
 			key_mark_foreign(hv[nh].key, sizeof hv[nh].key, kl); /* never equal to a wanted rule */
-		hv[nh].in_scope = !owner || !strcmp(d.r.comment, owner);
+		hv[nh].in_scope = in_scope(sc, d.r.comment);
 		hv[nh].match = -1;
 		hv[nh].keep = !hv[nh].in_scope;
 		nh++;
@@ -1111,8 +1128,8 @@ out:
 }
 
 /* One table: init, ensure chains and jumps, sync each owned chain, commit once. */
-static int apply_table(const char *table, struct want *wants, size_t nw, const char *owner, int sync, rk_fw_stats *st,
-		       rk_err *e)
+static int apply_table(const char *table, struct want *wants, size_t nw, const struct scope *sc, int sync,
+		       rk_fw_stats *st, rk_err *e)
 {
 	for (int attempt = 0;; attempt++) {
 		rk_fw_stats local = {0};
@@ -1139,7 +1156,7 @@ static int apply_table(const char *table, struct want *wants, size_t nw, const c
 			for (size_t j = 0; j < nw; j++)
 				if (!strcmp(wants[j].r->table, table) && !strcmp(wants[j].r->chain, OWNED[i].chain))
 					cw[k++] = wants[j];
-			rc = sync_chain(h, table, OWNED[i].chain, cw, k, owner, &local, &changed, e);
+			rc = sync_chain(h, table, OWNED[i].chain, cw, k, sc, &local, &changed, e);
 			free(cw);
 		}
 		if (rc == 0 && changed) {
@@ -1164,7 +1181,7 @@ static int apply_table(const char *table, struct want *wants, size_t nw, const c
 	}
 }
 
-static int do_apply(const rk_fw_rule *rules, size_t n, const char *owner, int sync, rk_fw_stats *stats, rk_err *e);
+static int do_apply(const rk_fw_rule *rules, size_t n, const struct scope *sc, int sync, rk_fw_stats *stats, rk_err *e);
 
 int rk_fw_ensure(rk_err *e)
 {
@@ -1173,14 +1190,33 @@ int rk_fw_ensure(rk_err *e)
 
 int rk_fw_apply(const rk_fw_rule *rules, size_t n, const char *owner, rk_fw_stats *stats, rk_err *e)
 {
-	return do_apply(rules, n, owner, 1, stats, e);
+	if (!owner)
+		return do_apply(rules, n, NULL, 1, stats, e);
+	return rk_fw_apply_owners(rules, n, &owner, 1, stats, e);
 }
 
-static int do_apply(const rk_fw_rule *rules, size_t n, const char *owner, int sync, rk_fw_stats *stats, rk_err *e)
+int rk_fw_apply_owners(const rk_fw_rule *rules, size_t n, const char *const *owners, size_t nowners, rk_fw_stats *stats,
+		       rk_err *e)
+{
+	if (stats)
+		*stats = (rk_fw_stats){0};
+	for (size_t i = 0; i < nowners; i++)
+		if (strlen(owners[i]) >= sizeof((rk_fw_rule *)0)->comment)
+			return rk_errf(e, EINVAL, "iptables: owner '%.40s...' is longer than a comment can be",
+				       owners[i]);
+	struct scope sc = {calloc(nowners + 1, sizeof *sc.owners), nowners};
+	if (!sc.owners)
+		return rk_errf(e, ENOMEM, "iptables: out of memory for %zu owners", nowners);
+	memcpy(sc.owners, owners, nowners * sizeof *owners);
+	qsort(sc.owners, nowners, sizeof *sc.owners, cmp_str);
+	int rc = do_apply(rules, n, &sc, 1, stats, e);
+	free(sc.owners);
+	return rc;
+}
+
+static int do_apply(const rk_fw_rule *rules, size_t n, const struct scope *sc, int sync, rk_fw_stats *stats, rk_err *e)
 {
 	rk_fw_stats st = {0};
-	if (owner && strlen(owner) >= sizeof((rk_fw_rule *)0)->comment)
-		return rk_errf(e, EINVAL, "iptables: owner '%.40s...' is longer than a comment can be", owner);
 	struct want *w = calloc(n + 1, sizeof *w);
 	struct blob *bl = calloc(n + 1, sizeof *bl);
 	int rc = -1;
@@ -1194,11 +1230,20 @@ static int do_apply(const rk_fw_rule *rules, size_t n, const char *owner, int sy
 			rk_err_prefix(e, "iptables: rule %zu of %zu", i + 1, n);
 			goto out;
 		}
-		if (owner && strcmp(r->comment, owner)) {
-			rk_errf(e, EINVAL,
-				"iptables: rule %zu of %zu has comment '%s' but the change is scoped to owner '%s'; "
-				"every rule of a scoped change must carry the owner's comment",
-				i + 1, n, r->comment, owner);
+		if (!in_scope(sc, r->comment)) {
+			if (sc->n == 1)
+				rk_errf(e, EINVAL,
+					"iptables: rule %zu of %zu has comment '%s' but the change is scoped to owner "
+					"'%s'; "
+					"every rule of a scoped change must carry the owner's comment",
+					i + 1, n, r->comment, sc->owners[0]);
+			else
+				rk_errf(e, EINVAL,
+					"iptables: rule %zu of %zu has comment '%s', which is not one of the %zu "
+					"owners the "
+					"change is scoped to; every rule of a scoped change must carry one of their "
+					"comments",
+					i + 1, n, r->comment, sc->n);
 			goto out;
 		}
 		struct drule d;
@@ -1217,11 +1262,17 @@ static int do_apply(const rk_fw_rule *rules, size_t n, const char *owner, int sy
 		goto out;
 	rc = 0;
 	for (size_t t = 0; t < 2 && rc == 0; t++)
-		rc = apply_table(TABLES[t], w, n, owner, sync, &st, e);
+		rc = apply_table(TABLES[t], w, n, sc, sync, &st, e);
 	xt_unlock(lock);
-	if (rc == 0 && (st.added || st.deleted || st.jumps_added))
-		rk_debug(SUBSYS, "applied %s: +%u -%u =%u rules, +%u jumps, %u commits", owner ? owner : "all",
+	if (rc == 0 && (st.added || st.deleted || st.jumps_added)) {
+		char who[40];
+		snprintf(who, sizeof who, "%zu owners", sc ? sc->n : 0);
+		rk_debug(SUBSYS, "applied %s: +%u -%u =%u rules, +%u jumps, %u commits",
+			 !sc		      ? "all"
+				 : sc->n == 1 ? sc->owners[0]
+					      : who,
 			 st.added, st.deleted, st.kept, st.jumps_added, st.commits);
+	}
 out:
 	if (stats)
 		*stats = st;

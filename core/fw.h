@@ -67,6 +67,12 @@ int rk_fw_ensure(rk_err *e);
  * Order within a chain follows the array. Duplicates in rules are applied once.
  * stats may be NULL. Nothing is written when the chains already match. */
 int rk_fw_apply(const rk_fw_rule *rules, size_t n, const char *owner, rk_fw_stats *stats, rk_err *e);
+/* rk_fw_apply scoped to the rules of several owners at once, in one commit per table (re-adopting
+ * 1,000 instances: one read and write of each table, not one per instance): every given rule must
+ * carry one of owners[0..nowners); rules of other owners stay as they are. nowners 0: nothing is in
+ * scope (only chains and jumps are made). */
+int rk_fw_apply_owners(const rk_fw_rule *rules, size_t n, const char *const *owners, size_t nowners, rk_fw_stats *stats,
+		       rk_err *e);
 /* The rules currently in riklet's chains (both tables), in chain order; *out malloc'ed (free()). */
 int rk_fw_list(rk_fw_rule **out, size_t *n, rk_err *e);
 /* The xtables lock, taken without waiting: 1 taken (also when there is no lock file to take),

@@ -97,7 +97,9 @@ function agent.init(config)
   if not lok then return nil, lerr0 end
   -- unusable records are moved aside and their ids held (store logs each); no list, no start:
   -- the clean-up below would take every instance for a leftover
+  local t0, c0 = core.now(), os.clock()
   local recs, lerr = store.list({ quarantine = true, definitions = true })
+  local t_read, c_read = core.now(), os.clock()
   if not recs then return nil, "cannot list the instance records: " .. tostring(lerr) end
   local adopting, unmanaged = {}, {}
   for _, rec in ipairs(recs) do
@@ -115,9 +117,11 @@ function agent.init(config)
       unmanaged[#unmanaged + 1] = rec.id
     end
   end
+  local t_spawned, c_spawned = core.now(), os.clock()
   -- once every record is adopted, drivers remove what dead instances left behind (links, rules)
   -- Creates wait for booted, so the instances here are the ones records name.
   task.spawn(function()
+    local t_adopted, c_adopted
     local bok, berr = xpcall(function()
       for _, inst in ipairs(adopting) do
         if not inst.adopted:wait(600) then
@@ -125,6 +129,7 @@ function agent.init(config)
             .. "(what its record names is kept)", inst.id)
         end
       end
+      t_adopted, c_adopted = core.now(), os.clock()
       -- live: what the records name, readable or not (an instance created since owns nothing yet,
       -- and what its id names is a leftover too)
       local live, is_live = store.held_ids(), {}
@@ -145,6 +150,12 @@ function agent.init(config)
     local pok, perr = pcall(prune)
     if not pok then log("error", "forgetting old destroyed records at start failed: %s", tostring(perr)) end
     booted:set(true)
+    -- per phase, for tests/bench/bench_scale.sh (wall times stretch with the node's load; CPU less)
+    local t_end, c_end = core.now(), os.clock()
+    local function ms(t, c) return ("%.0f ms (CPU %.0f)"):format((t - t0) * 1000, (c - c0) * 1000) end
+    log("info", "boot: %d record(s) re-adopted and leftovers reconciled in %s: records read after %s, adoptions up to "
+      .. "their first wait after %s, all adopted after %s", #adopting, ms(t_end, c_end), ms(t_read, c_read),
+      ms(t_spawned, c_spawned), ms(t_adopted or t_end, c_adopted or c_end))
   end)
   return true
 end
@@ -284,9 +295,10 @@ function agent.wait_gone(id, timeout)
   local inst = instances[id]
   if not inst or inst.gone.is_set then return true end
   timeout = timeout or lifecycle.deadline(inst, "destroy") + 30
-  local deadline = core.now() + timeout
+  -- (waits of the instance's steps for a runc slot are not counted, as the step's own deadline)
+  local deadline, w0 = core.now() + timeout, task.waited(inst.slot_waits)
   while not inst.gone.is_set do
-    local left = deadline - core.now()
+    local left = deadline + (task.waited(inst.slot_waits) - w0) - core.now()
     if left <= 0 then break end
     local ev = inst.destroy_done or inst.gone
     local r = ev:wait(left)

@@ -36,7 +36,7 @@ M.options = {
   { "insecure-registries", "list", {}, "registries (host:port) pulled over plain HTTP without TLS verification" },
   { "local-image-dirs", "list", {}, "directories whose OCI layouts (oci:/DIR/...) and Function rootfs files (file:///DIR/...) scheduled workloads may use (manifests: any)" },
   { "stop-grace", "number", 10, "seconds between SIGTERM and SIGKILL when stopping a container (a workload's own grace period wins)" },
-  { "runtime-parallel", "number", 0, "runc processes at once (runc create under conmon included); 0: no cap. Twice the CPUs suits starting hundreds of Pods at once" },
+  { "runtime-parallel", "number", nil, "runc processes at once (runc create under conmon included); default twice the CPUs; 0: no cap" },
   { "max-instances", "number", 1000, "instances this node has at once (not ended, plus held ids: records in quarantine); a create beyond it fails with the reason" },
   { "pull-timeout", "number", 600, "seconds an image pull may take" },
   { "firecracker", "string", "firecracker", "the Firecracker binary (--vmm firecracker; auto picks it when it is on PATH)" },

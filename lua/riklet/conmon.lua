@@ -120,6 +120,8 @@ end
 local function conmon_args(pid)
   local cmd = fs.read("/proc/" .. pid .. "/cmdline", 65536)
   if not cmd then return nil end
+  -- (every process of the node is read at boot: split only a conmon's)
+  if not cmd:match("^[^%z]*"):match("conmon$") then return false end
   local args = {}
   for a in cmd:gmatch("([^%z]*)%z") do args[#args + 1] = a end
   return (args[1] or ""):match("conmon$") and args or false

@@ -26,12 +26,13 @@ local proc = require "riklet.proc"
 local M = {}
 local cfg = { runc = "runc", root = "/run/riklet/runc", timeout = 60 }
 
--- --runtime-parallel N: at most N runc processes at once (0, the default: no cap). runc
+-- --runtime-parallel N: at most N runc processes at once (default twice the CPUs; 0: no cap). runc
 -- create/start/delete are CPU-bound (~0.1-0.3 s of CPU each): with 1,000 Pods created at once,
 -- 1,000 runc processes on a few cores made each one take minutes (past its 60 s timeout: the Pod
--- FAILED), for no more throughput; twice the CPUs keeps them busy. The others wait their turn in
--- order, commands on existing containers first (else a created container waits for every create
--- queued before its start). Not the default yet: a destroy's deadline counts its wait for a slot.
+-- FAILED), for no more throughput; twice the CPUs keeps them busy (one runs while another waits on
+-- its I/O or its child). The others wait their turn in order, commands on existing containers
+-- first (else a created container waits for every create queued before its start); a lifecycle
+-- step's deadline does not count that wait (riklet.lifecycle).
 local slots = require("riklet.task").semaphore(4)
 function M.throttled(fn, ...) return slots:with(fn, ...) end
 
@@ -39,8 +40,11 @@ function M.init(config)
   config = config or {}
   cfg.runc = config.runc or cfg.runc
   cfg.root = config.runc_root or config.root or cfg.root
-  local par = tonumber(config.runtime_parallel) or 0
-  -- no cap by default: with one, 1,000 Pods removed at once went FAILED (bench_scale.sh)
+  local par = tonumber(config.runtime_parallel)
+  if not par then
+    local cpu = require("riklet.metrics").cpu()
+    par = 2 * math.max(1, cpu and tonumber(cpu.total) or 1)
+  end
   slots.n = par >= 1 and math.floor(par) or 1e9
   if cfg.root:sub(1, 1) ~= "/" then return nil, ("runc root %q must be an absolute path"):format(cfg.root) end
   local ok, err = fs.mkdir_p(cfg.root, "0700")

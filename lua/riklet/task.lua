@@ -5,8 +5,35 @@ local core = require "riklet.task_core"
 
 local task = {}
 
+-- Accounts of the time tasks spent waiting for a semaphore slot (the --runtime-parallel queue), so
+-- that a lifecycle step's deadline counts its work, not its turn: a task charges its waits to the
+-- account it was given (task.charge_to), and so do the tasks it spawns.
+local accounts = setmetatable({}, { __mode = "k" })
+local now = require("riklet.core").now
+
 -- task.spawn(fn, ...) — run fn(...) as a new task (now, until it first waits).
-task.spawn = core.spawn
+function task.spawn(fn, ...)
+  local a = accounts[coroutine.running() or 0]
+  if not a then return core.spawn(fn, ...) end
+  return core.spawn(function(...)
+    accounts[coroutine.running()] = a
+    return fn(...)
+  end, ...)
+end
+
+-- task.charge_to(acct) — charge the slot waits of the calling task (and of the tasks it spawns
+-- from now on) to acct, a table; task.waited(acct) -> seconds waited so far (a wait in progress
+-- included; overlapping waits of several tasks count once).
+function task.charge_to(acct)
+  acct.waited, acct.waiting = acct.waited or 0, acct.waiting or 0
+  local co = coroutine.running()
+  if co then accounts[co] = acct end
+end
+
+function task.waited(acct)
+  if not acct or not acct.waited then return 0 end
+  return acct.waited + ((acct.waiting or 0) > 0 and now() - acct.since or 0)
+end
 
 -- task.in_task() -> boolean
 task.in_task = core.in_task
@@ -119,7 +146,16 @@ local function sem_run(self, q, fn, ...)
   if self.held >= self.n or self.first:len() > 0 or (q == self.waiting and q:len() > 0) then
     local ev = task.event()
     q:put(ev)
+    local a = accounts[coroutine.running() or 0]
+    if a then
+      if a.waiting == 0 then a.since = now() end
+      a.waiting = a.waiting + 1
+    end
     ev:wait() -- the slot is handed over by the releasing task (held stays counted)
+    if a then
+      a.waiting = a.waiting - 1
+      if a.waiting == 0 then a.waited = a.waited + (now() - a.since) end
+    end
   else
     self.held = self.held + 1
   end

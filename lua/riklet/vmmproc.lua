@@ -11,7 +11,8 @@ function M.find(instances_dir, flag, file_pattern)
   for _, name in ipairs(fs.list("/proc") or {}) do
     local pid = name:match("^%d+$") and tonumber(name)
     local cmd = pid and fs.read("/proc/" .. name .. "/cmdline", 65536)
-    if cmd then
+    -- (every process of the node is read at boot: split only a VMM's that names the directory)
+    if cmd and cmd:find(prefix, 1, true) and cmd:find(flag, 1, true) then
       local args = {}
       for a in cmd:gmatch("[^%z]+") do args[#args + 1] = a end
       for i = 1, #args - 1 do

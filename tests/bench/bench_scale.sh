@@ -21,11 +21,12 @@
 #     over STEADY idle seconds, `riklet ps` and `riklet ps --json` wall time.
 #  3. one more Pod at PODS: manifest -> RUNNING, and the network step of its create.
 #  4. kill -9 riklet, start it again: time until all PODS+1 are re-adopted (and, with bridge, the
-#     network reconciled); every container's pid unchanged (none restarted), none lost.
+#     network reconciled); every container's pid unchanged (none restarted), none lost; the phases
+#     (exec to first log line, records read, adoptions, reconcile: riklet's "boot:" log line).
 #  5. teardown: every manifest removed by one rm; time until all are TERMINATED; then what is left:
 #     runc containers, conmon processes, mounts, veths, netns files, per-instance iptables rules.
 # baseline (a shell loop, BASE_PAR Pods at a time: default twice the CPUs, riklet's default
-# --runtime-parallel): per Pod an overlay mount over the unpacked
+# --runtime-parallel; RUNTIME_PARALLEL=N gives riklet another): per Pod an overlay mount over the unpacked
 # image, a copied config.json, conmon running `runc create`, `runc start`; the same figures where
 # they exist (no re-adoption: bare runc has no agent to restart); no network (the loop sets up no
 # netns, veth or rule: with NETWORK=bridge that work is riklet's alone).
@@ -81,7 +82,7 @@ IMAGE=$REGISTRY/busybox:latest
 
 RK_OPTS=(--standalone "$MAN" --state-dir "$STATE" --runc-root "$RROOT" --netns-dir "$NETNS" --network "$NETWORK"
 	--insecure-registries "$REGISTRY" --max-instances $((PODS + 10)) --stop-grace 2 --log-format text
-	--runtime-parallel "${RUNTIME_PARALLEL:-$((2 * $(nproc)))}")
+	${RUNTIME_PARALLEL:+--runtime-parallel "$RUNTIME_PARALLEL"})
 start_riklet() {
 	"$RIKLET" "${RK_OPTS[@]}" >>"$LOG" 2>&1 </dev/null &
 	RPID=$!
@@ -196,18 +197,26 @@ R_ONE_NET=$(tail -n +"$((L2 + 1))" "$LOG" | grep -F '] instance extra: created i
 say "riklet: kill -9 and restart with $((PODS + 1)) Pods"
 pids_of() { runc --root "$RROOT" list --format json 2>/dev/null | jq -r '.[] | "\(.id) \(.pid) \(.status)"' | sort; }
 pids_of >"$T/pids.before"
+# the Pods RUNNING now are the ones to re-adopt (one that failed meanwhile is reported, not waited for)
+N_RUN=$("$RIKLET" ps --json --state-dir "$STATE" | jq '[.instances[] | select(.status == "RUNNING")] | length')
+((N_RUN == PODS + 1)) || say "riklet: only $N_RUN of $((PODS + 1)) Pods RUNNING before the kill"
 kill -KILL "$RPID"
 wait "$RPID" 2>/dev/null
 L3=$(log_lines)
 T0=$EPOCHREALTIME
 start_riklet
-wait_count "$L3" " re-adopted: " $((PODS + 1)) 600
+wait_count "$L3" " re-adopted: " "$N_RUN" 600
 R_READOPT=$(elapsed "$(sod "$T0")" "$(last_sod "$L3" " re-adopted: ")")
+# per phase: exec to riklet's first log line, then what the boot logs (wall and CPU of each phase)
+R_FIRSTLINE=$(elapsed "$(sod "$T0")" "$(tail -n +"$((L3 + 1))" "$LOG" | head -n 1 | awk '{ split(substr($1, 12, 12), t, ":"); printf "%.3f", t[1] * 3600 + t[2] * 60 + t[3] }')")
 R_RECONCILED=-
 if [[ $NETWORK == bridge ]]; then
 	wait_count "$L3" "network reconciled:" 1 120
 	R_RECONCILED=$(elapsed "$(sod "$T0")" "$(last_sod "$L3" "network reconciled:")")
 fi
+wait_count "$L3" "[agent] boot: " 1 120
+R_BOOT=$(tail -n +"$((L3 + 1))" "$LOG" | grep -F "[agent] boot: " | head -n 1 | sed 's/.*leftovers reconciled in //')
+say "riklet: boot phases: first log line after $R_FIRSTLINE s; then $R_BOOT"
 sleep 2
 pids_of >"$T/pids.after"
 R_CHANGED=$(diff "$T/pids.before" "$T/pids.after" | grep -c '^>')
@@ -343,12 +352,13 @@ printf "$fmt" "loop lag (riklet ps --json)" "$R_LAG" "-"
 printf "$fmt" "one more Pod at $PODS (s)" "$R_ONE (network step $R_ONE_NET ms)" "$B_ONE"
 printf "$fmt" "riklet ps / ps --json at $PODS (s)" "$R_PS / $R_PSJ" "runc list: $B_PS"
 printf "$fmt" "kill -9 + restart: all re-adopted (s)" "$R_READOPT (network reconciled: $R_RECONCILED)" "- (no agent)"
-printf "$fmt" "  containers changed / RUNNING after" "$R_CHANGED / $R_RUNNING of $((PODS + 1)) ($R_RESTARTS restarts)" "-"
+printf '| %-40s | %-71s |\n' "  phases" "exec to first log line $R_FIRSTLINE s; boot $R_BOOT"
+printf "$fmt" "  containers changed / RUNNING after" "$R_CHANGED / $R_RUNNING of $N_RUN ($R_RESTARTS restarts)" "-"
 printf "$fmt" "  port mappings (DNAT rules) after" "$R_RULES" "-"
 printf "$fmt" "teardown of all (s)" "$R_DOWN" "$B_DOWN"
 printf "$fmt" "left afterwards" "$R_LEFT" "$B_LEFT"
 printf '\n'
-((R_CHANGED == 0 && R_RUNNING == PODS + 1)) || die "riklet lost or restarted Pods across its restart"
-[[ $NETWORK != bridge || $R_RULES == $((PODS + 1)) ]] || die "riklet has $R_RULES port mappings after its restart, not $((PODS + 1))"
+((R_CHANGED == 0 && R_RUNNING == N_RUN)) || die "riklet lost or restarted Pods across its restart"
+[[ $NETWORK != bridge || $R_RULES == "$N_RUN" ]] || die "riklet has $R_RULES port mappings after its restart, not $N_RUN"
 [[ $R_LEFT == nothing ]] || die "riklet left $R_LEFT"
 exit 0

@@ -226,6 +226,22 @@ int main(void)
 	   "change is refused: %s",
 	   e.msg);
 
+	/* --- several owners in one commit (re-adoption): the others untouched --- */
+	rk_fw_rule two[3] = {dnat("tcp", 7001, "10.89.0.7:1", "riklet:e"), dnat("tcp", 7004, "10.89.0.8:1", "riklet:g"),
+			     dnat("udp", 7005, "10.89.0.8:2", "riklet:g")};
+	const char *eg[2] = {"riklet:g", "riklet:e"};
+	is_int(rk_fw_apply_owners(two, 3, eg, 2, &st, &e), 0, "apply scoped to riklet:e and riklet:g");
+	ok(st.added == 3 && st.deleted == 0 && st.commits == 1,
+	   "3 added in one commit, none deleted (+%u -%u, %u commits)", st.added, st.deleted, st.commits);
+	is_int(rk_fw_apply_owners(two + 1, 1, eg, 2, &st, &e), 0,
+	       "again with riklet:e's rule gone and one of riklet:g's");
+	ok(st.added == 0 && st.deleted == 2 && st.kept == 1, "2 deleted, 1 kept (+%u -%u =%u)", st.added, st.deleted,
+	   st.kept);
+	is_int(rk_fw_apply_owners(NULL, 0, eg, 2, &st, &e), 0, "and with nothing: both owners' rules go");
+	SAME(run("iptables-legacy -t nat -S RIKLET"), nat_now, "the other owners' rules are as before");
+	ok(rk_fw_apply_owners(&wrong, 1, eg, 2, &st, &e) < 0 && strstr(e.msg, "not one of the 2 owners"),
+	   "a rule of an owner outside the scope is refused: %s", e.msg);
+
 	/* --- leftovers of a crash: adopted, not a failure --- */
 	run("iptables-legacy -t nat -A RIKLET -p tcp --dport 7000 -m comment --comment riklet:gone -j DNAT "
 	    "--to-destination 10.89.0.9:70;"

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# test_readopt_many.sh — riklet killed with -9 while it holds RK_PODS (default 12) Pods with a port
+# each, the node's network damaged while it is down, then started again: every Pod is re-adopted
+# with the same container pids (none restarted), the damage is repaired (a DNAT rule deleted, a
+# veth down and off the bridge, a Pod's address and default route removed inside its namespace),
+# a leftover rule of an instance that does not exist is removed, the rules of all the Pods are
+# written in one libiptc commit (not one per Pod), and the rules end as they were.
+# Runs in a private network + mount namespace with `--network bridge` and a loopback registry.
+source "$(dirname "$0")/../lib/private_ns.sh"
+source "$(dirname "$0")/../lib/mkimage.sh"
+source "$(dirname "$0")/../lib/registry.sh"
+source "$(dirname "$0")/../lib/riklet.sh"
+need_cmd unshare iptables-legacy iptables-legacy-save ip nsenter umoci skopeo
+[[ -n ${RK_PRIVATE_NS:-} ]] || skip_all "cannot create a private network + mount namespace (unshare -n -m)"
+rk_init
+ip link set lo up
+NETNS=$TEST_TMP/netns
+N=${RK_PODS:-12}
+rk_registry_image '["sh","-c","trap '"'exit 0'"' TERM INT; sleep 3600 & wait $!"]'
+RK_OPTS=(--state-dir "$STATE" --runc-root "$RUNC_ROOT" --netns-dir "$NETNS" --network bridge --stop-grace 3
+	--insecure-registries "$REGISTRY" --log-level debug)
+
+pod() { printf 'm%02d' "$1"; }
+for ((i = 1; i <= N; i++)); do
+	jq -n --arg img "$IMAGE" --arg name "$(pod "$i")" --argjson port $((19000 + i)) \
+		'{apiVersion: "v1", kind: "Pod", name: $name,
+		  spec: {containers: [{name: "main", image: $img, ports: {port: $port, target_port: 80, protocol: "TCP"}}]}}' \
+		>"$TEST_TMP/$(pod "$i").json"
+done
+rk_start_standalone || bail_out "riklet did not start"
+mv "$TEST_TMP"/m*.json "$MANIFESTS/"
+running() { (($(rk_ps_json | jq '[.instances[] | select(.status == "RUNNING")] | length') == N)); }
+wait_for 240 running || { diag_file "$RK_LOG"; bail_out "the $N Pods did not all reach RUNNING"; }
+pass "$N Pods RUNNING"
+
+# what must survive the restart unchanged: container pids, riklet's rules (counters left out)
+pids() { runc --root "$RUNC_ROOT" list --format json | jq -r '.[] | "\(.id) \(.pid) \(.status)"' | sort; }
+rules() { { iptables-legacy-save -t nat; iptables-legacy-save -t filter; } | grep -F -- '-A RIKLET' | sort; }
+pids >"$TEST_TMP/pids.before"
+rules >"$TEST_TMP/rules.before"
+is "$(grep -c -- '-j DNAT' "$TEST_TMP/rules.before")" "$N" "one DNAT rule per Pod before the kill"
+netrec() { jq -r --arg id "$1" ".instances[\$id].$2" "$STATE/network.json"; }
+
+rk_stop KILL
+# the damage, done while riklet is down
+P1=$(pod 1) P2=$(pod 2) P3=$(pod 3) P4=$(pod 4)
+dnat1=$(grep -F "riklet:$P1" "$TEST_TMP/rules.before" | grep DNAT | head -n 1)
+ok "iptables-legacy -t nat ${dnat1/-A/-D}" "deleted the DNAT rule of $P1"
+V2=$(netrec "$P2" host_if)
+ok "ip link set $V2 nomaster && ip link set $V2 down" "took the veth of $P2 ($V2) down and off the bridge"
+ok "nsenter --net=$NETNS/$P3 ip addr flush dev eth0" "removed the address of $P3 inside its namespace"
+ok "nsenter --net=$NETNS/$P4 ip route del default" "removed the default route of $P4"
+ok "iptables-legacy -t nat -A RIKLET -p tcp --dport 19999 -m comment --comment riklet:ghost -j DNAT --to-destination 10.89.9.9:80" \
+	"a leftover rule of an instance that does not exist"
+
+L=$(wc -l <"$RK_LOG")
+T0=$EPOCHREALTIME
+rk_start_standalone || bail_out "riklet did not start again"
+booted() { tail -n +"$((L + 1))" "$RK_LOG" | grep -qF "[agent] boot: "; }
+wait_for 60 booted || { diag_file "$RK_LOG"; bail_out "riklet did not finish its boot"; }
+diag "$(awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN { printf "re-adopted and reconciled within %.1f s of the start", b - a }')"
+after() { tail -n +"$((L + 1))" "$RK_LOG"; }
+diag "$(after | grep -F "[agent] boot: " | sed 's/.*\] //')"
+is "$(after | grep -c ' re-adopted: ')" "$N" "all $N Pods re-adopted"
+is "$(after | grep -c -e '-> FAILED' -e 'restarting it in')" 0 "none failed or restarted"
+pids >"$TEST_TMP/pids.after"
+ok "diff '$TEST_TMP/pids.before' '$TEST_TMP/pids.after' >&2" "every container has the pid it had (none restarted)"
+ok "diff '$TEST_TMP/rules.before' <(rules) >&2" "riklet's rules are what they were: the deleted DNAT back, the leftover gone"
+is "$(after | grep -cF '[fw] applied riklet:')" 0 "no libiptc commit for one Pod alone"
+like "$(after | grep -F '[fw] applied ')" "applied $N owners: \+1 -0 " \
+	"one commit for the rules of all $N Pods, adding the deleted rule and moving none"
+like "$(ip -o link show "$V2")" "master riklet0 .*state (UP|LOWERLAYERDOWN)|,UP.* master riklet0" "the veth of $P2 is on the bridge again"
+like "$(ip -o link show "$V2")" "<[^>]*,UP" "and up"
+like "$(nsenter --net="$NETNS/$P3" ip -o -4 addr show dev eth0)" "inet $(netrec "$P3" ip)/" "$P3 has its address back"
+like "$(nsenter --net="$NETNS/$P4" ip route show default)" "^default via 10\.89\.0\.1 " "$P4 has its default route back"
+
+# a second restart with nothing to repair: no commit at all
+L=$(wc -l <"$RK_LOG")
+rk_stop KILL
+rk_start_standalone || bail_out "riklet did not start a third time"
+wait_for 60 booted || bail_out "riklet did not finish its boot"
+is "$(after | grep -c ' re-adopted: ')" "$N" "restarted again: all $N re-adopted"
+is "$(after | grep -cF '[fw] applied ')" 0 "with nothing to repair, nothing written to the tables"
+ok "diff '$TEST_TMP/pids.before' <(pids) >&2" "and still the same pids"
+
+rm -f "$MANIFESTS"/*.json
+gone() { (($(rk_ps_json | jq '[.instances[] | select(.status == "RUNNING" or .status == "DESTROYING")] | length') == 0)); }
+wait_for 120 gone || diag_file "$RK_LOG"
+is "$(rk_runc_ids | grep -c .)" 0 "every Pod removed at the end"
+rk_stop
+done_testing
