@@ -178,10 +178,10 @@ end
 -- ---- the agent daemon ----
 
 -- Memory back to the kernel once a burst of work is over (1,000 Pods created, adopted or removed
--- at once): every TRIM_EVERY seconds, when the Lua heap grew by a quarter since the last time, a
--- full collection then malloc_trim (the Lua state lives on glibc's malloc: bindings/main.c).
--- Without it the pages such a burst touched stay resident for good (1,000 Pods: see the README's
--- Benchmarks). At most one full collection per period, only after growth.
+-- at once): every TRIM_EVERY seconds, when the Lua heap grew or shrank by a fifth since the last
+-- time, a full collection then malloc_trim (the Lua state lives on glibc's malloc:
+-- bindings/main.c). Without it the pages such a burst touched stay resident for good (see the
+-- README's Benchmarks). At most one full collection per period, only after such a change.
 local TRIM_EVERY = 20
 local function trim_after_bursts()
   task.spawn(function()
@@ -190,7 +190,8 @@ local function trim_after_bursts()
     local base = collectgarbage("count")
     while true do
       task.sleep(TRIM_EVERY)
-      if collectgarbage("count") > base * 1.25 then
+      local now = collectgarbage("count")
+      if now > base * 1.2 or now < base * 0.8 then
         collectgarbage("collect")
         core.trim()
         base = collectgarbage("count")
