@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -69,6 +70,42 @@ static void raise_nofile(void)
 	}
 }
 
+/* The Lua state's memory from glibc's malloc rather than LuaJIT's own allocator: LuaJIT's keeps
+ * every page a burst of work touched (1,000 Pods created at once), glibc's gives the free ones back
+ * at malloc_trim (core.trim, run by the daemon once such a burst is over). RIKLET_LUA_ALLOC=luajit
+ * keeps LuaJIT's (for measurements: tests/bench/bench_mem.sh). */
+static void *lua_glibc_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+	(void)ud;
+	(void)osize;
+	if (nsize == 0) {
+		free(ptr);
+		return NULL;
+	}
+	return realloc(ptr, nsize);
+}
+
+/* what luaL_newstate sets: an error outside any protected call ends riklet, saying what it was */
+static int lua_panic(lua_State *L)
+{
+	const char *m = lua_tostring(L, -1);
+	fprintf(stderr, "riklet: PANIC: unprotected error in a call to the Lua API (%s)\n", m ? m : "?");
+	fflush(stderr);
+	return 0;
+}
+
+static lua_State *new_state(void)
+{
+	const char *a = getenv("RIKLET_LUA_ALLOC");
+	if (a && !strcmp(a, "luajit"))
+		return luaL_newstate();
+	lua_State *L = lua_newstate(lua_glibc_alloc, NULL);
+	if (!L)
+		return luaL_newstate(); /* a LuaJIT built without GC64 refuses other allocators */
+	lua_atpanic(L, lua_panic);
+	return L;
+}
+
 int main(int argc, char **argv)
 {
 	rk_err e = {0};
@@ -92,7 +129,7 @@ int main(int argc, char **argv)
 			lua_dir);
 		return 1;
 	}
-	lua_State *L = luaL_newstate();
+	lua_State *L = new_state();
 	if (!L) {
 		fprintf(stderr, "riklet: cannot create the Lua state (out of memory)\n");
 		return 1;

@@ -176,6 +176,29 @@ local function preflight(cfg)
 end
 
 -- ---- the agent daemon ----
+
+-- Memory back to the kernel once a burst of work is over (1,000 Pods created, adopted or removed
+-- at once): every TRIM_EVERY seconds, when the Lua heap grew or shrank by a fifth since the last
+-- time, a full collection then malloc_trim (the Lua state lives on glibc's malloc:
+-- bindings/main.c). Without it the pages such a burst touched stay resident for good (see the
+-- README's Benchmarks). At most one full collection per period, only after such a change.
+local TRIM_EVERY = 20
+local function trim_after_bursts()
+  task.spawn(function()
+    collectgarbage("collect")
+    core.trim()
+    local base = collectgarbage("count")
+    while true do
+      task.sleep(TRIM_EVERY)
+      local now = collectgarbage("count")
+      if now > base * 1.2 or now < base * 0.8 then
+        collectgarbage("collect")
+        core.trim()
+        base = collectgarbage("count")
+      end
+    end
+  end)
+end
 local function daemon(cfg)
   json_log = cfg.log_format == "json"
   local ok, err = core.log_setup(cfg.log_level, json_log)
@@ -211,6 +234,7 @@ local function daemon(cfg)
   end
   policy.park()
   core.trim()
+  trim_after_bursts()
   require("riklet.prom").instrument(agent)
   -- image garbage collection: periodic, and every unused image on SIGUSR1 (riklet prune)
   local imagegc = require "riklet.imagegc"
