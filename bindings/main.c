@@ -94,10 +94,23 @@ static int lua_panic(lua_State *L)
 	return 0;
 }
 
+/* The sanitizer build keeps LuaJIT's allocator: LuaJIT is not instrumented, and its whole heap
+ * through ASan's malloc (quarantine, redzones) would only slow the sanitizer pass down. */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RK_LUA_ALLOC_DEFAULT "luajit"
+#endif
+#endif
+#ifndef RK_LUA_ALLOC_DEFAULT
+#define RK_LUA_ALLOC_DEFAULT "glibc"
+#endif
+
 static lua_State *new_state(void)
 {
 	const char *a = getenv("RIKLET_LUA_ALLOC");
-	if (a && !strcmp(a, "luajit"))
+	if (!a)
+		a = RK_LUA_ALLOC_DEFAULT;
+	if (!strcmp(a, "luajit"))
 		return luaL_newstate();
 	lua_State *L = lua_newstate(lua_glibc_alloc, NULL);
 	if (!L)
