@@ -581,27 +581,17 @@ static int open_fs(lua_State *L)
 	lrk_newclass(L, LOCK_MT, lm, l_lock_close);
 	static const luaL_Reg rm[] = {{"read", l_reader_read}, {"close", l_reader_close}, {NULL, NULL}};
 	lrk_newclass(L, READER_MT, rm, l_reader_close);
-	static const luaL_Reg fns[] = {{"read", l_read},
-				       {"write_atomic", l_write_atomic},
-				       {"append", l_append},
-				       {"mkdir_p", l_mkdir_p},
-				       {"rm_rf", l_rm_rf},
-				       {"unlink", l_unlink},
-				       {"rename", l_rename},
-				       {"exists", l_exists},
-				       {"stat", l_stat},
-				       {"list", l_list},
-				       {"safe_name", l_safe_name},
-				       {"tail", l_tail},
-				       {"watch_dir", l_watch_dir},
-				       {"read_from", l_read_from},
-				       {"lock", l_lock},
-				       {"open_read", l_open_read},
-				       {NULL, NULL}};
+	static const luaL_Reg fns[] = {{"read", l_read},	   {"write_atomic", l_write_atomic},
+				       {"append", l_append},	   {"mkdir_p", l_mkdir_p},
+				       {"rm_rf", l_rm_rf},	   {"unlink", l_unlink},
+				       {"rename", l_rename},	   {"link", l_link},
+				       {"exists", l_exists},	   {"stat", l_stat},
+				       {"list", l_list},	   {"safe_name", l_safe_name},
+				       {"tail", l_tail},	   {"watch_dir", l_watch_dir},
+				       {"read_from", l_read_from}, {"lock", l_lock},
+				       {"open_read", l_open_read}, {NULL, NULL}};
 	lua_newtable(L);
 	lrk_setfuncs(L, fns);
-	lua_pushcfunction(L, l_link);
-	lua_setfield(L, -2, "link");
 	return 1;
 }
 LRK_MODULE("riklet.fs", open_fs)
