@@ -233,8 +233,7 @@ local function daemon(cfg)
     if not pok then core.log("error", "policy", ("%s; calls to it fail until it is fixed (then SIGHUP)"):format(perr)) end
   end
   policy.park()
-  core.trim()
-  trim_after_bursts()
+  trim_after_bursts() -- a full collection and malloc_trim now, then after each burst
   require("riklet.prom").instrument(agent)
   -- image garbage collection: periodic, and every unused image on SIGUSR1 (riklet prune)
   local imagegc = require "riklet.imagegc"
