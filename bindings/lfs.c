@@ -16,6 +16,7 @@
  *   fs.read_from(path, offset[, max]) -> data, next_offset
  *   fs.open_read(path) -> reader; reader:read([max=65536]) -> data ("" at end of file, more later
  *                       if the file grows; still readable after the file is unlinked); reader:close()
+ *                       reader:stat() (fstat: the open file's) reader:seek(offset) -> true
  *   fs.lock(path) -> lock (exclusive flock, not waiting; lock:close()) | nil, "locked by pid N"
  *   fs.watch_dir(dir) -> watcher; watcher:read() -> array of {kind="written"|"removed"|"overflow"|"gone", name=}
  *                       (yields until events); watcher:close() */
@@ -259,27 +260,32 @@ static int l_exists(lua_State *L)
 	return 1;
 }
 
+static void push_stat(lua_State *L, const struct stat *st)
+{
+	lua_createtable(L, 0, 5);
+	lua_pushstring(L,
+		       S_ISDIR(st->st_mode)	      ? "dir"
+			       : S_ISREG(st->st_mode) ? "file"
+			       : S_ISLNK(st->st_mode) ? "link"
+						      : "other");
+	lua_setfield(L, -2, "type");
+	lua_pushnumber(L, (double)st->st_size);
+	lua_setfield(L, -2, "size");
+	lua_pushnumber(L, (double)st->st_mtim.tv_sec + st->st_mtim.tv_nsec / 1e9);
+	lua_setfield(L, -2, "mtime");
+	lua_pushnumber(L, (double)st->st_ino);
+	lua_setfield(L, -2, "ino");
+	lua_pushnumber(L, (double)st->st_dev);
+	lua_setfield(L, -2, "dev");
+}
+
 static int l_stat(lua_State *L)
 {
 	const char *p = luaL_checkstring(L, 1);
 	struct stat st;
 	if (lstat(p, &st) < 0)
 		return lrk_fail(L, "cannot stat %s: %s", p, strerror(errno));
-	lua_createtable(L, 0, 5);
-	lua_pushstring(L,
-		       S_ISDIR(st.st_mode)	     ? "dir"
-			       : S_ISREG(st.st_mode) ? "file"
-			       : S_ISLNK(st.st_mode) ? "link"
-						     : "other");
-	lua_setfield(L, -2, "type");
-	lua_pushnumber(L, (double)st.st_size);
-	lua_setfield(L, -2, "size");
-	lua_pushnumber(L, (double)st.st_mtim.tv_sec + st.st_mtim.tv_nsec / 1e9);
-	lua_setfield(L, -2, "mtime");
-	lua_pushnumber(L, (double)st.st_ino);
-	lua_setfield(L, -2, "ino");
-	lua_pushnumber(L, (double)st.st_dev);
-	lua_setfield(L, -2, "dev");
+	push_stat(L, &st);
 	return 1;
 }
 
@@ -464,6 +470,32 @@ static int l_reader_read(lua_State *L)
 	return 1;
 }
 
+/* reader:stat() -> fs.stat's table, of the open file (not of whatever its path names now) */
+static int l_reader_stat(lua_State *L)
+{
+	int *u = luaL_checkudata(L, 1, READER_MT);
+	struct stat st;
+	if (*u < 0)
+		return luaL_error(L, "reader:stat: the reader is closed");
+	if (fstat(*u, &st) < 0)
+		return lrk_fail(L, "cannot stat: %s", strerror(errno));
+	push_stat(L, &st);
+	return 1;
+}
+
+/* reader:seek(offset) -> true: the next read starts at offset (from the file's start) */
+static int l_reader_seek(lua_State *L)
+{
+	int *u = luaL_checkudata(L, 1, READER_MT);
+	off_t off = (off_t)luaL_checknumber(L, 2);
+	if (*u < 0)
+		return luaL_error(L, "reader:seek: the reader is closed");
+	if (lseek(*u, off, SEEK_SET) < 0)
+		return lrk_fail(L, "cannot seek: %s", strerror(errno));
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
 /* reader:close() — idempotent */
 static int l_reader_close(lua_State *L)
 {
@@ -579,7 +611,11 @@ static int open_fs(lua_State *L)
 	lrk_newclass(L, WATCH_MT, wm, l_watcher_close);
 	static const luaL_Reg lm[] = {{"close", l_lock_close}, {NULL, NULL}};
 	lrk_newclass(L, LOCK_MT, lm, l_lock_close);
-	static const luaL_Reg rm[] = {{"read", l_reader_read}, {"close", l_reader_close}, {NULL, NULL}};
+	static const luaL_Reg rm[] = {{"read", l_reader_read},
+				      {"stat", l_reader_stat},
+				      {"seek", l_reader_seek},
+				      {"close", l_reader_close},
+				      {NULL, NULL}};
 	lrk_newclass(L, READER_MT, rm, l_reader_close);
 	static const luaL_Reg fns[] = {{"read", l_read},	   {"write_atomic", l_write_atomic},
 				       {"append", l_append},	   {"mkdir_p", l_mkdir_p},

@@ -343,7 +343,9 @@ local function run_one(cfg, file)
       end
     end
     for _, f in pairs(followers) do
-      for _, e in ipairs(f:poll(final)) do io.stdout:write(e.text, "\n") end
+      repeat
+        for _, e in ipairs(f:poll(final)) do io.stdout:write(e.text, "\n") end
+      until not f.more
     end
     io.stdout:flush()
   end
@@ -710,15 +712,10 @@ local function logs(cfg, id, cname)
     print_all(crilog.collect(srcs, { since = since, tail = tail }))
     return 0
   end
-  -- follow: what is there (filtered), then new lines until the instance ends (or Ctrl-C)
-  local f = crilog.follower(srcs)
-  local first = f:poll()
-  local filtered = {}
-  for _, e in ipairs(first) do
-    if not since or (e.time and e.time >= since) then filtered[#filtered + 1] = e end
-  end
-  if tail and #filtered > tail then filtered = { unpack(filtered, #filtered - tail + 1) } end
-  print_all(filtered)
+  -- follow: what is there (since, tail), then new lines until the instance ends (or Ctrl-C); read
+  -- and printed 64 KiB at a time (a log of any size is never held whole)
+  local f = crilog.follower(srcs, { since = since, tail = tail })
+  while f.first or f.more do print_all(f:poll()) end
   local ENDED = { FAILED = true, TERMINATED = true }
   while true do
     task.sleep(0.2)
@@ -727,7 +724,7 @@ local function logs(cfg, id, cname)
     if r2 and not ended then
       for _, s in ipairs(log_sources(cfg, r2, cname)) do f:set_path(s.name, s.path) end
     end
-    print_all(f:poll(ended))
+    repeat print_all(f:poll(ended)) until not f.more
     if ended then break end
   end
   f:close()

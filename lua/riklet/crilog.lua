@@ -19,10 +19,14 @@
 --   crilog.collect(sources, {since=, tail=, limit_bytes=}) -> entries   sources: { {name=, path=}, ... };
 --       the entries of every source in time order (stable: one file's order is kept), each with
 --       .name; since (epoch s) drops older lines, tail keeps the last N, limit_bytes the last bytes
---   crilog.follower(sources) -> f; f:poll([final]) -> new entries of every source (in time order;
---       the first poll returns what the files hold); f:set_path(name, path) switches a source to a
---       new file (a restarted container) once the old one is drained; f:close().
---       A file replaced under the same name (conmon's size cap starts a new one) is followed.
+--   crilog.follower(sources[, {since=, tail=, chunk=, on_chunk=}]) -> f; f:poll([final]) -> new
+--       entries of every source (in time order). The first polls return what the files held at
+--       the call (since and tail applied), then each poll what was written since; every poll reads
+--       at most chunk bytes (64 KiB) of each file and sets f.more when there is more to read now:
+--       memory stays bounded whatever the files' sizes. f:set_path(name, path) switches a source
+--       to a new file (a restarted container) once the old one is drained; f:close().
+--       A file replaced under the same name (conmon's size cap starts a new one) is read to its
+--       end, then the new one from its start: no line lost or repeated.
 --   crilog.format(entry, {timestamps=, prefix=}) -> "TS [name] text\n"
 -- A line that is not in the CRI format (a log from an older riklet) is kept as a stdout line with
 -- no time.
@@ -270,91 +274,207 @@ function M.collect(sources, opts)
 end
 
 -- ---- following files as they grow ----
+-- A source: name, path (followed by name), h (its open file) and ino, buf (bytes read past the last
+-- whole line), feed (its joiner: parts held until their line ends), left (bytes of the part the
+-- file held when the follower was made, still to read), next_path (set_path's, once drained).
+-- Every read is of at most f.chunk bytes: what is held stays about that size, whatever the log's.
 local Follower = {}
 Follower.__index = Follower
 
 local function src_open(s, path)
-  s.path, s.buf, s.feed = path, "", joiner()
-  s.reader, s.ino = nil, nil
-  if not path then return end
-  local st = fs.stat(path)
-  if not st then return end
-  local r = fs.open_read(path)
-  if not r then return end
-  s.reader, s.ino = r, st.ino
+  s.path, s.h, s.ino, s.buf = path, nil, nil, ""
+  if not path then return nil end
+  local h = fs.open_read(path)
+  if not h then return nil end
+  local st = h:stat() -- the file opened, even if the name was given to another one meanwhile
+  if not st then
+    h:close()
+    return nil
+  end
+  s.h, s.ino = h, st.ino
+  return st
 end
 
--- sources: { {name=, path=}, ... }; the first poll returns what the files hold already
-function M.follower(sources)
-  local f = setmetatable({ srcs = {} }, Follower)
+-- read at most max bytes of s's file (fewer: its end), whole lines fed to its joiner into out
+local function read_into(s, max, out)
+  local n = 0
+  while n < max do
+    local d = s.h:read(math.min(CHUNK, max - n))
+    if not d or #d == 0 then break end
+    n = n + #d
+    local buf, last = s.buf .. d, 1
+    for line, nxt in buf:gmatch("([^\n]*)\n()") do
+      s.feed(line, out)
+      last = nxt
+    end
+    s.buf = buf:sub(last)
+  end
+  return n
+end
+
+-- the end of s's lines: a last line without its end, and held parts, go out as they are
+local function src_flush(s, out)
+  if s.buf ~= "" then s.feed(s.buf, out) end
+  s.buf = ""
+  s.feed(nil, out)
+end
+
+-- the kept entries (since) of the first size bytes of s's file, counted in bounded memory; the
+-- file is then read again from its start
+local function count_kept(s, size, since, on_chunk)
+  local n, left, saved = 0, size, s.feed
+  s.feed = joiner()
+  while left > 0 do
+    local out = {}
+    local got = read_into(s, math.min(CHUNK, left), out)
+    if got == 0 then break end
+    left = left - got
+    for _, e in ipairs(out) do
+      if not since or not e.time or e.time >= since then n = n + 1 end
+    end
+    if on_chunk then on_chunk() end
+  end
+  s.feed, s.buf = saved, ""
+  s.h:seek(0)
+  return n
+end
+
+-- sources: { {name=, path=}, ... }; opts: since (epoch s), tail (entries), chunk (bytes a poll
+-- reads of each file, default 64 KiB), on_chunk (called between reads of the files' first part)
+function M.follower(sources, opts)
+  opts = opts or {}
+  local f = setmetatable({ srcs = {}, chunk = opts.chunk or CHUNK, since = opts.since, on_chunk = opts.on_chunk,
+    skip = 0, first = true, more = false }, Follower)
+  local total = 0
   for _, src in ipairs(sources) do
-    local s = { name = src.name }
-    src_open(s, src.path)
+    local s = { name = src.name, feed = joiner(), out = {}, oi = 1 }
+    local st = src_open(s, src.path)
+    s.left = st and st.size or 0
+    if opts.tail and s.h then total = total + count_kept(s, s.left, f.since, f.on_chunk) end
     f.srcs[#f.srcs + 1] = s
   end
+  if opts.tail then f.skip = math.max(0, total - opts.tail) end
   return f
 end
 
-local function drain(s, out, final)
-  if not s.reader then
-    if final then s.feed(nil, out) end
-    return
-  end
-  local d = s.reader:read(1024 * 1024)
-  while d and #d > 0 do
-    s.buf = s.buf .. d
-    d = s.reader:read(1024 * 1024)
-  end
-  local last = 1
-  for line, nxt in s.buf:gmatch("([^\n]*)\n()") do
-    s.feed(line, out)
-    last = nxt
-  end
-  s.buf = s.buf:sub(last)
-  if final then
-    if s.buf ~= "" then s.feed(s.buf, out) s.buf = "" end
-    s.feed(nil, out)
+-- the next entry of the first part of s (what its file held at the start), or nil after it
+local function next_first(f, s)
+  while true do
+    local e = s.out[s.oi]
+    if e then
+      s.out[s.oi], s.oi = nil, s.oi + 1
+      return e
+    end
+    s.out, s.oi = {}, 1
+    if not s.h or s.left <= 0 then return nil end
+    local n = read_into(s, math.min(f.chunk, s.left), s.out)
+    if n == 0 then s.left = 0 -- cut shorter than it was: what is left comes as new lines
+    else s.left = s.left - n end
+    if f.on_chunk then f.on_chunk() end
   end
 end
 
--- final: the last poll (the containers ended): a last line without its end is returned too
-function Follower:poll(final)
-  local lists = {}
-  for _, s in ipairs(self.srcs) do
-    local out = self.pending and self.pending[s.name] or {}
-    if not s.reader and s.path then src_open(s, s.path) end
-    drain(s, out, final)
-    -- replaced under the same name (size cap) or switched by set_path: the old one is drained
-    local st = s.path and fs.stat(s.path)
-    if s.reader and st and st.ino ~= s.ino then
-      s.reader:close()
-      src_open(s, s.path)
-      drain(s, out, final)
+-- the first part of every file, merged by time (a source's own order kept; a line with no time
+-- takes its source's previous time), since and tail applied, about f.chunk bytes per call
+local function poll_first(f)
+  local out, bytes = {}, 0
+  while bytes < f.chunk do
+    local best, bt
+    for _, s in ipairs(f.srcs) do
+      if s.head == nil and not s.over then
+        s.head = next_first(f, s)
+        s.over = s.head == nil
+      end
+      local t = s.head and (s.head.time or s.t or 0)
+      if t and (not bt or t < bt) then best, bt = s, t end
     end
+    if not best then
+      f.first = false
+      break
+    end
+    local e = best.head
+    best.head, best.t = nil, bt
+    if not f.since or not e.time or e.time >= f.since then
+      if f.skip > 0 then f.skip = f.skip - 1
+      else
+        e.name = best.name
+        out[#out + 1] = e
+        bytes = bytes + #e.text + 1
+      end
+    end
+  end
+  return out
+end
+
+-- What is new in s (at most f.chunk bytes) into out; true when it was read to its end. A file
+-- replaced under its name (conmon's --log-size-max: conmon closes the full file, then renames a
+-- new one over it) is read to its end, then the new one from its start, with the same joiner (a
+-- line split across the two is joined); a set_path (a new run) likewise, its joiner flushed.
+local function poll_src(f, s, out)
+  if not s.h and s.path then src_open(s, s.path) end
+  local budget = f.chunk
+  while s.h do
+    local st = s.path and fs.stat(s.path) -- looked at before the read to the end (see above)
+    budget = budget - read_into(s, budget, out)
+    if budget <= 0 then return false end
+    if s.next_path then
+      src_flush(s, out)
+      s.h:close()
+      s.feed = joiner()
+      src_open(s, s.next_path)
+      s.next_path = nil
+    elseif st and st.ino ~= s.ino then
+      if s.buf ~= "" then s.feed(s.buf, out) end
+      s.h:close()
+      src_open(s, s.path)
+    else
+      return true
+    end
+  end
+  if s.next_path then -- the old file could not be opened: the new one at once
+    src_flush(s, out)
+    s.feed = joiner()
+    src_open(s, s.next_path)
+    s.next_path = nil
+    return poll_src(f, s, out)
+  end
+  return true
+end
+
+-- f:poll([final]) -> entries. The first polls return the files' first part (since, tail), then
+-- each poll what is new. f.more is true when a poll stopped at its budget: poll again at once.
+-- final (the containers ended): once a file is read to its end, its last line without its end
+-- and its held parts are returned too.
+function Follower:poll(final)
+  if self.first then
+    local out = poll_first(self)
+    self.more = true -- the new lines come next
+    return out
+  end
+  local lists, more = {}, false
+  for _, s in ipairs(self.srcs) do
+    local out = {}
+    local drained = poll_src(self, s, out)
+    if not drained then more = true
+    elseif final then src_flush(s, out) end
     for _, e in ipairs(out) do e.name = s.name end
     lists[#lists + 1] = out
   end
-  self.pending = nil
+  self.more = more
   return merge(lists)
 end
 
+-- switch a source to another file (a restarted container's) once the current one is read to its end
 function Follower:set_path(name, path)
   for _, s in ipairs(self.srcs) do
-    if s.name == name and s.path ~= path then
-      local out = {}
-      drain(s, out, true)
-      if s.reader then s.reader:close() end
-      src_open(s, path)
-      self.pending = self.pending or {}
-      self.pending[name] = out -- returned by the next poll
-    end
+    if s.name == name and (s.next_path or s.path) ~= path then s.next_path = path end
   end
 end
 
 function Follower:close()
   for _, s in ipairs(self.srcs) do
-    if s.reader then s.reader:close() end
-    s.reader = nil
+    if s.h then s.h:close() end
+    s.h, s.buf, s.out = nil, "", {}
   end
 end
 

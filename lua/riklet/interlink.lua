@@ -399,42 +399,39 @@ local function get_logs(info, req)
   end
   local o, oerr = I.log_options(opts)
   if not o then return text(400, "%s", oerr) end
-  local since, tail, limit, ts = o.since, o.tail, o.limit, o.ts
-  local function select_first(entries)
-    if since then
-      local kept = {}
-      for _, e in ipairs(entries) do if not e.time or e.time >= since then kept[#kept + 1] = e end end
-      entries = kept
-    end
-    if tail and #entries > tail then entries = { unpack(entries, #entries - tail + 1) } end
-    return entries
-  end
   local ok, serr = req:stream(200, { ["Content-Type"] = "text/plain; charset=utf-8" })
   if not ok then return log("info", "getLogs %s/%s: %s", id, httpd.shown(cname), tostring(serr)) end
   if opts.Follow ~= true or opts.Previous == true then
     return I.send_log(req, path, o)
   end
-  -- Follow: streamed, flushed line by line, until the container ends or the client leaves
-  local f = crilog.follower({ { name = cname, path = path } })
-  local sent, first = 0, true
+  -- Follow: what the log holds (since, tail) read and sent about LOG_CHUNK at a time as the client
+  -- takes it, then what is written after, every 0.2 s, until the container ends or the client
+  -- leaves. A log started over by conmon (--log-size-max) is read to its end, then the new file.
+  local f = crilog.follower({ { name = cname, path = path } }, { since = o.since, tail = o.tail, chunk = LOG_CHUNK,
+    on_chunk = task.yield })
+  local limit, sent = o.limit, 0
   local function send(entries)
+    local buf = {}
     for _, e in ipairs(entries) do
-      local line = fmt_entry(e, ts)
+      local line = fmt_entry(e, o.ts)
       if limit and sent + #line > limit then line = line:sub(1, limit - sent) end
       sent = sent + #line
-      if #line > 0 and not req:write(line, LOG_CHUNK) then return false end
-      if limit and sent >= limit then return false end
+      buf[#buf + 1] = line
+      if limit and sent >= limit then break end
     end
-    return true
+    if #buf > 0 and not req:write(table.concat(buf), LOG_CHUNK) then return false end
+    return not (limit and sent >= limit)
   end
   while true do
     local cur = agent.get(id)
     local ended = not cur or cur.gone or not LIVE[c.state] or cur.status == "FAILED" or cur.status == "TERMINATED"
-    if c.log and c.log ~= path and not ended then f:set_path(cname, c.log) path = c.log end
+    if c.log and c.log ~= path and not ended then
+      f:set_path(cname, c.log)
+      path = c.log
+    end
     local entries = f:poll(ended)
-    if first then entries, first = select_first(entries), false end
-    if not send(entries) or ended or req:gone() then break end
-    task.sleep(0.2)
+    if not send(entries) or req:gone() or (ended and not f.more) then break end
+    if f.more then task.yield() else task.sleep(0.2) end
   end
   f:close()
   req:finish()

@@ -194,4 +194,81 @@ for _, since in ipairs({ false, crilog.parse_time(ts(45)) }) do
 end
 T.is(combos, 2 * 3 * 5 * 2, "send_log: the same bytes as the whole-file answer for every since/tail/bytes/timestamps, in writes under 40 KiB")
 
+-- the follower reads a big log in bounded polls: what the file held (since, tail) is exactly what
+-- crilog.read gave, no poll returns much more than its chunk, and it then goes on from that very
+-- byte: the last line without its end (held) comes once it ends, then the new lines, nothing twice
+local fchunks, fcombos = 0, 0
+for _, since in ipairs({ false, crilog.parse_time(ts(30)) }) do
+  for _, tail in ipairs({ false, 1, 5000 }) do
+    local fb = tmp .. "/fb.log"
+    assert(fs.write_atomic(fb, table.concat(recs)))
+    local ff = crilog.follower({ { name = "c", path = fb } }, { since = since or nil, tail = tail or nil, chunk = 4096,
+      on_chunk = function() fchunks = fchunks + 1 end })
+    local got, biggest = {}, 0
+    while ff.first do
+      local batch, bytes = ff:poll(), 0
+      for _, x in ipairs(batch) do
+        got[#got + 1] = x
+        bytes = bytes + #x.text + 1
+      end
+      biggest = math.max(biggest, bytes)
+      if not ff.more then biggest = 1e9 end -- more is set while the first part is read
+    end
+    local want = reference(big, since or nil, tail or nil)
+    assert(fs.append(fb, "\n" .. ts(59) .. " stdout F new 1\n" .. ts(59) .. " stdout F new 2\n"))
+    local after = {}
+    repeat
+      for _, x in ipairs(ff:poll()) do after[#after + 1] = x.text end
+    until not ff.more
+    ff:close()
+    if key(got) == key(want) and biggest <= 4096 + 200 and table.concat(after, "|") == "no end|new 1|new 2" then
+      fcombos = fcombos + 1
+    else
+      T.diag(("follower since=%s tail=%s: %d entries vs %d, largest poll %d bytes, then %s"):format(tostring(since),
+        tostring(tail), #got, #want, biggest, table.concat(after, "|")))
+    end
+  end
+end
+T.is(fcombos, 6, "follower: the first part as crilog.read + since + tail gave, in polls of about 4 KiB, then the rest from that byte")
+T.ok(fchunks >= 2 * 3 * 70, "... read a chunk at a time (" .. fchunks .. " reads)")
+
+-- two files: the first part merged by time, tail across both (as crilog.collect)
+assert(fs.write_atomic(tmp .. "/m2.log", ts(1) .. " stdout F a1\n" .. ts(3) .. " stdout F a3\n" .. ts(5) .. " stdout F a5\n"))
+local two = { { name = "a", path = tmp .. "/m2.log" }, { name = "b", path = log2 } }
+local tf = crilog.follower(two, { tail = 3 })
+local tgot = {}
+while tf.first do for _, x in ipairs(tf:poll()) do tgot[#tgot + 1] = x end end
+T.is(joined(tgot), joined(crilog.collect(two, { tail = 3 })), "two files: the last 3 lines of both, merged by time")
+tf:close()
+
+-- growth past the chunk while followed: polls of at most the chunk, every line once, in order
+local gl = tmp .. "/grow.log"
+assert(fs.write_atomic(gl, ""))
+local gf = crilog.follower({ { name = "c", path = gl } }, { chunk = 8192 })
+gf:poll()
+local lines, want_n = {}, 3000
+for i = 1, want_n do lines[i] = ts(10) .. " stdout F grow " .. i .. "\n" end
+assert(fs.append(gl, table.concat(lines)))
+local seen, polls, inorder = 0, 0, true
+repeat
+  polls = polls + 1
+  for _, x in ipairs(gf:poll()) do
+    seen = seen + 1
+    inorder = inorder and x.text == "grow " .. seen
+  end
+until not gf.more
+T.ok(seen == want_n and inorder and polls >= 10, ("%d lines appended (%d KiB) came once each, in order, over %d polls"):format(
+  seen, math.floor(#table.concat(lines) / 1024), polls))
+
+-- conmon's size cap: the full file closed, a new one renamed over it. A line cut into parts across
+-- the start-over is joined; nothing is lost or repeated
+assert(fs.append(gl, ts(11) .. " stdout F before cap\n" .. ts(11) .. " stdout P split-"))
+assert(fs.write_atomic(gl, ts(12) .. " stdout F -across\n" .. ts(12) .. " stdout F after cap\n"))
+local rot = {}
+repeat for _, x in ipairs(gf:poll()) do rot[#rot + 1] = x.text end until not gf.more
+T.is(table.concat(rot, "|"), "before cap|split--across|after cap", "a start-over: the old file to its end, then the new one; a split line joined")
+assert(fs.append(gl, ts(13) .. " stdout F on the new file\n"))
+T.is(joined(gf:poll()), "on the new file", "then the new file is followed")
+gf:close()
+
 T.ok(fs.rm_rf(tmp), "cleanup")
