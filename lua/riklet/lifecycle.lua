@@ -237,8 +237,11 @@ local function on_exit(inst, msg)
         tostring(msg.container), tostring(msg.describe), d.delay, (unit.restart_count or 0) + 1)
       L.report(inst, ("container %s %s; restart %d in %g s"):format(tostring(msg.container),
         tostring(msg.describe), (unit.restart_count or 0) + 1, d.delay))
+      local n = (unit.restart_count or 0) + 1
       task.spawn(function()
         task.sleep(d.delay)
+        log("debug", "instance %s: container %s: its %g s back-off is over: restarting it (restart %d)", inst.id,
+          tostring(msg.container), d.delay, n)
         inst.mailbox:put({ type = "restart", unit = msg.container })
       end)
       return

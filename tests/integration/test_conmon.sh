@@ -16,7 +16,8 @@ rk_init
 
 # The image runs app.sh: counts its runs in /runs (the container's overlay survives a restart),
 # prints to stdout and stderr, a line in two parts, $SPAM lines, then exits $EXIT_CODE (after
-# $EXIT_AFTER s) or ticks twice a second; SIGTERM: exit 0, SIGUSR1: exit 42.
+# $EXIT_AFTER s, or once the file $EXIT_ON exists) or ticks twice a second; SIGTERM: exit 0,
+# SIGUSR1: exit 42.
 cat >"$TEST_TMP/app.sh" <<'EOF'
 #!/bin/sh
 trap 'exit 0' TERM INT
@@ -28,6 +29,7 @@ printf 'partial-'; sleep 0.3; echo 'joined'
 i=0; while [ $i -lt "${SPAM:-0}" ]; do echo "spam line $i abcdefghijklmnopqrstuvwxyz0123456789"; i=$((i + 1)); done
 [ -n "$SPAM" ] && echo "spam done"
 [ -n "$EXIT_AFTER" ] && { sleep "$EXIT_AFTER" & wait $!; }
+[ -n "$EXIT_ON" ] && while [ ! -e "$EXIT_ON" ]; do sleep 0.1 & wait $!; done
 [ -n "$EXIT_CODE" ] && exit "$EXIT_CODE"
 i=0; while :; do i=$((i + 1)); echo "tick $i"; sleep 0.5 & wait $!; done
 EOF
@@ -218,9 +220,9 @@ ok "test ! -e '$STATE/instances/rs/c/logs/0.log'" "the first run's log is remove
 rm -- "$MANIFESTS/rs.json"
 
 # --- riklet stopped: containers and their conmon run on, exits are seen later --------------------
-# (late runs 15 s: all four must reach RUNNING before it exits, also under the slower sanitizer build)
+# (late exits once the test drops /late-exit into its rootfs, after riklet is killed: no timing to guess)
 manifest keep
-manifest late EXIT_AFTER=15 EXIT_CODE=7
+manifest late EXIT_ON=/late-exit EXIT_CODE=7
 manifest gone
 manifest tp
 rk_wait_status 60 keep RUNNING && rk_wait_status 60 late RUNNING && rk_wait_status 60 gone RUNNING
@@ -240,16 +242,17 @@ jq --argjson d "$decoy" --arg s "$TEST_TMP/secret" \
 	'.containers[0] |= (.conmon_pid = $d | .log = $s | .run = "../../x" | .pid = -5)' \
 	"$STATE/records/tp.json" >"$TEST_TMP/tp.json" && mv -- "$TEST_TMP/tp.json" "$STATE/records/tp.json"
 runc --root "$RUNC_ROOT" kill gone_c KILL
-ok "wait_for 40 test -s '$STATE/instances/late/c/exit/exit'" "late exits while riklet is down: conmon writes its exit file"
+touch "$STATE/instances/late/c/rootfs/late-exit"
+ok "wait_for 60 test -s '$STATE/instances/late/c/exit/exit'" "late exits while riklet is down: conmon writes its exit file"
 rk_start_standalone "${START[@]}" || bail_out "riklet did not restart"
-rk_wait_status 20 late FAILED TERMINATED
+rk_wait_status 60 late FAILED TERMINATED
 like "$(rk_reason late)" 'exited with code 7 while riklet was not running' "the next riklet reports late's real exit code ($(rk_reason late))"
-rk_wait_status 20 gone FAILED TERMINATED
+rk_wait_status 60 gone FAILED TERMINATED
 like "$(rk_reason gone)" 'killed by signal 9 .*while riklet was not running' "and gone's signal ($(rk_reason gone))"
 is "$(rk_status keep)" RUNNING "keep is re-adopted RUNNING"
 # a tampered record is input riklet cannot trust: it is quarantined, its id held (nothing it names
 # is used, signalled or removed), until the operator deals with it
-rk_wait_status 20 tp UNKNOWN
+rk_wait_status 60 tp UNKNOWN
 is "$(rk_status tp)" UNKNOWN "tp, its record tampered with, is quarantined: UNKNOWN in ps"
 like "$(rk_reason tp)" 'record is not valid' "... with the reason ($(rk_reason tp | cut -c1-120))"
 ok "ls '$STATE'/records/quarantine/tp.json*" "... its record moved to records/quarantine/"
@@ -258,7 +261,12 @@ unlike "$out" 'SECRET' "riklet logs does not read the file tp's record names as 
 tpid=$(rk_runc_pid tp_c)
 ok "[[ -n '$tpid' ]] && alive '$tpid'" "tp's container is kept running (held, not a leftover)"
 rm -- "$MANIFESTS/tp.json"
-sleep 2
+# riklet reads the directory's changes in order: once a manifest written after it is seen, so was
+# the removal (was: sleep 2, which a busy machine could outrun and the check then proved nothing)
+echo '{"apiVersion": "v1", "kind": "Pod", "name": "tpmark", "spec": {"containers": []}}' >"$TEST_TMP/tpmark.json"
+mv -- "$TEST_TMP/tpmark.json" "$MANIFESTS/tpmark.json"
+seen() { [[ -n $(rk_status tpmark) ]]; }
+ok "wait_for 60 seen" "a manifest written after tp's removal is seen"
 is "$(rk_status tp)" UNKNOWN "removing its manifest does not destroy a held instance"
 ok "alive $decoy" "the process its record named as its conmon was not signalled"
 kill "$decoy"
@@ -276,7 +284,7 @@ runc --root "$RUNC_ROOT" kill keep_c USR1
 rk_wait_status 20 keep FAILED TERMINATED
 like "$(rk_reason keep)" 'exited with code 42$' "an exit after the restart has its real code ($(rk_reason keep))"
 ok "wait_for 10 bash -c '! kill -0 $kcon 2>/dev/null'" "keep's conmon is gone"
-rm -f -- "$MANIFESTS"/{keep,late,gone}.json
+rm -f -- "$MANIFESTS"/{keep,late,gone,tpmark}.json
 ok "wait_for 30 rk_nothing_left keep && rk_nothing_left late && rk_nothing_left gone" "their manifests removed: nothing left"
 
 # --- runc failing never means a container is gone ------------------------------------------------
