@@ -536,7 +536,8 @@ local function converge_pod(id, rec, links)
   -- nothing more when eth0 has its address, eth0 and lo are up and the default route goes to the
   -- bridge; otherwise (or when the look fails) the idempotent calls below repair what drifted
   ok, err = fault.point("net.address") if not ok then return nil, err end
-  local v, verr = links and net.view("eth0", inns)
+  local v, verr
+  if links then v, verr = net.view("eth0", inns) end
   if v then
     local drift = {}
     if not v.found then drift[#drift + 1] = "no eth0"
