@@ -11,6 +11,8 @@
 # kill -9 + restarts in a row; READOPT_ALT=BINARY makes the odd ones run that riklet instead (an
 # older build: before/after figures interleaved in one run, at the same load); TEARDOWN=0 skips the
 # teardown (riklet killed, the containers deleted by the clean-up: no "left afterwards" figure).
+# READOPT_PROFILE=FILE: one more restart of RIKLET under LuaJIT's profiler (RIKLET_BOOT_PROFILE,
+# mode READOPT_PROFILE_MODE, default "Fi1": by function, a sample per ms), the profile in FILE.
 #
 # Everything runs in a private network + mount namespace (tests/lib/private_ns.sh): the bridge,
 # veths, rules and mounts never touch the host's, and die with the namespace whatever happens.
@@ -89,8 +91,8 @@ IMAGE=$REGISTRY/busybox:latest
 RK_OPTS=(--standalone "$MAN" --state-dir "$STATE" --runc-root "$RROOT" --netns-dir "$NETNS" --network "$NETWORK"
 	--insecure-registries "$REGISTRY" --max-instances $((PODS + 10)) --stop-grace 2 --log-format text
 	${RUNTIME_PARALLEL:+--runtime-parallel "$RUNTIME_PARALLEL"})
-start_riklet() { # [BINARY]
-	"${1:-$RIKLET}" "${RK_OPTS[@]}" >>"$LOG" 2>&1 </dev/null &
+start_riklet() { # [BINARY [VAR=VALUE...]]
+	env "${@:2}" "${1:-$RIKLET}" "${RK_OPTS[@]}" >>"$LOG" 2>&1 </dev/null &
 	RPID=$!
 }
 # manifest NAME N: a sleeping busybox Pod; with bridge, node port 20000+N mapped to its port 80
@@ -208,14 +210,16 @@ N_RUN=$("$RIKLET" ps --json --state-dir "$STATE" | jq '[.instances[] | select(.s
 ((N_RUN == PODS + 1)) || say "riklet: only $N_RUN of $((PODS + 1)) Pods RUNNING before the kill"
 tod() { awk '{ split(substr($1, 12, 12), t, ":"); printf "%.3f", t[1] * 3600 + t[2] * 60 + t[3] }'; }
 READOPT_ROWS=() L3=0
-for ((run = 1; run <= READOPT_RUNS; run++)); do
-	BIN=$RIKLET WHO=riklet
+for ((run = 1; run <= READOPT_RUNS + (${#READOPT_PROFILE} > 0); run++)); do
+	BIN=$RIKLET WHO=riklet PROF=()
 	[[ -n $READOPT_ALT ]] && ((run % 2 == 1)) && BIN=$READOPT_ALT WHO=alt
+	((run > READOPT_RUNS)) && BIN=$RIKLET WHO="riklet, profiled" \
+		PROF=("RIKLET_BOOT_PROFILE=$READOPT_PROFILE" "RIKLET_BOOT_PROFILE_MODE=${READOPT_PROFILE_MODE:-Fi1}")
 	kill -KILL "$RPID"
 	wait "$RPID" 2>/dev/null
 	L3=$(log_lines)
 	T0=$EPOCHREALTIME
-	start_riklet "$BIN"
+	start_riklet "$BIN" "${PROF[@]}"
 	wait_count "$L3" " re-adopted: " "$N_RUN" 600
 	R_READOPT=$(elapsed "$(sod "$T0")" "$(last_sod "$L3" " re-adopted: ")")
 	# per phase: exec to riklet's first log line, then what the boot logs (wall and CPU of each phase)
