@@ -76,7 +76,8 @@ bench_cleanup_runc() {
 	local root id
 	for root in "$RROOT" "$BROOT"; do
 		[[ -d $root ]] || continue
-		for id in $(runc --root "$root" list -q 2>/dev/null); do runc --root "$root" delete -f "$id" >/dev/null 2>&1; done
+		# (BASE_PAR at once: a thousand one after the other took minutes with TEARDOWN=0)
+		runc --root "$root" list -q 2>/dev/null | xargs -r -P "$BASE_PAR" -I{} runc --root "$root" delete -f {} >/dev/null 2>&1
 	done
 }
 RPID=
