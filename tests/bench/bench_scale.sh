@@ -73,7 +73,7 @@ mkdir -p "$MAN" "$STAGE" "$STATE" "$RROOT" "$BROOT"
 on_exit bench_cleanup_runc
 on_exit bench_kill_riklet
 bench_cleanup_runc() {
-	local root id
+	local root
 	for root in "$RROOT" "$BROOT"; do
 		[[ -d $root ]] || continue
 		# (BASE_PAR at once: a thousand one after the other took minutes with TEARDOWN=0)
