@@ -345,10 +345,11 @@ end
 
 local function adopt(inst)
   local rec = inst.rec
-  -- validated again (a record is input too); the admission policy is asked again only when it
-  -- changed since it admitted this workload unchanged (admitted_by: same sources, same verdict:
-  -- a policy sees no clock nor files). A running workload is not stopped because the policy
-  -- changed since: it keeps running as it is, with a warning.
+  -- validated again (a record is input too); the admission policy is asked again only when its
+  -- sources changed since it admitted this workload unchanged (admitted_by). Its verdict is the
+  -- one given at create otherwise, as between two restarts (one that depends on os.time is never
+  -- re-asked on a schedule either); asking again could only warn. A running workload is not
+  -- stopped because the policy changed since: it keeps running as it is, with a warning.
   local w, aerr = workload.from_rik(rec.definition)
   local fp = w and rec.admitted_by ~= nil and policy.fingerprint("admission")
   if w and not (fp and fp == rec.admitted_by) then

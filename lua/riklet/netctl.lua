@@ -818,11 +818,11 @@ function M.adopt(id, w, netrec)
   local b = require("riklet.task").in_task() and adoption_batch() or nil
   if rec.kind == "Pod" then ok, err = converge_pod(id, rec, b and batch_links(b)) else ok, err = converge_function(id, rec) end
   if not ok then return nil, err end
-  -- the network policy is asked again only when it (or the admission policy) changed since it
-  -- gave the rules network.json holds: the same sources give the same rules for the same workload
-  -- (a policy sees no clock, no files), so a restart with nothing changed asks no policy; when
-  -- one changed, the rules it gives now replace the old ones (the operator's change is the
-  -- evidence that the old ones are no longer wanted)
+  -- the network policy is asked again only when its sources (or the admission policy's) changed
+  -- since it gave the rules network.json holds; otherwise those rules stay, as they do between two
+  -- restarts (a policy that reads os.time is not re-asked on a schedule either): a restart with
+  -- nothing changed asks no policy. When one changed, the rules it gives now replace the old ones
+  -- (the operator's change is the evidence that the old ones are no longer wanted).
   local fp = w and M.rules_fingerprint()
   if w and not (fp and rec.policy == fp and type(rec.rules) == "table") then
     local rules, rerr = adopt_rules(id, w, rec, b)
