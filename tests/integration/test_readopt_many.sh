@@ -96,8 +96,8 @@ like "$(ip -o link show "$V2")" "<[^>]*,UP" "and up"
 like "$(nsenter --net="$NETNS/$P3" ip -o -4 addr show dev eth0)" "inet $(netrec "$P3" ip)/" "$P3 has its address back"
 like "$(nsenter --net="$NETNS/$P4" ip route show default)" "^default via 10\.89\.0\.1 " "$P4 has its default route back"
 # one look inside each namespace; repair calls only where something drifted
-like "$(after | grep -F 'repairing its network namespace' | sort | tr '\n' ' ')" \
-	"instance $P3: .*address .* missing.* instance $P4: .*\(no default route\) $" \
+like "$(after | grep -o 'instance [a-z0-9]*: repairing its network namespace .*' | sort | tr '\n' ' ')" \
+	"^instance $P3: .*address .* missing.* instance $P4: .*\(no default route\) $" \
 	"the namespaces of $P3 (address) and $P4 (route) repaired, and only those"
 
 # a second restart with nothing to repair: no commit at all
