@@ -25,6 +25,7 @@
  *   net.addr_add(ifname, cidr[, opts]) -> true, "created"|"exists"
  *   net.addr_del(ifname, cidr[, opts]) -> true    (also when absent)
  *   net.addrs(ifname[, opts]) -> {"a.b.c.d/len", ...}
+ *   net.view(ifname[, opts]) -> {found=, up=, lo_up=, addrs={...}, gateway=}   (one socket for all)
  *   net.neigh_del(ifname, ip[, opts]) -> true      (forget an ARP entry; also when absent)
  *   net.route_add(dst, {via=, dev=, netns=}) -> true      (dst "default" or CIDR; replaces)
  *   net.route_del(dst[, {via=, dev=, netns=}]) -> true    (also when absent)
@@ -431,6 +432,33 @@ static int l_addrs(lua_State *L)
 	return 1;
 }
 
+/* net.view(ifname[, opts]) -> {found=, up=, lo_up=, addrs={"a.b.c.d/len", ...}, gateway=} | nil, err
+ * (one namespace switch, one netlink socket: see rk_net_view_get) */
+static int l_view(lua_State *L)
+{
+	const char *ifn = luaL_checkstring(L, 1);
+	rk_err e = {0};
+	rk_net_view v;
+	if (IN_NS(L, 2, e, rk_net_view_get(ifn, &v, &e)) < 0)
+		return lrk_fail_err(L, &e);
+	lua_createtable(L, 0, 5);
+	lua_pushboolean(L, v.found);
+	lua_setfield(L, -2, "found");
+	lua_pushboolean(L, v.up);
+	lua_setfield(L, -2, "up");
+	lua_pushboolean(L, v.lo_up);
+	lua_setfield(L, -2, "lo_up");
+	lua_createtable(L, (int)v.naddrs, 0);
+	for (size_t i = 0; i < v.naddrs; i++) {
+		lua_pushstring(L, v.addrs[i]);
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+	lua_setfield(L, -2, "addrs");
+	lua_pushstring(L, v.gateway);
+	lua_setfield(L, -2, "gateway");
+	return 1;
+}
+
 /* net.route_add(dst, {via=, dev=, netns=}) -> true */
 static int l_route_add(lua_State *L)
 {
@@ -554,6 +582,7 @@ static int open_net(lua_State *L)
 		{"addr_add", l_addr_add},
 		{"addr_del", l_addr_del},
 		{"addrs", l_addrs},
+		{"view", l_view},
 		{"neigh_del", l_neigh_del},
 		{"route_add", l_route_add},
 		{"route_del", l_route_del},

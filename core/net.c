@@ -579,6 +579,65 @@ int rk_net_neigh_del(const char *ifname, const char *ip, rk_err *e)
 	return 0;
 }
 
+int rk_net_view_get(const char *ifname, rk_net_view *out, rk_err *e)
+{
+	memset(out, 0, sizeof *out);
+	if (check_ifname(ifname, e) < 0)
+		return -1;
+	AUTO_SOCK *s = nl_open(e);
+	if (!s)
+		return -1;
+	AUTO_CACHE *links = NULL;
+	int r = rtnl_link_alloc_cache(s, AF_UNSPEC, &links);
+	if (r < 0)
+		return nl_fail(e, r, "listing links");
+	int idx = 0;
+	for (struct nl_object *o = nl_cache_get_first(links); o; o = nl_cache_get_next(o)) {
+		struct rtnl_link *l = (struct rtnl_link *)o;
+		const char *n = rtnl_link_get_name(l);
+		int up = !!(rtnl_link_get_flags(l) & IFF_UP);
+		if (n && !strcmp(n, ifname)) {
+			out->found = 1;
+			out->up = up;
+			idx = rtnl_link_get_ifindex(l);
+		} else if (n && !strcmp(n, "lo"))
+			out->lo_up = up;
+	}
+	if (idx > 0) {
+		AUTO_CACHE *addrs = NULL;
+		r = rtnl_addr_alloc_cache(s, &addrs);
+		if (r < 0)
+			return nl_fail(e, r, "listing addresses of %s", ifname);
+		for (struct nl_object *o = nl_cache_get_first(addrs); o && out->naddrs < RK_NET_VIEW_ADDRS;
+		     o = nl_cache_get_next(o)) {
+			struct rtnl_addr *ra = (struct rtnl_addr *)o;
+			struct nl_addr *l = rtnl_addr_get_local(ra);
+			if (rtnl_addr_get_ifindex(ra) != idx || rtnl_addr_get_family(ra) != AF_INET || !l ||
+			    nl_addr_get_len(l) != 4)
+				continue;
+			char ip[INET_ADDRSTRLEN];
+			inet_ntop(AF_INET, nl_addr_get_binary_addr(l), ip, sizeof ip);
+			snprintf(out->addrs[out->naddrs++], sizeof out->addrs[0], "%s/%d", ip,
+				 rtnl_addr_get_prefixlen(ra));
+		}
+	}
+	AUTO_CACHE *routes = NULL;
+	r = rtnl_route_alloc_cache(s, AF_INET, 0, &routes);
+	if (r < 0)
+		return nl_fail(e, r, "listing routes");
+	for (struct nl_object *o = nl_cache_get_first(routes); o; o = nl_cache_get_next(o)) {
+		struct rtnl_route *rt = (struct rtnl_route *)o;
+		struct nl_addr *d = rtnl_route_get_dst(rt);
+		if (rtnl_route_get_table(rt) != RT_TABLE_MAIN || (d && nl_addr_get_prefixlen(d) != 0) ||
+		    rtnl_route_get_nnexthops(rt) != 1)
+			continue;
+		struct nl_addr *g = rtnl_route_nh_get_gateway(rtnl_route_nexthop_n(rt, 0));
+		if (g && nl_addr_get_len(g) == 4)
+			inet_ntop(AF_INET, nl_addr_get_binary_addr(g), out->gateway, sizeof out->gateway);
+	}
+	return 0;
+}
+
 /* ---- routes ------------------------------------------------------------------------------ */
 
 static int route_op(const char *dst, const char *via, const char *dev, int add, rk_err *e)

@@ -95,6 +95,20 @@ int rk_net_route_add(const char *dst, const char *via, const char *dev, rk_err *
 /* Delete a route to dst (and via/dev if given): 0 also when absent. */
 int rk_net_route_del(const char *dst, const char *via, const char *dev, rk_err *e);
 
+/* What a Pod's end of the network is, read from the current namespace through one netlink socket
+ * (re-adoption checks every Pod: one namespace switch and one socket for all, instead of one per
+ * repair call). found/up: link ifname exists / is up; lo_up: lo is up; addrs: ifname's IPv4
+ * addresses ("a.b.c.d/len", the first RK_NET_VIEW_ADDRS); gateway: the gateway of the main table's
+ * default route ("" when there is none or it has no gateway). 0, or < 0 with e filled. */
+#define RK_NET_VIEW_ADDRS 8
+typedef struct rk_net_view {
+	int found, up, lo_up;
+	size_t naddrs;
+	char addrs[RK_NET_VIEW_ADDRS][20];
+	char gateway[16];
+} rk_net_view;
+int rk_net_view_get(const char *ifname, rk_net_view *out, rk_err *e);
+
 /* Forget the neighbour (ARP) entry of IPv4 ip on link ifname: 0, also when there is none or the
  * link is gone. An address handed to a new interface (a freed pod address given to the next Pod,
  * whose veth has a new MAC) is unreachable until a stale entry for it expires; dropping the entry

@@ -21,6 +21,7 @@
 	X(nl_addr_build)                                                                                               \
 	X(nl_addr_get_binary_addr)                                                                                     \
 	X(nl_addr_get_len)                                                                                             \
+	X(nl_addr_get_prefixlen)                                                                                       \
 	X(nl_addr_put)                                                                                                 \
 	X(nl_addr_set_prefixlen)                                                                                       \
 	X(nl_cache_free)                                                                                               \
@@ -76,6 +77,12 @@
 	X(rtnl_route_add)                                                                                              \
 	X(rtnl_route_add_nexthop)                                                                                      \
 	X(rtnl_route_alloc)                                                                                            \
+	X(rtnl_route_alloc_cache)                                                                                      \
+	X(rtnl_route_get_dst)                                                                                          \
+	X(rtnl_route_get_table)                                                                                        \
+	X(rtnl_route_nexthop_n)                                                                                        \
+	X(rtnl_route_get_nnexthops)                                                                                    \
+	X(rtnl_route_nh_get_gateway)                                                                                   \
 	X(rtnl_route_delete)                                                                                           \
 	X(rtnl_route_nh_alloc)                                                                                         \
 	X(rtnl_route_nh_set_gateway)                                                                                   \
@@ -101,6 +108,7 @@ int rk_nl_load(rk_err *e);
 #define nl_addr_build rk_nl.nl_addr_build
 #define nl_addr_get_binary_addr rk_nl.nl_addr_get_binary_addr
 #define nl_addr_get_len rk_nl.nl_addr_get_len
+#define nl_addr_get_prefixlen rk_nl.nl_addr_get_prefixlen
 #define nl_addr_put rk_nl.nl_addr_put
 #define nl_addr_set_prefixlen rk_nl.nl_addr_set_prefixlen
 #define nl_cache_free rk_nl.nl_cache_free
@@ -166,6 +174,12 @@ int rk_nl_load(rk_err *e);
 #define rtnl_route_set_protocol rk_nl.rtnl_route_set_protocol
 #define rtnl_route_set_scope rk_nl.rtnl_route_set_scope
 #define rtnl_route_set_table rk_nl.rtnl_route_set_table
+#define rtnl_route_alloc_cache rk_nl.rtnl_route_alloc_cache
+#define rtnl_route_get_dst rk_nl.rtnl_route_get_dst
+#define rtnl_route_get_table rk_nl.rtnl_route_get_table
+#define rtnl_route_nexthop_n rk_nl.rtnl_route_nexthop_n
+#define rtnl_route_get_nnexthops rk_nl.rtnl_route_get_nnexthops
+#define rtnl_route_nh_get_gateway rk_nl.rtnl_route_nh_get_gateway
 #endif
 
 #endif

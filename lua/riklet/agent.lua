@@ -98,6 +98,15 @@ function agent.init(config)
   -- unusable records are moved aside and their ids held (store logs each); no list, no start:
   -- the clean-up below would take every instance for a leftover
   local t0, c0 = core.now(), os.clock()
+  -- RIKLET_BOOT_PROFILE=FILE: LuaJIT's sampling profiler (jit.p) over the boot, for
+  -- tests/bench/bench_scale.sh (where the CPU of a re-adoption goes)
+  local prof = os.getenv("RIKLET_BOOT_PROFILE")
+  if prof then
+    package.path = package.path .. ";/usr/share/luajit-2.1.0-beta3/?.lua;/usr/share/luajit-2.1/?.lua"
+    local pok, p = pcall(require, "jit.p")
+    if pok then p.start(os.getenv("RIKLET_BOOT_PROFILE_MODE") or "F", prof) else prof = nil end
+    if not pok then log("warn", "RIKLET_BOOT_PROFILE: no LuaJIT profiler (jit.p): %s", tostring(p)) end
+  end
   local recs, lerr = store.list({ quarantine = true, definitions = true })
   local t_read, c_read = core.now(), os.clock()
   if not recs then return nil, "cannot list the instance records: " .. tostring(lerr) end
@@ -152,6 +161,7 @@ function agent.init(config)
     booted:set(true)
     -- per phase, for tests/bench/bench_scale.sh (wall times stretch with the node's load; CPU less)
     local t_end, c_end = core.now(), os.clock()
+    if prof then require("jit.p").stop() end
     local function ms(t, c) return ("%.0f ms (CPU %.0f)"):format((t - t0) * 1000, (c - c0) * 1000) end
     log("info", "boot: %d record(s) re-adopted and leftovers reconciled in %s: records read after %s, adoptions up to "
       .. "their first wait after %s, all adopted after %s", #adopting, ms(t_end, c_end), ms(t_read, c_read),

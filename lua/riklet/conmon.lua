@@ -131,29 +131,26 @@ end
 -- can still ask); the command line, when readable, rules out a recycled pid.
 function M.alive(pid, id)
   if not pid or not proc.alive(pid) then return false end
-  local args = conmon_args(pid)
-  if args == nil then return fs.exists("/proc/" .. pid) end
-  if not args then return false end
-  for i = 2, #args do
-    if args[i] == "--cid=" .. id or (args[i] == "-c" or args[i] == "--cid") and args[i + 1] == id then return true end
-  end
-  return false
+  local cmd = fs.read("/proc/" .. pid .. "/cmdline", 65536)
+  if not cmd then return fs.exists("/proc/" .. pid) end
+  if not cmd:match("^[^%z]*"):match("conmon$") then return false end
+  -- an argument after the first (each ends with a NUL), found without splitting the command line:
+  -- a re-adoption asks this for every Pod
+  local function arg(a) return cmd:find("\0" .. a .. "\0", 1, true) ~= nil end
+  return arg("--cid=" .. id) or arg("-c\0" .. id) or arg("--cid\0" .. id)
 end
 
 -- The conmons running for riklet's runc root: { {pid=, cid=, bundle=}, ... } (from /proc).
 function M.list()
-  local out, root = {}, "--runtime-arg=" .. runc.root()
+  local out, root = {}, "\0--runtime-arg=" .. runc.root() .. "\0"
   for _, name in ipairs(fs.list("/proc") or {}) do
     local pid = tonumber(name)
-    local args = pid and conmon_args(pid)
-    if args then
-      local mine, cid, bundle = false, nil, nil
-      for i = 2, #args do
-        if args[i] == root then mine = true end
-        cid = cid or args[i]:match("^%-%-cid=(.*)$")
-        bundle = bundle or args[i]:match("^%-%-bundle=(.*)$")
-      end
-      if mine and cid then out[#out + 1] = { pid = pid, cid = cid, bundle = bundle } end
+    local cmd = pid and fs.read("/proc/" .. name .. "/cmdline", 65536)
+    -- (every process of the node is read at boot: a conmon's arguments are found in its command
+    -- line as it is, each after a NUL, without splitting it)
+    if cmd and cmd:match("^[^%z]*"):match("conmon$") and cmd:find(root, 1, true) then
+      local cid, bundle = cmd:match("%z%-%-cid=([^%z]*)"), cmd:match("%z%-%-bundle=([^%z]*)")
+      if cid then out[#out + 1] = { pid = pid, cid = cid, bundle = bundle } end
     end
   end
   return out

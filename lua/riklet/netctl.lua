@@ -194,6 +194,7 @@ function M.bad_entry(id, r)
   end
   if not (ip_ok(r.ip) and ip_ok(r.guest_ip) and ip_ok(r.tap_ip)) then return "an address is not an IPv4 address" end
   if r.rules ~= nil and type(r.rules) ~= "table" then return "rules is not an array" end
+  if r.policy ~= nil and type(r.policy) ~= "string" then return "policy is not a string" end
   for _, rule in ipairs(r.rules or {}) do
     if type(rule) ~= "table" or rule.comment ~= owner(id) then return "a rule does not belong to it" end
   end
@@ -530,8 +531,30 @@ local function converge_pod(id, rec, links)
     if not ok then return nil, err end
   end
   local inns = { netns = path }
+  local cidr = rec.ip .. "/" .. rec.prefix
+  -- re-adoption (links given): one look inside the namespace (one setns, one netlink socket) and
+  -- nothing more when eth0 has its address, eth0 and lo are up and the default route goes to the
+  -- bridge; otherwise (or when the look fails) the idempotent calls below repair what drifted
   ok, err = fault.point("net.address") if not ok then return nil, err end
-  ok, err = net.addr_add("eth0", rec.ip .. "/" .. rec.prefix, inns)
+  local v, verr
+  if links then v, verr = net.view("eth0", inns) end
+  if v then
+    local drift = {}
+    if not v.found then drift[#drift + 1] = "no eth0"
+    elseif not v.up then drift[#drift + 1] = "eth0 down" end
+    local has = false
+    for _, a in ipairs(v.addrs) do has = has or a == cidr end
+    if v.found and not has then drift[#drift + 1] = "address " .. cidr .. " missing" end
+    if not v.lo_up then drift[#drift + 1] = "lo down" end
+    if v.gateway ~= C.bridge_ip then
+      drift[#drift + 1] = v.gateway == "" and "no default route" or ("default route via " .. v.gateway)
+    end
+    if #drift == 0 then return true end
+    log("info", "instance %s: repairing its network namespace %s (%s)", id, path, table.concat(drift, ", "))
+  elseif links then
+    log("warn", "instance %s: cannot look inside its network namespace (%s): setting it up again", id, tostring(verr))
+  end
+  ok, err = net.addr_add("eth0", cidr, inns)
   if not ok then return nil, err end
   ok, err = net.link_up("eth0", inns)
   if not ok then return nil, err end
@@ -614,7 +637,7 @@ function M.setup(id, w)
   ok, err = fault.point("net.rules") if not ok then return fail(("ports of instance %s: %s"):format(id, err)) end
   st, err = fw.apply(rules, { owner = owner(id) })
   if not st then return fail(("ports of instance %s: %s"):format(id, err)) end
-  rec.rules, rec.ports = rules, ports_of(rules)
+  rec.rules, rec.ports, rec.policy = rules, ports_of(rules), M.rules_fingerprint()
   ok, err = save(false)
   if not ok then return fail(err) end
   log("info", "instance %s: %s %s on %s%s", id, kind, rec.ip or rec.guest_ip, rec.host_if,
@@ -728,6 +751,13 @@ end
 
 M.policy_rules = policy_rules
 
+-- What the rules of an instance were computed with: the network policy, and the admission policy
+-- (which may have changed the workload the rules are made from). nil when either cannot be read.
+function M.rules_fingerprint()
+  local n, a = policy.fingerprint("network"), policy.fingerprint("admission")
+  return n and a and (n .. "|" .. a) or nil
+end
+
 -- The rules of a re-adopted instance (the policy may have changed since); the batch's port index
 -- follows each adoption's ports.
 local function adopt_rules(id, w, rec, b)
@@ -788,10 +818,16 @@ function M.adopt(id, w, netrec)
   local b = require("riklet.task").in_task() and adoption_batch() or nil
   if rec.kind == "Pod" then ok, err = converge_pod(id, rec, b and batch_links(b)) else ok, err = converge_function(id, rec) end
   if not ok then return nil, err end
-  if w then
+  -- the network policy is asked again only when its sources (or the admission policy's) changed
+  -- since it gave the rules network.json holds; otherwise those rules stay, as they do between two
+  -- restarts (a policy that reads os.time is not re-asked on a schedule either): a restart with
+  -- nothing changed asks no policy. When one changed, the rules it gives now replace the old ones
+  -- (the operator's change is the evidence that the old ones are no longer wanted).
+  local fp = w and M.rules_fingerprint()
+  if w and not (fp and rec.policy == fp and type(rec.rules) == "table") then
     local rules, rerr = adopt_rules(id, w, rec, b)
     if not rules then return nil, rerr end
-    rec.rules, rec.ports = rules, ports_of(rules)
+    rec.rules, rec.ports, rec.policy = rules, ports_of(rules), fp
   end
   local st
   st, err = adopt_apply(id, rec.rules or {}, b)

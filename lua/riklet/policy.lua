@@ -18,6 +18,9 @@
 --   policy.set_dir(dir)   operator policies from dir, over the defaults (forgets what was loaded)
 --   policy.park()   close every sandbox, keeping the sources read: each is rebuilt by its next call
 --   policy.memory() -> bytes held by all policy sandboxes
+--   policy.fingerprint(name) -> text | nil, err   what policy `name`'s sources are (paths, sizes, an
+--     FNV-1a hash of each text): equal between two riklet runs when the policy is the same (kept in
+--     records, so that a re-adoption asks the policy again only when it changed since)
 local core = require "riklet.core"
 local json = require "riklet.json"
 local sandbox = require "riklet.sandbox"
@@ -33,11 +36,14 @@ local loaded = {} -- name -> { chain = { { path, text }, ... } default first, bo
 
 local function log(level, fmt, ...) core.log(level, "policy", fmt:format(...)) end
 
+local fingerprints = {} -- name -> fingerprint of the chain loaded (reset when sources are re-read)
+
 local function forget_all()
   for _, e in pairs(loaded) do
     if e.box then e.box:close() end
   end
   loaded = {}
+  fingerprints = {}
 end
 
 function M.set_dir(dir)
@@ -182,6 +188,7 @@ end
 -- policy.reload([dir]) -> loaded, failed
 function M.reload(dir)
   if dir ~= nil then dirs = dir and { dir, core.paths().policies } or { core.paths().policies } end
+  fingerprints = {}
   local ok, failed = 0, 0
   for name, e in pairs(loaded) do
     local chain, err = read_chain(name)
@@ -210,5 +217,23 @@ function M.park()
 end
 
 function M.memory() return sandbox.memory() end
+
+function M.fingerprint(name)
+  if fingerprints[name] then return fingerprints[name] end
+  local chain, err = loaded[name] and loaded[name].chain
+  if not chain then chain, err = read_chain(name) end
+  if not chain then return nil, err end
+  local parts = {}
+  for i, src in ipairs(chain) do
+    local h, text = 0x811c9dc5, src.text
+    for k = 1, #text do
+      h = bit.bxor(h, text:byte(k))
+      h = bit.tobit(bit.lshift(h, 24) + h * 403) -- h * 16777619 (FNV prime), modulo 2^32
+    end
+    parts[i] = ("%s:%d:%s"):format(src.path, #text, bit.tohex(h, 8))
+  end
+  fingerprints[name] = table.concat(parts, ";")
+  return fingerprints[name]
+end
 
 return M

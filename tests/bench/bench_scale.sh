@@ -7,7 +7,12 @@
 #
 # Environment: PODS (default 1000); NETWORK bridge (default: a veth, an address and a port
 # mapping per Pod) or none; BASELINE=0 skips the conmon + runc loop; STEADY (default 30) seconds
-# of idle CPU measured at PODS; KEEP_TMP=1 keeps the temporary directory.
+# of idle CPU measured at PODS; KEEP_TMP=1 keeps the temporary directory. READOPT_RUNS (default 1)
+# kill -9 + restarts in a row; READOPT_ALT=BINARY makes the odd ones run that riklet instead (an
+# older build: before/after figures interleaved in one run, at the same load); TEARDOWN=0 skips the
+# teardown (riklet killed, the containers deleted by the clean-up: no "left afterwards" figure).
+# READOPT_PROFILE=FILE: one more restart of RIKLET under LuaJIT's profiler (RIKLET_BOOT_PROFILE,
+# mode READOPT_PROFILE_MODE, default "Fi1": by function, a sample per ms), the profile in FILE.
 #
 # Everything runs in a private network + mount namespace (tests/lib/private_ns.sh): the bridge,
 # veths, rules and mounts never touch the host's, and die with the namespace whatever happens.
@@ -43,6 +48,9 @@ PODS=${PODS:-1000}
 NETWORK=${NETWORK:-bridge}
 BASELINE=${BASELINE:-1}
 STEADY=${STEADY:-30}
+READOPT_RUNS=${READOPT_RUNS:-1}
+READOPT_ALT=${READOPT_ALT:-}
+TEARDOWN=${TEARDOWN:-1}
 BASE_PAR=${BASE_PAR:-$((2 * $(nproc)))}
 
 say() { printf '# %s\n' "$*" >&2; }
@@ -65,10 +73,11 @@ mkdir -p "$MAN" "$STAGE" "$STATE" "$RROOT" "$BROOT"
 on_exit bench_cleanup_runc
 on_exit bench_kill_riklet
 bench_cleanup_runc() {
-	local root id
+	local root
 	for root in "$RROOT" "$BROOT"; do
 		[[ -d $root ]] || continue
-		for id in $(runc --root "$root" list -q 2>/dev/null); do runc --root "$root" delete -f "$id" >/dev/null 2>&1; done
+		# (BASE_PAR at once: a thousand one after the other took minutes with TEARDOWN=0)
+		runc --root "$root" list -q 2>/dev/null | xargs -r -P "$BASE_PAR" -I{} runc --root "$root" delete -f {} >/dev/null 2>&1
 	done
 }
 RPID=
@@ -83,8 +92,8 @@ IMAGE=$REGISTRY/busybox:latest
 RK_OPTS=(--standalone "$MAN" --state-dir "$STATE" --runc-root "$RROOT" --netns-dir "$NETNS" --network "$NETWORK"
 	--insecure-registries "$REGISTRY" --max-instances $((PODS + 10)) --stop-grace 2 --log-format text
 	${RUNTIME_PARALLEL:+--runtime-parallel "$RUNTIME_PARALLEL"})
-start_riklet() {
-	"$RIKLET" "${RK_OPTS[@]}" >>"$LOG" 2>&1 </dev/null &
+start_riklet() { # [BINARY [VAR=VALUE...]]
+	env "${@:2}" "${1:-$RIKLET}" "${RK_OPTS[@]}" >>"$LOG" 2>&1 </dev/null &
 	RPID=$!
 }
 # manifest NAME N: a sleeping busybox Pod; with bridge, node port 20000+N mapped to its port 80
@@ -194,30 +203,40 @@ wait_count "$L2" "instance extra (Pod extra): CREATING -> RUNNING" 1 120
 R_ONE=$(elapsed "$(sod "$T0")" "$(last_sod "$L2" "instance extra (Pod extra): CREATING -> RUNNING")")
 R_ONE_NET=$(tail -n +"$((L2 + 1))" "$LOG" | grep -F '] instance extra: created in ' | grep -oE 'network [0-9.]+' | awk '{ print $2 }')
 
-say "riklet: kill -9 and restart with $((PODS + 1)) Pods"
+say "riklet: kill -9 and restart with $((PODS + 1)) Pods, $READOPT_RUNS time(s)${READOPT_ALT:+ (odd runs: $READOPT_ALT)}"
 pids_of() { runc --root "$RROOT" list --format json 2>/dev/null | jq -r '.[] | "\(.id) \(.pid) \(.status)"' | sort; }
 pids_of >"$T/pids.before"
 # the Pods RUNNING now are the ones to re-adopt (one that failed meanwhile is reported, not waited for)
 N_RUN=$("$RIKLET" ps --json --state-dir "$STATE" | jq '[.instances[] | select(.status == "RUNNING")] | length')
 ((N_RUN == PODS + 1)) || say "riklet: only $N_RUN of $((PODS + 1)) Pods RUNNING before the kill"
-kill -KILL "$RPID"
-wait "$RPID" 2>/dev/null
-L3=$(log_lines)
-T0=$EPOCHREALTIME
-start_riklet
-wait_count "$L3" " re-adopted: " "$N_RUN" 600
-R_READOPT=$(elapsed "$(sod "$T0")" "$(last_sod "$L3" " re-adopted: ")")
-# per phase: exec to riklet's first log line, then what the boot logs (wall and CPU of each phase)
-R_FIRSTLINE=$(elapsed "$(sod "$T0")" "$(tail -n +"$((L3 + 1))" "$LOG" | head -n 1 | awk '{ split(substr($1, 12, 12), t, ":"); printf "%.3f", t[1] * 3600 + t[2] * 60 + t[3] }')")
-R_RECONCILED=-
-if [[ $NETWORK == bridge ]]; then
-	wait_count "$L3" "network reconciled:" 1 120
-	R_RECONCILED=$(elapsed "$(sod "$T0")" "$(last_sod "$L3" "network reconciled:")")
-fi
-wait_count "$L3" "[agent] boot: " 1 120
-R_BOOT=$(tail -n +"$((L3 + 1))" "$LOG" | grep -F "[agent] boot: " | head -n 1 | sed 's/.*leftovers reconciled in //')
-say "riklet: boot phases: first log line after $R_FIRSTLINE s; then $R_BOOT"
-sleep 2
+tod() { awk '{ split(substr($1, 12, 12), t, ":"); printf "%.3f", t[1] * 3600 + t[2] * 60 + t[3] }'; }
+READOPT_ROWS=() L3=0
+for ((run = 1; run <= READOPT_RUNS + (${#READOPT_PROFILE} > 0); run++)); do
+	BIN=$RIKLET WHO=riklet PROF=()
+	[[ -n $READOPT_ALT ]] && ((run % 2 == 1)) && BIN=$READOPT_ALT WHO=alt
+	((run > READOPT_RUNS)) && BIN=$RIKLET WHO="riklet, profiled" \
+		PROF=("RIKLET_BOOT_PROFILE=$READOPT_PROFILE" "RIKLET_BOOT_PROFILE_MODE=${READOPT_PROFILE_MODE:-Fi1}")
+	kill -KILL "$RPID"
+	wait "$RPID" 2>/dev/null
+	L3=$(log_lines)
+	T0=$EPOCHREALTIME
+	start_riklet "$BIN" "${PROF[@]}"
+	wait_count "$L3" " re-adopted: " "$N_RUN" 600
+	R_READOPT=$(elapsed "$(sod "$T0")" "$(last_sod "$L3" " re-adopted: ")")
+	# per phase: exec to riklet's first log line, then what the boot logs (wall and CPU of each phase)
+	R_FIRSTLINE=$(elapsed "$(sod "$T0")" "$(tail -n +"$((L3 + 1))" "$LOG" | head -n 1 | tod)")
+	R_RECONCILED=-
+	if [[ $NETWORK == bridge ]]; then
+		wait_count "$L3" "network reconciled:" 1 120
+		R_RECONCILED=$(elapsed "$(sod "$T0")" "$(last_sod "$L3" "network reconciled:")")
+	fi
+	wait_count "$L3" "[agent] boot: " 1 120
+	R_BOOT=$(tail -n +"$((L3 + 1))" "$LOG" | grep -F "[agent] boot: " | head -n 1 | sed 's/.*leftovers reconciled in //')
+	LOADNOW=$(cut -d' ' -f1 /proc/loadavg)
+	say "riklet ($WHO, run $run): re-adopted in $R_READOPT s, reconciled $R_RECONCILED s, first log line $R_FIRSTLINE s; boot $R_BOOT; load $LOADNOW"
+	READOPT_ROWS+=("$WHO run $run (load $LOADNOW): all re-adopted $R_READOPT s, network reconciled $R_RECONCILED s, first log line $R_FIRSTLINE s; boot $R_BOOT")
+	sleep 2
+done
 pids_of >"$T/pids.after"
 R_CHANGED=$(diff "$T/pids.before" "$T/pids.after" | grep -c '^>')
 R_RUNNING=$("$RIKLET" ps --json --state-dir "$STATE" | jq '[.instances[] | select(.status == "RUNNING")] | length')
@@ -226,16 +245,19 @@ R_RULES=-
 [[ $NETWORK == bridge ]] && R_RULES=$(iptables-legacy -t nat -S RIKLET 2>/dev/null | grep -c -- '-j DNAT')
 say "riklet: re-adopted in $R_READOPT s; $R_CHANGED containers changed, $R_RUNNING RUNNING"
 
-say "riklet: teardown"
-L4=$(log_lines)
-T0=$EPOCHREALTIME
-rm -f "$MAN"/*.json
-# ended: TERMINATED, or FAILED when a destroy overran its deadline (its work goes on)
-wait_count "$L4" "DESTROYING -> " $((PODS + 1)) $((PODS + 300))
-R_DOWN=$(elapsed "$(sod "$T0")" "$(last_sod "$L4" "DESTROYING -> ")")
-R_DOWN_FAILED=$(count_since "$L4" "DESTROYING -> FAILED")
-((R_DOWN_FAILED == 0)) || R_DOWN="$R_DOWN ($R_DOWN_FAILED FAILED)"
-sleep 2
+R_DOWN="- (TEARDOWN=0)" R_LEFT="- (TEARDOWN=0)"
+if ((TEARDOWN)); then
+	say "riklet: teardown"
+	L4=$(log_lines)
+	T0=$EPOCHREALTIME
+	rm -f "$MAN"/*.json
+	# ended: TERMINATED, or FAILED when a destroy overran its deadline (its work goes on)
+	wait_count "$L4" "DESTROYING -> " $((PODS + 1)) $((PODS + 300))
+	R_DOWN=$(elapsed "$(sod "$T0")" "$(last_sod "$L4" "DESTROYING -> ")")
+	R_DOWN_FAILED=$(count_since "$L4" "DESTROYING -> FAILED")
+	((R_DOWN_FAILED == 0)) || R_DOWN="$R_DOWN ($R_DOWN_FAILED FAILED)"
+	sleep 2
+fi
 # what is left (riklet still running: only its node-wide bridge and riklet:infra rules may stay)
 left() {
 	local root=$1 what=()
@@ -256,8 +278,8 @@ left() {
 	fi
 	((${#what[@]})) && { local IFS=,; echo "${what[*]}"; } || echo nothing
 }
-R_LEFT=$(left "$RROOT" "$STATE/")
-kill -TERM "$RPID"
+((TEARDOWN)) && R_LEFT=$(left "$RROOT" "$STATE/")
+kill -"$( ((TEARDOWN)) && echo TERM || echo KILL)" "$RPID"
 wait "$RPID" 2>/dev/null
 RPID=
 
@@ -353,6 +375,9 @@ printf "$fmt" "one more Pod at $PODS (s)" "$R_ONE (network step $R_ONE_NET ms)" 
 printf "$fmt" "riklet ps / ps --json at $PODS (s)" "$R_PS / $R_PSJ" "runc list: $B_PS"
 printf "$fmt" "kill -9 + restart: all re-adopted (s)" "$R_READOPT (network reconciled: $R_RECONCILED)" "- (no agent)"
 printf '| %-40s | %-71s |\n' "  phases" "exec to first log line $R_FIRSTLINE s; boot $R_BOOT"
+if ((READOPT_RUNS > 1)); then
+	for row in "${READOPT_ROWS[@]}"; do printf '| %-40s | %-71s |\n' "  each restart" "$row"; done
+fi
 printf "$fmt" "  containers changed / RUNNING after" "$R_CHANGED / $R_RUNNING of $N_RUN ($R_RESTARTS restarts)" "-"
 printf "$fmt" "  port mappings (DNAT rules) after" "$R_RULES" "-"
 printf "$fmt" "teardown of all (s)" "$R_DOWN" "$B_DOWN"
@@ -360,5 +385,5 @@ printf "$fmt" "left afterwards" "$R_LEFT" "$B_LEFT"
 printf '\n'
 ((R_CHANGED == 0 && R_RUNNING == N_RUN)) || die "riklet lost or restarted Pods across its restart"
 [[ $NETWORK != bridge || $R_RULES == "$N_RUN" ]] || die "riklet has $R_RULES port mappings after its restart, not $N_RUN"
-[[ $R_LEFT == nothing ]] || die "riklet left $R_LEFT"
+((!TEARDOWN)) || [[ $R_LEFT == nothing ]] || die "riklet left $R_LEFT"
 exit 0

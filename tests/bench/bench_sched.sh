@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # bench_sched.sh [RIKLET] — scheduler front-end numbers against tests/sched/scheduler.py:
 #   latency from an instruction sent to CREATING received (riklet --scheduler, N instructions),
-#   status updates per second over one connection, CPU time per node metrics sample.
+#   status updates per second over one connection, CPU time per node metrics sample, and the
+#   status resend: riklet holding BENCH_RESEND_N (default 1000) instances when the scheduler ends
+#   its stream: time from the new registration to the last status re-sent, statuses per second
+#   on the one stream (as the scheduler receives them).
 # Prints a table. Needs root (riklet's agent), jq, curl, /usr/bin/python3 with grpcio, protoc.
 source "$(dirname "$0")/../lib/riklet.sh"
 need_root
@@ -41,12 +44,37 @@ if ((${#lat[@]} == 0)); then
 	tail -n 20 "$RK_LOG" >&2
 	exit 1
 fi
+# the status resend: RESEND_N more instances (kind Bench: FAILED at once, each with its record),
+# then the scheduler ends the Register stream; riklet registers again and re-sends every status
+RESEND_N=${BENCH_RESEND_N:-1000}
+for ((i = 1; i <= RESEND_N; i += 200)); do
+	jq -cn --arg d "$def" --argjson a "$i" --argjson b "$((i + 199 < RESEND_N ? i + 199 : RESEND_N))" \
+		'{batch: [range($a; $b + 1) | {instance_id: "r-\(.)", definition: $d, action: "CREATE"}]}' |
+		curl -sf -X POST --data-binary @- "$control/instruct" >/dev/null || bail_out "instruct failed"
+done
+failed_n() { grep -c '"instance_id": "r-[0-9]*", "status": "FAILED"' "$TEST_TMP/ev.jsonl"; }
+wait_for 600 bash -c "(( \$(grep -c '\"instance_id\": \"r-[0-9]*\", \"status\": \"FAILED\"' '$TEST_TMP/ev.jsonl') >= $RESEND_N ))" ||
+	bail_out "only $(failed_n) of $RESEND_N instances FAILED"
+seq0=$(jq -s 'map(.seq) | max' "$TEST_TMP/ev.jsonl")
+curl -sf -X POST -d '{"mode": "end"}' "$control/misbehave" >/dev/null || bail_out "misbehave failed"
+# (re-sent: every instance riklet holds, the N of the latency part too)
+resent() { jq -s --argjson s "$seq0" '[.[] | select(.seq > $s and .kind == "instance")] | length' "$TEST_TMP/ev.jsonl"; }
+wait_for 120 bash -c "(( \$(jq -s --argjson s $seq0 '[.[] | select(.seq > \$s and .kind == \"instance\")] | length' '$TEST_TMP/ev.jsonl') >= $((RESEND_N + N)) ))" ||
+	bail_out "only $(resent) statuses re-sent of $((RESEND_N + N))"
+resend=$(jq -s -r --argjson s "$seq0" '[.[] | select(.seq > $s)] as $e
+	| ($e | map(select(.kind == "register")) | .[0].t) as $reg
+	| ($e | map(select(.kind == "instance"))) as $st
+	| [($st | last | .t) - $reg, ($st | length) / (($st | last | .t) - ($st | first | .t)), ($st | length)]
+	| "\(.[0] * 1000)\t\(.[1])\t\(.[2])"' "$TEST_TMP/ev.jsonl")
+
 stats=$(printf '%s\n' "${lat[@]}" | sort -g | awk '{a[NR]=$1; s+=$1} END {printf "%.2f\t%.2f\t%.2f", a[int((NR+1)/2)], a[int(NR*0.95+0.5)], s/NR}')
 
 printf '%-44s %14s %s\n' "benchmark" "value" "unit"
 printf '%-44s %14s %s\n' "instruction -> CREATING, median (n=$N)" "$(cut -f1 <<<"$stats")" ms
 printf '%-44s %14s %s\n' "instruction -> CREATING, p95" "$(cut -f2 <<<"$stats")" ms
 printf '%-44s %14s %s\n' "instruction -> CREATING, mean" "$(cut -f3 <<<"$stats")" ms
+printf '%-44s %14.1f %s\n' "resend: registered -> last of $(cut -f3 <<<"$resend") statuses" "$(cut -f1 <<<"$resend")" ms
+printf '%-44s %14.0f %s\n' "resend: statuses/s on the one stream" "$(cut -f2 <<<"$resend")" msg/s
 while IFS=$'\t' read -r name v unit; do
 	[[ -n $name ]] && printf '%-44s %14s %s\n' "$name" "$v" "$unit"
 done <<<"$inproc"

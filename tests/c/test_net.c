@@ -137,6 +137,13 @@ int main(void)
 	is_int(rk_net_route_add("default", "10.89.0.1", NULL, &e), 0, "default route via the bridge");
 	is_int(rk_net_route_add("default", "10.89.0.1", NULL, &e), 0, "default route again: replaced, no error");
 	is_int(rk_net_route_add("10.77.0.0/24", NULL, "eth0", &e), 0, "a device route");
+	rk_net_view nv;
+	ok(rk_net_view_get("eth0", &nv, &e) == 0 && nv.found && nv.up && nv.lo_up && nv.naddrs == 1 &&
+		   !strcmp(nv.addrs[0], "10.89.0.2/16") && !strcmp(nv.gateway, "10.89.0.1"),
+	   "view of pod1: eth0 up with 10.89.0.2/16, lo up, default route via 10.89.0.1");
+	ok(rk_net_view_get("eth1", &nv, &e) == 0 && !nv.found && nv.naddrs == 0 && nv.lo_up,
+	   "view of a link that is not there: not found, no address");
+	ok(rk_net_view_get("../x", &nv, &e) < 0, "view of a hostile name refused: %s", e.msg);
 	char v[32];
 	is_int(rk_net_sysctl_set("net.ipv4.conf.eth0.rp_filter", "0", &e), 0, "sysctl in pod1 (per netns)");
 	is_int(rk_netns_leave(saved, &e), 0, "left pod1");
@@ -189,6 +196,10 @@ int main(void)
 	saved = rk_netns_enter(pod1, &e);
 	is_int(rk_net_route_del("default", NULL, NULL, &e), 0, "default route deleted in pod1");
 	is_int(rk_net_route_del("default", NULL, NULL, &e), 0, "deleted again: fine");
+	is_int(rk_net_addr_del("eth0", "10.89.0.2/16", &e), 0, "pod address removed");
+	is_int(rk_net_link_set_up("lo", 0, &e), 0, "lo down");
+	ok(rk_net_view_get("eth0", &nv, &e) == 0 && nv.found && nv.up && !nv.lo_up && nv.naddrs == 0 && !nv.gateway[0],
+	   "view of pod1 sees the drift: no address, lo down, no default route");
 	rk_netns_leave(saved, &e);
 	ok(!has(run("nsenter --net=%s ip -j route show", pod1), "\"dst\":\"default\""),
 	   "no default route left in pod1");

@@ -17,8 +17,30 @@ ip link set lo up
 NETNS=$TEST_TMP/netns
 N=${RK_PODS:-12}
 rk_registry_image '["sh","-c","trap '"'exit 0'"' TERM INT; sleep 3600 & wait $!"]'
+# operator policies over the defaults (same verdicts until the last restart, where both change)
+PD=$TEST_TMP/policies
+mkdir -p "$PD"
+policies() { # policies REFUSE DROP: the admission policy refuses Pod REFUSE, the network policy gives DROP no rules
+	cat >"$PD/admission.lua" <<EOF
+local A = setmetatable({}, { __index = base })
+function A.admit(w, ctx)
+  if w.name == "$1" then return nil, "refused by the changed policy" end
+  return base.admit(w, ctx)
+end
+return A
+EOF
+	cat >"$PD/network.lua" <<EOF
+local N = setmetatable({}, { __index = base })
+function N.rules(w, ctx)
+  if ctx.instance_id == "$2" then return {} end
+  return base.rules(w, ctx)
+end
+return N
+EOF
+}
+policies none none
 RK_OPTS=(--state-dir "$STATE" --runc-root "$RUNC_ROOT" --netns-dir "$NETNS" --network bridge --stop-grace 3
-	--insecure-registries "$REGISTRY" --log-level debug)
+	--insecure-registries "$REGISTRY" --log-level debug --policy-dir "$PD")
 
 pod() { printf 'm%02d' "$1"; }
 for ((i = 1; i <= N; i++)); do
@@ -73,6 +95,10 @@ like "$(ip -o link show "$V2")" "master riklet0 .*state (UP|LOWERLAYERDOWN)|,UP.
 like "$(ip -o link show "$V2")" "<[^>]*,UP" "and up"
 like "$(nsenter --net="$NETNS/$P3" ip -o -4 addr show dev eth0)" "inet $(netrec "$P3" ip)/" "$P3 has its address back"
 like "$(nsenter --net="$NETNS/$P4" ip route show default)" "^default via 10\.89\.0\.1 " "$P4 has its default route back"
+# one look inside each namespace; repair calls only where something drifted
+like "$(after | grep -o 'instance [a-z0-9]*: repairing its network namespace .*' | sort | tr '\n' ' ')" \
+	"^instance $P3: .*address .* missing.* instance $P4: .*\(no default route\) $" \
+	"the namespaces of $P3 (address) and $P4 (route) repaired, and only those"
 
 # a second restart with nothing to repair: no commit at all
 L=$(wc -l <"$RK_LOG")
@@ -81,6 +107,22 @@ rk_start_standalone || bail_out "riklet did not start a third time"
 wait_for 60 booted || bail_out "riklet did not finish its boot"
 is "$(after | grep -c ' re-adopted: ')" "$N" "restarted again: all $N re-adopted"
 is "$(after | grep -cF '[fw] applied ')" 0 "with nothing to repair, nothing written to the tables"
+is "$(after | grep -cF 'repairing its network namespace')" 0 "and no namespace repaired"
+ok "diff '$TEST_TMP/pids.before' <(pids) >&2" "and still the same pids"
+
+# the policies changed while riklet was down: both are asked again (a running Pod the admission
+# policy now refuses keeps running, with a warning; the network policy's new rules replace the old)
+P5=$(pod 5) P6=$(pod 6)
+policies "$P6" "$P5"
+L=$(wc -l <"$RK_LOG")
+rk_stop KILL
+rk_start_standalone || bail_out "riklet did not start a fourth time"
+wait_for 60 booted || bail_out "riklet did not finish its boot"
+is "$(after | grep -c ' re-adopted: ')" "$N" "policies changed: all $N re-adopted"
+is "$(after | grep -F 'the admission policy now refuses it' | grep -o 'instance [a-z0-9]*' | tr '\n' ' ')" "instance $P6 " \
+	"the changed admission policy was asked again: it refuses $P6 (which keeps running), and only it"
+ok "diff <(grep -vF '"riklet:$P5"' '$TEST_TMP/rules.before') <(rules) >&2" \
+	"the changed network policy was asked again: $P5's rules gone, the others' as they were"
 ok "diff '$TEST_TMP/pids.before' <(pids) >&2" "and still the same pids"
 
 rm -f "$MANIFESTS"/*.json

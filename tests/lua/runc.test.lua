@@ -68,6 +68,13 @@ local pid = tonumber((fs.read(bundle .. "/init.pid") or ""):match("%d+"))
 T.ok(pid and st and pid == st.pid and mon and mon.pid == pid, "pid file matches runc state: " .. tostring(pid))
 T.ok(mon and conmon.alive(mon.conmon_pid, id), "its conmon runs: " .. tostring(mon and mon.conmon_pid))
 T.ok(mon and not conmon.alive(mon.conmon_pid, id .. "x"), "and is not taken for another container's conmon")
+T.ok(mon and not conmon.alive(mon.conmon_pid, id:sub(1, -2)), "nor for the conmon of a container named by a prefix")
+local listed
+for _, cm in ipairs(conmon.list()) do
+  if mon and cm.pid == mon.conmon_pid then listed = cm end
+end
+T.is(listed and (listed.cid .. " " .. tostring(listed.bundle)), id .. " " .. bundle,
+  "conmon.list finds it, with its container id and bundle")
 ok, err = runc.start(id)
 T.ok(ok, "runc start: " .. tostring(err))
 T.diag(("create+start took %.0f ms"):format((core.now() - t0) * 1000))
