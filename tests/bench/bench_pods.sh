@@ -21,10 +21,10 @@
 #     run the previous instance is destroyed (manifest removed, TERMINATED waited for; not timed).
 #  2. bare runc on the same image (umoci unpack into a prepared bundle, process not on a terminal):
 #     `runc run --detach` and `runc create` + `runc start`, wall time of the commands, and conmon
-#     + runc as riklet runs them (conmon runs `runc create`, its line on the sync pipe with the
-#     container's pid ends it; then `runc start`), and conmon running `runc run --detach` through
-#     riklet-runc-run (the shim riklet gives conmon for a one-container Pod: one runtime
-#     invocation, the sync pipe's line ends it, no `runc start`), with `runc delete -f` between runs (not
+#     + runc as riklet runs them (conmon runs `runc create`, the container's pid file or conmon's
+#     line on its sync pipe ends it, whichever comes first; then `runc start`), and conmon running
+#     `runc run --detach` through riklet-runc-run (the shim riklet gives conmon for a one-container
+#     Pod: one runtime invocation, ended the same way, no `runc start`), with `runc delete -f` between runs (not
 #     timed). Runs are interleaved with riklet's. conmon + shim - `runc run --detach` is what
 #     conmon itself costs on riklet's path.
 #  3. riklet's VmRSS (and VmHWM) from /proc/PID/status: idle after start, with 1, 20 and PODS
@@ -225,15 +225,22 @@ SHIM=${RIKLET_RUNC_RUN:-$(dirname "$RIKLET")/riklet-runc-run}
 CM=$T/conmon-bare
 mkdir -p "$CM"
 ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b - a) * 1000 }'; }
-# conmon's sync pipe, as riklet reads it: a FIFO this shell holds open both ways (so a conmon that
-# fails without a word is a read timeout, not an end of file); conmon writes {"data": PID} once
-# its runtime's create (run) has ended. sync_pid WHAT reads that line (no busy-wait: the CPU stays
-# with conmon and runc, as in riklet).
+# The end of conmon's create, as riklet sees it: the first of runc's pid file (renamed into place
+# once the container is created / runs) and conmon's line on its sync pipe ({"data": PID}, written
+# after conmon reaped runc); here the pid file is looked at every 1 ms while waiting for the line
+# (riklet: inotify), no busy-wait that would take a core from runc. The sync pipe is a FIFO this
+# shell holds open both ways (a conmon that fails without a word is a read timeout, not an end of
+# file). sync_pid WHAT PIDFILE sets SYNC_T (the time it ended), then reads the line (untimed).
 mkfifo "$T/sync.fifo" || die "mkfifo failed"
 exec {SFD}<>"$T/sync.fifo"
 sync_pid() {
-	local line
-	read -t 60 -r line <&"$SFD" || die "$1: conmon said nothing on its sync pipe within 60 s"
+	local line= n=0
+	until [[ -s $2 ]]; do
+		read -t 0.001 -r line <&"$SFD" && break
+		((++n < 60000)) || die "$1: no pid file and no word on conmon's sync pipe within a minute"
+	done
+	SYNC_T=$EPOCHREALTIME
+	[[ -n $line ]] || read -t 60 -r line <&"$SFD" || die "$1: conmon said nothing on its sync pipe within 60 s"
 	[[ $line =~ \"data\":\ *[1-9][0-9]* ]] || die "$1 failed: $line"
 }
 for ((i = 1; i <= RUNS; i++)); do
@@ -276,7 +283,7 @@ for ((i = 1; i <= RUNS; i++)); do
 		--container-pidfile="$CM/$b.pid" --conmon-pidfile="$CM/$b.cpid" --log-path="k8s-file:$CM/$b.log" \
 		--log-size-max=10485760 --persist-dir="$CM/$b.exit" --full-attach --runtime-arg=--root \
 		--runtime-arg="$BROOT" --runtime-opt=-- >"$T/bare.out" 2>&1 </dev/null || { cat "$T/bare.out" >&2; die "conmon failed"; }
-	sync_pid "conmon + runc create"
+	sync_pid "conmon + runc create" "$CM/$b.pid"
 	runc --root "$BROOT" start "$b" >>"$T/bare.out" 2>&1 </dev/null || { cat "$T/bare.out" >&2; die "runc start (conmon) failed"; }
 	z=$EPOCHREALTIME
 	CM_MS+=("$(ms "$a" "$z")")
@@ -290,8 +297,8 @@ for ((i = 1; i <= RUNS; i++)); do
 		--log-size-max=10485760 --persist-dir="$CM/$b.exit" --full-attach --runtime-arg="$RUNC_BIN" \
 		--runtime-arg=--root --runtime-arg="$BROOT" --runtime-opt=-- >"$T/bare.out" 2>&1 </dev/null ||
 		{ cat "$T/bare.out" >&2; die "conmon (riklet-runc-run) failed"; }
-	sync_pid "conmon + runc run"
-	z=$EPOCHREALTIME
+	sync_pid "conmon + runc run" "$CM/$b.pid"
+	z=$SYNC_T
 	CR_MS+=("$(ms "$a" "$z")")
 	runc --root "$BROOT" delete -f "$b" >/dev/null 2>&1 || die "runc delete -f $b failed"
 	[[ -n ${BENCH_QUIET:-} ]] || say "# run $i: riklet ${R_MS[-1]} ms${RPID_B:+ (before: ${B_MS[-1]} ms)}, runc run ${RUN_MS[-1]} ms, runc create+start ${CS_MS[-1]} ms, conmon+runc ${CM_MS[-1]} ms, conmon+shim run ${CR_MS[-1]} ms"

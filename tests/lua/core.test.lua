@@ -89,6 +89,17 @@ T.ok(rd0 == nil and rerr == "closed", "closing the pipe wakes its reader: " .. t
 if sp then sp:kill(9) sp:wait() end
 T.ok(not pcall(proc.spawn, { "true" }, { sync_pipe = "A=B" }) , "a sync_pipe name with '=' raises")
 
+-- a directory watcher closed while a task reads it: the read returns an empty list (no task left
+-- waiting forever)
+local wdir = os.tmpname() fs.unlink(wdir) assert(fs.mkdir_p(wdir))
+local watcher = assert(fs.watch_dir(wdir))
+local wq_close = task.queue()
+task.spawn(function() wq_close:put(watcher:read()) end)
+watcher:close()
+local wev = wq_close:get(5)
+T.ok(type(wev) == "table" and #wev == 0, "closing a watcher ends its pending read with no events")
+fs.rm_rf(wdir)
+
 -- proc.watch on a process that is not our child (pidfd): spawn via a shell that exits at once
 local dir = os.tmpname() fs.unlink(dir) assert(fs.mkdir_p(dir))
 r = assert(proc.run({ "sh", "-c", "setsid sleep 0.3 >/dev/null 2>&1 & echo $!" }))
