@@ -234,13 +234,19 @@ ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b - a) * 1000 }'; }
 mkfifo "$T/sync.fifo" || die "mkfifo failed"
 exec {SFD}<>"$T/sync.fifo"
 sync_pid() {
-	local line= n=0
+	local line= part= done= n=0
+	# (a read that times out mid-line keeps what it read in part: appended, never lost)
 	until [[ -s $2 ]]; do
-		read -t 0.001 -r line <&"$SFD" && break
+		read -t 0.001 -r part <&"$SFD" && done=1
+		line+=$part
+		[[ -n $done ]] && break
 		((++n < 60000)) || die "$1: no pid file and no word on conmon's sync pipe within a minute"
 	done
 	SYNC_T=$EPOCHREALTIME
-	[[ -n $line ]] || read -t 60 -r line <&"$SFD" || die "$1: conmon said nothing on its sync pipe within 60 s"
+	if [[ -z $done ]]; then
+		read -t 60 -r part <&"$SFD" || die "$1: conmon said nothing on its sync pipe within 60 s"
+		line+=$part
+	fi
 	[[ $line =~ \"data\":\ *[1-9][0-9]* ]] || die "$1 failed: $line"
 }
 for ((i = 1; i <= RUNS; i++)); do
