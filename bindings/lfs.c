@@ -19,11 +19,13 @@
  *                       reader:stat() (fstat: the open file's) reader:seek(offset) -> true
  *   fs.lock(path) -> lock (exclusive flock, not waiting; lock:close()) | nil, "locked by pid N"
  *   fs.watch_dir(dir) -> watcher; watcher:read() -> array of {kind="written"|"removed"|"overflow"|"gone", name=}
- *                       (yields until events); watcher:close() */
+ *                       (yields until events); watcher:close() (a read waiting on it returns an
+ *                       empty array) */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -594,6 +596,19 @@ static int l_watcher_read(lua_State *L)
 	return lua_yield(L, 0);
 }
 
+/* A reader waiting when its watcher is closed gets an empty list (from the loop, never from inside
+ * the closing Lua call). */
+static void watcher_closed_cb(void *ud)
+{
+	lrk_wait *wt = ud;
+	lua_State *co = lrk_wake_begin(*wt);
+	if (co) {
+		lua_newtable(co);
+		lrk_wake_end(*wt, 1);
+	}
+	free(wt);
+}
+
 static int l_watcher_close(lua_State *L)
 {
 	struct watcher *w = luaL_checkudata(L, 1, WATCH_MT);
@@ -601,6 +616,12 @@ static int l_watcher_close(lua_State *L)
 		rk_watch_cancel(w->w);
 		close(w->fd);
 		w->fd = -1;
+		lrk_wait *wt = w->waiting ? malloc(sizeof *wt) : NULL;
+		w->waiting = 0;
+		if (wt) {
+			*wt = w->wt;
+			rk_loop_defer(lrk_loop(L), watcher_closed_cb, wt);
+		}
 	}
 	return 0;
 }

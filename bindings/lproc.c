@@ -4,7 +4,10 @@
  *       opts: env (array of "K=V"; nil inherits), cwd, stdout, stderr (file paths, appended;
  *       nil = /dev/null), stderr_to_stdout (bool), new_session (bool), new_pgroup (bool: its own
  *       process group; off by default: runc create's container must never share a group riklet
- *       may kill)
+ *       may kill), sync_pipe (an environment variable NAME: the child gets the write end of a
+ *       pipe as fd 3 and NAME=3 in its environment, as conmon's _OCI_SYNCPIPE wants)
+ *     with sync_pipe: -> process, pipe   pipe is a riklet.usock sock on the read end
+ *       (pipe:read() -> data | nil at the end: every holder of the write end closed it; pipe:close())
  *     process.pid; process:wait() -> code, signal (yields; code nil when killed by a signal)
  *     process:kill([signo=15]) -> true | nil, err; process:exited() -> boolean
  *   proc.run(argv, opts) -> {code=, signal=, stdout=, stderr=, timed_out=} | nil, err
@@ -184,6 +187,7 @@ struct spawn {
 	char **argv, **env;
 	char *cwd, *out, *err;
 	struct rk_proc_opts o;
+	int pipe_r, pipe_w; /* sync_pipe: the ends kept and given (as fd 3); -1: none */
 	pid_t pid;
 	rk_err e;
 };
@@ -196,7 +200,70 @@ static void spawn_free(void *ud)
 	free(s->cwd);
 	free(s->out);
 	free(s->err);
+	if (s->pipe_r >= 0)
+		close(s->pipe_r);
+	if (s->pipe_w >= 0)
+		close(s->pipe_w);
 	free(s);
+}
+
+extern char **environ;
+
+/* env (NULL: riklet's environment) without NAME=..., plus NAME=3: malloc'ed, NULL with why set. */
+static char **env_with_fd3(char **env, const char *name, char *why, size_t whylen)
+{
+	size_t n = 0, len = strlen(name);
+	char **src = env ? env : environ;
+	while (src[n])
+		n++;
+	char **out = calloc(n + 2, sizeof *out);
+	size_t k = 0;
+	for (size_t i = 0; out && i < n; i++) {
+		if (!strncmp(src[i], name, len) && src[i][len] == '=')
+			continue;
+		if (!(out[k++] = strdup(src[i])))
+			goto oom;
+	}
+	if (!out || !(out[k] = malloc(len + 3)))
+		goto oom;
+	memcpy(out[k], name, len);
+	memcpy(out[k] + len, "=3", 3);
+	return out;
+oom:
+	lrk_free_argv(out);
+	snprintf(why, whylen, "out of memory");
+	return NULL;
+}
+
+/* opts.sync_pipe (at 2): the pipe and the environment that names it to the child. -1 with why. */
+static int add_sync_pipe(lua_State *L, struct spawn *s, char *why, size_t whylen)
+{
+	if (!lua_istable(L, 2))
+		return 0;
+	lua_getfield(L, 2, "sync_pipe");
+	const char *name = lua_tostring(L, -1);
+	lua_pop(L, 1); /* still referenced by the opts table */
+	if (!name)
+		return 0;
+	if (!*name || strchr(name, '=')) {
+		snprintf(why, whylen, "sync_pipe must name an environment variable");
+		return -1;
+	}
+	char **env = env_with_fd3(s->env, name, why, whylen);
+	if (!env)
+		return -1;
+	lrk_free_argv(s->env);
+	s->env = env;
+	s->o.env = env;
+	int fds[2];
+	if (pipe2(fds, O_CLOEXEC) < 0) {
+		snprintf(why, whylen, "cannot create a pipe: %s", strerror(errno));
+		return -1;
+	}
+	fcntl(fds[0], F_SETFL, O_NONBLOCK); /* read on the loop; the child's end stays blocking */
+	s->pipe_r = fds[0];
+	s->pipe_w = s->o.extra_fd = fds[1];
+	return 0;
 }
 
 /* argv at 1, opts at 2, already checked (check_args): copies everything the spawn needs. */
@@ -206,12 +273,13 @@ static struct spawn *spawn_new(lua_State *L)
 	if (!s)
 		luaL_error(L, "out of memory");
 	s->o = (struct rk_proc_opts)RK_PROC_OPTS_INIT;
-	char why[64] = "out of memory";
+	s->pipe_r = s->pipe_w = -1;
+	char why[96] = "out of memory";
 	/* Nothing here raises while s is held: free it first, then raise. */
 	if (!(s->argv = lrk_to_argv(L, 1, "argv", why, sizeof why)) ||
 	    fill_opts(L, 2, &s->o, &s->env, why, sizeof why) < 0 || (s->o.cwd && !(s->cwd = strdup(s->o.cwd))) ||
 	    (s->o.stdout_path && !(s->out = strdup(s->o.stdout_path))) ||
-	    (s->o.stderr_path && !(s->err = strdup(s->o.stderr_path)))) {
+	    (s->o.stderr_path && !(s->err = strdup(s->o.stderr_path))) || add_sync_pipe(L, s, why, sizeof why) < 0) {
 		spawn_free(s);
 		luaL_error(L, "%s", why);
 		return NULL; /* not reached: luaL_error does not return */
@@ -258,7 +326,13 @@ static int spawn_push(lua_State *L, void *ud)
 		p->status = -1;
 		rk_warn("proc", "cannot watch process %d (%s): its exit status will not be known", (int)s->pid, e.msg);
 	}
-	return 1;
+	if (s->pipe_r < 0)
+		return 1;
+	close(s->pipe_w); /* the child has it: the end of the stream is then the child's (and its children's) */
+	s->pipe_w = -1;
+	int fd = s->pipe_r;
+	s->pipe_r = -1;
+	return 1 + lrk_usock_push(L, fd); /* process, pipe | process, nil, err */
 }
 
 static int l_spawn(lua_State *L)

@@ -98,6 +98,10 @@ void lrk_loop_stats(lua_State *L);
 void lrk_at_shutdown(void (*fn)(void));
 void lrk_shutdown(void);
 
+/* A non-blocking fd (socket, a pipe's read end) as a riklet.usock sock (lusock.c): pushes it (1)
+ * or nil, err (2; fd closed). */
+int lrk_usock_push(lua_State *L, int fd);
+
 /* Expected failures: push nil, message; return 2. */
 int lrk_fail(lua_State *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int lrk_fail_err(lua_State *L, const rk_err *e);

@@ -93,7 +93,7 @@ static void sock_ready(void *ud, int fd, uint32_t ev)
 }
 
 /* The connected (or connecting) socket fd as a sock object watched on the loop; fd is closed on
- * failure. */
+ * failure. Also the read end of a pipe (riklet.proc's sync_pipe): lrk_usock_push. */
 static int push_sock(lua_State *L, int fd)
 {
 	struct usock *s = lua_newuserdata(L, sizeof *s);
@@ -276,12 +276,23 @@ static int l_gc(lua_State *L)
 	return 0;
 }
 
+static const luaL_Reg sock_methods[] = {
+	{"read", l_read},	  {"send", l_write},  {"wait_writable", l_wait_writable},
+	{"so_error", l_so_error}, {"close", l_close}, {NULL, NULL}};
+
+int lrk_usock_push(lua_State *L, int fd)
+{
+	luaL_getmetatable(L, USOCK_MT); /* the class, even when riklet.usock was never required */
+	int known = !lua_isnil(L, -1);
+	lua_pop(L, 1);
+	if (!known)
+		lrk_newclass(L, USOCK_MT, sock_methods, l_gc);
+	return push_sock(L, fd);
+}
+
 static int open_usock(lua_State *L)
 {
-	static const luaL_Reg methods[] = {
-		{"read", l_read},	  {"send", l_write},  {"wait_writable", l_wait_writable},
-		{"so_error", l_so_error}, {"close", l_close}, {NULL, NULL}};
-	lrk_newclass(L, USOCK_MT, methods, l_gc);
+	lrk_newclass(L, USOCK_MT, sock_methods, l_gc);
 	static const luaL_Reg fns[] = {{"connect", l_connect}, {"connect_tcp", l_connect_tcp}, {NULL, NULL}};
 	lua_newtable(L);
 	lrk_setfuncs(L, fns);

@@ -1,4 +1,5 @@
-/* proc.c — posix_spawn wrapper: argv only, explicit stdio, clean signal state in the child. */
+/* proc.c — posix_spawn wrapper: argv only, explicit stdio (and one extra fd, as fd 3), clean signal
+ * state in the child. */
 #include "proc.h"
 
 #include <errno.h>
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 extern char **environ;
 
@@ -18,6 +20,10 @@ pid_t rk_proc_spawn(char *const *argv, const struct rk_proc_opts *o, rk_err *e)
 		o = &defaults;
 	if (!argv || !argv[0] || !argv[0][0]) {
 		rk_errf(e, EINVAL, "cannot spawn an empty command");
+		return -1;
+	}
+	if (o->extra_fd >= 0 && o->extra_fd < 3) {
+		rk_errf(e, EINVAL, "cannot run %s: its extra fd %d would replace its stdio", argv[0], o->extra_fd);
 		return -1;
 	}
 	posix_spawn_file_actions_t fa;
@@ -41,6 +47,20 @@ pid_t rk_proc_spawn(char *const *argv, const struct rk_proc_opts *o, rk_err *e)
 	else
 		posix_spawn_file_actions_addopen(&fa, 2, o->stderr_path ? o->stderr_path : "/dev/null",
 						 O_WRONLY | O_CREAT | O_APPEND, 0640);
+	/* last: the dups onto 0-2 above read their sources first. dup2 onto itself would keep the
+	 * close-on-exec flag: an fd that already is 3 is moved away first */
+	int moved = -1;
+	if (o->extra_fd >= 0) {
+		int fd = o->extra_fd;
+		if (fd == 3 && (fd = moved = fcntl(3, F_DUPFD_CLOEXEC, 4)) < 0) {
+			int err = errno;
+			posix_spawn_file_actions_destroy(&fa);
+			posix_spawnattr_destroy(&at);
+			rk_errf(e, err, "cannot run %s: cannot pass it fd 3: %s", argv[0], strerror(err));
+			return -1;
+		}
+		posix_spawn_file_actions_adddup2(&fa, fd, 3);
+	}
 	if (o->cwd)
 		posix_spawn_file_actions_addchdir_np(&fa, o->cwd);
 
@@ -64,6 +84,8 @@ pid_t rk_proc_spawn(char *const *argv, const struct rk_proc_opts *o, rk_err *e)
 	int rc = posix_spawnp(&pid, argv[0], &fa, &at, argv, o->env ? o->env : environ);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&at);
+	if (moved >= 0)
+		close(moved);
 	if (rc != 0) {
 		rk_errf(e, rc, "cannot run %s: %s%s", argv[0], strerror(rc),
 			rc == ENOENT ? " (is it installed and on PATH?)" : "");

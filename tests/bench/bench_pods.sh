@@ -21,10 +21,10 @@
 #     run the previous instance is destroyed (manifest removed, TERMINATED waited for; not timed).
 #  2. bare runc on the same image (umoci unpack into a prepared bundle, process not on a terminal):
 #     `runc run --detach` and `runc create` + `runc start`, wall time of the commands, and conmon
-#     + runc as riklet runs them (conmon runs `runc create`, the container's pid file appearing
-#     ends it, busy-waited; then `runc start`), and conmon running `runc run --detach` through
-#     riklet-runc-run (the shim riklet gives conmon for a one-container Pod: one runtime
-#     invocation, the pid file ends it, no `runc start`), with `runc delete -f` between runs (not
+#     + runc as riklet runs them (conmon runs `runc create`, the container's pid file or conmon's
+#     line on its sync pipe ends it, whichever comes first; then `runc start`), and conmon running
+#     `runc run --detach` through riklet-runc-run (the shim riklet gives conmon for a one-container
+#     Pod: one runtime invocation, ended the same way, no `runc start`), with `runc delete -f` between runs (not
 #     timed). Runs are interleaved with riklet's. conmon + shim - `runc run --detach` is what
 #     conmon itself costs on riklet's path.
 #  3. riklet's VmRSS (and VmHWM) from /proc/PID/status: idle after start, with 1, 20 and PODS
@@ -218,12 +218,37 @@ fi
 
 # --- timed runs, interleaved ---------------------------------------------------------------------
 declare -a R_MS=() RUN_MS=() CS_MS=() CM_MS=() CR_MS=() B_MS=()
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 RUNC_BIN=$(command -v runc)
 SHIM=${RIKLET_RUNC_RUN:-$(dirname "$RIKLET")/riklet-runc-run}
 [[ -x $SHIM ]] || die "no riklet-runc-run beside riklet ($SHIM): build it, or set RIKLET_RUNC_RUN"
 CM=$T/conmon-bare
 mkdir -p "$CM"
 ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b - a) * 1000 }'; }
+# The end of conmon's create, as riklet sees it: the first of runc's pid file (renamed into place
+# once the container is created / runs) and conmon's line on its sync pipe ({"data": PID}, written
+# after conmon reaped runc); here the pid file is looked at every 1 ms while waiting for the line
+# (riklet: inotify), no busy-wait that would take a core from runc. The sync pipe is a FIFO this
+# shell holds open both ways (a conmon that fails without a word is a read timeout, not an end of
+# file). sync_pid WHAT PIDFILE sets SYNC_T (the time it ended), then reads the line (untimed).
+mkfifo "$T/sync.fifo" || die "mkfifo failed"
+exec {SFD}<>"$T/sync.fifo"
+sync_pid() {
+	local line= part= done= n=0
+	# (a read that times out mid-line keeps what it read in part: appended, never lost)
+	until [[ -s $2 ]]; do
+		read -t 0.001 -r part <&"$SFD" && done=1
+		line+=$part
+		[[ -n $done ]] && break
+		((++n < 60000)) || die "$1: no pid file and no word on conmon's sync pipe within a minute"
+	done
+	SYNC_T=$EPOCHREALTIME
+	if [[ -z $done ]]; then
+		read -t 60 -r part <&"$SFD" || die "$1: conmon said nothing on its sync pipe within 60 s"
+		line+=$part
+	fi
+	[[ $line =~ \"data\":\ *[1-9][0-9]* ]] || die "$1 failed: $line"
+}
 for ((i = 1; i <= RUNS; i++)); do
 	id=$(printf 'bench-%02d' "$i")
 	# riklet
@@ -260,14 +285,11 @@ for ((i = 1; i <= RUNS; i++)); do
 	b=barecm-$i
 	mkdir -p "$CM/$b.exit"
 	a=$EPOCHREALTIME
-	conmon --api-version 1 --cid="$b" --cuuid="$b" --name="$b" --runtime="$RUNC_BIN" --bundle="$BUNDLE" \
+	_OCI_SYNCPIPE=$SFD conmon --api-version 1 --cid="$b" --cuuid="$b" --name="$b" --runtime="$RUNC_BIN" --bundle="$BUNDLE" \
 		--container-pidfile="$CM/$b.pid" --conmon-pidfile="$CM/$b.cpid" --log-path="k8s-file:$CM/$b.log" \
 		--log-size-max=10485760 --persist-dir="$CM/$b.exit" --full-attach --runtime-arg=--root \
 		--runtime-arg="$BROOT" --runtime-opt=-- >"$T/bare.out" 2>&1 </dev/null || { cat "$T/bare.out" >&2; die "conmon failed"; }
-	spin=0
-	until [[ -s $CM/$b.pid ]]; do
-		((++spin % 20000)) || { kill -0 "$(cat "$CM/$b.cpid" 2>/dev/null)" 2>/dev/null || die "conmon + runc create failed"; }
-	done
+	sync_pid "conmon + runc create" "$CM/$b.pid"
 	runc --root "$BROOT" start "$b" >>"$T/bare.out" 2>&1 </dev/null || { cat "$T/bare.out" >&2; die "runc start (conmon) failed"; }
 	z=$EPOCHREALTIME
 	CM_MS+=("$(ms "$a" "$z")")
@@ -276,16 +298,13 @@ for ((i = 1; i <= RUNS; i++)); do
 	b=barecr-$i
 	mkdir -p "$CM/$b.exit"
 	a=$EPOCHREALTIME
-	conmon --api-version 1 --cid="$b" --cuuid="$b" --name="$b" --runtime="$SHIM" --bundle="$BUNDLE" \
+	_OCI_SYNCPIPE=$SFD conmon --api-version 1 --cid="$b" --cuuid="$b" --name="$b" --runtime="$SHIM" --bundle="$BUNDLE" \
 		--container-pidfile="$CM/$b.pid" --conmon-pidfile="$CM/$b.cpid" --log-path="k8s-file:$CM/$b.log" \
 		--log-size-max=10485760 --persist-dir="$CM/$b.exit" --full-attach --runtime-arg="$RUNC_BIN" \
 		--runtime-arg=--root --runtime-arg="$BROOT" --runtime-opt=-- >"$T/bare.out" 2>&1 </dev/null ||
 		{ cat "$T/bare.out" >&2; die "conmon (riklet-runc-run) failed"; }
-	spin=0
-	until [[ -s $CM/$b.pid ]]; do
-		((++spin % 20000)) || { kill -0 "$(cat "$CM/$b.cpid" 2>/dev/null)" 2>/dev/null || die "conmon + runc run failed"; }
-	done
-	z=$EPOCHREALTIME
+	sync_pid "conmon + runc run" "$CM/$b.pid"
+	z=$SYNC_T
 	CR_MS+=("$(ms "$a" "$z")")
 	runc --root "$BROOT" delete -f "$b" >/dev/null 2>&1 || die "runc delete -f $b failed"
 	[[ -n ${BENCH_QUIET:-} ]] || say "# run $i: riklet ${R_MS[-1]} ms${RPID_B:+ (before: ${B_MS[-1]} ms)}, runc run ${RUN_MS[-1]} ms, runc create+start ${CS_MS[-1]} ms, conmon+runc ${CM_MS[-1]} ms, conmon+shim run ${CR_MS[-1]} ms"
@@ -303,6 +322,7 @@ read -r RUN_MED RUN_P90 RUN_MIN < <(stats "${RUN_MS[@]}")
 read -r CS_MED CS_P90 CS_MIN < <(stats "${CS_MS[@]}")
 read -r CM_MED CM_P90 CM_MIN < <(stats "${CM_MS[@]}")
 read -r CR_MED CR_P90 CR_MIN < <(stats "${CR_MS[@]}")
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 # per-step medians from riklet's "instance bench-NN: created in T ms (step v, ...)" lines
 step_median() { # step_median NAME: the median of that step over the timed runs, ms
 	local vals
@@ -396,9 +416,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
 verdict() { awk -v v="$1" -v t="$2" 'BEGIN { print (v <= t) ? "ok" : "MISSED" }'; }
 R_RATIO=$(awk -v a="$R_MED" -v b="$RUN_MED" 'BEGIN { printf "%.2f", a / b }')
 
-printf '\n%s, runc %s, %d runs, %d Pods, --network %s, %s\n\n' \
+printf '\n%s, runc %s, %d runs, %d Pods, --network %s, %s; load average %s before the timed runs, %s after\n\n' \
 	"$("$RIKLET" version 2>/dev/null | head -n 1)" "$(runc --version | awk 'NR == 1 { print $3 }')" \
-	"$RUNS" "$PODS" "$NETWORK" "$(uname -r)"
+	"$RUNS" "$PODS" "$NETWORK" "$(uname -r)" "$LOAD_START" "$LOAD_END"
 fmt='| %-44s | %-22s | %-22s | %-30s |\n'
 printf "$fmt" metric riklet "baseline (bare runc)" "ratio / target"
 printf "$fmt" "$(printf -- '-%.0s' {1..44})" "$(printf -- '-%.0s' {1..22})" "$(printf -- '-%.0s' {1..22})" "$(printf -- '-%.0s' {1..30})"

@@ -60,6 +60,46 @@ p:kill(15)
 local code, sig = p:wait()
 T.ok(code == nil and sig == 15, "wait reports the killing signal")
 
+-- sync_pipe: the child gets a pipe's write end as fd 3, named by the variable (replacing any value
+-- it had); the read end yields on the loop and ends once every holder of the write end is gone
+-- (riklet keeps no copy: the end comes when the child exits, not never)
+local sp, pipe = proc.spawn({ "sh", "-c", 'printf "%s\\n" "$_OCI_SYNCPIPE" >&3; sleep 0.2; echo late >&3' },
+  { sync_pipe = "_OCI_SYNCPIPE", env = { "_OCI_SYNCPIPE=7", "PATH=" .. os.getenv("PATH") } })
+T.ok(sp and pipe, "spawn with a sync pipe: " .. tostring(pipe))
+local piped = ""
+t0 = core.now()
+while pipe do
+  local data = pipe:read()
+  if not data then break end
+  piped = piped .. data
+end
+T.is(piped, "3\nlate\n", "the child wrote to fd 3, named by its environment")
+T.ok(core.now() - t0 >= 0.15, "the pipe ended with the child, after its last write")
+if pipe then pipe:close() end
+T.ok(sp and sp:wait() == 0, "the child exited 0")
+sp, pipe = proc.spawn({ "sh", "-c", "exec 3>&-; sleep 5" }, { sync_pipe = "X" })
+t0 = core.now()
+T.ok(pipe and pipe:read() == nil and core.now() - t0 < 4, "a child that closes fd 3: the pipe ends at once")
+if pipe then pipe:close() end
+if sp then sp:kill(9) sp:wait() end
+sp, pipe = proc.spawn({ "sh", "-c", "sleep 5" }, { sync_pipe = "X" })
+task.spawn(function() task.sleep(0.1) pipe:close() end)
+local rd0, rerr = pipe:read()
+T.ok(rd0 == nil and rerr == "closed", "closing the pipe wakes its reader: " .. tostring(rerr))
+if sp then sp:kill(9) sp:wait() end
+T.ok(not pcall(proc.spawn, { "true" }, { sync_pipe = "A=B" }) , "a sync_pipe name with '=' raises")
+
+-- a directory watcher closed while a task reads it: the read returns an empty list (no task left
+-- waiting forever)
+local wdir = os.tmpname() fs.unlink(wdir) assert(fs.mkdir_p(wdir))
+local watcher = assert(fs.watch_dir(wdir))
+local wq_close = task.queue()
+task.spawn(function() wq_close:put(watcher:read()) end)
+watcher:close()
+local wev = wq_close:get(5)
+T.ok(type(wev) == "table" and #wev == 0, "closing a watcher ends its pending read with no events")
+fs.rm_rf(wdir)
+
 -- proc.watch on a process that is not our child (pidfd): spawn via a shell that exits at once
 local dir = os.tmpname() fs.unlink(dir) assert(fs.mkdir_p(dir))
 r = assert(proc.run({ "sh", "-c", "setsid sleep 0.3 >/dev/null 2>&1 & echo $!" }))

@@ -58,10 +58,19 @@ ok, err = oci.edit_config(img.config, bundle .. "/config.json", {
   env = { "WHO=riklet" }, hostname = "tester", root_path = bundle .. "/rootfs",
 })
 T.ok(ok, "edit_config with args/env: " .. tostring(err))
+-- riklet's pipes (conmon's sync pipe is closed once read: none may be left per container); the
+-- count includes ls's own two
+local function pipes()
+  local ls = require("riklet.proc").run({ "ls", "-l", "/proc/" .. core.getpid() .. "/fd" })
+  local _, n = ((ls and ls.stdout) or ""):gsub("pipe:%[", "")
+  return n
+end
+local pipes_before = pipes()
 local t0 = core.now()
 local mon
 mon, err = conmon.create(id, bundle, { log = log })
 T.ok(mon, "runc create under conmon: " .. tostring(err))
+T.diag("the container's pid came from " .. tostring(mon and mon.by))
 local st = runc.state(id)
 T.is(st and st.status, "created", "state: created")
 local pid = tonumber((fs.read(bundle .. "/init.pid") or ""):match("%d+"))
@@ -149,6 +158,9 @@ ok, err = runc.kill(id, "NOT A SIGNAL")
 T.ok(not ok and err:find("invalid signal"), "bad signal refused: " .. tostring(err))
 
 -- 6. nothing left behind
+-- (closed once conmon's line is read, a few ms after runc's pid file when that came first)
+T.ok(T.wait_for(10, function() return pipes() == pipes_before end),
+  ("no pipe left open in riklet (conmon's sync pipes closed): %d, %d before"):format(pipes(), pipes_before))
 T.ok(image.umount_rootfs(bundle), "umount the overlay")
 local leftover = false
 for _, c in ipairs(runc.list() or {}) do leftover = leftover or c.id:find(id, 1, true) ~= nil end
