@@ -779,6 +779,7 @@ function M.main(argv)
   if argv[1] == "check-drivers" then -- the daemon's start-up check of its on-demand code (riklet.drivers)
     local dcfg, derr = config.parse(argv, 2)
     if not dcfg then return die("%s", derr) end
+    core.log_setup("error", false) -- its stderr is the answer: no loop warnings in it
     return require("riklet.drivers").child(dcfg)
   end
   local cfg, rest = config.parse(argv, first)
