@@ -20,7 +20,7 @@ local json = require "riklet.json"
 local store = require "riklet.store"
 local policy = require "riklet.policy"
 local lifecycle = require "riklet.lifecycle"
-local workload = require "riklet.workload"
+local limits = require "riklet.limits"
 local drivers = require "riklet.drivers"
 
 local agent = {}
@@ -257,9 +257,9 @@ function agent.create(id, definition, source, preset_error)
   if type(definition) ~= "string" then
     preset_error = preset_error or "the workload definition is not a string"
     definition = ""
-  elseif #definition > workload.LIMITS.manifest_bytes then
+  elseif #definition > limits.workload.manifest_bytes then
     preset_error = preset_error or ("the workload definition is %d bytes, larger than the %d bytes (1 MiB) allowed")
-      :format(#definition, workload.LIMITS.manifest_bytes)
+      :format(#definition, limits.workload.manifest_bytes)
     definition = ""
   elseif definition:find("%z") then
     preset_error = preset_error or "the workload definition is not valid JSON: it holds a NUL byte"

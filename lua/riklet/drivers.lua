@@ -24,8 +24,9 @@ local M = {}
 
 -- kind -> module of its driver, in the order they are loaded
 M.KINDS = { { kind = "Pod", module = "riklet.pod" }, { kind = "Function", module = "riklet.function" } }
--- what check loads: the drivers and the VM backends the Function driver picks at init
-M.MODULES = { "riklet.pod", "riklet.function", "riklet.vmm.qemu", "riklet.vmm.firecracker" }
+-- what check loads: the drivers, the VM backends the Function driver picks at init, and the
+-- workload validator (riklet.lifecycle loads it at the first create or adoption)
+M.MODULES = { "riklet.pod", "riklet.function", "riklet.vmm.qemu", "riklet.vmm.firecracker", "riklet.workload" }
 
 local held = {} -- module name -> { reader = fs reader, path = file }
 

@@ -34,7 +34,9 @@ local core = require "riklet.core"
 local task = require "riklet.task"
 local store = require "riklet.store"
 local policy = require "riklet.policy"
-local workload = require "riklet.workload"
+-- riklet.workload on first use (a create, an adoption): an idle agent does not keep the validator's
+-- code (riklet.drivers checks it at start and holds its file)
+local workload = setmetatable({}, { __index = function(_, k) return require("riklet.workload")[k] end })
 
 local L = {}
 
