@@ -72,7 +72,7 @@ out=$(timeout 60 "$RIKLET" --standalone "$M2" --state-dir "$S2" --runc-root "$TE
 rc=$?
 isnt "$rc" 0 "riklet with pod.lua missing exits at start (exit $rc)"
 like "$out" "cannot load riklet.pod: module 'riklet.pod' not found" "... saying the Pod driver's module is not found"
-cp "$RIKLET_SRC_DIR/lua/riklet/pod.lua" "$RIKLET_SRC_DIR/lua/riklet/runc.lua" "$TREE/lua/riklet/"
+cp "$RIKLET_SRC_DIR/lua/riklet/"{pod,runc}.lua "$TREE/lua/riklet/"
 out=$(timeout 60 "$RIKLET" check --state-dir "$S2" --network none 2>&1)
 like "$out" "driver code +ok" "with the files back, riklet check passes the driver code check"
 
