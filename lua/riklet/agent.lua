@@ -84,6 +84,7 @@ local function load_drivers(config)
     -- what admission needs before any driver is loaded (--local-image-dirs, the image cache)
     local iok, ierr = require("riklet.image").init(config)
     if not iok then log("warn", "Pods cannot be created until this is fixed: %s", tostring(ierr)) end
+    drivers.hold()
   end
   for _, k in ipairs(drivers.KINDS) do
     local kind, mod = k.kind, k.module

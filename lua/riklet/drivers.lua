@@ -13,9 +13,11 @@
 --   drivers.check_apart(cfg) -> n | nil, err
 --       the daemon's start-up check (riklet.check with startup): the same in a child process
 --       (`riklet check-drivers ARGS...`: the daemon's own arguments), so that loading does not
---       grow the agent's heap; then keeps each file those modules came from open and loads a
---       module from that file at its first require: a package upgrade replacing the files under
---       a running riklet, or a node out of file descriptors, cannot break or mix the code it runs.
+--       grow the agent's heap; remembers which modules it loaded, for hold.
+--   drivers.hold(): called by the agent when it chose to load the drivers on demand, once what it
+--       runs at start is loaded: keeps the files of those modules still not loaded open, and loads
+--       each from its file at its first require: a package upgrade replacing the files under a
+--       running riklet, or a node out of file descriptors, cannot break or mix the code it runs.
 local core = require "riklet.core"
 local fs = require "riklet.fs"
 local proc = require "riklet.proc"
@@ -29,6 +31,7 @@ M.KINDS = { { kind = "Pod", module = "riklet.pod" }, { kind = "Function", module
 M.MODULES = { "riklet.pod", "riklet.function", "riklet.vmm.qemu", "riklet.vmm.firecracker", "riklet.workload" }
 
 local held = {} -- module name -> { reader = fs reader, path = file }
+local pending = {} -- the modules check_apart found, for hold
 
 -- The searcher that loads a held module from its open file (before package.path's searcher).
 local function held_searcher(name)
@@ -119,15 +122,22 @@ function M.check_apart(cfg)
     local msg = (r.stderr or ""):gsub("%s+$", "")
     return nil, msg ~= "" and msg:sub(-2000) or ("`riklet check-drivers` failed (%s)"):format(proc.describe(r.code, r.signal))
   end
-  local n = 0
-  for name in (r.stdout or ""):gmatch("[^\n]+") do
+  pending = {}
+  for name in (r.stdout or ""):gmatch("[^\n]+") do pending[#pending + 1] = name end
+  return #pending
+end
+
+-- drivers.hold(): once the agent has loaded what it runs at start and chose to load the drivers on
+-- demand, keep open the files of the checked modules still not loaded (none are held when the
+-- drivers are loaded at start: a node with many instances may be short of descriptors)
+function M.hold()
+  for _, name in ipairs(pending) do
     local path = not package.loaded[name] and not held[name] and file_of(name)
     local reader = path and fs.open_read(path)
     if reader then held[name] = { reader = reader, path = path } end
-    n = n + 1
   end
+  pending = {}
   install_searcher()
-  return n
 end
 
 -- drivers.held() -> names of the modules held open, sorted (for tests and the debug log)

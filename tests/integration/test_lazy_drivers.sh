@@ -36,7 +36,7 @@ ok "wait_for 10 grep -q 'boot: 0 record' '$RK_LOG'" "clean node: riklet booted"
 nok "grep -q 'driver loaded' '$RK_LOG'" "no driver is loaded at start on a clean node"
 ok "holds_open '$TREE/lua/riklet/pod.lua'" "riklet holds pod.lua open for its first load"
 ok "holds_open '$TREE/lua/riklet/runc.lua'" "... and runc.lua, which it requires"
-nok "holds_open '$TREE/lua/riklet/lifecycle.lua'" "lifecycle.lua (loaded at start from its held file) is no longer held"
+nok "holds_open '$TREE/lua/riklet/lifecycle.lua'" "lifecycle.lua (loaded at start by the agent itself) is not held"
 
 replace "$TREE/lua/riklet/pod.lua" 'error("the replaced pod.lua was loaded")'
 replace "$TREE/lua/riklet/runc.lua" 'error("the replaced runc.lua was loaded")'
