@@ -20,7 +20,8 @@ local json = require "riklet.json"
 local store = require "riklet.store"
 local policy = require "riklet.policy"
 local lifecycle = require "riklet.lifecycle"
-local workload = require "riklet.workload"
+local limits = require "riklet.limits"
+local drivers = require "riklet.drivers"
 
 local agent = {}
 local cfg
@@ -64,11 +65,38 @@ local function new_instance(id, definition, source, rec)
   }
 end
 
+-- Whether this node holds anything a driver adopts or cleans up at start: records, instance
+-- directories, runc containers, or a Pod network to reconcile. When it holds nothing, each driver
+-- is loaded at the first create of its kind (riklet.drivers: its code was checked at start).
+local function holds_anything(config)
+  if config.network ~= "none" then return true end
+  for _, dir in ipairs({ config.paths.records, config.paths.instances, config.runc_root }) do
+    local names = dir and fs.list(dir)
+    if names == nil and dir and fs.exists(dir) then return true end -- unreadable: take it as not empty
+    if names and #names > 0 then return true end
+  end
+  return false
+end
+
 local function load_drivers(config)
-  for _, kind in ipairs({ "Pod", "Function" }) do
-    local mod = kind == "Pod" and "riklet.pod" or "riklet.function"
+  local eager = holds_anything(config)
+  if not eager then
+    -- what admission needs before any driver is loaded (--local-image-dirs, the image cache)
+    local iok, ierr = require("riklet.image").init(config)
+    if not iok then log("warn", "Pods cannot be created until this is fixed: %s", tostring(ierr)) end
+    drivers.hold()
+  end
+  for _, k in ipairs(drivers.KINDS) do
+    local kind, mod = k.kind, k.module
     if lifecycle.driver(kind) then
       log("debug", "%s driver already registered", kind)
+    elseif not eager then
+      lifecycle.register_lazy(kind, function()
+        local drv = require(mod)
+        local iok, ierr = drv.init(config, agent)
+        if not iok then return nil, ierr end
+        return drv.driver or drv
+      end)
     else
       local found, drv = pcall(require, mod)
       if found then
@@ -240,9 +268,9 @@ function agent.create(id, definition, source, preset_error)
   if type(definition) ~= "string" then
     preset_error = preset_error or "the workload definition is not a string"
     definition = ""
-  elseif #definition > workload.LIMITS.manifest_bytes then
+  elseif #definition > limits.workload.manifest_bytes then
     preset_error = preset_error or ("the workload definition is %d bytes, larger than the %d bytes (1 MiB) allowed")
-      :format(#definition, workload.LIMITS.manifest_bytes)
+      :format(#definition, limits.workload.manifest_bytes)
     definition = ""
   elseif definition:find("%z") then
     preset_error = preset_error or "the workload definition is not valid JSON: it holds a NUL byte"

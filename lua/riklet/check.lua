@@ -285,6 +285,18 @@ function M.run(cfg, opts)
       fix = (c and n) and "" or "apt-get install curl util-linux (interLink httpGet probes run them; without, each such probe fails)" }
   end
   free_space(lines, cfg.state_dir)
+  -- the drivers' code, loaded on demand by the agent: broken or missing, riklet does not start
+  -- (riklet.drivers; at start-up its files are kept open for that first use)
+  local drivers = require "riklet.drivers"
+  local n, derr
+  if opts.startup then n, derr = drivers.check_apart(cfg)
+  else
+    n, derr = drivers.check(cfg)
+    n = n and #n
+  end
+  lines[#lines + 1] = { name = "driver code", status = n and "ok" or "fail", required = true,
+    detail = n and ("%d modules of the Pod and Function drivers and the VM backends load"):format(n) or derr,
+    fix = n and "" or "fix the option it names, or reinstall riklet (its Lua files are damaged or missing)" }
   return lines
 end
 

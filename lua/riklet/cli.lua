@@ -773,6 +773,12 @@ function M.main(argv)
   end
   if cmd == "version" then io.stdout:write("riklet ", core.version, "\n") return 0 end
   if argv[1] == "fault-points" then return require("riklet.fault").print_points() end
+  if argv[1] == "check-drivers" then -- the daemon's start-up check of its on-demand code (riklet.drivers)
+    local dcfg, derr = config.parse(argv, 2)
+    if not dcfg then return die("%s", derr) end
+    core.log_setup("error", false) -- its stderr is the answer: no loop warnings in it
+    return require("riklet.drivers").child(dcfg)
+  end
   local cfg, rest = config.parse(argv, first)
   if not cfg then
     if not cmd and wants_json_log(argv) then

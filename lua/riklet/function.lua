@@ -48,25 +48,31 @@ end
 
 local function whole(v, lo, hi) return type(v) == "number" and v == math.floor(v) and v >= lo and v <= hi end
 
+-- The options only this driver reads (defaults filled in): checked at start even when the driver
+-- itself is loaded at the first Function (riklet.drivers).
+function F.check_config(c)
+  c.vm_vcpus = c.vm_vcpus or 1
+  c.vm_memory_mib = c.vm_memory_mib or 128
+  c.vm_machine = c.vm_machine or "pc"
+  c.vm_accel = c.vm_accel or "auto"
+  c.vmm = c.vmm or "auto"
+  if not whole(c.vm_vcpus, 1, 64) then return nil, "--vm-vcpus: give a whole number from 1 to 64" end
+  if not whole(c.vm_memory_mib, 16, 1048576) then return nil, "--vm-memory-mib: give a whole number of MiB, at least 16" end
+  if c.vm_machine ~= "pc" and c.vm_machine ~= "microvm" then return nil, "--vm-machine: pc or microvm" end
+  if c.vm_accel ~= "auto" and c.vm_accel ~= "kvm" and c.vm_accel ~= "tcg" then return nil, "--vm-accel: auto, kvm or tcg" end
+  if c.vmm ~= "auto" and c.vmm ~= "qemu" and c.vmm ~= "firecracker" then return nil, "--vmm: auto, qemu or firecracker" end
+  return true
+end
+
 function F.init(config, ag)
   cfg, agent = config, ag
   if type(cfg.paths) ~= "table" or not cfg.paths.instances then
     return nil, "no instances directory is configured (paths.instances)"
   end
-  cfg.vm_vcpus = cfg.vm_vcpus or 1
-  cfg.vm_memory_mib = cfg.vm_memory_mib or 128
-  cfg.vm_machine = cfg.vm_machine or "pc"
-  cfg.vm_accel = cfg.vm_accel or "auto"
-  cfg.vmm = cfg.vmm or "auto"
-  if not whole(cfg.vm_vcpus, 1, 64) then return nil, "--vm-vcpus: give a whole number from 1 to 64", true end
-  if not whole(cfg.vm_memory_mib, 16, 1048576) then return nil, "--vm-memory-mib: give a whole number of MiB, at least 16", true end
-  if cfg.vm_machine ~= "pc" and cfg.vm_machine ~= "microvm" then return nil, "--vm-machine: pc or microvm", true end
-  if cfg.vm_accel ~= "auto" and cfg.vm_accel ~= "kvm" and cfg.vm_accel ~= "tcg" then
-    return nil, "--vm-accel: auto, kvm or tcg", true
-  end
+  local cok, cerr = F.check_config(cfg)
+  if not cok then return nil, cerr, true end
   local name = cfg.vmm
   if name == "auto" then name = on_path(cfg.firecracker or "firecracker") and "firecracker" or "qemu" end
-  if name ~= "qemu" and name ~= "firecracker" then return nil, "--vmm: auto, qemu or firecracker", true end
   backend, backend_err = load_backend(name)
   if backend and backend.configure then backend.configure(cfg) end
   if not backend and name == "firecracker" and cfg.vmm == "auto" then backend, backend_err = load_backend("qemu") end

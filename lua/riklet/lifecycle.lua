@@ -34,7 +34,9 @@ local core = require "riklet.core"
 local task = require "riklet.task"
 local store = require "riklet.store"
 local policy = require "riklet.policy"
-local workload = require "riklet.workload"
+-- riklet.workload on first use (a create, an adoption): an idle agent does not keep the validator's
+-- code (riklet.drivers checks it at start and holds its file)
+local workload = setmetatable({}, { __index = function(_, k) return require("riklet.workload")[k] end })
 
 local L = {}
 
@@ -80,6 +82,35 @@ end
 
 function L.driver(kind) return drivers[kind] end
 function L.drivers() return drivers end
+
+-- A driver loaded at the first instance of its kind (riklet.drivers): load() -> driver | nil, err,
+-- run once by the first create that needs it (the others wait for it); a failure fails that
+-- create with the reason, and the next one tries again.
+local lazy = {}
+function L.register_lazy(kind, load) lazy[kind] = { load = load } end
+
+local function driver_for(kind)
+  local l = kind and not drivers[kind] and lazy[kind]
+  if not l then return drivers[kind] end
+  if l.loading then
+    l.loading:wait()
+    return drivers[kind], l.err
+  end
+  l.loading = task.event()
+  local ok, d, err = xpcall(l.load, traceback)
+  if ok and d then
+    L.register(kind, d)
+    lazy[kind] = nil
+    log("info", "%s driver loaded (first %s)", kind, kind)
+  else
+    l.err = ("the %s driver cannot start: %s"):format(kind, tostring(ok and err or d))
+    log("error", "%s", l.err)
+  end
+  local ev = l.loading
+  l.loading = nil
+  ev:set(true)
+  return drivers[kind], l.err
+end
 
 function L.subscribe(fn) subscribers[#subscribers + 1] = fn end
 
@@ -314,9 +345,10 @@ local function create(inst)
   local w, err, admitted_by
   if inst.preset_error then err = inst.preset_error
   else w, err, admitted_by = admit(rec.definition, rec.source) end
-  local d = w and drivers[w.kind]
+  local d, lerr
+  if w then d, lerr = driver_for(w.kind) end
   if w and not d then
-    err = ("kind %s is not supported by this node (no %s driver is loaded)"):format(w.kind, w.kind)
+    err = lerr or ("kind %s is not supported by this node (no %s driver is loaded)"):format(w.kind, w.kind)
     w = nil
   end
   if w then
@@ -363,7 +395,7 @@ local function adopt(inst)
         .. "(destroy it to apply the policy)", inst.id, tostring(perr))
     end
   end
-  inst.driver = drivers[w and w.kind or rec.kind or "Pod"]
+  inst.driver = driver_for(w and w.kind or rec.kind or "Pod")
   bind(inst, w)
   local st = rec.status
   if not inst.driver then

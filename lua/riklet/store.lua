@@ -31,11 +31,11 @@ local json = require "riklet.json"
 local core = require "riklet.core"
 local fault = require "riklet.fault"
 local proc = require "riklet.proc"
-local workload = require "riklet.workload"
+local limits = require "riklet.limits"
 
 local M = {}
 M.RECORD_MAX = 4 * 1024 * 1024
-M.DEFINITION_MAX = workload.LIMITS.manifest_bytes -- the one definition cap (1 MiB)
+M.DEFINITION_MAX = limits.workload.manifest_bytes -- the one definition cap (1 MiB)
 M.REASON_MAX = 8192
 
 local dir, qdir, instances_dir
@@ -109,7 +109,7 @@ function M.legacy_runc_id(id, name) return id .. "_" .. name end
 local STATUS = { CREATING = true, RUNNING = true, DESTROYING = true, FAILED = true, TERMINATED = true }
 
 -- (an empty Lua table is encoded as {}: an empty object is an empty array too)
-local is_array = workload.is_array
+local is_array = limits.is_array
 
 local function is_object(t) return type(t) == "table" and getmetatable(t) ~= json.array_mt and (next(t) == nil or #t == 0) end
 

@@ -31,23 +31,11 @@
 local json = require "riklet.json"
 local image = require "riklet.image"
 local policy = require "riklet.policy"
+local limits = require "riklet.limits"
 
 local W = {}
 
-W.LIMITS = {
-  manifest_bytes = 1024 * 1024, -- the definition text (the one cap: store, standalone, `riklet run` use it)
-  depth = 32,                   -- JSON nesting (a RIK Pod needs 7)
-  name = 63,                    -- workload and container names
-  containers = 32,              -- per Pod
-  env = 256,                    -- entries per container
-  env_value = 32768,            -- bytes
-  ports = 64,                   -- per container
-  argv = 256,                   -- command + args entries
-  arg = 4096,                   -- bytes per command/args entry, working_dir, mount destination
-  mounts = 32,                  -- per container
-  grace_period = 3600,          -- seconds
-  url = 2048,                   -- Function rootfs URL
-}
+W.LIMITS = limits.workload
 local L = W.LIMITS
 
 W.RESTART_POLICIES = { Never = true, OnFailure = true, Always = true }
@@ -87,13 +75,7 @@ local function valid_name(s)
   return type(s) == "string" and #s >= 1 and #s <= L.name and s:match("^[A-Za-z0-9][A-Za-z0-9._-]*$") ~= nil
 end
 
--- A plain array (keys 1..n, nothing else; {} counts as one)? W.is_array: store checks records with it.
-local function is_array(t)
-  if type(t) ~= "table" then return false end
-  local n = 0
-  for _ in pairs(t) do n = n + 1 end
-  return n == #t
-end
+local is_array = limits.is_array
 W.is_array = is_array
 
 local function only_keys(t, allowed, where)

@@ -6,7 +6,10 @@
 #   sudo tests/bench/bench_mem.sh [RIKLET]       RIKLET defaults to $RIKLET or build-bench/riklet
 #
 # Environment: PODS (default 50); BEFORE=/path/to/another/riklet measures that binary the same
-# way, in the same run (an older build: before/after); GCS="PAUSE,STEPMUL ..." (default
+# way, in the same run (an older build: before/after); BEFORE_LUA=DIR the same binary with the Lua
+# tree DIR (e.g. `git archive main lua policies | tar -x -C /tmp/main`, then DIR=/tmp/main/lua);
+# IDLE_RUNS=N measures only idle scheduler mode, N runs of each binary / Lua tree interleaved, and
+# prints the medians (and the range) beside the floor: the quick before/after; GCS="PAUSE,STEPMUL ..." (default
 # "100,200 200,200 100,400") measures scheduler mode once per LuaJIT collector setting
 # (RIKLET_LUA_GC), idle and with GC_PODS (default 20) Pods, with the CPU time riklet used for the
 # whole run (start, register, create, destroy); SETTLE (default 5) seconds to wait before each
@@ -42,8 +45,15 @@ die() { say "bench_mem: $*"; exit 1; }
 for c in runc conmon umoci skopeo jq curl protoc docker-registry cc; do command -v "$c" >/dev/null || die "needs $c"; done
 "$PYTHON" -c 'import grpc, google.protobuf' 2>/dev/null || die "needs python3-grpcio and python3-protobuf for $PYTHON"
 [[ -x $RIKLET ]] || die "no riklet binary at $RIKLET"
-BINS=("$RIKLET")
-[[ -n ${BEFORE:-} ]] && { [[ -x $BEFORE ]] || die "BEFORE=$BEFORE is not executable"; BINS+=("$BEFORE"); }
+# what is measured: binaries, each with a Lua tree ("" = its own)
+BINS=("$RIKLET") LUAS=("")
+[[ -n ${BEFORE:-} ]] && { [[ -x $BEFORE ]] || die "BEFORE=$BEFORE is not executable"; BINS+=("$BEFORE") LUAS+=(""); }
+if [[ -n ${BEFORE_LUA:-} ]]; then
+	[[ -f $BEFORE_LUA/riklet/main.lua ]] || die "BEFORE_LUA=$BEFORE_LUA holds no riklet/main.lua"
+	BINS+=("$RIKLET") LUAS+=("$BEFORE_LUA")
+fi
+LUA_DIR=
+label() { printf '%s%s' "${BINS[$1]}" "${LUAS[$1]:+ with the Lua tree ${LUAS[$1]}}"; }
 
 T=$TEST_TMP
 CMD='["sh","-c","trap '"'exit 0'"' TERM INT; sleep 3600 & wait $!"]'
@@ -73,7 +83,7 @@ start_riklet() {
 	local bin=$1 log=$2
 	shift 2
 	rm -rf "$T/state" && mkdir -p "$T/state" "$T/runc"
-	"$bin" --state-dir "$T/state" --runc-root "$T/runc" --network none --log-format text --stop-grace 2 \
+	RIKLET_LUA_DIR=$LUA_DIR "$bin" --state-dir "$T/state" --runc-root "$T/runc" --network none --log-format text --stop-grace 2 \
 		--insecure-registries "$REGISTRY" "$@" >"$log" 2>&1 </dev/null &
 	RPID=$!
 }
@@ -172,8 +182,34 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.2f", k / 1024 }'; }
 row() { printf '| %-52s | %-10s | %-10s | %-10s |\n' "$@"; }
 r3() { read -r a b c <<<"$2"; row "$1" "$(mib "$a")" "$(mib "$b")" "$(mib "$c")"; }
 
-for bin in "${BINS[@]}"; do
-	say "# $bin: scheduler mode"
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+if [[ -n ${IDLE_RUNS:-} ]]; then
+	declare -A RSS ANON PSS
+	for ((r = 1; r <= IDLE_RUNS; r++)); do
+		for i in "${!BINS[@]}"; do
+			say "# run $r/$IDLE_RUNS: $(label "$i"): idle scheduler mode"
+			LUA_DIR=${LUAS[$i]}
+			sched_run "${BINS[$i]}" "" 0
+			read -r a b c <<<"$RES"
+			RSS[$i]+="$a " ANON[$i]+="$b " PSS[$i]+="$c "
+		done
+	done
+	LUA_DIR=
+	med() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{ v[NR] = $1 } END { m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.2f (%.2f-%.2f)", m / 1024, v[1] / 1024, v[NR] / 1024 }'; }
+	read -r F_RSS F_ANON < <(floor "$RIKLET")
+	printf '\nidle scheduler mode, registered, --network none: median (range) of %d runs each, interleaved; load %s at the start, %s at the end; %s\n\n' \
+		"$IDLE_RUNS" "$LOAD0" "$(cut -d' ' -f1-3 /proc/loadavg)" "$(uname -r)"
+	printf '| %-70s | %-20s | %-20s | %-20s |\n' "riklet (MiB)" RSS anon Pss "$(printf -- '-%.0s' {1..70})" "--------------------" "--------------------" "--------------------"
+	for i in "${!BINS[@]}"; do
+		printf '| %-70s | %-20s | %-20s | %-20s |\n' "$(label "$i")" "$(med "${RSS[$i]}")" "$(med "${ANON[$i]}")" "$(med "${PSS[$i]}")"
+	done
+	printf '| %-70s | %-20s | %-20s | %-20s |\n\n' "floor: main() with the same libraries" "$(mib "$F_RSS")" "$(mib "$F_ANON")" -
+	exit 0
+fi
+
+for i in "${!BINS[@]}"; do
+	bin=${BINS[$i]} LUA_DIR=${LUAS[$i]}
+	say "# $(label "$i"): scheduler mode"
 	sched_run "$bin" "" 1
 	S=$RES
 	say "# $bin: standalone mode"
@@ -184,7 +220,8 @@ for bin in "${BINS[@]}"; do
 	I=$RES
 	read -r F_RSS F_ANON < <(floor "$bin")
 	read -r FC_RSS FC_ANON < <(floor "$bin" curl)
-	printf '\n%s (%s), %d Pods, %s\n\n' "$bin" "$("$bin" version 2>/dev/null | head -n 1)" "$PODS" "$(uname -r)"
+	printf '\n%s (%s), %d Pods, %s, load %s\n\n' "$(label "$i")" "$("$bin" version 2>/dev/null | head -n 1)" "$PODS" "$(uname -r)" \
+		"$(cut -d' ' -f1-3 /proc/loadavg)"
 	row "riklet (MiB)" RSS anon Pss
 	row "$(printf -- '-%.0s' {1..52})" ---------- ---------- ----------
 	r3 "scheduler mode, idle (target RSS <= 4, anon <= 1)" "$(cut -d' ' -f1-3 <<<"$S")"
@@ -198,6 +235,7 @@ for bin in "${BINS[@]}"; do
 		"$(mib $(($(cut -d' ' -f2 <<<"$S") - F_ANON)))" -
 	printf '\n'
 done
+LUA_DIR=
 
 printf 'LuaJIT collector (RIKLET_LUA_GC=PAUSE,STEPMUL), %s, scheduler mode, idle then %d Pods:\n\n' "$RIKLET" "$GC_PODS"
 grow() { printf '| %-24s | %-10s | %-10s | %-10s | %-10s | %-10s |\n' "$@"; }
