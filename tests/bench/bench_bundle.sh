@@ -51,7 +51,7 @@ jq '.process.terminal = false' "$BUNDLE/config.json" >"$T/umoci.json" || die "jq
 RPID=$!
 stop_riklet() {
 	rm -f "$MAN"/*.json
-	wait_for 30 grep -q "instance cfg (.*-> TERMINATED" "$LOG"
+	sleep 1
 	kill -TERM "$RPID" 2>/dev/null
 	wait_for 10 bash -c "! kill -0 $RPID 2>/dev/null" || kill -KILL "$RPID" 2>/dev/null
 	wait "$RPID" 2>/dev/null
@@ -66,7 +66,8 @@ wait_for 120 grep -q "instance cfg (.*-> RUNNING" "$LOG" || { diag_file "$LOG" >
 RKCFG=$(find "$STATE" -path '*/main/config.json' | head -n 1)
 [[ -f $RKCFG ]] || die "no config.json under $STATE"
 cp "$RKCFG" "$T/riklet.json"
-stop_riklet
+rm -f "$MAN/cfg.json"
+wait_for 30 grep -q "instance cfg (.*-> TERMINATED" "$LOG" || die "the Pod did not end"
 
 # the netns riklet's config joins: a persistent one made here (riklet's went with its Pod)
 touch "$T/pod.net" && unshare --net="$T/pod.net" true || die "cannot make a network namespace"
@@ -88,7 +89,7 @@ variant() { # variant NAME CONFIG ROOT (plain | ovl | ovl-volatile | ovl-tmpfs |
 	mkdir -p "$T/v/$1"
 	jq --arg r "${3}" '.root.path = (if $r == "plain" then "'"$BUNDLE"'/rootfs" else "'"$T"'/v/'"$1"'/ovl" end)' \
 		"$2" >"$T/v/$1/config.json" || die "jq failed ($1)"
-	V_NAME+=("$1") V_ROOT+=("$3")
+	[[ $1 =~ ${VARIANTS:-.} ]] && V_NAME+=("$1") V_ROOT+=("$3")
 }
 variant bare "$T/umoci.json" plain
 variant bare+ovl "$T/umoci.json" ovl
@@ -97,6 +98,7 @@ variant bare+ovl-volatile "$T/umoci.json" ovl-volatile
 variant bare+ovl-tmpfs "$T/umoci.json" ovl-tmpfs
 variant rk "$T/rk.json" ovl
 variant rk+plain "$T/rk.json" plain
+variant rk+log "$T/rk.json" ovl # runc's --log (json) as riklet gives it
 for k in $KEYS; do
 	[[ $k == root.path ]] && continue
 	jq --slurpfile a "$T/umoci.json" --arg k "$k" '($k | split(".")) as $p |
@@ -141,11 +143,13 @@ start_one() { # start_one VARIANT-INDEX RUN
 		esac || die "mount ($r) failed"
 	fi
 	mkdir -p "$CM/$b.exit"
+	local log=()
+	[[ $name == *+log ]] && log=(--runtime-arg=--log --runtime-arg="$CM/$b.runc.log" --runtime-arg=--log-format --runtime-arg=json)
 	local a=$EPOCHREALTIME
 	_OCI_SYNCPIPE=$SFD conmon --api-version 1 --cid="$b" --cuuid="$b" --name="$b" --runtime="$SHIM" --bundle="$d" \
 		--container-pidfile="$CM/$b.pid" --conmon-pidfile="$CM/$b.cpid" --log-path="k8s-file:$CM/$b.log" \
 		--log-size-max=10485760 --persist-dir="$CM/$b.exit" --full-attach --runtime-arg="$RUNC_BIN" \
-		--runtime-arg=--root --runtime-arg="$BROOT" --runtime-opt=-- >"$CM/$b.out" 2>&1 </dev/null ||
+		--runtime-arg=--root --runtime-arg="$BROOT" "${log[@]}" --runtime-opt=-- >"$CM/$b.out" 2>&1 </dev/null ||
 		{ cat "$CM/$b.out" >&2; die "conmon ($name) failed"; }
 	sync_pid "$name" "$CM/$b.pid"
 	V_MS[$1]+=" $(ms "$a" "$SYNC_T")"
@@ -154,12 +158,37 @@ start_one() { # start_one VARIANT-INDEX RUN
 	[[ $r == ovl-tmpfs ]] && { umount "$d/tmp" || die "umount $d/tmp failed"; }
 	return 0
 }
+# riklet itself, one Pod per round: its "conmon + runc run" step (spawn to the pid file or sync line,
+# the same span as the bare starts') from its log, the Pod destroyed before the next start
+RK_STEP= RK_STEP_P=
+state_line() { grep -F "] instance $1 (" "$LOG" | grep -F -- "-> $2" | tail -n 1; } # bench_pods.sh's
+has_state() { [[ -n $(state_line "$1" "$2") ]]; }
+has_state_or_failed() { has_state "$1" "$2" || { [[ $2 != TERMINATED ]] && has_state "$1" FAILED; }; }
+rk_one() { # rk_one ROUND WAIT (grep | pipeline): one Pod, its step added to RK_STEP_<WAIT>
+	local id=r$1$2 step
+	printf '{"apiVersion":"v1","kind":"Pod","name":"%s","spec":{"containers":[{"name":"main","image":"oci:%s:bench"}]}}\n' \
+		"$id" "$T/img" >"$T/stage/$id.json" && mv "$T/stage/$id.json" "$MAN/$id.json"
+	# WAIT pipeline: poll as bench_pods.sh does (two greps and a tail in a subshell, twice, per
+	# 100 ms poll: forks that compete with runc for the 2 cores), else one grep per poll
+	if [[ $2 == pipeline ]]; then
+		wait_for 60 has_state_or_failed "$id" RUNNING
+	else
+		wait_for 60 grep -q "instance $id (.*-> RUNNING" "$LOG"
+	fi || { diag_file "$LOG" >&2; die "Pod $id did not run"; }
+	step=$(grep -F "] instance $id: created in " "$LOG" | grep -oE 'conmon \+ runc run [0-9.]+' | awk '{ print $NF }')
+	[[ -n $step ]] || die "no conmon + runc run step for $id in riklet's log"
+	[[ $2 == pipeline ]] && RK_STEP_P+=" $step" || RK_STEP+=" $step"
+	rm -f "$MAN/$id.json"
+	wait_for 60 grep -q "instance $id (.*-> TERMINATED" "$LOG" || die "Pod $id did not end"
+}
 for ((j = 0; j < ${#V_NAME[@]}; j++)); do start_one "$j" 0; done # warm-up, untimed
 V_MS=()
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 for ((i = 1; i <= RUNS; i++)); do
 	# rotate the order every round: no variant always right after the same one
 	for ((k = 0; k < ${#V_NAME[@]}; k++)); do start_one $(((k + i) % ${#V_NAME[@]})) "$i"; done
+	rk_one "$i" grep
+	[[ -z ${RK_PIPELINE:-} ]] || rk_one "$i" pipeline
 	say "# round $i done, load $(cut -d' ' -f1 /proc/loadavg)"
 done
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -179,4 +208,14 @@ for ((j = 0; j < ${#V_NAME[@]}; j++)); do
 		"$(awk -v a="$med" -v b="$BASE" 'BEGIN { printf "%+.1f ms", a - b }')"
 	[[ -z ${BENCH_RAW:-} ]] || say "#   ${V_NAME[$j]} runs (ms):$(printf ' %.0f' ${V_MS[$j]})"
 done
+read -r med p90 min < <(stats $RK_STEP)
+printf '| %-40s | %-8s | %-8s | %-8s | %-10s |\n' "riklet's step (conmon + runc run)" "$med" "$p90" "$min" \
+	"$(awk -v a="$med" -v b="$BASE" 'BEGIN { printf "%+.1f ms", a - b }')"
+[[ -z ${BENCH_RAW:-} ]] || say "#   riklet's step runs (ms):$(printf ' %.0f' $RK_STEP)"
+if [[ -n $RK_STEP_P ]]; then
+	read -r med p90 min < <(stats $RK_STEP_P)
+	printf '| %-40s | %-8s | %-8s | %-8s | %-10s |\n' "  the same, waited for as bench_pods.sh" "$med" "$p90" "$min" \
+		"$(awk -v a="$med" -v b="$BASE" 'BEGIN { printf "%+.1f ms", a - b }')"
+	[[ -z ${BENCH_RAW:-} ]] || say "#   riklet's step, bench_pods.sh's wait (ms):$(printf ' %.0f' $RK_STEP_P)"
+fi
 exit 0
