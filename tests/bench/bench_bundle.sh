@@ -14,8 +14,13 @@
 #   rk+plain    riklet's config on the plain directory
 #   rk-KEY      riklet's config with one field group (a key that differs from umoci's) reverted to
 #               umoci's, on a fresh overlay
+#   riklet      one riklet Pod per round (the same riklet, kept running): its "conmon + runc run"
+#               step from its log, the Pod waited for with one grep per 100 ms poll; RK_PIPELINE=1
+#               adds one more Pod per round waited for as bench_pods.sh did before d2ef88e (two
+#               subshells of grep | grep | tail per poll): what that polling takes from the start
 # Start = conmon spawned until the container's pid file or conmon's sync line (whichever first);
 # `runc delete -f` and the overlay mount between runs are not timed. Medians, p90, min, load.
+# VARIANTS=REGEX keeps the variants whose name matches; BENCH_RAW=1 prints every run.
 
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/private_ns.sh"
