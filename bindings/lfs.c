@@ -620,7 +620,7 @@ static int l_watcher_close(lua_State *L)
 		w->waiting = 0;
 		if (wt) {
 			*wt = w->wt;
-			rk_loop_defer(lrk_loop(L), watcher_closed_cb, wt);
+			rk_loop_defer_owned(lrk_loop(L), watcher_closed_cb, wt);
 		}
 	}
 	return 0;

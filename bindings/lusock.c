@@ -245,7 +245,7 @@ static void wake_closed(lua_State *L, lrk_wait w)
 	if (!p)
 		return; /* the task stays asleep: out of memory is fatal elsewhere soon enough */
 	*p = w;
-	rk_loop_defer(lrk_loop(L), closed_cb, p);
+	rk_loop_defer_owned(lrk_loop(L), closed_cb, p);
 }
 
 static int l_close(lua_State *L)

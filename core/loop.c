@@ -57,6 +57,7 @@ struct unclaimed {
 struct deferred {
 	rk_defer_cb cb;
 	void *ud;
+	int owned; /* ud is free()d by the loop when it never runs (rk_loop_defer_owned) */
 	struct deferred *next;
 };
 
@@ -207,21 +208,34 @@ void rk_timer_cancel(rk_timer *t)
 }
 
 /* ---- deferred ---- */
-void rk_loop_defer(rk_loop *l, rk_defer_cb cb, void *ud)
+static void defer(rk_loop *l, rk_defer_cb cb, void *ud, int owned)
 {
 	struct deferred *d = malloc(sizeof *d);
 	if (!d) {
 		rk_error("loop", "out of memory queueing a deferred callback");
+		if (owned)
+			free(ud);
 		return;
 	}
 	d->cb = cb;
 	d->ud = ud;
+	d->owned = owned;
 	d->next = NULL;
 	if (l->dq_tail)
 		l->dq_tail->next = d;
 	else
 		l->dq_head = d;
 	l->dq_tail = d;
+}
+
+void rk_loop_defer(rk_loop *l, rk_defer_cb cb, void *ud)
+{
+	defer(l, cb, ud, 0);
+}
+
+void rk_loop_defer_owned(rk_loop *l, rk_defer_cb cb, void *ud)
+{
+	defer(l, cb, ud, 1);
 }
 
 /* ---- fd watches ---- */
@@ -650,6 +664,8 @@ void rk_loop_free(rk_loop *l)
 	while (l->dq_head) {
 		struct deferred *d = l->dq_head;
 		l->dq_head = d->next;
+		if (d->owned)
+			free(d->ud);
 		free(d);
 	}
 	close(l->sigfd);

@@ -41,6 +41,9 @@ void rk_timer_cancel(rk_timer *t);
 
 /* Call cb(ud) once the current dispatch round is over (never re-entrantly). */
 void rk_loop_defer(rk_loop *l, rk_defer_cb cb, void *ud);
+/* The same for a ud from malloc that cb frees: the loop frees it when cb never runs (the loop is
+ * freed first, e.g. at exit). */
+void rk_loop_defer_owned(rk_loop *l, rk_defer_cb cb, void *ud);
 
 /* Be told once when pid exits. Our children are reaped by the loop (SIGCHLD) and give a status;
  * any other process is watched through a pidfd and gives -1. If the child already exited and was

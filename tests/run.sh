@@ -93,7 +93,7 @@ build_fuzz() {
 # ionice idle): the integration tests mostly wait (containers, timers, a registry), the builds take
 # only the CPU they leave, and steps 2 and 3 start at once. Their output goes to DIR/bg-build.log.
 bg_pid=
-kill_tree() { local c; for c in $(pgrep -P "$1"); do kill_tree "$c"; done; kill "$1" 2>/dev/null; }
+kill_tree() { local c; for c in $(pgrep -P "$1"); do kill_tree "$c"; done; kill "$1" 2>/dev/null || true; }
 if ((do_main && (do_asan || do_fuzz))); then
 	((do_asan)) && fresh_cache "$asan" && mkdir -p -- "$asan" && rm -f -- "$asan/bg-build.rc"
 	((do_fuzz)) && fresh_cache "$fz" && mkdir -p -- "$fz" && rm -f -- "$fz/bg-build.rc"
