@@ -93,19 +93,29 @@ function S.run(dir)
   if not st or st.type ~= "dir" then
     return nil, ("standalone directory %s does not exist or is not a directory: create it and put workload manifests (*.json) in it"):format(dir)
   end
-  local w, err = fs.watch_dir(dir)
   -- out of file descriptors (every watched container holds one): the workloads riklet runs are
-  -- still watched, so keep the agent and try again rather than end it
-  while not w and tostring(err):match("[Tt]oo many open files") do
+  -- still watched, so keep the agent and try again rather than end it. Both the watch and the
+  -- first listing of the directory need one.
+  local function out_of_fds(err)
+    if not tostring(err):match("[Tt]oo many open files") then return false end
     log("error", "cannot watch %s: %s; the running workloads are still watched, manifests are not read until this works"
       .. " (raise ulimit -n / LimitNOFILE); trying again in 5 s", dir, err)
     require("riklet.task").sleep(5)
-    w, err = fs.watch_dir(dir)
+    return true
   end
+  local w, err, ok
+  repeat
+    w, err = fs.watch_dir(dir)
+    if w then
+      ok, err = scan(dir)
+      if not ok then
+        w:close()
+        w = nil
+      end
+    end
+  until w or not out_of_fds(err)
   if not w then return nil, err end
   log("info", "watching %s for workload manifests (*.json)", dir)
-  local ok, serr = scan(dir)
-  if not ok then return nil, serr end
   while true do
     local events = w:read()
     local rescan = false
