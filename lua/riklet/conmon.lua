@@ -304,7 +304,7 @@ local function watch_pid(dir, pid_file, synced)
       for _, ev in ipairs(events) do
         if ev.kind == "overflow" or ev.kind == "written" and ev.name == name then
           local pid = read_pid(pid_file)
-          if pid then synced:set({ data = pid, by = "its pid file" }) end
+          if pid then synced:set({ data = pid }) end
         end
       end
     end
@@ -380,45 +380,37 @@ create = function(id, dir, opts)
   -- recorded before runc create is done, so that a riklet killed meanwhile leaves a conmon that
   -- the next one knows about (and can stop: it would wait for its container forever)
   if opts.on_conmon then opts.on_conmon(cpid) end
+  local function created(pid)
+    mon.pid, mon.started = pid, run and true or nil
+    return mon
+  end
+  local function timed_out(pipe_to_close)
+    M.stop(cpid, id)
+    if pipe_to_close then pipe_to_close:close() end
+    mon.cancelled = true
+    return nil, ("%s %s (under conmon) did not finish within %gs (conmon killed)"):format(verb, id, timeout), mon
+  end
   local said
   if pipe then
     -- wait for runc create (run): conmon's line on the sync pipe, or its end (conmon ended)
     local msg = synced:wait(math.max(0.001, timeout - (core.now() - t0)))
     if watcher then watcher:close() end
-    if not msg then
-      M.stop(cpid, id)
-      pipe:close()
-      mon.cancelled = true
-      return nil, ("%s %s (under conmon) did not finish within %gs (conmon killed)"):format(verb, id, timeout), mon
-    end
+    if not msg then return timed_out(pipe) end
     local pid = tonumber(msg.data)
-    if pid and pid > 0 and pid == math.floor(pid) then
-      mon.pid, mon.started, mon.by = pid, run and true or nil, msg.by or "conmon's sync pipe"
-      return mon
-    end
+    if pid and pid > 0 and pid == math.floor(pid) then return created(pid) end
     said = type(msg.message) == "string" and msg.message:gsub("%s+$", ""):sub(1, 800) or nil
     -- (no line: conmon ended; a restarted riklet would read the pid file: so does this one)
     pid = not msg.data and read_pid(f.pid)
-    if pid then
-      mon.pid, mon.started = pid, run and true or nil
-      return mon
-    end
+    if pid then return created(pid) end
   end
   -- without the pipe: the container's pid file, or conmon's end (it failed), polled every 1/20 of
   -- the time waited so far, from 1 to 10 ms
   if watcher and not pipe then watcher:close() end
   while not pipe do
     local pid = read_pid(f.pid)
-    if pid then
-      mon.pid, mon.started = pid, run and true or nil
-      return mon
-    end
+    if pid then return created(pid) end
     if mon.ended.is_set or not M.alive(cpid, id) then break end
-    if core.now() - t0 > timeout then
-      M.stop(cpid, id)
-      mon.cancelled = true
-      return nil, ("%s %s (under conmon) did not finish within %gs (conmon killed)"):format(verb, id, timeout), mon
-    end
+    if core.now() - t0 > timeout then return timed_out() end
     mon.ended:wait(math.min(math.max((core.now() - t0) / 20, 0.001), 0.01))
   end
   mon.cancelled = true
