@@ -410,6 +410,15 @@ end
 -- replaced under its name (conmon's --log-size-max: conmon closes the full file, then renames a
 -- new one over it) is read to its end, then the new one from its start, with the same joiner (a
 -- line split across the two is joined); a set_path (a new run) likewise, its joiner flushed.
+-- set_path's file, once the current one is done with: its last line and held parts go out first
+local function src_switch(s, out)
+  src_flush(s, out)
+  if s.h then s.h:close() end
+  s.feed = joiner()
+  src_open(s, s.next_path)
+  s.next_path = nil
+end
+
 local function poll_src(f, s, out)
   if not s.h and s.path then src_open(s, s.path) end
   local budget = f.chunk
@@ -417,12 +426,7 @@ local function poll_src(f, s, out)
     local st = s.path and fs.stat(s.path) -- looked at before the read to the end (see above)
     budget = budget - read_into(s, budget, out)
     if budget <= 0 then return false end
-    if s.next_path then
-      src_flush(s, out)
-      s.h:close()
-      s.feed = joiner()
-      src_open(s, s.next_path)
-      s.next_path = nil
+    if s.next_path then src_switch(s, out)
     elseif st and st.ino ~= s.ino then
       if s.buf ~= "" then s.feed(s.buf, out) end
       s.h:close()
@@ -432,10 +436,7 @@ local function poll_src(f, s, out)
     end
   end
   if s.next_path then -- the old file could not be opened: the new one at once
-    src_flush(s, out)
-    s.feed = joiner()
-    src_open(s, s.next_path)
-    s.next_path = nil
+    src_switch(s, out)
     return poll_src(f, s, out)
   end
   return true
