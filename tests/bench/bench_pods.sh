@@ -10,7 +10,9 @@
 # benchmark then running in a private network + mount namespace; PODS=0 skips the memory part;
 # BEFORE_LUA=DIR also runs a second riklet, the same binary with the Lua tree DIR (e.g. an older
 # commit's: `git archive int3 lua | tar -x -C /tmp/old`), in its own network namespace, measured in
-# the same interleaved runs: a before/after comparison that shares the machine's load.
+# the same interleaved runs: a before/after comparison that shares the machine's load;
+# BEFORE_RIKLET=BINARY runs that second riklet from another build (with its own Lua tree unless
+# BEFORE_LUA is given too): before/after of a change in C as well.
 #
 # What it measures, all in one run:
 #  1. manifest -> RUNNING for a cached image: a manifest is written next to the standalone dir,
@@ -108,15 +110,18 @@ on_exit "bench_cleanup_runc"
 on_exit "bench_stop_riklet"
 
 # the second riklet (BEFORE_LUA): as_before CMD... runs CMD with its manifests, log and pid
-BEFORE_LUA=${BEFORE_LUA:-}
+BEFORE_LUA=${BEFORE_LUA:-} BEFORE_RIKLET=${BEFORE_RIKLET:-}
 MAN_B=$T/manifests-before STATE_B=$T/state-before RROOT_B=$T/runc-before LOG_B=$T/riklet-before.log RPID_B=
 as_before() { local MAN=$MAN_B LOG=$LOG_B RPID=$RPID_B; "$@"; }
-if [[ -n $BEFORE_LUA ]]; then
-	[[ -f $BEFORE_LUA/riklet/main.lua ]] || die "BEFORE_LUA=$BEFORE_LUA holds no riklet/main.lua"
+if [[ -n $BEFORE_LUA || -n $BEFORE_RIKLET ]]; then
+	[[ -z $BEFORE_LUA || -f $BEFORE_LUA/riklet/main.lua ]] || die "BEFORE_LUA=$BEFORE_LUA holds no riklet/main.lua"
+	[[ -z $BEFORE_RIKLET || -x $BEFORE_RIKLET ]] || die "BEFORE_RIKLET=$BEFORE_RIKLET is not an executable"
 	mkdir -p "$MAN_B" "$STATE_B" "$RROOT_B"
 	NSRUN=()
 	[[ $NETWORK == bridge ]] && NSRUN=(unshare -n)
-	RIKLET_LUA_DIR=$BEFORE_LUA "${NSRUN[@]}" "$RIKLET" --standalone "$MAN_B" --state-dir "$STATE_B" \
+	BEFORE_ENV=()
+	[[ -z $BEFORE_LUA ]] || BEFORE_ENV=("RIKLET_LUA_DIR=$BEFORE_LUA")
+	env "${BEFORE_ENV[@]}" "${NSRUN[@]}" "${BEFORE_RIKLET:-$RIKLET}" --standalone "$MAN_B" --state-dir "$STATE_B" \
 		--runc-root "$RROOT_B" --network "$NETWORK" --netns-dir "$T/netns-before" --bridge rkbench0 \
 		--pod-cidr 10.97.0.0/16 --log-format text --log-level "${BENCH_LOG_LEVEL:-debug}" --stop-grace 5 >"$LOG_B" 2>&1 </dev/null &
 	RPID_B=$!
@@ -486,7 +491,7 @@ if [[ -n $RPID_B ]]; then
 		v=$(as_before step_median "$n")
 		[[ $v == - ]] || B_STEPS+="${B_STEPS:+, }$n $v"
 	done
-	BEFORE_LINE="before (Lua tree $BEFORE_LUA), same runs: median $B_MED ms (p90 $B_P90, min $B_MIN), $(awk -v a="$B_MED" -v b="$RUN_MED" 'BEGIN { printf "%.2fx", a / b }') run --detach; per-step medians: ${B_STEPS:-none}"
+	BEFORE_LINE="before (${BEFORE_RIKLET:+binary $BEFORE_RIKLET, }Lua tree ${BEFORE_LUA:-its own}), same runs: median $B_MED ms (p90 $B_P90, min $B_MIN), $(awk -v a="$B_MED" -v b="$RUN_MED" 'BEGIN { printf "%.2fx", a / b }') run --detach; per-step medians: ${B_STEPS:-none}"
 fi
 
 if ((PODS > 0)); then
