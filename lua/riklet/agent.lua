@@ -282,7 +282,7 @@ function agent.create(id, definition, source, preset_error)
     definition = ""
   end
   inst = new_instance(id, definition, source)
-  inst.preset_error = preset_error
+  inst.preset_error, inst.handed_over = preset_error, core.time()
   instances[id] = inst
   task.spawn(lifecycle.run, inst, "create")
   return true

@@ -23,6 +23,7 @@ local function P(name, phase, step) return { name = name, phase = phase, step = 
 
 M.points = {
   P("record.save", "create", "write an instance record (abort: the first write, CREATING; error: every write)"),
+  P("record.sync", "create", "make the CREATING record durable (fsync, beside admission and the Pod's preparation)"),
   P("image.pull", "create", "skopeo copy of an image that is not in the cache"),
   P("image.unpack", "create", "umoci unpack of an image that is not unpacked yet"),
   P("pod.mkdir", "create", "create the instance directory"),

@@ -128,8 +128,24 @@ local function save(inst, durable)
   return ok
 end
 
--- L.transition(inst, to[, reason]) -> true | false (refused: not in the table)
-function L.transition(inst, to, reason)
+-- Wait for the record stored by a deferred transition (CREATING) to be durable; its status was
+-- reported once it is. -> true | nil, err (the sync failed, or did not end within 120 s)
+local DURABLE_WAIT = 120
+function L.wait_durable(inst)
+  local ev = inst.durable
+  if not ev then return true end
+  local r = ev:wait(DURABLE_WAIT)
+  if not r then return nil, ("cannot store its record: it was not on disk after %d s (fsync)"):format(DURABLE_WAIT) end
+  if not r[1] then return nil, "cannot store its record: " .. tostring(r[2]) end
+  return true
+end
+
+-- L.transition(inst, to[, reason[, deferred]]) -> true | false (refused: not in the table)
+-- deferred (CREATING): the record is written at once without fsync and made durable by a task
+-- beside what follows (store.sync); the status is reported once it is durable, and the next
+-- transition, as the driver before anything it makes outlives a crash (L.wait_durable), waits for it.
+function L.transition(inst, to, reason, deferred)
+  if inst.durable and not deferred then L.wait_durable(inst) end
   local rec = inst.rec
   local from = rec.status or "new"
   if not (L.TRANSITIONS[from] and L.TRANSITIONS[from][to]) then
@@ -147,13 +163,26 @@ function L.transition(inst, to, reason)
   -- CREATING -> RUNNING is written without fsync (the Pod start's last write): a crash of riklet
   -- keeps the page cache, and after a machine crash, which ends the containers too, the durable
   -- CREATING record makes the next start roll the instance back and create it again
-  save(inst, not (from == "CREATING" and to == "RUNNING"))
+  local saved = save(inst, not (from == "CREATING" and to == "RUNNING") and not deferred)
   -- an ended instance keeps what ps and reports need, not its definition nor its workload (the
   -- definition stays on disk, for store.same_definition)
   if L.ENDED[to] then inst.workload = nil store.forget_definition(rec) end
   log(to == "FAILED" and "warn" or "info", "instance %s (%s %s): %s -> %s%s", inst.id, rec.kind or "?",
     rec.name or "?", from, to, reason and reason ~= "" and (": " .. reason) or "")
-  L.notify(inst.id, to, reason)
+  if not (deferred and saved) then
+    inst.durable = nil
+    L.notify(inst.id, to, reason)
+    return true
+  end
+  local ev = task.event()
+  inst.durable = ev
+  task.spawn(function()
+    local ok, err = store.sync(rec)
+    inst.synced_at = core.time()
+    if not ok then log("error", "cannot store instance %s (%s) on disk: %s", inst.id, to, tostring(err)) end
+    L.notify(inst.id, to, reason)
+    ev:set({ ok == true, err })
+  end)
   return true
 end
 
@@ -318,14 +347,29 @@ local function admit_workload(w)
   return admitted, nil, same(w, admitted) and policy.fingerprint("admission") or nil
 end
 
-local function admit(definition, source)
+-- (ph: the create's phase times, for its debug line)
+local function admit(definition, source, ph)
   local w, err = workload.from_rik(definition)
+  ph.decoded = core.time()
   if not w then return nil, err end
   local by
   w, err, by = admit_workload(w)
+  ph.policy = core.time()
   if not w then return nil, err end
   w, err = workload.for_source(w, source)
   return w, err, by
+end
+
+-- The phases of a create that ended RUNNING, in ms, at debug level (tests/bench/bench_pods.sh
+-- prints their medians): where a Pod start goes outside the driver's create.
+local function log_phases(inst, ph)
+  local t_end = core.time()
+  local function ms(a, b) return a and b and ("%.2f"):format((b - a) * 1000) or "-" end
+  log("debug", "instance %s: start phases (ms): handed over -> CREATING stored %s (boot wait %s), decode + validation %s, "
+    .. "admission policy %s, driver %s, create %s, RUNNING stored + reported %s; total %s; beside them: CREATING "
+    .. "on disk (fsync) %s; handed over at %.6f, RUNNING at %.6f", inst.id, ms(ph.seen, ph.creating),
+    ms(ph.seen, ph.booted), ms(ph.creating, ph.decoded), ms(ph.decoded, ph.policy), ms(ph.admitted, ph.driver),
+    ms(ph.driver, ph.created), ms(ph.created, t_end), ms(ph.seen, t_end), ms(ph.creating, inst.synced_at), ph.seen, t_end)
 end
 
 local function bind(inst, w)
@@ -335,18 +379,27 @@ end
 
 local function create(inst)
   local rec = inst.rec
+  local ph = { seen = inst.handed_over or core.time() }
+  inst.handed_over, inst.synced_at = nil, nil
   if hooks.booted and not hooks.booted.is_set then
     -- what the boot clean-up removes is decided from the records: an instance adopted at boot
     -- (being re-created now) counts as adopted for it
     if inst.adopted then inst.adopted:set(true) end
     hooks.booted:wait()
   end
-  L.transition(inst, "CREATING")
+  ph.booted = core.time()
+  -- durable beside the admission and (a driver with create_waits_durable) its preparation: a
+  -- riklet crash keeps the page cache meanwhile; nothing that outlives a machine crash is made
+  -- before it is durable (the driver's L.wait_durable, or the wait below)
+  L.transition(inst, "CREATING", nil, true)
+  ph.creating = core.time()
   local w, err, admitted_by
   if inst.preset_error then err = inst.preset_error
-  else w, err, admitted_by = admit(rec.definition, rec.source) end
+  else w, err, admitted_by = admit(rec.definition, rec.source, ph) end
+  ph.admitted = core.time()
   local d, lerr
   if w then d, lerr = driver_for(w.kind) end
+  ph.driver = core.time()
   if w and not d then
     err = lerr or ("kind %s is not supported by this node (no %s driver is loaded)"):format(w.kind, w.kind)
     w = nil
@@ -356,7 +409,10 @@ local function create(inst)
     bind(inst, w)
     rec.kind, rec.name, rec.grace_period, rec.restart_policy = w.kind, w.name, w.grace_period, w.restart_policy
     rec.admitted_by = admitted_by
-    local ok, cerr = step(inst, "create", w)
+    local ok, cerr = true, nil
+    if not d.create_waits_durable then ok, cerr = L.wait_durable(inst) end
+    if ok then ok, cerr = step(inst, "create", w) end
+    ph.created = core.time()
     if not ok then
       err = cerr
       local rok, rerr = step(inst, "destroy")
@@ -375,6 +431,7 @@ local function create(inst)
     L.transition(inst, "FAILED", err)
   else
     L.transition(inst, "RUNNING")
+    log_phases(inst, ph)
   end
 end
 

@@ -33,8 +33,24 @@ local function tune_gc()
   collectgarbage("setstepmul", tonumber(s) or 200)
 end
 
+-- LuaJIT's trace compiler: a loop or function is compiled once it ran 1,000 times (LuaJIT's
+-- default: 56), a side trace after 100 exits (10). riklet's code runs once per Pod create, a few
+-- times per transition: with the defaults each of the first few dozen Pod starts compiled ~14
+-- traces on its path (jit.v), 2-5 ms of the start (admission 2-5 ms, 0.1 once interpreted;
+-- tests/bench/bench_pods.sh's phase line); loops that run thousands of times (1,000 Pods) are still
+-- compiled. RIKLET_LUA_JIT="off" or "hotloop=N,..." (jit.opt.start's) overrides it, for measurements.
+local function tune_jit()
+  local spec = os.getenv("RIKLET_LUA_JIT") or "hotloop=1000,hotexit=100"
+  if spec == "off" then jit.off() return end
+  local opts = {}
+  for o in spec:gmatch("[^,%s]+") do opts[#opts + 1] = o end
+  local ok, err = pcall(jit.opt.start, unpack(opts))
+  if not ok then io.stderr:write("riklet: RIKLET_LUA_JIT=", spec, " ignored: ", tostring(err), "\n") end
+end
+
 function M.main()
   tune_gc()
+  tune_jit()
   local args = core.args()
   local code
   if args[1] == "test" then

@@ -81,13 +81,14 @@ local function mark(inst, name, t0)
   if s then s[name] = (s[name] or 0) + (core.time() - t0) * 1000 end
   return core.time()
 end
-local STEPS = { "record", "image", "network", "mount", "config", "create", "run", "start", "netsetup" }
-local STEP_NAMES = { record = "record writes", image = "image", network = "network", mount = "overlay mount",
+local STEPS = { "record", "durable", "image", "network", "mount", "config", "create", "run", "start", "netsetup" }
+local STEP_NAMES = { record = "record writes", durable = "record sync wait", image = "image", network = "network",
+  mount = "overlay mount",
   config = "bundle config", create = "conmon + runc create", run = "conmon + runc run", start = "runc start",
   netsetup = "beside them: network setup" }
 
--- While CREATING the record is a progress note (no fsync): the lifecycle stored CREATING durably
--- before, and a machine crash stops the containers too (the next start rolls the instance back
+-- While CREATING the record is a progress note (no fsync): the lifecycle's CREATING record is
+-- durable before any container exists (lifecycle.wait_durable), and a machine crash stops the containers too (the next start rolls the instance back
 -- from the CREATING record); a riklet crash finds the note all the same (page cache, replaced by
 -- rename).
 local function save(inst)
@@ -499,6 +500,12 @@ create = function(inst, w)
       ok, err = network_ready(inst)
       if not ok then return nil, err end
     end
+    -- the CREATING record, made durable beside all of the above, is on disk before a container
+    -- exists (the lifecycle reports CREATING then too)
+    t0 = core.time()
+    ok, err = lifecycle.wait_durable(inst)
+    mark(inst, "durable", t0)
+    if not ok then return nil, err end
     t0 = core.time()
     mon, err = conmon_create(inst, crec, one_run)
     mark(inst, one_run and "run" or "create", t0)
@@ -990,6 +997,9 @@ function P.timeout(step, inst)
 end
 
 P.driver = {
+  -- the lifecycle's CREATING record is made durable beside the create's preparation: the create
+  -- waits for it (lifecycle.wait_durable) only before the first container exists
+  create_waits_durable = true,
   create = function(...) return P.create(...) end,
   destroy = function(...) return P.destroy(...) end,
   release = function(...) return P.release(...) end,

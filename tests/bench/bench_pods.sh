@@ -10,14 +10,19 @@
 # benchmark then running in a private network + mount namespace; PODS=0 skips the memory part;
 # BEFORE_LUA=DIR also runs a second riklet, the same binary with the Lua tree DIR (e.g. an older
 # commit's: `git archive int3 lua | tar -x -C /tmp/old`), in its own network namespace, measured in
-# the same interleaved runs: a before/after comparison that shares the machine's load.
+# the same interleaved runs: a before/after comparison that shares the machine's load;
+# BEFORE_RIKLET=BINARY runs that second riklet from another build (with its own Lua tree unless
+# BEFORE_LUA is given too): before/after of a change in C as well.
 #
 # What it measures, all in one run:
 #  1. manifest -> RUNNING for a cached image: a manifest is written next to the standalone dir,
-#     then a helper process (python3, kept running) takes the time right before its rename(2)
-#     into the dir (so no fork/exec of `mv` is counted; `mv` and EPOCHREALTIME without python3),
-#     and the latency is riklet's own log timestamp of "-> RUNNING" (text log, millisecond
-#     resolution, so +-1 ms) minus that time. The image was pulled and unpacked by a warm-up instance first. Before each
+#     then a helper process (the waiter: python3, kept running) takes the time right before its
+#     rename(2) into the dir (so no fork/exec of `mv` is counted; `mv` and EPOCHREALTIME without
+#     python3), and the latency is the time the waiter read riklet's "-> RUNNING" log line, blocked
+#     on an inotify watch of the log (no polling: nothing of the benchmark runs while riklet works),
+#     minus that time; the log line's own millisecond stamp is printed too (without python3: that
+#     one, found by polling). riklet runs at --log-level debug (BENCH_LOG_LEVEL): its per-phase
+#     line of each start (4. below). The image was pulled and unpacked by a warm-up instance first. Before each
 #     run the previous instance is destroyed (manifest removed, TERMINATED waited for; not timed).
 #  2. bare runc on the same image (umoci unpack into a prepared bundle, process not on a terminal):
 #     `runc run --detach` and `runc create` + `runc start`, wall time of the commands, and conmon
@@ -38,8 +43,9 @@
 #     writes a, image b, network c, overlay mount d, bundle config e, conmon + runc create f, runc
 #     start g, beside them: network setup h ms)": h overlaps the create, c is the namespace and the
 #     wait for the rest); the median of each over the timed runs is printed, with what is left of the
-#     manifest -> RUNNING time (noticing the manifest, validation, admission, the CREATING and
-#     RUNNING record writes of the lifecycle).
+#     manifest -> RUNNING time; and the lifecycle's phases ("start phases" debug line: CREATING
+#     stored, decode + validation, admission policy, the create, RUNNING stored + reported, the
+#     CREATING fsync beside them), with the rename -> handed over time (inotify, manifest read).
 # Targets (issue 2, 7, 12): start <= 1.3x (issue 7), <= 1.0x (issue 12) bare runc run --detach (conmon
 # in the path); idle RSS <= 8 MiB;
 # <= 16 MiB with 50 Pods; riklet's RSS does not grow per Pod.
@@ -97,24 +103,27 @@ manifest() {
 
 "$RIKLET" --standalone "$MAN" --state-dir "$STATE" --runc-root "$RROOT" --network "$NETWORK" \
 	--netns-dir "$T/netns" --bridge rkbench0 --pod-cidr 10.97.0.0/16 \
-	--log-format text --stop-grace 5 >"$LOG" 2>&1 </dev/null &
+	--log-format text --log-level "${BENCH_LOG_LEVEL:-debug}" --stop-grace 5 >"$LOG" 2>&1 </dev/null &
 RPID=$!
 # the cleanup stack runs last-in first-out: riklet destroys its Pods and stops, then leftovers go
 on_exit "bench_cleanup_runc"
 on_exit "bench_stop_riklet"
 
 # the second riklet (BEFORE_LUA): as_before CMD... runs CMD with its manifests, log and pid
-BEFORE_LUA=${BEFORE_LUA:-}
+BEFORE_LUA=${BEFORE_LUA:-} BEFORE_RIKLET=${BEFORE_RIKLET:-}
 MAN_B=$T/manifests-before STATE_B=$T/state-before RROOT_B=$T/runc-before LOG_B=$T/riklet-before.log RPID_B=
 as_before() { local MAN=$MAN_B LOG=$LOG_B RPID=$RPID_B; "$@"; }
-if [[ -n $BEFORE_LUA ]]; then
-	[[ -f $BEFORE_LUA/riklet/main.lua ]] || die "BEFORE_LUA=$BEFORE_LUA holds no riklet/main.lua"
+if [[ -n $BEFORE_LUA || -n $BEFORE_RIKLET ]]; then
+	[[ -z $BEFORE_LUA || -f $BEFORE_LUA/riklet/main.lua ]] || die "BEFORE_LUA=$BEFORE_LUA holds no riklet/main.lua"
+	[[ -z $BEFORE_RIKLET || -x $BEFORE_RIKLET ]] || die "BEFORE_RIKLET=$BEFORE_RIKLET is not an executable"
 	mkdir -p "$MAN_B" "$STATE_B" "$RROOT_B"
 	NSRUN=()
 	[[ $NETWORK == bridge ]] && NSRUN=(unshare -n)
-	RIKLET_LUA_DIR=$BEFORE_LUA "${NSRUN[@]}" "$RIKLET" --standalone "$MAN_B" --state-dir "$STATE_B" \
+	BEFORE_ENV=()
+	[[ -z $BEFORE_LUA ]] || BEFORE_ENV=("RIKLET_LUA_DIR=$BEFORE_LUA")
+	env "${BEFORE_ENV[@]}" "${NSRUN[@]}" "${BEFORE_RIKLET:-$RIKLET}" --standalone "$MAN_B" --state-dir "$STATE_B" \
 		--runc-root "$RROOT_B" --network "$NETWORK" --netns-dir "$T/netns-before" --bridge rkbench0 \
-		--pod-cidr 10.97.0.0/16 --log-format text --stop-grace 5 >"$LOG_B" 2>&1 </dev/null &
+		--pod-cidr 10.97.0.0/16 --log-format text --log-level "${BENCH_LOG_LEVEL:-debug}" --stop-grace 5 >"$LOG_B" 2>&1 </dev/null &
 	RPID_B=$!
 	on_exit "as_before bench_stop_riklet"
 fi
@@ -181,49 +190,146 @@ IDLE_ANON=$(rss_kib "$RPID" RssAnon)
 IDLE_PSS=$(pss_kib "$RPID")
 say "# riklet pid $RPID idle: VmRSS $IDLE_RSS KiB"
 
-# The renamer: reads "SRC<TAB>DST" lines, prints the time right before each rename(2).
-RENAMER=
+# The waiter (python3, kept running): one request per line, tab-separated, one answer line each.
+#   rename SRC DST        -> the time right before rename(2)
+#   log FILE REGEX SECS   -> "TIME<TAB>LINE": the first new line of FILE matching REGEX (Python re),
+#                            TIME when the waiter read it; it blocks on an inotify watch of FILE
+#                            (IN_MODIFY), no polling; each FILE is read on from where the last
+#                            match ended (only for waits made one after another: the timed runs)
+#   fifo PATH             -> "ok": opens conmon's sync FIFO (both ways, never an end of file)
+#   pid PIDFILE SECS      -> "TIME<TAB>LINE": TIME is the first of PIDFILE non-empty (an inotify
+#                            watch of its directory: runc renames it into place) and a line on the
+#                            FIFO; LINE is conmon's line then read (untimed)
+#   "timeout" when SECS pass. Both sides of every comparison end the same way: woken by the kernel.
+WAITER=
 if [[ -x $PYTHON ]]; then
 	coproc REN { exec "$PYTHON" -u -c '
-import os, sys, time
-for line in sys.stdin:
-    src, dst = line.rstrip("\n").split("\t")
-    t = time.time()
-    os.rename(src, dst)
-    print("%.6f" % t, flush=True)
+import ctypes, os, re, select, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+IN_MODIFY, IN_CLOSE_WRITE, IN_MOVED_TO, IN_CREATE = 0x2, 0x8, 0x80, 0x100
+ino = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+if ino < 0: raise OSError(ctypes.get_errno(), "inotify_init1")
+def watch(path, mask):
+    wd = libc.inotify_add_watch(ino, path.encode(), mask)
+    if wd < 0: raise OSError(ctypes.get_errno(), "inotify_add_watch " + path)
+    return wd
+def drain():
+    try:
+        while os.read(ino, 65536): pass
+    except BlockingIOError: pass
+logs, fifo, fbuf = {}, None, b""
+def wait_log(path, rx, secs):
+    st = logs.get(path)
+    if st is None:
+        st = logs[path] = [os.open(path, os.O_RDONLY | os.O_CLOEXEC), b""]
+        watch(path, IN_MODIFY)
+    pat, end = re.compile(rx.encode()), time.monotonic() + secs
+    while True:
+        drain() # before reading: a write after the read leaves an event for the select
+        while True:
+            chunk = os.read(st[0], 65536)
+            if not chunk: break
+            st[1] += chunk
+        while b"\n" in st[1]:
+            line, st[1] = st[1].split(b"\n", 1)
+            if pat.search(line): return "%.6f\t%s" % (time.time(), line.decode(errors="replace"))
+        left = end - time.monotonic()
+        if left <= 0: return "timeout"
+        select.select([ino], [], [], left)
+def fifo_read():
+    global fbuf
+    try: fbuf += os.read(fifo, 4096)
+    except BlockingIOError: pass
+def wait_pid(pidfile, secs):
+    global fbuf
+    wd, end, t = watch(os.path.dirname(pidfile), IN_MOVED_TO | IN_CLOSE_WRITE | IN_CREATE), time.monotonic() + secs, None
+    try:
+        while t is None:
+            drain()
+            if (os.path.exists(pidfile) and os.path.getsize(pidfile) > 0) or b"\n" in fbuf:
+                t = time.time()
+                break
+            left = end - time.monotonic()
+            if left <= 0: return "timeout"
+            if fifo in select.select([ino, fifo], [], [], left)[0]: fifo_read()
+        while b"\n" not in fbuf:
+            left = end + 60 - time.monotonic()
+            if left <= 0: return "%.6f\t(no line from conmon)" % t
+            if select.select([fifo], [], [], left)[0]: fifo_read()
+        line, fbuf = fbuf.split(b"\n", 1)
+        return "%.6f\t%s" % (t, line.decode(errors="replace"))
+    finally:
+        libc.inotify_rm_watch(ino, wd)
+for req in sys.stdin:
+    a = req.rstrip("\n").split("\t")
+    if a[0] == "rename":
+        t = time.time()
+        os.rename(a[1], a[2])
+        r = "%.6f" % t
+    elif a[0] == "log": r = wait_log(a[1], a[2], float(a[3]))
+    elif a[0] == "fifo":
+        fifo, r = os.open(a[1], os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC), "ok"
+    elif a[0] == "pid": r = wait_pid(a[1], float(a[2]))
+    else: r = "bad request " + a[0]
+    print(r, flush=True)
 '; }
-	RENAMER=python3
+	WAITER=python3
 	on_exit "exec {REN[1]}>&- 2>/dev/null"
 fi
+# waiter ARG...: one request; its answer in WAITED (in this shell: not for $(...))
+waiter() {
+	local IFS=$'\t'
+	printf '%s\n' "$*" >&"${REN[1]}"
+	read -r WAITED <&"${REN[0]}" || die "the waiter (python3) died"
+}
 # create ID: rename its manifest into the dir; prints the time taken right before the rename
 create() {
 	manifest "$1" >"$STAGE/$1.json"
-	if [[ -n $RENAMER ]]; then
-		printf '%s\t%s\n' "$STAGE/$1.json" "$MAN/$1.json" >&"${REN[1]}"
-		local t0
-		read -r t0 <&"${REN[0]}" || die "the renamer died"
-		printf '%s\n' "$t0"
+	if [[ -n $WAITER ]]; then
+		waiter rename "$STAGE/$1.json" "$MAN/$1.json"
+		printf '%s\n' "$WAITED"
 	else
 		local t0=$EPOCHREALTIME
 		mv -T -- "$STAGE/$1.json" "$MAN/$1.json"
 		printf '%s\n' "$t0"
 	fi
 }
-destroy() { rm -f -- "$MAN/$1.json"; wait_state "$1" TERMINATED 60; }
+# wait_exact ID STATUS TIMEOUT: wait_state for waits made one after another (the timed runs):
+# blocking on the waiter; sets WAIT_T (when the line was read) and WAIT_LINE. Without python3 it
+# polls (wait_state) and takes the log line's own millisecond stamp.
+wait_exact() {
+	local id=$1 st=$2
+	if [[ -z $WAITER ]]; then
+		wait_state "$@"
+		WAIT_LINE=$(state_line "$id" "$st")
+		WAIT_T=$(line_epoch "$WAIT_LINE")
+		return
+	fi
+	[[ $st == TERMINATED ]] || st="($st|FAILED)"
+	waiter log "$LOG" "\\] instance $id \\(.*-> $st" "$3"
+	if [[ $WAITED == timeout ]] || [[ $WAITED == *"-> FAILED"* && $2 != FAILED ]]; then
+		diag_file "$LOG" 20 >&2
+		[[ $WAITED == timeout ]] && die "instance $id did not reach $2 within ${3}s"
+		die "instance $id FAILED: ${WAITED#*$'\t'}"
+	fi
+	WAIT_T=${WAITED%%$'\t'*} WAIT_LINE=${WAITED#*$'\t'}
+}
+destroy() { rm -f -- "$MAN/$1.json"; wait_exact "$1" TERMINATED 60; }
 
 # warm-up: pull (oci: layout lookup) and unpack the image once
 say "# warm-up instance"
 create warm >/dev/null
-wait_state warm RUNNING 120
+wait_exact warm RUNNING 120
 destroy warm
 if [[ -n $RPID_B ]]; then
 	as_before create warm >/dev/null
-	as_before wait_state warm RUNNING 120
+	as_before wait_exact warm RUNNING 120
 	as_before destroy warm
 fi
 
 # --- timed runs, interleaved ---------------------------------------------------------------------
-declare -a R_MS=() RUN_MS=() CS_MS=() CM_MS=() CR_MS=() B_MS=()
+declare -a R_MS=() R_STAMP_MS=() RUN_MS=() CS_MS=() CM_MS=() CR_MS=() B_MS=()
+declare -A T0_OF=()
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 RUNC_BIN=$(command -v runc)
 SHIM=${RIKLET_RUNC_RUN:-$(dirname "$RIKLET")/riklet-runc-run}
@@ -233,13 +339,22 @@ mkdir -p "$CM"
 ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b - a) * 1000 }'; }
 # The end of conmon's create, as riklet sees it: the first of runc's pid file (renamed into place
 # once the container is created / runs) and conmon's line on its sync pipe ({"data": PID}, written
-# after conmon reaped runc); here the pid file is looked at every 1 ms while waiting for the line
-# (riklet: inotify), no busy-wait that would take a core from runc. The sync pipe is a FIFO this
-# shell holds open both ways (a conmon that fails without a word is a read timeout, not an end of
-# file). sync_pid WHAT PIDFILE sets SYNC_T (the time it ended), then reads the line (untimed).
+# after conmon reaped runc); the waiter blocks on an inotify watch of the pid file's directory and
+# on the FIFO, as riklet does (without python3: the pid file looked at every 1 ms while waiting
+# for the line). The sync pipe is a FIFO held open both ways (a conmon that fails without a word
+# is a timeout, not an end of file). sync_pid WHAT PIDFILE sets SYNC_T (the time it ended), then
+# reads the line (untimed).
 mkfifo "$T/sync.fifo" || die "mkfifo failed"
 exec {SFD}<>"$T/sync.fifo"
+[[ -z $WAITER ]] || { waiter fifo "$T/sync.fifo"; [[ $WAITED == ok ]] || die "the waiter cannot open the sync FIFO: $WAITED"; }
 sync_pid() {
+	if [[ -n $WAITER ]]; then
+		waiter pid "$2" 60
+		[[ $WAITED != timeout ]] || die "$1: no pid file and no word on conmon's sync pipe within a minute"
+		SYNC_T=${WAITED%%$'\t'*}
+		[[ ${WAITED#*$'\t'} =~ \"data\":\ *[1-9][0-9]* ]] || die "$1 failed: ${WAITED#*$'\t'}"
+		return
+	fi
 	local line= part= done= n=0
 	# (a read that times out mid-line keeps what it read in part: appended, never lost)
 	until [[ -s $2 ]]; do
@@ -259,15 +374,15 @@ for ((i = 1; i <= RUNS; i++)); do
 	id=$(printf 'bench-%02d' "$i")
 	# riklet
 	t0=$(create "$id")
-	wait_state "$id" RUNNING 60
-	t1=$(line_epoch "$(state_line "$id" RUNNING)")
-	R_MS+=("$(ms "$t0" "$t1")")
+	wait_exact "$id" RUNNING 60
+	R_MS+=("$(ms "$t0" "$WAIT_T")")
+	R_STAMP_MS+=("$(ms "$t0" "$(line_epoch "$WAIT_LINE")")")
+	T0_OF[$id]=$t0
 	destroy "$id"
 	if [[ -n $RPID_B ]]; then # the same with the BEFORE_LUA riklet
 		t0=$(as_before create "$id")
-		as_before wait_state "$id" RUNNING 60
-		t1=$(line_epoch "$(as_before state_line "$id" RUNNING)")
-		B_MS+=("$(ms "$t0" "$t1")")
+		as_before wait_exact "$id" RUNNING 60
+		B_MS+=("$(ms "$t0" "$WAIT_T")")
 		as_before destroy "$id"
 	fi
 	# bare runc run --detach
@@ -349,6 +464,25 @@ done
 v=$(step_median "$STEP_BESIDE")
 [[ $v == - ]] || BREAKDOWN+="; $STEP_BESIDE $v"
 CREATE_MED=$(step_median "created in")
+# the lifecycle's phases of each start (riklet's debug line "instance ID: start phases (ms): ..."),
+# and from the rename to riklet handing the manifest over (inotify, the manifest read)
+phase_median() { # phase_median NAME: the median of that phase over the timed runs, ms
+	local vals
+	mapfile -t vals < <(grep -E '\] instance bench-[0-9]+: start phases' "$LOG" |
+		awk -v n="$1 " 'i = index($0, n) { s = substr($0, i + length(n)); sub(/[^0-9.].*/, "", s); print s }')
+	((${#vals[@]})) && stats "${vals[@]}" | awk '{ print $1 }' || echo -
+}
+PHASES= NOTICE_MS=()
+for n in "handed over -> CREATING stored" "decode + validation" "admission policy" ", create" \
+	"RUNNING stored + reported" "CREATING on disk (fsync)"; do
+	v=$(phase_median "$n")
+	[[ $v == - ]] || PHASES+="${PHASES:+, }${n#, } $v"
+done
+for id in "${!T0_OF[@]}"; do
+	h=$(grep -E "\] instance $id: start phases" "$LOG" | grep -oE 'handed over at [0-9.]+' | tail -n 1)
+	[[ -n $h ]] && NOTICE_MS+=("$(ms "${T0_OF[$id]}" "${h##* }")")
+done
+((${#NOTICE_MS[@]})) && PHASES="rename -> handed over (inotify, manifest read) $(stats "${NOTICE_MS[@]}" | awk '{ print $1 }'), $PHASES"
 BEFORE_LINE=
 if [[ -n $RPID_B ]]; then
 	read -r B_MED B_P90 B_MIN < <(stats "${B_MS[@]}")
@@ -357,7 +491,7 @@ if [[ -n $RPID_B ]]; then
 		v=$(as_before step_median "$n")
 		[[ $v == - ]] || B_STEPS+="${B_STEPS:+, }$n $v"
 	done
-	BEFORE_LINE="before (Lua tree $BEFORE_LUA), same runs: median $B_MED ms (p90 $B_P90, min $B_MIN), $(awk -v a="$B_MED" -v b="$RUN_MED" 'BEGIN { printf "%.2fx", a / b }') run --detach; per-step medians: ${B_STEPS:-none}"
+	BEFORE_LINE="before (${BEFORE_RIKLET:+binary $BEFORE_RIKLET, }Lua tree ${BEFORE_LUA:-its own}), same runs: median $B_MED ms (p90 $B_P90, min $B_MIN), $(awk -v a="$B_MED" -v b="$RUN_MED" 'BEGIN { printf "%.2fx", a / b }') run --detach; per-step medians: ${B_STEPS:-none}"
 fi
 
 if ((PODS > 0)); then
@@ -440,7 +574,10 @@ printf "$fmt" "  what conmon costs: conmon+shim - run" "-" "$(awk -v a="$CR_MED"
 	"conmon+shim / run: $(ratio "$CR_MED" "$RUN_MED")"
 printf "$fmt" "  the driver's create (median ms)" "$CREATE_MED" "-" \
 	"rest of the start: $(awk -v a="$R_MED" -v b="$CREATE_MED" 'BEGIN { printf "%.1f ms", a - b }')"
-printf '\nper-step medians of the create (ms): %s\n\n' "${BREAKDOWN:-(no breakdown in the log: an older riklet)}"
+printf '\nper-step medians of the create (ms): %s\n' "${BREAKDOWN:-(no breakdown in the log: an older riklet)}"
+printf 'phases of the start, medians (ms): %s\n' "${PHASES:-(none in the log: an older riklet, or not at --log-level debug)}"
+read -r RS_MED _ < <(stats "${R_STAMP_MS[@]}")
+printf 'riklet start by its log line'"'"'s own ms stamp (as before the waiter): median %s ms\n\n' "$RS_MED"
 [[ -z $BEFORE_LINE ]] || printf '%s\n\n' "$BEFORE_LINE"
 ((PODS > 0)) || exit 0 # cleanup: the on_exit stack
 printf "$fmt" "RSS idle, after start" "$(mib "$IDLE_RSS")" "-" "<= 8 MiB $(verdict "$IDLE_RSS" 8192)"
