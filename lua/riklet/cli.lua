@@ -344,7 +344,7 @@ local function run_one(cfg, file)
     end
     for _, f in pairs(followers) do
       repeat
-        for _, e in ipairs(f:poll(final)) do io.stdout:write(e.text, "\n") end
+        for _, e in ipairs(f:poll(final)) do io.stdout:write(e.text, crilog.eol(e)) end
       until not f.more
     end
     io.stdout:flush()

@@ -27,7 +27,10 @@
 --       to a new file (a restarted container) once the old one is drained; f:close().
 --       A file replaced under the same name (conmon's size cap starts a new one) is read to its
 --       end, then the new one from its start: no line lost or repeated.
---   crilog.format(entry, {timestamps=, prefix=}) -> "TS [name] text\n"
+--   crilog.format(entry, {timestamps=, prefix=}) -> "TS [name] text\n"; crilog.eol(entry) -> "\n" | ""
+-- A line longer than 64 KiB comes in pieces (entries with cut: more follows, cont: it goes on the
+-- line before); format prints them as the one line (no end after a cut piece, no time or name
+-- before a cont one): nothing ever holds a whole line of any length.
 -- A line that is not in the CRI format (a log from an older riklet) is kept as a stdout line with
 -- no time.
 local fs = require "riklet.fs"
@@ -95,15 +98,25 @@ function M.parse(line)
   return { ts = ts, time = t, stream = stream, partial = tag == "P", text = text }
 end
 
--- A parser with state: parts (P) of a stream are held until its full line (F) arrives.
+-- A parser with state: parts (P) of a stream are held until its full line (F) arrives, up to
+-- PIECE bytes: a longer line (a container writing 10 MB without a newline, or never ending one)
+-- goes out in pieces of about PIECE bytes, each but the last marked cut (more of the line follows)
+-- and each but the first cont (it goes on the line before): what a reader or a follower holds
+-- stays bounded whatever the line's length.
+local PIECE = 64 * 1024
 local function joiner()
   local parts = {}
+  local function piece(held, out, last)
+    local first = held.first
+    first.text, first.cont = table.concat(held.text), held.cont
+    if not last then first.cut = true end
+    out[#out + 1] = first
+  end
   return function(line, out)
     if line == nil then -- flush: the parts of a last line that never got its end
       for stream, held in pairs(parts) do
-        local first = held.first
-        first.text = table.concat(held.text)
-        out[#out + 1] = first
+        if held.first then piece(held, out, true)
+        else out[#out + 1] = { stream = stream, text = "", partial = true, cont = true } end -- its end
         parts[stream] = nil
       end
       return
@@ -114,17 +127,28 @@ local function joiner()
       return
     end
     local held = parts[e.stream]
+    if held and not held.first then -- a cut line goes on: this part opens its next piece
+      held.first, held.text, held.n = e, {}, 0
+    end
     if e.partial then
-      if held then held.text[#held.text + 1] = e.text
-      else parts[e.stream] = { first = e, text = { e.text } } end
+      if held then
+        held.text[#held.text + 1], held.n = e.text, held.n + #e.text
+      else
+        held = { first = e, text = { e.text }, n = #e.text }
+        parts[e.stream] = held
+      end
+      if held.n >= PIECE then
+        piece(held, out, false)
+        held.first, held.text, held.n, held.cont = nil, nil, 0, true
+      end
       return
     end
     if held then
       held.text[#held.text + 1] = e.text
-      local first = held.first
-      first.text, first.partial = table.concat(held.text), false
+      piece(held, out, true)
+      out[#out].partial = false
       parts[e.stream] = nil
-      e = first
+      return
     end
     out[#out + 1] = e
   end
@@ -479,13 +503,17 @@ function Follower:close()
   end
 end
 
+-- what ends an entry's text when printed: nothing for a piece of a longer line (cut)
+function M.eol(e) return e.cut and "" or "\n" end
+
 function M.format(e, opts)
   opts = opts or {}
   local parts = {}
+  if e.cont then return e.text .. M.eol(e) end
   if opts.timestamps then parts[#parts + 1] = (e.ts or "-") .. " " end
   if opts.prefix and e.name then parts[#parts + 1] = "[" .. e.name .. "] " end
   parts[#parts + 1] = e.text
-  parts[#parts + 1] = "\n"
+  parts[#parts + 1] = M.eol(e)
   return table.concat(parts)
 end
 

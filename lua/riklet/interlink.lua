@@ -313,7 +313,8 @@ end
 local LIVE = { preparing = true, created = true, running = true, waiting = true }
 
 local function fmt_entry(e, ts)
-  local line = e.text .. "\n"
+  local line = e.text .. crilog.eol(e)
+  if e.cont then return line end -- a piece of a long line (crilog): on the line before
   if ts then line = (e.ts or "-"):gsub("%+00:00$", "Z") .. " " .. line end
   return line
 end
