@@ -751,11 +751,19 @@ end
 
 M.policy_rules = policy_rules
 
--- What the rules of an instance were computed with: the network policy, and the admission policy
--- (which may have changed the workload the rules are made from). nil when either cannot be read.
-function M.rules_fingerprint()
+-- What the rules of an instance were computed with: the network policy, the admission policy
+-- (which may have changed the workload the rules are made from) and the node options the policy's
+-- ctx carries (c: the config, default C; the bridge and the reserved ports of --metrics-listen,
+-- --interlink, --scheduler: a port that became riklet's own must not keep a Pod's DNAT rule from
+-- before). nil when a policy cannot be read.
+function M.rules_fingerprint(c)
+  c = c or C or {}
   local n, a = policy.fingerprint("network"), policy.fingerprint("admission")
-  return n and a and (n .. "|" .. a) or nil
+  if not (n and a) then return nil end
+  local ports = {}
+  for p in pairs(c.reserved or {}) do ports[#ports + 1] = p end
+  table.sort(ports)
+  return ("%s|%s|bridge=%s;reserved=%s"):format(n, a, tostring(c.bridge), table.concat(ports, ","))
 end
 
 -- The rules of a re-adopted instance (the policy may have changed since); the batch's port index
