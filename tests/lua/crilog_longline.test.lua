@@ -151,5 +151,24 @@ local b = { text = "cd", cont = true, name = "c", ts = TS }
 T.is(crilog.format(a, { prefix = true, timestamps = true }) .. crilog.format(b, { prefix = true, timestamps = true }),
   TS .. " [c] abcd\n", "format: the pieces of a cut line print as the one line")
 
+-- 5. two containers merged by time (riklet logs of a Pod): a line of the other container written
+-- while the long line was being written does not land inside it
+local la, lb = tmp .. "/a.log", tmp .. "/b.log"
+local function tsn(n) return ("2026-11-29T15:30:%02d.000000000+00:00"):format(n) end
+local ha = assert(io.open(la, "wb"))
+for i = 1, 40 do ha:write(tsn(i), " stdout P ", part(i), "\n") end
+ha:write(tsn(41), " stdout F !\n")
+ha:close()
+assert(fs.write_atomic(lb, tsn(20) .. " stdout F from b\n"))
+local printed = {}
+for _, e in ipairs(crilog.collect({ { name = "a", path = la }, { name = "b", path = lb } })) do
+  printed[#printed + 1] = crilog.format(e, { prefix = true })
+end
+local want = {}
+for i = 1, 40 do want[#want + 1] = part(i) end
+local out = table.concat(printed)
+T.ok(out:find("[a] " .. table.concat(want) .. "!\n", 1, true) and out:find("[b] from b\n", 1, true),
+  "merged by time: the long line stays whole, the other container's line beside it, not inside")
+
 fs.rm_rf(tmp)
 T.done()
