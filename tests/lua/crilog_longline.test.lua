@@ -154,7 +154,7 @@ T.is(crilog.format(a, { prefix = true, timestamps = true }) .. crilog.format(b, 
 -- 5. two containers merged by time (riklet logs of a Pod): a line of the other container written
 -- while the long line was being written does not land inside it
 local la, lb = tmp .. "/a.log", tmp .. "/b.log"
-local function tsn(n) return ("2026-11-29T15:30:%02d.000000000+00:00"):format(n) end
+local function tsn(s) return ("2026-11-29T15:30:%02d.000000000+00:00"):format(s) end
 local ha = assert(io.open(la, "wb"))
 for i = 1, 40 do ha:write(tsn(i), " stdout P ", part(i), "\n") end
 ha:write(tsn(41), " stdout F !\n")
