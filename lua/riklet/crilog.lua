@@ -252,7 +252,8 @@ local function merge(lists)
   for li, l in ipairs(lists) do
     local last = 0
     for i, e in ipairs(l) do
-      last = e.time or last
+      -- a piece going on a cut line (cont) keeps its line's time: the pieces stay together
+      if not e.cont then last = e.time or last end
       all[#all + 1] = { e = e, t = last, li = li, i = i }
     end
   end
