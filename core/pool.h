@@ -24,7 +24,7 @@ typedef void (*rk_done_fn)(void *ud, int cancelled);
  * submit starts one when every live worker is busy (up to nthreads), and a worker idle for
  * RK_POOL_IDLE_MS exits (an idle riklet holds no worker stacks). */
 rk_pool *rk_pool_new(rk_loop *l, unsigned nthreads, rk_err *e);
-#define RK_POOL_IDLE_MS 10000
+#define RK_POOL_IDLE_MS 2000
 /* How long a worker waits for a job before it exits (tests make it short). */
 void rk_pool_set_idle_ms(rk_pool *p, unsigned ms);
 
