@@ -722,6 +722,8 @@ void lrk_loop_stats(lua_State *L)
 		rk_pool_stats(G.pool, &ps);
 	lua_pushinteger(L, ps.threads);
 	lua_setfield(L, -2, "pool_threads");
+	lua_pushinteger(L, ps.max_threads);
+	lua_setfield(L, -2, "pool_max_threads");
 	lua_pushinteger(L, (lua_Integer)(ps.queued + ps.running));
 	lua_setfield(L, -2, "pool_pending");
 	lua_pushnumber(L, (double)ps.finished);

@@ -24,7 +24,7 @@
 #include <netinet/in.h>
 #include <time.h>
 
-#include <libiptc/libiptc.h>
+#include "iptc_lazy.h" /* <libiptc/libiptc.h>, its calls through dlopen */
 #include <linux/netfilter/nf_nat.h>
 #include <linux/netfilter/xt_addrtype.h>
 #include <linux/netfilter/xt_comment.h>
@@ -1131,6 +1131,8 @@ out:
 static int apply_table(const char *table, struct want *wants, size_t nw, const struct scope *sc, int sync,
 		       rk_fw_stats *st, rk_err *e)
 {
+	if (rk_iptc_load(e) < 0)
+		return -1;
 	for (int attempt = 0;; attempt++) {
 		rk_fw_stats local = {0};
 		int changed = 0, rc = 0;
@@ -1285,6 +1287,8 @@ int rk_fw_list(rk_fw_rule **out, size_t *n, rk_err *e)
 {
 	*out = NULL;
 	*n = 0;
+	if (rk_iptc_load(e) < 0)
+		return -1;
 	size_t cap = 32, cnt = 0;
 	rk_fw_rule *v = malloc(cap * sizeof *v);
 	if (!v)
@@ -1324,6 +1328,8 @@ int rk_fw_list(rk_fw_rule **out, size_t *n, rk_err *e)
 
 int rk_fw_flush_all(rk_err *e)
 {
+	if (rk_iptc_load(e) < 0)
+		return -1;
 	int lock = xt_lock(e);
 	if (lock == -1)
 		return -1;

@@ -172,13 +172,14 @@ il_run() {
 printf '#include <stdio.h>\n#include <string.h>\nint main(void) { char b[64]; FILE *f = fopen("/proc/self/status", "r");\n while (fgets(b, sizeof b, f)) if (!strncmp(b, "VmRSS:", 6) || !strncmp(b, "RssAnon:", 8)) fputs(strchr(b, 58) + 1, stdout); return 0; }\n' >"$T/floor.c"
 floor() { # floor BIN [extra-lib]: "rss anon" KiB of main() linked with BIN's NEEDED libraries
 	local libs
+	objdump -p "$1" >/dev/null 2>&1 || return 1 # not an ELF file (a wrapper script): no floor
 	mapfile -t libs < <(objdump -p "$1" | awk '$1 == "NEEDED" { sub(/^lib/, "", $2); sub(/\.so.*/, "", $2); print $2 }')
 	[[ -n ${2:-} ]] && libs+=("$2")
 	cc -O2 -o "$T/floor" "$T/floor.c" -Wl,--no-as-needed "${libs[@]/#/-l}" 2>/dev/null || return 1
 	"$T/floor" | awk '{ printf "%s ", $1 } END { print "" }'
 }
 
-mib() { awk -v k="$1" 'BEGIN { printf "%.2f", k / 1024 }'; }
+mib() { if [[ -n $1 ]]; then awk -v k="$1" 'BEGIN { printf "%.2f", k / 1024 }'; else printf -- -; fi; }
 row() { printf '| %-52s | %-10s | %-10s | %-10s |\n' "$@"; }
 r3() { read -r a b c <<<"$2"; row "$1" "$(mib "$a")" "$(mib "$b")" "$(mib "$c")"; }
 
@@ -231,8 +232,8 @@ for i in "${!BINS[@]}"; do
 	r3 "interLink mode, idle" "$I"
 	row "floor: main() with the same libraries" "$(mib "$F_RSS")" "$(mib "$F_ANON")" -
 	row "floor + libcurl (https://, or dlopen'ed)" "$(mib "$FC_RSS")" "$(mib "$FC_ANON")" -
-	row "scheduler mode idle above the floor" "$(mib $(($(cut -d' ' -f1 <<<"$S") - F_RSS)))" \
-		"$(mib $(($(cut -d' ' -f2 <<<"$S") - F_ANON)))" -
+	row "scheduler mode idle above the floor" "$(mib ${F_RSS:+$(($(cut -d' ' -f1 <<<"$S") - F_RSS))})" \
+		"$(mib ${F_ANON:+$(($(cut -d' ' -f2 <<<"$S") - F_ANON))})" -
 	printf '\n'
 done
 LUA_DIR=

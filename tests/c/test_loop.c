@@ -222,6 +222,10 @@ int main(void)
 	g_loop = l;
 	rk_pool *pool = rk_pool_new(l, 4, &e);
 	ok(pool != NULL, "pool created: %s", e.msg);
+	struct rk_pool_stats ps;
+	rk_pool_stats(pool, &ps);
+	ok(ps.threads == 0 && ps.max_threads == 4, "no worker thread before the first job (%u live, at most %u)",
+	   ps.threads, ps.max_threads);
 	static struct pjob pj[8];
 	jobs_left = 8;
 	for (int i = 0; i < 8; i++) {
@@ -229,9 +233,8 @@ int main(void)
 		pj[i].job = (struct rk_pool_job){.work = pwork, .done = pdone, .ud = &pj[i]};
 		rk_pool_submit(pool, &pj[i].job);
 	}
-	struct rk_pool_stats ps;
 	rk_pool_stats(pool, &ps);
-	is_int((int)ps.threads, 4, "4 worker threads");
+	is_int((int)ps.threads, 4, "4 worker threads, started by the jobs");
 	ok(ps.queued + ps.running == 8, "8 jobs pending (%zu queued, %zu running)", ps.queued, ps.running);
 	uint64_t lag_before = ls.lag_max_us;
 	t0 = rk_now_ms();
@@ -256,6 +259,32 @@ int main(void)
 	   (unsigned long long)ls.lag_last_us);
 	rk_pool_stats(pool, &ps);
 	ok(ps.finished == 8 && ps.queued == 0 && ps.running == 0, "stats: 8 finished, none pending");
+
+	/* idle workers exit after the idle time; the next job starts one again, and jobs one after
+	 * another reuse that one */
+	rk_pool_set_idle_ms(pool, 100);
+	uint64_t w0 = rk_now_ms();
+	do {
+		struct timespec ts = {0, 10000000L};
+		nanosleep(&ts, NULL);
+		rk_pool_stats(pool, &ps);
+	} while (ps.threads > 0 && rk_now_ms() - w0 < 10000);
+	ok(ps.threads == 0 && ps.exited == 4, "the 4 idle workers exited (%u live, %llu exited in %llu ms)", ps.threads,
+	   (unsigned long long)ps.exited, (unsigned long long)(rk_now_ms() - w0));
+	rk_pool_set_idle_ms(pool, 60000);
+	for (int k = 0; k < 3; k++) {
+		jobs_left = 1;
+		pj[0] = (struct pjob){.ms = 1};
+		pj[0].job = (struct rk_pool_job){.work = pwork, .done = pdone, .ud = &pj[0]};
+		rk_pool_submit(pool, &pj[0].job);
+		rk_loop_run(l);
+	}
+	rk_pool_stats(pool, &ps);
+	ok(pj[0].on_worker && pj[0].done_on_loop && ps.finished == 11,
+	   "jobs after that ran on a worker (%llu finished)", (unsigned long long)ps.finished);
+	ok(ps.threads == 1 && ps.started == 5,
+	   "on one new thread, started by the first of them (%u live, %llu started)", ps.threads,
+	   (unsigned long long)ps.started);
 
 	/* freeing the pool finishes queued work and tells done it is cancelled */
 	jobs_left = 3;

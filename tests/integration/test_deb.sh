@@ -51,9 +51,15 @@ ok "test -f '$DEB'" "named riklet_${VERSION}_amd64.deb"
 field() { dpkg-deb -f "$DEB" "$1"; }
 is "$(field Package)/$(field Version)/$(field Architecture)" "riklet/$VERSION/amd64" "control: package, version, architecture"
 deps=$(field Depends)
-for d in runc conmon skopeo umoci libluajit-5.1-2 libnl-3-200 libip4tc2 libsystemd0 libcjson1 libprotobuf-c1; do
+for d in runc conmon skopeo umoci libnl-3-200 libip4tc2 libsystemd0 libcjson1; do
 	like "$deps" "(^|, )$d( |,|$)" "Depends on $d"
 done
+# LuaJIT, libnghttp2 and libprotobuf-c are linked statically (RIKLET_STATIC_DEPS, issue 12 memory)
+if grep -q '^RIKLET_STATIC_DEPS:BOOL=ON' "$RIKLET_BUILD_DIR/CMakeCache.txt"; then
+	for d in libluajit-5.1-2 libnghttp2-14 libprotobuf-c1; do
+		unlike "$deps" "(^|, )$d( |,|$)" "no Depends on $d (linked statically)"
+	done
+fi
 like "$(field Recommends)" "qemu-system-x86" "Recommends qemu-system-x86"
 like "$(field Recommends)" "curl" "Recommends curl (interLink httpGet probes)"
 is "$(dpkg-deb --ctrl-tarfile "$DEB" | tar -xO ./conffiles | sort | tr '\n' ' ')" \
