@@ -1,6 +1,8 @@
 -- riklet.status — STATE/agent.json: what a running riklet says about itself (pid, version, start
--- time, loop lag, worker pool, instance count). The daemon rewrites it every few seconds (through
--- the worker pool: fs.write_atomic yields); `riklet ps` reads it. A file whose pid is not that
+-- time, loop lag, worker pool, instance count). The daemon rewrites it every few seconds, replaced
+-- by rename without fsync (NOSYNC): it describes a live process, so after a crash of the machine
+-- it names a riklet that no longer runs whatever it holds, and an idle node does not touch the
+-- disk or wake a worker thread every 5 s for it; `riklet ps` reads it. A file whose pid is not that
 -- riklet any more (killed, stopped, pid reused) reads as "no riklet runs".
 local core = require "riklet.core"
 local fs = require "riklet.fs"
@@ -8,6 +10,8 @@ local json = require "riklet.json"
 local task = require "riklet.task"
 
 local M = {}
+
+local NOSYNC = { sync = false }
 
 M.INTERVAL = 5 -- seconds between two rewrites
 
@@ -48,7 +52,7 @@ function M.snapshot(instances)
       slow_turns = st.slow_turns, turns = st.turns, slowest = st.slowest ~= "" and st.slowest or nil,
       timers = st.timers, tasks = st.tasks,
     },
-    pool = { threads = st.pool_threads, pending = st.pool_pending, done = st.pool_done },
+    pool = { threads = st.pool_threads, max_threads = st.pool_max_threads, pending = st.pool_pending, done = st.pool_done },
     -- for `riklet metrics` (riklet.prom): the daemon's counters, the scheduler's, policy errors
     prom = require("riklet.prom").snapshot(),
     scheduler = package.loaded["riklet.scheduler"] and package.loaded["riklet.scheduler"].stats() or nil,
@@ -63,7 +67,7 @@ local current -- {path=, count=} once started
 function M.write_now()
   if not current then return end
   local okc, n = pcall(current.count)
-  return fs.write_atomic(current.path, json.encode(M.snapshot(okc and n or nil)) .. "\n", "0644")
+  return fs.write_atomic(current.path, json.encode(M.snapshot(okc and n or nil)) .. "\n", "0644", NOSYNC)
 end
 
 -- Start rewriting STATE/agent.json every M.INTERVAL seconds. count() -> number of instances.
@@ -78,7 +82,7 @@ function M.start(state_dir, count)
     local warned = false
     while true do
       local okc, n = pcall(count)
-      local ok, err = fs.write_atomic(path, json.encode(M.snapshot(okc and n or nil)) .. "\n", "0644")
+      local ok, err = fs.write_atomic(path, json.encode(M.snapshot(okc and n or nil)) .. "\n", "0644", NOSYNC)
       if not ok and not warned then
         core.log("warn", "status", ("cannot write %s (riklet ps will not show this agent): %s"):format(path, err))
       end
