@@ -348,10 +348,11 @@ local function hold(p, start, start_err, prepare)
   local ok, res, err = true, nil, "cannot hold conmon on its start pipe: " .. tostring(start_err)
   if start then ok, res, err = pcall(prepare) end
   if ok and res then
-    local sent, serr = start:send("1")
+    -- (a send that fails: conmon ended meanwhile, or its read fails once this end is closed; the
+    -- wait for its first process then says why, with its output)
+    start:send("1")
     start:close()
-    if sent then return true end
-    res, err = nil, "cannot let conmon go on its start pipe: " .. tostring(serr)
+    return true
   end
   if start then start:close() end -- conmon's read fails: it exits
   p:kill(9)
