@@ -331,6 +331,7 @@ end
 -- slot, nor holds one while a slot is awaited by others
 function M.create(id, dir, opts)
   if opts and opts.prepare and not runc.slot_free() then
+    log("debug", "container %s: every --runtime-parallel slot is busy: prepared first, then conmon started", id)
     local ok, err = opts.prepare()
     if not ok then return nil, err, nil, true end
     return runc.throttled(create, id, dir, opts, true)
@@ -406,6 +407,7 @@ create = function(id, dir, opts, prepared)
     log("warn", "container %s: cannot read conmon's sync pipe (%s): polling the pid file", id, tostring(pipe_err))
   end
   if prepare then
+    log("debug", "container %s: conmon (pid %d) started, held on its start pipe while the container is prepared", id, p.pid)
     local hok, went, herr = pcall(hold, p, start, start_err, prepare)
     if not hok or not went then
       -- (the sync pipe's reader ends with conmon)
