@@ -28,8 +28,8 @@ cp "$(command -v busybox)" "$T/rootfs/bin/busybox"
 ln -s busybox "$T/rootfs/bin/sleep"
 (cd "$T" && runc spec) || exit 1
 jq '.process.terminal = false | .process.args = ["sleep", "3600"]' "$T/config.json" >"$T/base.json"
-mk() { # mk NAME JQ: a bundle dir sharing the rootfs
-	mkdir -p "$T/$1" && ln -s "$T/rootfs" "$T/$1/rootfs" && jq "$2" "$T/base.json" >"$T/$1/config.json"
+mk() { # mk NAME JQ: a bundle dir sharing the rootfs (by absolute path: runc refuses a symlink)
+	mkdir -p "$T/$1" && jq --arg r "$T/rootfs" "$2 | .root.path = \$r" "$T/base.json" >"$T/$1/config.json"
 }
 mk base '.'
 mk nocg 'del(.mounts[] | select(.destination == "/sys/fs/cgroup"))'
@@ -42,10 +42,11 @@ echo "load before: $(cut -d' ' -f1-3 /proc/loadavg); /run is $(stat -f -c %T /ru
 for r in $(seq "$ROUNDS"); do
 	for v in "${VARIANTS[@]}"; do
 		id=ab$v$r
-		[[ $v == cgpath ]] && jq --arg p "/rkbench/$id" '.linux.cgroupsPath = $p' "$T/base.json" >"$T/cgpath/config.json"
+		[[ $v == cgpath ]] && jq --arg p "/rkbench/$id" --arg r "$T/rootfs" '.linux.cgroupsPath = $p | .root.path = $r' \
+			"$T/base.json" >"$T/cgpath/config.json"
 		s=$(date +%s%N)
-		(cd "$T/${DIR[$v]}" && runc --root "${ROOT[$v]}" run --detach "$id" </dev/null >/dev/null 2>&1) ||
-			echo "runc run ($v) failed" >&2
+		(cd "$T/${DIR[$v]}" && runc --root "${ROOT[$v]}" run --detach "$id" </dev/null >"$T/out" 2>&1) ||
+			{ echo "runc run ($v) failed: $(cat "$T/out")" >&2; exit 1; }
 		e=$(date +%s%N)
 		runc --root "${ROOT[$v]}" delete -f "$id" >/dev/null 2>&1
 		MS[$v]+="$(((e - s) / 100000)) "
