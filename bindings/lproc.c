@@ -5,9 +5,15 @@
  *       nil = /dev/null), stderr_to_stdout (bool), new_session (bool), new_pgroup (bool: its own
  *       process group; off by default: runc create's container must never share a group riklet
  *       may kill), sync_pipe (an environment variable NAME: the child gets the write end of a
- *       pipe as fd 3 and NAME=3 in its environment, as conmon's _OCI_SYNCPIPE wants)
+ *       pipe as fd 3 and NAME=3 in its environment, as conmon's _OCI_SYNCPIPE wants),
+ *       start_pipe (NAME: the child gets one end of a unix socket pair as fd 4 and NAME=4, as
+ *       conmon's _OCI_STARTPIPE wants; riklet's end holds one unread byte, so that its close,
+ *       riklet's death included, makes the child's read fail with ECONNRESET instead of returning
+ *       the end of the stream: conmon 2.1.6 then exits before it starts anything)
  *     with sync_pipe: -> process, pipe   pipe is a riklet.usock sock on the read end
  *       (pipe:read() -> data | nil at the end: every holder of the write end closed it; pipe:close())
+ *     with start_pipe: -> process, pipe, pipe_err, start   start is a riklet.usock sock on riklet's
+ *       end (start:send("1") lets the child go on; start:close() without it: the child's read fails)
  *     process.pid; process:wait() -> code, signal (yields; code nil when killed by a signal)
  *     process:kill([signo=15]) -> true | nil, err; process:exited() -> boolean
  *   proc.run(argv, opts) -> {code=, signal=, stdout=, stderr=, timed_out=} | nil, err
@@ -24,6 +30,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
 #include "lrk.h"
@@ -187,7 +194,8 @@ struct spawn {
 	char **argv, **env;
 	char *cwd, *out, *err;
 	struct rk_proc_opts o;
-	int pipe_r, pipe_w; /* sync_pipe: the ends kept and given (as fd 3); -1: none */
+	int pipe_r, pipe_w;   /* sync_pipe: the ends kept and given (as fd 3); -1: none */
+	int start_r, start_w; /* start_pipe: the ends kept and given (as fd 4); -1: none */
 	pid_t pid;
 	rk_err e;
 };
@@ -204,13 +212,18 @@ static void spawn_free(void *ud)
 		close(s->pipe_r);
 	if (s->pipe_w >= 0)
 		close(s->pipe_w);
+	if (s->start_r >= 0)
+		close(s->start_r);
+	if (s->start_w >= 0)
+		close(s->start_w);
 	free(s);
 }
 
 extern char **environ;
 
-/* env (NULL: riklet's environment) without NAME=..., plus NAME=3: malloc'ed, NULL with why set. */
-static char **env_with_fd3(char **env, const char *name, char *why, size_t whylen)
+/* env (NULL: riklet's environment) without NAME=..., plus NAME=FD (one digit): malloc'ed, NULL with
+ * why set. */
+static char **env_with_fd(char **env, const char *name, char fd, char *why, size_t whylen)
 {
 	size_t n = 0, len = strlen(name);
 	char **src = env ? env : environ;
@@ -227,7 +240,7 @@ static char **env_with_fd3(char **env, const char *name, char *why, size_t whyle
 	if (!out || !(out[k] = malloc(len + 3)))
 		goto oom;
 	memcpy(out[k], name, len);
-	memcpy(out[k] + len, "=3", 3);
+	memcpy(out[k] + len, (char[]){'=', fd, 0}, 3);
 	return out;
 oom:
 	lrk_free_argv(out);
@@ -235,34 +248,64 @@ oom:
 	return NULL;
 }
 
-/* opts.sync_pipe (at 2): the pipe and the environment that names it to the child. -1 with why. */
-static int add_sync_pipe(lua_State *L, struct spawn *s, char *why, size_t whylen)
+/* The environment variable named by opts[field] (opts at 2): NULL when absent, "" with why when bad. */
+static const char *pipe_env_name(lua_State *L, const char *field, char *why, size_t whylen)
 {
 	if (!lua_istable(L, 2))
-		return 0;
-	lua_getfield(L, 2, "sync_pipe");
+		return NULL;
+	lua_getfield(L, 2, field);
 	const char *name = lua_tostring(L, -1);
 	lua_pop(L, 1); /* still referenced by the opts table */
-	if (!name)
-		return 0;
-	if (!*name || strchr(name, '=')) {
-		snprintf(why, whylen, "sync_pipe must name an environment variable");
-		return -1;
+	if (name && (!*name || strchr(name, '='))) {
+		snprintf(why, whylen, "%s must name an environment variable", field);
+		return "";
 	}
-	char **env = env_with_fd3(s->env, name, why, whylen);
-	if (!env)
+	return name;
+}
+
+/* opts.sync_pipe and opts.start_pipe (at 2): the pipes and the environment that names them to the
+ * child. -1 with why. */
+static int add_pipes(lua_State *L, struct spawn *s, char *why, size_t whylen)
+{
+	const char *sync = pipe_env_name(L, "sync_pipe", why, whylen);
+	const char *start = pipe_env_name(L, "start_pipe", why, whylen);
+	if ((sync && !*sync) || (start && !*start))
 		return -1;
-	lrk_free_argv(s->env);
-	s->env = env;
-	s->o.env = env;
+	for (int i = 0; i < 2; i++) {
+		const char *name = i ? start : sync;
+		if (!name)
+			continue;
+		char **env = env_with_fd(s->env, name, i ? '4' : '3', why, whylen);
+		if (!env)
+			return -1;
+		lrk_free_argv(s->env);
+		s->env = env;
+		s->o.env = env;
+	}
 	int fds[2];
-	if (pipe2(fds, O_CLOEXEC) < 0) {
-		snprintf(why, whylen, "cannot create a pipe: %s", strerror(errno));
-		return -1;
+	if (sync) {
+		if (pipe2(fds, O_CLOEXEC) < 0) {
+			snprintf(why, whylen, "cannot create a pipe: %s", strerror(errno));
+			return -1;
+		}
+		fcntl(fds[0], F_SETFL, O_NONBLOCK); /* read on the loop; the child's end stays blocking */
+		s->pipe_r = fds[0];
+		s->pipe_w = s->o.extra_fd = fds[1];
 	}
-	fcntl(fds[0], F_SETFL, O_NONBLOCK); /* read on the loop; the child's end stays blocking */
-	s->pipe_r = fds[0];
-	s->pipe_w = s->o.extra_fd = fds[1];
+	if (start) {
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0) {
+			snprintf(why, whylen, "cannot create a socket pair: %s", strerror(errno));
+			return -1;
+		}
+		s->start_r = fds[0];
+		s->start_w = s->o.extra_fd2 = fds[1];
+		/* the byte riklet's end never reads: closed with it unread, the child's read fails */
+		if (send(fds[1], "h", 1, MSG_NOSIGNAL) != 1) {
+			snprintf(why, whylen, "cannot write to a socket pair: %s", strerror(errno));
+			return -1;
+		}
+		fcntl(fds[0], F_SETFL, O_NONBLOCK);
+	}
 	return 0;
 }
 
@@ -273,13 +316,13 @@ static struct spawn *spawn_new(lua_State *L)
 	if (!s)
 		luaL_error(L, "out of memory");
 	s->o = (struct rk_proc_opts)RK_PROC_OPTS_INIT;
-	s->pipe_r = s->pipe_w = -1;
+	s->pipe_r = s->pipe_w = s->start_r = s->start_w = -1;
 	char why[96] = "out of memory";
 	/* Nothing here raises while s is held: free it first, then raise. */
 	if (!(s->argv = lrk_to_argv(L, 1, "argv", why, sizeof why)) ||
 	    fill_opts(L, 2, &s->o, &s->env, why, sizeof why) < 0 || (s->o.cwd && !(s->cwd = strdup(s->o.cwd))) ||
 	    (s->o.stdout_path && !(s->out = strdup(s->o.stdout_path))) ||
-	    (s->o.stderr_path && !(s->err = strdup(s->o.stderr_path))) || add_sync_pipe(L, s, why, sizeof why) < 0) {
+	    (s->o.stderr_path && !(s->err = strdup(s->o.stderr_path))) || add_pipes(L, s, why, sizeof why) < 0) {
 		spawn_free(s);
 		luaL_error(L, "%s", why);
 		return NULL; /* not reached: luaL_error does not return */
@@ -326,13 +369,26 @@ static int spawn_push(lua_State *L, void *ud)
 		p->status = -1;
 		rk_warn("proc", "cannot watch process %d (%s): its exit status will not be known", (int)s->pid, e.msg);
 	}
-	if (s->pipe_r < 0)
+	if (s->pipe_r < 0 && s->start_r < 0)
 		return 1;
-	close(s->pipe_w); /* the child has it: the end of the stream is then the child's (and its children's) */
-	s->pipe_w = -1;
-	int fd = s->pipe_r;
-	s->pipe_r = -1;
-	return 1 + lrk_usock_push(L, fd); /* process, pipe | process, nil, err */
+	int n = 1;
+	if (s->pipe_r >= 0) {
+		close(s->pipe_w); /* the child has it: the end of the stream is then the child's (and its children's) */
+		s->pipe_w = -1;
+		int fd = s->pipe_r;
+		s->pipe_r = -1;
+		n += lrk_usock_push(L, fd); /* process, pipe | process, nil, err */
+	}
+	if (s->start_r < 0)
+		return n;
+	for (; n < 3; n++)
+		lua_pushnil(L);
+	close(s->start_w); /* the child's copy is the only one left */
+	s->start_w = -1;
+	int fd = s->start_r;
+	s->start_r = -1;
+	/* a failure closes it: the child's read fails and it ends (start nil, its error 5th) */
+	return n + lrk_usock_push(L, fd);
 }
 
 static int l_spawn(lua_State *L)

@@ -1,4 +1,4 @@
-/* proc.c — posix_spawn wrapper: argv only, explicit stdio (and one extra fd, as fd 3), clean signal
+/* proc.c — posix_spawn wrapper: argv only, explicit stdio (and up to two extra fds, as fds 3 and 4), clean signal
  * state in the child. */
 #include "proc.h"
 
@@ -22,8 +22,8 @@ pid_t rk_proc_spawn(char *const *argv, const struct rk_proc_opts *o, rk_err *e)
 		rk_errf(e, EINVAL, "cannot spawn an empty command");
 		return -1;
 	}
-	if (o->extra_fd >= 0 && o->extra_fd < 3) {
-		rk_errf(e, EINVAL, "cannot run %s: its extra fd %d would replace its stdio", argv[0], o->extra_fd);
+	if ((o->extra_fd >= 0 && o->extra_fd < 3) || (o->extra_fd2 >= 0 && o->extra_fd2 < 3)) {
+		rk_errf(e, EINVAL, "cannot run %s: an extra fd would replace its stdio", argv[0]);
 		return -1;
 	}
 	posix_spawn_file_actions_t fa;
@@ -48,19 +48,25 @@ pid_t rk_proc_spawn(char *const *argv, const struct rk_proc_opts *o, rk_err *e)
 		posix_spawn_file_actions_addopen(&fa, 2, o->stderr_path ? o->stderr_path : "/dev/null",
 						 O_WRONLY | O_CREAT | O_APPEND, 0640);
 	/* last: the dups onto 0-2 above read their sources first. dup2 onto itself would keep the
-	 * close-on-exec flag: an fd that already is 3 is moved away first */
-	int moved = -1;
-	if (o->extra_fd >= 0) {
-		int fd = o->extra_fd;
-		if (fd == 3 && (fd = moved = fcntl(3, F_DUPFD_CLOEXEC, 4)) < 0) {
+	 * close-on-exec flag, and the dup onto 3 would replace a source that is 3 or 4: such a source is
+	 * moved away first */
+	int src[2] = {o->extra_fd, o->extra_fd2}, moved[2] = {-1, -1};
+	for (int i = 0; i < 2; i++) {
+		if (src[i] != 3 && src[i] != 4)
+			continue;
+		if ((src[i] = moved[i] = fcntl(src[i], F_DUPFD_CLOEXEC, 5)) < 0) {
 			int err = errno;
 			posix_spawn_file_actions_destroy(&fa);
 			posix_spawnattr_destroy(&at);
-			rk_errf(e, err, "cannot run %s: cannot pass it fd 3: %s", argv[0], strerror(err));
+			if (moved[0] >= 0)
+				close(moved[0]);
+			rk_errf(e, err, "cannot run %s: cannot pass it fd %d: %s", argv[0], 3 + i, strerror(err));
 			return -1;
 		}
-		posix_spawn_file_actions_adddup2(&fa, fd, 3);
 	}
+	for (int i = 0; i < 2; i++)
+		if (src[i] >= 0)
+			posix_spawn_file_actions_adddup2(&fa, src[i], 3 + i);
 	if (o->cwd)
 		posix_spawn_file_actions_addchdir_np(&fa, o->cwd);
 
@@ -84,8 +90,9 @@ pid_t rk_proc_spawn(char *const *argv, const struct rk_proc_opts *o, rk_err *e)
 	int rc = posix_spawnp(&pid, argv[0], &fa, &at, argv, o->env ? o->env : environ);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&at);
-	if (moved >= 0)
-		close(moved);
+	for (int i = 0; i < 2; i++)
+		if (moved[i] >= 0)
+			close(moved[i]);
 	if (rc != 0) {
 		rk_errf(e, rc, "cannot run %s: %s%s", argv[0], strerror(rc),
 			rc == ENOENT ? " (is it installed and on PATH?)" : "");

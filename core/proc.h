@@ -15,11 +15,12 @@ struct rk_proc_opts {
 	int stdin_fd, stdout_fd, stderr_fd; /* >= 0: dup'ed onto 0/1/2, overriding the paths */
 	int new_session;		    /* setsid() in the child */
 	int new_pgroup;			    /* its own process group (pgid = pid), to kill it with its children */
-	int extra_fd; /* >= 3: dup'ed onto fd 3 of the child (a sync pipe's write end); -1: none */
+	int extra_fd;  /* >= 3: dup'ed onto fd 3 of the child (a sync pipe's write end); -1: none */
+	int extra_fd2; /* >= 3: dup'ed onto fd 4 of the child (conmon's start pipe); -1: none */
 };
 #define RK_PROC_OPTS_INIT                                                                                              \
 	{                                                                                                              \
-		.stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1, .extra_fd = -1                                       \
+		.stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1, .extra_fd = -1, .extra_fd2 = -1                      \
 	}
 
 /* Returns the pid (> 0) or -1 with e set ("cannot run runc: No such file or directory"). The child

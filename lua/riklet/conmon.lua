@@ -11,6 +11,11 @@
 --       on_conmon is called with conmon's pid as soon as it is known. run = true (when
 --       conmon.can_run()): conmon's runtime is riklet-runc-run, which makes its `create` one
 --       `runc run --detach`: the container runs when this returns (mon.started), no `runc start`.
+--       prepare = fn() -> true | nil, err: conmon is started first, held on its start pipe
+--       (_OCI_STARTPIPE) while fn does the rest of the container's preparation beside conmon's own
+--       start-up, and let go only when fn returns true; otherwise (or fn raises) conmon is ended
+--       before it has started anything, and create returns nil, fn's err, nil, true. With every
+--       --runtime-parallel slot busy, fn runs first and conmon is started after it, as without it.
 --   conmon.can_run() -> boolean             riklet-runc-run was found (beside riklet's binary)
 --   conmon.monitor({id=, dir=, conmon_pid=, pid=}) -> mon   watch a container (after a riklet
 --       restart); mon.ended is a task.event set once with {code=, signal=, describe=} when the
@@ -321,11 +326,45 @@ local function read_sync(pipe, synced)
   end)
 end
 
--- one --runtime-parallel slot (riklet.runc) from conmon's start until runc create is done
-function M.create(id, dir, opts) return runc.throttled(create, id, dir, opts) end
+-- one --runtime-parallel slot (riklet.runc) from conmon's start until runc create is done. An early
+-- start (opts.prepare) takes its slot at once or not at all: its preparation never waits for a
+-- slot, nor holds one while a slot is awaited by others
+function M.create(id, dir, opts)
+  if opts and opts.prepare and not runc.slot_free() then
+    log("debug", "container %s: every --runtime-parallel slot is busy: prepared first, then conmon started", id)
+    local ok, err = opts.prepare()
+    if not ok then return nil, err, nil, true end
+    return runc.throttled(create, id, dir, opts, true)
+  end
+  return runc.throttled(create, id, dir, opts)
+end
 
-create = function(id, dir, opts)
+-- conmon 2.1.6 reads its start pipe (_OCI_STARTPIPE) once, after parsing its options and opening
+-- its log, before it forks its daemon or starts anything; a read error makes it exit, the end of
+-- the stream does not (it would go on). riklet.proc's start_pipe is a unix socket pair whose
+-- riklet end holds an unread byte: closed unsent (riklet failing or killed meanwhile), conmon's
+-- read fails (ECONNRESET) and it exits. Runs prepare while conmon p waits -> true | nil, err (conmon
+-- ended and reaped); raises prepare's error after ending conmon.
+local function hold(p, start, start_err, prepare)
+  local ok, res, err = true, nil, "cannot hold conmon on its start pipe: " .. tostring(start_err)
+  if start then ok, res, err = pcall(prepare) end
+  if ok and res then
+    -- (a send that fails: conmon ended meanwhile, or its read fails once this end is closed; the
+    -- wait for its first process then says why, with its output)
+    start:send("1")
+    start:close()
+    return true
+  end
+  if start then start:close() end -- conmon's read fails: it exits
+  p:kill(9)
+  p:wait()
+  if not ok then error(res, 0) end
+  return nil, err
+end
+
+create = function(id, dir, opts, prepared)
   opts = opts or {}
+  local prepare = not prepared and opts.prepare or nil
   if not runc.valid_id(id) then return nil, ("invalid container id %q"):format(tostring(id)) end
   if type(opts.log) ~= "string" or opts.log:find(":", 1, true) or dir:find(":", 1, true) then
     return nil, ("container %s: its directory and log path may not contain ':' (conmon's -l DRIVER:PATH)"):format(id)
@@ -356,7 +395,8 @@ create = function(id, dir, opts)
   -- cwd: conmon writes its "oom" file (an OOM kill) into its working directory
   local synced = task.event()
   local watcher = watch_pid(dir, f.pid, synced)
-  local p, pipe, pipe_err = proc.spawn(argv, { stdout = f.out, stderr_to_stdout = true, cwd = dir, sync_pipe = "_OCI_SYNCPIPE" })
+  local p, pipe, pipe_err, start, start_err = proc.spawn(argv, { stdout = f.out, stderr_to_stdout = true, cwd = dir,
+    sync_pipe = "_OCI_SYNCPIPE", start_pipe = prepare and "_OCI_STARTPIPE" or nil })
   if not p then
     if watcher then watcher:close() end
     return nil, ("conmon (%s) could not be started: %s"):format(cfg.conmon, tostring(pipe))
@@ -365,6 +405,16 @@ create = function(id, dir, opts)
     read_sync(pipe, synced)
   else -- (no fd for the pipe's read end: the pid file is polled instead)
     log("warn", "container %s: cannot read conmon's sync pipe (%s): polling the pid file", id, tostring(pipe_err))
+  end
+  if prepare then
+    log("debug", "container %s: conmon (pid %d) started, held on its start pipe while the container is prepared", id, p.pid)
+    local hok, went, herr = pcall(hold, p, start, start_err, prepare)
+    if not hok or not went then
+      -- (the sync pipe's reader ends with conmon)
+      if watcher then watcher:close() end
+      if not hok then error(went, 0) end
+      return nil, herr, nil, true
+    end
   end
   -- the first conmon process forks its daemon, writes its pid file and exits at once
   local code, sig = p:wait()

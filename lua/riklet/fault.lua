@@ -36,6 +36,8 @@ M.points = {
   P("image.overlay", "create", "mount a container's overlay rootfs"),
   P("pod.config", "create", "write a container's OCI config.json"),
   P("pod.runc_create", "create", "runc create"),
+  P("pod.conmon_held", "create", "a one-container Pod's conmon started and held on its start pipe, its bundle, network and "
+    .. "durable record ready: just before it is let go"),
   P("pod.runc_start", "create", "runc start (a one-container Pod: just after conmon's runc run started it)"),
   P("pod.stop", "destroy", "signal a running container (SIGTERM)"),
   P("pod.delete", "destroy", "runc delete"),

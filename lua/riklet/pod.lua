@@ -129,16 +129,16 @@ end
 
 -- Start run c.run of container c under conmon (runc create); records its pids. run: with one
 -- `runc run --detach` instead (conmon.can_run()): the container runs when it returns (mon.started).
-local function conmon_create(inst, c, run)
-  local mon, err = conmon.create(c.runc_id, c.dir, {
-    log = c.log, name = inst.id .. "/" .. c.name, run = run,
+local function conmon_create(inst, c, run, prepare)
+  local mon, err, _, own = conmon.create(c.runc_id, c.dir, {
+    log = c.log, name = inst.id .. "/" .. c.name, run = run, prepare = prepare,
     on_conmon = function(pid)
       c.conmon_pid = pid
       if inst.net_start then inst.net_start() end -- runc create runs now: the network beside it
       save(inst)
     end,
   })
-  if not mon then return nil, err end
+  if not mon then return nil, err, own end
   c.pid, c.conmon_pid = mon.pid, mon.conmon_pid
   return mon
 end
@@ -479,38 +479,54 @@ create = function(inst, w)
     end
     ok, err = fs.mkdir_p(cdir, "0700")
     if not ok then return nil, err end
-    local t0 = core.time()
-    ok, err = image.mount_rootfs(cdir, imgs[i])
-    mark(inst, "mount", t0)
-    if not ok then return nil, ("container %s: %s"):format(c.name, err) end
-    -- not stored on its own: a rollback unmounts whatever rootfs it finds in the container's dir
-    crec.mounted = true
-    ok, err = fault.point("pod.config") if not ok then return nil, ("container %s: %s"):format(c.name, err) end
-    t0 = core.time()
-    ok, err = oci.edit_config(imgs[i].config, cdir .. "/config.json", bundle_opts(c, {
-      env = env_list(c.env), hostname = w.name, root_path = cdir .. "/rootfs", netns_path = netns,
-    }, voldir))
-    mark(inst, "config", t0)
-    if not ok then return nil, ("container %s: cannot write its OCI config: %s"):format(c.name, err) end
-    log_for_run(crec, 0)
-    crec.state = "created"
-    local mon
-    ok, err = fault.point("pod.runc_create") if not ok then return nil, ("container %s: %s"):format(c.name, err) end
-    if one_run then
-      ok, err = network_ready(inst)
+    log_for_run(crec, 0) -- (conmon opens it as it starts)
+    -- the bundle, the network and the durable CREATING record, all before a container exists;
+    -- a one-container Pod's conmon (one_run) starts first and waits on its start pipe meanwhile
+    local t_prep = 0
+    local function prepare()
+      local t_start = core.time()
+      local t0 = t_start
+      local pok, perr = image.mount_rootfs(cdir, imgs[i])
+      mark(inst, "mount", t0)
+      if not pok then return nil, ("container %s: %s"):format(c.name, perr) end
+      -- not stored on its own: a rollback unmounts whatever rootfs it finds in the container's dir
+      crec.mounted = true
+      pok, perr = fault.point("pod.config") if not pok then return nil, ("container %s: %s"):format(c.name, perr) end
+      t0 = core.time()
+      pok, perr = oci.edit_config(imgs[i].config, cdir .. "/config.json", bundle_opts(c, {
+        env = env_list(c.env), hostname = w.name, root_path = cdir .. "/rootfs", netns_path = netns,
+      }, voldir))
+      mark(inst, "config", t0)
+      if not pok then return nil, ("container %s: cannot write its OCI config: %s"):format(c.name, perr) end
+      crec.state = "created"
+      pok, perr = fault.point("pod.runc_create") if not pok then return nil, ("container %s: %s"):format(c.name, perr) end
+      if one_run then
+        pok, perr = network_ready(inst)
+        if not pok then return nil, perr end
+      end
+      -- the CREATING record, made durable beside all of the above, is on disk before a container
+      -- exists (the lifecycle reports CREATING then too)
+      t0 = core.time()
+      pok, perr = lifecycle.wait_durable(inst)
+      mark(inst, "durable", t0)
+      if not pok then return nil, perr end
+      if one_run then
+        pok, perr = fault.point("pod.conmon_held") if not pok then return nil, ("container %s: %s"):format(c.name, perr) end
+      end
+      t_prep = core.time() - t_start
+      return true
+    end
+    local mon, own
+    if not one_run then
+      ok, err = prepare()
       if not ok then return nil, err end
     end
-    -- the CREATING record, made durable beside all of the above, is on disk before a container
-    -- exists (the lifecycle reports CREATING then too)
-    t0 = core.time()
-    ok, err = lifecycle.wait_durable(inst)
-    mark(inst, "durable", t0)
-    if not ok then return nil, err end
-    t0 = core.time()
-    mon, err = conmon_create(inst, crec, one_run)
-    mark(inst, one_run and "run" or "create", t0)
+    local t0 = core.time()
+    mon, err, own = conmon_create(inst, crec, one_run, one_run and prepare or nil)
+    -- (the preparation's steps are counted on their own)
+    mark(inst, one_run and "run" or "create", t0 + t_prep)
     -- its conmon's pid is stored already (on_conmon); the rest goes with the next write
-    if not mon then save(inst) return nil, ("container %s: %s"):format(c.name, err) end
+    if not mon then save(inst) return nil, own and err or ("container %s: %s"):format(c.name, err) end
     if crec.init then
       ok, err = network_ready(inst)
       if not ok then return nil, err end

@@ -367,6 +367,24 @@ is "$(rk_runc_ids | grep -c '^ghost_c$')" 0 "and none for ghost"
 is "$(pgrep -f -- 'conmon .*--cid=ghost_c( |$)' | wc -l)" 0 "nor a conmon"
 is "$(rk_status mid)" RUNNING "mid is still RUNNING"
 
+# --- a one-container Pod's conmon starts early, held on its start pipe while the Pod is prepared;
+# with --runtime-parallel 1 and that slot busy (runc run slowed by 3 s), the next Pods are
+# prepared first and their conmon started after: never held while a slot is awaited. All run.
+rk_stop TERM
+printf '#!/bin/sh\ncase " $* " in *" create "*|*" run "*) sleep 3 ;; esac\nexec %s "$@"\n' "$(command -v runc)" >"$TEST_TMP/slowrunc3"
+chmod +x "$TEST_TMP/slowrunc3"
+rk_start_standalone "${START[@]}" --runc "$TEST_TMP/slowrunc3" --runtime-parallel 1 || bail_out "riklet did not restart"
+QS=(q1 q2 q3)
+for p in "${QS[@]}"; do manifest "$p"; done
+for p in "${QS[@]}"; do rk_wait_status 90 "$p" RUNNING; done
+is "$(statuses "${QS[@]}")" "RUNNING RUNNING RUNNING " "three one-container Pods, one runtime slot: all RUNNING"
+ok "grep -qE 'container q[123]_c: conmon \(pid [0-9]+\) started, held on its start pipe' '$RK_LOG'" \
+	"the first one's conmon was started early, held on its start pipe"
+ok "grep -qE 'container q[123]_c: every --runtime-parallel slot is busy: prepared first' '$RK_LOG'" \
+	"the others, the slot busy, were prepared first"
+rm -f -- "$MANIFESTS"/q[123].json
+ok "wait_for 60 rk_nothing_left q1 && rk_nothing_left q2 && rk_nothing_left q3" "removed: nothing left"
+
 # --- riklet cleanup: no conmon, no file left -----------------------------------------------------
 rk_stop TERM
 # in a network namespace of its own: cleanup also removes riklet's host networking, which is not

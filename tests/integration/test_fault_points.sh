@@ -42,6 +42,7 @@ gone() { [[ -z $(rk_status "$ID") && ! -e $STATE/records/$ID.json ]]; }
 owned() { rk_owned "$RK_PID"; }
 kinds() { rk_owned_kinds "$RK_PID"; }
 cpid() { rk_runc_pid "${ID}_main"; }
+held_conmon_gone() { ! pgrep -f -- "--cid=${ID}_main .*--bundle=$STATE/" >/dev/null; }
 # the Pod's resources once RUNNING: each kind once (one veth, one netns...), and it serves a pid
 running_ok() {
 	local o
@@ -89,6 +90,12 @@ create_point() { # create_point P MODE
 	manifest "$p:$mode"
 	if [[ $mode == abort ]]; then
 		aborted "$p" && ABORTS=$((ABORTS + 1))
+		if [[ $p == pod.conmon_held ]]; then
+			# riklet died while the Pod's conmon waited on its start pipe: conmon must end without
+			# starting anything (its read fails once riklet's end is gone), never run the container
+			ok "wait_for 10 held_conmon_gone" "$p:abort: the held conmon ended by itself" || report
+			is "$(runc --root "$RUNC_ROOT" list -q 2>/dev/null)" "" "$p:abort: it started no container" || report
+		fi
 		start
 		ok "rk_wait_status 60 $ID RUNNING && wait_for 10 running_ok" "$p:abort: the next riklet rolls it forward to RUNNING" ||
 			report

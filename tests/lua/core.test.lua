@@ -89,6 +89,49 @@ T.ok(rd0 == nil and rerr == "closed", "closing the pipe wakes its reader: " .. t
 if sp then sp:kill(9) sp:wait() end
 T.ok(not pcall(proc.spawn, { "true" }, { sync_pipe = "A=B" }) , "a sync_pipe name with '=' raises")
 
+-- start_pipe (conmon's _OCI_STARTPIPE): the child gets one end of a unix socket pair as fd 4, named
+-- by the variable, and blocks reading it until riklet sends; riklet's end closed without sending
+-- (riklet failing, or killed) makes the child's read fail, never read as an end of stream that a
+-- child (conmon 2.1.6) would take as "go on"
+local function start_child()
+  local cp, cpipe, cerr, start, serr = proc.spawn({ "sh", "-c",
+    'b=$(head -c 1 <&4 2>/dev/null); printf "%s:%s:%s\\n" "$_OCI_STARTPIPE" "$b" "$?" >&3' },
+    { sync_pipe = "S", start_pipe = "_OCI_STARTPIPE" })
+  assert(cp and cpipe and start, "spawn with a start pipe: " .. tostring(cerr or serr))
+  return cp, cpipe, start
+end
+local function read_all(rp)
+  local out = ""
+  while true do
+    local data = rp:read()
+    if not data then break end
+    out = out .. data
+  end
+  rp:close()
+  return out
+end
+local cp, cpipe, start = start_child()
+local said
+task.spawn(function() said = read_all(cpipe) end)
+task.sleep(0.2)
+T.is(said, nil, "held: the child waits on its start pipe")
+T.ok(start:send("1"), "riklet lets it go")
+start:close()
+T.is(cp:wait(), 0, "the child went on and exited 0")
+while said == nil do task.sleep(0.01) end
+T.is(said, "4:1:0\n", "it read riklet's byte on fd 4, named by its environment")
+cp, cpipe, start = start_child()
+task.sleep(0.1)
+start:close()
+T.is(read_all(cpipe), "4::1\n", "riklet's end closed unsent: the child's read fails (not an end of stream)")
+cp:wait()
+do
+  local cp3, cpipe3 = start_child() -- (its start end dropped at once)
+  collectgarbage() collectgarbage()
+  T.is(read_all(cpipe3), "4::1\n", "riklet's end collected unsent (as when riklet dies): the child's read fails")
+  cp3:wait()
+end
+
 -- a directory watcher closed while a task reads it: the read returns an empty list (no task left
 -- waiting forever)
 local wdir = os.tmpname() fs.unlink(wdir) assert(fs.mkdir_p(wdir))
