@@ -190,6 +190,7 @@ function agent.init(config)
     local pok, perr = pcall(prune)
     if not pok then log("error", "forgetting old destroyed records at start failed: %s", tostring(perr)) end
     booted:set(true)
+    require("riklet.main").jit_booted()
     -- per phase, for tests/bench/bench_scale.sh (wall times stretch with the node's load; CPU less)
     local t_end, c_end = core.now(), os.clock()
     if prof then require("jit.p").stop() end
