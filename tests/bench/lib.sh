@@ -1,10 +1,11 @@
 # tests/bench/lib.sh — helpers the benchmarks share (sourced; each script defines say and die).
 #
 #   ms A B                      milliseconds from epoch time A to B (EPOCHREALTIME values), 3 decimals
-#   bench_sync_pid NAME PIDFILE [DETAIL]
+#   bench_sync_pid NAME PIDFILE [CONMON-LOG]
 #       waits for a conmon started with _OCI_SYNCPIPE on the FIFO open on fd $SFD: its container's
 #       pid file (runc renames it into place) or conmon's sync line, whichever first; SYNC_T is the
-#       time of that first one. Dies (DETAIL appended) when conmon reports no pid, or says nothing.
+#       time of that first one. Dies when conmon reports no pid (with the end of CONMON-LOG), or
+#       says nothing.
 #   bench_lock_take / bench_lock_pause WHAT / bench_lock_drop
 #       with BENCH_LOCK=FILE (e.g. /work/wt/heavy.lock): the script holds that lock itself (take;
 #       drop at the end), and bench_lock_pause lets it go between two phases (others' benchmarks
@@ -27,7 +28,7 @@ bench_sync_pid() {
 		read -t 60 -r part <&"$SFD" || die "$1: conmon said nothing on its sync pipe within 60 s"
 		line+=$part
 	fi
-	[[ $line =~ \"data\":\ *[1-9][0-9]* ]] || die "$1 failed: $line${3:+ ($3)}"
+	[[ $line =~ \"data\":\ *[1-9][0-9]* ]] || die "$1 failed: $line${3:+ (conmon log: $(tail -c 600 "$3" 2>/dev/null))}"
 }
 
 # (the lock is held by a flock process of its own, not by an fd of this shell: riklet, conmons
