@@ -175,18 +175,22 @@ function agent.init(config)
       end
       for _, id in ipairs(unmanaged) do live[#live + 1] = id end
       for _, id in ipairs(live) do is_live[id] = true end
-      for kind, drv in pairs(lifecycle.drivers()) do
-        if drv.reconcile then
-          local rok, rerr = pcall(drv.reconcile, live, function(id) return is_live[id] == true end)
-          if not rok then log("error", "%s driver: reconciling leftovers failed: %s", kind, tostring(rerr)) end
+      -- (the drivers look for their processes in one listing of /proc: riklet.procscan)
+      require("riklet.procscan").shared(function()
+        for kind, drv in pairs(lifecycle.drivers()) do
+          if drv.reconcile then
+            local rok, rerr = pcall(drv.reconcile, live, function(id) return is_live[id] == true end)
+            if not rok then log("error", "%s driver: reconciling leftovers failed: %s", kind, tostring(rerr)) end
+          end
         end
-      end
+      end)
     end, debug.traceback)
     if not bok then log("error", "riklet internal error while cleaning up leftovers at start: %s", tostring(berr)) end
     -- records of destroyed instances beyond --keep-records (a riklet killed before it removed one)
     local pok, perr = pcall(prune)
     if not pok then log("error", "forgetting old destroyed records at start failed: %s", tostring(perr)) end
     booted:set(true)
+    require("riklet.main").jit_booted()
     -- per phase, for tests/bench/bench_scale.sh (wall times stretch with the node's load; CPU less)
     local t_end, c_end = core.now(), os.clock()
     if prof then require("jit.p").stop() end

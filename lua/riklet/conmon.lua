@@ -39,6 +39,7 @@ local core = require "riklet.core"
 local fs = require "riklet.fs"
 local json = require "riklet.json"
 local proc = require "riklet.proc"
+local procscan = require "riklet.procscan"
 local runc = require "riklet.runc"
 local task = require "riklet.task"
 
@@ -147,17 +148,18 @@ function M.alive(pid, id)
   return arg("--cid=" .. id) or arg("-c\0" .. id) or arg("--cid\0" .. id)
 end
 
--- The conmons running for riklet's runc root: { {pid=, cid=, bundle=}, ... } (from /proc).
+-- The conmons running for riklet's runc root: { {pid=, cid=, bundle=}, ... } (from /proc, through
+-- riklet.procscan: the boot's listing, shared with the VMM search). Candidates: M.stop checks the
+-- process again before it kills it.
 function M.list()
   local out, root = {}, "\0--runtime-arg=" .. runc.root() .. "\0"
-  for _, name in ipairs(fs.list("/proc") or {}) do
-    local pid = tonumber(name)
-    local cmd = pid and fs.read("/proc/" .. name .. "/cmdline", 65536)
+  for _, p in ipairs(procscan.cmdlines()) do
+    local cmd = p.cmd
     -- (every process of the node is read at boot: a conmon's arguments are found in its command
     -- line as it is, each after a NUL, without splitting it)
-    if cmd and cmd:match("^[^%z]*"):match("conmon$") and cmd:find(root, 1, true) then
+    if cmd:match("^[^%z]*"):match("conmon$") and cmd:find(root, 1, true) then
       local cid, bundle = cmd:match("%z%-%-cid=([^%z]*)"), cmd:match("%z%-%-bundle=([^%z]*)")
-      if cid then out[#out + 1] = { pid = pid, cid = cid, bundle = bundle } end
+      if cid then out[#out + 1] = { pid = p.pid, cid = cid, bundle = bundle } end
     end
   end
   return out

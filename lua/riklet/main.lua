@@ -38,14 +38,24 @@ end
 -- times per transition: with the defaults each of the first few dozen Pod starts compiled ~14
 -- traces on its path (jit.v), 2-5 ms of the start (admission 2-5 ms, 0.1 once interpreted;
 -- tests/bench/bench_pods.sh's phase line); loops that run thousands of times (1,000 Pods) are still
--- compiled. RIKLET_LUA_JIT="off" or "hotloop=N,..." (jit.opt.start's) overrides it, for measurements.
-local function tune_jit()
-  local spec = os.getenv("RIKLET_LUA_JIT") or "hotloop=1000,hotexit=100"
+-- compiled. RIKLET_LUA_JIT="off" or "hotloop=N,..." (jit.opt.start's) overrides it, for measurements;
+-- RIKLET_LUA_JIT_BOOT=SPEC is the setting until the boot's re-adoptions are over (M.jit_booted).
+local JIT_DEFAULT = "hotloop=1000,hotexit=100"
+
+local function set_jit(spec)
   if spec == "off" then jit.off() return end
+  jit.on()
   local opts = {}
   for o in spec:gmatch("[^,%s]+") do opts[#opts + 1] = o end
   local ok, err = pcall(jit.opt.start, unpack(opts))
-  if not ok then io.stderr:write("riklet: RIKLET_LUA_JIT=", spec, " ignored: ", tostring(err), "\n") end
+  if not ok then io.stderr:write("riklet: LuaJIT setting ", spec, " ignored: ", tostring(err), "\n") end
+end
+
+local function tune_jit() set_jit(os.getenv("RIKLET_LUA_JIT_BOOT") or os.getenv("RIKLET_LUA_JIT") or JIT_DEFAULT) end
+
+-- the agent's boot is over (riklet.agent): the boot's own setting, when there is one, gives way
+function M.jit_booted()
+  if os.getenv("RIKLET_LUA_JIT_BOOT") then set_jit(os.getenv("RIKLET_LUA_JIT") or JIT_DEFAULT) end
 end
 
 function M.main()

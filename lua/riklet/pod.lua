@@ -824,9 +824,10 @@ function P.reconcile(live_ids, is_live)
     end
   end
   -- a conmon of such an instance that runc does not list: stuck in `runc create` when riklet died
+  -- (the boot's listing of processes may be older than this: the conmon is looked at again)
   for _, cm in ipairs(conmon.list()) do
     local id = type(cm.bundle) == "string" and cm.bundle:sub(1, #root) == root and cm.bundle:sub(#root + 1):match("^([^/]+)/")
-    if id and not is_live(id) then
+    if id and not is_live(id) and conmon.alive(cm.pid, cm.cid) then
       log("info", "stopping leftover conmon %d of container %s (instance %s has no record)", cm.pid, cm.cid, id)
       conmon.stop(cm.pid, cm.cid)
       removed = removed + 1

@@ -32,6 +32,7 @@ SRC_DIR=$(cd "$BENCH_DIR/../.." && pwd)
 export RIKLET_BUILD_DIR
 source "$SRC_DIR/tests/lib/common.sh" "${1:-${RIKLET:-$RIKLET_BUILD_DIR/riklet}}"
 source "$SRC_DIR/tests/lib/mkimage.sh"
+source "$BENCH_DIR/lib.sh" # ms, bench_sync_pid
 RUNS=${RUNS:-12}
 say() { printf '%s\n' "$*" >&2; }
 die() { say "bench_bundle: $*"; exit 1; }
@@ -114,22 +115,7 @@ done
 
 mkfifo "$T/sync.fifo" || die "mkfifo failed"
 exec {SFD}<>"$T/sync.fifo"
-sync_pid() { # as bench_pods.sh: the pid file or conmon's line, whichever first; sets SYNC_T
-	local line= part= done= n=0
-	until [[ -s $2 ]]; do
-		read -t 0.001 -r part <&"$SFD" && done=1
-		line+=$part
-		[[ -n $done ]] && break
-		((++n < 60000)) || die "$1: no pid file and no word on conmon's sync pipe within a minute"
-	done
-	SYNC_T=$EPOCHREALTIME
-	if [[ -z $done ]]; then
-		read -t 60 -r part <&"$SFD" || die "$1: conmon said nothing on its sync pipe within 60 s"
-		line+=$part
-	fi
-	[[ $line =~ \"data\":\ *[1-9][0-9]* ]] || die "$1 failed: $line (conmon log: $(tail -c 600 "$CM/$b.out" 2>/dev/null))"
-}
-ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b - a) * 1000 }'; }
+sync_pid() { bench_sync_pid "$1" "$2" "$CM/$b.out"; } # (tests/bench/lib.sh, as bench_pods.sh)
 CM=$T/conmon
 mkdir -p "$CM"
 start_one() { # start_one VARIANT-INDEX RUN

@@ -65,6 +65,7 @@ export RIKLET_BUILD_DIR
 # common.sh: TEST_TMP, on_exit (cleanup stack, also on Ctrl-C), wait_for, need_root, need_cmd
 source "$SRC_DIR/tests/lib/common.sh" "${1:-${RIKLET:-$RIKLET_BUILD_DIR/riklet}}"
 source "$SRC_DIR/tests/lib/mkimage.sh"
+source "$BENCH_DIR/lib.sh" # ms, bench_sync_pid
 
 RUNS=${RUNS:-20}
 PODS=${PODS:-50}
@@ -336,7 +337,6 @@ SHIM=${RIKLET_RUNC_RUN:-$(dirname "$RIKLET")/riklet-runc-run}
 [[ -x $SHIM ]] || die "no riklet-runc-run beside riklet ($SHIM): build it, or set RIKLET_RUNC_RUN"
 CM=$T/conmon-bare
 mkdir -p "$CM"
-ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b - a) * 1000 }'; }
 # The end of conmon's create, as riklet sees it: the first of runc's pid file (renamed into place
 # once the container is created / runs) and conmon's line on its sync pipe ({"data": PID}, written
 # after conmon reaped runc); the waiter blocks on an inotify watch of the pid file's directory and
@@ -355,20 +355,7 @@ sync_pid() {
 		[[ ${WAITED#*$'\t'} =~ \"data\":\ *[1-9][0-9]* ]] || die "$1 failed: ${WAITED#*$'\t'}"
 		return
 	fi
-	local line= part= done= n=0
-	# (a read that times out mid-line keeps what it read in part: appended, never lost)
-	until [[ -s $2 ]]; do
-		read -t 0.001 -r part <&"$SFD" && done=1
-		line+=$part
-		[[ -n $done ]] && break
-		((++n < 60000)) || die "$1: no pid file and no word on conmon's sync pipe within a minute"
-	done
-	SYNC_T=$EPOCHREALTIME
-	if [[ -z $done ]]; then
-		read -t 60 -r part <&"$SFD" || die "$1: conmon said nothing on its sync pipe within 60 s"
-		line+=$part
-	fi
-	[[ $line =~ \"data\":\ *[1-9][0-9]* ]] || die "$1 failed: $line"
+	bench_sync_pid "$1" "$2" # (tests/bench/lib.sh)
 }
 for ((i = 1; i <= RUNS; i++)); do
 	id=$(printf 'bench-%02d' "$i")

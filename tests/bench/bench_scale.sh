@@ -13,6 +13,15 @@
 # teardown (riklet killed, the containers deleted by the clean-up: no "left afterwards" figure).
 # READOPT_PROFILE=FILE: one more restart of RIKLET under LuaJIT's profiler (RIKLET_BOOT_PROFILE,
 # mode READOPT_PROFILE_MODE, default "Fi1": by function, a sample per ms), the profile in FILE.
+# READOPT_VARIANTS="LABEL [VAR=VALUE...]|LABEL [VAR=VALUE...]|...": restart k runs with variant
+# ((k-1) mod their number)'s environment (e.g. "now|before RIKLET_LUA_DIR=<older lua/>|jit56
+# RIKLET_LUA_JIT=hotloop=56,hotexit=10": Lua trees or LuaJIT settings interleaved in one run, with
+# READOPT_RUNS a multiple of their number); a table per variant follows (medians).
+# READOPT_STEADY=SECONDS (default 0): after each restart (network reconciled, 5 s later), riklet's
+# CPU over that many idle seconds (its threads' schedstat: nanoseconds, not clock ticks).
+# BENCH_LOCK=FILE: the script takes that lock itself and lets it go between its phases (riklet's
+# start and restarts / riklet's teardown / the baseline's start / the baseline's teardown), each
+# phase shorter than the whole (tests/bench/lib.sh).
 #
 # Everything runs in a private network + mount namespace (tests/lib/private_ns.sh): the bridge,
 # veths, rules and mounts never touch the host's, and die with the namespace whatever happens.
@@ -43,6 +52,7 @@ SRC_DIR=$(cd "$BENCH_DIR/../.." && pwd)
 source "$SRC_DIR/tests/lib/common.sh" "${1:-${RIKLET:-$SRC_DIR/build/riklet}}"
 source "$SRC_DIR/tests/lib/registry.sh"
 source "$SRC_DIR/tests/lib/mkimage.sh"
+source "$BENCH_DIR/lib.sh"
 
 PODS=${PODS:-1000}
 NETWORK=${NETWORK:-bridge}
@@ -50,6 +60,8 @@ BASELINE=${BASELINE:-1}
 STEADY=${STEADY:-30}
 READOPT_RUNS=${READOPT_RUNS:-1}
 READOPT_ALT=${READOPT_ALT:-}
+READOPT_VARIANTS=${READOPT_VARIANTS:-}
+READOPT_STEADY=${READOPT_STEADY:-0}
 TEARDOWN=${TEARDOWN:-1}
 BASE_PAR=${BASE_PAR:-$((2 * $(nproc)))}
 
@@ -83,6 +95,8 @@ bench_cleanup_runc() {
 RPID=
 bench_kill_riklet() { [[ -n $RPID ]] && kill -KILL "$RPID" 2>/dev/null && wait "$RPID" 2>/dev/null; RPID=; return 0; }
 
+on_exit bench_lock_drop
+bench_lock_take
 say "building the busybox image and starting a loopback registry"
 registry_start >&2 || die "docker-registry did not start"
 mkimage "$T/layout:latest" >&2 || die "mkimage failed"
@@ -150,6 +164,8 @@ conmon_mem() {
 }
 conmon_count() { set -- $(conmon_mem "$1"); echo "$3"; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# CPU nanoseconds of every thread of process $1 (schedstat: finer than the stat file's ticks)
+cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f", s }'; }
 # wall SECONDS of a command (median of 3)
 wall3() {
 	local i a v=()
@@ -176,7 +192,8 @@ for ((i = 1; i <= PODS; i++)); do manifest "$(pod "$i")" "$i" >"$STAGE/$(pod "$i
 L1=$(log_lines)
 T0=$EPOCHREALTIME
 mv "$STAGE"/pod-*.json "$MAN/"
-wait_count "$L1" ": CREATING -> RUNNING" "$PODS" $((PODS + 300))
+# every create ended: RUNNING, or FAILED (counted below; one Pod that failed must not stall the run)
+wait_count "$L1" ": CREATING -> " "$PODS" $((PODS + 300))
 R_START=$(elapsed "$(sod "$T0")" "$(last_sod "$L1" ": CREATING -> RUNNING")")
 FAILED=$(count_since "$L1" "-> FAILED")
 mapfile -t CREATE_MS < <(tail -n +"$((L1 + 1))" "$LOG" | grep -E '\] instance pod-[0-9]+: created in ' | grep -oE 'created in [0-9.]+' | awk '{ print $3 }')
@@ -203,7 +220,10 @@ wait_count "$L2" "instance extra (Pod extra): CREATING -> RUNNING" 1 120
 R_ONE=$(elapsed "$(sod "$T0")" "$(last_sod "$L2" "instance extra (Pod extra): CREATING -> RUNNING")")
 R_ONE_NET=$(tail -n +"$((L2 + 1))" "$LOG" | grep -F '] instance extra: created in ' | grep -oE 'network [0-9.]+' | awk '{ print $2 }')
 
-say "riklet: kill -9 and restart with $((PODS + 1)) Pods, $READOPT_RUNS time(s)${READOPT_ALT:+ (odd runs: $READOPT_ALT)}"
+say "riklet: kill -9 and restart with $((PODS + 1)) Pods, $READOPT_RUNS time(s)${READOPT_ALT:+ (odd runs: $READOPT_ALT)}${READOPT_VARIANTS:+ (variants: $READOPT_VARIANTS)}"
+VARIANTS=()
+[[ -z $READOPT_VARIANTS ]] || IFS='|' read -r -a VARIANTS <<<"$READOPT_VARIANTS"
+declare -A V_READOPT V_BOOTCPU V_STEADY
 pids_of() { runc --root "$RROOT" list --format json 2>/dev/null | jq -r '.[] | "\(.id) \(.pid) \(.status)"' | sort; }
 pids_of >"$T/pids.before"
 # the Pods RUNNING now are the ones to re-adopt (one that failed meanwhile is reported, not waited for)
@@ -214,6 +234,11 @@ READOPT_ROWS=() L3=0
 for ((run = 1; run <= READOPT_RUNS + (${#READOPT_PROFILE} > 0); run++)); do
 	BIN=$RIKLET WHO=riklet PROF=()
 	[[ -n $READOPT_ALT ]] && ((run % 2 == 1)) && BIN=$READOPT_ALT WHO=alt
+	VLABEL=
+	if ((${#VARIANTS[@]} && run <= READOPT_RUNS)); then
+		read -r -a vwords <<<"${VARIANTS[(run - 1) % ${#VARIANTS[@]}]}"
+		VLABEL=${vwords[0]} WHO=${vwords[0]} PROF=("${vwords[@]:1}")
+	fi
 	((run > READOPT_RUNS)) && BIN=$RIKLET WHO="riklet, profiled" \
 		PROF=("RIKLET_BOOT_PROFILE=$READOPT_PROFILE" "RIKLET_BOOT_PROFILE_MODE=${READOPT_PROFILE_MODE:-Fi1}")
 	kill -KILL "$RPID"
@@ -233,8 +258,21 @@ for ((run = 1; run <= READOPT_RUNS + (${#READOPT_PROFILE} > 0); run++)); do
 	wait_count "$L3" "[agent] boot: " 1 120
 	R_BOOT=$(tail -n +"$((L3 + 1))" "$LOG" | grep -F "[agent] boot: " | head -n 1 | sed 's/.*leftovers reconciled in //')
 	LOADNOW=$(cut -d' ' -f1 /proc/loadavg)
-	say "riklet ($WHO, run $run): re-adopted in $R_READOPT s, reconciled $R_RECONCILED s, first log line $R_FIRSTLINE s; boot $R_BOOT; load $LOADNOW"
-	READOPT_ROWS+=("$WHO run $run (load $LOADNOW): all re-adopted $R_READOPT s, network reconciled $R_RECONCILED s, first log line $R_FIRSTLINE s; boot $R_BOOT")
+	R_STEADY_RUN=
+	if ((READOPT_STEADY > 0)); then
+		sleep 5
+		c0=$(cpu_ns "$RPID") a=$EPOCHREALTIME
+		sleep "$READOPT_STEADY"
+		R_STEADY_RUN=$(awk -v c="$(($(cpu_ns "$RPID") - c0))" -v a="$a" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", c / 1e9 / (b - a) * 100 }')
+	fi
+	say "riklet ($WHO, run $run): re-adopted in $R_READOPT s, reconciled $R_RECONCILED s, first log line $R_FIRSTLINE s; boot $R_BOOT; load $LOADNOW${R_STEADY_RUN:+; idle CPU $R_STEADY_RUN %}"
+	READOPT_ROWS+=("$WHO run $run (load $LOADNOW): all re-adopted $R_READOPT s, network reconciled $R_RECONCILED s, first log line $R_FIRSTLINE s; boot $R_BOOT${R_STEADY_RUN:+; idle CPU $R_STEADY_RUN % over $READOPT_STEADY s}")
+	if [[ -n $VLABEL ]]; then
+		V_READOPT[$VLABEL]+=" $R_READOPT"
+		# the boot's CPU: the first "(CPU N)" of its line, the whole boot's
+		V_BOOTCPU[$VLABEL]+=" $(grep -oE '\(CPU [0-9]+\)' <<<"$R_BOOT" | head -n 1 | tr -dc 0-9)"
+		V_STEADY[$VLABEL]+=" ${R_STEADY_RUN:--}"
+	fi
 	sleep 2
 done
 pids_of >"$T/pids.after"
@@ -247,13 +285,16 @@ say "riklet: re-adopted in $R_READOPT s; $R_CHANGED containers changed, $R_RUNNI
 
 R_DOWN="- (TEARDOWN=0)" R_LEFT="- (TEARDOWN=0)"
 if ((TEARDOWN)); then
+	bench_lock_pause "riklet's teardown"
 	say "riklet: teardown"
+	R_DOWN_LOAD=$(cut -d' ' -f1 /proc/loadavg)
 	L4=$(log_lines)
 	T0=$EPOCHREALTIME
 	rm -f "$MAN"/*.json
 	# ended: TERMINATED, or FAILED when a destroy overran its deadline (its work goes on)
 	wait_count "$L4" "DESTROYING -> " $((PODS + 1)) $((PODS + 300))
 	R_DOWN=$(elapsed "$(sod "$T0")" "$(last_sod "$L4" "DESTROYING -> ")")
+	R_DOWN_LOAD="$R_DOWN_LOAD-$(cut -d' ' -f1 /proc/loadavg)"
 	R_DOWN_FAILED=$(count_since "$L4" "DESTROYING -> FAILED")
 	((R_DOWN_FAILED == 0)) || R_DOWN="$R_DOWN ($R_DOWN_FAILED FAILED)"
 	sleep 2
@@ -286,7 +327,9 @@ RPID=
 # ================================= baseline: conmon + runc in a shell loop =======================
 B_START=- B_P50=- B_P99=- B_CM_RSS=0 B_CM_PSS=0 B_CM_N=0 B_ONE=- B_PS=- B_DOWN=- B_LEFT=-
 if ((BASELINE)); then
+	bench_lock_pause "the baseline's start"
 	say "baseline: $PODS Pods, conmon + runc in a loop"
+	B_START_LOAD=$(cut -d' ' -f1 /proc/loadavg)
 	LOWER=$T/bare-image
 	umoci unpack --image "$T/layout:latest" "$LOWER" >/dev/null || die "umoci unpack failed"
 	jq '.process.terminal = false | .root.path = "rootfs"' "$LOWER/config.json" >"$T/bare-config.json" || die "jq failed"
@@ -341,6 +384,9 @@ if ((BASELINE)); then
 	bare_start extra || die "baseline: one more Pod did not start"
 	B_ONE=$(awk -v a="$a" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
 	say "baseline: all running in $B_START s"
+	B_START_LOAD="$B_START_LOAD-$(cut -d' ' -f1 /proc/loadavg)"
+	((TEARDOWN)) && bench_lock_pause "the baseline's teardown"
+	B_DOWN_LOAD=$(cut -d' ' -f1 /proc/loadavg)
 	T0=$EPOCHREALTIME
 	(
 		for ((i = 1; i <= PODS; i++)); do
@@ -351,6 +397,7 @@ if ((BASELINE)); then
 		wait
 	)
 	B_DOWN=$(awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
+	B_DOWN_LOAD="$B_DOWN_LOAD-$(cut -d' ' -f1 /proc/loadavg)"
 	sleep 2
 	B_LEFT=$(left "$BROOT" "$B/")
 fi
@@ -363,7 +410,7 @@ printf '\n%s, runc %s, %d Pods, --network %s, %s, load %s\n\n' \
 fmt='| %-40s | %-34s | %-34s |\n'
 printf "$fmt" metric riklet "baseline (conmon + runc loop, $BASE_PAR at once)"
 printf "$fmt" "$(printf -- '-%.0s' {1..40})" "$(printf -- '-%.0s' {1..34})" "$(printf -- '-%.0s' {1..34})"
-printf "$fmt" "all $PODS RUNNING (s)" "$R_START ($(rate "$PODS" "$R_START") Pods/s)" "$B_START ($(rate "$PODS" "$B_START") Pods/s)"
+printf "$fmt" "all $PODS RUNNING (s)" "$R_START ($(rate "$PODS" "$R_START") Pods/s)" "$B_START ($(rate "$PODS" "$B_START") Pods/s)${B_START_LOAD:+, load $B_START_LOAD}"
 printf "$fmt" "one Pod's start p50 / p99 (ms)" "$R_P50 / $R_P99 (create step)" "$B_P50 / $B_P99"
 printf "$fmt" "failed" "$FAILED" "0"
 printf "$fmt" "riklet RSS / anon / Pss at $PODS" "$(mib "$R_RSS") / $(mib "$R_ANON") / $(mib "$R_PSS")" "-"
@@ -380,9 +427,23 @@ if ((READOPT_RUNS > 1)); then
 fi
 printf "$fmt" "  containers changed / RUNNING after" "$R_CHANGED / $R_RUNNING of $N_RUN ($R_RESTARTS restarts)" "-"
 printf "$fmt" "  port mappings (DNAT rules) after" "$R_RULES" "-"
-printf "$fmt" "teardown of all (s)" "$R_DOWN" "$B_DOWN"
+printf "$fmt" "teardown of all (s)" "$R_DOWN${R_DOWN_LOAD:+ (load $R_DOWN_LOAD)}" "$B_DOWN${B_DOWN_LOAD:+ (load $B_DOWN_LOAD)}"
 printf "$fmt" "left afterwards" "$R_LEFT" "$B_LEFT"
 printf '\n'
+if ((${#VARIANTS[@]})); then
+	# med V...: the median of the numbers among V (the lower middle one of an even count), or -
+	med() { printf '%s\n' "$@" | grep -E '^[0-9.]+$' | sort -g | awk '{ v[NR] = $1 } END { print NR ? v[int((NR + 1) / 2)] : "-" }'; }
+	vfmt='| %-12s | %-30s | %-30s | %-34s |\n'
+	printf "$vfmt" variant "all re-adopted (s): median, each" "boot CPU (ms): median, each" "idle CPU after (% of a core): median, each"
+	printf "$vfmt" ------------ ------------------------------ ------------------------------ ----------------------------------
+	for v in "${VARIANTS[@]}"; do
+		v=${v%% *}
+		# shellcheck disable=SC2086 # (the lists split into their numbers)
+		printf "$vfmt" "$v" "$(med ${V_READOPT[$v]}):${V_READOPT[$v]}" "$(med ${V_BOOTCPU[$v]}):${V_BOOTCPU[$v]}" \
+			"$(med ${V_STEADY[$v]}):${V_STEADY[$v]}"
+	done
+	printf '\n'
+fi
 ((R_CHANGED == 0 && R_RUNNING == N_RUN)) || die "riklet lost or restarted Pods across its restart"
 [[ $NETWORK != bridge || $R_RULES == "$N_RUN" ]] || die "riklet has $R_RULES port mappings after its restart, not $N_RUN"
 ((!TEARDOWN)) || [[ $R_LEFT == nothing ]] || die "riklet left $R_LEFT"

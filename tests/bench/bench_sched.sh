@@ -5,6 +5,10 @@
 #   status resend: riklet holding BENCH_RESEND_N (default 1000) instances when the scheduler ends
 #   its stream: time from the new registration to the last status re-sent, statuses per second
 #   on the one stream (as the scheduler receives them).
+#   BENCH_RESEND_VARIANTS="LABEL [VAR=VALUE...]|...": then BENCH_RESEND_ROUNDS (default 2) rounds of
+#   one restart of riklet per variant with that environment (e.g. "default|jit56
+#   RIKLET_LUA_JIT=hotloop=56,hotexit=10"), each followed by the same resend, timed the same way
+#   (interleaved: the ratios at one load), with riklet's CPU time from its start to the resend's end.
 # Prints a table. Needs root (riklet's agent), jq, curl, /usr/bin/python3 with grpcio, protoc.
 source "$(dirname "$0")/../lib/riklet.sh"
 need_root
@@ -23,10 +27,14 @@ control=http://127.0.0.1:$(jq -r .control "$TEST_TMP/p.json")
 
 inproc=$(SCHED_URL=http://127.0.0.1:$port "$RIKLET" test "$RIKLET_SRC_DIR/tests/bench/bench_sched_inproc.lua" 2>>"$TEST_TMP/bench.err")
 
-"$RIKLET" --scheduler "http://127.0.0.1:$port" --hostname bench-node "${RK_OPTS[@]}" --log-level warn \
-	>>"$RK_LOG" 2>&1 </dev/null &
-RK_PID=$!
-RK_PIDS+=("$RK_PID")
+# (--keep-records: a restart keeps every FAILED instance of the resend part, BENCH_RESEND_VARIANTS)
+start_sched_riklet() { # [VAR=VALUE...]
+	env "$@" "$RIKLET" --scheduler "http://127.0.0.1:$port" --hostname bench-node "${RK_OPTS[@]}" --log-level warn \
+		--keep-records $((${BENCH_RESEND_N:-1000} + N + 100)) >>"$RK_LOG" 2>&1 </dev/null &
+	RK_PID=$!
+	RK_PIDS+=("$RK_PID")
+}
+start_sched_riklet
 wait_for 20 bash -c "curl -sf '$control/state' | jq -e '.workers[\"bench-node\"].open' >/dev/null" || bail_out "riklet did not register"
 # kind Bench fails admission at once: the path measured is gRPC in -> agent -> CREATING out
 def='{"apiVersion":"v1","kind":"Bench","name":"b","replicas":null,"spec":{"containers":[],"function":null}}'
@@ -55,17 +63,40 @@ done
 failed_n() { grep -c '"instance_id": "r-[0-9]*", "status": "FAILED"' "$TEST_TMP/ev.jsonl"; }
 wait_for 600 bash -c "(( \$(grep -c '\"instance_id\": \"r-[0-9]*\", \"status\": \"FAILED\"' '$TEST_TMP/ev.jsonl') >= $RESEND_N ))" ||
 	bail_out "only $(failed_n) of $RESEND_N instances FAILED"
-seq0=$(jq -s 'map(.seq) | max' "$TEST_TMP/ev.jsonl")
-curl -sf -X POST -d '{"mode": "end"}' "$control/misbehave" >/dev/null || bail_out "misbehave failed"
-# (re-sent: every instance riklet holds, the N of the latency part too)
-resent() { jq -s --argjson s "$seq0" '[.[] | select(.seq > $s and .kind == "instance")] | length' "$TEST_TMP/ev.jsonl"; }
-wait_for 120 bash -c "(( \$(jq -s --argjson s $seq0 '[.[] | select(.seq > \$s and .kind == \"instance\")] | length' '$TEST_TMP/ev.jsonl') >= $((RESEND_N + N)) ))" ||
-	bail_out "only $(resent) statuses re-sent of $((RESEND_N + N))"
-resend=$(jq -s -r --argjson s "$seq0" '[.[] | select(.seq > $s)] as $e
-	| ($e | map(select(.kind == "register")) | .[0].t) as $reg
-	| ($e | map(select(.kind == "instance"))) as $st
-	| [($st | last | .t) - $reg, ($st | length) / (($st | last | .t) - ($st | first | .t)), ($st | length)]
-	| "\(.[0] * 1000)\t\(.[1])\t\(.[2])"' "$TEST_TMP/ev.jsonl")
+# resend_once: the scheduler ends the stream; prints "MS<TAB>PER_S<TAB>COUNT" of the resend
+resend_once() {
+	local seq0
+	seq0=$(jq -s 'map(.seq) | max' "$TEST_TMP/ev.jsonl")
+	curl -sf -X POST -d '{"mode": "end"}' "$control/misbehave" >/dev/null || bail_out "misbehave failed"
+	# (re-sent: every instance riklet holds, the N of the latency part too)
+	wait_for 120 bash -c "(( \$(jq -s --argjson s $seq0 '[.[] | select(.seq > \$s and .kind == \"instance\")] | length' '$TEST_TMP/ev.jsonl') >= $((RESEND_N + N)) ))" ||
+		bail_out "only $(jq -s --argjson s "$seq0" '[.[] | select(.seq > $s and .kind == "instance")] | length' "$TEST_TMP/ev.jsonl") statuses re-sent of $((RESEND_N + N))"
+	jq -s -r --argjson s "$seq0" '[.[] | select(.seq > $s)] as $e
+		| ($e | map(select(.kind == "register")) | .[0].t) as $reg
+		| ($e | map(select(.kind == "instance"))) as $st
+		| [($st | last | .t) - $reg, ($st | length) / (($st | last | .t) - ($st | first | .t)), ($st | length)]
+		| "\(.[0] * 1000)\t\(.[1])\t\(.[2])"' "$TEST_TMP/ev.jsonl"
+}
+resend=$(resend_once)
+VROWS=()
+if [[ -n ${BENCH_RESEND_VARIANTS:-} ]]; then
+	IFS='|' read -r -a variants <<<"$BENCH_RESEND_VARIANTS"
+	for ((round = 1; round <= ${BENCH_RESEND_ROUNDS:-2}; round++)); do
+		for v in "${variants[@]}"; do
+			read -r -a words <<<"$v"
+			kill -TERM "$RK_PID" && wait "$RK_PID" 2>/dev/null
+			reg0=$(jq -s '[.[] | select(.kind == "register")] | length' "$TEST_TMP/ev.jsonl")
+			start_sched_riklet "${words[@]:1}"
+			# registered again, and every status of its start sent, then the resend as above
+			wait_for 60 bash -c "(( \$(jq -s '[.[] | select(.kind == \"register\")] | length' '$TEST_TMP/ev.jsonl') > $reg0 ))" ||
+				bail_out "riklet (${words[0]}) did not register again"
+			sleep 3
+			r=$(resend_once)
+			cpu=$(awk '{ printf "%.0f", ($14 + $15) * 1000 / '"$(getconf CLK_TCK)"' }' "/proc/$RK_PID/stat")
+			VROWS+=("$(printf '%s\t%s\t%s\t%s\t%s' "${words[0]}" "$round" "$r" "$cpu" "$(cut -d' ' -f1 /proc/loadavg)")")
+		done
+	done
+fi
 
 stats=$(printf '%s\n' "${lat[@]}" | sort -g | awk '{a[NR]=$1; s+=$1} END {printf "%.2f\t%.2f\t%.2f", a[int((NR+1)/2)], a[int(NR*0.95+0.5)], s/NR}')
 
@@ -78,4 +109,12 @@ printf '%-44s %14.0f %s\n' "resend: statuses/s on the one stream" "$(cut -f2 <<<
 while IFS=$'\t' read -r name v unit; do
 	[[ -n $name ]] && printf '%-44s %14s %s\n' "$name" "$v" "$unit"
 done <<<"$inproc"
+if ((${#VROWS[@]})); then
+	printf '\nresend per variant (a restart each, then the stream ended; %s rounds):\n' "${BENCH_RESEND_ROUNDS:-2}"
+	printf '%-10s %5s %12s %12s %8s %14s %6s\n' variant round "resend ms" "statuses/s" count "CPU since ms" load
+	for row in "${VROWS[@]}"; do
+		IFS=$'\t' read -r v rd ms_ ps n cpu ld <<<"$row"
+		printf '%-10s %5s %12.1f %12.0f %8s %14s %6s\n' "$v" "$rd" "$ms_" "$ps" "$n" "$cpu" "$ld"
+	done
+fi
 printf '# latency: scheduler hands InstanceScheduling to its stream -> scheduler receives CREATING (includes grpcio'"'"'s own overhead)\n'

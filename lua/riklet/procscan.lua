@@ -1,0 +1,46 @@
+-- riklet.procscan — the node's processes and their command lines, read from /proc. The boot's
+-- reconcile looks for riklet's conmons (riklet.conmon) and its VMMs (riklet.vmmproc) among every
+-- process of the node: at 1,000 Pods that is ~2,000 command lines, read once for both.
+--
+--   procscan.cmdlines() -> array of { pid = N, cmd = "ARG0\0ARG1\0...\0" }: each process whose
+--       command line could be read and is not empty (not a zombie, not a kernel thread). A
+--       candidate list only: pids are recycled, so what a caller acts on (kills, stops) it checks
+--       again on the process itself first (conmon.stop, vmmproc.find).
+--   procscan.shared(fn, ...) -> fn(...)'s results: while fn runs, every cmdlines() call returns one
+--       listing, taken at the first of them (it may be older than fn's later calls: a process
+--       started meanwhile is not in it, one ended meanwhile still is). Calls may nest.
+local fs = require "riklet.fs"
+
+local M = {}
+
+local share_depth, listing = 0, nil
+
+local function scan()
+  local out = {}
+  for _, name in ipairs(fs.list("/proc") or {}) do
+    local pid = name:match("^%d+$") and tonumber(name)
+    local cmd = pid and fs.read("/proc/" .. name .. "/cmdline", 65536)
+    if cmd and cmd ~= "" then out[#out + 1] = { pid = pid, cmd = cmd } end
+  end
+  return out
+end
+
+function M.cmdlines()
+  if share_depth == 0 then return scan() end
+  listing = listing or scan()
+  return listing
+end
+
+local function packed(...) return { n = select("#", ...), ... } end
+
+function M.shared(fn, ...)
+  share_depth = share_depth + 1
+  -- (an error in fn ends the sharing too: it is raised again with fn's traceback)
+  local res = packed(xpcall(fn, debug.traceback, ...))
+  share_depth = share_depth - 1
+  if share_depth == 0 then listing = nil end
+  if not res[1] then error(res[2], 0) end
+  return unpack(res, 2, res.n)
+end
+
+return M

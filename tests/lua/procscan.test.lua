@@ -1,0 +1,71 @@
+-- riklet.procscan: one listing of /proc shared by the boot's searches (conmons, VMMs), and what
+-- the searches still check on the process itself: a listing older than the process it names must
+-- not make riklet act on a pid that ended (or was recycled) since.
+local T = require "riklet.testlib"
+local core = require "riklet.core"
+local fs = require "riklet.fs"
+local proc = require "riklet.proc"
+local task = require "riklet.task"
+local procscan = require "riklet.procscan"
+local vmmproc = require "riklet.vmmproc"
+
+-- (nothing is made there: only command lines name it)
+local dir = ("/tmp/riklet-procscan-test-%d/instances"):format(core.getpid())
+
+-- a stand-in VMM: a shell whose command line names DIR/ID/qemu.pid after -pidfile (sh -c runs
+-- its script with the words after it as $0...: they stay in its command line; its sleeps are
+-- short, to end soon after it)
+local function vmm(id)
+  local p = assert(proc.spawn({ "sh", "-c", "while :; do sleep 0.2; done", "qemu-system-x86_64", "-pidfile", dir .. "/" .. id .. "/qemu.pid" }))
+  for _ = 1, 100 do
+    local cmd = fs.read("/proc/" .. p.pid .. "/cmdline", 65536)
+    if cmd and cmd:find("-pidfile", 1, true) then break end
+    task.sleep(0.01)
+  end
+  return p
+end
+local function ids(found)
+  local s = {}
+  for _, f in ipairs(found) do s[#s + 1] = f.id .. "=" .. f.pid end
+  table.sort(s)
+  return table.concat(s, ",")
+end
+local function gone(p)
+  proc.kill(p.pid, 9)
+  p:wait()
+end
+
+local a = vmm("a")
+local mine = false
+for _, p in ipairs(procscan.cmdlines()) do
+  if p.pid == a.pid then mine = p.cmd:find("\0-pidfile\0" .. dir .. "/a/qemu.pid\0", 1, true) ~= nil end
+end
+T.ok(mine, "cmdlines(): the process and its whole command line, NUL-separated")
+T.is(ids(vmmproc.find(dir, "-pidfile", "qemu%.pid")), "a=" .. a.pid, "find outside a shared listing: the VMM")
+
+local first, second, b
+local r1, r2 = procscan.shared(function(x, y)
+  first = procscan.cmdlines()
+  b = vmm("b")
+  second = procscan.cmdlines()
+  -- a VMM started after the listing is not in it; one ended since is in it, but find reads the
+  -- command line of each match again: it is not returned
+  T.is(ids(vmmproc.find(dir, "-pidfile", "qemu%.pid")), "a=" .. a.pid, "inside: the one listing (b started after it)")
+  gone(a)
+  T.is(ids(vmmproc.find(dir, "-pidfile", "qemu%.pid")), "", "a ended since the listing: not returned (checked again)")
+  return x + 1, y
+end, 1, "two")
+T.ok(first == second, "inside shared(): every cmdlines() call gets the same listing")
+T.ok(r1 == 2 and r2 == "two", "shared() returns fn's results")
+T.is(ids(vmmproc.find(dir, "-pidfile", "qemu%.pid")), "b=" .. b.pid, "after shared(): a listing of its own (b found)")
+
+-- an error inside ends the sharing too, and is raised with fn's traceback
+local ok, err = pcall(procscan.shared, function()
+  procscan.cmdlines()
+  error("boom")
+end)
+T.ok(not ok and tostring(err):find("boom", 1, true) and tostring(err):find("traceback", 1, true), "an error in fn is raised again: " .. tostring(err):match("^[^\n]*"))
+gone(b)
+T.is(ids(vmmproc.find(dir, "-pidfile", "qemu%.pid")), "", "after the error: not sharing (b's end seen)")
+
+T.done()
