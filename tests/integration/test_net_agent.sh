@@ -142,6 +142,9 @@ is "$(timeout 5 busybox wget -qO- http://127.0.0.1:8080/ 2>&1)" "$PAGE_A" "the n
 mkdir -p "$TEST_TMP/client-www" && echo "page of the client host" >"$TEST_TMP/client-www/index.html"
 nsenter -t "$CLIENT" -n busybox httpd -f -p 192.0.2.2:80 -h "$TEST_TMP/client-www" &
 on_exit "kill $!"
+# (httpd listens a moment after it is started: "connection refused" until then, seen under load)
+client_page() { [[ $(nsenter --net="$NETNS/web-a" timeout 5 busybox wget -qO- http://192.0.2.2/ 2>&1) == "page of the client host" ]]; }
+wait_for 10 client_page
 is "$(nsenter --net="$NETNS/web-a" timeout 5 busybox wget -qO- http://192.0.2.2/ 2>&1)" "page of the client host" \
 	"from web-a's namespace, the client host is reachable (forward + masquerade)"
 
