@@ -329,10 +329,25 @@ local function read_sync(pipe, synced)
 end
 
 -- one --runtime-parallel slot (riklet.runc) from conmon's start until runc create is done. An early
--- start (opts.prepare) takes its slot at once or not at all: its preparation never waits for a
--- slot, nor holds one while a slot is awaited by others
+-- start (opts.prepare) is made only when a slot is free at once, counting the conmons held already
+-- (at most --runtime-parallel of them), and holds none while it waits: a conmon held on its start
+-- pipe runs no runc, so its slot is taken once the preparation is done, right before conmon is let
+-- go (a slow network setup never keeps runc kill/delete of other Pods waiting); with every slot
+-- busy, the Pod is prepared first, then conmon started as before
+local held = 0
 function M.create(id, dir, opts)
-  if opts and opts.prepare and not runc.slot_free() then
+  if opts and opts.prepare and runc.slot_free(held) then
+    held = held + 1
+    local counted = true
+    local function unhold()
+      if counted then counted, held = false, held - 1 end
+    end
+    local ok, a, b, c, d = pcall(create, id, dir, opts, false, unhold) -- (create's results: up to 4)
+    unhold()
+    if not ok then error(a, 0) end
+    return a, b, c, d
+  end
+  if opts and opts.prepare then
     log("debug", "container %s: every --runtime-parallel slot is busy: prepared first, then conmon started", id)
     local ok, err = opts.prepare()
     if not ok then return nil, err, nil, true end
@@ -345,18 +360,12 @@ end
 -- its log, before it forks its daemon or starts anything; a read error makes it exit, the end of
 -- the stream does not (it would go on). riklet.proc's start_pipe is a unix socket pair whose
 -- riklet end holds an unread byte: closed unsent (riklet failing or killed meanwhile), conmon's
--- read fails (ECONNRESET) and it exits. Runs prepare while conmon p waits -> true | nil, err (conmon
--- ended and reaped); raises prepare's error after ending conmon.
-local function hold(p, start, start_err, prepare)
-  local ok, res, err = true, nil, "cannot hold conmon on its start pipe: " .. tostring(start_err)
+-- read fails (ECONNRESET) and it exits. Runs prepare while conmon p waits -> true (start still to be
+-- sent: release()) | nil, err (conmon ended and reaped); raises prepare's error after ending conmon.
+local function hold(id, p, start, start_err, prepare)
+  local ok, res, err = true, nil, ("container %s: cannot hold conmon on its start pipe: %s"):format(id, tostring(start_err))
   if start then ok, res, err = pcall(prepare) end
-  if ok and res then
-    -- (a send that fails: conmon ended meanwhile, or its read fails once this end is closed; the
-    -- wait for its first process then says why, with its output)
-    start:send("1")
-    start:close()
-    return true
-  end
+  if ok and res then return true end
   if start then start:close() end -- conmon's read fails: it exits
   p:kill(9)
   p:wait()
@@ -364,7 +373,18 @@ local function hold(p, start, start_err, prepare)
   return nil, err
 end
 
-create = function(id, dir, opts, prepared)
+-- (a send that fails: conmon ended meanwhile, or its read fails once this end is closed; the wait
+-- for its first process then says why, with its output)
+local function release(start)
+  start:send("1")
+  start:close()
+end
+
+local after_hold
+
+-- unhold: an early start (M.create), which takes its slot after the preparation; called once
+-- conmon's hold is over
+create = function(id, dir, opts, prepared, unhold)
   opts = opts or {}
   local prepare = not prepared and opts.prepare or nil
   if not runc.valid_id(id) then return nil, ("invalid container id %q"):format(tostring(id)) end
@@ -408,15 +428,35 @@ create = function(id, dir, opts, prepared)
   else -- (no fd for the pipe's read end: the pid file is polled instead)
     log("warn", "container %s: cannot read conmon's sync pipe (%s): polling the pid file", id, tostring(pipe_err))
   end
+  local ctx = { id = id, dir = dir, opts = opts, f = f, p = p, pipe = pipe, synced = synced, watcher = watcher,
+    verb = verb, run = run, t0 = t0, timeout = timeout }
   if prepare then
     log("debug", "container %s: conmon (pid %d) started, held on its start pipe while the container is prepared", id, p.pid)
-    local hok, went, herr = pcall(hold, p, start, start_err, prepare)
+    local hok, went, herr = pcall(hold, id, p, start, start_err, prepare)
     if not hok or not went then
       -- (the sync pipe's reader ends with conmon)
       if watcher then watcher:close() end
       if not hok then error(went, 0) end
       return nil, herr, nil, true
     end
+    ctx.start = start
+    if unhold then
+      unhold()
+      return runc.throttled(after_hold, ctx)
+    end
+  end
+  return after_hold(ctx)
+end
+
+-- the rest of a create, once conmon runs (or is let go: ctx.start): its pid file, then runc's
+after_hold = function(ctx)
+  local id, dir, opts, f, p, pipe, synced, watcher = ctx.id, ctx.dir, ctx.opts, ctx.f, ctx.p, ctx.pipe, ctx.synced, ctx.watcher
+  local verb, run, t0, timeout = ctx.verb, ctx.run, ctx.t0, ctx.timeout
+  if ctx.start then
+    -- runc's time starts when conmon is let go: the preparation (network, durable record) has
+    -- bounds of its own, and the wait for a slot is not runc's
+    t0 = core.now()
+    release(ctx.start)
   end
   -- the first conmon process forks its daemon, writes its pid file and exits at once
   local code, sig = p:wait()

@@ -18,7 +18,7 @@
 --   runc.throttled(fn, ...) -> fn(...)'s results, run while holding one of the --runtime-parallel
 --       slots that every runc command (and conmon's runc create, riklet.conmon) takes; runc
 --       commands (start, kill, delete, state: work on containers that exist) go before creates
---   runc.slot_free() -> boolean             one of those slots is free now, nobody waiting
+--   runc.slot_free([promised]) -> boolean   one of those slots is free now, nobody waiting
 local fs = require "riklet.fs"
 local json = require "riklet.json"
 local oci = require "riklet.oci"
@@ -36,8 +36,11 @@ local cfg = { runc = "runc", root = "/run/riklet/runc", timeout = 60 }
 -- step's deadline does not count that wait (riklet.lifecycle).
 local slots = require("riklet.task").semaphore(4)
 function M.throttled(fn, ...) return slots:with(fn, ...) end
--- runc.slot_free() -> boolean: a --runtime-parallel slot is free now and nobody waits for one
-function M.slot_free() return slots.held < slots.n and slots.first:len() == 0 and slots.waiting:len() == 0 end
+-- runc.slot_free([promised]) -> boolean: a --runtime-parallel slot is free now and nobody waits
+-- for one (with promised more slots counted as held: riklet.conmon's held conmons)
+function M.slot_free(promised)
+  return slots.held + (promised or 0) < slots.n and slots.first:len() == 0 and slots.waiting:len() == 0
+end
 
 function M.init(config)
   config = config or {}

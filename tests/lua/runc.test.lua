@@ -140,6 +140,32 @@ T.is(mon and mon.ended.value.code, nil, "and no exit code")
 runc.delete(id, { force = true })
 conmon.clean(bundle)
 
+-- 4b. conmon started early, held on its start pipe while the container is prepared (one runtime
+-- slot): the held conmon holds no slot (a runc command runs meanwhile), and the create's time limit
+-- counts from conmon's release, not from its spawn (a preparation longer than the limit is not
+-- runc's fault)
+assert(runc.init({ runc_root = tmp .. "/runc", runtime_parallel = 1 }))
+assert(oci.edit_config(img.config, bundle .. "/config.json", { args = { "sleep", "60" }, root_path = bundle .. "/rootfs" }))
+local task = require "riklet.task"
+local during = {}
+mon, err = conmon.create(id, bundle, { log = log, timeout = 3, prepare = function()
+  local ts = core.now()
+  local _, _, gone_missing = runc.state("nope-" .. id)
+  during.state_ms, during.missing = (core.now() - ts) * 1000, gone_missing
+  during.free = runc.slot_free()
+  task.sleep(3.5)
+  return true
+end })
+T.ok(during.missing and during.free, "while conmon is held, its runtime slot is free: a runc command ran in "
+  .. ("%.0f ms"):format(during.state_ms or -1))
+T.ok(mon, "a preparation (3.5 s) longer than the create's limit (3 s) does not time runc out: " .. tostring(err))
+T.ok(mon and runc.start(id), "and the container starts")
+runc.kill(id, "KILL")
+T.ok(mon and mon.ended:wait(10), "ended")
+runc.delete(id, { force = true })
+conmon.clean(bundle)
+assert(runc.init({ runc_root = tmp .. "/runc" }))
+
 -- 5. failures carry runc's reason
 assert(oci.edit_config(img.config, bundle .. "/config.json", { args = { "/no/such/binary" }, root_path = bundle .. "/rootfs" }))
 mon, err = conmon.create(id .. "-bad", bundle, { log = log })
