@@ -135,7 +135,12 @@ function L.wait_durable(inst)
   local ev = inst.durable
   if not ev then return true end
   local r = ev:wait(DURABLE_WAIT)
-  if not r then return nil, ("cannot store its record: it was not on disk after %d s (fsync)"):format(DURABLE_WAIT) end
+  if not r then
+    -- given up: the transition that follows (FAILED) does not wait again, and the sync, when it
+    -- ends, reports nothing (its CREATING would come after that FAILED)
+    if inst.durable == ev then inst.durable = nil end
+    return nil, ("cannot store its record: it was not on disk after %d s (fsync)"):format(DURABLE_WAIT)
+  end
   if not r[1] then return nil, "cannot store its record: " .. tostring(r[2]) end
   return true
 end
@@ -180,7 +185,7 @@ function L.transition(inst, to, reason, deferred)
     local ok, err = store.sync(rec)
     inst.synced_at = core.time()
     if not ok then log("error", "cannot store instance %s (%s) on disk: %s", inst.id, to, tostring(err)) end
-    L.notify(inst.id, to, reason)
+    if inst.durable == ev then L.notify(inst.id, to, reason) end -- (not after a later transition's report)
     ev:set({ ok == true, err })
   end)
   return true
