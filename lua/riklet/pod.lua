@@ -523,8 +523,9 @@ create = function(inst, w)
     end
     local t0 = core.time()
     mon, err, own = conmon_create(inst, crec, one_run, one_run and prepare or nil)
-    -- (the preparation's steps are counted on their own)
-    mark(inst, one_run and "run" or "create", t0 + t_prep)
+    -- (the preparation's steps are counted on their own: inside conmon_create when conmon was held
+    -- meanwhile, before t0 otherwise)
+    mark(inst, one_run and "run" or "create", t0 + (one_run and t_prep or 0))
     -- its conmon's pid is stored already (on_conmon); the rest goes with the next write
     if not mon then save(inst) return nil, own and err or ("container %s: %s"):format(c.name, err) end
     if crec.init then
