@@ -183,8 +183,12 @@ static void sync_work(void *ud)
 	struct fsjob *j = ud;
 	for (size_t off = 0; off < j->len; off += strlen(j->data + off) + 1) {
 		const char *p = j->data + off;
-		int fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-		if (fd < 0 || fsync(fd) < 0) {
+		/* symbolic links followed (an operator may move STATE/records to another disk by one),
+		 * and a directory whose file system cannot fsync one (EINVAL) is not an error: as
+		 * rk_write_file_replace does */
+		int fd = open(p, O_RDONLY | O_CLOEXEC);
+		struct stat st;
+		if (fd < 0 || (fsync(fd) < 0 && !(errno == EINVAL && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)))) {
 			int err = errno;
 			if (fd >= 0)
 				close(fd);
@@ -196,7 +200,10 @@ static void sync_work(void *ud)
 }
 
 /* fs.sync(path...) -> true | nil, err (yields in a task): makes durable what a write without sync
- * left in the page cache (files first, then the directory holding their renames) */
+ * left in the page cache (files first, then the directory holding their renames). Ordered with the
+ * first path's writes: a write_atomic of it made meanwhile waits for the sync (else its rename
+ * could land between the file's fsync and the directory's, which would then make durable a name
+ * whose data was never synced) */
 static int l_sync(lua_State *L)
 {
 	int n = lua_gettop(L);
@@ -213,7 +220,7 @@ static int l_sync(lua_State *L)
 	size_t len;
 	const char *d = lua_tolstring(L, -1, &len);
 	struct fsjob *j = fsjob_new(L, n ? luaL_checkstring(L, 1) : "", d, len);
-	return lrk_offload(L, NULL, sync_work, fsjob_push, fsjob_free, j);
+	return lrk_offload(L, n ? luaL_checkstring(L, 1) : NULL, sync_work, fsjob_push, fsjob_free, j);
 }
 
 /* fs.write_atomic(path, data[, mode="0644"[, {sync = false}]]) -> true | nil, err (yields in a task) */

@@ -431,7 +431,8 @@ end
 function M.sync(rec)
   local ro = read_only("syncing the record of " .. tostring(rec.id)) if ro then return nil, ro end
   local fok, ferr = fault.point("record.sync") if not fok then return nil, ferr end
-  if def_saved[rec] then return fs.sync(def_path(rec.id), path(rec.id), dir) end
+  -- (the record first: fs.sync orders the first path's later writes behind it)
+  if def_saved[rec] then return fs.sync(path(rec.id), def_path(rec.id), dir) end
   return fs.sync(path(rec.id), dir)
 end
 
