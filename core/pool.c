@@ -26,6 +26,7 @@ struct rk_pool {
 	unsigned max_threads, live, idle; /* live: started, not exited; idle: waiting for a job */
 	unsigned idle_ms;
 	uint64_t started, exited; /* threads started and exited idle since the pool was made */
+	int start_failing;	  /* the last pthread_create failed (said once, until one succeeds) */
 	unsigned char slot[8];
 	pthread_t threads[8];
 	struct worker_arg {
@@ -189,9 +190,20 @@ static void start_worker(rk_pool *p)
 	int rc = pthread_create(&p->threads[i], NULL, worker, &p->args[i]);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc) {
-		rk_warn("pool", "cannot start a worker thread (%s); %u running", strerror(rc), p->live);
+		if (!p->start_failing)
+			rk_warn("pool",
+				"cannot start a worker thread (%s) with %u running: %s; raise the limit on "
+				"threads (ulimit -u, systemd's TasksMax, the pids cgroup's pids.max)",
+				strerror(rc), p->live,
+				p->live ? "file-system work waits for the running ones"
+					: "file-system work runs on the event loop meanwhile (riklet stalls during "
+					  "each job)");
+		p->start_failing = 1;
 		return;
 	}
+	if (p->start_failing)
+		rk_info("pool", "worker threads start again");
+	p->start_failing = 0;
 	p->slot[i] = SLOT_RUNNING;
 	p->live++;
 	p->started++;
