@@ -1,8 +1,8 @@
 -- riklet.status — STATE/agent.json: what a running riklet says about itself (pid, version, start
 -- time, loop lag, worker pool, instance count). The daemon rewrites it every few seconds, replaced
 -- by rename without fsync (NOSYNC): it describes a live process, so after a crash of the machine
--- it names a riklet that no longer runs whatever it holds, and an idle node does not touch the
--- disk or wake a worker thread every 5 s for it; `riklet ps` reads it. A file whose pid is not that
+-- it names a riklet that no longer runs whatever it holds, and an idle node does no fsync and
+-- wakes no worker thread every 5 s for it (the page cache writes it back); `riklet ps` reads it. A file whose pid is not that
 -- riklet any more (killed, stopped, pid reused) reads as "no riklet runs".
 local core = require "riklet.core"
 local fs = require "riklet.fs"
