@@ -8,12 +8,15 @@
 --       again on the process itself first (conmon.stop, vmmproc.find).
 --   procscan.shared(fn, ...) -> fn(...)'s results: while fn runs, every cmdlines() call returns one
 --       listing, taken at the first of them (it may be older than fn's later calls: a process
---       started meanwhile is not in it, one ended meanwhile still is). Calls may nest.
+--       started meanwhile is not in it, one ended meanwhile still is). Calls may nest. Shared
+--       within fn's own task only: another task's cmdlines() while fn waits reads /proc afresh.
 local fs = require "riklet.fs"
 
 local M = {}
 
-local share_depth, listing = 0, nil
+-- per task (coroutine): another task running while fn waits gets a listing of its own
+local shares = setmetatable({}, { __mode = "k" }) -- coroutine -> { depth = N, listing = array }
+local MAIN = {} -- (the key outside any coroutine)
 
 local function scan()
   local out = {}
@@ -26,19 +29,22 @@ local function scan()
 end
 
 function M.cmdlines()
-  if share_depth == 0 then return scan() end
-  listing = listing or scan()
-  return listing
+  local sh = shares[coroutine.running() or MAIN]
+  if not sh then return scan() end
+  sh.listing = sh.listing or scan()
+  return sh.listing
 end
 
 local function packed(...) return { n = select("#", ...), ... } end
 
 function M.shared(fn, ...)
-  share_depth = share_depth + 1
+  local key = coroutine.running() or MAIN
+  local sh = shares[key] or { depth = 0 }
+  shares[key], sh.depth = sh, sh.depth + 1
   -- (an error in fn ends the sharing too: it is raised again with fn's traceback)
   local res = packed(xpcall(fn, debug.traceback, ...))
-  share_depth = share_depth - 1
-  if share_depth == 0 then listing = nil end
+  sh.depth = sh.depth - 1
+  if sh.depth == 0 then shares[key] = nil end
   if not res[1] then error(res[2], 0) end
   return unpack(res, 2, res.n)
 end

@@ -68,4 +68,21 @@ T.ok(not ok and tostring(err):find("boom", 1, true) and tostring(err):find("trac
 gone(b)
 T.is(ids(vmmproc.find(dir, "-pidfile", "qemu%.pid")), "", "after the error: not sharing (b's end seen)")
 
+-- the sharing is the boot task's own: another task that asks while the boot's fn waits (a rollback
+-- freeing a VMM, say) reads /proc afresh and sees a process started after the boot's listing
+local c
+local seen_by_other
+procscan.shared(function()
+  procscan.cmdlines()
+  c = vmm("c")
+  local done = task.event()
+  task.spawn(function()
+    seen_by_other = ids(vmmproc.find(dir, "-pidfile", "qemu%.pid"))
+    done:set(true)
+  end)
+  done:wait(10)
+end)
+T.is(seen_by_other, "c=" .. c.pid, "another task during shared(): a listing of its own (c, started after the boot's, found)")
+gone(c)
+
 T.done()
