@@ -51,8 +51,12 @@ ok "wait_for 120 written" "the container wrote its 10 MB line and the next"
 sleep 3
 hwm=$(awk '/VmHWM/ { print $2 }' "/proc/$RK_PID/status")
 rss=$(awk '/VmRSS/ { print $2 }' "/proc/$RK_PID/status")
-ok "((hwm - rss0 < 40 * 1024))" \
-	"12 followers that never read: riklet's peak RSS grew by $(((hwm - rss0) / 1024)) MiB (< 40; RSS $((rss / 1024)) MiB)"
+if [[ -n ${RIKLET_SANITIZE-} ]]; then # ASan keeps freed memory in its quarantine (256 MiB) on purpose
+	skip "riklet's RSS is not measured in the sanitizer build (ASan's quarantine holds freed memory): grew $(((hwm - rss0) / 1024)) MiB"
+else
+	ok "((hwm - rss0 < 40 * 1024))" \
+		"12 followers that never read: riklet's peak RSS grew by $(((hwm - rss0) / 1024)) MiB (< 40; RSS $((rss / 1024)) MiB)"
+fi
 is "$(last_line)" after "another client is served meanwhile (Tail 1: the line after the long one)"
 curl -s -m 60 -X GET --data-binary "$(lq '{}')" "$U/getLogs" >"$TEST_TMP/all"
 expect=$(printf 'before\n%s\nafter\n' "$(head -c $N /dev/zero | tr '\0' a)" | md5sum)
