@@ -453,8 +453,8 @@ end
 -- ---- riklet top ----
 local function bytes(b)
   if not b then return "-" end
-  if b >= 1024 ^ 3 then return ("%.1fG"):format(b / 1024 ^ 3) end
-  if b >= 1024 ^ 2 then return ("%.1fM"):format(b / 1024 ^ 2) end
+  if b >= 1073741824 then return ("%.1fG"):format(b / 1073741824) end
+  if b >= 1048576 then return ("%.1fM"):format(b / 1048576) end
   return ("%.0fK"):format(b / 1024)
 end
 
