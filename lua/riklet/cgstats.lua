@@ -60,7 +60,7 @@ function M.mounts()
 end
 
 -- v1 memory limits above this are "no limit" (the kernel's PAGE_COUNTER_MAX rounded)
-local UNLIMITED = 2 ^ 62
+local UNLIMITED = 0x1p62
 
 function M.of_pid(pid, name)
   pid = math.floor(tonumber(pid) or 0)

@@ -24,7 +24,7 @@ M.WARN_FREE = 2 * 1024 * 1024 * 1024 -- below this, or below 10 %, it warns
 
 local function mib(b) return ("%.0f MiB"):format(b / 1048576) end
 local function size(b)
-  if b >= 1024 ^ 3 then return ("%.1f GiB"):format(b / 1024 ^ 3) end
+  if b >= 1073741824 then return ("%.1f GiB"):format(b / 1073741824) end
   return mib(b)
 end
 

@@ -410,8 +410,8 @@ function F.load(inst)
   if vmrec ~= nil and type(vmrec) ~= "table" then rec.vm = nil return end
   if type(vmrec) == "table" and type(vmrec.handle) == "table" then
     local h = vmrec.handle
-    if not whole(h.pid, 2, 2 ^ 22) then h.pid = nil end
-    if h.starttime ~= nil and not whole(h.starttime, 0, 2 ^ 53) then h.starttime = nil end
+    if not whole(h.pid, 2, 0x1p22) then h.pid = nil end
+    if h.starttime ~= nil and not whole(h.starttime, 0, 0x1p53) then h.starttime = nil end
     local b = the_backend(vmrec.backend)
     local sock = b and b.name == "firecracker" and "api.sock" or "qmp.sock"
     h.sock = rec.dir .. "/" .. sock

@@ -48,7 +48,7 @@ function P.init(config, ag)
   ok, err = runc.init(config)
   if not ok then log("error", "%s: Pods cannot be created or stopped until this is fixed", err) end
   local max = config.log_size_max
-  if max ~= nil and not (type(max) == "number" and max >= 4096 and max < 2 ^ 53) then
+  if max ~= nil and not (type(max) == "number" and max >= 4096 and max < 0x1p53) then
     return nil, ("--log-size-max (or --container-log-max-size) %s: give a number of bytes, at least 4096"):format(tostring(max))
   end
   ok, err = conmon.init(config)
@@ -872,7 +872,7 @@ local function check_conmon_fields(inst, c)
     log("error", "instance %s: its record has an invalid %s for container %s (%s): %s", inst.id, field, c.name,
       tostring(c[field]), fix)
   end
-  if c.run ~= nil and not whole(c.run, 0, 2 ^ 31) then
+  if c.run ~= nil and not whole(c.run, 0, 0x1p31) then
     bad("run", "using run 0")
     c.run = 0
   end
@@ -882,7 +882,7 @@ local function check_conmon_fields(inst, c)
     c.log = want
   end
   for _, f in ipairs({ "conmon_pid", "pid" }) do
-    if c[f] ~= nil and not whole(c[f], 2, 2 ^ 22) then
+    if c[f] ~= nil and not whole(c[f], 2, 0x1p22) then
       bad(f, "ignored")
       c[f] = nil
     end
@@ -892,13 +892,13 @@ local function check_conmon_fields(inst, c)
     c.state = "running"
   end
   for _, f in ipairs({ "exit_code", "exit_signal", "restart_count" }) do
-    if c[f] ~= nil and not whole(c[f], -1, 2 ^ 31) then
+    if c[f] ~= nil and not whole(c[f], -1, 0x1p31) then
       bad(f, "ignored")
       c[f] = nil
     end
   end
   for _, f in ipairs({ "started_at", "finished_at", "restart_at" }) do
-    if c[f] ~= nil and not (type(c[f]) == "number" and c[f] >= 0 and c[f] < 2 ^ 40) then
+    if c[f] ~= nil and not (type(c[f]) == "number" and c[f] >= 0 and c[f] < 0x1p40) then
       bad(f, "ignored")
       c[f] = nil
     end
@@ -1040,7 +1040,7 @@ function P.logs(rec, instances_dir)
     if type(c) == "table" and type(c.name) == "string" and fs.safe_name(c.name, 63) then
       local dir = instances_dir .. "/" .. rec.id .. "/" .. c.name
       -- no run at all: an older riklet's output.log; an invalid one: run 0 (as P.load reads it)
-      local run = whole(c.run, 0, 2 ^ 31) and c.run or (c.run ~= nil and 0) or nil
+      local run = whole(c.run, 0, 0x1p31) and c.run or (c.run ~= nil and 0) or nil
       out[#out + 1] = {
         name = c.name,
         path = run and run_log(dir, run) or dir .. "/output.log",

@@ -115,7 +115,7 @@ local function fmtnum(v)
   if v ~= v then return "NaN" end
   if v == math.huge then return "+Inf" end
   if v == -math.huge then return "-Inf" end
-  if v == math.floor(v) and math.abs(v) < 2 ^ 53 then return ("%d"):format(v) end
+  if v == math.floor(v) and math.abs(v) < 0x1p53 then return ("%d"):format(v) end
   return ("%.17g"):format(v)
 end
 

@@ -115,7 +115,7 @@ local is_array = limits.is_array
 
 local function is_object(t) return type(t) == "table" and getmetatable(t) ~= json.array_mt and (next(t) == nil or #t == 0) end
 
-local function count(v) return type(v) == "number" and v >= 0 and v < 2 ^ 53 and v == math.floor(v) end
+local function count(v) return type(v) == "number" and v >= 0 and v < 0x1p53 and v == math.floor(v) end
 
 -- A path inside base: base itself or base/ followed by safe components only.
 local function inside(p, base)

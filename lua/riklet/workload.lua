@@ -246,7 +246,7 @@ local function v_volume(v, w)
     out.medium = v.medium ~= "" and v.medium or nil
   end
   if v.size_limit ~= nil then
-    if type(v.size_limit) ~= "number" or v.size_limit < 4096 or v.size_limit > 2 ^ 50 then
+    if type(v.size_limit) ~= "number" or v.size_limit < 4096 or v.size_limit > 0x1p50 then
       return nil, ("%s.size_limit is %s: a number of bytes, at least 4096"):format(w, tostring(v.size_limit))
     end
     out.size_limit = math.floor(v.size_limit)
@@ -265,7 +265,7 @@ local function v_limits(l, where)
   if l.cpu ~= nil and (type(l.cpu) ~= "number" or l.cpu ~= math.floor(l.cpu) or l.cpu < 1 or l.cpu > 1024 * 1000) then
     return nil, ("%s.cpu is %s: a whole number of millicores from 1 to 1024000"):format(where, describe(l.cpu))
   end
-  if l.memory ~= nil and (type(l.memory) ~= "number" or l.memory ~= math.floor(l.memory) or l.memory < 4096 or l.memory > 2 ^ 50) then
+  if l.memory ~= nil and (type(l.memory) ~= "number" or l.memory ~= math.floor(l.memory) or l.memory < 4096 or l.memory > 0x1p50) then
     return nil, ("%s.memory is %s: a whole number of bytes, at least 4096"):format(where, describe(l.memory))
   end
   return { cpu = l.cpu, memory = l.memory }
@@ -622,7 +622,7 @@ local function rik_env(env, where)
 end
 
 -- Kubernetes quantities: cpu "500m" | "2" | 0.5 -> millicores; memory "128Mi" | "1G" | bytes.
-local MEM_UNITS = { [""] = 1, k = 1e3, M = 1e6, G = 1e9, T = 1e12, Ki = 1024, Mi = 1024 ^ 2, Gi = 1024 ^ 3, Ti = 1024 ^ 4 }
+local MEM_UNITS = { [""] = 1, k = 1e3, M = 1e6, G = 1e9, T = 1e12, Ki = 1024, Mi = 1048576, Gi = 1073741824, Ti = 1099511627776 }
 local function rik_limits(r, where)
   if is_null(r) then return nil end
   if not is_obj(r) then return nil, ("%s is %s: expected an object {limits = {cpu, memory}}"):format(where, describe(r)) end

@@ -9,7 +9,8 @@
 # way, in the same run (an older build: before/after); BEFORE_LUA=DIR the same binary with the Lua
 # tree DIR (e.g. `git archive main lua policies | tar -x -C /tmp/main`, then DIR=/tmp/main/lua);
 # IDLE_RUNS=N measures only idle scheduler mode, N runs of each binary / Lua tree interleaved, and
-# prints the medians (and the range) beside the floor: the quick before/after; GCS="PAUSE,STEPMUL ..." (default
+# prints the medians (and the range) beside the floor, and each mapping's Rss (libc, riklet, [heap]...):
+# the quick before/after; GCS="PAUSE,STEPMUL ..." (default
 # "100,200 200,200 100,400") measures scheduler mode once per LuaJIT collector setting
 # (RIKLET_LUA_GC), idle and with GC_PODS (default 20) Pods, with the CPU time riklet used for the
 # whole run (start, register, create, destroy); SETTLE (default 5) seconds to wait before each
@@ -65,6 +66,12 @@ mkimage_push "$T/layout:latest" "$REGISTRY/busybox:latest" >&2 || die "push fail
 status_kib() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
 pss_kib() { awk '$1 == "Pss:" { print $2 }' "/proc/$1/smaps_rollup"; }
 reading() { printf '%s %s %s' "$(status_kib "$1" VmRSS)" "$(status_kib "$1" RssAnon)" "$(pss_kib "$1")"; }
+# maps_kib PID: "name=KiB ..." the Rss of each file mapped (all its mappings), [heap], [stack], and
+# the rest of the anonymous memory as [anon] (thread stacks, other malloc arenas, LuaJIT's machine code)
+maps_kib() {
+	awk '/^[0-9a-f]+-[0-9a-f]+ / { n = $6 == "" ? "[anon]" : $6; sub(/.*\//, "", n); if (n ~ /^riklet/) n = "riklet" }
+		$1 == "Rss:" { r[n] += $2 } END { for (n in r) if (r[n] > 0) printf "%s=%d ", n, r[n] }' "/proc/$1/smaps"
+}
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' "/proc/$1/stat"; }
 
 RPID= SPID=
@@ -120,6 +127,7 @@ sched_run() {
 	sleep "$SETTLE"
 	local idle
 	idle=$(reading "$RPID")
+	MAPS=$(maps_kib "$RPID")
 	if ((pods)); then
 		instruct_all CREATE
 		wait_for 300 ev_ge RUNNING "$PODS" || { diag_file "$log" 20 >&2; die "not all $PODS Pods RUNNING"; }
@@ -185,7 +193,7 @@ r3() { read -r a b c <<<"$2"; row "$1" "$(mib "$a")" "$(mib "$b")" "$(mib "$c")"
 
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 if [[ -n ${IDLE_RUNS:-} ]]; then
-	declare -A RSS ANON PSS
+	declare -A RSS ANON PSS MAP MAPNAMES
 	for ((r = 1; r <= IDLE_RUNS; r++)); do
 		for i in "${!BINS[@]}"; do
 			say "# run $r/$IDLE_RUNS: $(label "$i"): idle scheduler mode"
@@ -193,6 +201,7 @@ if [[ -n ${IDLE_RUNS:-} ]]; then
 			sched_run "${BINS[$i]}" "" 0
 			read -r a b c <<<"$RES"
 			RSS[$i]+="$a " ANON[$i]+="$b " PSS[$i]+="$c "
+			for m in $MAPS; do MAP["$i ${m%%=*}"]+="${m#*=} " MAPNAMES[${m%%=*}]=1; done
 		done
 	done
 	LUA_DIR=
@@ -205,6 +214,20 @@ if [[ -n ${IDLE_RUNS:-} ]]; then
 		printf '| %-70s | %-20s | %-20s | %-20s |\n' "$(label "$i")" "$(med "${RSS[$i]}")" "$(med "${ANON[$i]}")" "$(med "${PSS[$i]}")"
 	done
 	printf '| %-70s | %-20s | %-20s | %-20s |\n\n' "floor: main() with the same libraries" "$(mib "$F_RSS")" "$(mib "$F_ANON")" -
+	# where the RSS is: each mapping's Rss, median (range) in KiB, one column per binary / Lua tree
+	kmed() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{ v[NR] = $1 } END { if (!NR) { printf "-"; exit } m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%d (%d-%d)", m, v[1], v[NR] }'; }
+	printf '| %-24s |' "Rss by mapping (KiB)"
+	for i in "${!BINS[@]}"; do printf ' %-20s |' "#$((i + 1))"; done
+	printf '\n| %-24s |' "------------------------"
+	for i in "${!BINS[@]}"; do printf ' %-20s |' "--------------------"; done
+	printf '\n'
+	for n in $(printf '%s\n' "${!MAPNAMES[@]}" | sort); do
+		printf '| %-24s |' "$n"
+		for i in "${!BINS[@]}"; do printf ' %-20s |' "$(kmed "${MAP["$i $n"]:-}")"; done
+		printf '\n'
+	done
+	for i in "${!BINS[@]}"; do printf '#%d: %s\n' "$((i + 1))" "$(label "$i")"; done
+	printf '\n'
 	exit 0
 fi
 
