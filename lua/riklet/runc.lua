@@ -18,6 +18,8 @@
 --   runc.throttled(fn, ...) -> fn(...)'s results, run while holding one of the --runtime-parallel
 --       slots that every runc command (and conmon's runc create, riklet.conmon) takes; runc
 --       commands (start, kill, delete, state: work on containers that exist) go before creates
+--       (a create at least after every 4 of them), those of a lifecycle step already under way
+--       first, oldest first (riklet.task semaphore, riklet.lifecycle step)
 --   runc.slot_free([promised]) -> boolean   one of those slots is free now, nobody waiting
 local fs = require "riklet.fs"
 local json = require "riklet.json"
@@ -32,8 +34,11 @@ local cfg = { runc = "runc", root = "/run/riklet/runc", timeout = 60 }
 -- 1,000 runc processes on a few cores made each one take minutes (past its 60 s timeout: the Pod
 -- FAILED), for no more throughput; twice the CPUs keeps them busy (one runs while another waits on
 -- its I/O or its child). The others wait their turn in order, commands on existing containers
--- first (else a created container waits for every create queued before its start); a lifecycle
--- step's deadline does not count that wait (riklet.lifecycle).
+-- first (else a created container waits for every create queued before its start), and among
+-- them those of a step under way first, in the order the steps got their first slot (else 1,000
+-- Pods removed at once all get their kill before any gets its delete); a create still gets a
+-- slot after every 4 of them (one arriving during a mass teardown does not wait for all of it). A lifecycle step's deadline
+-- does not count that wait (riklet.lifecycle).
 local slots = require("riklet.task").semaphore(4)
 function M.throttled(fn, ...) return slots:with(fn, ...) end
 -- runc.slot_free([promised]) -> boolean: a --runtime-parallel slot is free now and nobody waits

@@ -1,5 +1,5 @@
 -- task.semaphore: at most n holders at once, waiters served in arrival order (with_first ones
--- first), a slot released
+-- first, an operation under way before the others, new work not starved), a slot released
 -- when the function raises, more slots (sem.n raised) used at the next release; and runc.throttled
 -- (the --runtime-parallel slots every runc command takes) the same.
 local T = require "riklet.testlib"
@@ -45,6 +45,45 @@ for i = 1, 3 do task.spawn(function() pr:with(function() got[#got + 1] = "new" .
 task.spawn(function() pr:with_first(function() got[#got + 1] = "first" end) end)
 T.wait_for(10, function() return #got == 5 end)
 T.is(table.concat(got, ","), "holder,first,new1,new2,new3", "with_first is served before earlier with waiters")
+
+-- with_first: the calls of an operation under way (an account with a call that got a slot) go
+-- before those of operations not begun, oldest first; the others in arrival order. Three
+-- operations of two calls each, behind one slot: A's second call goes before C's first.
+local ops = task.semaphore(1)
+local trace = {}
+task.spawn(function() ops:with_first(function() task.sleep(0.05) end) end)
+for _, name in ipairs({ "A", "B", "C" }) do
+  task.spawn(function()
+    task.charge_to({})
+    for k = 1, 2 do ops:with_first(function() trace[#trace + 1] = name .. k task.sleep(0.005) end) end
+  end)
+end
+T.wait_for(10, function() return #trace == 6 end)
+-- (each second call is queued only once its first returned: B1 had the slot handed over by then)
+T.is(table.concat(trace, ","), "A1,B1,A2,B2,C1,C2", "an operation under way goes before one not begun (FIFO: A1,B1,C1,A2,B2,C2)")
+-- an account whose rank is cleared (a new lifecycle step) is a new operation, behind the others
+local acct_old = {}
+local late = {}
+local ready = task.event()
+task.spawn(function() ops:with_first(function() ready:wait(5) task.sleep(0.02) end) end)
+task.spawn(function() task.charge_to({}) ops:with_first(function() late[#late + 1] = "other" end) end)
+task.spawn(function()
+  task.charge_to(acct_old)
+  acct_old.rank = 1 -- an old operation still under way
+  ops:with_first(function() late[#late + 1] = "old" end)
+end)
+ready:set()
+T.wait_for(10, function() return #late == 2 end)
+T.is(table.concat(late, ","), "old,other", "a rank given earlier goes before a call not begun queued before it")
+
+-- new work (with) is not starved by a stream of with_first work: served after at most sem.share
+local fair = task.semaphore(1)
+local fo = {}
+task.spawn(function() fair:with(function() task.sleep(0.05) end) end)
+task.spawn(function() fair:with(function() fo[#fo + 1] = "create" end) end)
+for i = 1, 6 do task.spawn(function() fair:with_first(function() fo[#fo + 1] = "f" .. i task.sleep(0.002) end) end) end
+T.wait_for(10, function() return #fo == 7 end)
+T.is(table.concat(fo, ","), "f1,f2,f3,f4,create,f5,f6", "a create waiting gets the slot after 4 with_first calls in a row")
 
 -- raising n lets more in at the next release
 local grow = task.semaphore(1)
