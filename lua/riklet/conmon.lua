@@ -135,8 +135,20 @@ local function conmon_args(pid)
   return (args[1] or ""):match("conmon$") and args or false
 end
 
+-- Is process pid run by riklet's own user (its real uid, /proc/PID/status)? -> boolean, or nil when
+-- that cannot be read. Any user can give a process conmon's command line (argv[0] "conmon",
+-- --cid=, riklet's runc root), not riklet's uid: the conmons riklet starts run as riklet (root), so
+-- another user's process is no conmon of riklet's, whatever it names (one at a recycled pid too).
+local function same_user(pid)
+  local s = fs.read("/proc/" .. pid .. "/status", 8192)
+  if not s then return nil end
+  local uid = tonumber(s:match("\nUid:%s+(%d+)"))
+  return uid ~= nil and uid == core.getuid()
+end
+
 -- Is pid the conmon of container id? kill(0) first (needs no fd: under an fd limit it is what we
--- can still ask); the command line, when readable, rules out a recycled pid.
+-- can still ask); the command line and the owner, when readable, rule out a recycled pid and
+-- another user's imitation.
 function M.alive(pid, id)
   if not pid or not proc.alive(pid) then return false end
   local cmd = fs.read("/proc/" .. pid .. "/cmdline", 65536)
@@ -145,7 +157,10 @@ function M.alive(pid, id)
   -- an argument after the first (each ends with a NUL), found without splitting the command line:
   -- a re-adoption asks this for every Pod
   local function arg(a) return cmd:find("\0" .. a .. "\0", 1, true) ~= nil end
-  return arg("--cid=" .. id) or arg("-c\0" .. id) or arg("--cid\0" .. id)
+  if not (arg("--cid=" .. id) or arg("-c\0" .. id) or arg("--cid\0" .. id)) then return false end
+  local mine = same_user(pid)
+  if mine == nil then return fs.exists("/proc/" .. pid) end
+  return mine
 end
 
 -- The conmons running for riklet's runc root: { {pid=, cid=, bundle=}, ... } (from /proc, through
@@ -166,10 +181,10 @@ function M.list()
 end
 
 -- Kill conmon pid of container id, only on positive evidence that it is that conmon: its
--- /proc/PID/cmdline read and naming the container (the pid may come from a record, and pids are
--- recycled). An unreadable command line (no fd left) is no evidence: it is left alone.
+-- /proc/PID/cmdline read and naming the container, run by riklet's user (the pid may come from a
+-- record, and pids are recycled; a command line can be imitated). An unreadable command line (no fd left) is no evidence: it is left alone.
 function M.stop(pid, id)
-  if M.alive(pid, id) and conmon_args(pid) then
+  if M.alive(pid, id) and conmon_args(pid) and same_user(pid) then
     log("warn", "conmon %d of container %s is still there after its container is gone: killing it", pid, id)
     proc.kill(pid, 9)
   end
