@@ -44,7 +44,7 @@ function M.snapshot(instances)
     pid = core.getpid(),
     version = core.version,
     started_at = started_at,
-    start_ticks = my_ticks,
+    start_ticks = my_ticks, -- (nil when /proc could not be read at start: see M.start)
     updated_at = core.time(),
     instances = instances,
     loop = {
@@ -81,6 +81,8 @@ function M.start(state_dir, count)
   task.spawn(function()
     local warned = false
     while true do
+      -- (read again until it could be: a file without it names no riklet to its readers)
+      my_ticks = my_ticks or start_ticks(core.getpid())
       local okc, n = pcall(count)
       local ok, err = fs.write_atomic(path, json.encode(M.snapshot(okc and n or nil)) .. "\n", "0644", NOSYNC)
       if not ok and not warned then
@@ -98,8 +100,13 @@ function M.read(state_dir)
   if not s then return nil, "no agent.json" end
   local st = json.decode(s)
   if type(st) ~= "table" or type(st.pid) ~= "number" then return nil, "agent.json is damaged" end
+  -- the pid alone is no evidence (pids are reused, and `riklet prune` signals it): without its
+  -- start time the file cannot tell that process is the riklet that wrote it
+  if type(st.start_ticks) ~= "number" then
+    return nil, ("agent.json names pid %d without its start time: it cannot tell that process is a riklet"):format(st.pid)
+  end
   local ticks = start_ticks(math.floor(st.pid))
-  if not ticks or (st.start_ticks and ticks ~= st.start_ticks) then
+  if not ticks or ticks ~= st.start_ticks then
     return nil, ("the riklet that wrote agent.json (pid %d) is not running"):format(st.pid)
   end
   return st
