@@ -94,6 +94,28 @@ function M.start(state_dir, count)
   end)
 end
 
+-- The fields readers compute with, by type: one of another type (a file edited, or written by
+-- another version) is dropped, so `riklet ps` and `riklet metrics` print what is left instead of
+-- raising on arithmetic with a string.
+local SHAPE = {
+  pid = "number", start_ticks = "number", started_at = "number", updated_at = "number", instances = "number",
+  version = "string", prom = "table", scheduler = "table", policy_errors = "table", image_gc = "table",
+  loop = { lag_max_ms = "number", lag_recent_ms = "number", lag_last_ms = "number", slow_turns = "number",
+    turns = "number", slowest = "string", timers = "number", tasks = "number" },
+  pool = { threads = "number", max_threads = "number", pending = "number", done = "number" },
+}
+local function shaped(t, shape)
+  for k, want in pairs(shape) do
+    local v = t[k]
+    if type(want) == "table" then
+      if type(v) == "table" then shaped(v, want) else t[k] = nil end
+    elseif v ~= nil and type(v) ~= want then
+      t[k] = nil
+    end
+  end
+  return t
+end
+
 -- The status of the riklet running on state_dir, or nil (and why) when none runs.
 function M.read(state_dir)
   local s = fs.read(M.path(state_dir), 65536)
@@ -109,7 +131,7 @@ function M.read(state_dir)
   if not ticks or ticks ~= st.start_ticks then
     return nil, ("the riklet that wrote agent.json (pid %d) is not running"):format(st.pid)
   end
-  return st
+  return shaped(st, SHAPE)
 end
 
 return M
