@@ -9,6 +9,9 @@
 #   - a refusal of the network policy (a reserved node port): the same;
 #   - riklet killed with -9, and stopped with SIGTERM, while conmon is held: the held conmon ends
 #     by itself, no container ever runs; the next riklet creates the Pod (one container, one conmon);
+#   - the held conmon killed from outside, then the network ready: FAILED naming conmon's end, no
+#     SIGPIPE, nothing left; the Pod's manifest removed while its conmon is held (the network
+#     then failing, or ready): gone, nothing left;
 #   - 6 Pods created at once while every hold lasts 3 s: never more than --runtime-parallel held
 #     conmons, each Pod FAILED with the reason, nothing left; then all 6 RUNNING once the lock is free;
 #   - every manifest removed: nothing left at all (tests/lib/leaks.sh).
@@ -107,6 +110,56 @@ for sig in KILL TERM; do
 	is "$(containers_of "$id")/$(conmons_of "$id")" 1/1 "$id: with one container and one conmon" || report
 	rm -f "$MANIFESTS/$id.json"
 	rk_wait_status 60 "$id" TERMINATED ""
+done
+
+# --- the held conmon killed from outside (an OOM kill, an operator), then the network ready ------
+lock_xt
+pod ck 18095
+if ok "wait_for 30 held_logged ck" "ck: conmon held on its start pipe"; then
+	kill -9 "$(held_pid ck)"
+	unlock_xt # the network setup goes on: riklet lets a conmon go that is not there any more
+	rk_wait_status 60 ck FAILED RUNNING
+	is "$(rk_status ck)" FAILED "ck: its held conmon killed: FAILED" || report
+	like "$(rk_reason ck)" "conmon for ck_c failed .*signal 9" "ck: the reason says conmon was killed"
+	diag "ck: $(rk_reason ck)"
+	is "$(conmons_of ck)/$(containers_of ck)" 0/0 "ck: no conmon and no container left" || report
+	is "$(owned | grep -v '^record \(netfail\|reserved\|ck\)\|^dir netfail$' | sort)" "$before" "ck: nothing of its own left but its record" ||
+		report
+	ok "kill -0 $RK_PID" "riklet serves on (no SIGPIPE from the start pipe)"
+else
+	report
+fi
+unlock_xt
+rm -f "$MANIFESTS/ck.json"
+
+# --- the Pod destroyed while its conmon is held -------------------------------------------------
+for late in fail ok; do
+	id=d$late
+	lock_xt
+	pod "$id" 18096
+	if ok "wait_for 30 held_logged $id" "$id: conmon held on its start pipe"; then
+		rm -f "$MANIFESTS/$id.json"
+		# fail: the lock stays held past 3 s (the network fails), let go once the create has
+		# failed (else the destroy's own rule removal fails too: FAILED "could not clean up", kept
+		# until the next start); ok: let go at once (the network is set up and conmon let go, then
+		# the destroy stops what it started)
+		if [[ $late == ok ]]; then
+			unlock_xt
+		else
+			ok "wait_for 30 grep -q 'instance $id: create failed' '$RK_LOG'" "$id: the create fails (network)"
+			unlock_xt
+		fi
+		rk_wait_status 60 "$id" TERMINATED ""
+		ok "[[ -z \$(rk_status $id) || \$(rk_status $id) == TERMINATED ]]" "$id: its manifest removed while conmon was held: gone" ||
+			report
+		unlock_xt
+		gone_id() { [[ -z $(owned | grep -- "$id") && $(conmons_of "$id")/$(containers_of "$id") == 0/0 ]]; }
+		ok "wait_for 30 gone_id" "$id: no conmon, container or anything else of it left" ||
+			{ diag "$(owned | grep -- "$id")"; report; }
+	else
+		report
+	fi
+	unlock_xt
 done
 
 # --- more creates at once than --runtime-parallel, every hold 3 s ------------------------------
