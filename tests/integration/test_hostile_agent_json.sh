@@ -3,7 +3,8 @@
 # a machine crash or a full disk can leave it empty, torn or zeroed, and the pid it names may be
 # reused by any process. `riklet ps` (and --json), `riklet metrics` and `riklet prune` must read
 # every such file as "no riklet runs" (said, not a traceback), never signal the process at that
-# pid, and the next riklet must start over it and write a good one.
+# pid, and the next riklet must start over it and write a good one. A big one (a prune's list of
+# what it removed) is still read.
 source "$(dirname "$0")/../lib/riklet.sh"
 need_root
 rk_init
@@ -72,6 +73,14 @@ out=$("$RIKLET" metrics --state-dir "$STATE" 2>"$TEST_TMP/err")
 rc=$?
 ok "((rc == 0)) && [[ -z \$(cat '$TEST_TMP/err') ]]" "fields of the wrong types: riklet metrics does not fail" ||
 	diag "rc $rc" "out: $(head -3 <<<"$out")" "err: $(cat "$TEST_TMP/err")"
+
+# a big one (a prune that removed 1,000 image directories lists them all in image_gc.last_removed):
+# still the running riklet's, not "no agent.json"
+jq -c --argjson p "$other" --argjson t "$ticks" '.pid = $p | .start_ticks = $t
+	| .image_gc.last_removed = [range(1000) | "\(.)" * 1 | "/var/lib/riklet/images/blobs/sha256/\(. | tostring)0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd"]' <<<"$good" >"$AJ"
+diag "agent.json of $(wc -c <"$AJ") bytes"
+is "$("$RIKLET" ps --json --state-dir "$STATE" 2>&1 | jq -r .agent.pid)" "$other" "a 100 KB agent.json (1,000 removed image directories): ps --json reads it"
+like "$("$RIKLET" ps --state-dir "$STATE" 2>&1 | tail -n 1)" "^agent: pid $other," "and riklet ps names that agent"
 
 # the next riklet starts over a torn file and writes a good one
 head -c 100 <<<"$good" >"$AJ"
