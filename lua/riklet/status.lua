@@ -118,8 +118,9 @@ end
 
 -- The status of the riklet running on state_dir, or nil (and why) when none runs.
 function M.read(state_dir)
-  local s = fs.read(M.path(state_dir), 65536)
-  if not s then return nil, "no agent.json" end
+  -- (4 MiB, as records: a prune's list of what it removed can pass 64 KiB)
+  local s, err = fs.read(M.path(state_dir), 4 * 1024 * 1024)
+  if not s then return nil, fs.exists(M.path(state_dir)) and tostring(err) or "no agent.json" end
   local st = json.decode(s)
   if type(st) ~= "table" or type(st.pid) ~= "number" then return nil, "agent.json is damaged" end
   -- the pid alone is no evidence (pids are reused, and `riklet prune` signals it): without its
