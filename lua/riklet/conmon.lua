@@ -135,16 +135,8 @@ local function conmon_args(pid)
   return (args[1] or ""):match("conmon$") and args or false
 end
 
--- Is process pid run by riklet's own user (its real uid, /proc/PID/status)? -> boolean, or nil when
--- that cannot be read. Any user can give a process conmon's command line (argv[0] "conmon",
--- --cid=, riklet's runc root), not riklet's uid: the conmons riklet starts run as riklet (root), so
--- another user's process is no conmon of riklet's, whatever it names (one at a recycled pid too).
-local function same_user(pid)
-  local s = fs.read("/proc/" .. pid .. "/status", 8192)
-  if not s then return nil end
-  local uid = tonumber(s:match("\nUid:%s+(%d+)"))
-  return uid ~= nil and uid == core.getuid()
-end
+-- (another user's process is no conmon of riklet's, whatever its command line: procscan.same_user)
+local same_user = procscan.same_user
 
 -- Is pid the conmon of container id? kill(0) first (needs no fd: under an fd limit it is what we
 -- can still ask); the command line and the owner, when readable, rule out a recycled pid and

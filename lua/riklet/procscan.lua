@@ -6,10 +6,15 @@
 --       command line could be read and is not empty (not a zombie, not a kernel thread). A
 --       candidate list only: pids are recycled, so what a caller acts on (kills, stops) it checks
 --       again on the process itself first (conmon.stop, vmmproc.find).
+--   procscan.same_user(pid) -> boolean | nil: the process runs as riklet's user (its real uid,
+--       /proc/PID/status); nil when that cannot be read. Any user can give a process the command
+--       line of riklet's conmons or VMMs, not riklet's uid (root): another user's process is none
+--       of riklet's, whatever it names (one at a recycled pid too).
 --   procscan.shared(fn, ...) -> fn(...)'s results: while fn runs, every cmdlines() call returns one
 --       listing, taken at the first of them (it may be older than fn's later calls: a process
 --       started meanwhile is not in it, one ended meanwhile still is). Calls may nest. Shared
 --       within fn's own task only: another task's cmdlines() while fn waits reads /proc afresh.
+local core = require "riklet.core"
 local fs = require "riklet.fs"
 
 local M = {}
@@ -26,6 +31,13 @@ local function scan()
     if cmd and cmd ~= "" then out[#out + 1] = { pid = pid, cmd = cmd } end
   end
   return out
+end
+
+function M.same_user(pid)
+  local s = fs.read("/proc/" .. pid .. "/status", 8192)
+  if not s then return nil end
+  local uid = tonumber(s:match("\nUid:%s+(%d+)"))
+  return uid ~= nil and uid == core.getuid()
 end
 
 function M.cmdlines()

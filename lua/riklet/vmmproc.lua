@@ -27,7 +27,8 @@ function M.find(instances_dir, flag, file_pattern)
     return found
   end
   for _, p in ipairs(procscan.cmdlines()) do
-    if #matches(p.pid, p.cmd) > 0 then
+    -- (and runs as riklet's user: anyone can write such a command line, procscan.same_user)
+    if #matches(p.pid, p.cmd) > 0 and procscan.same_user(p.pid) then
       for _, m in ipairs(matches(p.pid, fs.read("/proc/" .. p.pid .. "/cmdline", 65536))) do out[#out + 1] = m end
     end
   end
