@@ -17,7 +17,7 @@
 #   e.g.  bash tests/run.sh --no-install -R integration
 #
 # With CTEST-ARGS (a subset), steps 2 and 3 run only when asked: RIKLET_ASAN=1, RIKLET_FUZZ=1.
-# Step 2 leaves out the six slowest integration tests (see below; RIKLET_ASAN_ALL=1 keeps them);
+# Step 2 leaves out the slowest integration tests (see below; RIKLET_ASAN_ALL=1 keeps them);
 # ASAN_CTEST_ARGS replaces that with other ctest arguments for step 2 only.
 # --only-asan / --only-fuzz run just that step. BUILD_DIR (default build) picks another build
 # directory; CTEST_PARALLEL_LEVEL runs tests in parallel (default: one at a time, since integration
