@@ -43,6 +43,27 @@ end
 T.ok(mine, "cmdlines(): the process and its whole command line, NUL-separated")
 T.is(ids(vmmproc.find(dir, "-pidfile", "qemu%.pid")), "a=" .. a.pid, "find outside a shared listing: the VMM")
 
+-- each match's command line is split and matched once (the fresh one), not once in the listing and
+-- again when read afresh: counted through the string library, which both go through
+do
+  local splits, matched = 0, 0
+  local gmatch, match = string.gmatch, string.match
+  string.gmatch = function(s, p, ...) -- luacheck: ignore 122
+    if p == "[^%z]+" and s:find(dir, 1, true) then splits = splits + 1 end
+    return gmatch(s, p, ...)
+  end
+  string.match = function(s, p, ...) -- luacheck: ignore 122
+    if p:find("qemu%.pid$", 1, true) then matched = matched + 1 end
+    return match(s, p, ...)
+  end
+  jit.flush()
+  local ok_find, found = pcall(vmmproc.find, dir, "-pidfile", "qemu%.pid")
+  string.gmatch, string.match = gmatch, match -- luacheck: ignore 122
+  T.is(ok_find and ids(found), "a=" .. a.pid, "find, counted: the VMM")
+  T.is(splits, 1, "its command line is split once")
+  T.is(matched, 1, "and its file pattern matched once")
+end
+
 local first, second, b
 local r1, r2 = procscan.shared(function(x, y)
   first = procscan.cmdlines()
