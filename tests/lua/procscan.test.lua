@@ -12,11 +12,11 @@ local vmmproc = require "riklet.vmmproc"
 -- (nothing is made there: only command lines name it)
 local dir = ("/tmp/riklet-procscan-test-%d/instances"):format(core.getpid())
 
--- a stand-in VMM: a shell whose command line names DIR/ID/qemu.pid after -pidfile (sh -c runs
--- its script with the words after it as $0...: they stay in its command line; its sleeps are
--- short, to end soon after it)
+-- a stand-in VMM: one process whose command line names DIR/ID/qemu.pid after -pidfile (perl keeps
+-- the words after "--" in its command line). Not a shell looping over sleep: each of its forks has
+-- the shell's command line until it execs, and was found as a second VMM when a listing caught it
 local function vmm(id)
-  local p = assert(proc.spawn({ "sh", "-c", "while :; do sleep 0.2; done", "qemu-system-x86_64", "-pidfile", dir .. "/" .. id .. "/qemu.pid" }))
+  local p = assert(proc.spawn({ "perl", "-e", "sleep 600", "--", "-pidfile", dir .. "/" .. id .. "/qemu.pid" }))
   for _ = 1, 100 do
     local cmd = fs.read("/proc/" .. p.pid .. "/cmdline", 65536)
     if cmd and cmd:find("-pidfile", 1, true) then break end
