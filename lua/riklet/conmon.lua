@@ -123,30 +123,22 @@ function M.exit_status(dir)
   return { code = n, describe = proc.describe(n, nil) }
 end
 
--- The arguments of process pid when it is a conmon: array, false (another program, or a zombie:
--- no command line), or nil when /proc cannot be read (no fd left).
-local function conmon_args(pid)
-  local cmd = fs.read("/proc/" .. pid .. "/cmdline", 65536)
-  if not cmd then return nil end
-  -- (every process of the node is read at boot: split only a conmon's)
-  if not cmd:match("^[^%z]*"):match("conmon$") then return false end
-  local args = {}
-  for a in cmd:gmatch("([^%z]*)%z") do args[#args + 1] = a end
-  return (args[1] or ""):match("conmon$") and args or false
-end
-
--- Is pid the conmon of container id? kill(0) first (needs no fd: under an fd limit it is what we
--- can still ask); the command line, when readable, rules out a recycled pid.
-function M.alive(pid, id)
+-- Is pid the conmon of container id? true, false, or nil when its command line cannot be read (no
+-- fd left; a zombie has an empty one: false). kill(0) first: it needs no fd.
+local function is_conmon_of(pid, id)
   if not pid or not proc.alive(pid) then return false end
   local cmd = fs.read("/proc/" .. pid .. "/cmdline", 65536)
-  if not cmd then return fs.exists("/proc/" .. pid) end
+  if not cmd then return fs.exists("/proc/" .. pid) and nil end
   if not cmd:match("^[^%z]*"):match("conmon$") then return false end
   -- an argument after the first (each ends with a NUL), found without splitting the command line:
   -- a re-adoption asks this for every Pod
   local function arg(a) return cmd:find("\0" .. a .. "\0", 1, true) ~= nil end
   return arg("--cid=" .. id) or arg("-c\0" .. id) or arg("--cid\0" .. id)
 end
+
+-- Is pid the conmon of container id? Under an fd limit kill(0) is what we can still ask (alive);
+-- the command line, when readable, rules out a recycled pid.
+function M.alive(pid, id) return is_conmon_of(pid, id) ~= false end
 
 -- The conmons running for riklet's runc root: { {pid=, cid=, bundle=}, ... } (from /proc, through
 -- riklet.procscan: the boot's listing, shared with the VMM search). Candidates: M.stop checks the
@@ -169,7 +161,7 @@ end
 -- /proc/PID/cmdline read and naming the container (the pid may come from a record, and pids are
 -- recycled). An unreadable command line (no fd left) is no evidence: it is left alone.
 function M.stop(pid, id)
-  if M.alive(pid, id) and conmon_args(pid) then
+  if is_conmon_of(pid, id) then
     log("warn", "conmon %d of container %s is still there after its container is gone: killing it", pid, id)
     proc.kill(pid, 9)
   end
