@@ -76,7 +76,8 @@ function M.init(config)
   cfg.run_shim = find_run_shim()
   if not cfg.run_shim then
     log("info", "riklet-runc-run is not beside riklet (%s): containers are started with runc create + "
-      .. "runc start (one runc process more per start)", tostring(core.paths().exe))
+      .. "runc start (one runc process more per start), and a runtime writing more than 64 KiB on stderr "
+      .. "during a create blocks it until the create's deadline", tostring(core.paths().exe))
   end
   return true
 end
@@ -390,20 +391,23 @@ create = function(id, dir, opts, prepared, unhold)
   local ok, err = fs.mkdir_p(f.exit_dir, "0700")
   if not ok then return nil, err end
   -- NAME=VALUE forms and runc's "--" before the id: an id may start with '-' (--help.json)
-  -- run: the shim gets the real runc as its first argument and turns `create` into `run --detach`
+  -- the shim gets the real runc as its first argument and turns `create` into `run --detach` (run),
+  -- or keeps it (--create); either way it drains the runtime's stderr while it runs (conmon reads
+  -- it only after: more than a pipe's 64 KiB blocked the runtime until the deadline)
   local run = opts.run and cfg.run_shim
   local verb = run and "runc run --detach" or "runc create"
   local argv = {
     cfg.conmon, "--api-version", "1", "--cid=" .. id, "--cuuid=" .. id, "--name=" .. (opts.name or id),
-    "--runtime=" .. (run or rpath), "--bundle=" .. dir, "--container-pidfile=" .. f.pid,
+    "--runtime=" .. (cfg.run_shim or rpath), "--bundle=" .. dir, "--container-pidfile=" .. f.pid,
     "--conmon-pidfile=" .. f.conmon_pid, "--log-path=k8s-file:" .. opts.log,
     "--log-size-max=" .. tostring(cfg.log_size_max), "--persist-dir=" .. f.exit_dir, "--full-attach",
     "--runtime-arg=--root", "--runtime-arg=" .. runc.root(),
     "--runtime-arg=--log", "--runtime-arg=" .. f.runc_log, "--runtime-arg=--log-format", "--runtime-arg=json",
     "--runtime-opt=--",
   }
-  if run then table.insert(argv, 15, "--runtime-arg=" .. rpath) end -- the first --runtime-arg
-  assert(not run or argv[16] == "--runtime-arg=--root")
+  local shim_args = cfg.run_shim and (run and { rpath } or { "--create", rpath }) or {}
+  for i, a in ipairs(shim_args) do table.insert(argv, 14 + i, "--runtime-arg=" .. a) end -- the first ones
+  assert(argv[15 + #shim_args] == "--runtime-arg=--root")
   local t0 = core.now()
   local timeout = opts.timeout or cfg.timeout
   -- cwd: conmon writes its "oom" file (an OOM kill) into its working directory
@@ -438,6 +442,13 @@ create = function(id, dir, opts, prepared, unhold)
     end
   end
   return after_hold(ctx)
+end
+
+-- a runtime's message for a reason: its start and its end (where runc says what failed), about
+-- 800 bytes
+local function cut(msg)
+  if #msg <= 800 then return msg end
+  return msg:sub(1, 300) .. (" [... %d bytes ...] "):format(#msg - 780) .. msg:sub(-480)
 end
 
 -- the rest of a create, once conmon runs (or is let go: ctx.start): its pid file, then runc's
@@ -482,7 +493,7 @@ after_hold = function(ctx)
     if not msg then return timed_out(pipe) end
     local pid = tonumber(msg.data)
     if pid and pid > 0 and pid == math.floor(pid) then return created(pid) end
-    said = type(msg.message) == "string" and msg.message:gsub("%s+$", ""):sub(1, 800) or nil
+    said = type(msg.message) == "string" and cut(msg.message:gsub("%s+$", "")) or nil
     -- (no line: conmon ended; a restarted riklet would read the pid file: so does this one)
     pid = not msg.data and read_pid(f.pid)
     if pid then return created(pid) end

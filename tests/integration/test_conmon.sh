@@ -137,8 +137,9 @@ jq -n --arg img "$IMAGE" '{apiVersion: "v1", kind: "Pod", name: "duo", spec: {co
 rk_wait_status 60 duo RUNNING
 is "$(rk_status duo)" RUNNING "duo (two containers) reaches RUNNING" || on_fail_diag 0
 for c in a b; do
-	like "$(cm_args "$(cat "$STATE/instances/duo/$c/conmon.pid" 2>/dev/null)")" "--runtime=$(command -v runc) --bundle=" \
-		"duo/$c: conmon runs runc itself (create: both containers exist before either starts)"
+	like "$(cm_args "$(cat "$STATE/instances/duo/$c/conmon.pid" 2>/dev/null)")" \
+		"--runtime=[^ ]*/riklet-runc-run .*--runtime-arg=--create --runtime-arg=$(command -v runc) --runtime-arg=--root " \
+		"duo/$c: conmon's runtime is riklet-runc-run --create: runc create (both containers exist before either starts)"
 	ok "wait_for 10 grep -q 'start duo-$c run 1' '$STATE/instances/duo/$c/logs/0.log'" "duo/$c runs, its output logged"
 done
 like "$(grep -F '] instance duo: created in' "$RK_LOG")" 'conmon \+ runc create [0-9.]+, runc start [0-9.]+' \

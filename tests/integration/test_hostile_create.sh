@@ -7,10 +7,9 @@
 #    with a readable reason of bounded size, or RUNNING/TERMINATED with the right exit code), no
 #    create hangs, nothing is left of the failed ones (runc container, conmon, directory), and
 #    riklet serves a good Pod afterwards.
-# Not here: a runtime writing more than a pipe's 64 KiB on stderr blocks, since conmon reads its
-# stderr only after it exited: the create ends at riklet's 60 s deadline (FAILED "did not finish
-# within 60s (conmon killed)", nothing left; tried by hand). runc itself writes its errors to its
-# --log file and a line on stderr.
+# Not here: a runtime writing more than a pipe's 64 KiB on stderr (conmon reads it only after the
+# runtime exited; riklet-runc-run drains it): test_runtime_stderr.sh. runc itself writes its errors
+# to its --log file and a line on stderr.
 source "$(dirname "$0")/../lib/mkimage.sh"
 source "$(dirname "$0")/../lib/riklet.sh"
 need_root
