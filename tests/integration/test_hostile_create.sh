@@ -58,7 +58,9 @@ case " \$* " in
 *" create "* | *" run "*)
 	case \$mode in
 	bigerr) head -c 49152 /dev/zero | tr '\\0' 'E' >&2; echo " the end of runc's error" >&2; exit 1 ;;
-	killconmon) kill -9 \$PPID; exit 1 ;;
+	killconmon) # (conmon, or the shim between it and this runtime: then its parent)
+		p=\$PPID; [[ \$(cat /proc/\$p/comm) == conmon ]] || p=\$(awk '/^PPid:/ { print \$2 }' /proc/\$p/status)
+		kill -9 \$p; exit 1 ;;
 	esac ;;
 esac
 exec "$REAL" "\$@"
