@@ -221,7 +221,7 @@ local function run_monitor(mon)
   local delay = 0.5
   while not mon.cancelled do
     local target = mon.conmon_pid or mon.pid
-    local failed
+    local failed, gone
     if target and target > 0 then
       -- proc.watch may raise, return nil, err, or code, signal, err: a failed watch is no exit
       local ok, code, sig, werr = pcall(proc.watch, target)
@@ -231,11 +231,17 @@ local function run_monitor(mon)
       elseif not mon.conmon_pid and (code or sig) then
         -- the container's own init, re-parented to riklet after its conmon died: a real status
         return { code = code, signal = sig, describe = proc.describe(code, sig) }
-      end
+      else gone = true end
     end
     local st = settle(mon)
     if st then return st end
-    if failed then
+    if gone and (mon.conmon_pid or mon.pid) == target then
+      -- the process is gone and nothing says yet how the container ended (its exit file cannot be
+      -- read, runc cannot answer: no fd left, no runc): the next watch returns at once, so wait
+      -- before asking again (it asked again at once, without yielding: the agent froze)
+      task.sleep(delay)
+      delay = math.min(delay * 2, 5)
+    elseif failed then
       if not mon.warned_watch then
         mon.warned_watch = true
         log("error", "container %s: %s (watching process %s); checking its exit file and runc every few "
