@@ -76,7 +76,8 @@ function M.init(config)
   cfg.run_shim = find_run_shim()
   if not cfg.run_shim then
     log("info", "riklet-runc-run is not beside riklet (%s): containers are started with runc create + "
-      .. "runc start (one runc process more per start)", tostring(core.paths().exe))
+      .. "runc start (one runc process more per start), and a runtime writing more than 64 KiB on stderr "
+      .. "during a create blocks it until the create's deadline", tostring(core.paths().exe))
   end
   return true
 end
@@ -123,37 +124,29 @@ function M.exit_status(dir)
   return { code = n, describe = proc.describe(n, nil) }
 end
 
--- The arguments of process pid when it is a conmon: array, false (another program, or a zombie:
--- no command line), or nil when /proc cannot be read (no fd left).
-local function conmon_args(pid)
-  local cmd = fs.read("/proc/" .. pid .. "/cmdline", 65536)
-  if not cmd then return nil end
-  -- (every process of the node is read at boot: split only a conmon's)
-  if not cmd:match("^[^%z]*"):match("conmon$") then return false end
-  local args = {}
-  for a in cmd:gmatch("([^%z]*)%z") do args[#args + 1] = a end
-  return (args[1] or ""):match("conmon$") and args or false
-end
-
 -- (another user's process is no conmon of riklet's, whatever its command line: procscan.same_user)
 local same_user = procscan.same_user
 
--- Is pid the conmon of container id? kill(0) first (needs no fd: under an fd limit it is what we
--- can still ask); the command line and the owner, when readable, rule out a recycled pid and
--- another user's imitation.
-function M.alive(pid, id)
+-- Is pid the conmon of container id? true, false, or nil when its command line or owner cannot be
+-- read (no fd left; a zombie has an empty command line: false). kill(0) first: it needs no fd. The
+-- command line and the owner rule out a recycled pid and another user's imitation.
+local function is_conmon_of(pid, id)
   if not pid or not proc.alive(pid) then return false end
   local cmd = fs.read("/proc/" .. pid .. "/cmdline", 65536)
-  if not cmd then return fs.exists("/proc/" .. pid) end
+  if not cmd then return fs.exists("/proc/" .. pid) and nil end
   if not cmd:match("^[^%z]*"):match("conmon$") then return false end
   -- an argument after the first (each ends with a NUL), found without splitting the command line:
   -- a re-adoption asks this for every Pod
   local function arg(a) return cmd:find("\0" .. a .. "\0", 1, true) ~= nil end
   if not (arg("--cid=" .. id) or arg("-c\0" .. id) or arg("--cid\0" .. id)) then return false end
   local mine = same_user(pid)
-  if mine == nil then return fs.exists("/proc/" .. pid) end
+  if mine == nil then return fs.exists("/proc/" .. pid) and nil end
   return mine
 end
+
+-- Is pid the conmon of container id? Under an fd limit kill(0) is what we can still ask (alive);
+-- the command line and the owner, when readable, rule out a recycled pid and an imitation.
+function M.alive(pid, id) return is_conmon_of(pid, id) ~= false end
 
 -- The conmons running for riklet's runc root: { {pid=, cid=, bundle=}, ... } (from /proc, through
 -- riklet.procscan: the boot's listing, shared with the VMM search). Candidates: M.stop checks the
@@ -176,7 +169,7 @@ end
 -- /proc/PID/cmdline read and naming the container, run by riklet's user (the pid may come from a
 -- record, and pids are recycled; a command line can be imitated). An unreadable command line (no fd left) is no evidence: it is left alone.
 function M.stop(pid, id)
-  if M.alive(pid, id) and conmon_args(pid) and same_user(pid) then
+  if is_conmon_of(pid, id) then
     log("warn", "conmon %d of container %s is still there after its container is gone: killing it", pid, id)
     proc.kill(pid, 9)
   end
@@ -235,7 +228,7 @@ local function run_monitor(mon)
   local delay = 0.5
   while not mon.cancelled do
     local target = mon.conmon_pid or mon.pid
-    local failed
+    local failed, gone
     if target and target > 0 then
       -- proc.watch may raise, return nil, err, or code, signal, err: a failed watch is no exit
       local ok, code, sig, werr = pcall(proc.watch, target)
@@ -245,11 +238,17 @@ local function run_monitor(mon)
       elseif not mon.conmon_pid and (code or sig) then
         -- the container's own init, re-parented to riklet after its conmon died: a real status
         return { code = code, signal = sig, describe = proc.describe(code, sig) }
-      end
+      else gone = true end
     end
     local st = settle(mon)
     if st then return st end
-    if failed then
+    if gone and (mon.conmon_pid or mon.pid) == target then
+      -- the process is gone and nothing says yet how the container ended (its exit file cannot be
+      -- read, runc cannot answer: no fd left, no runc): the next watch returns at once, so wait
+      -- before asking again (it asked again at once, without yielding: the agent froze)
+      task.sleep(delay)
+      delay = math.min(delay * 2, 5)
+    elseif failed then
       if not mon.warned_watch then
         mon.warned_watch = true
         log("error", "container %s: %s (watching process %s); checking its exit file and runc every few "
@@ -405,20 +404,23 @@ create = function(id, dir, opts, prepared, unhold)
   local ok, err = fs.mkdir_p(f.exit_dir, "0700")
   if not ok then return nil, err end
   -- NAME=VALUE forms and runc's "--" before the id: an id may start with '-' (--help.json)
-  -- run: the shim gets the real runc as its first argument and turns `create` into `run --detach`
+  -- the shim gets the real runc as its first argument and turns `create` into `run --detach` (run),
+  -- or keeps it (--create); either way it drains the runtime's stderr while it runs (conmon reads
+  -- it only after: more than a pipe's 64 KiB blocked the runtime until the deadline)
   local run = opts.run and cfg.run_shim
   local verb = run and "runc run --detach" or "runc create"
   local argv = {
     cfg.conmon, "--api-version", "1", "--cid=" .. id, "--cuuid=" .. id, "--name=" .. (opts.name or id),
-    "--runtime=" .. (run or rpath), "--bundle=" .. dir, "--container-pidfile=" .. f.pid,
+    "--runtime=" .. (cfg.run_shim or rpath), "--bundle=" .. dir, "--container-pidfile=" .. f.pid,
     "--conmon-pidfile=" .. f.conmon_pid, "--log-path=k8s-file:" .. opts.log,
     "--log-size-max=" .. tostring(cfg.log_size_max), "--persist-dir=" .. f.exit_dir, "--full-attach",
     "--runtime-arg=--root", "--runtime-arg=" .. runc.root(),
     "--runtime-arg=--log", "--runtime-arg=" .. f.runc_log, "--runtime-arg=--log-format", "--runtime-arg=json",
     "--runtime-opt=--",
   }
-  if run then table.insert(argv, 15, "--runtime-arg=" .. rpath) end -- the first --runtime-arg
-  assert(not run or argv[16] == "--runtime-arg=--root")
+  local shim_args = cfg.run_shim and (run and { rpath } or { "--create", rpath }) or {}
+  for i, a in ipairs(shim_args) do table.insert(argv, 14 + i, "--runtime-arg=" .. a) end -- the first ones
+  assert(argv[15 + #shim_args] == "--runtime-arg=--root")
   local t0 = core.now()
   local timeout = opts.timeout or cfg.timeout
   -- cwd: conmon writes its "oom" file (an OOM kill) into its working directory
@@ -453,6 +455,13 @@ create = function(id, dir, opts, prepared, unhold)
     end
   end
   return after_hold(ctx)
+end
+
+-- a runtime's message for a reason: its start and its end (where runc says what failed), about
+-- 800 bytes
+local function cut(msg)
+  if #msg <= 800 then return msg end
+  return msg:sub(1, 300) .. (" [... %d bytes ...] "):format(#msg - 780) .. msg:sub(-480)
 end
 
 -- the rest of a create, once conmon runs (or is let go: ctx.start): its pid file, then runc's
@@ -497,7 +506,7 @@ after_hold = function(ctx)
     if not msg then return timed_out(pipe) end
     local pid = tonumber(msg.data)
     if pid and pid > 0 and pid == math.floor(pid) then return created(pid) end
-    said = type(msg.message) == "string" and msg.message:gsub("%s+$", ""):sub(1, 800) or nil
+    said = type(msg.message) == "string" and cut(msg.message:gsub("%s+$", "")) or nil
     -- (no line: conmon ended; a restarted riklet would read the pid file: so does this one)
     pid = not msg.data and read_pid(f.pid)
     if pid then return created(pid) end

@@ -627,7 +627,8 @@ local function stop_container(inst, c)
     end
   end
   if c.conmon_pid then
-    if conmon.alive(c.conmon_pid, c.runc_id) and r.mon and not r.mon.ended.is_set then r.mon.ended:wait(5) end
+    -- (conmon.stop checks the pid again: asked here only while the monitor has not seen the end)
+    if r.mon and not r.mon.ended.is_set and conmon.alive(c.conmon_pid, c.runc_id) then r.mon.ended:wait(5) end
     conmon.stop(c.conmon_pid, c.runc_id)
   end
   if c.dir then conmon.clean(c.dir) end

@@ -77,15 +77,17 @@ function T.need_cmds(cmds)
 end
 
 -- Run fn() while a task counts 10 ms sleeps: -> fn's two results, seconds fn took, ticks, the
--- longest gap between two ticks (s). A call that blocks the loop thread shows as one long gap.
+-- longest gap between two ticks, or between the last tick and fn's end (s). A call that blocks the
+-- loop thread shows as one long gap (the whole call, when it blocks all along).
 function T.ticking(fn)
   local task = require "riklet.task"
   local core = require "riklet.core"
   local on, ticks, gap = true, 0, 0
+  local last = core.now()
   task.spawn(function()
-    local last = core.now()
     while on do
       task.sleep(0.01)
+      if not on then return end
       ticks, gap = ticks + 1, math.max(gap, core.now() - last)
       last = core.now()
     end
@@ -93,7 +95,7 @@ function T.ticking(fn)
   local t0 = core.now()
   local a, b = fn()
   on = false
-  return a, b, core.now() - t0, ticks, gap
+  return a, b, core.now() - t0, ticks, math.max(gap, core.now() - last)
 end
 
 -- Run this test file again under argv_prefix (e.g. { "env", "X=1" } or { "unshare", "-n", ... })

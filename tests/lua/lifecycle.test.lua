@@ -143,9 +143,30 @@ T.ok(agent.wait_gone("adopt-raises", 5), "adopt raised: a later destroy still wo
 T.is(status("adopt-raises"), "TERMINATED", "and ends TERMINATED")
 
 -- ---- create -----------------------------------------------------------------------------------
+-- the phase times of a create that ends RUNNING are formatted only when they will be logged (at
+-- debug): counted through string.format, which the line's formatting goes through
+local phase_lines = 0
+local function count_phase_lines(level)
+  local format = string.format
+  local was = core.log_enabled("debug") and "debug" or "info"
+  core.log_setup(level, false)
+  phase_lines = 0
+  string.format = function(f, ...) -- luacheck: ignore 122
+    if type(f) == "string" and f:find("start phases (ms)", 1, true) then phase_lines = phase_lines + 1 end
+    return format(f, ...)
+  end
+  jit.flush()
+  return function()
+    string.format = format -- luacheck: ignore 122
+    core.log_setup(was, false)
+  end
+end
+local restore = count_phase_lines("info")
 agent.create("good", pod("ok"), "test")
 T.wait_for(5, function() return status("good") == "RUNNING" end)
+restore()
 T.is(statuses("good"), "CREATING RUNNING", "a good Pod: CREATING then RUNNING")
+T.is(phase_lines, 0, "at log level info, its phase times are not formatted")
 T.is(store.load("good").status, "RUNNING", "every transition is stored")
 
 agent.create("c-raises", pod("raise-create"), "test")
@@ -318,9 +339,12 @@ T.ok(ok_max == nil and err_max:find("8 instances", 1, true) and err_max:find("1 
 agent.destroy("fill" .. (cfg.max_instances - 1))
 T.wait_for(10, function() return agent.get("fill" .. (cfg.max_instances - 1)) == nil
   or lifecycle.ENDED[status("fill" .. (cfg.max_instances - 1))] end)
+restore = count_phase_lines("debug")
 T.ok(agent.create("one-more", pod("ok"), "test"), "with 6 running and 1 held, one more is created")
 T.wait_for(5, function() return status("one-more") == "RUNNING" end)
+restore()
 T.is(status("one-more"), "RUNNING", "and runs")
+T.is(phase_lines, 1, "at log level debug, its phase times are formatted (and logged) once")
 
 fs.rm_rf(dir)
 T.done()

@@ -12,11 +12,11 @@ local vmmproc = require "riklet.vmmproc"
 -- (nothing is made there: only command lines name it)
 local dir = ("/tmp/riklet-procscan-test-%d/instances"):format(core.getpid())
 
--- a stand-in VMM: a shell whose command line names DIR/ID/qemu.pid after -pidfile (sh -c runs
--- its script with the words after it as $0...: they stay in its command line; its sleeps are
--- short, to end soon after it)
+-- a stand-in VMM: one process whose command line names DIR/ID/qemu.pid after -pidfile (perl keeps
+-- the words after "--" in its command line). Not a shell looping over sleep: each of its forks has
+-- the shell's command line until it execs, and was found as a second VMM when a listing caught it
 local function vmm(id)
-  local p = assert(proc.spawn({ "sh", "-c", "while :; do sleep 0.2; done", "qemu-system-x86_64", "-pidfile", dir .. "/" .. id .. "/qemu.pid" }))
+  local p = assert(proc.spawn({ "perl", "-e", "sleep 600", "--", "-pidfile", dir .. "/" .. id .. "/qemu.pid" }))
   for _ = 1, 100 do
     local cmd = fs.read("/proc/" .. p.pid .. "/cmdline", 65536)
     if cmd and cmd:find("-pidfile", 1, true) then break end
@@ -42,6 +42,27 @@ for _, p in ipairs(procscan.cmdlines()) do
 end
 T.ok(mine, "cmdlines(): the process and its whole command line, NUL-separated")
 T.is(ids(vmmproc.find(dir, "-pidfile", "qemu%.pid")), "a=" .. a.pid, "find outside a shared listing: the VMM")
+
+-- each match's command line is split and matched once (the fresh one), not once in the listing and
+-- again when read afresh: counted through the string library, which both go through
+do
+  local splits, matched = 0, 0
+  local gmatch, match = string.gmatch, string.match
+  string.gmatch = function(s, p, ...) -- luacheck: ignore 122
+    if p == "[^%z]+" and s:find(dir, 1, true) then splits = splits + 1 end
+    return gmatch(s, p, ...)
+  end
+  string.match = function(s, p, ...) -- luacheck: ignore 122
+    if p:find("qemu%.pid$", 1, true) then matched = matched + 1 end
+    return match(s, p, ...)
+  end
+  jit.flush()
+  local ok_find, found = pcall(vmmproc.find, dir, "-pidfile", "qemu%.pid")
+  string.gmatch, string.match = gmatch, match -- luacheck: ignore 122
+  T.is(ok_find and ids(found), "a=" .. a.pid, "find, counted: the VMM")
+  T.is(splits, 1, "its command line is split once")
+  T.is(matched, 1, "and its file pattern matched once")
+end
 
 local first, second, b
 local r1, r2 = procscan.shared(function(x, y)

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# test_runtime_stderr.sh — a runtime that writes more than a pipe holds (64 KiB) on its stderr
+# during create. conmon reads its runtime's stderr (the container's stderr pipe) only once the
+# runtime has exited, so such a runtime blocked on its write and the create hung until riklet's
+# 60 s deadline; riklet-runc-run, the runtime riklet gives conmon, now drains that pipe while the
+# runtime runs. Real conmon, runc and riklet; the runtime is a script on --runc writing 200 KiB on
+# stderr in create/run, then failing or going on as the real runc, for a one-container Pod
+# (`runc run --detach`) and a two-container one (`runc create`):
+#  - failing: the instance is FAILED at once (well within 60 s) with the runtime's last words in a
+#    reason of bounded size, and nothing is left (runc container, conmon, directory);
+#  - going on: the Pod runs, and the container's own stderr still reaches its log.
+source "$(dirname "$0")/../lib/mkimage.sh"
+source "$(dirname "$0")/../lib/riklet.sh"
+need_root
+need_cmd umoci skopeo jq busybox runc conmon
+rk_init
+[[ -x $(dirname "$RIKLET")/riklet-runc-run ]] || bail_out "no riklet-runc-run beside $RIKLET"
+
+mkimage --cmd '["sh","-c","echo from-the-container >&2; trap \"exit 0\" TERM; sleep 3600 & wait $!"]' \
+	"$TEST_TMP/layout:latest" >&2 || bail_out "mkimage failed"
+# pod NAME [N]: a Pod manifest of N containers (default 1), renamed into place
+pod() {
+	jq -n --arg n "$1" --arg img "oci:$TEST_TMP/layout:latest" --argjson k "${2:-1}" \
+		'{apiVersion: "v1", kind: "Pod", name: $n,
+		  spec: {containers: [range(0; $k) | {name: (if . == 0 then "c" else "d\(.)" end), image: $img}]}}' \
+		>"$MANIFESTS/.$1"
+	mv "$MANIFESTS/.$1" "$MANIFESTS/$1.json"
+}
+ended() { local s; s=$(rk_status "$1"); [[ $s == FAILED || $s == TERMINATED ]]; }
+leftless() { # leftless NAME: no runc container, conmon or instance directory of NAME
+	! rk_runc_ids | grep -q -- "^$1_" && ! pgrep -f -- "conmon .*--cid=$1_" >/dev/null &&
+		[[ ! -e $STATE/instances/$1/c/config.json ]]
+}
+
+REAL=$(command -v runc)
+cat >"$TEST_TMP/loudrunc" <<EOF
+#!/bin/bash
+mode=\$(cat "$TEST_TMP/mode" 2>/dev/null)
+case " \$* " in
+*" create "* | *" run "*)
+	head -c 204800 /dev/zero | tr '\\0' 'E' >&2
+	echo " the runtime's last words" >&2
+	[[ \$mode == fail ]] && exit 1 ;;
+esac
+exec "$REAL" "\$@"
+EOF
+chmod +x "$TEST_TMP/loudrunc"
+rk_start_standalone --runc "$TEST_TMP/loudrunc" || bail_out "riklet did not start"
+
+echo fail >"$TEST_TMP/mode"
+for p in run1 create2; do
+	case $p in run1) pod "$p" 1 ;; create2) pod "$p" 2 ;; esac
+	t0=$EPOCHREALTIME
+	ok "wait_for 50 ended $p" "$p: the runtime writes 200 KiB on stderr and fails: the create ends" ||
+		diag_file "$RK_LOG" 20
+	took=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+	ok "awk 'BEGIN { exit !($took < 30) }'" "$p: well before riklet's 60 s deadline (${took} s, load $(cut -d' ' -f1 /proc/loadavg))"
+	is "$(rk_status "$p")" FAILED "$p: FAILED"
+	reason=$(rk_reason "$p")
+	like "$reason" "the runtime's last words" "$p: with the runtime's last words in the reason"
+	unlike "$reason" "did not finish within" "$p: not a timeout"
+	ok "((${#reason} < 4096))" "$p: a reason of bounded size (${#reason} bytes): ${reason:0:90}...${reason: -60}"
+	ok "wait_for 30 leftless $p" "$p: nothing is left of it (runc container, conmon, directory)"
+done
+ok "kill -0 $RK_PID" "riklet is still up"
+
+: >"$TEST_TMP/mode"
+pod ok1 1
+pod ok2 2
+for p in ok1 ok2; do
+	rk_wait_status 60 "$p" RUNNING
+	is "$(rk_status "$p")" RUNNING "$p: the runtime writes 200 KiB on stderr and goes on: RUNNING" ||
+		diag "$(rk_reason "$p")"
+	ok "wait_for 20 grep -q from-the-container $STATE/instances/$p/c/logs/0.log" \
+		"$p: the container's own stderr still reaches its log"
+done
+
+rm -f "$MANIFESTS"/*.json
+for p in run1 create2 ok1 ok2; do rk_wait_status 60 "$p" TERMINATED; done
+rk_stop
+ok "for p in run1 create2 ok1 ok2; do rk_nothing_left \$p || exit 1; done" "once the manifests are removed nothing is left"
+done_testing
