@@ -291,7 +291,7 @@ R_ONE_NET=$(tail -n +"$((L2 + 1))" "$LOG" | grep -F '] instance extra: created i
 say "riklet: kill -9 and restart with $((PODS + 1)) Pods, $READOPT_RUNS time(s)${READOPT_ALT:+ (odd runs: $READOPT_ALT)}${READOPT_VARIANTS:+ (variants: $READOPT_VARIANTS)}"
 VARIANTS=()
 [[ -z $READOPT_VARIANTS ]] || IFS='|' read -r -a VARIANTS <<<"$READOPT_VARIANTS"
-declare -A V_READOPT V_BOOTCPU V_STEADY
+declare -A V_READOPT V_BOOTCPU V_STEADY V_PREBOOT
 pids_of() { runc --root "$RROOT" list --format json 2>/dev/null | jq -r '.[] | "\(.id) \(.pid) \(.status)"' | sort; }
 pids_of >"$T/pids.before"
 # the Pods RUNNING now are the ones to re-adopt (one that failed meanwhile is reported, not waited for)
@@ -325,6 +325,10 @@ for ((run = 1; run <= READOPT_RUNS + (${#READOPT_PROFILE} > 0); run++)); do
 	fi
 	wait_count "$L3" "[agent] boot: " 1 120
 	R_BOOT=$(tail -n +"$((L3 + 1))" "$LOG" | grep -F "[agent] boot: " | head -n 1 | sed 's/.*leftovers reconciled in //')
+	# the boot (agent.init: records read, adoptions, reconcile) began its line's wall time before
+	# it: what came before is the process start, the code loaded, the drivers' init (and, before
+	# 22f01a6, the start-up check)
+	R_PREBOOT=$(elapsed "$(sod "$T0")" "$(awk -v t="$(last_sod "$L3" "[agent] boot: ")" -v w="${R_BOOT%% ms*}" 'BEGIN { printf "%.3f", t - w / 1000 }')")
 	LOADNOW=$(cut -d' ' -f1 /proc/loadavg)
 	R_STEADY_RUN=
 	if ((READOPT_STEADY > 0)); then
@@ -333,10 +337,11 @@ for ((run = 1; run <= READOPT_RUNS + (${#READOPT_PROFILE} > 0); run++)); do
 		sleep "$READOPT_STEADY"
 		R_STEADY_RUN=$(awk -v c="$(($(cpu_ns "$RPID") - c0))" -v a="$a" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", c / 1e9 / (b - a) * 100 }')
 	fi
-	say "riklet ($WHO, run $run): re-adopted in $R_READOPT s, reconciled $R_RECONCILED s, first log line $R_FIRSTLINE s; boot $R_BOOT; load $LOADNOW${R_STEADY_RUN:+; idle CPU $R_STEADY_RUN %}"
-	READOPT_ROWS+=("$WHO run $run (load $LOADNOW): all re-adopted $R_READOPT s, network reconciled $R_RECONCILED s, first log line $R_FIRSTLINE s; boot $R_BOOT${R_STEADY_RUN:+; idle CPU $R_STEADY_RUN % over $READOPT_STEADY s}")
+	say "riklet ($WHO, run $run): re-adopted in $R_READOPT s, reconciled $R_RECONCILED s, first log line $R_FIRSTLINE s, boot began $R_PREBOOT s; boot $R_BOOT; load $LOADNOW${R_STEADY_RUN:+; idle CPU $R_STEADY_RUN %}"
+	READOPT_ROWS+=("$WHO run $run (load $LOADNOW): all re-adopted $R_READOPT s, network reconciled $R_RECONCILED s, first log line $R_FIRSTLINE s, boot began $R_PREBOOT s; boot $R_BOOT${R_STEADY_RUN:+; idle CPU $R_STEADY_RUN % over $READOPT_STEADY s}")
 	if [[ -n $VLABEL ]]; then
 		V_READOPT[$VLABEL]+=" $R_READOPT"
+		V_PREBOOT[$VLABEL]+=" $R_PREBOOT"
 		# the boot's CPU: the first "(CPU N)" of its line, the whole boot's
 		V_BOOTCPU[$VLABEL]+=" $(grep -oE '\(CPU [0-9]+\)' <<<"$R_BOOT" | head -n 1 | tr -dc 0-9)"
 		V_STEADY[$VLABEL]+=" ${R_STEADY_RUN:--}"
@@ -499,7 +504,7 @@ printf "$fmt" "node metrics sample (CPU)" "$R_NODE_US us, $R_NODE_BYTES bytes of
 printf "$fmt" "one more Pod at $PODS (s)" "$R_ONE (network step $R_ONE_NET ms, load $R_ONE_LOAD)" "$B_ONE"
 printf "$fmt" "riklet ps / ps --json at $PODS (s)" "$R_PS / $R_PSJ (load $R_PS_LOAD)" "runc list: $B_PS"
 printf "$fmt" "kill -9 + restart: all re-adopted (s)" "$R_READOPT (network reconciled: $R_RECONCILED)" "- (no agent)"
-printf '| %-40s | %-71s |\n' "  phases" "exec to first log line $R_FIRSTLINE s; boot $R_BOOT"
+printf '| %-40s | %-71s |\n' "  phases" "exec to first log line $R_FIRSTLINE s, to the boot's start $R_PREBOOT s; boot $R_BOOT"
 if ((READOPT_RUNS > 1)); then
 	for row in "${READOPT_ROWS[@]}"; do printf '| %-40s | %-71s |\n' "  each restart" "$row"; done
 fi
@@ -511,13 +516,13 @@ printf '\n'
 if ((${#VARIANTS[@]})); then
 	# med V...: the median of the numbers among V (the lower middle one of an even count), or -
 	med() { printf '%s\n' "$@" | grep -E '^[0-9.]+$' | sort -g | awk '{ v[NR] = $1 } END { print NR ? v[int((NR + 1) / 2)] : "-" }'; }
-	vfmt='| %-12s | %-30s | %-30s | %-34s |\n'
-	printf "$vfmt" variant "all re-adopted (s): median, each" "boot CPU (ms): median, each" "idle CPU after (% of a core): median, each"
-	printf "$vfmt" ------------ ------------------------------ ------------------------------ ----------------------------------
+	vfmt='| %-12s | %-30s | %-30s | %-30s | %-34s |\n'
+	printf "$vfmt" variant "all re-adopted (s): median, each" "boot began (s): median, each" "boot CPU (ms): median, each" "idle CPU after (% of a core): median, each"
+	printf "$vfmt" ------------ ------------------------------ ------------------------------ ------------------------------ ----------------------------------
 	for v in "${VARIANTS[@]}"; do
 		v=${v%% *}
 		# shellcheck disable=SC2086 # (the lists split into their numbers)
-		printf "$vfmt" "$v" "$(med ${V_READOPT[$v]}):${V_READOPT[$v]}" "$(med ${V_BOOTCPU[$v]}):${V_BOOTCPU[$v]}" \
+		printf "$vfmt" "$v" "$(med ${V_READOPT[$v]}):${V_READOPT[$v]}" "$(med ${V_PREBOOT[$v]}):${V_PREBOOT[$v]}" "$(med ${V_BOOTCPU[$v]}):${V_BOOTCPU[$v]}" \
 			"$(med ${V_STEADY[$v]}):${V_STEADY[$v]}"
 	done
 	printf '\n'
