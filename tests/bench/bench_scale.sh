@@ -16,7 +16,10 @@
 # READOPT_VARIANTS="LABEL [VAR=VALUE...]|LABEL [VAR=VALUE...]|...": restart k runs with variant
 # ((k-1) mod their number)'s environment (e.g. "now|before RIKLET_LUA_DIR=<older lua/>|jit56
 # RIKLET_LUA_JIT=hotloop=56,hotexit=10": Lua trees or LuaJIT settings interleaved in one run, with
-# READOPT_RUNS a multiple of their number); a table per variant follows (medians).
+# READOPT_RUNS a multiple of their number); a table per variant follows (medians). A variant whose
+# RIKLET_LUA_DIR is another tree loads the policies beside it, from another path: the fingerprint a
+# record keeps of the policies names their paths, so every such restart re-asks the admission and
+# network policies for every Pod (a restart after a policy change, not a plain one).
 # READOPT_STEADY=SECONDS (default 0): after each restart (network reconciled, 5 s later), riklet's
 # CPU over that many idle seconds (its threads' schedstat: nanoseconds, not clock ticks).
 # BENCH_LOCK=FILE: the script takes that lock itself and lets it go between its phases (riklet's
