@@ -16,7 +16,10 @@
 # READOPT_VARIANTS="LABEL [VAR=VALUE...]|LABEL [VAR=VALUE...]|...": restart k runs with variant
 # ((k-1) mod their number)'s environment (e.g. "now|before RIKLET_LUA_DIR=<older lua/>|jit56
 # RIKLET_LUA_JIT=hotloop=56,hotexit=10": Lua trees or LuaJIT settings interleaved in one run, with
-# READOPT_RUNS a multiple of their number); a table per variant follows (medians).
+# READOPT_RUNS a multiple of their number); a table per variant follows (medians). A variant whose
+# RIKLET_LUA_DIR is another tree loads the policies beside it, from another path: the fingerprint a
+# record keeps of the policies names their paths, so every such restart re-asks the admission and
+# network policies for every Pod (a restart after a policy change, not a plain one).
 # READOPT_STEADY=SECONDS (default 0): after each restart (network reconciled, 5 s later), riklet's
 # CPU over that many idle seconds (its threads' schedstat: nanoseconds, not clock ticks).
 # BENCH_LOCK=FILE: the script takes that lock itself and lets it go between its phases (riklet's
@@ -32,12 +35,19 @@
 #  1. start: PODS manifests renamed into the directory by one mv; time until every Pod is RUNNING
 #     (riklet's log), Pods/s, p50/p99 of one Pod's create ("created in T ms" log lines).
 #  2. at PODS: riklet's RSS / RssAnon / Pss, the conmons' summed Rss / Pss (reported apart), CPU
-#     over STEADY idle seconds, `riklet ps` and `riklet ps --json` wall time.
+#     over STEADY idle seconds (its threads' schedstat) with the loop's turns and turns over 100 ms
+#     in that window; then LAGPROBE (default 20) seconds of an API round trip every 20 ms (GET of
+#     an unknown path on --metrics-listen, answered 404 by the loop: the wait for the loop's turn
+#     plus the probe's own scheduling) -> p50 / p99 / max; one per-instance sweep (GET /metrics:
+#     every running instance's cgroups read and rendered; wall time and riklet's CPU for it); one
+#     node-metrics sample (riklet.metrics.node_json, `riklet test`, CPU per sample);
+#     `riklet ps` and `riklet ps --json` wall time. The load average is printed beside each figure.
 #  3. one more Pod at PODS: manifest -> RUNNING, and the network step of its create.
 #  4. kill -9 riklet, start it again: time until all PODS+1 are re-adopted (and, with bridge, the
 #     network reconciled); every container's pid unchanged (none restarted), none lost; the phases
 #     (exec to first log line, records read, adoptions, reconcile: riklet's "boot:" log line).
-#  5. teardown: every manifest removed by one rm; time until all are TERMINATED; then what is left:
+#  5. teardown: every manifest removed by one rm; first / p50 / p99 / last TERMINATED from the rm;
+#     then what is left:
 #     runc containers, conmon processes, mounts, veths, netns files, per-instance iptables rules.
 # baseline (a shell loop, BASE_PAR Pods at a time: default twice the CPUs, riklet's default
 # --runtime-parallel; RUNTIME_PARALLEL=N gives riklet another): per Pod an overlay mount over the unpacked
@@ -64,6 +74,8 @@ READOPT_VARIANTS=${READOPT_VARIANTS:-}
 READOPT_STEADY=${READOPT_STEADY:-0}
 TEARDOWN=${TEARDOWN:-1}
 BASE_PAR=${BASE_PAR:-$((2 * $(nproc)))}
+LAGPROBE=${LAGPROBE:-20}
+METRICS_PORT=${METRICS_PORT:-19464} # (in the private namespace; Pods map 20000 + i)
 
 say() { printf '# %s\n' "$*" >&2; }
 die() { say "bench_scale: $*"; exit 1; }
@@ -105,6 +117,7 @@ IMAGE=$REGISTRY/busybox:latest
 
 RK_OPTS=(--standalone "$MAN" --state-dir "$STATE" --runc-root "$RROOT" --netns-dir "$NETNS" --network "$NETWORK"
 	--insecure-registries "$REGISTRY" --max-instances $((PODS + 10)) --stop-grace 2 --log-format text
+	--metrics-listen "127.0.0.1:$METRICS_PORT"
 	${RUNTIME_PARALLEL:+--runtime-parallel "$RUNTIME_PARALLEL"})
 start_riklet() { # [BINARY [VAR=VALUE...]]
 	env "${@:2}" "${1:-$RIKLET}" "${RK_OPTS[@]}" >>"$LOG" 2>&1 </dev/null &
@@ -166,6 +179,36 @@ conmon_count() { set -- $(conmon_mem "$1"); echo "$3"; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 # CPU nanoseconds of every thread of process $1 (schedstat: finer than the stat file's ticks)
 cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f", s }'; }
+load1() { cut -d' ' -f1 /proc/loadavg; }
+# the loop's counters from `riklet ps --json`: "TURNS SLOW_TURNS"
+loop_turns() { "$RIKLET" ps --json --state-dir "$STATE" 2>/dev/null | jq -r '.agent.loop | "\(.turns // 0) \(.slow_turns // 0)"'; }
+# probe lag SECONDS | probe get PATH: API round trips to riklet's --metrics-listen (keep-alive, Debian's python3)
+probe() {
+	/usr/bin/python3 - "$METRICS_PORT" "$@" <<'PY'
+import http.client, sys, time
+port, mode = int(sys.argv[1]), sys.argv[2]
+c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+def get(path):
+    a = time.monotonic()
+    c.request("GET", path)
+    r = c.getresponse()
+    body = r.read()
+    return (time.monotonic() - a) * 1000, r.status, body
+if mode == "lag":
+    secs, v = float(sys.argv[3]), []
+    end = time.monotonic() + secs
+    while time.monotonic() < end:
+        v.append(get("/lag-probe")[0])
+        time.sleep(0.02)
+    v.sort()
+    k = lambda p: v[max(0, min(len(v) - 1, int(p / 100 * len(v) + 0.999999) - 1))]
+    print("%d %.1f %.1f %.1f" % (len(v), k(50), k(99), v[-1]))
+else:
+    ms, st, body = get(sys.argv[3])
+    n = sum(1 for l in body.split(b"\n") if l.startswith(b"riklet_instance_memory_bytes{"))
+    print("%.1f %d %d %d" % (ms, st, len(body), n))
+PY
+}
 # wall SECONDS of a command (median of 3)
 wall3() {
 	local i a v=()
@@ -190,6 +233,7 @@ wait_count "$L0" "instance warm (Pod warm): DESTROYING -> TERMINATED" 1 60
 say "riklet: $PODS Pods at once ($NETWORK network)"
 for ((i = 1; i <= PODS; i++)); do manifest "$(pod "$i")" "$i" >"$STAGE/$(pod "$i").json"; done
 L1=$(log_lines)
+R_START_LOAD=$(load1)
 T0=$EPOCHREALTIME
 mv "$STAGE"/pod-*.json "$MAN/"
 # every create ended: RUNNING, or FAILED (counted below; one Pod that failed must not stall the run)
@@ -198,18 +242,44 @@ R_START=$(elapsed "$(sod "$T0")" "$(last_sod "$L1" ": CREATING -> RUNNING")")
 FAILED=$(count_since "$L1" "-> FAILED")
 mapfile -t CREATE_MS < <(tail -n +"$((L1 + 1))" "$LOG" | grep -E '\] instance pod-[0-9]+: created in ' | grep -oE 'created in [0-9.]+' | awk '{ print $3 }')
 R_P50=$(pct 50 "${CREATE_MS[@]}") R_P99=$(pct 99 "${CREATE_MS[@]}")
-say "riklet: all RUNNING in $R_START s (create p50 $R_P50 ms, p99 $R_P99 ms, $FAILED failed)"
+R_START_LOAD="$R_START_LOAD-$(load1)"
+say "riklet: all RUNNING in $R_START s (create p50 $R_P50 ms, p99 $R_P99 ms, $FAILED failed), load $R_START_LOAD"
 
 sleep 5
 R_RSS=$(kib "$RPID" VmRSS) R_ANON=$(kib "$RPID" RssAnon) R_PSS=$(kib "$RPID" Pss smaps_rollup) R_HWM=$(kib "$RPID" VmHWM)
 read -r R_CM_RSS R_CM_PSS R_CM_N < <(conmon_mem "$RROOT")
-c0=$(cpu_ticks "$RPID")
+R_MEM_LOAD=$(load1)
+# idle: CPU (schedstat, ns) and the loop's turns over STEADY seconds (agent.json: up to 5 s old)
+read -r tu0 sl0 < <(loop_turns)
+c0=$(cpu_ns "$RPID") a=$EPOCHREALTIME R_CPU_LOAD=$(load1)
 sleep "$STEADY"
-R_CPU=$(awk -v t=$(($(cpu_ticks "$RPID") - c0)) -v s="$STEADY" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz / s * 100 }')
-R_LAG=$("$RIKLET" ps --json --state-dir "$STATE" 2>/dev/null | jq -r '.agent.loop | "max \(.lag_max_ms | floor) ms, recent \(.lag_recent_ms | floor) ms"' 2>/dev/null)
+read -r R_CPU R_CPU_MIN < <(awk -v c="$(($(cpu_ns "$RPID") - c0))" -v a="$a" -v b="$EPOCHREALTIME" \
+	'BEGIN { printf "%.2f %.0f", c / 1e9 / (b - a) * 100, c / 1e6 / (b - a) * 60 }')
+R_CPU_LOAD="$R_CPU_LOAD-$(load1)"
+read -r tu1 sl1 < <(loop_turns)
+R_TURNS="$((tu1 - tu0)) turns, $((sl1 - sl0)) over 100 ms"
+R_LAG=$("$RIKLET" ps --json --state-dir "$STATE" 2>/dev/null | jq -r '.agent.loop | "max \(.lag_max_ms | floor) ms (since start), recent \(.lag_recent_ms | floor) ms"' 2>/dev/null)
+say "riklet at $PODS: RSS $R_RSS KiB, anon $R_ANON KiB, CPU $R_CPU % ($R_CPU_MIN ms per minute, $R_TURNS), load $R_CPU_LOAD"
+# the loop's lag as an API client sees it, then one per-instance sweep and one node-metrics sample
+R_PROBE_LOAD=$(load1)
+read -r R_PROBE_N R_PROBE_P50 R_PROBE_P99 R_PROBE_MAX < <(probe lag "$LAGPROBE")
+R_PROBE_LOAD="$R_PROBE_LOAD-$(load1)"
+R_SWEEP_LOAD=$(load1)
+c0=$(cpu_ns "$RPID")
+read -r R_SWEEP_MS R_SWEEP_ST R_SWEEP_BYTES R_SWEEP_N < <(probe get /metrics)
+R_SWEEP_CPU=$(awk -v c="$(($(cpu_ns "$RPID") - c0))" 'BEGIN { printf "%.0f", c / 1e6 }')
+cat >"$T/node_metrics.lua" <<'LUA'
+local metrics = require "riklet.metrics"
+assert(metrics.node_json())
+local n, t0 = 50, os.clock()
+for _ = 1, n do assert(metrics.node_json()) end
+io.stdout:write(("%.0f %d\n"):format((os.clock() - t0) / n * 1e6, #metrics.node_json()))
+LUA
+read -r R_NODE_US R_NODE_BYTES < <("$RIKLET" test "$T/node_metrics.lua" 2>/dev/null | head -n 1)
+say "riklet at $PODS: API round trip p50 / p99 / max $R_PROBE_P50 / $R_PROBE_P99 / $R_PROBE_MAX ms ($R_PROBE_N, load $R_PROBE_LOAD); /metrics $R_SWEEP_MS ms ($R_SWEEP_CPU ms CPU, $R_SWEEP_N instances, HTTP $R_SWEEP_ST); node metrics $R_NODE_US us CPU"
+R_PS_LOAD=$(load1)
 R_PS=$(wall3 "$RIKLET" ps --state-dir "$STATE")
 R_PSJ=$(wall3 "$RIKLET" ps --json --state-dir "$STATE")
-say "riklet at $PODS: RSS $R_RSS KiB, anon $R_ANON KiB, CPU $R_CPU %, ps $R_PS s"
 
 say "riklet: one more Pod at $PODS"
 manifest extra $((PODS + 1)) >"$STAGE/extra.json"
@@ -218,12 +288,13 @@ T0=$EPOCHREALTIME
 mv "$STAGE/extra.json" "$MAN/"
 wait_count "$L2" "instance extra (Pod extra): CREATING -> RUNNING" 1 120
 R_ONE=$(elapsed "$(sod "$T0")" "$(last_sod "$L2" "instance extra (Pod extra): CREATING -> RUNNING")")
+R_ONE_LOAD=$(load1)
 R_ONE_NET=$(tail -n +"$((L2 + 1))" "$LOG" | grep -F '] instance extra: created in ' | grep -oE 'network [0-9.]+' | awk '{ print $2 }')
 
 say "riklet: kill -9 and restart with $((PODS + 1)) Pods, $READOPT_RUNS time(s)${READOPT_ALT:+ (odd runs: $READOPT_ALT)}${READOPT_VARIANTS:+ (variants: $READOPT_VARIANTS)}"
 VARIANTS=()
 [[ -z $READOPT_VARIANTS ]] || IFS='|' read -r -a VARIANTS <<<"$READOPT_VARIANTS"
-declare -A V_READOPT V_BOOTCPU V_STEADY
+declare -A V_READOPT V_BOOTCPU V_STEADY V_PREBOOT
 pids_of() { runc --root "$RROOT" list --format json 2>/dev/null | jq -r '.[] | "\(.id) \(.pid) \(.status)"' | sort; }
 pids_of >"$T/pids.before"
 # the Pods RUNNING now are the ones to re-adopt (one that failed meanwhile is reported, not waited for)
@@ -257,6 +328,10 @@ for ((run = 1; run <= READOPT_RUNS + (${#READOPT_PROFILE} > 0); run++)); do
 	fi
 	wait_count "$L3" "[agent] boot: " 1 120
 	R_BOOT=$(tail -n +"$((L3 + 1))" "$LOG" | grep -F "[agent] boot: " | head -n 1 | sed 's/.*leftovers reconciled in //')
+	# the boot (agent.init: records read, adoptions, reconcile) began its line's wall time before
+	# it: what came before is the process start, the code loaded, the drivers' init (and, before
+	# 22f01a6, the start-up check)
+	R_PREBOOT=$(elapsed "$(sod "$T0")" "$(awk -v t="$(last_sod "$L3" "[agent] boot: ")" -v w="${R_BOOT%% ms*}" 'BEGIN { printf "%.3f", t - w / 1000 }')")
 	LOADNOW=$(cut -d' ' -f1 /proc/loadavg)
 	R_STEADY_RUN=
 	if ((READOPT_STEADY > 0)); then
@@ -265,10 +340,11 @@ for ((run = 1; run <= READOPT_RUNS + (${#READOPT_PROFILE} > 0); run++)); do
 		sleep "$READOPT_STEADY"
 		R_STEADY_RUN=$(awk -v c="$(($(cpu_ns "$RPID") - c0))" -v a="$a" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", c / 1e9 / (b - a) * 100 }')
 	fi
-	say "riklet ($WHO, run $run): re-adopted in $R_READOPT s, reconciled $R_RECONCILED s, first log line $R_FIRSTLINE s; boot $R_BOOT; load $LOADNOW${R_STEADY_RUN:+; idle CPU $R_STEADY_RUN %}"
-	READOPT_ROWS+=("$WHO run $run (load $LOADNOW): all re-adopted $R_READOPT s, network reconciled $R_RECONCILED s, first log line $R_FIRSTLINE s; boot $R_BOOT${R_STEADY_RUN:+; idle CPU $R_STEADY_RUN % over $READOPT_STEADY s}")
+	say "riklet ($WHO, run $run): re-adopted in $R_READOPT s, reconciled $R_RECONCILED s, first log line $R_FIRSTLINE s, boot began $R_PREBOOT s; boot $R_BOOT; load $LOADNOW${R_STEADY_RUN:+; idle CPU $R_STEADY_RUN %}"
+	READOPT_ROWS+=("$WHO run $run (load $LOADNOW): all re-adopted $R_READOPT s, network reconciled $R_RECONCILED s, first log line $R_FIRSTLINE s, boot began $R_PREBOOT s; boot $R_BOOT${R_STEADY_RUN:+; idle CPU $R_STEADY_RUN % over $READOPT_STEADY s}")
 	if [[ -n $VLABEL ]]; then
 		V_READOPT[$VLABEL]+=" $R_READOPT"
+		V_PREBOOT[$VLABEL]+=" $R_PREBOOT"
 		# the boot's CPU: the first "(CPU N)" of its line, the whole boot's
 		V_BOOTCPU[$VLABEL]+=" $(grep -oE '\(CPU [0-9]+\)' <<<"$R_BOOT" | head -n 1 | tr -dc 0-9)"
 		V_STEADY[$VLABEL]+=" ${R_STEADY_RUN:--}"
@@ -294,9 +370,15 @@ if ((TEARDOWN)); then
 	# ended: TERMINATED, or FAILED when a destroy overran its deadline (its work goes on)
 	wait_count "$L4" "DESTROYING -> " $((PODS + 1)) $((PODS + 300))
 	R_DOWN=$(elapsed "$(sod "$T0")" "$(last_sod "$L4" "DESTROYING -> ")")
+	# every Pod's end, seconds from the rm: first / p50 / p99 (the last is R_DOWN)
+	T0S=$(sod "$T0")
+	mapfile -t DOWN_S < <(tail -n +"$((L4 + 1))" "$LOG" | grep -F "DESTROYING -> " |
+		awk -v a="$T0S" '{ split(substr($1, 12, 12), t, ":"); d = t[1] * 3600 + t[2] * 60 + t[3] - a; if (d < -43200) d += 86400; printf "%.0f\n", d * 1000 }')
+	R_DOWN_PCT="first $(awk -v m="$(pct 0 "${DOWN_S[@]}")" 'BEGIN { printf "%.2f", m / 1000 }') s, p50 $(awk -v m="$(pct 50 "${DOWN_S[@]}")" 'BEGIN { printf "%.2f", m / 1000 }') s, p99 $(awk -v m="$(pct 99 "${DOWN_S[@]}")" 'BEGIN { printf "%.2f", m / 1000 }') s"
 	R_DOWN_LOAD="$R_DOWN_LOAD-$(cut -d' ' -f1 /proc/loadavg)"
 	R_DOWN_FAILED=$(count_since "$L4" "DESTROYING -> FAILED")
 	((R_DOWN_FAILED == 0)) || R_DOWN="$R_DOWN ($R_DOWN_FAILED FAILED)"
+	say "riklet: teardown: $R_DOWN_PCT, last $R_DOWN s, load $R_DOWN_LOAD"
 	sleep 2
 fi
 # what is left (riklet still running: only its node-wide bridge and riklet:infra rules may stay)
@@ -410,36 +492,40 @@ printf '\n%s, runc %s, %d Pods, --network %s, %s, load %s\n\n' \
 fmt='| %-40s | %-34s | %-34s |\n'
 printf "$fmt" metric riklet "baseline (conmon + runc loop, $BASE_PAR at once)"
 printf "$fmt" "$(printf -- '-%.0s' {1..40})" "$(printf -- '-%.0s' {1..34})" "$(printf -- '-%.0s' {1..34})"
-printf "$fmt" "all $PODS RUNNING (s)" "$R_START ($(rate "$PODS" "$R_START") Pods/s)" "$B_START ($(rate "$PODS" "$B_START") Pods/s)${B_START_LOAD:+, load $B_START_LOAD}"
+printf "$fmt" "all $PODS RUNNING (s)" "$R_START ($(rate "$PODS" "$R_START") Pods/s), load $R_START_LOAD" "$B_START ($(rate "$PODS" "$B_START") Pods/s)${B_START_LOAD:+, load $B_START_LOAD}"
 printf "$fmt" "one Pod's start p50 / p99 (ms)" "$R_P50 / $R_P99 (create step)" "$B_P50 / $B_P99"
 printf "$fmt" "failed" "$FAILED" "0"
-printf "$fmt" "riklet RSS / anon / Pss at $PODS" "$(mib "$R_RSS") / $(mib "$R_ANON") / $(mib "$R_PSS")" "-"
+printf "$fmt" "riklet RSS / anon / Pss at $PODS" "$(mib "$R_RSS") / $(mib "$R_ANON") / $(mib "$R_PSS") (load $R_MEM_LOAD)" "-"
 printf "$fmt" "riklet peak RSS (VmHWM)" "$(mib "$R_HWM")" "-"
 printf "$fmt" "conmons: Rss / Pss summed" "$(mib "$R_CM_RSS") / $(mib "$R_CM_PSS") ($R_CM_N)" "$(mib "$B_CM_RSS") / $(mib "$B_CM_PSS") ($B_CM_N)"
-printf "$fmt" "riklet CPU idle at $PODS (${STEADY} s)" "$R_CPU % of a core" "-"
+printf "$fmt" "riklet CPU idle at $PODS (${STEADY} s)" "$R_CPU % of a core, $R_CPU_MIN ms per minute (load $R_CPU_LOAD)" "-"
+printf "$fmt" "  loop turns in that window" "$R_TURNS" "-"
 printf "$fmt" "loop lag (riklet ps --json)" "$R_LAG" "-"
-printf "$fmt" "one more Pod at $PODS (s)" "$R_ONE (network step $R_ONE_NET ms)" "$B_ONE"
-printf "$fmt" "riklet ps / ps --json at $PODS (s)" "$R_PS / $R_PSJ" "runc list: $B_PS"
+printf "$fmt" "API round trip p50 / p99 / max (ms)" "$R_PROBE_P50 / $R_PROBE_P99 / $R_PROBE_MAX ($R_PROBE_N in $LAGPROBE s, load $R_PROBE_LOAD)" "-"
+printf "$fmt" "per-instance sweep (GET /metrics)" "$R_SWEEP_MS ms, riklet CPU $R_SWEEP_CPU ms, $R_SWEEP_N instances, $R_SWEEP_BYTES bytes (load $R_SWEEP_LOAD)" "-"
+printf "$fmt" "node metrics sample (CPU)" "$R_NODE_US us, $R_NODE_BYTES bytes of JSON" "-"
+printf "$fmt" "one more Pod at $PODS (s)" "$R_ONE (network step $R_ONE_NET ms, load $R_ONE_LOAD)" "$B_ONE"
+printf "$fmt" "riklet ps / ps --json at $PODS (s)" "$R_PS / $R_PSJ (load $R_PS_LOAD)" "runc list: $B_PS"
 printf "$fmt" "kill -9 + restart: all re-adopted (s)" "$R_READOPT (network reconciled: $R_RECONCILED)" "- (no agent)"
-printf '| %-40s | %-71s |\n' "  phases" "exec to first log line $R_FIRSTLINE s; boot $R_BOOT"
+printf '| %-40s | %-71s |\n' "  phases" "exec to first log line $R_FIRSTLINE s, to the boot's start $R_PREBOOT s; boot $R_BOOT"
 if ((READOPT_RUNS > 1)); then
 	for row in "${READOPT_ROWS[@]}"; do printf '| %-40s | %-71s |\n' "  each restart" "$row"; done
 fi
 printf "$fmt" "  containers changed / RUNNING after" "$R_CHANGED / $R_RUNNING of $N_RUN ($R_RESTARTS restarts)" "-"
 printf "$fmt" "  port mappings (DNAT rules) after" "$R_RULES" "-"
-printf "$fmt" "teardown of all (s)" "$R_DOWN${R_DOWN_LOAD:+ (load $R_DOWN_LOAD)}" "$B_DOWN${B_DOWN_LOAD:+ (load $B_DOWN_LOAD)}"
+printf "$fmt" "teardown of all (s)" "$R_DOWN${R_DOWN_PCT:+ ($R_DOWN_PCT)}${R_DOWN_LOAD:+ (load $R_DOWN_LOAD)}" "$B_DOWN${B_DOWN_LOAD:+ (load $B_DOWN_LOAD)}"
 printf "$fmt" "left afterwards" "$R_LEFT" "$B_LEFT"
 printf '\n'
 if ((${#VARIANTS[@]})); then
 	# med V...: the median of the numbers among V (the lower middle one of an even count), or -
 	med() { printf '%s\n' "$@" | grep -E '^[0-9.]+$' | sort -g | awk '{ v[NR] = $1 } END { print NR ? v[int((NR + 1) / 2)] : "-" }'; }
-	vfmt='| %-12s | %-30s | %-30s | %-34s |\n'
-	printf "$vfmt" variant "all re-adopted (s): median, each" "boot CPU (ms): median, each" "idle CPU after (% of a core): median, each"
-	printf "$vfmt" ------------ ------------------------------ ------------------------------ ----------------------------------
+	vfmt='| %-12s | %-30s | %-30s | %-30s | %-34s |\n'
+	printf "$vfmt" variant "all re-adopted (s): median, each" "boot began (s): median, each" "boot CPU (ms): median, each" "idle CPU after (% of a core): median, each"
+	printf "$vfmt" ------------ ------------------------------ ------------------------------ ------------------------------ ----------------------------------
 	for v in "${VARIANTS[@]}"; do
 		v=${v%% *}
 		# shellcheck disable=SC2086 # (the lists split into their numbers)
-		printf "$vfmt" "$v" "$(med ${V_READOPT[$v]}):${V_READOPT[$v]}" "$(med ${V_BOOTCPU[$v]}):${V_BOOTCPU[$v]}" \
+		printf "$vfmt" "$v" "$(med ${V_READOPT[$v]}):${V_READOPT[$v]}" "$(med ${V_PREBOOT[$v]}):${V_PREBOOT[$v]}" "$(med ${V_BOOTCPU[$v]}):${V_BOOTCPU[$v]}" \
 			"$(med ${V_STEADY[$v]}):${V_STEADY[$v]}"
 	done
 	printf '\n'

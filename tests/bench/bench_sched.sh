@@ -37,6 +37,7 @@ start_sched_riklet() { # [VAR=VALUE...]
 start_sched_riklet
 wait_for 20 bash -c "curl -sf '$control/state' | jq -e '.workers[\"bench-node\"].open' >/dev/null" || bail_out "riklet did not register"
 # kind Bench fails admission at once: the path measured is gRPC in -> agent -> CREATING out
+lat_load=$(cut -d' ' -f1 /proc/loadavg)
 def='{"apiVersion":"v1","kind":"Bench","name":"b","replicas":null,"spec":{"containers":[],"function":null}}'
 for i in $(seq 1 "$N"); do
 	curl -sf -X POST -d "$(jq -cn --arg id "b-$i" --arg d "$def" '{instance_id: $id, definition: $d, action: "CREATE"}')" "$control/instruct" >/dev/null
@@ -52,6 +53,7 @@ if ((${#lat[@]} == 0)); then
 	tail -n 20 "$RK_LOG" >&2
 	exit 1
 fi
+lat_load="$lat_load-$(cut -d' ' -f1 /proc/loadavg)"
 # the status resend: RESEND_N more instances (kind Bench: FAILED at once, each with its record),
 # then the scheduler ends the Register stream; riklet registers again and re-sends every status
 RESEND_N=${BENCH_RESEND_N:-1000}
@@ -77,7 +79,9 @@ resend_once() {
 		| [($st | last | .t) - $reg, ($st | length) / (($st | last | .t) - ($st | first | .t)), ($st | length)]
 		| "\(.[0] * 1000)\t\(.[1])\t\(.[2])"' "$TEST_TMP/ev.jsonl"
 }
+resend_load=$(cut -d' ' -f1 /proc/loadavg)
 resend=$(resend_once)
+resend_load="$resend_load-$(cut -d' ' -f1 /proc/loadavg)"
 VROWS=()
 if [[ -n ${BENCH_RESEND_VARIANTS:-} ]]; then
 	IFS='|' read -r -a variants <<<"$BENCH_RESEND_VARIANTS"
@@ -100,12 +104,13 @@ fi
 
 stats=$(printf '%s\n' "${lat[@]}" | sort -g | awk '{a[NR]=$1; s+=$1} END {printf "%.2f\t%.2f\t%.2f", a[int((NR+1)/2)], a[int(NR*0.95+0.5)], s/NR}')
 
+printf '%s, %s UTC, load %s\n' "$("$RIKLET" version 2>/dev/null | head -n 1)" "$(date -u +%Y-%m-%dT%H:%M)" "$(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-44s %14s %s\n' "benchmark" "value" "unit"
 printf '%-44s %14s %s\n' "instruction -> CREATING, median (n=$N)" "$(cut -f1 <<<"$stats")" ms
 printf '%-44s %14s %s\n' "instruction -> CREATING, p95" "$(cut -f2 <<<"$stats")" ms
-printf '%-44s %14s %s\n' "instruction -> CREATING, mean" "$(cut -f3 <<<"$stats")" ms
+printf '%-44s %14s %s\n' "instruction -> CREATING, mean" "$(cut -f3 <<<"$stats")" "ms (load $lat_load)"
 printf '%-44s %14.1f %s\n' "resend: registered -> last of $(cut -f3 <<<"$resend") statuses" "$(cut -f1 <<<"$resend")" ms
-printf '%-44s %14.0f %s\n' "resend: statuses/s on the one stream" "$(cut -f2 <<<"$resend")" msg/s
+printf '%-44s %14.0f %s\n' "resend: statuses/s on the one stream" "$(cut -f2 <<<"$resend")" "msg/s (load $resend_load)"
 while IFS=$'\t' read -r name v unit; do
 	[[ -n $name ]] && printf '%-44s %14s %s\n' "$name" "$v" "$unit"
 done <<<"$inproc"
