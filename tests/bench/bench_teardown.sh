@@ -20,7 +20,8 @@
 # "RUNNING -> DESTROYING" log line to its "DESTROYING -> TERMINATED"); FAILED ones; what is left
 # (runc containers, conmons, mounts, veths, netns files, per-instance iptables rules); the load
 # average before and after; SIGKILLs (Pods that did not end within the grace period after SIGTERM);
-# riklet's CPU seconds from the rm to the last TERMINATED (cpu). With
+# riklet's CPU seconds from the rm to the last TERMINATED (cpu), and its loop's turns of 100 ms or
+# more (riklet's "event loop was blocked" warnings) meanwhile. With
 # RUNC_TRACE=1 riklet's runc is a wrapper that logs each call's start and end (a bash process more
 # per call: compare variants, not absolute figures): per teardown, the calls and their mean seconds
 # per command, and how busy the --runtime-parallel slots were (the calls' summed time over slots x
@@ -221,6 +222,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
 		LOAD1=$(cut -d' ' -f1 /proc/loadavg)
 		failed=$(count_since "$L2" "DESTROYING -> FAILED")
 		killed=$(count_since "$L2" "did not stop within") # (SIGKILL after the grace period)
+		blocked=$(tail -n +"$((L2 + 1))" "$LOG" | sed -n 's/.*the event loop was blocked for \([0-9]*\) ms.*/\1/p' |
+			awk '{ n++; s += $1 } END { printf "%d turns, %d ms", n, s }')
 		mapfile -t ends < <(id_sods "$L2" "DESTROYING -> TERMINATED" | awk -v t0="$T0" '{ d = $2 - t0; if (d < -43200) d += 86400; print d }')
 		mapfile -t own < <(join <(id_sods "$L2" "RUNNING -> DESTROYING" | sort) <(id_sods "$L2" "DESTROYING -> TERMINATED" | sort) |
 			awk '{ d = $3 - $2; if (d < -43200) d += 86400; print d }')
@@ -234,8 +237,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
 		FIRST[$v]+=" $f" P50[$v]+=" $p50" P99[$v]+=" $p99" TOTAL[$v]+=" $tot" OWN50[$v]+=" $o50" OWN99[$v]+=" $o99" CPU[$v]+=" $cpu"
 		ROWS+=("$(printf '%-3s %-7s %8s %8s %8s %8s %8s %8s %6s %7s %6s  %-11s %s' "$round" "$v" "$f" "$p50" "$p99" "$tot" "$o50" "$o99" \
 			"$failed" "$killed" "$cpu" "$LOAD0-$LOAD1" "$lf")")
-		[[ ${RUNC_TRACE:-0} == 1 ]] && ROWS+=("    runc calls: $(trace_stats "$T0" "$(awk -v a="$T0" -v b="$tot" 'BEGIN { printf "%.3f", a + b }')")")
 		say "${ROWS[-1]}"
+		ROWS+=("    loop blocked >= 100 ms: $blocked")
+		[[ ${RUNC_TRACE:-0} == 1 ]] && ROWS+=("    runc calls: $(trace_stats "$T0" "$(awk -v a="$T0" -v b="$tot" 'BEGIN { printf "%.3f", a + b }')")")
 		bench_lock_pause "the next teardown"
 	done
 done
