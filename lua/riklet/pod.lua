@@ -597,14 +597,18 @@ local function ensure_monitor(inst, c)
 end
 
 -- Has container c (watched by mon, not ended) a process to stop? runc's word: not when it is
--- only "created" (never started: deleted with --force), nor when runc has no such container and
--- its conmon is still in `runc create` (a riklet killed mid-create: that conmon is stopped here).
--- A runc that cannot answer is no evidence: the container is stopped as if it ran.
+-- only "created" (never started: deleted with --force), nor when runc has no such container: its
+-- conmon, when alive, is still in `runc create` (a riklet killed mid-create) or about to end (the
+-- container went away meanwhile), and is stopped here; without a conmon alive, runc having no such
+-- container is what its monitor takes for "ended" too (riklet.conmon). A runc that cannot answer
+-- is no evidence: the container is stopped as if it ran.
 local function runc_says_started(c, mon)
   local st, _, missing = runc.state(c.runc_id)
-  if missing and c.conmon_pid and conmon.alive(c.conmon_pid, c.runc_id) then
-    conmon.stop(c.conmon_pid, c.runc_id)
-    mon.ended:wait(5)
+  if missing then
+    if c.conmon_pid and conmon.alive(c.conmon_pid, c.runc_id) then
+      conmon.stop(c.conmon_pid, c.runc_id)
+      mon.ended:wait(5)
+    end
     return false
   end
   return not (st and st.status == "created")

@@ -10,6 +10,8 @@
 #    one): `runc state` asked, no kill at all, `runc delete --force`;
 #  - adopted from a record whose container state is unreadable ("bogus": checked as if running,
 #    no evidence): `runc state` asked first, then SIGTERM and delete;
+#  - started, but gone from runc when its SIGTERM is sent (deleted behind riklet's back, the kill
+#    fails): runc's word that it does not exist ends it, TERMINATED, not FAILED;
 #  - nothing left of any of them (runc containers, mounts, directories, conmons).
 source "$(dirname "$0")/../lib/mkimage.sh"
 source "$(dirname "$0")/../lib/riklet.sh"
@@ -28,13 +30,22 @@ pod() { # pod NAME CONTAINER... — a Pod of those containers (all the same imag
 	mv "$MANIFESTS/.$n" "$MANIFESTS/$n.json"
 }
 
-# a runc that logs its arguments after --root DIR, one call a line, then runs the real one
+# a runc that logs its arguments after --root DIR, one call a line, then runs the real one; while
+# $TEST_TMP/vanish exists, its kill of container vanish_c stops that container's conmon (SIGSTOP:
+# riklet is not told of the exit before it asks runc), deletes the container (with the real runc)
+# and fails as a kill of a container runc does not have does
 REAL=$(command -v runc)
 CALLS=$TEST_TMP/calls
 cat >"$TEST_TMP/lrunc" <<EOF
 #!/bin/bash
 [[ \$1 == --root ]] && a=("\${@:3}") || a=("\$@")
 echo "\${a[*]}" >>"$CALLS"
+if [[ -e "$TEST_TMP/vanish" && \${a[0]} == kill && " \${a[*]} " == *" vanish_c "* ]]; then
+	kill -STOP "\$(cat "$STATE/instances/vanish/c/conmon.pid")"
+	"$REAL" --root "\$2" delete --force vanish_c
+	echo 'time="2026-01-01T00:00:00Z" level=error msg="container does not exist"' >&2
+	exit 1
+fi
 exec "$REAL" "\$@"
 EOF
 chmod +x "$TEST_TMP/lrunc"
@@ -119,16 +130,19 @@ ok "grep -q 'instance bogus: its record has an invalid state' '$RK_LOG'" "bogus:
 # and bogus adopted (above)
 pod run c
 pod duo a b
+pod vanish c
 rk_wait_status 120 run RUNNING || diag_file "$RK_LOG" 30
 rk_wait_status 120 duo RUNNING || diag_file "$RK_LOG" 30
+rk_wait_status 120 vanish RUNNING || diag_file "$RK_LOG" 30
 is "$(rk_status one) $(rk_status bogus)" "RUNNING RUNNING" "one and bogus were adopted RUNNING"
 L=$(ncalls)
-rm -f "$MANIFESTS/run.json" "$MANIFESTS/duo.json" "$MANIFESTS/one.json" "$MANIFESTS/bogus.json"
-for p in run duo one bogus; do
+touch "$TEST_TMP/vanish"
+rm -f "$MANIFESTS/run.json" "$MANIFESTS/duo.json" "$MANIFESTS/one.json" "$MANIFESTS/bogus.json" "$MANIFESTS/vanish.json"
+for p in run duo one bogus vanish; do
 	rk_wait_status 60 "$p" TERMINATED || { diag "$p: $(rk_status "$p") $(rk_reason "$p")"; diag_file "$RK_LOG" 30; }
 done
-is "$(for p in run duo one bogus; do rk_status "$p"; done | tr '\n' ' ')" "TERMINATED TERMINATED TERMINATED TERMINATED " \
-	"run, duo, one and bogus are TERMINATED"
+is "$(for p in run duo one bogus vanish; do rk_status "$p"; done | tr '\n' ' ')" \
+	"TERMINATED TERMINATED TERMINATED TERMINATED TERMINATED " "run, duo, one, bogus and vanish are TERMINATED"
 check_started run c
 check_started duo a b
 check_started one c
@@ -136,8 +150,14 @@ cl=$(calls_for bogus_c "$L")
 like "$(head -1 <<<"$cl")" '^state -- ' "bogus/c: adopted with an unreadable state: runc state asked first"
 like "$(sed -n 2p <<<"$cl")" '^kill -- [^ ]+ TERM$' "bogus/c: runc says it runs: then SIGTERM"
 ok 'has_line "$cl" "^delete --force -- "' "bogus/c: then runc delete --force"
+cl=$(calls_for vanish_c "$L")
+like "$(head -1 <<<"$cl")" '^kill -- [^ ]+ TERM$' "vanish/c: SIGTERM first (it failed: runc had no such container any more)"
+like "$(sed -n 2p <<<"$cl")" '^state -- ' "vanish/c: then runc state, which says it does not exist"
+ok 'has_line "$cl" "^delete --force -- "' "vanish/c: then runc delete --force (absent)"
+ok "grep -q 'conmon [0-9]* of container vanish_c is still there after its container is gone' '$RK_LOG'" \
+	"vanish/c: its conmon, still there, was stopped"
 diag_calls
 rk_stop
-ok "for p in run duo one bogus cr ab; do rk_nothing_left \$p || exit 1; done" "nothing is left of the 6 Pods"
+ok "for p in run duo one bogus vanish cr ab; do rk_nothing_left \$p || exit 1; done" "nothing is left of the 7 Pods"
 is "$(our_conmons)" 0 "no conmon left"
 done_testing
