@@ -239,7 +239,11 @@ for ((round = 1; round <= ROUNDS; round++)); do
 			"$failed" "$killed" "$cpu" "$LOAD0-$LOAD1" "$lf")")
 		say "${ROWS[-1]}"
 		ROWS+=("    loop blocked >= 100 ms: $blocked")
-		[[ ${RUNC_TRACE:-0} == 1 ]] && ROWS+=("    runc calls: $(trace_stats "$T0" "$(awk -v a="$T0" -v b="$tot" 'BEGIN { printf "%.3f", a + b }')")")
+		say "${ROWS[-1]}"
+		if [[ ${RUNC_TRACE:-0} == 1 ]]; then
+			ROWS+=("    runc calls: $(trace_stats "$T0" "$(awk -v a="$T0" -v b="$tot" 'BEGIN { printf "%.3f", a + b }')")")
+			say "${ROWS[-1]}"
+		fi
 		bench_lock_pause "the next teardown"
 	done
 done
