@@ -74,6 +74,16 @@ local function rt(inst, name)
   return inst.rt[name]
 end
 
+-- Positive evidence that the container watched by mon was started (r.started = mon), so that its
+-- stop sends SIGTERM without a `runc state` first (stop_container): this riklet started it (runc
+-- start, or conmon's `runc run`), or it was adopted with its conmon alive and a record saying
+-- "running" (written only after its start), or runc said "running". Never from a record whose
+-- state was unreadable (r.unsure), nor for a monitor a restart replaced (r.mon ~= r.started).
+local function was_started(inst, c, mon)
+  local r = rt(inst, c.name)
+  if not r.unsure then r.started = mon end
+end
+
 -- Time spent per step of a create (inst.steps, milliseconds), logged in one line when it ends
 -- (tests/bench/bench_pods.sh prints the breakdown). mark(inst, name, t0) adds now - t0 to name.
 local function mark(inst, name, t0)
@@ -550,6 +560,7 @@ create = function(inst, w)
       mark(inst, "start", t0)
       if not ok then return nil, ("container %s: %s"):format(crec.name, err) end
     end
+    was_started(inst, crec, rt(inst, crec.name).mon)
     crec.state = "running"
     crec.started_at = core.time()
     crec.memcg = P.memcg_of(crec.pid)
@@ -568,6 +579,7 @@ local function ensure_monitor(inst, c)
   if r.mon then return r.mon end
   if c.conmon_pid and conmon.alive(c.conmon_pid, c.runc_id) then
     watch(inst, c, conmon.monitor({ id = c.runc_id, dir = c.dir, conmon_pid = c.conmon_pid, pid = c.pid }))
+    if c.state == "running" then was_started(inst, c, r.mon) end
     return r.mon
   end
   local st = conmon.exit_status(c.dir)
@@ -578,26 +590,41 @@ local function ensure_monitor(inst, c)
   local rs = runc.state(c.runc_id)
   if rs and rs.pid and rs.pid > 0 and rs.status ~= "stopped" then
     watch(inst, c, conmon.monitor({ id = c.runc_id, dir = c.dir, pid = rs.pid }))
+    if rs.status == "running" then was_started(inst, c, r.mon) end
     return r.mon
   end
   return nil
 end
 
+-- Has container c (watched by mon, not ended) a process to stop? runc's word: not when it is
+-- only "created" (never started: deleted with --force), nor when runc has no such container: its
+-- conmon, when alive, is still in `runc create` (a riklet killed mid-create) or about to end (the
+-- container went away meanwhile), and is stopped here; without a conmon alive, runc having no such
+-- container is what its monitor takes for "ended" too (riklet.conmon). A runc that cannot answer
+-- is no evidence: the container is stopped as if it ran.
+local function runc_says_started(c, mon)
+  local st, _, missing = runc.state(c.runc_id)
+  if missing then
+    if c.conmon_pid and conmon.alive(c.conmon_pid, c.runc_id) then
+      conmon.stop(c.conmon_pid, c.runc_id)
+      mon.ended:wait(5)
+    end
+    return false
+  end
+  return not (st and st.status == "created")
+end
+
 -- Stop one container: SIGTERM, grace period, SIGKILL; then delete it from runc. Done (true) only
 -- when runc deleted it or says it does not exist: a runc that fails is never taken for "gone".
+-- runc is asked whether it was started at all only without riklet's own evidence (was_started):
+-- one runc process less per Pod in a mass teardown.
 local function stop_container(inst, c)
   local r = rt(inst, c.name)
   r.expected = true
   local mon = c.state ~= "preparing" and ensure_monitor(inst, c)
   r = rt(inst, c.name)
-  -- a container created but never started has no process of its own to stop: delete --force
-  local st, _, missing
-  if mon and not mon.ended.is_set then st, _, missing = runc.state(c.runc_id) end
-  if missing and c.conmon_pid and conmon.alive(c.conmon_pid, c.runc_id) then
-    -- its conmon is still in `runc create` (a riklet killed mid-create): stop it there
-    conmon.stop(c.conmon_pid, c.runc_id)
-    mon.ended:wait(5)
-  elseif mon and not mon.ended.is_set and not (st and st.status == "created") then
+  local known = mon and r.started == mon
+  if mon and not mon.ended.is_set and (known or runc_says_started(c, mon)) then
     local fok, ferr = fault.point("pod.stop") if not fok then return nil, ("cannot stop container %s: %s"):format(c.runc_id, ferr) end
     local grace = inst.grace or cfg.stop_grace
     -- the preStop hook first, within the grace period (SIGTERM then gets what is left, 2 s at least)
@@ -606,8 +633,11 @@ local function stop_container(inst, c)
       grace = math.max(2, grace - (core.time() - t0))
     end
     local ok, err = runc.kill(c.runc_id, "TERM")
+    -- taken as started without asking runc, and the kill failed: runc's word now (gone meanwhile?)
+    local stop = true
+    if not ok and known and not mon.ended.is_set and not runc_says_started(c, mon) then ok, stop = true, false end
     if not ok and not mon.ended.is_set then return nil, ("cannot stop container %s: %s"):format(c.runc_id, err) end
-    if not r.exited:wait(grace) then
+    if stop and not r.exited:wait(grace) then
       log("warn", "container %s did not stop within %gs of SIGTERM: sending SIGKILL", c.runc_id, grace)
       ok, err = runc.kill(c.runc_id, "KILL", { all = true })
       if not ok and not mon.ended.is_set then return nil, ("cannot kill container %s: %s"):format(c.runc_id, err) end
@@ -719,6 +749,7 @@ function P.adopt(inst)
         ended = ended + 1
       elseif c.conmon_pid and conmon.alive(c.conmon_pid, c.runc_id) then
         watch(inst, c, conmon.monitor({ id = c.runc_id, dir = c.dir, conmon_pid = c.conmon_pid, pid = c.pid }))
+        if c.state == "running" then was_started(inst, c, rt(inst, c.name).mon) end
         if not c.init then start_probes(inst, c, false) end
         running = running + 1
       else
@@ -747,6 +778,7 @@ function P.adopt(inst)
           -- running without its conmon (killed, or started by a riklet before conmon)
           c.pid = rs.pid
           watch(inst, c, conmon.monitor({ id = c.runc_id, dir = c.dir, pid = rs.pid }))
+          if rs.status == "running" then was_started(inst, c, rt(inst, c.name).mon) end
           running = running + 1
         else
           -- a state we cannot act on (creating with no pid): not evidence that it is gone
@@ -787,6 +819,7 @@ function P.restart(inst, name)
         ok, err = runc.start(c.runc_id)
         if not ok then return nil, err end
       end
+      was_started(inst, c, mon)
       c.state = "running"
       return true
     end
@@ -891,6 +924,7 @@ local function check_conmon_fields(inst, c)
   if c.state ~= nil and not STATES[c.state] then
     bad("state", "checking the container as if it were running")
     c.state = "running"
+    rt(inst, c.name).unsure = true -- (no evidence that it was started: runc is asked before its stop)
   end
   for _, f in ipairs({ "exit_code", "exit_signal", "restart_count" }) do
     if c[f] ~= nil and not whole(c[f], -1, 0x1p31) then
