@@ -339,7 +339,14 @@ ex_failed() { [[ $(rk_status "$EX") == FAILED ]]; }
 ok "wait_for 30 ex_failed" "$EX exits meanwhile: reported with no runc and no fd to spare"
 like "$(rk_reason "$EX")" 'exited with code 42$' "with its real exit code ($(rk_reason "$EX"))"
 ok "kill -0 $RK_PID" "riklet is still up: out of fds, its standalone front-end waits instead of ending the agent" || diag_file "$ULOG"
-ok "grep -q 'cannot watch .*manifests.*Too many open files.*trying again in 5 s' '$ULOG'" "and it says so, with what to do"
+# (whether the manifest watch finds an fd depends on when the front-end starts: after the start-up
+# check, which runs beside the re-adoption, the monitors' failed watches have left some free;
+# test_standalone_emfile.sh makes it fail every time)
+if grep -q 'cannot watch .*manifests' "$ULOG"; then
+	ok "grep -q 'cannot watch .*manifests.*Too many open files.*trying again in 5 s' '$ULOG'" "and it says so, with what to do"
+else
+	ok "grep -q 'watching .*manifests for workload manifests' '$ULOG'" "the manifest watch found an fd this time (no failure to report): watching"
+fi
 rk_stop TERM
 HEALTHY=()
 for p in "${HS[@]}"; do [[ $p == h4 || $p == "$EX" ]] || HEALTHY+=("$p"); done
