@@ -13,6 +13,19 @@ wait_for 0.3 false
 is $? 1 "wait_for gives 1 when the time runs out"
 ( sleep 0.3; touch "$TEST_TMP/flag" ) &
 ok "wait_for 5 test -e '$TEST_TMP/flag'" "wait_for gives 0 once the command succeeds"
+# kill_ours signals a pid only while it is still this test's process (pids are reused: a riklet
+# pid saved early may be another test's conmon by the cleanup)
+sleep 60 &
+other=$!
+bash -c 'exec -a "sleep-for-$1" sleep 60' _ "$TEST_TMP" &
+mine=$!
+sleep 0.2
+kill_ours KILL "$other" "$mine" 99999999 ""
+ok "kill -0 $other" "kill_ours leaves alone a process whose command line does not name TEST_TMP (a reused pid)"
+wait "$mine" 2>/dev/null
+is $? 137 "and kills one whose command line does"
+kill "$other"
+wait "$other" 2>/dev/null
 p1=$(free_port) p2=$(free_port)
 like "$p1" '^[0-9]+$' "free_port prints a port number"
 isnt "$p1" "$p2" "free_port never hands out a port twice"

@@ -28,7 +28,7 @@ OPTS=(--state-dir "$STATE" --runc-root "$RUNC_ROOT" --netns-dir "$NETNS" --netwo
 RK_PIDS=()
 teardown() {
 	local p c
-	for p in "${RK_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+	kill_ours KILL "${RK_PIDS[@]}" # (only those still riklets of this test: pids are reused)
 	for p in "${RK_PIDS[@]}"; do wait "$p" 2>/dev/null; done
 	if [[ -d $RUNC_ROOT ]]; then
 		for c in $(runc --root "$RUNC_ROOT" list -q 2>/dev/null); do runc --root "$RUNC_ROOT" delete -f "$c"; done

@@ -20,7 +20,7 @@ NETNS=$TEST_TMP/netns
 RK_PIDS=()
 teardown() {
 	local p c
-	for p in "${RK_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+	kill_ours KILL "${RK_PIDS[@]}" # (only those still riklets of this test: pids are reused)
 	for p in "${RK_PIDS[@]}"; do wait "$p" 2>/dev/null; done
 	for c in $(runc --root "$RUNC_ROOT" list -q 2>/dev/null); do runc --root "$RUNC_ROOT" delete -f "$c"; done
 	return 0

@@ -25,6 +25,10 @@
 #                          each command's failure ignored, then mounts under TEST_TMP are detached
 #                          and TEST_TMP removed without crossing file systems.
 #   free_port              print a loopback TCP port nothing listens on (not handed out twice)
+#   kill_ours SIGNAL PID...  signal each PID that is still this test's process (its command line
+#                          names TEST_TMP): a pid saved earlier may have ended and been given to
+#                          another process since (pid_max is 32,768 here; a run of many Pods wraps
+#                          it in minutes), which a plain kill -9 at the cleanup would kill
 # Output of the commands that ok/nok run goes to stderr so stdout stays a clean TAP stream.
 
 [[ -n ${RK_COMMON_SH:-} ]] && return 0
@@ -157,6 +161,16 @@ TEST_TMP=$(mktemp -d "${TMPDIR:-/tmp}/riklet-test.XXXXXX") || bail_out "mktemp f
 export TEST_TMP
 
 on_exit() { RK_CLEANUP+=("$1"); }
+
+kill_ours() {
+	local sig=$1 p
+	shift
+	for p in "$@"; do
+		[[ -n $p ]] && tr '\0' '\n' 2>/dev/null <"/proc/$p/cmdline" | grep -qF -- "$TEST_TMP" &&
+			kill -"$sig" "$p" 2>/dev/null
+	done
+	return 0
+}
 
 rk__unmount_under() { # detach every mount at or below $1, deepest first
 	local d=$1 mp

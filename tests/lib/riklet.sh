@@ -114,7 +114,7 @@ rk_nothing_left() {
 
 rk_teardown() {
 	local p c
-	for p in "${RK_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+	kill_ours KILL "${RK_PIDS[@]}" # (only those still riklets of this test: pids are reused)
 	for p in "${RK_PIDS[@]}"; do wait "$p" 2>/dev/null; done
 	if [[ -n ${RUNC_ROOT:-} && -d $RUNC_ROOT ]]; then
 		while IFS= read -r c; do
