@@ -161,10 +161,12 @@ if ((do_asan)); then
 	# starts under fd limits (test_standalone_emfile: ~13 starts, ASan's own fds move its limits), or
 	# a kill -9 at a random point of a 40-Pod burst and held conmons waited out on a held xtables lock
 	# (test_hostile_held_burst, test_hostile_conmon_held: ~1 min each, the create and teardown paths
-	# test_conmon and test_lifecycle run here), are left out of this pass by
+	# test_conmon and test_lifecycle run here), or a 10 MB log line followed by clients that never
+	# read, whose point is riklet's RSS, not asserted here (test_hostile_follow_clients; its httpd
+	# side runs in test_hostile_http here), are left out of this pass by
 	# default to keep CI under its 45 minutes (they run in step 1); RIKLET_ASAN_ALL=1 runs them too.
 	# ASAN_CTEST_ARGS replaces that default (e.g. "-E test_kill_loop").
-	asan_skip='test_fault_points|test_kill_loop|test_function|test_firecracker_function|test_deb|test_interlink_probes|test_standalone_emfile|test_hostile_held_burst|test_hostile_conmon_held'
+	asan_skip='test_fault_points|test_kill_loop|test_function|test_firecracker_function|test_deb|test_interlink_probes|test_standalone_emfile|test_hostile_held_burst|test_hostile_conmon_held|test_hostile_follow_clients'
 	if [[ -z ${ASAN_CTEST_ARGS-} && -z ${RIKLET_ASAN_ALL-} ]]; then
 		ASAN_CTEST_ARGS="-E $asan_skip"
 		echo "(left out of this pass, run in step 1: ${asan_skip//|/, }; RIKLET_ASAN_ALL=1 runs them)"
