@@ -35,6 +35,7 @@ export RIKLET_BUILD_DIR RIKLET_SRC_DIR=$SRC_DIR
 source "$SRC_DIR/tests/lib/common.sh" "${1:-${RIKLET:-$RIKLET_BUILD_DIR/riklet}}"
 source "$SRC_DIR/tests/lib/registry.sh"
 source "$SRC_DIR/tests/lib/mkimage.sh"
+source "$BENCH_DIR/lib.sh"
 
 PODS=${PODS:-50}
 SETTLE=${SETTLE:-5}
@@ -59,9 +60,7 @@ label() { printf '%s%s' "${BINS[$1]}" "${LUAS[$1]:+ with the Lua tree ${LUAS[$1]
 T=$TEST_TMP
 CMD='["sh","-c","trap '"'exit 0'"' TERM INT; sleep 3600 & wait $!"]'
 say "# image: a local OCI layout and the same pushed to a local registry"
-mkimage --cmd "$CMD" "$T/layout:latest" >&2 || die "mkimage failed"
-registry_start >&2 || die "docker-registry did not start"
-mkimage_push "$T/layout:latest" "$REGISTRY/busybox:latest" >&2 || die "push failed"
+bench_image --cmd "$CMD"
 
 status_kib() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
 pss_kib() { awk '$1 == "Pss:" { print $2 }' "/proc/$1/smaps_rollup"; }

@@ -100,16 +100,11 @@ fi
 on_exit bench_cleanup_runc
 on_exit bench_kill_riklet
 bench_cleanup_runc() { runc --root "$RROOT" list -q 2>/dev/null | xargs -r -P 4 -I{} runc --root "$RROOT" delete -f {} >/dev/null 2>&1; }
-RPID=
-bench_kill_riklet() { [[ -n $RPID ]] && kill -KILL "$RPID" 2>/dev/null && wait "$RPID" 2>/dev/null; RPID=; return 0; }
 
 on_exit bench_lock_drop
 bench_lock_take
 say "building the busybox image and starting a loopback registry"
-registry_start >&2 || die "docker-registry did not start"
-mkimage "$T/layout:latest" >&2 || die "mkimage failed"
-mkimage_push "$T/layout:latest" "$REGISTRY/busybox:latest" || die "push failed"
-IMAGE=$REGISTRY/busybox:latest
+bench_image
 
 RK_OPTS=(--standalone "$MAN" --state-dir "$STATE" --runc-root "$RROOT" --netns-dir "$NETNS" --network "$NETWORK"
 	--insecure-registries "$REGISTRY" --max-instances $((PODS + 10)) --stop-grace 2 --log-format text

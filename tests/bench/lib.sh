@@ -11,6 +11,22 @@
 #       drop at the end), and bench_lock_pause lets it go between two phases (others' benchmarks
 #       may run meanwhile, while what this one made sits idle), then takes it again; how long it
 #       waited is said. Without BENCH_LOCK they do nothing (the caller holds a lock, or none).
+#   bench_kill_riklet           kill -9 the riklet whose pid is in RPID (if any), reap it, empty RPID
+#                               (an on_exit handler: always returns 0)
+#   bench_image [MKIMAGE-OPTION...]
+#       starts a loopback registry (tests/lib/registry.sh), builds the busybox image in
+#       $T/layout:latest (tests/lib/mkimage.sh, with those options) and pushes it there as
+#       busybox:latest; IMAGE is its name in the registry. Dies when one of them fails.
+
+RPID=
+bench_kill_riklet() { [[ -n $RPID ]] && kill -KILL "$RPID" 2>/dev/null && wait "$RPID" 2>/dev/null; RPID=; return 0; }
+
+bench_image() {
+	registry_start >&2 || die "docker-registry did not start"
+	mkimage "$@" "$T/layout:latest" >&2 || die "mkimage failed"
+	mkimage_push "$T/layout:latest" "$REGISTRY/busybox:latest" >&2 || die "push failed"
+	IMAGE=$REGISTRY/busybox:latest
+}
 
 ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b - a) * 1000 }'; }
 
