@@ -12,18 +12,13 @@ need_cmd umoci skopeo jq busybox runc conmon
 rk_init
 
 mkimage "$TEST_TMP/layout:latest" >&2 || bail_out "mkimage failed"
-pod() { # pod NAME: a one-container Pod manifest on the local layout
-	jq -n --arg n "$1" --arg img "oci:$TEST_TMP/layout:latest" \
-		'{apiVersion: "v1", kind: "Pod", name: $n, spec: {containers: [{name: "c", image: $img}]}}' >"$MANIFESTS/.$1"
-	mv "$MANIFESTS/.$1" "$MANIFESTS/$1.json"
-}
 # the lines of the log from line $1 on
 since() { tail -n +"$(($1 + 1))" "$RK_LOG"; }
 # line number (within since $1) of the first line matching $2, or 0
 first_at() { since "$1" | grep -n -m1 -E -- "$2" | cut -d: -f1 | grep . || echo 0; }
 
 rk_start_standalone || bail_out "riklet did not start"
-pod live
+rk_pod live
 rk_wait_status 60 live RUNNING
 is "$(rk_status live)" RUNNING "a Pod runs" || diag_file "$RK_LOG" 30
 RUNC_ID=$(rk_runc_ids | head -n 1)
@@ -55,7 +50,7 @@ ok "((rc != 0 && rc != 124))" "with only ended records and a failing check, rikl
 like "$out" "cannot start, a required check failed: skopeo: " "and says it cannot start because of skopeo"
 
 # --- a passing check: starts as before ---------------------------------------------------------
-pod again
+rk_pod again
 rk_start_standalone || bail_out "riklet did not start"
 rk_wait_status 60 again RUNNING
 is "$(rk_status again)" RUNNING "with the check passing, a new Pod runs after the restart"

@@ -30,14 +30,7 @@ export XTABLES_LOCKFILE=$XT
 RK_OPTS=(--state-dir "$STATE" --runc-root "$RUNC_ROOT" --netns-dir "$NETNS" --network bridge --stop-grace 3
 	--keep-records 0 --runtime-parallel 2 --log-level debug)
 
-mkimage --cmd '["sh","-c","trap \"exit 0\" TERM; sleep 3600 & wait $!"]' "$TEST_TMP/layout:latest" >&2 ||
-	bail_out "mkimage failed"
-pod() { # pod NAME PORT [VERSION]
-	jq -n --arg n "$1" --arg img "oci:$TEST_TMP/layout:latest" --argjson port "$2" --arg v "${3:-0}" \
-		'{apiVersion: "v1", kind: "Pod", name: $n, spec: {containers: [{name: "c", image: $img,
-		  env: [{name: "V", value: $v}], ports: {port: $port, target_port: 80, protocol: "TCP"}}]}}' >"$TEST_TMP/.$1"
-	mv "$TEST_TMP/.$1" "$MANIFESTS/$1.json"
-}
+rk_image
 conmons_of() { pgrep -f -- "conmon .*--cid=$1_c( |\$)" | wc -l; }
 containers_of() { rk_runc_ids | grep -cx -- "$1_c"; }
 held_pid() { sed -n "s/.*container $1_c: conmon (pid \([0-9]*\)) started, held on its start pipe.*/\1/p" "$RK_LOG" | tail -n 1; }
@@ -58,14 +51,14 @@ on_exit unlock_xt
 touch "$XT"
 
 rk_start_standalone || bail_out "riklet did not start"
-pod warm 18080
+rk_pod warm 18080
 rk_wait_status 90 warm RUNNING
 is "$(rk_status warm)" RUNNING "a first Pod (exposing a port) runs" || report
 
 # --- the network failing while conmon is held ---------------------------------------------------
 before=$(owned | sort)
 lock_xt
-pod netfail 18081
+rk_pod netfail 18081
 ok "wait_for 30 held_logged netfail" "netfail: its conmon was started and held on its start pipe" || report
 rk_wait_status 60 netfail FAILED RUNNING
 is "$(rk_status netfail)" FAILED "netfail: the xtables lock held past 3 s: FAILED" || report
@@ -77,7 +70,7 @@ is "$(owned | grep -v '^record netfail\|^dir netfail$' | sort)" "$before" "netfa
 unlock_xt
 
 # --- a refusal of the network policy ------------------------------------------------------------
-pod reserved 22
+rk_pod reserved 22
 rk_wait_status 60 reserved FAILED RUNNING
 is "$(rk_status reserved)" FAILED "reserved: a Pod exposing node port 22 is FAILED" || report
 like "$(rk_reason reserved)" "reserved" "reserved: the reason says the port is reserved"
@@ -89,7 +82,7 @@ ok "kill -0 $RK_PID" "riklet serves on"
 for sig in KILL TERM; do
 	id=k$(tr 'A-Z' 'a-z' <<<"$sig")
 	lock_xt
-	pod "$id" 18090
+	rk_pod "$id" 18090
 	if ok "wait_for 30 held_logged $id" "$id: conmon held on its start pipe"; then
 		held=$(held_pid "$id")
 		rk_stop "$sig"
@@ -114,7 +107,7 @@ done
 
 # --- the held conmon killed from outside (an OOM kill, an operator), then the network ready ------
 lock_xt
-pod ck 18095
+rk_pod ck 18095
 if ok "wait_for 30 held_logged ck" "ck: conmon held on its start pipe"; then
 	kill -9 "$(held_pid ck)"
 	unlock_xt # the network setup goes on: riklet lets a conmon go that is not there any more
@@ -136,7 +129,7 @@ rm -f "$MANIFESTS/ck.json"
 for late in fail ok; do
 	id=d$late
 	lock_xt
-	pod "$id" 18096
+	rk_pod "$id" 18096
 	if ok "wait_for 30 held_logged $id" "$id: conmon held on its start pipe"; then
 		rm -f "$MANIFESTS/$id.json"
 		# fail: the lock stays held past 3 s (the network fails), let go once the create has
@@ -165,7 +158,7 @@ done
 # --- more creates at once than --runtime-parallel, every hold 3 s ------------------------------
 lock_xt
 max=0
-for i in 1 2 3 4 5 6; do pod "b$i" $((18100 + i)); done
+for i in 1 2 3 4 5 6; do rk_pod "b$i" $((18100 + i)); done
 sample() {
 	local n
 	n=$(pgrep -f -- "conmon .*--cid=b[0-9]_c( |\$)" | wc -l)
@@ -184,7 +177,7 @@ is "$bad" 0 "each names the xtables lock"
 is "$(pgrep -f -- "conmon .*--cid=b[0-9]_c( |\$)" | wc -l)/$(rk_runc_ids | grep -c '^b[0-9]_c$')" 0/0 "no conmon and no container of theirs left" ||
 	report
 unlock_xt
-for i in 1 2 3 4 5 6; do pod "b$i" $((18100 + i)) 1; done
+for i in 1 2 3 4 5 6; do rk_pod "b$i" $((18100 + i)) 1; done
 all_running() { for i in 1 2 3 4 5 6; do [[ $(rk_status "b$i") == RUNNING ]] || return 1; done; }
 ok "wait_for 120 all_running" "the lock free, the edited manifests get 6 RUNNING Pods" || report
 is "$(pgrep -f -- "conmon .*--cid=b[0-9]_c( |\$)" | wc -l)/$(rk_runc_ids | grep -c '^b[0-9]_c$')" 6/6 "one conmon and one container each"

@@ -16,8 +16,7 @@ need_root
 need_cmd umoci skopeo jq busybox runc conmon
 rk_init
 
-mkimage --cmd '["sh","-c","trap \"exit 0\" TERM; sleep 3600 & wait $!"]' "$TEST_TMP/layout:latest" >&2 ||
-	bail_out "mkimage failed"
+rk_image
 # pod NAME [CMD_JSON]: a one-container Pod manifest, renamed into place
 pod() {
 	jq -n --arg n "$1" --arg img "oci:$TEST_TMP/layout:latest" --argjson cmd "${2:-null}" \

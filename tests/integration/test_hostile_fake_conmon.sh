@@ -16,8 +16,7 @@ need_cmd umoci skopeo jq busybox runc conmon setpriv
 rk_init
 [[ -x $PYTHON ]] || skip_all "needs $PYTHON"
 
-mkimage --cmd '["sh","-c","trap \"exit 0\" TERM; sleep 3600 & wait $!"]' "$TEST_TMP/layout:latest" >&2 ||
-	bail_out "mkimage failed"
+rk_image
 jq -n --arg img "oci:$TEST_TMP/layout:latest" \
 	'{apiVersion: "v1", kind: "Pod", name: "live", spec: {containers: [{name: "c", image: $img}]}}' >"$MANIFESTS/live.json"
 chmod 755 "$TEST_TMP"

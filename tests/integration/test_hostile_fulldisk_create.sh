@@ -14,8 +14,7 @@ rk_init
 mkdir -p "$STATE"
 mount -t tmpfs -o size=48m,mode=0700 riklet-test-state "$STATE" || bail_out "cannot mount a tmpfs on $STATE"
 
-mkimage --cmd '["sh","-c","trap \"exit 0\" TERM; sleep 3600 & wait $!"]' "$TEST_TMP/layout:latest" >&2 ||
-	bail_out "mkimage failed"
+rk_image
 # pod NAME [big]: a one-container Pod manifest (big: with 20 env values of 30,000 bytes), renamed in
 pod() {
 	local big=""

@@ -41,8 +41,7 @@ on_exit pulse_stop
 RK_OPTS=(--state-dir "$STATE" --runc-root "$RUNC_ROOT" --netns-dir "$NETNS" --network bridge --stop-grace 2
 	--keep-records 0 --runtime-parallel 2 --log-level debug)
 
-mkimage --cmd '["sh","-c","trap \"exit 0\" TERM; sleep 3600 & wait $!"]' "$TEST_TMP/layout:latest" >&2 ||
-	bail_out "mkimage failed"
+rk_image
 mkdir -p "$TEST_TMP/staged"
 stage() { # stage NAME PORT: the manifest, written aside (moved in by drop)
 	jq -n --arg n "$1" --arg img "oci:$TEST_TMP/layout:latest" --argjson port "$2" \

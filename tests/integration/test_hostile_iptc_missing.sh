@@ -24,14 +24,7 @@ lib=$(readlink -f "$(ldconfig -p | awk '$1 == "libip4tc.so.2" && /x86-64/ { prin
 lib6=$(readlink -f "$(ldconfig -p | awk '$1 == "libip6tc.so.2" && /x86-64/ { print $NF; exit }')")
 [[ -f $lib && -f $lib6 ]] || skip_all "libip4tc.so.2 / libip6tc.so.2 not found (apt-get install libip4tc2 libip6tc2)"
 
-mkimage --cmd '["sh","-c","trap \"exit 0\" TERM; sleep 3600 & wait $!"]' "$TEST_TMP/layout:latest" >&2 ||
-	bail_out "mkimage failed"
-pod() { # pod NAME PORT [VERSION]
-	jq -n --arg n "$1" --arg img "oci:$TEST_TMP/layout:latest" --argjson port "$2" --arg v "${3:-0}" \
-		'{apiVersion: "v1", kind: "Pod", name: $n, spec: {containers: [{name: "c", image: $img,
-		  env: [{name: "V", value: $v}], ports: {port: $port, target_port: 80, protocol: "TCP"}}]}}' >"$TEST_TMP/.$1"
-	mv "$TEST_TMP/.$1" "$MANIFESTS/$1.json"
-}
+rk_image
 report() { diag "ps: $(rk_ps_json | jq -c '[.instances[] | {id, status, reason}]')"; diag_file "$RK_LOG" 25; }
 
 # no Pod yet: the start-up check refuses, saying why
@@ -44,7 +37,7 @@ ok "((rc != 0)) && grep -q 'cannot start, a required check failed: iptables' '$T
 	diag_file "$TEST_TMP/refused.log" 5
 umount "$lib"
 rk_start_standalone || bail_out "riklet did not start"
-pod warm 18090
+rk_pod warm 18090
 rk_wait_status 90 warm RUNNING
 is "$(rk_status warm)" RUNNING "a Pod runs (the library there)" || report
 warm=$(rk_runc_pid warm_c)
@@ -62,7 +55,7 @@ for how in missing wrong; do
 	rk_start_standalone || { report; bail_out "$how: riklet did not start"; }
 	rk_wait_status 30 warm RUNNING
 	is "$(rk_status warm)/$(rk_runc_pid warm_c)" "RUNNING/$warm" "$how libip4tc: riklet starts (a Pod runs), the Pod kept" || report
-	pod "p$how" 18080
+	rk_pod "p$how" 18080
 	rk_wait_status 60 "p$how" FAILED RUNNING
 	is "$(rk_status "p$how")" FAILED "$how libip4tc: a Pod exposing a port is FAILED" || report
 	like "$(rk_reason "p$how")" "$want" "$how libip4tc: the reason names the library and the fix" || report
@@ -76,8 +69,8 @@ done
 ok "! grep -qi 'segmentation\|sanitizer\|core dumped' '$RK_LOG'" "no crash"
 
 rk_start_standalone || bail_out "riklet did not start with the library back"
-pod pmissing 18080 1
-pod pwrong 18081 1
+rk_pod pmissing 18080 1
+rk_pod pwrong 18081 1
 both() { [[ $(rk_status pmissing) == RUNNING && $(rk_status pwrong) == RUNNING ]]; }
 ok "wait_for 90 both" "the library back, both Pods (manifests edited) RUNNING" || report
 is "$(rk_status warm)/$(rk_runc_pid warm_c)" "RUNNING/$warm" "the first Pod kept its container throughout"

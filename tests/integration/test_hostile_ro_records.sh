@@ -12,25 +12,19 @@ need_root
 need_cmd umoci skopeo jq busybox runc conmon
 rk_init
 
-mkimage --cmd '["sh","-c","trap \"exit 0\" TERM; sleep 3600 & wait $!"]' "$TEST_TMP/layout:latest" >&2 ||
-	bail_out "mkimage failed"
+rk_image
 printf '#!/bin/sh\ncase " $* " in *" create "*|*" run "*) [ -e %s/slow ] && sleep 4 ;; esac\nexec %s "$@"\n' \
 	"$TEST_TMP" "$(command -v runc)" >"$TEST_TMP/slowrunc"
 chmod +x "$TEST_TMP/slowrunc"
-pod() {
-	jq -n --arg n "$1" --arg img "oci:$TEST_TMP/layout:latest" \
-		'{apiVersion: "v1", kind: "Pod", name: $n, spec: {containers: [{name: "c", image: $img}]}}' >"$TEST_TMP/.$1"
-	mv "$TEST_TMP/.$1" "$MANIFESTS/$1.json"
-}
 conmons_of() { pgrep -f -- "conmon .*--cid=$1_c( |\$)" | wc -l; }
 containers_of() { rk_runc_ids | grep -cx -- "$1_c"; }
 
 rk_start_standalone --runc "$TEST_TMP/slowrunc" || bail_out "riklet did not start"
-pod warm
+rk_pod warm
 rk_wait_status 90 warm RUNNING
 is "$(rk_status warm)" RUNNING "a first Pod runs"
 touch "$TEST_TMP/slow"
-pod ro
+rk_pod ro
 ok "wait_for 30 test -s '$STATE/instances/ro/c/conmon.pid'" "ro: conmon started, runc create held 4 s" || diag_file "$RK_LOG" 20
 ok "grep -q '\"CREATING\"' '$STATE/records/ro.json'" "its CREATING record is on disk"
 mount --bind "$STATE/records" "$STATE/records" && mount -o remount,bind,ro "$STATE/records" ||

@@ -21,11 +21,6 @@ mkdir -p "$TREE"
 cp -r "$RIKLET_SRC_DIR/lua" "$RIKLET_SRC_DIR/policies" "$TREE/"
 export RIKLET_LUA_DIR=$TREE/lua
 mkimage "$TEST_TMP/layout:latest" >&2 || bail_out "mkimage failed"
-pod() { # pod NAME: a one-container Pod manifest on the local layout
-	jq -n --arg n "$1" --arg img "oci:$TEST_TMP/layout:latest" \
-		'{apiVersion: "v1", kind: "Pod", name: $n, spec: {containers: [{name: "c", image: $img}]}}' >"$MANIFESTS/.$1"
-	mv "$MANIFESTS/.$1" "$MANIFESTS/$1.json"
-}
 # replace FILE CONTENT: as a package upgrade does (a new file renamed over the old one)
 replace() { printf '%s\n' "$2" >"$1.new" && mv "$1.new" "$1"; }
 holds_open() { ls -l "/proc/$RK_PID/fd" 2>/dev/null | grep -q -- "-> $1\$"; }
@@ -40,14 +35,14 @@ nok "holds_open '$TREE/lua/riklet/lifecycle.lua'" "lifecycle.lua (loaded at star
 
 replace "$TREE/lua/riklet/pod.lua" 'error("the replaced pod.lua was loaded")'
 replace "$TREE/lua/riklet/runc.lua" 'error("the replaced runc.lua was loaded")'
-pod first
+rk_pod first
 rk_wait_status 60 first RUNNING
 is "$(rk_status first)" RUNNING "the first Pod runs after its files were replaced: the held ones were loaded" ||
 	diag_file "$RK_LOG" 30
 ok "grep -q 'Pod driver loaded (first Pod)' '$RK_LOG'" "the log says the Pod driver was loaded by the first Pod"
 nok "grep -q 'replaced .*.lua was loaded' '$RK_LOG'" "the replaced files were never loaded"
 nok "holds_open '$TREE/lua/riklet/pod.lua'" "pod.lua is no longer held once loaded"
-pod second
+rk_pod second
 rk_wait_status 60 second RUNNING
 is "$(rk_status second)" RUNNING "a second Pod runs too"
 rm -f "$MANIFESTS"/*.json

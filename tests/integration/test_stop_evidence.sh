@@ -19,8 +19,7 @@ need_root
 need_cmd umoci jq busybox runc conmon pgrep
 rk_init
 
-mkimage --cmd '["sh","-c","trap \"exit 0\" TERM; sleep 3600 & wait $!"]' "$TEST_TMP/layout:latest" >&2 ||
-	bail_out "mkimage failed"
+rk_image
 pod() { # pod NAME CONTAINER... — a Pod of those containers (all the same image)
 	local n=$1
 	shift

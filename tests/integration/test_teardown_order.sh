@@ -17,13 +17,7 @@ need_cmd umoci skopeo jq busybox runc conmon
 rk_init
 
 SLOW=${SLOW:-1}
-mkimage --cmd '["sh","-c","trap \"exit 0\" TERM; sleep 3600 & wait $!"]' "$TEST_TMP/layout:latest" >&2 ||
-	bail_out "mkimage failed"
-pod() {
-	jq -n --arg n "$1" --arg img "oci:$TEST_TMP/layout:latest" \
-		'{apiVersion: "v1", kind: "Pod", name: $n, spec: {containers: [{name: "c", image: $img}]}}' >"$MANIFESTS/.$1"
-	mv "$MANIFESTS/.$1" "$MANIFESTS/$1.json"
-}
+rk_image
 
 # a runc that logs "CMD ID" for state, kill and delete (once it has a slot: riklet runs it), then
 # sleeps SLOW s while $TEST_TMP/slow exists, then runs the real one
@@ -46,7 +40,7 @@ chmod +x "$TEST_TMP/lrunc"
 rk_start_standalone --runc "$TEST_TMP/lrunc" --runtime-parallel 1 || bail_out "riklet did not start"
 
 PODS=(t1 t2 t3 t4 t5 t6)
-for p in "${PODS[@]}"; do pod "$p"; done
+for p in "${PODS[@]}"; do rk_pod "$p"; done
 for p in "${PODS[@]}"; do rk_wait_status 120 "$p" RUNNING; done
 is "$(for p in "${PODS[@]}"; do rk_status "$p"; done | tr '\n' ' ')" "$(printf 'RUNNING %.0s' "${PODS[@]}")" \
 	"6 Pods run behind --runtime-parallel 1" || diag_file "$RK_LOG" 30
@@ -56,7 +50,7 @@ touch "$TEST_TMP/slow"
 L0=$(wc -l <"$RK_LOG")
 rm -f "$MANIFESTS"/t?.json
 ok "wait_for 30 grep -q . '$CALLS'" "the teardown's first runc call ran"
-pod late
+rk_pod late
 for p in "${PODS[@]}"; do rk_wait_status $((60 + 12 * SLOW * ${#PODS[@]})) "$p" TERMINATED; done
 rk_wait_status 60 late RUNNING
 rm -f "$TEST_TMP/slow"

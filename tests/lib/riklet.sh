@@ -3,6 +3,12 @@
 #
 #   rk_init                 set STATE, RUNC_ROOT, MANIFESTS (created) and RK_OPTS (the common
 #                           flags); register rk_teardown on the cleanup stack.
+#   rk_image                build the test's image in $TEST_TMP/layout:latest (mkimage.sh sourced):
+#                           busybox idling, exits 0 at once on SIGTERM; bails out when it cannot
+#   rk_pod NAME [PORT [VERSION]]    a one-container Pod manifest (container c, image
+#                           oci:$TEST_TMP/layout:latest) renamed into $MANIFESTS as NAME.json; with
+#                           PORT: node port PORT mapped to the container's 80/TCP, and env V=VERSION
+#                           (default 0: a new VERSION is a new spec)
 #   rk_start_standalone [FLAG...]   riklet --standalone $MANIFESTS "${RK_OPTS[@]}" FLAG... in the
 #                           background, output appended to $RK_LOG; sets RK_PID; waits for
 #                           "started" in the log (returns 1 with the log on stderr when it dies).
@@ -44,6 +50,19 @@ rk_registry_image() {
 	mkimage --cmd "$1" "$TEST_TMP/layout:latest" >&2 || bail_out "mkimage failed"
 	mkimage_push "$TEST_TMP/layout:latest" "$REGISTRY/busybox:latest" || bail_out "push failed"
 	IMAGE=$REGISTRY/busybox:latest
+}
+
+rk_image() {
+	mkimage --cmd '["sh","-c","trap \"exit 0\" TERM; sleep 3600 & wait $!"]' "$TEST_TMP/layout:latest" >&2 ||
+		bail_out "mkimage failed"
+}
+
+rk_pod() {
+	jq -n --arg n "$1" --arg img "oci:$TEST_TMP/layout:latest" --argjson port "${2:-null}" --arg v "${3:-0}" \
+		'{apiVersion: "v1", kind: "Pod", name: $n, spec: {containers: [{name: "c", image: $img}
+		  + (if $port == null then {} else {env: [{name: "V", value: $v}],
+		    ports: {port: $port, target_port: 80, protocol: "TCP"}} end)]}}' >"$TEST_TMP/.$1" &&
+		mv "$TEST_TMP/.$1" "$MANIFESTS/$1.json"
 }
 
 rk_start_standalone() {
