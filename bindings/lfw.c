@@ -25,6 +25,8 @@
  *       rules is the whole desired set, or with owner the whole set of that owner, with owners the
  *       whole set of each of them, in one commit (others untouched)
  *   fw.list() -> array of rules currently in riklet's chains
+ *   fw.load() -> true | nil, err          libip4tc loaded (every other call loads it first); err
+ *                                         names the library, and the package to install (riklet check)
  *   fw.ensure() -> true                   chains and jumps only
  *   fw.flush_all() -> true                remove riklet's chains and jumps (riklet cleanup)
  *   fw.format(rule) -> "-A RIKLET ..." | nil, err
@@ -373,6 +375,16 @@ static int l_list(lua_State *L)
 	return 1;
 }
 
+/* fw.load() -> true | nil, err */
+static int l_load(lua_State *L)
+{
+	rk_err e = {0};
+	if (rk_fw_load(&e) < 0)
+		return lrk_fail_err(L, &e);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
 /* fw.ensure() -> true | nil, err */
 static int l_ensure(lua_State *L)
 {
@@ -418,8 +430,8 @@ static int l_validate(lua_State *L)
 static int open_fw(lua_State *L)
 {
 	static const luaL_Reg fns[] = {
-		{"apply", l_apply},   {"list", l_list},		{"ensure", l_ensure}, {"flush_all", l_flush_all},
-		{"format", l_format}, {"validate", l_validate}, {NULL, NULL},
+		{"apply", l_apply},	    {"list", l_list},	  {"load", l_load},	    {"ensure", l_ensure},
+		{"flush_all", l_flush_all}, {"format", l_format}, {"validate", l_validate}, {NULL, NULL},
 	};
 	lua_newtable(L);
 	lrk_setfuncs(L, fns);

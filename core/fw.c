@@ -1283,6 +1283,11 @@ out:
 	return rc;
 }
 
+int rk_fw_load(rk_err *e)
+{
+	return rk_iptc_load(e);
+}
+
 int rk_fw_list(rk_fw_rule **out, size_t *n, rk_err *e)
 {
 	*out = NULL;

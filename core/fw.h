@@ -73,6 +73,10 @@ int rk_fw_apply(const rk_fw_rule *rules, size_t n, const char *owner, rk_fw_stat
  * scope (only chains and jumps are made). */
 int rk_fw_apply_owners(const rk_fw_rule *rules, size_t n, const char *const *owners, size_t nowners, rk_fw_stats *stats,
 		       rk_err *e);
+/* Load libip4tc (with dlopen: core/iptc_lazy.c), as every call here does first: riklet check tells
+ * a missing or wrong library apart from the iptables commands' state. Returns 0, or -1 with e
+ * naming the library, what is wrong with it and the package to install. */
+int rk_fw_load(rk_err *e);
 /* The rules currently in riklet's chains (both tables), in chain order; *out malloc'ed (free()). */
 int rk_fw_list(rk_fw_rule **out, size_t *n, rk_err *e);
 /* The xtables lock, taken without waiting: 1 taken (also when there is no lock file to take),

@@ -434,7 +434,8 @@ void *rk_dlopen_syms(const char *soname, const struct rk_dlsym *syms, size_t n, 
 		*syms[i].slot = dlsym(h, syms[i].name);
 		if (!*syms[i].slot) {
 			dlclose(h);
-			rk_errf(e, ENOSYS, "%s has no %s: riklet needs %s", soname, syms[i].name, need);
+			rk_errf(e, ENOSYS, "%s has no %s: riklet needs %s; install it with: apt-get install %s", soname,
+				syms[i].name, need, pkg);
 			return NULL;
 		}
 	}

@@ -68,7 +68,8 @@ int rk_safe_name(const char *s, size_t max);
 
 /* A library riklet loads with dlopen on first use (core/curl_lazy.c, core/nl_lazy.c): dlopen
  * soname (RTLD_NOW | RTLD_LOCAL) and dlsym each of syms[0..n) into its slot. Returns the handle,
- * or NULL with e saying what to install (pkg: the Debian package) or what version is needed. */
+ * or NULL with e saying what failed (not found, or a symbol missing: the version needed) and what
+ * to install (pkg: the Debian package). */
 struct rk_dlsym {
 	const char *name;
 	void **slot;

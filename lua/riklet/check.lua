@@ -14,6 +14,7 @@
 -- a VMM and the guest kernel once --kernel-path is set (Functions are configured).
 local core = require "riklet.core"
 local fs = require "riklet.fs"
+local fw = require "riklet.fw"
 local metrics = require "riklet.metrics"
 local proc = require "riklet.proc"
 
@@ -138,7 +139,11 @@ local function count_rules(bin)
   return n, drop
 end
 
+-- libip4tc first: riklet writes with it (dlopen'ed, core/iptc_lazy.c), and iptables-legacy-save
+-- fails without it too, which read as "no legacy backend" beside `iptables` using nft.
 local function firewall(lines, cfg, required)
+  local lib, liberr = true, nil
+  if cfg.network ~= "none" then lib, liberr = fw.load() end
   local v, err = version_of({ "iptables", "-V" }, "(v[%d.]+[^\n]*)")
   local backend = v and (v:match("nf_tables") and "nft" or "legacy")
   local legacy, ldrop = count_rules("iptables-legacy-save")
@@ -150,6 +155,11 @@ local function firewall(lines, cfg, required)
   local detail = table.concat(parts, "; ")
   if cfg.network == "none" then
     lines[#lines + 1] = { name = "iptables", status = "off", required = false, detail = detail, fix = "--network none: riklet writes no rules" }
+  elseif not lib then
+    local what, how = tostring(liberr):match("^(.-); install it with: (.+)$")
+    lines[#lines + 1] = { name = "iptables", status = required and "fail" or "warn", required = required,
+      detail = what or tostring(liberr),
+      fix = (how or "install libip4tc") .. ": riklet writes its rules with it, Pod networking is off without it" }
   elseif ndrop then
     lines[#lines + 1] = { name = "iptables", status = "warn", required = false, detail = detail,
       fix = "riklet writes legacy (libiptc) rules; the nftables FORWARD policy DROP also filters Pod traffic: accept riklet0 there" }

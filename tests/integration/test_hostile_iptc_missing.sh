@@ -3,9 +3,10 @@
 # (core/iptc_lazy.c), not linked: a node where it is missing, or where another library stands in
 # its place (no iptc_* symbols), must get a clear error naming the library and what to install, not
 # a crash. In a private mount namespace the library file is hidden (an empty file bound over it),
-# then replaced by libip6tc. With it gone iptables-legacy fails too, so riklet's start-up check
-# refuses to start on a node with no Pods (said: the check's line); on a node running Pods it starts
-# anyway (README Operate). There, riklet (--network bridge) must keep the running Pod (same pid),
+# then replaced by libip6tc. riklet's start-up check refuses to start on a node with no Pods, and
+# `riklet check` fails its iptables line, naming the library and the package (not the iptables
+# command's backend: iptables-legacy fails without the library too); on a node running Pods riklet
+# starts anyway (README Operate). There, riklet (--network bridge) must keep the running Pod (same pid),
 # fail a new Pod exposing a port with the loader's reason, serve on, and once the library is back
 # create it and leave nothing when removed.
 source "$(dirname "$0")/../lib/private_ns.sh"
@@ -32,8 +33,8 @@ report() { diag "ps: $(rk_ps_json | jq -c '[.instances[] | {id, status, reason}]
 mount --bind "$TEST_TMP/empty.so" "$lib" || bail_out "cannot hide $lib"
 "$RIKLET" --standalone "$MANIFESTS" "${RK_OPTS[@]}" >"$TEST_TMP/refused.log" 2>&1 </dev/null
 rc=$?
-ok "((rc != 0)) && grep -q 'cannot start, a required check failed: iptables' '$TEST_TMP/refused.log'" \
-	"no Pod on the node and libip4tc hidden: riklet refuses to start, the iptables check says why ($rc)" ||
+ok "((rc != 0)) && grep -q 'cannot start, a required check failed: iptables: cannot load libip4tc.so.2: .*(apt-get install libip4tc2: ' '$TEST_TMP/refused.log'" \
+	"no Pod on the node and libip4tc hidden: riklet refuses to start, the iptables check names the library and the package" ||
 	diag_file "$TEST_TMP/refused.log" 5
 umount "$lib"
 rk_start_standalone || bail_out "riklet did not start"
@@ -47,11 +48,14 @@ for how in missing wrong; do
 	if [[ $how == missing ]]; then
 		: >"$TEST_TMP/empty.so"
 		mount --bind "$TEST_TMP/empty.so" "$lib" || bail_out "cannot hide $lib"
-		want="cannot load libip4tc.so.2.*apt-get install libip4tc2"
+		want="cannot load libip4tc.so.2.*apt-get install libip4tc2" said="cannot load libip4tc.so.2: "
 	else
 		mount --bind "$lib6" "$lib" || bail_out "cannot bind $lib6 over $lib"
-		want="libip4tc.so.2 has no iptc_"
+		want="libip4tc.so.2 has no iptc_.*apt-get install libip4tc2" said="libip4tc.so.2 has no iptc_"
 	fi
+	out=$("$RIKLET" check --network bridge 2>&1)
+	like "$out" "iptables +FAIL +required +$said.*-> apt-get install libip4tc2: riklet writes its rules" \
+		"$how libip4tc: riklet check's iptables line names the library and the package to install"
 	rk_start_standalone || { report; bail_out "$how: riklet did not start"; }
 	rk_wait_status 30 warm RUNNING
 	is "$(rk_status warm)/$(rk_runc_pid warm_c)" "RUNNING/$warm" "$how libip4tc: riklet starts (a Pod runs), the Pod kept" || report
