@@ -381,11 +381,11 @@ rk_wait_status 60 mid RUNNING
 is "$(rk_status mid)" RUNNING "the next riklet rolls mid back and creates it again: RUNNING" || diag "$(rk_reason mid)"
 nok "alive $midcon" "the conmon left in runc create was stopped"
 sleep 12
-mid_conmons() { pgrep -f -- "conmon .*--cid=mid_c( |\$)" | wc -l; }
+mid_conmons() { rk_conmons mid_c; }
 is "$(mid_conmons)" 1 "one conmon for mid_c, 12 s later (the old create did not come back)"
 is "$(rk_runc_ids | grep -c '^mid_c$')" 1 "one runc container mid_c"
 is "$(rk_runc_ids | grep -c '^ghost_c$')" 0 "and none for ghost"
-is "$(pgrep -f -- 'conmon .*--cid=ghost_c( |$)' | wc -l)" 0 "nor a conmon"
+is "$(rk_conmons ghost_c)" 0 "nor a conmon"
 is "$(rk_status mid)" RUNNING "mid is still RUNNING"
 
 # --- a one-container Pod's conmon starts early, held on its start pipe while the Pod is prepared;

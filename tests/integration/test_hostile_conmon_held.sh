@@ -31,7 +31,7 @@ RK_OPTS=(--state-dir "$STATE" --runc-root "$RUNC_ROOT" --netns-dir "$NETNS" --ne
 	--keep-records 0 --runtime-parallel 2 --log-level debug)
 
 rk_image
-conmons_of() { pgrep -f -- "conmon .*--cid=$1_c( |\$)" | wc -l; }
+conmons_of() { rk_conmons "$1_c"; }
 containers_of() { rk_runc_ids | grep -cx -- "$1_c"; }
 held_pid() { sed -n "s/.*container $1_c: conmon (pid \([0-9]*\)) started, held on its start pipe.*/\1/p" "$RK_LOG" | tail -n 1; }
 held_logged() { [[ -n $(held_pid "$1") ]]; }
@@ -161,7 +161,7 @@ max=0
 for i in 1 2 3 4 5 6; do rk_pod "b$i" $((18100 + i)); done
 sample() {
 	local n
-	n=$(pgrep -f -- "conmon .*--cid=b[0-9]_c( |\$)" | wc -l)
+	n=$(rk_conmons 'b[0-9]_c')
 	((n > max)) && max=$n
 	for i in 1 2 3 4 5 6; do [[ $(rk_status "b$i") == FAILED ]] || return 1; done
 }
@@ -174,13 +174,13 @@ for i in 1 2 3 4 5 6; do
 	[[ $(rk_reason "b$i") == *"xtables lock"* ]] || { bad=1; diag "b$i: $(rk_reason "b$i")"; }
 done
 is "$bad" 0 "each names the xtables lock"
-is "$(pgrep -f -- "conmon .*--cid=b[0-9]_c( |\$)" | wc -l)/$(rk_runc_ids | grep -c '^b[0-9]_c$')" 0/0 "no conmon and no container of theirs left" ||
+is "$(rk_conmons 'b[0-9]_c')/$(rk_runc_ids | grep -c '^b[0-9]_c$')" 0/0 "no conmon and no container of theirs left" ||
 	report
 unlock_xt
 for i in 1 2 3 4 5 6; do rk_pod "b$i" $((18100 + i)) 1; done
 all_running() { for i in 1 2 3 4 5 6; do [[ $(rk_status "b$i") == RUNNING ]] || return 1; done; }
 ok "wait_for 120 all_running" "the lock free, the edited manifests get 6 RUNNING Pods" || report
-is "$(pgrep -f -- "conmon .*--cid=b[0-9]_c( |\$)" | wc -l)/$(rk_runc_ids | grep -c '^b[0-9]_c$')" 6/6 "one conmon and one container each"
+is "$(rk_conmons 'b[0-9]_c')/$(rk_runc_ids | grep -c '^b[0-9]_c$')" 6/6 "one conmon and one container each"
 ok "kill -0 $RK_PID" "riklet serves on"
 
 rm -f "$MANIFESTS"/*.json

@@ -25,7 +25,7 @@ pod() {
 	mv "$MANIFESTS/.$1" "$MANIFESTS/$1.json"
 }
 ended() { local s; s=$(rk_status "$1"); [[ $s == FAILED || $s == TERMINATED ]]; }
-conmons_of() { pgrep -f -- "conmon .*--cid=$1_c( |\$)" | wc -l; }
+conmons_of() { rk_conmons "$1_c"; }
 leftless() { # leftless NAME: no runc container, conmon or instance directory of NAME
 	! rk_runc_ids | grep -qx -- "$1_c" && (($(conmons_of "$1") == 0)) && [[ ! -e $STATE/instances/$1/c/config.json ]]
 }

@@ -25,7 +25,7 @@ pod() {
 		>"$TEST_TMP/.$1"
 	mv "$TEST_TMP/.$1" "$MANIFESTS/$1.json"
 }
-conmons_of() { pgrep -f -- "conmon .*--cid=$1_c( |\$)" | wc -l; }
+conmons_of() { rk_conmons "$1_c"; }
 no_container() { # no runc container, conmon, mount or bundle of NAME
 	! rk_runc_ids | grep -qx -- "$1_c" && (($(conmons_of "$1") == 0)) && [[ -z $(rk_mounts_under "$STATE/instances/$1") ]] &&
 		[[ ! -e $STATE/instances/$1/c/config.json ]]

@@ -103,7 +103,7 @@ ok "wait_for 150 all_running" "the next riklet: all $N Pods RUNNING" || report
 bad=0
 for i in $(seq 1 "$N"); do
 	c=$(rk_runc_ids | grep -cx "p${i}_c")
-	m=$(pgrep -f -- "conmon .*--cid=p${i}_c( |\$)" | wc -l)
+	m=$(rk_conmons "p${i}_c")
 	[[ $c/$m == 1/1 ]] || { bad=$((bad + 1)); diag "p$i: $c container(s), $m conmon(s)"; }
 done
 is "$bad" 0 "one container and one conmon each"

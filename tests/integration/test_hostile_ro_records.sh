@@ -16,7 +16,7 @@ rk_image
 printf '#!/bin/sh\ncase " $* " in *" create "*|*" run "*) [ -e %s/slow ] && sleep 4 ;; esac\nexec %s "$@"\n' \
 	"$TEST_TMP" "$(command -v runc)" >"$TEST_TMP/slowrunc"
 chmod +x "$TEST_TMP/slowrunc"
-conmons_of() { pgrep -f -- "conmon .*--cid=$1_c( |\$)" | wc -l; }
+conmons_of() { rk_conmons "$1_c"; }
 containers_of() { rk_runc_ids | grep -cx -- "$1_c"; }
 
 rk_start_standalone --runc "$TEST_TMP/slowrunc" || bail_out "riklet did not start"

@@ -163,6 +163,21 @@ else
 	unset DEPS_APT_OPTS DEPS_LOCK_TIMEOUT
 fi
 
+# --- riklet.sh: rk_conmons counts this test's conmons only (ctest -j runs other tests beside) ----
+source "$(dirname "$0")/../lib/riklet.sh"
+RUNC_ROOT=$TEST_TMP/runc
+fakes=()
+fake_conmon() { perl -e 'sleep 60' conmon --cid="$1" --runtime-arg=--root "--runtime-arg=$2" & fakes+=($!); }
+fake_conmon x_c "$RUNC_ROOT"
+fake_conmon x_c "$RUNC_ROOT-other"
+fake_conmon x_cc "$RUNC_ROOT"
+fake_conmon y_c "$RUNC_ROOT"
+sleep 0.2
+is "$(rk_conmons x_c)/$(rk_conmons 'x_c|y_c')/$(rk_conmons 'z_c')" 1/2/0 \
+	"rk_conmons: the id matched whole, another runc root's conmon of the same id not counted"
+kill "${fakes[@]}" 2>/dev/null
+wait "${fakes[@]}" 2>/dev/null
+
 # --- stop -------------------------------------------------------------------------------------
 addr=$REGISTRY
 registry_stop

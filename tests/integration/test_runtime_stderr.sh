@@ -28,7 +28,7 @@ pod() {
 }
 ended() { local s; s=$(rk_status "$1"); [[ $s == FAILED || $s == TERMINATED ]]; }
 leftless() { # leftless NAME: no runc container, conmon or instance directory of NAME
-	! rk_runc_ids | grep -q -- "^$1_" && ! pgrep -f -- "conmon .*--cid=$1_" >/dev/null &&
+	! rk_runc_ids | grep -q -- "^$1_" && (($(rk_conmons "$1_[^ ]*") == 0)) &&
 		[[ ! -e $STATE/instances/$1/c/config.json ]]
 }
 

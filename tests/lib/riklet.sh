@@ -18,6 +18,9 @@
 #   rk_status ID / rk_reason ID     the instance's status / reason ("" when unknown)
 #   rk_wait_status T ID STATUS...   wait up to T s until ID has one of STATUS (0) or not (1)
 #   rk_runc_ids             ids of the containers in RUNC_ROOT, one a line
+#   rk_conmons CID_ERE      how many conmons of this test (their runc root is RUNC_ROOT) run a
+#                           container whose id matches CID_ERE as a whole (e.g. 'b[0-9]_c'): other
+#                           tests running beside this one may use the same names
 #   rk_runc_pid RUNC_ID / rk_runc_created RUNC_ID   from `runc --root RUNC_ROOT list`
 #   rk_mounts_under DIR     mount points at or below DIR (decoded), one a line
 #   rk_nothing_left ID      succeeds when the instance ID has no runc container, no mount and no
@@ -107,6 +110,7 @@ rk_wait_status() {
 }
 
 rk_runc_ids() { runc --root "$RUNC_ROOT" list -q 2>/dev/null; }
+rk_conmons() { pgrep -f -- "conmon .*--cid=($1) .*--runtime-arg=$RUNC_ROOT( |\$)" | grep -c . || true; }
 rk_runc_pid() { runc --root "$RUNC_ROOT" list --format json 2>/dev/null | jq -r --arg id "$1" '.[]? | select(.id == $id) | .pid'; }
 rk_runc_created() { runc --root "$RUNC_ROOT" list --format json 2>/dev/null | jq -r --arg id "$1" '.[]? | select(.id == $id) | .created'; }
 
