@@ -20,8 +20,11 @@
 # Step 2 leaves out the slowest integration tests (see below; RIKLET_ASAN_ALL=1 keeps them);
 # ASAN_CTEST_ARGS replaces that with other ctest arguments for step 2 only.
 # --only-asan / --only-fuzz run just that step. BUILD_DIR (default build) picks another build
-# directory; CTEST_PARALLEL_LEVEL runs tests in parallel (default: one at a time, since integration
-# tests drive the host's runc and iptables).
+# directory. RIKLET_TEST_JOBS (default 2) tests run at a time in steps 1 and 2: each integration
+# test keeps to its own corner (state dir, runc root, registry port, network and mount namespace
+# under its TEST_TMP; it counts and kills only its own processes), so two run side by side as they
+# do beside another developer's run; test_deb (installs the package) runs alone. 1 runs them one
+# at a time.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source tests/lib/deps.sh
@@ -42,6 +45,8 @@ while (($#)); do
 	esac
 done
 build=${BUILD_DIR:-build}
+test_jobs=${RIKLET_TEST_JOBS:-2}
+[[ $test_jobs =~ ^[1-9][0-9]*$ ]] || { echo "error: RIKLET_TEST_JOBS must be a number of tests (1, 2, ...), not '$test_jobs'"; exit 2; }
 
 echo "== dependencies"
 if [[ -n $install ]]; then
@@ -138,7 +143,7 @@ if ((do_main)); then
 	fi
 	echo "== tests"
 	rc=0
-	ctest --test-dir "$build" --output-on-failure --no-tests=error ${ctest_args[@]+"${ctest_args[@]}"} || rc=$?
+	ctest --test-dir "$build" -j "$test_jobs" --output-on-failure --no-tests=error ${ctest_args[@]+"${ctest_args[@]}"} || rc=$?
 	step "tests ($build/)" $rc
 fi
 
@@ -172,7 +177,7 @@ if ((do_asan)); then
 		echo "(left out of this pass, run in step 1: ${asan_skip//|/, }; RIKLET_ASAN_ALL=1 runs them)"
 	fi
 	# shellcheck disable=SC2086
-	ctest --test-dir "$asan" --output-on-failure --no-tests=error ${ctest_args[@]+"${ctest_args[@]}"} \
+	ctest --test-dir "$asan" -j "$test_jobs" --output-on-failure --no-tests=error ${ctest_args[@]+"${ctest_args[@]}"} \
 		${ASAN_CTEST_ARGS-} || rc=$?
 	echo "sanitizer tests took $((SECONDS - t0)) s"
 	shopt -s nullglob
