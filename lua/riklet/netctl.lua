@@ -762,14 +762,21 @@ M.policy_rules = policy_rules
 -- ctx carries (c: the config, default C; the bridge and the reserved ports of --metrics-listen,
 -- --interlink, --scheduler: a port that became riklet's own must not keep a Pod's DNAT rule from
 -- before). nil when a policy cannot be read.
+local last_fp = {} -- the last one made, and from what (asked once per Pod at a re-adoption)
 function M.rules_fingerprint(c)
   c = c or C or {}
   local n, a = policy.fingerprint("network"), policy.fingerprint("admission")
   if not (n and a) then return nil end
+  if last_fp.n == n and last_fp.a == a and last_fp.c == c and last_fp.reserved == c.reserved
+    and last_fp.bridge == c.bridge then
+    return last_fp.fp
+  end
   local ports = {}
   for p in pairs(c.reserved or {}) do ports[#ports + 1] = p end
   table.sort(ports)
-  return ("%s|%s|bridge=%s;reserved=%s"):format(n, a, tostring(c.bridge), table.concat(ports, ","))
+  local fp = ("%s|%s|bridge=%s;reserved=%s"):format(n, a, tostring(c.bridge), table.concat(ports, ","))
+  last_fp = { n = n, a = a, c = c, reserved = c.reserved, bridge = c.bridge, fp = fp }
+  return fp
 end
 
 -- The rules of a re-adopted instance (the policy may have changed since); the batch's port index
