@@ -250,7 +250,9 @@ static int raw_dump(int fd, int type, unsigned char family, dump_cb cb, void *ud
 			}
 			if (h->nlmsg_flags & NLM_F_DUMP_INTR)
 				return rk_errf(e, EAGAIN, "%s: netlink: the dump was interrupted by a change; try again", what);
-			if (h->nlmsg_type == type - 2 /* RTM_NEWLINK / NEWADDR / NEWROUTE */ && cb(h, ud) < 0)
+			/* (a message shorter than its fixed header is skipped: every cb reads that header) */
+			if (h->nlmsg_type == type - 2 /* RTM_NEWLINK / NEWADDR / NEWROUTE */ &&
+			    h->nlmsg_len >= NLMSG_LENGTH(body) && cb(h, ud) < 0)
 				return rk_errf(e, ENOMEM, "%s: out of memory", what);
 		}
 	}
@@ -324,16 +326,8 @@ struct link_acc {
 static int link_acc_cb(const struct nlmsghdr *h, void *ud)
 {
 	struct link_acc *a = ud;
-	if (h->nlmsg_len < NLMSG_LENGTH(sizeof(struct ifinfomsg)))
-		return 0;
-	if (a->n == a->cap) {
-		size_t cap = a->cap ? a->cap * 2 : 64;
-		rk_net_link *v = realloc(a->v, cap * sizeof *v);
-		if (!v)
-			return -1;
-		a->v = v;
-		a->cap = cap;
-	}
+	if (rk_grow(&a->v, &a->cap, a->n, sizeof *a->v, 64) < 0)
+		return -1;
 	raw_link(h, &a->v[a->n++]);
 	return 0;
 }
@@ -746,8 +740,6 @@ struct view_acc {
 static int view_link_cb(const struct nlmsghdr *h, void *ud)
 {
 	struct view_acc *a = ud;
-	if (h->nlmsg_len < NLMSG_LENGTH(sizeof(struct ifinfomsg)))
-		return 0;
 	const struct ifinfomsg *ifi = NLMSG_DATA(h);
 	const struct rtattr *tb[IFLA_MAX + 1];
 	raw_attrs(h, sizeof *ifi, tb, IFLA_MAX + 1);
@@ -766,8 +758,6 @@ static int view_link_cb(const struct nlmsghdr *h, void *ud)
 static int view_addr_cb(const struct nlmsghdr *h, void *ud)
 {
 	struct view_acc *a = ud;
-	if (h->nlmsg_len < NLMSG_LENGTH(sizeof(struct ifaddrmsg)))
-		return 0;
 	const struct ifaddrmsg *ifa = NLMSG_DATA(h);
 	if ((int)ifa->ifa_index != a->idx || ifa->ifa_family != AF_INET || a->out->naddrs >= RK_NET_VIEW_ADDRS)
 		return 0;
@@ -786,8 +776,6 @@ static int view_addr_cb(const struct nlmsghdr *h, void *ud)
 static int view_route_cb(const struct nlmsghdr *h, void *ud)
 {
 	struct view_acc *a = ud;
-	if (h->nlmsg_len < NLMSG_LENGTH(sizeof(struct rtmsg)))
-		return 0;
 	const struct rtmsg *rt = NLMSG_DATA(h);
 	const struct rtattr *tb[RTA_MAX + 1];
 	raw_attrs(h, sizeof *rt, tb, RTA_MAX + 1);
