@@ -234,7 +234,8 @@ static int raw_dump(int fd, int type, unsigned char family, dump_cb cb, void *ud
 		if (n == 0)
 			return rk_errf(e, EIO, "%s: netlink: the socket closed mid-dump", what);
 		if ((size_t)n > sizeof buf)
-			return rk_errf(e, EMSGSIZE, "%s: netlink: a read of %zd bytes does not fit in %zu", what, n, sizeof buf);
+			return rk_errf(e, EMSGSIZE, "%s: netlink: a read of %zd bytes does not fit in %zu", what, n,
+				       sizeof buf);
 		size_t left = (size_t)n;
 		for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
 			if (h->nlmsg_seq != req.h.nlmsg_seq)
@@ -246,10 +247,12 @@ static int raw_dump(int fd, int type, unsigned char family, dump_cb cb, void *ud
 				if (h->nlmsg_len < NLMSG_LENGTH(sizeof *er) || !er->error)
 					return rk_errf(e, EIO, "%s: netlink: a malformed error", what);
 				return rk_errf(e, -er->error, "%s: netlink: %s%s", what, strerror(-er->error),
-					       er->error == -EPERM ? " (riklet needs CAP_NET_ADMIN: run it as root)" : "");
+					       er->error == -EPERM ? " (riklet needs CAP_NET_ADMIN: run it as root)"
+								   : "");
 			}
 			if (h->nlmsg_flags & NLM_F_DUMP_INTR)
-				return rk_errf(e, EAGAIN, "%s: netlink: the dump was interrupted by a change; try again", what);
+				return rk_errf(e, EAGAIN,
+					       "%s: netlink: the dump was interrupted by a change; try again", what);
 			/* (a message shorter than its fixed header is skipped: every cb reads that header) */
 			if (h->nlmsg_type == type - 2 /* RTM_NEWLINK / NEWADDR / NEWROUTE */ &&
 			    h->nlmsg_len >= NLMSG_LENGTH(body) && cb(h, ud) < 0)
