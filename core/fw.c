@@ -844,14 +844,8 @@ struct idxs {
 };
 static int idxs_push(struct idxs *x, unsigned i)
 {
-	if (x->n == x->cap) {
-		size_t nc = x->cap ? x->cap * 2 : 64;
-		unsigned *nv = realloc(x->v, nc * sizeof *nv);
-		if (!nv)
-			return -1;
-		x->v = nv;
-		x->cap = nc;
-	}
+	if (rk_grow(&x->v, &x->cap, x->n, sizeof *x->v, 64) < 0)
+		return -1;
 	x->v[x->n++] = i;
 	return 0;
 }

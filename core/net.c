@@ -15,6 +15,8 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/socket.h>
+#include <linux/netlink.h>
 #include <sys/sysmacros.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -176,6 +178,163 @@ static struct nl_sock *nl_open(rk_err *e)
 	return s;
 }
 
+/* ---- reads without libnl: one socket, plain dumps -------------------------------------------- */
+/* The reads of a re-adoption (net.view in each of 1,000 namespaces, net.links of 1,000 veths)
+ * parse the kernel's dump in place: libnl's caches allocated an object per link, address and
+ * route, with its attributes copied, only to be walked once and freed (at 1,000 Pods, ~3,000
+ * caches per restart). */
+typedef int (*dump_cb)(const struct nlmsghdr *h, void *ud);
+
+static int raw_open(rk_err *e)
+{
+	int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+	if (fd < 0)
+		return rk_errf(e, errno, "netlink: cannot open a NETLINK_ROUTE socket: %s%s", strerror(errno),
+			       errno == EPERM ? " (riklet needs CAP_NET_ADMIN: run it as root)" : "");
+	return fd;
+}
+
+/* Dump request type (RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE) for family; cb sees every message of
+ * the answer. 0, or < 0 with e filled (what names the dump in the message). */
+static int raw_dump(int fd, int type, unsigned char family, dump_cb cb, void *ud, const char *what, rk_err *e)
+{
+	static unsigned seq;
+	struct {
+		struct nlmsghdr h;
+		union {
+			struct ifinfomsg i;
+			struct ifaddrmsg a;
+			struct rtmsg r;
+		} m;
+	} req;
+	memset(&req, 0, sizeof req);
+	size_t body = type == RTM_GETLINK ? sizeof req.m.i : type == RTM_GETADDR ? sizeof req.m.a : sizeof req.m.r;
+	req.h.nlmsg_len = NLMSG_LENGTH(body);
+	req.h.nlmsg_type = (unsigned short)type;
+	req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+	req.h.nlmsg_seq = ++seq;
+	if (type == RTM_GETLINK)
+		req.m.i.ifi_family = family;
+	else if (type == RTM_GETADDR)
+		req.m.a.ifa_family = family;
+	else
+		req.m.r.rtm_family = family;
+	struct sockaddr_nl to = {.nl_family = AF_NETLINK};
+	if (sendto(fd, &req, req.h.nlmsg_len, 0, (struct sockaddr *)&to, sizeof to) < 0)
+		return rk_errf(e, errno, "%s: netlink: %s", what, strerror(errno));
+	/* (one thread: a static buffer, larger than the 32 KiB the kernel puts in one read of a dump) */
+	static _Alignas(struct nlmsghdr) char buf[64 * 1024];
+	for (;;) {
+		ssize_t n = recv(fd, buf, sizeof buf, MSG_TRUNC);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return rk_errf(e, errno, "%s: netlink: %s", what, strerror(errno));
+		}
+		if (n == 0)
+			return rk_errf(e, EIO, "%s: netlink: the socket closed mid-dump", what);
+		if ((size_t)n > sizeof buf)
+			return rk_errf(e, EMSGSIZE, "%s: netlink: a read of %zd bytes does not fit in %zu", what, n,
+				       sizeof buf);
+		size_t left = (size_t)n;
+		for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
+			if (h->nlmsg_seq != req.h.nlmsg_seq)
+				continue;
+			if (h->nlmsg_type == NLMSG_DONE)
+				return 0;
+			if (h->nlmsg_type == NLMSG_ERROR) {
+				const struct nlmsgerr *er = NLMSG_DATA(h);
+				if (h->nlmsg_len < NLMSG_LENGTH(sizeof *er) || !er->error)
+					return rk_errf(e, EIO, "%s: netlink: a malformed error", what);
+				return rk_errf(e, -er->error, "%s: netlink: %s%s", what, strerror(-er->error),
+					       er->error == -EPERM ? " (riklet needs CAP_NET_ADMIN: run it as root)"
+								   : "");
+			}
+			if (h->nlmsg_flags & NLM_F_DUMP_INTR)
+				return rk_errf(e, EAGAIN,
+					       "%s: netlink: the dump was interrupted by a change; try again", what);
+			/* (a message shorter than its fixed header is skipped: every cb reads that header) */
+			if (h->nlmsg_type == type - 2 /* RTM_NEWLINK / NEWADDR / NEWROUTE */ &&
+			    h->nlmsg_len >= NLMSG_LENGTH(body) && cb(h, ud) < 0)
+				return rk_errf(e, ENOMEM, "%s: out of memory", what);
+		}
+	}
+}
+
+/* The attributes of a message after its fixed header of hdrlen bytes: tb[type] (types < max). */
+static void raw_attrs(const struct nlmsghdr *h, size_t hdrlen, const struct rtattr **tb, int max)
+{
+	memset(tb, 0, sizeof *tb * (size_t)max);
+	int len = (int)h->nlmsg_len - (int)NLMSG_LENGTH(NLMSG_ALIGN(hdrlen));
+	for (const struct rtattr *a = (const struct rtattr *)((const char *)NLMSG_DATA(h) + NLMSG_ALIGN(hdrlen));
+	     RTA_OK(a, len); a = RTA_NEXT(a, len))
+		if (a->rta_type < max)
+			tb[a->rta_type] = a;
+}
+
+static void raw_nested(const struct rtattr *nest, const struct rtattr **tb, int max)
+{
+	memset(tb, 0, sizeof *tb * (size_t)max);
+	int len = (int)RTA_PAYLOAD(nest);
+	for (const struct rtattr *a = RTA_DATA(nest); RTA_OK(a, len); a = RTA_NEXT(a, len))
+		if ((a->rta_type & NLA_TYPE_MASK) < max)
+			tb[a->rta_type & NLA_TYPE_MASK] = a;
+}
+
+static void raw_str(const struct rtattr *a, char *out, size_t len)
+{
+	out[0] = 0;
+	if (!a)
+		return;
+	const char *v = RTA_DATA(a);
+	snprintf(out, len, "%.*s", (int)strnlen(v, RTA_PAYLOAD(a)), v);
+}
+
+static unsigned raw_u32(const struct rtattr *a)
+{
+	unsigned v = 0;
+	if (a && RTA_PAYLOAD(a) >= sizeof v)
+		memcpy(&v, RTA_DATA(a), sizeof v);
+	return v;
+}
+
+/* A link message as rk_net_link (what link_fill makes of libnl's object). */
+static void raw_link(const struct nlmsghdr *h, rk_net_link *o)
+{
+	memset(o, 0, sizeof *o);
+	const struct ifinfomsg *ifi = NLMSG_DATA(h);
+	const struct rtattr *tb[IFLA_MAX + 1];
+	raw_attrs(h, sizeof *ifi, tb, IFLA_MAX + 1);
+	o->index = ifi->ifi_index;
+	o->up = !!(ifi->ifi_flags & IFF_UP);
+	raw_str(tb[IFLA_IFNAME], o->name, sizeof o->name);
+	o->master = (int)raw_u32(tb[IFLA_MASTER]);
+	o->mtu = raw_u32(tb[IFLA_MTU]);
+	if (tb[IFLA_LINKINFO]) {
+		const struct rtattr *li[IFLA_INFO_MAX + 1];
+		raw_nested(tb[IFLA_LINKINFO], li, IFLA_INFO_MAX + 1);
+		raw_str(li[IFLA_INFO_KIND], o->kind, sizeof o->kind);
+	}
+	if (tb[IFLA_ADDRESS] && RTA_PAYLOAD(tb[IFLA_ADDRESS]) == 6) {
+		const unsigned char *b = RTA_DATA(tb[IFLA_ADDRESS]);
+		snprintf(o->mac, sizeof o->mac, "%02x:%02x:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3], b[4], b[5]);
+	}
+}
+
+struct link_acc {
+	rk_net_link *v;
+	size_t n, cap;
+};
+
+static int link_acc_cb(const struct nlmsghdr *h, void *ud)
+{
+	struct link_acc *a = ud;
+	if (rk_grow(&a->v, &a->cap, a->n, sizeof *a->v, 64) < 0)
+		return -1;
+	raw_link(h, &a->v[a->n++]);
+	return 0;
+}
+
 /* 1 + *out on found, 0 absent, < 0 error. */
 static int link_lookup(struct nl_sock *s, const char *name, struct rtnl_link **out, rk_err *e)
 {
@@ -224,22 +383,18 @@ int rk_net_link_list(rk_net_link **out, size_t *n, rk_err *e)
 {
 	*out = NULL;
 	*n = 0;
-	AUTO_SOCK *s = nl_open(e);
-	if (!s)
+	RK_AUTOCLOSE int fd = raw_open(e);
+	if (fd < 0)
 		return -1;
-	AUTO_CACHE *c = NULL;
-	int r = rtnl_link_alloc_cache(s, AF_UNSPEC, &c);
-	if (r < 0)
-		return nl_fail(e, r, "listing links");
-	int cnt = nl_cache_nitems(c);
-	rk_net_link *v = calloc(cnt ? cnt : 1, sizeof *v);
-	if (!v)
+	struct link_acc a = {0};
+	if (raw_dump(fd, RTM_GETLINK, AF_UNSPEC, link_acc_cb, &a, "listing links", e) < 0) {
+		free(a.v);
+		return -1;
+	}
+	*out = a.v ? a.v : calloc(1, sizeof *a.v);
+	if (!*out)
 		return rk_errf(e, ENOMEM, "listing links: out of memory");
-	size_t i = 0;
-	for (struct nl_object *o = nl_cache_get_first(c); o && i < (size_t)cnt; o = nl_cache_get_next(o))
-		link_fill((struct rtnl_link *)o, &v[i++]);
-	*out = v;
-	*n = i;
+	*n = a.n;
 	return 0;
 }
 
@@ -579,62 +734,82 @@ int rk_net_neigh_del(const char *ifname, const char *ip, rk_err *e)
 	return 0;
 }
 
+struct view_acc {
+	const char *ifname;
+	rk_net_view *out;
+	int idx;
+};
+
+static int view_link_cb(const struct nlmsghdr *h, void *ud)
+{
+	struct view_acc *a = ud;
+	const struct ifinfomsg *ifi = NLMSG_DATA(h);
+	const struct rtattr *tb[IFLA_MAX + 1];
+	raw_attrs(h, sizeof *ifi, tb, IFLA_MAX + 1);
+	char name[RK_NET_IFNAMSIZ];
+	raw_str(tb[IFLA_IFNAME], name, sizeof name);
+	int up = !!(ifi->ifi_flags & IFF_UP);
+	if (!strcmp(name, a->ifname)) {
+		a->out->found = 1;
+		a->out->up = up;
+		a->idx = ifi->ifi_index;
+	} else if (!strcmp(name, "lo"))
+		a->out->lo_up = up;
+	return 0;
+}
+
+static int view_addr_cb(const struct nlmsghdr *h, void *ud)
+{
+	struct view_acc *a = ud;
+	const struct ifaddrmsg *ifa = NLMSG_DATA(h);
+	if ((int)ifa->ifa_index != a->idx || ifa->ifa_family != AF_INET || a->out->naddrs >= RK_NET_VIEW_ADDRS)
+		return 0;
+	const struct rtattr *tb[IFA_MAX + 1];
+	raw_attrs(h, sizeof *ifa, tb, IFA_MAX + 1);
+	const struct rtattr *l = tb[IFA_LOCAL] ? tb[IFA_LOCAL] : tb[IFA_ADDRESS];
+	if (!l || RTA_PAYLOAD(l) != 4)
+		return 0;
+	char ip[INET_ADDRSTRLEN];
+	inet_ntop(AF_INET, RTA_DATA(l), ip, sizeof ip);
+	snprintf(a->out->addrs[a->out->naddrs++], sizeof a->out->addrs[0], "%s/%d", ip, ifa->ifa_prefixlen);
+	return 0;
+}
+
+/* the main table's default routes with one next hop (not RTA_MULTIPATH): the last one's gateway */
+static int view_route_cb(const struct nlmsghdr *h, void *ud)
+{
+	struct view_acc *a = ud;
+	const struct rtmsg *rt = NLMSG_DATA(h);
+	const struct rtattr *tb[RTA_MAX + 1];
+	raw_attrs(h, sizeof *rt, tb, RTA_MAX + 1);
+	unsigned table = tb[RTA_TABLE] ? raw_u32(tb[RTA_TABLE]) : rt->rtm_table;
+	if (rt->rtm_family != AF_INET || table != RT_TABLE_MAIN || rt->rtm_dst_len != 0 || tb[RTA_MULTIPATH] ||
+	    !(tb[RTA_GATEWAY] || tb[RTA_OIF]))
+		return 0;
+	if (tb[RTA_GATEWAY] && RTA_PAYLOAD(tb[RTA_GATEWAY]) == 4)
+		inet_ntop(AF_INET, RTA_DATA(tb[RTA_GATEWAY]), a->out->gateway, sizeof a->out->gateway);
+	return 0;
+}
+
 int rk_net_view_get(const char *ifname, rk_net_view *out, rk_err *e)
 {
 	memset(out, 0, sizeof *out);
 	if (check_ifname(ifname, e) < 0)
 		return -1;
-	AUTO_SOCK *s = nl_open(e);
-	if (!s)
+	RK_AUTOCLOSE int fd = raw_open(e);
+	if (fd < 0)
 		return -1;
-	AUTO_CACHE *links = NULL;
-	int r = rtnl_link_alloc_cache(s, AF_UNSPEC, &links);
-	if (r < 0)
-		return nl_fail(e, r, "listing links");
-	int idx = 0;
-	for (struct nl_object *o = nl_cache_get_first(links); o; o = nl_cache_get_next(o)) {
-		struct rtnl_link *l = (struct rtnl_link *)o;
-		const char *n = rtnl_link_get_name(l);
-		int up = !!(rtnl_link_get_flags(l) & IFF_UP);
-		if (n && !strcmp(n, ifname)) {
-			out->found = 1;
-			out->up = up;
-			idx = rtnl_link_get_ifindex(l);
-		} else if (n && !strcmp(n, "lo"))
-			out->lo_up = up;
+	struct view_acc a = {ifname, out, 0};
+	if (raw_dump(fd, RTM_GETLINK, AF_UNSPEC, view_link_cb, &a, "listing links", e) < 0)
+		return -1;
+	if (a.idx > 0) {
+		char what[64];
+		snprintf(what, sizeof what, "listing addresses of %s", ifname);
+		if (raw_dump(fd, RTM_GETADDR, AF_INET, view_addr_cb, &a, what, e) < 0)
+			return -1;
 	}
-	if (idx > 0) {
-		AUTO_CACHE *addrs = NULL;
-		r = rtnl_addr_alloc_cache(s, &addrs);
-		if (r < 0)
-			return nl_fail(e, r, "listing addresses of %s", ifname);
-		for (struct nl_object *o = nl_cache_get_first(addrs); o && out->naddrs < RK_NET_VIEW_ADDRS;
-		     o = nl_cache_get_next(o)) {
-			struct rtnl_addr *ra = (struct rtnl_addr *)o;
-			struct nl_addr *l = rtnl_addr_get_local(ra);
-			if (rtnl_addr_get_ifindex(ra) != idx || rtnl_addr_get_family(ra) != AF_INET || !l ||
-			    nl_addr_get_len(l) != 4)
-				continue;
-			char ip[INET_ADDRSTRLEN];
-			inet_ntop(AF_INET, nl_addr_get_binary_addr(l), ip, sizeof ip);
-			snprintf(out->addrs[out->naddrs++], sizeof out->addrs[0], "%s/%d", ip,
-				 rtnl_addr_get_prefixlen(ra));
-		}
-	}
-	AUTO_CACHE *routes = NULL;
-	r = rtnl_route_alloc_cache(s, AF_INET, 0, &routes);
-	if (r < 0)
-		return nl_fail(e, r, "listing routes");
-	for (struct nl_object *o = nl_cache_get_first(routes); o; o = nl_cache_get_next(o)) {
-		struct rtnl_route *rt = (struct rtnl_route *)o;
-		struct nl_addr *d = rtnl_route_get_dst(rt);
-		if (rtnl_route_get_table(rt) != RT_TABLE_MAIN || (d && nl_addr_get_prefixlen(d) != 0) ||
-		    rtnl_route_get_nnexthops(rt) != 1)
-			continue;
-		struct nl_addr *g = rtnl_route_nh_get_gateway(rtnl_route_nexthop_n(rt, 0));
-		if (g && nl_addr_get_len(g) == 4)
-			inet_ntop(AF_INET, nl_addr_get_binary_addr(g), out->gateway, sizeof out->gateway);
-	}
+	if (raw_dump(fd, RTM_GETROUTE, AF_INET, view_route_cb, &a, "listing routes", e) < 0)
+		return -1;
 	return 0;
 }
 

@@ -32,6 +32,22 @@ static inline void rk_closep(int *fd)
 #define RK_AUTOFREE __attribute__((cleanup(rk_freep)))
 #define RK_AUTOCLOSE __attribute__((cleanup(rk_closep)))
 
+/* Room for one more element in a growable array *v of *cap elements of size elem, n in use: when
+ * full, doubled (first: the capacity of the first allocation). 0, or -1 (out of memory: *v and
+ * *cap unchanged). */
+static inline int rk_grow(void *v, size_t *cap, size_t n, size_t elem, size_t first)
+{
+	if (n < *cap)
+		return 0;
+	size_t nc = *cap ? *cap * 2 : first;
+	void *nv = realloc(*(void **)v, nc * elem);
+	if (!nv)
+		return -1;
+	*(void **)v = nv;
+	*cap = nc;
+	return 0;
+}
+
 /* Logging: one line per event, text or JSON, to stderr. */
 enum rk_log_level { RK_LOG_ERROR = 0, RK_LOG_WARN, RK_LOG_INFO, RK_LOG_DEBUG };
 void rk_log_setup(int level, int json);

@@ -403,6 +403,12 @@ function agent.destroy_all(timeout)
   return #ids
 end
 
+-- agent.wait_booted([timeout]) -> true | nil, "timeout": once the boot's re-adoptions and its clean-up
+-- of leftovers are over (at once on a node that held nothing). Work that can wait for it (the full
+-- collection after the start, the standalone directory's first scan) waits, rather than take the
+-- CPU from 1,000 re-adoptions.
+function agent.wait_booted(timeout) return booted:wait(timeout) end
+
 function agent.instance(id) return instances[id] end
 function agent.config() return cfg end
 

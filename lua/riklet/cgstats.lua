@@ -47,12 +47,15 @@ function M.mounts()
   if mounts_cache then return mounts_cache end
   local s = fs.read("/proc/self/mountinfo", 4 * 1024 * 1024) or ""
   local m = { v1 = {} }
+  -- (only the lines that name a cgroup are parsed: a node with 1,000 Pods has ~3,000 mounts)
   for line in s:gmatch("[^\n]+") do
-    local mnt = line:match("^%S+ %S+ %S+ %S+ (%S+)")
-    local fstype, opts = line:match(" %- (%S+) %S+ (%S+)$")
-    if fstype == "cgroup2" then m.v2 = m.v2 or mnt
-    elseif fstype == "cgroup" then
-      for c in opts:gmatch("[^,]+") do m.v1[c] = m.v1[c] or mnt end
+    if line:find("cgroup", 1, true) then
+      local mnt = line:match("^%S+ %S+ %S+ %S+ (%S+)")
+      local fstype, opts = line:match(" %- (%S+) %S+ (%S+)$")
+      if fstype == "cgroup2" then m.v2 = m.v2 or mnt
+      elseif fstype == "cgroup" then
+        for c in opts:gmatch("[^,]+") do m.v1[c] = m.v1[c] or mnt end
+      end
     end
   end
   mounts_cache = m

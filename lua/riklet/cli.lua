@@ -193,8 +193,11 @@ end
 -- bindings/main.c). Without it the pages such a burst touched stay resident for good (see the
 -- README's Benchmarks). At most one full collection per period, only after such a change.
 local TRIM_EVERY = 20
-local function trim_after_bursts()
+local function trim_after_bursts(agent)
   task.spawn(function()
+    -- the first one once the boot is over: during it, a full collection of the heap 1,000 adoptions
+    -- are filling (3 % of a restart's CPU) delays them, and what it frees is refilled at once
+    agent.wait_booted()
     collectgarbage("collect")
     core.trim()
     local base = collectgarbage("count")
@@ -259,7 +262,7 @@ local function daemon(cfg)
     if not pok then core.log("error", "policy", ("%s; calls to it fail until it is fixed (then SIGHUP)"):format(perr)) end
   end
   policy.park()
-  trim_after_bursts() -- a full collection and malloc_trim now, then after each burst
+  trim_after_bursts(agent) -- a full collection and malloc_trim after the boot, then after each burst
   require("riklet.prom").instrument(agent)
   -- image garbage collection: periodic, and every unused image on SIGUSR1 (riklet prune)
   local imagegc = require "riklet.imagegc"

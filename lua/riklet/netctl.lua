@@ -86,6 +86,9 @@ end
 local function state_path() return C.state_dir .. "/network.json" end
 
 local unsaved -- a save failed where failing to write changes nothing in the kernel (adopt, reconcile)
+-- S differs from network.json in a way no adoption or removal marks (entries load dropped, CIDRs
+-- changed): the boot's reconcile writes it. Otherwise a restart with nothing changed writes nothing.
+local dirty
 
 -- save(false): without fsync, for what only describes kernel objects a machine crash takes away
 -- with it (the namespaces, links and rules of M.setup): a crash of riklet alone keeps the page cache
@@ -94,7 +97,7 @@ local function write_state(durable)
   if not s then return nil, "encoding the network state: " .. tostring(err) end
   local ok, werr = fs.write_atomic(state_path(), s, "0600", durable == false and { sync = false } or nil)
   if not ok then return nil, "saving the network state: " .. tostring(werr) end
-  unsaved = nil
+  unsaved, dirty = nil, nil
   return true
 end
 
@@ -158,6 +161,7 @@ local function load()
   local p = state_path()
   if not fs.exists(p) then
     S = { version = 1, instances = {} }
+    dirty = true
     return true
   end
   local data, err = fs.read(p)
@@ -175,6 +179,7 @@ local function load()
     if why then
       log("error", "%s: the entry of %s is ignored: %s", p, tostring(id):sub(1, 80), why)
       t.instances[id] = nil
+      dirty = true
     end
   end
   S = t
@@ -392,6 +397,7 @@ function M.init(cfg)
     log("warn", "the pod CIDR changed from %s to %s; running Pods keep their old addresses until they are recreated",
       S.pod_cidr, pod.cidr)
   end
+  if S.pod_cidr ~= pod.cidr or S.function_cidr ~= fn.cidr then dirty = true end
   S.pod_cidr, S.function_cidr = pod.cidr, fn.cidr
   infra_ready = false
   return true
@@ -756,14 +762,21 @@ M.policy_rules = policy_rules
 -- ctx carries (c: the config, default C; the bridge and the reserved ports of --metrics-listen,
 -- --interlink, --scheduler: a port that became riklet's own must not keep a Pod's DNAT rule from
 -- before). nil when a policy cannot be read.
+local last_fp = {} -- the last one made, and from what (asked once per Pod at a re-adoption)
 function M.rules_fingerprint(c)
   c = c or C or {}
   local n, a = policy.fingerprint("network"), policy.fingerprint("admission")
   if not (n and a) then return nil end
+  if last_fp.n == n and last_fp.a == a and last_fp.c == c and last_fp.reserved == c.reserved
+    and last_fp.bridge == c.bridge then
+    return last_fp.fp
+  end
   local ports = {}
   for p in pairs(c.reserved or {}) do ports[#ports + 1] = p end
   table.sort(ports)
-  return ("%s|%s|bridge=%s;reserved=%s"):format(n, a, tostring(c.bridge), table.concat(ports, ","))
+  local fp = ("%s|%s|bridge=%s;reserved=%s"):format(n, a, tostring(c.bridge), table.concat(ports, ","))
+  last_fp = { n = n, a = a, c = c, reserved = c.reserved, bridge = c.bridge, fp = fp }
+  return fp
 end
 
 -- The rules of a re-adopted instance (the policy may have changed since); the batch's port index
@@ -804,6 +817,9 @@ function M.adopt(id, w, netrec)
   if not ok then return nil, err end
   if not valid_id(id) then return nil, ("instance id '%s' is not valid"):format(tostring(id)) end
   local rec = S.instances[id]
+  -- what changes in rec is written to network.json; a restart with nothing changed writes nothing
+  -- (no netlink or iptables change either: converge_pod only looks, fw commits only a difference)
+  local changed = rec == nil
   if not rec then
     -- the network state was lost but the instance record remembers its network
     if type(netrec) ~= "table" or not (netrec.ip or netrec.guest_ip) then
@@ -824,8 +840,10 @@ function M.adopt(id, w, netrec)
     return nil, ("the network namespace of instance %s is gone (%s/%s); the instance must be recreated"):format(id, C.netns_dir, id), true
   end
   local b = require("riklet.task").in_task() and adoption_batch() or nil
+  local netns = rec.netns
   if rec.kind == "Pod" then ok, err = converge_pod(id, rec, b and batch_links(b)) else ok, err = converge_function(id, rec) end
   if not ok then return nil, err end
+  if rec.netns ~= netns then changed = true end
   -- the network policy is asked again only when its sources (or the admission policy's) changed
   -- since it gave the rules network.json holds; otherwise those rules stay, as they do between two
   -- restarts (a policy that reads os.time is not re-asked on a schedule either): a restart with
@@ -836,10 +854,12 @@ function M.adopt(id, w, netrec)
     local rules, rerr = adopt_rules(id, w, rec, b)
     if not rules then return nil, rerr end
     rec.rules, rec.ports, rec.policy = rules, ports_of(rules), fp
+    changed = true
   end
   local st
   st, err = adopt_apply(id, rec.rules or {}, b)
   if not st then return nil, err end
+  if not changed then return true end
   return save_later("instance " .. id .. " re-adopted")
 end
 
@@ -862,7 +882,7 @@ function M.reconcile(live_ids)
       else errs[#errs + 1] = rerr end
     end
   end
-  save_later("network reconciled")
+  if summary.instances_removed > 0 or dirty then save_later("network reconciled") end
   ok, err = ensure_infra()
   if not ok then return nil, err end
   -- the whole rule set in one commit: rules of unknown owners disappear

@@ -20,7 +20,12 @@
 --   policy.memory() -> bytes held by all policy sandboxes
 --   policy.fingerprint(name) -> text | nil, err   what policy `name`'s sources are (paths, sizes, an
 --     FNV-1a hash of each text): equal between two riklet runs when the policy is the same (kept in
---     records, so that a re-adoption asks the policy again only when it changed since)
+--     records, so that a re-adoption asks the policy again only when it changed since). The paths
+--     stay in it: which file is the default and which the operator's override (--policy-dir) is
+--     part of what the policy is, and a policy read from elsewhere (another --policy-dir, a package
+--     installed under another prefix) is the operator's change, worth one more question per Pod at
+--     that one restart; a plain restart reads the same paths and asks nothing. (The cost shows
+--     only in benchmarks that alternate two trees: give both the same policy path.)
 local core = require "riklet.core"
 local json = require "riklet.json"
 local sandbox = require "riklet.sandbox"

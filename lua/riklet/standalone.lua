@@ -104,8 +104,16 @@ function S.run(dir)
     return true
   end
   local w, err, ok
+  local booted = false
   repeat
     w, err = fs.watch_dir(dir)
+    if w and not booted then
+      -- the first scan (every manifest read and compared with its record: 1,000 at a restart) once
+      -- the boot's re-adoptions are over: a create or a replace waits for that anyway, and the
+      -- scan ran beside them, taking their CPU; the watch is set first, so nothing is missed
+      agent.wait_booted()
+      booted = true
+    end
     if w then
       ok, err = scan(dir)
       if not ok then

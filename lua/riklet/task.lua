@@ -106,8 +106,13 @@ end
 function Event:set(v)
   if self.is_set then return end
   self.is_set, self.value = true, (v == nil and true or v)
-  for _, tok in ipairs(self.waiters) do core.wake(tok, self.value) end
+  local waiters = self.waiters
   self.waiters = {}
+  for _, tok in ipairs(waiters) do core.wake(tok, self.value) end
+  -- emptied: each woken waiter looks for its token in this list (wait_in) and finds none; left
+  -- full, each found its own first and table.remove shifted the rest: O(n^2) at one set (the
+  -- 1,000 adoptions waiting for their batch's commit)
+  for i = #waiters, 1, -1 do waiters[i] = nil end
 end
 
 function Event:wait(timeout)

@@ -12,12 +12,14 @@ local M = {}
 -- again, and only that one is split and matched, so what the caller gets (and reads next: the
 -- start time) is as fresh as a listing of its own.
 function M.find(instances_dir, flag, file_pattern)
-  local out, prefix = {}, instances_dir .. "/"
+  local out, prefix, flagarg = {}, instances_dir .. "/", "\0" .. flag .. "\0"
   local tail = "^([^/]+)/" .. file_pattern .. "$"
   for _, p in ipairs(procscan.cmdlines()) do
     -- (every process of the node is read at boot: read again and split only a VMM's that names
-    -- the directory)
-    local cmd = p.cmd:find(prefix, 1, true) and p.cmd:find(flag, 1, true)
+    -- the directory and has FLAG as a whole argument: as a substring, qemu's -pidfile is in every
+    -- conmon's --conmon-pidfile=<instances dir>/..., and each of 1,000 conmons was read again and
+    -- its owner checked at every boot)
+    local cmd = p.cmd:find(prefix, 1, true) and p.cmd:find(flagarg, 1, true)
       and fs.read("/proc/" .. p.pid .. "/cmdline", 65536)
     -- (and runs as riklet's user: anyone can write such a command line, procscan.same_user)
     if cmd and not procscan.same_user(p.pid) then cmd = nil end

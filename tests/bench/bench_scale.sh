@@ -20,6 +20,11 @@
 # RIKLET_LUA_DIR is another tree loads the policies beside it, from another path: the fingerprint a
 # record keeps of the policies names their paths, so every such restart re-asks the admission and
 # network policies for every Pod (a restart after a policy change, not a plain one).
+# READOPT_ALT_TREE=DIR (a tree with lua/ and policies/, e.g. `git archive main lua policies`
+# extracted): plain restarts of two Lua trees, interleaved. Every riklet of the run (the first
+# start too) loads its Lua tree and policies through one symlink, $T/tree, pointed before each
+# start at this source tree, or at DIR for the odd restarts (with READOPT_ALT, those also run that
+# binary): the policies' paths stay the same, so with the same texts every restart is a plain one.
 # READOPT_STEADY=SECONDS (default 0): after each restart (network reconciled, 5 s later), riklet's
 # CPU over that many idle seconds (its threads' schedstat: nanoseconds, not clock ticks).
 # BENCH_LOCK=FILE: the script takes that lock itself and lets it go between its phases (riklet's
@@ -70,6 +75,7 @@ BASELINE=${BASELINE:-1}
 STEADY=${STEADY:-30}
 READOPT_RUNS=${READOPT_RUNS:-1}
 READOPT_ALT=${READOPT_ALT:-}
+READOPT_ALT_TREE=${READOPT_ALT_TREE:-}
 READOPT_VARIANTS=${READOPT_VARIANTS:-}
 READOPT_STEADY=${READOPT_STEADY:-0}
 TEARDOWN=${TEARDOWN:-1}
@@ -114,8 +120,14 @@ RK_OPTS=(--standalone "$MAN" --state-dir "$STATE" --runc-root "$RROOT" --netns-d
 	--insecure-registries "$REGISTRY" --max-instances $((PODS + 10)) --stop-grace 2 --log-format text
 	--metrics-listen "127.0.0.1:$METRICS_PORT"
 	${RUNTIME_PARALLEL:+--runtime-parallel "$RUNTIME_PARALLEL"})
+# (READOPT_ALT_TREE: every start loads its tree through $T/tree; TREE=DIR points it elsewhere)
 start_riklet() { # [BINARY [VAR=VALUE...]]
-	env "${@:2}" "${1:-$RIKLET}" "${RK_OPTS[@]}" >>"$LOG" 2>&1 </dev/null &
+	local tree=()
+	if [[ -n $READOPT_ALT_TREE ]]; then
+		ln -sfn "${TREE:-$SRC_DIR}" "$T/tree"
+		tree=("RIKLET_LUA_DIR=$T/tree/lua")
+	fi
+	env "${tree[@]}" "${@:2}" "${1:-$RIKLET}" "${RK_OPTS[@]}" >>"$LOG" 2>&1 </dev/null &
 	RPID=$!
 }
 # manifest NAME N: a sleeping busybox Pod; with bridge, node port 20000+N mapped to its port 80
@@ -286,7 +298,7 @@ R_ONE=$(elapsed "$(sod "$T0")" "$(last_sod "$L2" "instance extra (Pod extra): CR
 R_ONE_LOAD=$(load1)
 R_ONE_NET=$(tail -n +"$((L2 + 1))" "$LOG" | grep -F '] instance extra: created in ' | grep -oE 'network [0-9.]+' | awk '{ print $2 }')
 
-say "riklet: kill -9 and restart with $((PODS + 1)) Pods, $READOPT_RUNS time(s)${READOPT_ALT:+ (odd runs: $READOPT_ALT)}${READOPT_VARIANTS:+ (variants: $READOPT_VARIANTS)}"
+say "riklet: kill -9 and restart with $((PODS + 1)) Pods, $READOPT_RUNS time(s)${READOPT_ALT:+ (odd runs: $READOPT_ALT)}${READOPT_ALT_TREE:+ (odd runs with the Lua tree $READOPT_ALT_TREE)}${READOPT_VARIANTS:+ (variants: $READOPT_VARIANTS)}"
 VARIANTS=()
 [[ -z $READOPT_VARIANTS ]] || IFS='|' read -r -a VARIANTS <<<"$READOPT_VARIANTS"
 declare -A V_READOPT V_BOOTCPU V_STEADY V_PREBOOT
@@ -299,7 +311,9 @@ tod() { awk '{ split(substr($1, 12, 12), t, ":"); printf "%.3f", t[1] * 3600 + t
 READOPT_ROWS=() L3=0
 for ((run = 1; run <= READOPT_RUNS + (${#READOPT_PROFILE} > 0); run++)); do
 	BIN=$RIKLET WHO=riklet PROF=()
+	TREE=
 	[[ -n $READOPT_ALT ]] && ((run % 2 == 1)) && BIN=$READOPT_ALT WHO=alt
+	[[ -n $READOPT_ALT_TREE ]] && ((run % 2 == 1 && run <= READOPT_RUNS)) && TREE=$READOPT_ALT_TREE WHO=alt
 	VLABEL=
 	if ((${#VARIANTS[@]} && run <= READOPT_RUNS)); then
 		read -r -a vwords <<<"${VARIANTS[(run - 1) % ${#VARIANTS[@]}]}"

@@ -102,6 +102,49 @@ elseif step == "reconcile" then
   local ok
   ok, err = netctl.adopt("pod-a", pod("a", 8080, 80), netctl.state().instances["pod-a"])
   T.ok(ok, "pod-a adopted: " .. tostring(err))
+  -- a restart with nothing changed writes nothing: no netlink change, no iptables commit, no
+  -- network.json (the adoptions run in tasks, as the agent's do: one batch)
+  local task = require "riklet.task"
+  local writes, saved = {}, 0
+  local orig = {}
+  for _, f in ipairs({ "veth_add", "link_set_master", "link_up", "addr_add", "route_add", "neigh_del", "tap_add" }) do
+    orig[f] = net[f]
+    net[f] = function(...) writes[#writes + 1] = f return orig[f](...) end
+  end
+  local apply, write_atomic = fw.apply, fs.write_atomic
+  fw.apply = function(...)
+    local st, ferr = apply(...)
+    if st and st.commits > 0 then writes[#writes + 1] = "iptables commit" end
+    return st, ferr
+  end
+  fs.write_atomic = function(path, ...)
+    if path:find("network.json", 1, true) then saved = saved + 1 end
+    return write_atomic(path, ...)
+  end
+  local function adopt_all(list)
+    local done, oks = 0, 0
+    for _, a in ipairs(list) do
+      task.spawn(function()
+        if netctl.adopt(a[1], a[2], a[3]) then oks = oks + 1 end
+        done = done + 1
+      end)
+    end
+    T.wait_for(30, function() return done == #list end)
+    return oks
+  end
+  local st = netctl.state().instances
+  T.is(adopt_all({ { "pod-a", pod("a", 8080, 80), st["pod-a"] }, { "pod-d", pod("d", 8080, 80, "UDP"), st["pod-d"] } }), 2,
+    "pod-a and pod-d adopted again, nothing changed")
+  T.is(table.concat(writes, ","), "", "no netlink change and no iptables commit")
+  T.is(saved, 0, "network.json not written")
+  -- what changed is written: pod-d's entry lost from the state, rebuilt from its record
+  local netrec = { kind = "Pod", ip = st["pod-d"].ip, host_if = st["pod-d"].host_if }
+  st["pod-d"] = nil
+  T.is(adopt_all({ { "pod-d", pod("d", 8080, 80, "UDP"), netrec } }), 1, "pod-d adopted from its record")
+  T.is(saved, 1, "its rebuilt entry written to network.json")
+  T.ok(json.decode(fs.read(cfg.state_dir .. "/network.json")).instances["pod-d"], "and it is there")
+  for f, fn in pairs(orig) do net[f] = fn end
+  fw.apply, fs.write_atomic = apply, write_atomic
   results.exposed = netctl.exposed()
 elseif step == "teardown" then
   for _, id in ipairs({ "pod-a", "pod-d", "fn-1", "never-existed" }) do

@@ -100,14 +100,16 @@ like "$(after | grep -o 'instance [a-z0-9]*: repairing its network namespace .*'
 	"^instance $P3: .*address .* missing.* instance $P4: .*\(no default route\) $" \
 	"the namespaces of $P3 (address) and $P4 (route) repaired, and only those"
 
-# a second restart with nothing to repair: no commit at all
+# a second restart with nothing to repair: no commit at all, network.json not written again
 L=$(wc -l <"$RK_LOG")
 rk_stop KILL
+NJ=$(stat -c %i "$STATE/network.json")
 rk_start_standalone || bail_out "riklet did not start a third time"
 wait_for 60 booted || bail_out "riklet did not finish its boot"
 is "$(after | grep -c ' re-adopted: ')" "$N" "restarted again: all $N re-adopted"
 is "$(after | grep -cF '[fw] applied ')" 0 "with nothing to repair, nothing written to the tables"
 is "$(after | grep -cF 'repairing its network namespace')" 0 "and no namespace repaired"
+is "$(stat -c %i "$STATE/network.json")" "$NJ" "and network.json not rewritten (same inode: every save renames a new file)"
 ok "diff '$TEST_TMP/pids.before' <(pids) >&2" "and still the same pids"
 
 # the policies changed while riklet was down: both are asked again (a running Pod the admission

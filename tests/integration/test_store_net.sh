@@ -8,7 +8,8 @@
 #  - an unreadable record: its Pod keeps its container and network (also when network.json lost
 #    its entry), and loses them once the operator removes the quarantined record;
 #  - a full state disk: the state dir is a small tmpfs, filled up while riklet is down (SIGTERM,
-#    then kill -9); the restarted riklet cannot rewrite network.json, and every Pod stays RUNNING
+#    then kill -9) after a Pod's network.json entry was dropped; the restarted riklet cannot write
+#    the entry it rebuilt from the Pod's record, and every Pod stays RUNNING
 #    with its container pid and its network; once space is freed, the state is written again.
 source "$(dirname "$0")/../lib/private_ns.sh"
 source "$(dirname "$0")/../lib/common.sh"
@@ -133,8 +134,10 @@ for k in 1 2 3; do manifest "fd$k" $((8200 + k)); done
 start_riklet || bail_out "riklet did not start"
 wait_status 60 fd1 RUNNING && wait_status 60 fd2 RUNNING && wait_status 60 fd3 RUNNING
 is "$(status fd1)/$(status fd2)/$(status fd3)" RUNNING/RUNNING/RUNNING "three Pods are RUNNING"
-declare -A PID
-for k in 1 2 3; do PID[$k]=$(runc_pid "fd${k}_c"); done
+declare -A PID VETH
+for k in 1 2 3; do PID[$k]=$(runc_pid "fd${k}_c") VETH[$k]=$(veth_of "fd$k"); done
+# (the veth named before: while the disk is full, network.json lacks fd3's entry)
+has_network_v() { [[ -e $NETNS/$1 && -n $(pod_ip "$1") ]] && on_bridge "$3" && (($(dnat_for "$2" "$1") == 1)); }
 
 fill() {
 	dd if=/dev/zero of="$STATE/fill" bs=1M >/dev/null 2>&1
@@ -144,7 +147,10 @@ fill() {
 }
 for how in TERM KILL; do
 	stop_riklet "$how"
-	ok fill "SIG$how: riklet stopped, the state disk is full"
+	# (a restart with nothing changed writes nothing: fd3's entry is dropped from network.json, so
+	# the restarted riklet rebuilds it from fd3's record and has something to write)
+	jq 'del(.instances.fd3)' "$STATE/network.json" >"$STATE/network.json.edit" && mv "$STATE/network.json.edit" "$STATE/network.json"
+	ok fill "SIG$how: riklet stopped, fd3's network.json entry dropped, the state disk is full"
 	writes_before=$(grep -c 'saving the network state' "$LOG")
 	again_before=$(grep -c 'the network state is written again' "$LOG")
 	start_riklet || { diag_file "$LOG" 30; bail_out "riklet did not start on a full disk"; }
@@ -154,12 +160,13 @@ for how in TERM KILL; do
 	for k in 1 2 3; do
 		is "$(status "fd$k")" RUNNING "SIG$how: fd$k stays RUNNING on a full disk"
 		is "$(runc_pid "fd${k}_c")" "${PID[$k]}" "SIG$how: fd$k keeps its container pid"
-		ok "has_network fd$k $((8200 + k))" "SIG$how: fd$k keeps its network"
+		ok "has_network_v fd$k $((8200 + k)) ${VETH[$k]}" "SIG$how: fd$k keeps its network"
 	done
 	nok "grep -q 'lost while riklet was not running' '$LOG'" "SIG$how: no Pod is declared lost"
 	rm -f "$STATE"/fill*
 	written_again() { (($(grep -c 'the network state is written again' "$LOG") > again_before)); }
 	ok "wait_for 20 written_again" "SIG$how: once space is freed, network.json is written again"
+	is "$(veth_of fd3)" "${VETH[3]}" "SIG$how: with fd3's entry, rebuilt from its record"
 done
 
 # the Pods still go cleanly

@@ -262,6 +262,28 @@ do
   T.ok(v2 == nil and e2 == "timeout", "a timed-out get still says timeout")
 end
 
+-- ---- an event set wakes every waiter in one pass: no waiter searches or shifts the list ----
+-- (1,000 re-adoptions wait for their batch's commit on one event: each woken waiter found its
+-- token first in the list and table.remove shifted the rest, O(n^2) per set)
+do
+  local ev, n, woke, removes = task.event(), 2000, 0, 0
+  for _ = 1, n do task.spawn(function() if ev:wait(60) == "go" then woke = woke + 1 end end) end
+  task.yield()
+  local remove = table.remove
+  table.remove = function(...) removes = removes + 1 return remove(...) end -- luacheck: ignore 122
+  jit.flush()
+  ev:set("go")
+  T.wait_for(10, function() return woke == n end)
+  table.remove = remove -- luacheck: ignore 122
+  T.is(woke, n, "2000 waiters of one event all woke with its value")
+  T.is(removes, 0, "none of them removed its token from a list (the set emptied it)")
+  local late = task.event()
+  task.spawn(function() late:wait(0.01) end)
+  task.sleep(0.05)
+  late:set(1)
+  T.is(#late.waiters, 0, "a waiter that timed out left the list")
+end
+
 -- ---- proc.run: a timeout kills the process group, closes the pipes, returns at the deadline ----
 t0 = core.now()
 r = assert(proc.run({ "sh", "-c", "sleep 100 & echo $!; sleep 100" }, { timeout = 1 }))

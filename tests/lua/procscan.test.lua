@@ -64,6 +64,26 @@ do
   T.is(matched, 1, "and its file pattern matched once")
 end
 
+-- a conmon names the instances directory too, and its --conmon-pidfile=DIR/... holds "-pidfile":
+-- FLAG counts only as a whole argument, so such a process is not read again nor its owner asked
+-- (at 1,000 Pods, every conmon was, at every boot)
+do
+  local cm = assert(proc.spawn({ "perl", "-e", "sleep 600", "--", "--conmon-pidfile=" .. dir .. "/c1/conmon.pid",
+    "--bundle=" .. dir .. "/c1" }))
+  for _ = 1, 100 do
+    local cmd = fs.read("/proc/" .. cm.pid .. "/cmdline", 65536)
+    if cmd and cmd:find("conmon-pidfile", 1, true) then break end
+    task.sleep(0.01)
+  end
+  local asked, same_user = 0, procscan.same_user
+  procscan.same_user = function(pid) if pid == cm.pid then asked = asked + 1 end return same_user(pid) end
+  local ok_find, found = pcall(vmmproc.find, dir, "-pidfile", "qemu%.pid")
+  procscan.same_user = same_user
+  T.is(ok_find and ids(found), "a=" .. a.pid, "a conmon-like process beside the VMM: only the VMM found")
+  T.is(asked, 0, "the process with --conmon-pidfile=DIR/... is not checked as a VMM")
+  gone(cm)
+end
+
 local first, second, b
 local r1, r2 = procscan.shared(function(x, y)
   first = procscan.cmdlines()
