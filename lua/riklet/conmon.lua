@@ -168,10 +168,16 @@ end
 -- Kill conmon pid of container id, only on positive evidence that it is that conmon: its
 -- /proc/PID/cmdline read and naming the container, run by riklet's user (the pid may come from a
 -- record, and pids are recycled; a command line can be imitated). An unreadable command line (no fd left) is no evidence: it is left alone.
+-- The signal goes through a pidfd opened before that check (procscan.claim): a conmon that ends
+-- between the check and the kill is not replaced by whatever gets its pid next.
 function M.stop(pid, id)
-  if is_conmon_of(pid, id) then
+  local c = pid and procscan.claim(pid, function(p) return is_conmon_of(p, id) end)
+  if c then
     log("warn", "conmon %d of container %s is still there after its container is gone: killing it", pid, id)
-    proc.kill(pid, 9)
+    local sent, err = c:signal(9)
+    c:close()
+    if sent == false then log("info", "conmon %d of container %s ended by itself before the kill", pid, id)
+    elseif not sent then log("error", "cannot kill conmon %d of container %s: %s", pid, id, tostring(err)) end
   end
 end
 
