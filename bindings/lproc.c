@@ -836,10 +836,7 @@ static int l_pidfd(lua_State *L)
 	int fd = rk_pidfd_open(pid, &e);
 	if (fd < 0)
 		return fail_named(L, &e);
-	int *u = lua_newuserdata(L, sizeof *u);
-	*u = fd;
-	luaL_getmetatable(L, PIDFD_MT);
-	lua_setmetatable(L, -2);
+	lrk_push_fd(L, fd, PIDFD_MT);
 	return 1;
 }
 
@@ -860,11 +857,7 @@ static int l_pidfd_signal(lua_State *L)
 /* pidfd:close() */
 static int l_pidfd_close(lua_State *L)
 {
-	int *u = luaL_checkudata(L, 1, PIDFD_MT);
-	if (*u >= 0)
-		close(*u);
-	*u = -1;
-	return 0;
+	return lrk_close_fd(L, PIDFD_MT);
 }
 
 /* proc.alive(pid) -> boolean */

@@ -20,6 +20,8 @@
 --       as riklet did before. claim:close() (idempotent).
 --   procscan.signal_if(pid, signo, is_it) -> true (sent) | false (not it, or gone) | nil, err:
 --       claim, signal, close.
+--   procscan.with_claim(pid, is_it, fn, ...) -> fn(claim, ...)'s results, the claim closed after
+--       it (fn raising too) | false | nil, err (as claim: fn not called).
 --   procscan.shared(fn, ...) -> fn(...)'s results: while fn runs, every cmdlines() call returns one
 --       listing, taken at the first of them (it may be older than fn's later calls: a process
 --       started meanwhile is not in it, one ended meanwhile still is). Calls may nest. Shared
@@ -104,6 +106,15 @@ function M.cmdlines()
 end
 
 local function packed(...) return { n = select("#", ...), ... } end
+
+function M.with_claim(pid, is_it, fn, ...)
+  local c, err = M.claim(pid, is_it)
+  if not c then return c, err end
+  local res = packed(pcall(fn, c, ...))
+  c:close()
+  if not res[1] then error(res[2], 0) end
+  return unpack(res, 2, res.n)
+end
 
 function M.shared(fn, ...)
   local key = coroutine.running() or MAIN

@@ -248,7 +248,7 @@ end
 -- B.stop(handle, grace) -> true | nil, err
 -- The SIGKILL goes through a pidfd opened before the start-time check here (procscan.claim): a
 -- firecracker that ends during the grace period is not replaced by a recycled pid.
-local function stop(handle, grace, claim)
+local function stop(claim, handle, grace)
   local ev = exit_event(handle.pid)
   local ok, err = api(handle.sock, "PUT", "/actions", { action_type = "SendCtrlAltDel" })
   if not ok then log("info", "firecracker pid %d: %s; killing it", handle.pid, err) end
@@ -264,13 +264,9 @@ end
 
 function B.stop(handle, grace)
   handle.stopping = true
-  local claim, err = procscan.claim(handle.pid, function() return same_process(handle) end)
-  if claim == false then return true end
-  if not claim then return nil, ("cannot stop firecracker pid %d: %s"):format(handle.pid, tostring(err)) end
-  local ok, res, serr = pcall(stop, handle, grace, claim)
-  claim:close()
-  if not ok then error(res, 0) end
-  return res, serr
+  local ok, err = procscan.with_claim(handle.pid, function() return same_process(handle) end, stop, handle, grace)
+  if ok == false then return true end -- (gone, or its pid is another process's now)
+  return ok, err
 end
 
 -- B.processes(instances_dir) -> array of handles {backend, pid, starttime, sock, id}: the

@@ -507,7 +507,7 @@ end
 -- B.stop(handle, grace) -> true | nil, err
 -- The SIGKILL at the end goes through a pidfd opened before the start-time check here
 -- (procscan.claim): a QEMU that ends during the grace period is not replaced by a recycled pid.
-local function stop(handle, grace, claim)
+local function stop(claim, handle, grace)
   local rt = live[handle.pid] or {}
   -- (QMP accepts one client at a time: let the start's connection finish first)
   if rt.qmp_ready then rt.qmp_ready:wait(20) end
@@ -535,13 +535,9 @@ end
 
 function B.stop(handle, grace)
   if not handle or not handle.pid then return true end
-  local claim, err = procscan.claim(handle.pid, function() return same_process(handle) end)
-  if claim == false then return true end
-  if not claim then return nil, ("cannot stop QEMU (pid %d): %s"):format(handle.pid, tostring(err)) end
-  local ok, res, serr = pcall(stop, handle, grace, claim)
-  claim:close()
-  if not ok then error(res, 0) end
-  return res, serr
+  local ok, err = procscan.with_claim(handle.pid, function() return same_process(handle) end, stop, handle, grace)
+  if ok == false then return true end -- (gone, or its pid is another process's now)
+  return ok, err
 end
 
 -- B.processes(instances_dir) -> array of handles {pid, starttime, sock, id} of the QEMUs riklet
