@@ -327,7 +327,7 @@ local function cleanup_failed(inst, what, err)
     .. "runc failing)", inst.id, tostring(inst.rec.kind or "?"), tostring(inst.rec.name or "?"),
     what == "destroy" and "could not be destroyed" or "could not free what it held after it ended", c.attempts,
     tostring(err), delay, L.RETRY_MAX, what == "destroy"
-      and " (a restarted riklet frees what it holds, and it stays FAILED until a destroy succeeds)"
+      and " (not after a restart of riklet: then a new destroy of it does; it stays FAILED until one succeeds)"
       or ", and at its next start")
   task.spawn(function()
     task.sleep(delay)
