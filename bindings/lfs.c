@@ -471,21 +471,13 @@ static int l_lock(lua_State *L)
 	int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
 	if (ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)n, 0) < 0)
 		rk_warn("fs", "cannot write pid into %s", p);
-	int *u = lua_newuserdata(L, sizeof *u);
-	*u = fd;
-	luaL_getmetatable(L, LOCK_MT);
-	lua_setmetatable(L, -2);
+	lrk_push_fd(L, fd, LOCK_MT);
 	return 1;
 }
 
 static int l_lock_close(lua_State *L)
 {
-	int *u = luaL_checkudata(L, 1, LOCK_MT);
-	if (*u >= 0) {
-		close(*u);
-		*u = -1;
-	}
-	return 0;
+	return lrk_close_fd(L, LOCK_MT);
 }
 
 /* ---- reader: an open file read sequentially ----
@@ -498,10 +490,7 @@ static int l_lock_close(lua_State *L)
 static int l_open_read(lua_State *L)
 {
 	const char *p = luaL_checkstring(L, 1);
-	int *u = lua_newuserdata(L, sizeof *u);
-	*u = -1;
-	luaL_getmetatable(L, READER_MT);
-	lua_setmetatable(L, -2);
+	int *u = lrk_push_fd(L, -1, READER_MT);
 	*u = open(p, O_RDONLY | O_CLOEXEC);
 	if (*u < 0)
 		return lrk_fail(L, "cannot open %s: %s", p, strerror(errno));
@@ -561,12 +550,7 @@ static int l_reader_seek(lua_State *L)
 /* reader:close() — idempotent */
 static int l_reader_close(lua_State *L)
 {
-	int *u = luaL_checkudata(L, 1, READER_MT);
-	if (*u >= 0) {
-		close(*u);
-		*u = -1;
-	}
-	return 0;
+	return lrk_close_fd(L, READER_MT);
 }
 
 /* ---- directory watcher ---- */

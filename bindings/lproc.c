@@ -25,6 +25,10 @@
  *       holds them (timed_out = true; code and signal nil if the command did not even die within
  *       a second of SIGKILL, e.g. stuck in the kernel).
  *   proc.watch(pid) -> code, signal | nil, nil, err (see there)
+ *   proc.pidfd(pid) -> pidfd | nil, err, errname   a handle on the process that has pid now
+ *       (errname "ENOSYS": no pidfds in this kernel, "ESRCH": no such process, "EMFILE"...);
+ *       pidfd:signal(signo) -> true | nil, err, errname ("ESRCH": it ended, nothing was sent,
+ *       whatever has its pid now included); pidfd:close() (idempotent; __gc closes it too)
  *   proc.describe(code, signal) -> "exited with code 3" | "killed by signal 9 (Killed)" */
 #include <errno.h>
 #include <fcntl.h>
@@ -794,6 +798,68 @@ static int l_kill_pid(lua_State *L)
 	return 1;
 }
 
+/* ---- pidfds: signal the process that was checked, never a recycled pid ---- */
+#define PIDFD_MT "riklet.proc.pidfd"
+
+static const char *errname(int code)
+{
+	switch (code) {
+	case ENOSYS:
+		return "ENOSYS";
+	case ESRCH:
+		return "ESRCH";
+	case EMFILE:
+		return "EMFILE";
+	case ENFILE:
+		return "ENFILE";
+	case EPERM:
+		return "EPERM";
+	default:
+		return "EOTHER";
+	}
+}
+
+static int fail_named(lua_State *L, const rk_err *e)
+{
+	lrk_fail_err(L, e);
+	lua_pushstring(L, errname(e->code));
+	return 3;
+}
+
+/* proc.pidfd(pid) -> pidfd | nil, err, errname */
+static int l_pidfd(lua_State *L)
+{
+	pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+	if (pid <= 0)
+		return luaL_argerror(L, 1, "pid must be positive");
+	rk_err e = {0};
+	int fd = rk_pidfd_open(pid, &e);
+	if (fd < 0)
+		return fail_named(L, &e);
+	lrk_push_fd(L, fd, PIDFD_MT);
+	return 1;
+}
+
+/* pidfd:signal(signo) -> true | nil, err, errname */
+static int l_pidfd_signal(lua_State *L)
+{
+	int *u = luaL_checkudata(L, 1, PIDFD_MT);
+	int sig = (int)luaL_checkinteger(L, 2);
+	if (*u < 0)
+		return luaL_error(L, "pidfd:signal on a closed pidfd");
+	rk_err e = {0};
+	if (rk_pidfd_signal(*u, sig, &e) < 0)
+		return fail_named(L, &e);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* pidfd:close() */
+static int l_pidfd_close(lua_State *L)
+{
+	return lrk_close_fd(L, PIDFD_MT);
+}
+
 /* proc.alive(pid) -> boolean */
 static int l_alive(lua_State *L)
 {
@@ -876,9 +942,11 @@ static int open_proc(lua_State *L)
 {
 	static const luaL_Reg methods[] = {{"wait", l_wait}, {"kill", l_kill}, {"exited", l_exited}, {NULL, NULL}};
 	lrk_newclass_fields(L, PROC_MT, methods, l_proc_fields, l_proc_gc);
+	static const luaL_Reg pidfd_methods[] = {{"signal", l_pidfd_signal}, {"close", l_pidfd_close}, {NULL, NULL}};
+	lrk_newclass(L, PIDFD_MT, pidfd_methods, l_pidfd_close);
 	static const luaL_Reg fns[] = {{"spawn", l_spawn},     {"run", l_run},	   {"describe", l_describe},
 				       {"kill", l_kill_pid},   {"alive", l_alive}, {"watch", l_watch},
-				       {"unwatch", l_unwatch}, {NULL, NULL}};
+				       {"unwatch", l_unwatch}, {"pidfd", l_pidfd}, {NULL, NULL}};
 	lua_newtable(L);
 	lrk_setfuncs(L, fns);
 	static int hooked;

@@ -8,6 +8,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "pool.h"
 
@@ -65,6 +66,24 @@ void lrk_setfuncs(lua_State *L, const luaL_Reg *fns)
 		lua_pushcfunction(L, fns->func);
 		lua_setfield(L, -2, fns->name);
 	}
+}
+
+int *lrk_push_fd(lua_State *L, int fd, const char *tname)
+{
+	int *u = lua_newuserdata(L, sizeof *u);
+	*u = fd;
+	luaL_getmetatable(L, tname);
+	lua_setmetatable(L, -2);
+	return u;
+}
+
+int lrk_close_fd(lua_State *L, const char *tname)
+{
+	int *u = luaL_checkudata(L, 1, tname);
+	if (*u >= 0)
+		close(*u);
+	*u = -1;
+	return 0;
 }
 
 void lrk_newclass(lua_State *L, const char *tname, const luaL_Reg *methods, lua_CFunction gc)

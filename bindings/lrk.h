@@ -39,6 +39,11 @@ void lrk_setfuncs(lua_State *L, const luaL_Reg *fns);
 /* Create a metatable named tname with methods (as __index) and optional __gc. Leaves nothing. */
 void lrk_newclass(lua_State *L, const char *tname, const luaL_Reg *methods, lua_CFunction gc);
 
+/* A handle that is one fd (an int userdata of class tname, -1 once closed): lrk_push_fd pushes a new
+ * one holding fd; lrk_close_fd(L, tname) is a :close() / __gc for such a class (idempotent). */
+int *lrk_push_fd(lua_State *L, int fd, const char *tname);
+int lrk_close_fd(lua_State *L, const char *tname);
+
 /* Like lrk_newclass, for a type with computed fields: getter(L) sees (self, key) and returns 1 with
  * the value pushed, or 0 to fall back to the methods. */
 void lrk_newclass_fields(lua_State *L, const char *tname, const luaL_Reg *methods, lua_CFunction getter,

@@ -8,8 +8,16 @@
 #include <spawn.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
 
 extern char **environ;
 
@@ -111,4 +119,22 @@ void rk_proc_describe(int st, char *buf, size_t len)
 		snprintf(buf, len, "killed by signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
 	else
 		snprintf(buf, len, "stopped (status 0x%x)", st);
+}
+
+int rk_pidfd_open(pid_t pid, rk_err *e)
+{
+	if (pid <= 0)
+		return rk_errf(e, EINVAL, "cannot open a pidfd for pid %d", (int)pid);
+	/* (pidfds are close-on-exec whatever the flags) */
+	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (fd < 0)
+		return rk_errf(e, errno, "cannot open a pidfd for process %d: %s", (int)pid, strerror(errno));
+	return fd;
+}
+
+int rk_pidfd_signal(int fd, int sig, rk_err *e)
+{
+	if (syscall(SYS_pidfd_send_signal, fd, sig, NULL, 0) < 0)
+		return rk_errf(e, errno, "cannot signal the process: %s", strerror(errno));
+	return 0;
 }

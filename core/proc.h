@@ -30,4 +30,13 @@ pid_t rk_proc_spawn(char *const *argv, const struct rk_proc_opts *o, rk_err *e);
 /* Describe a waitpid status for humans: "exited with code 3", "killed by signal 9 (SIGKILL)". */
 void rk_proc_describe(int wstatus, char *buf, size_t len);
 
+/* A pidfd (Linux >= 5.3) for pid: a handle on that very process, which a signal sent through it
+ * cannot reach once the pid is recycled. Returns the fd (close-on-exec) or -1 with e set; e->code
+ * ENOSYS: the kernel has none (signal by pid), ESRCH: no such process. */
+int rk_pidfd_open(pid_t pid, rk_err *e);
+
+/* Send sig to the process of pidfd fd. Returns 0 or -1 with e set; e->code ESRCH: it has ended
+ * (nothing was sent: whatever now has its pid is not reached). */
+int rk_pidfd_signal(int fd, int sig, rk_err *e);
+
 #endif

@@ -50,6 +50,7 @@ local function prune()
   table.sort(ended, function(a, b) return (a.rec.ended_at or 0) < (b.rec.ended_at or 0) end)
   for i = 1, #ended - cfg.keep_records do
     instances[ended[i].id] = nil
+    ended[i].dropped = true -- (a retry of its record's write stops: lifecycle.retry_save)
     local ok, err = store.remove(ended[i].id)
     if not ok then log("error", "cannot remove the record of destroyed instance %s: %s", ended[i].id, err) end
   end
@@ -366,7 +367,10 @@ function agent.replace(id, definition, source, preset_error)
         .. "Its new definition is dropped; destroy it again (or touch its manifest) to retry", id, tostring(err))
       return
     end
-    if instances[id] and instances[id].gone.is_set then instances[id] = nil end
+    if instances[id] and instances[id].gone.is_set then
+      instances[id].dropped = true
+      instances[id] = nil
+    end
     if want then agent.create(id, want.definition, want.source, want.preset_error) end
   end)
   return true

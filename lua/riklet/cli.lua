@@ -619,7 +619,14 @@ local function prune_cmd(cfg)
   if st then
     -- the agent knows what it is pulling and creating: it prunes, on SIGUSR1
     local before = type(st.image_gc) == "table" and st.image_gc.runs or 0
-    local kok, kerr = require("riklet.proc").kill(st.pid, 10)
+    -- through a pidfd opened before agent.json's pid and start time are checked again: an agent
+    -- that ends meanwhile is not replaced by whatever gets its pid next
+    local status = require "riklet.status"
+    local kok, kerr = require("riklet.procscan").signal_if(st.pid, 10, function(pid)
+      local again = status.read(cfg.state_dir)
+      return again ~= nil and again.pid == pid
+    end)
+    if kok == false then kerr = "it is not running any more" end
     if not kok then return die("cannot signal the riklet running on %s (pid %d): %s", cfg.state_dir, st.pid, tostring(kerr)) end
     for _ = 1, 600 do
       task.sleep(0.1)

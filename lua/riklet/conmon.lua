@@ -76,8 +76,8 @@ function M.init(config)
   cfg.run_shim = find_run_shim()
   if not cfg.run_shim then
     log("info", "riklet-runc-run is not beside riklet (%s): containers are started with runc create + "
-      .. "runc start (one runc process more per start), and a runtime writing more than 64 KiB on stderr "
-      .. "during a create blocks it until the create's deadline", tostring(core.paths().exe))
+      .. "runc start (one runc process more per start), and a runtime writing more than 64 KiB on stdout or "
+      .. "stderr during a create blocks it until the create's deadline", tostring(core.paths().exe))
   end
   return true
 end
@@ -168,10 +168,16 @@ end
 -- Kill conmon pid of container id, only on positive evidence that it is that conmon: its
 -- /proc/PID/cmdline read and naming the container, run by riklet's user (the pid may come from a
 -- record, and pids are recycled; a command line can be imitated). An unreadable command line (no fd left) is no evidence: it is left alone.
+-- The signal goes through a pidfd opened before that check (procscan.claim): a conmon that ends
+-- between the check and the kill is not replaced by whatever gets its pid next.
 function M.stop(pid, id)
-  if is_conmon_of(pid, id) then
+  local c = pid and procscan.claim(pid, function(p) return is_conmon_of(p, id) end)
+  if c then
     log("warn", "conmon %d of container %s is still there after its container is gone: killing it", pid, id)
-    proc.kill(pid, 9)
+    local sent, err = c:signal(9)
+    c:close()
+    if sent == false then log("info", "conmon %d of container %s ended by itself before the kill", pid, id)
+    elseif not sent then log("error", "cannot kill conmon %d of container %s: %s", pid, id, tostring(err)) end
   end
 end
 
@@ -405,8 +411,8 @@ create = function(id, dir, opts, prepared, unhold)
   if not ok then return nil, err end
   -- NAME=VALUE forms and runc's "--" before the id: an id may start with '-' (--help.json)
   -- the shim gets the real runc as its first argument and turns `create` into `run --detach` (run),
-  -- or keeps it (--create); either way it drains the runtime's stderr while it runs (conmon reads
-  -- it only after: more than a pipe's 64 KiB blocked the runtime until the deadline)
+  -- or keeps it (--create); either way it drains the runtime's stdout and stderr while it runs (conmon
+  -- reads them only after: more than a pipe's 64 KiB blocked the runtime until the deadline)
   local run = opts.run and cfg.run_shim
   local verb = run and "runc run --detach" or "runc create"
   local argv = {

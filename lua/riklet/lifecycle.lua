@@ -27,9 +27,13 @@
 --
 -- One task per instance (L.run): it brings the instance up (or adopts it), then serves its
 -- mailbox ({type="destroy"}, {type="exit", ...} from drivers, {type="restart", unit=},
--- {type="readopt"}). Creates (an interrupted one redone at boot too) wait for hooks.booted. Whatever
--- raises inside it (driver, policy, restart) fails that instance with the traceback, and the
--- mailbox is still served. Every driver step runs with a deadline.
+-- {type="readopt"}, {type="cleanup"}). Creates (an interrupted one redone at boot too) wait for
+-- hooks.booted. Whatever raises inside it (driver, policy, restart) fails that instance with the
+-- traceback, and the mailbox is still served. Every driver step runs with a deadline.
+-- A clean-up that failed (a release, a destroy, a create's rollback) and a record of an ended
+-- instance that could not be written are tried again while riklet runs, after 1 s, 2 s, 4 s ...
+-- up to 5 min (L.RETRY_FIRST, L.RETRY_MAX), each failure and the final success logged; the
+-- clean-up is the driver's own step again, with the checks it makes before removing anything.
 local core = require "riklet.core"
 local task = require "riklet.task"
 local store = require "riklet.store"
@@ -39,6 +43,10 @@ local policy = require "riklet.policy"
 local workload = setmetatable({}, { __index = function(_, k) return require("riklet.workload")[k] end })
 
 local L = {}
+
+-- Retries of a failed clean-up or record write: the first after RETRY_FIRST s, then doubling, at
+-- most RETRY_MAX s apart.
+L.RETRY_FIRST, L.RETRY_MAX = 1, 300
 
 L.TRANSITIONS = {
   new = { CREATING = true },
@@ -121,10 +129,58 @@ function L.notify(id, status, message)
   end
 end
 
+local function retry_delay(attempt)
+  return math.min(L.RETRY_MAX, L.RETRY_FIRST * 2 ^ math.min(attempt - 1, 30))
+end
+
+-- The record of an ended instance that could not be written (a full disk, a read-only or broken
+-- records directory) is written again in the background until it is on disk: without it, the next
+-- start would take the last one stored (RUNNING, DESTROYING) and act on that. One task per
+-- instance; it writes the record as it is then. It stops once any save succeeds, or once the agent
+-- dropped the instance (inst.dropped: its record pruned, or the instance replaced).
+-- (the lifecycle's writes of a record and its retries one at a time, so that a retry that was
+-- writing when a transition stored a newer record cannot land after it: store.save yields)
+local function write(inst, durable)
+  return task.with_lock("record " .. inst.id, store.save, inst.rec, durable)
+end
+
+local save
+local function retry_save(inst)
+  if inst.save_retry then return end
+  local r = { since = core.time(), attempt = 0 }
+  inst.save_retry = r
+  task.spawn(function()
+    while inst.save_retry == r and not inst.dropped do
+      r.attempt = r.attempt + 1
+      local delay = retry_delay(r.attempt)
+      log("error", "instance %s: its record (%s) is not on disk; writing it again in %g s (retry %d). Until then "
+        .. "a restarted riklet would act on the last record stored: make %s writable (free space, permissions)",
+        inst.id, tostring(inst.rec.status), delay, r.attempt, store.dir() or "the records directory")
+      task.sleep(delay)
+      if inst.save_retry ~= r or inst.dropped then return end
+      local ok, err = write(inst, true)
+      if ok then
+        inst.save_retry = nil
+        log("info", "instance %s: its record (%s) is on disk again, %.0f s after the write that failed (retry %d)",
+          inst.id, tostring(inst.rec.status), core.time() - r.since, r.attempt)
+        return
+      end
+      log("error", "cannot store instance %s (%s), retry %d: %s", inst.id, tostring(inst.rec.status), r.attempt, tostring(err))
+    end
+  end)
+end
+
 -- durable = false: no fsync (see L.transition)
-local function save(inst, durable)
-  local ok, err = store.save(inst.rec, durable)
-  if not ok then log("error", "cannot store instance %s (%s): %s", inst.id, tostring(inst.rec.status), err) end
+save = function(inst, durable)
+  local ok, err = write(inst, durable)
+  if not ok then
+    log("error", "cannot store instance %s (%s): %s", inst.id, tostring(inst.rec.status), err)
+    if L.ENDED[inst.rec.status] then retry_save(inst) end
+  elseif inst.save_retry and durable ~= false then
+    log("info", "instance %s: its record (%s) is on disk again, %.0f s after the write that failed", inst.id,
+      tostring(inst.rec.status), core.time() - inst.save_retry.since)
+    inst.save_retry = nil
+  end
   return ok
 end
 
@@ -255,14 +311,47 @@ local function step(inst, name, ...)
   return r[2], r[3]
 end
 
+-- ---- clean-up retries ------------------------------------------------------------------------
+-- A clean-up that failed (what = "release": free what an ended instance held, keeping its logs;
+-- "destroy": remove everything) is tried again by the instance's task ({type="cleanup"}) after a
+-- back-off, while riklet runs; the next start tries it too. A later destroy request supersedes a
+-- pending release (one generation at a time: a stale timer finds a newer gen and does nothing).
+local function cleanup_failed(inst, what, err)
+  local c = inst.cleanup or { attempts = 0, since = core.time(), gen = 0 }
+  inst.cleanup = c
+  c.what, c.attempts, c.gen = what, c.attempts + 1, c.gen + 1
+  local gen, delay = c.gen, retry_delay(c.attempts)
+  log("error", "instance %s (%s %s): %s (attempt %d): %s. What it still holds is left as it is; riklet tries "
+    .. "again in %g s, then at doubling intervals up to %g s while it runs%s; if this keeps failing, fix what "
+    .. "the error names (a busy mount, a network namespace in use, the xtables lock held by another program, "
+    .. "runc failing)", inst.id, tostring(inst.rec.kind or "?"), tostring(inst.rec.name or "?"),
+    what == "destroy" and "could not be destroyed" or "could not free what it held after it ended", c.attempts,
+    tostring(err), delay, L.RETRY_MAX, what == "destroy"
+      and " (not after a restart of riklet: then a new destroy of it does; it stays FAILED until one succeeds)"
+      or ", and at its next start")
+  task.spawn(function()
+    task.sleep(delay)
+    if inst.cleanup == c and c.gen == gen and not inst.gone.is_set then
+      inst.mailbox:put({ type = "cleanup", gen = gen })
+    end
+  end)
+end
+
+local function cleanup_done(inst, what)
+  local c = inst.cleanup
+  if not c then return end
+  inst.cleanup = nil
+  log("info", "instance %s: %s done at last, after %d failed attempt%s over %.0f s", inst.id,
+    what == "destroy" and "its destroy" or "freeing what it held", c.attempts, c.attempts > 1 and "s" or "",
+    core.time() - c.since)
+end
+
 local function release(inst)
   local ok, err = step(inst, "release")
-  if ok then inst.rec.released = true
-  else
-    log("error", "instance %s: freeing what it held after it ended: %s (tried again at the next start)", inst.id, tostring(err))
-  end
+  if ok then inst.rec.released = true end
   save(inst) -- what was freed, even when not everything was
   inst.released = true
+  if ok then cleanup_done(inst, "release") else cleanup_failed(inst, "release", err) end
   return ok, err
 end
 
@@ -429,7 +518,10 @@ local function create(inst)
     if not ok then
       err = cerr
       local rok, rerr = step(inst, "destroy")
-      if not rok then err = err .. " (and the rollback failed: " .. tostring(rerr) .. ")" end
+      if not rok then
+        err = err .. " (and the rollback failed: " .. tostring(rerr) .. ")"
+        inst.rollback_err = rerr
+      end
       rec.released = rok and true or false
       w = nil
     end
@@ -442,6 +534,9 @@ local function create(inst)
     if rec.released == nil then rec.released = true end
     inst.released = true
     L.transition(inst, "FAILED", err)
+    -- a rollback that failed: what it left is freed as an ended instance's (release), retried
+    if rec.released == false then cleanup_failed(inst, "release", "its rollback failed: " .. tostring(inst.rollback_err)) end
+    inst.rollback_err = nil
   else
     L.transition(inst, "RUNNING")
     log_phases(inst, ph)
@@ -536,9 +631,13 @@ function L.try_adopt(inst)
   end
 end
 
+-- A retry of a failed destroy (cleanup_failed) keeps the instance as it is (FAILED, "could not clean
+-- up: ...") while it fails, without a status report each time; once it succeeds it goes through
+-- DESTROYING to TERMINATED, as a destroy does.
 local function destroy(inst)
   local st = inst.rec.status
-  if st ~= "DESTROYING" and (st ~= "TERMINATED" or not inst.released) then L.transition(inst, "DESTROYING") end
+  local retry = inst.cleanup and inst.cleanup.what == "destroy" and not inst.destroy_requested and L.ENDED[st]
+  if not retry and st ~= "DESTROYING" and (st ~= "TERMINATED" or not inst.released) then L.transition(inst, "DESTROYING") end
   local ok, err
   -- refused before any driver ran (invalid definition, unknown kind): nothing to clean up
   if not inst.driver and inst.rec.released == true then ok = true
@@ -547,12 +646,21 @@ local function destroy(inst)
   inst.destroy_done = nil
   inst.destroy_requested = false
   if not ok then
-    -- (stored by the transition; a TERMINATED one not yet released cannot go FAILED: stored here)
-    if not L.transition(inst, "FAILED", "could not clean up: " .. tostring(err)) then save(inst) end
+    -- (stored by the transition; a TERMINATED one not yet released cannot go FAILED: stored here,
+    -- as is a retry's, which stays where it is)
+    if retry or not L.transition(inst, "FAILED", "could not clean up: " .. tostring(err)) then
+      if retry and inst.rec.status == "FAILED" then inst.rec.reason = "could not clean up: " .. tostring(err) end
+      save(inst)
+    end
     inst.released = false
     if done then done:set({ nil, "could not clean up: " .. tostring(err) }) end
+    cleanup_failed(inst, "destroy", err)
     return
   end
+  if retry then
+    L.transition(inst, "DESTROYING", ("its clean-up, tried again, succeeded (attempt %d)"):format(inst.cleanup.attempts + 1))
+  end
+  cleanup_done(inst, "destroy")
   inst.rec.destroyed, inst.rec.released = true, true
   L.transition(inst, "TERMINATED", inst.rec.status == "DESTROYING" and "destroyed" or inst.rec.reason)
   inst.gone:set(true)
@@ -565,6 +673,14 @@ local HANDLERS = {
   exit = function(inst, msg) if inst.rec.status == "RUNNING" then on_exit(inst, msg) end end,
   restart = function(inst, msg) if inst.rec.status == "RUNNING" then on_restart(inst, msg) end end,
   readopt = function(inst) if inst.rec.status == "RUNNING" and inst.adopt_attempts then L.try_adopt(inst) end end,
+  -- a failed clean-up's retry (cleanup_failed), unless something newer took its place
+  cleanup = function(inst, msg)
+    local c = inst.cleanup
+    if not c or c.gen ~= msg.gen then return end
+    if c.what == "destroy" then destroy(inst)
+    elseif L.ENDED[inst.rec.status] and inst.rec.released == false then release(inst)
+    else inst.cleanup = nil end
+  end,
 }
 
 -- An error raised in the task: the instance goes FAILED with the traceback (when it can from

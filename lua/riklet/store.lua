@@ -24,6 +24,7 @@
 --       too). With quarantine (the agent at boot), bad records are moved aside and their ids held,
 --       and definitions that no record names are removed.
 --   store.held(id) -> reason | nil               store.held_ids() -> array of ids
+--   store.dir() -> the records directory (for messages)
 --   store.same_definition(rec, definition) -> boolean   (also once the definition is forgotten)
 --   store.forget_definition(rec)                 drop the definition from memory (instance ended)
 --   store.check(rec, id) -> true | nil, reason   store.remove(id) -> true | nil, err
@@ -76,6 +77,8 @@ function M.open(records_dir, opts)
   if writable then M.remove_stale_tmp(dir, "") end
   return true
 end
+
+function M.dir() return dir end
 
 -- Writing through a store a reader opened is a bug of riklet's, refused before anything changes.
 local function read_only(what)

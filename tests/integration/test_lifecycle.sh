@@ -6,7 +6,8 @@
 # - per-container exit code and state in `ps --json` for a two-container Pod;
 # - a Pod whose container traps SIGTERM and needs 4 s gets them with a grace period of 8 s (above
 #   --stop-grace 3), one with a grace period of 1 s is killed after 1 s; a destroy in progress
-#   when riklet is killed -9 is finished by the next riklet.
+#   when riklet is killed -9 is finished by the next riklet; a destroy whose clean-up failed (a
+#   mount in the Pod's directory) is tried again while riklet runs once the mount is gone.
 source "$(dirname "$0")/../lib/registry.sh"
 source "$(dirname "$0")/../lib/mkimage.sh"
 source "$(dirname "$0")/../lib/riklet.sh"
@@ -180,6 +181,24 @@ is "$(rk_status crashloop)" RUNNING "crashloop is RUNNING"
 rm -- "$MANIFESTS/crashloop.json"
 rk_wait_status 30 crashloop TERMINATED
 ok "rk_nothing_left crashloop" "crashloop removed: nothing left"
+
+# A destroy whose clean-up fails is tried again while riklet runs (1 s, 2 s ...): a filesystem
+# mounted inside the Pod's directory (not riklet's: never crossed) makes its removal fail; once it
+# is unmounted, the retry finishes the destroy, with no new destroy and no restart of riklet.
+manifest busy.json busy '{}' main
+rk_wait_status 60 busy RUNNING
+mkdir "$STATE/instances/busy/held" && mount -t tmpfs -o size=1m riklet-test-held "$STATE/instances/busy/held" &&
+	echo kept >"$STATE/instances/busy/held/file"
+rm -- "$MANIFESTS/busy.json"
+rk_wait_status 30 busy FAILED
+like "$(rk_reason busy)" "could not clean up: .*a filesystem is mounted there" "busy: a mount in its directory: FAILED, could not clean up"
+is "$(cat "$STATE/instances/busy/held/file" 2>&1)" kept "busy: what is in that mount is not touched"
+umount "$STATE/instances/busy/held"
+t_umount=$(now)
+rk_wait_status 20 busy TERMINATED
+is "$(rk_status busy)" TERMINATED "busy: once it is unmounted the clean-up, tried again, succeeds ($(secs "$t_umount" "$(now)") s after)"
+ok "grep -q 'instance busy: its destroy done at last' '$RK_LOG'" "busy: the log says the retry succeeded"
+ok "rk_nothing_left busy" "busy: nothing left of it"
 
 is "$(rk_runc_ids)" "" "no runc container is left in riklet's runc root"
 

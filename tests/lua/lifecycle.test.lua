@@ -1,6 +1,6 @@
 -- The lifecycle: the transition table, a driver that raises (create, adopt, exit handling) or
 -- hangs (destroy), restarts with back-off, interrupted stops finished at start, bounded waits,
--- --max-instances. The agent and lifecycle are the real ones over a real store; the driver is a
+-- a failed clean-up and a failed record write tried again while riklet runs, --max-instances. The agent and lifecycle are the real ones over a real store; the driver is a
 -- small one registered for kind Pod (what this file tests is what drives the driver).
 local T = require "riklet.testlib"
 local core = require "riklet.core"
@@ -31,12 +31,13 @@ local drv = {
   end,
   destroy = function(inst)
     count("destroy", inst.id)
-    if inst.rec.name == "hang-destroy" then task.sleep(3600) end
+    -- (the first time only: the retry of the failed clean-up then succeeds)
+    if inst.rec.name == "hang-destroy" and calls.destroy[inst.id] == 1 then task.sleep(3600) end
     return true
   end,
   release = function(inst)
     count("release", inst.id)
-    if inst.rec.name == "release-partial" then -- frees the container, not the rest
+    if inst.rec.name == "release-partial" and calls.release[inst.id] == 1 then -- frees the container, not the rest
       inst.rec.containers[1].state = "deleted"
       return nil, "the veth is busy"
     end
@@ -203,6 +204,20 @@ T.wait_for(5, function() return calls.release["rel-partial"] and (store.load("re
 local rp = store.load("rel-partial") or {}
 T.is(rp.status .. "/" .. tostring(rp.released) .. "/" .. tostring(rp.containers and rp.containers[1].state),
   "FAILED/false/deleted", "a release that failed half-way: stored FAILED, not released, with what it freed")
+local t_rel = core.now() -- (its retry, ~1 s later, is checked below, after the restarts)
+
+-- the record of an instance that ended cannot be written (a directory where its file goes: the
+-- rename fails): written again, in the background, once it can be (checked below)
+agent.create("rec-retry", pod("ok"), "test")
+T.wait_for(5, function() return status("rec-retry") == "RUNNING" end)
+local rec_path = dir .. "/records/rec-retry.json"
+fs.unlink(rec_path)
+assert(fs.mkdir_p(rec_path .. "/in-the-way", "0700"))
+agent.post("rec-retry", { type = "exit", container = "main", code = 1, describe = "exited with code 1" })
+T.wait_for(5, function() return reported("rec-retry") == "FAILED" and calls.release["rec-retry"] end)
+T.ok(store.load("rec-retry") == nil, "an ended instance whose record cannot be written: FAILED in memory, not on disk")
+fs.rm_rf(rec_path)
+local t_rec = core.now()
 
 agent.create("x-raises", pod("raise-exit"), "test")
 T.wait_for(5, function() return status("x-raises") == "RUNNING" end)
@@ -243,6 +258,16 @@ crash("onfail", 0)
 T.wait_for(5, function() return status("onfail") == "TERMINATED" end)
 T.is(status("onfail"), "TERMINATED", "OnFailure: an exit 0 ends it TERMINATED")
 
+-- the failed release is tried again (after ~1 s) while riklet runs, not only at its next start
+T.wait_for(5, function() return (store.load("rel-partial") or {}).released == true end)
+T.is(calls.release["rel-partial"], 2, ("a release that failed is tried again while riklet runs (seen %.1f s after)")
+  :format(core.now() - t_rel))
+T.is(tostring((store.load("rel-partial") or {}).released), "true", "and stored released once it succeeded")
+T.wait_for(5, function() local r = store.load("rec-retry") return r and r.released == true end)
+local rr = store.load("rec-retry") or {}
+T.is(tostring(rr.status) .. "/" .. tostring(rr.released), "FAILED/true",
+  ("the record that could not be written is on disk once it can be (seen %.1f s after)"):format(core.now() - t_rec))
+
 -- a destroy during a back-off wait does not wait for the back-off
 agent.create("always", pod("ok", { restartPolicy = "Always" }), "test")
 T.wait_for(5, function() return status("always") == "RUNNING" end)
@@ -277,6 +302,12 @@ T.is(status("hang"), "FAILED", "the instance is FAILED")
 T.like(last_msg("hang"), "could not clean up: destroy step did not finish within 1 s", "saying which step it gave up on")
 local tw2 = core.now()
 T.ok(not agent.wait_gone("hang", 0.5) and core.now() - tw2 < 1, "wait_gone with a timeout returns when it expires")
+-- the failed clean-up is tried again ~1 s after it failed, and succeeds: then DESTROYING, TERMINATED
+T.ok(agent.wait_gone("hang", 5), ("its destroy is tried again while riklet runs and succeeds (%.1f s after it failed)")
+  :format(core.now() - tw))
+T.is(statuses("hang"), "CREATING RUNNING DESTROYING FAILED DESTROYING TERMINATED", "DESTROYING FAILED DESTROYING TERMINATED")
+T.like(seen.hang[5] and seen.hang[5].msg, "tried again, succeeded %(attempt 2%)", "the report says so")
+T.is(calls.destroy.hang, 2, "by the driver's destroy, once more")
 
 -- ---- the transition table ---------------------------------------------------------------------
 local inst = agent.instance("onfail")

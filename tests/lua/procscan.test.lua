@@ -126,4 +126,67 @@ end)
 T.is(seen_by_other, "c=" .. c.pid, "another task during shared(): a listing of its own (c, started after the boot's, found)")
 gone(c)
 
+-- pid reuse between the check and the kill: conmon.stop (and the VMM stops) check the process (its
+-- command line, its uid, its start time), then signal it. The kill goes through a pidfd opened
+-- before the check (procscan.claim), so a process that ends after the check and whose pid is given
+-- to another one is not replaced by it. The pid is recycled for real: the test process ends, and
+-- the next pid is set through /proc/sys/kernel/ns_last_pid (root) until a new one gets it.
+local function recycle(pid)
+  for _ = 1, 100 do
+    local f = io.open("/proc/sys/kernel/ns_last_pid", "w")
+    if not f then return nil end
+    f:write(tostring(pid - 1))
+    f:close()
+    local p = proc.spawn({ "sleep", "600" })
+    if p and p.pid == pid then return p end
+    if p then gone(p) end
+  end
+end
+local conmon = require "riklet.conmon"
+do
+  local victim = assert(proc.spawn({ "sleep", "600" }))
+  local pid, cid = victim.pid, "pidreuse-test_c"
+  local heir
+  local read = fs.read
+  -- the check reads its command line (conmon's, naming the container), and by then the process
+  -- ended and another one has its pid (run by riklet's user: the owner check passes too)
+  fs.read = function(path, ...) -- luacheck: ignore 122
+    if path == "/proc/" .. pid .. "/cmdline" then
+      if not heir then
+        proc.kill(pid, 9)
+        victim:wait()
+        heir = recycle(pid) or false
+      end
+      return "/usr/bin/conmon\0--api-version\0001\0--cid=" .. cid .. "\0"
+    end
+    return read(path, ...)
+  end
+  local ran, why = pcall(conmon.stop, pid, cid)
+  fs.read = read -- luacheck: ignore 122
+  T.ok(ran, "conmon.stop ran: " .. tostring(why))
+  if not heir then
+    T.skip("the pid could not be recycled here (ns_last_pid not writable, or other forks took it)", 2)
+  else
+    T.is(heir.pid, pid, "the conmon's pid went to another process between the check and the kill")
+    task.sleep(0.05)
+    T.ok(not heir:exited() and proc.alive(pid), "conmon.stop did not kill the process that got the pid after its check")
+    gone(heir)
+  end
+end
+
+-- procscan.claim itself: false for a process the check refuses (no fd kept), a claim that signals the
+-- process checked, false from it once that ended
+do
+  local p = assert(proc.spawn({ "sleep", "600" }))
+  T.is(procscan.claim(p.pid, function() return nil end), false, "claim: a check that cannot tell: false")
+  local cl = procscan.claim(p.pid, function(pid) return pid == p.pid end)
+  T.ok(cl and cl.fd ~= nil, "claim: a pidfd on the process checked")
+  T.is(cl and cl:signal(15), true, "claim:signal: sent")
+  local code, sig = p:wait()
+  T.is(sig, 15, "the process checked got it (" .. proc.describe(code, sig) .. ")")
+  T.is(cl and cl:signal(9), false, "claim:signal once it ended (and was reaped): false, nothing sent")
+  if cl then cl:close() cl:close() end
+  T.is(procscan.signal_if(p.pid, 9, function() return true end), false, "signal_if on a pid nothing has: false")
+end
+
 T.done()

@@ -13,6 +13,7 @@ local json = require "riklet.json"
 local proc = require "riklet.proc"
 local task = require "riklet.task"
 local vmmproc = require "riklet.vmmproc"
+local procscan = require "riklet.procscan"
 
 local B = { name = "firecracker" }
 -- appended to the driver's kernel command line (upstream Firecracker's recommended arguments; its
@@ -130,9 +131,10 @@ function B.prepare_disk(cache_path, dir)
   return disk
 end
 
--- Kill a VMM we started and wait for it to be gone (rollback of a failed start).
+-- Kill a VMM we started and wait for it to be gone (rollback of a failed start). Through its
+-- process handle, which signals nothing once riklet reaped it (its pid may be another's then).
 local function kill_now(pid, ev)
-  proc.kill(pid, 9)
+  if children[pid] then children[pid]:kill(9) end
   ev:wait(10)
 end
 
@@ -244,19 +246,27 @@ function B.adopt(handle)
 end
 
 -- B.stop(handle, grace) -> true | nil, err
-function B.stop(handle, grace)
-  handle.stopping = true
-  if not same_process(handle) then return true end
+-- The SIGKILL goes through a pidfd opened before the start-time check here (procscan.claim): a
+-- firecracker that ends during the grace period is not replaced by a recycled pid.
+local function stop(claim, handle, grace)
   local ev = exit_event(handle.pid)
   local ok, err = api(handle.sock, "PUT", "/actions", { action_type = "SendCtrlAltDel" })
   if not ok then log("info", "firecracker pid %d: %s; killing it", handle.pid, err) end
   if not (ok and ev:wait(grace or 10)) then
-    if same_process(handle) then proc.kill(handle.pid, 9) end
+    local sent, serr = claim:signal(9)
+    if sent == nil then return nil, ("firecracker pid %d: %s"):format(handle.pid, tostring(serr)) end
     if not ev:wait(10) and same_process(handle) then
       return nil, ("firecracker pid %d did not die from SIGKILL within 10 s"):format(handle.pid)
     end
   end
   return true
+end
+
+function B.stop(handle, grace)
+  handle.stopping = true
+  local ok, err = procscan.with_claim(handle.pid, function() return same_process(handle) end, stop, handle, grace)
+  if ok == false then return true end -- (gone, or its pid is another process's now)
+  return ok, err
 end
 
 -- B.processes(instances_dir) -> array of handles {backend, pid, starttime, sock, id}: the

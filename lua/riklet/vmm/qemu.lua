@@ -18,6 +18,7 @@ local usock = require "riklet.usock"
 local status = require "riklet.status"
 local rootfs = require "riklet.rootfs"
 local vmmproc = require "riklet.vmmproc"
+local procscan = require "riklet.procscan"
 
 local B = { name = "qemu" }
 
@@ -404,7 +405,7 @@ function B.start(vm)
   local pid = read_pidfile(pidfile)
   if r.code ~= 0 or r.timed_out then
     local msg = (r.stderr or ""):gsub("%s+$", "")
-    if pid and proc.alive(pid) then proc.kill(pid, 9) end
+    if pid then procscan.signal_if(pid, 9, proc.alive) end
     return nil, ("QEMU %s%s"):format(r.timed_out and "did not finish starting within 60 s" or proc.describe(r.code, r.signal),
       msg ~= "" and (": " .. msg) or "")
   end
@@ -428,10 +429,12 @@ function B.start(vm)
       why = ("QEMU reports the guest %s, not running"):format(tostring(type(st) == "table" and st.status or st))
     end
     if live[pid] ~= rt and conn then qmp_close(conn) end -- (it ended meanwhile)
-    if why and same_process(handle) then
+    local claim = why and procscan.claim(pid, function() return same_process(handle) end)
+    if claim then
       rt.qmp_error = why
       log("error", "instance %s: QEMU pid %d started but %s: killing it", vm.id, pid, why)
-      proc.kill(pid, 9)
+      claim:signal(9)
+      claim:close()
     end
     rt.qmp_ready:set(true)
   end)
@@ -502,8 +505,9 @@ function B.adopt(handle)
 end
 
 -- B.stop(handle, grace) -> true | nil, err
-function B.stop(handle, grace)
-  if not handle or not handle.pid or not same_process(handle) then return true end
+-- The SIGKILL at the end goes through a pidfd opened before the start-time check here
+-- (procscan.claim): a QEMU that ends during the grace period is not replaced by a recycled pid.
+local function stop(claim, handle, grace)
   local rt = live[handle.pid] or {}
   -- (QMP accepts one client at a time: let the start's connection finish first)
   if rt.qmp_ready then rt.qmp_ready:wait(20) end
@@ -523,9 +527,17 @@ function B.stop(handle, grace)
     if gone:wait(5) then return true end
   end
   log("warn", "QEMU %d: killing it (SIGKILL)", handle.pid)
-  proc.kill(handle.pid, 9)
+  local ok, err = claim:signal(9)
+  if ok == nil then return nil, ("QEMU (pid %d): %s"):format(handle.pid, tostring(err)) end
   if gone:wait(10) then return true end
   return nil, ("QEMU (pid %d) is still running 10 s after SIGKILL"):format(handle.pid)
+end
+
+function B.stop(handle, grace)
+  if not handle or not handle.pid then return true end
+  local ok, err = procscan.with_claim(handle.pid, function() return same_process(handle) end, stop, handle, grace)
+  if ok == false then return true end -- (gone, or its pid is another process's now)
+  return ok, err
 end
 
 -- B.processes(instances_dir) -> array of handles {pid, starttime, sock, id} of the QEMUs riklet
