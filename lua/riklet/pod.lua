@@ -231,7 +231,7 @@ end
 -- The memory cgroup of a running container's process (cgroup v1 "N:...memory...:/path" or v2
 -- "0::/path"), remembered to tell an OOM kill once it ended (runc keeps the cgroup until delete).
 function P.memcg_of(pid)
-  local text = type(pid) == "number" and fs.read("/proc/" .. pid .. "/cgroup", 65536)
+  local text = (type(pid) == "number" or pid == "self") and fs.read("/proc/" .. pid .. "/cgroup", 65536)
   if not text then return nil end
   local v2
   for line in text:gmatch("[^\n]+") do
@@ -242,10 +242,20 @@ function P.memcg_of(pid)
   return v2 and ("" .. v2:gsub("^/", "")) or nil
 end
 
+-- The memory cgroup runc made for container c without asking its process: runc names it after the
+-- container's id, below the cgroup of the process that ran it (conmon, riklet's child, in riklet's
+-- own). For a container that ended before its process's cgroup was read: one killed at its memory
+-- limit within milliseconds, before conmon watched the cgroup too (no "oom" file either).
+function P.memcg_by_id(c)
+  if type(c.runc_id) ~= "string" or not runc.valid_id(c.runc_id) then return nil end
+  local parent = P.memcg_of(c.conmon_pid) or P.memcg_of("self")
+  return parent and (parent:gsub("/$", "") .. "/" .. c.runc_id) or nil
+end
+
 -- Did the kernel's OOM killer end container c? conmon's "oom" file, else its memory cgroup's count.
 function P.oom_killed(c)
   if c.dir and (fs.exists(c.dir .. "/oom") or fs.exists(c.dir .. "/exit/oom")) then return true end
-  local cg = c.memcg
+  local cg = c.memcg or P.memcg_by_id(c)
   if type(cg) ~= "string" or #cg > 4096 or cg:find("..", 1, true) then return false end
   for _, f in ipairs({ "/memory.oom_control", "/memory.events" }) do
     local t = fs.read("/sys/fs/cgroup/" .. cg:gsub("^/", "") .. f, 65536)
@@ -563,7 +573,7 @@ create = function(inst, w)
     was_started(inst, crec, rt(inst, crec.name).mon)
     crec.state = "running"
     crec.started_at = core.time()
-    crec.memcg = P.memcg_of(crec.pid)
+    crec.memcg = P.memcg_of(crec.pid) or P.memcg_by_id(crec)
     start_probes(inst, crec)
     ::next::
   end
@@ -1010,7 +1020,7 @@ local function restart_counted(inst, name)
       c.state, c.started_at, c.finished_at, c.reason = "running", core.time(), nil, ""
       c.exit_code, c.exit_signal, c.restart_at, c.oom = nil, nil, nil, nil
       fs.unlink(c.dir .. "/oom")
-      c.memcg = P.memcg_of(c.pid)
+      c.memcg = P.memcg_of(c.pid) or P.memcg_by_id(c)
       start_probes(inst, c)
     end
   end

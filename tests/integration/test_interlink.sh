@@ -197,7 +197,7 @@ api POST /create "$(put c.json "$(create_body "$OOM")")" >/dev/null
 wait_for 60 is_state "$OOM" 0 terminated
 st=$(status_of "$OOM")
 is "$(jq -r '.[0].containers[0].state.terminated.reason' <<<"$st")" OOMKilled "a 16Mi memory limit exceeded: terminated, reason OOMKilled"
-on_fail_diag $?
+on_fail_diag $(($? == 0))
 ok "! test -e oom" "conmon's oom file is not left in riklet's working directory"
 
 # --- restartPolicy OnFailure: restarts counted, the previous run's log ---------------------------
