@@ -338,6 +338,13 @@ function M.held_ids()
 end
 
 -- ---- listing ----------------------------------------------------------------------------------
+-- A read that failed for want of an fd or of memory says nothing about the record: it is not
+-- moved aside for that (the listing fails, and the caller may try again).
+function M.transient(err)
+  err = tostring(err)
+  return err:find("Too many open files", 1, true) ~= nil or err:find("Cannot allocate memory", 1, true) ~= nil
+end
+
 -- All records, oldest first, and the ones that cannot be used (see the header).
 function M.list(opts)
   opts = opts or {}
@@ -352,6 +359,8 @@ function M.list(opts)
       local rec, rerr = M.load(id, { definition = opts.definitions })
       if rec then
         recs[#recs + 1] = rec
+      elseif M.transient(rerr) then
+        return nil, ("%s (%s; no record was moved aside)"):format(rerr, path(id))
       elseif not opts.quarantine and not fs.exists(path(id)) then
         present[id] = nil -- removed since the listing (the agent forgot an ended instance): not a bad record
       else

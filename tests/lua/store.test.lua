@@ -159,6 +159,24 @@ write("late.json", "[]")
 store.list()
 T.ok(fs.exists(rdir .. "/late.json"), "store.list() without quarantine moves nothing (riklet ps)")
 
+-- a read failing for want of an fd (or of memory) says nothing about the record: nothing is moved
+-- aside, the listing fails and the agent tries again (test_conmon's ulimit -n 14 boot)
+write("busy.json", json.encode(rec_of("busy")))
+local fd_read = fs.read
+fs.read = function(p, ...)
+  if p:find("/busy.json", 1, true) then return nil, "cannot open " .. p .. ": Too many open files" end
+  return fd_read(p, ...)
+end
+local r2, e2 = store.list({ quarantine = true, definitions = true })
+fs.read = fd_read
+T.is(r2, nil, "a record unreadable for want of an fd: the listing fails")
+T.like(e2, "Too many open files.*busy%.json.*no record was moved aside", "... saying why, and that nothing moved")
+T.ok(fs.exists(rdir .. "/busy.json") and not fs.exists(rdir .. "/quarantine/busy.json") and not store.held("busy"),
+  "... the record stays in place, its id not held")
+T.ok(store.transient("cannot open x: Cannot allocate memory") and not store.transient("the record is not valid JSON"),
+  "out of memory is transient too; a bad record is not")
+fs.unlink(rdir .. "/busy.json")
+
 -- ---- a reader's store (riklet ps, top, logs, images) changes nothing ---------------------------
 -- even a temp file that looks left by a killed riklet stays: the agent alone removes those (a
 -- reader in another pid namespace would take a live agent's write for a dead one)
