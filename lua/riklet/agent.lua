@@ -137,15 +137,6 @@ function agent.init(config)
     if not pok then log("warn", "RIKLET_BOOT_PROFILE: no LuaJIT profiler (jit.p): %s", tostring(p)) end
   end
   local recs, lerr = store.list({ quarantine = true, definitions = true })
-  -- out of fds or memory for a moment (the start-up check's tool runs beside this, a tight
-  -- ulimit -n): wait for them rather than end the agent, up to 30 s
-  local waited, pause = 0, 0.05
-  while not recs and store.transient(lerr) and waited < 30 do
-    if waited == 0 then log("warn", "cannot read the instance records yet: %s; trying again for up to 30 s", tostring(lerr)) end
-    task.sleep(pause)
-    waited, pause = waited + pause, math.min(pause * 2, 2)
-    recs, lerr = store.list({ quarantine = true, definitions = true })
-  end
   local t_read, c_read = core.now(), os.clock()
   if not recs then return nil, "cannot list the instance records: " .. tostring(lerr) end
   local adopting, unmanaged = {}, {}

@@ -160,7 +160,7 @@ store.list()
 T.ok(fs.exists(rdir .. "/late.json"), "store.list() without quarantine moves nothing (riklet ps)")
 
 -- a read failing for want of an fd (or of memory) says nothing about the record: nothing is moved
--- aside, the listing fails and the agent tries again (test_conmon's ulimit -n 14 boot)
+-- aside, the listing fails (the start says why)
 write("busy.json", json.encode(rec_of("busy")))
 local fd_read = fs.read
 fs.read = function(p, ...)
