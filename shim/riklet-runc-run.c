@@ -1,5 +1,5 @@
 /* riklet-runc-run — the runtime riklet hands to conmon: one runtime invocation for a container that
- * may start at once (a Pod of one container, a restart), and a runtime whose stdout and stderr are drained
+ * may start at once (a Pod of one container, a restart), and a runtime whose stderr is drained
  * during its create.
  *
  *   riklet-runc-run RUNC [GLOBAL OPTIONS] create [OPTIONS] [--] ID
@@ -14,18 +14,16 @@
  * and an exit status), and the container's stdio are conmon's pipes all the same. Any other
  * command (conmon's `exec`) is passed on unchanged (exec'd: no process of its own).
  *
- * The runtime's stdout and stderr are the container's stdout and stderr pipes, which conmon (2.1.6)
- * reads only once the runtime has exited: a runtime writing more than a pipe holds (64 KiB: a
- * failing hook's output in runc's error, a chatty runtime or hook on either) blocked on its write
- * and the create hung until riklet's deadline. So for create (run) the runtime is run as a child,
- * and while it runs this process looks at both pipes every 10 ms (through read ends of its own,
- * /proc/self/fd/1 and /proc/self/fd/2): once one is full, what is there is read and kept cut (its
- * first and last 2 KiB), and at the runtime's end written back, so that conmon passes the runtime's
- * message on (stderr) or writes it to the container's log (stdout). Until then a pipe is left
- * alone: nothing a container writes in the few ms before `runc run` returns is taken (only a
- * container that fills 64 KiB before then, on a runtime that is slow to return, has the middle of
- * that cut, said so in its log). Signals conmon forwards to its runtime are passed on; the exit
- * status is the runtime's.
+ * The runtime's stderr is the container's stderr pipe, which conmon (2.1.6) reads only once the
+ * runtime has exited: a runtime writing more than the pipe holds (64 KiB: a failing hook's output
+ * in runc's error, a chatty runtime) blocked on its write and the create hung until riklet's
+ * deadline. So for create (run) the runtime is run as a child, and while it runs this process
+ * looks at the pipe every 10 ms (through a read end of its own, /proc/self/fd/2): once it is full,
+ * what is there is read and kept cut (its first and last 2 KiB), and at the runtime's end written
+ * back, so that conmon passes the runtime's message on. Until then the pipe is left alone: nothing
+ * a container writes in the few ms before `runc run` returns is taken (only a container that fills
+ * 64 KiB before then, on a runtime that is slow to return, has the middle of that cut, said so in
+ * its log). Signals conmon forwards to its runtime are passed on; the exit status is the runtime's.
  *
  * If RUNC cannot be executed, the reason is appended to runc's --log (JSON lines, where riklet
  * reads runc's own errors) and to stderr, and it exits 127.
@@ -86,13 +84,9 @@ static void fail(int argc, char **argv, const char *runc, int err)
 	exit(127);
 }
 
-/* What was read from one of the runtime's pipes (fd 1 or 2): its first and last KEEP bytes, and how
- * many in all. */
+/* What was read from the runtime's stderr: its first and last KEEP bytes, and how many in all. */
 #define KEEP 2048
 struct kept {
-	int fd;	 /* 1 or 2 */
-	int rfd; /* a non-blocking read end of the same pipe */
-	int cap; /* the pipe's size */
 	char head[KEEP], tail[KEEP];
 	size_t nhead, ntail;
 	unsigned long long total;
@@ -117,25 +111,25 @@ static void keep(struct kept *k, const char *p, size_t n)
 	}
 }
 
-/* read what the pipe holds now (k->rfd is non-blocking) */
-static void drain(struct kept *k)
+/* read what the pipe holds now (rfd is non-blocking) */
+static void drain(int rfd, struct kept *k)
 {
 	char buf[16384];
 	ssize_t r;
-	while ((r = read(k->rfd, buf, sizeof buf)) > 0)
+	while ((r = read(rfd, buf, sizeof buf)) > 0)
 		keep(k, buf, (size_t)r);
 }
 
-/* write what was kept back on the pipe, through a non-blocking write end of its own (fd 1 and 2
- * are shared with the container: their flags stay as they are); what does not fit is dropped */
+/* write what was kept back on the pipe, through a non-blocking write end of its own (fd 2 is shared
+ * with the container: its flags stay as they are); what does not fit is dropped */
 static void give_back(const struct kept *k)
 {
-	int wfd = open(k->fd == 1 ? "/proc/self/fd/1" : "/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+	int wfd = open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC);
 	if (wfd < 0)
 		return;
 	char note[160];
-	int nn = snprintf(note, sizeof note, "\n[riklet-runc-run: %llu bytes of the runtime's %s cut here]\n",
-			  k->total - k->nhead - k->ntail, k->fd == 1 ? "stdout" : "stderr");
+	int nn = snprintf(note, sizeof note, "\n[riklet-runc-run: %llu bytes of the runtime's stderr cut here]\n",
+			  k->total - k->nhead - k->ntail);
 	struct {
 		const char *p;
 		size_t n;
@@ -148,25 +142,6 @@ static void give_back(const struct kept *k)
 	close(wfd);
 }
 
-/* A read end of the pipe on fd (1 or 2) into k, when fd is a pipe that no earlier one in ks[0..n)
- * is (the same pipe on both: drained once). -> 1 when one was opened */
-static int open_pipe(struct kept *ks, int n, int fd)
-{
-	struct stat st, other;
-	if (fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode))
-		return 0;
-	for (int i = 0; i < n; i++)
-		if (fstat(ks[i].fd, &other) == 0 && other.st_dev == st.st_dev && other.st_ino == st.st_ino)
-			return 0;
-	int rfd = open(fd == 1 ? "/proc/self/fd/1" : "/proc/self/fd/2", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-	if (rfd < 0)
-		return 0;
-	ks[n].fd = fd;
-	ks[n].rfd = rfd;
-	ks[n].cap = fcntl(fd, F_GETPIPE_SZ);
-	return 1;
-}
-
 static pid_t child = -1;
 static void forward(int sig)
 {
@@ -174,9 +149,10 @@ static void forward(int sig)
 		kill(child, sig);
 }
 
-/* Run argv as a child while watching the pipes in ks[0..n) (see the top); -> never returns. */
-static void run_draining(int argc, char **argv, char **out, struct kept *ks, int n, int keep_create)
+/* Run argv as a child while watching the pipe of fd 2 (see the top); -> never returns. */
+static void run_draining(int argc, char **argv, char **out, int rfd, int keep_create)
 {
+	int cap = fcntl(STDERR_FILENO, F_GETPIPE_SZ);
 	struct sigaction sa = {.sa_handler = forward};
 	sigemptyset(&sa.sa_mask);
 	const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
@@ -188,6 +164,7 @@ static void run_draining(int argc, char **argv, char **out, struct kept *ks, int
 		fail(argc, argv, out[0], errno);
 	}
 	int pidfd = child > 0 ? (int)syscall(SYS_pidfd_open, child, 0) : -1;
+	static struct kept k;
 	int status = 0;
 	if (child < 0) {
 		fprintf(stderr, "riklet-runc-run: cannot fork to run the runtime %s: %s\n", out[0], strerror(errno));
@@ -197,12 +174,9 @@ static void run_draining(int argc, char **argv, char **out, struct kept *ks, int
 		if (pidfd >= 0) {
 			struct pollfd p = {.fd = pidfd, .events = POLLIN};
 			if (poll(&p, 1, 10) == 0) {
-				for (int i = 0; i < n; i++) {
-					int avail = 0;
-					if (ks[i].cap > 0 && ioctl(ks[i].rfd, FIONREAD, &avail) == 0 &&
-					    avail + PIPE_BUF > ks[i].cap)
-						drain(&ks[i]); /* full: the runtime is blocked on it */
-				}
+				int n = 0;
+				if (cap > 0 && ioctl(rfd, FIONREAD, &n) == 0 && n + PIPE_BUF > cap)
+					drain(rfd, &k); /* full: the runtime is blocked on it */
 				continue;
 			}
 		}
@@ -216,13 +190,11 @@ static void run_draining(int argc, char **argv, char **out, struct kept *ks, int
 		if (w == 0 && pidfd >= 0)
 			continue; /* (the pidfd said so before the zombie was there: wait again) */
 	}
-	for (int i = 0; i < n; i++) {
-		if (ks[i].total == 0)
-			continue;
+	if (k.total > 0) {
 		/* what is left there is the runtime's too when it failed, or when no container process ran */
 		if (keep_create || !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
-			drain(&ks[i]);
-		give_back(&ks[i]);
+			drain(rfd, &k);
+		give_back(&k);
 	}
 	if (WIFSIGNALED(status)) {
 		signal(WTERMSIG(status), SIG_DFL);
@@ -267,12 +239,11 @@ int main(int argc, char **argv)
 		out[n++] = argv[i];
 	}
 	out[n] = NULL;
-	if (create) {
-		static struct kept ks[2];
-		int np = open_pipe(ks, 0, STDOUT_FILENO);
-		np += open_pipe(ks, np, STDERR_FILENO);
-		if (np > 0)
-			run_draining(argc, argv, out, ks, np, keep_create);
+	struct stat st;
+	if (create && fstat(STDERR_FILENO, &st) == 0 && S_ISFIFO(st.st_mode)) {
+		int rfd = open("/proc/self/fd/2", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+		if (rfd >= 0)
+			run_draining(argc, argv, out, rfd, keep_create);
 	}
 	execv(runc, out);
 	fail(argc, argv, runc, errno);

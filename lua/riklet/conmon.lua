@@ -76,8 +76,8 @@ function M.init(config)
   cfg.run_shim = find_run_shim()
   if not cfg.run_shim then
     log("info", "riklet-runc-run is not beside riklet (%s): containers are started with runc create + "
-      .. "runc start (one runc process more per start), and a runtime writing more than 64 KiB on stdout or "
-      .. "stderr during a create blocks it until the create's deadline", tostring(core.paths().exe))
+      .. "runc start (one runc process more per start), and a runtime writing more than 64 KiB on stderr "
+      .. "during a create blocks it until the create's deadline", tostring(core.paths().exe))
   end
   return true
 end
@@ -411,8 +411,8 @@ create = function(id, dir, opts, prepared, unhold)
   if not ok then return nil, err end
   -- NAME=VALUE forms and runc's "--" before the id: an id may start with '-' (--help.json)
   -- the shim gets the real runc as its first argument and turns `create` into `run --detach` (run),
-  -- or keeps it (--create); either way it drains the runtime's stdout and stderr while it runs (conmon
-  -- reads them only after: more than a pipe's 64 KiB blocked the runtime until the deadline)
+  -- or keeps it (--create); either way it drains the runtime's stderr while it runs (conmon reads
+  -- it only after: more than a pipe's 64 KiB blocked the runtime until the deadline)
   local run = opts.run and cfg.run_shim
   local verb = run and "runc run --detach" or "runc create"
   local argv = {
