@@ -144,7 +144,6 @@ local function write(inst, durable)
   return task.with_lock("record " .. inst.id, store.save, inst.rec, durable)
 end
 
-local save
 local function retry_save(inst)
   if inst.save_retry then return end
   local r = { since = core.time(), attempt = 0 }
@@ -171,7 +170,7 @@ local function retry_save(inst)
 end
 
 -- durable = false: no fsync (see L.transition)
-save = function(inst, durable)
+local function save(inst, durable)
   local ok, err = write(inst, durable)
   if not ok then
     log("error", "cannot store instance %s (%s): %s", inst.id, tostring(inst.rec.status), err)

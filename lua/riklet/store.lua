@@ -339,7 +339,7 @@ end
 
 -- ---- listing ----------------------------------------------------------------------------------
 -- A read that failed for want of an fd or of memory says nothing about the record: it is not
--- moved aside for that (the listing fails, and the caller may try again).
+-- moved aside for that: the listing fails, saying why (the start then fails).
 function M.transient(err)
   err = tostring(err)
   return err:find("Too many open files", 1, true) ~= nil or err:find("Cannot allocate memory", 1, true) ~= nil
