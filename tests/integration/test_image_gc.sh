@@ -93,7 +93,8 @@ rk_start_standalone --insecure-registries "$REGISTRY" --image-gc-interval 1 --im
 c_gone() { ! has_rootfs "$DC"; }
 ok "wait_for 30 c_gone" "--image-gc-age 1: c, unused for longer, is removed"
 ok "has_rootfs $DA" "a (in use) is kept"
-ok "grep -q 'removed image $DC .*--image-gc-age' '$RK_LOG'" "the log says it was its age"
+# the rootfs goes first, the log line once the whole image is removed (its layouts too)
+ok "wait_for 10 grep -q 'removed image $DC .*--image-gc-age' '$RK_LOG'" "the log says it was its age"
 
 # --- prune with no agent: the record of the running pa still protects a ------------------------------
 rk_stop TERM
