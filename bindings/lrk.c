@@ -316,7 +316,7 @@ static void resume_task(uint32_t slot, int nargs)
 			t->seq = ++G.seq;
 			if (r) {
 				*r = (struct requeue){slot, t->seq};
-				rk_loop_defer(G.loop, requeue_cb, r);
+				rk_loop_defer_owned(G.loop, requeue_cb, r);
 			}
 		}
 		return;
@@ -462,7 +462,7 @@ static int wake_now(lua_State *L, lrk_wait w, int first, int nargs)
 		lua_pushvalue(L, first + i);
 	lua_xmove(L, co, nargs);
 	*p = (struct pending_wake){w, nargs};
-	rk_loop_defer(G.loop, deferred_resume, p);
+	rk_loop_defer_owned(G.loop, deferred_resume, p);
 	return 1;
 }
 
