@@ -15,8 +15,6 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
-#include <sys/socket.h>
-#include <linux/netlink.h>
 #include <sys/sysmacros.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -140,6 +138,8 @@ static int nle_errno(int nle)
 		return EOPNOTSUPP;
 	case NLE_RANGE:
 		return ERANGE;
+	case NLE_DUMP_INTR:
+		return EAGAIN;
 	default:
 		return EIO;
 	}
@@ -157,6 +157,8 @@ static int nl_fail(rk_err *e, int nle, const char *fmt, ...)
 	int code = nle_errno(nle);
 	if (code == EPERM)
 		hint = " (riklet needs CAP_NET_ADMIN: run it as root)";
+	else if (code == EAGAIN)
+		hint = " (a change during the dump; try again)";
 	return rk_errf(e, code, "%s: netlink: %s%s", what, nl_geterror(nle), hint);
 }
 
@@ -178,147 +180,105 @@ static struct nl_sock *nl_open(rk_err *e)
 	return s;
 }
 
-/* ---- reads without libnl: one socket, plain dumps -------------------------------------------- */
-/* The reads of a re-adoption (net.view in each of 1,000 namespaces, net.links of 1,000 veths)
- * parse the kernel's dump in place: libnl's caches allocated an object per link, address and
- * route, with its attributes copied, only to be walked once and freed (at 1,000 Pods, ~3,000
- * caches per restart). */
-typedef int (*dump_cb)(const struct nlmsghdr *h, void *ud);
+/* ---- dumps: libnl's request and receive loop, no cache ----------------------------------------- */
+/* The reads of a re-adoption (net.view in each of 1,000 namespaces, net.links of 1,000 veths) take
+ * each message of the kernel's dump in libnl's receive callback: libnl's caches allocated an object
+ * per link, address and route, with its attributes copied, only to be walked once and freed (at
+ * 1,000 Pods, ~3,000 caches per restart). libnl still does the request, the receive loop (each
+ * message's length against what was read, the sequence, NLMSG_ERROR; NLM_F_DUMP_INTR is an error
+ * once the dump is drained) and the attributes (nlmsg_parse under the policies below: a u32 shorter
+ * than 4 bytes, a name without its NUL, a message shorter than its fixed header are errors). */
+static const struct nla_policy link_policy[IFLA_MAX + 1] = {
+	[IFLA_IFNAME] = {.type = NLA_STRING},
+	[IFLA_MASTER] = {.type = NLA_U32},
+	[IFLA_MTU] = {.type = NLA_U32},
+	[IFLA_LINKINFO] = {.type = NLA_NESTED},
+};
+static const struct nla_policy linkinfo_policy[IFLA_INFO_MAX + 1] = {
+	[IFLA_INFO_KIND] = {.type = NLA_STRING},
+};
+static const struct nla_policy route_policy[RTA_MAX + 1] = {
+	[RTA_TABLE] = {.type = NLA_U32},
+};
 
-static int raw_open(rk_err *e)
+static void mac_str(const unsigned char *b, rk_net_link *o)
 {
-	int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
-	if (fd < 0)
-		return rk_errf(e, errno, "netlink: cannot open a NETLINK_ROUTE socket: %s%s", strerror(errno),
-			       errno == EPERM ? " (riklet needs CAP_NET_ADMIN: run it as root)" : "");
-	return fd;
+	snprintf(o->mac, sizeof o->mac, "%02x:%02x:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3], b[4], b[5]);
 }
 
-/* Dump request type (RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE) for family; cb sees every message of
- * the answer. 0, or < 0 with e filled (what names the dump in the message). */
-static int raw_dump(int fd, int type, unsigned char family, dump_cb cb, void *ud, const char *what, rk_err *e)
+static int msg_bad(rk_err *e, const struct nlmsghdr *h, int nle)
 {
-	static unsigned seq;
-	struct {
-		struct nlmsghdr h;
-		union {
-			struct ifinfomsg i;
-			struct ifaddrmsg a;
-			struct rtmsg r;
-		} m;
-	} req;
-	memset(&req, 0, sizeof req);
-	size_t body = type == RTM_GETLINK ? sizeof req.m.i : type == RTM_GETADDR ? sizeof req.m.a : sizeof req.m.r;
-	req.h.nlmsg_len = NLMSG_LENGTH(body);
-	req.h.nlmsg_type = (unsigned short)type;
-	req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-	req.h.nlmsg_seq = ++seq;
-	if (type == RTM_GETLINK)
-		req.m.i.ifi_family = family;
-	else if (type == RTM_GETADDR)
-		req.m.a.ifa_family = family;
-	else
-		req.m.r.rtm_family = family;
-	struct sockaddr_nl to = {.nl_family = AF_NETLINK};
-	if (sendto(fd, &req, req.h.nlmsg_len, 0, (struct sockaddr *)&to, sizeof to) < 0)
-		return rk_errf(e, errno, "%s: netlink: %s", what, strerror(errno));
-	/* (one thread: a static buffer, larger than the 32 KiB the kernel puts in one read of a dump) */
-	static _Alignas(struct nlmsghdr) char buf[64 * 1024];
-	for (;;) {
-		ssize_t n = recv(fd, buf, sizeof buf, MSG_TRUNC);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return rk_errf(e, errno, "%s: netlink: %s", what, strerror(errno));
-		}
-		if (n == 0)
-			return rk_errf(e, EIO, "%s: netlink: the socket closed mid-dump", what);
-		if ((size_t)n > sizeof buf)
-			return rk_errf(e, EMSGSIZE, "%s: netlink: a read of %zd bytes does not fit in %zu", what, n,
-				       sizeof buf);
-		size_t left = (size_t)n;
-		for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
-			if (h->nlmsg_seq != req.h.nlmsg_seq)
-				continue;
-			if (h->nlmsg_type == NLMSG_DONE)
-				return 0;
-			if (h->nlmsg_type == NLMSG_ERROR) {
-				const struct nlmsgerr *er = NLMSG_DATA(h);
-				if (h->nlmsg_len < NLMSG_LENGTH(sizeof *er) || !er->error)
-					return rk_errf(e, EIO, "%s: netlink: a malformed error", what);
-				return rk_errf(e, -er->error, "%s: netlink: %s%s", what, strerror(-er->error),
-					       er->error == -EPERM ? " (riklet needs CAP_NET_ADMIN: run it as root)"
-								   : "");
-			}
-			if (h->nlmsg_flags & NLM_F_DUMP_INTR)
-				return rk_errf(e, EAGAIN,
-					       "%s: netlink: the dump was interrupted by a change; try again", what);
-			/* (a message shorter than its fixed header is skipped: every cb reads that header) */
-			if (h->nlmsg_type == type - 2 /* RTM_NEWLINK / NEWADDR / NEWROUTE */ &&
-			    h->nlmsg_len >= NLMSG_LENGTH(body) && cb(h, ud) < 0)
-				return rk_errf(e, ENOMEM, "%s: out of memory", what);
-		}
-	}
+	return rk_errf(e, EPROTO, "netlink: a malformed message from the kernel (type %u, %u bytes): %s", h->nlmsg_type,
+		       h->nlmsg_len, nl_geterror(nle));
 }
 
-/* The attributes of a message after its fixed header of hdrlen bytes: tb[type] (types < max). */
-static void raw_attrs(const struct nlmsghdr *h, size_t hdrlen, const struct rtattr **tb, int max)
+int rk_net_link_msg(struct nlmsghdr *h, rk_net_link *o, rk_err *e)
 {
-	memset(tb, 0, sizeof *tb * (size_t)max);
-	int len = (int)h->nlmsg_len - (int)NLMSG_LENGTH(NLMSG_ALIGN(hdrlen));
-	for (const struct rtattr *a = (const struct rtattr *)((const char *)NLMSG_DATA(h) + NLMSG_ALIGN(hdrlen));
-	     RTA_OK(a, len); a = RTA_NEXT(a, len))
-		if (a->rta_type < max)
-			tb[a->rta_type] = a;
-}
-
-static void raw_nested(const struct rtattr *nest, const struct rtattr **tb, int max)
-{
-	memset(tb, 0, sizeof *tb * (size_t)max);
-	int len = (int)RTA_PAYLOAD(nest);
-	for (const struct rtattr *a = RTA_DATA(nest); RTA_OK(a, len); a = RTA_NEXT(a, len))
-		if ((a->rta_type & NLA_TYPE_MASK) < max)
-			tb[a->rta_type & NLA_TYPE_MASK] = a;
-}
-
-static void raw_str(const struct rtattr *a, char *out, size_t len)
-{
-	out[0] = 0;
-	if (!a)
-		return;
-	const char *v = RTA_DATA(a);
-	snprintf(out, len, "%.*s", (int)strnlen(v, RTA_PAYLOAD(a)), v);
-}
-
-static unsigned raw_u32(const struct rtattr *a)
-{
-	unsigned v = 0;
-	if (a && RTA_PAYLOAD(a) >= sizeof v)
-		memcpy(&v, RTA_DATA(a), sizeof v);
-	return v;
-}
-
-/* A link message as rk_net_link (what link_fill makes of libnl's object). */
-static void raw_link(const struct nlmsghdr *h, rk_net_link *o)
-{
+	if (h->nlmsg_type != RTM_NEWLINK)
+		return 0;
+	if (rk_nl_load(e) < 0)
+		return -1;
+	struct nlattr *tb[IFLA_MAX + 1], *li[IFLA_INFO_MAX + 1];
+	int r = nlmsg_parse(h, sizeof(struct ifinfomsg), tb, IFLA_MAX, link_policy);
+	if (r >= 0 && tb[IFLA_LINKINFO])
+		r = nla_parse_nested(li, IFLA_INFO_MAX, tb[IFLA_LINKINFO], linkinfo_policy);
+	if (r < 0)
+		return msg_bad(e, h, r);
+	const struct ifinfomsg *ifi = nlmsg_data(h);
 	memset(o, 0, sizeof *o);
-	const struct ifinfomsg *ifi = NLMSG_DATA(h);
-	const struct rtattr *tb[IFLA_MAX + 1];
-	raw_attrs(h, sizeof *ifi, tb, IFLA_MAX + 1);
 	o->index = ifi->ifi_index;
 	o->up = !!(ifi->ifi_flags & IFF_UP);
-	raw_str(tb[IFLA_IFNAME], o->name, sizeof o->name);
-	o->master = (int)raw_u32(tb[IFLA_MASTER]);
-	o->mtu = raw_u32(tb[IFLA_MTU]);
-	if (tb[IFLA_LINKINFO]) {
-		const struct rtattr *li[IFLA_INFO_MAX + 1];
-		raw_nested(tb[IFLA_LINKINFO], li, IFLA_INFO_MAX + 1);
-		raw_str(li[IFLA_INFO_KIND], o->kind, sizeof o->kind);
+	if (tb[IFLA_IFNAME])
+		nla_strlcpy(o->name, tb[IFLA_IFNAME], sizeof o->name);
+	if (tb[IFLA_MASTER])
+		o->master = (int)nla_get_u32(tb[IFLA_MASTER]);
+	if (tb[IFLA_MTU])
+		o->mtu = nla_get_u32(tb[IFLA_MTU]);
+	if (tb[IFLA_LINKINFO] && li[IFLA_INFO_KIND])
+		nla_strlcpy(o->kind, li[IFLA_INFO_KIND], sizeof o->kind);
+	if (tb[IFLA_ADDRESS] && nla_len(tb[IFLA_ADDRESS]) == 6)
+		mac_str(nla_data(tb[IFLA_ADDRESS]), o);
+	return 1;
+}
+
+struct dump {
+	int (*fn)(struct nlmsghdr *h, void *ud, rk_err *e); /* < 0 with e filled stops the dump */
+	void *ud;
+	rk_err *e;
+	int failed;
+};
+
+static int dump_cb(struct nl_msg *m, void *arg)
+{
+	struct dump *d = arg;
+	if (d->fn(nlmsg_hdr(m), d->ud, d->e) < 0) {
+		d->failed = 1;
+		return -NLE_FAILURE; /* (recvmsgs stops on a negative return) */
 	}
-	if (tb[IFLA_ADDRESS] && RTA_PAYLOAD(tb[IFLA_ADDRESS]) == 6) {
-		const unsigned char *b = RTA_DATA(tb[IFLA_ADDRESS]);
-		snprintf(o->mac, sizeof o->mac, "%02x:%02x:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3], b[4], b[5]);
-	}
+	return NL_OK;
+}
+
+/* Dump request type (RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE) for family, its fixed header hdrlen
+ * bytes; d->fn sees every message of the answer. 0, or < 0 with d->e filled (what names the dump). */
+static int dump_req(struct nl_sock *s, int type, unsigned char family, size_t hdrlen, struct dump *d, const char *what)
+{
+	/* (ifi_family, ifa_family and rtm_family are each their header's first byte) */
+	unsigned char body[sizeof(struct ifinfomsg)] = {family};
+	/* one read of up to 64 KiB (more than the 32 KiB the kernel puts in one read of a dump): without
+	 * it libnl peeks at each read's size first, two recvmsg per read; a read that does not fit is
+	 * an error (NLE_MSG_TRUNC), nothing is lost silently */
+	int r = nl_socket_set_msg_buf_size(s, 64 * 1024);
+	if (r >= 0)
+		r = nl_send_simple(s, type, NLM_F_DUMP, body, hdrlen);
+	if (r >= 0)
+		r = nl_socket_modify_cb(s, NL_CB_VALID, NL_CB_CUSTOM, dump_cb, d);
+	if (r >= 0)
+		r = nl_recvmsgs_default(s);
+	if (d->failed)
+		return rk_err_prefix(d->e, "%s", what);
+	if (r < 0)
+		return nl_fail(d->e, r, "%s", what);
+	return 0;
 }
 
 struct link_acc {
@@ -326,13 +286,15 @@ struct link_acc {
 	size_t n, cap;
 };
 
-static int link_acc_cb(const struct nlmsghdr *h, void *ud)
+static int link_acc_cb(struct nlmsghdr *h, void *ud, rk_err *e)
 {
 	struct link_acc *a = ud;
 	if (rk_grow(&a->v, &a->cap, a->n, sizeof *a->v, 64) < 0)
-		return -1;
-	raw_link(h, &a->v[a->n++]);
-	return 0;
+		return rk_errf(e, ENOMEM, "out of memory");
+	int r = rk_net_link_msg(h, &a->v[a->n], e);
+	if (r > 0)
+		a->n++;
+	return r;
 }
 
 /* 1 + *out on found, 0 absent, < 0 error. */
@@ -359,10 +321,8 @@ static void link_fill(struct rtnl_link *l, rk_net_link *o)
 	o->master = rtnl_link_get_master(l);
 	o->mtu = rtnl_link_get_mtu(l);
 	struct nl_addr *mac = rtnl_link_get_addr(l);
-	if (mac && nl_addr_get_len(mac) == 6) {
-		const unsigned char *b = nl_addr_get_binary_addr(mac);
-		snprintf(o->mac, sizeof o->mac, "%02x:%02x:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3], b[4], b[5]);
-	}
+	if (mac && nl_addr_get_len(mac) == 6)
+		mac_str(nl_addr_get_binary_addr(mac), o);
 }
 
 int rk_net_link_get(const char *name, rk_net_link *out, rk_err *e)
@@ -383,11 +343,12 @@ int rk_net_link_list(rk_net_link **out, size_t *n, rk_err *e)
 {
 	*out = NULL;
 	*n = 0;
-	RK_AUTOCLOSE int fd = raw_open(e);
-	if (fd < 0)
+	AUTO_SOCK *s = nl_open(e);
+	if (!s)
 		return -1;
 	struct link_acc a = {0};
-	if (raw_dump(fd, RTM_GETLINK, AF_UNSPEC, link_acc_cb, &a, "listing links", e) < 0) {
+	struct dump d = {link_acc_cb, &a, e, 0};
+	if (dump_req(s, RTM_GETLINK, AF_UNSPEC, sizeof(struct ifinfomsg), &d, "listing links") < 0) {
 		free(a.v);
 		return -1;
 	}
@@ -734,61 +695,65 @@ int rk_net_neigh_del(const char *ifname, const char *ip, rk_err *e)
 	return 0;
 }
 
-struct view_acc {
-	const char *ifname;
-	rk_net_view *out;
-	int idx;
-};
-
-static int view_link_cb(const struct nlmsghdr *h, void *ud)
+int rk_net_view_msg(struct nlmsghdr *h, const char *ifname, rk_net_view *v, rk_err *e)
 {
-	struct view_acc *a = ud;
-	const struct ifinfomsg *ifi = NLMSG_DATA(h);
-	const struct rtattr *tb[IFLA_MAX + 1];
-	raw_attrs(h, sizeof *ifi, tb, IFLA_MAX + 1);
-	char name[RK_NET_IFNAMSIZ];
-	raw_str(tb[IFLA_IFNAME], name, sizeof name);
-	int up = !!(ifi->ifi_flags & IFF_UP);
-	if (!strcmp(name, a->ifname)) {
-		a->out->found = 1;
-		a->out->up = up;
-		a->idx = ifi->ifi_index;
-	} else if (!strcmp(name, "lo"))
-		a->out->lo_up = up;
-	return 0;
-}
-
-static int view_addr_cb(const struct nlmsghdr *h, void *ud)
-{
-	struct view_acc *a = ud;
-	const struct ifaddrmsg *ifa = NLMSG_DATA(h);
-	if ((int)ifa->ifa_index != a->idx || ifa->ifa_family != AF_INET || a->out->naddrs >= RK_NET_VIEW_ADDRS)
+	if (h->nlmsg_type == RTM_NEWLINK) {
+		rk_net_link l;
+		if (rk_net_link_msg(h, &l, e) < 0)
+			return -1;
+		if (!strcmp(l.name, ifname)) {
+			v->found = 1;
+			v->up = l.up;
+			v->index = l.index;
+		} else if (!strcmp(l.name, "lo"))
+			v->lo_up = l.up;
 		return 0;
-	const struct rtattr *tb[IFA_MAX + 1];
-	raw_attrs(h, sizeof *ifa, tb, IFA_MAX + 1);
-	const struct rtattr *l = tb[IFA_LOCAL] ? tb[IFA_LOCAL] : tb[IFA_ADDRESS];
-	if (!l || RTA_PAYLOAD(l) != 4)
+	}
+	if (h->nlmsg_type != RTM_NEWADDR && h->nlmsg_type != RTM_NEWROUTE)
 		return 0;
-	char ip[INET_ADDRSTRLEN];
-	inet_ntop(AF_INET, RTA_DATA(l), ip, sizeof ip);
-	snprintf(a->out->addrs[a->out->naddrs++], sizeof a->out->addrs[0], "%s/%d", ip, ifa->ifa_prefixlen);
-	return 0;
-}
-
-/* the main table's default routes with one next hop (not RTA_MULTIPATH): the last one's gateway */
-static int view_route_cb(const struct nlmsghdr *h, void *ud)
-{
-	struct view_acc *a = ud;
-	const struct rtmsg *rt = NLMSG_DATA(h);
-	const struct rtattr *tb[RTA_MAX + 1];
-	raw_attrs(h, sizeof *rt, tb, RTA_MAX + 1);
-	unsigned table = tb[RTA_TABLE] ? raw_u32(tb[RTA_TABLE]) : rt->rtm_table;
+	if (rk_nl_load(e) < 0)
+		return -1;
+	if (h->nlmsg_type == RTM_NEWADDR) {
+		struct nlattr *tb[IFA_MAX + 1];
+		int r = nlmsg_parse(h, sizeof(struct ifaddrmsg), tb, IFA_MAX, NULL);
+		if (r < 0)
+			return msg_bad(e, h, r);
+		const struct ifaddrmsg *ifa = nlmsg_data(h);
+		if (v->index <= 0 || (int)ifa->ifa_index != v->index || ifa->ifa_family != AF_INET ||
+		    v->naddrs >= RK_NET_VIEW_ADDRS)
+			return 0;
+		const struct nlattr *l = tb[IFA_LOCAL] ? tb[IFA_LOCAL] : tb[IFA_ADDRESS];
+		if (!l || nla_len(l) != 4)
+			return 0;
+		char ip[INET_ADDRSTRLEN];
+		inet_ntop(AF_INET, nla_data(l), ip, sizeof ip);
+		snprintf(v->addrs[v->naddrs++], sizeof v->addrs[0], "%s/%d", ip, ifa->ifa_prefixlen);
+		return 0;
+	}
+	/* the main table's default routes with one next hop (not RTA_MULTIPATH): the last one's gateway */
+	struct nlattr *tb[RTA_MAX + 1];
+	int r = nlmsg_parse(h, sizeof(struct rtmsg), tb, RTA_MAX, route_policy);
+	if (r < 0)
+		return msg_bad(e, h, r);
+	const struct rtmsg *rt = nlmsg_data(h);
+	unsigned table = tb[RTA_TABLE] ? nla_get_u32(tb[RTA_TABLE]) : rt->rtm_table;
 	if (rt->rtm_family != AF_INET || table != RT_TABLE_MAIN || rt->rtm_dst_len != 0 || tb[RTA_MULTIPATH] ||
 	    !(tb[RTA_GATEWAY] || tb[RTA_OIF]))
 		return 0;
-	if (tb[RTA_GATEWAY] && RTA_PAYLOAD(tb[RTA_GATEWAY]) == 4)
-		inet_ntop(AF_INET, RTA_DATA(tb[RTA_GATEWAY]), a->out->gateway, sizeof a->out->gateway);
+	if (tb[RTA_GATEWAY] && nla_len(tb[RTA_GATEWAY]) == 4)
+		inet_ntop(AF_INET, nla_data(tb[RTA_GATEWAY]), v->gateway, sizeof v->gateway);
 	return 0;
+}
+
+struct view_acc {
+	const char *ifname;
+	rk_net_view *out;
+};
+
+static int view_cb(struct nlmsghdr *h, void *ud, rk_err *e)
+{
+	struct view_acc *a = ud;
+	return rk_net_view_msg(h, a->ifname, a->out, e);
 }
 
 int rk_net_view_get(const char *ifname, rk_net_view *out, rk_err *e)
@@ -796,19 +761,20 @@ int rk_net_view_get(const char *ifname, rk_net_view *out, rk_err *e)
 	memset(out, 0, sizeof *out);
 	if (check_ifname(ifname, e) < 0)
 		return -1;
-	RK_AUTOCLOSE int fd = raw_open(e);
-	if (fd < 0)
+	AUTO_SOCK *s = nl_open(e);
+	if (!s)
 		return -1;
-	struct view_acc a = {ifname, out, 0};
-	if (raw_dump(fd, RTM_GETLINK, AF_UNSPEC, view_link_cb, &a, "listing links", e) < 0)
+	struct view_acc a = {ifname, out};
+	struct dump d = {view_cb, &a, e, 0};
+	if (dump_req(s, RTM_GETLINK, AF_UNSPEC, sizeof(struct ifinfomsg), &d, "listing links") < 0)
 		return -1;
-	if (a.idx > 0) {
+	if (out->index > 0) {
 		char what[64];
 		snprintf(what, sizeof what, "listing addresses of %s", ifname);
-		if (raw_dump(fd, RTM_GETADDR, AF_INET, view_addr_cb, &a, what, e) < 0)
+		if (dump_req(s, RTM_GETADDR, AF_INET, sizeof(struct ifaddrmsg), &d, what) < 0)
 			return -1;
 	}
-	if (raw_dump(fd, RTM_GETROUTE, AF_INET, view_route_cb, &a, "listing routes", e) < 0)
+	if (dump_req(s, RTM_GETROUTE, AF_INET, sizeof(struct rtmsg), &d, "listing routes") < 0)
 		return -1;
 	return 0;
 }

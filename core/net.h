@@ -103,11 +103,25 @@ int rk_net_route_del(const char *dst, const char *via, const char *dev, rk_err *
 #define RK_NET_VIEW_ADDRS 8
 typedef struct rk_net_view {
 	int found, up, lo_up;
+	int index; /* ifname's ifindex (0: not found) */
 	size_t naddrs;
 	char addrs[RK_NET_VIEW_ADDRS][20];
 	char gateway[16];
 } rk_net_view;
 int rk_net_view_get(const char *ifname, rk_net_view *out, rk_err *e);
+
+/* ---- one message of a dump, exposed for tests ----------------------------------------------- */
+/* rk_net_link_list and rk_net_view_get run libnl's receive loop (nl_recvmsgs: each message's
+ * length checked against what was read, the sequence, NLMSG_ERROR, NLM_F_DUMP_INTR) and give each
+ * message to these. h holds h->nlmsg_len bytes; nothing past them is read (nlmsg_parse, with
+ * policies: a message shorter than its fixed header, a u32 shorter than 4 bytes, a name without
+ * its NUL are errors). */
+struct nlmsghdr;
+/* An RTM_NEWLINK message as *out: 1; 0 another kind of message; < 0 malformed (e says why). */
+int rk_net_link_msg(struct nlmsghdr *h, rk_net_link *out, rk_err *e);
+/* An RTM_NEWLINK, RTM_NEWADDR or RTM_NEWROUTE message of rk_net_view_get's dumps, for link ifname,
+ * into *v (start from a zeroed one; addresses count once v->index is known): 0, < 0 malformed. */
+int rk_net_view_msg(struct nlmsghdr *h, const char *ifname, rk_net_view *v, rk_err *e);
 
 /* Forget the neighbour (ARP) entry of IPv4 ip on link ifname: 0, also when there is none or the
  * link is gone. An address handed to a new interface (a freed pod address given to the next Pod,

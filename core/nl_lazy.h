@@ -32,6 +32,18 @@
 	X(nl_geterror)                                                                                                 \
 	X(nl_socket_alloc)                                                                                             \
 	X(nl_socket_free)                                                                                              \
+	X(nl_send_simple)                                                                                              \
+	X(nl_recvmsgs_default)                                                                                         \
+	X(nl_socket_modify_cb)                                                                                         \
+	X(nl_socket_set_msg_buf_size)                                                                                  \
+	X(nlmsg_hdr)                                                                                                   \
+	X(nlmsg_data)                                                                                                  \
+	X(nlmsg_parse)                                                                                                 \
+	X(nla_parse_nested)                                                                                            \
+	X(nla_strlcpy)                                                                                                 \
+	X(nla_get_u32)                                                                                                 \
+	X(nla_data)                                                                                                    \
+	X(nla_len)                                                                                                     \
 	X(rtnl_addr_add)                                                                                               \
 	X(rtnl_addr_alloc)                                                                                             \
 	X(rtnl_addr_alloc_cache)                                                                                       \
@@ -119,6 +131,18 @@ int rk_nl_load(rk_err *e);
 #define nl_geterror rk_nl.nl_geterror
 #define nl_socket_alloc rk_nl.nl_socket_alloc
 #define nl_socket_free rk_nl.nl_socket_free
+#define nl_send_simple rk_nl.nl_send_simple
+#define nl_recvmsgs_default rk_nl.nl_recvmsgs_default
+#define nl_socket_modify_cb rk_nl.nl_socket_modify_cb
+#define nl_socket_set_msg_buf_size rk_nl.nl_socket_set_msg_buf_size
+#define nlmsg_hdr rk_nl.nlmsg_hdr
+#define nlmsg_data rk_nl.nlmsg_data
+#define nlmsg_parse rk_nl.nlmsg_parse
+#define nla_parse_nested rk_nl.nla_parse_nested
+#define nla_strlcpy rk_nl.nla_strlcpy
+#define nla_get_u32 rk_nl.nla_get_u32
+#define nla_data rk_nl.nla_data
+#define nla_len rk_nl.nla_len
 #define rtnl_addr_add rk_nl.rtnl_addr_add
 #define rtnl_addr_alloc rk_nl.rtnl_addr_alloc
 #define rtnl_addr_alloc_cache rk_nl.rtnl_addr_alloc_cache

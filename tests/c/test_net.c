@@ -9,6 +9,9 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <net/if.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 
 #include "net.h"
 #include "tap.h"
@@ -35,6 +38,152 @@ static void setup_namespaces(void)
 	if (mount("tmpfs", nsdir, "tmpfs", 0, "size=1m") < 0)
 		tap_skip_all("mount tmpfs on %s: %s", nsdir, strerror(errno));
 	strcat(nsdir, "/netns");
+}
+
+/* ---- hostile dump messages: built here, each handed over in a buffer of exactly its length (the
+ * sanitizer build sees any read past it) ---- */
+struct mb {
+	_Alignas(struct nlmsghdr) unsigned char b[512];
+	size_t len;
+};
+
+static void mb_start(struct mb *m, int type, const void *hdr, size_t hdrlen)
+{
+	memset(m, 0, sizeof *m);
+	struct nlmsghdr *h = (struct nlmsghdr *)m->b;
+	h->nlmsg_type = (unsigned short)type;
+	memcpy(m->b + NLMSG_HDRLEN, hdr, hdrlen);
+	m->len = NLMSG_HDRLEN + NLMSG_ALIGN(hdrlen);
+}
+
+/* an attribute whose header says nla_len (normally 4 + len), then len bytes of data */
+static size_t mb_attr_len(struct mb *m, int type, const void *data, size_t len, unsigned nla_len)
+{
+	size_t at = m->len;
+	struct rtattr *a = (struct rtattr *)(m->b + at);
+	a->rta_type = (unsigned short)type;
+	a->rta_len = (unsigned short)nla_len;
+	if (len)
+		memcpy(m->b + at + 4, data, len);
+	m->len = at + RTA_ALIGN(4 + len);
+	return at;
+}
+
+static size_t mb_attr(struct mb *m, int type, const void *data, size_t len)
+{
+	return mb_attr_len(m, type, data, len, (unsigned)(4 + len));
+}
+
+static void mb_nest_end(struct mb *m, size_t at)
+{
+	((struct rtattr *)(m->b + at))->rta_len = (unsigned short)(m->len - at);
+}
+
+/* a malloc'ed copy of exactly len bytes (len < m->len: the message cut short), nlmsg_len = hlen */
+static struct nlmsghdr *mb_end(struct mb *m, size_t len, size_t hlen)
+{
+	((struct nlmsghdr *)m->b)->nlmsg_len = (unsigned)hlen;
+	struct nlmsghdr *h = malloc(len);
+	memcpy(h, m->b, len);
+	return h;
+}
+
+static void hostile_messages(void)
+{
+	rk_err e = {0};
+	rk_net_link l;
+	struct mb m;
+	struct ifinfomsg ifi = {.ifi_family = AF_UNSPEC, .ifi_index = 7, .ifi_flags = IFF_UP};
+	unsigned mtu = 1400, master = 3;
+	const unsigned char mac[6] = {2, 0, 0, 0, 0, 9};
+	mb_start(&m, RTM_NEWLINK, &ifi, sizeof ifi);
+	mb_attr(&m, IFLA_IFNAME, "eth0", 5);
+	mb_attr(&m, IFLA_MTU, &mtu, 4);
+	mb_attr(&m, IFLA_MASTER, &master, 4);
+	mb_attr(&m, IFLA_ADDRESS, mac, 6);
+	size_t nest = mb_attr(&m, IFLA_LINKINFO, NULL, 0);
+	mb_attr(&m, IFLA_INFO_KIND, "veth", 5);
+	mb_nest_end(&m, nest);
+	struct nlmsghdr *h = mb_end(&m, m.len, m.len);
+	ok(rk_net_link_msg(h, &l, &e) == 1 && l.index == 7 && l.up && !strcmp(l.name, "eth0") && l.mtu == 1400 &&
+		   l.master == 3 && !strcmp(l.kind, "veth") && !strcmp(l.mac, "02:00:00:00:00:09"),
+	   "a crafted link message is read like the kernel's (%s %s mtu %u master %d %s)", l.name, l.kind, l.mtu,
+	   l.master, l.mac);
+	h->nlmsg_type = RTM_NEWADDR;
+	is_int(rk_net_link_msg(h, &l, &e), 0, "another kind of message is not a link");
+	free(h);
+
+	/* a message shorter than its ifinfomsg: nlmsg_len says so, and the read ends there too */
+	mb_start(&m, RTM_NEWLINK, &ifi, sizeof ifi);
+	h = mb_end(&m, NLMSG_HDRLEN + 4, NLMSG_HDRLEN + 4);
+	ok(rk_net_link_msg(h, &l, &e) < 0 && has(e.msg, "malformed"), "a link message cut inside its header: %s",
+	   e.msg);
+	rk_net_view nv = {0};
+	ok(rk_net_view_msg(h, "eth0", &nv, &e) < 0 && !nv.found, "the view refuses it too: %s", e.msg);
+	free(h);
+
+	/* an MTU of 2 bytes (a u32 read would go past it) */
+	mb_start(&m, RTM_NEWLINK, &ifi, sizeof ifi);
+	mb_attr(&m, IFLA_IFNAME, "eth0", 5);
+	mb_attr(&m, IFLA_MTU, &mtu, 2);
+	h = mb_end(&m, m.len - 2, m.len - 2); /* (the attribute's padding too) */
+	ok(rk_net_link_msg(h, &l, &e) < 0 && has(e.msg, "malformed"), "a 2-byte MTU: %s", e.msg);
+	free(h);
+
+	/* a name without its NUL, at the very end of the message */
+	mb_start(&m, RTM_NEWLINK, &ifi, sizeof ifi);
+	mb_attr(&m, IFLA_IFNAME, "eth0", 4);
+	h = mb_end(&m, m.len, m.len);
+	ok(rk_net_link_msg(h, &l, &e) < 0 && has(e.msg, "malformed"), "a name without its NUL: %s", e.msg);
+	free(h);
+
+	/* an attribute (and a nested one) claiming more bytes than the message has: not read */
+	mb_start(&m, RTM_NEWLINK, &ifi, sizeof ifi);
+	nest = mb_attr(&m, IFLA_LINKINFO, NULL, 0);
+	mb_attr_len(&m, IFLA_INFO_KIND, "veth", 5, 200);
+	mb_nest_end(&m, nest);
+	mb_attr_len(&m, IFLA_IFNAME, "eth0", 5, 300);
+	h = mb_end(&m, m.len, m.len);
+	ok(rk_net_link_msg(h, &l, &e) == 1 && !l.name[0] && !l.kind[0] && l.index == 7,
+	   "attributes longer than the message are left out (name '%s', kind '%s')", l.name, l.kind);
+	free(h);
+
+	/* addresses and routes of the view */
+	memset(&nv, 0, sizeof nv);
+	nv.index = 7;
+	struct ifaddrmsg ifa = {.ifa_family = AF_INET, .ifa_prefixlen = 24, .ifa_index = 7};
+	const unsigned char ip[4] = {10, 1, 2, 3};
+	mb_start(&m, RTM_NEWADDR, &ifa, sizeof ifa);
+	mb_attr(&m, IFA_LOCAL, ip, 3);
+	h = mb_end(&m, m.len, m.len);
+	ok(rk_net_view_msg(h, "eth0", &nv, &e) == 0 && nv.naddrs == 0, "a 3-byte address is not taken");
+	free(h);
+	mb_start(&m, RTM_NEWADDR, &ifa, sizeof ifa);
+	mb_attr(&m, IFA_LOCAL, ip, 4);
+	h = mb_end(&m, m.len, m.len);
+	ok(rk_net_view_msg(h, "eth0", &nv, &e) == 0 && nv.naddrs == 1 && !strcmp(nv.addrs[0], "10.1.2.3/24"),
+	   "a 4-byte one is (%s)", nv.naddrs ? nv.addrs[0] : "");
+	free(h);
+	mb_start(&m, RTM_NEWADDR, &ifa, sizeof ifa);
+	h = mb_end(&m, NLMSG_HDRLEN + 4, NLMSG_HDRLEN + 4);
+	ok(rk_net_view_msg(h, "eth0", &nv, &e) < 0 && has(e.msg, "malformed"), "an address message cut short: %s",
+	   e.msg);
+	free(h);
+	struct rtmsg rt = {.rtm_family = AF_INET, .rtm_table = RT_TABLE_MAIN};
+	unsigned char table = RT_TABLE_MAIN;
+	mb_start(&m, RTM_NEWROUTE, &rt, sizeof rt);
+	mb_attr(&m, RTA_TABLE, &table, 1);
+	mb_attr(&m, RTA_GATEWAY, ip, 4);
+	h = mb_end(&m, m.len, m.len);
+	ok(rk_net_view_msg(h, "eth0", &nv, &e) < 0 && has(e.msg, "malformed") && !nv.gateway[0],
+	   "a route with a 1-byte table: %s", e.msg);
+	free(h);
+	mb_start(&m, RTM_NEWROUTE, &rt, sizeof rt);
+	mb_attr(&m, RTA_GATEWAY, ip, 4);
+	h = mb_end(&m, m.len, m.len);
+	ok(rk_net_view_msg(h, "eth0", &nv, &e) == 0 && !strcmp(nv.gateway, "10.1.2.3"),
+	   "a default route's gateway is taken (%s)", nv.gateway);
+	free(h);
 }
 
 int main(void)
@@ -221,5 +370,6 @@ int main(void)
 	rk_net_link *ls;
 	ok(rk_net_link_list(&ls, &nn, &e) == 0 && nn >= 2, "link list has lo and rkdummy (%zu links)", nn);
 	free(ls);
+	hostile_messages();
 	tap_done();
 }
