@@ -170,15 +170,17 @@ end
 -- record, and pids are recycled; a command line can be imitated). An unreadable command line (no fd left) is no evidence: it is left alone.
 -- The signal goes through a pidfd opened before that check (procscan.claim): a conmon that ends
 -- between the check and the kill is not replaced by whatever gets its pid next.
+-- (procscan.with_claim closes the claim; not claimed: not that conmon, gone, or no fd left for a
+-- pidfd: left alone, said nothing)
+local function kill_claimed(c, pid, id)
+  log("warn", "conmon %d of container %s is still there after its container is gone: killing it", pid, id)
+  local sent, err = c:signal(9)
+  if sent == false then log("info", "conmon %d of container %s ended by itself before the kill", pid, id)
+  elseif not sent then log("error", "cannot kill conmon %d of container %s: %s", pid, id, tostring(err)) end
+end
+
 function M.stop(pid, id)
-  local c = pid and procscan.claim(pid, function(p) return is_conmon_of(p, id) end)
-  if c then
-    log("warn", "conmon %d of container %s is still there after its container is gone: killing it", pid, id)
-    local sent, err = c:signal(9)
-    c:close()
-    if sent == false then log("info", "conmon %d of container %s ended by itself before the kill", pid, id)
-    elseif not sent then log("error", "cannot kill conmon %d of container %s: %s", pid, id, tostring(err)) end
-  end
+  if pid then procscan.with_claim(pid, function(p) return is_conmon_of(p, id) end, kill_claimed, pid, id) end
 end
 
 function M.clean(dir)
