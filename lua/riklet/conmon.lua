@@ -9,8 +9,9 @@
 --       starts conmon, which runs `runc create` for the bundle `dir`; returns once runc has
 --       created the container (conmon's sync pipe says so): mon.pid (container init), mon.conmon_pid.
 --       on_conmon is called with conmon's pid as soon as it is known. run = true (when
---       conmon.can_run()): conmon's runtime is riklet-runc-run, which makes its `create` one
---       `runc run --detach`: the container runs when this returns (mon.started), no `runc start`.
+--       conmon.can_run()): conmon's runtime is riklet-runc-run, which makes its `create` `runc create`
+--       + `runc start` in one runtime invocation for conmon: the container runs when this returns
+--       (mon.started), riklet runs no `runc start`.
 --       prepare = fn() -> true | nil, err: conmon is started first, held on its start pipe
 --       (_OCI_STARTPIPE) while fn does the rest of the container's preparation beside conmon's own
 --       start-up, and let go only when fn returns true; otherwise (or fn raises) conmon is ended
@@ -412,11 +413,12 @@ create = function(id, dir, opts, prepared, unhold)
   local ok, err = fs.mkdir_p(f.exit_dir, "0700")
   if not ok then return nil, err end
   -- NAME=VALUE forms and runc's "--" before the id: an id may start with '-' (--help.json)
-  -- the shim gets the real runc as its first argument and turns `create` into `run --detach` (run),
-  -- or keeps it (--create); either way it drains the runtime's stderr while it runs (conmon reads
-  -- it only after: more than a pipe's 64 KiB blocked the runtime until the deadline)
+  -- the shim gets the real runc as its first argument and turns `create` into create + start (run),
+  -- or keeps it (--create); either way it reads the runtime's stdout and stderr while create runs
+  -- (conmon reads them only after: more than a pipe's 64 KiB blocked the runtime until the
+  -- deadline), before the container runs any code, and gives `runc start` pipes of its own
   local run = opts.run and cfg.run_shim
-  local verb = run and "runc run --detach" or "runc create"
+  local verb = run and "runc create + start" or "runc create"
   local argv = {
     cfg.conmon, "--api-version", "1", "--cid=" .. id, "--cuuid=" .. id, "--name=" .. (opts.name or id),
     "--runtime=" .. (cfg.run_shim or rpath), "--bundle=" .. dir, "--container-pidfile=" .. f.pid,
