@@ -1,29 +1,44 @@
-/* riklet-runc-run — the runtime riklet hands to conmon: one runtime invocation for a container that
- * may start at once (a Pod of one container, a restart), and a runtime whose stderr is drained
- * during its create.
+/* riklet-runc-run — the runtime riklet hands to conmon: one runtime invocation (for conmon) for a
+ * container that may start at once (a Pod of one container, a restart), and a runtime whose own
+ * output never blocks it nor mixes with the container's.
  *
  *   riklet-runc-run RUNC [GLOBAL OPTIONS] create [OPTIONS] [--] ID
- *     -> runs RUNC [GLOBAL OPTIONS] run --detach [OPTIONS] [--] ID
+ *     -> runs RUNC [GLOBAL OPTIONS] create [OPTIONS] [--] ID with --pid-file DIR/NAME made
+ *        DIR/.riklet-create.NAME, then RUNC [GLOBAL OPTIONS] start ID, and renames the pid file
+ *        into DIR/NAME once it started
  *   riklet-runc-run --create RUNC [GLOBAL OPTIONS] create [OPTIONS] [--] ID
- *     -> runs RUNC [GLOBAL OPTIONS] create [OPTIONS] [--] ID (the command unchanged)
+ *     -> runs RUNC [GLOBAL OPTIONS] create [OPTIONS] [--] ID (the command unchanged: riklet runs
+ *        `runc start` itself once every container of the Pod exists)
  *
  * conmon runs its runtime as `RUNTIME [--runtime-arg...] create --bundle B --pid-file P
  * [--runtime-opt...] ID` and takes the runtime's end as the container's creation; riklet passes
- * the real runc as the first --runtime-arg. `runc run --detach` creates and starts the container
- * and writes the pid file once it runs, so conmon sees the same as after `runc create` (a pid file
- * and an exit status), and the container's stdio are conmon's pipes all the same. Any other
- * command (conmon's `exec`) is passed on unchanged (exec'd: no process of its own).
+ * the real runc as the first --runtime-arg. Without --create the container runs when this process
+ * ends, and P appears (renamed into place) only then, so conmon (pid file, exit status, its pipes
+ * as the container's stdio) and riklet (P's rename) see what they see after `runc run --detach`.
+ * Any other command (conmon's `exec`) is passed on unchanged (exec'd: no process of its own).
  *
- * The runtime's stderr is the container's stderr pipe, which conmon (2.1.6) reads only once the
- * runtime has exited: a runtime writing more than the pipe holds (64 KiB: a failing hook's output
- * in runc's error, a chatty runtime) blocked on its write and the create hung until riklet's
- * deadline. So for create (run) the runtime is run as a child, and while it runs this process
- * looks at the pipe every 10 ms (through a read end of its own, /proc/self/fd/2): once it is full,
- * what is there is read and kept cut (its first and last 2 KiB), and at the runtime's end written
- * back, so that conmon passes the runtime's message on. Until then the pipe is left alone: nothing
- * a container writes in the few ms before `runc run` returns is taken (only a container that fills
- * 64 KiB before then, on a runtime that is slow to return, has the middle of that cut, said so in
- * its log). Signals conmon forwards to its runtime are passed on; the exit status is the runtime's.
+ * Why create + start and not `runc run --detach` (one runc process less: `runc start` takes 6-11
+ * ms, median 10.9 at load 4.3): conmon gives its runtime the container's stdout and stderr pipes,
+ * and runc passes its own stdio to the container (runc's docs/terminals.md, "detached
+ * pass-through": the runc process's fds, untouched; there is no option giving the container other
+ * fds than runc's own 0-2: --preserve-fds and LISTEN_FDS add fds from 3 on, --console-socket gives
+ * it a terminal instead). conmon (2.1.6) reads those pipes only once the runtime has exited, so a
+ * runtime writing more than a pipe holds (64 KiB: a failing hook's output in runc's error, a chatty
+ * runtime) blocked until riklet's deadline; under `run --detach` the container writes into the same
+ * pipes before runc returns, and nothing can tell its bytes from runc's (the drains of them cut the
+ * container's early output: the stdout one, reverted in 368be37, and the stderr one this replaces).
+ * `runc create` sets the container up but runs none of its code (its init waits for `runc start`;
+ * runc 1.1 runs the poststart hooks then too): everything on the pipes during create is the
+ * runtime's. So create runs as a child while this process reads both pipes (through read ends of
+ * its own, /proc/self/fd/1 and 2), keeps each stream's first and last 2 KiB and writes them back at
+ * create's end, before the container can write anything: conmon logs them (or passes the stderr on
+ * as the runtime's message when it failed) ahead of the container's output, and nothing of the
+ * container's is read. `runc start`'s stdout and stderr are a pipe of this process (start passes no
+ * stdio to the container), read the same way and written to stderr at its end. A failed start is
+ * followed by `runc delete --force ID` (what `run --detach` leaves after a failure: nothing) and
+ * the pid file is not renamed. Signals conmon forwards to its runtime are passed on to create or
+ * start (one arriving in between: no start, the container deleted, this process ends by it); the
+ * exit status is the runtime's.
  *
  * If RUNC cannot be executed, the reason is appended to runc's --log (JSON lines, where riklet
  * reads runc's own errors) and to stderr, and it exits 127.
@@ -33,13 +48,11 @@
 #endif
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -56,6 +69,13 @@ static int takes_value(const char *a)
 		if (!strcmp(a, opts[i]))
 			return 1;
 	return 0;
+}
+
+/* runc create's --pid-file, as urfave/cli takes it: --pid-file P, -pid-file P, --pid-file=P */
+static int pid_file_option(const char *a)
+{
+	const char *o = a[0] == '-' && a[1] == '-' ? a + 2 : a[0] == '-' ? a + 1 : NULL;
+	return o && (!strcmp(o, "pid-file") || !strncmp(o, "pid-file=", 9));
 }
 
 static void fail(int argc, char **argv, const char *runc, int err)
@@ -84,7 +104,8 @@ static void fail(int argc, char **argv, const char *runc, int err)
 	exit(127);
 }
 
-/* What was read from the runtime's stderr: its first and last KEEP bytes, and how many in all. */
+/* What was read from one of the runtime's streams: its first and last KEEP bytes, and how many in
+ * all. */
 #define KEEP 2048
 struct kept {
 	char head[KEEP], tail[KEEP];
@@ -111,25 +132,40 @@ static void keep(struct kept *k, const char *p, size_t n)
 	}
 }
 
-/* read what the pipe holds now (rfd is non-blocking) */
-static void drain(int rfd, struct kept *k)
+/* A stream read while the runtime runs: rfd (non-blocking) and what was kept of it. */
+struct stream {
+	int rfd;
+	const char *name;
+	struct kept k;
+};
+
+/* read what the pipe holds now */
+static void drain(struct stream *s)
 {
 	char buf[16384];
 	ssize_t r;
-	while ((r = read(rfd, buf, sizeof buf)) > 0)
-		keep(k, buf, (size_t)r);
+	while (s->rfd >= 0 && (r = read(s->rfd, buf, sizeof buf)) > 0)
+		keep(&s->k, buf, (size_t)r);
 }
 
-/* write what was kept back on the pipe, through a non-blocking write end of its own (fd 2 is shared
- * with the container: its flags stay as they are); what does not fit is dropped */
-static void give_back(const struct kept *k)
+/* write what was kept to fd, through a non-blocking write end of its own (fds 1 and 2 are the
+ * container's: their flags stay as they are); what does not fit is dropped */
+static void give_back(int fd, const struct stream *s)
 {
-	int wfd = open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+	const struct kept *k = &s->k;
+	if (k->total == 0)
+		return;
+	char path[32];
+	struct stat sb;
+	snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+	/* (a file or a terminal cannot block: written through fd itself, at its offset) */
+	int pipe_fd = fstat(fd, &sb) == 0 && S_ISFIFO(sb.st_mode);
+	int wfd = pipe_fd ? open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC) : dup(fd);
 	if (wfd < 0)
 		return;
 	char note[160];
-	int nn = snprintf(note, sizeof note, "\n[riklet-runc-run: %llu bytes of the runtime's stderr cut here]\n",
-			  k->total - k->nhead - k->ntail);
+	int nn = snprintf(note, sizeof note, "\n[riklet-runc-run: %llu bytes of the runtime's %s cut here]\n",
+			  k->total - k->nhead - k->ntail, s->name);
 	struct {
 		const char *p;
 		size_t n;
@@ -142,65 +178,184 @@ static void give_back(const struct kept *k)
 	close(wfd);
 }
 
-static pid_t child = -1;
+static volatile pid_t child = -1;
+static volatile sig_atomic_t signalled; /* the last signal conmon sent */
 static void forward(int sig)
 {
+	signalled = sig;
 	if (child > 0)
 		kill(child, sig);
 }
 
-/* Run argv as a child while watching the pipe of fd 2 (see the top); -> never returns. */
-static void run_draining(int argc, char **argv, char **out, int rfd, int keep_create)
+static int g_argc;
+static char **g_argv;
+static char *g_pid_opt; /* (create's --pid-file value: reachable to the end, no leak to report) */
+
+/* Run argv as a child (its stdout and stderr: out_fd when >= 0) while reading the n streams;
+ * -> its wait status (127 << 8 when it cannot be run) */
+static int run_reading(char **argv, int out_fd, struct stream *st, int n, int fwd)
 {
-	int cap = fcntl(STDERR_FILENO, F_GETPIPE_SZ);
-	struct sigaction sa = {.sa_handler = forward};
-	sigemptyset(&sa.sa_mask);
-	const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
-	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
-		sigaction(sigs[i], &sa, NULL);
-	child = fork();
-	if (child == 0) {
-		execv(out[0], out);
-		fail(argc, argv, out[0], errno);
+	pid_t pid = fork();
+	if (pid == 0) {
+		if (out_fd >= 0 && (dup2(out_fd, STDOUT_FILENO) < 0 || dup2(out_fd, STDERR_FILENO) < 0))
+			_exit(127);
+		execv(argv[0], argv);
+		fail(g_argc, g_argv, argv[0], errno);
 	}
-	int pidfd = child > 0 ? (int)syscall(SYS_pidfd_open, child, 0) : -1;
-	static struct kept k;
+	if (pid < 0) {
+		fprintf(stderr, "riklet-runc-run: cannot fork to run the runtime %s: %s\n", argv[0], strerror(errno));
+		return 127 << 8;
+	}
+	if (fwd) {
+		child = pid;
+		if (signalled)
+			kill(pid, signalled); /* (it came before child was set) */
+	}
+	if (out_fd >= 0)
+		close(out_fd);
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	int status = 0;
-	if (child < 0) {
-		fprintf(stderr, "riklet-runc-run: cannot fork to run the runtime %s: %s\n", out[0], strerror(errno));
-		exit(127);
-	}
 	for (;;) {
-		if (pidfd >= 0) {
-			struct pollfd p = {.fd = pidfd, .events = POLLIN};
-			if (poll(&p, 1, 10) == 0) {
-				int n = 0;
-				if (cap > 0 && ioctl(rfd, FIONREAD, &n) == 0 && n + PIPE_BUF > cap)
-					drain(rfd, &k); /* full: the runtime is blocked on it */
-				continue;
-			}
-		}
-		pid_t w = waitpid(child, &status, pidfd >= 0 ? WNOHANG : 0);
-		if (w == child)
+		struct pollfd p[4];
+		int np = 0;
+		if (pidfd >= 0)
+			p[np++] = (struct pollfd){.fd = pidfd, .events = POLLIN};
+		for (int i = 0; i < n && np < 4; i++)
+			if (st[i].rfd >= 0)
+				p[np++] = (struct pollfd){.fd = st[i].rfd, .events = POLLIN};
+		/* (without a pidfd, Linux < 5.3: the child's end is looked for every 10 ms) */
+		int r = poll(p, (nfds_t)np, pidfd >= 0 ? -1 : 10);
+		if (r < 0 && errno != EINTR)
+			break;
+		for (int i = 0; i < n; i++)
+			drain(&st[i]);
+		pid_t w = waitpid(pid, &status, WNOHANG);
+		if (w == pid)
 			break;
 		if (w < 0 && errno != EINTR) {
 			status = 127 << 8;
 			break;
 		}
-		if (w == 0 && pidfd >= 0)
-			continue; /* (the pidfd said so before the zombie was there: wait again) */
+		/* a stream at its end (start's pipe closed by a process start left behind) is not
+		 * polled again: its POLLHUP would come back at once */
+		for (int i = 0, j = pidfd >= 0; i < n; i++)
+			if (st[i].rfd >= 0 && j < np && p[j].fd == st[i].rfd) {
+				if ((p[j].revents & (POLLHUP | POLLERR)) && !(p[j].revents & POLLIN))
+					st[i].rfd = -1 - st[i].rfd; /* (kept to be closed: -1 - fd) */
+				j++;
+			}
 	}
-	if (k.total > 0) {
-		/* what is left there is the runtime's too when it failed, or when no container process ran */
-		if (keep_create || !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
-			drain(rfd, &k);
-		give_back(&k);
+	child = -1;
+	for (int i = 0; i < n; i++) {
+		if (st[i].rfd < -1)
+			st[i].rfd = -1 - st[i].rfd;
+		drain(&st[i]); /* what is left is the runtime's too: the container runs none of its code yet */
 	}
+	if (pidfd >= 0)
+		close(pidfd);
+	return status;
+}
+
+/* end as the runtime ended: by its signal, or with its exit code */
+static void end_as(int status)
+{
 	if (WIFSIGNALED(status)) {
 		signal(WTERMSIG(status), SIG_DFL);
 		raise(WTERMSIG(status));
 	}
 	exit(WIFEXITED(status) ? WEXITSTATUS(status) : 127);
+}
+
+/* a read end of our own of fd's pipe (non-blocking), or -1 when fd is no pipe (a file, /dev/null,
+ * a terminal: nothing to block the runtime) */
+static int reader(int fd)
+{
+	struct stat st;
+	char path[32];
+	if (fstat(fd, &st) < 0 || !S_ISFIFO(st.st_mode))
+		return -1;
+	snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+	return open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+}
+
+/* RUNC [GLOBAL OPTIONS] VERB [ARG] ID, into a (3 + nglobal + 3 entries) */
+static char **command(char **a, char **out, int nglobal, const char *verb, const char *arg, const char *id)
+{
+	int n = 0;
+	for (int i = 0; i <= nglobal; i++)
+		a[n++] = out[i];
+	a[n++] = (char *)verb;
+	if (arg)
+		a[n++] = (char *)arg;
+	a[n++] = (char *)id;
+	a[n] = NULL;
+	return a;
+}
+
+/* create (out) while both of the container's pipes are read; then, when start_it, start with a
+ * pipe of its own; -> never returns */
+static void create_and_start(char **out, int nglobal, const char *id, const char *pidfile, const char *tmp_pid,
+			     int start_it)
+{
+	const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+	struct sigaction sa = {.sa_handler = forward};
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+		sigaction(sigs[i], &sa, NULL);
+	static struct stream io[2];
+	io[0].rfd = reader(STDOUT_FILENO), io[0].name = "stdout";
+	io[1].rfd = reader(STDERR_FILENO), io[1].name = "stderr";
+	int status = run_reading(out, -1, io, 2, 1);
+	for (int i = 0; i < 2; i++) {
+		give_back(1 + i, &io[i]); /* before the container runs: ahead of its output */
+		if (io[i].rfd >= 0)
+			close(io[i].rfd);
+	}
+	if (!start_it)
+		end_as(status);
+	int created = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+	if (created && !signalled) {
+		static struct stream st = {.name = "stderr"};
+		char *a[nglobal + 6];
+		int p[2];
+		if (pipe2(p, O_CLOEXEC) < 0) {
+			fprintf(stderr, "riklet-runc-run: cannot make a pipe for runc start: %s\n", strerror(errno));
+			status = 1 << 8;
+		} else {
+			fcntl(p[0], F_SETFL, O_NONBLOCK);
+			st.rfd = p[0];
+			status = run_reading(command(a, out, nglobal, "start", NULL, id), p[1], &st, 1, 1);
+			close(p[0]);
+			give_back(STDERR_FILENO, &st);
+		}
+		if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && tmp_pid && rename(tmp_pid, pidfile) < 0) {
+			fprintf(stderr, "riklet-runc-run: cannot rename the pid file %s to %s: %s\n", tmp_pid, pidfile,
+				strerror(errno));
+			status = 1 << 8;
+		}
+		if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+			/* the container is ours (created above): nothing is left, as after a failed run */
+			static struct stream del = {.name = "stderr"};
+			if (pipe2(p, O_CLOEXEC) == 0) {
+				fcntl(p[0], F_SETFL, O_NONBLOCK);
+				del.rfd = p[0];
+				int ds = run_reading(command(a, out, nglobal, "delete", "--force", id), p[1], &del, 1,
+						     0);
+				close(p[0]);
+				if (!(WIFEXITED(ds) && WEXITSTATUS(ds) == 0))
+					give_back(STDERR_FILENO, &del);
+			}
+		}
+	} else if (created) {
+		/* a signal between create and start: what runc run would have got (the container is ours) */
+		char *a[nglobal + 6];
+		int ds = run_reading(command(a, out, nglobal, "delete", "--force", id), -1, NULL, 0, 0);
+		(void)ds;
+		status = signalled;
+	}
+	if (tmp_pid)
+		unlink(tmp_pid); /* (ours: gone once renamed) */
+	end_as(status);
 }
 
 int main(int argc, char **argv)
@@ -216,9 +371,12 @@ int main(int argc, char **argv)
 			"(conmon's --runtime, with the real runc as the first --runtime-arg)\n");
 		return 2;
 	}
+	g_argc = argc, g_argv = argv;
 	const char *runc = argv[1];
-	char *out[argc + 2]; /* on the stack: nothing for a leak checker to report at exit(127) */
-	int n = 0, cmd_done = 0, create = 0;
+	char *out[argc + 1]; /* on the stack: nothing for a leak checker to report at exit(127) */
+	int n = 0, cmd_done = 0, create = 0, nglobal = 0;
+	const char *pidfile = NULL;
+	char *tmp_pid = NULL;
 	out[n++] = argv[1];
 	for (int i = 2; i < argc; i++) {
 		const char *a = argv[i];
@@ -230,20 +388,35 @@ int main(int argc, char **argv)
 		if (!cmd_done && a[0] != '-') {
 			cmd_done = 1; /* the command: the first word that is no global option */
 			create = !strcmp(a, "create");
-			if (create && !keep_create) {
-				out[n++] = "run";
-				out[n++] = "--detach";
-				continue;
+			nglobal = n - 1;
+		} else if (create && !keep_create && !pidfile && pid_file_option(a) &&
+			   (strchr(a, '=') ? a[strlen(a) - 1] != '=' : i + 1 < argc)) {
+			/* create's pid file under another name, renamed into place once the container runs:
+			 * P.d/.riklet-create.P.name (--pid-file P, --pid-file=P) */
+			const char *eq = strchr(a, '=');
+			pidfile = eq ? eq + 1 : argv[++i];
+			const char *base = strrchr(pidfile, '/');
+			size_t dl = base ? (size_t)(base - pidfile + 1) : 0, len = strlen(pidfile) + 48;
+			char *opt = g_pid_opt = malloc(len);
+			if (!opt) {
+				fprintf(stderr, "riklet-runc-run: out of memory\n");
+				return 127;
 			}
+			int pre = eq ? snprintf(opt, len, "--pid-file=") : 0;
+			tmp_pid = opt + pre;
+			memcpy(tmp_pid, pidfile, dl);
+			snprintf(tmp_pid + dl, len - pre - dl, ".riklet-create.%s", pidfile + dl);
+			if (!eq)
+				out[n++] = argv[i - 1];
+			out[n++] = opt;
+			continue;
 		}
 		out[n++] = argv[i];
 	}
 	out[n] = NULL;
-	struct stat st;
-	if (create && fstat(STDERR_FILENO, &st) == 0 && S_ISFIFO(st.st_mode)) {
-		int rfd = open("/proc/self/fd/2", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-		if (rfd >= 0)
-			run_draining(argc, argv, out, rfd, keep_create);
+	if (create && n > nglobal + 2) {
+		/* (runc create takes one argument, the id: conmon passes it last) */
+		create_and_start(out, nglobal, argv[argc - 1], pidfile, tmp_pid, !keep_create);
 	}
 	execv(runc, out);
 	fail(argc, argv, runc, errno);

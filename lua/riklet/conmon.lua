@@ -9,8 +9,9 @@
 --       starts conmon, which runs `runc create` for the bundle `dir`; returns once runc has
 --       created the container (conmon's sync pipe says so): mon.pid (container init), mon.conmon_pid.
 --       on_conmon is called with conmon's pid as soon as it is known. run = true (when
---       conmon.can_run()): conmon's runtime is riklet-runc-run, which makes its `create` one
---       `runc run --detach`: the container runs when this returns (mon.started), no `runc start`.
+--       conmon.can_run()): conmon's runtime is riklet-runc-run, which makes its `create` `runc create`
+--       + `runc start` in one runtime invocation for conmon: the container runs when this returns
+--       (mon.started), riklet runs no `runc start`.
 --       prepare = fn() -> true | nil, err: conmon is started first, held on its start pipe
 --       (_OCI_STARTPIPE) while fn does the rest of the container's preparation beside conmon's own
 --       start-up, and let go only when fn returns true; otherwise (or fn raises) conmon is ended
@@ -170,15 +171,17 @@ end
 -- record, and pids are recycled; a command line can be imitated). An unreadable command line (no fd left) is no evidence: it is left alone.
 -- The signal goes through a pidfd opened before that check (procscan.claim): a conmon that ends
 -- between the check and the kill is not replaced by whatever gets its pid next.
+-- (procscan.with_claim closes the claim; not claimed: not that conmon, gone, or no fd left for a
+-- pidfd: left alone, said nothing)
+local function kill_claimed(c, pid, id)
+  log("warn", "conmon %d of container %s is still there after its container is gone: killing it", pid, id)
+  local sent, err = c:signal(9)
+  if sent == false then log("info", "conmon %d of container %s ended by itself before the kill", pid, id)
+  elseif not sent then log("error", "cannot kill conmon %d of container %s: %s", pid, id, tostring(err)) end
+end
+
 function M.stop(pid, id)
-  local c = pid and procscan.claim(pid, function(p) return is_conmon_of(p, id) end)
-  if c then
-    log("warn", "conmon %d of container %s is still there after its container is gone: killing it", pid, id)
-    local sent, err = c:signal(9)
-    c:close()
-    if sent == false then log("info", "conmon %d of container %s ended by itself before the kill", pid, id)
-    elseif not sent then log("error", "cannot kill conmon %d of container %s: %s", pid, id, tostring(err)) end
-  end
+  if pid then procscan.with_claim(pid, function(p) return is_conmon_of(p, id) end, kill_claimed, pid, id) end
 end
 
 function M.clean(dir)
@@ -410,11 +413,12 @@ create = function(id, dir, opts, prepared, unhold)
   local ok, err = fs.mkdir_p(f.exit_dir, "0700")
   if not ok then return nil, err end
   -- NAME=VALUE forms and runc's "--" before the id: an id may start with '-' (--help.json)
-  -- the shim gets the real runc as its first argument and turns `create` into `run --detach` (run),
-  -- or keeps it (--create); either way it drains the runtime's stderr while it runs (conmon reads
-  -- it only after: more than a pipe's 64 KiB blocked the runtime until the deadline)
+  -- the shim gets the real runc as its first argument and turns `create` into create + start (run),
+  -- or keeps it (--create); either way it reads the runtime's stdout and stderr while create runs
+  -- (conmon reads them only after: more than a pipe's 64 KiB blocked the runtime until the
+  -- deadline), before the container runs any code, and gives `runc start` pipes of its own
   local run = opts.run and cfg.run_shim
-  local verb = run and "runc run --detach" or "runc create"
+  local verb = run and "runc create + start" or "runc create"
   local argv = {
     cfg.conmon, "--api-version", "1", "--cid=" .. id, "--cuuid=" .. id, "--name=" .. (opts.name or id),
     "--runtime=" .. (cfg.run_shim or rpath), "--bundle=" .. dir, "--container-pidfile=" .. f.pid,

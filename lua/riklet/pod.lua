@@ -137,8 +137,9 @@ local function log_for_run(c, n)
   return run_log(c.dir, n)
 end
 
--- Start run c.run of container c under conmon (runc create); records its pids. run: with one
--- `runc run --detach` instead (conmon.can_run()): the container runs when it returns (mon.started).
+-- Start run c.run of container c under conmon (runc create); records its pids. run: create and
+-- start in conmon's one runtime invocation instead (riklet-runc-run, conmon.can_run()): the
+-- container runs when it returns (mon.started).
 local function conmon_create(inst, c, run, prepare)
   local mon, err, _, own = conmon.create(c.runc_id, c.dir, {
     log = c.log, name = inst.id .. "/" .. c.name, run = run, prepare = prepare,
@@ -470,7 +471,8 @@ create = function(inst, w)
   -- 2. bundles and runc containers, the network (one namespace for the whole Pod) made beside the
   -- first one's runc create; init containers run to completion one after another first.
   -- A Pod of one container (no init container) needs no other container created before it starts:
-  -- one runtime invocation, conmon running `runc run --detach` (riklet-runc-run), no `runc start`;
+  -- one runtime invocation, conmon running `runc create` + `runc start` (riklet-runc-run), no
+  -- `runc start` of riklet's;
   -- its network is then set up beside the overlay mount and the config, and ready before conmon
   -- runs (a container never runs without it). Several containers: each created, then all started.
   local one_run = #all == 1 and #(w.init_containers or {}) == 0 and conmon.can_run()
@@ -704,7 +706,8 @@ local function free_resources(inst, keep_logs)
       if ok then c.mounted = false else errs[#errs + 1] = err end
     end
     if keep_logs and c.dir and not c.mounted and c.state == "deleted" then
-      for _, f in ipairs({ "upper", "work", "rootfs", "config.json", "init.pid", "conmon.pid" }) do
+      -- (.riklet-create.init.pid: riklet-runc-run's pid file before its start, left by a shim killed then)
+      for _, f in ipairs({ "upper", "work", "rootfs", "config.json", "init.pid", ".riklet-create.init.pid", "conmon.pid" }) do
         fs.rm_rf(c.dir .. "/" .. f)
       end
     end

@@ -28,8 +28,9 @@
 #     `runc run --detach` and `runc create` + `runc start`, wall time of the commands, and conmon
 #     + runc as riklet runs them (conmon runs `runc create`, the container's pid file or conmon's
 #     line on its sync pipe ends it, whichever comes first; then `runc start`), and conmon running
-#     `runc run --detach` through riklet-runc-run (the shim riklet gives conmon for a one-container
-#     Pod: one runtime invocation, ended the same way, no `runc start`), with `runc delete -f` between runs (not
+#     `runc create` + `runc start` through riklet-runc-run (the shim riklet gives conmon for a
+#     one-container Pod: one runtime invocation, ended the same way, no `runc start` of its own;
+#     `runc run --detach` until 2026-11-30), with `runc delete -f` between runs (not
 #     timed). Runs are interleaved with riklet's. conmon + shim - `runc run --detach` is what
 #     conmon itself costs on riklet's path.
 #  3. riklet's VmRSS (and VmHWM) from /proc/PID/status: idle after start, with 1, 20 and PODS
@@ -402,7 +403,7 @@ for ((i = 1; i <= RUNS; i++)); do
 	z=$EPOCHREALTIME
 	CM_MS+=("$(ms "$a" "$z")")
 	runc --root "$BROOT" delete -f "$b" >/dev/null 2>&1 || die "runc delete -f $b failed"
-	# conmon + runc run --detach through riklet-runc-run, as riklet runs a one-container Pod
+	# conmon + runc create + start through riklet-runc-run, as riklet runs a one-container Pod
 	b=barecr-$i
 	mkdir -p "$CM/$b.exit"
 	a=$EPOCHREALTIME

@@ -1,29 +1,65 @@
 #!/usr/bin/env bash
 # test_runc_run_shim.sh — riklet-runc-run, the runtime riklet hands conmon for a one-container
-# Pod: conmon's `create` becomes one `runc run --detach`, any other command passes unchanged, a
-# global option's value is never taken for the command, a runtime that cannot be executed is said
-# in runc's --log (JSON, where riklet reads runc's errors) with exit 127. Then the real thing:
-# conmon + the shim + runc on a bundle whose process prints and exits 3 at once (before runc run
-# returns): conmon's pid file, CRI log line and exit file (3) are all there, and runc knows the
-# container (stopped) — what riklet reads after a create.
+# Pod: conmon's `create` becomes `runc create` (its pid file under another name) + `runc start`,
+# the pid file renamed into place once the container runs; a failed start is followed by `runc
+# delete --force`; --create keeps create alone; any other command passes unchanged, a global
+# option's value is never taken for the command, a runtime that cannot be executed is said in
+# runc's --log (JSON, where riklet reads runc's errors) with exit 127. Then the real thing: conmon
+# + the shim + runc on a bundle whose process prints and exits 3 at once: conmon's pid file, CRI
+# log line and exit file (3) are all there, and runc knows the container (stopped) — what riklet
+# reads after a create; and the same with a runtime writing 200 KiB on stdout and on stderr
+# during its create (a wrapper around the real runc) and a container writing 1.9 MB on stdout and
+# 17 KB on stderr at once: no hang, and every byte of the container's is in its log, in order.
 source "$(dirname "$0")/../lib/common.sh"
 SHIM=$(dirname "$RIKLET")/riklet-runc-run
 [[ -x $SHIM ]] || bail_out "no riklet-runc-run beside $RIKLET"
 
-# a fake runc printing its arguments, one a line
+# a fake runc printing its arguments, one a line (and in one line to $TEST_TMP/calls), writing its
+# --pid-file; `start` exits with the number in $TEST_TMP/start-code when there is one
 FAKE=$TEST_TMP/fake-runc
-printf '#!/bin/sh\nprintf "%%s\\n" "$@"\n' >"$FAKE"
+cat >"$FAKE" <<FAKE_END
+#!/bin/sh
+printf "%s\\n" "\$@"
+echo "\$*" >>"$TEST_TMP/calls"
+prev=
+for a; do
+	case \$prev:\$a in --pid-file:* | -pid-file:*) echo 1 >"\$a" ;; *:--pid-file=*) echo 1 >"\${a#--pid-file=}" ;; esac
+	prev=\$a
+done
+case " \$* " in *" start "*) exit \$(cat "$TEST_TMP/start-code" 2>/dev/null || echo 0) ;; esac
+FAKE_END
 chmod +x "$FAKE"
-args() { "$SHIM" "$FAKE" "$@" | tr '\n' ' '; }
+# (into a file: a pipe read meanwhile would race with the shim reading it while create runs, which
+# conmon's pipes never do: conmon reads them only after)
+shim_out() { "$SHIM" "$@" >"$TEST_TMP/o" 2>&1; tr '\n' ' ' <"$TEST_TMP/o"; }
+args() { shim_out "$FAKE" "$@"; }
+P=$TEST_TMP/p/init.pid
+mkdir -p "$TEST_TMP/p"
 
-is "$(args --root /r --log /l --log-format json create --bundle /b --pid-file /p -- id)" \
-	"--root /r --log /l --log-format json run --detach --bundle /b --pid-file /p -- id " \
-	"create becomes run --detach, global options and create's options kept in place"
-is "$(args --root create create -- create)" "--root create run --detach -- create " \
+is "$(args --root /r --log /l --log-format json create --bundle /b --pid-file "$P" -- id)" \
+	"--root /r --log /l --log-format json create --bundle /b --pid-file $TEST_TMP/p/.riklet-create.init.pid -- id --root /r --log /l --log-format json start id " \
+	"create becomes create (its pid file under another name) + start, global options and create's options kept in place"
+ok "test -s '$P' && ! test -e '$TEST_TMP/p/.riklet-create.init.pid'" "the pid file is renamed into place once start succeeded"
+is "$(args --root create create -- create)" "--root create create -- create --root create start create " \
 	"a global option's value or an id named create is not the command"
 is "$(args --root /r exec -d --pid-file /p -- id sh)" "--root /r exec -d --pid-file /p -- id sh " \
 	"exec (conmon's exec sessions) passes unchanged"
-is "$(args --debug --root=/r create id)" "--debug --root=/r run --detach id " "flags and --opt=value forms"
+is "$(args --debug --root=/r create "--pid-file=$P.2" id)" \
+	"--debug --root=/r create --pid-file=$TEST_TMP/p/.riklet-create.init.pid.2 id --debug --root=/r start id " \
+	"flags and --opt=value forms"
+is "$(shim_out --create "$FAKE" --root /r create --pid-file "$P.3" -- id)" "--root /r create --pid-file $P.3 -- id " \
+	"--create: create alone, unchanged"
+echo 4 >"$TEST_TMP/start-code"
+rm -f "$P"
+rm -f "$TEST_TMP/calls"
+is "$(args --root /r create --pid-file "$P" -- id)" \
+	"--root /r create --pid-file $TEST_TMP/p/.riklet-create.init.pid -- id --root /r start id " \
+	"a failed start: its output on stderr"
+is "$(tail -n 1 "$TEST_TMP/calls")" "--root /r delete --force id" "and the container is deleted"
+"$SHIM" "$FAKE" --root /r create --pid-file "$P" -- id >/dev/null 2>&1
+is "$?" 4 "with start's exit code"
+ok "! test -e '$P' && ! test -e '$TEST_TMP/p/.riklet-create.init.pid'" "and no pid file (renamed or not)"
+rm -f "$TEST_TMP/start-code"
 "$SHIM" >/dev/null 2>&1
 is "$?" 2 "no runtime path: usage, exit 2"
 "$SHIM" relative/runc create x >/dev/null 2>&1
@@ -61,4 +97,47 @@ like "$(cat "$D/init.pid" 2>/dev/null)" '^[0-9]+$' "runc's pid file is there (ri
 like "$(cat "$D/0.log" 2>/dev/null)" '^[0-9T:.+-]+ stdout F out-of-the-container$' "its output is in the CRI log"
 is "$(runc --root "$ROOT" state shimtest 2>/dev/null | jq -r .status)" stopped "runc knows the container: stopped"
 ok "wait_for 10 bash -c '! kill -0 $(cat "$D/conmon.pid") 2>/dev/null'" "conmon has ended"
+
+# --- a runtime writing 200 KiB on stdout and stderr during create, a container writing 1.9 MB at once
+LOUD=$TEST_TMP/loud-runc
+cat >"$LOUD" <<LOUD_END
+#!/bin/bash
+case " \$* " in
+*" create "* | *" run "*)
+	head -c 204800 /dev/zero | tr '\\0' O; echo " the runtime's stdout"
+	head -c 204800 /dev/zero | tr '\\0' E >&2; echo " the runtime's stderr" >&2 ;;
+esac
+exec $(command -v runc) "\$@"
+LOUD_END
+chmod +x "$LOUD"
+OUT='seq 1 40000 | sed "s/$/ the quick brown fox jumps over the lazy dog/"' ERR='seq 1 2000 | sed "s/^/err /"'
+jq --arg c "$OUT; $ERR >&2; exit 3" '.process.args = ["sh", "-c", $c]' "$B/config.json" >"$B/c.json" &&
+	mv "$B/c.json" "$B/config.json"
+D=$TEST_TMP/loud
+mkdir -p "$D/exit"
+on_exit "runc --root '$ROOT' delete -f shimloud >/dev/null 2>&1"
+# (a runtime blocked on its write, as before the shim read its output, would keep conmon and itself
+# there: this conmon ends, and with the pipes' reader gone the runtime's writes fail)
+on_exit "kill_ours 9 \$(cat '$D/conmon.pid' 2>/dev/null)"
+t0=$EPOCHREALTIME
+conmon --api-version 1 --cid=shimloud --cuuid=shimloud --name=shimloud --runtime="$SHIM" --bundle="$B" \
+	--container-pidfile="$D/init.pid" --conmon-pidfile="$D/conmon.pid" --log-path="k8s-file:$D/0.log" \
+	--persist-dir="$D/exit" --full-attach --runtime-arg="$LOUD" --runtime-arg=--root \
+	--runtime-arg="$ROOT" --runtime-arg=--log --runtime-arg="$D/runc.log" --runtime-opt=-- >"$D/out" 2>&1 </dev/null
+ok "wait_for 20 test -s '$D/exit/exit'" "a runtime writing 200 KiB on stdout and stderr: the container runs and ends" ||
+	diag_file "$D/out"
+took=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+is "$(cat "$D/exit/exit" 2>/dev/null)" 3 "with its exit code, 3 (${took} s, load $(cut -d' ' -f1 /proc/loadavg))"
+# crilog STREAM: the stream as written, from the CRI log's F (full) and P (partial) lines
+crilog() { awk -v s="$1" '$2 == s { t = $3; sub(/^[^ ]* [^ ]* [^ ]* /, ""); printf "%s%s", $0, (t == "F" ? "\n" : "") }' "$D/0.log"; }
+/bin/busybox sh -c "$OUT" >"$TEST_TMP/want.out"
+/bin/busybox sh -c "$ERR" >"$TEST_TMP/want.err"
+crilog stdout >"$TEST_TMP/got.out"
+crilog stderr >"$TEST_TMP/got.err"
+ok "tail -n 40000 '$TEST_TMP/got.out' | cmp -s - '$TEST_TMP/want.out'" \
+	"the container's 1,988,894 bytes of stdout are in its log, whole and in order"
+ok "tail -n 2000 '$TEST_TMP/got.err' | cmp -s - '$TEST_TMP/want.err'" "and its stderr"
+like "$(head -n 3 "$TEST_TMP/got.out")" "bytes of the runtime's stdout cut here.*the runtime's stdout" \
+	"the runtime's stdout comes first, cut to its start and end"
+like "$(head -n 3 "$TEST_TMP/got.err")" "bytes of the runtime's stderr cut here.*the runtime's stderr" "its stderr too"
 done_testing

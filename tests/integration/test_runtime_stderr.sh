@@ -5,9 +5,10 @@
 # 60 s deadline; riklet-runc-run, the runtime riklet gives conmon, now drains that pipe while the
 # runtime runs. Real conmon, runc and riklet; the runtime is a script on --runc writing 200 KiB on
 # stderr in create/run, then failing or going on as the real runc, for a one-container Pod
-# (`runc run --detach`) and a two-container one (`runc create`):
+# (`runc create` + `runc start` in the shim) and a two-container one (`runc create`):
 #  - failing: the instance is FAILED at once (well within 60 s) with the runtime's last words in a
-#    reason of bounded size, and nothing is left (runc container, conmon, directory);
+#    reason of bounded size, and nothing is left (runc container, conmon, directory); the same for
+#    a one-container Pod whose `runc start` (in the shim) writes 200 KiB on stderr and fails;
 #  - going on: the Pod runs, and the container's own stderr still reaches its log.
 source "$(dirname "$0")/../lib/mkimage.sh"
 source "$(dirname "$0")/../lib/riklet.sh"
@@ -36,22 +37,22 @@ REAL=$(command -v runc)
 cat >"$TEST_TMP/loudrunc" <<EOF
 #!/bin/bash
 mode=\$(cat "$TEST_TMP/mode" 2>/dev/null)
-case " \$* " in
-*" create "* | *" run "*)
+case \$mode:" \$* " in
+fail:*" create "* | fail:*" run "* | :*" create "* | :*" run "* | failstart:*" start "*)
 	head -c 204800 /dev/zero | tr '\\0' 'E' >&2
 	echo " the runtime's last words" >&2
-	[[ \$mode == fail ]] && exit 1 ;;
+	[[ \$mode == fail* ]] && exit 1 ;;
 esac
 exec "$REAL" "\$@"
 EOF
 chmod +x "$TEST_TMP/loudrunc"
 rk_start_standalone --runc "$TEST_TMP/loudrunc" || bail_out "riklet did not start"
 
-echo fail >"$TEST_TMP/mode"
-for p in run1 create2; do
-	case $p in run1) pod "$p" 1 ;; create2) pod "$p" 2 ;; esac
+for p in run1 create2 start1; do
+	case $p in start1) echo failstart ;; *) echo fail ;; esac >"$TEST_TMP/mode"
+	case $p in run1) pod "$p" 1 ;; create2) pod "$p" 2 ;; start1) pod "$p" 1 ;; esac
 	t0=$EPOCHREALTIME
-	ok "wait_for 50 ended $p" "$p: the runtime writes 200 KiB on stderr and fails: the create ends" ||
+	ok "wait_for 50 ended $p" "$p: the runtime writes 200 KiB on stderr and fails (${p%[0-9]}): the create ends" ||
 		diag_file "$RK_LOG" 20
 	took=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
 	ok "awk 'BEGIN { exit !($took < 30) }'" "$p: well before riklet's 60 s deadline (${took} s, load $(cut -d' ' -f1 /proc/loadavg))"
@@ -76,7 +77,7 @@ for p in ok1 ok2; do
 done
 
 rm -f "$MANIFESTS"/*.json
-for p in run1 create2 ok1 ok2; do rk_wait_status 60 "$p" TERMINATED; done
+for p in run1 create2 start1 ok1 ok2; do rk_wait_status 60 "$p" TERMINATED; done
 rk_stop
-ok "for p in run1 create2 ok1 ok2; do rk_nothing_left \$p || exit 1; done" "once the manifests are removed nothing is left"
+ok "for p in run1 create2 start1 ok1 ok2; do rk_nothing_left \$p || exit 1; done" "once the manifests are removed nothing is left"
 done_testing
