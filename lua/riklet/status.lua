@@ -37,6 +37,15 @@ M.start_ticks = start_ticks
 
 local started_at, my_ticks
 
+-- {lua_kib, malloc_kib, malloc_used_kib, malloc_free_kib, malloc_top_kib, mmap_kib, lua_in_malloc}
+-- (core.heap; KiB, rounded)
+function M.memory()
+  local m = core.heap()
+  m.lua_kib = collectgarbage("count")
+  for k, v in pairs(m) do if type(v) == "number" then m[k] = math.floor(v + 0.5) end end
+  return m
+end
+
 -- The status of this process as a plain table.
 function M.snapshot(instances)
   local st = core.loop_stats()
@@ -53,6 +62,8 @@ function M.snapshot(instances)
       timers = st.timers, tasks = st.tasks,
     },
     pool = { threads = st.pool_threads, max_threads = st.pool_max_threads, pending = st.pool_pending, done = st.pool_done },
+    -- where the RSS goes: the Lua heap (live + garbage not yet collected) inside glibc's malloc
+    memory = M.memory(),
     -- for `riklet metrics` (riklet.prom): the daemon's counters, the scheduler's, policy errors
     prom = require("riklet.prom").snapshot(),
     scheduler = package.loaded["riklet.scheduler"] and package.loaded["riklet.scheduler"].stats() or nil,
@@ -103,6 +114,8 @@ local SHAPE = {
   loop = { lag_max_ms = "number", lag_recent_ms = "number", lag_last_ms = "number", slow_turns = "number",
     turns = "number", slowest = "string", timers = "number", tasks = "number" },
   pool = { threads = "number", max_threads = "number", pending = "number", done = "number" },
+  memory = { lua_kib = "number", malloc_kib = "number", malloc_used_kib = "number", malloc_free_kib = "number",
+    malloc_top_kib = "number", mmap_kib = "number", lua_in_malloc = "boolean" },
 }
 local function shaped(t, shape)
   for k, want in pairs(shape) do
