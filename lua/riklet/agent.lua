@@ -12,6 +12,7 @@
 --   agent.subscribe(fn)      fn(id, status, message) on every transition and restart
 --   agent.list() -> { {id=, name=, status=, message=, source=, definition=, containers=}, ... }
 --   agent.get(id) -> the same for one instance, or nil
+--   agent.count() -> how many instances are not gone
 --   agent.post(id, msg)      drivers: {type="exit", container=, code=, signal=, describe=}
 local core = require "riklet.core"
 local task = require "riklet.task"
@@ -388,6 +389,17 @@ end
 function agent.get(id)
   local inst = instances[id]
   return inst and view(inst)
+end
+
+-- agent.count() -> the instances not gone (what `riklet ps` counts: ended ones whose record is kept
+-- included), without agent.list's copies: agent.json's writer asks every 5 s, and at 1,000 Pods
+-- each list made 1,000 tables and sorted them (garbage the collector then had to walk)
+function agent.count()
+  local n = 0
+  for _, inst in pairs(instances) do
+    if not inst.gone.is_set then n = n + 1 end
+  end
+  return n
 end
 
 function agent.list()

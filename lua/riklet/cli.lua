@@ -285,11 +285,7 @@ local function daemon(cfg)
     if not gok then core.log("error", "imagegc", tostring(gerr)) end
     require("riklet.status").write_now()
   end)
-  require("riklet.status").start(cfg.state_dir, function()
-    local n = 0
-    for _, v in ipairs(agent.list()) do if not v.gone then n = n + 1 end end
-    return n
-  end)
+  require("riklet.status").start(cfg.state_dir, agent.count)
   if beside then
     local res = beside:wait()
     if not res[1] then error(res[2], 0) end
