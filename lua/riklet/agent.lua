@@ -62,8 +62,9 @@ local function new_instance(id, definition, source, rec)
     id = id, definition = definition, source = source, created_at = core.time(),
     containers = {}, status = nil, reason = "",
   }
+  -- (adopted: only for the boot's re-adoptions, which the boot waits for; let go once it is over)
   return {
-    id = id, rec = rec, mailbox = task.queue(), gone = task.event(), adopted = task.event(),
+    id = id, rec = rec, mailbox = task.queue(), gone = task.event(),
   }
 end
 
@@ -144,6 +145,7 @@ function agent.init(config)
   for _, rec in ipairs(recs) do
     if agent.valid_id(rec.id) then
       local inst = new_instance(rec.id, rec.definition, rec.source, rec)
+      inst.adopted = task.event()
       rec.containers = type(rec.containers) == "table" and rec.containers or {}
       instances[rec.id] = inst
       adopting[#adopting + 1] = inst
@@ -169,6 +171,7 @@ function agent.init(config)
         end
       end
       t_adopted, c_adopted = core.now(), os.clock()
+      for _, inst in ipairs(adopting) do inst.adopted = nil end
       -- live: what the records name, readable or not (an instance created since owns nothing yet,
       -- and what its id names is a leftover too)
       local live, is_live = store.held_ids(), {}
