@@ -204,7 +204,13 @@ end
 -- deferred (CREATING): the record is written at once without fsync and made durable by a task
 -- beside what follows (store.sync); the status is reported once it is durable, and the next
 -- transition, as the driver before anything it makes outlives a crash (L.wait_durable), waits for it.
+local transitions = 0
+-- L.transitions() -> how many transitions were made since the start (riklet.cli trims the heap
+-- once they stop: the end of a burst of creates, adoptions or destroys)
+function L.transitions() return transitions end
+
 function L.transition(inst, to, reason, deferred)
+  transitions = transitions + 1
   if inst.durable and not deferred then L.wait_durable(inst) end
   local rec = inst.rec
   local from = rec.status or "new"

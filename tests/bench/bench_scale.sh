@@ -197,7 +197,7 @@ loop_turns() { "$RIKLET" ps --json --state-dir "$STATE" 2>/dev/null | jq -r '.ag
 # heap (live + not yet collected) and glibc's malloc (in use / free in the heap) -> one string
 heap_split() {
 	"$RIKLET" ps --json --state-dir "$STATE" 2>/dev/null | jq -r '.agent.memory // empty |
-		"Lua heap \(.lua_kib / 1024 * 10 | round / 10) MiB, malloc in use \(.malloc_used_kib / 1024 * 10 | round / 10) / free \(.malloc_free_kib / 1024 * 10 | round / 10) MiB"' 2>/dev/null
+		"Lua heap \(.lua_kib / 1024 * 10 | round / 10) MiB (\(if .lua_live_kib then "\(.lua_live_kib / 1024 * 10 | round / 10) live at the last full collection" else "no full collection yet" end)), malloc in use \(.malloc_used_kib / 1024 * 10 | round / 10) / free \(.malloc_free_kib / 1024 * 10 | round / 10) MiB"' 2>/dev/null
 }
 # probe lag SECONDS | probe get PATH: API round trips to riklet's --metrics-listen (keep-alive, Debian's python3)
 probe() {
