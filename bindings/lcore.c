@@ -192,17 +192,19 @@ static int l_trim(lua_State *L)
 static int l_heap(lua_State *L)
 {
 	struct mallinfo2 m = mallinfo2();
+	const struct {
+		const char *name;
+		size_t bytes;
+	} f[] = {{"malloc_kib", m.arena + m.hblkhd},
+		 {"malloc_used_kib", m.uordblks + m.hblkhd},
+		 {"malloc_free_kib", m.fordblks},
+		 {"malloc_top_kib", m.keepcost},
+		 {"mmap_kib", m.hblkhd}};
 	lua_createtable(L, 0, 6);
-	lua_pushnumber(L, (double)(m.arena + m.hblkhd) / 1024);
-	lua_setfield(L, -2, "malloc_kib");
-	lua_pushnumber(L, (double)(m.uordblks + m.hblkhd) / 1024);
-	lua_setfield(L, -2, "malloc_used_kib");
-	lua_pushnumber(L, (double)m.fordblks / 1024);
-	lua_setfield(L, -2, "malloc_free_kib");
-	lua_pushnumber(L, (double)m.keepcost / 1024);
-	lua_setfield(L, -2, "malloc_top_kib");
-	lua_pushnumber(L, (double)m.hblkhd / 1024);
-	lua_setfield(L, -2, "mmap_kib");
+	for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+		lua_pushnumber(L, (double)f[i].bytes / 1024);
+		lua_setfield(L, -2, f[i].name);
+	}
 	lua_pushboolean(L, g_lua_on_malloc);
 	lua_setfield(L, -2, "lua_in_malloc");
 	return 1;
