@@ -9,10 +9,16 @@
 #include "lrk.h"
 
 static const char *g_lua_dir, *g_pol_dir;
+static int g_lua_on_malloc; /* the Lua state allocates through glibc's malloc (main.c new_state) */
 static int g_argc;
 static char **g_argv;
 
 void lrk_core_set_paths(const char *lua_dir, const char *policy_dir, int argc, char **argv);
+void lrk_core_set_lua_on_malloc(int on);
+void lrk_core_set_lua_on_malloc(int on)
+{
+	g_lua_on_malloc = on;
+}
 void lrk_core_set_paths(const char *lua_dir, const char *policy_dir, int argc, char **argv)
 {
 	g_lua_dir = strdup(lua_dir);
@@ -175,6 +181,35 @@ static int l_trim(lua_State *L)
 	return 1;
 }
 
+/* core.heap() -> {malloc_kib, malloc_used_kib, malloc_free_kib, malloc_top_kib, mmap_kib,
+ * lua_in_malloc}: glibc's
+ * heap, every arena summed (mallinfo2): malloc_kib what it holds from the kernel (sbrk'd arenas +
+ * mmapped blocks), used / free the chunks in use / free in it, top the free end malloc_trim can
+ * give back whole (free chunks inside the heap go back page by page). The Lua state lives on this
+ * malloc (main.c; lua_in_malloc false with RIKLET_LUA_ALLOC=luajit and in the sanitizer build), so
+ * used then includes collectgarbage("count"). For `riklet ps --json` and the benchmarks: where a
+ * node's RSS goes. */
+static int l_heap(lua_State *L)
+{
+	struct mallinfo2 m = mallinfo2();
+	const struct {
+		const char *name;
+		size_t bytes;
+	} f[] = {{"malloc_kib", m.arena + m.hblkhd},
+		 {"malloc_used_kib", m.uordblks + m.hblkhd},
+		 {"malloc_free_kib", m.fordblks},
+		 {"malloc_top_kib", m.keepcost},
+		 {"mmap_kib", m.hblkhd}};
+	lua_createtable(L, 0, 6);
+	for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+		lua_pushnumber(L, (double)f[i].bytes / 1024);
+		lua_setfield(L, -2, f[i].name);
+	}
+	lua_pushboolean(L, g_lua_on_malloc);
+	lua_setfield(L, -2, "lua_in_malloc");
+	return 1;
+}
+
 static int open_core(lua_State *L)
 {
 	static const luaL_Reg fns[] = {{"log", l_log},
@@ -191,6 +226,7 @@ static int open_core(lua_State *L)
 				       {"on_signal", l_on_signal},
 				       {"loop_stats", l_loop_stats},
 				       {"trim", l_trim},
+				       {"heap", l_heap},
 				       {NULL, NULL}};
 	lua_newtable(L);
 	lrk_setfuncs(L, fns);

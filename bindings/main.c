@@ -12,6 +12,7 @@
 
 void lrk_init(lua_State *L, rk_loop *loop);
 void lrk_core_set_paths(const char *lua_dir, const char *policy_dir, int argc, char **argv);
+void lrk_core_set_lua_on_malloc(int on);
 
 static int is_dir(const char *p)
 {
@@ -115,6 +116,7 @@ static lua_State *new_state(void)
 	lua_State *L = lua_newstate(lua_glibc_alloc, NULL);
 	if (!L)
 		return luaL_newstate(); /* a LuaJIT built without GC64 refuses other allocators */
+	lrk_core_set_lua_on_malloc(1);
 	lua_atpanic(L, lua_panic);
 	return L;
 }

@@ -204,7 +204,13 @@ end
 -- deferred (CREATING): the record is written at once without fsync and made durable by a task
 -- beside what follows (store.sync); the status is reported once it is durable, and the next
 -- transition, as the driver before anything it makes outlives a crash (L.wait_durable), waits for it.
+local transitions = 0
+-- L.transitions() -> how many transitions were made since the start (riklet.cli trims the heap
+-- once they stop: the end of a burst of creates, adoptions or destroys)
+function L.transitions() return transitions end
+
 function L.transition(inst, to, reason, deferred)
+  transitions = transitions + 1
   if inst.durable and not deferred then L.wait_durable(inst) end
   local rec = inst.rec
   local from = rec.status or "new"
@@ -226,7 +232,10 @@ function L.transition(inst, to, reason, deferred)
   local saved = save(inst, not (from == "CREATING" and to == "RUNNING") and not deferred)
   -- an ended instance keeps what ps and reports need, not its definition nor its workload (the
   -- definition stays on disk, for store.same_definition)
-  if L.ENDED[to] then inst.workload = nil store.forget_definition(rec) end
+  if L.ENDED[to] then inst.workload = nil store.forget_definition(rec)
+  -- a running one keeps its workload (restarts, probes, the stop's grace period), and its
+  -- definition only until it is on disk
+  elseif to == "RUNNING" then store.forget_definition(rec, true) end
   log(to == "FAILED" and "warn" or "info", "instance %s (%s %s): %s -> %s%s", inst.id, rec.kind or "?",
     rec.name or "?", from, to, reason and reason ~= "" and (": " .. reason) or "")
   if not (deferred and saved) then
@@ -589,6 +598,7 @@ local function adopt(inst)
       return
     end
     L.try_adopt(inst)
+    store.forget_definition(rec, true) -- (read from disk by the boot; inst.workload is what runs)
   elseif st == "DESTROYING" then
     -- a destroy (or a stop) was in progress when riklet stopped: finish it
     log("info", "instance %s was being destroyed when riklet stopped: finishing the destroy", inst.id)

@@ -115,8 +115,8 @@ local function watch(inst, c, mon, suffix)
   local r = rt(inst, c.name)
   r.exited, r.watching, r.mon = task.event(), true, mon
   local exited = r.exited
-  task.spawn(function()
-    local st = mon.ended:wait()
+  -- (a callback of the monitor's end, not a task waiting for it: a stack less per container)
+  mon.ended:on_set(function(st)
     exited:set(st)
     if r.expected or r.mon ~= mon then return end -- we stopped it, or a restart replaced it
     local describe = st.describe .. (suffix or "") .. (r.killed_for and ("; " .. r.killed_for) or "")

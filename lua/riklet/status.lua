@@ -37,6 +37,20 @@ M.start_ticks = start_ticks
 
 local started_at, my_ticks
 
+-- {lua_kib, lua_live_kib, malloc_kib, malloc_used_kib, malloc_free_kib, malloc_top_kib, mmap_kib,
+-- lua_in_malloc} (core.heap; KiB, rounded). lua_kib counts the garbage not collected yet; lua_live_kib
+-- is what the last full collection left (after the boot, then after each burst), nil before it.
+local live_kib -- the Lua heap right after the last full collection (riklet.cli's trims)
+function M.note_live(kib) live_kib = kib end
+
+function M.memory()
+  local m = core.heap()
+  m.lua_kib = collectgarbage("count")
+  m.lua_live_kib = live_kib
+  for k, v in pairs(m) do if type(v) == "number" then m[k] = math.floor(v + 0.5) end end
+  return m
+end
+
 -- The status of this process as a plain table.
 function M.snapshot(instances)
   local st = core.loop_stats()
@@ -53,6 +67,8 @@ function M.snapshot(instances)
       timers = st.timers, tasks = st.tasks,
     },
     pool = { threads = st.pool_threads, max_threads = st.pool_max_threads, pending = st.pool_pending, done = st.pool_done },
+    -- where the RSS goes: the Lua heap (live + garbage not yet collected) inside glibc's malloc
+    memory = M.memory(),
     -- for `riklet metrics` (riklet.prom): the daemon's counters, the scheduler's, policy errors
     prom = require("riklet.prom").snapshot(),
     scheduler = package.loaded["riklet.scheduler"] and package.loaded["riklet.scheduler"].stats() or nil,
@@ -103,6 +119,8 @@ local SHAPE = {
   loop = { lag_max_ms = "number", lag_recent_ms = "number", lag_last_ms = "number", slow_turns = "number",
     turns = "number", slowest = "string", timers = "number", tasks = "number" },
   pool = { threads = "number", max_threads = "number", pending = "number", done = "number" },
+  memory = { lua_kib = "number", lua_live_kib = "number", malloc_kib = "number", malloc_used_kib = "number", malloc_free_kib = "number",
+    malloc_top_kib = "number", mmap_kib = "number", lua_in_malloc = "boolean" },
 }
 local function shaped(t, shape)
   for k, want in pairs(shape) do

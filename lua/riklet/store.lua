@@ -26,7 +26,8 @@
 --   store.held(id) -> reason | nil               store.held_ids() -> array of ids
 --   store.dir() -> the records directory (for messages)
 --   store.same_definition(rec, definition) -> boolean   (also once the definition is forgotten)
---   store.forget_definition(rec)                 drop the definition from memory (instance ended)
+--   store.forget_definition(rec[, saved_only])  drop the definition from memory (instance ended, or
+--                                                running: saved_only, once it is on disk)
 --   store.check(rec, id) -> true | nil, reason   store.remove(id) -> true | nil, err
 --   store.runc_id(id, container_name) -> the runc container id of a Pod container
 local fs = require "riklet.fs"
@@ -454,7 +455,11 @@ function M.same_definition(rec, def)
   return fs.read(def_path(rec.id), M.DEFINITION_MAX) == def
 end
 
-function M.forget_definition(rec)
+-- saved_only: only when it is on disk (a running instance's: nothing reads it in memory again, and
+-- store.same_definition reads the file; 1,000 Pods kept 1,000 copies of what they were created
+-- from). One whose write failed stays, for the next save to write it.
+function M.forget_definition(rec, saved_only)
+  if saved_only and not def_saved[rec] then return end
   rec.definition = nil
 end
 

@@ -26,7 +26,9 @@
 # start at this source tree, or at DIR for the odd restarts (with READOPT_ALT, those also run that
 # binary): the policies' paths stay the same, so with the same texts every restart is a plain one.
 # READOPT_STEADY=SECONDS (default 0): after each restart (network reconciled, 5 s later), riklet's
-# CPU over that many idle seconds (its threads' schedstat: nanoseconds, not clock ticks).
+# CPU over that many idle seconds (its threads' schedstat: nanoseconds, not clock ticks), then its
+# RSS / anon and heap split (with READOPT_ALT_TREE, the memory a re-adopted node holds, per tree,
+# interleaved in one run).
 # BENCH_LOCK=FILE: the script takes that lock itself and lets it go between its phases (riklet's
 # start and restarts / riklet's teardown / the baseline's start / the baseline's teardown), each
 # phase shorter than the whole (tests/bench/lib.sh).
@@ -39,7 +41,9 @@
 # riklet (--standalone, --max-instances PODS+10):
 #  1. start: PODS manifests renamed into the directory by one mv; time until every Pod is RUNNING
 #     (riklet's log), Pods/s, p50/p99 of one Pod's create ("created in T ms" log lines).
-#  2. at PODS: riklet's RSS / RssAnon / Pss, the conmons' summed Rss / Pss (reported apart), CPU
+#  2. at PODS: riklet's RSS / RssAnon / Pss 5 s after the last RUNNING and again after STEADY idle
+#     seconds (steady state: the post-burst collection and trim come within 20 s), each with the
+#     Lua heap and malloc's split (agent.json), the conmons' summed Rss / Pss (reported apart), CPU
 #     over STEADY idle seconds (its threads' schedstat) with the loop's turns and turns over 100 ms
 #     in that window; then LAGPROBE (default 20) seconds of an API round trip every 20 ms (GET of
 #     an unknown path on --metrics-listen, answered 404 by the loop: the wait for the loop's turn
@@ -189,6 +193,12 @@ cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { 
 load1() { cut -d' ' -f1 /proc/loadavg; }
 # the loop's counters from `riklet ps --json`: "TURNS SLOW_TURNS"
 loop_turns() { "$RIKLET" ps --json --state-dir "$STATE" 2>/dev/null | jq -r '.agent.loop | "\(.turns // 0) \(.slow_turns // 0)"'; }
+# where riklet's anonymous memory is, from `riklet ps --json` (agent.json: up to 5 s old): the Lua
+# heap (live + not yet collected) and glibc's malloc (in use / free in the heap) -> one string
+heap_split() {
+	"$RIKLET" ps --json --state-dir "$STATE" 2>/dev/null | jq -r '.agent.memory // empty |
+		"Lua heap \(.lua_kib / 1024 * 10 | round / 10) MiB (\(if .lua_live_kib then "\(.lua_live_kib / 1024 * 10 | round / 10) live at the last full collection" else "no full collection yet" end)), malloc in use \(.malloc_used_kib / 1024 * 10 | round / 10) / free \(.malloc_free_kib / 1024 * 10 | round / 10) MiB"' 2>/dev/null
+}
 # probe lag SECONDS | probe get PATH: API round trips to riklet's --metrics-listen (keep-alive, Debian's python3)
 probe() {
 	/usr/bin/python3 - "$METRICS_PORT" "$@" <<'PY'
@@ -256,6 +266,7 @@ sleep 5
 R_RSS=$(kib "$RPID" VmRSS) R_ANON=$(kib "$RPID" RssAnon) R_PSS=$(kib "$RPID" Pss smaps_rollup) R_HWM=$(kib "$RPID" VmHWM)
 read -r R_CM_RSS R_CM_PSS R_CM_N < <(conmon_mem "$RROOT")
 R_MEM_LOAD=$(load1)
+R_HEAP=$(heap_split)
 # idle: CPU (schedstat, ns) and the loop's turns over STEADY seconds (agent.json: up to 5 s old)
 read -r tu0 sl0 < <(loop_turns)
 c0=$(cpu_ns "$RPID") a=$EPOCHREALTIME R_CPU_LOAD=$(load1)
@@ -263,6 +274,11 @@ sleep "$STEADY"
 read -r R_CPU R_CPU_MIN < <(awk -v c="$(($(cpu_ns "$RPID") - c0))" -v a="$a" -v b="$EPOCHREALTIME" \
 	'BEGIN { printf "%.2f %.0f", c / 1e9 / (b - a) * 100, c / 1e6 / (b - a) * 60 }')
 R_CPU_LOAD="$R_CPU_LOAD-$(load1)"
+# the same after STEADY idle seconds: what a node holding PODS keeps (the post-burst collection and
+# malloc_trim come within 20 s: riklet.cli trim_after_bursts), where the figure above still holds
+# what the start's last seconds left
+R_RSS2=$(kib "$RPID" VmRSS) R_ANON2=$(kib "$RPID" RssAnon) R_PSS2=$(kib "$RPID" Pss smaps_rollup) R_MEM2_LOAD=$(load1)
+R_HEAP2=$(heap_split)
 read -r tu1 sl1 < <(loop_turns)
 R_TURNS="$((tu1 - tu0)) turns, $((sl1 - sl0)) over 100 ms"
 R_LAG=$("$RIKLET" ps --json --state-dir "$STATE" 2>/dev/null | jq -r '.agent.loop | "max \(.lag_max_ms | floor) ms (since start), recent \(.lag_recent_ms | floor) ms"' 2>/dev/null)
@@ -342,15 +358,17 @@ for ((run = 1; run <= READOPT_RUNS + (${#READOPT_PROFILE} > 0); run++)); do
 	# 22f01a6, the start-up check)
 	R_PREBOOT=$(elapsed "$(sod "$T0")" "$(awk -v t="$(last_sod "$L3" "[agent] boot: ")" -v w="${R_BOOT%% ms*}" 'BEGIN { printf "%.3f", t - w / 1000 }')")
 	LOADNOW=$(cut -d' ' -f1 /proc/loadavg)
-	R_STEADY_RUN=
+	R_STEADY_RUN= R_STEADY_MEM=
 	if ((READOPT_STEADY > 0)); then
 		sleep 5
 		c0=$(cpu_ns "$RPID") a=$EPOCHREALTIME
 		sleep "$READOPT_STEADY"
 		R_STEADY_RUN=$(awk -v c="$(($(cpu_ns "$RPID") - c0))" -v a="$a" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", c / 1e9 / (b - a) * 100 }')
+		# and its memory then (no burst of creates behind it: the re-adopted node's own)
+		R_STEADY_MEM="RSS / anon $(mib "$(kib "$RPID" VmRSS)") / $(mib "$(kib "$RPID" RssAnon)") (load $(load1); $(heap_split))"
 	fi
-	say "riklet ($WHO, run $run): re-adopted in $R_READOPT s, reconciled $R_RECONCILED s, first log line $R_FIRSTLINE s, boot began $R_PREBOOT s; boot $R_BOOT; load $LOADNOW${R_STEADY_RUN:+; idle CPU $R_STEADY_RUN %}"
-	READOPT_ROWS+=("$WHO run $run (load $LOADNOW): all re-adopted $R_READOPT s, network reconciled $R_RECONCILED s, first log line $R_FIRSTLINE s, boot began $R_PREBOOT s; boot $R_BOOT${R_STEADY_RUN:+; idle CPU $R_STEADY_RUN % over $READOPT_STEADY s}")
+	say "riklet ($WHO, run $run): re-adopted in $R_READOPT s, reconciled $R_RECONCILED s, first log line $R_FIRSTLINE s, boot began $R_PREBOOT s; boot $R_BOOT; load $LOADNOW${R_STEADY_RUN:+; idle CPU $R_STEADY_RUN %, $R_STEADY_MEM}"
+	READOPT_ROWS+=("$WHO run $run (load $LOADNOW): all re-adopted $R_READOPT s, network reconciled $R_RECONCILED s, first log line $R_FIRSTLINE s, boot began $R_PREBOOT s; boot $R_BOOT${R_STEADY_RUN:+; idle CPU $R_STEADY_RUN % over $READOPT_STEADY s, then $R_STEADY_MEM}")
 	if [[ -n $VLABEL ]]; then
 		V_READOPT[$VLABEL]+=" $R_READOPT"
 		V_PREBOOT[$VLABEL]+=" $R_PREBOOT"
@@ -504,7 +522,8 @@ printf "$fmt" "$(printf -- '-%.0s' {1..40})" "$(printf -- '-%.0s' {1..34})" "$(p
 printf "$fmt" "all $PODS RUNNING (s)" "$R_START ($(rate "$PODS" "$R_START") Pods/s), load $R_START_LOAD" "$B_START ($(rate "$PODS" "$B_START") Pods/s)${B_START_LOAD:+, load $B_START_LOAD}"
 printf "$fmt" "one Pod's start p50 / p99 (ms)" "$R_P50 / $R_P99 (create step)" "$B_P50 / $B_P99"
 printf "$fmt" "failed" "$FAILED" "0"
-printf "$fmt" "riklet RSS / anon / Pss at $PODS" "$(mib "$R_RSS") / $(mib "$R_ANON") / $(mib "$R_PSS") (load $R_MEM_LOAD)" "-"
+printf "$fmt" "riklet RSS / anon / Pss at $PODS" "$(mib "$R_RSS") / $(mib "$R_ANON") / $(mib "$R_PSS") (5 s after the last RUNNING, load $R_MEM_LOAD; ${R_HEAP:-heap split unknown})" "-"
+printf "$fmt" "  the same after $STEADY s idle" "$(mib "$R_RSS2") / $(mib "$R_ANON2") / $(mib "$R_PSS2") (load $R_MEM2_LOAD; ${R_HEAP2:-heap split unknown})" "-"
 printf "$fmt" "riklet peak RSS (VmHWM)" "$(mib "$R_HWM")" "-"
 printf "$fmt" "conmons: Rss / Pss summed" "$(mib "$R_CM_RSS") / $(mib "$R_CM_PSS") ($R_CM_N)" "$(mib "$B_CM_RSS") / $(mib "$B_CM_PSS") ($B_CM_N)"
 printf "$fmt" "riklet CPU idle at $PODS (${STEADY} s)" "$R_CPU % of a core, $R_CPU_MIN ms per minute (load $R_CPU_LOAD)" "-"

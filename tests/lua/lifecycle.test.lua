@@ -200,7 +200,12 @@ T.is(fs.read(dir .. "/records/nul-def.definition"), "", "and what is stored is n
 agent.create("rel-partial", pod("release-partial"), "test")
 T.wait_for(5, function() return status("rel-partial") == "RUNNING" end)
 agent.post("rel-partial", { type = "exit", container = "main", code = 1, describe = "exited with code 1" })
-T.wait_for(5, function() return calls.release["rel-partial"] and (store.load("rel-partial") or {}).released == false end)
+-- (the FAILED transition stores released = false before the release runs: wait for the record the
+-- release's step stored, which names what it freed; under load the check read the first one)
+T.wait_for(5, function()
+  local r = store.load("rel-partial") or {}
+  return calls.release["rel-partial"] and r.released == false and r.containers and r.containers[1].state == "deleted"
+end)
 local rp = store.load("rel-partial") or {}
 T.is(rp.status .. "/" .. tostring(rp.released) .. "/" .. tostring(rp.containers and rp.containers[1].state),
   "FAILED/false/deleted", "a release that failed half-way: stored FAILED, not released, with what it freed")

@@ -31,4 +31,21 @@ for _, name in ipairs({ "plain", "a) 1 2 3", ") ) )", "x (y) z" }) do
   p:kill(9)
 end
 task.sleep(0.05)
+
+-- agent.json's memory split: the Lua heap inside glibc's malloc (riklet's allocator: bindings/main.c)
+do
+  collectgarbage("collect")
+  local m = status.memory()
+  local on = m.lua_in_malloc
+  T.ok(m.lua_kib > 0 and (not on or m.malloc_used_kib >= m.lua_kib and m.malloc_kib >= m.malloc_used_kib - m.mmap_kib),
+    ("memory: Lua %d KiB within malloc's %d KiB in use, %d KiB held (Lua on malloc: %s)"):format(m.lua_kib,
+      m.malloc_used_kib, m.malloc_kib, tostring(on)))
+  local keep = {}
+  for i = 1, 20000 do keep[i] = { i } end
+  local m2 = status.memory()
+  T.ok(m2.lua_kib - m.lua_kib > 800 and (not on or m2.malloc_used_kib - m.malloc_used_kib > 800),
+    ("20,000 tables show in both (Lua %+d KiB, malloc %+d KiB)"):format(m2.lua_kib - m.lua_kib, m2.malloc_used_kib - m.malloc_used_kib))
+  T.ok(#keep == 20000, "(kept alive until measured)")
+  T.ok(type(status.snapshot(3).memory) == "table", "the snapshot written to agent.json carries it")
+end
 T.done()

@@ -54,6 +54,18 @@ store.forget_definition(back)
 T.is(back.definition, nil, "forget_definition drops it from memory")
 T.ok(store.same_definition(back, weird), "same_definition still answers from the stored file once forgotten")
 T.ok(not store.same_definition(back, weird:sub(1, -2) .. " "), "same_definition: a different definition of the same size")
+-- saved_only (a running instance's): dropped once on disk, kept while its write failed
+local run = rec_of("run1", { definition = '{"kind":"Pod","name":"run1"}' })
+store.forget_definition(run, true)
+T.is(run.definition, '{"kind":"Pod","name":"run1"}', "forget_definition(rec, true) keeps a definition not yet written")
+T.ok(store.save(run), "saved")
+store.forget_definition(run, true)
+T.is(run.definition, nil, "forget_definition(rec, true) drops it once it is on disk")
+T.ok(store.save(run) and store.same_definition(run, '{"kind":"Pod","name":"run1"}'),
+  "a later save keeps the stored definition (same_definition reads it back)")
+local run2 = store.load("run1", { definition = true })
+T.is(run2 and run2.definition, '{"kind":"Pod","name":"run1"}', "and the next start loads it")
+assert(store.remove("run1"))
 
 -- ---- size checks on writing --------------------------------------------------------------------
 local big = rec_of("b", { definition = ("x"):rep(store.DEFINITION_MAX + 1) })
