@@ -249,6 +249,7 @@ static void release(uint32_t slot)
 }
 
 static void resume_task(uint32_t slot, int nargs);
+static void wake_end_now(lrk_wait w, int nresults);
 
 /* A task that yields by itself (plain coroutine.yield) is resumed on the next loop round. */
 struct requeue {
@@ -262,7 +263,7 @@ static void requeue_cb(void *ud)
 	lrk_wait w = {r->slot, r->seq};
 	free(r);
 	if (lrk_wake_begin(w))
-		lrk_wake_end(w, 0);
+		wake_end_now(w, 0); /* its turn in the deferred queue has come: now */
 }
 
 /* Tell the loop which task kept it busy, for the slow-turn warning (only for resumes that took a
@@ -368,11 +369,34 @@ lua_State *lrk_wake_begin(lrk_wait w)
 	return G.tasks[w.slot].co;
 }
 
-void lrk_wake_end(lrk_wait w, int nresults)
+static void wake_end_now(lrk_wait w, int nresults)
 {
 	G.tasks[w.slot].seq = 0;
 	drop_timer(&G.tasks[w.slot]);
 	resume_task(w.slot, nresults);
+}
+
+static void deferred_resume(void *ud);
+struct pending_wake {
+	lrk_wait w;
+	int nargs;
+};
+
+/* Past the turn's budget (a burst of completions: 1,000 record writes done, 1,000 exits), the
+ * resume waits for the next turn in the loop's deferred queue, in the order the waits ended; the
+ * wait is claimed now (a timeout or a second waker finds it stale) and the values stay on the
+ * task's stack. */
+void lrk_wake_end(lrk_wait w, int nresults)
+{
+	struct pending_wake *p;
+	if (rk_loop_over_budget(G.loop) && (p = malloc(sizeof *p))) {
+		G.tasks[w.slot].seq = 0;
+		drop_timer(&G.tasks[w.slot]);
+		*p = (struct pending_wake){w, nresults};
+		rk_loop_defer(G.loop, deferred_resume, p);
+		return;
+	}
+	wake_end_now(w, nresults);
 }
 
 /* ---- riklet.task core: the primitives lua/riklet/task.lua builds on ----
@@ -412,11 +436,6 @@ static int l_suspend(lua_State *L)
 	lua_settop(L, 0);
 	return lua_yield(L, 0);
 }
-
-struct pending_wake {
-	lrk_wait w;
-	int nargs;
-};
 
 static void deferred_resume(void *ud)
 {
@@ -522,6 +541,20 @@ static int l_wake_after(lua_State *L)
 	return 0;
 }
 
+/* task_core.turn_ms() -> milliseconds the current loop turn has run; task_core.over_budget() ->
+ * true once it has used its budget (RK_LOOP_BUDGET_MS): a long loop in Lua yields then. */
+static int l_turn_ms(lua_State *L)
+{
+	lua_pushnumber(L, (double)rk_loop_turn_us(G.loop) / 1000.0);
+	return 1;
+}
+
+static int l_over_budget(lua_State *L)
+{
+	lua_pushboolean(L, rk_loop_over_budget(G.loop));
+	return 1;
+}
+
 /* task_core.in_task() -> boolean */
 static int l_in_task(lua_State *L)
 {
@@ -531,9 +564,9 @@ static int l_in_task(lua_State *L)
 
 static int open_task_core(lua_State *L)
 {
-	static const luaL_Reg fns[] = {{"spawn", l_spawn}, {"prepare", l_prepare},	 {"suspend", l_suspend},
-				       {"wake", l_wake},   {"wake_after", l_wake_after}, {"in_task", l_in_task},
-				       {NULL, NULL}};
+	static const luaL_Reg fns[] = {{"spawn", l_spawn},     {"prepare", l_prepare},	       {"suspend", l_suspend},
+				       {"wake", l_wake},       {"wake_after", l_wake_after},   {"in_task", l_in_task},
+				       {"turn_ms", l_turn_ms}, {"over_budget", l_over_budget}, {NULL, NULL}};
 	lua_newtable(L);
 	lrk_setfuncs(L, fns);
 	return 1;

@@ -82,6 +82,8 @@ struct rk_loop {
 	uint64_t window_start, window_max, prev_window_max;
 	char blame[256]; /* the slowest step of the current turn, as told by rk_loop_blame */
 	uint64_t blame_us;
+	uint64_t turn_start_us; /* when the current turn began (epoll_wait returned) */
+	uint64_t budget_us;	/* a turn's budget for deferred work (0: none) */
 };
 
 uint64_t rk_now_ms(void)
@@ -462,6 +464,8 @@ rk_loop *rk_loop_new(rk_err *e)
 		rk_errf(e, ENOMEM, "out of memory");
 		return NULL;
 	}
+	l->budget_us = RK_LOOP_BUDGET_MS * 1000u;
+	l->turn_start_us = rk_now_us();
 	l->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (l->epfd < 0) {
 		rk_errf(e, errno, "epoll_create1: %s", strerror(errno));
@@ -504,13 +508,38 @@ static void free_dead(rk_loop *l)
 	}
 }
 
+int rk_loop_over_budget(rk_loop *l)
+{
+	return l->budget_us && rk_now_us() - l->turn_start_us >= l->budget_us;
+}
+
+uint64_t rk_loop_turn_us(rk_loop *l)
+{
+	return rk_now_us() - l->turn_start_us;
+}
+
+void rk_loop_set_budget(rk_loop *l, uint64_t ms)
+{
+	l->budget_us = ms * 1000u;
+}
+
 static int run_deferred(rk_loop *l)
 {
-	/* Only what was queued before this round; callbacks may queue more for the next round. */
-	struct deferred *d = l->dq_head;
+	/* Only what was queued before this round; callbacks may queue more for the next round. Once
+	 * the turn has used its budget, what is left of the round waits for the next turn, ahead of
+	 * what this round queued (round robin: fds and timers are served in between). At least one
+	 * callback runs per turn, so the queue always moves. */
+	struct deferred *d = l->dq_head, *last = l->dq_tail;
 	l->dq_head = l->dq_tail = NULL;
 	int n = 0;
 	while (d) {
+		if (n > 0 && rk_loop_over_budget(l)) {
+			last->next = l->dq_head;
+			if (!l->dq_head)
+				l->dq_tail = last;
+			l->dq_head = d;
+			break;
+		}
 		struct deferred *next = d->next;
 		d->cb(d->ud);
 		free(d);
@@ -601,6 +630,7 @@ int rk_loop_run(rk_loop *l)
 {
 	struct epoll_event evs[64];
 	uint64_t start = rk_now_us();
+	l->turn_start_us = start;
 	if (!l->window_start)
 		l->window_start = start;
 	/* a stop requested before the loop ran (a command that finished at once) is honoured */
@@ -617,7 +647,7 @@ int rk_loop_run(rk_loop *l)
 		}
 		turn_done(l, start);
 		int n = epoll_wait(l->epfd, evs, 64, timeout);
-		start = rk_now_us();
+		start = l->turn_start_us = rk_now_us();
 		if (n < 0 && errno != EINTR) {
 			rk_error("loop", "epoll_wait failed: %s", strerror(errno));
 			return -1;

@@ -50,6 +50,18 @@ function task.yield()
   task.sleep(0)
 end
 
+-- task.pace() — for a long loop in a task (a scan of 1,000 manifests, a full collection in
+-- steps): once the current loop turn has used its budget (20 ms, core/loop.h RK_LOOP_BUDGET_MS),
+-- yield, so that fds, timers and the other ready tasks are served before the loop goes on. Outside
+-- a task (nothing can wait there) it does nothing. -> true when it yielded.
+function task.pace()
+  if core.over_budget() and core.in_task() then
+    task.yield()
+    return true
+  end
+  return false
+end
+
 -- Wait in a list of waiters until woken (-> the value) or timeout seconds pass (-> nil, "timeout").
 local function wait_in(waiters, timeout)
   local tok = core.prepare()
