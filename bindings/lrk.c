@@ -298,7 +298,7 @@ static void resume_task(uint32_t slot, int nargs)
 			t->seq = ++G.seq;
 			if (r) {
 				*r = (struct requeue){slot, t->seq};
-				rk_loop_defer(G.loop, requeue_cb, r);
+				rk_loop_defer_paced(G.loop, requeue_cb, r);
 			}
 		}
 		return;
@@ -393,7 +393,7 @@ void lrk_wake_end(lrk_wait w, int nresults)
 		G.tasks[w.slot].seq = 0;
 		drop_timer(&G.tasks[w.slot]);
 		*p = (struct pending_wake){w, nresults};
-		rk_loop_defer(G.loop, deferred_resume, p);
+		rk_loop_defer_paced(G.loop, deferred_resume, p);
 		return;
 	}
 	wake_end_now(w, nresults);
@@ -462,7 +462,7 @@ static int wake_now(lua_State *L, lrk_wait w, int first, int nargs)
 		lua_pushvalue(L, first + i);
 	lua_xmove(L, co, nargs);
 	*p = (struct pending_wake){w, nargs};
-	rk_loop_defer(G.loop, deferred_resume, p);
+	rk_loop_defer_paced(G.loop, deferred_resume, p);
 	return 1;
 }
 

@@ -74,6 +74,7 @@ struct rk_loop {
 	struct unclaimed unclaimed[UNCLAIMED_MAX];
 	size_t nunclaimed;
 	struct deferred *dq_head, *dq_tail;
+	struct deferred *pq_head, *pq_tail; /* paced: run within the turn's budget */
 	struct rk_watch *dead_watches;
 	struct rk_watch *watches;
 	int stopped, stop_code;
@@ -210,7 +211,7 @@ void rk_timer_cancel(rk_timer *t)
 }
 
 /* ---- deferred ---- */
-static void defer(rk_loop *l, rk_defer_cb cb, void *ud, int owned)
+static void defer(rk_loop *l, rk_defer_cb cb, void *ud, int owned, int paced)
 {
 	struct deferred *d = malloc(sizeof *d);
 	if (!d) {
@@ -223,21 +224,27 @@ static void defer(rk_loop *l, rk_defer_cb cb, void *ud, int owned)
 	d->ud = ud;
 	d->owned = owned;
 	d->next = NULL;
-	if (l->dq_tail)
-		l->dq_tail->next = d;
+	struct deferred **head = paced ? &l->pq_head : &l->dq_head, **tail = paced ? &l->pq_tail : &l->dq_tail;
+	if (*tail)
+		(*tail)->next = d;
 	else
-		l->dq_head = d;
-	l->dq_tail = d;
+		*head = d;
+	*tail = d;
 }
 
 void rk_loop_defer(rk_loop *l, rk_defer_cb cb, void *ud)
 {
-	defer(l, cb, ud, 0);
+	defer(l, cb, ud, 0, 0);
 }
 
 void rk_loop_defer_owned(rk_loop *l, rk_defer_cb cb, void *ud)
 {
-	defer(l, cb, ud, 1);
+	defer(l, cb, ud, 1, 0);
+}
+
+void rk_loop_defer_paced(rk_loop *l, rk_defer_cb cb, void *ud)
+{
+	defer(l, cb, ud, 0, 1);
 }
 
 /* ---- fd watches ---- */
@@ -525,19 +532,34 @@ void rk_loop_set_budget(rk_loop *l, uint64_t ms)
 
 static int run_deferred(rk_loop *l)
 {
-	/* Only what was queued before this round; callbacks may queue more for the next round. Once
-	 * the turn has used its budget, what is left of the round waits for the next turn, ahead of
-	 * what this round queued (round robin: fds and timers are served in between). At least one
-	 * callback runs per turn, so the queue always moves. */
-	struct deferred *d = l->dq_head, *last = l->dq_tail;
+	/* Only what was queued before this round; callbacks may queue more for the next round. */
+	struct deferred *d = l->dq_head;
 	l->dq_head = l->dq_tail = NULL;
 	int n = 0;
 	while (d) {
+		struct deferred *next = d->next;
+		d->cb(d->ud);
+		free(d);
+		d = next;
+		n++;
+	}
+	return n;
+}
+
+/* The paced queue, the same way, but once the turn has used its budget what is left of the round
+ * waits for the next turn, ahead of what this round queued (round robin: fds, timers and the other
+ * queue are served in between). At least one callback runs per turn, so the queue always moves. */
+static int run_paced(rk_loop *l)
+{
+	struct deferred *d = l->pq_head, *last = l->pq_tail;
+	l->pq_head = l->pq_tail = NULL;
+	int n = 0;
+	while (d) {
 		if (n > 0 && rk_loop_over_budget(l)) {
-			last->next = l->dq_head;
-			if (!l->dq_head)
-				l->dq_tail = last;
-			l->dq_head = d;
+			last->next = l->pq_head;
+			if (!l->pq_head)
+				l->pq_tail = last;
+			l->pq_head = d;
 			break;
 		}
 		struct deferred *next = d->next;
@@ -636,10 +658,12 @@ int rk_loop_run(rk_loop *l)
 	/* a stop requested before the loop ran (a command that finished at once) is honoured */
 	while (!l->stopped) {
 		run_deferred(l);
+		if (!l->stopped)
+			run_paced(l);
 		if (l->stopped)
 			break;
 		int timeout = -1;
-		if (l->dq_head)
+		if (l->dq_head || l->pq_head)
 			timeout = 0;
 		else if (l->nheap) {
 			uint64_t now = rk_now_ms(), due = l->heap[0]->due;
@@ -691,9 +715,9 @@ void rk_loop_free(rk_loop *l)
 	while (l->nheap)
 		free(heap_pop(l));
 	free(l->heap);
-	while (l->dq_head) {
-		struct deferred *d = l->dq_head;
-		l->dq_head = d->next;
+	while (l->dq_head || l->pq_head) {
+		struct deferred **h = l->dq_head ? &l->dq_head : &l->pq_head, *d = *h;
+		*h = d->next;
 		if (d->owned)
 			free(d->ud);
 		free(d);

@@ -116,11 +116,18 @@ static void spin5(void *ud)
 	if (++spun == NSPIN)
 		rk_loop_stop(g_loop, 0);
 }
+static int answered_at = -1;
+static void spin_answer(void *ud)
+{
+	answered_at = spun;
+}
 static void spin_fd(void *ud, int fd, uint32_t ev)
 {
 	char c;
-	if (read(fd, &c, 1) == 1 && fd_seen_at < 0)
+	if (read(fd, &c, 1) == 1 && fd_seen_at < 0) {
 		fd_seen_at = spun;
+		rk_loop_defer(g_loop, spin_answer, NULL); /* e.g. an HTTP request's dispatch */
+	}
 }
 static void spin_tick(void *ud)
 {
@@ -251,16 +258,16 @@ int main(void)
 	ok(strstr(ls.slowest, "busy test callback") != NULL, "the slowest turn is named: '%s'", ls.slowest);
 	ok(ls.lag_last_us < 150000, "the last turn was a quick one (%llu us)", (unsigned long long)ls.lag_last_us);
 
-	/* the turn budget: 200 deferred callbacks of 5 ms queued at once (1 s of work) do not hold the
+	/* the turn budget: 200 paced callbacks of 5 ms queued at once (1 s of work) do not hold the
 	 * loop for 1 s: once a turn has run RK_LOOP_BUDGET_MS, the rest waits for the next turn, in
-	 * order, and a ready fd and a 1 ms timer are served in between */
+	 * order, and a ready fd, what it defers and a 1 ms timer are served in between */
 	g_loop = l;
 	int sp[2];
 	ok(pipe(sp) == 0 && write(sp[1], "x", 1) == 1, "a pipe with a byte to read");
 	rk_watch *sw = rk_loop_watch_fd(l, sp[0], EPOLLIN, spin_fd, NULL, &e);
 	rk_loop_timer(l, 1, spin_tick, l);
 	for (intptr_t i = 0; i < NSPIN; i++)
-		rk_loop_defer(l, spin5, (void *)i);
+		rk_loop_defer_paced(l, spin5, (void *)i);
 	uint64_t s0 = rk_now_ms();
 	last_tick_us = rk_now_us();
 	rk_loop_run(l);
@@ -274,6 +281,8 @@ int main(void)
 	ok(spun_in_order, "in the order they were queued, across turns");
 	ok(fd_seen_at >= 0 && fd_seen_at <= 2 * RK_LOOP_BUDGET_MS / 5 + 2,
 	   "the ready fd was served after %d of them (one turn's budget: %d ms)", fd_seen_at, RK_LOOP_BUDGET_MS);
+	ok(answered_at == fd_seen_at,
+	   "a callback the fd deferred (rk_loop_defer) ran in its turn, ahead of the paced ones");
 	ok(spin_ticks >= 10, "a 1 ms timer ticked %d times in the %llu ms", spin_ticks, (unsigned long long)spin_ms);
 	ok(max_tick_gap_us < 200000,
 	   "the longest wait of the ticker (from the start to the end) was %.1f ms (the work queued: %d x 5 ms)",
