@@ -530,36 +530,21 @@ void rk_loop_set_budget(rk_loop *l, uint64_t ms)
 	l->budget_us = ms * 1000u;
 }
 
-static int run_deferred(rk_loop *l)
+/* Run the callbacks of a queue that were queued before this round; callbacks may queue more for
+ * the next round. paced: once the turn has used its budget, what is left of the round waits for
+ * the next turn, ahead of what this round queued (round robin: fds, timers and the other queue are
+ * served in between); at least one callback runs per turn, so the queue always moves. */
+static int run_queue(rk_loop *l, struct deferred **head, struct deferred **tail, int paced)
 {
-	/* Only what was queued before this round; callbacks may queue more for the next round. */
-	struct deferred *d = l->dq_head;
-	l->dq_head = l->dq_tail = NULL;
+	struct deferred *d = *head, *last = *tail;
+	*head = *tail = NULL;
 	int n = 0;
 	while (d) {
-		struct deferred *next = d->next;
-		d->cb(d->ud);
-		free(d);
-		d = next;
-		n++;
-	}
-	return n;
-}
-
-/* The paced queue, the same way, but once the turn has used its budget what is left of the round
- * waits for the next turn, ahead of what this round queued (round robin: fds, timers and the other
- * queue are served in between). At least one callback runs per turn, so the queue always moves. */
-static int run_paced(rk_loop *l)
-{
-	struct deferred *d = l->pq_head, *last = l->pq_tail;
-	l->pq_head = l->pq_tail = NULL;
-	int n = 0;
-	while (d) {
-		if (n > 0 && rk_loop_over_budget(l)) {
-			last->next = l->pq_head;
-			if (!l->pq_head)
-				l->pq_tail = last;
-			l->pq_head = d;
+		if (paced && n > 0 && rk_loop_over_budget(l)) {
+			last->next = *head;
+			if (!*head)
+				*tail = last;
+			*head = d;
 			break;
 		}
 		struct deferred *next = d->next;
@@ -657,9 +642,9 @@ int rk_loop_run(rk_loop *l)
 		l->window_start = start;
 	/* a stop requested before the loop ran (a command that finished at once) is honoured */
 	while (!l->stopped) {
-		run_deferred(l);
+		run_queue(l, &l->dq_head, &l->dq_tail, 0);
 		if (!l->stopped)
-			run_paced(l);
+			run_queue(l, &l->pq_head, &l->pq_tail, 1);
 		if (l->stopped)
 			break;
 		int timeout = -1;
