@@ -208,18 +208,33 @@ local function collect_in_steps()
     until done or core.now() > deadline
   end
 end
+-- Between two of those, during a burst, the C heap's free pages are given back as they pile up:
+-- every TRIM_CHECK seconds, a malloc_trim alone (no collection: a few ms) when the RSS grew by a
+-- quarter and 4 MiB since the last trim. At 1,000 Pods the start's peak RSS was 52-64 MiB for a
+-- Lua heap of 10-17 MiB: the rest was freed memory malloc kept until the next trim.
+local TRIM_CHECK = 5
+local function rss_kib()
+  local s = fs.read("/proc/self/status", 8192)
+  return s and tonumber(s:match("\nVmRSS:%s*(%d+) kB"))
+end
 local function trim_after_bursts()
   task.spawn(function()
     collect_in_steps()
     core.trim()
-    local base = collectgarbage("count")
+    local base, last_full = collectgarbage("count"), core.now()
+    local trimmed_at = rss_kib()
     while true do
-      task.sleep(TRIM_EVERY)
-      local now = collectgarbage("count")
-      if now > base * 1.2 or now < base * 0.8 then
+      task.sleep(TRIM_CHECK)
+      local now, rss = collectgarbage("count"), rss_kib()
+      if core.now() - last_full >= TRIM_EVERY and (now > base * 1.2 or now < base * 0.8) then
         collect_in_steps()
         core.trim()
-        base = collectgarbage("count")
+        base, last_full, trimmed_at = collectgarbage("count"), core.now(), rss_kib()
+      elseif rss and trimmed_at and rss > trimmed_at * 1.25 and rss > trimmed_at + 4096 then
+        core.trim()
+        trimmed_at = rss_kib()
+      elseif rss and trimmed_at and rss < trimmed_at then
+        trimmed_at = rss
       end
     end
   end)

@@ -18,7 +18,7 @@
 #    404 by the loop): p50 / p99 / max over the start;
 #  - the loop's longest turn and turns over 100 ms (STATE/agent.json, since riklet started), the
 #    log's slow-turn warnings (their longest), riklet's peak RSS (VmHWM);
-#  - teardown: every manifest removed by one rm, time until the last TERMINATED.
+#  - teardown: every manifest removed by one rm, time until the last TERMINATED; the peak RSS again.
 # The load average is printed beside every figure.
 
 # shellcheck source=../lib/private_ns.sh
@@ -144,7 +144,9 @@ run_one() { # LABEL BINARY ROUND [VAR=VALUE...]
 	rm -f "$man"/*.json
 	wait_count "$log" "DESTROYING -> " $((PODS + 1)) $((PODS * 2 + 300))
 	down=$(awk -v a="$d0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
-	local row="$label round $3: all $PODS created in $start s ($failed FAILED), load $l0 -> $l1; API p50/p99/max $p50/$p99/$pmax ms ($n requests); longest turn $lag (longest warned: ${warn:-none} ms: ${slowest:--}); peak RSS $hwm MiB; teardown $down s (load $dl0 -> $(load1))"
+	local hwm2
+	hwm2=$(awk '$1 == "VmHWM:" { printf "%.1f", $2 / 1024 }' "/proc/$RPID/status")
+	local row="$label round $3: all $PODS created in $start s ($failed FAILED), load $l0 -> $l1; API p50/p99/max $p50/$p99/$pmax ms ($n requests); longest turn $lag (longest warned: ${warn:-none} ms: ${slowest:--}); peak RSS $hwm MiB (with the teardown: $hwm2); teardown $down s (load $dl0 -> $(load1))"
 	say "$row"
 	ROWS+=("$row")
 	kill -TERM "$RPID" 2>/dev/null
