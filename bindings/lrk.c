@@ -447,8 +447,9 @@ static void deferred_resume(void *ud)
 		resume_task(w.slot, n);
 }
 
-/* Claim the wait now (so no other waker can take it) and resume on the next loop round. */
-static int wake_now(lua_State *L, lrk_wait w, int first, int nargs)
+/* Claim the wait now (so no other waker can take it) and resume on the next loop round (first:
+ * ahead of the paced task resumes, see l_wake_first). */
+static int wake_now(lua_State *L, lrk_wait w, int first, int nargs, int ahead)
 {
 	lua_State *co = lrk_wake_begin(w);
 	if (!co)
@@ -462,7 +463,10 @@ static int wake_now(lua_State *L, lrk_wait w, int first, int nargs)
 		lua_pushvalue(L, first + i);
 	lua_xmove(L, co, nargs);
 	*p = (struct pending_wake){w, nargs};
-	rk_loop_defer_paced(G.loop, deferred_resume, p);
+	if (ahead)
+		rk_loop_defer(G.loop, deferred_resume, p);
+	else
+		rk_loop_defer_paced(G.loop, deferred_resume, p);
 	return 1;
 }
 
@@ -470,7 +474,17 @@ static int wake_now(lua_State *L, lrk_wait w, int first, int nargs)
 static int l_wake(lua_State *L)
 {
 	lrk_wait w = tok_check(L, 1);
-	lua_pushboolean(L, wake_now(L, w, 2, lua_gettop(L) - 1));
+	lua_pushboolean(L, wake_now(L, w, 2, lua_gettop(L) - 1, 0));
+	return 1;
+}
+
+/* task_core.wake_first(token, ...) -> the same, but the task resumes in the next turn ahead of the
+ * task resumes the turn's budget paces (for a semaphore's slot handed over: a slot of an external
+ * resource, e.g. a runc process, is not left idle while 1,000 ready tasks go first). */
+static int l_wake_first(lua_State *L)
+{
+	lrk_wait w = tok_check(L, 1);
+	lua_pushboolean(L, wake_now(L, w, 2, lua_gettop(L) - 1, 1));
 	return 1;
 }
 
@@ -505,7 +519,7 @@ static void timed_cb(void *ud)
 	int n = (int)lua_objlen(L, tbl);
 	for (int i = 1; i <= n; i++)
 		lua_rawgeti(L, tbl, i);
-	wake_now(L, t->w, tbl + 1, n);
+	wake_now(L, t->w, tbl + 1, n, 0);
 	lua_settop(L, tbl - 1);
 	luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
 	free(t);
@@ -564,9 +578,16 @@ static int l_in_task(lua_State *L)
 
 static int open_task_core(lua_State *L)
 {
-	static const luaL_Reg fns[] = {{"spawn", l_spawn},     {"prepare", l_prepare},	       {"suspend", l_suspend},
-				       {"wake", l_wake},       {"wake_after", l_wake_after},   {"in_task", l_in_task},
-				       {"turn_ms", l_turn_ms}, {"over_budget", l_over_budget}, {NULL, NULL}};
+	static const luaL_Reg fns[] = {{"spawn", l_spawn},
+				       {"prepare", l_prepare},
+				       {"suspend", l_suspend},
+				       {"wake", l_wake},
+				       {"wake_after", l_wake_after},
+				       {"in_task", l_in_task},
+				       {"wake_first", l_wake_first},
+				       {"turn_ms", l_turn_ms},
+				       {"over_budget", l_over_budget},
+				       {NULL, NULL}};
 	lua_newtable(L);
 	lrk_setfuncs(L, fns);
 	return 1;

@@ -115,10 +115,13 @@ function task.event()
   return setmetatable({ waiters = {}, is_set = false }, Event)
 end
 
+-- (ev.first = true: its waiters resume ahead of the task resumes a loop turn's budget paces:
+-- task_core.wake_first)
 function Event:set(v)
   if self.is_set then return end
   self.is_set, self.value = true, (v == nil and true or v)
-  for _, tok in ipairs(self.waiters) do core.wake(tok, self.value) end
+  local wake = self.first and core.wake_first or core.wake
+  for _, tok in ipairs(self.waiters) do wake(tok, self.value) end
   self.waiters = {}
 end
 
@@ -223,6 +226,9 @@ local function sem_run(self, q, fn, ...)
   local a = accounts[coroutine.running() or 0]
   if self.held >= self.n or self.first:len() > 0 or (q == self.waiting and q:len() > 0) then
     local ev = task.event()
+    -- the slot handed over is held from the release on: its next holder resumes ahead of the
+    -- paced task resumes (1,000 creates ready at once would leave it idle meanwhile)
+    ev.first = true
     q:put(ev, q == self.first and (a and a.rank or NOT_BEGUN + task.ticket()) or nil)
     if a then
       if a.waiting == 0 then a.since = now() end
