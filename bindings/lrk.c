@@ -30,6 +30,7 @@ struct lrk_task {
 	int in_use;
 	uint32_t next_free;
 	struct timed_wake *tw; /* the timeout armed for the wait in progress, cancelled when it ends */
+	int first;	       /* its resumes go ahead of the paced ones (task_core.set_first) */
 	char where[72];	       /* where the task's function is defined, to name a slow loop turn */
 };
 
@@ -393,7 +394,10 @@ void lrk_wake_end(lrk_wait w, int nresults)
 		G.tasks[w.slot].seq = 0;
 		drop_timer(&G.tasks[w.slot]);
 		*p = (struct pending_wake){w, nresults};
-		rk_loop_defer_paced(G.loop, deferred_resume, p);
+		if (G.tasks[w.slot].first)
+			rk_loop_defer(G.loop, deferred_resume, p);
+		else
+			rk_loop_defer_paced(G.loop, deferred_resume, p);
 		return;
 	}
 	wake_end_now(w, nresults);
@@ -463,7 +467,7 @@ static int wake_now(lua_State *L, lrk_wait w, int first, int nargs, int ahead)
 		lua_pushvalue(L, first + i);
 	lua_xmove(L, co, nargs);
 	*p = (struct pending_wake){w, nargs};
-	if (ahead)
+	if (ahead || G.tasks[w.slot].first)
 		rk_loop_defer(G.loop, deferred_resume, p);
 	else
 		rk_loop_defer_paced(G.loop, deferred_resume, p);
@@ -569,6 +573,20 @@ static int l_over_budget(lua_State *L)
 	return 1;
 }
 
+/* task_core.set_first(on) -> what it was. While on, the running task's resumes (a wake, an fd or
+ * exit or pool completion, a timeout) go ahead of the paced task resumes: a task holding a slot of
+ * an external resource (a runc slot) that must not sit idle behind 1,000 ready tasks. Raises
+ * outside a task. */
+static int l_set_first(lua_State *L)
+{
+	int slot = slot_of(L, L);
+	if (slot < 0)
+		return luaL_error(L, "set_first must be called inside a riklet task");
+	lua_pushboolean(L, G.tasks[slot].first);
+	G.tasks[slot].first = lua_toboolean(L, 1);
+	return 1;
+}
+
 /* task_core.in_task() -> boolean */
 static int l_in_task(lua_State *L)
 {
@@ -585,6 +603,7 @@ static int open_task_core(lua_State *L)
 				       {"wake_after", l_wake_after},
 				       {"in_task", l_in_task},
 				       {"wake_first", l_wake_first},
+				       {"set_first", l_set_first},
 				       {"turn_ms", l_turn_ms},
 				       {"over_budget", l_over_budget},
 				       {NULL, NULL}};

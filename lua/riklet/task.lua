@@ -243,7 +243,11 @@ local function sem_run(self, q, fn, ...)
     self.held = self.held + 1
   end
   if a and not a.rank then a.rank = task.ticket() end
+  -- while it holds the slot, the task's resumes go ahead of the paced ones (its runc process
+  -- ended: the slot is not held idle while 1,000 ready tasks go first)
+  local was_first = core.in_task() and core.set_first(true)
   local res = pack(pcall(fn, ...))
+  if core.in_task() then core.set_first(was_first) end
   self.held = self.held - 1
   while self.held < self.n and (self.first:len() > 0 or self.waiting:len() > 0) do
     self.held = self.held + 1
