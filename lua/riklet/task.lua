@@ -50,6 +50,12 @@ function task.yield()
   task.sleep(0)
 end
 
+-- task.set_first(on) -> what it was. While on, the calling task's resumes (an fd, a process's
+-- exit, a wake, a timeout) go ahead of the task resumes a loop turn's budget paces
+-- (task_core.set_first; raises outside a task). For a task that answers an outside event others
+-- wait on: a container's exit monitor.
+task.set_first = core.set_first
+
 -- task.pace() — for a long loop in a task (a scan of 1,000 manifests, a full collection in
 -- steps): once the current loop turn has used its budget (20 ms, core/loop.h RK_LOOP_BUDGET_MS),
 -- yield, so that fds, timers and the other ready tasks are served before the loop goes on. Outside
