@@ -9,6 +9,8 @@
 # RIKLET, on the same Pods' names and image, so both see the same load; ALT_ENV="VAR=VALUE ..." a
 # third variant (RIKLET with that environment, e.g. RIKLET_LOOP_BUDGET_MS=5); BENCH_LOCK=FILE: the lock
 # is held for the whole run (tests/bench/lib.sh). KEEP_TMP=1 keeps the temporary directory.
+# RUN_LIST="LABEL=BINARY[,VAR=VALUE...] ..." instead: these variants in this order, each round (e.g.
+# one with RIKLET_LUA_DIR=<another Lua tree> beside the same binary).
 #
 # Per variant and round, riklet --standalone in a private network + mount namespace
 # (tests/lib/private_ns.sh), image from a loopback registry, pulled by a warm-up Pod:
@@ -18,7 +20,9 @@
 #    404 by the loop): p50 / p99 / max over the start;
 #  - the loop's longest turn and turns over 100 ms (STATE/agent.json, since riklet started), the
 #    log's slow-turn warnings (their longest), riklet's peak RSS (VmHWM);
-#  - teardown: every manifest removed by one rm, time until the last TERMINATED; the peak RSS again.
+#  - teardown: every manifest removed by one rm, time until the last TERMINATED; the peak RSS again;
+#    riklet's CPU time (user + system) until the rm and during the teardown; the SIGKILLs sent
+#    (a container seen ending only after its --stop-grace of 2 s: each one more runc call).
 # The load average is printed beside every figure.
 
 # shellcheck source=../lib/private_ns.sh
@@ -44,6 +48,8 @@ for c in runc conmon umoci skopeo jq ip docker-registry; do command -v "$c" >/de
 ip link set lo up
 T=$TEST_TMP
 RPID= RROOT=
+# riklet's CPU time so far (user + system, seconds)
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.1f", ($12 + $13) / hz }' "/proc/$1/stat"; }
 kill_riklet() { [[ -n $RPID ]] && kill -KILL "$RPID" 2>/dev/null && wait "$RPID" 2>/dev/null; RPID=; return 0; }
 cleanup_runc() {
 	[[ -n $RROOT && -d $RROOT ]] || return 0
@@ -140,13 +146,16 @@ run_one() { # LABEL BINARY ROUND [VAR=VALUE...]
 	local l1 dl0 d0 down
 	l1=$(load1)
 	dl0=$(load1)
+	local c0
+	c0=$(cpu_s "$RPID")
 	d0=$EPOCHREALTIME
 	rm -f "$man"/*.json
 	wait_count "$log" "DESTROYING -> " $((PODS + 1)) $((PODS * 2 + 300))
 	down=$(awk -v a="$d0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
-	local hwm2
+	local hwm2 c1
+	c1=$(cpu_s "$RPID")
 	hwm2=$(awk '$1 == "VmHWM:" { printf "%.1f", $2 / 1024 }' "/proc/$RPID/status")
-	local row="$label round $3: all $PODS created in $start s ($failed FAILED), load $l0 -> $l1; API p50/p99/max $p50/$p99/$pmax ms ($n requests); longest turn $lag (longest warned: ${warn:-none} ms: ${slowest:--}); peak RSS $hwm MiB (with the teardown: $hwm2); teardown $down s (load $dl0 -> $(load1))"
+	local row="$label round $3: all $PODS created in $start s ($failed FAILED), load $l0 -> $l1; API p50/p99/max $p50/$p99/$pmax ms ($n requests); longest turn $lag (longest warned: ${warn:-none} ms: ${slowest:--}); peak RSS $hwm MiB (with the teardown: $hwm2); teardown $down s ($(count "$log" "sending SIGKILL") SIGKILLs sent in the run), riklet CPU ${c0} s to the rm, +$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.1f", b - a }') s in the teardown (load $dl0 -> $(load1))"
 	say "$row"
 	ROWS+=("$row")
 	kill -TERM "$RPID" 2>/dev/null
@@ -155,6 +164,15 @@ run_one() { # LABEL BINARY ROUND [VAR=VALUE...]
 	cleanup_runc
 }
 for ((r = 1; r <= ROUNDS; r++)); do
+	if [[ -n ${RUN_LIST:-} ]]; then
+		# RUN_LIST="label=binary[,VAR=VALUE] ...": these variants, in this order
+		for spec in $RUN_LIST; do
+			lab=${spec%%=*} rest=${spec#*=}
+			IFS=, read -r -a parts <<<"$rest"
+			run_one "$lab" "${parts[0]}" "$r" "${parts[@]:1}"
+		done
+		continue
+	fi
 	[[ -n ${BEFORE_RIKLET:-} ]] && run_one before "$BEFORE_RIKLET" "$r"
 	run_one now "$RIKLET" "$r"
 	if [[ -n ${ALT_ENV:-} ]]; then
