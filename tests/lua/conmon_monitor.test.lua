@@ -48,7 +48,6 @@ mon.cancelled = true
 -- The "conmon" is a process riklet did not spawn (watched through a pidfd, as a re-adopted one);
 -- its exit file is there already.
 do
-  local function spin(s) local t = core.now() while core.now() - t < s do end end
   local d2 = dir .. "/first"
   assert(fs.mkdir_p(d2 .. "/exit", "0700"))
   assert(fs.write_atomic(d2 .. "/exit/exit", "0"))
@@ -57,17 +56,11 @@ do
   local m = conmon.monitor({ id = "monitor-test-first", dir = d2, conmon_pid = pid })
   local seen_at
   task.spawn(function() m.ended:wait() seen_at = core.now() end)
-  local busy = 150
-  for _ = 1, 150 do
-    task.spawn(function()
-      for _ = 1, 4 do task.yield() spin(0.003) end
-      busy = busy - 1
-    end)
-  end
+  local busy = T.busy_tasks(150)
   task.sleep(0.05)
   local killed_at = core.now()
   assert(proc.kill(pid, 9))
-  T.wait_for(30, function() return seen_at ~= nil and busy == 0 end)
+  T.wait_for(30, function() return seen_at ~= nil and busy.left == 0 end)
   T.ok(seen_at and seen_at - killed_at < 0.15,
     ("a conmon killed while 150 tasks were ready: its monitor's waiter resumed %.1f ms later (load %s)")
     :format(((seen_at or killed_at) - killed_at) * 1000, (fs.read("/proc/loadavg", 64) or "?"):match("^(%S+)")))
