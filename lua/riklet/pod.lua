@@ -115,6 +115,7 @@ local function watch(inst, c, mon, suffix)
   local r = rt(inst, c.name)
   r.exited, r.watching, r.mon = task.event(), true, mon
   local exited = r.exited
+  exited.first = true -- (a stop's wait for the exit: ahead of the paced resumes, as mon.ended)
   task.spawn(function()
     local st = mon.ended:wait()
     exited:set(st)
