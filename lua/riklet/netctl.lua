@@ -682,7 +682,21 @@ end
 -- the whole nat table each time (O(n^2): 27 s of a 28.6 s re-adoption at 1,000 Pods). ports: node
 -- port -> instance, kept up to date as each adoption sets its ports (M.exposed(id) per Pod was
 -- another O(n^2)).
+-- The batch is applied once every adoption under way has joined it (or ended without it): those
+-- ready in the same turn, and those that waited meanwhile, for the xtables lock (ensure_infra: held
+-- by another program, each retries on its own timer) or for their turn (a loop turn's budget
+-- paces task resumes: 12 adoptions were applied in batches of 3 and 8 + 4). At most ARRIVAL_WAIT
+-- seconds: then what joined is applied, and a later one opens a batch of its own.
 local batch
+local arriving = 0 -- adoptions under way in M.adopt that have not joined a batch yet
+local ARRIVAL_WAIT = 10
+
+local function arrived(a)
+  if a.done then return end
+  a.done = true
+  arriving = arriving - 1
+  if arriving == 0 and batch and batch.arrived then batch.arrived:set(true) end
+end
 
 local function adoption_batch()
   if batch then return batch end
@@ -691,6 +705,11 @@ local function adoption_batch()
   batch = b
   task.spawn(function()
     task.yield() -- every adoption ready to run joins first
+    local deadline = core.now() + ARRIVAL_WAIT
+    while arriving > 0 and core.now() < deadline do
+      b.arrived = task.event()
+      b.arrived:wait(deadline - core.now())
+    end
     batch = nil
     if #b.owners == 0 then return b.done:set({ true }) end
     -- in the order the chains hold them now (fw keeps a chain in the order asked for: adoption
@@ -795,7 +814,7 @@ end
 
 -- Apply the rules of instance id, with the batch b (one commit for the batch) or alone. A batch that
 -- fails (a bad rule of one instance) is no reason to fail the others: each then tries alone.
-local function adopt_apply(id, rules, b)
+local function adopt_apply(id, rules, b, arrival)
   if b then
     for i, r in ipairs(rules) do
       local ok, err = fw.validate(r)
@@ -803,6 +822,7 @@ local function adopt_apply(id, rules, b)
     end
     b.owners[#b.owners + 1] = owner(id)
     b.rules[owner(id)] = rules
+    arrived(arrival)
     local res = b.done:wait()
     if res[1] then return res[1] end
     log("warn", "instance %s: applying the rules of %d re-adopted instances at once failed (%s); applying its own alone",
@@ -812,7 +832,7 @@ local function adopt_apply(id, rules, b)
 end
 
 -- After a restart: the record is the truth; put the kernel back in line with it.
-function M.adopt(id, w, netrec)
+local function adopt(id, w, netrec, arrival)
   local ok, err = need_init()
   if not ok then return nil, err end
   if not valid_id(id) then return nil, ("instance id '%s' is not valid"):format(tostring(id)) end
@@ -857,10 +877,19 @@ function M.adopt(id, w, netrec)
     changed = true
   end
   local st
-  st, err = adopt_apply(id, rec.rules or {}, b)
+  st, err = adopt_apply(id, rec.rules or {}, b, arrival)
   if not st then return nil, err end
   if not changed then return true end
   return save_later("instance " .. id .. " re-adopted")
+end
+
+function M.adopt(id, w, netrec)
+  arriving = arriving + 1
+  local arrival = {}
+  local ok, r1, r2, r3 = pcall(adopt, id, w, netrec, arrival)
+  arrived(arrival) -- (ended without joining a batch)
+  if not ok then error(r1, 0) end
+  return r1, r2, r3
 end
 
 -- Boot: everything that does not belong to a live instance goes (rules, links, namespaces,
