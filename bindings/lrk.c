@@ -592,6 +592,16 @@ static int l_over_budget(lua_State *L)
 	return 1;
 }
 
+/* task_core.set_budget(ms) -> the previous one: a loop turn's budget for paced work (0: none), as
+ * RIKLET_LOOP_BUDGET_MS sets it at start (for tests). */
+static int l_set_budget(lua_State *L)
+{
+	lua_Number ms = luaL_checknumber(L, 1);
+	luaL_argcheck(L, ms >= 0 && ms <= 1000, 1, "give milliseconds from 0 (no budget) to 1000");
+	lua_pushnumber(L, (lua_Number)rk_loop_set_budget(G.loop, (uint64_t)ms));
+	return 1;
+}
+
 /* task_core.set_first(on) -> what it was. While on, the running task's resumes (a wake, an fd or
  * exit or pool completion, a timeout) go ahead of the paced task resumes: a task holding a slot of
  * an external resource (a runc slot) that must not sit idle behind 1,000 ready tasks. Raises
@@ -615,17 +625,12 @@ static int l_in_task(lua_State *L)
 
 static int open_task_core(lua_State *L)
 {
-	static const luaL_Reg fns[] = {{"spawn", l_spawn},
-				       {"prepare", l_prepare},
-				       {"suspend", l_suspend},
-				       {"wake", l_wake},
-				       {"wake_after", l_wake_after},
-				       {"in_task", l_in_task},
-				       {"wake_first", l_wake_first},
-				       {"set_first", l_set_first},
-				       {"turn_ms", l_turn_ms},
-				       {"over_budget", l_over_budget},
-				       {NULL, NULL}};
+	static const luaL_Reg fns[] = {{"spawn", l_spawn},	     {"prepare", l_prepare},
+				       {"suspend", l_suspend},	     {"wake", l_wake},
+				       {"wake_after", l_wake_after}, {"in_task", l_in_task},
+				       {"wake_first", l_wake_first}, {"set_first", l_set_first},
+				       {"turn_ms", l_turn_ms},	     {"over_budget", l_over_budget},
+				       {"set_budget", l_set_budget}, {NULL, NULL}};
 	lua_newtable(L);
 	lrk_setfuncs(L, fns);
 	return 1;

@@ -525,9 +525,11 @@ uint64_t rk_loop_turn_us(rk_loop *l)
 	return rk_now_us() - l->turn_start_us;
 }
 
-void rk_loop_set_budget(rk_loop *l, uint64_t ms)
+uint64_t rk_loop_set_budget(rk_loop *l, uint64_t ms)
 {
+	uint64_t was = l->budget_us / 1000u;
 	l->budget_us = ms * 1000u;
+	return was;
 }
 
 /* Run the callbacks of a queue that were queued before this round; callbacks may queue more for

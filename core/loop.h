@@ -89,7 +89,7 @@ void rk_loop_blame(rk_loop *l, uint64_t us, const char *fmt, ...) __attribute__(
  * long the current turn has run. */
 void rk_loop_defer_paced(rk_loop *l, rk_defer_cb cb, void *ud);
 #define RK_LOOP_BUDGET_MS 20
-void rk_loop_set_budget(rk_loop *l, uint64_t ms);
+uint64_t rk_loop_set_budget(rk_loop *l, uint64_t ms); /* -> the previous one */
 int rk_loop_over_budget(rk_loop *l);
 uint64_t rk_loop_turn_us(rk_loop *l);
 
