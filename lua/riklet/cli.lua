@@ -193,21 +193,6 @@ end
 -- bindings/main.c). Without it the pages such a burst touched stay resident for good (see the
 -- README's Benchmarks). At most one full collection per period, only after such a change.
 local TRIM_EVERY = 20
--- The full collection runs in steps between which the loop serves others (task.pace): after a
--- burst of 1,000 Pods one collect("collect") held the loop for 7.0 s at load 8-16. It ends the
--- cycle under way, then runs a whole one (what a full collection does). A cycle may also end in
--- another task's allocation between two steps, unseen here: after a minute it stops anyway (the
--- incremental collector goes on by itself).
-local GC_STEP_KB = 64
-local function collect_in_steps()
-  local deadline = core.now() + 60
-  for _ = 1, 2 do
-    repeat
-      local done = collectgarbage("step", GC_STEP_KB)
-      if not done then task.pace() end
-    until done or core.now() > deadline
-  end
-end
 -- Between two of those, during a burst, the C heap's free pages are given back as they pile up:
 -- every TRIM_CHECK seconds, a malloc_trim alone (no collection: a few ms) when the RSS grew by a
 -- quarter and 4 MiB since the last trim. At 1,000 Pods the start's peak RSS was 52-64 MiB for a
@@ -222,7 +207,7 @@ local function trim_after_bursts(agent)
     -- the first one once the boot is over: during it, a full collection of the heap 1,000 adoptions
     -- are filling (3 % of a restart's CPU) delays them, and what it frees is refilled at once
     agent.wait_booted()
-    collect_in_steps()
+    task.collect() -- (in steps between which the loop serves others)
     core.trim()
     local base, last_full = collectgarbage("count"), core.now()
     local trimmed_at = rss_kib()
@@ -230,7 +215,7 @@ local function trim_after_bursts(agent)
       task.sleep(TRIM_CHECK)
       local now, rss = collectgarbage("count"), rss_kib()
       if core.now() - last_full >= TRIM_EVERY and (now > base * 1.2 or now < base * 0.8) then
-        collect_in_steps()
+        task.collect()
         core.trim()
         base, last_full, trimmed_at = collectgarbage("count"), core.now(), rss_kib()
       elseif rss and trimmed_at and rss > trimmed_at * 1.25 and rss > trimmed_at + 4096 then

@@ -360,3 +360,28 @@ T.ok(c4 == nil and s4 == nil and e4 == nil, "a pid that no longer exists is an e
 -- bad arguments raise before anything is allocated or spawned
 T.ok(not pcall(proc.spawn, { "true" }, { env = { 1 } }), "a non-string env entry raises")
 T.ok(not pcall(proc.run, { "true", {} }), "a non-string argv entry raises")
+
+-- ---- task.collect: a full collection in paced steps ends once its two cycles ended, also when
+-- they end in another task's allocation between two of its steps (here a task collecting in full
+-- at each of its turns); a step says only whether the cycle ended in that very call, and a
+-- collection that went by that ran until its time limit, the loop's leftover budget spent in it.
+-- A 1 ms budget: no cycle of this heap fits in one turn's steps.
+do
+  local live = {}
+  for i = 1, 150000 do live[i] = { i } end
+  local was = require("riklet.task_core").set_budget(1)
+  local busy = true
+  task.spawn(function()
+    while busy do
+      collectgarbage("collect")
+      task.yield()
+    end
+  end)
+  t0 = core.now()
+  local gc_steps = task.collect(5)
+  took = core.now() - t0
+  busy = false
+  require("riklet.task_core").set_budget(was)
+  T.ok(took < 1.5, ("task.collect ends when its cycles end in another task (%.2f s, %d steps)"):format(took, gc_steps))
+  T.is(#live, 150000, "(the live data kept)")
+end
