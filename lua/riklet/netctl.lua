@@ -90,10 +90,17 @@ local unsaved -- a save failed where failing to write changes nothing in the ker
 -- changed): the boot's reconcile writes it. Otherwise a restart with nothing changed writes nothing.
 local dirty
 
+local writes_at, last_encode = {}, 0 -- when the last BURST_WRITES writes began (core.now()); the last encoding's seconds
+local BURST_WRITES, BURST_SECONDS = 5, 5
+
 -- save(false): without fsync, for what only describes kernel objects a machine crash takes away
 -- with it (the namespaces, links and rules of M.setup): a crash of riklet alone keeps the page cache
 local function write_state(durable)
+  local t0 = core.now()
+  table.insert(writes_at, 1, t0)
+  writes_at[BURST_WRITES + 1] = nil
   local s, err = json.encode(S, true)
+  last_encode = core.now() - t0
   if not s then return nil, "encoding the network state: " .. tostring(err) end
   local ok, werr = fs.write_atomic(state_path(), s, "0600", durable == false and { sync = false } or nil)
   if not ok then return nil, "saving the network state: " .. tostring(werr) end
@@ -107,11 +114,23 @@ end
 -- 1,000 Pods created at once write a state growing with every Pod 2,000 times, one after the
 -- other: O(n^2) bytes, and every Pod's network step waited for all the fsyncs queued before it.
 -- The next write is durable (fsynced) when any save waiting for it asked for that.
+-- During a burst the saves come one or two per loop turn (the turn's budget paces the creates'
+-- network steps), and each write encodes the whole state again. So during a burst (BURST_WRITES
+-- writes begun in the last BURST_SECONDS) a write begins at the earliest LINGER times the last
+-- encoding's time after the last one began (at most LINGER_MAX s later), and the saves asked
+-- meanwhile join it. One Pod created on a node with 1,000 (two saves) is written at once.
 local writing, next_write, next_durable -- a write is in flight; the event the saves behind it wait for
+local lingering -- { ev =, durable = }: a write waiting for the saves that join it
+local LINGER, LINGER_MAX = 50, 0.5
 
 local function save(durable)
   local task = require "riklet.task"
   if not task.in_task() then return write_state(durable) end
+  if lingering then
+    if durable ~= false then lingering.durable = true end
+    local r = lingering.ev:wait()
+    return r[1], r[2]
+  end
   if writing then
     next_write = next_write or task.event()
     if durable ~= false then next_durable = true end
@@ -119,9 +138,20 @@ local function save(durable)
     return r[1], r[2]
   end
   writing = true
+  local joined
+  local t = core.now()
+  local burst = writes_at[BURST_WRITES] and t - writes_at[BURST_WRITES] < BURST_SECONDS
+  local wait = burst and writes_at[1] + LINGER * last_encode - t or 0
+  if wait > 0 then
+    lingering = { ev = task.event(), durable = durable ~= false }
+    task.sleep(math.min(wait, LINGER_MAX))
+    joined, lingering = lingering, nil
+    durable = joined.durable
+  end
   local pok, ok, err = pcall(write_state, durable)
   writing = false
   if not pok then ok, err = nil, "saving the network state: " .. tostring(ok) end
+  if joined then joined.ev:set({ ok, err }) end
   if next_write then
     local ev, d = next_write, next_durable
     next_write, next_durable = nil, nil
