@@ -31,6 +31,7 @@ struct lrk_task {
 	int in_use;
 	uint32_t next_free;
 	struct timed_wake *tw; /* the timeout armed for the wait in progress, cancelled when it ends */
+	int first;	       /* its resumes go ahead of the paced ones (task_core.set_first) */
 	char where[72];	       /* where the task's function is defined, to name a slow loop turn */
 };
 
@@ -268,6 +269,7 @@ static void release(uint32_t slot)
 }
 
 static void resume_task(uint32_t slot, int nargs);
+static void wake_end_now(lrk_wait w, int nresults);
 
 /* A task that yields by itself (plain coroutine.yield) is resumed on the next loop round. */
 struct requeue {
@@ -281,7 +283,7 @@ static void requeue_cb(void *ud)
 	lrk_wait w = {r->slot, r->seq};
 	free(r);
 	if (lrk_wake_begin(w))
-		lrk_wake_end(w, 0);
+		wake_end_now(w, 0); /* its turn in the deferred queue has come: now */
 }
 
 /* Tell the loop which task kept it busy, for the slow-turn warning (only for resumes that took a
@@ -316,7 +318,7 @@ static void resume_task(uint32_t slot, int nargs)
 			t->seq = ++G.seq;
 			if (r) {
 				*r = (struct requeue){slot, t->seq};
-				rk_loop_defer_owned(G.loop, requeue_cb, r);
+				rk_loop_defer_paced_owned(G.loop, requeue_cb, r);
 			}
 		}
 		return;
@@ -387,11 +389,37 @@ lua_State *lrk_wake_begin(lrk_wait w)
 	return G.tasks[w.slot].co;
 }
 
-void lrk_wake_end(lrk_wait w, int nresults)
+static void wake_end_now(lrk_wait w, int nresults)
 {
 	G.tasks[w.slot].seq = 0;
 	drop_timer(&G.tasks[w.slot]);
 	resume_task(w.slot, nresults);
+}
+
+static void deferred_resume(void *ud);
+struct pending_wake {
+	lrk_wait w;
+	int nargs;
+};
+
+/* Past the turn's budget (a burst of completions: 1,000 record writes done, 1,000 exits), the
+ * resume waits for the next turn in the loop's deferred queue, in the order the waits ended; the
+ * wait is claimed now (a timeout or a second waker finds it stale) and the values stay on the
+ * task's stack. */
+void lrk_wake_end(lrk_wait w, int nresults)
+{
+	struct pending_wake *p;
+	if (rk_loop_over_budget(G.loop) && (p = malloc(sizeof *p))) {
+		G.tasks[w.slot].seq = 0;
+		drop_timer(&G.tasks[w.slot]);
+		*p = (struct pending_wake){w, nresults};
+		if (G.tasks[w.slot].first)
+			rk_loop_defer_owned(G.loop, deferred_resume, p);
+		else
+			rk_loop_defer_paced_owned(G.loop, deferred_resume, p);
+		return;
+	}
+	wake_end_now(w, nresults);
 }
 
 /* ---- riklet.task core: the primitives lua/riklet/task.lua builds on ----
@@ -432,11 +460,6 @@ static int l_suspend(lua_State *L)
 	return lua_yield(L, 0);
 }
 
-struct pending_wake {
-	lrk_wait w;
-	int nargs;
-};
-
 static void deferred_resume(void *ud)
 {
 	struct pending_wake *p = ud;
@@ -447,8 +470,9 @@ static void deferred_resume(void *ud)
 		resume_task(w.slot, n);
 }
 
-/* Claim the wait now (so no other waker can take it) and resume on the next loop round. */
-static int wake_now(lua_State *L, lrk_wait w, int first, int nargs)
+/* Claim the wait now (so no other waker can take it) and resume on the next loop round (first:
+ * ahead of the paced task resumes, see l_wake_first). */
+static int wake_now(lua_State *L, lrk_wait w, int first, int nargs, int ahead)
 {
 	lua_State *co = lrk_wake_begin(w);
 	if (!co)
@@ -462,7 +486,10 @@ static int wake_now(lua_State *L, lrk_wait w, int first, int nargs)
 		lua_pushvalue(L, first + i);
 	lua_xmove(L, co, nargs);
 	*p = (struct pending_wake){w, nargs};
-	rk_loop_defer_owned(G.loop, deferred_resume, p);
+	if (ahead || G.tasks[w.slot].first)
+		rk_loop_defer_owned(G.loop, deferred_resume, p);
+	else
+		rk_loop_defer_paced_owned(G.loop, deferred_resume, p);
 	return 1;
 }
 
@@ -470,7 +497,17 @@ static int wake_now(lua_State *L, lrk_wait w, int first, int nargs)
 static int l_wake(lua_State *L)
 {
 	lrk_wait w = tok_check(L, 1);
-	lua_pushboolean(L, wake_now(L, w, 2, lua_gettop(L) - 1));
+	lua_pushboolean(L, wake_now(L, w, 2, lua_gettop(L) - 1, 0));
+	return 1;
+}
+
+/* task_core.wake_first(token, ...) -> the same, but the task resumes in the next turn ahead of the
+ * task resumes the turn's budget paces (for a semaphore's slot handed over: a slot of an external
+ * resource, e.g. a runc process, is not left idle while 1,000 ready tasks go first). */
+static int l_wake_first(lua_State *L)
+{
+	lrk_wait w = tok_check(L, 1);
+	lua_pushboolean(L, wake_now(L, w, 2, lua_gettop(L) - 1, 1));
 	return 1;
 }
 
@@ -505,7 +542,7 @@ static void timed_cb(void *ud)
 	int n = (int)lua_objlen(L, tbl);
 	for (int i = 1; i <= n; i++)
 		lua_rawgeti(L, tbl, i);
-	wake_now(L, t->w, tbl + 1, n);
+	wake_now(L, t->w, tbl + 1, n, 0);
 	lua_settop(L, tbl - 1);
 	luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
 	free(t);
@@ -541,6 +578,44 @@ static int l_wake_after(lua_State *L)
 	return 0;
 }
 
+/* task_core.turn_ms() -> milliseconds the current loop turn has run; task_core.over_budget() ->
+ * true once it has used its budget (RK_LOOP_BUDGET_MS): a long loop in Lua yields then. */
+static int l_turn_ms(lua_State *L)
+{
+	lua_pushnumber(L, (double)rk_loop_turn_us(G.loop) / 1000.0);
+	return 1;
+}
+
+static int l_over_budget(lua_State *L)
+{
+	lua_pushboolean(L, rk_loop_over_budget(G.loop));
+	return 1;
+}
+
+/* task_core.set_budget(ms) -> the previous one: a loop turn's budget for paced work (0: none), as
+ * RIKLET_LOOP_BUDGET_MS sets it at start (for tests). */
+static int l_set_budget(lua_State *L)
+{
+	lua_Number ms = luaL_checknumber(L, 1);
+	luaL_argcheck(L, ms >= 0 && ms <= 1000, 1, "give milliseconds from 0 (no budget) to 1000");
+	lua_pushnumber(L, (lua_Number)rk_loop_set_budget(G.loop, (uint64_t)ms));
+	return 1;
+}
+
+/* task_core.set_first(on) -> what it was. While on, the running task's resumes (a wake, an fd or
+ * exit or pool completion, a timeout) go ahead of the paced task resumes: a task holding a slot of
+ * an external resource (a runc slot) that must not sit idle behind 1,000 ready tasks. Raises
+ * outside a task. */
+static int l_set_first(lua_State *L)
+{
+	int slot = slot_of(L, L);
+	if (slot < 0)
+		return luaL_error(L, "set_first must be called inside a riklet task");
+	lua_pushboolean(L, G.tasks[slot].first);
+	G.tasks[slot].first = lua_toboolean(L, 1);
+	return 1;
+}
+
 /* task_core.in_task() -> boolean */
 static int l_in_task(lua_State *L)
 {
@@ -550,9 +625,12 @@ static int l_in_task(lua_State *L)
 
 static int open_task_core(lua_State *L)
 {
-	static const luaL_Reg fns[] = {{"spawn", l_spawn}, {"prepare", l_prepare},	 {"suspend", l_suspend},
-				       {"wake", l_wake},   {"wake_after", l_wake_after}, {"in_task", l_in_task},
-				       {NULL, NULL}};
+	static const luaL_Reg fns[] = {{"spawn", l_spawn},	     {"prepare", l_prepare},
+				       {"suspend", l_suspend},	     {"wake", l_wake},
+				       {"wake_after", l_wake_after}, {"in_task", l_in_task},
+				       {"wake_first", l_wake_first}, {"set_first", l_set_first},
+				       {"turn_ms", l_turn_ms},	     {"over_budget", l_over_budget},
+				       {"set_budget", l_set_budget}, {NULL, NULL}};
 	lua_newtable(L);
 	lrk_setfuncs(L, fns);
 	return 1;

@@ -134,6 +134,19 @@ int main(int argc, char **argv)
 		fprintf(stderr, "riklet: cannot start the event loop: %s\n", e.msg);
 		return 1;
 	}
+	/* RIKLET_LOOP_BUDGET_MS: a loop turn's budget for paced work (core/loop.h), 1-1000; 0: none */
+	const char *budget = getenv("RIKLET_LOOP_BUDGET_MS");
+	if (budget && *budget) {
+		char *end;
+		long ms = strtol(budget, &end, 10);
+		if (*end || ms < 0 || ms > 1000) {
+			fprintf(stderr,
+				"riklet: RIKLET_LOOP_BUDGET_MS=%s: give milliseconds from 0 (no budget) to 1000\n",
+				budget);
+			return 1;
+		}
+		rk_loop_set_budget(loop, (uint64_t)ms);
+	}
 	char lua_dir[PATH_MAX], pol_dir[PATH_MAX];
 	find_tree(lua_dir, pol_dir, sizeof lua_dir);
 	if (!is_dir(lua_dir)) {

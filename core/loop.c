@@ -74,6 +74,7 @@ struct rk_loop {
 	struct unclaimed unclaimed[UNCLAIMED_MAX];
 	size_t nunclaimed;
 	struct deferred *dq_head, *dq_tail;
+	struct deferred *pq_head, *pq_tail; /* paced: run within the turn's budget */
 	struct rk_watch *dead_watches;
 	struct rk_watch *watches;
 	int stopped, stop_code;
@@ -82,6 +83,8 @@ struct rk_loop {
 	uint64_t window_start, window_max, prev_window_max;
 	char blame[256]; /* the slowest step of the current turn, as told by rk_loop_blame */
 	uint64_t blame_us;
+	uint64_t turn_start_us; /* when the current turn began (epoll_wait returned) */
+	uint64_t budget_us;	/* a turn's budget for deferred work (0: none) */
 };
 
 uint64_t rk_now_ms(void)
@@ -208,7 +211,7 @@ void rk_timer_cancel(rk_timer *t)
 }
 
 /* ---- deferred ---- */
-static void defer(rk_loop *l, rk_defer_cb cb, void *ud, int owned)
+static void defer(rk_loop *l, rk_defer_cb cb, void *ud, int owned, int paced)
 {
 	struct deferred *d = malloc(sizeof *d);
 	if (!d) {
@@ -221,21 +224,32 @@ static void defer(rk_loop *l, rk_defer_cb cb, void *ud, int owned)
 	d->ud = ud;
 	d->owned = owned;
 	d->next = NULL;
-	if (l->dq_tail)
-		l->dq_tail->next = d;
+	struct deferred **head = paced ? &l->pq_head : &l->dq_head, **tail = paced ? &l->pq_tail : &l->dq_tail;
+	if (*tail)
+		(*tail)->next = d;
 	else
-		l->dq_head = d;
-	l->dq_tail = d;
+		*head = d;
+	*tail = d;
 }
 
 void rk_loop_defer(rk_loop *l, rk_defer_cb cb, void *ud)
 {
-	defer(l, cb, ud, 0);
+	defer(l, cb, ud, 0, 0);
 }
 
 void rk_loop_defer_owned(rk_loop *l, rk_defer_cb cb, void *ud)
 {
-	defer(l, cb, ud, 1);
+	defer(l, cb, ud, 1, 0);
+}
+
+void rk_loop_defer_paced(rk_loop *l, rk_defer_cb cb, void *ud)
+{
+	defer(l, cb, ud, 0, 1);
+}
+
+void rk_loop_defer_paced_owned(rk_loop *l, rk_defer_cb cb, void *ud)
+{
+	defer(l, cb, ud, 1, 1);
 }
 
 /* ---- fd watches ---- */
@@ -462,6 +476,8 @@ rk_loop *rk_loop_new(rk_err *e)
 		rk_errf(e, ENOMEM, "out of memory");
 		return NULL;
 	}
+	l->budget_us = RK_LOOP_BUDGET_MS * 1000u;
+	l->turn_start_us = rk_now_us();
 	l->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (l->epfd < 0) {
 		rk_errf(e, errno, "epoll_create1: %s", strerror(errno));
@@ -504,13 +520,40 @@ static void free_dead(rk_loop *l)
 	}
 }
 
-static int run_deferred(rk_loop *l)
+int rk_loop_over_budget(rk_loop *l)
 {
-	/* Only what was queued before this round; callbacks may queue more for the next round. */
-	struct deferred *d = l->dq_head;
-	l->dq_head = l->dq_tail = NULL;
+	return l->budget_us && rk_now_us() - l->turn_start_us >= l->budget_us;
+}
+
+uint64_t rk_loop_turn_us(rk_loop *l)
+{
+	return rk_now_us() - l->turn_start_us;
+}
+
+uint64_t rk_loop_set_budget(rk_loop *l, uint64_t ms)
+{
+	uint64_t was = l->budget_us / 1000u;
+	l->budget_us = ms * 1000u;
+	return was;
+}
+
+/* Run the callbacks of a queue that were queued before this round; callbacks may queue more for
+ * the next round. paced: once the turn has used its budget, what is left of the round waits for
+ * the next turn, ahead of what this round queued (round robin: fds, timers and the other queue are
+ * served in between); at least one callback runs per turn, so the queue always moves. */
+static int run_queue(rk_loop *l, struct deferred **head, struct deferred **tail, int paced)
+{
+	struct deferred *d = *head, *last = *tail;
+	*head = *tail = NULL;
 	int n = 0;
 	while (d) {
+		if (paced && n > 0 && rk_loop_over_budget(l)) {
+			last->next = *head;
+			if (!*head)
+				*tail = last;
+			*head = d;
+			break;
+		}
 		struct deferred *next = d->next;
 		d->cb(d->ud);
 		free(d);
@@ -601,15 +644,18 @@ int rk_loop_run(rk_loop *l)
 {
 	struct epoll_event evs[64];
 	uint64_t start = rk_now_us();
+	l->turn_start_us = start;
 	if (!l->window_start)
 		l->window_start = start;
 	/* a stop requested before the loop ran (a command that finished at once) is honoured */
 	while (!l->stopped) {
-		run_deferred(l);
+		run_queue(l, &l->dq_head, &l->dq_tail, 0);
+		if (!l->stopped)
+			run_queue(l, &l->pq_head, &l->pq_tail, 1);
 		if (l->stopped)
 			break;
 		int timeout = -1;
-		if (l->dq_head)
+		if (l->dq_head || l->pq_head)
 			timeout = 0;
 		else if (l->nheap) {
 			uint64_t now = rk_now_ms(), due = l->heap[0]->due;
@@ -617,7 +663,7 @@ int rk_loop_run(rk_loop *l)
 		}
 		turn_done(l, start);
 		int n = epoll_wait(l->epfd, evs, 64, timeout);
-		start = rk_now_us();
+		start = l->turn_start_us = rk_now_us();
 		if (n < 0 && errno != EINTR) {
 			rk_error("loop", "epoll_wait failed: %s", strerror(errno));
 			return -1;
@@ -661,9 +707,9 @@ void rk_loop_free(rk_loop *l)
 	while (l->nheap)
 		free(heap_pop(l));
 	free(l->heap);
-	while (l->dq_head) {
-		struct deferred *d = l->dq_head;
-		l->dq_head = d->next;
+	while (l->dq_head || l->pq_head) {
+		struct deferred **h = l->dq_head ? &l->dq_head : &l->pq_head, *d = *h;
+		*h = d->next;
 		if (d->owned)
 			free(d->ud);
 		free(d);

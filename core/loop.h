@@ -80,6 +80,21 @@ void rk_loop_get_stats(rk_loop *l, struct rk_loop_stats *st);
  * longest step of a turn names a slow turn in the warning. */
 void rk_loop_blame(rk_loop *l, uint64_t us, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* The same, paced by the turn's budget: once a turn has run RK_LOOP_BUDGET_MS (rk_loop_set_budget;
+ * 0: no budget), the paced callbacks left of the round wait for the next turn, in order, after
+ * epoll_wait(0), the due timers and the rk_loop_defer callbacks (at least one paced callback runs
+ * per turn). For bulk work (the resumes of 1,000 tasks ready at once), not for what answers an fd
+ * (an HTTP request's dispatch: rk_loop_defer). Work that can wait (a task's resume from an fd
+ * callback, a long Lua loop) asks rk_loop_over_budget and paces itself; rk_loop_turn_us is how
+ * long the current turn has run. */
+void rk_loop_defer_paced(rk_loop *l, rk_defer_cb cb, void *ud);
+/* Paced, with a ud from malloc that cb frees (freed by the loop if cb never runs: rk_loop_defer_owned) */
+void rk_loop_defer_paced_owned(rk_loop *l, rk_defer_cb cb, void *ud);
+#define RK_LOOP_BUDGET_MS 20
+uint64_t rk_loop_set_budget(rk_loop *l, uint64_t ms); /* -> the previous one */
+int rk_loop_over_budget(rk_loop *l);
+uint64_t rk_loop_turn_us(rk_loop *l);
+
 /* Run until rk_loop_stop(); returns the code given to stop. */
 int rk_loop_run(rk_loop *l);
 void rk_loop_stop(rk_loop *l, int code);

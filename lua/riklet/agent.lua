@@ -12,7 +12,7 @@
 --   agent.subscribe(fn)      fn(id, status, message) on every transition and restart
 --   agent.list() -> { {id=, name=, status=, message=, source=, definition=, containers=}, ... }
 --   agent.get(id) -> the same for one instance, or nil
---   agent.count() -> how many instances are not gone
+--   agent.count(), agent.records()   instances not gone; every record (see below)
 --   agent.post(id, msg)      drivers: {type="exit", container=, code=, signal=, describe=}
 local core = require "riklet.core"
 local task = require "riklet.task"
@@ -408,6 +408,16 @@ end
 function agent.list()
   local out = {}
   for _, inst in pairs(instances) do out[#out + 1] = view(inst) end
+  table.sort(out, function(a, b) return (a.created_at or 0) < (b.created_at or 0) end)
+  return out
+end
+
+-- agent.records() -> the records of the instances and of the ended ones kept, oldest first: what
+-- agent.list() says, without a view of each (the image collector's pass: 1,000 views and their
+-- garbage per call at 1,000 Pods).
+function agent.records()
+  local out = {}
+  for _, inst in pairs(instances) do out[#out + 1] = inst.rec end
   table.sort(out, function(a, b) return (a.created_at or 0) < (b.created_at or 0) end)
   return out
 end

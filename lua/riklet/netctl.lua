@@ -90,10 +90,17 @@ local unsaved -- a save failed where failing to write changes nothing in the ker
 -- changed): the boot's reconcile writes it. Otherwise a restart with nothing changed writes nothing.
 local dirty
 
+local writes_at, last_encode = {}, 0 -- when the last BURST_WRITES writes began (core.now()); the last encoding's seconds
+local BURST_WRITES, BURST_SECONDS = 5, 5
+
 -- save(false): without fsync, for what only describes kernel objects a machine crash takes away
 -- with it (the namespaces, links and rules of M.setup): a crash of riklet alone keeps the page cache
 local function write_state(durable)
+  local t0 = core.now()
+  table.insert(writes_at, 1, t0)
+  writes_at[BURST_WRITES + 1] = nil
   local s, err = json.encode(S, true)
+  last_encode = core.now() - t0
   if not s then return nil, "encoding the network state: " .. tostring(err) end
   local ok, werr = fs.write_atomic(state_path(), s, "0600", durable == false and { sync = false } or nil)
   if not ok then return nil, "saving the network state: " .. tostring(werr) end
@@ -107,11 +114,23 @@ end
 -- 1,000 Pods created at once write a state growing with every Pod 2,000 times, one after the
 -- other: O(n^2) bytes, and every Pod's network step waited for all the fsyncs queued before it.
 -- The next write is durable (fsynced) when any save waiting for it asked for that.
+-- During a burst the saves come one or two per loop turn (the turn's budget paces the creates'
+-- network steps), and each write encodes the whole state again. So during a burst (BURST_WRITES
+-- writes begun in the last BURST_SECONDS) a write begins at the earliest LINGER times the last
+-- encoding's time after the last one began (at most LINGER_MAX s later), and the saves asked
+-- meanwhile join it. One Pod created on a node with 1,000 (two saves) is written at once.
 local writing, next_write, next_durable -- a write is in flight; the event the saves behind it wait for
+local lingering -- { ev =, durable = }: a write waiting for the saves that join it
+local LINGER, LINGER_MAX = 50, 0.5
 
 local function save(durable)
   local task = require "riklet.task"
   if not task.in_task() then return write_state(durable) end
+  if lingering then
+    if durable ~= false then lingering.durable = true end
+    local r = lingering.ev:wait()
+    return r[1], r[2]
+  end
   if writing then
     next_write = next_write or task.event()
     if durable ~= false then next_durable = true end
@@ -119,9 +138,20 @@ local function save(durable)
     return r[1], r[2]
   end
   writing = true
+  local joined
+  local t = core.now()
+  local burst = writes_at[BURST_WRITES] and t - writes_at[BURST_WRITES] < BURST_SECONDS
+  local wait = burst and writes_at[1] + LINGER * last_encode - t or 0
+  if wait > 0 then
+    lingering = { ev = task.event(), durable = durable ~= false }
+    task.sleep(math.min(wait, LINGER_MAX))
+    joined, lingering = lingering, nil
+    durable = joined.durable
+  end
   local pok, ok, err = pcall(write_state, durable)
   writing = false
   if not pok then ok, err = nil, "saving the network state: " .. tostring(ok) end
+  if joined then joined.ev:set({ ok, err }) end
   if next_write then
     local ev, d = next_write, next_durable
     next_write, next_durable = nil, nil
@@ -682,7 +712,21 @@ end
 -- the whole nat table each time (O(n^2): 27 s of a 28.6 s re-adoption at 1,000 Pods). ports: node
 -- port -> instance, kept up to date as each adoption sets its ports (M.exposed(id) per Pod was
 -- another O(n^2)).
+-- The batch is applied once every adoption under way has joined it (or ended without it): those
+-- ready in the same turn, and those that waited meanwhile, for the xtables lock (ensure_infra: held
+-- by another program, each retries on its own timer) or for their turn (a loop turn's budget
+-- paces task resumes: 12 adoptions were applied in batches of 3 and 8 + 4). At most ARRIVAL_WAIT
+-- seconds: then what joined is applied, and a later one opens a batch of its own.
 local batch
+local arriving = 0 -- adoptions under way in M.adopt that have not joined a batch yet
+local ARRIVAL_WAIT = 10
+
+local function arrived(a)
+  if a.done then return end
+  a.done = true
+  arriving = arriving - 1
+  if arriving == 0 and batch and batch.arrived then batch.arrived:set(true) end
+end
 
 local function adoption_batch()
   if batch then return batch end
@@ -691,6 +735,11 @@ local function adoption_batch()
   batch = b
   task.spawn(function()
     task.yield() -- every adoption ready to run joins first
+    local deadline = core.now() + ARRIVAL_WAIT
+    while arriving > 0 and core.now() < deadline do
+      b.arrived = task.event()
+      b.arrived:wait(deadline - core.now())
+    end
     batch = nil
     if #b.owners == 0 then return b.done:set({ true }) end
     -- in the order the chains hold them now (fw keeps a chain in the order asked for: adoption
@@ -795,7 +844,7 @@ end
 
 -- Apply the rules of instance id, with the batch b (one commit for the batch) or alone. A batch that
 -- fails (a bad rule of one instance) is no reason to fail the others: each then tries alone.
-local function adopt_apply(id, rules, b)
+local function adopt_apply(id, rules, b, arrival)
   if b then
     for i, r in ipairs(rules) do
       local ok, err = fw.validate(r)
@@ -803,6 +852,7 @@ local function adopt_apply(id, rules, b)
     end
     b.owners[#b.owners + 1] = owner(id)
     b.rules[owner(id)] = rules
+    arrived(arrival)
     local res = b.done:wait()
     if res[1] then return res[1] end
     log("warn", "instance %s: applying the rules of %d re-adopted instances at once failed (%s); applying its own alone",
@@ -812,7 +862,7 @@ local function adopt_apply(id, rules, b)
 end
 
 -- After a restart: the record is the truth; put the kernel back in line with it.
-function M.adopt(id, w, netrec)
+local function adopt(id, w, netrec, arrival)
   local ok, err = need_init()
   if not ok then return nil, err end
   if not valid_id(id) then return nil, ("instance id '%s' is not valid"):format(tostring(id)) end
@@ -857,10 +907,19 @@ function M.adopt(id, w, netrec)
     changed = true
   end
   local st
-  st, err = adopt_apply(id, rec.rules or {}, b)
+  st, err = adopt_apply(id, rec.rules or {}, b, arrival)
   if not st then return nil, err end
   if not changed then return true end
   return save_later("instance " .. id .. " re-adopted")
+end
+
+function M.adopt(id, w, netrec)
+  arriving = arriving + 1
+  local arrival = {}
+  local ok, r1, r2, r3 = pcall(adopt, id, w, netrec, arrival)
+  arrived(arrival) -- (ended without joining a batch)
+  if not ok then error(r1, 0) end
+  return r1, r2, r3
 end
 
 -- Boot: everything that does not belong to a live instance goes (rules, links, namespaces,

@@ -115,7 +115,9 @@ local function watch(inst, c, mon, suffix)
   local r = rt(inst, c.name)
   r.exited, r.watching, r.mon = task.event(), true, mon
   local exited = r.exited
-  -- (a callback of the monitor's end, not a task waiting for it: a stack less per container)
+  exited.first = true -- (a stop's wait for the exit: ahead of the paced resumes)
+  -- (a callback of the monitor's end, not a task waiting for it: a stack less per container; it
+  -- runs inside the monitor's set, so the exit reaches the instance with no resume in between)
   mon.ended:on_set(function(st)
     exited:set(st)
     if r.expected or r.mon ~= mon then return end -- we stopped it, or a restart replaced it

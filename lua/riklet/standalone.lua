@@ -6,6 +6,7 @@ local core = require "riklet.core"
 local fs = require "riklet.fs"
 local agent = require "riklet.agent"
 local store = require "riklet.store"
+local task = require "riklet.task"
 local bit = require "bit"
 
 local S = {}
@@ -73,6 +74,9 @@ local function scan(dir)
     if n:match("%.json$") and not n:match("^%.") then
       present[S.id_for(n)] = true
       converge(dir, n)
+      -- 1,000 manifests at once: each create runs up to its first wait here; the loop serves
+      -- others between slices (a rescan meanwhile reads the directory again)
+      task.pace()
     end
   end
   -- instances from this directory whose manifest is gone
@@ -140,7 +144,10 @@ function S.run(dir)
     end
     if rescan then scan(dir)
     else
-      for name in pairs(touched) do converge(dir, name) end
+      for name in pairs(touched) do
+        converge(dir, name)
+        task.pace()
+      end
     end
   end
 end

@@ -50,6 +50,47 @@ function task.yield()
   task.sleep(0)
 end
 
+-- task.set_first(on) -> what it was. While on, the calling task's resumes (an fd, a process's
+-- exit, a wake, a timeout) go ahead of the task resumes a loop turn's budget paces
+-- (task_core.set_first; raises outside a task). For a task that answers an outside event others
+-- wait on: a container's exit monitor.
+task.set_first = core.set_first
+
+-- task.pace() — for a long loop in a task (a scan of 1,000 manifests, a full collection in
+-- steps): once the current loop turn has used its budget (20 ms, core/loop.h RK_LOOP_BUDGET_MS),
+-- yield, so that fds, timers and the other ready tasks are served before the loop goes on. Outside
+-- a task (nothing can wait there) it does nothing. -> true when it yielded.
+function task.pace()
+  if core.over_budget() and core.in_task() then
+    task.yield()
+    return true
+  end
+  return false
+end
+
+-- task.collect([max_seconds]) -> steps: a full collection (the cycle under way ended, then a whole
+-- one: what collectgarbage("collect") does) in steps of 64 KiB between which the loop serves others
+-- (task.pace): after a burst of 1,000 Pods one collect held the loop for 7.0 s at load 8-16. A
+-- cycle's end is seen wherever it happens: the finalizer of a proxy unreachable from the start runs
+-- at the end of the first cycle that finds it unmarked, also one that ended in another task's
+-- allocation between two steps (a step returns true only when the cycle ended in that call: going
+-- by that, while other tasks allocate, the steps could start cycle after cycle until max_seconds,
+-- 60 by default, every turn's leftover budget spent in the collector: tests/lua/core.test.lua).
+local GC_STEP_KB = 64
+function task.collect(max_seconds)
+  local deadline, steps = now() + (max_seconds or 60), 0
+  for _ = 1, 2 do
+    local cycle = { ended = false }
+    getmetatable(newproxy(true)).__gc = function() cycle.ended = true end
+    repeat
+      collectgarbage("step", GC_STEP_KB)
+      steps = steps + 1
+      if not cycle.ended then task.pace() end
+    until cycle.ended or now() > deadline
+  end
+  return steps
+end
+
 -- Wait in a list of waiters until woken (-> the value) or timeout seconds pass (-> nil, "timeout").
 local function wait_in(waiters, timeout)
   local tok = core.prepare()
@@ -103,12 +144,15 @@ function task.event()
   return setmetatable({ waiters = {}, is_set = false }, Event)
 end
 
+-- (ev.first = true: its waiters resume ahead of the task resumes a loop turn's budget paces:
+-- task_core.wake_first)
 function Event:set(v)
   if self.is_set then return end
   self.is_set, self.value = true, (v == nil and true or v)
   local waiters = self.waiters
+  local wake = self.first and core.wake_first or core.wake
   self.waiters = {}
-  for _, tok in ipairs(waiters) do core.wake(tok, self.value) end
+  for _, tok in ipairs(waiters) do wake(tok, self.value) end
   -- emptied: each woken waiter looks for its token in this list (wait_in) and finds none; left
   -- full, each found its own first and table.remove shifted the rest: O(n^2) at one set (the
   -- 1,000 adoptions waiting for their batch's commit)
@@ -237,6 +281,9 @@ local function sem_run(self, q, fn, ...)
   local a = accounts[coroutine.running() or 0]
   if self.held >= self.n or self.first:len() > 0 or (q == self.waiting and q:len() > 0) then
     local ev = task.event()
+    -- the slot handed over is held from the release on: its next holder resumes ahead of the
+    -- paced task resumes (1,000 creates ready at once would leave it idle meanwhile)
+    ev.first = true
     q:put(ev, q == self.first and (a and a.rank or NOT_BEGUN + task.ticket()) or nil)
     if a then
       if a.waiting == 0 then a.since = now() end
@@ -251,7 +298,11 @@ local function sem_run(self, q, fn, ...)
     self.held = self.held + 1
   end
   if a and not a.rank then a.rank = task.ticket() end
+  -- while it holds the slot, the task's resumes go ahead of the paced ones (its runc process
+  -- ended: the slot is not held idle while 1,000 ready tasks go first)
+  local was_first = core.in_task() and core.set_first(true)
   local res = pack(pcall(fn, ...))
+  if core.in_task() then core.set_first(was_first) end
   self.held = self.held - 1
   while self.held < self.n and (self.first:len() > 0 or self.waiting:len() > 0) do
     self.held = self.held + 1

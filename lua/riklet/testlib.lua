@@ -98,6 +98,26 @@ function T.ticking(fn)
   return a, b, core.now() - t0, ticks, math.max(gap, core.now() - last)
 end
 
+-- T.busy_tasks(n) -> state: n tasks ready at once, each yielding 4 times and working 3 ms after
+-- each yield, so that a loop turn's budget paces them (~n * 3 ms a pass); state.left is how many
+-- have not ended yet.
+function T.busy_tasks(n)
+  local task = require "riklet.task"
+  local core = require "riklet.core"
+  local state = { left = n }
+  for _ = 1, n do
+    task.spawn(function()
+      for _ = 1, 4 do
+        task.yield()
+        local t = core.now()
+        while core.now() - t < 0.003 do end
+      end
+      state.left = state.left - 1
+    end)
+  end
+  return state
+end
+
 -- Run this test file again under argv_prefix (e.g. { "env", "X=1" } or { "unshare", "-n", ... })
 -- and report its results as ours; `what` names the nested run in the last line.
 function T.run_nested(argv_prefix, what, timeout)

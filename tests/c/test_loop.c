@@ -1,9 +1,11 @@
 /* test_loop.c — the event loop: timers in order, cancel, defer, fd watches, child exits (our own,
  * an exit reaped before the watch, and a process that is not our child), signals, stop; timer
- * cancel gives memory back; loop lag is measured; the worker pool runs jobs off the loop thread
+ * cancel gives memory back; loop lag is measured; a turn's budget bounds the deferred work it runs; the worker pool runs jobs off the loop thread
  * and delivers their completions on it while the loop keeps turning. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
+#include <unistd.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -97,6 +99,45 @@ static void busy(void *ud)
 		;
 	rk_loop_blame(ud, 150000, "the busy test callback");
 	rk_loop_stop(ud, 0);
+}
+
+/* the turn budget: NSPIN deferred callbacks of 5 ms queued at once, a 1 ms ticker and a ready fd */
+#define NSPIN 200
+static int spun, spun_in_order = 1, fd_seen_at = -1, spin_ticks;
+static uint64_t last_tick_us, max_tick_gap_us;
+static void spin5(void *ud)
+{
+	intptr_t i = (intptr_t)ud;
+	if (i != spun)
+		spun_in_order = 0;
+	uint64_t t = rk_now_us();
+	while (rk_now_us() - t < 5000)
+		;
+	if (++spun == NSPIN)
+		rk_loop_stop(g_loop, 0);
+}
+static int answered_at = -1;
+static void spin_answer(void *ud)
+{
+	answered_at = spun;
+}
+static void spin_fd(void *ud, int fd, uint32_t ev)
+{
+	char c;
+	if (read(fd, &c, 1) == 1 && fd_seen_at < 0) {
+		fd_seen_at = spun;
+		rk_loop_defer(g_loop, spin_answer, NULL); /* e.g. an HTTP request's dispatch */
+	}
+}
+static void spin_tick(void *ud)
+{
+	uint64_t now = rk_now_us();
+	if (now - last_tick_us > max_tick_gap_us)
+		max_tick_gap_us = now - last_tick_us;
+	last_tick_us = now;
+	spin_ticks++;
+	if (spun < NSPIN)
+		rk_loop_timer(ud, 1, spin_tick, ud);
 }
 
 int main(void)
@@ -216,6 +257,36 @@ int main(void)
 	ok(ls.slow_turns >= 1, "counted as a slow turn (%llu)", (unsigned long long)ls.slow_turns);
 	ok(strstr(ls.slowest, "busy test callback") != NULL, "the slowest turn is named: '%s'", ls.slowest);
 	ok(ls.lag_last_us < 150000, "the last turn was a quick one (%llu us)", (unsigned long long)ls.lag_last_us);
+
+	/* the turn budget: 200 paced callbacks of 5 ms queued at once (1 s of work) do not hold the
+	 * loop for 1 s: once a turn has run RK_LOOP_BUDGET_MS, the rest waits for the next turn, in
+	 * order, and a ready fd, what it defers and a 1 ms timer are served in between */
+	g_loop = l;
+	int sp[2];
+	ok(pipe(sp) == 0 && write(sp[1], "x", 1) == 1, "a pipe with a byte to read");
+	rk_watch *sw = rk_loop_watch_fd(l, sp[0], EPOLLIN, spin_fd, NULL, &e);
+	rk_loop_timer(l, 1, spin_tick, l);
+	for (intptr_t i = 0; i < NSPIN; i++)
+		rk_loop_defer_paced(l, spin5, (void *)i);
+	uint64_t s0 = rk_now_ms();
+	last_tick_us = rk_now_us();
+	rk_loop_run(l);
+	uint64_t spin_ms = rk_now_ms() - s0;
+	if (rk_now_us() - last_tick_us > max_tick_gap_us)
+		max_tick_gap_us = rk_now_us() - last_tick_us;
+	rk_watch_cancel(sw);
+	close(sp[0]);
+	close(sp[1]);
+	is_int(spun, NSPIN, "all 200 deferred callbacks ran");
+	ok(spun_in_order, "in the order they were queued, across turns");
+	ok(fd_seen_at >= 0 && fd_seen_at <= 2 * RK_LOOP_BUDGET_MS / 5 + 2,
+	   "the ready fd was served after %d of them (one turn's budget: %d ms)", fd_seen_at, RK_LOOP_BUDGET_MS);
+	ok(answered_at == fd_seen_at,
+	   "a callback the fd deferred (rk_loop_defer) ran in its turn, ahead of the paced ones");
+	ok(spin_ticks >= 10, "a 1 ms timer ticked %d times in the %llu ms", spin_ticks, (unsigned long long)spin_ms);
+	ok(max_tick_gap_us < 200000,
+	   "the longest wait of the ticker (from the start to the end) was %.1f ms (the work queued: %d x 5 ms)",
+	   max_tick_gap_us / 1000.0, NSPIN);
 
 	/* the worker pool: 8 jobs of 200 ms on 4 threads take ~400 ms, run off the loop thread, and
 	 * their completions are delivered on the loop while a 5 ms timer keeps ticking */

@@ -4,7 +4,8 @@
 # with the same container pids (none restarted), the damage is repaired (a DNAT rule deleted, a
 # veth down and off the bridge, a Pod's address and default route removed inside its namespace),
 # a leftover rule of an instance that does not exist is removed, the rules of all the Pods are
-# written in one libiptc commit (not one per Pod), and the rules end as they were.
+# written in one libiptc commit (not one per Pod), also while another program takes the xtables
+# lock again and again during the adoptions, and the rules end as they were.
 # Runs in a private network + mount namespace with `--network bridge` and a loopback registry.
 source "$(dirname "$0")/../lib/private_ns.sh"
 source "$(dirname "$0")/../lib/mkimage.sh"
@@ -16,6 +17,10 @@ rk_init
 ip link set lo up
 NETNS=$TEST_TMP/netns
 N=${RK_PODS:-12}
+# the xtables lock is the test's own (riklet and iptables-legacy take it; see the first restart)
+XT=$TEST_TMP/xtables.lock
+export XTABLES_LOCKFILE=$XT
+touch "$XT"
 rk_registry_image '["sh","-c","trap '"'exit 0'"' TERM INT; sleep 3600 & wait $!"]'
 # operator policies over the defaults (same verdicts until the last restart, where both change)
 PD=$TEST_TMP/policies
@@ -77,7 +82,14 @@ ok "iptables-legacy -t nat -A RIKLET -p tcp --dport 19999 -m comment --comment r
 
 L=$(wc -l <"$RK_LOG")
 T0=$EPOCHREALTIME
+# another program takes the xtables lock again and again while riklet starts (another firewall
+# manager; in CI, the iptables commands of the test beside): the adoptions wait for it, each
+# retrying on its own timer, and get it over several loop turns; they still share one commit
+(for _ in {1..10}; do flock "$XT" sleep 0.05; done) &
+HOLDER=$!
+wait_for 5 bash -c "! flock -n '$XT' true" || bail_out "could not take the xtables lock"
 rk_start_standalone || bail_out "riklet did not start again"
+wait "$HOLDER"
 booted() { tail -n +"$((L + 1))" "$RK_LOG" | grep -qF "[agent] boot: "; }
 wait_for 60 booted || { diag_file "$RK_LOG"; bail_out "riklet did not finish its boot"; }
 diag "$(awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN { printf "re-adopted and reconciled within %.1f s of the start", b - a }')"

@@ -40,4 +40,30 @@ assert(fs.write_atomic(dir .. "/exit/exit", "42"))
 local st = mon.ended:wait(10)
 T.ok(st and st.code == 42, "once conmon's exit file is there, the monitor ends with its code: " .. tostring(st and st.describe))
 mon.cancelled = true
+
+-- a container that ends while many tasks are ready (the loop's budget paces them: 150 tasks of
+-- 3 ms steps, ~0.45 s a pass): whoever waits for its monitor resumes in the next turns, ahead of
+-- them (before: after two passes, the monitor's resume at the exit then the waiter's; with 1,000
+-- Pods removed at once 108 destroys saw their exit only after the 2 s grace and sent a SIGKILL).
+-- The "conmon" is a process riklet did not spawn (watched through a pidfd, as a re-adopted one);
+-- its exit file is there already.
+do
+  local d2 = dir .. "/first"
+  assert(fs.mkdir_p(d2 .. "/exit", "0700"))
+  assert(fs.write_atomic(d2 .. "/exit/exit", "0"))
+  local r = assert(proc.run({ "sh", "-c", "sleep 600 </dev/null >/dev/null 2>&1 & echo $!" }, { own_group = false }))
+  local pid = assert(tonumber(r.stdout:match("%d+")))
+  local m = conmon.monitor({ id = "monitor-test-first", dir = d2, conmon_pid = pid })
+  local seen_at
+  task.spawn(function() m.ended:wait() seen_at = core.now() end)
+  local busy = T.busy_tasks(150)
+  task.sleep(0.05)
+  local killed_at = core.now()
+  assert(proc.kill(pid, 9))
+  T.wait_for(30, function() return seen_at ~= nil and busy.left == 0 end)
+  T.ok(seen_at and seen_at - killed_at < 0.15,
+    ("a conmon killed while 150 tasks were ready: its monitor's waiter resumed %.1f ms later (load %s)")
+    :format(((seen_at or killed_at) - killed_at) * 1000, (fs.read("/proc/loadavg", 64) or "?"):match("^(%S+)")))
+  m.cancelled = true
+end
 fs.rm_rf(dir)

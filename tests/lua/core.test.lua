@@ -221,6 +221,51 @@ T.ok(max_gap < bound and max_gap < rm_took / 2,
   .. "rm_rf: longest %.1f ms, with nothing to do %.1f ms, load %s"):format(bound * 1000, max_gap * 1000,
   idle_gap * 1000, (fs.read("/proc/loadavg", 64) or "?"):match("^(%S+)")))
 
+-- ---- a turn's budget: a burst of completions does not resume every task in one turn ----
+-- 100 tasks wait for a write on the pool while the loop is held 0.3 s: the writes all end meanwhile
+-- and their completions arrive in one callback. Each task then works 5 ms: past the turn's budget
+-- (20 ms) the resumes wait for the next turn (before: all 100 in one turn of 0.5 s). Each task
+-- notes how long the turn it ran in had run (task_core.turn_ms). Then task.pace(): a loop of 1,000
+-- steps of 0.2 ms in one task lets a 1 ms ticker in.
+local tcore = require "riklet.task_core"
+local function spin(s) local t = core.now() while core.now() - t < s do end end
+local bdir = os.tmpname() fs.unlink(bdir) assert(fs.mkdir_p(bdir))
+local resumed, longest = 0, 0
+for i = 1, 100 do
+  task.spawn(function()
+    assert(fs.write_atomic(bdir .. "/f" .. i, "x", "0600"))
+    spin(0.005)
+    resumed = resumed + 1
+    longest = math.max(longest, tcore.turn_ms())
+  end)
+end
+spin(0.3)
+T.wait_for(20, function() return resumed == 100 end)
+T.ok(resumed == 100 and longest < 100,
+  ("100 completions at once, 5 ms of work each: the longest turn they ran in had run %.1f ms (budget %d ms, load %s)")
+  :format(longest, 20, (fs.read("/proc/loadavg", 64) or "?"):match("^(%S+)")))
+local ticks_seen, ticking = 0, true
+task.spawn(function()
+  while ticking do
+    task.sleep(0.001)
+    ticks_seen = ticks_seen + 1
+  end
+end)
+local steps, yields = 0, 0
+task.spawn(function()
+  for _ = 1, 1000 do
+    spin(0.0002)
+    steps = steps + 1
+    if task.pace() then yields = yields + 1 end
+  end
+end)
+T.wait_for(20, function() return steps == 1000 end)
+ticking = false
+T.ok(yields >= 3 and ticks_seen >= 3,
+  ("task.pace: 1,000 steps of 0.2 ms yielded %d times, a 1 ms ticker ran %d times meanwhile"):format(yields, ticks_seen))
+T.ok(not task.pace(), "task.pace in a turn that has not used its budget does not yield")
+fs.rm_rf(bdir)
+
 -- write_atomic from a task: same result, and writes of one path land in call order even when
 -- many tasks write at once; an unlink after them is not undone by a write still on its way
 local wd = os.tmpname() fs.unlink(wd) assert(fs.mkdir_p(wd))
@@ -357,3 +402,28 @@ T.ok(c4 == nil and s4 == nil and e4 == nil, "a pid that no longer exists is an e
 -- bad arguments raise before anything is allocated or spawned
 T.ok(not pcall(proc.spawn, { "true" }, { env = { 1 } }), "a non-string env entry raises")
 T.ok(not pcall(proc.run, { "true", {} }), "a non-string argv entry raises")
+
+-- ---- task.collect: a full collection in paced steps ends once its two cycles ended, also when
+-- they end in another task's allocation between two of its steps (here a task collecting in full
+-- at each of its turns); a step says only whether the cycle ended in that very call, and a
+-- collection that went by that ran until its time limit, the loop's leftover budget spent in it.
+-- A 1 ms budget: no cycle of this heap fits in one turn's steps.
+do
+  local live = {}
+  for i = 1, 150000 do live[i] = { i } end
+  local was = require("riklet.task_core").set_budget(1)
+  local busy = true
+  task.spawn(function()
+    while busy do
+      collectgarbage("collect")
+      task.yield()
+    end
+  end)
+  t0 = core.now()
+  local gc_steps = task.collect(5)
+  took = core.now() - t0
+  busy = false
+  require("riklet.task_core").set_budget(was)
+  T.ok(took < 1.5, ("task.collect ends when its cycles end in another task (%.2f s, %d steps)"):format(took, gc_steps))
+  T.is(#live, 150000, "(the live data kept)")
+end
