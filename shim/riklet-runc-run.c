@@ -38,7 +38,8 @@
  * followed by `runc delete --force ID` (what `run --detach` leaves after a failure: nothing) and
  * the pid file is not renamed. Signals conmon forwards to its runtime are passed on to create or
  * start (one arriving in between: no start, the container deleted, this process ends by it); the
- * exit status is the runtime's.
+ * exit status is the runtime's. Every runc it runs has PDEATHSIG SIGKILL, as conmon gives this
+ * process: conmon killed (riklet's deadline) ends this process and the runc it runs.
  *
  * If RUNC cannot be executed, the reason is appended to runc's --log (JSON lines, where riklet
  * reads runc's own errors) and to stderr, and it exits 127.
@@ -53,6 +54,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -195,8 +197,14 @@ static char *g_pid_opt; /* (create's --pid-file value: reachable to the end, no 
  * -> its wait status (127 << 8 when it cannot be run) */
 static int run_reading(char **argv, int out_fd, struct stream *st, int n, int fwd)
 {
+	pid_t parent = getpid();
 	pid_t pid = fork();
 	if (pid == 0) {
+		/* conmon gives its runtime PDEATHSIG SIGKILL: its end (riklet's deadline, conmon.stop)
+		 * ends the runtime. This process is that runtime for conmon; the runc it runs must end
+		 * with it too, or it goes on to create (start) a container no conmon is there for */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+			_exit(127);
 		if (out_fd >= 0 && (dup2(out_fd, STDOUT_FILENO) < 0 || dup2(out_fd, STDERR_FILENO) < 0))
 			_exit(127);
 		execv(argv[0], argv);
