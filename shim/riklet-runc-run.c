@@ -182,6 +182,8 @@ static void give_back(int fd, const struct stream *s)
 
 static volatile pid_t child = -1;
 static volatile sig_atomic_t signalled; /* the last signal conmon sent */
+static const int fwd_sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+#define NFWD (sizeof fwd_sigs / sizeof fwd_sigs[0])
 static void forward(int sig)
 {
 	signalled = sig;
@@ -198,8 +200,18 @@ static char *g_pid_opt; /* (create's --pid-file value: reachable to the end, no 
 static int run_reading(char **argv, int out_fd, struct stream *st, int n, int fwd)
 {
 	pid_t parent = getpid();
+	/* the signals to forward are held from the fork until child is set: one arriving in between
+	 * was taken by the child's copy of forward() before its exec, and lost (runc ran on) */
+	sigset_t held, old;
+	sigemptyset(&held);
+	for (size_t i = 0; i < NFWD; i++)
+		sigaddset(&held, fwd_sigs[i]);
+	sigprocmask(SIG_BLOCK, &held, &old);
 	pid_t pid = fork();
 	if (pid == 0) {
+		for (size_t i = 0; i < NFWD; i++)
+			signal(fwd_sigs[i], SIG_DFL);
+		sigprocmask(SIG_SETMASK, &old, NULL);
 		/* conmon gives its runtime PDEATHSIG SIGKILL: its end (riklet's deadline, conmon.stop)
 		 * ends the runtime. This process is that runtime for conmon; the runc it runs must end
 		 * with it too, or it goes on to create (start) a container no conmon is there for */
@@ -211,14 +223,17 @@ static int run_reading(char **argv, int out_fd, struct stream *st, int n, int fw
 		fail(g_argc, g_argv, argv[0], errno);
 	}
 	if (pid < 0) {
-		fprintf(stderr, "riklet-runc-run: cannot fork to run the runtime %s: %s\n", argv[0], strerror(errno));
+		int err = errno;
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		fprintf(stderr, "riklet-runc-run: cannot fork to run the runtime %s: %s\n", argv[0], strerror(err));
 		return 127 << 8;
 	}
 	if (fwd) {
 		child = pid;
 		if (signalled)
-			kill(pid, signalled); /* (it came before child was set) */
+			kill(pid, signalled); /* (it came before this run) */
 	}
+	sigprocmask(SIG_SETMASK, &old, NULL);
 	if (out_fd >= 0)
 		close(out_fd);
 	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
@@ -305,11 +320,10 @@ static char **command(char **a, char **out, int nglobal, const char *verb, const
 static void create_and_start(char **out, int nglobal, const char *id, const char *pidfile, const char *tmp_pid,
 			     int start_it)
 {
-	const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
 	struct sigaction sa = {.sa_handler = forward};
 	sigemptyset(&sa.sa_mask);
-	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
-		sigaction(sigs[i], &sa, NULL);
+	for (size_t i = 0; i < NFWD; i++)
+		sigaction(fwd_sigs[i], &sa, NULL);
 	static struct stream io[2];
 	io[0].rfd = reader(STDOUT_FILENO), io[0].name = "stdout";
 	io[1].rfd = reader(STDERR_FILENO), io[1].name = "stderr";
