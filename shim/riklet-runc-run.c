@@ -38,7 +38,8 @@
  * followed by `runc delete --force ID` (what `run --detach` leaves after a failure: nothing) and
  * the pid file is not renamed. Signals conmon forwards to its runtime are passed on to create or
  * start (one arriving in between: no start, the container deleted, this process ends by it); the
- * exit status is the runtime's.
+ * exit status is the runtime's. Every runc it runs has PDEATHSIG SIGKILL, as conmon gives this
+ * process: conmon killed (riklet's deadline) ends this process and the runc it runs.
  *
  * If RUNC cannot be executed, the reason is appended to runc's --log (JSON lines, where riklet
  * reads runc's own errors) and to stderr, and it exits 127.
@@ -53,6 +54,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -180,6 +182,8 @@ static void give_back(int fd, const struct stream *s)
 
 static volatile pid_t child = -1;
 static volatile sig_atomic_t signalled; /* the last signal conmon sent */
+static const int fwd_sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+#define NFWD (sizeof fwd_sigs / sizeof fwd_sigs[0])
 static void forward(int sig)
 {
 	signalled = sig;
@@ -195,22 +199,41 @@ static char *g_pid_opt; /* (create's --pid-file value: reachable to the end, no 
  * -> its wait status (127 << 8 when it cannot be run) */
 static int run_reading(char **argv, int out_fd, struct stream *st, int n, int fwd)
 {
+	pid_t parent = getpid();
+	/* the signals to forward are held from the fork until child is set: one arriving in between
+	 * was taken by the child's copy of forward() before its exec, and lost (runc ran on) */
+	sigset_t held, old;
+	sigemptyset(&held);
+	for (size_t i = 0; i < NFWD; i++)
+		sigaddset(&held, fwd_sigs[i]);
+	sigprocmask(SIG_BLOCK, &held, &old);
 	pid_t pid = fork();
 	if (pid == 0) {
+		for (size_t i = 0; i < NFWD; i++)
+			signal(fwd_sigs[i], SIG_DFL);
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		/* conmon gives its runtime PDEATHSIG SIGKILL: its end (riklet's deadline, conmon.stop)
+		 * ends the runtime. This process is that runtime for conmon; the runc it runs must end
+		 * with it too, or it goes on to create (start) a container no conmon is there for */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+			_exit(127);
 		if (out_fd >= 0 && (dup2(out_fd, STDOUT_FILENO) < 0 || dup2(out_fd, STDERR_FILENO) < 0))
 			_exit(127);
 		execv(argv[0], argv);
 		fail(g_argc, g_argv, argv[0], errno);
 	}
 	if (pid < 0) {
-		fprintf(stderr, "riklet-runc-run: cannot fork to run the runtime %s: %s\n", argv[0], strerror(errno));
+		int err = errno;
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		fprintf(stderr, "riklet-runc-run: cannot fork to run the runtime %s: %s\n", argv[0], strerror(err));
 		return 127 << 8;
 	}
 	if (fwd) {
 		child = pid;
 		if (signalled)
-			kill(pid, signalled); /* (it came before child was set) */
+			kill(pid, signalled); /* (it came before this run) */
 	}
+	sigprocmask(SIG_SETMASK, &old, NULL);
 	if (out_fd >= 0)
 		close(out_fd);
 	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
@@ -297,11 +320,10 @@ static char **command(char **a, char **out, int nglobal, const char *verb, const
 static void create_and_start(char **out, int nglobal, const char *id, const char *pidfile, const char *tmp_pid,
 			     int start_it)
 {
-	const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
 	struct sigaction sa = {.sa_handler = forward};
 	sigemptyset(&sa.sa_mask);
-	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
-		sigaction(sigs[i], &sa, NULL);
+	for (size_t i = 0; i < NFWD; i++)
+		sigaction(fwd_sigs[i], &sa, NULL);
 	static struct stream io[2];
 	io[0].rfd = reader(STDOUT_FILENO), io[0].name = "stdout";
 	io[1].rfd = reader(STDERR_FILENO), io[1].name = "stderr";

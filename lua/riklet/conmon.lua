@@ -25,6 +25,9 @@
 --   conmon.ended(status) -> mon             a monitor already ended (an exit file found at adoption)
 --   conmon.exit_status(dir) -> {code=, signal=, describe=} | nil   from conmon's exit file
 --   conmon.alive(pid, id) -> boolean        pid is the conmon of container id (no fd needed)
+--   conmon.runtime_gone(pid, init) -> true | nil   conmon pid has no runtime child left (init, the
+--       container's, aside); nil: it has, or /proc cannot tell. conmon.NEVER_STARTED: the status of
+--       a container whose start nothing will finish (riklet.pod's adoption)
 --   conmon.stop(pid, id)                    SIGKILL a conmon still there after its container is gone
 --   conmon.list() -> { {pid=, cid=, bundle=}, ... }   conmons running for riklet's runc root
 --   conmon.clean(dir)                       remove conmon's and runc's per-run files (not the log)
@@ -143,6 +146,24 @@ local function is_conmon_of(pid, id)
   local mine = same_user(pid)
   if mine == nil then return fs.exists("/proc/" .. pid) and nil end
   return mine
+end
+
+M.NEVER_STARTED = "never started (riklet stopped while it was being started, and what was to start it is gone)"
+
+-- Has conmon pid no runtime left (its children, from /proc, but the container's init: none, or
+-- zombies)? true, or nil when that cannot be read (no evidence). conmon 2.1.6 whose runtime failed
+-- (riklet-runc-run killed between runc create and runc start) waits for ever to read the runtime's
+-- stderr, whose write end the created container holds; its init is conmon's child (subreaper).
+function M.runtime_gone(pid, init)
+  local kids = fs.read(("/proc/%d/task/%d/children"):format(pid, pid), 65536)
+  if not kids then return nil end
+  for kid in kids:gmatch("%d+") do
+    if tonumber(kid) ~= init then
+      local st = fs.read("/proc/" .. kid .. "/stat", 4096)
+      if not st or st:match("^%d+ %b() (%a)") ~= "Z" then return nil end
+    end
+  end
+  return true
 end
 
 -- Is pid the conmon of container id? Under an fd limit kill(0) is what we can still ask (alive);

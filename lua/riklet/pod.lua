@@ -740,6 +740,14 @@ function P.destroy(inst)
   return free_resources(inst, false)
 end
 
+-- A start in flight when riklet stopped (the record: created) that nothing will finish: runc has
+-- the container created only, and its conmon (alive) has no runtime left to start it.
+local function never_started(c)
+  if c.state ~= "created" then return false end
+  local rs = runc.state(c.runc_id)
+  return rs and rs.status == "created" and conmon.runtime_gone(c.conmon_pid, rs.pid) or false
+end
+
 -- Watch again what still runs after a riklet restart. -> description | nil, err, gone
 -- gone (the third result) is positive evidence that the workload no longer runs, and makes the
 -- instance FAILED "lost" and released; without it the instance stays RUNNING and adoption is
@@ -762,14 +770,24 @@ function P.adopt(inst)
       if st then
         watch(inst, c, conmon.ended(st), " while riklet was not running")
         ended = ended + 1
-      elseif c.conmon_pid and conmon.alive(c.conmon_pid, c.runc_id) then
+      elseif c.conmon_pid and conmon.alive(c.conmon_pid, c.runc_id) and not never_started(c) then
         watch(inst, c, conmon.monitor({ id = c.runc_id, dir = c.dir, conmon_pid = c.conmon_pid, pid = c.pid }))
         if c.state == "running" then was_started(inst, c, rt(inst, c.name).mon) end
         if not c.init then start_probes(inst, c, false) end
         running = running + 1
       else
         local rs, err, missing = runc.state(c.runc_id)
-        if missing then
+        if rs and rs.status == "created" and c.conmon_pid then
+          -- ENDED: a start in flight when riklet stopped (its record: created), the container only
+          -- created, and nothing left to start it: its conmon gone or without its runtime
+          -- (riklet-runc-run killed between runc create and runc start; riklet's own runc start
+          -- stopped with riklet). Adopted as running, it stayed created for ever; the restart
+          -- policy or the destroy deletes it (--force: it never ran).
+          log("warn", "instance %s: container %s was never started (riklet stopped meanwhile): taken as ended",
+            inst.id, c.runc_id)
+          watch(inst, c, conmon.ended({ code = -1, describe = conmon.NEVER_STARTED }), " while riklet was not running")
+          ended = ended + 1
+        elseif missing then
           -- GONE: positive evidence (no exit file, no conmon of this container, and runc says it
           -- has no such container)
           return nil, ("container %s is gone: runc has no such container%s"):format(c.runc_id,

@@ -140,4 +140,29 @@ ok "tail -n 2000 '$TEST_TMP/got.err' | cmp -s - '$TEST_TMP/want.err'" "and its s
 like "$(head -n 3 "$TEST_TMP/got.out")" "bytes of the runtime's stdout cut here.*the runtime's stdout" \
 	"the runtime's stdout comes first, cut to its start and end"
 like "$(head -n 3 "$TEST_TMP/got.err")" "bytes of the runtime's stderr cut here.*the runtime's stderr" "its stderr too"
+# --- conmon killed (riklet's deadline: conmon.stop) while the shim's `runc create` runs: conmon
+# gives its runtime PDEATHSIG SIGKILL, and the runtime the shim runs must end with the shim, as runc
+# did when conmon ran it itself: no container made after riklet took conmon's end for the end
+SLOW=$TEST_TMP/slow-runc
+cat >"$SLOW" <<SLOW_END
+#!/bin/bash
+case " \$* " in *" create "*) echo \$\$ >"$TEST_TMP/slow.pid"; sleep 2 ;; esac
+exec $(command -v runc) "\$@"
+SLOW_END
+chmod +x "$SLOW"
+D=$TEST_TMP/killed
+mkdir -p "$D/exit"
+on_exit "runc --root '$ROOT' delete -f shimkilled >/dev/null 2>&1"
+conmon --api-version 1 --cid=shimkilled --cuuid=shimkilled --name=shimkilled --runtime="$SHIM" --bundle="$B" \
+	--container-pidfile="$D/init.pid" --conmon-pidfile="$D/conmon.pid" --log-path="k8s-file:$D/0.log" \
+	--persist-dir="$D/exit" --full-attach --runtime-arg="$SLOW" --runtime-arg=--root \
+	--runtime-arg="$ROOT" --runtime-arg=--log --runtime-arg="$D/runc.log" --runtime-opt=-- >"$D/out" 2>&1 </dev/null &
+ok "wait_for 10 test -s '$TEST_TMP/slow.pid'" "conmon runs the shim, which runs the runtime's create"
+kill_ours 9 "$(cat "$D/conmon.pid" 2>/dev/null)"
+# (ended: gone, or a zombie its new parent has not reaped yet)
+ended() { ! [[ -e /proc/$1/stat ]] || [[ $(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) == Z ]]; }
+slow=$(cat "$TEST_TMP/slow.pid")
+ok "wait_for 1 ended $slow" "conmon killed: the runtime the shim runs ends with it (PDEATHSIG)"
+wait_for 3 ended "$slow"
+ok "! runc --root '$ROOT' state shimkilled >/dev/null 2>&1" "and no runc container is left for nobody"
 done_testing

@@ -9,7 +9,9 @@
 #  - failing: the instance is FAILED at once (well within 60 s) with the runtime's last words in a
 #    reason of bounded size, and nothing is left (runc container, conmon, directory); the same for
 #    a one-container Pod whose `runc start` (in the shim) writes 200 KiB on stderr and fails;
-#  - going on: the Pod runs, and the container's own stderr still reaches its log.
+#  - going on: the Pod runs, and the container's own stderr still reaches its log;
+#  - riklet and riklet-runc-run killed while a restart is between runc create and runc start (its
+#    conmon stays): riklet started again takes the created container as ended and restarts it.
 source "$(dirname "$0")/../lib/mkimage.sh"
 source "$(dirname "$0")/../lib/riklet.sh"
 need_root
@@ -43,6 +45,8 @@ fail:*" create "* | fail:*" run "* | :*" create "* | :*" run "* | failstart:*" s
 	echo " the runtime's last words" >&2
 	[[ \$mode == fail* ]] && exit 1 ;;
 esac
+# gap: runc start waits (the shim between create and start) until the mode changes
+[[ \$mode == gap && " \$* " == *" start "* ]] && { echo \$\$ >"$TEST_TMP/in-gap"; while [[ \$(cat "$TEST_TMP/mode") == gap ]]; do sleep 0.1; done; }
 exec "$REAL" "\$@"
 EOF
 chmod +x "$TEST_TMP/loudrunc"
@@ -76,8 +80,32 @@ for p in ok1 ok2; do
 		"$p: the container's own stderr still reaches its log"
 done
 
+# --- riklet and the shim killed while a restart of a one-container Pod's container is between
+# runc create and runc start: its conmon stays (it waits for the failed runtime's stderr, which the
+# created container holds), and nothing will ever start that container; riklet started again must
+# take it as ended (the restart policy then runs it again), not adopt it as running for ever
+jq -n --arg img "oci:$TEST_TMP/layout:latest" \
+	'{apiVersion: "v1", kind: "Pod", name: "gap1", spec: {restartPolicy: "Always", containers: [{name: "c", image: $img}]}}' \
+	>"$MANIFESTS/.gap1" && mv "$MANIFESTS/.gap1" "$MANIFESTS/gap1.json"
+rk_wait_status 60 gap1 RUNNING
+echo gap >"$TEST_TMP/mode"
+runc --root "$RUNC_ROOT" kill gap1_c TERM # (exit 0: restarted after 1 s)
+ok "wait_for 20 test -s $TEST_TMP/in-gap" "gap1: its container restarted, the shim waits for its runc start"
+t0=$EPOCHREALTIME
+rk_stop KILL
+kill_ours 9 "$(awk '{ print $4 }' "/proc/$(cat "$TEST_TMP/in-gap")/stat")" # (the shim)
+: >"$TEST_TMP/mode"
+is "$(runc --root "$RUNC_ROOT" state gap1_c | jq -r .status)" created "gap1: riklet and the shim killed: its container is only created"
+rk_start_standalone --runc "$TEST_TMP/loudrunc" || bail_out "riklet did not start again"
+running() { [[ $(runc --root "$RUNC_ROOT" state gap1_c 2>/dev/null | jq -r .status) == running ]]; }
+ok "wait_for 20 running" "gap1: riklet started again takes it as ended and restarts it: running" ||
+	diag "$(runc --root "$RUNC_ROOT" state gap1_c; grep gap1 "$RK_LOG" | tail -n 5)"
+diag "gap1: running again $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }') s after riklet was killed (load $(cut -d' ' -f1 /proc/loadavg))"
+like "$(grep 'gap1_c was never started' "$RK_LOG")" "taken as ended" "gap1: and says why"
+is "$(rk_status gap1)" RUNNING "gap1: RUNNING"
+
 rm -f "$MANIFESTS"/*.json
-for p in run1 create2 start1 ok1 ok2; do rk_wait_status 60 "$p" TERMINATED; done
+for p in run1 create2 start1 ok1 ok2 gap1; do rk_wait_status 60 "$p" TERMINATED; done
 rk_stop
-ok "for p in run1 create2 start1 ok1 ok2; do rk_nothing_left \$p || exit 1; done" "once the manifests are removed nothing is left"
+ok "for p in run1 create2 start1 ok1 ok2 gap1; do rk_nothing_left \$p || exit 1; done" "once the manifests are removed nothing is left"
 done_testing
