@@ -310,6 +310,7 @@ static char **command(char **a, char **out, int nglobal, const char *verb, const
 	a[n++] = (char *)verb;
 	if (arg)
 		a[n++] = (char *)arg;
+	a[n++] = (char *)"--"; /* an id may start with '-' (riklet passes create's "--" too: --help.json) */
 	a[n++] = (char *)id;
 	a[n] = NULL;
 	return a;

@@ -37,15 +37,15 @@ P=$TEST_TMP/p/init.pid
 mkdir -p "$TEST_TMP/p"
 
 is "$(args --root /r --log /l --log-format json create --bundle /b --pid-file "$P" -- id)" \
-	"--root /r --log /l --log-format json create --bundle /b --pid-file $TEST_TMP/p/.riklet-create.init.pid -- id --root /r --log /l --log-format json start id " \
+	"--root /r --log /l --log-format json create --bundle /b --pid-file $TEST_TMP/p/.riklet-create.init.pid -- id --root /r --log /l --log-format json start -- id " \
 	"create becomes create (its pid file under another name) + start, global options and create's options kept in place"
 ok "test -s '$P' && ! test -e '$TEST_TMP/p/.riklet-create.init.pid'" "the pid file is renamed into place once start succeeded"
-is "$(args --root create create -- create)" "--root create create -- create --root create start create " \
+is "$(args --root create create -- create)" "--root create create -- create --root create start -- create " \
 	"a global option's value or an id named create is not the command"
 is "$(args --root /r exec -d --pid-file /p -- id sh)" "--root /r exec -d --pid-file /p -- id sh " \
 	"exec (conmon's exec sessions) passes unchanged"
 is "$(args --debug --root=/r create "--pid-file=$P.2" id)" \
-	"--debug --root=/r create --pid-file=$TEST_TMP/p/.riklet-create.init.pid.2 id --debug --root=/r start id " \
+	"--debug --root=/r create --pid-file=$TEST_TMP/p/.riklet-create.init.pid.2 id --debug --root=/r start -- id " \
 	"flags and --opt=value forms"
 is "$(shim_out --create "$FAKE" --root /r create --pid-file "$P.3" -- id)" "--root /r create --pid-file $P.3 -- id " \
 	"--create: create alone, unchanged"
@@ -53,9 +53,13 @@ echo 4 >"$TEST_TMP/start-code"
 rm -f "$P"
 rm -f "$TEST_TMP/calls"
 is "$(args --root /r create --pid-file "$P" -- id)" \
-	"--root /r create --pid-file $TEST_TMP/p/.riklet-create.init.pid -- id --root /r start id " \
+	"--root /r create --pid-file $TEST_TMP/p/.riklet-create.init.pid -- id --root /r start -- id " \
 	"a failed start: its output on stderr"
-is "$(tail -n 1 "$TEST_TMP/calls")" "--root /r delete --force id" "and the container is deleted"
+is "$(tail -n 1 "$TEST_TMP/calls")" "--root /r delete --force -- id" "and the container is deleted"
+rm -f "$TEST_TMP/start-code"
+is "$(args --root /r create -- --help_c)" "--root /r create -- --help_c --root /r start -- --help_c " \
+	"an id starting with '-' follows start's \"--\" (--help.json's Pod: runc start took it for a flag)"
+echo 4 >"$TEST_TMP/start-code"
 "$SHIM" "$FAKE" --root /r create --pid-file "$P" -- id >/dev/null 2>&1
 is "$?" 4 "with start's exit code"
 ok "! test -e '$P' && ! test -e '$TEST_TMP/p/.riklet-create.init.pid'" "and no pid file (renamed or not)"
