@@ -316,6 +316,23 @@ static char **command(char **a, char **out, int nglobal, const char *verb, const
 	return a;
 }
 
+/* Run argv (runc VERB) with its stdout and stderr on a pipe of our own, read into *s while it runs
+ * (start and delete pass no stdio to the container); -> its wait status (1 << 8: no pipe, not run) */
+static int run_piped(char **argv, const char *verb, struct stream *s, int fwd)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		fprintf(stderr, "riklet-runc-run: cannot make a pipe for runc %s: %s\n", verb, strerror(errno));
+		return 1 << 8;
+	}
+	fcntl(p[0], F_SETFL, O_NONBLOCK);
+	s->rfd = p[0];
+	int status = run_reading(argv, p[1], s, 1, fwd);
+	close(p[0]);
+	s->rfd = -1;
+	return status;
+}
+
 /* create (out) while both of the container's pipes are read; then, when start_it, start with a
  * pipe of its own; -> never returns */
 static void create_and_start(char **out, int nglobal, const char *id, const char *pidfile, const char *tmp_pid,
@@ -340,17 +357,8 @@ static void create_and_start(char **out, int nglobal, const char *id, const char
 	if (created && !signalled) {
 		static struct stream st = {.name = "stderr"};
 		char *a[nglobal + 6];
-		int p[2];
-		if (pipe2(p, O_CLOEXEC) < 0) {
-			fprintf(stderr, "riklet-runc-run: cannot make a pipe for runc start: %s\n", strerror(errno));
-			status = 1 << 8;
-		} else {
-			fcntl(p[0], F_SETFL, O_NONBLOCK);
-			st.rfd = p[0];
-			status = run_reading(command(a, out, nglobal, "start", NULL, id), p[1], &st, 1, 1);
-			close(p[0]);
-			give_back(STDERR_FILENO, &st);
-		}
+		status = run_piped(command(a, out, nglobal, "start", NULL, id), "start", &st, 1);
+		give_back(STDERR_FILENO, &st);
 		if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && tmp_pid && rename(tmp_pid, pidfile) < 0) {
 			fprintf(stderr, "riklet-runc-run: cannot rename the pid file %s to %s: %s\n", tmp_pid, pidfile,
 				strerror(errno));
@@ -359,15 +367,9 @@ static void create_and_start(char **out, int nglobal, const char *id, const char
 		if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
 			/* the container is ours (created above): nothing is left, as after a failed run */
 			static struct stream del = {.name = "stderr"};
-			if (pipe2(p, O_CLOEXEC) == 0) {
-				fcntl(p[0], F_SETFL, O_NONBLOCK);
-				del.rfd = p[0];
-				int ds = run_reading(command(a, out, nglobal, "delete", "--force", id), p[1], &del, 1,
-						     0);
-				close(p[0]);
-				if (!(WIFEXITED(ds) && WEXITSTATUS(ds) == 0))
-					give_back(STDERR_FILENO, &del);
-			}
+			int ds = run_piped(command(a, out, nglobal, "delete", "--force", id), "delete", &del, 0);
+			if (!(WIFEXITED(ds) && WEXITSTATUS(ds) == 0))
+				give_back(STDERR_FILENO, &del);
 		}
 	} else if (created) {
 		/* a signal between create and start: what runc run would have got (the container is ours) */
