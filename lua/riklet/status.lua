@@ -66,7 +66,6 @@ function M.snapshot(instances)
       slow_turns = st.slow_turns, turns = st.turns, slowest = st.slowest ~= "" and st.slowest or nil,
       timers = st.timers, tasks = st.tasks,
     },
-    lua_heap_kib = math.floor(collectgarbage("count")), -- (beside the RSS: what of it is the Lua heap)
     pool = { threads = st.pool_threads, max_threads = st.pool_max_threads, pending = st.pool_pending, done = st.pool_done },
     -- where the RSS goes: the Lua heap (live + garbage not yet collected) inside glibc's malloc
     memory = M.memory(),
@@ -116,7 +115,7 @@ end
 -- raising on arithmetic with a string.
 local SHAPE = {
   pid = "number", start_ticks = "number", started_at = "number", updated_at = "number", instances = "number",
-  lua_heap_kib = "number", version = "string", prom = "table", scheduler = "table", policy_errors = "table", image_gc = "table",
+  version = "string", prom = "table", scheduler = "table", policy_errors = "table", image_gc = "table",
   loop = { lag_max_ms = "number", lag_recent_ms = "number", lag_last_ms = "number", slow_turns = "number",
     turns = "number", slowest = "string", timers = "number", tasks = "number" },
   pool = { threads = "number", max_threads = "number", pending = "number", done = "number" },
