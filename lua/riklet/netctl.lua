@@ -163,6 +163,14 @@ local function save(durable)
   return ok, err
 end
 
+-- For tests only (tests/lua/store.test.lua): save() on a state dir of the test's. No public path
+-- reaches save() without init, which takes the node-wide network lock, nor without the kernel
+-- (teardown removes rules and links).
+function M._save_for_test(state_dir, durable)
+  if not C then C, S = { state_dir = state_dir }, { version = 1, instances = {} } end
+  return save(durable)
+end
+
 -- After adoption or reconciliation the kernel matches S already: a full or read-only state disk
 -- must not turn into "the workload is gone". Log it and keep trying in the background; any later
 -- save writes the whole state too.

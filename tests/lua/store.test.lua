@@ -249,3 +249,92 @@ T.like(netctl.bad_entry("a", { kind = "Pod", ip = "10.89.0.2; x" }), "address", 
 T.like(netctl.bad_entry("../a", { kind = "Pod" }), "instance id", "network state: an id with ../")
 T.like(netctl.bad_entry("a", { kind = "Pod", rules = { { comment = "riklet:b" } } }), "rule",
   "network state: a rule of another instance")
+
+-- ---- network.json writes coalesce during a burst (netctl's save) --------------------------------
+-- README, Event loop: during a burst the writes are coalesced, none waits more than 0.5 s, one Pod
+-- on a quiet node is written at once, every save returns the result of a write holding its change,
+-- a durable save is fsynced. Writes are counted (and their sync option seen) at fs.write_atomic.
+do
+  local task, core = require "riklet.task", require "riklet.core"
+  local ntmp = assert(proc.run({ "mktemp", "-d", "/tmp/riklet-netsave-test.XXXXXX" })).stdout:gsub("%s+$", "")
+  local file = ntmp .. "/network.json"
+  local real, writes, during = fs.write_atomic, {}, nil -- during: run in a task while the next write is in flight
+  fs.write_atomic = function(path, data, mode, opts)
+    if path == file then writes[#writes + 1] = { durable = not (opts and opts.sync == false) } end
+    if path == file and during then task.spawn(during) during = nil end
+    return real(path, data, mode, opts)
+  end
+  local function on_disk() return json.decode(assert(fs.read(file))).instances end
+  -- (1) a quiet node: written at once
+  local t0 = core.now()
+  local qok, qerr = netctl._save_for_test(ntmp, false)
+  local dt = core.now() - t0
+  T.ok(qok and dt < 0.05, ("a save on a quiet node is written at once (%.3f s, %s)"):format(dt, tostring(qerr)))
+  -- a state whose encoding takes a few ms, so the linger (50 times that) is long enough to see
+  local S = netctl.state()
+  for i = 1, 3000 do S.instances["p" .. i] = { kind = "Pod", ip = "10.89." .. math.floor(i / 250) .. "." .. (i % 250),
+    prefix = 16, host_if = ("rkv%08x"):format(i), ports = {} } end
+  for _ = 1, 5 do assert(netctl._save_for_test(ntmp, false)) end -- 5 writes in 5 s: a burst
+  -- (2) a burst from separate tasks: each changes its entry, saves, and sees its change on disk
+  writes = {}
+  local n, done, failed, slowest = 8, 0, {}, 0
+  for i = 1, n do
+    task.spawn(function()
+      task.sleep(0.01 * i)
+      S.instances["b" .. i] = { kind = "Pod", ip = "10.89.200." .. i, prefix = 16 }
+      local s0 = core.now()
+      local wok, werr = netctl._save_for_test(ntmp, false)
+      slowest = math.max(slowest, core.now() - s0)
+      if not wok then failed[#failed + 1] = i .. ": " .. tostring(werr)
+      elseif not on_disk()["b" .. i] then failed[#failed + 1] = i .. ": returned before a write holding its change" end
+      done = done + 1
+    end)
+  end
+  T.wait_for(5, function() return done == n end, 0.01)
+  T.is(table.concat(failed, "; "), "", "every save of the burst returns ok after a write holding its change")
+  local final, lost = on_disk(), {}
+  for i = 1, n do if not final["b" .. i] then lost[#lost + 1] = i end end
+  T.is(table.concat(lost, ","), "", "network.json holds every task's change")
+  T.ok(#writes <= n / 2, ("%d saves in a burst: %d writes"):format(n, #writes))
+  T.ok(slowest < 0.5 + 0.3, ("no save waits more than LINGER_MAX and a write (%.3f s)"):format(slowest))
+  -- (2b) a save asked while a write is in flight (its change not in it) waits for the next write
+  writes, done = {}, 0
+  local late
+  during = function()
+    S.instances.late = { kind = "Pod", ip = "10.89.201.1", prefix = 16 }
+    local lok, lerr = netctl._save_for_test(ntmp, false)
+    late = lok and (on_disk().late and "written" or "returned before a write holding its change") or tostring(lerr)
+    done = done + 1
+  end
+  task.spawn(function() netctl._save_for_test(ntmp, false) done = done + 1 end)
+  T.wait_for(2, function() return done == 2 end, 0.01)
+  T.is(late, "written", "a save behind a write in flight returns after the next write, which holds its change")
+  T.is(#writes, 2, "and that is one more write")
+  -- (3) a non-durable save lingering, a durable one joining it: the write is fsynced
+  writes, done = {}, 0
+  task.spawn(function() netctl._save_for_test(ntmp, false) done = done + 1 end)
+  task.spawn(function() task.sleep(0.005) netctl._save_for_test(ntmp, true) done = done + 1 end)
+  T.wait_for(2, function() return done == 2 end, 0.01)
+  T.ok(#writes == 1 and writes[1].durable, ("a durable save joining a lingering one: one write, fsynced (%d writes, durable %s)")
+    :format(#writes, tostring(writes[1] and writes[1].durable)))
+  -- (4) the write fails (network.json is a directory): every joined save gets the error; then it works
+  assert(proc.run({ "sh", "-c", 'rm -f "$1" && mkdir "$1"', "sh", file }))
+  local errs, fails = {}, 0
+  done = 0
+  for i = 1, 4 do
+    task.spawn(function()
+      task.sleep(0.003 * i)
+      local eok, eerr = netctl._save_for_test(ntmp, false)
+      if not eok and tostring(eerr):find("saving the network state") then fails = fails + 1 end
+      errs[#errs + 1] = tostring(eerr)
+      done = done + 1
+    end)
+  end
+  T.wait_for(2, function() return done == 4 end, 0.01)
+  T.is(fails, 4, "a failed write reaches every save that joined it as nil, err (" .. table.concat(errs, " | ") .. ")")
+  assert(proc.run({ "rmdir", file }))
+  qok, qerr = netctl._save_for_test(ntmp, false)
+  T.ok(qok and on_disk()["b1"], "the next save after the fix writes: " .. tostring(qerr))
+  fs.write_atomic = real
+  proc.run({ "rm", "-rf", ntmp })
+end
