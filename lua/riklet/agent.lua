@@ -180,15 +180,20 @@ function agent.init(config)
       end
       for _, id in ipairs(unmanaged) do live[#live + 1] = id end
       for _, id in ipairs(live) do is_live[id] = true end
-      -- (the drivers look for their processes in one listing of /proc: riklet.procscan)
-      require("riklet.procscan").shared(function()
-        for kind, drv in pairs(lifecycle.drivers()) do
-          if drv.reconcile then
-            local rok, rerr = pcall(drv.reconcile, live, function(id) return is_live[id] == true end)
-            if not rok then log("error", "%s driver: reconciling leftovers failed: %s", kind, tostring(rerr)) end
+      -- (the drivers look for their processes in one listing of /proc: riklet.procscan; with the
+      -- drivers loaded on demand, none is loaded here and neither is it)
+      local reconciling = {}
+      for kind, drv in pairs(lifecycle.drivers()) do
+        if drv.reconcile then reconciling[#reconciling + 1] = { kind = kind, drv = drv } end
+      end
+      if #reconciling > 0 then
+        require("riklet.procscan").shared(function()
+          for _, r in ipairs(reconciling) do
+            local rok, rerr = pcall(r.drv.reconcile, live, function(id) return is_live[id] == true end)
+            if not rok then log("error", "%s driver: reconciling leftovers failed: %s", r.kind, tostring(rerr)) end
           end
-        end
-      end)
+        end)
+      end
     end, debug.traceback)
     if not bok then log("error", "riklet internal error while cleaning up leftovers at start: %s", tostring(berr)) end
     -- records of destroyed instances beyond --keep-records (a riklet killed before it removed one)

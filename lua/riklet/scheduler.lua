@@ -48,7 +48,6 @@ local task = require "riklet.task"
 local grpc = require "riklet.grpc"
 local metrics = require "riklet.metrics"
 local json = require "riklet.json"
-local cgstats = require "riklet.cgstats"
 
 local M = {}
 
@@ -297,6 +296,9 @@ function M.run(cfg, agent)
   end
 
   -- Per-instance metrics (opt-in): every RUNNING instance's cgroup (a Function: its VMM) numbers.
+  -- riklet.cgstats is loaded only then, at start like the rest: a node that sends none keeps
+  -- its code out of the Lua heap (issue 12, idle memory).
+  local cgstats = inst_interval > 0 and require "riklet.cgstats"
   local function send_instance_metrics()
     if not ob.connected then return end
     for _, v in ipairs(agent.list()) do
