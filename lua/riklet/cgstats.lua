@@ -146,12 +146,11 @@ function M.of_vmm(handle)
   if handle.starttime and tonumber(f[20]) ~= handle.starttime then
     return nil, ("pid %d is not the VMM any more (another start time)"):format(pid)
   end
-  local st = fs.read("/proc/" .. pid .. "/status", 65536) or ""
-  local rss, hwm, threads = st:match("VmRSS:%s*(%d+) kB"), st:match("VmHWM:%s*(%d+) kB"), st:match("Threads:%s*(%d+)")
+  local st = require("riklet.status").proc_status(pid) or {}
   return {
     cpu_seconds = ((tonumber(f[12]) or 0) + (tonumber(f[13]) or 0)) / USER_HZ,
-    memory_bytes = rss and tonumber(rss) * 1024, memory_peak_bytes = hwm and tonumber(hwm) * 1024,
-    pids = tonumber(threads), vmm_pid = pid,
+    memory_bytes = st.rss_kib and st.rss_kib * 1024, memory_peak_bytes = st.hwm_kib and st.hwm_kib * 1024,
+    pids = st.threads, vmm_pid = pid,
   }
 end
 

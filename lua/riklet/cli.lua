@@ -211,8 +211,8 @@ local trim_due = M.trim_due
 -- Lua heap of 10-17 MiB: the rest was freed memory malloc kept until the next trim.
 local TRIM_CHECK = 5
 local function rss_kib()
-  local s = fs.read("/proc/self/status", 8192)
-  return s and tonumber(s:match("\nVmRSS:%s*(%d+) kB"))
+  local st = require("riklet.status").proc_status("self")
+  return st and st.rss_kib
 end
 local function trim_after_bursts(agent)
   local lifecycle = require "riklet.lifecycle"
@@ -267,7 +267,7 @@ local function daemon(cfg)
   -- ended at "cannot list the instance records: Too many open files").
   local beside
   local rnames = fs.list(config.paths(cfg).records)
-  local nofile = tonumber((fs.read("/proc/self/limits", 65536) or ""):match("Max open files%s+(%d+)"))
+  local nofile = require("riklet.status").max_open_files("self")
   if rnames and #rnames > 0 and (not nofile or nofile >= 256) then
     beside = task.event()
     task.spawn(function() beside:set({ pcall(preflight_run, cfg) }) end)

@@ -164,16 +164,15 @@ local KINDS = { "Pod", "Function" }
 
 -- process_* series of pid, as client libraries export them
 local function process_families(pid, started_at, add)
-  local st = fs.read("/proc/" .. pid .. "/status", 65536)
+  local status = require "riklet.status"
+  local st = status.proc_status(pid)
   if not st then return end
-  local rss = st:match("VmRSS:%s*(%d+) kB")
   add("process_resident_memory_bytes", "gauge", "Resident memory size of the riklet process in bytes.",
-    { { value = (tonumber(rss) or 0) * 1024 } })
+    { { value = (st.rss_kib or 0) * 1024 } })
   local fds = fs.list("/proc/" .. pid .. "/fd")
   if fds then add("process_open_fds", "gauge", "Number of open file descriptors of the riklet process.", { { value = #fds } }) end
-  local lim = fs.read("/proc/" .. pid .. "/limits", 65536)
-  local maxfds = lim and lim:match("Max open files%s+(%d+)")
-  if maxfds then add("process_max_fds", "gauge", "Maximum number of open file descriptors.", { { value = tonumber(maxfds) } }) end
+  local maxfds = status.max_open_files(pid)
+  if maxfds then add("process_max_fds", "gauge", "Maximum number of open file descriptors.", { { value = maxfds } }) end
   local stat = fs.read("/proc/" .. pid .. "/stat", 4096)
   local after = stat and stat:match("%) (.*)$")
   if after then

@@ -35,6 +35,26 @@ end
 
 M.start_ticks = start_ticks
 
+-- What /proc/PID/status says of a process (pid: a number, or "self"): {rss_kib = VmRSS,
+-- hwm_kib = VmHWM, threads = Threads}, each nil when absent (a kernel thread has no Vm lines);
+-- nil when the process is gone or unreadable.
+function M.proc_status(pid)
+  local s = fs.read("/proc/" .. pid .. "/status", 65536)
+  if not s then return nil end
+  return {
+    rss_kib = tonumber(s:match("\nVmRSS:%s*(%d+) kB")),
+    hwm_kib = tonumber(s:match("\nVmHWM:%s*(%d+) kB")),
+    threads = tonumber(s:match("\nThreads:%s*(%d+)")),
+  }
+end
+
+-- The soft limit on a process's open files ("Max open files" of /proc/PID/limits; pid: a number,
+-- or "self"): nil when unlimited, or the process is gone or unreadable.
+function M.max_open_files(pid)
+  local s = fs.read("/proc/" .. pid .. "/limits", 65536)
+  return s and tonumber(s:match("\nMax open files%s+(%d+)"))
+end
+
 local started_at, my_ticks
 
 -- {lua_kib, lua_live_kib, malloc_kib, malloc_used_kib, malloc_free_kib, malloc_top_kib, mmap_kib,

@@ -1,6 +1,6 @@
 -- status.test.lua — status.start_ticks, which tells a reused pid (VMMs, conmon, riklet itself):
 -- the start time is field 22 of /proc/PID/stat, counted after the command name, and a process can
--- name itself anything, ") " and spaces included.
+-- name itself anything, ") " and spaces included; status.proc_status and status.max_open_files.
 local T = require "riklet.testlib"
 local fs = require "riklet.fs"
 local proc = require "riklet.proc"
@@ -47,5 +47,23 @@ do
     ("20,000 tables show in both (Lua %+d KiB, malloc %+d KiB)"):format(m2.lua_kib - m.lua_kib, m2.malloc_used_kib - m.malloc_used_kib))
   T.ok(#keep == 20000, "(kept alive until measured)")
   T.ok(type(status.snapshot(3).memory) == "table", "the snapshot written to agent.json carries it")
+end
+
+-- proc_status / max_open_files: the one reading of /proc/PID/status and /proc/PID/limits (agent's
+-- trims, riklet_process_* metrics, a VMM's numbers, the start's open-files check)
+do
+  local st = status.proc_status("self")
+  local st2 = status.proc_status(require("riklet.core").getpid())
+  T.ok(st and st.rss_kib and st.rss_kib > 0 and st.hwm_kib >= st.rss_kib and st.threads >= 1,
+    ("proc_status(\"self\"): VmRSS %s KiB, VmHWM %s KiB, %s threads"):format(st and st.rss_kib, st and st.hwm_kib, st and st.threads))
+  T.ok(st2 and st2.threads == st.threads and math.abs(st2.rss_kib - st.rss_kib) < 1024,
+    ("... the same process by its pid: VmRSS %s KiB, %s threads"):format(st2 and st2.rss_kib, st2 and st2.threads))
+  local p = proc.spawn({ "sh", "-c", "ulimit -n 77 && exec sleep 5" })
+  local pid = p.pid or p:pid()
+  T.ok(T.wait_for(3, function() return status.max_open_files(pid) == 77 end), "max_open_files of a process run with ulimit -n 77")
+  p:kill(9)
+  T.wait_for(3, function() return status.proc_status(pid) == nil end)
+  T.is(status.proc_status(pid), nil, "proc_status of a process that is gone: nil")
+  T.is(status.max_open_files(pid), nil, "max_open_files of a process that is gone: nil")
 end
 T.done()
