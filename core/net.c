@@ -258,20 +258,35 @@ static int dump_cb(struct nl_msg *m, void *arg)
 	return NL_OK;
 }
 
-/* Dump request type (RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE) for family, its fixed header hdrlen
- * bytes; d->fn sees every message of the answer. 0, or < 0 with d->e filled (what names the dump). */
-static int dump_req(struct nl_sock *s, int type, unsigned char family, size_t hdrlen, struct dump *d, const char *what)
+/* A NETLINK_ROUTE socket for dumps (dump_req), set up once: every message of each dump's answer
+ * goes to d->fn, d being the one struct dump of the socket's life. NULL with e filled. */
+static struct nl_sock *nl_open_dump(struct dump *d, rk_err *e)
 {
-	/* (ifi_family, ifa_family and rtm_family are each their header's first byte) */
-	unsigned char body[sizeof(struct ifinfomsg)] = {family};
+	struct nl_sock *s = nl_open(e);
+	if (!s)
+		return NULL;
 	/* one read of up to 64 KiB (more than the 32 KiB the kernel puts in one read of a dump): without
 	 * it libnl peeks at each read's size first, two recvmsg per read; a read that does not fit is
 	 * an error (NLE_MSG_TRUNC), nothing is lost silently */
 	int r = nl_socket_set_msg_buf_size(s, 64 * 1024);
 	if (r >= 0)
-		r = nl_send_simple(s, type, NLM_F_DUMP, body, hdrlen);
-	if (r >= 0)
 		r = nl_socket_modify_cb(s, NL_CB_VALID, NL_CB_CUSTOM, dump_cb, d);
+	if (r < 0) {
+		nl_fail(e, r, "netlink: cannot set up a socket for a dump");
+		nl_socket_free(s);
+		return NULL;
+	}
+	return s;
+}
+
+/* Dump request type (RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE) for family, its fixed header hdrlen
+ * bytes, on s from nl_open_dump(d): d->fn sees every message of the answer. 0, or < 0 with d->e
+ * filled (what names the dump). */
+static int dump_req(struct nl_sock *s, int type, unsigned char family, size_t hdrlen, struct dump *d, const char *what)
+{
+	/* (ifi_family, ifa_family and rtm_family are each their header's first byte) */
+	unsigned char body[sizeof(struct ifinfomsg)] = {family};
+	int r = nl_send_simple(s, type, NLM_F_DUMP, body, hdrlen);
 	if (r >= 0)
 		r = nl_recvmsgs_default(s);
 	if (d->failed)
@@ -343,11 +358,11 @@ int rk_net_link_list(rk_net_link **out, size_t *n, rk_err *e)
 {
 	*out = NULL;
 	*n = 0;
-	AUTO_SOCK *s = nl_open(e);
-	if (!s)
-		return -1;
 	struct link_acc a = {0};
 	struct dump d = {link_acc_cb, &a, e, 0};
+	AUTO_SOCK *s = nl_open_dump(&d, e);
+	if (!s)
+		return -1;
 	if (dump_req(s, RTM_GETLINK, AF_UNSPEC, sizeof(struct ifinfomsg), &d, "listing links") < 0) {
 		free(a.v);
 		return -1;
@@ -761,11 +776,11 @@ int rk_net_view_get(const char *ifname, rk_net_view *out, rk_err *e)
 	memset(out, 0, sizeof *out);
 	if (check_ifname(ifname, e) < 0)
 		return -1;
-	AUTO_SOCK *s = nl_open(e);
-	if (!s)
-		return -1;
 	struct view_acc a = {ifname, out};
 	struct dump d = {view_cb, &a, e, 0};
+	AUTO_SOCK *s = nl_open_dump(&d, e);
+	if (!s)
+		return -1;
 	if (dump_req(s, RTM_GETLINK, AF_UNSPEC, sizeof(struct ifinfomsg), &d, "listing links") < 0)
 		return -1;
 	if (out->index > 0) {
