@@ -34,14 +34,11 @@ source "$SRC_DIR/tests/lib/common.sh" "${1:-${RIKLET:-$RIKLET_BUILD_DIR/riklet}}
 source "$SRC_DIR/tests/lib/mkimage.sh"
 source "$BENCH_DIR/lib.sh" # ms, bench_sync_pid
 RUNS=${RUNS:-12}
-say() { printf '%s\n' "$*" >&2; }
-die() { say "bench_bundle: $*"; exit 1; }
-for c in runc conmon umoci jq awk; do command -v "$c" >/dev/null || die "needs $c"; done
+bench_init "runc" runc conmon umoci jq awk
 SHIM=${RIKLET_RUNC_RUN:-$(dirname "$RIKLET")/riklet-runc-run}
 [[ -x $RIKLET && -x $SHIM ]] || die "no riklet / riklet-runc-run at $RIKLET, $SHIM"
 RUNC_BIN=$(command -v runc)
 
-T=$TEST_TMP
 MAN=$T/manifests STATE=$T/state RROOT=$T/runc-riklet BROOT=$T/runc-bare LOG=$T/riklet.log
 mkdir -p "$MAN" "$STATE" "$RROOT" "$BROOT" "$T/stage"
 say "# building the busybox image (offline, umoci)"

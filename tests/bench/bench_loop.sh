@@ -19,16 +19,12 @@ SRC_DIR=$(cd "$BENCH_DIR/../.." && pwd)
 export RIKLET_BUILD_DIR
 source "$SRC_DIR/tests/lib/common.sh" "${1:-${RIKLET:-$RIKLET_BUILD_DIR/riklet}}"
 source "$SRC_DIR/tests/lib/mkimage.sh"
+source "$BENCH_DIR/lib.sh"
 
 ROUNDS=${ROUNDS:-5}
 PODS=${PODS:-10}
-say() { printf '%s\n' "$*" >&2; }
-die() { say "bench_loop: $*"; exit 1; }
-[[ $(id -u) == 0 ]] || die "needs root (runc, overlay mounts)"
-for c in runc umoci jq; do command -v "$c" >/dev/null || die "needs $c"; done
-[[ -x $RIKLET ]] || die "no riklet binary at $RIKLET (build: cmake -S . -B build-bench && cmake --build build-bench -j2)"
+bench_init "runc, overlay mounts" runc umoci jq
 
-T=$TEST_TMP
 MAN=$T/manifests STATE=$T/state RROOT=$T/runc LOG=$T/riklet.log
 mkdir -p "$MAN" "$STATE" "$RROOT"
 say "# building the busybox image (offline, umoci)"

@@ -41,12 +41,8 @@ PODS=${PODS:-50}
 SETTLE=${SETTLE:-5}
 GCS=${GCS:-"100,200 200,200 100,400"}
 GC_PODS=${GC_PODS:-20}
-say() { printf '%s\n' "$*" >&2; }
-die() { say "bench_mem: $*"; exit 1; }
-[[ $(id -u) == 0 ]] || die "needs root (runc, overlay mounts)"
-for c in runc conmon umoci skopeo jq curl protoc docker-registry cc; do command -v "$c" >/dev/null || die "needs $c"; done
+bench_init "runc, overlay mounts" runc conmon umoci skopeo jq curl protoc docker-registry cc
 "$PYTHON" -c 'import grpc, google.protobuf' 2>/dev/null || die "needs python3-grpcio and python3-protobuf for $PYTHON"
-[[ -x $RIKLET ]] || die "no riklet binary at $RIKLET"
 # what is measured: binaries, each with a Lua tree ("" = its own)
 BINS=("$RIKLET") LUAS=("")
 [[ -n ${BEFORE:-} ]] && { [[ -x $BEFORE ]] || die "BEFORE=$BEFORE is not executable"; BINS+=("$BEFORE") LUAS+=(""); }
@@ -57,7 +53,6 @@ fi
 LUA_DIR=
 label() { printf '%s%s' "${BINS[$1]}" "${LUAS[$1]:+ with the Lua tree ${LUAS[$1]}}"; }
 
-T=$TEST_TMP
 CMD='["sh","-c","trap '"'exit 0'"' TERM INT; sleep 3600 & wait $!"]'
 say "# image: a local OCI layout and the same pushed to a local registry"
 bench_image --cmd "$CMD"

@@ -72,14 +72,8 @@ RUNS=${RUNS:-20}
 PODS=${PODS:-50}
 ((PODS == 0 || PODS >= 20)) || PODS=20 # measured at 1, 20 and PODS
 
-say() { printf '%s\n' "$*" >&2; }
-die() { say "bench_pods: $*"; exit 1; }
+bench_init "runc, overlay mounts" runc conmon umoci jq awk date
 
-[[ $(id -u) == 0 ]] || die "needs root (runc, overlay mounts)"
-for c in runc conmon umoci jq awk date; do command -v "$c" >/dev/null || die "needs $c"; done
-[[ -x $RIKLET ]] || die "no riklet binary at $RIKLET (build: cmake -S . -B build-bench && cmake --build build-bench -j2)"
-
-T=$TEST_TMP
 MAN=$T/manifests STAGE=$T/stage STATE=$T/state RROOT=$T/runc-riklet BROOT=$T/runc-bare
 LOG=$T/riklet.log
 mkdir -p "$MAN" "$STAGE" "$STATE" "$RROOT" "$BROOT"

@@ -38,15 +38,9 @@ PODS=${PODS:-300}
 NETWORK=${NETWORK:-bridge}
 ROUNDS=${ROUNDS:-1}
 METRICS_PORT=${METRICS_PORT:-19465}
-say() { printf '# %s\n' "$*" >&2; }
-die() { say "bench_start_lag: $*"; exit 1; }
-[[ $(id -u) == 0 ]] || die "needs root (runc, overlay mounts, network namespaces)"
-[[ -n ${RK_PRIVATE_NS:-} ]] || die "cannot create a private network + mount namespace (unshare -n -m)"
-for c in runc conmon umoci skopeo jq ip docker-registry; do command -v "$c" >/dev/null || die "needs $c"; done
-[[ -x $RIKLET ]] || die "no riklet binary at $RIKLET"
+BENCH_SAY_PREFIX='# '
+bench_init --ns "runc, overlay mounts, network namespaces" runc conmon umoci skopeo jq ip docker-registry
 [[ -z ${BEFORE_RIKLET:-} || -x $BEFORE_RIKLET ]] || die "no riklet binary at BEFORE_RIKLET=$BEFORE_RIKLET"
-ip link set lo up
-T=$TEST_TMP
 RPID= RROOT=
 # riklet's CPU time so far (user + system, seconds)
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.1f", ($12 + $13) / hz }' "/proc/$1/stat"; }

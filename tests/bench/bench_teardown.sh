@@ -41,17 +41,10 @@ ROUNDS=${ROUNDS:-2}
 BEFORE_LUA=${BEFORE_LUA:-}
 BEFORE_REV=${BEFORE_REV:-}
 
-say() { printf '# %s\n' "$*" >&2; }
-die() { say "bench_teardown: $*"; exit 1; }
-
-[[ $(id -u) == 0 ]] || die "needs root (runc, overlay mounts, network namespaces)"
-[[ -n ${RK_PRIVATE_NS:-} ]] || die "cannot create a private network + mount namespace (unshare -n -m)"
-for c in runc conmon umoci skopeo jq ip iptables-legacy docker-registry; do command -v "$c" >/dev/null || die "needs $c"; done
-[[ -x $RIKLET ]] || die "no riklet binary at $RIKLET"
+BENCH_SAY_PREFIX='# '
+bench_init --ns "runc, overlay mounts, network namespaces" runc conmon umoci skopeo jq ip iptables-legacy docker-registry
 [[ $NETWORK == bridge || $NETWORK == none ]] || die "NETWORK is bridge or none"
-ip link set lo up
 
-T=$TEST_TMP
 MAN=$T/manifests STAGE=$T/stage STATE=$T/state RROOT=$T/runc NETNS=$T/netns LOG=$T/riklet.log
 mkdir -p "$MAN" "$STAGE" "$STATE" "$RROOT"
 

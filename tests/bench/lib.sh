@@ -1,5 +1,11 @@
-# tests/bench/lib.sh — helpers the benchmarks share (sourced; each script defines say and die).
+# tests/bench/lib.sh — helpers the benchmarks share (sourced, after tests/lib/common.sh).
 #
+#   say MSG...                  a line on stderr (BENCH_SAY_PREFIX, e.g. "# ", before it)
+#   die MSG...                  "NAME: MSG" on stderr (NAME: the script's, without .sh), exit 1
+#   bench_init [--ns] WHY TOOL...
+#       the checks every benchmark starts with: root (WHY says what needs it), each TOOL on PATH,
+#       RIKLET executable; --ns: inside the private network + mount namespace tests/lib/private_ns.sh
+#       made (its lo brought up). T is the run's temp dir (common.sh's TEST_TMP, removed at exit).
 #   ms A B                      milliseconds from epoch time A to B (EPOCHREALTIME values), 3 decimals
 #   bench_sync_pid NAME PIDFILE [CONMON-LOG]
 #       waits for a conmon started with _OCI_SYNCPIPE on the FIFO open on fd $SFD: its container's
@@ -17,6 +23,22 @@
 #       starts a loopback registry (tests/lib/registry.sh), builds the busybox image in
 #       $T/layout:latest (tests/lib/mkimage.sh, with those options) and pushes it there as
 #       busybox:latest; IMAGE is its name in the registry. Dies when one of them fails.
+
+BENCH_NAME=$(basename "$0" .sh)
+say() { printf '%s%s\n' "${BENCH_SAY_PREFIX-}" "$*" >&2; }
+die() { say "$BENCH_NAME: $*"; exit 1; }
+
+bench_init() {
+	local ns= c
+	[[ ${1-} == --ns ]] && { ns=1; shift; }
+	[[ $(id -u) == 0 ]] || die "needs root ($1)"
+	shift
+	[[ -z $ns || -n ${RK_PRIVATE_NS:-} ]] || die "cannot create a private network + mount namespace (unshare -n -m)"
+	for c; do command -v "$c" >/dev/null || die "needs $c"; done
+	[[ -x $RIKLET ]] || die "no riklet binary at $RIKLET (build: cmake -S . -B DIR && cmake --build DIR -j2; then RIKLET=DIR/riklet)"
+	[[ -z $ns ]] || ip link set lo up
+	T=$TEST_TMP
+}
 
 RPID=
 bench_kill_riklet() { [[ -n $RPID ]] && kill -KILL "$RPID" 2>/dev/null && wait "$RPID" 2>/dev/null; RPID=; return 0; }
