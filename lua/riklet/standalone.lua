@@ -10,7 +10,7 @@ local task = require "riklet.task"
 local bit = require "bit"
 
 local S = {}
-local MANIFEST_MAX = require("riklet.workload").LIMITS.manifest_bytes
+local MANIFEST_MAX = require("riklet.limits").workload.manifest_bytes -- (not riklet.workload: its first use loads it)
 
 local function log(level, fmt, ...) core.log(level, "standalone", fmt:format(...)) end
 
