@@ -85,7 +85,8 @@ local function load_drivers(config)
   local eager = holds_anything(config)
   if not eager then
     -- what admission needs before any driver is loaded (--local-image-dirs, the image cache)
-    local iok, ierr = require("riklet.image").init(config)
+    -- (riklet.imagecfg: riklet.image's code waits for its first use, like the drivers')
+    local iok, ierr = require("riklet.imagecfg").init(config)
     if not iok then log("warn", "Pods cannot be created until this is fixed: %s", tostring(ierr)) end
     drivers.hold()
   end

@@ -33,6 +33,7 @@ local fs = require "riklet.fs"
 local proc = require "riklet.proc"
 local task = require "riklet.task"
 local fault = require "riklet.fault"
+local imagecfg = require "riklet.imagecfg"
 
 local M = {}
 M.parse_ref = c.parse_ref
@@ -44,48 +45,12 @@ M.tmpfs_mount, M.umount = c.tmpfs_mount, c.overlay_umount -- (Pod emptyDir volum
 
 local LAYOUT_REF = "image" -- the ref name of the one image in each of our layouts
 
-local cfg = {
-  skopeo = "skopeo", umoci = "umoci", insecure = {}, pull_timeout = 600, unpack_timeout = 600,
-}
+local cfg = imagecfg.cfg -- (set up by image.init, riklet.imagecfg's)
 M.stats = { pulls = 0, unpacks = 0 } -- counters, for tests and metrics
 
 local function log(level, fmt, ...) core.log(level, "image", fmt:format(...)) end
 
-function M.init(config)
-  config = config or {}
-  local paths = config.paths
-  if not paths then
-    local s = config.state_dir or "/var/lib/riklet"
-    paths = { images = s .. "/images", rootfs = s .. "/rootfs" }
-  end
-  cfg.images, cfg.rootfs = paths.images, paths.rootfs
-  cfg.state = paths.state or config.state_dir
-  cfg.skopeo = config.skopeo or cfg.skopeo
-  cfg.umoci = config.umoci or cfg.umoci
-  cfg.insecure = config.insecure_registries or {}
-  cfg.pull_timeout = config.pull_timeout or cfg.pull_timeout
-  cfg.authfile = config.auth_file or config.registry_authfile
-  cfg.local_dirs = config.local_image_dirs or {}
-  for _, d in ipairs({ cfg.images, cfg.rootfs }) do
-    if d:sub(1, 1) ~= "/" or d:find("[,:\\]") then
-      return nil, ("image directory %q must be an absolute path without ',' ':' or '\\'"):format(d)
-    end
-    local ok, err = fs.mkdir_p(d, "0700")
-    if not ok then return nil, "cannot create the image cache: " .. err end
-  end
-  -- A crash during an unpack or a first pull leaves a ".tmp-*" directory: never used, remove it.
-  for _, d in ipairs({ cfg.images, cfg.rootfs }) do
-    for _, name in ipairs(fs.list(d) or {}) do
-      if name:sub(1, 5) == ".tmp-" then
-        local ok, err = fs.rm_rf(d .. "/" .. name)
-        if ok then log("info", "removed %s/%s left by an interrupted pull or unpack", d, name)
-        else log("warn", "cannot remove leftover %s/%s: %s", d, name, err) end
-      end
-    end
-  end
-  cfg.ready = true
-  return true
-end
+M.init = imagecfg.init
 
 -- ---- helpers ------------------------------------------------------------------------------
 
@@ -212,8 +177,8 @@ local function pull(r, opts)
   log("info", "pulling %s", r.canonical)
   local t0 = core.now()
   local res, err = proc.run(argv, { timeout = timeout })
-  -- M.on_pull(ok, seconds): set by the metrics (riklet_image_pulls_total, pull duration)
-  if M.on_pull then pcall(M.on_pull, res ~= nil and res.code == 0, core.now() - t0) end
+  -- imagecfg.on_pull(ok, seconds): set by the metrics (riklet_image_pulls_total, pull duration)
+  if imagecfg.on_pull then pcall(imagecfg.on_pull, res ~= nil and res.code == 0, core.now() - t0) end
   local msg = tool_missing(res, "skopeo", "skopeo")
   if msg then
     if fresh then fs.rm_rf(target) end

@@ -17,7 +17,7 @@
 --   imagegc.start(cfg, records_fn)   the daemon's periodic pass (--image-gc-interval)
 local core = require "riklet.core"
 local fs = require "riklet.fs"
-local image = require "riklet.image"
+local imagec = require "riklet.image.c"
 local metrics = require "riklet.metrics"
 local proc = require "riklet.proc"
 local task = require "riklet.task"
@@ -56,7 +56,7 @@ function M.list(cfg, records)
   end
   for _, name in ipairs(fs.list(images_dir) or {}) do
     local dir = images_dir .. "/" .. name
-    local d = name:sub(1, 1) ~= "." and image.layout_lookup(dir, "image")
+    local d = name:sub(1, 1) ~= "." and imagec.layout_lookup(dir, "image")
     if d then
       local e = get(d)
       e.layouts[#e.layouts + 1] = dir
@@ -118,7 +118,8 @@ local function remove(e, keep)
   local only = {}
   if e.rootfs then only[e.rootfs] = true end
   for _, d in ipairs(e.layouts) do only[d] = true end
-  local removed, err = image.prune(keep, { layouts = true, only = only })
+  -- (riklet.image is loaded here, by the first removal: a node without images never needs its code)
+  local removed, err = require("riklet.image").prune(keep, { layouts = true, only = only })
   return removed or {}, err
 end
 

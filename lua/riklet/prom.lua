@@ -84,12 +84,12 @@ function M.snapshot()
   return out
 end
 
--- The daemon's instrumentation: image pulls (riklet.image's on_pull hook) and the time from
--- CREATING to RUNNING of each instance (agent transitions).
+-- The daemon's instrumentation: image pulls (the on_pull hook of riklet.imagecfg: riklet.image
+-- itself is loaded by the first create) and the time from CREATING to RUNNING of each instance
+-- (agent transitions).
 function M.instrument(agent)
   local core = require "riklet.core"
-  local image = require "riklet.image"
-  image.on_pull = function(ok, secs)
+  require("riklet.imagecfg").on_pull = function(ok, secs)
     local result = ok and "ok" or "error"
     M.inc("riklet_image_pulls_total", { result = result })
     M.observe("riklet_image_pull_duration_seconds", { result = result }, secs)

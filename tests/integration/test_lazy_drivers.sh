@@ -4,7 +4,7 @@
 #    first Pod loads the Pod driver and runs;
 #  - that first load reads the files riklet held open since its start: pod.lua and runc.lua
 #    replaced under the running riklet (a package upgrade renames new files over them) by files
-#    that raise at load change nothing; riklet.procscan (the drivers' /proc listing) waits for them too;
+#    that raise at load change nothing; riklet.procscan (the drivers' /proc listing) and riklet.image wait for them too;
 #  - a broken or missing driver file stops riklet at start (not at the first create), and
 #    `riklet check` says which; a bad Function option (--vm-vcpus 0) too;
 #  - a node holding something (a leftover instance directory) loads the drivers at start: the
@@ -33,6 +33,7 @@ ok "holds_open '$TREE/lua/riklet/pod.lua'" "riklet holds pod.lua open for its fi
 ok "holds_open '$TREE/lua/riklet/runc.lua'" "... and runc.lua, which it requires"
 nok "holds_open '$TREE/lua/riklet/lifecycle.lua'" "lifecycle.lua (loaded at start by the agent itself) is not held"
 ok "holds_open '$TREE/lua/riklet/procscan.lua'" "... and procscan.lua (conmon's): with no driver the boot reconciles nothing and loads it not"
+ok "holds_open '$TREE/lua/riklet/image.lua'" "... and image.lua: the image code waits for the first Pod (the agent set up the cache with riklet.imagecfg)"
 
 replace "$TREE/lua/riklet/pod.lua" 'error("the replaced pod.lua was loaded")'
 replace "$TREE/lua/riklet/runc.lua" 'error("the replaced runc.lua was loaded")'
