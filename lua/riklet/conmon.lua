@@ -25,10 +25,21 @@
 --   conmon.ended(status) -> mon             a monitor already ended (an exit file found at adoption)
 --   conmon.exit_status(dir) -> {code=, signal=, describe=} | nil   from conmon's exit file
 --   conmon.alive(pid, id) -> boolean        pid is the conmon of container id (no fd needed)
---   conmon.runtime_gone(pid, init) -> true | nil   conmon pid has no runtime child left (init, the
---       container's, aside); nil: it has, or /proc cannot tell. conmon.NEVER_STARTED: the status of
---       a container whose start nothing will finish (riklet.pod's adoption)
---   conmon.stop(pid, id)                    SIGKILL a conmon still there after its container is gone
+--   conmon.runtime(pid, init) -> pid | false | nil   conmon pid's runtime child (riklet-runc-run, or
+--       its runc create; init, the container's, aside); false: none left; nil: /proc cannot tell.
+--       conmon.init_pid(dir) -> pid | nil: init's pid from runc's pid file (the shim's too).
+--       conmon.NEVER_STARTED: the status of a container whose start nothing will finish
+--   conmon.adopt_start({id=, dir=, conmon_pid=, pid=, state=}) -> mon   watch a start that was in
+--       flight when riklet stopped (after a riklet restart; state: runc's word, when the caller
+--       asked runc after it saw the runtime gone, else nil): a monitor as conmon.monitor's, and mon.start_done, a task.event set once with true when
+--       the container was started and its conmon is alive, false otherwise (mon.ended then says
+--       how it ended, or is taken as ended). conmon dies as that start ends (its line meets the closed
+--       pipe of the riklet that asked for it: conmon 2.1.6), so such a monitor takes a conmon gone
+--       while the container runs as the container's end (CONMON_LOST); a start still in flight
+--       conmon's create limit (60 s) after conmon's start (its pid file's time) is ended: conmon
+--       stopped (its runtime and runc with it: PDEATHSIG), the container taken as ended.
+--   conmon.stop(pid, id[, why])             SIGKILL a conmon still there after its container is gone
+--       (why: what the log says instead)
 --   conmon.list() -> { {pid=, cid=, bundle=}, ... }   conmons running for riklet's runc root
 --   conmon.clean(dir)                       remove conmon's and runc's per-run files (not the log)
 --
@@ -149,21 +160,38 @@ local function is_conmon_of(pid, id)
 end
 
 M.NEVER_STARTED = "never started (riklet stopped while it was being started, and what was to start it is gone)"
+M.CONMON_LOST = "started after riklet stopped, without its conmon (conmon ends when its report of the start meets "
+  .. "the closed pipe of the riklet that asked for it): its output would go nowhere and its exit status be lost; "
+  .. "taken as ended"
 
--- Has conmon pid no runtime left (its children, from /proc, but the container's init: none, or
--- zombies)? true, or nil when that cannot be read (no evidence). conmon 2.1.6 whose runtime failed
--- (riklet-runc-run killed between runc create and runc start) waits for ever to read the runtime's
--- stderr, whose write end the created container holds; its init is conmon's child (subreaper).
-function M.runtime_gone(pid, init)
+-- conmon pid's runtime: its children, from /proc, but the container's init (conmon's child too:
+-- it is a subreaper) and zombies. -> the pid of the one left | false (none) | nil (cannot be read,
+-- or more than one: no evidence). conmon 2.1.6 whose runtime failed (riklet-runc-run killed between
+-- runc create and runc start) waits for ever to read the runtime's stderr, whose write end the
+-- created container holds.
+function M.runtime(pid, init)
   local kids = fs.read(("/proc/%d/task/%d/children"):format(pid, pid), 65536)
   if not kids then return nil end
+  local found = false
   for kid in kids:gmatch("%d+") do
-    if tonumber(kid) ~= init then
+    kid = tonumber(kid)
+    if kid ~= init then
       local st = fs.read("/proc/" .. kid .. "/stat", 4096)
-      if not st or st:match("^%d+ %b() (%a)") ~= "Z" then return nil end
+      if not st then return nil end
+      if st:match("^%d+ %b() (%a)") ~= "Z" then
+        if found then return nil end
+        found = kid
+      end
     end
   end
-  return true
+  return found
+end
+
+-- The pid of container dir's init from runc's pid file: conmon's --container-pidfile, or the one
+-- riklet-runc-run has runc write until the container runs (renamed into place then); nil: none yet
+-- (runc create has not finished: its init is not conmon's child yet).
+function M.init_pid(dir)
+  return read_pid(M.files(dir).pid) or read_pid(dir .. "/.riklet-create.init.pid")
 end
 
 -- Is pid the conmon of container id? Under an fd limit kill(0) is what we can still ask (alive);
@@ -194,15 +222,15 @@ end
 -- between the check and the kill is not replaced by whatever gets its pid next.
 -- (procscan.with_claim closes the claim; not claimed: not that conmon, gone, or no fd left for a
 -- pidfd: left alone, said nothing)
-local function kill_claimed(c, pid, id)
-  log("warn", "conmon %d of container %s is still there after its container is gone: killing it", pid, id)
+local function kill_claimed(c, pid, id, why)
+  log("warn", "conmon %d of container %s is still there %s: killing it", pid, id, why or "after its container is gone")
   local sent, err = c:signal(9)
   if sent == false then log("info", "conmon %d of container %s ended by itself before the kill", pid, id)
   elseif not sent then log("error", "cannot kill conmon %d of container %s: %s", pid, id, tostring(err)) end
 end
 
-function M.stop(pid, id)
-  if pid then procscan.with_claim(pid, function(p) return is_conmon_of(p, id) end, kill_claimed, pid, id) end
+function M.stop(pid, id, why)
+  if pid then procscan.with_claim(pid, function(p) return is_conmon_of(p, id) end, kill_claimed, pid, id, why) end
 end
 
 function M.clean(dir)
@@ -225,6 +253,7 @@ end
 
 -- Has the container ended for sure? -> status, or nil (still running, or no evidence yet).
 local function settle(mon)
+  if mon.final then return mon.final end
   local st = M.exit_status(mon.dir)
   if st then return st end
   if mon.conmon_pid and M.alive(mon.conmon_pid, mon.id) then return nil end
@@ -243,6 +272,10 @@ local function settle(mon)
   end
   if rs.status == "stopped" then
     return { code = -1, describe = "ended (exit code unknown: conmon left no exit file)" }
+  end
+  if mon.conmon_pid and mon.start_done then
+    -- a start adopted in flight: its conmon died at its report of the start (or was stopped)
+    return { code = -1, describe = M.CONMON_LOST }
   end
   if mon.conmon_pid then
     -- conmon died (killed?) and the container lives on: watch its init process instead
@@ -311,6 +344,78 @@ function M.monitor(info)
       st = { code = -1, describe = "ended (riklet's monitor failed: " .. tostring(st) .. ")" }
     end
     mon.ended:set(st)
+  end)
+  return mon
+end
+
+-- A start in flight when riklet stopped, followed to its end: its runtime is watched (its pidfd;
+-- looked at again every 0.1-5 s when no watch can be set up), and runc asked only once the runtime
+-- was seen gone (its word then is final: nothing else starts the container), within conmon's
+-- create limit counted from conmon's start (its pid file's time: a riklet down for longer finds it
+-- over at once). state: runc's word asked after the runtime was seen gone (at adoption), or nil.
+local function await_start(mon, state)
+  local st = fs.stat(M.files(mon.dir).conmon_pid)
+  local started = st and st.mtime or core.time()
+  local deadline = core.now() + math.max(0, math.min(cfg.timeout, started + cfg.timeout - core.time()))
+  local delay, watched, woke = 0.1, nil, task.event()
+  while not mon.ended.is_set do
+    local kid = M.runtime(mon.conmon_pid, M.init_pid(mon.dir))
+    if kid == false then
+      local rs, err, missing = state, nil, nil
+      if not rs then rs, err, missing = runc.state(mon.id) end
+      state = nil
+      if rs and rs.status == "created" then
+        log("warn", "container %s: its start, in flight when riklet stopped, ended without starting it: taken as ended", mon.id)
+        mon.final = { code = -1, describe = M.NEVER_STARTED }
+        mon.cancelled = true
+        mon.ended:set(mon.final) -- (its conmon, waiting for ever, is stopped with the container)
+        return
+      end
+      if rs and rs.status ~= "creating" then
+        -- started (running, or already stopped: its exit file follows); a conmon gone meanwhile:
+        -- its monitor says so (CONMON_LOST)
+        return mon.start_done:set(M.alive(mon.conmon_pid, mon.id) and not mon.ended.is_set)
+      end
+      if missing then return end -- its create failed: conmon ends, its monitor says how
+      if not rs and not mon.warned_start then
+        mon.warned_start = true
+        log("error", "container %s: runc cannot tell how its start, in flight when riklet stopped, went (%s); "
+          .. "asking again", mon.id, tostring(err))
+      end
+    end
+    if core.now() >= deadline then
+      mon.final = { code = -1, describe = ("never started (riklet stopped while it was being started, and that start "
+        .. "did not end within %gs: its conmon was stopped, and the start with it)"):format(cfg.timeout) }
+      -- (the monitor reports mon.final once conmon is gone)
+      M.stop(mon.conmon_pid, mon.id, ("%gs after it started a start that riklet, stopped meanwhile, was waiting "
+        .. "for (its start is stuck; the container is taken as ended)"):format(cfg.timeout))
+      return
+    end
+    if kid and kid ~= watched then
+      -- (a failed watch wakes nobody: the runtime is looked at again after delay)
+      watched, woke = kid, task.event()
+      local ev = woke
+      task.spawn(function()
+        local ok, _, sig, err = pcall(proc.watch, kid)
+        if ok and not err and type(sig) ~= "string" then ev:set(true) end
+      end)
+    end
+    woke:wait(math.min(delay, math.max(0.001, deadline - core.now())))
+    delay = math.min(delay * 2, 5)
+  end
+end
+
+function M.adopt_start(info)
+  local mon = M.monitor(info)
+  mon.start_done = task.event()
+  mon.ended:on_set(function() mon.start_done:set(false) end)
+  task.spawn(function()
+    local ok, err = pcall(await_start, mon, info.state)
+    if not ok then
+      log("error", "container %s: following its start, in flight when riklet stopped, failed: %s; watched as a "
+        .. "running container", mon.id, tostring(err))
+    end
+    mon.start_done:set(false) -- (unless set already: no start seen with its conmon alive)
   end)
   return mon
 end

@@ -740,12 +740,21 @@ function P.destroy(inst)
   return free_resources(inst, false)
 end
 
--- A start in flight when riklet stopped (the record: created) that nothing will finish: runc has
--- the container created only, and its conmon (alive) has no runtime left to start it.
-local function never_started(c)
-  if c.state ~= "created" then return false end
-  local rs = runc.state(c.runc_id)
-  return rs and rs.status == "created" and conmon.runtime_gone(c.conmon_pid, rs.pid) or false
+local restarted
+
+-- A restart in flight when riklet stopped (its record: created) that its runtime finished after
+-- the adoption with its conmon alive (mon.start_done): the record says what restart_counted would
+-- have written (running, the restart counted, its postStart hook and probes started). Nothing when
+-- a stop or a newer run came meanwhile.
+local function start_adopted(inst, c, mon)
+  if mon.start_done:wait() ~= true then return end
+  local r = rt(inst, c.name)
+  if r.mon ~= mon or r.expected or mon.ended.is_set or inst.rec.status ~= "RUNNING" then return end
+  log("info", "instance %s: container %s: its restart, in flight when riklet stopped, ended with the container "
+    .. "running: running", inst.id, c.runc_id)
+  was_started(inst, c, mon)
+  restarted(inst, c)
+  lifecycle.report(inst, ("container %s restarted"):format(c.name))
 end
 
 -- Watch again what still runs after a riklet restart. -> description | nil, err, gone
@@ -767,16 +776,35 @@ function P.adopt(inst)
       running = running + 1 -- adoption tried again: this one is watched already
     else
       local st = c.dir and conmon.exit_status(c.dir)
+      local alive = not st and c.conmon_pid and conmon.alive(c.conmon_pid, c.runc_id)
+      -- a restart in flight when riklet stopped (the record says created: P.restart's, between its
+      -- conmon's start and the next write of the record); runc is asked once, and only for such a
+      -- container or one without its conmon. Its runtime is looked for first: seen gone before
+      -- runc's answer, that answer is final (nothing else starts the container)
+      local start = not st and c.state == "created" and c.conmon_pid
+      local runtime = start and alive and conmon.runtime(c.conmon_pid, conmon.init_pid(c.dir))
+      local rs, err, missing
+      if start or (not st and not alive) then rs, err, missing = runc.state(c.runc_id) end
+      if start and rs and rs.pid and rs.pid > 0 then c.pid = rs.pid end -- (the record's: the last run's)
       if st then
         watch(inst, c, conmon.ended(st), " while riklet was not running")
         ended = ended + 1
-      elseif c.conmon_pid and conmon.alive(c.conmon_pid, c.runc_id) and not never_started(c) then
+      elseif alive and not start then
         watch(inst, c, conmon.monitor({ id = c.runc_id, dir = c.dir, conmon_pid = c.conmon_pid, pid = c.pid }))
         if c.state == "running" then was_started(inst, c, rt(inst, c.name).mon) end
         if not c.init then start_probes(inst, c, false) end
         running = running + 1
+      elseif alive and not (rs and rs.status == "created" and runtime == false) then
+        -- IN FLIGHT (its runtime still runs, or runc cannot tell yet), or started with its conmon
+        -- alive: followed to its end (conmon.adopt_start), the record written when it runs
+        local mon = conmon.adopt_start({ id = c.runc_id, dir = c.dir, conmon_pid = c.conmon_pid, pid = rs and rs.pid,
+          state = runtime == false and rs or nil })
+        log("info", "instance %s: container %s was being restarted when riklet stopped (runc: %s): following its start",
+          inst.id, c.runc_id, rs and tostring(rs.status) or missing and "no such container yet" or tostring(err))
+        watch(inst, c, mon)
+        task.spawn(start_adopted, inst, c, mon)
+        running = running + 1
       else
-        local rs, err, missing = runc.state(c.runc_id)
         if rs and rs.status == "created" and c.conmon_pid then
           -- ENDED: a start in flight when riklet stopped (its record: created), the container only
           -- created, and nothing left to start it: its conmon gone or without its runtime
@@ -786,6 +814,13 @@ function P.adopt(inst)
           log("warn", "instance %s: container %s was never started (riklet stopped meanwhile): taken as ended",
             inst.id, c.runc_id)
           watch(inst, c, conmon.ended({ code = -1, describe = conmon.NEVER_STARTED }), " while riklet was not running")
+          ended = ended + 1
+        elseif start and rs and rs.status == "running" then
+          -- ENDED: started after riklet stopped, and its conmon ended at its report of that start
+          -- (CONMON_LOST): the restart policy or the destroy deletes it (--force)
+          log("warn", "instance %s: container %s was started after riklet stopped, without its conmon: taken as ended",
+            inst.id, c.runc_id)
+          watch(inst, c, conmon.ended({ code = -1, describe = conmon.CONMON_LOST }), " while riklet was not running")
           ended = ended + 1
         elseif missing then
           -- GONE: positive evidence (no exit file, no conmon of this container, and runc says it
@@ -1033,19 +1068,23 @@ function P.on_exit(inst, msg)
   return "TERMINATED", "all containers exited with code 0", unit
 end
 
+-- Container c runs again (restart_counted, or a restart in flight when riklet stopped that its
+-- runtime finished): counted, its record says so, its postStart hook and probes start.
+restarted = function(inst, c)
+  c.restart_count = (c.restart_count or 0) + 1
+  c.state, c.started_at, c.finished_at, c.reason = "running", core.time(), nil, ""
+  c.exit_code, c.exit_signal, c.restart_at, c.oom = nil, nil, nil, nil
+  fs.unlink(c.dir .. "/oom")
+  c.memcg = P.memcg_of(c.pid) or P.memcg_by_id(c)
+  start_probes(inst, c)
+end
+
 -- Restart one container and count it.
 local function restart_counted(inst, name)
   local ok, err = P.restart(inst, name)
   if not ok then return nil, err end
   for _, c in ipairs(inst.rec.containers) do
-    if c.name == name then
-      c.restart_count = (c.restart_count or 0) + 1
-      c.state, c.started_at, c.finished_at, c.reason = "running", core.time(), nil, ""
-      c.exit_code, c.exit_signal, c.restart_at, c.oom = nil, nil, nil, nil
-      fs.unlink(c.dir .. "/oom")
-      c.memcg = P.memcg_of(c.pid) or P.memcg_by_id(c)
-      start_probes(inst, c)
-    end
+    if c.name == name then restarted(inst, c) end
   end
   return true -- the lifecycle stores the record (L.report)
 end

@@ -66,4 +66,67 @@ do
     :format(((seen_at or killed_at) - killed_at) * 1000, (fs.read("/proc/loadavg", 64) or "?"):match("^(%S+)")))
   m.cancelled = true
 end
+
+-- A start in flight when riklet stopped, adopted (conmon.adopt_start): its conmon, a real process
+-- riklet did not spawn whose command line is a conmon's (bash through a link named conmon, --cid=ID
+-- as its $0), has two children: the container's init (sleep 600, its pid in init.pid, as runc
+-- writes it) and its runtime (the shim: a sleep of its own). runc's word is stubbed: created while that runtime runs, then what the
+-- case says. -> the adopted monitor, the fake conmon's pid, its init's pid, its runtime's pid
+assert(proc.run({ "ln", "-s", "/bin/bash", dir .. "/conmon" }).code == 0)
+local function fake_start(name, runtime_s, after)
+  local d = dir .. "/" .. name
+  assert(fs.mkdir_p(d, "0700"))
+  local id = "adopt-test-" .. name
+  local script = ("sleep 600 & echo $! >%s/init.pid; sleep %s & echo $! >%s/runtime; wait"):format(d, runtime_s, d)
+  local r = assert(proc.run({ "sh", "-c", ('%s/conmon -c "$1" --cid=%s </dev/null >/dev/null 2>&1 & echo $!'):format(dir, id),
+    "sh", script }, { own_group = false }))
+  local pid = assert(tonumber(r.stdout:match("%d+")))
+  T.wait_for(5, function() return fs.read(d .. "/runtime", 64) ~= nil and fs.read(d .. "/init.pid", 64) ~= nil end)
+  local init = tonumber((fs.read(d .. "/init.pid", 64) or ""):match("%d+"))
+  local rt_pid = tonumber((fs.read(d .. "/runtime", 64) or ""):match("%d+"))
+  runc.state = function(cid)
+    if cid ~= id then return state(cid) end
+    if rt_pid and proc.alive(rt_pid) and not (fs.read("/proc/" .. rt_pid .. "/stat", 4096) or ""):match("^%d+ %b() Z") then
+      return { status = "created", pid = init }
+    end
+    return { status = after, pid = init }
+  end
+  return id, d, pid, init, rt_pid
+end
+local function cleanup(...)
+  for _, q in ipairs({ ... }) do if q then proc.kill(q, 9) end end
+  runc.state = state
+end
+do -- its runtime starts the container and its conmon lives on: started (then a conmon gone: its end)
+  local id, d, pid, init, rt_pid = fake_start("run", "0.3", "running")
+  T.ok(conmon.runtime(pid, init) == rt_pid, "conmon.runtime: the conmon's child that is not the container's init")
+  local m = conmon.adopt_start({ id = id, dir = d, conmon_pid = pid, pid = init })
+  T.is(m.start_done:wait(5), true, "its runtime ended with the container running and its conmon alive: start_done")
+  T.ok(not m.ended.is_set, "and it is not ended")
+  assert(proc.kill(pid, 9))
+  local lost = m.ended:wait(5)
+  T.is(lost and lost.describe, conmon.CONMON_LOST, "its conmon gone while the container runs: taken as ended (CONMON_LOST)")
+  cleanup(init)
+end
+do -- its runtime ends with the container only created: never started
+  local id, d, pid, init = fake_start("dead", "0.3", "created")
+  local m = conmon.adopt_start({ id = id, dir = d, conmon_pid = pid, pid = init })
+  local never = m.ended:wait(5)
+  T.is(never and never.describe, conmon.NEVER_STARTED, "its runtime ended, the container only created: never started")
+  T.is(m.start_done:wait(1), false, "start_done: false")
+  T.ok(proc.alive(pid), "its conmon is left to the rollback (which deletes the container first)")
+  cleanup(pid, init)
+end
+do -- its runtime stuck past conmon's 60 s limit (its pid file 2 minutes old): its conmon stopped
+  local id, d, pid, init, rt_pid = fake_start("stuck", "600", "created")
+  assert(fs.write_atomic(d .. "/conmon.pid", tostring(pid)))
+  assert(proc.run({ "touch", "-d", "-2 min", d .. "/conmon.pid" }).code == 0)
+  local t0 = core.now()
+  local m = conmon.adopt_start({ id = id, dir = d, conmon_pid = pid, pid = init })
+  local stuck = m.ended:wait(5)
+  T.like(stuck and stuck.describe or "", "did not end within 60s", ("its start stuck: taken as ended at once (%.2f s)"):format(core.now() - t0))
+  T.wait_for(2, function() return not conmon.alive(pid, id) end)
+  T.ok(not conmon.alive(pid, id), "its conmon stopped (riklet's, by its command line and uid)")
+  cleanup(rt_pid, init)
+end
 fs.rm_rf(dir)
