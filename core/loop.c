@@ -23,6 +23,8 @@ struct rk_watch {
 	rk_fd_cb cb;
 	void *ud;
 	int dead;
+	int urgent;	 /* in the loop's urgent set (rk_watch_set_urgent) */
+	uint32_t events; /* as last asked */
 	struct rk_watch *next_dead;
 	struct rk_watch *prev, *next; /* every live watch, so rk_loop_free frees them all */
 };
@@ -83,8 +85,13 @@ struct rk_loop {
 	uint64_t window_start, window_max, prev_window_max;
 	char blame[256]; /* the slowest step of the current turn, as told by rk_loop_blame */
 	uint64_t blame_us;
-	uint64_t turn_start_us; /* when the current turn began (epoll_wait returned) */
-	uint64_t budget_us;	/* a turn's budget for deferred work (0: none) */
+	uint64_t turn_start_us;	 /* when the current turn began (epoll_wait returned) */
+	uint64_t budget_us;	 /* a turn's budget for deferred work (0: none) */
+	int urg_epfd;		 /* the urgent watches (an API request): served between paced steps too */
+	uint64_t urg_checked_us; /* when they were last looked at during paced work */
+	int in_urgent;		 /* serving them (no nested serving) */
+	uint64_t urg_peeked_us;	 /* rk_loop_over_budget's last look (urgent_waiting) ... */
+	int urg_seen;		 /* ... and what it saw */
 };
 
 uint64_t rk_now_ms(void)
@@ -264,6 +271,7 @@ rk_watch *rk_loop_watch_fd(rk_loop *l, int fd, uint32_t events, rk_fd_cb cb, voi
 	w->fd = fd;
 	w->cb = cb;
 	w->ud = ud;
+	w->events = events;
 	struct epoll_event ev = {.events = events, .data.ptr = w};
 	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
 		rk_errf(e, errno, "cannot watch fd %d: %s", fd, strerror(errno));
@@ -277,11 +285,30 @@ rk_watch *rk_loop_watch_fd(rk_loop *l, int fd, uint32_t events, rk_fd_cb cb, voi
 	return w;
 }
 
+static int watch_epfd(rk_watch *w)
+{
+	return w->urgent ? w->loop->urg_epfd : w->loop->epfd;
+}
+
 int rk_watch_modify(rk_watch *w, uint32_t events, rk_err *e)
 {
 	struct epoll_event ev = {.events = events, .data.ptr = w};
-	if (epoll_ctl(w->loop->epfd, EPOLL_CTL_MOD, w->fd, &ev) < 0)
+	if (epoll_ctl(watch_epfd(w), EPOLL_CTL_MOD, w->fd, &ev) < 0)
 		return rk_errf(e, errno, "cannot change the watch on fd %d: %s", w->fd, strerror(errno));
+	w->events = events;
+	return 0;
+}
+
+int rk_watch_set_urgent(rk_watch *w, rk_err *e)
+{
+	if (w->urgent)
+		return 0;
+	rk_loop *l = w->loop;
+	struct epoll_event ev = {.events = w->events, .data.ptr = w};
+	if (epoll_ctl(l->urg_epfd, EPOLL_CTL_ADD, w->fd, &ev) < 0)
+		return rk_errf(e, errno, "cannot watch fd %d among the urgent ones: %s", w->fd, strerror(errno));
+	epoll_ctl(l->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+	w->urgent = 1;
 	return 0;
 }
 
@@ -290,7 +317,7 @@ void rk_watch_cancel(rk_watch *w)
 	if (!w || w->dead)
 		return;
 	/* The fd may already be closed by its owner; EBADF/ENOENT are fine then. */
-	epoll_ctl(w->loop->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+	epoll_ctl(watch_epfd(w), EPOLL_CTL_DEL, w->fd, NULL);
 	if (w->prev)
 		w->prev->next = w->next;
 	else
@@ -469,6 +496,8 @@ static void signal_ready(void *ud, int fd, uint32_t events)
 	}
 }
 
+static void urgent_ready(void *ud, int fd, uint32_t events);
+
 rk_loop *rk_loop_new(rk_err *e)
 {
 	rk_loop *l = calloc(1, sizeof *l);
@@ -502,7 +531,19 @@ rk_loop *rk_loop_new(rk_err *e)
 		free(l);
 		return NULL;
 	}
-	if (!rk_loop_watch_fd(l, l->sigfd, EPOLLIN, signal_ready, l, e)) {
+	l->urg_epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (l->urg_epfd < 0)
+		rk_errf(e, errno, "epoll_create1: %s", strerror(errno));
+	if (l->urg_epfd < 0 || !rk_loop_watch_fd(l, l->sigfd, EPOLLIN, signal_ready, l, e) ||
+	    !rk_loop_watch_fd(l, l->urg_epfd, EPOLLIN, urgent_ready, l, e)) {
+		rk_watch *w = l->watches;
+		while (w) {
+			rk_watch *next = w->next;
+			free(w);
+			w = next;
+		}
+		if (l->urg_epfd >= 0)
+			close(l->urg_epfd);
 		close(l->sigfd);
 		close(l->epfd);
 		free(l);
@@ -520,9 +561,23 @@ static void free_dead(rk_loop *l)
 	}
 }
 
+/* Is an urgent watch ready (an API request waiting)? Looked at most every RK_LOOP_URGENT_US. */
+static int urgent_waiting(rk_loop *l, uint64_t now)
+{
+	if (l->in_urgent)
+		return 0;
+	if (now - l->urg_peeked_us >= RK_LOOP_URGENT_US) {
+		struct epoll_event ev;
+		l->urg_peeked_us = now;
+		l->urg_seen = epoll_wait(l->urg_epfd, &ev, 1, 0) > 0;
+	}
+	return l->urg_seen;
+}
+
 int rk_loop_over_budget(rk_loop *l)
 {
-	return l->budget_us && rk_now_us() - l->turn_start_us >= l->budget_us;
+	uint64_t now = rk_now_us();
+	return (l->budget_us && now - l->turn_start_us >= l->budget_us) || urgent_waiting(l, now);
 }
 
 uint64_t rk_loop_turn_us(rk_loop *l)
@@ -537,6 +592,57 @@ uint64_t rk_loop_set_budget(rk_loop *l, uint64_t ms)
 	return was;
 }
 
+static void dispatch(rk_loop *l, struct epoll_event *evs, int n)
+{
+	for (int i = 0; i < n && !l->stopped; i++) {
+		rk_watch *w = evs[i].data.ptr;
+		if (!w->dead)
+			w->cb(w->ud, w->fd, evs[i].events);
+	}
+}
+
+/* The urgent set is ready (seen by the turn's epoll_wait): serve it like any fd. */
+static void urgent_ready(void *ud, int fd, uint32_t events)
+{
+	rk_loop *l = ud;
+	struct epoll_event evs[16];
+	int n = epoll_wait(l->urg_epfd, evs, 16, 0);
+	if (n > 0)
+		dispatch(l, evs, n);
+}
+
+static void run_timers(rk_loop *l);
+static int run_queue(rk_loop *l, struct deferred **head, struct deferred **tail, int paced);
+
+/* Between two paced callbacks, every RK_LOOP_URGENT_US: serve the urgent watches that are ready,
+ * then what they asked for at once (an HTTP request's dispatch, rk_loop_defer; the answer's send,
+ * a timer due now: the timers due are run too), so a request waits for the paced step that runs
+ * and a millisecond, not for the rest of the turn's budget and then the next turn's (two budgets:
+ * the dispatch ran at the top of the next turn, the send after its paced work). */
+static void serve_urgent(rk_loop *l, uint64_t now)
+{
+	l->urg_checked_us = now;
+	l->urg_seen = 0;
+	if (l->in_urgent || l->stopped)
+		return;
+	l->in_urgent = 1;
+	/* a few passes: an answer given at once makes the fds ready again (MHD's resume, the send) */
+	for (int pass = 0; pass < 4 && !l->stopped; pass++) {
+		struct epoll_event evs[16];
+		int n = epoll_wait(l->urg_epfd, evs, 16, 0);
+		if (n > 0)
+			dispatch(l, evs, n);
+		else if (!l->dq_head && !(l->nheap && l->heap[0]->due <= rk_now_ms()))
+			break; /* nothing ready, queued ahead or due (a resumed request's send is a timer) */
+		if (!l->stopped)
+			run_queue(l, &l->dq_head, &l->dq_tail, 0);
+		if (!l->stopped)
+			run_timers(l);
+		free_dead(l);
+	}
+	l->in_urgent = 0;
+}
+
 /* Run the callbacks of a queue that were queued before this round; callbacks may queue more for
  * the next round. paced: once the turn has used its budget, what is left of the round waits for
  * the next turn, ahead of what this round queued (round robin: fds, timers and the other queue are
@@ -547,12 +653,17 @@ static int run_queue(rk_loop *l, struct deferred **head, struct deferred **tail,
 	*head = *tail = NULL;
 	int n = 0;
 	while (d) {
-		if (paced && n > 0 && rk_loop_over_budget(l)) {
-			last->next = *head;
-			if (!*head)
-				*tail = last;
-			*head = d;
-			break;
+		if (paced) {
+			uint64_t now = rk_now_us();
+			if (n > 0 && l->budget_us && now - l->turn_start_us >= l->budget_us) {
+				last->next = *head;
+				if (!*head)
+					*tail = last;
+				*head = d;
+				break;
+			}
+			if (l->urg_seen || now - l->urg_checked_us >= RK_LOOP_URGENT_US)
+				serve_urgent(l, now);
 		}
 		struct deferred *next = d->next;
 		d->cb(d->ud);
@@ -668,11 +779,9 @@ int rk_loop_run(rk_loop *l)
 			rk_error("loop", "epoll_wait failed: %s", strerror(errno));
 			return -1;
 		}
-		for (int i = 0; i < n && !l->stopped; i++) {
-			rk_watch *w = evs[i].data.ptr;
-			if (!w->dead)
-				w->cb(w->ud, w->fd, evs[i].events);
-		}
+		l->urg_checked_us = start;
+		l->urg_seen = 0;
+		dispatch(l, evs, n);
 		free_dead(l);
 		if (!l->stopped)
 			run_timers(l);
@@ -714,6 +823,7 @@ void rk_loop_free(rk_loop *l)
 			free(d->ud);
 		free(d);
 	}
+	close(l->urg_epfd);
 	close(l->sigfd);
 	close(l->epfd);
 	free(l);
