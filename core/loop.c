@@ -4,6 +4,7 @@
 #include "loop.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -86,6 +87,9 @@ struct rk_loop {
 	char blame[256]; /* the slowest step of the current turn, as told by rk_loop_blame */
 	uint64_t blame_us;
 	uint64_t turn_start_us;	 /* when the current turn began (epoll_wait returned) */
+	uint64_t turn_cpu_us;	 /* the loop thread's CPU time then ... */
+	uint64_t turn_delay_us;	 /* ... and its wait for a CPU so far (thread_times) */
+	int schedstat_fd;	 /* /proc/thread-self/schedstat, or -1 */
 	uint64_t budget_us;	 /* a turn's budget for deferred work (0: none) */
 	int urg_epfd;		 /* the urgent watches (an API request): served between paced steps too */
 	uint64_t urg_checked_us; /* when they were last looked at during paced work */
@@ -99,6 +103,28 @@ uint64_t rk_now_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* The loop thread's time on a CPU and waiting on a run queue, microseconds, from its schedstat
+ * (fd open on /proc/thread-self/schedstat: one read per turn); without it, the CPU time only. */
+static void thread_times(int fd, uint64_t *cpu_us, uint64_t *delay_us)
+{
+	char b[96];
+	unsigned long long run_ns, delay_ns;
+	ssize_t n = fd >= 0 ? pread(fd, b, sizeof b - 1, 0) : -1;
+	if (n > 0) {
+		b[n] = 0;
+		if (sscanf(b, "%llu %llu", &run_ns, &delay_ns) == 2) {
+			*cpu_us = run_ns / 1000u;
+			*delay_us = delay_ns / 1000u;
+			return;
+		}
+	}
+	struct timespec ts;
+	*cpu_us = clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) < 0
+		? 0
+		: (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+	*delay_us = 0;
 }
 
 uint64_t rk_now_us(void)
@@ -531,6 +557,7 @@ rk_loop *rk_loop_new(rk_err *e)
 		free(l);
 		return NULL;
 	}
+	l->schedstat_fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
 	l->urg_epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (l->urg_epfd < 0)
 		rk_errf(e, errno, "epoll_create1: %s", strerror(errno));
@@ -544,6 +571,8 @@ rk_loop *rk_loop_new(rk_err *e)
 		}
 		if (l->urg_epfd >= 0)
 			close(l->urg_epfd);
+		if (l->schedstat_fd >= 0)
+			close(l->schedstat_fd);
 		close(l->sigfd);
 		close(l->epfd);
 		free(l);
@@ -718,16 +747,31 @@ static void turn_done(rk_loop *l, uint64_t start)
 	}
 	if (us >= RK_LOOP_SLOW_MS * 1000u) {
 		st->slow_turns++;
+		/* where the time went: riklet's thread ran, waited for a CPU (a loaded node), or was
+		 * blocked in a system call (a lock in the kernel, a disk) */
+		uint64_t cpu, delay;
+		char where[160];
+		thread_times(l->schedstat_fd, &cpu, &delay);
+		cpu -= l->turn_cpu_us;
+		delay -= l->turn_delay_us;
+		if (l->schedstat_fd >= 0)
+			snprintf(where, sizeof where,
+				 "riklet ran %llu ms of it, waited %llu ms for a CPU and %llu ms in system calls",
+				 (unsigned long long)(cpu / 1000), (unsigned long long)(delay / 1000),
+				 (unsigned long long)(us > cpu + delay ? (us - cpu - delay) / 1000 : 0));
+		else
+			snprintf(where, sizeof where, "riklet ran %llu ms of it", (unsigned long long)(cpu / 1000));
 		if (l->blame_us)
 			rk_warn("loop",
 				"the event loop was blocked for %llu ms (timers, container exits and API requests "
-				"waited that long); the longest step was %s (%llu ms)",
-				(unsigned long long)(us / 1000), l->blame, (unsigned long long)(l->blame_us / 1000));
+				"waited that long; %s); the longest step was %s (%llu ms)",
+				(unsigned long long)(us / 1000), where, l->blame,
+				(unsigned long long)(l->blame_us / 1000));
 		else
 			rk_warn("loop",
 				"the event loop was blocked for %llu ms (timers, container exits and API requests "
-				"waited that long) in C code (no Lua task ran that long)",
-				(unsigned long long)(us / 1000));
+				"waited that long; %s) in C code (no Lua task ran that long)",
+				(unsigned long long)(us / 1000), where);
 	}
 	l->blame_us = 0;
 	l->blame[0] = 0;
@@ -756,6 +800,7 @@ int rk_loop_run(rk_loop *l)
 	struct epoll_event evs[64];
 	uint64_t start = rk_now_us();
 	l->turn_start_us = start;
+	thread_times(l->schedstat_fd, &l->turn_cpu_us, &l->turn_delay_us);
 	if (!l->window_start)
 		l->window_start = start;
 	/* a stop requested before the loop ran (a command that finished at once) is honoured */
@@ -775,6 +820,7 @@ int rk_loop_run(rk_loop *l)
 		turn_done(l, start);
 		int n = epoll_wait(l->epfd, evs, 64, timeout);
 		start = l->turn_start_us = rk_now_us();
+		thread_times(l->schedstat_fd, &l->turn_cpu_us, &l->turn_delay_us);
 		if (n < 0 && errno != EINTR) {
 			rk_error("loop", "epoll_wait failed: %s", strerror(errno));
 			return -1;
@@ -824,6 +870,8 @@ void rk_loop_free(rk_loop *l)
 		free(d);
 	}
 	close(l->urg_epfd);
+	if (l->schedstat_fd >= 0)
+		close(l->schedstat_fd);
 	close(l->sigfd);
 	close(l->epfd);
 	free(l);
