@@ -760,6 +760,8 @@ static void accept_resume(void *ud)
 	rk_httpd *s = ud;
 	s->lpause = NULL;
 	s->lw = rk_loop_watch_fd(s->loop, s->lfd, EPOLLIN, on_listen, s, NULL);
+	if (s->lw)
+		rk_watch_set_urgent(s->lw, NULL);
 	if (!s->lw)
 		s->lpause = rk_loop_timer(s->loop, 1000, accept_resume, s);
 }
@@ -940,8 +942,9 @@ rk_httpd *rk_httpd_new(rk_loop *l, const struct rk_httpd_opts *o, rk_httpd_handl
 		rk_errf(e, EIO, "cannot start the HTTP server on %s (libmicrohttpd refused its options)", a);
 		goto fail;
 	}
+	/* the listener and MHD's connections are served between paced steps too (see loop.h) */
 	s->lw = rk_loop_watch_fd(l, fd, EPOLLIN, on_listen, s, e);
-	if (!s->lw)
+	if (!s->lw || rk_watch_set_urgent(s->lw, e) < 0)
 		goto fail;
 	const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_EPOLL_FD);
 	if (!di) {
@@ -949,7 +952,7 @@ rk_httpd *rk_httpd_new(rk_loop *l, const struct rk_httpd_opts *o, rk_httpd_handl
 		goto fail;
 	}
 	s->w = rk_loop_watch_fd(l, di->epoll_fd, EPOLLIN, on_epoll, s, e);
-	if (!s->w)
+	if (!s->w || rk_watch_set_urgent(s->w, e) < 0)
 		goto fail;
 	srv_run(s);
 	return s;

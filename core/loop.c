@@ -4,6 +4,7 @@
 #include "loop.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -23,6 +24,8 @@ struct rk_watch {
 	rk_fd_cb cb;
 	void *ud;
 	int dead;
+	int urgent;	 /* in the loop's urgent set (rk_watch_set_urgent) */
+	uint32_t events; /* as last asked */
 	struct rk_watch *next_dead;
 	struct rk_watch *prev, *next; /* every live watch, so rk_loop_free frees them all */
 };
@@ -83,8 +86,16 @@ struct rk_loop {
 	uint64_t window_start, window_max, prev_window_max;
 	char blame[256]; /* the slowest step of the current turn, as told by rk_loop_blame */
 	uint64_t blame_us;
-	uint64_t turn_start_us; /* when the current turn began (epoll_wait returned) */
-	uint64_t budget_us;	/* a turn's budget for deferred work (0: none) */
+	uint64_t turn_start_us;	 /* when the current turn began (epoll_wait returned) */
+	uint64_t turn_cpu_us;	 /* the loop thread's CPU time then ... */
+	uint64_t turn_delay_us;	 /* ... and its wait for a CPU so far (thread_times) */
+	int schedstat_fd;	 /* /proc/thread-self/schedstat, or -1 */
+	uint64_t budget_us;	 /* a turn's budget for deferred work (0: none) */
+	int urg_epfd;		 /* the urgent watches (an API request): served between paced steps too */
+	uint64_t urg_checked_us; /* when they were last looked at during paced work */
+	int in_urgent;		 /* serving them (no nested serving) */
+	uint64_t urg_peeked_us;	 /* rk_loop_over_budget's last look (urgent_waiting) ... */
+	int urg_seen;		 /* ... and what it saw */
 };
 
 uint64_t rk_now_ms(void)
@@ -92,6 +103,28 @@ uint64_t rk_now_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* The loop thread's time on a CPU and waiting on a run queue, microseconds, from its schedstat
+ * (fd open on /proc/thread-self/schedstat: one read per turn); without it, the CPU time only. */
+static void thread_times(int fd, uint64_t *cpu_us, uint64_t *delay_us)
+{
+	char b[96];
+	unsigned long long run_ns, delay_ns;
+	ssize_t n = fd >= 0 ? pread(fd, b, sizeof b - 1, 0) : -1;
+	if (n > 0) {
+		b[n] = 0;
+		if (sscanf(b, "%llu %llu", &run_ns, &delay_ns) == 2) {
+			*cpu_us = run_ns / 1000u;
+			*delay_us = delay_ns / 1000u;
+			return;
+		}
+	}
+	struct timespec ts;
+	*cpu_us = clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) < 0
+		? 0
+		: (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+	*delay_us = 0;
 }
 
 uint64_t rk_now_us(void)
@@ -264,6 +297,7 @@ rk_watch *rk_loop_watch_fd(rk_loop *l, int fd, uint32_t events, rk_fd_cb cb, voi
 	w->fd = fd;
 	w->cb = cb;
 	w->ud = ud;
+	w->events = events;
 	struct epoll_event ev = {.events = events, .data.ptr = w};
 	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
 		rk_errf(e, errno, "cannot watch fd %d: %s", fd, strerror(errno));
@@ -277,11 +311,30 @@ rk_watch *rk_loop_watch_fd(rk_loop *l, int fd, uint32_t events, rk_fd_cb cb, voi
 	return w;
 }
 
+static int watch_epfd(rk_watch *w)
+{
+	return w->urgent ? w->loop->urg_epfd : w->loop->epfd;
+}
+
 int rk_watch_modify(rk_watch *w, uint32_t events, rk_err *e)
 {
 	struct epoll_event ev = {.events = events, .data.ptr = w};
-	if (epoll_ctl(w->loop->epfd, EPOLL_CTL_MOD, w->fd, &ev) < 0)
+	if (epoll_ctl(watch_epfd(w), EPOLL_CTL_MOD, w->fd, &ev) < 0)
 		return rk_errf(e, errno, "cannot change the watch on fd %d: %s", w->fd, strerror(errno));
+	w->events = events;
+	return 0;
+}
+
+int rk_watch_set_urgent(rk_watch *w, rk_err *e)
+{
+	if (w->urgent)
+		return 0;
+	rk_loop *l = w->loop;
+	struct epoll_event ev = {.events = w->events, .data.ptr = w};
+	if (epoll_ctl(l->urg_epfd, EPOLL_CTL_ADD, w->fd, &ev) < 0)
+		return rk_errf(e, errno, "cannot watch fd %d among the urgent ones: %s", w->fd, strerror(errno));
+	epoll_ctl(l->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+	w->urgent = 1;
 	return 0;
 }
 
@@ -290,7 +343,7 @@ void rk_watch_cancel(rk_watch *w)
 	if (!w || w->dead)
 		return;
 	/* The fd may already be closed by its owner; EBADF/ENOENT are fine then. */
-	epoll_ctl(w->loop->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+	epoll_ctl(watch_epfd(w), EPOLL_CTL_DEL, w->fd, NULL);
 	if (w->prev)
 		w->prev->next = w->next;
 	else
@@ -469,6 +522,8 @@ static void signal_ready(void *ud, int fd, uint32_t events)
 	}
 }
 
+static void urgent_ready(void *ud, int fd, uint32_t events);
+
 rk_loop *rk_loop_new(rk_err *e)
 {
 	rk_loop *l = calloc(1, sizeof *l);
@@ -502,7 +557,22 @@ rk_loop *rk_loop_new(rk_err *e)
 		free(l);
 		return NULL;
 	}
-	if (!rk_loop_watch_fd(l, l->sigfd, EPOLLIN, signal_ready, l, e)) {
+	l->schedstat_fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+	l->urg_epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (l->urg_epfd < 0)
+		rk_errf(e, errno, "epoll_create1: %s", strerror(errno));
+	if (l->urg_epfd < 0 || !rk_loop_watch_fd(l, l->sigfd, EPOLLIN, signal_ready, l, e) ||
+	    !rk_loop_watch_fd(l, l->urg_epfd, EPOLLIN, urgent_ready, l, e)) {
+		rk_watch *w = l->watches;
+		while (w) {
+			rk_watch *next = w->next;
+			free(w);
+			w = next;
+		}
+		if (l->urg_epfd >= 0)
+			close(l->urg_epfd);
+		if (l->schedstat_fd >= 0)
+			close(l->schedstat_fd);
 		close(l->sigfd);
 		close(l->epfd);
 		free(l);
@@ -520,9 +590,23 @@ static void free_dead(rk_loop *l)
 	}
 }
 
+/* Is an urgent watch ready (an API request waiting)? Looked at most every RK_LOOP_URGENT_US. */
+static int urgent_waiting(rk_loop *l, uint64_t now)
+{
+	if (l->in_urgent)
+		return 0;
+	if (now - l->urg_peeked_us >= RK_LOOP_URGENT_US) {
+		struct epoll_event ev;
+		l->urg_peeked_us = now;
+		l->urg_seen = epoll_wait(l->urg_epfd, &ev, 1, 0) > 0;
+	}
+	return l->urg_seen;
+}
+
 int rk_loop_over_budget(rk_loop *l)
 {
-	return l->budget_us && rk_now_us() - l->turn_start_us >= l->budget_us;
+	uint64_t now = rk_now_us();
+	return (l->budget_us && now - l->turn_start_us >= l->budget_us) || urgent_waiting(l, now);
 }
 
 uint64_t rk_loop_turn_us(rk_loop *l)
@@ -537,6 +621,57 @@ uint64_t rk_loop_set_budget(rk_loop *l, uint64_t ms)
 	return was;
 }
 
+static void dispatch(rk_loop *l, struct epoll_event *evs, int n)
+{
+	for (int i = 0; i < n && !l->stopped; i++) {
+		rk_watch *w = evs[i].data.ptr;
+		if (!w->dead)
+			w->cb(w->ud, w->fd, evs[i].events);
+	}
+}
+
+/* The urgent set is ready (seen by the turn's epoll_wait): serve it like any fd. */
+static void urgent_ready(void *ud, int fd, uint32_t events)
+{
+	rk_loop *l = ud;
+	struct epoll_event evs[16];
+	int n = epoll_wait(l->urg_epfd, evs, 16, 0);
+	if (n > 0)
+		dispatch(l, evs, n);
+}
+
+static void run_timers(rk_loop *l);
+static int run_queue(rk_loop *l, struct deferred **head, struct deferred **tail, int paced);
+
+/* Between two paced callbacks, every RK_LOOP_URGENT_US: serve the urgent watches that are ready,
+ * then what they asked for at once (an HTTP request's dispatch, rk_loop_defer; the answer's send,
+ * a timer due now: the timers due are run too), so a request waits for the paced step that runs
+ * and a millisecond, not for the rest of the turn's budget and then the next turn's (two budgets:
+ * the dispatch ran at the top of the next turn, the send after its paced work). */
+static void serve_urgent(rk_loop *l, uint64_t now)
+{
+	l->urg_checked_us = now;
+	l->urg_seen = 0;
+	if (l->in_urgent || l->stopped)
+		return;
+	l->in_urgent = 1;
+	/* a few passes: an answer given at once makes the fds ready again (MHD's resume, the send) */
+	for (int pass = 0; pass < 4 && !l->stopped; pass++) {
+		struct epoll_event evs[16];
+		int n = epoll_wait(l->urg_epfd, evs, 16, 0);
+		if (n > 0)
+			dispatch(l, evs, n);
+		else if (!l->dq_head && !(l->nheap && l->heap[0]->due <= rk_now_ms()))
+			break; /* nothing ready, queued ahead or due (a resumed request's send is a timer) */
+		if (!l->stopped)
+			run_queue(l, &l->dq_head, &l->dq_tail, 0);
+		if (!l->stopped)
+			run_timers(l);
+		free_dead(l);
+	}
+	l->in_urgent = 0;
+}
+
 /* Run the callbacks of a queue that were queued before this round; callbacks may queue more for
  * the next round. paced: once the turn has used its budget, what is left of the round waits for
  * the next turn, ahead of what this round queued (round robin: fds, timers and the other queue are
@@ -547,12 +682,17 @@ static int run_queue(rk_loop *l, struct deferred **head, struct deferred **tail,
 	*head = *tail = NULL;
 	int n = 0;
 	while (d) {
-		if (paced && n > 0 && rk_loop_over_budget(l)) {
-			last->next = *head;
-			if (!*head)
-				*tail = last;
-			*head = d;
-			break;
+		if (paced) {
+			uint64_t now = rk_now_us();
+			if (n > 0 && l->budget_us && now - l->turn_start_us >= l->budget_us) {
+				last->next = *head;
+				if (!*head)
+					*tail = last;
+				*head = d;
+				break;
+			}
+			if (l->urg_seen || now - l->urg_checked_us >= RK_LOOP_URGENT_US)
+				serve_urgent(l, now);
 		}
 		struct deferred *next = d->next;
 		d->cb(d->ud);
@@ -607,16 +747,31 @@ static void turn_done(rk_loop *l, uint64_t start)
 	}
 	if (us >= RK_LOOP_SLOW_MS * 1000u) {
 		st->slow_turns++;
+		/* where the time went: riklet's thread ran, waited for a CPU (a loaded node), or was
+		 * blocked in a system call (a lock in the kernel, a disk) */
+		uint64_t cpu, delay;
+		char where[160];
+		thread_times(l->schedstat_fd, &cpu, &delay);
+		cpu -= l->turn_cpu_us;
+		delay -= l->turn_delay_us;
+		if (l->schedstat_fd >= 0)
+			snprintf(where, sizeof where,
+				 "riklet ran %llu ms of it, waited %llu ms for a CPU and %llu ms in system calls",
+				 (unsigned long long)(cpu / 1000), (unsigned long long)(delay / 1000),
+				 (unsigned long long)(us > cpu + delay ? (us - cpu - delay) / 1000 : 0));
+		else
+			snprintf(where, sizeof where, "riklet ran %llu ms of it", (unsigned long long)(cpu / 1000));
 		if (l->blame_us)
 			rk_warn("loop",
 				"the event loop was blocked for %llu ms (timers, container exits and API requests "
-				"waited that long); the longest step was %s (%llu ms)",
-				(unsigned long long)(us / 1000), l->blame, (unsigned long long)(l->blame_us / 1000));
+				"waited that long; %s); the longest step was %s (%llu ms)",
+				(unsigned long long)(us / 1000), where, l->blame,
+				(unsigned long long)(l->blame_us / 1000));
 		else
 			rk_warn("loop",
 				"the event loop was blocked for %llu ms (timers, container exits and API requests "
-				"waited that long) in C code (no Lua task ran that long)",
-				(unsigned long long)(us / 1000));
+				"waited that long; %s) in C code (no Lua task ran that long)",
+				(unsigned long long)(us / 1000), where);
 	}
 	l->blame_us = 0;
 	l->blame[0] = 0;
@@ -645,6 +800,7 @@ int rk_loop_run(rk_loop *l)
 	struct epoll_event evs[64];
 	uint64_t start = rk_now_us();
 	l->turn_start_us = start;
+	thread_times(l->schedstat_fd, &l->turn_cpu_us, &l->turn_delay_us);
 	if (!l->window_start)
 		l->window_start = start;
 	/* a stop requested before the loop ran (a command that finished at once) is honoured */
@@ -664,15 +820,14 @@ int rk_loop_run(rk_loop *l)
 		turn_done(l, start);
 		int n = epoll_wait(l->epfd, evs, 64, timeout);
 		start = l->turn_start_us = rk_now_us();
+		thread_times(l->schedstat_fd, &l->turn_cpu_us, &l->turn_delay_us);
 		if (n < 0 && errno != EINTR) {
 			rk_error("loop", "epoll_wait failed: %s", strerror(errno));
 			return -1;
 		}
-		for (int i = 0; i < n && !l->stopped; i++) {
-			rk_watch *w = evs[i].data.ptr;
-			if (!w->dead)
-				w->cb(w->ud, w->fd, evs[i].events);
-		}
+		l->urg_checked_us = start;
+		l->urg_seen = 0;
+		dispatch(l, evs, n);
 		free_dead(l);
 		if (!l->stopped)
 			run_timers(l);
@@ -714,6 +869,9 @@ void rk_loop_free(rk_loop *l)
 			free(d->ud);
 		free(d);
 	}
+	close(l->urg_epfd);
+	if (l->schedstat_fd >= 0)
+		close(l->schedstat_fd);
 	close(l->sigfd);
 	close(l->epfd);
 	free(l);

@@ -31,6 +31,11 @@ void rk_loop_free(rk_loop *l);
 /* Watch fd for events (EPOLLIN, EPOLLOUT, ...; level-triggered). */
 rk_watch *rk_loop_watch_fd(rk_loop *l, int fd, uint32_t events, rk_fd_cb cb, void *ud, rk_err *e);
 int rk_watch_modify(rk_watch *w, uint32_t events, rk_err *e);
+/* Serve w between paced callbacks too (see rk_loop_defer_paced), at most RK_LOOP_URGENT_US apart,
+ * with what its callback asks for at once (rk_loop_defer callbacks, timers due now): for fds an
+ * operator or a client waits on (the HTTP API), whose callbacks are short. */
+int rk_watch_set_urgent(rk_watch *w, rk_err *e);
+#define RK_LOOP_URGENT_US 1000
 void rk_watch_cancel(rk_watch *w);
 
 /* One-shot timer after ms milliseconds. Cancelling takes it out of the timer heap and frees it at
@@ -92,6 +97,9 @@ void rk_loop_defer_paced(rk_loop *l, rk_defer_cb cb, void *ud);
 void rk_loop_defer_paced_owned(rk_loop *l, rk_defer_cb cb, void *ud);
 #define RK_LOOP_BUDGET_MS 20
 uint64_t rk_loop_set_budget(rk_loop *l, uint64_t ms); /* -> the previous one */
+/* The turn has used its budget, or an urgent watch is ready (rk_watch_set_urgent: an API request
+ * waits; looked at most every RK_LOOP_URGENT_US): what can wait goes to the paced queue now, and
+ * the request is served before the next paced step. */
 int rk_loop_over_budget(rk_loop *l);
 uint64_t rk_loop_turn_us(rk_loop *l);
 

@@ -1,6 +1,7 @@
 /* test_loop.c — the event loop: timers in order, cancel, defer, fd watches, child exits (our own,
  * an exit reaped before the watch, and a process that is not our child), signals, stop; timer
- * cancel gives memory back; loop lag is measured; a turn's budget bounds the deferred work it runs; the worker pool runs jobs off the loop thread
+ * cancel gives memory back; loop lag is measured; a turn's budget bounds the deferred work it runs;
+ * an urgent watch is served between paced callbacks; the worker pool runs jobs off the loop thread
  * and delivers their completions on it while the loop keeps turning. */
 #include <errno.h>
 #include <pthread.h>
@@ -127,6 +128,31 @@ static void spin_fd(void *ud, int fd, uint32_t ev)
 	if (read(fd, &c, 1) == 1 && fd_seen_at < 0) {
 		fd_seen_at = spun;
 		rk_loop_defer(g_loop, spin_answer, NULL); /* e.g. an HTTP request's dispatch */
+	}
+}
+/* urgent watches: a byte arrives (written by the 10th of 60 paced callbacks of 1 ms) on an urgent fd */
+#define NUSPIN 60
+static int u_spun, u_seen_at = -1, u_answered_at = -1, u_wfd = -1;
+static void spin1(void *ud)
+{
+	if ((intptr_t)ud == 10 && write(u_wfd, "x", 1) != 1)
+		u_seen_at = -2;
+	uint64_t t = rk_now_us();
+	while (rk_now_us() - t < 1000)
+		;
+	if (++u_spun == NUSPIN)
+		rk_loop_stop(g_loop, 0);
+}
+static void u_answer(void *ud)
+{
+	u_answered_at = u_spun;
+}
+static void u_fd(void *ud, int fd, uint32_t ev)
+{
+	char c;
+	if (read(fd, &c, 1) == 1 && u_seen_at == -1) {
+		u_seen_at = u_spun;
+		rk_loop_defer(g_loop, u_answer, NULL);
 	}
 }
 static void spin_tick(void *ud)
@@ -287,6 +313,24 @@ int main(void)
 	ok(max_tick_gap_us < 200000,
 	   "the longest wait of the ticker (from the start to the end) was %.1f ms (the work queued: %d x 5 ms)",
 	   max_tick_gap_us / 1000.0, NSPIN);
+
+	/* an urgent watch (rk_watch_set_urgent: the HTTP API's) is served between paced callbacks, with
+	 * what it defers, not after the turn's budget (a plain fd: after ~20 of these, the next turn) */
+	int up[2];
+	ok(pipe(up) == 0, "a pipe for the urgent watch");
+	u_wfd = up[1];
+	e.msg[0] = 0;
+	rk_watch *uw = rk_loop_watch_fd(l, up[0], EPOLLIN, u_fd, NULL, &e);
+	ok(uw && rk_watch_set_urgent(uw, &e) == 0, "the watch is urgent: %s", e.msg);
+	for (intptr_t i = 0; i < NUSPIN; i++)
+		rk_loop_defer_paced(l, spin1, (void *)i);
+	rk_loop_run(l);
+	rk_watch_cancel(uw);
+	close(up[0]);
+	close(up[1]);
+	ok(u_seen_at >= 11 && u_seen_at <= 12,
+	   "a byte written by the 11th paced callback of 1 ms was read after %d of them (at most 12)", u_seen_at);
+	ok(u_answered_at == u_seen_at, "what its callback deferred ran at once (after %d)", u_answered_at);
 
 	/* the worker pool: 8 jobs of 200 ms on 4 threads take ~400 ms, run off the loop thread, and
 	 * their completions are delivered on the loop while a 5 ms timer keeps ticking */
