@@ -130,6 +130,7 @@ function agent.init(config)
   -- unusable records are moved aside and their ids held (store logs each); no list, no start:
   -- the clean-up below would take every instance for a leftover
   local t0, c0 = core.now(), os.clock()
+  local p0, pc0 = policy.calls, policy.cpu
   -- RIKLET_BOOT_PROFILE=FILE: LuaJIT's sampling profiler (jit.p) over the boot, for
   -- tests/bench/bench_scale.sh (where the CPU of a re-adoption goes)
   local prof = os.getenv("RIKLET_BOOT_PROFILE")
@@ -207,8 +208,9 @@ function agent.init(config)
     if prof then require("jit.p").stop() end
     local function ms(t, c) return ("%.0f ms (CPU %.0f)"):format((t - t0) * 1000, (c - c0) * 1000) end
     log("info", "boot: %d record(s) re-adopted and leftovers reconciled in %s: records read after %s, adoptions up to "
-      .. "their first wait after %s, all adopted after %s", #adopting, ms(t_end, c_end), ms(t_read, c_read),
-      ms(t_spawned, c_spawned), ms(t_adopted or t_end, c_adopted or c_end))
+      .. "their first wait after %s, all adopted after %s; %d policy call(s), CPU %.0f ms in them", #adopting,
+      ms(t_end, c_end), ms(t_read, c_read), ms(t_spawned, c_spawned), ms(t_adopted or t_end, c_adopted or c_end),
+      policy.calls - p0, (policy.cpu - pc0) * 1000)
   end)
   return true
 end

@@ -554,6 +554,26 @@ local function create(inst)
   end
 end
 
+-- The admission policy's verdicts given again by re-adoptions (its sources changed since), written
+-- into the records once the boot is over (one task, paced): a record is written only at a
+-- transition, so without this every later restart asked the policy again for every Pod (300 Pods:
+-- 30 % of a plain restart's CPU, bench_scale.sh). Not fsync'd: a crash costs one more question each.
+local verdicts
+local function keep_verdict(inst)
+  if verdicts then verdicts[#verdicts + 1] = inst return end
+  verdicts = { inst }
+  task.spawn(function()
+    if hooks.booted and not hooks.booted.is_set then hooks.booted:wait() end
+    local list = verdicts
+    verdicts = nil
+    for _, i in ipairs(list) do
+      -- (an instance dropped meanwhile has no record to write back; one that left RUNNING was written)
+      if not i.dropped and i.rec.status == "RUNNING" then save(i, false) end
+      task.pace()
+    end
+  end)
+end
+
 local function adopt(inst)
   local rec = inst.rec
   -- validated again (a record is input too); the admission policy is asked again only when its
@@ -563,9 +583,12 @@ local function adopt(inst)
   -- stopped because the policy changed since: it keeps running as it is, with a warning.
   local w, aerr = workload.from_rik(rec.definition)
   local fp = w and rec.admitted_by ~= nil and policy.fingerprint("admission")
+  local verdict_changed
   if w and not (fp and fp == rec.admitted_by) then
     local admitted, perr, by = admit_workload(w)
-    if admitted then w, rec.admitted_by = admitted, by
+    if admitted then
+      verdict_changed = by ~= nil and by ~= rec.admitted_by
+      w, rec.admitted_by = admitted, by
     elseif not L.ENDED[rec.status] and not rec.destroyed then
       log("warn", "instance %s: the admission policy now refuses it (%s); it keeps running as it was admitted "
         .. "(destroy it to apply the policy)", inst.id, tostring(perr))
@@ -602,6 +625,7 @@ local function adopt(inst)
     end
     L.try_adopt(inst)
     store.forget_definition(rec, true) -- (read from disk by the boot; inst.workload is what runs)
+    if verdict_changed then keep_verdict(inst) end
   elseif st == "DESTROYING" then
     -- a destroy (or a stop) was in progress when riklet stopped: finish it
     log("info", "instance %s was being destroyed when riklet stopped: finishing the destroy", inst.id)

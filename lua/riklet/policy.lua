@@ -137,6 +137,9 @@ local function pack(...) return { n = select("#", ...), ... } end
 -- calls that failed (did not load, raised, overran, no such function), per policy: for metrics
 M.errors = {}
 local function count_error(name) M.errors[name] = (M.errors[name] or 0) + 1 end
+-- calls made and the CPU seconds inside them (the sandbox's copies and the policy's run): the
+-- boot's log line says what its policy pass cost (a restart after a policy change asks 2 per Pod)
+M.calls, M.cpu = 0, 0
 
 -- policy.try(name, fn, ...) -> true, results... | false, err   (tells a policy's own nil, reason
 -- from a call that failed)
@@ -144,7 +147,9 @@ function M.try(name, fname, ...)
   local e, err = entry(name)
   if not e then count_error(name) return false, err end
   local box = e.box
+  local c0 = os.clock()
   local r = pack(pcall(box.call, box, tostring(#e.chain), fname, ...))
+  M.calls, M.cpu = M.calls + 1, M.cpu + (os.clock() - c0)
   if not r[1] then
     count_error(name)
     return false, ("policy %s.%s could not be called: %s"):format(name, tostring(fname), tostring(r[2]))

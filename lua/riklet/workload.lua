@@ -834,16 +834,6 @@ function W.from_rik(text)
   return W.validate(m)
 end
 
--- The admission policy sees a copy (it cannot change ours) and plain data only; whatever it
--- returns is validated again.
-local function copy(v, depth)
-  if type(v) ~= "table" then return v end
-  if depth > L.depth then error("workload nested too deep to copy") end
-  local c = {}
-  for k, x in pairs(v) do c[k] = copy(x, depth + 1) end
-  return c
-end
-
 function W.for_source(m, source)
   for i, c in ipairs(m.containers or {}) do
     local ref, err = image.local_ref(c.image, source)
@@ -860,8 +850,12 @@ function W.for_source(m, source)
   return m
 end
 
+-- The admission policy sees a copy (it cannot change ours) and plain data only: riklet.sandbox
+-- copies every argument into the policy's own Lua state (no copy here first: at a restart after a
+-- policy change that was 1,000 more copies of each workload and of the limits, garbage all).
+-- Whatever it returns is validated again.
 function W.admit(m)
-  local called, admitted, reason = policy.try("admission", "admit", copy(m, 0), { limits = copy(L, 0) })
+  local called, admitted, reason = policy.try("admission", "admit", m, { limits = L })
   if not called then return nil, admitted end -- its message and traceback (lsandbox made them safe)
   if not admitted then return nil, policy.reason(reason, "rejected by the admission policy") end
   local v, err = W.validate(admitted)

@@ -8,7 +8,7 @@
 # Environment: PODS (default 1000); NETWORK bridge (default: a veth, an address and a port
 # mapping per Pod) or none; BASELINE=0 skips the conmon + runc loop; STEADY (default 30) seconds
 # of idle CPU measured at PODS; KEEP_TMP=1 keeps the temporary directory. READOPT_RUNS (default 1)
-# kill -9 + restarts in a row; READOPT_ALT=BINARY makes the odd ones run that riklet instead (an
+# kill -9 + restarts in a row; READOPT_ALT=BINARY makes the odd ones (READOPT_ALT_RUNS) run that riklet instead (an
 # older build: before/after figures interleaved in one run, at the same load); TEARDOWN=0 skips the
 # teardown (riklet killed, the containers deleted by the clean-up: no "left afterwards" figure).
 # READOPT_PROFILE=FILE: one more restart of RIKLET under LuaJIT's profiler (RIKLET_BOOT_PROFILE,
@@ -25,6 +25,19 @@
 # start too) loads its Lua tree and policies through one symlink, $T/tree, pointed before each
 # start at this source tree, or at DIR for the odd restarts (with READOPT_ALT, those also run that
 # binary): the policies' paths stay the same, so with the same texts every restart is a plain one.
+# READOPT_POLICY_CHANGE=same|rules: every riklet of the run also loads an operator's admission and
+# network policy from $T/policies (--policy-dir; each wraps the default, `base`), and before each
+# restart both files are edited: "same" changes only a comment (the policies' fingerprints change,
+# so every Pod's admission and network policies are asked again, and answer as before); "rules"
+# also makes every other restart's network policy give each Pod's DNAT rule a source (10.0.0.0/8),
+# so every Pod's rule is replaced at each restart. The policies' paths stay the same (a restart
+# after the operator edited the policies, with READOPT_ALT / READOPT_ALT_TREE: interleaved).
+# READOPT_POLICY_RUNS=PATTERN of 1 and 0 (default 1): restart k edits the policies when the
+# pattern's ((k-1) mod its length)-th character is 1, else it is a plain restart (e.g. 1100 with
+# READOPT_ALT: alt and this riklet after a policy change, then both after none; the row says which).
+# READOPT_ALT_RUNS=PATTERN of 1 and 0 (default 10): which restarts READOPT_ALT / READOPT_ALT_TREE
+# take, as READOPT_POLICY_RUNS (default: the odd ones; e.g. 1100 with READOPT_POLICY_RUNS=10: alt
+# after a policy edit, alt plain, this riklet after an edit, this riklet plain).
 # READOPT_STEADY=SECONDS (default 0): after each restart (network reconciled, 5 s later), riklet's
 # CPU over that many idle seconds (its threads' schedstat: nanoseconds, not clock ticks), then its
 # RSS / anon and heap split (with READOPT_ALT_TREE, the memory a re-adopted node holds, per tree,
@@ -82,6 +95,9 @@ READOPT_ALT=${READOPT_ALT:-}
 READOPT_ALT_TREE=${READOPT_ALT_TREE:-}
 READOPT_VARIANTS=${READOPT_VARIANTS:-}
 READOPT_STEADY=${READOPT_STEADY:-0}
+READOPT_POLICY_CHANGE=${READOPT_POLICY_CHANGE:-}
+READOPT_POLICY_RUNS=${READOPT_POLICY_RUNS:-1}
+READOPT_ALT_RUNS=${READOPT_ALT_RUNS:-10}
 TEARDOWN=${TEARDOWN:-1}
 BASE_PAR=${BASE_PAR:-$((2 * $(nproc)))}
 LAGPROBE=${LAGPROBE:-20}
@@ -90,6 +106,10 @@ METRICS_PORT=${METRICS_PORT:-19464} # (in the private namespace; Pods map 20000 
 BENCH_SAY_PREFIX='# '
 bench_init --ns "runc, overlay mounts, network namespaces" runc conmon umoci skopeo jq ip iptables-legacy docker-registry
 [[ $NETWORK == bridge || $NETWORK == none ]] || die "NETWORK is bridge or none"
+[[ -z $READOPT_POLICY_CHANGE || $READOPT_POLICY_CHANGE == same || $READOPT_POLICY_CHANGE == rules ]] ||
+	die "READOPT_POLICY_CHANGE is same or rules"
+[[ $READOPT_POLICY_RUNS =~ ^[01]+$ ]] || die "READOPT_POLICY_RUNS is a pattern of 1 and 0"
+[[ $READOPT_ALT_RUNS =~ ^[01]+$ ]] || die "READOPT_ALT_RUNS is a pattern of 1 and 0"
 
 MAN=$T/manifests STAGE=$T/stage STATE=$T/state RROOT=$T/runc-riklet BROOT=$T/runc-bare NETNS=$T/netns
 LOG=$T/riklet.log
@@ -116,7 +136,30 @@ bench_image
 RK_OPTS=(--standalone "$MAN" --state-dir "$STATE" --runc-root "$RROOT" --netns-dir "$NETNS" --network "$NETWORK"
 	--insecure-registries "$REGISTRY" --max-instances $((PODS + 10)) --stop-grace 2 --log-format text
 	--metrics-listen "127.0.0.1:$METRICS_PORT"
-	${RUNTIME_PARALLEL:+--runtime-parallel "$RUNTIME_PARALLEL"})
+	${RUNTIME_PARALLEL:+--runtime-parallel "$RUNTIME_PARALLEL"}
+	${READOPT_POLICY_CHANGE:+--policy-dir "$T/policies"})
+# policy_edit N: the operator's policies, version N (READOPT_POLICY_CHANGE)
+policy_edit() {
+	mkdir -p "$T/policies"
+	printf -- '-- the operator'"'"'s admission policy, version %d (bench_scale.sh)\nreturn base\n' "$1" >"$T/policies/admission.lua"
+	local src=nil
+	[[ $READOPT_POLICY_CHANGE == rules ]] && (($1 % 2 == 1)) && src='"10.0.0.0/8"'
+	cat >"$T/policies/network.lua" <<-LUA
+		-- the operator's network policy, version $1 (bench_scale.sh)
+		local SRC = $src
+		local N = setmetatable({}, { __index = base })
+		function N.rules(w, ctx)
+		  local rules, err = base.rules(w, ctx)
+		  if not rules then return nil, err end
+		  for _, r in ipairs(rules) do
+		    if r.chain == "RIKLET" and SRC then r.src = SRC end
+		  end
+		  return rules
+		end
+		return N
+	LUA
+}
+[[ -z $READOPT_POLICY_CHANGE ]] || policy_edit 0
 # (READOPT_ALT_TREE: every start loads its tree through $T/tree; TREE=DIR points it elsewhere)
 start_riklet() { # [BINARY [VAR=VALUE...]]
 	local tree=()
@@ -307,7 +350,7 @@ R_ONE=$(elapsed "$(sod "$T0")" "$(last_sod "$L2" "instance extra (Pod extra): CR
 R_ONE_LOAD=$(load1)
 R_ONE_NET=$(tail -n +"$((L2 + 1))" "$LOG" | grep -F '] instance extra: created in ' | grep -oE 'network [0-9.]+' | awk '{ print $2 }')
 
-say "riklet: kill -9 and restart with $((PODS + 1)) Pods, $READOPT_RUNS time(s)${READOPT_ALT:+ (odd runs: $READOPT_ALT)}${READOPT_ALT_TREE:+ (odd runs with the Lua tree $READOPT_ALT_TREE)}${READOPT_VARIANTS:+ (variants: $READOPT_VARIANTS)}"
+say "riklet: kill -9 and restart with $((PODS + 1)) Pods, $READOPT_RUNS time(s)${READOPT_ALT:+ (runs $READOPT_ALT_RUNS: $READOPT_ALT)}${READOPT_ALT_TREE:+ (runs $READOPT_ALT_RUNS with the Lua tree $READOPT_ALT_TREE)}${READOPT_VARIANTS:+ (variants: $READOPT_VARIANTS)}"
 VARIANTS=()
 [[ -z $READOPT_VARIANTS ]] || IFS='|' read -r -a VARIANTS <<<"$READOPT_VARIANTS"
 declare -A V_READOPT V_BOOTCPU V_STEADY V_PREBOOT
@@ -317,12 +360,13 @@ pids_of >"$T/pids.before"
 N_RUN=$("$RIKLET" ps --json --state-dir "$STATE" | jq '[.instances[] | select(.status == "RUNNING")] | length')
 ((N_RUN == PODS + 1)) || say "riklet: only $N_RUN of $((PODS + 1)) Pods RUNNING before the kill"
 tod() { awk '{ split(substr($1, 12, 12), t, ":"); printf "%.3f", t[1] * 3600 + t[2] * 60 + t[3] }'; }
-READOPT_ROWS=() L3=0
+READOPT_ROWS=() L3=0 POLICY_VERSION=0
 for ((run = 1; run <= READOPT_RUNS + (${#READOPT_PROFILE} > 0); run++)); do
 	BIN=$RIKLET WHO=riklet PROF=()
 	TREE=
-	[[ -n $READOPT_ALT ]] && ((run % 2 == 1)) && BIN=$READOPT_ALT WHO=alt
-	[[ -n $READOPT_ALT_TREE ]] && ((run % 2 == 1 && run <= READOPT_RUNS)) && TREE=$READOPT_ALT_TREE WHO=alt
+	ALT_RUN=${READOPT_ALT_RUNS:(run - 1) % ${#READOPT_ALT_RUNS}:1}
+	[[ -n $READOPT_ALT ]] && ((ALT_RUN)) && BIN=$READOPT_ALT WHO=alt
+	[[ -n $READOPT_ALT_TREE ]] && ((ALT_RUN && run <= READOPT_RUNS)) && TREE=$READOPT_ALT_TREE WHO=alt
 	VLABEL=
 	if ((${#VARIANTS[@]} && run <= READOPT_RUNS)); then
 		read -r -a vwords <<<"${VARIANTS[(run - 1) % ${#VARIANTS[@]}]}"
@@ -332,6 +376,10 @@ for ((run = 1; run <= READOPT_RUNS + (${#READOPT_PROFILE} > 0); run++)); do
 		PROF=("RIKLET_BOOT_PROFILE=$READOPT_PROFILE" "RIKLET_BOOT_PROFILE_MODE=${READOPT_PROFILE_MODE:-Fi1}")
 	kill -KILL "$RPID"
 	wait "$RPID" 2>/dev/null
+	if [[ -n $READOPT_POLICY_CHANGE && ${READOPT_POLICY_RUNS:(run - 1) % ${#READOPT_POLICY_RUNS}:1} == 1 ]]; then
+		policy_edit $((++POLICY_VERSION))
+		WHO+=" after a policy edit"
+	fi
 	L3=$(log_lines)
 	T0=$EPOCHREALTIME
 	start_riklet "$BIN" "${PROF[@]}"

@@ -127,6 +127,12 @@ T.is(store.load("was-releasing").released, true, "and stored as released")
 T.is(status("was-running"), "RUNNING", "a RUNNING record whose adoption works stays RUNNING")
 T.is(statuses("was-running"), "RUNNING", "and is reported RUNNING with no transition")
 T.is(status("policy-changed"), "RUNNING", "a running instance the admission policy now refuses keeps running")
+-- the admission policy asked again (its sources changed since the records were written): a verdict
+-- it gave again is kept in the record once the boot is over, so a plain restart does not ask again
+local admission_fp = require("riklet.policy").fingerprint("admission")
+T.wait_for(5, function() local r = store.load("was-running") return r and r.admitted_by end)
+T.is(store.load("was-running").admitted_by, admission_fp, "a verdict given again at a re-adoption is stored in the record")
+T.is(store.load("policy-changed").admitted_by, nil, "a refusal is not (the instance keeps running as it was admitted)")
 T.wait_for(15, function() return status("gone") == "FAILED" and reported("gone") == "FAILED" end)
 T.like(last_msg("gone"), "lost while riklet was not running: container main does not exist", "adopt says gone: FAILED lost")
 T.is(calls.release.gone, 1, "and released")
