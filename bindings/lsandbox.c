@@ -504,13 +504,19 @@ static int copy_table(struct copy *c, int idx)
 	/* sized once for what it holds: grown key by key, a table of 8 fields was rehashed 4 times
 	 * (most of a policy call's cost is these copies: 1,000 Pods re-asked at a restart) */
 	int narr = (int)lua_objlen(F, idx), nall = 0;
+	/* counted no further than the values left may fill: a hostile result's table of a million
+	 * keys costs no more C-side CPU here than its copy, which fails at MAX_VALUES */
+	int room = MAX_VALUES - c->values > 0 ? MAX_VALUES - c->values : 0;
 	lua_pushnil(F);
 	while (lua_next(F, idx)) {
 		lua_pop(F, 1);
-		nall++;
+		if (++nall >= room) {
+			lua_pop(F, 1);
+			break;
+		}
 	}
-	if (nall > MAX_VALUES - c->values) /* (never more room than the values left may fill) */
-		nall = MAX_VALUES - c->values > 0 ? MAX_VALUES - c->values : 0;
+	if (nall > room)
+		nall = room;
 	if (narr > nall)
 		narr = nall;
 	lua_createtable(T, narr, nall - narr);
