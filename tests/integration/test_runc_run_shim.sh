@@ -7,7 +7,8 @@
 # runc's --log (JSON, where riklet reads runc's errors) with exit 127. Then the real thing: conmon
 # + the shim + runc on a bundle whose process prints and exits 3 at once: conmon's pid file, CRI
 # log line and exit file (3) are all there, and runc knows the container (stopped) — what riklet
-# reads after a create; and the same with a runtime writing 200 KiB on stdout and on stderr
+# reads after a create; the start went through runc's exec.fifo (no `runc start` process, said in
+# runc's --log), and with no exec.fifo where the shim looks it is `runc start`; and the same with a runtime writing 200 KiB on stdout and on stderr
 # during its create (a wrapper around the real runc) and a container writing 1.9 MB on stdout and
 # 17 KB on stderr at once: no hang, and every byte of the container's is in its log, in order.
 source "$(dirname "$0")/../lib/common.sh"
@@ -36,9 +37,13 @@ args() { shim_out "$FAKE" "$@"; }
 P=$TEST_TMP/p/init.pid
 mkdir -p "$TEST_TMP/p"
 
-is "$(args --root /r --log /l --log-format json create --bundle /b --pid-file "$P" -- id)" \
-	"--root /r --log /l --log-format json create --bundle /b --pid-file $TEST_TMP/p/.riklet-create.init.pid -- id --root /r --log /l --log-format json start -- id " \
+L=$TEST_TMP/l.log
+is "$(args --root /r --log "$L" --log-format json create --bundle /b --pid-file "$P" -- id)" \
+	"--root /r --log $L --log-format json create --bundle /b --pid-file $TEST_TMP/p/.riklet-create.init.pid -- id --root /r --log $L --log-format json start -- id " \
 	"create becomes create (its pid file under another name) + start, global options and create's options kept in place"
+like "$(jq -r 'select(.level == "info") | .msg' "$L")" \
+	"^riklet-runc-run: id: runc start [(]not through exec.fifo: no state directory /r/id: No such file or directory[)]$" \
+	"no exec.fifo (no state directory: a runc unlike 1.1, or this fake): runc start, and why, in runc's --log"
 ok "test -s '$P' && ! test -e '$TEST_TMP/p/.riklet-create.init.pid'" "the pid file is renamed into place once start succeeded"
 is "$(args --root create create -- create)" "--root create create -- create --root create start -- create " \
 	"a global option's value or an id named create is not the command"
@@ -89,10 +94,14 @@ cp "$BUSYBOX" "$B/rootfs/bin/busybox" && ln -s busybox "$B/rootfs/bin/sh"
 (cd "$B" && runc spec) || bail_out "runc spec failed"
 jq '.process.terminal = false | .process.args = ["sh", "-c", "echo out-of-the-container; exit 3"]' \
 	"$B/config.json" >"$B/c.json" && mv "$B/c.json" "$B/config.json"
+# (runc, its commands recorded)
+REC=$TEST_TMP/rec-runc
+printf '#!/bin/sh\necho "$*" >>"%s"\nexec %s "$@"\n' "$TEST_TMP/rec-calls" "$(command -v runc)" >"$REC"
+chmod +x "$REC"
 on_exit "runc --root '$ROOT' delete -f shimtest >/dev/null 2>&1"
 conmon --api-version 1 --cid=shimtest --cuuid=shimtest --name=shimtest --runtime="$SHIM" --bundle="$B" \
 	--container-pidfile="$D/init.pid" --conmon-pidfile="$D/conmon.pid" --log-path="k8s-file:$D/0.log" \
-	--persist-dir="$D/exit" --full-attach --runtime-arg="$(command -v runc)" --runtime-arg=--root \
+	--persist-dir="$D/exit" --full-attach --runtime-arg="$REC" --runtime-arg=--root \
 	--runtime-arg="$ROOT" --runtime-arg=--log --runtime-arg="$D/runc.log" --runtime-opt=-- >"$D/out" 2>&1 </dev/null
 is "$?" 0 "conmon with riklet-runc-run as its runtime starts"
 ok "wait_for 30 test -s '$D/exit/exit'" "conmon writes the exit file of a container that ended at once" || diag_file "$D/out"
@@ -101,6 +110,34 @@ like "$(cat "$D/init.pid" 2>/dev/null)" '^[0-9]+$' "runc's pid file is there (ri
 like "$(cat "$D/0.log" 2>/dev/null)" '^[0-9T:.+-]+ stdout F out-of-the-container$' "its output is in the CRI log"
 is "$(runc --root "$ROOT" state shimtest 2>/dev/null | jq -r .status)" stopped "runc knows the container: stopped"
 ok "wait_for 10 bash -c '! kill -0 $(cat "$D/conmon.pid") 2>/dev/null'" "conmon has ended"
+is "$(cut -d' ' -f5 "$TEST_TMP/rec-calls" | tr '\n' ' ')" "create " \
+	"started through runc's exec.fifo (as runc start does it): runc create, and no runc start process"
+is "$(jq -r .msg "$D/runc.log")" "riklet-runc-run: shimtest started through runc's exec.fifo (no runc start)" \
+	"said in runc's --log" || diag_file "$D/runc.log"
+ok "! test -e '$ROOT/shimtest/exec.fifo'" "and the fifo is removed, as runc start removes it"
+
+# --- the fallback, with the real runc: no exec.fifo where the shim looks (its --root another one
+# than the runc's, through a wrapper) -> runc start
+ELSE=$TEST_TMP/else-runc
+cat >"$ELSE" <<ELSE_END
+#!/bin/bash
+a=() r=
+for x; do [[ -n \$r ]] && x='$ROOT'; r=; [[ \$x == --root ]] && r=1; a+=("\$x"); done
+exec $(command -v runc) "\${a[@]}"
+ELSE_END
+chmod +x "$ELSE"
+D=$TEST_TMP/else
+mkdir -p "$D/exit"
+on_exit "runc --root '$ROOT' delete -f shimelse >/dev/null 2>&1"
+conmon --api-version 1 --cid=shimelse --cuuid=shimelse --name=shimelse --runtime="$SHIM" --bundle="$B" \
+	--container-pidfile="$D/init.pid" --conmon-pidfile="$D/conmon.pid" --log-path="k8s-file:$D/0.log" \
+	--persist-dir="$D/exit" --full-attach --runtime-arg="$ELSE" --runtime-arg=--root \
+	--runtime-arg="$TEST_TMP/elsewhere" --runtime-arg=--log --runtime-arg="$D/runc.log" --runtime-opt=-- >"$D/out" 2>&1 </dev/null
+ok "wait_for 30 test -s '$D/exit/exit'" "no exec.fifo where the shim looks: the container runs all the same" || diag_file "$D/out"
+is "$(cat "$D/exit/exit" 2>/dev/null)" 3 "and ends (3)"
+like "$(cat "$D/0.log" 2>/dev/null)" ' stdout F out-of-the-container$' "its output in the CRI log"
+like "$(jq -r .msg "$D/runc.log")" "^riklet-runc-run: shimelse: runc start [(]not through exec.fifo: no state directory $TEST_TMP/elsewhere/shimelse: " \
+	"started by runc start, and why, in runc's --log" || diag_file "$D/runc.log"
 
 # --- a runtime writing 200 KiB on stdout and stderr during create, a container writing 1.9 MB at once
 LOUD=$TEST_TMP/loud-runc

@@ -8,7 +8,8 @@
 # (`runc create` + `runc start` in the shim) and a two-container one (`runc create`):
 #  - failing: the instance is FAILED at once (well within 60 s) with the runtime's last words in a
 #    reason of bounded size, and nothing is left (runc container, conmon, directory); the same for
-#    a one-container Pod whose `runc start` (in the shim) writes 200 KiB on stderr and fails;
+#    a one-container Pod whose `runc start` (in the shim: its fallback when there is no exec.fifo
+#    to start the container through) writes 200 KiB on stderr and fails;
 #  - going on: the Pod runs, and the container's own stderr still reaches its log;
 #  - riklet and riklet-runc-run killed while a restart is between runc create and runc start (its
 #    conmon stays): riklet started again takes the created container as ended and restarts it.
@@ -45,8 +46,17 @@ fail:*" create "* | fail:*" run "* | :*" create "* | :*" run "* | failstart:*" s
 	echo " the runtime's last words" >&2
 	[[ \$mode == fail* ]] && exit 1 ;;
 esac
-# gap: runc start waits (the shim between create and start) until the mode changes
-[[ \$mode == gap && " \$* " == *" start "* ]] && { echo \$\$ >"$TEST_TMP/in-gap"; while [[ \$(cat "$TEST_TMP/mode") == gap ]]; do sleep 0.1; done; }
+# after the real create: failstart removes exec.fifo (the shim then runs runc start, the start this
+# case is about, instead of opening the fifo itself); gap waits (the shim between create and start)
+# until the mode changes
+if [[ \$mode == failstart || \$mode == gap ]] && [[ " \$* " == *" create "* ]]; then
+	"$REAL" "\$@" || exit
+	root= prev=
+	for a; do [[ \$prev == --root ]] && root=\$a; prev=\$a; done
+	[[ \$mode == failstart ]] && rm -f "\$root/\${!#}/exec.fifo"
+	[[ \$mode == gap ]] && { echo \$\$ >"$TEST_TMP/in-gap"; while [[ \$(cat "$TEST_TMP/mode") == gap ]]; do sleep 0.1; done; }
+	exit 0
+fi
 exec "$REAL" "\$@"
 EOF
 chmod +x "$TEST_TMP/loudrunc"
@@ -90,7 +100,7 @@ jq -n --arg img "oci:$TEST_TMP/layout:latest" \
 rk_wait_status 60 gap1 RUNNING
 echo gap >"$TEST_TMP/mode"
 runc --root "$RUNC_ROOT" kill gap1_c TERM # (exit 0: restarted after 1 s)
-ok "wait_for 20 test -s $TEST_TMP/in-gap" "gap1: its container restarted, the shim waits for its runc start"
+ok "wait_for 20 test -s $TEST_TMP/in-gap" "gap1: its container restarted, the shim between its create and start"
 t0=$EPOCHREALTIME
 rk_stop KILL
 kill_ours 9 "$(awk '{ print $4 }' "/proc/$(cat "$TEST_TMP/in-gap")/stat")" # (the shim)
