@@ -89,20 +89,26 @@ if [[ $(id -u) != 0 ]] || ! command -v conmon >/dev/null || ! command -v runc >/
 fi
 # a bundle by hand (an image would take minutes on a loaded machine): static busybox + runc spec
 B=$TEST_TMP/bundle ROOT=$TEST_TMP/runc D=$TEST_TMP/c
-mkdir -p "$B/rootfs/bin" "$ROOT" "$D/exit"
+mkdir -p "$B/rootfs/bin" "$ROOT"
 cp "$BUSYBOX" "$B/rootfs/bin/busybox" && ln -s busybox "$B/rootfs/bin/sh"
 (cd "$B" && runc spec) || bail_out "runc spec failed"
 jq '.process.terminal = false | .process.args = ["sh", "-c", "echo out-of-the-container; exit 3"]' \
 	"$B/config.json" >"$B/c.json" && mv "$B/c.json" "$B/config.json"
+# under_conmon ID DIR RUNTIME [ROOT]: conmon running the shim for container ID of bundle $B, its
+# files in DIR, RUNTIME as the shim's runc, with --root ROOT (default $ROOT)
+under_conmon() {
+	mkdir -p "$2/exit"
+	conmon --api-version 1 --cid="$1" --cuuid="$1" --name="$1" --runtime="$SHIM" --bundle="$B" \
+		--container-pidfile="$2/init.pid" --conmon-pidfile="$2/conmon.pid" --log-path="k8s-file:$2/0.log" \
+		--persist-dir="$2/exit" --full-attach --runtime-arg="$3" --runtime-arg=--root --runtime-arg="${4:-$ROOT}" \
+		--runtime-arg=--log --runtime-arg="$2/runc.log" --runtime-opt=-- >"$2/out" 2>&1 </dev/null
+}
 # (runc, its commands recorded)
 REC=$TEST_TMP/rec-runc
 printf '#!/bin/sh\necho "$*" >>"%s"\nexec %s "$@"\n' "$TEST_TMP/rec-calls" "$(command -v runc)" >"$REC"
 chmod +x "$REC"
 on_exit "runc --root '$ROOT' delete -f shimtest >/dev/null 2>&1"
-conmon --api-version 1 --cid=shimtest --cuuid=shimtest --name=shimtest --runtime="$SHIM" --bundle="$B" \
-	--container-pidfile="$D/init.pid" --conmon-pidfile="$D/conmon.pid" --log-path="k8s-file:$D/0.log" \
-	--persist-dir="$D/exit" --full-attach --runtime-arg="$REC" --runtime-arg=--root \
-	--runtime-arg="$ROOT" --runtime-arg=--log --runtime-arg="$D/runc.log" --runtime-opt=-- >"$D/out" 2>&1 </dev/null
+under_conmon shimtest "$D" "$REC"
 is "$?" 0 "conmon with riklet-runc-run as its runtime starts"
 ok "wait_for 30 test -s '$D/exit/exit'" "conmon writes the exit file of a container that ended at once" || diag_file "$D/out"
 is "$(cat "$D/exit/exit" 2>/dev/null)" 3 "with its exit code, 3"
@@ -127,12 +133,8 @@ exec $(command -v runc) "\${a[@]}"
 ELSE_END
 chmod +x "$ELSE"
 D=$TEST_TMP/else
-mkdir -p "$D/exit"
 on_exit "runc --root '$ROOT' delete -f shimelse >/dev/null 2>&1"
-conmon --api-version 1 --cid=shimelse --cuuid=shimelse --name=shimelse --runtime="$SHIM" --bundle="$B" \
-	--container-pidfile="$D/init.pid" --conmon-pidfile="$D/conmon.pid" --log-path="k8s-file:$D/0.log" \
-	--persist-dir="$D/exit" --full-attach --runtime-arg="$ELSE" --runtime-arg=--root \
-	--runtime-arg="$TEST_TMP/elsewhere" --runtime-arg=--log --runtime-arg="$D/runc.log" --runtime-opt=-- >"$D/out" 2>&1 </dev/null
+under_conmon shimelse "$D" "$ELSE" "$TEST_TMP/elsewhere"
 ok "wait_for 30 test -s '$D/exit/exit'" "no exec.fifo where the shim looks: the container runs all the same" || diag_file "$D/out"
 is "$(cat "$D/exit/exit" 2>/dev/null)" 3 "and ends (3)"
 like "$(cat "$D/0.log" 2>/dev/null)" ' stdout F out-of-the-container$' "its output in the CRI log"
@@ -155,16 +157,12 @@ OUT='seq 1 40000 | sed "s/$/ the quick brown fox jumps over the lazy dog/"' ERR=
 jq --arg c "$OUT; $ERR >&2; exit 3" '.process.args = ["sh", "-c", $c]' "$B/config.json" >"$B/c.json" &&
 	mv "$B/c.json" "$B/config.json"
 D=$TEST_TMP/loud
-mkdir -p "$D/exit"
 on_exit "runc --root '$ROOT' delete -f shimloud >/dev/null 2>&1"
 # (a runtime blocked on its write, as before the shim read its output, would keep conmon and itself
 # there: this conmon ends, and with the pipes' reader gone the runtime's writes fail)
 on_exit "kill_ours 9 \$(cat '$D/conmon.pid' 2>/dev/null)"
 t0=$EPOCHREALTIME
-conmon --api-version 1 --cid=shimloud --cuuid=shimloud --name=shimloud --runtime="$SHIM" --bundle="$B" \
-	--container-pidfile="$D/init.pid" --conmon-pidfile="$D/conmon.pid" --log-path="k8s-file:$D/0.log" \
-	--persist-dir="$D/exit" --full-attach --runtime-arg="$LOUD" --runtime-arg=--root \
-	--runtime-arg="$ROOT" --runtime-arg=--log --runtime-arg="$D/runc.log" --runtime-opt=-- >"$D/out" 2>&1 </dev/null
+under_conmon shimloud "$D" "$LOUD"
 ok "wait_for 20 test -s '$D/exit/exit'" "a runtime writing 200 KiB on stdout and stderr: the container runs and ends" ||
 	diag_file "$D/out"
 took=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
@@ -192,12 +190,8 @@ exec $(command -v runc) "\$@"
 SLOW_END
 chmod +x "$SLOW"
 D=$TEST_TMP/killed
-mkdir -p "$D/exit"
 on_exit "runc --root '$ROOT' delete -f shimkilled >/dev/null 2>&1"
-conmon --api-version 1 --cid=shimkilled --cuuid=shimkilled --name=shimkilled --runtime="$SHIM" --bundle="$B" \
-	--container-pidfile="$D/init.pid" --conmon-pidfile="$D/conmon.pid" --log-path="k8s-file:$D/0.log" \
-	--persist-dir="$D/exit" --full-attach --runtime-arg="$SLOW" --runtime-arg=--root \
-	--runtime-arg="$ROOT" --runtime-arg=--log --runtime-arg="$D/runc.log" --runtime-opt=-- >"$D/out" 2>&1 </dev/null &
+under_conmon shimkilled "$D" "$SLOW" &
 ok "wait_for 10 test -s '$TEST_TMP/slow.pid'" "conmon runs the shim, which runs the runtime's create"
 kill_ours 9 "$(cat "$D/conmon.pid" 2>/dev/null)"
 # (ended: gone, or a zombie its new parent has not reaped yet)
