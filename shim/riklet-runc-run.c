@@ -478,19 +478,29 @@ static int start_by_fifo(const char *root, const char *id, int *status, char *wh
 		snprintf(why, whylen, "%.400s/exec.fifo is not a FIFO", dir);
 		goto out;
 	}
-	fd = openat(dfd, "exec.fifo", O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, &fb) < 0 || fb.st_dev != sb.st_dev || fb.st_ino != sb.st_ino) {
-		snprintf(why, whylen, "cannot open %.400s/exec.fifo: %s", dir, fd < 0 ? strerror(errno) : "replaced");
-		goto out;
-	}
-	/* Opened: the init goes on. The end of the fifo, or of the init, ends the wait; a signal from
-	 * conmon too (what it did to runc start: the container is then deleted) */
-	ret = FIFO_FAILED;
+	/* (the signals conmon forwards are held from here, and taken only in the wait: one that came
+	 * before the open is no start, as between create and start) */
 	sigset_t held, old;
 	sigemptyset(&held);
 	for (size_t i = 0; i < NFWD; i++)
 		sigaddset(&held, fwd_sigs[i]);
 	sigprocmask(SIG_BLOCK, &held, &old);
+	if (signalled) {
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		*status = signalled;
+		snprintf(why, whylen, "signal %d before the start", (int)signalled);
+		ret = FIFO_FAILED;
+		goto out;
+	}
+	fd = openat(dfd, "exec.fifo", O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &fb) < 0 || fb.st_dev != sb.st_dev || fb.st_ino != sb.st_ino) {
+		snprintf(why, whylen, "cannot open %.400s/exec.fifo: %s", dir, fd < 0 ? strerror(errno) : "replaced");
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		goto out;
+	}
+	/* Opened: the init goes on. The end of the fifo, or of the init, ends the wait; a signal from
+	 * conmon too (what it did to runc start: the container is then deleted) */
+	ret = FIFO_FAILED;
 	unsigned long long got = 0;
 	int eof = 0, ended = 0;
 	while (!eof && !ended && !signalled) {

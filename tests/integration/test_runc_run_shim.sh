@@ -4,7 +4,11 @@
 # the pid file renamed into place once the container runs; a failed start is followed by `runc
 # delete --force`; --create keeps create alone; any other command passes unchanged, a global
 # option's value is never taken for the command, a runtime that cannot be executed is said in
-# runc's --log (JSON, where riklet reads runc's errors) with exit 127. Then the real thing: conmon
+# runc's --log (JSON, where riklet reads runc's errors) with exit 127. The start through exec.fifo
+# against a fake runc leaving what runc 1.1 leaves (state.json, a FIFO): the init's byte read, the
+# fifo removed, no `runc start`; an init that ends before writing ends the wait (its pidfd) with
+# the start failed and the container deleted; SIGTERM during the wait ends the shim by it, the
+# container deleted. Then the real thing: conmon
 # + the shim + runc on a bundle whose process prints and exits 3 at once: conmon's pid file, CRI
 # log line and exit file (3) are all there, and runc knows the container (stopped) — what riklet
 # reads after a create; the start went through runc's exec.fifo (no `runc start` process, said in
@@ -79,6 +83,53 @@ like "$(jq -r 'select(.level == "error") | .msg' "$TEST_TMP/runc.log")" \
 	"riklet-runc-run: cannot execute the runtime $TEST_TMP/absent: No such file or directory" \
 	"and why, as a JSON error line in runc's --log"
 like "$(cat "$TEST_TMP/err")" "cannot execute the runtime" "and on stderr"
+
+# --- the start through exec.fifo, its wait: a fake runc whose create leaves what runc 1.1 leaves (a
+# state.json naming the init, a FIFO exec.fifo), the "init" a sleep of the test's
+FF=$TEST_TMP/fifo-runc R=$TEST_TMP/fr
+cat >"$FF" <<FF_END
+#!/bin/bash
+echo "\$*" >>"$TEST_TMP/fcalls"
+root= pf=/dev/null prev=
+for a; do case \$prev in --root) root=\$a ;; --pid-file) pf=\$a ;; esac; prev=\$a; done
+case " \$* " in *" create "*)
+	mkdir -p "\$root/\${!#}" && mkfifo "\$root/\${!#}/exec.fifo"
+	(exec -a "$TEST_TMP/fake-init" sleep 30) </dev/null >/dev/null 2>&1 &
+	echo \$! >"$TEST_TMP/finit.pid"
+	echo \$! >"\$pf"
+	printf '{"id":"%s","init_process_pid":%d,"init_process_start":%s,"created":"","config":{}}' "\${!#}" \$! \
+		"\$(awk '{ sub(/.*\\) /, ""); print \$20 }' /proc/\$!/stat)" >"\$root/\${!#}/state.json" ;;
+esac
+FF_END
+chmod +x "$FF"
+fshim() { rm -rf "$R" "$TEST_TMP/fcalls"; "$SHIM" "$FF" --root "$R" --log "$TEST_TMP/f.log" create --pid-file "$P" -- "$@"; }
+on_exit "kill_ours 9 \$(cat '$TEST_TMP/finit.pid' 2>/dev/null)"
+rm -f "$P"
+# (the init's side: open for writing, blocking until the shim reads, write one byte; 5 s at most)
+(for i in $(seq 50); do [[ -p $R/f1/exec.fifo ]] && break; sleep 0.1; done
+	timeout 5 bash -c 'printf 0 >"$1"' - "$R/f1/exec.fifo") &
+writer=$!
+fshim f1 2>"$TEST_TMP/err"
+is "$?" 0 "exec.fifo: the init's byte read to its end: started"
+wait $writer
+is "$(cut -d' ' -f5 "$TEST_TMP/fcalls" | tr '\n' ' ')" "create " "no runc start"
+ok "! test -e '$R/f1/exec.fifo' && test -s '$P'" "the fifo removed, the pid file renamed into place"
+kill_ours 9 "$(cat "$TEST_TMP/finit.pid")"
+(sleep 0.3; kill_ours 9 "$(cat "$TEST_TMP/finit.pid")") &
+killer=$!
+fshim f2 2>"$TEST_TMP/err"
+is "$?" 1 "the init ends before writing (its pidfd): the wait ends, the start failed"
+wait $killer
+like "$(cat "$TEST_TMP/err")" "cannot start f2: the container's init [(]pid [0-9]+[)] ended before it started" "and why"
+is "$(tail -n 1 "$TEST_TMP/fcalls")" "--root $R --log $TEST_TMP/f.log delete --force -- f2" "and the container is deleted"
+"$SHIM" "$FF" --root "$R" --log "$TEST_TMP/f.log" create -- f3 2>/dev/null &
+ok "wait_for 5 test -p '$R/f3/exec.fifo'" "(waiting on f3's exec.fifo)"
+sleep 0.2
+kill -TERM $!
+wait $!
+is "$?" $((128 + 15)) "SIGTERM while the fifo is waited on (conmon's, forwarded): the shim ends by it"
+is "$(tail -n 1 "$TEST_TMP/fcalls")" "--root $R --log $TEST_TMP/f.log delete --force -- f3" "and the container is deleted"
+kill_ours 9 "$(cat "$TEST_TMP/finit.pid")"
 
 # --- the real thing: conmon + shim + runc --------------------------------------------------------
 BUSYBOX=/bin/busybox
