@@ -121,6 +121,8 @@ fshim f2 2>"$TEST_TMP/err"
 is "$?" 1 "the init ends before writing (its pidfd): the wait ends, the start failed"
 wait $killer
 like "$(cat "$TEST_TMP/err")" "cannot start f2: the container's init [(]pid [0-9]+[)] ended before it started" "and why"
+like "$(jq -r 'select(.level == "error") | .msg' "$TEST_TMP/f.log")" "^riklet-runc-run: cannot start f2: the container's init" \
+	"the same as an error line in runc's --log (riklet's reason for the failed create)"
 is "$(tail -n 1 "$TEST_TMP/fcalls")" "--root $R --log $TEST_TMP/f.log delete --force -- f2" "and the container is deleted"
 "$SHIM" "$FF" --root "$R" --log "$TEST_TMP/f.log" create -- f3 2>/dev/null &
 ok "wait_for 5 test -p '$R/f3/exec.fifo'" "(waiting on f3's exec.fifo)"
