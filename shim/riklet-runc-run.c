@@ -593,12 +593,15 @@ static void create_and_start(char **out, int nglobal, const char *id, const char
 			msg[strcspn(msg, "\n")] = 0;
 			runc_log(g_argc, g_argv, "error", msg);
 		}
-		give_back(STDERR_FILENO, &st);
 		if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && tmp_pid && rename(tmp_pid, pidfile) < 0) {
-			fprintf(stderr, "riklet-runc-run: cannot rename the pid file %s to %s: %s\n", tmp_pid, pidfile,
-				strerror(errno));
+			/* (through give_back too: the container runs, and may have filled the pipe) */
+			int len = snprintf(msg, sizeof msg,
+					   "riklet-runc-run: cannot rename the pid file %.400s to %.400s: %s\n",
+					   tmp_pid, pidfile, strerror(errno));
+			keep(&st.k, msg, len > 0 && len < (int)sizeof msg ? (size_t)len : strlen(msg));
 			status = 1 << 8;
 		}
+		give_back(STDERR_FILENO, &st);
 		if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
 			/* the container is ours (created above): nothing is left, as after a failed run */
 			static struct stream del = {.name = "stderr"};
