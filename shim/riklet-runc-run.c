@@ -67,6 +67,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 /* runc's global options that take a value (runc 1.1), so that a value is never taken for the
  * command */
 static int takes_value(const char *a)
@@ -364,7 +366,8 @@ static int run_piped(char **argv, const char *verb, struct stream *s, int fwd)
  * 100 ms that the init is alive (not gone nor a zombie) and, when it is not, reads the fifo once
  * more without blocking: data there is a container that started and ended in between.
  *
- * Here: the init's pid and start time from state.json (runc's own check that the pid is still
+ * Here: the init's pid and start time from state.json (read whole, at most 4 MiB, parsed with
+ * cJSON; runc's own check that the pid is still
  * the init), a pidfd of it, the fifo opened non-blocking (no wait for the writer) after checking it
  * is a FIFO, then a poll on the fifo and the pidfd: the end of the fifo (the init's exec) or the
  * init's end ends the wait, never a blocked open. Nothing of this touched the container until the
@@ -387,18 +390,59 @@ static int runc_id(const char *id)
 	return 1;
 }
 
-/* the number after "KEY": in s (JSON as Go writes it), -> 0 when absent */
-static unsigned long long json_number(const char *s, const char *key)
+/* runc's state.json (the most of it read) and the init's pid and start time in it */
+#define STATE_MAX (4 << 20)
+
+/* a JSON number that is a whole number in [1, max], -> 0 otherwise (absent, another type) */
+static unsigned long long whole(const cJSON *v, double max)
 {
-	const char *p = strstr(s, key);
-	if (!p)
+	if (!cJSON_IsNumber(v) || !(v->valuedouble >= 1 && v->valuedouble <= max))
 		return 0;
-	p += strlen(key);
-	while (*p == ' ')
-		p++;
-	if (*p < '0' || *p > '9')
-		return 0;
-	return strtoull(p, NULL, 10);
+	unsigned long long n = (unsigned long long)v->valuedouble;
+	return (double)n == v->valuedouble ? n : 0;
+}
+
+/* the init's pid and start time from <dir>/state.json (dfd: dir), read whole (at most STATE_MAX
+ * bytes) and parsed; -> 0, or -1 with why */
+static int init_of_state(int dfd, const char *dir, unsigned long long *pid, unsigned long long *start, char *why,
+			 size_t whylen)
+{
+	struct stat sb;
+	int sfd = openat(dfd, "state.json", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	const char *bad = sfd < 0 || fstat(sfd, &sb) < 0 ? strerror(errno)
+		: !S_ISREG(sb.st_mode)			 ? "not a regular file"
+		: sb.st_size > STATE_MAX		 ? "larger than 4 MiB"
+							 : NULL;
+	if (bad) {
+		snprintf(why, whylen, "cannot read %.400s/state.json: %s", dir, bad);
+		if (sfd >= 0)
+			close(sfd);
+		return -1;
+	}
+	/* (runc replaces it by a rename: the size of the one opened stays) */
+	size_t len = (size_t)sb.st_size, got = 0;
+	char *buf = malloc(len + 1);
+	ssize_t r = 0;
+	while (buf && got < len && ((r = read(sfd, buf + got, len - got)) > 0 || (r < 0 && errno == EINTR)))
+		got += r > 0 ? (size_t)r : 0;
+	int err = errno;
+	close(sfd);
+	if (!buf || r < 0) {
+		snprintf(why, whylen, "cannot read %.400s/state.json: %s", dir, buf ? strerror(err) : "out of memory");
+		free(buf);
+		return -1;
+	}
+	cJSON *st = cJSON_ParseWithLength(buf, got);
+	free(buf);
+	*pid = whole(cJSON_GetObjectItemCaseSensitive(st, "init_process_pid"), 4194304);
+	*start = whole(cJSON_GetObjectItemCaseSensitive(st, "init_process_start"), 9007199254740992.0);
+	cJSON_Delete(st);
+	if (!st || !*pid || !*start) {
+		snprintf(why, whylen, "%.400s/state.json: %s", dir,
+			 st ? "no init_process_pid and init_process_start (whole numbers)" : "not JSON");
+		return -1;
+	}
+	return 0;
 }
 
 static int start_by_fifo(const char *root, const char *id, int *status, char *why, size_t whylen)
@@ -427,24 +471,10 @@ static int start_by_fifo(const char *root, const char *id, int *status, char *wh
 		return FIFO_NOT_TAKEN;
 	}
 	int ret = FIFO_NOT_TAKEN, pidfd = -1, fd = -1;
-	/* runc writes the init's pid and start time first (BaseState, before the config) */
-	char st[4096];
-	int sfd = openat(dfd, "state.json", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	ssize_t n = sfd >= 0 ? read(sfd, st, sizeof st - 1) : -1;
-	if (sfd >= 0)
-		close(sfd);
-	if (n < 0) {
-		snprintf(why, whylen, "cannot read %.400s/state.json: %s", dir, strerror(errno));
+	unsigned long long pid = 0, start = 0;
+	ssize_t n;
+	if (init_of_state(dfd, dir, &pid, &start, why, whylen) < 0)
 		goto out;
-	}
-	st[n] = 0;
-	unsigned long long pid = json_number(st, "\"init_process_pid\":"),
-			   start = json_number(st, "\"init_process_start\":");
-	if (pid == 0 || pid > 4194304 || start == 0) {
-		snprintf(why, whylen, "no init_process_pid and init_process_start at the start of %.400s/state.json",
-			 dir);
-		goto out;
-	}
 	pidfd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0);
 	if (pidfd < 0) {
 		snprintf(why, whylen, "no pidfd of the container's init (pid %llu): %s", pid, strerror(errno));

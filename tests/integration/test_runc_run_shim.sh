@@ -8,7 +8,8 @@
 # against a fake runc leaving what runc 1.1 leaves (state.json, a FIFO): the init's byte read, the
 # fifo removed, no `runc start`; an init that ends before writing ends the wait (its pidfd) with
 # the start failed and the container deleted; SIGTERM during the wait ends the shim by it, the
-# container deleted. Then the real thing: conmon
+# container deleted; state.json parsed whole (its fields after 5 KiB found; a pid that is a
+# string: `runc start`, and why). Then the real thing: conmon
 # + the shim + runc on a bundle whose process prints and exits 3 at once: conmon's pid file, CRI
 # log line and exit file (3) are all there, and runc knows the container (stopped) — what riklet
 # reads after a create; the start went through runc's exec.fifo (no `runc start` process, said in
@@ -97,7 +98,9 @@ case " \$* " in *" create "*)
 	(exec -a "$TEST_TMP/fake-init" sleep 30) </dev/null >/dev/null 2>&1 &
 	echo \$! >"$TEST_TMP/finit.pid"
 	echo \$! >"\$pf"
-	printf '{"id":"%s","init_process_pid":%d,"init_process_start":%s,"created":"","config":{}}' "\${!#}" \$! \
+	# (FPAD: a member of that size before the fields; FSTR: the pid a string)
+	printf '{"pad":"%s","id":"%s","init_process_pid":%s,"init_process_start":%s,"created":"","config":{}}' \
+		"\$(head -c "\${FPAD:-0}" /dev/zero | tr '\\0' x)" "\${!#}" "\${FSTR:+\"}\$!\${FSTR:+\"}" \
 		"\$(awk '{ sub(/.*\\) /, ""); print \$20 }' /proc/\$!/stat)" >"\$root/\${!#}/state.json" ;;
 esac
 FF_END
@@ -114,6 +117,23 @@ is "$?" 0 "exec.fifo: the init's byte read to its end: started"
 wait $writer
 is "$(cut -d' ' -f5 "$TEST_TMP/fcalls" | tr '\n' ' ')" "create " "no runc start"
 ok "! test -e '$R/f1/exec.fifo' && test -s '$P'" "the fifo removed, the pid file renamed into place"
+kill_ours 9 "$(cat "$TEST_TMP/finit.pid")"
+# state.json read whole and parsed (cJSON): its fields after 5 KiB of another member found (the
+# shim read its first 4 KiB), a pid that is a string not taken (runc start instead, and why)
+(for i in $(seq 50); do [[ -p $R/f4/exec.fifo ]] && break; sleep 0.1; done
+	timeout 5 bash -c 'printf 0 >"$1"' - "$R/f4/exec.fifo") &
+writer=$!
+FPAD=5000 fshim f4 2>"$TEST_TMP/err"
+is "$?" 0 "state.json's fields after 5 KiB: found, started through exec.fifo"
+wait $writer
+is "$(cut -d' ' -f5 "$TEST_TMP/fcalls" | tr '\n' ' ')" "create " "no runc start"
+kill_ours 9 "$(cat "$TEST_TMP/finit.pid")"
+FSTR=1 fshim f5 2>"$TEST_TMP/err"
+is "$?" 0 "state.json's init_process_pid a string: started (by runc start)"
+is "$(cut -d' ' -f5 "$TEST_TMP/fcalls" | tr '\n' ' ')" "create start " "runc start"
+like "$(jq -r 'select(.level == "info") | .msg' "$TEST_TMP/f.log" | tail -n 1)" \
+	"^riklet-runc-run: f5: runc start [(]not through exec.fifo: .*/f5/state.json: no init_process_pid and init_process_start" \
+	"and why, in runc's --log"
 kill_ours 9 "$(cat "$TEST_TMP/finit.pid")"
 (sleep 0.3; kill_ours 9 "$(cat "$TEST_TMP/finit.pid")") &
 killer=$!
