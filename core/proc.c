@@ -94,8 +94,24 @@ pid_t rk_proc_spawn(char *const *argv, const struct rk_proc_opts *o, rk_err *e)
 	}
 	posix_spawnattr_setflags(&at, flags);
 
+	/* never NOTIFY_SOCKET (riklet's own, from systemd: riklet.service is Type=notify): runc given
+	 * it relays the container's sd_notify readiness, and `runc start` waits for a READY=1 that
+	 * a container never sends (a Pod FAILED after riklet's 60 s deadline) */
+	char *const *env = o->env ? o->env : environ;
+	size_t n = 0, drop = 0;
+	while (env[n])
+		drop += !strncmp(env[n++], "NOTIFY_SOCKET=", 14);
+	char *kept[drop ? n + 1 : 1];
+	if (drop) {
+		size_t k = 0;
+		for (size_t i = 0; i < n; i++)
+			if (strncmp(env[i], "NOTIFY_SOCKET=", 14))
+				kept[k++] = env[i];
+		kept[k] = NULL;
+		env = kept;
+	}
 	pid_t pid;
-	int rc = posix_spawnp(&pid, argv[0], &fa, &at, argv, o->env ? o->env : environ);
+	int rc = posix_spawnp(&pid, argv[0], &fa, &at, argv, env);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&at);
 	for (int i = 0; i < 2; i++)

@@ -7,7 +7,7 @@
 #include "rk.h"
 
 struct rk_proc_opts {
-	char *const *env;	 /* NULL: inherit riklet's environment */
+	char *const *env;	 /* NULL: inherit riklet's environment (never NOTIFY_SOCKET: dropped) */
 	const char *cwd;	 /* NULL: riklet's cwd */
 	const char *stdout_path; /* appended to, created 0640; NULL: /dev/null */
 	const char *stderr_path; /* as stdout_path; ignored when stderr_to_stdout */

@@ -548,7 +548,8 @@ create = function(id, dir, opts, prepared, unhold)
   -- the shim gets the real runc as its first argument and turns `create` into create + start (run),
   -- or keeps it (--create); either way it reads the runtime's stdout and stderr while create runs
   -- (conmon reads them only after: more than a pipe's 64 KiB blocked the runtime until the
-  -- deadline), before the container runs any code, and gives `runc start` pipes of its own
+  -- deadline), before the container runs any code; the start goes through runc's exec.fifo (or a
+  -- `runc start` with pipes of its own)
   local run = opts.run and cfg.run_shim
   local verb = run and "runc create + start" or "runc create"
   local argv = {

@@ -473,8 +473,8 @@ create = function(inst, w)
   -- 2. bundles and runc containers, the network (one namespace for the whole Pod) made beside the
   -- first one's runc create; init containers run to completion one after another first.
   -- A Pod of one container (no init container) needs no other container created before it starts:
-  -- one runtime invocation, conmon running `runc create` + `runc start` (riklet-runc-run), no
-  -- `runc start` of riklet's;
+  -- one runtime invocation, conmon running `runc create` + its start (riklet-runc-run: through
+  -- runc's exec.fifo, or `runc start`), no `runc start` of riklet's;
   -- its network is then set up beside the overlay mount and the config, and ready before conmon
   -- runs (a container never runs without it). Several containers: each created, then all started.
   local one_run = #all == 1 and #(w.init_containers or {}) == 0 and conmon.can_run()

@@ -209,6 +209,22 @@ int main(void)
 	rk_loop_run(l);
 	ok(child_pid == pid && WIFEXITED(child_status) && WEXITSTATUS(child_status) == 5, "child exit code 5 seen");
 
+	/* riklet's NOTIFY_SOCKET (systemd's) is never a child's: runc start given it waits for the
+	 * container's READY=1 */
+	setenv("NOTIFY_SOCKET", "/run/systemd/notify", 1);
+	char *argv_ns[] = {"sh", "-c", "test -z \"${NOTIFY_SOCKET+set}\" || exit 7", NULL};
+	char *env_ns[] = {"A=1", "NOTIFY_SOCKET=/x", NULL};
+	struct rk_proc_opts o_ns = RK_PROC_OPTS_INIT;
+	o_ns.env = env_ns;
+	for (int i = 0; i < 2; i++) {
+		pid = rk_proc_spawn(argv_ns, i ? &o_ns : NULL, &e);
+		ok(pid > 0 && rk_loop_watch_child(l, pid, child_cb, l, &e) == 0, "spawned sh: %s", e.msg);
+		rk_loop_run(l);
+		ok(child_pid == pid && WIFEXITED(child_status) && WEXITSTATUS(child_status) == 0,
+		   "no NOTIFY_SOCKET in a child's environment (%s)", i ? "an env given" : "riklet's own");
+	}
+	unsetenv("NOTIFY_SOCKET");
+
 	/* a child reaped before anyone watched it still reports (the unclaimed table) */
 	char *argv2[] = {"true", NULL};
 	pid = rk_proc_spawn(argv2, NULL, &e);

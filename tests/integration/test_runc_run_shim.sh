@@ -4,10 +4,16 @@
 # the pid file renamed into place once the container runs; a failed start is followed by `runc
 # delete --force`; --create keeps create alone; any other command passes unchanged, a global
 # option's value is never taken for the command, a runtime that cannot be executed is said in
-# runc's --log (JSON, where riklet reads runc's errors) with exit 127. Then the real thing: conmon
+# runc's --log (JSON, where riklet reads runc's errors) with exit 127. The start through exec.fifo
+# against a fake runc leaving what runc 1.1 leaves (state.json, a FIFO): the init's byte read, the
+# fifo removed, no `runc start`; an init that ends before writing ends the wait (its pidfd) with
+# the start failed and the container deleted; SIGTERM during the wait ends the shim by it, the
+# container deleted; state.json parsed whole (its fields after 5 KiB found; a pid that is a
+# string: `runc start`, and why). Then the real thing: conmon
 # + the shim + runc on a bundle whose process prints and exits 3 at once: conmon's pid file, CRI
 # log line and exit file (3) are all there, and runc knows the container (stopped) — what riklet
-# reads after a create; and the same with a runtime writing 200 KiB on stdout and on stderr
+# reads after a create; the start went through runc's exec.fifo (no `runc start` process, said in
+# runc's --log), and with no exec.fifo where the shim looks it is `runc start`; and the same with a runtime writing 200 KiB on stdout and on stderr
 # during its create (a wrapper around the real runc) and a container writing 1.9 MB on stdout and
 # 17 KB on stderr at once: no hang, and every byte of the container's is in its log, in order.
 source "$(dirname "$0")/../lib/common.sh"
@@ -36,9 +42,13 @@ args() { shim_out "$FAKE" "$@"; }
 P=$TEST_TMP/p/init.pid
 mkdir -p "$TEST_TMP/p"
 
-is "$(args --root /r --log /l --log-format json create --bundle /b --pid-file "$P" -- id)" \
-	"--root /r --log /l --log-format json create --bundle /b --pid-file $TEST_TMP/p/.riklet-create.init.pid -- id --root /r --log /l --log-format json start -- id " \
+L=$TEST_TMP/l.log
+is "$(args --root /r --log "$L" --log-format json create --bundle /b --pid-file "$P" -- id)" \
+	"--root /r --log $L --log-format json create --bundle /b --pid-file $TEST_TMP/p/.riklet-create.init.pid -- id --root /r --log $L --log-format json start -- id " \
 	"create becomes create (its pid file under another name) + start, global options and create's options kept in place"
+like "$(jq -r 'select(.level == "info") | .msg' "$L")" \
+	"^riklet-runc-run: id: runc start [(]not through exec.fifo: no state directory /r/id: No such file or directory[)]$" \
+	"no exec.fifo (no state directory: a runc unlike 1.1, or this fake): runc start, and why, in runc's --log"
 ok "test -s '$P' && ! test -e '$TEST_TMP/p/.riklet-create.init.pid'" "the pid file is renamed into place once start succeeded"
 is "$(args --root create create -- create)" "--root create create -- create --root create start -- create " \
 	"a global option's value or an id named create is not the command"
@@ -75,6 +85,74 @@ like "$(jq -r 'select(.level == "error") | .msg' "$TEST_TMP/runc.log")" \
 	"and why, as a JSON error line in runc's --log"
 like "$(cat "$TEST_TMP/err")" "cannot execute the runtime" "and on stderr"
 
+# --- the start through exec.fifo, its wait: a fake runc whose create leaves what runc 1.1 leaves (a
+# state.json naming the init, a FIFO exec.fifo), the "init" a sleep of the test's
+FF=$TEST_TMP/fifo-runc R=$TEST_TMP/fr
+cat >"$FF" <<FF_END
+#!/bin/bash
+echo "\$*" >>"$TEST_TMP/fcalls"
+root= pf=/dev/null prev=
+for a; do case \$prev in --root) root=\$a ;; --pid-file) pf=\$a ;; esac; prev=\$a; done
+case " \$* " in *" create "*)
+	mkdir -p "\$root/\${!#}" && mkfifo "\$root/\${!#}/exec.fifo"
+	(exec -a "$TEST_TMP/fake-init" sleep 30) </dev/null >/dev/null 2>&1 &
+	echo \$! >"$TEST_TMP/finit.pid"
+	echo \$! >"\$pf"
+	# (FPAD: a member of that size before the fields; FSTR: the pid a string)
+	printf '{"pad":"%s","id":"%s","init_process_pid":%s,"init_process_start":%s,"created":"","config":{}}' \
+		"\$(head -c "\${FPAD:-0}" /dev/zero | tr '\\0' x)" "\${!#}" "\${FSTR:+\"}\$!\${FSTR:+\"}" \
+		"\$(awk '{ sub(/.*\\) /, ""); print \$20 }' /proc/\$!/stat)" >"\$root/\${!#}/state.json" ;;
+esac
+FF_END
+chmod +x "$FF"
+fshim() { rm -rf "$R" "$TEST_TMP/fcalls"; "$SHIM" "$FF" --root "$R" --log "$TEST_TMP/f.log" create --pid-file "$P" -- "$@"; }
+on_exit "kill_ours 9 \$(cat '$TEST_TMP/finit.pid' 2>/dev/null)"
+rm -f "$P"
+# (the init's side: open for writing, blocking until the shim reads, write one byte; 5 s at most)
+(for i in $(seq 50); do [[ -p $R/f1/exec.fifo ]] && break; sleep 0.1; done
+	timeout 5 bash -c 'printf 0 >"$1"' - "$R/f1/exec.fifo") &
+writer=$!
+fshim f1 2>"$TEST_TMP/err"
+is "$?" 0 "exec.fifo: the init's byte read to its end: started"
+wait $writer
+is "$(cut -d' ' -f5 "$TEST_TMP/fcalls" | tr '\n' ' ')" "create " "no runc start"
+ok "! test -e '$R/f1/exec.fifo' && test -s '$P'" "the fifo removed, the pid file renamed into place"
+kill_ours 9 "$(cat "$TEST_TMP/finit.pid")"
+# state.json read whole and parsed (cJSON): its fields after 5 KiB of another member found (the
+# shim read its first 4 KiB), a pid that is a string not taken (runc start instead, and why)
+(for i in $(seq 50); do [[ -p $R/f4/exec.fifo ]] && break; sleep 0.1; done
+	timeout 5 bash -c 'printf 0 >"$1"' - "$R/f4/exec.fifo") &
+writer=$!
+FPAD=5000 fshim f4 2>"$TEST_TMP/err"
+is "$?" 0 "state.json's fields after 5 KiB: found, started through exec.fifo"
+wait $writer
+is "$(cut -d' ' -f5 "$TEST_TMP/fcalls" | tr '\n' ' ')" "create " "no runc start"
+kill_ours 9 "$(cat "$TEST_TMP/finit.pid")"
+FSTR=1 fshim f5 2>"$TEST_TMP/err"
+is "$?" 0 "state.json's init_process_pid a string: started (by runc start)"
+is "$(cut -d' ' -f5 "$TEST_TMP/fcalls" | tr '\n' ' ')" "create start " "runc start"
+like "$(jq -r 'select(.level == "info") | .msg' "$TEST_TMP/f.log" | tail -n 1)" \
+	"^riklet-runc-run: f5: runc start [(]not through exec.fifo: .*/f5/state.json: no init_process_pid and init_process_start" \
+	"and why, in runc's --log"
+kill_ours 9 "$(cat "$TEST_TMP/finit.pid")"
+(sleep 0.3; kill_ours 9 "$(cat "$TEST_TMP/finit.pid")") &
+killer=$!
+fshim f2 2>"$TEST_TMP/err"
+is "$?" 1 "the init ends before writing (its pidfd): the wait ends, the start failed"
+wait $killer
+like "$(cat "$TEST_TMP/err")" "cannot start f2: the container's init [(]pid [0-9]+[)] ended before it started" "and why"
+like "$(jq -r 'select(.level == "error") | .msg' "$TEST_TMP/f.log")" "^riklet-runc-run: cannot start f2: the container's init" \
+	"the same as an error line in runc's --log (riklet's reason for the failed create)"
+is "$(tail -n 1 "$TEST_TMP/fcalls")" "--root $R --log $TEST_TMP/f.log delete --force -- f2" "and the container is deleted"
+"$SHIM" "$FF" --root "$R" --log "$TEST_TMP/f.log" create -- f3 2>/dev/null &
+ok "wait_for 5 test -p '$R/f3/exec.fifo'" "(waiting on f3's exec.fifo)"
+sleep 0.2
+kill -TERM $!
+wait $!
+is "$?" $((128 + 15)) "SIGTERM while the fifo is waited on (conmon's, forwarded): the shim ends by it"
+is "$(tail -n 1 "$TEST_TMP/fcalls")" "--root $R --log $TEST_TMP/f.log delete --force -- f3" "and the container is deleted"
+kill_ours 9 "$(cat "$TEST_TMP/finit.pid")"
+
 # --- the real thing: conmon + shim + runc --------------------------------------------------------
 BUSYBOX=/bin/busybox
 if [[ $(id -u) != 0 ]] || ! command -v conmon >/dev/null || ! command -v runc >/dev/null ||
@@ -84,16 +162,26 @@ if [[ $(id -u) != 0 ]] || ! command -v conmon >/dev/null || ! command -v runc >/
 fi
 # a bundle by hand (an image would take minutes on a loaded machine): static busybox + runc spec
 B=$TEST_TMP/bundle ROOT=$TEST_TMP/runc D=$TEST_TMP/c
-mkdir -p "$B/rootfs/bin" "$ROOT" "$D/exit"
+mkdir -p "$B/rootfs/bin" "$ROOT"
 cp "$BUSYBOX" "$B/rootfs/bin/busybox" && ln -s busybox "$B/rootfs/bin/sh"
 (cd "$B" && runc spec) || bail_out "runc spec failed"
 jq '.process.terminal = false | .process.args = ["sh", "-c", "echo out-of-the-container; exit 3"]' \
 	"$B/config.json" >"$B/c.json" && mv "$B/c.json" "$B/config.json"
+# under_conmon ID DIR RUNTIME [ROOT]: conmon running the shim for container ID of bundle $B, its
+# files in DIR, RUNTIME as the shim's runc, with --root ROOT (default $ROOT)
+under_conmon() {
+	mkdir -p "$2/exit"
+	conmon --api-version 1 --cid="$1" --cuuid="$1" --name="$1" --runtime="$SHIM" --bundle="$B" \
+		--container-pidfile="$2/init.pid" --conmon-pidfile="$2/conmon.pid" --log-path="k8s-file:$2/0.log" \
+		--persist-dir="$2/exit" --full-attach --runtime-arg="$3" --runtime-arg=--root --runtime-arg="${4:-$ROOT}" \
+		--runtime-arg=--log --runtime-arg="$2/runc.log" --runtime-opt=-- >"$2/out" 2>&1 </dev/null
+}
+# (runc, its commands recorded)
+REC=$TEST_TMP/rec-runc
+printf '#!/bin/sh\necho "$*" >>"%s"\nexec %s "$@"\n' "$TEST_TMP/rec-calls" "$(command -v runc)" >"$REC"
+chmod +x "$REC"
 on_exit "runc --root '$ROOT' delete -f shimtest >/dev/null 2>&1"
-conmon --api-version 1 --cid=shimtest --cuuid=shimtest --name=shimtest --runtime="$SHIM" --bundle="$B" \
-	--container-pidfile="$D/init.pid" --conmon-pidfile="$D/conmon.pid" --log-path="k8s-file:$D/0.log" \
-	--persist-dir="$D/exit" --full-attach --runtime-arg="$(command -v runc)" --runtime-arg=--root \
-	--runtime-arg="$ROOT" --runtime-arg=--log --runtime-arg="$D/runc.log" --runtime-opt=-- >"$D/out" 2>&1 </dev/null
+under_conmon shimtest "$D" "$REC"
 is "$?" 0 "conmon with riklet-runc-run as its runtime starts"
 ok "wait_for 30 test -s '$D/exit/exit'" "conmon writes the exit file of a container that ended at once" || diag_file "$D/out"
 is "$(cat "$D/exit/exit" 2>/dev/null)" 3 "with its exit code, 3"
@@ -101,6 +189,30 @@ like "$(cat "$D/init.pid" 2>/dev/null)" '^[0-9]+$' "runc's pid file is there (ri
 like "$(cat "$D/0.log" 2>/dev/null)" '^[0-9T:.+-]+ stdout F out-of-the-container$' "its output is in the CRI log"
 is "$(runc --root "$ROOT" state shimtest 2>/dev/null | jq -r .status)" stopped "runc knows the container: stopped"
 ok "wait_for 10 bash -c '! kill -0 $(cat "$D/conmon.pid") 2>/dev/null'" "conmon has ended"
+is "$(cut -d' ' -f5 "$TEST_TMP/rec-calls" | tr '\n' ' ')" "create " \
+	"started through runc's exec.fifo (as runc start does it): runc create, and no runc start process"
+is "$(jq -r .msg "$D/runc.log")" "riklet-runc-run: shimtest started through runc's exec.fifo (no runc start)" \
+	"said in runc's --log" || diag_file "$D/runc.log"
+ok "! test -e '$ROOT/shimtest/exec.fifo'" "and the fifo is removed, as runc start removes it"
+
+# --- the fallback, with the real runc: no exec.fifo where the shim looks (its --root another one
+# than the runc's, through a wrapper) -> runc start
+ELSE=$TEST_TMP/else-runc
+cat >"$ELSE" <<ELSE_END
+#!/bin/bash
+a=() r=
+for x; do [[ -n \$r ]] && x='$ROOT'; r=; [[ \$x == --root ]] && r=1; a+=("\$x"); done
+exec $(command -v runc) "\${a[@]}"
+ELSE_END
+chmod +x "$ELSE"
+D=$TEST_TMP/else
+on_exit "runc --root '$ROOT' delete -f shimelse >/dev/null 2>&1"
+under_conmon shimelse "$D" "$ELSE" "$TEST_TMP/elsewhere"
+ok "wait_for 30 test -s '$D/exit/exit'" "no exec.fifo where the shim looks: the container runs all the same" || diag_file "$D/out"
+is "$(cat "$D/exit/exit" 2>/dev/null)" 3 "and ends (3)"
+like "$(cat "$D/0.log" 2>/dev/null)" ' stdout F out-of-the-container$' "its output in the CRI log"
+like "$(jq -r .msg "$D/runc.log")" "^riklet-runc-run: shimelse: runc start [(]not through exec.fifo: no state directory $TEST_TMP/elsewhere/shimelse: " \
+	"started by runc start, and why, in runc's --log" || diag_file "$D/runc.log"
 
 # --- a runtime writing 200 KiB on stdout and stderr during create, a container writing 1.9 MB at once
 LOUD=$TEST_TMP/loud-runc
@@ -118,16 +230,12 @@ OUT='seq 1 40000 | sed "s/$/ the quick brown fox jumps over the lazy dog/"' ERR=
 jq --arg c "$OUT; $ERR >&2; exit 3" '.process.args = ["sh", "-c", $c]' "$B/config.json" >"$B/c.json" &&
 	mv "$B/c.json" "$B/config.json"
 D=$TEST_TMP/loud
-mkdir -p "$D/exit"
 on_exit "runc --root '$ROOT' delete -f shimloud >/dev/null 2>&1"
 # (a runtime blocked on its write, as before the shim read its output, would keep conmon and itself
 # there: this conmon ends, and with the pipes' reader gone the runtime's writes fail)
 on_exit "kill_ours 9 \$(cat '$D/conmon.pid' 2>/dev/null)"
 t0=$EPOCHREALTIME
-conmon --api-version 1 --cid=shimloud --cuuid=shimloud --name=shimloud --runtime="$SHIM" --bundle="$B" \
-	--container-pidfile="$D/init.pid" --conmon-pidfile="$D/conmon.pid" --log-path="k8s-file:$D/0.log" \
-	--persist-dir="$D/exit" --full-attach --runtime-arg="$LOUD" --runtime-arg=--root \
-	--runtime-arg="$ROOT" --runtime-arg=--log --runtime-arg="$D/runc.log" --runtime-opt=-- >"$D/out" 2>&1 </dev/null
+under_conmon shimloud "$D" "$LOUD"
 ok "wait_for 20 test -s '$D/exit/exit'" "a runtime writing 200 KiB on stdout and stderr: the container runs and ends" ||
 	diag_file "$D/out"
 took=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
@@ -155,12 +263,8 @@ exec $(command -v runc) "\$@"
 SLOW_END
 chmod +x "$SLOW"
 D=$TEST_TMP/killed
-mkdir -p "$D/exit"
 on_exit "runc --root '$ROOT' delete -f shimkilled >/dev/null 2>&1"
-conmon --api-version 1 --cid=shimkilled --cuuid=shimkilled --name=shimkilled --runtime="$SHIM" --bundle="$B" \
-	--container-pidfile="$D/init.pid" --conmon-pidfile="$D/conmon.pid" --log-path="k8s-file:$D/0.log" \
-	--persist-dir="$D/exit" --full-attach --runtime-arg="$SLOW" --runtime-arg=--root \
-	--runtime-arg="$ROOT" --runtime-arg=--log --runtime-arg="$D/runc.log" --runtime-opt=-- >"$D/out" 2>&1 </dev/null &
+under_conmon shimkilled "$D" "$SLOW" &
 ok "wait_for 10 test -s '$TEST_TMP/slow.pid'" "conmon runs the shim, which runs the runtime's create"
 kill_ours 9 "$(cat "$D/conmon.pid" 2>/dev/null)"
 # (ended: gone, or a zombie its new parent has not reaped yet)

@@ -5,12 +5,13 @@
 # 60 s deadline; riklet-runc-run, the runtime riklet gives conmon, now drains that pipe while the
 # runtime runs. Real conmon, runc and riklet; the runtime is a script on --runc writing 200 KiB on
 # stderr in create/run, then failing or going on as the real runc, for a one-container Pod
-# (`runc create` + `runc start` in the shim) and a two-container one (`runc create`):
+# (`runc create` + its start, through exec.fifo, in the shim) and a two-container one (`runc create`):
 #  - failing: the instance is FAILED at once (well within 60 s) with the runtime's last words in a
 #    reason of bounded size, and nothing is left (runc container, conmon, directory); the same for
-#    a one-container Pod whose `runc start` (in the shim) writes 200 KiB on stderr and fails;
+#    a one-container Pod whose `runc start` (in the shim: its fallback when there is no exec.fifo
+#    to start the container through) writes 200 KiB on stderr and fails;
 #  - going on: the Pod runs, and the container's own stderr still reaches its log;
-#  - riklet and riklet-runc-run killed while a restart is between runc create and runc start (its
+#  - riklet and riklet-runc-run killed while a restart is between runc create and its start (its
 #    conmon stays): riklet started again takes the created container as ended and restarts it;
 #  - riklet alone killed there (the shim lives on): riklet started again follows the start in flight
 #    to a stated end, and the record never stays "created": the shim starts the container after
@@ -51,9 +52,18 @@ fail:*" create "* | fail:*" run "* | :*" create "* | :*" run "* | failstart:*" s
 	echo " the runtime's last words" >&2
 	[[ \$mode == fail* ]] && exit 1 ;;
 esac
-# gap: runc start waits (the shim between create and start) until the mode changes
-# (in-gap.ID: this process's pid, ID the container's: the last argument)
-[[ \$mode == gap && " \$* " == *" start "* ]] && { echo \$\$ >"$TEST_TMP/in-gap.\${!#}"; while [[ \$(cat "$TEST_TMP/mode") == gap ]]; do sleep 0.1; done; }
+# after the real create: failstart removes exec.fifo (the shim then runs runc start, the start this
+# case is about, instead of opening the fifo itself); gap waits (the shim between create and start:
+# its runc create not ended yet, the container created) until the mode changes (in-gap.ID: this
+# process's pid, ID the container's: the last argument)
+if [[ \$mode == failstart || \$mode == gap ]] && [[ " \$* " == *" create "* ]]; then
+	"$REAL" "\$@" || exit
+	root= prev=
+	for a; do [[ \$prev == --root ]] && root=\$a; prev=\$a; done
+	[[ \$mode == failstart ]] && rm -f "\$root/\${!#}/exec.fifo"
+	[[ \$mode == gap ]] && { echo \$\$ >"$TEST_TMP/in-gap.\${!#}"; while [[ \$(cat "$TEST_TMP/mode") == gap ]]; do sleep 0.1; done; }
+	exit 0
+fi
 exec "$REAL" "\$@"
 EOF
 chmod +x "$TEST_TMP/loudrunc"
@@ -88,13 +98,13 @@ for p in ok1 ok2; do
 		"$p: the container's own stderr still reaches its log"
 done
 
-# --- a restart of a one-container Pod's container held between runc create and runc start (the
-# wrapper waits in runc start), then riklet killed:
+# --- a restart of a one-container Pod's container held between runc create and its start (the
+# wrapper waits after the real runc create, the shim waiting for it to end), then riklet killed:
 #  gap1: the shim killed too: its conmon stays (it waits for the failed runtime's stderr, which the
 #        created container holds), and nothing will ever start that container; riklet started
 #        again must take it as ended (the restart policy then runs it again), not adopt it as
 #        running for ever
-#  gap2: riklet alone: the shim (its runc start held) is let go once riklet was started again: the
+#  gap2: riklet alone: the shim (its runc create held) is let go once riklet was started again: the
 #        container runs, and its conmon ends (conmon 2.1.6 exits when its report of the start meets
 #        the closed pipe of the riklet that started it): taken as ended and restarted under a new
 #        conmon (it was watched without its conmon, the record saying "created" for ever)
@@ -116,7 +126,7 @@ for p in $gaps; do rk_wait_status 60 "$p" RUNNING; done
 echo gap >"$TEST_TMP/mode"
 for p in $gaps; do runc --root "$RUNC_ROOT" kill "${p}_c" TERM; done # (exit 0: restarted after 1 s)
 held() { for p in $gaps; do [[ -s $TEST_TMP/in-gap.${p}_c ]] || return 1; done; }
-ok "wait_for 20 held" "gap1-5: their containers restarted, each shim waits for its runc start"
+ok "wait_for 20 held" "gap1-5: their containers restarted, each shim between its create and start"
 wrapper() { cat "$TEST_TMP/in-gap.$1_c"; }
 cstate() { rk_ps_json | jq -r --arg id "$1" '.instances[] | select(.id == $id) | .containers[0].state'; }
 running() { [[ $(runc --root "$RUNC_ROOT" state "$1_c" 2>/dev/null | jq -r .status) == running ]]; }
@@ -134,6 +144,9 @@ touch -d '-2 min' "$STATE/instances/gap4/c/conmon.pid"
 # gap5's shim, let go (the mode cleared), starts its container; its conmon then ends
 ok "wait_for 5 running gap5" "gap5: the shim let go while riklet is down: its container runs"
 ok "wait_for 5 no_conmon gap5" "gap5: and its conmon ended"
+fifo_log=$STATE/instances/gap5/c/runc.log
+ok "grep -q 'gap5_c started through runc.s exec.fifo' $fifo_log && ! grep -q 'not through exec.fifo' $fifo_log" \
+	"gap5: started by the shim through exec.fifo (no runc start)"
 for p in gap1 gap2 gap3 gap4; do
 	is "$(runc --root "$RUNC_ROOT" state "${p}_c" | jq -r .status)" created "$p: riklet killed: its container is only created"
 done
@@ -154,6 +167,7 @@ ok "wait_for 8 logged 'instance gap2: container c started after riklet stopped, 
 ok "wait_for 8 up gap2" "gap2: restarted: running, and the record says so" ||
 	diag "gap2: $(runc --root "$RUNC_ROOT" state gap2_c | jq -r .status), the record says $(cstate gap2); $(grep 'gap2' "$RK_LOG" | tail -n 4)"
 is "$(rk_conmons gap2_c)" 1 "gap2: under a conmon"
+ok "! grep -q 'not through exec.fifo' $STATE/instances/gap2/c/runc.log" "gap2: its shim, let go, started it through exec.fifo"
 ok "wait_for 8 up gap5" "gap5: taken as ended at adoption, restarted: running, and the record says so" ||
 	diag "gap5: $(runc --root "$RUNC_ROOT" state gap5_c | jq -r .status), the record says $(cstate gap5); $(grep 'gap5' "$RK_LOG" | tail -n 4)"
 like "$(grep 'gap5_c was started after riklet stopped' "$RK_LOG")" "without its conmon" "gap5: and says why"
@@ -169,7 +183,7 @@ ok "wait_for 8 up gap4" "gap4: its shim stuck past the limit: conmon stopped, ta
 like "$(grep 'instance gap4: container c never started' "$RK_LOG")" "did not end within 60s" "gap4: and says why"
 is "$(rk_conmons gap4_c)" 1 "gap4: one conmon (the stuck one stopped)"
 gone() { [[ ! -e /proc/$1 || $(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) == Z ]]; } # (or a zombie)
-ok "wait_for 2 gone $(wrapper gap4)" "gap4: the stuck shim's runc start is gone (PDEATHSIG)"
+ok "wait_for 2 gone $(wrapper gap4)" "gap4: the stuck shim's held runc create is gone (PDEATHSIG)"
 for p in $gaps; do is "$(rk_status "$p")" RUNNING "$p: RUNNING"; done
 diag "gap1-5: $(awk -v a="$tg" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }') s in all (load $(cut -d' ' -f1 /proc/loadavg))"
 
