@@ -36,6 +36,9 @@ int rk_watch_modify(rk_watch *w, uint32_t events, rk_err *e);
  * operator or a client waits on (the HTTP API), whose callbacks are short. */
 int rk_watch_set_urgent(rk_watch *w, rk_err *e);
 #define RK_LOOP_URGENT_US 1000
+/* ... for at most this long a turn (a quarter of RK_LOOP_BUDGET_MS, not counted in it: the paced
+ * work's share is as with a plain fd, whatever a client sends); past it, at the next turn's top */
+#define RK_LOOP_URGENT_MAX_US 5000
 void rk_watch_cancel(rk_watch *w);
 
 /* One-shot timer after ms milliseconds. Cancelling takes it out of the timer heap and frees it at

@@ -139,7 +139,9 @@ function M.exit_status(dir)
   return { code = n, describe = proc.describe(n, nil) }
 end
 
--- (another user's process is no conmon of riklet's, whatever its command line: procscan.same_user)
+-- (another user's process is no conmon of riklet's, whatever its command line, nor a process in a
+-- pid namespace below riklet's: a container's, root on the node, naming itself a conmon at a
+-- recycled conmon pid; procscan.same_user)
 local same_user = procscan.same_user
 
 -- Is pid the conmon of container id? true, false, or nil when its command line or owner cannot be
@@ -154,7 +156,7 @@ local function is_conmon_of(pid, id)
   -- a re-adoption asks this for every Pod
   local function arg(a) return cmd:find("\0" .. a .. "\0", 1, true) ~= nil end
   if not (arg("--cid=" .. id) or arg("-c\0" .. id) or arg("--cid\0" .. id)) then return false end
-  local mine = same_user(pid)
+  local mine = same_user(pid, true)
   if mine == nil then return fs.exists("/proc/" .. pid) and nil end
   return mine
 end

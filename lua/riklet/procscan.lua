@@ -6,10 +6,13 @@
 --       command line could be read and is not empty (not a zombie, not a kernel thread). A
 --       candidate list only: pids are recycled, so what a caller acts on (kills, stops) it checks
 --       again on the process itself first (conmon.stop, vmmproc.find).
---   procscan.same_user(pid) -> boolean | nil: the process runs as riklet's user (its real uid,
---       /proc/PID/status); nil when that cannot be read. Any user can give a process the command
---       line of riklet's conmons or VMMs, not riklet's uid (root): another user's process is none
---       of riklet's, whatever it names (one at a recycled pid too).
+--   procscan.same_user(pid[, own_pidns]) -> boolean | nil: the process runs as riklet's user (its
+--       real uid, /proc/PID/status); nil when that cannot be read. Any user can give a process the
+--       command line of riklet's conmons or VMMs, not riklet's uid (root): another user's process is
+--       none of riklet's, whatever it names (one at a recycled pid too). own_pidns: and it is in no
+--       pid namespace below riklet's (NSpid: no more levels than riklet's own): a container's
+--       process runs as root on the node (no user namespace) and can name itself a conmon, not
+--       leave its container's pid namespace, where no conmon of riklet's runs.
 --   procscan.claim(pid, is_it) -> claim | false | nil, err: a handle on the process that has pid
 --       now, for a signal that must reach the process riklet checked and nothing else: a pidfd
 --       (pidfd_open) is opened first, then is_it(pid) is asked (the re-check: command line, uid,
@@ -46,11 +49,27 @@ local function scan()
   return out
 end
 
-function M.same_user(pid)
+-- how many pid namespaces a process is in, counted from /proc's (its NSpid: line), or nil
+local function nspid_depth(status)
+  local l = status and status:match("\nNSpid:([^\n]*)")
+  if not l then return nil end
+  local n = 0
+  for _ in l:gmatch("%d+") do n = n + 1 end
+  return n
+end
+local own_depth -- riklet's (read once; false: unknown)
+
+function M.same_user(pid, own_pidns)
   local s = fs.read("/proc/" .. pid .. "/status", 8192)
   if not s then return nil end
   local uid = tonumber(s:match("\nUid:%s+(%d+)"))
-  return uid ~= nil and uid == core.getuid()
+  if uid == nil or uid ~= core.getuid() then return false end
+  if own_pidns then
+    if own_depth == nil then own_depth = nspid_depth(fs.read("/proc/self/status", 8192)) or false end
+    local depth = nspid_depth(s)
+    if own_depth and depth and depth > own_depth then return false end
+  end
+  return true
 end
 
 -- (a check between two reads of /proc is no guarantee: the pid may be recycled between the check

@@ -155,6 +155,26 @@ static void u_fd(void *ud, int fd, uint32_t ev)
 		rk_loop_defer(g_loop, u_answer, NULL);
 	}
 }
+/* an API flood: an urgent fd always ready (never drained), its callback 2 ms, beside 40 paced
+ * callbacks of 1 ms */
+#define NFLOOD 40
+static int f_steps, f_served, f_calm;
+static void flood_step(void *ud)
+{
+	f_calm += !rk_loop_over_budget(g_loop); /* (a task's pace: a flood must not make every step yield) */
+	uint64_t t = rk_now_us();
+	while (rk_now_us() - t < 1000)
+		;
+	if (++f_steps == NFLOOD)
+		rk_loop_stop(g_loop, 0);
+}
+static void flood_fd(void *ud, int fd, uint32_t ev)
+{
+	f_served++;
+	uint64_t t = rk_now_us();
+	while (rk_now_us() - t < 2000)
+		;
+}
 static void spin_tick(void *ud)
 {
 	uint64_t now = rk_now_us();
@@ -347,6 +367,27 @@ int main(void)
 	ok(u_seen_at >= 11 && u_seen_at <= 12,
 	   "a byte written by the 11th paced callback of 1 ms was read after %d of them (at most 12)", u_seen_at);
 	ok(u_answered_at == u_seen_at, "what its callback deferred ran at once (after %d)", u_answered_at);
+
+	/* a client that keeps the API busy gets at most RK_LOOP_URGENT_MAX_US of a turn between paced
+	 * steps, on top of their budget: the paced work goes on as with a plain watch (one 2 ms serving
+	 * per turn of ~18 steps), not one step per 4 servings (8 ms) */
+	ok(pipe(up) == 0 && write(up[1], "x", 1) == 1, "a pipe always ready for the flood");
+	rk_watch *fw = rk_loop_watch_fd(l, up[0], EPOLLIN, flood_fd, NULL, &e);
+	ok(fw && rk_watch_set_urgent(fw, &e) == 0, "the flooded watch is urgent: %s", e.msg);
+	uint64_t f0 = rk_now_us();
+	for (intptr_t i = 0; i < NFLOOD; i++)
+		rk_loop_defer_paced(l, flood_step, NULL);
+	rk_loop_run(l);
+	uint64_t f_ms = (rk_now_us() - f0) / 1000;
+	rk_watch_cancel(fw);
+	close(up[0]);
+	close(up[1]);
+	ok(f_served <= NFLOOD / 2,
+	   "a flooded urgent fd (2 ms a serving) was served %d times while %d paced steps of 1 ms ran (%llu ms; at "
+	   "most %d)",
+	   f_served, f_steps, (unsigned long long)f_ms, NFLOOD / 2);
+	ok(f_calm >= NFLOOD / 2, "rk_loop_over_budget said no in %d of the %d steps (at least %d): a flood past its "
+	   "share does not make every task yield", f_calm, NFLOOD, NFLOOD / 2);
 
 	/* the worker pool: 8 jobs of 200 ms on 4 threads take ~400 ms, run off the loop thread, and
 	 * their completions are delivered on the loop while a 5 ms timer keeps ticking */

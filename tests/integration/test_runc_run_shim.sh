@@ -101,7 +101,9 @@ case " \$* " in *" create "*)
 	# (FPAD: a member of that size before the fields; FSTR: the pid a string)
 	printf '{"pad":"%s","id":"%s","init_process_pid":%s,"init_process_start":%s,"created":"","config":{}}' \
 		"\$(head -c "\${FPAD:-0}" /dev/zero | tr '\\0' x)" "\${!#}" "\${FSTR:+\"}\$!\${FSTR:+\"}" \
-		"\$(awk '{ sub(/.*\\) /, ""); print \$20 }' /proc/\$!/stat)" >"\$root/\${!#}/state.json" ;;
+		"\${FSTART:-\$(awk '{ sub(/.*\\) /, ""); print \$20 }' /proc/\$!/stat)}" >"\$root/\${!#}/state.json"
+	# (FLINK: state.json a symlink to the same text elsewhere)
+	if [[ -n \$FLINK ]]; then mv "\$root/\${!#}/state.json" "\$root/s.json"; ln -s ../s.json "\$root/\${!#}/state.json"; fi ;;
 esac
 FF_END
 chmod +x "$FF"
@@ -134,6 +136,19 @@ is "$(cut -d' ' -f5 "$TEST_TMP/fcalls" | tr '\n' ' ')" "create start " "runc sta
 like "$(jq -r 'select(.level == "info") | .msg' "$TEST_TMP/f.log" | tail -n 1)" \
 	"^riklet-runc-run: f5: runc start [(]not through exec.fifo: .*/f5/state.json: no init_process_pid and init_process_start" \
 	"and why, in runc's --log"
+kill_ours 9 "$(cat "$TEST_TMP/finit.pid")"
+# (hostile review) a state.json that is a symlink is not followed; an init whose start time is not
+# the one in state.json (its pid recycled) is not taken for it: runc start, and why
+FLINK=1 fshim f6 2>"$TEST_TMP/err"
+is "$?:$(cut -d' ' -f5 "$TEST_TMP/fcalls" | tr '\n' ' ')" "0:create start " "state.json a symlink: not followed, runc start"
+like "$(jq -r 'select(.level == "info") | .msg' "$TEST_TMP/f.log" | tail -n 1)" \
+	"not through exec.fifo: cannot read .*/f6/state.json: Too many levels of symbolic links" "and why"
+kill_ours 9 "$(cat "$TEST_TMP/finit.pid")"
+FSTART=12345 fshim f7 2>"$TEST_TMP/err"
+is "$?:$(cut -d' ' -f5 "$TEST_TMP/fcalls" | tr '\n' ' ')" "0:create start " \
+	"the pid's process started at another time than state.json's init (a recycled pid): runc start"
+like "$(jq -r 'select(.level == "info") | .msg' "$TEST_TMP/f.log" | tail -n 1)" \
+	"not through exec.fifo: the container's init [(]pid [0-9]+[)] is not running" "and why"
 kill_ours 9 "$(cat "$TEST_TMP/finit.pid")"
 (sleep 0.3; kill_ours 9 "$(cat "$TEST_TMP/finit.pid")") &
 killer=$!

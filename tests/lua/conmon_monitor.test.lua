@@ -129,4 +129,34 @@ do -- its runtime stuck past conmon's 60 s limit (its pid file 2 minutes old): i
   T.ok(not conmon.alive(pid, id), "its conmon stopped (riklet's, by its command line and uid)")
   cleanup(rt_pid, init)
 end
+-- A container's process (root on the node: riklet's containers have no user namespace) giving
+-- itself a conmon's command line for a container (it may find out the id), at the pid of that
+-- container's conmon once recycled (a conmon ends at its report of a start riklet, killed, no
+-- longer waits for): it is in a pid namespace of its own, below riklet's, where no conmon of
+-- riklet's runs. Not its conmon: neither adopted (conmon.alive) nor killed (conmon.stop). The
+-- same command line in riklet's pid namespace is taken (the control).
+if core.getuid() == 0 and proc.run({ "unshare", "--pid", "--fork", "true" }).code == 0 then
+  local id = "adopt-test-imitation"
+  local script = "sleep 600; :"
+  local fake = assert(proc.run({ "sh", "-c", ('unshare --pid --fork --kill-child %s/conmon -c "$1" --cid=%s </dev/null >/dev/null 2>&1 & echo $!'):format(dir, id),
+    "sh", script }, { own_group = false }))
+  local outer = assert(tonumber(fake.stdout:match("%d+")))
+  local pid
+  T.wait_for(5, function()
+    pid = tonumber((fs.read(("/proc/%d/task/%d/children"):format(outer, outer), 256) or ""):match("%d+"))
+    return pid and (fs.read("/proc/" .. pid .. "/cmdline", 4096) or ""):find("--cid=" .. id, 1, true)
+  end)
+  local same = assert(proc.run({ "sh", "-c", ('%s/conmon -c "$1" --cid=%s </dev/null >/dev/null 2>&1 & echo $!'):format(dir, id),
+    "sh", script }, { own_group = false }))
+  local control = assert(tonumber(same.stdout:match("%d+")))
+  T.ok(pid ~= nil, "an imitation of conmon " .. id .. " in a pid namespace of its own runs: " .. tostring(pid))
+  T.is(conmon.alive(control, id), true, "the same command line in riklet's pid namespace: taken for the conmon (the control)")
+  T.is(conmon.alive(pid, id), false, "the imitation in a container's pid namespace: not the conmon (not adopted)")
+  conmon.stop(pid, id, "(test)")
+  task.sleep(0.1)
+  T.ok(proc.alive(pid), "nor killed by conmon.stop")
+  cleanup(pid, outer, control)
+else
+  T.skip("imitation in another pid namespace: needs root and unshare --pid")
+end
 fs.rm_rf(dir)
