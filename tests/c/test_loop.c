@@ -386,8 +386,10 @@ int main(void)
 	   "a flooded urgent fd (2 ms a serving) was served %d times while %d paced steps of 1 ms ran (%llu ms; at "
 	   "most %d)",
 	   f_served, f_steps, (unsigned long long)f_ms, NFLOOD / 2);
-	ok(f_calm >= NFLOOD / 2, "rk_loop_over_budget said no in %d of the %d steps (at least %d): a flood past its "
-	   "share does not make every task yield", f_calm, NFLOOD, NFLOOD / 2);
+	ok(f_calm >= NFLOOD / 2,
+	   "rk_loop_over_budget said no in %d of the %d steps (at least %d): a flood past its "
+	   "share does not make every task yield",
+	   f_calm, NFLOOD, NFLOOD / 2);
 
 	/* the worker pool: 8 jobs of 200 ms on 4 threads take ~400 ms, run off the loop thread, and
 	 * their completions are delivered on the loop while a 5 ms timer keeps ticking */
