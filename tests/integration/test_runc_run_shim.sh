@@ -9,7 +9,11 @@
 # fifo removed, no `runc start`; an init that ends before writing ends the wait (its pidfd) with
 # the start failed and the container deleted; SIGTERM during the wait ends the shim by it, the
 # container deleted; state.json parsed whole (its fields after 5 KiB found; a pid that is a
-# string: `runc start`, and why). Then the real thing: conmon
+# string: `runc start`, and why); what a hostile review named: a symlinked state.json, a recycled
+# init pid, a state.json over 4 MiB (never read: the shim's memory stays small) or not JSON, an
+# exec.fifo that is a file, a directory or a symlink to a FIFO elsewhere (`runc start`, and why;
+# nothing opened or removed), an init stopped during the wait (the shim waits on; conmon's SIGTERM
+# ends it, the container deleted, nothing left). Then the real thing: conmon
 # + the shim + runc on a bundle whose process prints and exits 3 at once: conmon's pid file, CRI
 # log line and exit file (3) are all there, and runc knows the container (stopped) — what riklet
 # reads after a create; the start went through runc's exec.fifo (no `runc start` process, said in
@@ -94,7 +98,11 @@ echo "\$*" >>"$TEST_TMP/fcalls"
 root= pf=/dev/null prev=
 for a; do case \$prev in --root) root=\$a ;; --pid-file) pf=\$a ;; esac; prev=\$a; done
 case " \$* " in *" create "*)
-	mkdir -p "\$root/\${!#}" && mkfifo "\$root/\${!#}/exec.fifo"
+	# (FFIFO: exec.fifo a regular file holding the init's byte, a directory, or a symlink to FFIFO)
+	mkdir -p "\$root/\${!#}" && case \${FFIFO:-fifo} in
+		fifo) mkfifo "\$root/\${!#}/exec.fifo" ;; file) printf 0 >"\$root/\${!#}/exec.fifo" ;;
+		dir) mkdir "\$root/\${!#}/exec.fifo" ;; *) ln -s "\$FFIFO" "\$root/\${!#}/exec.fifo" ;;
+	esac
 	(exec -a "$TEST_TMP/fake-init" sleep 30) </dev/null >/dev/null 2>&1 &
 	echo \$! >"$TEST_TMP/finit.pid"
 	echo \$! >"\$pf"
@@ -103,11 +111,22 @@ case " \$* " in *" create "*)
 		"\$(head -c "\${FPAD:-0}" /dev/zero | tr '\\0' x)" "\${!#}" "\${FSTR:+\"}\$!\${FSTR:+\"}" \
 		"\${FSTART:-\$(awk '{ sub(/.*\\) /, ""); print \$20 }' /proc/\$!/stat)}" >"\$root/\${!#}/state.json"
 	# (FLINK: state.json a symlink to the same text elsewhere)
-	if [[ -n \$FLINK ]]; then mv "\$root/\${!#}/state.json" "\$root/s.json"; ln -s ../s.json "\$root/\${!#}/state.json"; fi ;;
+	if [[ -n \$FLINK ]]; then mv "\$root/\${!#}/state.json" "\$root/s.json"; ln -s ../s.json "\$root/\${!#}/state.json"; fi
+	# (FBIG: state.json made that long, sparse: zeros after its JSON; FTORN: cut before its end)
+	if [[ -n \$FBIG ]]; then truncate -s "\$FBIG" "\$root/\${!#}/state.json"; fi
+	if [[ -n \$FTORN ]]; then truncate -s -12 "\$root/\${!#}/state.json"; fi ;;
+*" delete "*)
+	# (as runc delete --force: the init killed (when it is this test's), the state directory gone)
+	p=\$(cat "$TEST_TMP/finit.pid" 2>/dev/null)
+	[[ -n \$p ]] && tr '\\0' '\\n' </proc/\$p/cmdline 2>/dev/null | grep -qxF "$TEST_TMP/fake-init" && kill -9 \$p
+	rm -rf "\$root/\${!#}" ;;
 esac
 FF_END
 chmod +x "$FF"
-fshim() { rm -rf "$R" "$TEST_TMP/fcalls"; "$SHIM" "$FF" --root "$R" --log "$TEST_TMP/f.log" create --pid-file "$P" -- "$@"; }
+# (ended: gone, or a zombie its new parent has not reaped yet)
+ended() { ! [[ -e /proc/$1/stat ]] || [[ $(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) == Z ]]; }
+# (a shim waiting on what nobody writes is ended by timeout's SIGTERM: 143, a failure, not a hang)
+fshim() { rm -rf "$R" "$TEST_TMP/fcalls"; $FWRAP timeout 10 "$SHIM" "$FF" --root "$R" --log "$TEST_TMP/f.log" create --pid-file "$P" -- "$@"; }
 on_exit "kill_ours 9 \$(cat '$TEST_TMP/finit.pid' 2>/dev/null)"
 rm -f "$P"
 # (the init's side: open for writing, blocking until the shim reads, write one byte; 5 s at most)
@@ -137,19 +156,19 @@ like "$(jq -r 'select(.level == "info") | .msg' "$TEST_TMP/f.log" | tail -n 1)" 
 	"^riklet-runc-run: f5: runc start [(]not through exec.fifo: .*/f5/state.json: no init_process_pid and init_process_start" \
 	"and why, in runc's --log"
 kill_ours 9 "$(cat "$TEST_TMP/finit.pid")"
+# falls_back ID WHAT WHY: the shim on ID (the fake runc's variables as given) runs `runc start` (and
+# succeeds), WHY (a regex) in runc's --log
+falls_back() {
+	fshim "$1" 2>"$TEST_TMP/err"
+	is "$?:$(cut -d' ' -f5 "$TEST_TMP/fcalls" | tr '\n' ' ')" "0:create start " "$2: runc start"
+	like "$(jq -r 'select(.level == "info") | .msg' "$TEST_TMP/f.log" | tail -n 1)" "not through exec.fifo: $3" "and why"
+	kill_ours 9 "$(cat "$TEST_TMP/finit.pid")"
+}
 # (hostile review) a state.json that is a symlink is not followed; an init whose start time is not
 # the one in state.json (its pid recycled) is not taken for it: runc start, and why
-FLINK=1 fshim f6 2>"$TEST_TMP/err"
-is "$?:$(cut -d' ' -f5 "$TEST_TMP/fcalls" | tr '\n' ' ')" "0:create start " "state.json a symlink: not followed, runc start"
-like "$(jq -r 'select(.level == "info") | .msg' "$TEST_TMP/f.log" | tail -n 1)" \
-	"not through exec.fifo: cannot read .*/f6/state.json: Too many levels of symbolic links" "and why"
-kill_ours 9 "$(cat "$TEST_TMP/finit.pid")"
-FSTART=12345 fshim f7 2>"$TEST_TMP/err"
-is "$?:$(cut -d' ' -f5 "$TEST_TMP/fcalls" | tr '\n' ' ')" "0:create start " \
-	"the pid's process started at another time than state.json's init (a recycled pid): runc start"
-like "$(jq -r 'select(.level == "info") | .msg' "$TEST_TMP/f.log" | tail -n 1)" \
-	"not through exec.fifo: the container's init [(]pid [0-9]+[)] is not running" "and why"
-kill_ours 9 "$(cat "$TEST_TMP/finit.pid")"
+FLINK=1 falls_back f6 "state.json a symlink: not followed" "cannot read .*/f6/state.json: Too many levels of symbolic links"
+FSTART=12345 falls_back f7 "the pid's process started at another time than state.json's init (a recycled pid)" \
+	"the container's init [(]pid [0-9]+[)] is not running"
 (sleep 0.3; kill_ours 9 "$(cat "$TEST_TMP/finit.pid")") &
 killer=$!
 fshim f2 2>"$TEST_TMP/err"
@@ -167,6 +186,51 @@ wait $!
 is "$?" $((128 + 15)) "SIGTERM while the fifo is waited on (conmon's, forwarded): the shim ends by it"
 is "$(tail -n 1 "$TEST_TMP/fcalls")" "--root $R --log $TEST_TMP/f.log delete --force -- f3" "and the container is deleted"
 kill_ours 9 "$(cat "$TEST_TMP/finit.pid")"
+# (hostile review, read then tested) state.json over 4 MiB: not read (its size, before any read),
+# runc start, and why; the shim's memory stays small (64 MiB sparse: its JSON, then zeros, which
+# cJSON would parse, trailing bytes ignored, were it read)
+TIME=(); [[ -x /usr/bin/time ]] && TIME=(/usr/bin/time -f %M -o "$TEST_TMP/rss")
+FBIG=64M FWRAP=${TIME[*]} falls_back f8 "state.json over 4 MiB" "cannot read .*/f8/state.json: larger than 4 MiB"
+if ((${#TIME[@]})); then
+	ok "(( \$(tail -n 1 '$TEST_TMP/rss') < 16384 ))" "its largest process stayed under 16 MiB ($(tail -n 1 "$TEST_TMP/rss") KiB)"
+else skip "the shim's memory: needs /usr/bin/time (apt-get install time)"; fi
+# state.json not JSON (cut short, as by a torn write, its fields whole before the cut): runc start
+FTORN=1 falls_back f9 "state.json not JSON (cut short)" ".*/f9/state.json: not JSON[)]$"
+# exec.fifo no FIFO (a regular file holding a byte, a directory, a symlink to a FIFO elsewhere, with
+# a writer waiting on that FIFO's open): runc start, and why; nothing opened or removed
+T=$TEST_TMP/elsewhere.fifo
+mkfifo "$T"
+bash -c 'exec 3>"$1"; : >"$2"' - "$T" "$TEST_TMP/opened" &
+writer=$!
+for kind in file dir "$T"; do
+	FFIFO=$kind falls_back f10 "exec.fifo a ${kind/#\/*/symlink to a FIFO}" ".*/f10/exec.fifo is not a FIFO[)]$"
+	case $kind in file) is "$(cat "$R/f10/exec.fifo")" 0 "(the file: there still)" ;;
+	dir) ok "test -d '$R/f10/exec.fifo'" "(the directory: there still)" ;;
+	*) ok "test -L '$R/f10/exec.fifo'" "(the symlink: there still)" ;; esac
+done
+ok "test -p '$T' && ! test -e '$TEST_TMP/opened'" "the FIFO the symlink names: still there, never opened (its writer still waits)"
+kill_ours 9 $writer
+wait $writer 2>/dev/null
+# the init stopped (SIGSTOP) while the shim waits on exec.fifo: the shim waits on, as runc start
+# would (a stopped init is alive); conmon's SIGTERM ends it, the container deleted, nothing left
+rm -rf "$R" "$TEST_TMP/fcalls" "$P"
+"$SHIM" "$FF" --root "$R" --log "$TEST_TMP/f.log" create --pid-file "$P" -- f11 2>/dev/null &
+shim=$!
+fifo_open() { local f; for f in "/proc/$1/fd/"*; do [[ $(readlink "$f") == "$R/f11/exec.fifo" ]] && return 0; done; return 1; }
+ok "wait_for 5 fifo_open $shim" "(the shim waits on f11's exec.fifo)"
+init=$(cat "$TEST_TMP/finit.pid")
+kill -STOP "$init"
+sleep 0.3
+ok "[[ \$(awk '{ print \$3 }' /proc/$init/stat) == T ]] && fifo_open $shim && ! grep -q delete '$TEST_TMP/fcalls'" \
+	"the init stopped: the shim still waits (0.3 s), no delete"
+kill -TERM "$shim"
+wait_for 3 ended "$shim" || kill_ours 9 "$shim"
+wait "$shim"
+is "$?" $((128 + 15)) "conmon's SIGTERM then: the shim ends by it"
+is "$(tail -n 1 "$TEST_TMP/fcalls")" "--root $R --log $TEST_TMP/f.log delete --force -- f11" "the container deleted"
+ok "wait_for 2 ended $init" "its init (stopped) killed by the delete"
+ok "! test -e '$R/f11' && ! test -e '$P' && ! test -e '$TEST_TMP/p/.riklet-create.init.pid'" \
+	"nothing left: no state directory, no pid file"
 
 # --- the real thing: conmon + shim + runc --------------------------------------------------------
 BUSYBOX=/bin/busybox
@@ -282,8 +346,6 @@ on_exit "runc --root '$ROOT' delete -f shimkilled >/dev/null 2>&1"
 under_conmon shimkilled "$D" "$SLOW" &
 ok "wait_for 10 test -s '$TEST_TMP/slow.pid'" "conmon runs the shim, which runs the runtime's create"
 kill_ours 9 "$(cat "$D/conmon.pid" 2>/dev/null)"
-# (ended: gone, or a zombie its new parent has not reaped yet)
-ended() { ! [[ -e /proc/$1/stat ]] || [[ $(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) == Z ]]; }
 slow=$(cat "$TEST_TMP/slow.pid")
 ok "wait_for 1 ended $slow" "conmon killed: the runtime the shim runs ends with it (PDEATHSIG)"
 wait_for 3 ended "$slow"
