@@ -662,7 +662,10 @@ struct fd_close {
 	struct rk_pool_job job;
 	int fd;
 };
-static void fd_close_work(void *ud) { close(((struct fd_close *)ud)->fd); }
+static void fd_close_work(void *ud)
+{
+	close(((struct fd_close *)ud)->fd);
+}
 static void fd_close_done(void *ud, int cancelled)
 {
 	(void)cancelled;
